@@ -1,0 +1,56 @@
+//! The CPU-bound job of the original ThreadCenter, bit for bit.
+//!
+//! The kernel is a Fibonacci-like recurrence folded into a checksum. It is
+//! deliberately sequential (each step needs the previous one), so the only
+//! way to do more of it per second is to run more jobs at once: exactly what
+//! a farm of workers is for.
+
+/// Modulus of the Fibonacci-like sequence (a prime, as in the original).
+const SEQUENCE_MODULUS: u64 = 10_000_019;
+/// Modulus of the running checksum.
+const CHECKSUM_MODULUS: u64 = 1_000_000_007;
+
+/// The `n` used when a `compute` request leaves it out, as in the original.
+pub const DEFAULT_N: u64 = 1_000_000;
+
+/// Runs the original ThreadCenter job for `n` steps and returns its checksum.
+///
+/// acc = 0, a = 0, b = 1; repeat max(1, n) times:
+/// (a, b) = (b, (a + b) mod 10000019); acc = (acc + 31a + 17b) mod 1000000007.
+///
+/// Every intermediate value fits easily in a `u64` (a, b < 10^7 and
+/// acc < 10^9), so no step can overflow.
+///
+/// ```
+/// assert_eq!(threadcenter::compute::compute(10), 8360);
+/// ```
+pub fn compute(n: u64) -> u64 {
+    let (mut acc, mut a, mut b) = (0u64, 0u64, 1u64);
+    for _ in 0..n.max(1) {
+        (a, b) = (b, (a + b) % SEQUENCE_MODULUS);
+        acc = (acc + 31 * a + 17 * b) % CHECKSUM_MODULUS;
+    }
+    acc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference values published with the original Python project.
+    #[test]
+    fn matches_the_original_reference_values() {
+        let expected = [
+            (0, 48),
+            (1, 48),
+            (2, 113),
+            (10, 8360),
+            (1000, 933_214_789),
+            (500_000, 869_502_129),
+            (1_000_000, 734_284_044),
+        ];
+        for (n, want) in expected {
+            assert_eq!(compute(n), want, "compute({n})");
+        }
+    }
+}

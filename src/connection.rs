@@ -1,0 +1,251 @@
+//! One client socket: reading frames from it, and the single path that writes
+//! replies to it.
+//!
+//! A connection has two threads:
+//! - the **reader** (the caller of [`Connection::read_frame`], the
+//!   per-connection handler) reads frames and decides what to do with them;
+//! - the **writer**, started here, is the only code that ever writes to the
+//!   socket. Every reply — from the reader itself (ping, errors), from a worker
+//!   thread, or from the thread driving a worker process — is a finished frame
+//!   sent to the writer through a channel. Because one thread writes whole
+//!   frames one after another, two replies can never interleave their bytes
+//!   (the original Python server wrote from several threads and could).
+//!
+//! The channel to the writer is unbounded so that a worker handing over a
+//! reply never blocks on a slow client. Memory is bounded instead by
+//! [`FlowControl`]: the reader takes a slot before handling each request and
+//! the writer gives it back once the reply is on the wire, so at most
+//! `max_inflight` replies per connection exist at any time. When a client
+//! stops reading its replies, its reader stops reading its requests, and TCP
+//! pushes back on the client — no other connection is affected.
+
+use std::io::{self, BufReader, BufWriter, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::frame::{self, FrameError};
+
+/// How many queued replies the writer gathers into one `write` system call.
+const MAX_REPLIES_PER_FLUSH: usize = 256;
+/// After an unusually large frame, the read buffer is given back so 1,000 idle
+/// connections do not each keep a multi-megabyte buffer.
+const KEEP_READ_BUFFER: usize = 64 * 1024;
+/// Stack size of writer threads: they only move bytes.
+const WRITER_STACK: usize = 128 * 1024;
+
+/// Counts the replies a connection owes, and makes the reader wait when it
+/// owes too many.
+#[derive(Debug)]
+pub struct FlowControl {
+    state: Mutex<FlowState>,
+    changed: Condvar,
+    max_outstanding: usize,
+}
+
+#[derive(Debug)]
+struct FlowState {
+    outstanding: usize,
+    closed: bool,
+}
+
+impl FlowControl {
+    fn new(max_outstanding: usize) -> Self {
+        FlowControl {
+            state: Mutex::new(FlowState { outstanding: 0, closed: false }),
+            changed: Condvar::new(),
+            max_outstanding: max_outstanding.max(1),
+        }
+    }
+
+    /// Takes a slot for one more reply, waiting while `max_outstanding`
+    /// replies are already owed. Returns `false` if the connection was closed
+    /// meanwhile (the reader should stop).
+    pub fn acquire(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while state.outstanding >= self.max_outstanding && !state.closed {
+            state = self.changed.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+        if state.closed {
+            return false;
+        }
+        state.outstanding += 1;
+        true
+    }
+
+    /// Gives back `count` slots (replies written, or a slot not used).
+    pub fn release(&self, count: usize) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.outstanding = state.outstanding.saturating_sub(count);
+        self.changed.notify_all();
+    }
+
+    /// Marks the connection closed and wakes a reader waiting for a slot.
+    pub fn close(&self) {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).closed = true;
+        self.changed.notify_all();
+    }
+
+    /// Replies owed right now.
+    pub fn outstanding(&self) -> usize {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).outstanding
+    }
+}
+
+/// The way to send a reply to one connection. Cheap to clone; a clone travels
+/// with every job in the registry.
+#[derive(Debug, Clone)]
+pub struct ReplySink {
+    frames: Sender<Vec<u8>>,
+    flow: Arc<FlowControl>,
+}
+
+impl ReplySink {
+    /// Hands a finished reply frame to the connection's writer. If the
+    /// connection is already gone the frame is dropped: there is nobody left
+    /// to read it.
+    pub fn send(&self, frame: Vec<u8>) {
+        let _ = self.frames.send(frame);
+    }
+
+    /// The connection's flow control (to take a slot per request).
+    pub fn flow(&self) -> &Arc<FlowControl> {
+        &self.flow
+    }
+
+    /// A sink with no socket behind it, for unit tests of code that replies.
+    pub fn detached(max_outstanding: usize) -> (ReplySink, Receiver<Vec<u8>>) {
+        let (frames, rx) = crossbeam_channel::unbounded();
+        let flow = Arc::new(FlowControl::new(max_outstanding));
+        (ReplySink { frames, flow }, rx)
+    }
+}
+
+/// The reading side of a client socket, plus the writer thread it started.
+pub struct Connection {
+    reader: BufReader<TcpStream>,
+    sink: ReplySink,
+    writer: JoinHandle<()>,
+    max_frame: usize,
+    payload: Vec<u8>,
+}
+
+impl Connection {
+    /// Starts the writer thread for `stream` and returns the reading side.
+    ///
+    /// # Errors
+    /// If the socket cannot be duplicated or the writer thread cannot start.
+    pub fn start(stream: TcpStream, max_frame: usize, max_inflight: usize) -> io::Result<Connection> {
+        let write_half = stream.try_clone()?;
+        let (sink, replies) = ReplySink::detached(max_inflight);
+        let flow = Arc::clone(&sink.flow);
+        let writer = thread::Builder::new()
+            .name("writer".into())
+            .stack_size(WRITER_STACK)
+            .spawn(move || write_replies(write_half, replies, flow))?;
+        Ok(Connection {
+            reader: BufReader::new(stream),
+            sink,
+            writer,
+            max_frame,
+            payload: Vec::new(),
+        })
+    }
+
+    /// Reads the next frame. `Ok(None)` is a clean close between frames.
+    ///
+    /// # Errors
+    /// See [`FrameError`]; only after [`FrameError::Empty`] may reading go on.
+    pub fn read_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        if self.payload.capacity() > KEEP_READ_BUFFER {
+            self.payload = Vec::new();
+        }
+        if frame::read_frame(&mut self.reader, self.max_frame, &mut self.payload)? {
+            Ok(Some(&self.payload))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// This connection's reply path.
+    pub fn sink(&self) -> &ReplySink {
+        &self.sink
+    }
+
+    /// Ends the connection: drops the reader's own sink and waits for the
+    /// writer to send whatever is still queued. The writer finishes once every
+    /// other sink (held by jobs in the registry) is gone too, so callers must
+    /// cancel this connection's jobs first.
+    pub fn finish(self) {
+        let Connection { reader, sink, writer, .. } = self;
+        drop(sink);
+        let _ = writer.join();
+        // Both halves are closed when the last handle to the socket drops.
+        drop(reader);
+    }
+}
+
+/// The writer thread: takes reply frames off the channel and writes them,
+/// batching whatever is already queued into one system call. It ends when
+/// every sender is gone (the connection is finished) or the socket fails.
+fn write_replies(stream: TcpStream, replies: Receiver<Vec<u8>>, flow: Arc<FlowControl>) {
+    let mut out = BufWriter::with_capacity(64 * 1024, &stream);
+    // `recv` blocks until a reply arrives or every sender is dropped.
+    while let Ok(first) = replies.recv() {
+        let mut batch = vec![first];
+        // Gather what else is ready now: many small replies, one syscall.
+        while batch.len() < MAX_REPLIES_PER_FLUSH {
+            match replies.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let written = batch.iter().try_for_each(|frame| out.write_all(frame)).and_then(|()| out.flush());
+        flow.release(batch.len());
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "client socket failed; closing the connection");
+            // Wake the reader (blocked in read or waiting for a slot) so the
+            // whole connection winds down; later replies are dropped.
+            flow.close();
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn flow_control_blocks_at_the_limit_and_resumes_on_release() {
+        let flow = Arc::new(FlowControl::new(2));
+        assert!(flow.acquire());
+        assert!(flow.acquire());
+        let waiter = {
+            let flow = Arc::clone(&flow);
+            thread::spawn(move || flow.acquire())
+        };
+        // The third acquire must wait; give it back a slot and it proceeds.
+        thread::sleep(Duration::from_millis(20));
+        assert!(!waiter.is_finished(), "a third slot must not be granted");
+        flow.release(1);
+        assert!(waiter.join().unwrap());
+        assert_eq!(flow.outstanding(), 2);
+    }
+
+    #[test]
+    fn closing_wakes_a_waiting_reader_with_false() {
+        let flow = Arc::new(FlowControl::new(1));
+        assert!(flow.acquire());
+        let waiter = {
+            let flow = Arc::clone(&flow);
+            thread::spawn(move || flow.acquire())
+        };
+        flow.close();
+        assert!(!waiter.join().unwrap());
+    }
+}

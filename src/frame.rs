@@ -1,0 +1,294 @@
+//! Framing: turning a byte stream into messages and back.
+//!
+//! Every message in both directions is a *frame*: a 4-byte unsigned
+//! big-endian length, then that many bytes of UTF-8 JSON. This module knows
+//! nothing about JSON or sockets; it reads from any [`Read`] and writes into a
+//! `Vec<u8>`, so it can be tested with byte slices and odd readers (one byte at
+//! a time, several frames glued together).
+//!
+//! The one rule that keeps a server safe here: **the announced length is
+//! checked against the limit before anything is allocated**. A peer that
+//! announces 4 GiB gets an error, not a 4 GiB buffer.
+
+use std::io::{self, Read};
+
+use byteorder::{BigEndian, ByteOrder};
+
+/// Size of the length prefix in bytes.
+pub const HEADER_LEN: usize = 4;
+
+/// Default largest payload a server accepts (16 MiB, flag `--max-frame`).
+pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The header announced a zero-length payload. The frame boundary is still
+    /// known (4 bytes were consumed), so the stream remains usable.
+    #[error("the frame announced a length of 0; a frame must carry a JSON payload")]
+    Empty,
+
+    /// The header announced more than the limit. Nothing was allocated and the
+    /// payload was not read, so the next frame boundary is unknown: the only
+    /// safe thing left is to close the stream.
+    #[error("the frame announced {announced} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        /// Length from the header.
+        announced: u64,
+        /// The configured limit.
+        limit: usize,
+    },
+
+    /// The stream ended inside a frame (after part of a header or a payload).
+    #[error("the connection closed in the middle of a frame ({received} of {expected} bytes)")]
+    Truncated {
+        /// Bytes of the header or payload that did arrive.
+        received: usize,
+        /// Bytes that were expected.
+        expected: usize,
+    },
+
+    /// Any other I/O error from the underlying reader (including timeouts).
+    #[error("i/o error while reading a frame: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Appends one frame (length prefix + payload) to `out`.
+///
+/// # Panics
+/// Panics if `payload` is longer than `u32::MAX` bytes, which no caller in
+/// this crate can produce (frames are limited far below that).
+pub fn encode_into(payload: &[u8], out: &mut Vec<u8>) {
+    let len = u32::try_from(payload.len()).expect("frame payload over 4 GiB");
+    out.reserve(HEADER_LEN + payload.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Returns a new buffer holding one frame around `payload`.
+pub fn encode(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    encode_into(payload, &mut out);
+    out
+}
+
+/// Builds a frame by letting `write_payload` serialize straight into the
+/// output buffer, then patching the length in front. One allocation per
+/// frame, no intermediate copy of the payload.
+///
+/// # Errors
+/// Whatever `write_payload` returns.
+pub fn encode_with<E>(write_payload: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<Vec<u8>, E> {
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    write_payload(&mut out)?;
+    let len = u32::try_from(out.len() - HEADER_LEN).expect("frame payload over 4 GiB");
+    BigEndian::write_u32(&mut out[..HEADER_LEN], len);
+    Ok(out)
+}
+
+/// Checks a header against the limit and returns the payload length.
+///
+/// # Errors
+/// [`FrameError::Empty`] for a zero length, [`FrameError::TooLarge`] for a
+/// length over `max_payload`.
+pub fn payload_len(header: [u8; HEADER_LEN], max_payload: usize) -> Result<usize, FrameError> {
+    let announced = BigEndian::read_u32(&header) as u64;
+    if announced == 0 {
+        return Err(FrameError::Empty);
+    }
+    if announced > max_payload as u64 {
+        return Err(FrameError::TooLarge {
+            announced,
+            limit: max_payload,
+        });
+    }
+    Ok(announced as usize)
+}
+
+/// Reads one frame's payload into `payload` (replacing its contents).
+///
+/// Returns `Ok(true)` when a frame was read and `Ok(false)` when the stream
+/// ended cleanly *between* frames, the normal way for a peer to hang up.
+///
+/// # Errors
+/// See [`FrameError`]. After [`FrameError::Empty`] the stream is positioned at
+/// the next frame; after any other error it should be closed.
+pub fn read_frame<R: Read>(
+    reader: &mut R,
+    max_payload: usize,
+    payload: &mut Vec<u8>,
+) -> Result<bool, FrameError> {
+    let mut header = [0u8; HEADER_LEN];
+    let got = read_full(reader, &mut header)?;
+    if got == 0 {
+        return Ok(false);
+    }
+    if got < HEADER_LEN {
+        return Err(FrameError::Truncated {
+            received: got,
+            expected: HEADER_LEN,
+        });
+    }
+    let len = payload_len(header, max_payload)?;
+    // Only now, with the length known to be within the limit, is memory set aside.
+    payload.clear();
+    payload.resize(len, 0);
+    let got = read_full(reader, payload)?;
+    if got < len {
+        return Err(FrameError::Truncated {
+            received: got,
+            expected: len,
+        });
+    }
+    Ok(true)
+}
+
+/// Like `read_exact`, but reports how many bytes arrived before end-of-stream
+/// instead of failing, so callers can tell a clean close (0 bytes) from a
+/// close mid-frame.
+fn read_full<R: Read>(reader: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    /// A reader that hands out one byte per call, like a very slow network.
+    struct OneByteAtATime<'a>(&'a [u8]);
+
+    impl Read for OneByteAtATime<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() || buf.is_empty() {
+                return Ok(0);
+            }
+            buf[0] = self.0[0];
+            self.0 = &self.0[1..];
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn encode_puts_a_big_endian_length_in_front() {
+        assert_eq!(encode(b"{}"), vec![0, 0, 0, 2, b'{', b'}']);
+        let built = encode_with::<()>(|out| {
+            out.extend_from_slice(b"abc");
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(built, encode(b"abc"));
+    }
+
+    #[test]
+    fn a_frame_split_into_single_bytes_is_reassembled() {
+        let wire = encode(br#"{"id":1,"cmd":"ping"}"#);
+        let mut reader = OneByteAtATime(&wire);
+        let mut payload = Vec::new();
+        assert!(read_frame(&mut reader, 1024, &mut payload).unwrap());
+        assert_eq!(payload, br#"{"id":1,"cmd":"ping"}"#);
+        assert!(!read_frame(&mut reader, 1024, &mut payload).unwrap());
+    }
+
+    #[test]
+    fn glued_frames_come_out_one_by_one() {
+        let mut wire = encode(b"first");
+        encode_into(b"second", &mut wire);
+        encode_into(b"3", &mut wire);
+        let mut reader = Cursor::new(wire);
+        let mut payload = Vec::new();
+        let mut seen = Vec::new();
+        while read_frame(&mut reader, 1024, &mut payload).unwrap() {
+            seen.push(String::from_utf8(payload.clone()).unwrap());
+        }
+        assert_eq!(seen, ["first", "second", "3"]);
+    }
+
+    #[test]
+    fn zero_length_is_an_error_but_the_stream_stays_aligned() {
+        let mut wire = vec![0, 0, 0, 0];
+        encode_into(b"next", &mut wire);
+        let mut reader = Cursor::new(wire);
+        let mut payload = Vec::new();
+        assert!(matches!(
+            read_frame(&mut reader, 1024, &mut payload),
+            Err(FrameError::Empty)
+        ));
+        assert!(read_frame(&mut reader, 1024, &mut payload).unwrap());
+        assert_eq!(payload, b"next");
+    }
+
+    #[test]
+    fn oversize_length_is_refused_without_allocating() {
+        let mut reader = Cursor::new(vec![0xFF, 0xFF, 0xFF, 0xFF, b'x']);
+        let mut payload = Vec::new();
+        match read_frame(&mut reader, 16 * 1024 * 1024, &mut payload) {
+            Err(FrameError::TooLarge { announced, limit }) => {
+                assert_eq!(announced, 0xFFFF_FFFF);
+                assert_eq!(limit, 16 * 1024 * 1024);
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        assert_eq!(payload.capacity(), 0, "nothing may be allocated for a refused frame");
+    }
+
+    #[test]
+    fn a_length_exactly_at_the_limit_is_accepted() {
+        let mut reader = Cursor::new(encode(b"12345"));
+        let mut payload = Vec::new();
+        assert!(read_frame(&mut reader, 5, &mut payload).unwrap());
+        let mut reader = Cursor::new(encode(b"123456"));
+        assert!(matches!(
+            read_frame(&mut reader, 5, &mut payload),
+            Err(FrameError::TooLarge { announced: 6, .. })
+        ));
+    }
+
+    #[test]
+    fn truncated_header_and_truncated_body_are_told_apart_from_a_clean_close() {
+        let mut payload = Vec::new();
+        let mut empty = Cursor::new(Vec::new());
+        assert!(!read_frame(&mut empty, 1024, &mut payload).unwrap());
+
+        let mut half_header = Cursor::new(vec![0, 0]);
+        assert!(matches!(
+            read_frame(&mut half_header, 1024, &mut payload),
+            Err(FrameError::Truncated { received: 2, expected: 4 })
+        ));
+
+        let mut half_body = Cursor::new(vec![0, 0, 0, 10, b'a', b'b', b'c']);
+        assert!(matches!(
+            read_frame(&mut half_body, 1024, &mut payload),
+            Err(FrameError::Truncated { received: 3, expected: 10 })
+        ));
+    }
+
+    proptest::proptest! {
+        /// Any sequence of payloads survives encode → decode unchanged.
+        #[test]
+        fn round_trip(payloads in proptest::collection::vec(
+            proptest::collection::vec(proptest::num::u8::ANY, 1..300), 0..20)) {
+            let mut wire = Vec::new();
+            for p in &payloads {
+                encode_into(p, &mut wire);
+            }
+            let mut reader = Cursor::new(wire);
+            let mut payload = Vec::new();
+            let mut decoded = Vec::new();
+            while read_frame(&mut reader, 1024, &mut payload).unwrap() {
+                decoded.push(payload.clone());
+            }
+            proptest::prop_assert_eq!(decoded, payloads);
+        }
+    }
+}

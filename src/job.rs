@@ -1,0 +1,62 @@
+//! Jobs: what a worker runs, and what it sends back.
+//!
+//! These types cross the process boundary (over ipc-channel, serialized with
+//! postcard), so they are plain data: no references, no `serde_json::Value`.
+//! [`execute`] is *the* job code — thread workers call it directly and worker
+//! processes call it after receiving a job — so both modes compute exactly
+//! the same thing.
+
+use serde::{Deserialize, Serialize};
+
+use crate::compute::compute;
+use crate::protocol::ErrorCode;
+
+/// Identifies one accepted job for the whole life of the server. Job ids are
+/// never reused, so a late reply can never be mistaken for a newer job's.
+pub type JobId = u64;
+
+/// The work itself, without any routing information.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobKind {
+    /// The original ThreadCenter CPU-bound function.
+    Compute {
+        /// Number of steps.
+        n: u64,
+    },
+}
+
+/// A job's successful result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobOutput {
+    /// The checksum returned by [`compute`].
+    Compute(u64),
+}
+
+/// Why a job produced no result, as the error reply will report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFailure {
+    /// The error code for the client.
+    pub code: ErrorCode,
+    /// A sentence a person can act on.
+    pub message: String,
+}
+
+/// What running a job yields.
+pub type JobResult = Result<JobOutput, JobFailure>;
+
+/// Runs one job to completion on the calling thread.
+pub fn execute(kind: &JobKind) -> JobResult {
+    match kind {
+        JobKind::Compute { n } => Ok(JobOutput::Compute(compute(*n))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compute_jobs_return_the_kernel_value() {
+        assert_eq!(execute(&JobKind::Compute { n: 10 }), Ok(JobOutput::Compute(8360)));
+    }
+}

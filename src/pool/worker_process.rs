@@ -1,0 +1,107 @@
+//! The inside of a worker process, and the messages it exchanges with the
+//! server.
+//!
+//! Handshake (ipc-channel's `IpcOneShotServer`, no `fork()`):
+//! 1. the server opens a one-shot server, gets its name, and spawns
+//!    `<program> --tc-worker <name> <worker-id>`;
+//! 2. the child connects to that name, creates its own job channel, and sends
+//!    [`FromWorker::Hello`] carrying the job channel's sending end;
+//! 3. the server now holds the child's job sender, and the child holds the
+//!    sender of the one-shot channel for its results.
+//!
+//! From then on each side only ever *sends* on one channel and *receives* on
+//! the other, and a job is sent only when the worker is idle, so neither side
+//! can block the other. When the server goes away — even by SIGKILL — its
+//! end of the job channel closes, `recv` fails, and the worker exits.
+
+use std::ffi::OsString;
+use std::time::Instant;
+
+use ipc_channel::ipc::{self, IpcSender};
+use serde::{Deserialize, Serialize};
+
+use crate::job::{execute, JobId, JobKind, JobResult};
+
+/// First argument that turns a ThreadCenter binary into a worker process.
+pub const WORKER_ARG: &str = "--tc-worker";
+
+/// Server → worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToWorker {
+    /// Run this job and reply with [`FromWorker::Done`].
+    Run {
+        /// The job's registry id, echoed in the reply.
+        job: JobId,
+        /// The work.
+        kind: JobKind,
+    },
+}
+
+/// Worker → server.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum FromWorker {
+    /// The handshake: where to send jobs.
+    Hello {
+        /// The worker's job channel.
+        jobs: IpcSender<ToWorker>,
+    },
+    /// A job is done.
+    Done {
+        /// The job's registry id.
+        job: JobId,
+        /// Microseconds the job ran, measured inside the worker.
+        service_us: u64,
+        /// Its result.
+        result: JobResult,
+    },
+    /// Sent by the *server* to its own one-shot server to unblock `accept()`
+    /// when a child died before connecting (see `processes::spawn`).
+    Abandoned,
+}
+
+/// If this process was started as a worker (`argv[1] == --tc-worker`), runs
+/// the worker loop and exits; otherwise returns at once. Every binary that can
+/// host a process pool calls this first thing in `main`.
+pub fn run_if_requested() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).map(|a| a == WORKER_ARG) != Some(true) {
+        return;
+    }
+    let server_name = args.get(2).and_then(|s| s.to_str()).map(str::to_owned);
+    let worker_id = args.get(3).and_then(|s| s.to_str()).unwrap_or("?").to_owned();
+    let code = match server_name {
+        Some(name) => match serve(name) {
+            Ok(()) => 0,
+            Err(message) => {
+                eprintln!("tc worker {worker_id} (pid {}): {message}", std::process::id());
+                1
+            }
+        },
+        None => {
+            eprintln!("usage: {WORKER_ARG} <ipc-server-name> <worker-id> (started by tc-server, not by hand)");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Connects back to the server and runs jobs until the server goes away.
+fn serve(server_name: String) -> Result<(), String> {
+    let to_server = IpcSender::<FromWorker>::connect(server_name)
+        .map_err(|e| format!("cannot connect to the server: {e}"))?;
+    let (jobs_tx, jobs) = ipc::channel::<ToWorker>().map_err(|e| format!("cannot create the job channel: {e}"))?;
+    to_server
+        .send(FromWorker::Hello { jobs: jobs_tx })
+        .map_err(|e| format!("handshake failed: {e}"))?;
+
+    // `recv` fails once the server's sending end is closed: time to go.
+    while let Ok(ToWorker::Run { job, kind }) = jobs.recv() {
+        let started = Instant::now();
+        let result = execute(&kind);
+        let service_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if to_server.send(FromWorker::Done { job, service_us, result }).is_err() {
+            break; // the server is gone
+        }
+    }
+    Ok(())
+}

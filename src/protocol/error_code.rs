@@ -1,0 +1,81 @@
+//! The error codes a client can receive, one per distinct thing it can do about it.
+
+use serde::{Deserialize, Serialize};
+
+/// The `code` of an error reply `{"id", "error": {"code", "message"}}`.
+///
+/// Codes are stable strings (`BAD_JSON`, ...) that clients can match on; the
+/// `message` next to them is for people and may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// The frame itself is malformed (e.g. a zero length). The connection stays open.
+    BadFrame,
+    /// The frame announced more than `--max-frame` bytes. The server replies,
+    /// then closes the connection: it cannot find the next frame boundary.
+    FrameTooLarge,
+    /// The payload is not valid UTF-8 JSON. The connection stays usable.
+    BadJson,
+    /// Valid JSON, but not a valid request (not an object, a missing or
+    /// wrong-typed field, a value out of range).
+    BadRequest,
+    /// `cmd` names no command this server knows.
+    UnknownCommand,
+    /// The job queue is full; try again later (or lower the load).
+    Busy,
+    /// The worker process running the job died before answering.
+    WorkerCrashed,
+    /// The server is stopping and no longer takes jobs.
+    ShuttingDown,
+    /// A fault inside the server; the message says what.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, in a fixed order (used to index counters).
+    pub const ALL: [ErrorCode; 9] = [
+        ErrorCode::BadFrame,
+        ErrorCode::FrameTooLarge,
+        ErrorCode::BadJson,
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownCommand,
+        ErrorCode::Busy,
+        ErrorCode::WorkerCrashed,
+        ErrorCode::ShuttingDown,
+        ErrorCode::Internal,
+    ];
+
+    /// The code as it appears on the wire, e.g. `"BAD_JSON"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadFrame => "BAD_FRAME",
+            ErrorCode::FrameTooLarge => "FRAME_TOO_LARGE",
+            ErrorCode::BadJson => "BAD_JSON",
+            ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::UnknownCommand => "UNKNOWN_COMMAND",
+            ErrorCode::Busy => "BUSY",
+            ErrorCode::WorkerCrashed => "WORKER_CRASHED",
+            ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+
+    /// Position of this code in [`ErrorCode::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_match_serde_and_all_is_in_index_order() {
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(code.index(), i);
+            let json = serde_json::to_string(code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+}

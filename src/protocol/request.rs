@@ -1,0 +1,413 @@
+//! Parsing a frame's payload into a typed [`Request`].
+//!
+//! Parsing happens in two steps so that every error can still echo the
+//! client's `id`:
+//! 1. the payload is split into its top-level fields, each kept as raw JSON
+//!    text ([`RawValue`]) borrowed from the frame — no tree of
+//!    `serde_json::Value`s is built;
+//! 2. each field we use is checked and converted on its own, so a bad `n`
+//!    gives a `BAD_REQUEST` that names `n` *and* carries the request's id.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::ErrorCode;
+use crate::compute::DEFAULT_N;
+
+/// The client's request id, kept as the exact JSON text it sent (a string or
+/// a number), so it is echoed back byte for byte — `1.50` stays `1.50` and a
+/// 30-digit number survives even though it fits no integer type.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ClientId(Box<RawValue>);
+
+impl ClientId {
+    /// Builds an id from JSON text, checking that it is a string or a number.
+    ///
+    /// # Errors
+    /// A `BAD_REQUEST` message when the text is another JSON type.
+    pub fn from_json(raw: &RawValue) -> Result<Self, String> {
+        let text = raw.get();
+        match text.as_bytes().first() {
+            Some(b'"' | b'-' | b'0'..=b'9') => Ok(ClientId(raw.to_owned())),
+            _ => Err(format!("\"id\" must be a string or a number, not {}", json_type_name(text))),
+        }
+    }
+
+    /// The id as JSON text, exactly as the client sent it.
+    pub fn as_json(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl fmt::Debug for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.get())
+    }
+}
+
+impl PartialEq for ClientId {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+/// A decoded, validated request.
+#[derive(Debug, PartialEq)]
+pub struct Request {
+    /// Echoed back in the reply.
+    pub id: ClientId,
+    /// What to do.
+    pub command: Command,
+    /// `"timing": true` asks for `worker`, `queue_us` and `service_us` in the reply.
+    pub timing: bool,
+}
+
+/// The commands of the ThreadCenter protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Answered by the connection's own thread, without a worker.
+    Ping,
+    /// Run the original CPU-bound job for `n` steps on a worker.
+    Compute {
+        /// Number of steps (validated against [`Limits::max_n`]).
+        n: u64,
+    },
+    /// The server's counters, workers and latency percentiles.
+    Stats,
+    /// Whether the server is fit to serve (status, workers alive vs configured).
+    Health,
+}
+
+/// The kind of a command without its arguments, for counting requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CommandKind {
+    /// `ping`
+    Ping,
+    /// `compute`
+    Compute,
+    /// `stats`
+    Stats,
+    /// `health`
+    Health,
+}
+
+impl CommandKind {
+    /// Every kind, in a fixed order (used to index counters).
+    pub const ALL: [CommandKind; 4] = [
+        CommandKind::Ping,
+        CommandKind::Compute,
+        CommandKind::Stats,
+        CommandKind::Health,
+    ];
+
+    /// The command's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandKind::Ping => "ping",
+            CommandKind::Compute => "compute",
+            CommandKind::Stats => "stats",
+            CommandKind::Health => "health",
+        }
+    }
+
+    /// Looks a wire name up.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+
+    /// Position of this kind in [`CommandKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl Command {
+    /// The command's kind, without its arguments.
+    pub fn kind(&self) -> CommandKind {
+        match self {
+            Command::Ping => CommandKind::Ping,
+            Command::Compute { .. } => CommandKind::Compute,
+            Command::Stats => CommandKind::Stats,
+            Command::Health => CommandKind::Health,
+        }
+    }
+}
+
+/// Server-side bounds on request arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest `n` a `compute` request may ask for (flag `--max-n`).
+    pub max_n: u64,
+}
+
+/// A request that cannot be served, as it will be reported to the client.
+#[derive(Debug, PartialEq)]
+pub struct RequestError {
+    /// The request's id when it could be read, otherwise `null` in the reply.
+    pub id: Option<ClientId>,
+    /// What kind of mistake it is.
+    pub code: ErrorCode,
+    /// A sentence a person can act on.
+    pub message: String,
+    /// The command, when it was recognised (for per-command counters).
+    pub command: Option<CommandKind>,
+}
+
+/// The top-level fields we look at, as raw JSON text borrowed from the frame.
+/// Other fields are ignored, as the original server ignored them.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    cmd: Option<&'a RawValue>,
+    #[serde(borrow)]
+    n: Option<&'a RawValue>,
+    #[serde(borrow)]
+    timing: Option<&'a RawValue>,
+}
+
+/// Decodes and validates one request payload.
+///
+/// # Errors
+/// `BAD_JSON` when the payload is not UTF-8 JSON; `BAD_REQUEST` when it is
+/// not an object or a field is missing, mistyped or out of range;
+/// `UNKNOWN_COMMAND` when `cmd` names no command.
+pub fn parse_request(payload: &[u8], limits: &Limits) -> Result<Request, RequestError> {
+    let fail = |id: Option<ClientId>, code, message: String| RequestError {
+        id,
+        code,
+        message,
+        command: None,
+    };
+
+    let text = std::str::from_utf8(payload).map_err(|e| {
+        fail(
+            None,
+            ErrorCode::BadJson,
+            format!("the frame is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()),
+        )
+    })?;
+
+    // serde would happily read a struct from a JSON array (field by position),
+    // so insist on an object before decoding the envelope.
+    if !text.trim_start().starts_with('{') {
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => fail(
+                None,
+                ErrorCode::BadRequest,
+                format!("a request must be a JSON object, not {}", json_type_name(text.trim_start())),
+            ),
+            Err(e) => fail(None, ErrorCode::BadJson, format!("the frame is not valid JSON: {e}")),
+        });
+    }
+
+    let envelope: Envelope = serde_json::from_str(text).map_err(|e| {
+        let code = match e.classify() {
+            serde_json::error::Category::Data => ErrorCode::BadRequest,
+            _ => ErrorCode::BadJson,
+        };
+        let what = if code == ErrorCode::BadJson { "not valid JSON" } else { "not a valid request" };
+        fail(None, code, format!("the frame is {what}: {e}"))
+    })?;
+
+    let id = match envelope.id {
+        None => {
+            return Err(fail(
+                None,
+                ErrorCode::BadRequest,
+                "the request has no \"id\"; add a string or number id to match the reply".into(),
+            ))
+        }
+        Some(raw) => ClientId::from_json(raw).map_err(|msg| fail(None, ErrorCode::BadRequest, msg))?,
+    };
+
+    let bad = |code, message: String| fail(Some(id.clone()), code, message);
+
+    let name = match envelope.cmd {
+        None => return Err(bad(ErrorCode::BadRequest, "the request has no \"cmd\" (e.g. \"cmd\": \"compute\")".into())),
+        Some(raw) => as_string(raw).ok_or_else(|| {
+            bad(
+                ErrorCode::BadRequest,
+                format!("\"cmd\" must be a string, not {}", json_type_name(raw.get())),
+            )
+        })?,
+    };
+    let Some(kind) = CommandKind::from_name(&name) else {
+        let known: Vec<&str> = CommandKind::ALL.iter().map(|k| k.as_str()).collect();
+        return Err(bad(
+            ErrorCode::UnknownCommand,
+            format!("unknown command {:?}; this server knows {}", name, known.join(", ")),
+        ));
+    };
+    let with_kind = |mut e: RequestError| {
+        e.command = Some(kind);
+        e
+    };
+
+    let timing = match envelope.timing {
+        None => false,
+        Some(raw) => serde_json::from_str::<bool>(raw.get()).map_err(|_| {
+            with_kind(bad(
+                ErrorCode::BadRequest,
+                format!("\"timing\" must be true or false, not {}", raw.get()),
+            ))
+        })?,
+    };
+
+    let command = match kind {
+        CommandKind::Ping => Command::Ping,
+        CommandKind::Stats => Command::Stats,
+        CommandKind::Health => Command::Health,
+        CommandKind::Compute => Command::Compute {
+            n: parse_n(envelope.n, limits).map_err(|msg| with_kind(bad(ErrorCode::BadRequest, msg)))?,
+        },
+    };
+
+    Ok(Request { id, command, timing })
+}
+
+/// `n` must be an integer in 0..=max_n; a missing `n` means the original's default.
+fn parse_n(raw: Option<&RawValue>, limits: &Limits) -> Result<u64, String> {
+    let out_of_range = |shown: &str| {
+        format!(
+            "\"n\" must be an integer from 0 to {} (the server's --max-n), not {shown}",
+            limits.max_n
+        )
+    };
+    let n = match raw {
+        None => DEFAULT_N,
+        Some(raw) => serde_json::from_str::<u64>(raw.get()).map_err(|_| out_of_range(raw.get()))?,
+    };
+    if n > limits.max_n {
+        return Err(out_of_range(&n.to_string()));
+    }
+    Ok(n)
+}
+
+/// Reads a JSON string, borrowing it when it has no escapes.
+fn as_string(raw: &RawValue) -> Option<Cow<'_, str>> {
+    serde_json::from_str::<&str>(raw.get())
+        .map(Cow::Borrowed)
+        .or_else(|_| serde_json::from_str::<String>(raw.get()).map(Cow::Owned))
+        .ok()
+}
+
+/// Names the JSON type of a value from its first character, for error messages.
+fn json_type_name(text: &str) -> &'static str {
+    match text.as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        Some(b'-' | b'0'..=b'9') => "a number",
+        _ => "a value of unknown type",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits { max_n: 1_000_000 };
+
+    fn parse(text: &str) -> Result<Request, RequestError> {
+        parse_request(text.as_bytes(), &LIMITS)
+    }
+
+    fn error_code(text: &str) -> ErrorCode {
+        parse(text).expect_err(text).code
+    }
+
+    #[test]
+    fn parses_the_original_compute_request() {
+        let req = parse(r#"{"id": 7, "cmd": "compute", "n": 500000}"#).unwrap();
+        assert_eq!(req.id.as_json(), "7");
+        assert_eq!(req.command, Command::Compute { n: 500_000 });
+        assert!(!req.timing);
+    }
+
+    #[test]
+    fn a_missing_n_means_the_original_default() {
+        let req = parse(r#"{"id":"a","cmd":"compute"}"#).unwrap();
+        assert_eq!(req.command, Command::Compute { n: DEFAULT_N });
+    }
+
+    #[test]
+    fn ids_are_kept_byte_for_byte() {
+        for id in [r#""abc""#, "1.50", "123456789012345678901234567890", "-3", r#""\u00e9""#] {
+            let req = parse(&format!(r#"{{"id":{id},"cmd":"ping"}}"#)).unwrap();
+            assert_eq!(req.id.as_json(), id);
+        }
+    }
+
+    #[test]
+    fn other_commands_and_timing_are_recognised() {
+        assert_eq!(parse(r#"{"id":1,"cmd":"ping"}"#).unwrap().command, Command::Ping);
+        assert_eq!(parse(r#"{"id":1,"cmd":"stats"}"#).unwrap().command, Command::Stats);
+        assert_eq!(parse(r#"{"id":1,"cmd":"health"}"#).unwrap().command, Command::Health);
+        assert_eq!(parse(r#"{"id":1,"cmd":"p\u0069ng"}"#).unwrap().command, Command::Ping);
+        assert!(parse(r#"{"id":1,"cmd":"ping","timing":true}"#).unwrap().timing);
+        assert!(parse(r#"{"id":1,"cmd":"ping","extra":[1,{"x":2}]}"#).is_ok());
+    }
+
+    #[test]
+    fn malformed_payloads_get_the_documented_codes() {
+        let cases = [
+            ("not json", ErrorCode::BadJson),
+            (r#"{"id":1,"cmd":"ping""#, ErrorCode::BadJson),
+            ("[1,2]", ErrorCode::BadRequest),
+            ("42", ErrorCode::BadRequest),
+            ("\"text\"", ErrorCode::BadRequest),
+            (r#"{"cmd":"ping"}"#, ErrorCode::BadRequest),
+            (r#"{"id":null,"cmd":"ping"}"#, ErrorCode::BadRequest),
+            (r#"{"id":[1],"cmd":"ping"}"#, ErrorCode::BadRequest),
+            (r#"{"id":{},"cmd":"ping"}"#, ErrorCode::BadRequest),
+            (r#"{"id":1}"#, ErrorCode::BadRequest),
+            (r#"{"id":1,"cmd":5}"#, ErrorCode::BadRequest),
+            (r#"{"id":1,"cmd":"launch"}"#, ErrorCode::UnknownCommand),
+            (r#"{"id":1,"cmd":"compute","n":-1}"#, ErrorCode::BadRequest),
+            (r#"{"id":1,"cmd":"compute","n":1.5}"#, ErrorCode::BadRequest),
+            (r#"{"id":1,"cmd":"compute","n":"10"}"#, ErrorCode::BadRequest),
+            (r#"{"id":1,"cmd":"compute","n":1000001}"#, ErrorCode::BadRequest),
+            (r#"{"id":1,"cmd":"compute","n":99999999999999999999999}"#, ErrorCode::BadRequest),
+            (r#"{"id":1,"cmd":"ping","timing":"yes"}"#, ErrorCode::BadRequest),
+            (r#"{"id":1,"id":2,"cmd":"ping"}"#, ErrorCode::BadRequest),
+        ];
+        for (text, code) in cases {
+            assert_eq!(error_code(text), code, "{text}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_bad_json() {
+        let err = parse_request(b"{\"id\":1,\"cmd\":\"\xff\"}", &LIMITS).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadJson);
+    }
+
+    #[test]
+    fn deeply_nested_json_never_overflows_the_stack() {
+        let nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        // In a field the server ignores, it is skipped without recursion.
+        let ignored = format!(r#"{{"id":1,"cmd":"ping","x":{nested}}}"#);
+        assert!(parse(&ignored).is_ok(), "nesting in an ignored field is harmless");
+        // As a value the server reads, it is a clear error.
+        let as_n = format!(r#"{{"id":1,"cmd":"compute","n":{nested}}}"#);
+        assert_eq!(parse(&as_n).map_err(|e| e.code).unwrap_err(), ErrorCode::BadRequest);
+        // As the whole request, it is valid JSON but not an object.
+        assert_eq!(parse(&nested).map_err(|e| e.code).unwrap_err(), ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn errors_after_the_id_was_read_echo_the_id() {
+        let err = parse(r#"{"id":"req-9","cmd":"compute","n":-5}"#).unwrap_err();
+        assert_eq!(err.id.unwrap().as_json(), r#""req-9""#);
+        assert_eq!(err.command, Some(CommandKind::Compute));
+        assert!(err.message.contains("\"n\""), "{}", err.message);
+    }
+}

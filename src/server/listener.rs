@@ -1,0 +1,60 @@
+//! The acceptor: one std thread that accepts connections and starts a
+//! reader thread for each.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use super::{handler, Farm};
+
+/// Stack size of per-connection reader threads. Parsing is depth-limited
+/// (serde_json stops at 128 levels), so this is plenty even in debug builds,
+/// and it is only reserved address space: 1,000 idle connections cost little
+/// real memory.
+const READER_STACK: usize = 1024 * 1024;
+
+/// Accepts connections until `stop` is set (and a wake-up connection arrives;
+/// see [`super::ShutdownHandle::trigger`]).
+pub(super) fn accept_loop(listener: TcpListener, farm: Arc<Farm>, stop: Arc<AtomicBool>) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = listener.accept();
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Typically EMFILE (out of file descriptors). Back off instead
+                // of spinning; existing connections keep being served.
+                tracing::warn!(error = %e, "accept failed; retrying in {backoff:?}");
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(5);
+        // Replies are small and latency matters: do not let Nagle's algorithm
+        // hold them back waiting for more bytes.
+        let _ = stream.set_nodelay(true);
+        let Ok(table_copy) = stream.try_clone() else {
+            tracing::warn!(%peer, "cannot duplicate the socket; dropping the connection");
+            continue;
+        };
+        let conn_id = farm.connections.add(table_copy);
+        farm.stats.connection_opened();
+        let farm_for_thread = Arc::clone(&farm);
+        let spawned = thread::Builder::new()
+            .name(format!("conn-{conn_id}"))
+            .stack_size(READER_STACK)
+            .spawn(move || handler::handle_connection(farm_for_thread, conn_id, stream));
+        if let Err(e) = spawned {
+            tracing::warn!(%peer, error = %e, "cannot start a thread for the connection; dropping it");
+            farm.connections.remove(conn_id);
+            farm.stats.connection_closed();
+        }
+    }
+    tracing::debug!("acceptor stopped");
+}

@@ -1,0 +1,109 @@
+//! The bodies of the `stats` and `health` replies.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::pool::{Mode, WorkerInfo};
+use crate::stats::{ConnectionCounts, Percentiles};
+
+/// The `result` of a `stats` reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatsReport {
+    /// Random id of this server run.
+    pub instance: Uuid,
+    /// Seconds since start.
+    pub uptime_s: f64,
+    /// `"processes"` or `"threads"`.
+    pub mode: Mode,
+    /// Workers configured and alive.
+    pub workers: WorkerCounts,
+    /// Every worker's id, pid, state, jobs done and restarts.
+    pub worker_list: Vec<WorkerInfo>,
+    /// Connections open now and accepted since start.
+    pub connections: ConnectionCounts,
+    /// Requests by command (including those answered with an error).
+    pub requests: std::collections::BTreeMap<String, u64>,
+    /// Error replies by code.
+    pub errors: std::collections::BTreeMap<String, u64>,
+    /// Job counts.
+    pub jobs: JobCounts,
+    /// Queue wait and service time percentiles, in microseconds.
+    pub latency_us: LatencyReport,
+}
+
+/// Workers configured and alive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerCounts {
+    /// `--workers`.
+    pub configured: usize,
+    /// Up right now.
+    pub alive: usize,
+}
+
+/// Where the jobs are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobCounts {
+    /// Accepted and not yet answered (queued or running).
+    pub in_flight: usize,
+    /// Waiting in the queue for a worker.
+    pub queued: usize,
+    /// Room in the queue (`--queue-capacity`).
+    pub queue_capacity: usize,
+    /// Run to completion.
+    pub completed: u64,
+    /// Skipped because the client left before they started.
+    pub cancelled: u64,
+    /// Finished, but the client had left: reply dropped.
+    pub replies_dropped: u64,
+}
+
+/// Latency split into its server-side parts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LatencyReport {
+    /// Time waiting for a free worker.
+    pub queue_wait: Percentiles,
+    /// Time running on a worker.
+    pub service: Percentiles,
+}
+
+/// The `result` of a `health` reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// `"ok"` (all workers up), `"degraded"` (some down) or `"down"` (none up).
+    pub status: String,
+    /// `"processes"` or `"threads"`.
+    pub mode: Mode,
+    /// Workers up right now.
+    pub workers_alive: usize,
+    /// `--workers`.
+    pub workers_configured: usize,
+}
+
+impl HealthReport {
+    /// Classifies the pool by how many of its workers are up.
+    pub fn new(mode: Mode, workers_alive: usize, workers_configured: usize) -> Self {
+        let status = match workers_alive {
+            0 => "down",
+            n if n < workers_configured => "degraded",
+            _ => "ok",
+        };
+        HealthReport {
+            status: status.into(),
+            mode,
+            workers_alive,
+            workers_configured,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_status_follows_the_workers_alive() {
+        assert_eq!(HealthReport::new(Mode::Threads, 4, 4).status, "ok");
+        assert_eq!(HealthReport::new(Mode::Threads, 3, 4).status, "degraded");
+        assert_eq!(HealthReport::new(Mode::Processes, 0, 4).status, "down");
+    }
+}
