@@ -54,7 +54,10 @@ struct FlowState {
 impl FlowControl {
     fn new(max_outstanding: usize) -> Self {
         FlowControl {
-            state: Mutex::new(FlowState { outstanding: 0, closed: false }),
+            state: Mutex::new(FlowState {
+                outstanding: 0,
+                closed: false,
+            }),
             changed: Condvar::new(),
             max_outstanding: max_outstanding.max(1),
         }
@@ -90,7 +93,10 @@ impl FlowControl {
 
     /// Replies owed right now.
     pub fn outstanding(&self) -> usize {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).outstanding
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .outstanding
     }
 }
 
@@ -179,7 +185,9 @@ impl Connection {
     /// other sink (held by jobs in the registry) is gone too, so callers must
     /// cancel this connection's jobs first.
     pub fn finish(self) {
-        let Connection { reader, sink, writer, .. } = self;
+        let Connection {
+            reader, sink, writer, ..
+        } = self;
         drop(sink);
         let _ = writer.join();
         // Both halves are closed when the last handle to the socket drops.
@@ -202,7 +210,10 @@ fn write_replies(stream: TcpStream, replies: Receiver<Vec<u8>>, flow: Arc<FlowCo
                 Err(_) => break,
             }
         }
-        let written = batch.iter().try_for_each(|frame| out.write_all(frame)).and_then(|()| out.flush());
+        let written = batch
+            .iter()
+            .try_for_each(|frame| out.write_all(frame))
+            .and_then(|()| out.flush());
         flow.release(batch.len());
         if let Err(e) = written {
             tracing::debug!(error = %e, "client socket failed; closing the connection");

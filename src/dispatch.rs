@@ -50,7 +50,10 @@ impl Rejection {
                 ErrorCode::Busy,
                 format!("the job queue is full ({capacity} jobs waiting); retry later or lower the load"),
             ),
-            Rejection::Closed => (ErrorCode::ShuttingDown, "the server is shutting down and takes no new jobs".into()),
+            Rejection::Closed => (
+                ErrorCode::ShuttingDown,
+                "the server is shutting down and takes no new jobs".into(),
+            ),
         }
     }
 }
@@ -92,7 +95,14 @@ impl Dispatcher {
     pub fn new(capacity: usize, registry: Registry, stats: Stats) -> (Dispatcher, Receiver<QueuedJob>) {
         let (queue, jobs) = crossbeam_channel::bounded(capacity);
         let completer = Completer { registry, stats };
-        (Dispatcher { queue, capacity, completer }, jobs)
+        (
+            Dispatcher {
+                queue,
+                capacity,
+                completer,
+            },
+            jobs,
+        )
     }
 
     /// The handle workers use to deliver results.
@@ -126,13 +136,19 @@ impl Dispatcher {
             sink: sink.clone(),
             accepted_at,
         });
-        let rejection = match self.queue.try_send(QueuedJob { id, kind, accepted_at }) {
+        let rejection = match self.queue.try_send(QueuedJob {
+            id,
+            kind,
+            accepted_at,
+        }) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Full(_)) => Rejection::Busy,
             Err(TrySendError::Disconnected(_)) => Rejection::Closed,
         };
         // Not queued, so no worker can know this id: take the entry back.
-        let pending = registry.take(id).expect("an unqueued job cannot have been answered");
+        let pending = registry
+            .take(id)
+            .expect("an unqueued job cannot have been answered");
         Err((rejection, pending.client_id))
     }
 
@@ -212,7 +228,9 @@ mod tests {
         let (dispatcher, _jobs) = Dispatcher::new(1, Registry::new(), Stats::new());
         let (sink, _rx) = ReplySink::detached(8);
         let job = JobKind::Compute { n: 1 };
-        assert!(dispatcher.submit(1, client_id("1"), CommandKind::Compute, job.clone(), false, &sink).is_ok());
+        assert!(dispatcher
+            .submit(1, client_id("1"), CommandKind::Compute, job.clone(), false, &sink)
+            .is_ok());
         let (rejection, id) = dispatcher
             .submit(1, client_id("2"), CommandKind::Compute, job, false, &sink)
             .unwrap_err();
@@ -226,7 +244,14 @@ mod tests {
         let (dispatcher, jobs) = Dispatcher::new(4, Registry::new(), Stats::new());
         let (sink, replies) = ReplySink::detached(8);
         dispatcher
-            .submit(7, client_id("\"x\""), CommandKind::Compute, JobKind::Compute { n: 2 }, true, &sink)
+            .submit(
+                7,
+                client_id("\"x\""),
+                CommandKind::Compute,
+                JobKind::Compute { n: 2 },
+                true,
+                &sink,
+            )
             .unwrap();
         let queued = jobs.try_recv().unwrap();
         let completer = dispatcher.completer();

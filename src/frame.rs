@@ -239,7 +239,11 @@ mod tests {
             }
             other => panic!("expected TooLarge, got {other:?}"),
         }
-        assert_eq!(payload.capacity(), 0, "nothing may be allocated for a refused frame");
+        assert_eq!(
+            payload.capacity(),
+            0,
+            "nothing may be allocated for a refused frame"
+        );
     }
 
     #[test]
@@ -263,13 +267,19 @@ mod tests {
         let mut half_header = Cursor::new(vec![0, 0]);
         assert!(matches!(
             read_frame(&mut half_header, 1024, &mut payload),
-            Err(FrameError::Truncated { received: 2, expected: 4 })
+            Err(FrameError::Truncated {
+                received: 2,
+                expected: 4
+            })
         ));
 
         let mut half_body = Cursor::new(vec![0, 0, 0, 10, b'a', b'b', b'c']);
         assert!(matches!(
             read_frame(&mut half_body, 1024, &mut payload),
-            Err(FrameError::Truncated { received: 3, expected: 10 })
+            Err(FrameError::Truncated {
+                received: 3,
+                expected: 10
+            })
         ));
     }
 

@@ -53,9 +53,8 @@ impl Default for Stats {
 impl Stats {
     /// Fresh counters; the uptime clock starts now.
     pub fn new() -> Self {
-        let histogram = || {
-            Histogram::new_with_bounds(1, MAX_TRACKED_US, 3).expect("constant histogram bounds are valid")
-        };
+        let histogram =
+            || Histogram::new_with_bounds(1, MAX_TRACKED_US, 3).expect("constant histogram bounds are valid");
         Stats {
             inner: Arc::new(Inner {
                 instance: Uuid::new_v4(),
@@ -131,11 +130,21 @@ impl Stats {
         Counters {
             requests: CommandKind::ALL
                 .iter()
-                .map(|kind| (kind.as_str().to_string(), inner.requests[kind.index()].load(Relaxed)))
+                .map(|kind| {
+                    (
+                        kind.as_str().to_string(),
+                        inner.requests[kind.index()].load(Relaxed),
+                    )
+                })
                 .collect(),
             errors: ErrorCode::ALL
                 .iter()
-                .map(|code| (code.as_str().to_string(), inner.errors[code.index()].load(Relaxed)))
+                .map(|code| {
+                    (
+                        code.as_str().to_string(),
+                        inner.errors[code.index()].load(Relaxed),
+                    )
+                })
                 .collect(),
             connections: ConnectionCounts {
                 open: inner.connections_open.load(Relaxed),

@@ -64,7 +64,11 @@ pub fn run(args: ClientArgs) -> anyhow::Result<Outcome> {
             let is_error = serde_json::from_str::<serde_json::Value>(&reply)
                 .map(|v| v.get("error").is_some())
                 .unwrap_or(true);
-            Ok(if is_error { Outcome::Failure } else { Outcome::Success })
+            Ok(if is_error {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            })
         }
     }
 }

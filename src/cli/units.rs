@@ -13,12 +13,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return if seconds.is_finite() && seconds >= 0.0 {
             Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
         } else {
-            Err(format!("{text:?} is not a duration: seconds must be zero or more"))
+            Err(format!(
+                "{text:?} is not a duration: seconds must be zero or more"
+            ))
         };
     }
-    humantime::parse_duration(text).map_err(|_| {
-        format!("{text:?} is not a duration; use seconds (2, 0.5) or a unit (500ms, 2s, 1m)")
-    })
+    humantime::parse_duration(text)
+        .map_err(|_| format!("{text:?} is not a duration; use seconds (2, 0.5) or a unit (500ms, 2s, 1m)"))
 }
 
 /// Parses a byte size: plain bytes (`1048576`) or with a binary suffix
@@ -35,7 +36,11 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("{text:?} is not a size; use bytes (65536) or a unit (64KiB, 16MiB)")),
+        _ => {
+            return Err(format!(
+                "{text:?} is not a size; use bytes (65536) or a unit (64KiB, 16MiB)"
+            ))
+        }
     };
     digits
         .parse::<usize>()

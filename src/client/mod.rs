@@ -32,11 +32,26 @@ impl ServerConnection {
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, timeout) {
                 Ok(stream) => {
-                    stream.set_nodelay(true).map_err(|e| Error::io(context("configuring"), e))?;
-                    stream.set_read_timeout(Some(timeout)).map_err(|e| Error::io(context("configuring"), e))?;
-                    stream.set_write_timeout(Some(timeout)).map_err(|e| Error::io(context("configuring"), e))?;
-                    let reader = BufReader::new(stream.try_clone().map_err(|e| Error::io(context("configuring"), e))?);
-                    return Ok(ServerConnection { target, writer: stream, reader, payload: Vec::new() });
+                    stream
+                        .set_nodelay(true)
+                        .map_err(|e| Error::io(context("configuring"), e))?;
+                    stream
+                        .set_read_timeout(Some(timeout))
+                        .map_err(|e| Error::io(context("configuring"), e))?;
+                    stream
+                        .set_write_timeout(Some(timeout))
+                        .map_err(|e| Error::io(context("configuring"), e))?;
+                    let reader = BufReader::new(
+                        stream
+                            .try_clone()
+                            .map_err(|e| Error::io(context("configuring"), e))?,
+                    );
+                    return Ok(ServerConnection {
+                        target,
+                        writer: stream,
+                        reader,
+                        payload: Vec::new(),
+                    });
                 }
                 Err(e) => last_error = Some(e),
             }
@@ -63,8 +78,13 @@ impl ServerConnection {
     pub fn receive(&mut self) -> Result<&[u8]> {
         match frame::read_frame(&mut self.reader, DEFAULT_MAX_FRAME, &mut self.payload) {
             Ok(true) => Ok(&self.payload),
-            Ok(false) => Err(Error::Protocol(format!("{} closed the connection before replying", self.target))),
-            Err(frame::FrameError::Io(e)) => Err(Error::io(format!("waiting for a reply from {}", self.target), e)),
+            Ok(false) => Err(Error::Protocol(format!(
+                "{} closed the connection before replying",
+                self.target
+            ))),
+            Err(frame::FrameError::Io(e)) => {
+                Err(Error::io(format!("waiting for a reply from {}", self.target), e))
+            }
             Err(e) => Err(Error::Protocol(format!("bad reply from {}: {e}", self.target))),
         }
     }
@@ -78,9 +98,9 @@ impl ServerConnection {
 pub fn call(host: &str, port: u16, request: &str, timeout: Duration) -> Result<String> {
     let mut value: serde_json::Value = serde_json::from_str(request)
         .map_err(|e| Error::Protocol(format!("the request is not valid JSON: {e}")))?;
-    let object = value
-        .as_object_mut()
-        .ok_or_else(|| Error::Protocol("the request must be a JSON object, e.g. '{\"cmd\":\"ping\"}'".into()))?;
+    let object = value.as_object_mut().ok_or_else(|| {
+        Error::Protocol("the request must be a JSON object, e.g. '{\"cmd\":\"ping\"}'".into())
+    })?;
     object.entry("id").or_insert(serde_json::Value::from(1));
     let payload = serde_json::to_vec(&value).map_err(|e| Error::Protocol(e.to_string()))?;
 

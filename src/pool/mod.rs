@@ -66,7 +66,10 @@ impl WorkerCommand {
     pub fn current_exe() -> Result<Self> {
         let program = std::env::current_exe()
             .map_err(|e| crate::Error::io("finding the server's own executable to spawn workers", e))?;
-        Ok(WorkerCommand { program, args: Vec::new() })
+        Ok(WorkerCommand {
+            program,
+            args: Vec::new(),
+        })
     }
 }
 

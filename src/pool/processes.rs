@@ -160,7 +160,11 @@ fn drive(ctx: WorkerContext, first: WorkerProcess, command: WorkerCommand, spawn
             // so a worker that cannot start does not turn into a spawn storm.
             match spawn(id, &command, spawn_timeout) {
                 Ok(replacement) => {
-                    tracing::info!(worker = id, pid = replacement.child.id(), "worker process replaced");
+                    tracing::info!(
+                        worker = id,
+                        pid = replacement.child.id(),
+                        "worker process replaced"
+                    );
                     ctx.board.set_up(id, Some(replacement.child.id()));
                     ctx.board.restarted(id);
                     worker = Some(replacement);
@@ -229,7 +233,14 @@ fn run_job(ctx: &WorkerContext, worker: &mut WorkerProcess, job: QueuedJob) -> b
     };
 
     let started = Instant::now();
-    if worker.jobs.send(ToWorker::Run { job: job.id, kind: job.kind }).is_err() {
+    if worker
+        .jobs
+        .send(ToWorker::Run {
+            job: job.id,
+            kind: job.kind,
+        })
+        .is_err()
+    {
         ctx.completer.finish(report(0, crashed()));
         return false;
     }
@@ -271,7 +282,12 @@ fn retire(ctx: &WorkerContext, worker: Option<WorkerProcess>) {
 /// Closes the worker's job channel (its signal to exit), waits briefly for it
 /// to do so, then kills it if needed. Always reaps, so no zombie is left.
 fn stop_worker(worker: WorkerProcess) {
-    let WorkerProcess { mut child, jobs, events, pump } = worker;
+    let WorkerProcess {
+        mut child,
+        jobs,
+        events,
+        pump,
+    } = worker;
     drop(jobs);
     let deadline = Instant::now() + EXIT_GRACE;
     loop {

@@ -44,7 +44,10 @@ fn serve(ctx: WorkerContext) {
         let result = catch_unwind(AssertUnwindSafe(|| execute(&job.kind))).unwrap_or_else(|_| {
             Err(JobFailure {
                 code: ErrorCode::Internal,
-                message: format!("the job panicked on worker thread {}; the worker goes on serving", ctx.id),
+                message: format!(
+                    "the job panicked on worker thread {}; the worker goes on serving",
+                    ctx.id
+                ),
             })
         });
         let service_us = micros_since(started);

@@ -78,7 +78,9 @@ pub fn run_if_requested() {
             }
         },
         None => {
-            eprintln!("usage: {WORKER_ARG} <ipc-server-name> <worker-id> (started by tc-server, not by hand)");
+            eprintln!(
+                "usage: {WORKER_ARG} <ipc-server-name> <worker-id> (started by tc-server, not by hand)"
+            );
             2
         }
     };
@@ -89,7 +91,8 @@ pub fn run_if_requested() {
 fn serve(server_name: String) -> Result<(), String> {
     let to_server = IpcSender::<FromWorker>::connect(server_name)
         .map_err(|e| format!("cannot connect to the server: {e}"))?;
-    let (jobs_tx, jobs) = ipc::channel::<ToWorker>().map_err(|e| format!("cannot create the job channel: {e}"))?;
+    let (jobs_tx, jobs) =
+        ipc::channel::<ToWorker>().map_err(|e| format!("cannot create the job channel: {e}"))?;
     to_server
         .send(FromWorker::Hello { jobs: jobs_tx })
         .map_err(|e| format!("handshake failed: {e}"))?;
@@ -99,7 +102,14 @@ fn serve(server_name: String) -> Result<(), String> {
         let started = Instant::now();
         let result = execute(&kind);
         let service_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        if to_server.send(FromWorker::Done { job, service_us, result }).is_err() {
+        if to_server
+            .send(FromWorker::Done {
+                job,
+                service_us,
+                result,
+            })
+            .is_err()
+        {
             break; // the server is gone
         }
     }

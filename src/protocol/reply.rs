@@ -57,7 +57,11 @@ fn to_frame(reply: &impl Serialize) -> Vec<u8> {
 
 /// `{"id", "ok": true, "pong": true}`
 pub fn encode_pong(id: &ClientId) -> Vec<u8> {
-    to_frame(&PongReply { id, ok: true, pong: true })
+    to_frame(&PongReply {
+        id,
+        ok: true,
+        pong: true,
+    })
 }
 
 /// `{"id", "result": ...}`, plus `worker`, `queue_us` and `service_us` when
@@ -91,18 +95,29 @@ mod tests {
 
     #[test]
     fn replies_have_the_documented_shapes() {
-        assert_eq!(payload(&encode_pong(&id("1"))), r#"{"id":1,"ok":true,"pong":true}"#);
+        assert_eq!(
+            payload(&encode_pong(&id("1"))),
+            r#"{"id":1,"ok":true,"pong":true}"#
+        );
         assert_eq!(
             payload(&encode_result(&id("\"a\""), &48u64, None)),
             r#"{"id":"a","result":48}"#
         );
-        let timing = Timing { worker: 2, queue_us: 10, service_us: 250 };
+        let timing = Timing {
+            worker: 2,
+            queue_us: 10,
+            service_us: 250,
+        };
         assert_eq!(
             payload(&encode_result(&id("1.50"), &113u64, Some(timing))),
             r#"{"id":1.50,"result":113,"worker":2,"queue_us":10,"service_us":250}"#
         );
         assert_eq!(
-            payload(&encode_error(None, ErrorCode::BadJson, "the frame is not valid JSON")),
+            payload(&encode_error(
+                None,
+                ErrorCode::BadJson,
+                "the frame is not valid JSON"
+            )),
             r#"{"id":null,"error":{"code":"BAD_JSON","message":"the frame is not valid JSON"}}"#
         );
     }

@@ -33,7 +33,10 @@ impl ClientId {
         let text = raw.get();
         match text.as_bytes().first() {
             Some(b'"' | b'-' | b'0'..=b'9') => Ok(ClientId(raw.to_owned())),
-            _ => Err(format!("\"id\" must be a string or a number, not {}", json_type_name(text))),
+            _ => Err(format!(
+                "\"id\" must be a string or a number, not {}",
+                json_type_name(text)
+            )),
         }
     }
 
@@ -189,7 +192,10 @@ pub fn parse_request(payload: &[u8], limits: &Limits) -> Result<Request, Request
         fail(
             None,
             ErrorCode::BadJson,
-            format!("the frame is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()),
+            format!(
+                "the frame is not valid UTF-8 (invalid byte at offset {})",
+                e.valid_up_to()
+            ),
         )
     })?;
 
@@ -200,9 +206,16 @@ pub fn parse_request(payload: &[u8], limits: &Limits) -> Result<Request, Request
             Ok(_) => fail(
                 None,
                 ErrorCode::BadRequest,
-                format!("a request must be a JSON object, not {}", json_type_name(text.trim_start())),
+                format!(
+                    "a request must be a JSON object, not {}",
+                    json_type_name(text.trim_start())
+                ),
             ),
-            Err(e) => fail(None, ErrorCode::BadJson, format!("the frame is not valid JSON: {e}")),
+            Err(e) => fail(
+                None,
+                ErrorCode::BadJson,
+                format!("the frame is not valid JSON: {e}"),
+            ),
         });
     }
 
@@ -211,7 +224,11 @@ pub fn parse_request(payload: &[u8], limits: &Limits) -> Result<Request, Request
             serde_json::error::Category::Data => ErrorCode::BadRequest,
             _ => ErrorCode::BadJson,
         };
-        let what = if code == ErrorCode::BadJson { "not valid JSON" } else { "not a valid request" };
+        let what = if code == ErrorCode::BadJson {
+            "not valid JSON"
+        } else {
+            "not a valid request"
+        };
         fail(None, code, format!("the frame is {what}: {e}"))
     })?;
 
@@ -229,7 +246,12 @@ pub fn parse_request(payload: &[u8], limits: &Limits) -> Result<Request, Request
     let bad = |code, message: String| fail(Some(id.clone()), code, message);
 
     let name = match envelope.cmd {
-        None => return Err(bad(ErrorCode::BadRequest, "the request has no \"cmd\" (e.g. \"cmd\": \"compute\")".into())),
+        None => {
+            return Err(bad(
+                ErrorCode::BadRequest,
+                "the request has no \"cmd\" (e.g. \"cmd\": \"compute\")".into(),
+            ))
+        }
         Some(raw) => as_string(raw).ok_or_else(|| {
             bad(
                 ErrorCode::BadRequest,
@@ -241,7 +263,11 @@ pub fn parse_request(payload: &[u8], limits: &Limits) -> Result<Request, Request
         let known: Vec<&str> = CommandKind::ALL.iter().map(|k| k.as_str()).collect();
         return Err(bad(
             ErrorCode::UnknownCommand,
-            format!("unknown command {:?}; this server knows {}", name, known.join(", ")),
+            format!(
+                "unknown command {:?}; this server knows {}",
+                name,
+                known.join(", ")
+            ),
         ));
     };
     let with_kind = |mut e: RequestError| {
@@ -340,7 +366,13 @@ mod tests {
 
     #[test]
     fn ids_are_kept_byte_for_byte() {
-        for id in [r#""abc""#, "1.50", "123456789012345678901234567890", "-3", r#""\u00e9""#] {
+        for id in [
+            r#""abc""#,
+            "1.50",
+            "123456789012345678901234567890",
+            "-3",
+            r#""\u00e9""#,
+        ] {
             let req = parse(&format!(r#"{{"id":{id},"cmd":"ping"}}"#)).unwrap();
             assert_eq!(req.id.as_json(), id);
         }
@@ -349,9 +381,18 @@ mod tests {
     #[test]
     fn other_commands_and_timing_are_recognised() {
         assert_eq!(parse(r#"{"id":1,"cmd":"ping"}"#).unwrap().command, Command::Ping);
-        assert_eq!(parse(r#"{"id":1,"cmd":"stats"}"#).unwrap().command, Command::Stats);
-        assert_eq!(parse(r#"{"id":1,"cmd":"health"}"#).unwrap().command, Command::Health);
-        assert_eq!(parse(r#"{"id":1,"cmd":"p\u0069ng"}"#).unwrap().command, Command::Ping);
+        assert_eq!(
+            parse(r#"{"id":1,"cmd":"stats"}"#).unwrap().command,
+            Command::Stats
+        );
+        assert_eq!(
+            parse(r#"{"id":1,"cmd":"health"}"#).unwrap().command,
+            Command::Health
+        );
+        assert_eq!(
+            parse(r#"{"id":1,"cmd":"p\u0069ng"}"#).unwrap().command,
+            Command::Ping
+        );
         assert!(parse(r#"{"id":1,"cmd":"ping","timing":true}"#).unwrap().timing);
         assert!(parse(r#"{"id":1,"cmd":"ping","extra":[1,{"x":2}]}"#).is_ok());
     }
@@ -375,7 +416,10 @@ mod tests {
             (r#"{"id":1,"cmd":"compute","n":1.5}"#, ErrorCode::BadRequest),
             (r#"{"id":1,"cmd":"compute","n":"10"}"#, ErrorCode::BadRequest),
             (r#"{"id":1,"cmd":"compute","n":1000001}"#, ErrorCode::BadRequest),
-            (r#"{"id":1,"cmd":"compute","n":99999999999999999999999}"#, ErrorCode::BadRequest),
+            (
+                r#"{"id":1,"cmd":"compute","n":99999999999999999999999}"#,
+                ErrorCode::BadRequest,
+            ),
             (r#"{"id":1,"cmd":"ping","timing":"yes"}"#, ErrorCode::BadRequest),
             (r#"{"id":1,"id":2,"cmd":"ping"}"#, ErrorCode::BadRequest),
         ];
@@ -398,9 +442,15 @@ mod tests {
         assert!(parse(&ignored).is_ok(), "nesting in an ignored field is harmless");
         // As a value the server reads, it is a clear error.
         let as_n = format!(r#"{{"id":1,"cmd":"compute","n":{nested}}}"#);
-        assert_eq!(parse(&as_n).map_err(|e| e.code).unwrap_err(), ErrorCode::BadRequest);
+        assert_eq!(
+            parse(&as_n).map_err(|e| e.code).unwrap_err(),
+            ErrorCode::BadRequest
+        );
         // As the whole request, it is valid JSON but not an object.
-        assert_eq!(parse(&nested).map_err(|e| e.code).unwrap_err(), ErrorCode::BadRequest);
+        assert_eq!(
+            parse(&nested).map_err(|e| e.code).unwrap_err(),
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]

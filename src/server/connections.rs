@@ -56,7 +56,12 @@ impl Connections {
 
     /// Number of open connections.
     pub fn len(&self) -> usize {
-        self.inner.0.lock().unwrap_or_else(PoisonError::into_inner).open.len()
+        self.inner
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .open
+            .len()
     }
 
     /// Shuts every socket down (a blocked `read` returns at once) and wakes

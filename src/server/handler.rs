@@ -19,7 +19,10 @@ use crate::registry::ConnId;
 /// Serves one connection until the client leaves, the connection breaks, or
 /// the server shuts it down; then cleans up after it.
 pub(super) fn handle_connection(farm: Arc<Farm>, conn_id: ConnId, stream: TcpStream) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
     tracing::debug!(conn = conn_id, %peer, "connection opened");
     match Connection::start(stream, farm.config.max_frame, farm.config.max_inflight) {
         Ok(mut conn) => {
@@ -57,7 +60,9 @@ fn serve(farm: &Farm, conn_id: ConnId, conn: &mut Connection) {
                 sink.flow().release(1);
                 return;
             }
-            Err(FrameError::Empty) => reply_error(farm, &sink, ErrorCode::BadFrame, &FrameError::Empty.to_string()),
+            Err(FrameError::Empty) => {
+                reply_error(farm, &sink, ErrorCode::BadFrame, &FrameError::Empty.to_string())
+            }
             Err(e @ FrameError::TooLarge { .. }) => {
                 // The payload was not read, so the next frame boundary is
                 // unknown: say why, then close.
@@ -95,7 +100,10 @@ fn handle_request(farm: &Farm, conn_id: ConnId, payload: &[u8], sink: &ReplySink
         Command::Health => sink.send(encode_result(&request.id, &farm.health_report(), None)),
         Command::Compute { n } => {
             let job = JobKind::Compute { n };
-            if let Err((rejection, id)) = farm.dispatcher.submit(conn_id, request.id, kind, job, request.timing, sink) {
+            if let Err((rejection, id)) =
+                farm.dispatcher
+                    .submit(conn_id, request.id, kind, job, request.timing, sink)
+            {
                 let (code, message) = rejection.to_error(farm.dispatcher.queue_capacity());
                 farm.stats.error(code);
                 sink.send(encode_error(Some(&id), code, &message));

@@ -106,7 +106,10 @@ impl ServerConfig {
             }
         }
         if self.max_frame > u32::MAX as usize {
-            return Err(Error::Config(format!("--max-frame must be at most {} bytes", u32::MAX)));
+            return Err(Error::Config(format!(
+                "--max-frame must be at most {} bytes",
+                u32::MAX
+            )));
         }
         Ok(())
     }
@@ -270,11 +273,19 @@ impl Server {
     /// accepts, close every connection, stop the workers (reaping every
     /// worker process).
     pub fn wait(self) {
-        let Server { acceptor, farm, mut pool, .. } = self;
+        let Server {
+            acceptor,
+            farm,
+            mut pool,
+            ..
+        } = self;
         let _ = acceptor.join();
         farm.connections.close_all();
         if !farm.connections.wait_until_empty(CONNECTION_GRACE) {
-            tracing::warn!(open = farm.connections.len(), "some connections did not close in time");
+            tracing::warn!(
+                open = farm.connections.len(),
+                "some connections did not close in time"
+            );
         }
         pool.stop(POOL_GRACE);
         tracing::info!("server stopped");

@@ -1,0 +1,254 @@
+//! Helpers shared by the integration tests: start the real `tc-server` binary
+//! on port 0, talk to it over loopback with a framing of our own (so the
+//! tests do not use the library to check itself), and stop it.
+//!
+//! Every socket has a read timeout and every wait has a deadline, so a broken
+//! server makes a test fail, never hang.
+
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use byteorder::{BigEndian, ReadBytesExt, WriteBytesExt};
+use serde_json::{json, Value};
+
+/// How long any single reply may take before a test fails.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Both pool modes, for tests that must hold in each.
+pub const MODES: [&str; 2] = ["threads", "processes"];
+
+/// A `tc-server` process listening on a free loopback port.
+pub struct TestServer {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl TestServer {
+    /// Starts `tc-server --port 0 --mode MODE --workers N EXTRA...` and waits
+    /// for its `listening on` line.
+    pub fn start(mode: &str, workers: usize, extra: &[&str]) -> TestServer {
+        let workers = workers.to_string();
+        let mut args = vec![
+            "--port",
+            "0",
+            "--mode",
+            mode,
+            "--workers",
+            &workers,
+            "--log-level",
+            "warn",
+        ];
+        args.extend_from_slice(extra);
+        Self::start_with(&args, &[])
+    }
+
+    /// Starts `tc-server` with exactly these arguments and environment.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> TestServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tc-server"))
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("tc-server starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("tc-server did not print its address within 30 s");
+            }
+        };
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from tc-server: {line:?}"))
+            .parse()
+            .expect("a socket address");
+        TestServer { child, addr }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A new connection to the server.
+    pub fn connect(&self) -> TestClient {
+        TestClient::connect(self.addr)
+    }
+
+    /// One request on a fresh connection.
+    pub fn request(&self, request: Value) -> Value {
+        self.connect().request(request)
+    }
+
+    /// The `result` of a `stats` request.
+    pub fn stats(&self) -> Value {
+        let reply = self.request(json!({"id": "stats", "cmd": "stats"}));
+        reply["result"].clone()
+    }
+
+    /// Polls `stats` until `condition` holds (at most 30 s; panics otherwise).
+    pub fn wait_for_stats(&self, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let stats = self.stats();
+            if condition(&stats) {
+                return stats;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last stats: {stats}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and waits (at most 30 s) for the server to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        send_signal(self.child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("tc-server did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends a signal to a process.
+pub fn send_signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn process_is_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Worker pids listed by `stats`.
+pub fn worker_pids(stats: &Value) -> Vec<u32> {
+    stats["worker_list"]
+        .as_array()
+        .expect("worker_list")
+        .iter()
+        .map(|w| w["pid"].as_u64().expect("a pid in process mode") as u32)
+        .collect()
+}
+
+/// A raw framed connection.
+pub struct TestClient {
+    stream: TcpStream,
+}
+
+impl TestClient {
+    pub fn connect(addr: SocketAddr) -> TestClient {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).expect("connect");
+        stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(REPLY_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        TestClient { stream }
+    }
+
+    /// Writes raw bytes (a frame, half a frame, garbage...).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Writes one frame around `payload`.
+    pub fn send_payload(&mut self, payload: &[u8]) {
+        let mut frame = Vec::with_capacity(payload.len() + 4);
+        frame.write_u32::<BigEndian>(payload.len() as u32).unwrap();
+        frame.extend_from_slice(payload);
+        self.send_raw(&frame);
+    }
+
+    /// Writes one JSON request.
+    pub fn send(&mut self, request: &Value) {
+        self.send_payload(request.to_string().as_bytes());
+    }
+
+    /// Reads one reply; panics on timeout or close.
+    pub fn recv(&mut self) -> Value {
+        self.try_recv().expect("a reply before the connection closed")
+    }
+
+    /// Reads one reply; `None` if the server closed the connection.
+    pub fn try_recv(&mut self) -> Option<Value> {
+        self.try_recv_raw()
+            .map(|payload| serde_json::from_str(&payload).expect("replies are JSON"))
+    }
+
+    /// Reads one reply's payload as text, exactly as the server wrote it;
+    /// `None` if the server closed the connection.
+    pub fn try_recv_raw(&mut self) -> Option<String> {
+        let len = match self.stream.read_u32::<BigEndian>() {
+            Ok(len) => len as usize,
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof || e.kind() == ErrorKind::ConnectionReset => {
+                return None
+            }
+            Err(e) => panic!("reading a reply: {e}"),
+        };
+        let mut payload = vec![0; len];
+        self.stream.read_exact(&mut payload).expect("reply body");
+        Some(String::from_utf8(payload).expect("replies are UTF-8"))
+    }
+
+    /// Sends a request and waits for its reply.
+    pub fn request(&mut self, request: Value) -> Value {
+        self.send(&request);
+        self.recv()
+    }
+
+    /// A second handle on the same socket, so one thread can write while
+    /// another reads.
+    pub fn try_clone_for_writing(&self) -> TestClient {
+        TestClient {
+            stream: self.stream.try_clone().expect("clone socket"),
+        }
+    }
+
+    /// Closes both directions.
+    pub fn close(self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// The error code of a reply, if it is an error.
+pub fn error_code(reply: &Value) -> Option<&str> {
+    reply["error"]["code"].as_str()
+}

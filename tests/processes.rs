@@ -1,0 +1,103 @@
+//! Worker processes: they exist, they are the server's children, a dead one
+//! is replaced, and none outlives the server.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{error_code, process_is_running, send_signal, worker_pids, TestServer};
+use serde_json::json;
+
+/// Parent pid of a process, from /proc.
+fn parent_pid(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("process exists");
+    let (_, rest) = stat.rsplit_once(')').unwrap();
+    rest.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Waits (at most 10 s) until none of `pids` is running.
+fn wait_until_gone(pids: &[u32]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|&pid| process_is_running(pid)) {
+        assert!(
+            Instant::now() < deadline,
+            "worker processes still running: {pids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn worker_processes_are_children_of_the_server_and_gone_after_it_stops() {
+    let mut server = TestServer::start("processes", 3, &[]);
+    let pids = worker_pids(&server.stats());
+    assert_eq!(pids.len(), 3);
+    for &pid in &pids {
+        assert!(process_is_running(pid), "worker {pid} is alive");
+        assert_eq!(
+            parent_pid(pid),
+            server.pid(),
+            "worker {pid} was spawned by the server"
+        );
+    }
+    assert_eq!(
+        server.request(json!({"id": 1, "cmd": "compute", "n": 1000}))["result"],
+        933_214_789
+    );
+
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM is a clean stop: {status}");
+    wait_until_gone(&pids);
+}
+
+#[test]
+fn workers_exit_by_themselves_when_the_server_is_killed() {
+    let server = TestServer::start("processes", 2, &[]);
+    let pids = worker_pids(&server.stats());
+    // SIGKILL gives the server no chance to clean up; the workers notice
+    // their job channel closing and leave.
+    send_signal(server.pid(), libc::SIGKILL);
+    wait_until_gone(&pids);
+}
+
+#[test]
+fn a_worker_killed_while_idle_is_replaced() {
+    let server = TestServer::start("processes", 2, &[]);
+    let before = worker_pids(&server.stats());
+    send_signal(before[0], libc::SIGKILL);
+
+    let stats = server.wait_for_stats("worker 0 to be replaced", |s| {
+        s["worker_list"][0]["restarts"] == 1 && s["workers"]["alive"] == 2
+    });
+    let after = worker_pids(&stats);
+    assert_ne!(after[0], before[0], "a new process took the slot");
+    assert_eq!(after[1], before[1], "the other worker was not touched");
+    assert!(process_is_running(after[0]));
+    assert_eq!(stats["worker_list"][1]["restarts"], 0);
+    for i in 0..10 {
+        assert_eq!(
+            server.request(json!({"id": i, "cmd": "compute", "n": 10}))["result"],
+            8360
+        );
+    }
+}
+
+#[test]
+fn a_worker_killed_mid_job_answers_that_job_with_worker_crashed() {
+    let server = TestServer::start("processes", 1, &[]);
+    let mut client = server.connect();
+    // The largest job allowed: long enough to be caught running.
+    client.send(&json!({"id": "victim", "cmd": "compute", "n": 100_000_000}));
+    let stats = server.wait_for_stats("the job to start", |s| s["worker_list"][0]["state"] == "busy");
+    send_signal(worker_pids(&stats)[0], libc::SIGKILL);
+
+    let reply = client.recv();
+    assert_eq!(reply["id"], "victim");
+    assert_eq!(error_code(&reply), Some("WORKER_CRASHED"), "{reply}");
+    // The slot is refilled and the same connection keeps working.
+    let reply = client.request(json!({"id": "next", "cmd": "compute", "n": 10}));
+    assert_eq!(reply["result"], 8360, "{reply}");
+    let stats = server.stats();
+    assert_eq!(stats["errors"]["WORKER_CRASHED"], 1);
+    assert_eq!(stats["worker_list"][0]["restarts"], 1);
+}
