@@ -58,8 +58,11 @@ fn a_client_that_leaves_with_jobs_in_flight_leaves_nothing_behind() {
         }
         client.close();
 
+        // Each stats poll uses a fresh connection, closed asynchronously, so
+        // "only the polling connection is open" is part of what we wait for.
         let stats = server.wait_for_stats("every job to be run or cancelled", |s| {
             s["jobs"]["completed"].as_u64().unwrap() + s["jobs"]["cancelled"].as_u64().unwrap() == 20
+                && s["connections"]["open"] == 1
         });
         assert_eq!(
             stats["jobs"]["in_flight"], 0,
@@ -69,10 +72,6 @@ fn a_client_that_leaves_with_jobs_in_flight_leaves_nothing_behind() {
         assert!(
             stats["jobs"]["cancelled"].as_u64().unwrap() >= 1,
             "{mode}: queued jobs of a gone client are skipped, not run: {stats}"
-        );
-        assert_eq!(
-            stats["connections"]["open"], 1,
-            "{mode}: only the stats connection"
         );
         // And the farm carries on.
         assert_eq!(

@@ -43,37 +43,61 @@ pub(super) fn handle_connection(farm: Arc<Farm>, conn_id: ConnId, stream: TcpStr
     tracing::debug!(conn = conn_id, %peer, "connection closed");
 }
 
+/// What to do with the outcome of one frame read that owes a reply.
+enum Step<'a> {
+    /// A whole payload: parse and serve it.
+    Request(&'a [u8]),
+    /// A frame that cannot be served: answer with an error, and close the
+    /// connection afterwards when the frame boundary was lost.
+    Refuse {
+        code: ErrorCode,
+        message: String,
+        then_close: bool,
+    },
+}
+
 /// The read loop.
 fn serve(farm: &Farm, conn_id: ConnId, conn: &mut Connection) {
     let sink = conn.sink().clone();
     loop {
-        let frame = conn.read_frame();
-        // Each frame read is owed one reply: take its slot now. This blocks
-        // while the client has `--max-inflight` replies outstanding, so a
-        // client that does not read its replies stops being read from.
+        let step = match conn.read_frame() {
+            Ok(Some(payload)) => Step::Request(payload),
+            Err(FrameError::Empty) => Step::Refuse {
+                code: ErrorCode::BadFrame,
+                message: FrameError::Empty.to_string(),
+                then_close: false,
+            },
+            // The payload was not read, so the next frame boundary is
+            // unknown: say why, then close.
+            Err(e @ FrameError::TooLarge { .. }) => Step::Refuse {
+                code: ErrorCode::FrameTooLarge,
+                message: format!("{e} (the server's --max-frame); closing the connection"),
+                then_close: true,
+            },
+            Ok(None) => return, // a clean close between frames
+            Err(e) => {
+                tracing::debug!(conn = conn_id, error = %e, "connection ended mid-frame");
+                return;
+            }
+        };
+        // Take the reply's slot. This blocks while the client already owes
+        // `--max-inflight` replies, so a client that does not read its
+        // replies stops being read from (TCP backpressure).
         if !sink.flow().acquire() {
             return; // the connection was closed while we waited
         }
-        match frame {
-            Ok(Some(payload)) => handle_request(farm, conn_id, payload, &sink),
-            Ok(None) => {
-                sink.flow().release(1);
-                return;
-            }
-            Err(FrameError::Empty) => {
-                reply_error(farm, &sink, ErrorCode::BadFrame, &FrameError::Empty.to_string())
-            }
-            Err(e @ FrameError::TooLarge { .. }) => {
-                // The payload was not read, so the next frame boundary is
-                // unknown: say why, then close.
-                let message = format!("{e} (the server's --max-frame); closing the connection");
-                reply_error(farm, &sink, ErrorCode::FrameTooLarge, &message);
-                return;
-            }
-            Err(e) => {
-                sink.flow().release(1);
-                tracing::debug!(conn = conn_id, error = %e, "connection ended mid-frame");
-                return;
+        match step {
+            Step::Request(payload) => handle_request(farm, conn_id, payload, &sink),
+            Step::Refuse {
+                code,
+                message,
+                then_close,
+            } => {
+                farm.stats.error(code);
+                sink.send(encode_error(None, code, &message));
+                if then_close {
+                    return;
+                }
             }
         }
     }
@@ -110,10 +134,4 @@ fn handle_request(farm: &Farm, conn_id: ConnId, payload: &[u8], sink: &ReplySink
             }
         }
     }
-}
-
-/// Answers a frame that could not be parsed at all (the id is unknown).
-fn reply_error(farm: &Farm, sink: &ReplySink, code: ErrorCode, message: &str) {
-    farm.stats.error(code);
-    sink.send(encode_error(None, code, message));
 }
