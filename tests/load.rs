@@ -6,18 +6,8 @@ mod common;
 use std::collections::HashMap;
 use std::thread;
 
-use common::{TestServer, MODES};
+use common::{reference_compute as expected, TestServer, MODES};
 use serde_json::{json, Value};
-
-/// Results of the original job for small n, computed here independently.
-fn expected(n: u64) -> u64 {
-    let (mut acc, mut a, mut b) = (0u64, 0u64, 1u64);
-    for _ in 0..n.max(1) {
-        (a, b) = (b, (a + b) % 10_000_019);
-        acc = (acc + 31 * a + 17 * b) % 1_000_000_007;
-    }
-    acc
-}
 
 #[test]
 fn a_thousand_pipelined_requests_on_one_connection_are_all_answered_once() {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{error_code, TestServer, MODES};
+use common::{error_code, reference_compute, TestServer, MODES};
 use serde_json::json;
 
 #[test]
@@ -59,7 +59,7 @@ fn timing_splits_latency_into_queue_and_service() {
     for mode in MODES {
         let server = TestServer::start(mode, 2, &[]);
         let reply = server.request(json!({"id": 1, "cmd": "compute", "n": 200_000, "timing": true}));
-        assert_eq!(reply["result"], json!(compute_reference(200_000)), "{mode}");
+        assert_eq!(reply["result"], json!(reference_compute(200_000)), "{mode}");
         let worker = reply["worker"].as_u64().expect("worker");
         assert!(worker < 2, "{mode}: worker {worker}");
         assert!(reply["queue_us"].is_u64(), "{mode}: {reply}");
@@ -198,17 +198,4 @@ fn an_oversized_frame_is_refused_then_the_connection_closes() {
         // The server itself is fine.
         assert_eq!(server.request(json!({"id": 2, "cmd": "ping"}))["pong"], true);
     }
-}
-
-/// The original job, written out again here so the test does not trust the
-/// library to check itself.
-fn compute_reference(n: u64) -> u64 {
-    let (mut acc, mut a, mut b) = (0u64, 0u64, 1u64);
-    for _ in 0..n.max(1) {
-        let next = (a + b) % 10_000_019;
-        a = b;
-        b = next;
-        acc = (acc + 31 * a + 17 * b) % 1_000_000_007;
-    }
-    acc
 }

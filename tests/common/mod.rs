@@ -252,3 +252,14 @@ impl TestClient {
 pub fn error_code(reply: &Value) -> Option<&str> {
     reply["error"]["code"].as_str()
 }
+
+/// The original ThreadCenter job, written out again here so that the tests
+/// check the server against an independent copy, not against itself.
+pub fn reference_compute(n: u64) -> u64 {
+    let (mut acc, mut a, mut b) = (0u64, 0u64, 1u64);
+    for _ in 0..n.max(1) {
+        (a, b) = (b, (a + b) % 10_000_019);
+        acc = (acc + 31 * a + 17 * b) % 1_000_000_007;
+    }
+    acc
+}
