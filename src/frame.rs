@@ -144,6 +144,86 @@ pub fn read_frame<R: Read>(
     Ok(true)
 }
 
+/// An incremental decoder for readers that may stop anywhere: bytes are
+/// appended as they arrive ([`FrameBuffer::read_from`]) and whole frames are
+/// taken out ([`FrameBuffer::next_frame`]). Unlike [`read_frame`], a read that
+/// times out half-way through a frame loses nothing, so a thread can poll a
+/// socket with a short timeout and do other work between reads.
+#[derive(Debug)]
+pub struct FrameBuffer {
+    /// Storage; `buf[start..end]` holds bytes received but not yet taken.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    max_payload: usize,
+}
+
+/// Initial (and minimum free) space of a [`FrameBuffer`].
+const READ_CHUNK: usize = 64 * 1024;
+
+impl FrameBuffer {
+    /// An empty buffer that refuses frames over `max_payload` bytes.
+    pub fn new(max_payload: usize) -> Self {
+        FrameBuffer {
+            buf: vec![0; READ_CHUNK],
+            start: 0,
+            end: 0,
+            max_payload,
+        }
+    }
+
+    /// Reads once from `reader` into the buffer; returns the bytes read
+    /// (0 at end of stream).
+    ///
+    /// # Errors
+    /// Whatever the reader returns, including timeouts (`WouldBlock` or
+    /// `TimedOut`), after which the buffer is unchanged and usable.
+    pub fn read_from<R: Read>(&mut self, reader: &mut R) -> io::Result<usize> {
+        if self.buf.len() - self.end < READ_CHUNK / 4 {
+            // Little room left: move unread bytes to the front, and grow only
+            // if a large frame really needs more space.
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.buf.len() - self.end < READ_CHUNK / 4 {
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+        }
+        let got = reader.read(&mut self.buf[self.end..])?;
+        self.end += got;
+        Ok(got)
+    }
+
+    /// Takes the next complete frame's payload, if one has fully arrived.
+    ///
+    /// # Errors
+    /// [`FrameError::Empty`] or [`FrameError::TooLarge`] for a bad header.
+    pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        let available = &self.buf[self.start..self.end];
+        if available.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let header = [available[0], available[1], available[2], available[3]];
+        let len = payload_len(header, self.max_payload)?;
+        if available.len() < HEADER_LEN + len {
+            return Ok(None);
+        }
+        let payload_start = self.start + HEADER_LEN;
+        self.start = payload_start + len;
+        if self.start == self.end {
+            // Everything consumed: start over at the front for free.
+            self.start = 0;
+            self.end = 0;
+        }
+        Ok(Some(&self.buf[payload_start..payload_start + len]))
+    }
+
+    /// Bytes received that do not yet form a whole frame.
+    pub fn pending(&self) -> usize {
+        self.end - self.start
+    }
+}
+
 /// Like `read_exact`, but reports how many bytes arrived before end-of-stream
 /// instead of failing, so callers can tell a clean close (0 bytes) from a
 /// close mid-frame.
@@ -281,6 +361,36 @@ mod tests {
                 expected: 10
             })
         ));
+    }
+
+    #[test]
+    fn frame_buffer_reassembles_frames_across_arbitrary_reads() {
+        let mut wire = encode(b"alpha");
+        encode_into(b"beta", &mut wire);
+        encode_into(b"gamma", &mut wire);
+        let mut reader = OneByteAtATime(&wire);
+        let mut buffer = FrameBuffer::new(1024);
+        let mut seen = Vec::new();
+        while buffer.read_from(&mut reader).unwrap() > 0 {
+            while let Some(payload) = buffer.next_frame().unwrap() {
+                seen.push(String::from_utf8(payload.to_vec()).unwrap());
+            }
+        }
+        assert_eq!(seen, ["alpha", "beta", "gamma"]);
+        assert_eq!(buffer.pending(), 0);
+    }
+
+    #[test]
+    fn frame_buffer_refuses_bad_headers() {
+        let mut buffer = FrameBuffer::new(4);
+        buffer.read_from(&mut Cursor::new(encode(b"12345"))).unwrap();
+        assert!(matches!(
+            buffer.next_frame(),
+            Err(FrameError::TooLarge { announced: 5, .. })
+        ));
+        let mut buffer = FrameBuffer::new(4);
+        buffer.read_from(&mut Cursor::new(vec![0, 0, 0, 0])).unwrap();
+        assert!(matches!(buffer.next_frame(), Err(FrameError::Empty)));
     }
 
     proptest::proptest! {

@@ -29,6 +29,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod compute;
@@ -40,6 +41,7 @@ pub mod job;
 pub mod pool;
 pub mod protocol;
 pub mod registry;
+pub mod report;
 pub mod server;
 pub mod stats;
 

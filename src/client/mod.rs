@@ -70,6 +70,12 @@ impl ServerConnection {
             .map_err(|e| Error::io(format!("sending to {}", self.target), e))
     }
 
+    /// Gives up the framing and returns the socket (for the load generator,
+    /// which reads and writes from two threads).
+    pub fn into_stream(self) -> TcpStream {
+        self.writer
+    }
+
     /// Waits for the next reply frame and returns its payload.
     ///
     /// # Errors

@@ -1,0 +1,663 @@
+//! One benchmark connection: a sender thread and a receiver thread.
+//!
+//! ```text
+//!  sender ── insert(id → times) ──▶ Window (Mutex + Condvar) ◀── take(id) ── receiver
+//!    │  writes request frames              ▲ waits for a slot          │ reads reply frames,
+//!    ▼                                     │ (closed loop)             ▼ records latencies
+//!  socket ─────────────────────────────── server ─────────────────────────▶ socket
+//! ```
+//!
+//! - **Closed loop**: the sender waits until fewer than `pipeline` requests
+//!   are in flight, then sends the next one at once. A reply frees a slot.
+//! - **Open loop**: the sender sends request *k* at `start + offset + k ×
+//!   interval`, whatever the replies are doing. If it falls behind (the server
+//!   pushes back), the delay still counts: latency is measured from the
+//!   scheduled time, so coordinated omission is corrected.
+//!
+//! The receiver reads with a short socket timeout so that, between replies,
+//! it can expire requests older than `--timeout` and close finished
+//! intervals of the interval log. Frames are reassembled across reads by a
+//! [`FrameBuffer`], so a timeout in the middle of a frame loses nothing.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{self, Write};
+use std::net::TcpStream;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::mix::{BenchCommand, MixSequence};
+use super::options::{LoadModel, StopAfter, Warmup};
+use super::recorder::{micros, Recorder, Sample};
+use super::{Plan, RunSinks};
+use crate::frame::{FrameBuffer, DEFAULT_MAX_FRAME};
+
+/// How often the receiver wakes up without a reply, to expire timeouts.
+const RECEIVER_TICK: Duration = Duration::from_millis(20);
+/// In an open loop, at most this many requests may wait for replies on one
+/// connection; past it the sender waits (and the wait shows in the corrected
+/// latency). It bounds the client's memory when the server falls behind.
+const OPEN_LOOP_MAX_IN_FLIGHT: usize = 100_000;
+/// Ids of timed-out requests remembered to recognise their late replies.
+const REMEMBERED_TIMEOUTS: usize = 100_000;
+
+/// How one request ended, for the per-request CSV.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A result (verified, with `--verify`).
+    Ok,
+    /// An error reply with this code.
+    Error(String),
+    /// No reply within `--timeout`.
+    Timeout,
+    /// A result that differs from the local computation.
+    Mismatch,
+    /// The connection closed before the reply.
+    Missing,
+}
+
+impl Outcome {
+    /// The outcome as written in reports: `ok`, `error:BUSY`, `timeout`...
+    pub fn label(&self) -> String {
+        match self {
+            Outcome::Ok => "ok".into(),
+            Outcome::Error(code) => format!("error:{code}"),
+            Outcome::Timeout => "timeout".into(),
+            Outcome::Mismatch => "mismatch".into(),
+            Outcome::Missing => "missing".into(),
+        }
+    }
+}
+
+/// One finished request, as streamed to `--requests-csv`.
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    /// Connection index.
+    pub connection: usize,
+    /// Request id (per connection).
+    pub id: u64,
+    /// Command sent.
+    pub command: BenchCommand,
+    /// Whether it was a warm-up request.
+    pub warmup: bool,
+    /// Scheduled send, µs since the run started.
+    pub scheduled_us: u64,
+    /// Actual send, µs since the run started.
+    pub sent_us: u64,
+    /// Latency from the scheduled send, when a reply came.
+    pub latency_us: Option<u64>,
+    /// Latency from the actual send, when a reply came.
+    pub uncorrected_us: Option<u64>,
+    /// Server-reported queue wait.
+    pub queue_us: Option<u64>,
+    /// Server-reported service time.
+    pub service_us: Option<u64>,
+    /// Worker that ran it.
+    pub worker: Option<u64>,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// A request waiting for its reply.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    scheduled: Instant,
+    sent: Instant,
+    command: BenchCommand,
+    measured: bool,
+}
+
+/// State shared by a connection's sender and receiver.
+#[derive(Default)]
+struct Window {
+    state: Mutex<WindowState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct WindowState {
+    in_flight: HashMap<u64, InFlight>,
+    /// The sender has sent everything it will send.
+    sending_done: bool,
+    /// The connection is finished or broken: the sender must stop.
+    closed: bool,
+    /// Why the connection broke, if it did.
+    error: Option<String>,
+}
+
+impl Window {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WindowState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sleeps until `due`, waking early only if the connection closes.
+    /// Returns `false` if it did.
+    fn wait_until(&self, due: Instant) -> bool {
+        let mut state = self.lock();
+        loop {
+            if state.closed {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= due {
+                return true;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, due - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    fn close(&self, error: Option<String>) {
+        let mut state = self.lock();
+        state.closed = true;
+        if state.error.is_none() {
+            state.error = error;
+        }
+        self.changed.notify_all();
+    }
+}
+
+/// What a connection hands back when it is done.
+pub struct ConnectionResult {
+    /// Its measurements.
+    pub recorder: Recorder,
+    /// Why it stopped early, if it did.
+    pub error: Option<String>,
+}
+
+/// Runs connection `index` of the plan to completion on the calling thread
+/// (the receiver), with a sender thread beside it.
+pub fn run_connection(index: usize, plan: Arc<Plan>, stream: TcpStream, sinks: RunSinks) -> ConnectionResult {
+    let window = Arc::new(Window::default());
+    // A server that stops reading for longer than --timeout fails the
+    // connection instead of blocking the sender forever.
+    if let Err(e) = stream.set_write_timeout(Some(plan.options.timeout)) {
+        return ConnectionResult {
+            recorder: Recorder::default(),
+            error: Some(describe_io_error(index, &plan, "configuring the socket", &e)),
+        };
+    }
+    let sender = {
+        let window = Arc::clone(&window);
+        let plan = Arc::clone(&plan);
+        let sinks = sinks.clone();
+        match stream.try_clone() {
+            Ok(write_half) => thread::Builder::new()
+                .name(format!("bench-send-{index}"))
+                .spawn(move || send_requests(index, &plan, write_half, &window, &sinks)),
+            Err(e) => Err(e),
+        }
+    };
+    let sender = match sender {
+        Ok(handle) => handle,
+        Err(e) => {
+            return ConnectionResult {
+                recorder: Recorder::default(),
+                error: Some(format!("connection {index}: cannot start its sender: {e}")),
+            }
+        }
+    };
+    let mut receiver = Receiver::new(index, &plan, &window, &sinks);
+    receiver.run(stream);
+    let recorder = receiver.finish();
+    let _ = sender.join();
+    let error = window.lock().error.clone();
+    ConnectionResult { recorder, error }
+}
+
+/// The sender: paces and writes requests until the plan says stop.
+fn send_requests(index: usize, plan: &Plan, mut stream: TcpStream, window: &Window, sinks: &RunSinks) {
+    let options = &plan.options;
+    let mut commands: MixSequence = options.mix.sequence();
+    let warmup_requests = options.warmup_requests();
+    // Open loop: this connection's slot in the global schedule.
+    let (interval, offset) = match options.load {
+        LoadModel::Open { rate } => {
+            let interval = Duration::from_secs_f64(options.concurrency as f64 / rate);
+            (
+                interval,
+                interval.mul_f64(index as f64 / options.concurrency as f64),
+            )
+        }
+        LoadModel::Closed { .. } => (Duration::ZERO, Duration::ZERO),
+    };
+    let window_limit = match options.load {
+        LoadModel::Closed { pipeline } => pipeline,
+        LoadModel::Open { .. } => OPEN_LOOP_MAX_IN_FLIGHT,
+    };
+
+    // When the measured part starts: known up front for a timed warm-up,
+    // at the first measured request for a counted one.
+    let mut measured_since = match options.warmup {
+        Warmup::Duration(d) => Some(plan.start + d),
+        Warmup::None => Some(plan.start),
+        Warmup::Requests(_) => None,
+    };
+
+    for id in 0u64.. {
+        // 1. When is this request due? Closed loop: as soon as a slot in the
+        //    window is free. Open loop: at its place in the schedule.
+        let scheduled = match options.load {
+            LoadModel::Closed { .. } => {
+                let mut state = window.lock();
+                while state.in_flight.len() >= window_limit && !state.closed {
+                    state = window.changed.wait(state).unwrap_or_else(PoisonError::into_inner);
+                }
+                if state.closed {
+                    return;
+                }
+                Instant::now()
+            }
+            LoadModel::Open { .. } => {
+                let due = plan.start + offset + interval.mul_f64(id as f64);
+                if !window.wait_until(due) {
+                    return;
+                }
+                due
+            }
+        };
+        let measured = match options.warmup {
+            Warmup::Requests(_) => id >= warmup_requests,
+            Warmup::Duration(_) | Warmup::None => measured_since.is_some_and(|since| scheduled >= since),
+        };
+        if measured && measured_since.is_none() {
+            measured_since = Some(scheduled);
+        }
+        // 2. Has the run ended?
+        let finished = match options.stop {
+            StopAfter::Requests(n) => id >= warmup_requests + n,
+            StopAfter::Duration(d) => measured_since.is_some_and(|since| scheduled >= since + d),
+        };
+        if finished {
+            break;
+        }
+        // 3. Register the request *before* writing it: its reply may arrive
+        //    before `write` returns. (Open loop: wait if too many are
+        //    outstanding; the wait shows in the latency from the schedule.)
+        let command = commands.next().unwrap_or(BenchCommand::Ping);
+        {
+            let mut state = window.lock();
+            while state.in_flight.len() >= window_limit && !state.closed {
+                state = window.changed.wait(state).unwrap_or_else(PoisonError::into_inner);
+            }
+            if state.closed {
+                return;
+            }
+            state.in_flight.insert(
+                id,
+                InFlight {
+                    scheduled,
+                    sent: Instant::now(),
+                    command,
+                    measured,
+                },
+            );
+        }
+        // 4. Send it.
+        let frame = command.encode(id, options.size);
+        if let Err(e) = stream.write_all(&frame) {
+            window.close(Some(describe_io_error(index, plan, "sending a request", &e)));
+            return;
+        }
+        sinks.progress.sent.fetch_add(1, Relaxed);
+    }
+    let mut state = window.lock();
+    state.sending_done = true;
+    window.changed.notify_all();
+}
+
+/// The fields of a reply the client looks at, borrowed from the frame.
+#[derive(Deserialize)]
+struct ReplyView<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow)]
+    error: Option<ErrorView<'a>>,
+    queue_us: Option<u64>,
+    service_us: Option<u64>,
+    worker: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ErrorView<'a> {
+    #[serde(borrow)]
+    code: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Which ids have been settled (answered or timed out), to tell duplicates
+/// and late replies from replies to requests still in flight. Memory stays
+/// bounded: everything below `watermark` is settled, and only the settled
+/// ids above it are kept.
+#[derive(Default)]
+struct SettledIds {
+    watermark: u64,
+    above: BTreeSet<u64>,
+    timed_out: BTreeSet<u64>,
+}
+
+impl SettledIds {
+    fn settle(&mut self, id: u64) {
+        self.above.insert(id);
+        while self.above.remove(&self.watermark) {
+            self.watermark += 1;
+        }
+    }
+
+    fn is_settled(&self, id: u64) -> bool {
+        id < self.watermark || self.above.contains(&id)
+    }
+
+    fn time_out(&mut self, id: u64) {
+        self.settle(id);
+        self.timed_out.insert(id);
+        if self.timed_out.len() > REMEMBERED_TIMEOUTS {
+            self.timed_out.pop_first();
+        }
+    }
+}
+
+/// The receiver: reads replies, matches them, records.
+struct Receiver<'a> {
+    index: usize,
+    plan: &'a Plan,
+    window: &'a Window,
+    sinks: &'a RunSinks,
+    recorder: Recorder,
+    settled: SettledIds,
+    interval: super::IntervalRecorder,
+}
+
+impl<'a> Receiver<'a> {
+    fn new(index: usize, plan: &'a Plan, window: &'a Window, sinks: &'a RunSinks) -> Self {
+        Receiver {
+            index,
+            plan,
+            window,
+            sinks,
+            recorder: Recorder::default(),
+            settled: SettledIds::default(),
+            interval: super::IntervalRecorder::new(index, plan.start, plan.options.log_interval),
+        }
+    }
+
+    fn run(&mut self, mut stream: TcpStream) {
+        if let Err(e) = stream.set_read_timeout(Some(RECEIVER_TICK)) {
+            self.window.close(Some(describe_io_error(
+                self.index,
+                self.plan,
+                "configuring the socket",
+                &e,
+            )));
+            return;
+        }
+        let mut buffer = FrameBuffer::new(DEFAULT_MAX_FRAME);
+        loop {
+            match buffer.read_from(&mut stream) {
+                Ok(0) => {
+                    let state = self.window.lock();
+                    let expected_more = !state.sending_done || !state.in_flight.is_empty();
+                    drop(state);
+                    if expected_more {
+                        let message = format!(
+                            "connection {} to {}: closed by the server with requests outstanding",
+                            self.index, self.plan.address
+                        );
+                        self.window.close(Some(message));
+                    }
+                    return;
+                }
+                Ok(_) => loop {
+                    match buffer.next_frame() {
+                        Ok(Some(payload)) => self.handle_reply(payload),
+                        Ok(None) => break,
+                        Err(e) => {
+                            let message = format!(
+                                "connection {} to {}: the server sent a malformed frame ({e})",
+                                self.index, self.plan.address
+                            );
+                            self.window.close(Some(message));
+                            return;
+                        }
+                    }
+                },
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.window.close(Some(describe_io_error(
+                        self.index,
+                        self.plan,
+                        "reading replies",
+                        &e,
+                    )));
+                    return;
+                }
+            }
+            let now = Instant::now();
+            self.expire_timeouts(now);
+            self.interval.advance(now, &self.sinks.intervals);
+            let state = self.window.lock();
+            if state.sending_done && state.in_flight.is_empty() {
+                return;
+            }
+            if state.closed {
+                return; // the sender hit an error
+            }
+        }
+    }
+
+    fn handle_reply(&mut self, payload: &[u8]) {
+        let now = Instant::now();
+        let Ok(reply) = serde_json::from_slice::<ReplyView>(payload) else {
+            self.recorder.counts.unknown += 1;
+            self.note_error(format!(
+                "connection {} to {}: a reply is not valid JSON: {}",
+                self.index,
+                self.plan.address,
+                String::from_utf8_lossy(&payload[..payload.len().min(120)])
+            ));
+            return;
+        };
+        let Some(id) = reply.id.and_then(|raw| raw.get().parse::<u64>().ok()) else {
+            self.recorder.counts.unknown += 1;
+            self.note_error(format!(
+                "connection {} to {}: a reply carries no id of ours: {}",
+                self.index,
+                self.plan.address,
+                String::from_utf8_lossy(&payload[..payload.len().min(120)])
+            ));
+            return;
+        };
+        let request = {
+            let mut state = self.window.lock();
+            let request = state.in_flight.remove(&id);
+            self.window.changed.notify_all(); // a slot is free
+            request
+        };
+        let Some(request) = request else {
+            if self.settled.timed_out.remove(&id) {
+                self.recorder.counts.late += 1;
+            } else if self.settled.is_settled(id) {
+                self.recorder.counts.duplicates += 1;
+            } else {
+                self.recorder.counts.unknown += 1;
+            }
+            return;
+        };
+        self.settled.settle(id);
+
+        let outcome = if let Some(error) = &reply.error {
+            Outcome::Error(error.code.as_deref().unwrap_or("UNKNOWN").to_string())
+        } else if reply.result.is_none() && request.command != BenchCommand::Ping {
+            Outcome::Error("NO_RESULT".into())
+        } else if self.is_wrong(request.command, reply.result) {
+            Outcome::Mismatch
+        } else {
+            Outcome::Ok
+        };
+        let sample = Sample {
+            corrected_us: micros(now.saturating_duration_since(request.scheduled)),
+            uncorrected_us: micros(now.saturating_duration_since(request.sent)),
+            queue_us: reply.queue_us,
+            service_us: reply.service_us,
+        };
+        self.settle(id, request, now, &outcome, Some((sample, reply.worker)));
+    }
+
+    /// With `--verify`, whether a compute result differs from the local one.
+    fn is_wrong(&self, command: BenchCommand, result: Option<&RawValue>) -> bool {
+        match (command, self.plan.expected_compute) {
+            (BenchCommand::Compute, Some(expected)) => {
+                result.and_then(|r| r.get().parse::<u64>().ok()) != Some(expected)
+            }
+            _ => false,
+        }
+    }
+
+    /// Counts a settled request and streams its row.
+    fn settle(
+        &mut self,
+        id: u64,
+        request: InFlight,
+        now: Instant,
+        outcome: &Outcome,
+        reply: Option<(Sample, Option<u64>)>,
+    ) {
+        self.sinks.progress.done.fetch_add(1, Relaxed);
+        if *outcome != Outcome::Ok {
+            self.sinks.progress.problems.fetch_add(1, Relaxed);
+        }
+        if request.measured {
+            let counts = &mut self.recorder.counts;
+            counts.sent += 1;
+            match outcome {
+                Outcome::Ok => {
+                    if let Some((sample, _)) = reply {
+                        self.recorder.record_ok(sample);
+                        self.interval
+                            .record(now, sample.corrected_us, &self.sinks.intervals);
+                    }
+                }
+                Outcome::Error(code) => *counts.errors.entry(code.clone()).or_default() += 1,
+                Outcome::Timeout => counts.timeouts += 1,
+                Outcome::Mismatch => counts.mismatches += 1,
+                Outcome::Missing => counts.missing += 1,
+            }
+            self.recorder.extend_span(request.scheduled, now);
+        } else {
+            self.recorder.counts.warmup += 1;
+        }
+        if let Some(rows) = &self.sinks.requests {
+            let since_start = |t: Instant| micros(t.saturating_duration_since(self.plan.start));
+            let sample = reply.map(|(s, _)| s);
+            let _ = rows.send(RequestRecord {
+                connection: self.index,
+                id,
+                command: request.command,
+                warmup: !request.measured,
+                scheduled_us: since_start(request.scheduled),
+                sent_us: since_start(request.sent),
+                latency_us: sample.map(|s| s.corrected_us),
+                uncorrected_us: sample.map(|s| s.uncorrected_us),
+                queue_us: sample.and_then(|s| s.queue_us),
+                service_us: sample.and_then(|s| s.service_us),
+                worker: reply.and_then(|(_, worker)| worker),
+                outcome: outcome.clone(),
+            });
+        }
+    }
+
+    /// Settles requests that waited longer than `--timeout`.
+    fn expire_timeouts(&mut self, now: Instant) {
+        let timeout = self.plan.options.timeout;
+        let expired: Vec<(u64, InFlight)> = {
+            let mut state = self.window.lock();
+            let ids: Vec<u64> = state
+                .in_flight
+                .iter()
+                .filter(|(_, r)| now.saturating_duration_since(r.sent) >= timeout)
+                .map(|(id, _)| *id)
+                .collect();
+            let expired = ids
+                .into_iter()
+                .filter_map(|id| state.in_flight.remove(&id).map(|r| (id, r)))
+                .collect();
+            self.window.changed.notify_all();
+            expired
+        };
+        for (id, request) in expired {
+            self.settled.time_out(id);
+            self.settle(id, request, now, &Outcome::Timeout, None);
+        }
+    }
+
+    fn note_error(&mut self, message: String) {
+        let mut state = self.window.lock();
+        if state.error.is_none() {
+            state.error = Some(message);
+        }
+    }
+
+    /// Counts what is still in flight as missing and hands the measurements back.
+    fn finish(mut self) -> Recorder {
+        let now = Instant::now();
+        let leftovers: Vec<(u64, InFlight)> = {
+            let mut state = self.window.lock();
+            state.closed = true;
+            self.window.changed.notify_all();
+            state.in_flight.drain().collect()
+        };
+        for (id, request) in leftovers {
+            self.settle(id, request, now, &Outcome::Missing, None);
+        }
+        self.interval.finish(&self.sinks.intervals);
+        self.recorder
+    }
+}
+
+/// One line naming the connection, the server and what went wrong.
+fn describe_io_error(index: usize, plan: &Plan, doing: &str, error: &io::Error) -> String {
+    let what = match error.kind() {
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted => {
+            "the server closed the connection".to_string()
+        }
+        _ => error.to_string(),
+    };
+    format!("connection {index} to {}: {what} while {doing}", plan.address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settled_ids_tell_duplicates_from_new_ids_in_bounded_memory() {
+        let mut settled = SettledIds::default();
+        for id in [0, 1, 3, 2, 5] {
+            settled.settle(id);
+        }
+        assert_eq!(settled.watermark, 4, "0..=3 are all settled");
+        assert_eq!(settled.above.len(), 1, "only 5 is kept above the watermark");
+        assert!(settled.is_settled(2) && settled.is_settled(5));
+        assert!(!settled.is_settled(4) && !settled.is_settled(6));
+        settled.time_out(4);
+        assert!(settled.timed_out.contains(&4));
+        assert_eq!(settled.watermark, 6);
+        assert!(settled.above.is_empty());
+    }
+
+    #[test]
+    fn outcomes_have_stable_labels() {
+        assert_eq!(Outcome::Ok.label(), "ok");
+        assert_eq!(Outcome::Error("BUSY".into()).label(), "error:BUSY");
+        assert_eq!(Outcome::Timeout.label(), "timeout");
+    }
+}

@@ -1,0 +1,205 @@
+//! Which commands a benchmark sends, and in what proportions.
+//!
+//! `--cmd compute` is a mix of one; `--mix compute:80,ping:20` sends 80
+//! compute requests for every 20 pings. The order is deterministic (smooth
+//! weighted round-robin, as nginx balances upstreams): every window of 100
+//! requests has exactly 80 computes, spread evenly rather than in runs, and
+//! two runs of the same plan send the same sequence.
+
+use std::fmt;
+use std::io::Write;
+
+use crate::frame;
+
+/// A command the load generator can send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BenchCommand {
+    /// `ping`: the server's fastest path, no worker involved.
+    Ping,
+    /// `compute` with `n = --size`, run by a worker.
+    Compute,
+    /// `stats`.
+    Stats,
+    /// `health`.
+    Health,
+}
+
+impl BenchCommand {
+    const ALL: [BenchCommand; 4] = [
+        BenchCommand::Ping,
+        BenchCommand::Compute,
+        BenchCommand::Stats,
+        BenchCommand::Health,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BenchCommand::Ping => "ping",
+            BenchCommand::Compute => "compute",
+            BenchCommand::Stats => "stats",
+            BenchCommand::Health => "health",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
+    /// Builds the request frame: `{"id":ID,"cmd":...,"timing":true}`, plus
+    /// `"n"` for compute. `timing` lets the report split latency into queue
+    /// wait, service time and the rest.
+    pub fn encode(self, id: u64, size: u64) -> Vec<u8> {
+        frame::encode_with::<std::io::Error>(|out| match self {
+            BenchCommand::Compute => write!(out, r#"{{"id":{id},"cmd":"compute","n":{size},"timing":true}}"#),
+            other => write!(out, r#"{{"id":{id},"cmd":"{}","timing":true}}"#, other.as_str()),
+        })
+        .expect("writing into a Vec cannot fail")
+    }
+}
+
+/// Commands with integer weights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandMix {
+    entries: Vec<(BenchCommand, u32)>,
+}
+
+impl CommandMix {
+    /// Parses `compute` or `compute:80,ping:20`.
+    ///
+    /// # Errors
+    /// A message naming the bad entry and the known commands.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let known = || BenchCommand::ALL.map(BenchCommand::as_str).join(", ");
+        let mut entries: Vec<(BenchCommand, u32)> = Vec::new();
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (name, weight) = match item.split_once(':') {
+                Some((name, weight)) => {
+                    let weight = weight
+                        .trim()
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|w| *w > 0)
+                        .ok_or_else(|| format!("{item:?}: the weight must be a whole number above 0"))?;
+                    (name.trim(), weight)
+                }
+                None => (item, 1),
+            };
+            let command = BenchCommand::from_name(name)
+                .ok_or_else(|| format!("{name:?} is not a command the benchmark can send ({})", known()))?;
+            if entries.iter().any(|(c, _)| *c == command) {
+                return Err(format!("{name:?} appears twice in the mix"));
+            }
+            entries.push((command, weight));
+        }
+        if entries.is_empty() {
+            return Err(format!("the mix names no command ({})", known()));
+        }
+        Ok(CommandMix { entries })
+    }
+
+    /// Whether any compute request is sent.
+    pub fn includes_compute(&self) -> bool {
+        self.entries.iter().any(|(c, _)| *c == BenchCommand::Compute)
+    }
+
+    /// A fresh deterministic sequence of commands following the weights.
+    pub fn sequence(&self) -> MixSequence {
+        MixSequence {
+            entries: self.entries.clone(),
+            current: vec![0; self.entries.len()],
+            total: self.entries.iter().map(|(_, w)| i64::from(*w)).sum(),
+        }
+    }
+}
+
+impl fmt::Display for CommandMix {
+    /// `compute` for a single command, `compute:80,ping:20` for a mix.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let [(command, _)] = self.entries.as_slice() {
+            return f.write_str(command.as_str());
+        }
+        let parts: Vec<String> = self
+            .entries
+            .iter()
+            .map(|(c, w)| format!("{}:{w}", c.as_str()))
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// Smooth weighted round-robin over a [`CommandMix`].
+#[derive(Debug, Clone)]
+pub struct MixSequence {
+    entries: Vec<(BenchCommand, u32)>,
+    current: Vec<i64>,
+    total: i64,
+}
+
+impl Iterator for MixSequence {
+    type Item = BenchCommand;
+
+    fn next(&mut self) -> Option<BenchCommand> {
+        // Every entry earns its weight; the richest is chosen and pays the
+        // total. Over `total` steps each entry is chosen exactly `weight` times.
+        for (current, (_, weight)) in self.current.iter_mut().zip(&self.entries) {
+            *current += i64::from(*weight);
+        }
+        let (chosen, _) = self
+            .current
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, c)| (**c, std::cmp::Reverse(*i)))?;
+        self.current[chosen] -= self.total;
+        Some(self.entries[chosen].0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mix_follows_its_weights_exactly_and_evenly() {
+        let mix = CommandMix::parse("compute:80, ping:20").unwrap();
+        let first: Vec<_> = mix.sequence().take(100).collect();
+        assert_eq!(first.iter().filter(|c| **c == BenchCommand::Compute).count(), 80);
+        // Spread out: never more than 4 computes in a row for an 80/20 mix.
+        let longest_run = first
+            .split(|c| *c == BenchCommand::Ping)
+            .map(<[BenchCommand]>::len)
+            .max()
+            .unwrap();
+        assert!(longest_run <= 4, "{first:?}");
+        assert_eq!(mix.to_string(), "compute:80,ping:20");
+    }
+
+    #[test]
+    fn a_single_command_is_a_mix_of_one() {
+        let mix = CommandMix::parse("ping").unwrap();
+        assert!(mix.sequence().take(10).all(|c| c == BenchCommand::Ping));
+        assert_eq!(mix.to_string(), "ping");
+        assert!(!mix.includes_compute());
+    }
+
+    #[test]
+    fn bad_mixes_are_refused() {
+        for bad in ["", "fly", "compute:0", "compute:-1", "compute:x", "ping,ping"] {
+            assert!(CommandMix::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn requests_are_framed_json_with_timing() {
+        let frame = BenchCommand::Compute.encode(7, 500);
+        assert_eq!(&frame[4..], br#"{"id":7,"cmd":"compute","n":500,"timing":true}"#);
+        assert_eq!(
+            u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize,
+            frame.len() - 4
+        );
+        assert_eq!(
+            &BenchCommand::Ping.encode(1, 500)[4..],
+            br#"{"id":1,"cmd":"ping","timing":true}"#
+        );
+    }
+}
