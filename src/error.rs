@@ -12,7 +12,9 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An operating-system I/O error, with what we were doing at the time.
-    #[error("{context}: {source}")]
+    /// (`Display` shows the context; the cause is the error's `source`, which
+    /// `anyhow`'s `{:#}` prints after it.)
+    #[error("{context}")]
     Io {
         /// What the library was doing, e.g. "connecting to 127.0.0.1:5050".
         context: String,
@@ -53,5 +55,37 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The message with every underlying cause, e.g. "connecting to
+    /// 127.0.0.1:1: Connection refused (os error 111)".
+    pub fn full_message(&self) -> String {
+        let mut message = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(inner) = cause {
+            let text = inner.to_string();
+            if !message.ends_with(&text) {
+                message = format!("{message}: {text}");
+            }
+            cause = inner.source();
+        }
+        message
+    }
+}
+
 /// The library's `Result`, with [`Error`] as the error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_message_names_the_context_and_the_cause_once() {
+        let e = Error::io(
+            "connecting to 127.0.0.1:1",
+            io::Error::new(io::ErrorKind::ConnectionRefused, "refused"),
+        );
+        assert_eq!(e.to_string(), "connecting to 127.0.0.1:1");
+        assert_eq!(e.full_message(), "connecting to 127.0.0.1:1: refused");
+    }
+}

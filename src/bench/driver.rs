@@ -233,6 +233,10 @@ fn send_requests(index: usize, plan: &Plan, mut stream: TcpStream, window: &Wind
         LoadModel::Open { .. } => OPEN_LOOP_MAX_IN_FLIGHT,
     };
 
+    // All connections begin together, at the plan's start.
+    if !window.wait_until(plan.start) {
+        return;
+    }
     // When the measured part starts: known up front for a timed warm-up,
     // at the first measured request for a counted one.
     let mut measured_since = match options.warmup {

@@ -276,7 +276,8 @@ mod tests {
 
     #[test]
     fn impossible_plans_are_refused_naming_the_flag() {
-        let cases: Vec<(Box<dyn Fn(&mut BenchOptions)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut BenchOptions)>;
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|o| o.concurrency = 0), "--concurrency"),
             (
                 Box::new(|o| o.load = LoadModel::Closed { pipeline: 0 }),

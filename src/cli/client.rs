@@ -1,18 +1,55 @@
 //! `tc-client`: flags, and the functions behind each subcommand.
+//!
+//! With no subcommand, `tc-client` runs a benchmark (see [`crate::bench`]);
+//! `call` sends one request; `shell` opens an interactive prompt.
 
-use std::time::Duration;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use super::units::parse_duration;
+use crate::bench::mix::CommandMix;
+use crate::bench::options::{
+    parse_percentiles, parse_warmup, BenchOptions, LoadModel, OutputPaths, StopAfter, Target, Warmup,
+};
+use crate::bench::{self, ProgressCounters, RunSinks};
+use crate::pool::Mode;
+use crate::report::csv_row::SummaryRow;
+use crate::report::files::ReportFiles;
+use crate::report::{hgrm, streams, summary, RunReport};
 
-/// The ThreadCenter client.
+/// Length of a run when neither --requests nor --duration is given.
+const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
+const EXAMPLES: &str = "\
+Examples:
+  tc-client --embedded                                  # benchmark a farm started for the run
+  tc-client --embedded --mode threads --workers 2 -c 8 -d 30s --csv results/runs.csv
+  tc-client --port 5050 --concurrency 4 --requests 5 --size 500000   # as the original client
+  tc-client --embedded --rate 300 -d 20s --hgrm open.hgrm           # open loop, wrk2-style
+  tc-client --embedded --cmd ping --pipeline 16
+  tc-client call '{\"cmd\":\"stats\"}'
+  tc-client shell";
+
+/// The ThreadCenter benchmark client: measures a server's throughput and
+/// latency (HdrHistogram), with CSV, JSON and .hgrm reports.
 #[derive(Debug, Parser)]
-#[command(name = "tc-client", version, about, long_about = None)]
+#[command(name = "tc-client", version, about, long_about = None, after_help = EXAMPLES,
+          args_conflicts_with_subcommands = true)]
 pub struct ClientArgs {
-    /// What to do.
+    /// `call` or `shell`; without one, run a benchmark.
     #[command(subcommand)]
-    pub command: ClientCommand,
+    pub command: Option<ClientCommand>,
+
+    /// Benchmark flags.
+    #[command(flatten)]
+    pub bench: BenchArgs,
 }
 
 /// `tc-client` subcommands.
@@ -22,6 +59,21 @@ pub enum ClientCommand {
     /// An "id" is added when the request has none. Exits with 1 when the
     /// reply is an error.
     Call(CallArgs),
+    /// An interactive prompt: type ping, compute 500000, stats, health, or
+    /// raw JSON, and see each reply with its round-trip time.
+    Shell(ShellArgs),
+}
+
+/// Where the server is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerAddress {
+    /// Server host.
+    #[arg(long, env = "THREADCENTER_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Server port.
+    #[arg(long, env = "THREADCENTER_PORT", default_value_t = 5050)]
+    pub port: u16,
 }
 
 /// Flags of `tc-client call`.
@@ -30,17 +82,196 @@ pub struct CallArgs {
     /// The request, as a JSON object.
     pub request: String,
 
-    /// Server host.
-    #[arg(long, env = "THREADCENTER_HOST", default_value = "127.0.0.1")]
-    pub host: String,
-
-    /// Server port.
-    #[arg(long, env = "THREADCENTER_PORT", default_value_t = 5050)]
-    pub port: u16,
+    /// Where the server is.
+    #[command(flatten)]
+    pub server: ServerAddress,
 
     /// How long to wait for the connection and the reply (seconds, or 500ms, 10s, 1m...).
     #[arg(long, env = "THREADCENTER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
+}
+
+/// Flags of `tc-client shell`.
+#[derive(Debug, clap::Args)]
+pub struct ShellArgs {
+    /// Where the server is.
+    #[command(flatten)]
+    pub server: ServerAddress,
+
+    /// How long to wait for each reply (seconds, or 500ms, 10s, 1m...).
+    #[arg(long, env = "THREADCENTER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Benchmark flags (no subcommand).
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Server host (not with --embedded).
+    #[arg(long, env = "THREADCENTER_HOST", conflicts_with = "embedded")]
+    pub host: Option<String>,
+
+    /// Server port (not with --embedded).
+    #[arg(long, env = "THREADCENTER_PORT", conflicts_with = "embedded")]
+    pub port: Option<u16>,
+
+    /// Start a real tc-server on a free loopback port for this run, and stop
+    /// it afterwards.
+    #[arg(long, short = 'e')]
+    pub embedded: bool,
+
+    /// Pool mode of the embedded server [default: processes].
+    #[arg(long, env = "THREADCENTER_MODE", value_enum, requires = "embedded")]
+    pub mode: Option<Mode>,
+
+    /// Workers of the embedded server [default: number of CPUs].
+    #[arg(long, env = "THREADCENTER_WORKERS", requires = "embedded")]
+    pub workers: Option<usize>,
+
+    /// Connections, each with its own threads.
+    #[arg(long, short = 'c', env = "THREADCENTER_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: usize,
+
+    /// Stop after this many measured requests per connection.
+    #[arg(long, short = 'n', conflicts_with = "duration")]
+    pub requests: Option<u64>,
+
+    /// Stop after this long (seconds, or 500ms, 30s, 1m...) [default: 10s
+    /// when --requests is not given].
+    #[arg(long, short = 'd', value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Send but leave out of every statistic: a time (2s, or plain seconds)
+    /// or requests per connection (100r).
+    #[arg(long, value_parser = parse_warmup)]
+    pub warmup: Option<Warmup>,
+
+    /// Open loop: send this many requests per second (all connections
+    /// together) on a fixed schedule; latency counts from the scheduled time.
+    #[arg(long, short = 'r', conflicts_with = "pipeline")]
+    pub rate: Option<f64>,
+
+    /// Closed loop: requests in flight per connection [default: 1].
+    #[arg(long, short = 'p')]
+    pub pipeline: Option<usize>,
+
+    /// Command to send: compute, ping, stats or health.
+    #[arg(long, default_value = "compute", conflicts_with = "mix")]
+    pub cmd: String,
+
+    /// Weighted mix of commands instead of --cmd, e.g. compute:80,ping:20.
+    #[arg(long)]
+    pub mix: Option<String>,
+
+    /// `n` of compute requests.
+    #[arg(long, short = 's', default_value_t = 500_000)]
+    pub size: u64,
+
+    /// A request without a reply after this long counts as a timeout.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Check every compute result against a local computation.
+    #[arg(long)]
+    pub verify: bool,
+
+    /// Percentiles in the summary and JSON report (max = 100).
+    #[arg(long, default_value = "50,90,99,99.9,99.99,max", value_parser = parse_percentile_list)]
+    pub percentiles: PercentileList,
+
+    /// Append one summary row per run to this CSV file (header when new).
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+
+    /// Write one row per request to this CSV file, as the run goes.
+    #[arg(long)]
+    pub requests_csv: Option<PathBuf>,
+
+    /// Write the latency percentile distribution (HdrHistogram .hgrm text).
+    #[arg(long)]
+    pub hgrm: Option<PathBuf>,
+
+    /// Write an HdrHistogram interval log (one histogram per interval).
+    #[arg(long)]
+    pub hdr_log: Option<PathBuf>,
+
+    /// Interval of --hdr-log.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub hdr_log_interval: Duration,
+
+    /// Write the whole result as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+
+    /// Log level of the embedded server (error, warn, info, debug, trace).
+    #[arg(long, env = "THREADCENTER_LOG_LEVEL", default_value = "warn")]
+    pub log_level: String,
+}
+
+/// `--percentiles` as one value (clap would read a `Vec` as repeated flags).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PercentileList(pub Vec<f64>);
+
+fn parse_percentile_list(text: &str) -> Result<PercentileList, String> {
+    parse_percentiles(text).map(PercentileList)
+}
+
+impl BenchArgs {
+    /// The validated plan these flags describe.
+    ///
+    /// # Errors
+    /// A sentence naming the offending flag.
+    pub fn to_options(&self) -> Result<BenchOptions, String> {
+        let target = if self.embedded {
+            Target::Embedded {
+                mode: self.mode.unwrap_or(Mode::Processes),
+                workers: self
+                    .workers
+                    .unwrap_or_else(|| crate::server::ServerConfig::default().workers),
+            }
+        } else {
+            Target::Remote {
+                host: self.host.clone().unwrap_or_else(|| "127.0.0.1".into()),
+                port: self.port.unwrap_or(5050),
+            }
+        };
+        let load = match self.rate {
+            Some(rate) => LoadModel::Open { rate },
+            None => LoadModel::Closed {
+                pipeline: self.pipeline.unwrap_or(1),
+            },
+        };
+        let stop = match (self.requests, self.duration) {
+            (Some(n), _) => StopAfter::Requests(n),
+            (None, Some(d)) => StopAfter::Duration(d),
+            (None, None) => StopAfter::Duration(DEFAULT_DURATION),
+        };
+        let mix_text = self.mix.as_deref().unwrap_or(&self.cmd);
+        let flag = if self.mix.is_some() { "--mix" } else { "--cmd" };
+        let mix = CommandMix::parse(mix_text).map_err(|e| format!("{flag}: {e}"))?;
+        let options = BenchOptions {
+            target,
+            concurrency: self.concurrency,
+            load,
+            stop,
+            warmup: self.warmup.unwrap_or(Warmup::None),
+            mix,
+            size: self.size,
+            timeout: self.timeout,
+            verify: self.verify,
+            percentiles: self.percentiles.0.clone(),
+            log_interval: self.hdr_log_interval,
+            outputs: OutputPaths {
+                csv: self.csv.clone(),
+                requests_csv: self.requests_csv.clone(),
+                hgrm: self.hgrm.clone(),
+                hdr_log: self.hdr_log.clone(),
+                json: self.json.clone(),
+            },
+            progress: true,
+        };
+        options.validate()?;
+        Ok(options)
+    }
 }
 
 /// What the process should exit with after a subcommand ran.
@@ -48,18 +279,21 @@ pub struct CallArgs {
 pub enum Outcome {
     /// Everything worked.
     Success,
-    /// The run completed but found a problem (e.g. an error reply).
+    /// The run completed but found a problem (an error reply, a timeout, a
+    /// wrong or missing reply, a broken connection).
     Failure,
 }
 
-/// Runs a `tc-client` subcommand.
+/// Runs `tc-client`.
 ///
 /// # Errors
-/// A connection or protocol error, as one sentence naming host and port.
+/// Anything that prevents the command from running at all (bad flags, no
+/// server, an unwritable report file), as one sentence.
 pub fn run(args: ClientArgs) -> anyhow::Result<Outcome> {
     match args.command {
-        ClientCommand::Call(call) => {
-            let reply = crate::client::call(&call.host, call.port, &call.request, call.timeout)?;
+        Some(ClientCommand::Call(call)) => {
+            let reply =
+                crate::client::call(&call.server.host, call.server.port, &call.request, call.timeout)?;
             println!("{reply}");
             let is_error = serde_json::from_str::<serde_json::Value>(&reply)
                 .map(|v| v.get("error").is_some())
@@ -69,6 +303,224 @@ pub fn run(args: ClientArgs) -> anyhow::Result<Outcome> {
             } else {
                 Outcome::Success
             })
+        }
+        Some(ClientCommand::Shell(shell)) => {
+            crate::client::shell::run(&shell.server.host, shell.server.port, shell.timeout)?;
+            Ok(Outcome::Success)
+        }
+        None => run_benchmark(&args.bench),
+    }
+}
+
+/// Runs a benchmark and writes every report asked for.
+fn run_benchmark(args: &BenchArgs) -> anyhow::Result<Outcome> {
+    let options = args.to_options().map_err(anyhow::Error::msg)?;
+    if args.embedded {
+        // The embedded server logs to stderr, quietly by default.
+        super::init_logging(Some(&args.log_level))?;
+    }
+    // Every output file exists before the first request is sent.
+    let mut files = ReportFiles::create(&options.outputs).map_err(anyhow::Error::msg)?;
+    let started_at = std::time::SystemTime::now();
+
+    let mut sinks = RunSinks::default();
+    let requests_writer = files.requests_csv.take().map(|file| {
+        let (tx, handle) = streams::start_requests_csv(file);
+        sinks.requests = Some(tx);
+        handle
+    });
+    let log_writer = files.hdr_log.take().map(|file| {
+        let (tx, handle) =
+            streams::start_interval_log(file, options.concurrency, started_at, options.log_interval);
+        sinks.intervals = Some(tx);
+        handle
+    });
+    let progress = ProgressDisplay::start(&options, Arc::clone(&sinks.progress));
+
+    let result = bench::run(options, sinks);
+    progress.finish();
+    // The run's senders are gone now, so the writers drain and end.
+    let requests_written = requests_writer.map(|h| {
+        h.join()
+            .map_err(|_| anyhow::anyhow!("the --requests-csv writer panicked"))
+    });
+    let intervals_written = log_writer.map(|h| {
+        h.join()
+            .map_err(|_| anyhow::anyhow!("the --hdr-log writer panicked"))
+    });
+    let run = result?;
+    if let Some(written) = requests_written {
+        written?.context("writing --requests-csv")?;
+    }
+    if let Some(written) = intervals_written {
+        written?.context("writing --hdr-log")?;
+    }
+
+    let report = RunReport::new(&run);
+    let mut stdout = std::io::stdout().lock();
+    summary::write_summary(&report, &mut stdout)?;
+    stdout.flush()?;
+    if let Some(mut file) = files.hgrm.take() {
+        hgrm::write_percentile_distribution(&run.recorder.corrected, &mut file)
+            .and_then(|()| file.flush())
+            .context("writing --hgrm")?;
+    }
+    if let Some(mut file) = files.json.take() {
+        serde_json::to_writer_pretty(&mut file, &report).context("writing --json")?;
+        writeln!(file)
+            .and_then(|()| file.flush())
+            .context("writing --json")?;
+    }
+    if let Some((file, is_new)) = files.csv.take() {
+        SummaryRow::new(&run, &report)
+            .write(file, is_new)
+            .context("writing --csv")?;
+    }
+    Ok(if run.failed() {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    })
+}
+
+/// The live progress bar on stderr, drawn only when stderr is a terminal.
+struct ProgressDisplay {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl ProgressDisplay {
+    fn start(options: &BenchOptions, counters: Arc<ProgressCounters>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        if !options.progress || !std::io::stderr().is_terminal() {
+            return ProgressDisplay { stop, thread: None };
+        }
+        let (length, by_time) = match options.stop {
+            StopAfter::Requests(n) => (
+                (n + options.warmup_requests()) * options.concurrency as u64,
+                false,
+            ),
+            StopAfter::Duration(d) => {
+                let warmup = match options.warmup {
+                    Warmup::Duration(w) => w,
+                    _ => Duration::ZERO,
+                };
+                (u64::try_from((d + warmup).as_millis()).unwrap_or(u64::MAX), true)
+            }
+        };
+        let bar = indicatif::ProgressBar::new(length);
+        let template = if by_time {
+            "{elapsed_precise} [{bar:30}] {msg}"
+        } else {
+            "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}"
+        };
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        let flag = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            let started = Instant::now();
+            while !flag.load(Ordering::Relaxed) {
+                let done = counters.done.load(Ordering::Relaxed);
+                let problems = counters.problems.load(Ordering::Relaxed);
+                let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                bar.set_position(if by_time {
+                    started.elapsed().as_millis() as u64
+                } else {
+                    done
+                });
+                bar.set_message(format!("{rate:.0} req/s, {problems} errors"));
+                thread::sleep(Duration::from_millis(100));
+            }
+            bar.finish_and_clear();
+        });
+        ProgressDisplay {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_flag_definitions_are_consistent() {
+        ClientArgs::command().debug_assert();
+    }
+
+    fn options(args: &[&str]) -> Result<BenchOptions, String> {
+        let mut full = vec!["tc-client"];
+        full.extend_from_slice(args);
+        let parsed = ClientArgs::try_parse_from(full).map_err(|e| e.to_string())?;
+        parsed.bench.to_options()
+    }
+
+    #[test]
+    fn defaults_are_a_ten_second_closed_loop_compute_run() {
+        let o = options(&["--embedded"]).unwrap();
+        assert_eq!(o.concurrency, 4);
+        assert_eq!(o.size, 500_000);
+        assert_eq!(o.load, LoadModel::Closed { pipeline: 1 });
+        assert_eq!(o.stop, StopAfter::Duration(DEFAULT_DURATION));
+        assert_eq!(o.percentiles, vec![50.0, 90.0, 99.0, 99.9, 99.99, 100.0]);
+        assert!(matches!(
+            o.target,
+            Target::Embedded {
+                mode: Mode::Processes,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn the_original_clients_flags_work() {
+        let o = options(&[
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "5050",
+            "--concurrency",
+            "4",
+            "--requests",
+            "5",
+            "--size",
+            "500000",
+        ])
+        .unwrap();
+        assert_eq!(
+            o.target,
+            Target::Remote {
+                host: "127.0.0.1".into(),
+                port: 5050
+            }
+        );
+        assert_eq!(o.stop, StopAfter::Requests(5));
+    }
+
+    #[test]
+    fn flags_that_do_not_go_together_are_refused() {
+        for args in [
+            &["--rate", "100", "--pipeline", "4"][..],
+            &["--requests", "5", "--duration", "2s"][..],
+            &["--cmd", "ping", "--mix", "ping:1,compute:1"][..],
+            &["--embedded", "--port", "5050"][..],
+            &["--mode", "threads"][..],
+            &["--workers", "2"][..],
+            &["--cmd", "launch"][..],
+            &["--percentiles", "50,high"][..],
+            &["--warmup", "soon"][..],
+        ] {
+            assert!(options(args).is_err(), "{args:?} must be refused");
         }
     }
 }

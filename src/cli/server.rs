@@ -109,3 +109,14 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     server.wait();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_flag_definitions_are_consistent() {
+        ServerArgs::command().debug_assert();
+    }
+}

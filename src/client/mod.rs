@@ -1,5 +1,8 @@
 //! Talking to a ThreadCenter server from Rust: a blocking framed connection,
-//! and the one-shot `call` used by `tc-client call`.
+//! the one-shot `call` used by `tc-client call`, and the interactive
+//! [`shell`].
+
+pub mod shell;
 
 use std::io::{BufReader, Write};
 use std::net::{TcpStream, ToSocketAddrs};

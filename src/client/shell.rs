@@ -1,0 +1,190 @@
+//! `tc-client shell`: an interactive prompt, handy in class.
+//!
+//! Type `ping`, `compute 500000`, `stats`, `health`, or any raw JSON request;
+//! each reply is printed with its round-trip time. Line editing and history
+//! come from rustyline; when stdin is not a terminal, lines are read as they
+//! come, so the shell can also be scripted (`printf 'ping\n' | tc-client shell`).
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use rustyline::error::ReadlineError;
+
+use super::ServerConnection;
+use crate::error::{Error, Result};
+
+/// What one input line asks for.
+#[derive(Debug, PartialEq)]
+pub enum ShellAction {
+    /// Send this JSON request (an id is filled in).
+    Send(serde_json::Value),
+    /// Print the help text.
+    Help,
+    /// Leave the shell.
+    Quit,
+    /// Nothing (an empty line).
+    Nothing,
+}
+
+/// The help text shown by `help`.
+pub const HELP: &str = "\
+commands:
+  ping                 round trip without a worker
+  compute [N]          run the original job with n = N (default 1000000)
+  stats                the server's counters, workers and latencies
+  health               workers alive vs configured
+  {\"cmd\": ...}         any request as raw JSON (an id is added if missing)
+  help                 this text
+  quit                 leave (or Ctrl-D)";
+
+/// Turns one input line into an action.
+///
+/// # Errors
+/// A message for a line that is neither a command nor a JSON object.
+pub fn parse_line(line: &str) -> std::result::Result<ShellAction, String> {
+    let line = line.trim();
+    if line.is_empty() {
+        return Ok(ShellAction::Nothing);
+    }
+    if line.starts_with('{') {
+        let value: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("that is not valid JSON: {e}"))?;
+        return if value.is_object() {
+            Ok(ShellAction::Send(value))
+        } else {
+            Err("a request must be a JSON object".into())
+        };
+    }
+    let mut words = line.split_whitespace();
+    let command = words.next().unwrap_or_default().to_ascii_lowercase();
+    let argument = words.next();
+    if words.next().is_some() {
+        return Err(format!("too many words in {line:?}; type help"));
+    }
+    match (command.as_str(), argument) {
+        ("quit" | "exit", None) => Ok(ShellAction::Quit),
+        ("help" | "?", None) => Ok(ShellAction::Help),
+        ("ping" | "stats" | "health", None) => Ok(ShellAction::Send(serde_json::json!({ "cmd": command }))),
+        ("compute", None) => Ok(ShellAction::Send(serde_json::json!({"cmd": "compute"}))),
+        ("compute", Some(n)) => {
+            let n: u64 = n
+                .parse()
+                .map_err(|_| format!("{n:?} is not a whole number of steps"))?;
+            Ok(ShellAction::Send(
+                serde_json::json!({"cmd": "compute", "n": n, "timing": true}),
+            ))
+        }
+        (other, _) => Err(format!("unknown command {other:?}; type help")),
+    }
+}
+
+/// Runs the prompt until `quit` or end of input.
+///
+/// # Errors
+/// Only when the terminal cannot be used at all; connection problems are
+/// printed and the shell carries on (it reconnects on the next request).
+pub fn run(host: &str, port: u16, timeout: Duration) -> Result<()> {
+    let mut editor = rustyline::DefaultEditor::new()
+        .map_err(|e| Error::Protocol(format!("cannot open the terminal for the shell: {e}")))?;
+    let mut connection: Option<ServerConnection> = None;
+    let mut next_id: u64 = 1;
+    println!("tc-client shell -> {host}:{port} (type help, quit to leave)");
+    loop {
+        let line = match editor.readline("tc> ") {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted | ReadlineError::Eof) => break,
+            Err(e) => return Err(Error::Protocol(format!("cannot read input: {e}"))),
+        };
+        let _ = editor.add_history_entry(line.as_str());
+        let mut request = match parse_line(&line) {
+            Ok(ShellAction::Send(request)) => request,
+            Ok(ShellAction::Help) => {
+                println!("{HELP}");
+                continue;
+            }
+            Ok(ShellAction::Quit) => break,
+            Ok(ShellAction::Nothing) => continue,
+            Err(message) => {
+                println!("! {message}");
+                continue;
+            }
+        };
+        if let Some(object) = request.as_object_mut() {
+            object
+                .entry("id")
+                .or_insert_with(|| serde_json::Value::from(next_id));
+        }
+        next_id += 1;
+        match round_trip(&mut connection, host, port, timeout, &request) {
+            Ok((reply, elapsed)) => println!("{reply}  ({:.3} ms)", elapsed.as_secs_f64() * 1000.0),
+            Err(e) => {
+                println!("! {}", e.full_message());
+                connection = None; // reconnect next time
+            }
+        }
+        let _ = std::io::stdout().flush();
+    }
+    Ok(())
+}
+
+/// Sends one request on the shell's connection (opening it if needed).
+fn round_trip(
+    connection: &mut Option<ServerConnection>,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    request: &serde_json::Value,
+) -> Result<(String, Duration)> {
+    if connection.is_none() {
+        *connection = Some(ServerConnection::connect(host, port, timeout)?);
+    }
+    let conn = connection.as_mut().expect("connected just above");
+    let payload = serde_json::to_vec(request).map_err(|e| Error::Protocol(e.to_string()))?;
+    let started = Instant::now();
+    conn.send(&payload)?;
+    let reply = conn.receive()?;
+    let elapsed = started.elapsed();
+    Ok((String::from_utf8_lossy(reply).into_owned(), elapsed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn words_and_json_become_requests() {
+        assert_eq!(parse_line("ping"), Ok(ShellAction::Send(json!({"cmd": "ping"}))));
+        assert_eq!(
+            parse_line("  STATS "),
+            Ok(ShellAction::Send(json!({"cmd": "stats"})))
+        );
+        assert_eq!(
+            parse_line("compute 500000"),
+            Ok(ShellAction::Send(
+                json!({"cmd": "compute", "n": 500000, "timing": true})
+            ))
+        );
+        assert_eq!(
+            parse_line(r#"{"cmd":"compute","n":3}"#),
+            Ok(ShellAction::Send(json!({"cmd": "compute", "n": 3})))
+        );
+        assert_eq!(parse_line(""), Ok(ShellAction::Nothing));
+        assert_eq!(parse_line("quit"), Ok(ShellAction::Quit));
+        assert_eq!(parse_line("help"), Ok(ShellAction::Help));
+    }
+
+    #[test]
+    fn nonsense_gets_a_message_not_a_request() {
+        for bad in [
+            "fly",
+            "compute lots",
+            "ping now",
+            "{not json",
+            "[1,2]",
+            "compute 1 2",
+        ] {
+            assert!(parse_line(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! `tc-client` as a load generator against the real `tc-server`: closed
+//! loop, pipelined, open loop, mixes, warm-up, timeouts, errors, the report
+//! files it writes, and the embedded server.
+
+mod common;
+
+use std::fs;
+
+use common::{run_client, run_client_with_stdin, TestServer};
+use serde_json::Value;
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn read_json(path: &std::path::Path) -> Value {
+    serde_json::from_str(&fs::read_to_string(path).expect("report written")).expect("valid JSON")
+}
+
+/// Parses a CSV file into rows of (header → cell).
+fn read_csv(path: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {
+    let mut reader = csv::Reader::from_path(path).expect("csv readable");
+    let headers = reader.headers().unwrap().clone();
+    reader
+        .records()
+        .map(|r| {
+            headers
+                .iter()
+                .map(String::from)
+                .zip(r.unwrap().iter().map(String::from))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn closed_loop_run_counts_every_request_and_writes_every_report() {
+    let server = TestServer::start("threads", 2, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let port = server.addr.port().to_string();
+    let (csv, json, hgrm, rows, log) = (
+        path("runs.csv"),
+        path("run.json"),
+        path("run.hgrm"),
+        path("req.csv"),
+        path("run.hlog"),
+    );
+    let args = [
+        "--port",
+        &port,
+        "-c",
+        "4",
+        "-n",
+        "25",
+        "--size",
+        "1000",
+        "--verify",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--hgrm",
+        hgrm.to_str().unwrap(),
+        "--requests-csv",
+        rows.to_str().unwrap(),
+        "--hdr-log",
+        log.to_str().unwrap(),
+    ];
+    let out = run_client(&args);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("Requests    100 sent, 100 ok, 0 error replies, 0 timeouts"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.starts_with("Done: 100 responses in ")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("from schedule") && stdout.contains("queue wait"),
+        "{stdout}"
+    );
+
+    let report = read_json(&json);
+    assert_eq!(report["counts"]["sent"], 100);
+    assert_eq!(report["counts"]["ok"], 100);
+    assert_eq!(
+        report["server"]["mode"], "threads",
+        "mode as reported by the server"
+    );
+    assert_eq!(report["server"]["workers"], 2);
+    assert_eq!(report["parameters"]["concurrency"], 4);
+    assert_eq!(report["latency"]["count"], 100);
+    assert_eq!(
+        report["breakdown"]["service"]["count"], 100,
+        "timing fields were requested"
+    );
+    assert_eq!(report["failed"], false);
+    let labels: Vec<f64> = report["latency"]["percentiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["percentile"].as_f64().unwrap())
+        .collect();
+    assert_eq!(labels, [50.0, 90.0, 99.0, 99.9, 99.99, 100.0]);
+
+    let summary = read_csv(&csv);
+    assert_eq!(summary.len(), 1);
+    assert_eq!(summary[0]["sent"], "100");
+    assert_eq!(summary[0]["server_mode"], "threads");
+    assert_eq!(summary[0]["concurrency"], "4");
+    assert_eq!(summary[0]["requests_per_connection"], "25");
+    assert_eq!(summary[0]["rate_rps"], "", "no rate in a closed loop");
+
+    let requests = read_csv(&rows);
+    assert_eq!(requests.len(), 100);
+    assert!(requests
+        .iter()
+        .all(|r| r["outcome"] == "ok" && r["cmd"] == "compute" && r["warmup"] == "false"));
+    let mut ids: Vec<(String, String)> = requests
+        .iter()
+        .map(|r| (r["connection"].clone(), r["id"].clone()))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 100, "every (connection, id) once");
+
+    let distribution = fs::read_to_string(&hgrm).unwrap();
+    assert!(distribution.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"));
+    let last = distribution
+        .lines()
+        .rfind(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .unwrap();
+    let columns: Vec<&str> = last.split_whitespace().collect();
+    assert_eq!((columns[1], columns[2]), ("1.000000000000", "100"), "{last}");
+
+    let interval_log = fs::read_to_string(&log).unwrap();
+    assert!(interval_log.contains("#[StartTime: "));
+    assert!(
+        interval_log.lines().any(|l| l.contains(",HISTFAA")),
+        "at least one interval: {interval_log}"
+    );
+
+    // A second run appends one row under the same header.
+    let out = run_client(&[
+        "--port",
+        &port,
+        "-c",
+        "1",
+        "-n",
+        "3",
+        "--size",
+        "10",
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let content = fs::read_to_string(&csv).unwrap();
+    assert_eq!(content.lines().count(), 3, "{content}");
+    assert_eq!(
+        content.lines().filter(|l| l.starts_with("started_at,")).count(),
+        1
+    );
+}
+
+#[test]
+fn pipelining_keeps_k_requests_in_flight_and_matches_every_reply() {
+    let server = TestServer::start("threads", 2, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let port = server.addr.port().to_string();
+    let out = run_client(&[
+        "--port",
+        &port,
+        "--cmd",
+        "ping",
+        "-c",
+        "2",
+        "--pipeline",
+        "16",
+        "-n",
+        "500",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let report = read_json(&json);
+    assert_eq!(report["counts"]["ok"], 1000);
+    assert_eq!(report["counts"]["duplicates"], 0);
+    assert_eq!(report["parameters"]["pipeline"], 16);
+    assert_eq!(server.stats()["requests"]["ping"], 1000);
+}
+
+#[test]
+fn open_loop_sends_on_schedule_and_reports_both_latencies() {
+    let server = TestServer::start("threads", 2, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (json, csv) = (dir.path().join("run.json"), dir.path().join("runs.csv"));
+    let port = server.addr.port().to_string();
+    let out = run_client(&[
+        "--port",
+        &port,
+        "--cmd",
+        "ping",
+        "-c",
+        "2",
+        "--rate",
+        "200",
+        "-d",
+        "1s",
+        "--json",
+        json.to_str().unwrap(),
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let report = read_json(&json);
+    // The schedule, not the machine's speed, decides the count: 200/s for 1 s.
+    assert_eq!(report["counts"]["sent"], 200);
+    assert_eq!(report["counts"]["ok"], 200);
+    assert_eq!(report["parameters"]["load_model"], "open");
+    assert_eq!(report["latency"]["count"], 200);
+    assert_eq!(report["latency_uncorrected"]["count"], 200);
+    // From the schedule can only be later than from the send.
+    assert!(report["latency"]["max_us"].as_u64() >= report["latency_uncorrected"]["max_us"].as_u64());
+    assert_eq!(read_csv(&csv)[0]["rate_rps"], "200.0");
+}
+
+#[test]
+fn a_mix_and_a_warmup_are_honoured() {
+    let server = TestServer::start("threads", 1, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (json, rows) = (dir.path().join("run.json"), dir.path().join("req.csv"));
+    let port = server.addr.port().to_string();
+    let out = run_client(&[
+        "--port",
+        &port,
+        "--mix",
+        "compute:3,ping:1",
+        "--size",
+        "10",
+        "-c",
+        "2",
+        "-n",
+        "20",
+        "--warmup",
+        "4r",
+        "--json",
+        json.to_str().unwrap(),
+        "--requests-csv",
+        rows.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let report = read_json(&json);
+    assert_eq!(report["counts"]["sent"], 40, "warm-up left out");
+    assert_eq!(report["counts"]["warmup"], 8);
+    assert_eq!(report["latency"]["count"], 40);
+    let requests = read_csv(&rows);
+    assert_eq!(requests.len(), 48);
+    assert_eq!(requests.iter().filter(|r| r["warmup"] == "true").count(), 8);
+    assert_eq!(
+        requests.iter().filter(|r| r["cmd"] == "compute").count(),
+        36,
+        "3 of every 4"
+    );
+    assert_eq!(requests.iter().filter(|r| r["cmd"] == "ping").count(), 12);
+}
+
+#[test]
+fn timeouts_and_error_replies_are_counted_and_fail_the_run() {
+    // One slow worker and a queue of one: a burst gets BUSY replies and, with
+    // a short --timeout, the slow ones time out.
+    let server = TestServer::start("threads", 1, &["--queue-capacity", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let port = server.addr.port().to_string();
+    let out = run_client(&[
+        "--port",
+        &port,
+        "--size",
+        "100000000",
+        "-c",
+        "1",
+        "--pipeline",
+        "4",
+        "-n",
+        "4",
+        "--timeout",
+        "200ms",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "problems make the exit code non-zero: {stdout}"
+    );
+    let report = read_json(&json);
+    assert!(
+        report["counts"]["errors"]["BUSY"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert!(report["counts"]["timeouts"].as_u64().unwrap() >= 1, "{report}");
+    assert_eq!(report["failed"], true);
+    assert!(stdout.contains("Errors      BUSY"), "{stdout}");
+}
+
+#[test]
+fn a_refused_connection_is_one_clear_line_and_exit_two() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let out = run_client(&["--port", &free, "-n", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(&format!("127.0.0.1:{free}")), "{stderr}");
+    assert!(stderr.to_lowercase().contains("refused"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn a_bad_report_path_fails_before_any_request_is_sent() {
+    let server = TestServer::start("threads", 1, &[]);
+    let port = server.addr.port().to_string();
+    let out = run_client(&["--port", &port, "-n", "50", "--hgrm", "/nonexistent-dir/run.hgrm"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--hgrm /nonexistent-dir/run.hgrm"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(server.stats()["requests"]["compute"], 0, "nothing was sent");
+}
+
+#[test]
+fn a_server_that_dies_mid_run_still_gets_a_report_and_a_failed_exit() {
+    let server = TestServer::start("threads", 2, &[]);
+    let port = server.addr.port().to_string();
+    let client =
+        std::thread::spawn(move || run_client(&["--port", &port, "-c", "2", "-d", "30s", "--size", "1000"]));
+    server.wait_for_stats("the run to be under way", |s| {
+        s["jobs"]["completed"].as_u64().unwrap() > 50
+    });
+    common::send_signal(server.pid(), libc::SIGKILL);
+    let out = client.join().unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("closed"), "names what happened: {stdout}");
+    assert!(
+        stdout.contains(&format!("127.0.0.1:{}", server.addr.port())),
+        "names the server: {stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.starts_with("Done: ")),
+        "what was measured is reported: {stdout}"
+    );
+}
+
+#[test]
+fn embedded_runs_start_and_stop_their_own_server_in_both_modes() {
+    for mode in common::MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("run.json");
+        let out = run_client(&[
+            "--embedded",
+            "--mode",
+            mode,
+            "--workers",
+            "2",
+            "-c",
+            "2",
+            "-n",
+            "10",
+            "--size",
+            "1000",
+            "--verify",
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{mode}: {}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let report = read_json(&json);
+        assert_eq!(report["server"]["embedded"], true);
+        assert_eq!(report["server"]["mode"], mode);
+        assert_eq!(report["server"]["workers"], 2);
+        assert_eq!(report["counts"]["ok"], 20);
+    }
+}
+
+#[test]
+fn the_shell_answers_words_and_json_with_latencies() {
+    let server = TestServer::start("threads", 1, &[]);
+    let port = server.addr.port().to_string();
+    let input = "ping\ncompute 10\n{\"cmd\":\"health\"}\nbogus\nquit\n";
+    let out = run_client_with_stdin(&["shell", "--port", &port], Some(input));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains(r#""pong":true"#), "{stdout}");
+    assert!(stdout.contains(r#""result":8360"#), "{stdout}");
+    assert!(stdout.contains(r#""status":"ok""#), "{stdout}");
+    assert!(stdout.contains("! unknown command \"bogus\""), "{stdout}");
+    assert!(stdout.contains(" ms)"), "each reply shows its latency: {stdout}");
+}
+
+#[test]
+fn invalid_plans_are_refused_before_starting() {
+    for (args, needle) in [
+        (&["--rate", "0", "-d", "1s"][..], "--rate"),
+        (&["--rate", "0.001", "-c", "4"][..], "too low for 4 connections"),
+        (&["-c", "0"][..], "--concurrency"),
+        (&["--verify", "--cmd", "ping"][..], "--verify"),
+        (&["--mix", "compute:0"][..], "--mix"),
+    ] {
+        let out = run_client(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
