@@ -9,6 +9,14 @@ use std::fs;
 use common::{run_client, run_client_with_stdin, TestServer};
 use serde_json::Value;
 
+/// Runs `tc-client --port <server's port> ARGS`.
+fn run_on(server: &TestServer, args: &[&str]) -> std::process::Output {
+    let port = server.addr.port().to_string();
+    let mut full = vec!["--port", port.as_str()];
+    full.extend_from_slice(args);
+    run_client(&full)
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -144,18 +152,19 @@ fn closed_loop_run_counts_every_request_and_writes_every_report() {
     );
 
     // A second run appends one row under the same header.
-    let out = run_client(&[
-        "--port",
-        &port,
-        "-c",
-        "1",
-        "-n",
-        "3",
-        "--size",
-        "10",
-        "--csv",
-        csv.to_str().unwrap(),
-    ]);
+    let out = run_on(
+        &server,
+        &[
+            "-c",
+            "1",
+            "-n",
+            "3",
+            "--size",
+            "10",
+            "--csv",
+            csv.to_str().unwrap(),
+        ],
+    );
     assert!(out.status.success());
     let content = fs::read_to_string(&csv).unwrap();
     assert_eq!(content.lines().count(), 3, "{content}");
@@ -170,21 +179,21 @@ fn pipelining_keeps_k_requests_in_flight_and_matches_every_reply() {
     let server = TestServer::start("threads", 2, &[]);
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("run.json");
-    let port = server.addr.port().to_string();
-    let out = run_client(&[
-        "--port",
-        &port,
-        "--cmd",
-        "ping",
-        "-c",
-        "2",
-        "--pipeline",
-        "16",
-        "-n",
-        "500",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let out = run_on(
+        &server,
+        &[
+            "--cmd",
+            "ping",
+            "-c",
+            "2",
+            "--pipeline",
+            "16",
+            "-n",
+            "500",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stdout));
     let report = read_json(&json);
     assert_eq!(report["counts"]["ok"], 1000);
@@ -198,23 +207,23 @@ fn open_loop_sends_on_schedule_and_reports_both_latencies() {
     let server = TestServer::start("threads", 2, &[]);
     let dir = tempfile::tempdir().unwrap();
     let (json, csv) = (dir.path().join("run.json"), dir.path().join("runs.csv"));
-    let port = server.addr.port().to_string();
-    let out = run_client(&[
-        "--port",
-        &port,
-        "--cmd",
-        "ping",
-        "-c",
-        "2",
-        "--rate",
-        "200",
-        "-d",
-        "1s",
-        "--json",
-        json.to_str().unwrap(),
-        "--csv",
-        csv.to_str().unwrap(),
-    ]);
+    let out = run_on(
+        &server,
+        &[
+            "--cmd",
+            "ping",
+            "-c",
+            "2",
+            "--rate",
+            "200",
+            "-d",
+            "1s",
+            "--json",
+            json.to_str().unwrap(),
+            "--csv",
+            csv.to_str().unwrap(),
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stdout));
     let report = read_json(&json);
     // The schedule, not the machine's speed, decides the count: 200/s for 1 s.
@@ -233,25 +242,25 @@ fn a_mix_and_a_warmup_are_honoured() {
     let server = TestServer::start("threads", 1, &[]);
     let dir = tempfile::tempdir().unwrap();
     let (json, rows) = (dir.path().join("run.json"), dir.path().join("req.csv"));
-    let port = server.addr.port().to_string();
-    let out = run_client(&[
-        "--port",
-        &port,
-        "--mix",
-        "compute:3,ping:1",
-        "--size",
-        "10",
-        "-c",
-        "2",
-        "-n",
-        "20",
-        "--warmup",
-        "4r",
-        "--json",
-        json.to_str().unwrap(),
-        "--requests-csv",
-        rows.to_str().unwrap(),
-    ]);
+    let out = run_on(
+        &server,
+        &[
+            "--mix",
+            "compute:3,ping:1",
+            "--size",
+            "10",
+            "-c",
+            "2",
+            "-n",
+            "20",
+            "--warmup",
+            "4r",
+            "--json",
+            json.to_str().unwrap(),
+            "--requests-csv",
+            rows.to_str().unwrap(),
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stdout));
     let report = read_json(&json);
     assert_eq!(report["counts"]["sent"], 40, "warm-up left out");
@@ -275,23 +284,23 @@ fn timeouts_and_error_replies_are_counted_and_fail_the_run() {
     let server = TestServer::start("threads", 1, &["--queue-capacity", "1"]);
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("run.json");
-    let port = server.addr.port().to_string();
-    let out = run_client(&[
-        "--port",
-        &port,
-        "--size",
-        "100000000",
-        "-c",
-        "1",
-        "--pipeline",
-        "4",
-        "-n",
-        "4",
-        "--timeout",
-        "200ms",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let out = run_on(
+        &server,
+        &[
+            "--size",
+            "100000000",
+            "-c",
+            "1",
+            "--pipeline",
+            "4",
+            "-n",
+            "4",
+            "--timeout",
+            "200ms",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
     let stdout = text(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -327,8 +336,7 @@ fn a_refused_connection_is_one_clear_line_and_exit_two() {
 #[test]
 fn a_bad_report_path_fails_before_any_request_is_sent() {
     let server = TestServer::start("threads", 1, &[]);
-    let port = server.addr.port().to_string();
-    let out = run_client(&["--port", &port, "-n", "50", "--hgrm", "/nonexistent-dir/run.hgrm"]);
+    let out = run_on(&server, &["-n", "50", "--hgrm", "/nonexistent-dir/run.hgrm"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("--hgrm /nonexistent-dir/run.hgrm"),

@@ -461,24 +461,10 @@ impl<'a> Receiver<'a> {
     fn handle_reply(&mut self, payload: &[u8]) {
         let now = Instant::now();
         let Ok(reply) = serde_json::from_slice::<ReplyView>(payload) else {
-            self.recorder.counts.unknown += 1;
-            self.note_error(format!(
-                "connection {} to {}: a reply is not valid JSON: {}",
-                self.index,
-                self.plan.address,
-                String::from_utf8_lossy(&payload[..payload.len().min(120)])
-            ));
-            return;
+            return self.reject(payload, "a reply is not valid JSON");
         };
         let Some(id) = reply.id.and_then(|raw| raw.get().parse::<u64>().ok()) else {
-            self.recorder.counts.unknown += 1;
-            self.note_error(format!(
-                "connection {} to {}: a reply carries no id of ours: {}",
-                self.index,
-                self.plan.address,
-                String::from_utf8_lossy(&payload[..payload.len().min(120)])
-            ));
-            return;
+            return self.reject(payload, "a reply carries no id of ours");
         };
         let request = {
             let mut state = self.window.lock();
@@ -514,6 +500,17 @@ impl<'a> Receiver<'a> {
             service_us: reply.service_us,
         };
         self.settle(id, request, now, &outcome, Some((sample, reply.worker)));
+    }
+
+    /// Counts a reply that matches no request, and keeps the first such
+    /// problem (with the start of the reply) for the report.
+    fn reject(&mut self, payload: &[u8], what: &str) {
+        self.recorder.counts.unknown += 1;
+        let shown = String::from_utf8_lossy(&payload[..payload.len().min(120)]).into_owned();
+        self.note_error(format!(
+            "connection {} to {}: {what}: {shown}",
+            self.index, self.plan.address
+        ));
     }
 
     /// With `--verify`, whether a compute result differs from the local one.

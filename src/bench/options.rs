@@ -187,6 +187,30 @@ impl BenchOptions {
         Ok(())
     }
 
+    /// A small, valid plan for unit tests: 4 connections × 5 compute
+    /// requests against 127.0.0.1:5050, closed loop.
+    #[cfg(test)]
+    pub(crate) fn example() -> Self {
+        BenchOptions {
+            target: Target::Remote {
+                host: "127.0.0.1".into(),
+                port: 5050,
+            },
+            concurrency: 4,
+            load: LoadModel::Closed { pipeline: 1 },
+            stop: StopAfter::Requests(5),
+            warmup: Warmup::None,
+            mix: CommandMix::parse("compute").expect("a valid mix"),
+            size: 500_000,
+            timeout: Duration::from_secs(10),
+            verify: false,
+            percentiles: vec![50.0, 99.0, 100.0],
+            log_interval: Duration::from_secs(1),
+            outputs: OutputPaths::default(),
+            progress: false,
+        }
+    }
+
     /// Requests each connection sends during warm-up, when counted.
     pub fn warmup_requests(&self) -> u64 {
         match self.warmup {
@@ -249,24 +273,7 @@ mod tests {
     use super::*;
 
     fn plan() -> BenchOptions {
-        BenchOptions {
-            target: Target::Remote {
-                host: "127.0.0.1".into(),
-                port: 5050,
-            },
-            concurrency: 4,
-            load: LoadModel::Closed { pipeline: 1 },
-            stop: StopAfter::Requests(5),
-            warmup: Warmup::None,
-            mix: CommandMix::parse("compute").unwrap(),
-            size: 500_000,
-            timeout: Duration::from_secs(10),
-            verify: false,
-            percentiles: vec![50.0, 99.0, 100.0],
-            log_interval: Duration::from_secs(1),
-            outputs: OutputPaths::default(),
-            progress: false,
-        }
+        BenchOptions::example()
     }
 
     #[test]

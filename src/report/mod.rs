@@ -205,8 +205,7 @@ impl RunReport {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::bench::mix::CommandMix;
-    use crate::bench::options::{BenchOptions, OutputPaths, Target};
+    use crate::bench::options::{BenchOptions, Target};
     use crate::bench::recorder::{latency_histogram, record_us, Recorder, Sample};
     use crate::pool::Mode;
     use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -235,18 +234,7 @@ pub(crate) mod tests {
                     mode: Mode::Processes,
                     workers: 2,
                 },
-                concurrency: 4,
-                load: LoadModel::Closed { pipeline: 1 },
-                stop: StopAfter::Requests(5),
-                warmup: Warmup::None,
-                mix: CommandMix::parse("compute").unwrap(),
-                size: 500_000,
-                timeout: Duration::from_secs(10),
-                verify: false,
-                percentiles: vec![50.0, 99.0, 100.0],
-                log_interval: Duration::from_secs(1),
-                outputs: OutputPaths::default(),
-                progress: false,
+                ..BenchOptions::example()
             },
             server: ServerInfo {
                 address: "127.0.0.1:5050".into(),
