@@ -12,9 +12,11 @@ use crate::error::{Error, Result};
 use crate::job::{execute, JobFailure};
 use crate::protocol::ErrorCode;
 
-/// Starts worker thread `context.id`.
+/// Starts worker thread `context.id`. The worker counts as up from here,
+/// so a `health` request right after start-up sees the whole pool.
 pub(super) fn start(context: WorkerContext) -> Result<JoinHandle<()>> {
     let id = context.id;
+    context.board.set_up(id, None);
     thread::Builder::new()
         .name(format!("worker-{id}"))
         .spawn(move || serve(context))
@@ -23,7 +25,6 @@ pub(super) fn start(context: WorkerContext) -> Result<JoinHandle<()>> {
 
 /// Takes jobs off the shared queue until the pool stops.
 fn serve(ctx: WorkerContext) {
-    ctx.board.set_up(ctx.id, None);
     loop {
         // Wait for whichever comes first: a job, or the pool closing.
         let job = select! {
