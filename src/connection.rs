@@ -11,6 +11,9 @@
 //!   frames one after another, two replies can never interleave their bytes
 //!   (the original Python server wrote from several threads and could).
 //!
+//! Both threads share one socket through an `Arc<TcpStream>` (`&TcpStream`
+//! implements `Read` and `Write`), so a connection costs one file descriptor.
+//!
 //! The channel to the writer is unbounded so that a worker handing over a
 //! reply never blocks on a slow client. Memory is bounded instead by
 //! [`FlowControl`]: the reader takes a slot before handling each request and
@@ -18,21 +21,27 @@
 //! `max_inflight` replies per connection exist at any time. When a client
 //! stops reading its replies, its reader stops reading its requests, and TCP
 //! pushes back on the client — no other connection is affected.
+//!
+//! Reading uses a short socket timeout (a "tick") so that a frame which
+//! starts but never completes is noticed: once its first bytes have waited
+//! longer than the read timeout, the connection is cut off. An idle
+//! connection (no partial frame) may stay open indefinitely.
 
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::frame::{self, FrameError};
+use crate::frame::{FrameBuffer, FrameError};
 
 /// How many queued replies the writer gathers into one `write` system call.
 const MAX_REPLIES_PER_FLUSH: usize = 256;
-/// After an unusually large frame, the read buffer is given back so 1,000 idle
-/// connections do not each keep a multi-megabyte buffer.
-const KEEP_READ_BUFFER: usize = 64 * 1024;
+/// Read buffer an idle connection keeps (it grows for large frames, then
+/// shrinks back), so 1,000 idle connections cost little memory.
+const IDLE_READ_BUFFER: usize = 8 * 1024;
 /// Stack size of writer threads: they only move bytes.
 const WRITER_STACK: usize = 128 * 1024;
 
@@ -129,50 +138,98 @@ impl ReplySink {
     }
 }
 
+/// Limits that shape how a connection reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    /// Largest frame payload.
+    pub max_frame: usize,
+    /// Replies the connection may owe before the reader waits.
+    pub max_inflight: usize,
+    /// How long a started frame may take to complete.
+    pub read_timeout: Duration,
+}
+
 /// The reading side of a client socket, plus the writer thread it started.
 pub struct Connection {
-    reader: BufReader<TcpStream>,
+    stream: Arc<TcpStream>,
+    buffer: FrameBuffer,
     sink: ReplySink,
     writer: JoinHandle<()>,
-    max_frame: usize,
-    payload: Vec<u8>,
+    read_timeout: Duration,
+    /// When the first bytes of the frame now arriving were seen.
+    frame_started: Option<Instant>,
 }
 
 impl Connection {
     /// Starts the writer thread for `stream` and returns the reading side.
     ///
     /// # Errors
-    /// If the socket cannot be duplicated or the writer thread cannot start.
-    pub fn start(stream: TcpStream, max_frame: usize, max_inflight: usize) -> io::Result<Connection> {
-        let write_half = stream.try_clone()?;
-        let (sink, replies) = ReplySink::detached(max_inflight);
+    /// If the socket cannot be configured or the writer thread cannot start.
+    pub fn start(stream: Arc<TcpStream>, limits: ReadLimits) -> io::Result<Connection> {
+        // Wake up regularly while waiting for bytes, to notice stalled frames.
+        let tick = (limits.read_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        stream.set_read_timeout(Some(tick))?;
+        let (sink, replies) = ReplySink::detached(limits.max_inflight);
         let flow = Arc::clone(&sink.flow);
+        let write_half = Arc::clone(&stream);
         let writer = thread::Builder::new()
             .name("writer".into())
             .stack_size(WRITER_STACK)
-            .spawn(move || write_replies(write_half, replies, flow))?;
+            .spawn(move || write_replies(&write_half, replies, flow))?;
         Ok(Connection {
-            reader: BufReader::new(stream),
+            stream,
+            buffer: FrameBuffer::with_capacity(IDLE_READ_BUFFER, limits.max_frame),
             sink,
             writer,
-            max_frame,
-            payload: Vec::new(),
+            read_timeout: limits.read_timeout,
+            frame_started: None,
         })
     }
 
     /// Reads the next frame. `Ok(None)` is a clean close between frames.
     ///
     /// # Errors
-    /// See [`FrameError`]; only after [`FrameError::Empty`] may reading go on.
+    /// See [`FrameError`]; only after [`FrameError::Empty`] may reading go on
+    /// (the empty frame has then been skipped).
     pub fn read_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
-        if self.payload.capacity() > KEEP_READ_BUFFER {
-            self.payload = Vec::new();
+        self.buffer.shrink_if_idle(IDLE_READ_BUFFER);
+        loop {
+            match self.buffer.has_frame() {
+                Ok(true) => break,
+                Ok(false) => {}
+                // `next_frame` skips the empty frame's header and reports it.
+                Err(FrameError::Empty) => return self.buffer.next_frame(),
+                Err(e) => return Err(e),
+            }
+            let pending = self.buffer.pending();
+            if pending > 0 {
+                let started = *self.frame_started.get_or_insert_with(Instant::now);
+                if started.elapsed() >= self.read_timeout {
+                    return Err(FrameError::Stalled {
+                        received: pending,
+                        limit: self.read_timeout,
+                    });
+                }
+            }
+            match self.buffer.read_from(&mut &*self.stream) {
+                Ok(0) if pending == 0 => return Ok(None),
+                Ok(0) => {
+                    let expected = self.buffer.expected_len();
+                    return Err(FrameError::Truncated {
+                        received: pending,
+                        expected,
+                    });
+                }
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(FrameError::Io(e)),
+            }
         }
-        if frame::read_frame(&mut self.reader, self.max_frame, &mut self.payload)? {
-            Ok(Some(&self.payload))
-        } else {
-            Ok(None)
-        }
+        let frame = self.buffer.next_frame()?;
+        // The next frame (if any) starts arriving now.
+        self.frame_started = None;
+        Ok(frame)
     }
 
     /// This connection's reply path.
@@ -186,20 +243,19 @@ impl Connection {
     /// cancel this connection's jobs first.
     pub fn finish(self) {
         let Connection {
-            reader, sink, writer, ..
+            stream, sink, writer, ..
         } = self;
         drop(sink);
         let _ = writer.join();
-        // Both halves are closed when the last handle to the socket drops.
-        drop(reader);
+        let _ = stream.shutdown(Shutdown::Both);
     }
 }
 
 /// The writer thread: takes reply frames off the channel and writes them,
 /// batching whatever is already queued into one system call. It ends when
 /// every sender is gone (the connection is finished) or the socket fails.
-fn write_replies(stream: TcpStream, replies: Receiver<Vec<u8>>, flow: Arc<FlowControl>) {
-    let mut out = BufWriter::with_capacity(64 * 1024, &stream);
+fn write_replies(stream: &TcpStream, replies: Receiver<Vec<u8>>, flow: Arc<FlowControl>) {
+    let mut out = BufWriter::with_capacity(64 * 1024, stream);
     // `recv` blocks until a reply arrives or every sender is dropped.
     while let Ok(first) = replies.recv() {
         let mut batch = vec![first];
@@ -229,7 +285,6 @@ fn write_replies(stream: TcpStream, replies: Receiver<Vec<u8>>, flow: Arc<FlowCo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn flow_control_blocks_at_the_limit_and_resumes_on_release() {

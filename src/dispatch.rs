@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!  reader ──submit──▶ Registry.insert ──▶ bounded job queue ──▶ worker
-//!                     (id → connection)                          │
+//!                     (id → connection)          ▲ retry queue   │
+//!                                                └───(crash)─────┤
 //!  writer ◀──sink.send── Registry.take ◀────── Completer.finish ◀┘
 //! ```
 //!
@@ -11,14 +12,25 @@
 //! goes to whichever worker is free first. When the queue is full, `submit`
 //! fails at once and the client gets `BUSY`: the server never buffers more
 //! work than `--queue-capacity` jobs.
+//!
+//! A job whose worker process crashed may be tried again (`--retries`) when
+//! running it twice is harmless. It goes to a separate retry queue that every
+//! free worker checks before the main queue, so it is picked up next — by
+//! another worker, since the crashed one is being replaced. The retry queue
+//! holds at most one job per worker (only a worker's own job can need a
+//! retry), so it needs no capacity limit of its own.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+use crate::cache::{CacheKey, ResultCache};
 use crate::connection::ReplySink;
 use crate::job::{JobFailure, JobId, JobKind, JobOutput, JobResult};
-use crate::protocol::{encode_error, encode_result, ClientId, CommandKind, ErrorCode, Timing};
+use crate::protocol::{
+    encode_job_error, encode_result, ClientId, CommandKind, ErrorCode, ReplyExtras, Timing,
+};
 use crate::registry::{ConnId, PendingReply, Registry};
 use crate::stats::Stats;
 
@@ -31,6 +43,8 @@ pub struct QueuedJob {
     pub kind: JobKind,
     /// When it was accepted; the worker measures the queue wait from here.
     pub accepted_at: Instant,
+    /// 1 for the first try, 2 for the first retry, ...
+    pub attempt: u32,
 }
 
 /// Why a job was not accepted.
@@ -58,6 +72,22 @@ impl Rejection {
     }
 }
 
+/// What a job needs besides its kind: who asked, and how to answer.
+pub struct JobRequest<'a> {
+    /// The asking connection.
+    pub conn: ConnId,
+    /// The client's id.
+    pub client_id: ClientId,
+    /// The command (for counters).
+    pub command: CommandKind,
+    /// Whether timing fields were asked for.
+    pub timing: bool,
+    /// Where to store the result, when the cache is on and the job cacheable.
+    pub cache_key: Option<CacheKey>,
+    /// The connection's reply path.
+    pub sink: &'a ReplySink,
+}
+
 /// The reader threads' side: accepts jobs. Cheap to clone.
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -66,12 +96,23 @@ pub struct Dispatcher {
     completer: Completer,
 }
 
-/// The workers' side: decides whether a job is still wanted and delivers
-/// results. Cheap to clone.
+/// The workers' side: decides whether a job is still wanted, retries it, and
+/// delivers results. Cheap to clone.
 #[derive(Clone)]
 pub struct Completer {
     registry: Registry,
     stats: Stats,
+    cache: Option<Arc<ResultCache>>,
+    retry_queue: Sender<QueuedJob>,
+    max_attempts: u32,
+}
+
+/// The receiving ends for the worker pool.
+pub struct JobQueues {
+    /// New jobs.
+    pub jobs: Receiver<QueuedJob>,
+    /// Jobs to try again after a crash; workers take these first.
+    pub retries: Receiver<QueuedJob>,
 }
 
 /// A finished job, as a worker reports it.
@@ -85,23 +126,42 @@ pub struct JobReport {
     pub queue_us: u64,
     /// Microseconds it ran on the worker.
     pub service_us: u64,
+    /// Workers that tried it (1 unless it was retried).
+    pub attempts: u32,
     /// Its result or failure.
     pub result: JobResult,
 }
 
 impl Dispatcher {
-    /// Creates the dispatcher and the receiving end of its job queue (for the
-    /// worker pool), with room for `capacity` waiting jobs.
-    pub fn new(capacity: usize, registry: Registry, stats: Stats) -> (Dispatcher, Receiver<QueuedJob>) {
+    /// Creates the dispatcher and the receiving ends of its queues (for the
+    /// worker pool), with room for `capacity` waiting jobs. A job may be
+    /// tried by up to `1 + retries` workers when its worker crashes.
+    pub fn new(
+        capacity: usize,
+        retries: u32,
+        registry: Registry,
+        stats: Stats,
+        cache: Option<Arc<ResultCache>>,
+    ) -> (Dispatcher, JobQueues) {
         let (queue, jobs) = crossbeam_channel::bounded(capacity);
-        let completer = Completer { registry, stats };
+        let (retry_queue, retry_jobs) = crossbeam_channel::unbounded();
+        let completer = Completer {
+            registry,
+            stats,
+            cache,
+            retry_queue,
+            max_attempts: retries.saturating_add(1),
+        };
         (
             Dispatcher {
                 queue,
                 capacity,
                 completer,
             },
-            jobs,
+            JobQueues {
+                jobs,
+                retries: retry_jobs,
+            },
         )
     }
 
@@ -110,36 +170,35 @@ impl Dispatcher {
         self.completer.clone()
     }
 
+    /// The result cache, when enabled.
+    pub fn cache(&self) -> Option<&Arc<ResultCache>> {
+        self.completer.cache.as_ref()
+    }
+
     /// Registers a job and queues it for the next free worker.
     ///
     /// # Errors
     /// The job is not accepted when the queue is full or closed; the client's
     /// id is handed back so the caller can answer with an error.
-    pub fn submit(
-        &self,
-        conn: ConnId,
-        client_id: ClientId,
-        command: CommandKind,
-        kind: JobKind,
-        timing: bool,
-        sink: &ReplySink,
-    ) -> Result<(), (Rejection, ClientId)> {
+    pub fn submit(&self, request: JobRequest<'_>, kind: JobKind) -> Result<(), (Rejection, ClientId)> {
         let accepted_at = Instant::now();
         let registry = &self.completer.registry;
         // Register first: once the job is in the queue a worker may finish it
         // at any moment, and it must find the entry when it does.
         let id = registry.insert(PendingReply {
-            conn,
-            client_id,
-            command,
-            timing,
-            sink: sink.clone(),
+            conn: request.conn,
+            client_id: request.client_id,
+            command: request.command,
+            timing: request.timing,
+            cache_key: request.cache_key,
+            sink: request.sink.clone(),
             accepted_at,
         });
         let rejection = match self.queue.try_send(QueuedJob {
             id,
             kind,
             accepted_at,
+            attempt: 1,
         }) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Full(_)) => Rejection::Busy,
@@ -172,6 +231,20 @@ impl Dispatcher {
     pub fn cancel_connection(&self, conn: ConnId) -> usize {
         self.completer.registry.cancel_connection(conn)
     }
+
+    /// Answers every job still in flight with `code` (used when a drain at
+    /// shutdown runs out of time). Returns how many there were.
+    pub fn fail_all(&self, code: ErrorCode, message: &str) -> usize {
+        let pending = self.completer.registry.drain_all();
+        let count = pending.len();
+        for (_, reply) in pending {
+            self.completer.stats.error(code);
+            reply
+                .sink
+                .send(encode_job_error(Some(&reply.client_id), code, message, None));
+        }
+        count
+    }
 }
 
 impl Completer {
@@ -185,8 +258,25 @@ impl Completer {
         wanted
     }
 
+    /// After the worker running `job` crashed: queues it for another worker
+    /// when it may be retried and has attempts left, and returns `true`.
+    /// Otherwise returns `false` and the caller answers the job.
+    pub fn retry(&self, job: &QueuedJob) -> bool {
+        if !job.kind.is_idempotent() || job.attempt >= self.max_attempts || !self.registry.is_wanted(job.id) {
+            return false;
+        }
+        self.stats.job_retried();
+        let next = QueuedJob {
+            id: job.id,
+            kind: job.kind.clone(),
+            accepted_at: job.accepted_at,
+            attempt: job.attempt + 1,
+        };
+        self.retry_queue.send(next).is_ok()
+    }
+
     /// Delivers a finished job's reply to the connection that asked, if it is
-    /// still there, and records its timings.
+    /// still there, records its timings, and fills the cache.
     pub fn finish(&self, report: JobReport) {
         self.stats.job_completed(report.queue_us, report.service_us);
         let Some(pending) = self.registry.take(report.job) else {
@@ -194,19 +284,37 @@ impl Completer {
             self.stats.reply_dropped();
             return;
         };
-        let timing = pending.timing.then_some(Timing {
-            worker: report.worker,
-            queue_us: report.queue_us,
-            service_us: report.service_us,
-        });
-        let frame = match &report.result {
-            Ok(JobOutput::Compute(value)) => encode_result(&pending.client_id, value, timing),
+        let extras = ReplyExtras {
+            timing: pending.timing.then_some(Timing {
+                worker: report.worker,
+                queue_us: report.queue_us,
+                service_us: report.service_us,
+            }),
+            attempts: (report.attempts > 1).then_some(report.attempts),
+            cached: false,
+        };
+        let frame = match report.result {
+            Ok(output) => {
+                let frame = encode_output(&pending.client_id, &output, extras);
+                if let (Some(cache), Some(key)) = (&self.cache, pending.cache_key) {
+                    cache.insert(key, output);
+                }
+                frame
+            }
             Err(JobFailure { code, message }) => {
-                self.stats.error(*code);
-                encode_error(Some(&pending.client_id), *code, message)
+                self.stats.error(code);
+                encode_job_error(Some(&pending.client_id), code, &message, extras.attempts)
             }
         };
         pending.sink.send(frame);
+    }
+}
+
+/// The reply frame of a successful job.
+pub fn encode_output(id: &ClientId, output: &JobOutput, extras: ReplyExtras) -> Vec<u8> {
+    match output {
+        JobOutput::Compute(value) => encode_result(id, value, extras),
+        JobOutput::Slept(ms) => encode_result(id, &serde_json::json!({ "slept_ms": ms }), extras),
     }
 }
 
@@ -223,17 +331,24 @@ mod tests {
         std::str::from_utf8(&frame[4..]).unwrap()
     }
 
+    fn request<'a>(id: &str, timing: bool, sink: &'a ReplySink) -> JobRequest<'a> {
+        JobRequest {
+            conn: 7,
+            client_id: client_id(id),
+            command: CommandKind::Compute,
+            timing,
+            cache_key: None,
+            sink,
+        }
+    }
+
     #[test]
     fn a_full_queue_rejects_with_busy_and_leaves_nothing_behind() {
-        let (dispatcher, _jobs) = Dispatcher::new(1, Registry::new(), Stats::new());
+        let (dispatcher, _queues) = Dispatcher::new(1, 1, Registry::new(), Stats::new(), None);
         let (sink, _rx) = ReplySink::detached(8);
         let job = JobKind::Compute { n: 1 };
-        assert!(dispatcher
-            .submit(1, client_id("1"), CommandKind::Compute, job.clone(), false, &sink)
-            .is_ok());
-        let (rejection, id) = dispatcher
-            .submit(1, client_id("2"), CommandKind::Compute, job, false, &sink)
-            .unwrap_err();
+        assert!(dispatcher.submit(request("1", false, &sink), job.clone()).is_ok());
+        let (rejection, id) = dispatcher.submit(request("2", false, &sink), job).unwrap_err();
         assert_eq!(rejection, Rejection::Busy);
         assert_eq!(id.as_json(), "2");
         assert_eq!(dispatcher.in_flight(), 1);
@@ -241,19 +356,12 @@ mod tests {
 
     #[test]
     fn finish_replies_once_to_the_right_client_and_drops_unknown_jobs() {
-        let (dispatcher, jobs) = Dispatcher::new(4, Registry::new(), Stats::new());
+        let (dispatcher, queues) = Dispatcher::new(4, 1, Registry::new(), Stats::new(), None);
         let (sink, replies) = ReplySink::detached(8);
         dispatcher
-            .submit(
-                7,
-                client_id("\"x\""),
-                CommandKind::Compute,
-                JobKind::Compute { n: 2 },
-                true,
-                &sink,
-            )
+            .submit(request("\"x\"", true, &sink), JobKind::Compute { n: 2 })
             .unwrap();
-        let queued = jobs.try_recv().unwrap();
+        let queued = queues.jobs.try_recv().unwrap();
         let completer = dispatcher.completer();
         assert!(completer.still_wanted(queued.id));
         let report = |job| JobReport {
@@ -261,6 +369,7 @@ mod tests {
             worker: 3,
             queue_us: 5,
             service_us: 9,
+            attempts: 1,
             result: Ok(JobOutput::Compute(113)),
         };
         completer.finish(report(queued.id));
@@ -272,5 +381,45 @@ mod tests {
         );
         assert!(replies.try_recv().is_err(), "exactly one reply");
         assert_eq!(dispatcher.in_flight(), 0);
+    }
+
+    #[test]
+    fn idempotent_jobs_are_retried_until_the_attempts_run_out() {
+        let (dispatcher, queues) = Dispatcher::new(4, 1, Registry::new(), Stats::new(), None);
+        let (sink, _rx) = ReplySink::detached(8);
+        dispatcher
+            .submit(request("1", false, &sink), JobKind::Compute { n: 2 })
+            .unwrap();
+        let completer = dispatcher.completer();
+        let first = queues.jobs.try_recv().unwrap();
+        assert!(completer.retry(&first), "attempt 1 of 2 crashed: retry");
+        let second = queues.retries.try_recv().unwrap();
+        assert_eq!(second.attempt, 2);
+        assert!(!completer.retry(&second), "attempt 2 of 2 crashed: give up");
+
+        dispatcher
+            .submit(
+                request("2", false, &sink),
+                JobKind::Chaos(crate::job::Chaos::Crash),
+            )
+            .unwrap();
+        let chaos = queues.jobs.try_recv().unwrap();
+        assert!(!completer.retry(&chaos), "injected faults are never retried");
+    }
+
+    #[test]
+    fn fail_all_answers_everything_in_flight() {
+        let (dispatcher, _queues) = Dispatcher::new(4, 1, Registry::new(), Stats::new(), None);
+        let (sink, replies) = ReplySink::detached(8);
+        for id in ["1", "2"] {
+            dispatcher
+                .submit(request(id, false, &sink), JobKind::Compute { n: 2 })
+                .unwrap();
+        }
+        assert_eq!(dispatcher.fail_all(ErrorCode::ShuttingDown, "stopping"), 2);
+        assert_eq!(dispatcher.in_flight(), 0);
+        let codes: Vec<String> = replies.try_iter().map(|f| payload(&f).to_string()).collect();
+        assert_eq!(codes.len(), 2);
+        assert!(codes.iter().all(|c| c.contains("SHUTTING_DOWN")));
     }
 }

@@ -48,6 +48,18 @@ pub enum FrameError {
         expected: usize,
     },
 
+    /// A frame started arriving but did not complete within the read timeout
+    /// (a client that sent half a frame and stalled).
+    #[error(
+        "the frame did not complete within {limit:?} ({received} bytes received); closing the connection"
+    )]
+    Stalled {
+        /// Bytes of the frame that did arrive.
+        received: usize,
+        /// The read timeout.
+        limit: std::time::Duration,
+    },
+
     /// Any other I/O error from the underlying reader (including timeouts).
     #[error("i/o error while reading a frame: {0}")]
     Io(#[from] io::Error),
@@ -158,18 +170,40 @@ pub struct FrameBuffer {
     max_payload: usize,
 }
 
-/// Initial (and minimum free) space of a [`FrameBuffer`].
+/// Default initial space of a [`FrameBuffer`].
 const READ_CHUNK: usize = 64 * 1024;
 
 impl FrameBuffer {
     /// An empty buffer that refuses frames over `max_payload` bytes.
     pub fn new(max_payload: usize) -> Self {
+        Self::with_capacity(READ_CHUNK, max_payload)
+    }
+
+    /// Like [`FrameBuffer::new`] with `initial` bytes of space. The buffer
+    /// grows for large frames and shrinks back to `initial` once they are
+    /// consumed, so an idle connection costs only `initial` bytes.
+    pub fn with_capacity(initial: usize, max_payload: usize) -> Self {
         FrameBuffer {
-            buf: vec![0; READ_CHUNK],
+            buf: vec![0; initial.max(HEADER_LEN)],
             start: 0,
             end: 0,
             max_payload,
         }
+    }
+
+    /// Whether a complete frame is buffered (so [`FrameBuffer::next_frame`]
+    /// will return it without reading).
+    ///
+    /// # Errors
+    /// [`FrameError::Empty`] or [`FrameError::TooLarge`] for a bad header.
+    pub fn has_frame(&self) -> Result<bool, FrameError> {
+        let available = &self.buf[self.start..self.end];
+        if available.len() < HEADER_LEN {
+            return Ok(false);
+        }
+        let header = [available[0], available[1], available[2], available[3]];
+        let len = payload_len(header, self.max_payload)?;
+        Ok(available.len() >= HEADER_LEN + len)
     }
 
     /// Reads once from `reader` into the buffer; returns the bytes read
@@ -179,13 +213,14 @@ impl FrameBuffer {
     /// Whatever the reader returns, including timeouts (`WouldBlock` or
     /// `TimedOut`), after which the buffer is unchanged and usable.
     pub fn read_from<R: Read>(&mut self, reader: &mut R) -> io::Result<usize> {
-        if self.buf.len() - self.end < READ_CHUNK / 4 {
+        let low_water = (self.buf.len() / 4).max(HEADER_LEN);
+        if self.buf.len() - self.end < low_water {
             // Little room left: move unread bytes to the front, and grow only
             // if a large frame really needs more space.
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
-            if self.buf.len() - self.end < READ_CHUNK / 4 {
+            if self.buf.len() - self.end < low_water {
                 self.buf.resize(self.buf.len() * 2, 0);
             }
         }
@@ -197,14 +232,22 @@ impl FrameBuffer {
     /// Takes the next complete frame's payload, if one has fully arrived.
     ///
     /// # Errors
-    /// [`FrameError::Empty`] or [`FrameError::TooLarge`] for a bad header.
+    /// [`FrameError::Empty`] for a zero length (its header is consumed, so
+    /// the next frame can still be read) or [`FrameError::TooLarge`].
     pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
         let available = &self.buf[self.start..self.end];
         if available.len() < HEADER_LEN {
             return Ok(None);
         }
         let header = [available[0], available[1], available[2], available[3]];
-        let len = payload_len(header, self.max_payload)?;
+        let len = match payload_len(header, self.max_payload) {
+            Ok(len) => len,
+            Err(FrameError::Empty) => {
+                self.start += HEADER_LEN;
+                return Err(FrameError::Empty);
+            }
+            Err(e) => return Err(e),
+        };
         if available.len() < HEADER_LEN + len {
             return Ok(None);
         }
@@ -218,9 +261,29 @@ impl FrameBuffer {
         Ok(Some(&self.buf[payload_start..payload_start + len]))
     }
 
+    /// Gives memory back after a large frame: when nothing is pending and
+    /// the buffer grew past `keep` bytes, it is reallocated at `keep`.
+    pub fn shrink_if_idle(&mut self, keep: usize) {
+        if self.start == self.end && self.buf.len() > keep {
+            self.buf = vec![0; keep.max(HEADER_LEN)];
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
     /// Bytes received that do not yet form a whole frame.
     pub fn pending(&self) -> usize {
         self.end - self.start
+    }
+
+    /// Size (header included) of the frame now arriving, as far as known:
+    /// the header's length once the header is in, else just the header.
+    pub fn expected_len(&self) -> usize {
+        let available = &self.buf[self.start..self.end];
+        match available {
+            [a, b, c, d, ..] => HEADER_LEN + u32::from_be_bytes([*a, *b, *c, *d]) as usize,
+            _ => HEADER_LEN,
+        }
     }
 }
 
@@ -389,8 +452,15 @@ mod tests {
             Err(FrameError::TooLarge { announced: 5, .. })
         ));
         let mut buffer = FrameBuffer::new(4);
-        buffer.read_from(&mut Cursor::new(vec![0, 0, 0, 0])).unwrap();
+        let mut wire = vec![0, 0, 0, 0];
+        encode_into(b"ok", &mut wire);
+        buffer.read_from(&mut Cursor::new(wire)).unwrap();
         assert!(matches!(buffer.next_frame(), Err(FrameError::Empty)));
+        assert_eq!(
+            buffer.next_frame().unwrap(),
+            Some(&b"ok"[..]),
+            "an empty frame is skipped"
+        );
     }
 
     proptest::proptest! {

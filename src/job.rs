@@ -23,6 +23,34 @@ pub enum JobKind {
         /// Number of steps.
         n: u64,
     },
+    /// A fault injected on purpose (`--allow-chaos`), for demos and tests.
+    Chaos(Chaos),
+}
+
+/// Faults a worker can be asked to commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Chaos {
+    /// Die at once (`abort`). In a worker process this kills that process;
+    /// in thread mode it kills the whole server — which is the lesson.
+    Crash,
+    /// Never finish (until the job timeout has the worker replaced).
+    Hang,
+    /// Sleep this many milliseconds, then answer.
+    Sleep {
+        /// Milliseconds.
+        ms: u64,
+    },
+    /// Panic. A worker thread catches it (INTERNAL); a worker process dies.
+    Panic,
+}
+
+impl JobKind {
+    /// Whether running the job twice is harmless, so it may be retried on
+    /// another worker after a crash. Injected faults are not retried: they
+    /// would only strike again.
+    pub fn is_idempotent(&self) -> bool {
+        matches!(self, JobKind::Compute { .. })
+    }
 }
 
 /// A job's successful result.
@@ -30,6 +58,8 @@ pub enum JobKind {
 pub enum JobOutput {
     /// The checksum returned by [`compute`].
     Compute(u64),
+    /// A chaos `sleep` that woke up: how long it slept, in milliseconds.
+    Slept(u64),
 }
 
 /// Why a job produced no result, as the error reply will report it.
@@ -48,6 +78,25 @@ pub type JobResult = Result<JobOutput, JobFailure>;
 pub fn execute(kind: &JobKind) -> JobResult {
     match kind {
         JobKind::Compute { n } => Ok(JobOutput::Compute(compute(*n))),
+        JobKind::Chaos(chaos) => commit(*chaos),
+    }
+}
+
+/// Commits an injected fault.
+fn commit(chaos: Chaos) -> JobResult {
+    match chaos {
+        Chaos::Crash => {
+            eprintln!("chaos: crash requested; aborting process {}", std::process::id());
+            std::process::abort()
+        }
+        Chaos::Hang => loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        },
+        Chaos::Sleep { ms } => {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            Ok(JobOutput::Slept(ms))
+        }
+        Chaos::Panic => panic!("chaos: panic requested"),
     }
 }
 

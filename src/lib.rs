@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod compute;

@@ -32,6 +32,8 @@ pub struct PendingReply {
     pub command: CommandKind,
     /// Whether the client asked for timing fields.
     pub timing: bool,
+    /// Where to store the result in the cache, if anywhere.
+    pub cache_key: Option<crate::cache::CacheKey>,
     /// The connection's reply path.
     pub sink: ReplySink,
     /// When the job was accepted (start of its queue wait).
@@ -101,6 +103,11 @@ impl Registry {
         removed.len()
     }
 
+    /// Removes every entry (for a shutdown that answers what is left).
+    pub fn drain_all(&self) -> Vec<(JobId, PendingReply)> {
+        self.lock().pending.drain().collect()
+    }
+
     /// Number of jobs in flight (queued or running).
     pub fn len(&self) -> usize {
         self.lock().pending.len()
@@ -125,6 +132,7 @@ mod tests {
             client_id: ClientId::from_json(&raw).unwrap(),
             command: CommandKind::Compute,
             timing: false,
+            cache_key: None,
             sink: sink.clone(),
             accepted_at: Instant::now(),
         }

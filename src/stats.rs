@@ -35,7 +35,9 @@ struct Inner {
     connections_total: AtomicU64,
     jobs_completed: AtomicU64,
     jobs_cancelled: AtomicU64,
+    jobs_retried: AtomicU64,
     replies_dropped: AtomicU64,
+    connections_rejected: AtomicU64,
     latency: Mutex<Latency>,
 }
 
@@ -65,7 +67,9 @@ impl Stats {
                 connections_total: AtomicU64::new(0),
                 jobs_completed: AtomicU64::new(0),
                 jobs_cancelled: AtomicU64::new(0),
+                jobs_retried: AtomicU64::new(0),
                 replies_dropped: AtomicU64::new(0),
+                connections_rejected: AtomicU64::new(0),
                 latency: Mutex::new(Latency {
                     queue_wait_us: histogram(),
                     service_us: histogram(),
@@ -118,6 +122,17 @@ impl Stats {
         self.inner.jobs_cancelled.fetch_add(count, Relaxed);
     }
 
+    /// Counts a job sent to another worker after its worker crashed.
+    pub fn job_retried(&self) {
+        self.inner.jobs_retried.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a connection turned away (over `--max-connections`, or not
+    /// authenticated).
+    pub fn connection_rejected(&self) {
+        self.inner.connections_rejected.fetch_add(1, Relaxed);
+    }
+
     /// Counts a finished job whose reply had nowhere to go (client gone).
     pub fn reply_dropped(&self) {
         self.inner.replies_dropped.fetch_add(1, Relaxed);
@@ -149,9 +164,11 @@ impl Stats {
             connections: ConnectionCounts {
                 open: inner.connections_open.load(Relaxed),
                 total: inner.connections_total.load(Relaxed),
+                rejected: inner.connections_rejected.load(Relaxed),
             },
             jobs_completed: inner.jobs_completed.load(Relaxed),
             jobs_cancelled: inner.jobs_cancelled.load(Relaxed),
+            jobs_retried: inner.jobs_retried.load(Relaxed),
             replies_dropped: inner.replies_dropped.load(Relaxed),
             queue_wait_us: Percentiles::of(&latency.queue_wait_us),
             service_us: Percentiles::of(&latency.service_us),
@@ -172,6 +189,8 @@ pub struct Counters {
     pub jobs_completed: u64,
     /// Jobs skipped because their client had gone before they started.
     pub jobs_cancelled: u64,
+    /// Jobs sent to another worker after a crash.
+    pub jobs_retried: u64,
     /// Finished jobs whose reply was dropped because the client had gone.
     pub replies_dropped: u64,
     /// Time jobs waited for a worker.
@@ -187,6 +206,8 @@ pub struct ConnectionCounts {
     pub open: u64,
     /// Accepted since the server started.
     pub total: u64,
+    /// Turned away: over `--max-connections`, or failed authentication.
+    pub rejected: u64,
 }
 
 /// Summary of one latency histogram, in microseconds.

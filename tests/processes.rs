@@ -84,7 +84,8 @@ fn a_worker_killed_while_idle_is_replaced() {
 
 #[test]
 fn a_worker_killed_mid_job_answers_that_job_with_worker_crashed() {
-    let server = TestServer::start("processes", 1, &[]);
+    // No retries: the crash is reported to the client.
+    let server = TestServer::start("processes", 1, &["--retries", "0"]);
     let mut client = server.connect();
     // The largest job allowed: long enough to be caught running.
     client.send(&json!({"id": "victim", "cmd": "compute", "n": 100_000_000}));
@@ -100,4 +101,24 @@ fn a_worker_killed_mid_job_answers_that_job_with_worker_crashed() {
     let stats = server.stats();
     assert_eq!(stats["errors"]["WORKER_CRASHED"], 1);
     assert_eq!(stats["worker_list"][0]["restarts"], 1);
+}
+
+#[test]
+fn a_compute_whose_worker_is_killed_is_retried_on_another_worker() {
+    let server = TestServer::start("processes", 2, &[]);
+    let mut client = server.connect();
+    client.send(&json!({"id": "retry-me", "cmd": "compute", "n": 100_000_000}));
+    let stats = server.wait_for_stats("the job to start", |s| {
+        s["worker_list"].as_array().unwrap().iter().any(|w| w["state"] == "busy")
+    });
+    let busy = stats["worker_list"].as_array().unwrap().iter().find(|w| w["state"] == "busy").unwrap();
+    send_signal(busy["pid"].as_u64().unwrap() as u32, libc::SIGKILL);
+
+    let reply = client.recv();
+    assert_eq!(reply["id"], "retry-me");
+    assert_eq!(reply["result"], common::reference_compute(100_000_000), "{reply}");
+    assert_eq!(reply["attempts"], 2, "the reply says the job was tried twice: {reply}");
+    let stats = server.stats();
+    assert_eq!(stats["jobs"]["retried"], 1);
+    assert_eq!(stats["errors"]["WORKER_CRASHED"], 0);
 }

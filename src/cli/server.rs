@@ -56,10 +56,74 @@ pub struct ServerArgs {
     #[arg(long, env = "THREADCENTER_SPAWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub spawn_timeout: Duration,
 
+    /// How long a frame that has started arriving may take to complete; a
+    /// client that sends half a frame and stalls is cut off after it.
+    #[arg(long, env = "THREADCENTER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub read_timeout: Duration,
+
+    /// How long one job may run. Past it the client gets TIMEOUT and the
+    /// worker is replaced (a process is killed; a thread is written off).
+    #[arg(long, env = "THREADCENTER_JOB_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub job_timeout: Duration,
+
+    /// When a worker process crashes mid-job, try the job on this many more
+    /// workers (compute only: it is safe to run twice).
+    #[arg(long, env = "THREADCENTER_RETRIES", default_value_t = 1)]
+    pub retries: u32,
+
+    /// Worker replacements allowed per --restart-window, all workers
+    /// together; past it replacements wait (and health says so).
+    #[arg(long, env = "THREADCENTER_MAX_RESTARTS", default_value_t = 10)]
+    pub max_restarts: u32,
+
+    /// The window of --max-restarts.
+    #[arg(long, env = "THREADCENTER_RESTART_WINDOW", default_value = "10s", value_parser = parse_duration)]
+    pub restart_window: Duration,
+
+    /// Connections open at once; one more gets a BUSY error and is closed.
+    #[arg(long, env = "THREADCENTER_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Requests per second allowed per client address (token bucket, burst
+    /// of one second), e.g. 100 or 100/s; excess requests get RATE_LIMITED.
+    #[arg(long, env = "THREADCENTER_RATE_LIMIT", value_parser = parse_rate)]
+    pub rate_limit: Option<f64>,
+
+    /// Keep this many results in an LRU cache keyed by the request body minus
+    /// its id; cached replies say "cached": true [default: 0, no cache].
+    #[arg(long, env = "THREADCENTER_CACHE_ENTRIES", default_value_t = 0)]
+    pub cache_entries: usize,
+
+    /// On SIGINT/SIGTERM, how long jobs in flight may take to finish before
+    /// they are answered SHUTTING_DOWN.
+    #[arg(long, env = "THREADCENTER_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Accept the fault-injection commands crash, hang, sleep and panic
+    /// (for demos and tests; without it they are UNKNOWN_COMMAND).
+    #[arg(long, env = "THREADCENTER_ALLOW_CHAOS")]
+    pub allow_chaos: bool,
+
+    /// Require every connection to send {"cmd":"auth","token":TOKEN} first;
+    /// others get UNAUTHORIZED and are closed.
+    #[arg(long, env = "THREADCENTER_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+
     /// Log level or filter (error, warn, info, debug, trace, or a RUST_LOG
     /// filter) [default: RUST_LOG, else info].
     #[arg(long, env = "THREADCENTER_LOG_LEVEL")]
     pub log_level: Option<String>,
+}
+
+/// Parses `--rate-limit`: `100` or `100/s`.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches("/s");
+    match number.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{text:?} is not a rate; use requests per second, e.g. 100 or 100/s"
+        )),
+    }
 }
 
 impl ServerArgs {
@@ -75,6 +139,29 @@ impl ServerArgs {
             max_inflight: self.max_inflight,
             spawn_timeout: self.spawn_timeout,
             worker_command: None,
+            read_timeout: self.read_timeout,
+            job_timeout: self.job_timeout,
+            retries: self.retries,
+            max_restarts: self.max_restarts,
+            restart_window: self.restart_window,
+            max_connections: self.max_connections,
+            rate_limit: self.rate_limit,
+            cache_entries: self.cache_entries,
+            drain_timeout: self.drain_timeout,
+            allow_chaos: self.allow_chaos,
+            auth_token: self.auth_token.clone(),
+        }
+    }
+}
+
+/// Raises the open-files limit to its maximum: every connection is a file
+/// descriptor, and the default soft limit (often 1024) is below what
+/// `--max-connections` allows.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+            tracing::debug!(from = soft, to = hard, "raised the open-files limit");
         }
     }
 }
@@ -88,6 +175,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     super::init_logging(args.log_level.as_deref())?;
     let config = args.config();
     config.validate()?;
+    raise_open_files_limit();
     let address = format!("{}:{}", args.host, args.port);
     let listener = TcpListener::bind(&address).with_context(|| format!("cannot listen on {address}"))?;
     let server = Server::start(listener, config).context("cannot start the server")?;
@@ -118,5 +206,14 @@ mod tests {
     #[test]
     fn the_flag_definitions_are_consistent() {
         ServerArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn rate_limits_take_a_number_or_a_number_per_second() {
+        assert_eq!(parse_rate("100"), Ok(100.0));
+        assert_eq!(parse_rate("2.5/s"), Ok(2.5));
+        for bad in ["", "0", "-1", "fast", "inf"] {
+            assert!(parse_rate(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -1,32 +1,38 @@
-//! The worker pool: who runs the jobs.
+//! The worker pool: who runs the jobs, and who keeps the workers alive.
 //!
 //! Two modes run the very same job code ([`crate::job::execute`]):
 //! - [`Mode::Processes`] (the default, as in the original): one subprocess per
-//!   worker, spawned once at start-up and fed over ipc-channel
-//!   ([`processes`] on the server side, [`worker_process`] inside the child).
-//!   A crash takes down one worker, never the server.
+//!   worker, fed over ipc-channel ([`processes`] on the server side,
+//!   [`worker_process`] inside the child). A crash or a hang takes down one
+//!   worker, which is killed and replaced; the server carries on.
 //! - [`Mode::Threads`]: worker threads inside the server ([`threads`]).
-//!   Cheaper to talk to, but they share the server's fate.
+//!   Cheaper to talk to, but they share the server's fate: a hung thread
+//!   cannot be killed, only written off and replaced.
 //!
-//! Either way every worker takes jobs from the one shared queue as soon as it
-//! is free, and stops when the pool's stop channel closes.
+//! Either way every worker takes jobs from the shared queues as soon as it
+//! is free (retries first), every job has a deadline (`--job-timeout`), and
+//! replacements are limited by a [`RestartBudget`].
 
 pub mod processes;
+pub mod supervision;
 pub mod threads;
 pub mod worker_process;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{select, Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
-use crate::dispatch::{Completer, QueuedJob};
+use crate::dispatch::{Completer, JobQueues, JobReport, QueuedJob};
 use crate::error::Result;
+use crate::job::JobFailure;
+use crate::protocol::ErrorCode;
+pub use supervision::RestartBudget;
 
 /// How workers are run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -84,19 +90,57 @@ pub struct PoolConfig {
     pub worker_command: WorkerCommand,
     /// How long a new worker process may take to connect back.
     pub spawn_timeout: Duration,
+    /// How long one job may run before it is answered with `TIMEOUT` and its
+    /// worker replaced.
+    pub job_timeout: Duration,
+    /// Replacements allowed per `restart_window` (all slots together).
+    pub max_restarts: u32,
+    /// The window of `max_restarts`.
+    pub restart_window: Duration,
+}
+
+/// A worker slot's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum SlotState {
+    Down = 0,
+    Idle = 1,
+    Busy = 2,
+    /// Down, and waiting for the restart budget.
+    Throttled = 3,
+}
+
+impl SlotState {
+    fn name(self) -> &'static str {
+        match self {
+            SlotState::Down => "down",
+            SlotState::Idle => "idle",
+            SlotState::Busy => "busy",
+            SlotState::Throttled => "throttled",
+        }
+    }
+
+    fn from_u8(value: u8) -> Self {
+        match value {
+            1 => SlotState::Idle,
+            2 => SlotState::Busy,
+            3 => SlotState::Throttled,
+            _ => SlotState::Down,
+        }
+    }
 }
 
 /// Live state of every worker, written by the workers and read by `stats`.
 #[derive(Debug)]
 pub struct WorkerBoard {
     slots: Vec<WorkerSlot>,
+    abandoned_threads: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct WorkerSlot {
     pid: AtomicU32,
-    alive: AtomicBool,
-    busy: AtomicBool,
+    state: AtomicU8,
     jobs_done: AtomicU64,
     restarts: AtomicU64,
 }
@@ -108,11 +152,12 @@ pub struct WorkerInfo {
     pub id: usize,
     /// Process id (process mode), `null` in thread mode.
     pub pid: Option<u32>,
-    /// `"busy"`, `"idle"` or `"down"` (a process being replaced).
+    /// `"busy"`, `"idle"`, `"down"` (being replaced) or `"throttled"`
+    /// (waiting for the restart budget).
     pub state: String,
     /// Jobs run to completion.
     pub jobs_done: u64,
-    /// Times the worker was replaced after dying.
+    /// Times the worker was replaced after dying, hanging or being written off.
     pub restarts: u64,
 }
 
@@ -120,21 +165,17 @@ impl WorkerBoard {
     fn new(workers: usize) -> Self {
         WorkerBoard {
             slots: (0..workers).map(|_| WorkerSlot::default()).collect(),
+            abandoned_threads: AtomicU64::new(0),
         }
+    }
+
+    fn set(&self, id: usize, state: SlotState) {
+        self.slots[id].state.store(state as u8, Relaxed);
     }
 
     fn set_up(&self, id: usize, pid: Option<u32>) {
         self.slots[id].pid.store(pid.unwrap_or(0), Relaxed);
-        self.slots[id].alive.store(true, Relaxed);
-    }
-
-    fn set_down(&self, id: usize) {
-        self.slots[id].alive.store(false, Relaxed);
-        self.slots[id].busy.store(false, Relaxed);
-    }
-
-    fn set_busy(&self, id: usize, busy: bool) {
-        self.slots[id].busy.store(busy, Relaxed);
+        self.set(id, SlotState::Idle);
     }
 
     fn job_done(&self, id: usize) {
@@ -150,9 +191,30 @@ impl WorkerBoard {
         self.slots.len()
     }
 
-    /// Workers up right now.
+    /// Workers up right now (idle or busy).
     pub fn alive(&self) -> usize {
-        self.slots.iter().filter(|s| s.alive.load(Relaxed)).count()
+        self.slots
+            .iter()
+            .filter(|s| {
+                matches!(
+                    SlotState::from_u8(s.state.load(Relaxed)),
+                    SlotState::Idle | SlotState::Busy
+                )
+            })
+            .count()
+    }
+
+    /// Slots waiting for the restart budget.
+    pub fn throttled(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| SlotState::from_u8(s.state.load(Relaxed)) == SlotState::Throttled)
+            .count()
+    }
+
+    /// Worker threads written off after a job timeout (thread mode).
+    pub fn abandoned_threads(&self) -> u64 {
+        self.abandoned_threads.load(Relaxed)
     }
 
     /// A snapshot of every worker.
@@ -161,23 +223,108 @@ impl WorkerBoard {
             .iter()
             .enumerate()
             .map(|(id, slot)| {
-                let state = if !slot.alive.load(Relaxed) {
-                    "down"
-                } else if slot.busy.load(Relaxed) {
-                    "busy"
-                } else {
-                    "idle"
-                };
                 let pid = slot.pid.load(Relaxed);
                 WorkerInfo {
                     id,
                     pid: (pid != 0).then_some(pid),
-                    state: state.to_string(),
+                    state: SlotState::from_u8(slot.state.load(Relaxed)).name().to_string(),
                     jobs_done: slot.jobs_done.load(Relaxed),
                     restarts: slot.restarts.load(Relaxed),
                 }
             })
             .collect()
+    }
+}
+
+/// What every worker loop shares.
+#[derive(Clone)]
+struct PoolShared {
+    queues: Arc<JobQueues>,
+    stop: Receiver<()>,
+    completer: Completer,
+    board: Arc<WorkerBoard>,
+    budget: Arc<RestartBudget>,
+    job_timeout: Duration,
+}
+
+/// What a free worker received.
+enum Next {
+    /// A job to run.
+    Job(QueuedJob),
+    /// The pool is stopping (or every dispatcher is gone).
+    Stop,
+}
+
+impl PoolShared {
+    /// Waits for the next job, retries first, or for the pool to stop.
+    fn next_job(&self) -> Next {
+        if let Ok(job) = self.queues.retries.try_recv() {
+            return Next::Job(job);
+        }
+        select! {
+            recv(self.stop) -> _ => Next::Stop,
+            recv(self.queues.retries) -> job => job.map_or(Next::Stop, Next::Job),
+            recv(self.queues.jobs) -> job => job.map_or(Next::Stop, Next::Job),
+        }
+    }
+
+    /// Answers a job that produced no result.
+    fn fail(&self, job: &QueuedJob, worker: usize, started: Instant, code: ErrorCode, message: String) {
+        self.completer.finish(JobReport {
+            job: job.id,
+            worker,
+            queue_us: micros_between(job.accepted_at, started),
+            service_us: micros_since(started),
+            attempts: job.attempt,
+            result: Err(JobFailure { code, message }),
+        });
+    }
+
+    /// After a worker died mid-job: retry the job elsewhere if allowed,
+    /// otherwise answer it with `WORKER_CRASHED`.
+    fn crashed(&self, job: &QueuedJob, worker: usize, started: Instant, what: String) {
+        if !self.completer.retry(job) {
+            self.fail(job, worker, started, ErrorCode::WorkerCrashed, what);
+        }
+    }
+
+    /// Waits until the restart budget allows one more replacement for slot
+    /// `id` (marking it throttled meanwhile). Returns `false` if the pool
+    /// stops first. While *no* worker at all is up, jobs that arrive are
+    /// answered with `BUSY` rather than left waiting for a worker that may
+    /// never come.
+    fn wait_for_restart(&self, id: usize) -> bool {
+        loop {
+            let wait = match self.budget.try_take(Instant::now()) {
+                Ok(()) => return true,
+                Err(wait) => wait,
+            };
+            self.board.set(id, SlotState::Throttled);
+            tracing::warn!(worker = id, retry_in = ?wait, "restart limit reached; not replacing the worker yet");
+            let deadline = Instant::now() + wait;
+            while Instant::now() < deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if self.board.alive() > 0 {
+                    if self.stop.recv_timeout(left) != Err(crossbeam_channel::RecvTimeoutError::Timeout) {
+                        return false;
+                    }
+                    continue;
+                }
+                select! {
+                    recv(self.stop) -> _ => return false,
+                    recv(self.queues.retries) -> job => if let Ok(job) = job { self.refuse_no_worker(&job, id) },
+                    recv(self.queues.jobs) -> job => if let Ok(job) = job { self.refuse_no_worker(&job, id) },
+                    default(left) => {},
+                }
+            }
+        }
+    }
+
+    fn refuse_no_worker(&self, job: &QueuedJob, id: usize) {
+        let message = "no worker is running: workers keep failing and replacements are rate-limited \
+                       (--max-restarts); retry later"
+            .to_string();
+        self.fail(job, id, Instant::now(), ErrorCode::Busy, message);
     }
 }
 
@@ -187,15 +334,8 @@ pub struct WorkerPool {
     threads: Vec<JoinHandle<()>>,
     // Dropping this sender closes the stop channel every worker listens to.
     stop: Option<Sender<()>>,
-}
-
-/// What every worker loop is given.
-struct WorkerContext {
-    id: usize,
-    jobs: Receiver<QueuedJob>,
-    stop: Receiver<()>,
-    completer: Completer,
-    board: Arc<WorkerBoard>,
+    // Thread mode: the current thread of each slot (replaced ones are detached).
+    slot_threads: Option<Arc<Mutex<Vec<Option<JoinHandle<()>>>>>>,
 }
 
 impl WorkerPool {
@@ -204,36 +344,36 @@ impl WorkerPool {
     ///
     /// # Errors
     /// If a worker thread or process cannot be started.
-    pub fn start(config: &PoolConfig, jobs: Receiver<QueuedJob>, completer: Completer) -> Result<WorkerPool> {
+    pub fn start(config: &PoolConfig, queues: JobQueues, completer: Completer) -> Result<WorkerPool> {
         if config.workers == 0 {
             return Err(crate::Error::Config("the pool needs at least one worker".into()));
         }
         let board = Arc::new(WorkerBoard::new(config.workers));
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-        let mut pool = WorkerPool {
+        let shared = PoolShared {
+            queues: Arc::new(queues),
+            stop: stop_rx,
+            completer,
             board: Arc::clone(&board),
-            threads: Vec::with_capacity(config.workers),
-            stop: Some(stop_tx),
+            budget: Arc::new(RestartBudget::new(config.max_restarts, config.restart_window)),
+            job_timeout: config.job_timeout,
         };
-        for id in 0..config.workers {
-            let context = WorkerContext {
-                id,
-                jobs: jobs.clone(),
-                stop: stop_rx.clone(),
-                completer: completer.clone(),
-                board: Arc::clone(&board),
-            };
-            let started = match config.mode {
-                Mode::Threads => threads::start(context),
-                Mode::Processes => processes::start(context, config),
-            };
-            match started {
-                Ok(handle) => pool.threads.push(handle),
-                Err(e) => {
-                    pool.stop(Duration::from_secs(5));
-                    return Err(e);
-                }
-            }
+        let mut pool = WorkerPool {
+            board,
+            threads: Vec::new(),
+            stop: Some(stop_tx),
+            slot_threads: None,
+        };
+        let started = match config.mode {
+            Mode::Threads => threads::start(shared, config.workers).map(|(watchdog, slots)| {
+                pool.threads.push(watchdog);
+                pool.slot_threads = Some(slots);
+            }),
+            Mode::Processes => processes::start(shared, config).map(|drivers| pool.threads = drivers),
+        };
+        if let Err(e) = started {
+            pool.stop(Duration::from_secs(5));
+            return Err(e);
         }
         Ok(pool)
     }
@@ -250,7 +390,17 @@ impl WorkerPool {
     pub fn stop(&mut self, grace: Duration) {
         drop(self.stop.take());
         let deadline = Instant::now() + grace;
-        for handle in self.threads.drain(..) {
+        let mut handles: Vec<JoinHandle<()>> = self.threads.drain(..).collect();
+        if let Some(slots) = &self.slot_threads {
+            handles.extend(
+                slots
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter_mut()
+                    .filter_map(Option::take),
+            );
+        }
+        for handle in handles {
             while !handle.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -272,4 +422,9 @@ impl Drop for WorkerPool {
 /// Microseconds since `since`, saturating.
 fn micros_since(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Microseconds from `from` to `to`, saturating.
+fn micros_between(from: Instant, to: Instant) -> u64 {
+    u64::try_from(to.saturating_duration_since(from).as_micros()).unwrap_or(u64::MAX)
 }

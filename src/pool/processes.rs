@@ -10,6 +10,11 @@
 //!
 //! ipc-channel's ROUTER thread is deliberately not used: it unwraps on IPC
 //! errors, and a worker that crashes produces exactly such errors.
+//!
+//! Each driver spawns its own children, so the child's `PR_SET_PDEATHSIG`
+//! (see [`super::worker_process`]) is tied to the driver thread, which lives
+//! as long as the pool. A job that runs past `--job-timeout` gets its worker
+//! killed (SIGKILL) and replaced, and the client gets `TIMEOUT`.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -20,15 +25,14 @@ use crossbeam_channel::{select, Receiver, RecvTimeoutError};
 use ipc_channel::ipc::{IpcOneShotServer, IpcSender};
 
 use super::worker_process::{FromWorker, ToWorker, WORKER_ARG};
-use super::{micros_since, PoolConfig, WorkerCommand, WorkerContext};
+use super::{micros_between, PoolConfig, PoolShared, SlotState, WorkerCommand};
 use crate::dispatch::{JobReport, QueuedJob};
 use crate::error::{Error, Result};
-use crate::job::JobFailure;
 use crate::protocol::ErrorCode;
 
 /// How long a worker gets to exit by itself once its job channel closes.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
-/// Replacement attempts back off from this delay...
+/// Failed spawns back off from this delay...
 const RESPAWN_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// ...up to this one.
 const RESPAWN_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -42,19 +46,40 @@ struct WorkerProcess {
     pump: JoinHandle<()>,
 }
 
-/// Spawns worker process `context.id` (waiting for its handshake) and the
-/// thread that drives it.
-pub(super) fn start(context: WorkerContext, config: &PoolConfig) -> Result<JoinHandle<()>> {
-    let id = context.id;
-    let command = config.worker_command.clone();
-    let spawn_timeout = config.spawn_timeout;
-    let worker = spawn(id, &command, spawn_timeout)?;
-    context.board.set_up(id, Some(worker.child.id()));
-    tracing::info!(worker = id, pid = worker.child.id(), "worker process started");
-    thread::Builder::new()
-        .name(format!("worker-{id}-driver"))
-        .spawn(move || drive(context, worker, command, spawn_timeout))
-        .map_err(|e| Error::io(format!("starting the driver thread of worker {id}"), e))
+/// Starts one driver thread per worker. Each spawns its first worker
+/// process and reports back; this returns once every worker has completed
+/// its handshake, or with the first failure.
+pub(super) fn start(shared: PoolShared, config: &PoolConfig) -> Result<Vec<JoinHandle<()>>> {
+    let (ready_tx, ready) = crossbeam_channel::bounded::<Result<()>>(config.workers);
+    let mut drivers = Vec::with_capacity(config.workers);
+    for id in 0..config.workers {
+        let (shared, ready_tx) = (shared.clone(), ready_tx.clone());
+        let (command, spawn_timeout) = (config.worker_command.clone(), config.spawn_timeout);
+        let driver = thread::Builder::new()
+            .name(format!("worker-{id}-driver"))
+            .spawn(move || match spawn(id, &command, spawn_timeout) {
+                Ok(worker) => {
+                    shared.board.set_up(id, Some(worker.child.id()));
+                    tracing::info!(worker = id, pid = worker.child.id(), "worker process started");
+                    let _ = ready_tx.send(Ok(()));
+                    drive(&shared, id, worker, &command, spawn_timeout);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| Error::io(format!("starting the driver thread of worker {id}"), e))?;
+        drivers.push(driver);
+    }
+    drop(ready_tx);
+    for _ in 0..config.workers {
+        match ready.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(Error::Protocol("a worker driver ended before reporting".into())),
+        }
+    }
+    Ok(drivers)
 }
 
 /// Starts a child and completes the ipc-channel handshake with it.
@@ -73,6 +98,7 @@ fn spawn(id: usize, command: &WorkerCommand, timeout: Duration) -> Result<Worker
         .arg(WORKER_ARG)
         .arg(&name)
         .arg(id.to_string())
+        .arg(std::process::id().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null()) // stdout belongs to the server (it prints its address there)
         // Its own process group: a Ctrl-C in the terminal reaches the server
@@ -149,31 +175,40 @@ fn spawn(id: usize, command: &WorkerCommand, timeout: Duration) -> Result<Worker
 }
 
 /// The driver loop of one worker slot: feed jobs to the process, deliver its
-/// results, and replace it when it dies, until the pool stops.
-fn drive(ctx: WorkerContext, first: WorkerProcess, command: WorkerCommand, spawn_timeout: Duration) {
-    let id = ctx.id;
+/// results, and replace it when it dies or hangs, until the pool stops.
+fn drive(
+    shared: &PoolShared,
+    id: usize,
+    first: WorkerProcess,
+    command: &WorkerCommand,
+    spawn_timeout: Duration,
+) {
     let mut worker = Some(first);
     let mut backoff = RESPAWN_BACKOFF_MIN;
     loop {
         let Some(current) = worker.as_mut() else {
-            // The slot is empty: replace the worker, backing off after failures
-            // so a worker that cannot start does not turn into a spawn storm.
-            match spawn(id, &command, spawn_timeout) {
+            // The slot is empty: replace the worker, within the restart
+            // budget, backing off after failed spawns.
+            if !shared.wait_for_restart(id) {
+                break;
+            }
+            match spawn(id, command, spawn_timeout) {
                 Ok(replacement) => {
                     tracing::info!(
                         worker = id,
                         pid = replacement.child.id(),
                         "worker process replaced"
                     );
-                    ctx.board.set_up(id, Some(replacement.child.id()));
-                    ctx.board.restarted(id);
+                    shared.board.set_up(id, Some(replacement.child.id()));
+                    shared.board.restarted(id);
                     worker = Some(replacement);
                     backoff = RESPAWN_BACKOFF_MIN;
                 }
                 Err(e) => {
+                    shared.board.set(id, SlotState::Down);
                     tracing::error!(worker = id, error = %e, retry_in = ?backoff, "cannot replace worker");
                     // Sleep, but wake at once if the pool stops.
-                    if ctx.stop.recv_timeout(backoff) != Err(RecvTimeoutError::Timeout) {
+                    if shared.stop.recv_timeout(backoff) != Err(RecvTimeoutError::Timeout) {
                         break;
                     }
                     backoff = (backoff * 2).min(RESPAWN_BACKOFF_MAX);
@@ -182,89 +217,95 @@ fn drive(ctx: WorkerContext, first: WorkerProcess, command: WorkerCommand, spawn
             continue;
         };
 
-        // Idle: wait for a job, the worker dying, or the pool stopping.
+        // Idle: a crash now is noticed at once through the events channel.
+        if let Ok(job) = shared.queues.retries.try_recv() {
+            if !run_job(shared, id, current, job) {
+                retire(shared, id, worker.take());
+            }
+            continue;
+        }
         let job = select! {
-            recv(ctx.stop) -> _ => break,
+            recv(shared.stop) -> _ => break,
             recv(current.events) -> event => {
                 if event.is_err() {
                     tracing::warn!(worker = id, "worker process died while idle");
-                    retire(&ctx, worker.take());
+                    retire(shared, id, worker.take());
                 }
                 continue; // a stray message from an idle worker is ignored
             },
-            recv(ctx.jobs) -> job => match job {
-                Ok(job) => job,
-                Err(_) => break,
-            },
+            recv(shared.queues.retries) -> job => match job { Ok(job) => job, Err(_) => break },
+            recv(shared.queues.jobs) -> job => match job { Ok(job) => job, Err(_) => break },
         };
-        if !ctx.completer.still_wanted(job.id) {
-            continue;
-        }
-        if !run_job(&ctx, current, job) {
-            retire(&ctx, worker.take());
+        if !run_job(shared, id, current, job) {
+            retire(shared, id, worker.take());
         }
     }
     if let Some(worker) = worker {
         stop_worker(worker);
     }
-    ctx.board.set_down(id);
+    shared.board.set(id, SlotState::Down);
 }
 
-/// Sends one job to the worker and waits for its answer. Returns `false` if
-/// the worker died (the job has then been answered with `WORKER_CRASHED`) or
-/// the pool is stopping (answered with `SHUTTING_DOWN`).
-fn run_job(ctx: &WorkerContext, worker: &mut WorkerProcess, job: QueuedJob) -> bool {
-    let queue_us = micros_since(job.accepted_at);
+/// Sends one job to the worker and waits for its answer, at most
+/// `--job-timeout`. Returns `false` when the worker must be replaced: it
+/// died (the job was retried or answered `WORKER_CRASHED`), it hung (killed,
+/// `TIMEOUT`), or the pool is stopping (`SHUTTING_DOWN`).
+fn run_job(shared: &PoolShared, id: usize, worker: &mut WorkerProcess, job: QueuedJob) -> bool {
+    if !shared.completer.still_wanted(job.id) {
+        return true;
+    }
     let pid = worker.child.id();
-    ctx.board.set_busy(ctx.id, true);
-    let report = |service_us, result| JobReport {
-        job: job.id,
-        worker: ctx.id,
-        queue_us,
-        service_us,
-        result,
-    };
-    let failure = |code, message: String| Err(JobFailure { code, message });
-    let crashed = || {
-        failure(
-            ErrorCode::WorkerCrashed,
-            format!("worker {} (pid {pid}) died while running the job", ctx.id),
-        )
-    };
-
     let started = Instant::now();
+    let deadline = started + shared.job_timeout;
+    shared.board.set(id, SlotState::Busy);
+    let crash_message = || format!("worker {id} (pid {pid}) died while running the job");
     if worker
         .jobs
         .send(ToWorker::Run {
             job: job.id,
-            kind: job.kind,
+            kind: job.kind.clone(),
         })
         .is_err()
     {
-        ctx.completer.finish(report(0, crashed()));
+        shared.crashed(&job, id, started, crash_message());
         return false;
     }
     loop {
+        let left = deadline.saturating_duration_since(Instant::now());
         select! {
             recv(worker.events) -> event => match event {
                 Ok(FromWorker::Done { job: done, service_us, result }) if done == job.id => {
-                    ctx.board.set_busy(ctx.id, false);
-                    ctx.board.job_done(ctx.id);
-                    ctx.completer.finish(report(service_us, result));
+                    shared.board.set(id, SlotState::Idle);
+                    shared.board.job_done(id);
+                    shared.completer.finish(JobReport {
+                        job: job.id,
+                        worker: id,
+                        queue_us: micros_between(job.accepted_at, started),
+                        service_us,
+                        attempts: job.attempt,
+                        result,
+                    });
                     return true;
                 }
-                Ok(other) => tracing::warn!(worker = ctx.id, ?other, "unexpected message from worker"),
+                Ok(other) => tracing::warn!(worker = id, ?other, "unexpected message from worker"),
                 Err(_) => {
-                    tracing::warn!(worker = ctx.id, pid, job = job.id, "worker process died while running a job");
-                    ctx.completer.finish(report(micros_since(started), crashed()));
+                    tracing::warn!(worker = id, pid, job = job.id, "worker process died while running a job");
+                    shared.crashed(&job, id, started, crash_message());
                     return false;
                 }
             },
-            recv(ctx.stop) -> _ => {
-                ctx.completer.finish(report(
-                    micros_since(started),
-                    failure(ErrorCode::ShuttingDown, "the server stopped before the job finished".into()),
-                ));
+            recv(shared.stop) -> _ => {
+                shared.fail(&job, id, started, ErrorCode::ShuttingDown, "the server stopped before the job finished".into());
+                return false;
+            },
+            default(left) => {
+                tracing::warn!(worker = id, pid, job = job.id, timeout = ?shared.job_timeout, "job timed out; killing the worker");
+                kill_and_reap(&mut worker.child);
+                let message = format!(
+                    "the job ran longer than --job-timeout ({:?}); worker {id} (pid {pid}) was killed and replaced",
+                    shared.job_timeout
+                );
+                shared.fail(&job, id, started, ErrorCode::Timeout, message);
                 return false;
             },
         }
@@ -272,8 +313,8 @@ fn run_job(ctx: &WorkerContext, worker: &mut WorkerProcess, job: QueuedJob) -> b
 }
 
 /// Takes a dead (or abandoned) worker out of service and reaps it.
-fn retire(ctx: &WorkerContext, worker: Option<WorkerProcess>) {
-    ctx.board.set_down(ctx.id);
+fn retire(shared: &PoolShared, id: usize, worker: Option<WorkerProcess>) {
+    shared.board.set(id, SlotState::Down);
     if let Some(worker) = worker {
         stop_worker(worker);
     }

@@ -1,66 +1,210 @@
 //! Thread mode: each worker is a thread of the server that runs jobs itself.
+//!
+//! A thread cannot be killed, so a job that hangs is handled by a
+//! **watchdog** thread: when a job has run longer than `--job-timeout`, the
+//! watchdog answers it with `TIMEOUT`, *writes off* the stuck thread (bumps
+//! its slot's generation, so when — if ever — the thread returns it sees it
+//! has been replaced and exits quietly), and starts a new thread in its slot.
+//! `stats` counts the threads written off: they still hold their stack and
+//! whatever the job holds, which is the price of threads that process mode
+//! does not pay.
+//!
+//! Each slot's running job sits behind the slot's own `Mutex`, which the
+//! worker and the watchdog take for a moment to hand the job over; whoever
+//! takes it answers it, so the job is answered exactly once.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::select;
+use crossbeam_channel::RecvTimeoutError;
 
-use super::{micros_since, WorkerContext};
-use crate::dispatch::JobReport;
+use super::{micros_between, micros_since, Next, PoolShared, SlotState};
+use crate::dispatch::{JobReport, QueuedJob};
 use crate::error::{Error, Result};
 use crate::job::{execute, JobFailure};
 use crate::protocol::ErrorCode;
 
-/// Starts worker thread `context.id`. The worker counts as up from here,
-/// so a `health` request right after start-up sees the whole pool.
-pub(super) fn start(context: WorkerContext) -> Result<JoinHandle<()>> {
-    let id = context.id;
-    context.board.set_up(id, None);
+/// The current thread of each slot.
+type SlotThreads = Arc<Mutex<Vec<Option<JoinHandle<()>>>>>;
+
+/// A slot: which generation of thread owns it, and the job it is running.
+#[derive(Default)]
+struct Slot {
+    state: Mutex<SlotInner>,
+}
+
+#[derive(Default)]
+struct SlotInner {
+    generation: u64,
+    running: Option<Running>,
+    /// The thread was written off and no replacement could start yet.
+    vacant: bool,
+}
+
+struct Running {
+    job: QueuedJob,
+    started: Instant,
+}
+
+impl Slot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotInner> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Starts `workers` threads and their watchdog. Every worker counts as up
+/// when this returns, so a `health` request right after start-up sees the
+/// whole pool.
+pub(super) fn start(shared: PoolShared, workers: usize) -> Result<(JoinHandle<()>, SlotThreads)> {
+    let slots: Arc<Vec<Slot>> = Arc::new((0..workers).map(|_| Slot::default()).collect());
+    let threads: SlotThreads = Arc::new(Mutex::new((0..workers).map(|_| None).collect()));
+    for id in 0..workers {
+        let handle = spawn_worker(&shared, &slots, id, 0)?;
+        threads.lock().unwrap_or_else(PoisonError::into_inner)[id] = Some(handle);
+    }
+    let watchdog = {
+        let (shared, slots, threads) = (shared.clone(), Arc::clone(&slots), Arc::clone(&threads));
+        thread::Builder::new()
+            .name("worker-watchdog".into())
+            .spawn(move || watch(&shared, &slots, &threads))
+            .map_err(|e| Error::io("starting the worker watchdog thread", e))?
+    };
+    Ok((watchdog, threads))
+}
+
+fn spawn_worker(
+    shared: &PoolShared,
+    slots: &Arc<Vec<Slot>>,
+    id: usize,
+    generation: u64,
+) -> Result<JoinHandle<()>> {
+    shared.board.set_up(id, None);
+    let (shared, slots) = (shared.clone(), Arc::clone(slots));
     thread::Builder::new()
         .name(format!("worker-{id}"))
-        .spawn(move || serve(context))
+        .spawn(move || serve(&shared, &slots[id], id, generation))
         .map_err(|e| Error::io(format!("starting worker thread {id}"), e))
 }
 
-/// Takes jobs off the shared queue until the pool stops.
-fn serve(ctx: WorkerContext) {
+/// A worker thread: takes jobs until the pool stops or it is written off.
+fn serve(shared: &PoolShared, slot: &Slot, id: usize, generation: u64) {
     loop {
-        // Wait for whichever comes first: a job, or the pool closing.
-        let job = select! {
-            recv(ctx.stop) -> _ => break,
-            recv(ctx.jobs) -> job => match job {
-                Ok(job) => job,
-                Err(_) => break, // every dispatcher is gone
-            },
+        let job = match shared.next_job() {
+            Next::Job(job) => job,
+            Next::Stop => break,
         };
-        if !ctx.completer.still_wanted(job.id) {
+        if !shared.completer.still_wanted(job.id) {
             continue;
         }
-        let queue_us = micros_since(job.accepted_at);
-        ctx.board.set_busy(ctx.id, true);
         let started = Instant::now();
+        let queue_us = micros_between(job.accepted_at, started);
+        let (job_id, attempts, kind) = (job.id, job.attempt, job.kind.clone());
+        {
+            let mut inner = slot.lock();
+            if inner.generation != generation {
+                return;
+            }
+            inner.running = Some(Running { job, started });
+        }
+        shared.board.set(id, SlotState::Busy);
         // A panic in a job must not take the worker (or the server) down:
         // catch it and answer the job with INTERNAL.
-        let result = catch_unwind(AssertUnwindSafe(|| execute(&job.kind))).unwrap_or_else(|_| {
+        let result = catch_unwind(AssertUnwindSafe(|| execute(&kind))).unwrap_or_else(|_| {
             Err(JobFailure {
                 code: ErrorCode::Internal,
-                message: format!(
-                    "the job panicked on worker thread {}; the worker goes on serving",
-                    ctx.id
-                ),
+                message: format!("the job panicked on worker thread {id}; the worker goes on serving"),
             })
         });
         let service_us = micros_since(started);
-        ctx.board.set_busy(ctx.id, false);
-        ctx.board.job_done(ctx.id);
-        ctx.completer.finish(JobReport {
-            job: job.id,
-            worker: ctx.id,
+        {
+            let mut inner = slot.lock();
+            if inner.generation != generation {
+                // The watchdog answered this job (TIMEOUT) and gave the slot
+                // to a new thread while we were stuck: leave quietly.
+                return;
+            }
+            inner.running = None;
+        }
+        shared.board.set(id, SlotState::Idle);
+        shared.board.job_done(id);
+        shared.completer.finish(JobReport {
+            job: job_id,
+            worker: id,
             queue_us,
             service_us,
+            attempts,
             result,
         });
     }
-    ctx.board.set_down(ctx.id);
+    if slot.lock().generation == generation {
+        shared.board.set(id, SlotState::Down);
+    }
+}
+
+/// The watchdog: every tick, answers jobs past their deadline and replaces
+/// the threads running them.
+fn watch(shared: &PoolShared, slots: &Arc<Vec<Slot>>, threads: &SlotThreads) {
+    let tick = (shared.job_timeout / 10).clamp(Duration::from_millis(5), Duration::from_millis(250));
+    loop {
+        match shared.stop.recv_timeout(tick) {
+            Err(RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        for (id, slot) in slots.iter().enumerate() {
+            let overdue = {
+                let mut inner = slot.lock();
+                match &inner.running {
+                    Some(r) if r.started.elapsed() >= shared.job_timeout => {
+                        inner.generation += 1;
+                        inner.vacant = true;
+                        inner.running.take()
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(Running { job, started }) = overdue {
+                shared
+                    .board
+                    .abandoned_threads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(worker = id, job = job.id, timeout = ?shared.job_timeout,
+                    "job timed out; writing off its thread and starting a new one");
+                let message = format!(
+                    "the job ran longer than --job-timeout ({:?}); worker thread {id} was written off and replaced",
+                    shared.job_timeout
+                );
+                shared.fail(&job, id, started, ErrorCode::Timeout, message);
+            }
+            replace_if_vacant(shared, slots, threads, id);
+        }
+    }
+}
+
+/// Starts a new thread in a written-off slot, if the restart budget allows.
+fn replace_if_vacant(shared: &PoolShared, slots: &Arc<Vec<Slot>>, threads: &SlotThreads, id: usize) {
+    let generation = {
+        let inner = slots[id].lock();
+        if !inner.vacant {
+            return;
+        }
+        inner.generation
+    };
+    if shared.budget.try_take(Instant::now()).is_err() {
+        shared.board.set(id, SlotState::Throttled);
+        return; // try again on a later tick
+    }
+    match spawn_worker(shared, slots, id, generation) {
+        Ok(handle) => {
+            slots[id].lock().vacant = false;
+            shared.board.restarted(id);
+            // The stuck thread's handle is dropped: that thread is detached.
+            threads.lock().unwrap_or_else(PoisonError::into_inner)[id] = Some(handle);
+        }
+        Err(e) => {
+            shared.board.set(id, SlotState::Down);
+            tracing::error!(worker = id, error = %e, "cannot start a replacement worker thread");
+        }
+    }
 }

@@ -11,8 +11,13 @@
 //!
 //! From then on each side only ever *sends* on one channel and *receives* on
 //! the other, and a job is sent only when the worker is idle, so neither side
-//! can block the other. When the server goes away — even by SIGKILL — its
-//! end of the job channel closes, `recv` fails, and the worker exits.
+//! can block the other.
+//!
+//! A worker never outlives its server, two ways: when the server goes away —
+//! even by SIGKILL — its end of the job channel closes, `recv` fails, and an
+//! idle worker exits; and the worker asks the kernel (`PR_SET_PDEATHSIG`) to
+//! kill it when its parent thread dies, which also covers a worker that is
+//! busy or stuck in a job.
 
 use std::ffi::OsString;
 use std::time::Instant;
@@ -69,6 +74,14 @@ pub fn run_if_requested() {
     }
     let server_name = args.get(2).and_then(|s| s.to_str()).map(str::to_owned);
     let worker_id = args.get(3).and_then(|s| s.to_str()).unwrap_or("?").to_owned();
+    let parent = args
+        .get(4)
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse::<i32>().ok());
+    if let Err(message) = die_with_parent(parent) {
+        eprintln!("tc worker {worker_id} (pid {}): {message}", std::process::id());
+        std::process::exit(1);
+    }
     let code = match server_name {
         Some(name) => match serve(name) {
             Ok(()) => 0,
@@ -85,6 +98,19 @@ pub fn run_if_requested() {
         }
     };
     std::process::exit(code);
+}
+
+/// Asks the kernel to SIGKILL this process when the thread that spawned it
+/// dies, then checks that the parent is still the server: if it died between
+/// our spawn and this call, the request came too late and we leave at once.
+fn die_with_parent(expected_parent: Option<i32>) -> Result<(), String> {
+    use nix::sys::signal::Signal;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|e| format!("cannot set the parent-death signal: {e}"))?;
+    match expected_parent {
+        Some(pid) if nix::unistd::getppid().as_raw() != pid => Err("the server is already gone".into()),
+        _ => Ok(()),
+    }
 }
 
 /// Connects back to the server and runs jobs until the server goes away.

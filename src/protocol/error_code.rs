@@ -23,8 +23,15 @@ pub enum ErrorCode {
     UnknownCommand,
     /// The job queue is full; try again later (or lower the load).
     Busy,
-    /// The worker process running the job died before answering.
+    /// The worker process running the job died before answering (after the
+    /// retries allowed by `--retries`, for jobs that may be retried).
     WorkerCrashed,
+    /// The job ran longer than `--job-timeout`; its worker was replaced.
+    Timeout,
+    /// This client sent more than `--rate-limit` allows.
+    RateLimited,
+    /// The connection did not authenticate with the server's `--auth-token`.
+    Unauthorized,
     /// The server is stopping and no longer takes jobs.
     ShuttingDown,
     /// A fault inside the server; the message says what.
@@ -33,7 +40,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in a fixed order (used to index counters).
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::BadFrame,
         ErrorCode::FrameTooLarge,
         ErrorCode::BadJson,
@@ -41,6 +48,9 @@ impl ErrorCode {
         ErrorCode::UnknownCommand,
         ErrorCode::Busy,
         ErrorCode::WorkerCrashed,
+        ErrorCode::Timeout,
+        ErrorCode::RateLimited,
+        ErrorCode::Unauthorized,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
     ];
@@ -55,6 +65,9 @@ impl ErrorCode {
             ErrorCode::UnknownCommand => "UNKNOWN_COMMAND",
             ErrorCode::Busy => "BUSY",
             ErrorCode::WorkerCrashed => "WORKER_CRASHED",
+            ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
             ErrorCode::Internal => "INTERNAL",
         }

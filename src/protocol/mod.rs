@@ -13,5 +13,5 @@ mod reply;
 mod request;
 
 pub use error_code::ErrorCode;
-pub use reply::{encode_error, encode_pong, encode_result, Timing};
-pub use request::{parse_request, ClientId, Command, CommandKind, Limits, Request, RequestError};
+pub use reply::{encode_error, encode_job_error, encode_pong, encode_result, ReplyExtras, Timing};
+pub use request::{parse_request, Chaos, ClientId, Command, CommandKind, Limits, Request, RequestError};

@@ -20,12 +20,27 @@ pub struct Timing {
     pub service_us: u64,
 }
 
+/// Optional fields a reply may carry besides its result or error.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ReplyExtras {
+    /// Where the job's time went (`"timing": true`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Timing>,
+    /// How many workers tried the job, when more than one did (a retry
+    /// after a worker crash).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// `true` when the result came from the result cache, not a worker.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
+}
+
 #[derive(Serialize)]
 struct ResultReply<'a, T: Serialize> {
     id: &'a ClientId,
     result: &'a T,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    timing: Option<Timing>,
+    #[serde(flatten)]
+    extras: ReplyExtras,
 }
 
 #[derive(Serialize)]
@@ -39,6 +54,8 @@ struct PongReply<'a> {
 struct ErrorReply<'a> {
     id: Option<&'a ClientId>,
     error: ErrorBody<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -64,17 +81,28 @@ pub fn encode_pong(id: &ClientId) -> Vec<u8> {
     })
 }
 
-/// `{"id", "result": ...}`, plus `worker`, `queue_us` and `service_us` when
-/// `timing` is given.
-pub fn encode_result<T: Serialize>(id: &ClientId, result: &T, timing: Option<Timing>) -> Vec<u8> {
-    to_frame(&ResultReply { id, result, timing })
+/// `{"id", "result": ...}`, plus the extras that are set (`worker`,
+/// `queue_us`, `service_us`, `attempts`, `cached`).
+pub fn encode_result<T: Serialize>(id: &ClientId, result: &T, extras: ReplyExtras) -> Vec<u8> {
+    to_frame(&ResultReply { id, result, extras })
 }
 
 /// `{"id": <id or null>, "error": {"code", "message"}}`
 pub fn encode_error(id: Option<&ClientId>, code: ErrorCode, message: &str) -> Vec<u8> {
+    encode_job_error(id, code, message, None)
+}
+
+/// An error reply for a job, with `"attempts"` when several workers tried it.
+pub fn encode_job_error(
+    id: Option<&ClientId>,
+    code: ErrorCode,
+    message: &str,
+    attempts: Option<u32>,
+) -> Vec<u8> {
     to_frame(&ErrorReply {
         id,
         error: ErrorBody { code, message },
+        attempts,
     })
 }
 
@@ -100,7 +128,7 @@ mod tests {
             r#"{"id":1,"ok":true,"pong":true}"#
         );
         assert_eq!(
-            payload(&encode_result(&id("\"a\""), &48u64, None)),
+            payload(&encode_result(&id("\"a\""), &48u64, ReplyExtras::default())),
             r#"{"id":"a","result":48}"#
         );
         let timing = Timing {
@@ -108,9 +136,31 @@ mod tests {
             queue_us: 10,
             service_us: 250,
         };
+        let extras = ReplyExtras {
+            timing: Some(timing),
+            attempts: Some(2),
+            cached: false,
+        };
         assert_eq!(
-            payload(&encode_result(&id("1.50"), &113u64, Some(timing))),
-            r#"{"id":1.50,"result":113,"worker":2,"queue_us":10,"service_us":250}"#
+            payload(&encode_result(&id("1.50"), &113u64, extras)),
+            r#"{"id":1.50,"result":113,"worker":2,"queue_us":10,"service_us":250,"attempts":2}"#
+        );
+        let cached = ReplyExtras {
+            cached: true,
+            ..ReplyExtras::default()
+        };
+        assert_eq!(
+            payload(&encode_result(&id("3"), &8u64, cached)),
+            r#"{"id":3,"result":8,"cached":true}"#
+        );
+        assert_eq!(
+            payload(&encode_job_error(
+                Some(&id("4")),
+                ErrorCode::WorkerCrashed,
+                "died",
+                Some(2)
+            )),
+            r#"{"id":4,"error":{"code":"WORKER_CRASHED","message":"died"},"attempts":2}"#
         );
         assert_eq!(
             payload(&encode_error(

@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 
 use super::ErrorCode;
 use crate::compute::DEFAULT_N;
+pub use crate::job::Chaos;
 
 /// The client's request id, kept as the exact JSON text it sent (a string or
 /// a number), so it is echoed back byte for byte — `1.50` stays `1.50` and a
@@ -83,6 +84,13 @@ pub enum Command {
     Stats,
     /// Whether the server is fit to serve (status, workers alive vs configured).
     Health,
+    /// Authenticate the connection (`--auth-token`): `{"cmd":"auth","token":"..."}`.
+    Auth {
+        /// The shared secret.
+        token: String,
+    },
+    /// A fault to inject on a worker (only with `--allow-chaos`).
+    Chaos(Chaos),
 }
 
 /// The kind of a command without its arguments, for counting requests.
@@ -96,15 +104,30 @@ pub enum CommandKind {
     Stats,
     /// `health`
     Health,
+    /// `auth`
+    Auth,
+    /// `crash` (chaos): the worker dies.
+    Crash,
+    /// `hang` (chaos): the worker never answers.
+    Hang,
+    /// `sleep` (chaos): the worker sleeps `ms` milliseconds.
+    Sleep,
+    /// `panic` (chaos): the job panics.
+    Panic,
 }
 
 impl CommandKind {
     /// Every kind, in a fixed order (used to index counters).
-    pub const ALL: [CommandKind; 4] = [
+    pub const ALL: [CommandKind; 9] = [
         CommandKind::Ping,
         CommandKind::Compute,
         CommandKind::Stats,
         CommandKind::Health,
+        CommandKind::Auth,
+        CommandKind::Crash,
+        CommandKind::Hang,
+        CommandKind::Sleep,
+        CommandKind::Panic,
     ];
 
     /// The command's wire name.
@@ -114,7 +137,20 @@ impl CommandKind {
             CommandKind::Compute => "compute",
             CommandKind::Stats => "stats",
             CommandKind::Health => "health",
+            CommandKind::Auth => "auth",
+            CommandKind::Crash => "crash",
+            CommandKind::Hang => "hang",
+            CommandKind::Sleep => "sleep",
+            CommandKind::Panic => "panic",
         }
+    }
+
+    /// Whether this is a fault-injection command (`--allow-chaos` only).
+    pub fn is_chaos(self) -> bool {
+        matches!(
+            self,
+            CommandKind::Crash | CommandKind::Hang | CommandKind::Sleep | CommandKind::Panic
+        )
     }
 
     /// Looks a wire name up.
@@ -136,6 +172,11 @@ impl Command {
             Command::Compute { .. } => CommandKind::Compute,
             Command::Stats => CommandKind::Stats,
             Command::Health => CommandKind::Health,
+            Command::Auth { .. } => CommandKind::Auth,
+            Command::Chaos(Chaos::Crash) => CommandKind::Crash,
+            Command::Chaos(Chaos::Hang) => CommandKind::Hang,
+            Command::Chaos(Chaos::Sleep { .. }) => CommandKind::Sleep,
+            Command::Chaos(Chaos::Panic) => CommandKind::Panic,
         }
     }
 }
@@ -145,7 +186,12 @@ impl Command {
 pub struct Limits {
     /// Largest `n` a `compute` request may ask for (flag `--max-n`).
     pub max_n: u64,
+    /// Whether the fault-injection commands are accepted (`--allow-chaos`).
+    pub allow_chaos: bool,
 }
+
+/// Longest `sleep` a chaos request may ask for (one hour).
+pub const MAX_SLEEP_MS: u64 = 3_600_000;
 
 /// A request that cannot be served, as it will be reported to the client.
 #[derive(Debug, PartialEq)]
@@ -172,6 +218,10 @@ struct Envelope<'a> {
     n: Option<&'a RawValue>,
     #[serde(borrow)]
     timing: Option<&'a RawValue>,
+    #[serde(borrow)]
+    token: Option<&'a RawValue>,
+    #[serde(borrow)]
+    ms: Option<&'a RawValue>,
 }
 
 /// Decodes and validates one request payload.
@@ -259,8 +309,15 @@ pub fn parse_request(payload: &[u8], limits: &Limits) -> Result<Request, Request
             )
         })?,
     };
-    let Some(kind) = CommandKind::from_name(&name) else {
-        let known: Vec<&str> = CommandKind::ALL.iter().map(|k| k.as_str()).collect();
+    // Chaos commands do not exist unless the server was started with
+    // --allow-chaos: without it they are unknown like any other word.
+    let offered = |k: &CommandKind| limits.allow_chaos || !k.is_chaos();
+    let Some(kind) = CommandKind::from_name(&name).filter(offered) else {
+        let known: Vec<&str> = CommandKind::ALL
+            .iter()
+            .filter(|k| offered(k))
+            .map(|k| k.as_str())
+            .collect();
         return Err(bad(
             ErrorCode::UnknownCommand,
             format!(
@@ -292,6 +349,34 @@ pub fn parse_request(payload: &[u8], limits: &Limits) -> Result<Request, Request
         CommandKind::Compute => Command::Compute {
             n: parse_n(envelope.n, limits).map_err(|msg| with_kind(bad(ErrorCode::BadRequest, msg)))?,
         },
+        CommandKind::Auth => Command::Auth {
+            token: envelope
+                .token
+                .and_then(as_string)
+                .map(Cow::into_owned)
+                .ok_or_else(|| {
+                    with_kind(bad(
+                        ErrorCode::BadRequest,
+                        "\"auth\" needs a string \"token\"".into(),
+                    ))
+                })?,
+        },
+        CommandKind::Crash => Command::Chaos(Chaos::Crash),
+        CommandKind::Hang => Command::Chaos(Chaos::Hang),
+        CommandKind::Panic => Command::Chaos(Chaos::Panic),
+        CommandKind::Sleep => {
+            let ms = envelope
+                .ms
+                .and_then(|raw| serde_json::from_str::<u64>(raw.get()).ok())
+                .filter(|ms| *ms <= MAX_SLEEP_MS)
+                .ok_or_else(|| {
+                    with_kind(bad(
+                        ErrorCode::BadRequest,
+                        format!("\"sleep\" needs \"ms\": an integer from 0 to {MAX_SLEEP_MS}"),
+                    ))
+                })?;
+            Command::Chaos(Chaos::Sleep { ms })
+        }
     };
 
     Ok(Request { id, command, timing })
@@ -340,7 +425,14 @@ fn json_type_name(text: &str) -> &'static str {
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits { max_n: 1_000_000 };
+    const LIMITS: Limits = Limits {
+        max_n: 1_000_000,
+        allow_chaos: false,
+    };
+    const CHAOS: Limits = Limits {
+        max_n: 1_000_000,
+        allow_chaos: true,
+    };
 
     fn parse(text: &str) -> Result<Request, RequestError> {
         parse_request(text.as_bytes(), &LIMITS)
@@ -426,6 +518,55 @@ mod tests {
         for (text, code) in cases {
             assert_eq!(error_code(text), code, "{text}");
         }
+    }
+
+    #[test]
+    fn chaos_commands_exist_only_with_allow_chaos() {
+        for text in [
+            r#"{"id":1,"cmd":"crash"}"#,
+            r#"{"id":1,"cmd":"hang"}"#,
+            r#"{"id":1,"cmd":"panic"}"#,
+            r#"{"id":1,"cmd":"sleep","ms":5}"#,
+        ] {
+            let refused = parse_request(text.as_bytes(), &LIMITS).unwrap_err();
+            assert_eq!(refused.code, ErrorCode::UnknownCommand, "{text}");
+            let advertised = refused.message.split("knows").nth(1).unwrap_or_default();
+            assert!(
+                !advertised.contains("crash"),
+                "chaos is not advertised: {}",
+                refused.message
+            );
+            assert!(parse_request(text.as_bytes(), &CHAOS).is_ok(), "{text}");
+        }
+        let sleep = parse_request(br#"{"id":1,"cmd":"sleep","ms":250}"#, &CHAOS).unwrap();
+        assert_eq!(sleep.command, Command::Chaos(Chaos::Sleep { ms: 250 }));
+        for bad in [
+            r#"{"id":1,"cmd":"sleep"}"#,
+            r#"{"id":1,"cmd":"sleep","ms":-1}"#,
+            r#"{"id":1,"cmd":"sleep","ms":3600001}"#,
+        ] {
+            assert_eq!(
+                parse_request(bad.as_bytes(), &CHAOS).unwrap_err().code,
+                ErrorCode::BadRequest,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn auth_carries_a_string_token() {
+        let auth = parse(r#"{"id":1,"cmd":"auth","token":"s3cret"}"#).unwrap();
+        assert_eq!(
+            auth.command,
+            Command::Auth {
+                token: "s3cret".into()
+            }
+        );
+        assert_eq!(error_code(r#"{"id":1,"cmd":"auth"}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            error_code(r#"{"id":1,"cmd":"auth","token":5}"#),
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]

@@ -21,13 +21,13 @@ struct Table {
 }
 
 struct Entry {
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
     flow: Option<Arc<FlowControl>>,
 }
 
 impl Connections {
     /// Adds a connection and returns its new id.
-    pub fn add(&self, stream: TcpStream) -> ConnId {
+    pub fn add(&self, stream: Arc<TcpStream>) -> ConnId {
         let mut table = self.inner.0.lock().unwrap_or_else(PoisonError::into_inner);
         table.next_id += 1;
         let id = table.next_id;
@@ -64,9 +64,18 @@ impl Connections {
             .len()
     }
 
-    /// Shuts every socket down (a blocked `read` returns at once) and wakes
-    /// readers waiting for a reply slot. Each connection's own thread then
-    /// cleans up and removes itself.
+    /// Stops reading from every socket: readers see end-of-stream and wind
+    /// down, while writers still deliver the replies already owed.
+    pub fn close_reads(&self) {
+        let table = self.inner.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for entry in table.open.values() {
+            let _ = entry.stream.shutdown(Shutdown::Read);
+        }
+    }
+
+    /// Shuts every socket down (a blocked `read` or `write` returns at once)
+    /// and wakes readers waiting for a reply slot. Each connection's own
+    /// thread then cleans up and removes itself.
     pub fn close_all(&self) {
         let table = self.inner.0.lock().unwrap_or_else(PoisonError::into_inner);
         for entry in table.open.values() {

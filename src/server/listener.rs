@@ -1,13 +1,15 @@
 //! The acceptor: one std thread that accepts connections and starts a
 //! reader thread for each.
 
-use std::net::TcpListener;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use super::{handler, Farm};
+use crate::protocol::{encode_error, ErrorCode};
 
 /// Stack size of per-connection reader threads. Parsing is depth-limited
 /// (serde_json stops at 128 levels), so this is plenty even in debug builds,
@@ -39,11 +41,14 @@ pub(super) fn accept_loop(listener: TcpListener, farm: Arc<Farm>, stop: Arc<Atom
         // Replies are small and latency matters: do not let Nagle's algorithm
         // hold them back waiting for more bytes.
         let _ = stream.set_nodelay(true);
-        let Ok(table_copy) = stream.try_clone() else {
-            tracing::warn!(%peer, "cannot duplicate the socket; dropping the connection");
+        if farm.connections.len() >= farm.config.max_connections {
+            tracing::warn!(%peer, max = farm.config.max_connections, "too many connections; refusing one");
+            refuse(&farm, stream);
             continue;
-        };
-        let conn_id = farm.connections.add(table_copy);
+        }
+        // One socket, shared by the table, the reader and the writer.
+        let stream = Arc::new(stream);
+        let conn_id = farm.connections.add(Arc::clone(&stream));
         farm.stats.connection_opened();
         let farm_for_thread = Arc::clone(&farm);
         let spawned = thread::Builder::new()
@@ -57,4 +62,17 @@ pub(super) fn accept_loop(listener: TcpListener, farm: Arc<Farm>, stop: Arc<Atom
         }
     }
     tracing::debug!("acceptor stopped");
+}
+
+/// Tells a connection over `--max-connections` why it is being closed.
+fn refuse(farm: &Farm, stream: TcpStream) {
+    farm.stats.error(ErrorCode::Busy);
+    farm.stats.connection_rejected();
+    let message = format!(
+        "the server is at its connection limit ({}, --max-connections); try again later",
+        farm.config.max_connections
+    );
+    // A short timeout: a client that does not read must not stall the acceptor.
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+    let _ = (&stream).write_all(&encode_error(None, ErrorCode::Busy, &message));
 }

@@ -20,23 +20,28 @@
 mod connections;
 mod handler;
 mod listener;
+mod rate_limit;
 mod report;
 
 pub use report::{HealthReport, JobCounts, LatencyReport, StatsReport, WorkerCounts};
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use connections::Connections;
+use rate_limit::RateLimiter;
 
+use crate::cache::ResultCache;
 use crate::compute::DEFAULT_N;
 use crate::dispatch::Dispatcher;
 use crate::error::{Error, Result};
 use crate::frame::DEFAULT_MAX_FRAME;
 use crate::pool::{Mode, PoolConfig, WorkerBoard, WorkerCommand, WorkerPool};
+use crate::protocol::ErrorCode;
 use crate::protocol::Limits;
 use crate::registry::Registry;
 use crate::stats::Stats;
@@ -66,6 +71,29 @@ pub struct ServerConfig {
     pub spawn_timeout: Duration,
     /// What to run as a worker process; `None` re-executes this binary.
     pub worker_command: Option<WorkerCommand>,
+    /// How long a started frame may take to arrive completely.
+    pub read_timeout: Duration,
+    /// How long one job may run before `TIMEOUT` and a new worker.
+    pub job_timeout: Duration,
+    /// Extra workers a job may be tried on after its worker crashed (for
+    /// jobs that may safely run twice).
+    pub retries: u32,
+    /// Worker replacements allowed per `restart_window`.
+    pub max_restarts: u32,
+    /// The window of `max_restarts`.
+    pub restart_window: Duration,
+    /// Connections open at once; more get `BUSY` and are closed.
+    pub max_connections: usize,
+    /// Requests per second per client address (`None`: unlimited).
+    pub rate_limit: Option<f64>,
+    /// Results kept in the LRU result cache (0: no cache).
+    pub cache_entries: usize,
+    /// How long a shutdown waits for jobs in flight before failing them.
+    pub drain_timeout: Duration,
+    /// Accept the fault-injection commands (crash, hang, sleep, panic).
+    pub allow_chaos: bool,
+    /// Shared secret every connection must present first (`None`: open).
+    pub auth_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +107,17 @@ impl Default for ServerConfig {
             max_inflight: 1024,
             spawn_timeout: Duration::from_secs(10),
             worker_command: None,
+            read_timeout: Duration::from_secs(30),
+            job_timeout: Duration::from_secs(60),
+            retries: 1,
+            max_restarts: 10,
+            restart_window: Duration::from_secs(10),
+            max_connections: 4096,
+            rate_limit: None,
+            cache_entries: 0,
+            drain_timeout: Duration::from_secs(10),
+            allow_chaos: false,
+            auth_token: None,
         }
     }
 }
@@ -86,7 +125,10 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// Bounds on request arguments.
     pub fn limits(&self) -> Limits {
-        Limits { max_n: self.max_n }
+        Limits {
+            max_n: self.max_n,
+            allow_chaos: self.allow_chaos,
+        }
     }
 
     /// Checks that every value is usable.
@@ -99,6 +141,7 @@ impl ServerConfig {
             ("--max-frame", self.max_frame),
             ("--queue-capacity", self.queue_capacity),
             ("--max-inflight", self.max_inflight),
+            ("--max-connections", self.max_connections),
         ];
         for (flag, value) in positive {
             if value == 0 {
@@ -122,6 +165,9 @@ struct Farm {
     stats: Stats,
     board: Arc<WorkerBoard>,
     connections: Connections,
+    rate_limiter: Option<RateLimiter>,
+    /// Set when a shutdown begins: new requests get `SHUTTING_DOWN`.
+    draining: AtomicBool,
 }
 
 impl Farm {
@@ -134,6 +180,8 @@ impl Farm {
             workers: WorkerCounts {
                 configured: self.board.configured(),
                 alive: self.board.alive(),
+                throttled: self.board.throttled(),
+                abandoned_threads: self.board.abandoned_threads(),
             },
             worker_list: self.board.snapshot(),
             connections: counters.connections,
@@ -145,8 +193,11 @@ impl Farm {
                 queue_capacity: self.dispatcher.queue_capacity(),
                 completed: counters.jobs_completed,
                 cancelled: counters.jobs_cancelled,
+                retried: counters.jobs_retried,
                 replies_dropped: counters.replies_dropped,
             },
+            cache: self.dispatcher.cache().map(|c| c.stats()),
+            draining: self.draining.load(Ordering::SeqCst),
             latency_us: LatencyReport {
                 queue_wait: counters.queue_wait_us,
                 service: counters.service_us,
@@ -155,7 +206,12 @@ impl Farm {
     }
 
     fn health_report(&self) -> HealthReport {
-        HealthReport::new(self.config.mode, self.board.alive(), self.board.configured())
+        let mut report = HealthReport::new(self.config.mode, self.board.alive(), self.board.configured());
+        report.restarts_throttled = self.board.throttled() > 0;
+        if self.draining.load(Ordering::SeqCst) {
+            report.status = "draining".into();
+        }
+        report
     }
 }
 
@@ -203,7 +259,14 @@ impl Server {
             .local_addr()
             .map_err(|e| Error::io("reading the listener's address", e))?;
         let stats = Stats::new();
-        let (dispatcher, jobs) = Dispatcher::new(config.queue_capacity, Registry::new(), stats.clone());
+        let cache = NonZeroUsize::new(config.cache_entries).map(|n| Arc::new(ResultCache::new(n)));
+        let (dispatcher, queues) = Dispatcher::new(
+            config.queue_capacity,
+            config.retries,
+            Registry::new(),
+            stats.clone(),
+            cache,
+        );
         let worker_command = match &config.worker_command {
             Some(command) => command.clone(),
             None => WorkerCommand::current_exe()?,
@@ -214,16 +277,21 @@ impl Server {
                 workers: config.workers,
                 worker_command,
                 spawn_timeout: config.spawn_timeout,
+                job_timeout: config.job_timeout,
+                max_restarts: config.max_restarts,
+                restart_window: config.restart_window,
             },
-            jobs,
+            queues,
             dispatcher.completer(),
         )?;
         let farm = Arc::new(Farm {
             board: pool.board(),
+            rate_limiter: config.rate_limit.map(RateLimiter::new),
             config,
             dispatcher,
             stats,
             connections: Connections::default(),
+            draining: AtomicBool::new(false),
         });
         let shutdown = ShutdownHandle {
             flag: Arc::new(AtomicBool::new(false)),
@@ -245,6 +313,14 @@ impl Server {
             max_frame = farm.config.max_frame,
             queue_capacity = farm.config.queue_capacity,
             max_inflight = farm.config.max_inflight,
+            max_connections = farm.config.max_connections,
+            job_timeout = ?farm.config.job_timeout,
+            read_timeout = ?farm.config.read_timeout,
+            retries = farm.config.retries,
+            rate_limit = ?farm.config.rate_limit,
+            cache_entries = farm.config.cache_entries,
+            allow_chaos = farm.config.allow_chaos,
+            auth = farm.config.auth_token.is_some(),
             "server started"
         );
         if !addr.ip().is_loopback() {
@@ -269,9 +345,14 @@ impl Server {
         self.shutdown.clone()
     }
 
-    /// Blocks until a shutdown is triggered, then stops in order: no more
-    /// accepts, close every connection, stop the workers (reaping every
-    /// worker process).
+    /// Blocks until a shutdown is triggered, then stops in order, losing
+    /// nothing that was accepted:
+    /// 1. stop accepting connections;
+    /// 2. drain: new requests get `SHUTTING_DOWN`, jobs in flight run to the
+    ///    end and deliver their replies, for up to `--drain-timeout`;
+    /// 3. answer whatever is still in flight with `SHUTTING_DOWN`;
+    /// 4. stop reading, let writers deliver the last replies, close;
+    /// 5. stop the workers (reaping every worker process).
     pub fn wait(self) {
         let Server {
             acceptor,
@@ -280,12 +361,37 @@ impl Server {
             ..
         } = self;
         let _ = acceptor.join();
-        farm.connections.close_all();
-        if !farm.connections.wait_until_empty(CONNECTION_GRACE) {
+
+        farm.draining.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + farm.config.drain_timeout;
+        let in_flight = farm.dispatcher.in_flight();
+        if in_flight > 0 {
+            tracing::info!(in_flight, timeout = ?farm.config.drain_timeout, "draining jobs in flight");
+        }
+        while farm.dispatcher.in_flight() > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        let failed = farm.dispatcher.fail_all(
+            ErrorCode::ShuttingDown,
+            "the server stopped before the job finished (--drain-timeout ran out)",
+        );
+        if failed > 0 {
             tracing::warn!(
-                open = farm.connections.len(),
-                "some connections did not close in time"
+                failed,
+                "jobs still running at the end of the drain were answered SHUTTING_DOWN"
             );
+        }
+
+        farm.connections.close_reads();
+        if !farm.connections.wait_until_empty(CONNECTION_GRACE) {
+            // Clients that do not read their last replies: cut them off.
+            farm.connections.close_all();
+            if !farm.connections.wait_until_empty(CONNECTION_GRACE) {
+                tracing::warn!(
+                    open = farm.connections.len(),
+                    "some connections did not close in time"
+                );
+            }
         }
         pool.stop(POOL_GRACE);
         tracing::info!("server stopped");

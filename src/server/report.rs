@@ -29,6 +29,10 @@ pub struct StatsReport {
     pub jobs: JobCounts,
     /// Queue wait and service time percentiles, in microseconds.
     pub latency_us: LatencyReport,
+    /// Result cache counters (`null` without `--cache-entries`).
+    pub cache: Option<crate::cache::CacheStats>,
+    /// Whether a shutdown is under way.
+    pub draining: bool,
 }
 
 /// Workers configured and alive.
@@ -38,6 +42,10 @@ pub struct WorkerCounts {
     pub configured: usize,
     /// Up right now.
     pub alive: usize,
+    /// Slots waiting for the restart budget (`--max-restarts`).
+    pub throttled: usize,
+    /// Worker threads written off after a job timeout (thread mode).
+    pub abandoned_threads: u64,
 }
 
 /// Where the jobs are.
@@ -53,6 +61,8 @@ pub struct JobCounts {
     pub completed: u64,
     /// Skipped because the client left before they started.
     pub cancelled: u64,
+    /// Sent to another worker after their worker crashed.
+    pub retried: u64,
     /// Finished, but the client had left: reply dropped.
     pub replies_dropped: u64,
 }
@@ -69,7 +79,8 @@ pub struct LatencyReport {
 /// The `result` of a `health` reply.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HealthReport {
-    /// `"ok"` (all workers up), `"degraded"` (some down) or `"down"` (none up).
+    /// `"ok"` (all workers up), `"degraded"` (some down), `"down"` (none
+    /// up), or `"draining"` (shutting down).
     pub status: String,
     /// `"processes"` or `"threads"`.
     pub mode: Mode,
@@ -77,6 +88,8 @@ pub struct HealthReport {
     pub workers_alive: usize,
     /// `--workers`.
     pub workers_configured: usize,
+    /// Whether worker replacements are being held back by `--max-restarts`.
+    pub restarts_throttled: bool,
 }
 
 impl HealthReport {
@@ -92,6 +105,7 @@ impl HealthReport {
             mode,
             workers_alive,
             workers_configured,
+            restarts_throttled: false,
         }
     }
 }
