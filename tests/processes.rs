@@ -109,15 +109,27 @@ fn a_compute_whose_worker_is_killed_is_retried_on_another_worker() {
     let mut client = server.connect();
     client.send(&json!({"id": "retry-me", "cmd": "compute", "n": 100_000_000}));
     let stats = server.wait_for_stats("the job to start", |s| {
-        s["worker_list"].as_array().unwrap().iter().any(|w| w["state"] == "busy")
+        s["worker_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["state"] == "busy")
     });
-    let busy = stats["worker_list"].as_array().unwrap().iter().find(|w| w["state"] == "busy").unwrap();
+    let busy = stats["worker_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["state"] == "busy")
+        .unwrap();
     send_signal(busy["pid"].as_u64().unwrap() as u32, libc::SIGKILL);
 
     let reply = client.recv();
     assert_eq!(reply["id"], "retry-me");
     assert_eq!(reply["result"], common::reference_compute(100_000_000), "{reply}");
-    assert_eq!(reply["attempts"], 2, "the reply says the job was tried twice: {reply}");
+    assert_eq!(
+        reply["attempts"], 2,
+        "the reply says the job was tried twice: {reply}"
+    );
     let stats = server.stats();
     assert_eq!(stats["jobs"]["retried"], 1);
     assert_eq!(stats["errors"]["WORKER_CRASHED"], 0);

@@ -84,7 +84,7 @@ fn stats_and_health_describe_the_farm() {
         let health = client.request(json!({"id": "h", "cmd": "health"}));
         assert_eq!(
             health["result"],
-            json!({"status": "ok", "mode": mode, "workers_alive": 2, "workers_configured": 2})
+            json!({"status": "ok", "mode": mode, "workers_alive": 2, "workers_configured": 2, "restarts_throttled": false})
         );
 
         let stats = client.request(json!({"id": "s", "cmd": "stats"}))["result"].clone();

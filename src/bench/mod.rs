@@ -237,6 +237,7 @@ impl ServerUnderTest {
                     mode: *mode,
                     workers: *workers,
                     queue_capacity: defaults.queue_capacity.max(window),
+                    auth_token: options.auth_token.clone(),
                     ..defaults
                 };
                 let server = Server::start(listener, config)?;
@@ -254,9 +255,18 @@ impl ServerUnderTest {
         format!("{}:{}", self.host, self.port)
     }
 
-    /// Asks the server for its mode and worker count.
-    fn info(&self) -> Result<ServerInfo> {
+    /// Opens a connection, authenticating when a token is given.
+    fn connect(&self, token: Option<&str>) -> Result<ServerConnection> {
         let mut connection = ServerConnection::connect(&self.host, self.port, CONNECT_TIMEOUT)?;
+        if let Some(token) = token {
+            connection.authenticate(token)?;
+        }
+        Ok(connection)
+    }
+
+    /// Asks the server for its mode and worker count.
+    fn info(&self, token: Option<&str>) -> Result<ServerInfo> {
+        let mut connection = self.connect(token)?;
         connection.send(br#"{"id":"tc-client-info","cmd":"stats"}"#)?;
         let reply: serde_json::Value = serde_json::from_slice(connection.receive()?)
             .map_err(|e| Error::Protocol(format!("{}: the stats reply is not JSON: {e}", self.address())))?;
@@ -300,13 +310,13 @@ pub fn run(options: BenchOptions, sinks: RunSinks) -> Result<BenchRun> {
 }
 
 fn run_against(server: &ServerUnderTest, options: BenchOptions, sinks: RunSinks) -> Result<BenchRun> {
-    let info = server.info()?;
+    let token = options.auth_token.as_deref();
+    let info = server.info(token)?;
     // Every connection is opened before the clock starts, so a refused
     // connection fails the run at once and connecting is not measured.
     let mut streams = Vec::with_capacity(options.concurrency);
     for _ in 0..options.concurrency {
-        let connection = ServerConnection::connect(&server.host, server.port, CONNECT_TIMEOUT)?;
-        streams.push(connection.into_stream());
+        streams.push(server.connect(token)?.into_stream());
     }
     let expected_compute = options.verify.then(|| crate::compute::compute(options.size));
     let started_at = SystemTime::now();

@@ -112,6 +112,8 @@ pub struct BenchOptions {
     pub outputs: OutputPaths,
     /// Show a progress bar (only honoured when stderr is a terminal).
     pub progress: bool,
+    /// Token to present on every connection (`--auth-token`).
+    pub auth_token: Option<String>,
 }
 
 /// A connection sending less often than this is a configuration mistake,
@@ -208,6 +210,7 @@ impl BenchOptions {
             log_interval: Duration::from_secs(1),
             outputs: OutputPaths::default(),
             progress: false,
+            auth_token: None,
         }
     }
 

@@ -74,6 +74,10 @@ pub struct ServerAddress {
     /// Server port.
     #[arg(long, env = "THREADCENTER_PORT", default_value_t = 5050)]
     pub port: u16,
+
+    /// Shared secret of a server started with --auth-token.
+    #[arg(long, env = "THREADCENTER_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
 }
 
 /// Flags of `tc-client call`.
@@ -202,6 +206,11 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: Option<PathBuf>,
 
+    /// Shared secret of a server started with --auth-token (with
+    /// --embedded, the embedded server requires it too).
+    #[arg(long, env = "THREADCENTER_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+
     /// Log level of the embedded server (error, warn, info, debug, trace).
     #[arg(long, env = "THREADCENTER_LOG_LEVEL", default_value = "warn")]
     pub log_level: String,
@@ -268,6 +277,7 @@ impl BenchArgs {
                 json: self.json.clone(),
             },
             progress: true,
+            auth_token: self.auth_token.clone(),
         };
         options.validate()?;
         Ok(options)
@@ -292,8 +302,10 @@ pub enum Outcome {
 pub fn run(args: ClientArgs) -> anyhow::Result<Outcome> {
     match args.command {
         Some(ClientCommand::Call(call)) => {
-            let reply =
-                crate::client::call(&call.server.host, call.server.port, &call.request, call.timeout)?;
+            let server = &call.server;
+            let token = server.auth_token.as_deref();
+            let reply = crate::client::call(&server.host, server.port, &call.request, call.timeout, token)?;
+
             println!("{reply}");
             let is_error = serde_json::from_str::<serde_json::Value>(&reply)
                 .map(|v| v.get("error").is_some())
@@ -305,7 +317,13 @@ pub fn run(args: ClientArgs) -> anyhow::Result<Outcome> {
             })
         }
         Some(ClientCommand::Shell(shell)) => {
-            crate::client::shell::run(&shell.server.host, shell.server.port, shell.timeout)?;
+            let server = &shell.server;
+            crate::client::shell::run(
+                &server.host,
+                server.port,
+                shell.timeout,
+                server.auth_token.as_deref(),
+            )?;
             Ok(Outcome::Success)
         }
         None => run_benchmark(&args.bench),

@@ -73,6 +73,26 @@ impl ServerConnection {
             .map_err(|e| Error::io(format!("sending to {}", self.target), e))
     }
 
+    /// Presents `token` to a server started with `--auth-token`.
+    ///
+    /// # Errors
+    /// [`Error::Protocol`] when the server refuses it.
+    pub fn authenticate(&mut self, token: &str) -> Result<()> {
+        let request = serde_json::json!({"id": "tc-client-auth", "cmd": "auth", "token": token});
+        self.send(request.to_string().as_bytes())?;
+        let target = self.target.clone();
+        let reply: serde_json::Value = serde_json::from_slice(self.receive()?)
+            .map_err(|e| Error::Protocol(format!("{target}: the auth reply is not JSON: {e}")))?;
+        if reply["result"]["ok"] == true {
+            Ok(())
+        } else {
+            Err(Error::Protocol(format!(
+                "{target} refused the auth token: {}",
+                reply["error"]["message"]
+            )))
+        }
+    }
+
     /// Gives up the framing and returns the socket (for the load generator,
     /// which reads and writes from two threads).
     pub fn into_stream(self) -> TcpStream {
@@ -100,11 +120,12 @@ impl ServerConnection {
 }
 
 /// Sends one request and returns the reply's JSON text. When the request has
-/// no `"id"`, one is added (`"id": 1`) so the reply can be matched.
+/// no `"id"`, one is added (`"id": 1`) so the reply can be matched. With a
+/// token, the connection authenticates first.
 ///
 /// # Errors
 /// A request that is not a JSON object, or any connection error.
-pub fn call(host: &str, port: u16, request: &str, timeout: Duration) -> Result<String> {
+pub fn call(host: &str, port: u16, request: &str, timeout: Duration, token: Option<&str>) -> Result<String> {
     let mut value: serde_json::Value = serde_json::from_str(request)
         .map_err(|e| Error::Protocol(format!("the request is not valid JSON: {e}")))?;
     let object = value.as_object_mut().ok_or_else(|| {
@@ -114,6 +135,9 @@ pub fn call(host: &str, port: u16, request: &str, timeout: Duration) -> Result<S
     let payload = serde_json::to_vec(&value).map_err(|e| Error::Protocol(e.to_string()))?;
 
     let mut connection = ServerConnection::connect(host, port, timeout)?;
+    if let Some(token) = token {
+        connection.authenticate(token)?;
+    }
     connection.send(&payload)?;
     let reply = connection.receive()?;
     String::from_utf8(reply.to_vec()).map_err(|_| Error::Protocol("the reply is not valid UTF-8".into()))

@@ -83,7 +83,7 @@ pub fn parse_line(line: &str) -> std::result::Result<ShellAction, String> {
 /// # Errors
 /// Only when the terminal cannot be used at all; connection problems are
 /// printed and the shell carries on (it reconnects on the next request).
-pub fn run(host: &str, port: u16, timeout: Duration) -> Result<()> {
+pub fn run(host: &str, port: u16, timeout: Duration, token: Option<&str>) -> Result<()> {
     let mut editor = rustyline::DefaultEditor::new()
         .map_err(|e| Error::Protocol(format!("cannot open the terminal for the shell: {e}")))?;
     let mut connection: Option<ServerConnection> = None;
@@ -115,7 +115,7 @@ pub fn run(host: &str, port: u16, timeout: Duration) -> Result<()> {
                 .or_insert_with(|| serde_json::Value::from(next_id));
         }
         next_id += 1;
-        match round_trip(&mut connection, host, port, timeout, &request) {
+        match round_trip(&mut connection, (host, port, token), timeout, &request) {
             Ok((reply, elapsed)) => println!("{reply}  ({:.3} ms)", elapsed.as_secs_f64() * 1000.0),
             Err(e) => {
                 println!("! {}", e.full_message());
@@ -130,13 +130,16 @@ pub fn run(host: &str, port: u16, timeout: Duration) -> Result<()> {
 /// Sends one request on the shell's connection (opening it if needed).
 fn round_trip(
     connection: &mut Option<ServerConnection>,
-    host: &str,
-    port: u16,
+    (host, port, token): (&str, u16, Option<&str>),
     timeout: Duration,
     request: &serde_json::Value,
 ) -> Result<(String, Duration)> {
     if connection.is_none() {
-        *connection = Some(ServerConnection::connect(host, port, timeout)?);
+        let mut fresh = ServerConnection::connect(host, port, timeout)?;
+        if let Some(token) = token {
+            fresh.authenticate(token)?;
+        }
+        *connection = Some(fresh);
     }
     let conn = connection.as_mut().expect("connected just above");
     let payload = serde_json::to_vec(request).map_err(|e| Error::Protocol(e.to_string()))?;

@@ -154,6 +154,25 @@ impl ServerConfig {
                 u32::MAX
             )));
         }
+        for (flag, value) in [
+            ("--read-timeout", self.read_timeout),
+            ("--job-timeout", self.job_timeout),
+            ("--restart-window", self.restart_window),
+        ] {
+            if value.is_zero() {
+                return Err(Error::Config(format!("{flag} must be longer than 0")));
+            }
+        }
+        if let Some(rate) = self.rate_limit {
+            if !rate.is_finite() || rate <= 0.0 {
+                return Err(Error::Config(format!(
+                    "--rate-limit must be a positive number of requests per second, not {rate}"
+                )));
+            }
+        }
+        if self.auth_token.as_deref() == Some("") {
+            return Err(Error::Config("--auth-token must not be empty".into()));
+        }
         Ok(())
     }
 }
