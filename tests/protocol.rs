@@ -89,7 +89,11 @@ fn stats_and_health_describe_the_farm() {
 
         let stats = client.request(json!({"id": "s", "cmd": "stats"}))["result"].clone();
         assert_eq!(stats["mode"], mode);
-        assert_eq!(stats["workers"], json!({"configured": 2, "alive": 2}));
+        assert_eq!(
+            stats["workers"],
+            json!({"configured": 2, "alive": 2, "throttled": 0, "abandoned_threads": 0})
+        );
+
         let workers = stats["worker_list"].as_array().unwrap();
         assert_eq!(workers.len(), 2);
         let jobs_done: u64 = workers.iter().map(|w| w["jobs_done"].as_u64().unwrap()).sum();

@@ -335,7 +335,7 @@ pub struct WorkerPool {
     // Dropping this sender closes the stop channel every worker listens to.
     stop: Option<Sender<()>>,
     // Thread mode: the current thread of each slot (replaced ones are detached).
-    slot_threads: Option<Arc<Mutex<Vec<Option<JoinHandle<()>>>>>>,
+    slot_threads: Option<threads::SlotThreads>,
 }
 
 impl WorkerPool {

@@ -27,7 +27,7 @@ use crate::job::{execute, JobFailure};
 use crate::protocol::ErrorCode;
 
 /// The current thread of each slot.
-type SlotThreads = Arc<Mutex<Vec<Option<JoinHandle<()>>>>>;
+pub(super) type SlotThreads = Arc<Mutex<Vec<Option<JoinHandle<()>>>>>;
 
 /// A slot: which generation of thread owns it, and the job it is running.
 #[derive(Default)]
@@ -90,11 +90,7 @@ fn spawn_worker(
 
 /// A worker thread: takes jobs until the pool stops or it is written off.
 fn serve(shared: &PoolShared, slot: &Slot, id: usize, generation: u64) {
-    loop {
-        let job = match shared.next_job() {
-            Next::Job(job) => job,
-            Next::Stop => break,
-        };
+    while let Next::Job(job) = shared.next_job() {
         if !shared.completer.still_wanted(job.id) {
             continue;
         }
