@@ -6,7 +6,9 @@
 //! 1. **authentication** (with `--auth-token`): the first frame must be a
 //!    valid `auth`, or the client gets `UNAUTHORIZED` and is disconnected;
 //! 2. **rate limiting** (with `--rate-limit`): `RATE_LIMITED` when the
-//!    client's bucket is empty;
+//!    client's bucket is empty (`stats` and `health` are exempt, so
+//!    monitoring keeps working);
+
 //! 3. **draining**: once the server is stopping, `SHUTTING_DOWN`;
 //! 4. the **cache** (with `--cache-entries`): a known compute is answered
 //!    with `"cached": true`.
@@ -183,7 +185,10 @@ impl Session<'_> {
         if !self.authenticated {
             return self.authenticate(&request, sink);
         }
-        if let (Some(limiter), Some(client)) = (&farm.rate_limiter, self.client) {
+        // stats and health are never rate-limited, so monitoring keeps
+        // working when a client is being held back.
+        let observability = matches!(request.command, Command::Stats | Command::Health);
+        if let (Some(limiter), Some(client), false) = (&farm.rate_limiter, self.client, observability) {
             if !limiter.allow(client, Instant::now()) {
                 let message = format!(
                     "over the rate limit of {} requests per second per client (--rate-limit); slow down",

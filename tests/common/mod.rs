@@ -118,7 +118,13 @@ impl TestServer {
     /// Sends SIGTERM and waits (at most 30 s) for the server to exit.
     pub fn terminate(&mut self) -> ExitStatus {
         send_signal(self.child.id(), libc::SIGTERM);
+        self.wait_exit()
+    }
+
+    /// Waits (at most 30 s) for the server to exit by itself.
+    pub fn wait_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(30);
+
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
@@ -189,6 +195,15 @@ impl TestClient {
         self.stream.write_all(bytes).expect("write");
     }
 
+    /// Writes raw bytes from another thread, ignoring write errors: for
+    /// inputs the server may refuse (and close on) before it has read them all.
+    pub fn send_raw_in_background(&self, bytes: Vec<u8>) -> std::thread::JoinHandle<()> {
+        let mut stream = self.stream.try_clone().expect("clone socket");
+        std::thread::spawn(move || {
+            let _ = stream.write_all(&bytes);
+        })
+    }
+
     /// Writes one frame around `payload`.
     pub fn send_payload(&mut self, payload: &[u8]) {
         let mut frame = Vec::with_capacity(payload.len() + 4);
@@ -211,6 +226,21 @@ impl TestClient {
     pub fn try_recv(&mut self) -> Option<Value> {
         self.try_recv_raw()
             .map(|payload| serde_json::from_str(&payload).expect("replies are JSON"))
+    }
+
+    /// Waits briefly (300 ms) for an unsolicited frame, such as a refusal
+    /// sent on connect; `None` if none came (or the connection closed).
+    pub fn try_recv_timeout_free(&mut self) -> Option<Value> {
+        self.stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut header = [0u8; 4];
+        let got = self.stream.peek(&mut header).unwrap_or_default();
+        self.stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+        if got == 0 {
+            return None;
+        }
+        self.try_recv()
     }
 
     /// Reads one reply's payload as text, exactly as the server wrote it;
