@@ -73,10 +73,7 @@ impl ResultCache {
         let mut value: serde_json::Value = serde_json::from_slice(payload).ok()?;
         value.as_object_mut()?.remove("id");
         let body: Box<str> = value.to_string().into_boxed_str();
-        Some(CacheKey {
-            hash: self.hasher.hash_one(&body),
-            body,
-        })
+        Some(CacheKey { hash: self.hasher.hash_one(&body), body })
     }
 
     /// Looks a request up, counting a hit or a miss.
@@ -124,9 +121,7 @@ mod tests {
         let a = c.key_for(br#"{"id":1,"cmd":"compute","n":5}"#).unwrap();
         let b = c.key_for(br#"{"n":5,"cmd":"compute","id":"other"}"#).unwrap();
         let other_n = c.key_for(br#"{"id":1,"cmd":"compute","n":6}"#).unwrap();
-        let extra = c
-            .key_for(br#"{"id":1,"cmd":"compute","n":5,"timing":true}"#)
-            .unwrap();
+        let extra = c.key_for(br#"{"id":1,"cmd":"compute","n":5,"timing":true}"#).unwrap();
         assert_eq!(a, b);
         assert_ne!(a, other_n);
         assert_ne!(a, extra, "the whole body counts, not just n");
@@ -135,10 +130,7 @@ mod tests {
     #[test]
     fn hits_misses_and_eviction() {
         let c = cache(2);
-        let key = |n: u64| {
-            c.key_for(format!(r#"{{"id":0,"cmd":"compute","n":{n}}}"#).as_bytes())
-                .unwrap()
-        };
+        let key = |n: u64| c.key_for(format!(r#"{{"id":0,"cmd":"compute","n":{n}}}"#).as_bytes()).unwrap();
         assert_eq!(c.get(&key(1)), None);
         c.insert(key(1), JobOutput::Compute(48));
         c.insert(key(2), JobOutput::Compute(113));
@@ -146,19 +138,13 @@ mod tests {
         c.insert(key(3), JobOutput::Compute(7)); // evicts 2, the least recently used
         assert_eq!(c.get(&key(2)), None);
         let stats = c.stats();
-        assert_eq!(
-            (stats.capacity, stats.entries, stats.hits, stats.misses),
-            (2, 2, 1, 2)
-        );
+        assert_eq!((stats.capacity, stats.entries, stats.hits, stats.misses), (2, 2, 1, 2));
     }
 
     #[test]
     fn large_or_odd_bodies_are_not_cached() {
         let c = cache(2);
-        let big = format!(
-            r#"{{"id":1,"cmd":"compute","pad":"{}"}}"#,
-            "x".repeat(MAX_CACHED_BODY)
-        );
+        let big = format!(r#"{{"id":1,"cmd":"compute","pad":"{}"}}"#, "x".repeat(MAX_CACHED_BODY));
         assert!(c.key_for(big.as_bytes()).is_none());
         assert!(c.key_for(b"[1,2]").is_none());
         assert!(c.key_for(b"not json").is_none());

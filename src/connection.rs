@@ -63,10 +63,7 @@ struct FlowState {
 impl FlowControl {
     fn new(max_outstanding: usize) -> Self {
         FlowControl {
-            state: Mutex::new(FlowState {
-                outstanding: 0,
-                closed: false,
-            }),
+            state: Mutex::new(FlowState { outstanding: 0, closed: false }),
             changed: Condvar::new(),
             max_outstanding: max_outstanding.max(1),
         }
@@ -102,10 +99,7 @@ impl FlowControl {
 
     /// Replies owed right now.
     pub fn outstanding(&self) -> usize {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .outstanding
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).outstanding
     }
 }
 
@@ -205,20 +199,14 @@ impl Connection {
             if pending > 0 {
                 let started = *self.frame_started.get_or_insert_with(Instant::now);
                 if started.elapsed() >= self.read_timeout {
-                    return Err(FrameError::Stalled {
-                        received: pending,
-                        limit: self.read_timeout,
-                    });
+                    return Err(FrameError::Stalled { received: pending, limit: self.read_timeout });
                 }
             }
             match self.buffer.read_from(&mut &*self.stream) {
                 Ok(0) if pending == 0 => return Ok(None),
                 Ok(0) => {
                     let expected = self.buffer.expected_len();
-                    return Err(FrameError::Truncated {
-                        received: pending,
-                        expected,
-                    });
+                    return Err(FrameError::Truncated { received: pending, expected });
                 }
                 Ok(_) => {}
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
@@ -242,9 +230,7 @@ impl Connection {
     /// other sink (held by jobs in the registry) is gone too, so callers must
     /// cancel this connection's jobs first.
     pub fn finish(self) {
-        let Connection {
-            stream, sink, writer, ..
-        } = self;
+        let Connection { stream, sink, writer, .. } = self;
         drop(sink);
         let _ = writer.join();
         let _ = stream.shutdown(Shutdown::Both);
@@ -266,10 +252,7 @@ fn write_replies(stream: &TcpStream, replies: Receiver<Vec<u8>>, flow: Arc<FlowC
                 Err(_) => break,
             }
         }
-        let written = batch
-            .iter()
-            .try_for_each(|frame| out.write_all(frame))
-            .and_then(|()| out.flush());
+        let written = batch.iter().try_for_each(|frame| out.write_all(frame)).and_then(|()| out.flush());
         flow.release(batch.len());
         if let Err(e) = written {
             tracing::debug!(error = %e, "client socket failed; closing the connection");

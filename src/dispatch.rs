@@ -64,10 +64,9 @@ impl Rejection {
                 ErrorCode::Busy,
                 format!("the job queue is full ({capacity} jobs waiting); retry later or lower the load"),
             ),
-            Rejection::Closed => (
-                ErrorCode::ShuttingDown,
-                "the server is shutting down and takes no new jobs".into(),
-            ),
+            Rejection::Closed => {
+                (ErrorCode::ShuttingDown, "the server is shutting down and takes no new jobs".into())
+            }
         }
     }
 }
@@ -145,24 +144,9 @@ impl Dispatcher {
     ) -> (Dispatcher, JobQueues) {
         let (queue, jobs) = crossbeam_channel::bounded(capacity);
         let (retry_queue, retry_jobs) = crossbeam_channel::unbounded();
-        let completer = Completer {
-            registry,
-            stats,
-            cache,
-            retry_queue,
-            max_attempts: retries.saturating_add(1),
-        };
-        (
-            Dispatcher {
-                queue,
-                capacity,
-                completer,
-            },
-            JobQueues {
-                jobs,
-                retries: retry_jobs,
-            },
-        )
+        let completer =
+            Completer { registry, stats, cache, retry_queue, max_attempts: retries.saturating_add(1) };
+        (Dispatcher { queue, capacity, completer }, JobQueues { jobs, retries: retry_jobs })
     }
 
     /// The handle workers use to deliver results.
@@ -194,20 +178,13 @@ impl Dispatcher {
             sink: request.sink.clone(),
             accepted_at,
         });
-        let rejection = match self.queue.try_send(QueuedJob {
-            id,
-            kind,
-            accepted_at,
-            attempt: 1,
-        }) {
+        let rejection = match self.queue.try_send(QueuedJob { id, kind, accepted_at, attempt: 1 }) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Full(_)) => Rejection::Busy,
             Err(TrySendError::Disconnected(_)) => Rejection::Closed,
         };
         // Not queued, so no worker can know this id: take the entry back.
-        let pending = registry
-            .take(id)
-            .expect("an unqueued job cannot have been answered");
+        let pending = registry.take(id).expect("an unqueued job cannot have been answered");
         Err((rejection, pending.client_id))
     }
 
@@ -239,9 +216,7 @@ impl Dispatcher {
         let count = pending.len();
         for (_, reply) in pending {
             self.completer.stats.error(code);
-            reply
-                .sink
-                .send(encode_job_error(Some(&reply.client_id), code, message, None));
+            reply.sink.send(encode_job_error(Some(&reply.client_id), code, message, None));
         }
         count
     }
@@ -358,9 +333,7 @@ mod tests {
     fn finish_replies_once_to_the_right_client_and_drops_unknown_jobs() {
         let (dispatcher, queues) = Dispatcher::new(4, 1, Registry::new(), Stats::new(), None);
         let (sink, replies) = ReplySink::detached(8);
-        dispatcher
-            .submit(request("\"x\"", true, &sink), JobKind::Compute { n: 2 })
-            .unwrap();
+        dispatcher.submit(request("\"x\"", true, &sink), JobKind::Compute { n: 2 }).unwrap();
         let queued = queues.jobs.try_recv().unwrap();
         let completer = dispatcher.completer();
         assert!(completer.still_wanted(queued.id));
@@ -375,10 +348,7 @@ mod tests {
         completer.finish(report(queued.id));
         completer.finish(report(queued.id)); // a late duplicate must be dropped
         let frame = replies.try_recv().unwrap();
-        assert_eq!(
-            payload(&frame),
-            r#"{"id":"x","result":113,"worker":3,"queue_us":5,"service_us":9}"#
-        );
+        assert_eq!(payload(&frame), r#"{"id":"x","result":113,"worker":3,"queue_us":5,"service_us":9}"#);
         assert!(replies.try_recv().is_err(), "exactly one reply");
         assert_eq!(dispatcher.in_flight(), 0);
     }
@@ -387,9 +357,7 @@ mod tests {
     fn idempotent_jobs_are_retried_until_the_attempts_run_out() {
         let (dispatcher, queues) = Dispatcher::new(4, 1, Registry::new(), Stats::new(), None);
         let (sink, _rx) = ReplySink::detached(8);
-        dispatcher
-            .submit(request("1", false, &sink), JobKind::Compute { n: 2 })
-            .unwrap();
+        dispatcher.submit(request("1", false, &sink), JobKind::Compute { n: 2 }).unwrap();
         let completer = dispatcher.completer();
         let first = queues.jobs.try_recv().unwrap();
         assert!(completer.retry(&first), "attempt 1 of 2 crashed: retry");
@@ -397,12 +365,7 @@ mod tests {
         assert_eq!(second.attempt, 2);
         assert!(!completer.retry(&second), "attempt 2 of 2 crashed: give up");
 
-        dispatcher
-            .submit(
-                request("2", false, &sink),
-                JobKind::Chaos(crate::job::Chaos::Crash),
-            )
-            .unwrap();
+        dispatcher.submit(request("2", false, &sink), JobKind::Chaos(crate::job::Chaos::Crash)).unwrap();
         let chaos = queues.jobs.try_recv().unwrap();
         assert!(!completer.retry(&chaos), "injected faults are never retried");
     }
@@ -412,9 +375,7 @@ mod tests {
         let (dispatcher, _queues) = Dispatcher::new(4, 1, Registry::new(), Stats::new(), None);
         let (sink, replies) = ReplySink::detached(8);
         for id in ["1", "2"] {
-            dispatcher
-                .submit(request(id, false, &sink), JobKind::Compute { n: 2 })
-                .unwrap();
+            dispatcher.submit(request(id, false, &sink), JobKind::Compute { n: 2 }).unwrap();
         }
         assert_eq!(dispatcher.fail_all(ErrorCode::ShuttingDown, "stopping"), 2);
         assert_eq!(dispatcher.in_flight(), 0);

@@ -48,10 +48,7 @@ pub enum Error {
 impl Error {
     /// Wraps an I/O error with a description of what was being attempted.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 }
 

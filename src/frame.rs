@@ -110,10 +110,7 @@ pub fn payload_len(header: [u8; HEADER_LEN], max_payload: usize) -> Result<usize
         return Err(FrameError::Empty);
     }
     if announced > max_payload as u64 {
-        return Err(FrameError::TooLarge {
-            announced,
-            limit: max_payload,
-        });
+        return Err(FrameError::TooLarge { announced, limit: max_payload });
     }
     Ok(announced as usize)
 }
@@ -137,10 +134,7 @@ pub fn read_frame<R: Read>(
         return Ok(false);
     }
     if got < HEADER_LEN {
-        return Err(FrameError::Truncated {
-            received: got,
-            expected: HEADER_LEN,
-        });
+        return Err(FrameError::Truncated { received: got, expected: HEADER_LEN });
     }
     let len = payload_len(header, max_payload)?;
     // Only now, with the length known to be within the limit, is memory set aside.
@@ -148,10 +142,7 @@ pub fn read_frame<R: Read>(
     payload.resize(len, 0);
     let got = read_full(reader, payload)?;
     if got < len {
-        return Err(FrameError::Truncated {
-            received: got,
-            expected: len,
-        });
+        return Err(FrameError::Truncated { received: got, expected: len });
     }
     Ok(true)
 }
@@ -183,12 +174,7 @@ impl FrameBuffer {
     /// grows for large frames and shrinks back to `initial` once they are
     /// consumed, so an idle connection costs only `initial` bytes.
     pub fn with_capacity(initial: usize, max_payload: usize) -> Self {
-        FrameBuffer {
-            buf: vec![0; initial.max(HEADER_LEN)],
-            start: 0,
-            end: 0,
-            max_payload,
-        }
+        FrameBuffer { buf: vec![0; initial.max(HEADER_LEN)], start: 0, end: 0, max_payload }
     }
 
     /// Whether a complete frame is buffered (so [`FrameBuffer::next_frame`]
@@ -363,10 +349,7 @@ mod tests {
         encode_into(b"next", &mut wire);
         let mut reader = Cursor::new(wire);
         let mut payload = Vec::new();
-        assert!(matches!(
-            read_frame(&mut reader, 1024, &mut payload),
-            Err(FrameError::Empty)
-        ));
+        assert!(matches!(read_frame(&mut reader, 1024, &mut payload), Err(FrameError::Empty)));
         assert!(read_frame(&mut reader, 1024, &mut payload).unwrap());
         assert_eq!(payload, b"next");
     }
@@ -382,11 +365,7 @@ mod tests {
             }
             other => panic!("expected TooLarge, got {other:?}"),
         }
-        assert_eq!(
-            payload.capacity(),
-            0,
-            "nothing may be allocated for a refused frame"
-        );
+        assert_eq!(payload.capacity(), 0, "nothing may be allocated for a refused frame");
     }
 
     #[test]
@@ -410,19 +389,13 @@ mod tests {
         let mut half_header = Cursor::new(vec![0, 0]);
         assert!(matches!(
             read_frame(&mut half_header, 1024, &mut payload),
-            Err(FrameError::Truncated {
-                received: 2,
-                expected: 4
-            })
+            Err(FrameError::Truncated { received: 2, expected: 4 })
         ));
 
         let mut half_body = Cursor::new(vec![0, 0, 0, 10, b'a', b'b', b'c']);
         assert!(matches!(
             read_frame(&mut half_body, 1024, &mut payload),
-            Err(FrameError::Truncated {
-                received: 3,
-                expected: 10
-            })
+            Err(FrameError::Truncated { received: 3, expected: 10 })
         ));
     }
 
@@ -447,20 +420,13 @@ mod tests {
     fn frame_buffer_refuses_bad_headers() {
         let mut buffer = FrameBuffer::new(4);
         buffer.read_from(&mut Cursor::new(encode(b"12345"))).unwrap();
-        assert!(matches!(
-            buffer.next_frame(),
-            Err(FrameError::TooLarge { announced: 5, .. })
-        ));
+        assert!(matches!(buffer.next_frame(), Err(FrameError::TooLarge { announced: 5, .. })));
         let mut buffer = FrameBuffer::new(4);
         let mut wire = vec![0, 0, 0, 0];
         encode_into(b"ok", &mut wire);
         buffer.read_from(&mut Cursor::new(wire)).unwrap();
         assert!(matches!(buffer.next_frame(), Err(FrameError::Empty)));
-        assert_eq!(
-            buffer.next_frame().unwrap(),
-            Some(&b"ok"[..]),
-            "an empty frame is skipped"
-        );
+        assert_eq!(buffer.next_frame().unwrap(), Some(&b"ok"[..]), "an empty frame is skipped");
     }
 
     proptest::proptest! {

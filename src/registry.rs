@@ -90,12 +90,8 @@ impl Registry {
     pub fn cancel_connection(&self, conn: ConnId) -> usize {
         let removed: Vec<PendingReply> = {
             let mut inner = self.lock();
-            let jobs: Vec<JobId> = inner
-                .pending
-                .iter()
-                .filter(|(_, reply)| reply.conn == conn)
-                .map(|(job, _)| *job)
-                .collect();
+            let jobs: Vec<JobId> =
+                inner.pending.iter().filter(|(_, reply)| reply.conn == conn).map(|(job, _)| *job).collect();
             jobs.iter().filter_map(|job| inner.pending.remove(job)).collect()
         };
         // The entries (and the reply senders inside them) are dropped here,

@@ -70,10 +70,7 @@ impl Stats {
                 jobs_retried: AtomicU64::new(0),
                 replies_dropped: AtomicU64::new(0),
                 connections_rejected: AtomicU64::new(0),
-                latency: Mutex::new(Latency {
-                    queue_wait_us: histogram(),
-                    service_us: histogram(),
-                }),
+                latency: Mutex::new(Latency { queue_wait_us: histogram(), service_us: histogram() }),
             }),
         }
     }
@@ -145,21 +142,11 @@ impl Stats {
         Counters {
             requests: CommandKind::ALL
                 .iter()
-                .map(|kind| {
-                    (
-                        kind.as_str().to_string(),
-                        inner.requests[kind.index()].load(Relaxed),
-                    )
-                })
+                .map(|kind| (kind.as_str().to_string(), inner.requests[kind.index()].load(Relaxed)))
                 .collect(),
             errors: ErrorCode::ALL
                 .iter()
-                .map(|code| {
-                    (
-                        code.as_str().to_string(),
-                        inner.errors[code.index()].load(Relaxed),
-                    )
-                })
+                .map(|code| (code.as_str().to_string(), inner.errors[code.index()].load(Relaxed)))
                 .collect(),
             connections: ConnectionCounts {
                 open: inner.connections_open.load(Relaxed),

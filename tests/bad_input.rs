@@ -26,93 +26,25 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 #[test]
 fn every_malformed_input_gets_the_documented_answer_and_nobody_else_notices() {
     let nested = format!("{}{}", "[".repeat(50_000), "]".repeat(50_000));
-    let huge_string = format!(
-        r#"{{"id":1,"cmd":"ping","s":"{}"}}"#,
-        "x".repeat(20 * 1024 * 1024)
-    );
+    let huge_string = format!(r#"{{"id":1,"cmd":"ping","s":"{}"}}"#, "x".repeat(20 * 1024 * 1024));
     let cases: Vec<(&str, Vec<u8>, bool, Expect)> = vec![
         ("zero length", vec![0, 0, 0, 0], false, Expect::Error("BAD_FRAME")),
-        (
-            "length 0xFFFFFFFF",
-            vec![0xFF; 4],
-            false,
-            Expect::ErrorThenClose("FRAME_TOO_LARGE"),
-        ),
+        ("length 0xFFFFFFFF", vec![0xFF; 4], false, Expect::ErrorThenClose("FRAME_TOO_LARGE")),
         ("truncated header, then close", vec![0, 0], true, Expect::Survive),
-        (
-            "truncated body, then close",
-            vec![0, 0, 0, 50, b'{', b'"'],
-            true,
-            Expect::Survive,
-        ),
-        (
-            "invalid UTF-8",
-            frame(b"{\"id\":1,\"cmd\":\"\xc3\x28\"}"),
-            false,
-            Expect::Error("BAD_JSON"),
-        ),
+        ("truncated body, then close", vec![0, 0, 0, 50, b'{', b'"'], true, Expect::Survive),
+        ("invalid UTF-8", frame(b"{\"id\":1,\"cmd\":\"\xc3\x28\"}"), false, Expect::Error("BAD_JSON")),
         ("not JSON", frame(b"hello"), false, Expect::Error("BAD_JSON")),
-        (
-            "a JSON array",
-            frame(b"[1,2,3]"),
-            false,
-            Expect::Error("BAD_REQUEST"),
-        ),
+        ("a JSON array", frame(b"[1,2,3]"), false, Expect::Error("BAD_REQUEST")),
         ("a JSON number", frame(b"42"), false, Expect::Error("BAD_REQUEST")),
-        (
-            "missing cmd",
-            frame(br#"{"id":1}"#),
-            false,
-            Expect::Error("BAD_REQUEST"),
-        ),
-        (
-            "cmd not a string",
-            frame(br#"{"id":1,"cmd":["ping"]}"#),
-            false,
-            Expect::Error("BAD_REQUEST"),
-        ),
-        (
-            "missing id",
-            frame(br#"{"cmd":"ping"}"#),
-            false,
-            Expect::Error("BAD_REQUEST"),
-        ),
-        (
-            "id an object",
-            frame(br#"{"id":{"a":1},"cmd":"ping"}"#),
-            false,
-            Expect::Error("BAD_REQUEST"),
-        ),
-        (
-            "n a string",
-            frame(br#"{"id":1,"cmd":"compute","n":"5"}"#),
-            false,
-            Expect::Error("BAD_REQUEST"),
-        ),
-        (
-            "negative n",
-            frame(br#"{"id":1,"cmd":"compute","n":-5}"#),
-            false,
-            Expect::Error("BAD_REQUEST"),
-        ),
-        (
-            "huge n",
-            frame(br#"{"id":1,"cmd":"compute","n":1e300}"#),
-            false,
-            Expect::Error("BAD_REQUEST"),
-        ),
-        (
-            "unknown command",
-            frame(br#"{"id":1,"cmd":"format c:"}"#),
-            false,
-            Expect::Error("UNKNOWN_COMMAND"),
-        ),
-        (
-            "deeply nested request",
-            frame(nested.as_bytes()),
-            false,
-            Expect::Error("BAD_REQUEST"),
-        ),
+        ("missing cmd", frame(br#"{"id":1}"#), false, Expect::Error("BAD_REQUEST")),
+        ("cmd not a string", frame(br#"{"id":1,"cmd":["ping"]}"#), false, Expect::Error("BAD_REQUEST")),
+        ("missing id", frame(br#"{"cmd":"ping"}"#), false, Expect::Error("BAD_REQUEST")),
+        ("id an object", frame(br#"{"id":{"a":1},"cmd":"ping"}"#), false, Expect::Error("BAD_REQUEST")),
+        ("n a string", frame(br#"{"id":1,"cmd":"compute","n":"5"}"#), false, Expect::Error("BAD_REQUEST")),
+        ("negative n", frame(br#"{"id":1,"cmd":"compute","n":-5}"#), false, Expect::Error("BAD_REQUEST")),
+        ("huge n", frame(br#"{"id":1,"cmd":"compute","n":1e300}"#), false, Expect::Error("BAD_REQUEST")),
+        ("unknown command", frame(br#"{"id":1,"cmd":"format c:"}"#), false, Expect::Error("UNKNOWN_COMMAND")),
+        ("deeply nested request", frame(nested.as_bytes()), false, Expect::Error("BAD_REQUEST")),
         (
             "a 20 MB JSON string",
             frame(huge_string.as_bytes()),
@@ -131,9 +63,7 @@ fn every_malformed_input_gets_the_documented_answer_and_nobody_else_notices() {
                 writer.join().unwrap();
                 client.close();
             } else {
-                let reply = client
-                    .try_recv()
-                    .unwrap_or_else(|| panic!("{mode} {name}: no reply"));
+                let reply = client.try_recv().unwrap_or_else(|| panic!("{mode} {name}: no reply"));
                 match expect {
                     Expect::Error(code) => {
                         assert_eq!(error_code(&reply), Some(*code), "{mode} {name}: {reply}");
@@ -142,10 +72,7 @@ fn every_malformed_input_gets_the_documented_answer_and_nobody_else_notices() {
                     }
                     Expect::ErrorThenClose(code) => {
                         assert_eq!(error_code(&reply), Some(*code), "{mode} {name}: {reply}");
-                        assert!(
-                            client.try_recv().is_none(),
-                            "{mode} {name}: closed after the error"
-                        );
+                        assert!(client.try_recv().is_none(), "{mode} {name}: closed after the error");
                     }
                     Expect::Survive => unreachable!("hang-up cases are closed above"),
                 }

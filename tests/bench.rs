@@ -31,13 +31,7 @@ fn read_csv(path: &std::path::Path) -> Vec<std::collections::HashMap<String, Str
     let headers = reader.headers().unwrap().clone();
     reader
         .records()
-        .map(|r| {
-            headers
-                .iter()
-                .map(String::from)
-                .zip(r.unwrap().iter().map(String::from))
-                .collect()
-        })
+        .map(|r| headers.iter().map(String::from).zip(r.unwrap().iter().map(String::from)).collect())
         .collect()
 }
 
@@ -47,13 +41,8 @@ fn closed_loop_run_counts_every_request_and_writes_every_report() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name);
     let port = server.addr.port().to_string();
-    let (csv, json, hgrm, rows, log) = (
-        path("runs.csv"),
-        path("run.json"),
-        path("run.hgrm"),
-        path("req.csv"),
-        path("run.hlog"),
-    );
+    let (csv, json, hgrm, rows, log) =
+        (path("runs.csv"), path("run.json"), path("run.hgrm"), path("req.csv"), path("run.hlog"));
     let args = [
         "--port",
         &port,
@@ -78,33 +67,18 @@ fn closed_loop_run_counts_every_request_and_writes_every_report() {
     let out = run_client(&args);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    assert!(
-        stdout.contains("Requests    100 sent, 100 ok, 0 error replies, 0 timeouts"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.lines().any(|l| l.starts_with("Done: 100 responses in ")),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("from schedule") && stdout.contains("queue wait"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("Requests    100 sent, 100 ok, 0 error replies, 0 timeouts"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("Done: 100 responses in ")), "{stdout}");
+    assert!(stdout.contains("from schedule") && stdout.contains("queue wait"), "{stdout}");
 
     let report = read_json(&json);
     assert_eq!(report["counts"]["sent"], 100);
     assert_eq!(report["counts"]["ok"], 100);
-    assert_eq!(
-        report["server"]["mode"], "threads",
-        "mode as reported by the server"
-    );
+    assert_eq!(report["server"]["mode"], "threads", "mode as reported by the server");
     assert_eq!(report["server"]["workers"], 2);
     assert_eq!(report["parameters"]["concurrency"], 4);
     assert_eq!(report["latency"]["count"], 100);
-    assert_eq!(
-        report["breakdown"]["service"]["count"], 100,
-        "timing fields were requested"
-    );
+    assert_eq!(report["breakdown"]["service"]["count"], 100, "timing fields were requested");
     assert_eq!(report["failed"], false);
     let labels: Vec<f64> = report["latency"]["percentiles"]
         .as_array()
@@ -124,54 +98,29 @@ fn closed_loop_run_counts_every_request_and_writes_every_report() {
 
     let requests = read_csv(&rows);
     assert_eq!(requests.len(), 100);
-    assert!(requests
-        .iter()
-        .all(|r| r["outcome"] == "ok" && r["cmd"] == "compute" && r["warmup"] == "false"));
-    let mut ids: Vec<(String, String)> = requests
-        .iter()
-        .map(|r| (r["connection"].clone(), r["id"].clone()))
-        .collect();
+    assert!(requests.iter().all(|r| r["outcome"] == "ok" && r["cmd"] == "compute" && r["warmup"] == "false"));
+    let mut ids: Vec<(String, String)> =
+        requests.iter().map(|r| (r["connection"].clone(), r["id"].clone())).collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 100, "every (connection, id) once");
 
     let distribution = fs::read_to_string(&hgrm).unwrap();
     assert!(distribution.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"));
-    let last = distribution
-        .lines()
-        .rfind(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .unwrap();
+    let last = distribution.lines().rfind(|l| !l.starts_with('#') && !l.trim().is_empty()).unwrap();
     let columns: Vec<&str> = last.split_whitespace().collect();
     assert_eq!((columns[1], columns[2]), ("1.000000000000", "100"), "{last}");
 
     let interval_log = fs::read_to_string(&log).unwrap();
     assert!(interval_log.contains("#[StartTime: "));
-    assert!(
-        interval_log.lines().any(|l| l.contains(",HISTFAA")),
-        "at least one interval: {interval_log}"
-    );
+    assert!(interval_log.lines().any(|l| l.contains(",HISTFAA")), "at least one interval: {interval_log}");
 
     // A second run appends one row under the same header.
-    let out = run_on(
-        &server,
-        &[
-            "-c",
-            "1",
-            "-n",
-            "3",
-            "--size",
-            "10",
-            "--csv",
-            csv.to_str().unwrap(),
-        ],
-    );
+    let out = run_on(&server, &["-c", "1", "-n", "3", "--size", "10", "--csv", csv.to_str().unwrap()]);
     assert!(out.status.success());
     let content = fs::read_to_string(&csv).unwrap();
     assert_eq!(content.lines().count(), 3, "{content}");
-    assert_eq!(
-        content.lines().filter(|l| l.starts_with("started_at,")).count(),
-        1
-    );
+    assert_eq!(content.lines().filter(|l| l.starts_with("started_at,")).count(), 1);
 }
 
 #[test]
@@ -181,18 +130,7 @@ fn pipelining_keeps_k_requests_in_flight_and_matches_every_reply() {
     let json = dir.path().join("run.json");
     let out = run_on(
         &server,
-        &[
-            "--cmd",
-            "ping",
-            "-c",
-            "2",
-            "--pipeline",
-            "16",
-            "-n",
-            "500",
-            "--json",
-            json.to_str().unwrap(),
-        ],
+        &["--cmd", "ping", "-c", "2", "--pipeline", "16", "-n", "500", "--json", json.to_str().unwrap()],
     );
     assert!(out.status.success(), "{}", text(&out.stdout));
     let report = read_json(&json);
@@ -269,11 +207,7 @@ fn a_mix_and_a_warmup_are_honoured() {
     let requests = read_csv(&rows);
     assert_eq!(requests.len(), 48);
     assert_eq!(requests.iter().filter(|r| r["warmup"] == "true").count(), 8);
-    assert_eq!(
-        requests.iter().filter(|r| r["cmd"] == "compute").count(),
-        36,
-        "3 of every 4"
-    );
+    assert_eq!(requests.iter().filter(|r| r["cmd"] == "compute").count(), 36, "3 of every 4");
     assert_eq!(requests.iter().filter(|r| r["cmd"] == "ping").count(), 12);
 }
 
@@ -302,16 +236,9 @@ fn timeouts_and_error_replies_are_counted_and_fail_the_run() {
         ],
     );
     let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "problems make the exit code non-zero: {stdout}"
-    );
+    assert_eq!(out.status.code(), Some(1), "problems make the exit code non-zero: {stdout}");
     let report = read_json(&json);
-    assert!(
-        report["counts"]["errors"]["BUSY"].as_u64().unwrap() >= 1,
-        "{report}"
-    );
+    assert!(report["counts"]["errors"]["BUSY"].as_u64().unwrap() >= 1, "{report}");
     assert!(report["counts"]["timeouts"].as_u64().unwrap() >= 1, "{report}");
     assert_eq!(report["failed"], true);
     assert!(stdout.contains("Errors      BUSY"), "{stdout}");
@@ -319,12 +246,7 @@ fn timeouts_and_error_replies_are_counted_and_fail_the_run() {
 
 #[test]
 fn a_refused_connection_is_one_clear_line_and_exit_two() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
     let out = run_client(&["--port", &free, "-n", "1"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
@@ -338,11 +260,7 @@ fn a_bad_report_path_fails_before_any_request_is_sent() {
     let server = TestServer::start("threads", 1, &[]);
     let out = run_on(&server, &["-n", "50", "--hgrm", "/nonexistent-dir/run.hgrm"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("--hgrm /nonexistent-dir/run.hgrm"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("--hgrm /nonexistent-dir/run.hgrm"), "{}", text(&out.stderr));
     assert_eq!(server.stats()["requests"]["compute"], 0, "nothing was sent");
 }
 
@@ -352,22 +270,14 @@ fn a_server_that_dies_mid_run_still_gets_a_report_and_a_failed_exit() {
     let port = server.addr.port().to_string();
     let client =
         std::thread::spawn(move || run_client(&["--port", &port, "-c", "2", "-d", "30s", "--size", "1000"]));
-    server.wait_for_stats("the run to be under way", |s| {
-        s["jobs"]["completed"].as_u64().unwrap() > 50
-    });
+    server.wait_for_stats("the run to be under way", |s| s["jobs"]["completed"].as_u64().unwrap() > 50);
     common::send_signal(server.pid(), libc::SIGKILL);
     let out = client.join().unwrap();
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("closed"), "names what happened: {stdout}");
-    assert!(
-        stdout.contains(&format!("127.0.0.1:{}", server.addr.port())),
-        "names the server: {stdout}"
-    );
-    assert!(
-        stdout.lines().any(|l| l.starts_with("Done: ")),
-        "what was measured is reported: {stdout}"
-    );
+    assert!(stdout.contains(&format!("127.0.0.1:{}", server.addr.port())), "names the server: {stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("Done: ")), "what was measured is reported: {stdout}");
 }
 
 #[test]
@@ -391,12 +301,7 @@ fn embedded_runs_start_and_stop_their_own_server_in_both_modes() {
             "--json",
             json.to_str().unwrap(),
         ]);
-        assert!(
-            out.status.success(),
-            "{mode}: {}\n{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
+        assert!(out.status.success(), "{mode}: {}\n{}", text(&out.stdout), text(&out.stderr));
         let report = read_json(&json);
         assert_eq!(report["server"]["embedded"], true);
         assert_eq!(report["server"]["mode"], mode);
@@ -431,10 +336,6 @@ fn invalid_plans_are_refused_before_starting() {
     ] {
         let out = run_client(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(
-            text(&out.stderr).contains(needle),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
+        assert!(text(&out.stderr).contains(needle), "{args:?}: {}", text(&out.stderr));
     }
 }

@@ -10,17 +10,11 @@ use common::TestServer;
 use serde_json::Value;
 
 fn tc_client(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tc-client"))
-        .args(args)
-        .output()
-        .expect("tc-client runs")
+    Command::new(env!("CARGO_BIN_EXE_tc-client")).args(args).output().expect("tc-client runs")
 }
 
 fn tc_server(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tc-server"))
-        .args(args)
-        .output()
-        .expect("tc-server runs")
+    Command::new(env!("CARGO_BIN_EXE_tc-server")).args(args).output().expect("tc-server runs")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -34,11 +28,7 @@ fn call_prints_the_reply_and_exits_zero() {
     let out = tc_client(&["call", "--port", &port, r#"{"cmd":"compute","n":10}"#]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let reply: Value = serde_json::from_slice(&out.stdout).expect("one JSON reply on stdout");
-    assert_eq!(
-        reply,
-        serde_json::json!({"id": 1, "result": 8360}),
-        "an id is added when missing"
-    );
+    assert_eq!(reply, serde_json::json!({"id": 1, "result": 8360}), "an id is added when missing");
 
     let out = tc_client(&["call", "--port", &port, r#"{"id":"mine","cmd":"stats"}"#]);
     let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -56,26 +46,14 @@ fn call_exits_one_on_an_error_reply_and_two_when_it_cannot_talk() {
 
     let out = tc_client(&["call", "--port", &port, "not json"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("not valid JSON"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("not valid JSON"), "{}", text(&out.stderr));
 
     // A port nobody listens on: bind one, note it, free it.
-    let free = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let free = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
     let out = tc_client(&["call", "--port", &free, "--timeout", "2", r#"{"cmd":"ping"}"#]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains(&format!("127.0.0.1:{free}")),
-        "names host and port: {stderr}"
-    );
+    assert!(stderr.contains(&format!("127.0.0.1:{free}")), "names host and port: {stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one clear line: {stderr}");
 }
 
@@ -114,11 +92,7 @@ fn bad_flag_values_are_refused_with_a_message_naming_the_flag() {
         full.extend_from_slice(args);
         let out = tc_server(&full);
         assert!(!out.status.success(), "{args:?} must be refused");
-        assert!(
-            text(&out.stderr).contains(flag),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
+        assert!(text(&out.stderr).contains(flag), "{args:?}: {}", text(&out.stderr));
     }
 }
 
@@ -139,11 +113,7 @@ fn a_port_in_use_is_a_clear_error() {
 fn flags_can_come_from_environment_variables() {
     let server = TestServer::start_with(
         &["--log-level", "warn"],
-        &[
-            ("THREADCENTER_PORT", "0"),
-            ("THREADCENTER_MODE", "threads"),
-            ("THREADCENTER_WORKERS", "3"),
-        ],
+        &[("THREADCENTER_PORT", "0"), ("THREADCENTER_MODE", "threads"), ("THREADCENTER_WORKERS", "3")],
     );
     let stats = server.stats();
     assert_eq!(stats["mode"], "threads");

@@ -64,19 +64,13 @@ fn a_client_that_leaves_with_jobs_in_flight_leaves_nothing_behind() {
             s["jobs"]["completed"].as_u64().unwrap() + s["jobs"]["cancelled"].as_u64().unwrap() == 20
                 && s["connections"]["open"] == 1
         });
-        assert_eq!(
-            stats["jobs"]["in_flight"], 0,
-            "{mode}: the map keeps nothing for a gone client"
-        );
+        assert_eq!(stats["jobs"]["in_flight"], 0, "{mode}: the map keeps nothing for a gone client");
         assert_eq!(stats["jobs"]["queued"], 0, "{mode}");
         assert!(
             stats["jobs"]["cancelled"].as_u64().unwrap() >= 1,
             "{mode}: queued jobs of a gone client are skipped, not run: {stats}"
         );
         // And the farm carries on.
-        assert_eq!(
-            server.request(json!({"id": 1, "cmd": "compute", "n": 10}))["result"],
-            8360
-        );
+        assert_eq!(server.request(json!({"id": 1, "cmd": "compute", "n": 10}))["result"], 8360);
     }
 }

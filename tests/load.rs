@@ -30,10 +30,7 @@ fn a_thousand_pipelined_requests_on_one_connection_are_all_answered_once() {
         for _ in 0..1000 {
             let reply = client.recv();
             let id = reply["id"].as_str().expect("string id").to_string();
-            assert!(
-                answered.insert(id.clone(), reply).is_none(),
-                "{mode}: {id} answered twice"
-            );
+            assert!(answered.insert(id.clone(), reply).is_none(), "{mode}: {id} answered twice");
         }
         sender.join().unwrap();
         for i in 0..1000u64 {
@@ -66,18 +63,12 @@ fn thirty_two_connections_of_fifty_requests_each_get_every_reply_once() {
                 })
             })
             .collect();
-        let total: usize = clients
-            .into_iter()
-            .map(|c| c.join().expect("client thread"))
-            .sum();
+        let total: usize = clients.into_iter().map(|c| c.join().expect("client thread")).sum();
         assert_eq!(total, 32 * 50, "{mode}");
         let stats = server.stats();
         assert_eq!(stats["requests"]["compute"], 32 * 50, "{mode}");
         assert_eq!(stats["jobs"]["completed"], 32 * 50, "{mode}");
-        assert_eq!(
-            stats["connections"]["total"], 33,
-            "{mode}: 32 clients + this stats call"
-        );
+        assert_eq!(stats["connections"]["total"], 33, "{mode}: 32 clients + this stats call");
     }
 }
 
@@ -96,20 +87,14 @@ fn a_full_queue_answers_busy_at_once_and_still_answers_every_id() {
         for _ in 0..50 {
             let reply = client.recv();
             let id = reply["id"].as_u64().unwrap();
-            assert!(
-                answered.insert(id, ()).is_none(),
-                "{mode}: id {id} answered twice"
-            );
+            assert!(answered.insert(id, ()).is_none(), "{mode}: id {id} answered twice");
             match common::error_code(&reply) {
                 Some("BUSY") => busy += 1,
                 None => assert_eq!(reply["result"], expected(2_000_000), "{mode}"),
                 Some(other) => panic!("{mode}: unexpected error {other}: {reply}"),
             }
         }
-        assert!(
-            busy > 0,
-            "{mode}: a burst of 50 slow jobs must overflow a queue of 1"
-        );
+        assert!(busy > 0, "{mode}: a burst of 50 slow jobs must overflow a queue of 1");
         let stats = server.stats();
         assert_eq!(stats["errors"]["BUSY"], busy, "{mode}");
         assert_eq!(stats["jobs"]["queue_capacity"], 1);

@@ -20,10 +20,7 @@ fn a_connection_over_the_limit_gets_busy_and_is_closed() {
     let mut third = server.connect();
     let reply = third.try_recv().expect("an error frame before the close");
     assert_eq!(error_code(&reply), Some("BUSY"), "{reply}");
-    assert!(reply["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("--max-connections"));
+    assert!(reply["error"]["message"].as_str().unwrap().contains("--max-connections"));
     assert!(third.try_recv().is_none(), "then closed");
     // The two admitted connections are untouched; when one leaves, room is made.
     assert_eq!(first.request(json!({"id": 3, "cmd": "ping"}))["pong"], true);
@@ -50,17 +47,11 @@ fn a_client_over_its_rate_limit_gets_rate_limited_replies_not_silence() {
         client.send(&json!({"id": i, "cmd": "ping"}));
     }
     let replies: Vec<_> = (0..10).map(|_| client.recv()).collect();
-    let limited = replies
-        .iter()
-        .filter(|r| error_code(r) == Some("RATE_LIMITED"))
-        .count();
+    let limited = replies.iter().filter(|r| error_code(r) == Some("RATE_LIMITED")).count();
     let ok = replies.iter().filter(|r| r["pong"] == true).count();
     assert_eq!(ok + limited, 10, "every request is answered: {replies:?}");
     assert!(ok >= 1, "the first request fits in the burst");
-    assert!(
-        limited >= 5,
-        "a burst of 10 at 1/s is mostly refused: {replies:?}"
-    );
+    assert!(limited >= 5, "a burst of 10 at 1/s is mostly refused: {replies:?}");
     assert_eq!(server.stats()["errors"]["RATE_LIMITED"], limited as u64);
 }
 
@@ -81,10 +72,7 @@ fn a_client_that_never_reads_does_not_block_the_others() {
     // Meanwhile everyone else is served.
     let mut polite = server.connect();
     for i in 0..50 {
-        assert_eq!(
-            polite.request(json!({"id": i, "cmd": "compute", "n": 10}))["result"],
-            8360
-        );
+        assert_eq!(polite.request(json!({"id": i, "cmd": "compute", "n": 10}))["result"], 8360);
     }
     let stats = server.stats();
     assert_eq!(stats["workers"]["alive"], 2);
@@ -99,13 +87,7 @@ fn a_frame_that_stalls_halfway_is_cut_off() {
     stalled.send_raw(&[0, 0, 0, 40, b'{', b'"']); // 2 of 40 bytes, then nothing
     let reply = stalled.try_recv().expect("an explanation before the close");
     assert_eq!(error_code(&reply), Some("BAD_FRAME"), "{reply}");
-    assert!(
-        reply["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("did not complete"),
-        "{reply}"
-    );
+    assert!(reply["error"]["message"].as_str().unwrap().contains("did not complete"), "{reply}");
     assert!(stalled.try_recv().is_none(), "then the connection is closed");
     // An idle connection (no partial frame) is not cut off by the same timeout.
     let mut idle = server.connect();
@@ -139,40 +121,16 @@ fn with_an_auth_token_only_authenticated_connections_are_served() {
     assert!(wrong.try_recv().is_none());
 
     let mut friend = server.connect();
-    assert_eq!(
-        friend.request(json!({"id": 1, "cmd": "auth", "token": "s3cret"}))["result"]["ok"],
-        true
-    );
-    assert_eq!(
-        friend.request(json!({"id": 2, "cmd": "compute", "n": 10}))["result"],
-        8360
-    );
+    assert_eq!(friend.request(json!({"id": 1, "cmd": "auth", "token": "s3cret"}))["result"]["ok"], true);
+    assert_eq!(friend.request(json!({"id": 2, "cmd": "compute", "n": 10}))["result"], 8360);
     let stats = friend.request(json!({"id": 3, "cmd": "stats"}))["result"].clone();
     assert_eq!(stats["connections"]["rejected"], 2);
 
     // tc-client authenticates with the same flag.
     let port = server.addr.port().to_string();
-    let out = run_client(&[
-        "call",
-        "--port",
-        &port,
-        "--auth-token",
-        "s3cret",
-        r#"{"cmd":"ping"}"#,
-    ]);
+    let out = run_client(&["call", "--port", &port, "--auth-token", "s3cret", r#"{"cmd":"ping"}"#]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run_client(&[
-        "--port",
-        &port,
-        "--auth-token",
-        "s3cret",
-        "-c",
-        "2",
-        "-n",
-        "5",
-        "--size",
-        "10",
-    ]);
+    let out = run_client(&["--port", &port, "--auth-token", "s3cret", "-c", "2", "-n", "5", "--size", "10"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
@@ -186,10 +144,7 @@ fn the_cache_answers_repeated_requests_without_a_worker() {
     let second = client.request(json!({"id": "b", "cmd": "compute", "n": 1000}));
     assert_eq!(second, json!({"id": "b", "result": 933_214_789, "cached": true}));
     let other = client.request(json!({"id": "c", "cmd": "compute", "n": 1001}));
-    assert!(
-        other.get("cached").is_none(),
-        "a different body is a different entry"
-    );
+    assert!(other.get("cached").is_none(), "a different body is a different entry");
     let stats = server.stats();
     assert_eq!(stats["cache"]["hits"], 1);
     assert_eq!(stats["cache"]["misses"], 2);

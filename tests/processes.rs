@@ -19,10 +19,7 @@ fn parent_pid(pid: u32) -> u32 {
 fn wait_until_gone(pids: &[u32]) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while pids.iter().any(|&pid| process_is_running(pid)) {
-        assert!(
-            Instant::now() < deadline,
-            "worker processes still running: {pids:?}"
-        );
+        assert!(Instant::now() < deadline, "worker processes still running: {pids:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -34,16 +31,9 @@ fn worker_processes_are_children_of_the_server_and_gone_after_it_stops() {
     assert_eq!(pids.len(), 3);
     for &pid in &pids {
         assert!(process_is_running(pid), "worker {pid} is alive");
-        assert_eq!(
-            parent_pid(pid),
-            server.pid(),
-            "worker {pid} was spawned by the server"
-        );
+        assert_eq!(parent_pid(pid), server.pid(), "worker {pid} was spawned by the server");
     }
-    assert_eq!(
-        server.request(json!({"id": 1, "cmd": "compute", "n": 1000}))["result"],
-        933_214_789
-    );
+    assert_eq!(server.request(json!({"id": 1, "cmd": "compute", "n": 1000}))["result"], 933_214_789);
 
     let status = server.terminate();
     assert!(status.success(), "SIGTERM is a clean stop: {status}");
@@ -75,10 +65,7 @@ fn a_worker_killed_while_idle_is_replaced() {
     assert!(process_is_running(after[0]));
     assert_eq!(stats["worker_list"][1]["restarts"], 0);
     for i in 0..10 {
-        assert_eq!(
-            server.request(json!({"id": i, "cmd": "compute", "n": 10}))["result"],
-            8360
-        );
+        assert_eq!(server.request(json!({"id": i, "cmd": "compute", "n": 10}))["result"], 8360);
     }
 }
 
@@ -109,27 +96,15 @@ fn a_compute_whose_worker_is_killed_is_retried_on_another_worker() {
     let mut client = server.connect();
     client.send(&json!({"id": "retry-me", "cmd": "compute", "n": 100_000_000}));
     let stats = server.wait_for_stats("the job to start", |s| {
-        s["worker_list"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|w| w["state"] == "busy")
+        s["worker_list"].as_array().unwrap().iter().any(|w| w["state"] == "busy")
     });
-    let busy = stats["worker_list"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["state"] == "busy")
-        .unwrap();
+    let busy = stats["worker_list"].as_array().unwrap().iter().find(|w| w["state"] == "busy").unwrap();
     send_signal(busy["pid"].as_u64().unwrap() as u32, libc::SIGKILL);
 
     let reply = client.recv();
     assert_eq!(reply["id"], "retry-me");
     assert_eq!(reply["result"], common::reference_compute(100_000_000), "{reply}");
-    assert_eq!(
-        reply["attempts"], 2,
-        "the reply says the job was tried twice: {reply}"
-    );
+    assert_eq!(reply["attempts"], 2, "the reply says the job was tried twice: {reply}");
     let stats = server.stats();
     assert_eq!(stats["jobs"]["retried"], 1);
     assert_eq!(stats["errors"]["WORKER_CRASHED"], 0);

@@ -16,14 +16,7 @@ fn ping_is_answered_with_pong() {
 
 #[test]
 fn compute_returns_the_original_reference_values() {
-    let reference = [
-        (0, 48),
-        (1, 48),
-        (2, 113),
-        (10, 8360),
-        (1000, 933_214_789),
-        (500_000, 869_502_129),
-    ];
+    let reference = [(0, 48), (1, 48), (2, 113), (10, 8360), (1000, 933_214_789), (500_000, 869_502_129)];
     for mode in MODES {
         let server = TestServer::start(mode, 2, &[]);
         let mut client = server.connect();
@@ -41,13 +34,7 @@ fn compute_returns_the_original_reference_values() {
 fn ids_are_echoed_exactly_as_sent() {
     let server = TestServer::start("threads", 1, &[]);
     let mut client = server.connect();
-    for id in [
-        r#""abc""#,
-        "1.50",
-        "123456789012345678901234567890",
-        "-7",
-        r#""ação""#,
-    ] {
+    for id in [r#""abc""#, "1.50", "123456789012345678901234567890", "-7", r#""ação""#] {
         client.send_payload(format!(r#"{{"id":{id},"cmd":"ping"}}"#).as_bytes());
         let raw = client.try_recv_raw().expect("a reply");
         assert_eq!(raw, format!(r#"{{"id":{id},"ok":true,"pong":true}}"#));
@@ -63,10 +50,7 @@ fn timing_splits_latency_into_queue_and_service() {
         let worker = reply["worker"].as_u64().expect("worker");
         assert!(worker < 2, "{mode}: worker {worker}");
         assert!(reply["queue_us"].is_u64(), "{mode}: {reply}");
-        assert!(
-            reply["service_us"].as_u64().unwrap() > 0,
-            "{mode}: a 200,000-step job takes time"
-        );
+        assert!(reply["service_us"].as_u64().unwrap() > 0, "{mode}: a 200,000-step job takes time");
         let plain = server.request(json!({"id": 2, "cmd": "compute", "n": 5}));
         assert!(plain.get("worker").is_none(), "timing fields only when asked for");
     }
@@ -101,11 +85,7 @@ fn stats_and_health_describe_the_farm() {
         for w in workers {
             assert_eq!(w["restarts"], 0);
             assert!(matches!(w["state"].as_str(), Some("idle" | "busy")), "{w}");
-            assert_eq!(
-                w["pid"].is_u64(),
-                mode == "processes",
-                "pids only in process mode: {w}"
-            );
+            assert_eq!(w["pid"].is_u64(), mode == "processes", "pids only in process mode: {w}");
         }
         assert_eq!(stats["requests"]["compute"], 1);
         assert_eq!(stats["requests"]["ping"], 1);
@@ -158,20 +138,14 @@ fn bad_requests_get_clear_errors_and_the_connection_stays_usable() {
         client.send_payload(br#"{"id":"x","cmd":"compute","n":5000}"#);
         let reply = client.recv();
         assert_eq!(reply["id"], "x");
-        assert!(
-            reply["error"]["message"].as_str().unwrap().contains("1000"),
-            "names the limit: {reply}"
-        );
+        assert!(reply["error"]["message"].as_str().unwrap().contains("1000"), "names the limit: {reply}");
         client.send_payload(b"nope");
         assert_eq!(client.recv()["id"], serde_json::Value::Null);
 
         // A zero-length frame is BAD_FRAME, and the next frame is still read.
         client.send_raw(&[0, 0, 0, 0]);
         assert_eq!(error_code(&client.recv()), Some("BAD_FRAME"));
-        assert_eq!(
-            client.request(json!({"id": 9, "cmd": "compute", "n": 10}))["result"],
-            8360
-        );
+        assert_eq!(client.request(json!({"id": 9, "cmd": "compute", "n": 10}))["result"], 8360);
     }
 }
 
@@ -191,10 +165,7 @@ fn an_oversized_frame_is_refused_then_the_connection_closes() {
         client.send_raw(&1025u32.to_be_bytes());
         let reply = client.recv();
         assert_eq!(error_code(&reply), Some("FRAME_TOO_LARGE"), "{reply}");
-        assert!(
-            client.try_recv().is_none(),
-            "{mode}: the server closes after FRAME_TOO_LARGE"
-        );
+        assert!(client.try_recv().is_none(), "{mode}: the server closes after FRAME_TOO_LARGE");
         // 0xFFFFFFFF on another connection: same answer, nothing allocated.
         let mut other = server.connect();
         other.send_raw(&[0xFF; 4]);

@@ -9,10 +9,7 @@ use std::process::Command;
 use common::TestServer;
 
 fn python3_available() -> bool {
-    Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
 #[test]
@@ -25,13 +22,7 @@ fn the_python_example_client_works_against_both_modes() {
     for mode in common::MODES {
         let server = TestServer::start(mode, 2, &[]);
         let out = Command::new("python3")
-            .args([
-                script,
-                "--port",
-                &server.addr.port().to_string(),
-                "--timeout",
-                "30",
-            ])
+            .args([script, "--port", &server.addr.port().to_string(), "--timeout", "30"])
             .output()
             .expect("python3 runs");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -42,9 +33,6 @@ fn the_python_example_client_works_against_both_modes() {
         );
         assert!(stdout.contains("ping: "), "{stdout}");
         assert!(stdout.contains("replies matched by id"), "{stdout}");
-        assert!(
-            stdout.lines().any(|l| l.starts_with("Done: 20 responses in ")),
-            "{stdout}"
-        );
+        assert!(stdout.lines().any(|l| l.starts_with("Done: 20 responses in ")), "{stdout}");
     }
 }

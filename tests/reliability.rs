@@ -30,10 +30,7 @@ fn killing_workers_under_load_loses_no_request_and_the_pool_recovers() {
                 for _ in 0..100 {
                     let reply = client.recv();
                     let id = reply["id"].as_u64().unwrap();
-                    assert!(
-                        answered.insert(id, reply.clone()).is_none(),
-                        "id {id} answered twice"
-                    );
+                    assert!(answered.insert(id, reply.clone()).is_none(), "id {id} answered twice");
                 }
                 sender.join().unwrap();
                 answered
@@ -42,38 +39,37 @@ fn killing_workers_under_load_loses_no_request_and_the_pool_recovers() {
         .collect();
     for _ in 0..2 {
         let stats = server.wait_for_stats("a busy worker", |s| {
-            s["worker_list"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|w| w["state"] == "busy")
+            s["worker_list"].as_array().unwrap().iter().any(|w| w["state"] == "busy")
         });
-        let victim = stats["worker_list"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|w| w["state"] == "busy")
-            .unwrap();
-        send_signal(victim["pid"].as_u64().unwrap() as u32, libc::SIGKILL);
-        server.wait_for_stats("the pool to be whole again", |s| s["workers"]["alive"] == 2);
+        let victim = stats["worker_list"].as_array().unwrap().iter().find(|w| w["state"] == "busy").unwrap();
+        let pid = victim["pid"].as_u64().unwrap();
+        send_signal(pid as u32, libc::SIGKILL);
+        // Until the driver notices, the dead pid may still be listed.
+        server.wait_for_stats("the victim to be replaced", |s| {
+            s["workers"]["alive"] == 2 && s["worker_list"].as_array().unwrap().iter().all(|w| w["pid"] != pid)
+        });
     }
     let expected = reference_compute(300_000);
+    let mut crashed_twice = 0;
     for client in clients {
         let answered = client.join().expect("client thread");
         assert_eq!(answered.len(), 100, "every request got exactly one reply");
         for reply in answered.values() {
-            // compute is retried on another worker after a crash
-            assert_eq!(reply["result"], expected, "{reply}");
+            if error_code(reply) == Some("WORKER_CRASHED") {
+                // Only a job whose retry was killed too may fail (--retries 1).
+                assert_eq!(reply["attempts"], 2, "{reply}");
+                crashed_twice += 1;
+            } else {
+                assert_eq!(reply["result"], expected, "a crashed compute is retried: {reply}");
+            }
         }
     }
+    assert!(crashed_twice <= 1, "two kills can fail at most one job twice");
     let stats = server.stats();
     assert_eq!(stats["workers"]["alive"], 2);
     assert!(stats["jobs"]["retried"].as_u64().unwrap() >= 1, "{stats}");
     assert_eq!(stats["jobs"]["in_flight"], 0);
-    assert_eq!(
-        server.request(json!({"id": "after", "cmd": "compute", "n": 10}))["result"],
-        8360
-    );
+    assert_eq!(server.request(json!({"id": "after", "cmd": "compute", "n": 10}))["result"], 8360);
 }
 
 #[test]
@@ -83,10 +79,7 @@ fn a_hung_job_times_out_and_its_worker_is_replaced_in_both_modes() {
         let mut client = server.connect();
         let reply = client.request(json!({"id": "stuck", "cmd": "hang"}));
         assert_eq!(error_code(&reply), Some("TIMEOUT"), "{mode}: {reply}");
-        assert!(reply["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("--job-timeout"));
+        assert!(reply["error"]["message"].as_str().unwrap().contains("--job-timeout"));
         // The slot was refilled: the next job runs.
         let reply = client.request(json!({"id": "next", "cmd": "compute", "n": 10}));
         assert_eq!(reply["result"], 8360, "{mode}: {reply}");
@@ -95,10 +88,7 @@ fn a_hung_job_times_out_and_its_worker_is_replaced_in_both_modes() {
         assert_eq!(stats["worker_list"][0]["restarts"], 1, "{mode}: {stats}");
         // In thread mode the stuck thread cannot be killed, only written off.
         let abandoned = if mode == "threads" { 1 } else { 0 };
-        assert_eq!(
-            stats["workers"]["abandoned_threads"], abandoned,
-            "{mode}: {stats}"
-        );
+        assert_eq!(stats["workers"]["abandoned_threads"], abandoned, "{mode}: {stats}");
     }
 }
 
@@ -107,31 +97,14 @@ fn a_panic_is_internal_in_thread_mode_and_a_crash_in_process_mode() {
     let threads = TestServer::start("threads", 1, &["--allow-chaos"]);
     let reply = threads.request(json!({"id": 1, "cmd": "panic"}));
     assert_eq!(error_code(&reply), Some("INTERNAL"), "{reply}");
-    assert_eq!(
-        threads.request(json!({"id": 2, "cmd": "compute", "n": 10}))["result"],
-        8360
-    );
-    assert_eq!(
-        threads.stats()["worker_list"][0]["restarts"],
-        0,
-        "the same thread goes on serving"
-    );
+    assert_eq!(threads.request(json!({"id": 2, "cmd": "compute", "n": 10}))["result"], 8360);
+    assert_eq!(threads.stats()["worker_list"][0]["restarts"], 0, "the same thread goes on serving");
 
     let processes = TestServer::start("processes", 1, &["--allow-chaos"]);
     let reply = processes.request(json!({"id": 1, "cmd": "panic"}));
-    assert_eq!(
-        error_code(&reply),
-        Some("WORKER_CRASHED"),
-        "a panicking process dies: {reply}"
-    );
-    assert!(
-        reply.get("attempts").is_none(),
-        "injected faults are not retried: {reply}"
-    );
-    assert_eq!(
-        processes.request(json!({"id": 2, "cmd": "compute", "n": 10}))["result"],
-        8360
-    );
+    assert_eq!(error_code(&reply), Some("WORKER_CRASHED"), "a panicking process dies: {reply}");
+    assert!(reply.get("attempts").is_none(), "injected faults are not retried: {reply}");
+    assert_eq!(processes.request(json!({"id": 2, "cmd": "compute", "n": 10}))["result"], 8360);
 }
 
 #[test]
@@ -142,10 +115,7 @@ fn crash_kills_one_worker_process_but_the_whole_server_in_thread_mode() {
     assert_eq!(error_code(&reply), Some("WORKER_CRASHED"), "{reply}");
     let after = processes.wait_for_stats("the replacement", |s| s["workers"]["alive"] == 2);
     assert_ne!(worker_pids(&after), before, "one worker was replaced");
-    assert_eq!(
-        processes.request(json!({"id": 2, "cmd": "compute", "n": 10}))["result"],
-        8360
-    );
+    assert_eq!(processes.request(json!({"id": 2, "cmd": "compute", "n": 10}))["result"], 8360);
 
     // The lesson of the original project: a thread that crashes takes its
     // whole process with it.
@@ -162,15 +132,7 @@ fn the_restart_limit_stops_a_crash_loop_and_health_says_so() {
     let server = TestServer::start(
         "processes",
         1,
-        &[
-            "--allow-chaos",
-            "--retries",
-            "0",
-            "--max-restarts",
-            "2",
-            "--restart-window",
-            "60s",
-        ],
+        &["--allow-chaos", "--retries", "0", "--max-restarts", "2", "--restart-window", "60s"],
     );
     for i in 0..3 {
         server.wait_for_stats("a live worker", |s| {
@@ -189,19 +151,13 @@ fn the_restart_limit_stops_a_crash_loop_and_health_says_so() {
     // Work is refused at once, with a reason, rather than left waiting.
     let reply = server.request(json!({"id": "w", "cmd": "compute", "n": 10}));
     assert_eq!(error_code(&reply), Some("BUSY"), "{reply}");
-    assert!(reply["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("--max-restarts"));
+    assert!(reply["error"]["message"].as_str().unwrap().contains("--max-restarts"));
 }
 
 #[test]
 fn chaos_sleep_answers_and_chaos_needs_the_flag() {
     let server = TestServer::start("threads", 1, &["--allow-chaos"]);
-    assert_eq!(
-        server.request(json!({"id": 1, "cmd": "sleep", "ms": 20}))["result"],
-        json!({"slept_ms": 20})
-    );
+    assert_eq!(server.request(json!({"id": 1, "cmd": "sleep", "ms": 20}))["result"], json!({"slept_ms": 20}));
     let plain = TestServer::start("threads", 1, &[]);
     for cmd in ["crash", "hang", "panic"] {
         let reply = plain.request(json!({"id": 1, "cmd": cmd}));
@@ -221,10 +177,7 @@ fn a_hanging_worker_dies_with_a_killed_server() {
     send_signal(server.pid(), libc::SIGKILL);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while pids.iter().any(|&p| process_is_running(p)) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a hung worker outlived its server: {pids:?}"
-        );
+        assert!(std::time::Instant::now() < deadline, "a hung worker outlived its server: {pids:?}");
         thread::sleep(std::time::Duration::from_millis(20));
     }
 }

@@ -12,10 +12,7 @@ use serde_json::json;
 fn wait_until_gone(pids: &[u32]) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while pids.iter().any(|&p| process_is_running(p)) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "workers left behind: {pids:?}"
-        );
+        assert!(std::time::Instant::now() < deadline, "workers left behind: {pids:?}");
         thread::sleep(std::time::Duration::from_millis(20));
     }
 }
@@ -38,20 +35,12 @@ fn every_request_accepted_before_sigterm_gets_its_reply_then_a_clean_exit() {
     for (c, client) in clients.iter_mut().enumerate() {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..30 {
-            let reply = client
-                .try_recv()
-                .unwrap_or_else(|| panic!("connection {c}: a reply is missing"));
-            assert!(
-                seen.insert(reply["id"].as_u64().unwrap()),
-                "duplicate reply {reply}"
-            );
+            let reply = client.try_recv().unwrap_or_else(|| panic!("connection {c}: a reply is missing"));
+            assert!(seen.insert(reply["id"].as_u64().unwrap()), "duplicate reply {reply}");
             // Jobs in flight finish: with a 30 s drain every one completes.
             assert_eq!(reply["result"], expected, "{reply}");
         }
-        assert!(
-            client.try_recv().is_none(),
-            "connection {c}: closed after its last reply"
-        );
+        assert!(client.try_recv().is_none(), "connection {c}: closed after its last reply");
     }
     let status = server.wait_exit();
     assert!(status.success(), "a clean stop exits 0: {status}");

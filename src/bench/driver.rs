@@ -146,11 +146,7 @@ impl Window {
             if now >= due {
                 return true;
             }
-            state = self
-                .changed
-                .wait_timeout(state, due - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            state = self.changed.wait_timeout(state, due - now).unwrap_or_else(PoisonError::into_inner).0;
         }
     }
 
@@ -221,10 +217,7 @@ fn send_requests(index: usize, plan: &Plan, mut stream: TcpStream, window: &Wind
     let (interval, offset) = match options.load {
         LoadModel::Open { rate } => {
             let interval = Duration::from_secs_f64(options.concurrency as f64 / rate);
-            (
-                interval,
-                interval.mul_f64(index as f64 / options.concurrency as f64),
-            )
+            (interval, interval.mul_f64(index as f64 / options.concurrency as f64))
         }
         LoadModel::Closed { .. } => (Duration::ZERO, Duration::ZERO),
     };
@@ -294,15 +287,7 @@ fn send_requests(index: usize, plan: &Plan, mut stream: TcpStream, window: &Wind
             if state.closed {
                 return;
             }
-            state.in_flight.insert(
-                id,
-                InFlight {
-                    scheduled,
-                    sent: Instant::now(),
-                    command,
-                    measured,
-                },
-            );
+            state.in_flight.insert(id, InFlight { scheduled, sent: Instant::now(), command, measured });
         }
         // 4. Send it.
         let frame = command.encode(id, options.size);
@@ -395,12 +380,7 @@ impl<'a> Receiver<'a> {
 
     fn run(&mut self, mut stream: TcpStream) {
         if let Err(e) = stream.set_read_timeout(Some(RECEIVER_TICK)) {
-            self.window.close(Some(describe_io_error(
-                self.index,
-                self.plan,
-                "configuring the socket",
-                &e,
-            )));
+            self.window.close(Some(describe_io_error(self.index, self.plan, "configuring the socket", &e)));
             return;
         }
         let mut buffer = FrameBuffer::new(DEFAULT_MAX_FRAME);
@@ -436,12 +416,7 @@ impl<'a> Receiver<'a> {
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    self.window.close(Some(describe_io_error(
-                        self.index,
-                        self.plan,
-                        "reading replies",
-                        &e,
-                    )));
+                    self.window.close(Some(describe_io_error(self.index, self.plan, "reading replies", &e)));
                     return;
                 }
             }
@@ -507,10 +482,7 @@ impl<'a> Receiver<'a> {
     fn reject(&mut self, payload: &[u8], what: &str) {
         self.recorder.counts.unknown += 1;
         let shown = String::from_utf8_lossy(&payload[..payload.len().min(120)]).into_owned();
-        self.note_error(format!(
-            "connection {} to {}: {what}: {shown}",
-            self.index, self.plan.address
-        ));
+        self.note_error(format!("connection {} to {}: {what}: {shown}", self.index, self.plan.address));
     }
 
     /// With `--verify`, whether a compute result differs from the local one.
@@ -543,8 +515,7 @@ impl<'a> Receiver<'a> {
                 Outcome::Ok => {
                     if let Some((sample, _)) = reply {
                         self.recorder.record_ok(sample);
-                        self.interval
-                            .record(now, sample.corrected_us, &self.sinks.intervals);
+                        self.interval.record(now, sample.corrected_us, &self.sinks.intervals);
                     }
                 }
                 Outcome::Error(code) => *counts.errors.entry(code.clone()).or_default() += 1,
@@ -587,10 +558,8 @@ impl<'a> Receiver<'a> {
                 .filter(|(_, r)| now.saturating_duration_since(r.sent) >= timeout)
                 .map(|(id, _)| *id)
                 .collect();
-            let expired = ids
-                .into_iter()
-                .filter_map(|id| state.in_flight.remove(&id).map(|r| (id, r)))
-                .collect();
+            let expired =
+                ids.into_iter().filter_map(|id| state.in_flight.remove(&id).map(|r| (id, r))).collect();
             self.window.changed.notify_all();
             expired
         };

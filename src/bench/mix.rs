@@ -25,12 +25,8 @@ pub enum BenchCommand {
 }
 
 impl BenchCommand {
-    const ALL: [BenchCommand; 4] = [
-        BenchCommand::Ping,
-        BenchCommand::Compute,
-        BenchCommand::Stats,
-        BenchCommand::Health,
-    ];
+    const ALL: [BenchCommand; 4] =
+        [BenchCommand::Ping, BenchCommand::Compute, BenchCommand::Stats, BenchCommand::Health];
 
     /// The wire name.
     pub fn as_str(self) -> &'static str {
@@ -73,18 +69,17 @@ impl CommandMix {
         let known = || BenchCommand::ALL.map(BenchCommand::as_str).join(", ");
         let mut entries: Vec<(BenchCommand, u32)> = Vec::new();
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (name, weight) = match item.split_once(':') {
-                Some((name, weight)) => {
-                    let weight = weight
-                        .trim()
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|w| *w > 0)
-                        .ok_or_else(|| format!("{item:?}: the weight must be a whole number above 0"))?;
-                    (name.trim(), weight)
-                }
-                None => (item, 1),
-            };
+            let (name, weight) =
+                match item.split_once(':') {
+                    Some((name, weight)) => {
+                        let weight =
+                            weight.trim().parse::<u32>().ok().filter(|w| *w > 0).ok_or_else(|| {
+                                format!("{item:?}: the weight must be a whole number above 0")
+                            })?;
+                        (name.trim(), weight)
+                    }
+                    None => (item, 1),
+                };
             let command = BenchCommand::from_name(name)
                 .ok_or_else(|| format!("{name:?} is not a command the benchmark can send ({})", known()))?;
             if entries.iter().any(|(c, _)| *c == command) {
@@ -119,11 +114,7 @@ impl fmt::Display for CommandMix {
         if let [(command, _)] = self.entries.as_slice() {
             return f.write_str(command.as_str());
         }
-        let parts: Vec<String> = self
-            .entries
-            .iter()
-            .map(|(c, w)| format!("{}:{w}", c.as_str()))
-            .collect();
+        let parts: Vec<String> = self.entries.iter().map(|(c, w)| format!("{}:{w}", c.as_str())).collect();
         f.write_str(&parts.join(","))
     }
 }
@@ -145,11 +136,8 @@ impl Iterator for MixSequence {
         for (current, (_, weight)) in self.current.iter_mut().zip(&self.entries) {
             *current += i64::from(*weight);
         }
-        let (chosen, _) = self
-            .current
-            .iter()
-            .enumerate()
-            .max_by_key(|(i, c)| (**c, std::cmp::Reverse(*i)))?;
+        let (chosen, _) =
+            self.current.iter().enumerate().max_by_key(|(i, c)| (**c, std::cmp::Reverse(*i)))?;
         self.current[chosen] -= self.total;
         Some(self.entries[chosen].0)
     }
@@ -165,11 +153,7 @@ mod tests {
         let first: Vec<_> = mix.sequence().take(100).collect();
         assert_eq!(first.iter().filter(|c| **c == BenchCommand::Compute).count(), 80);
         // Spread out: never more than 4 computes in a row for an 80/20 mix.
-        let longest_run = first
-            .split(|c| *c == BenchCommand::Ping)
-            .map(<[BenchCommand]>::len)
-            .max()
-            .unwrap();
+        let longest_run = first.split(|c| *c == BenchCommand::Ping).map(<[BenchCommand]>::len).max().unwrap();
         assert!(longest_run <= 4, "{first:?}");
         assert_eq!(mix.to_string(), "compute:80,ping:20");
     }
@@ -193,13 +177,7 @@ mod tests {
     fn requests_are_framed_json_with_timing() {
         let frame = BenchCommand::Compute.encode(7, 500);
         assert_eq!(&frame[4..], br#"{"id":7,"cmd":"compute","n":500,"timing":true}"#);
-        assert_eq!(
-            u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize,
-            frame.len() - 4
-        );
-        assert_eq!(
-            &BenchCommand::Ping.encode(1, 500)[4..],
-            br#"{"id":1,"cmd":"ping","timing":true}"#
-        );
+        assert_eq!(u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize, frame.len() - 4);
+        assert_eq!(&BenchCommand::Ping.encode(1, 500)[4..], br#"{"id":1,"cmd":"ping","timing":true}"#);
     }
 }

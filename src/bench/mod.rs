@@ -100,13 +100,7 @@ pub struct IntervalRecorder {
 impl IntervalRecorder {
     /// Intervals of `length` from `start`.
     pub fn new(connection: usize, start: Instant, length: Duration) -> Self {
-        IntervalRecorder {
-            connection,
-            start,
-            length,
-            index: 0,
-            histogram: latency_histogram(),
-        }
+        IntervalRecorder { connection, start, length, index: 0, histogram: latency_histogram() }
     }
 
     fn index_at(&self, now: Instant) -> u64 {
@@ -144,14 +138,9 @@ impl IntervalRecorder {
         let now = Instant::now();
         self.advance(now, sink);
         let histogram = (!self.histogram.is_empty()).then(|| Box::new(self.histogram));
-        let _ = tx.send(IntervalMessage::Interval {
-            connection: self.connection,
-            index: self.index,
-            histogram,
-        });
-        let _ = tx.send(IntervalMessage::Finished {
-            connection: self.connection,
-        });
+        let _ =
+            tx.send(IntervalMessage::Interval { connection: self.connection, index: self.index, histogram });
+        let _ = tx.send(IntervalMessage::Finished { connection: self.connection });
     }
 }
 
@@ -218,11 +207,9 @@ struct ServerUnderTest {
 impl ServerUnderTest {
     fn start(options: &BenchOptions) -> Result<Self> {
         match &options.target {
-            Target::Remote { host, port } => Ok(ServerUnderTest {
-                host: host.clone(),
-                port: *port,
-                embedded: None,
-            }),
+            Target::Remote { host, port } => {
+                Ok(ServerUnderTest { host: host.clone(), port: *port, embedded: None })
+            }
             Target::Embedded { mode, workers } => {
                 let listener = TcpListener::bind("127.0.0.1:0")
                     .map_err(|e| Error::io("binding a loopback port for the embedded server", e))?;
@@ -242,11 +229,7 @@ impl ServerUnderTest {
                 };
                 let server = Server::start(listener, config)?;
                 let addr = server.local_addr();
-                Ok(ServerUnderTest {
-                    host: addr.ip().to_string(),
-                    port: addr.port(),
-                    embedded: Some(server),
-                })
+                Ok(ServerUnderTest { host: addr.ip().to_string(), port: addr.port(), embedded: Some(server) })
             }
         }
     }
@@ -353,15 +336,6 @@ fn run_against(server: &ServerUnderTest, options: BenchOptions, sinks: RunSinks)
         }
     }
     let wall_time = plan.start.elapsed();
-    let options = Arc::try_unwrap(plan)
-        .map(|p| p.options)
-        .unwrap_or_else(|p| p.options.clone());
-    Ok(BenchRun {
-        options,
-        server: info,
-        started_at,
-        recorder,
-        wall_time,
-        connection_errors,
-    })
+    let options = Arc::try_unwrap(plan).map(|p| p.options).unwrap_or_else(|p| p.options.clone());
+    Ok(BenchRun { options, server: info, started_at, recorder, wall_time, connection_errors })
 }

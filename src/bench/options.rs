@@ -176,9 +176,7 @@ impl BenchOptions {
             return Err("--percentiles needs at least one value".into());
         }
         if let Some(p) = self.percentiles.iter().find(|p| !(**p > 0.0 && **p <= 100.0)) {
-            return Err(format!(
-                "--percentiles values must be above 0 and at most 100 (max), not {p}"
-            ));
+            return Err(format!("--percentiles values must be above 0 and at most 100 (max), not {p}"));
         }
         if self.verify && !self.mix.includes_compute() {
             return Err("--verify checks compute results, but this run sends no compute request".into());
@@ -194,10 +192,7 @@ impl BenchOptions {
     #[cfg(test)]
     pub(crate) fn example() -> Self {
         BenchOptions {
-            target: Target::Remote {
-                host: "127.0.0.1".into(),
-                port: 5050,
-            },
+            target: Target::Remote { host: "127.0.0.1".into(), port: 5050 },
             concurrency: 4,
             load: LoadModel::Closed { pipeline: 1 },
             stop: StopAfter::Requests(5),
@@ -240,11 +235,7 @@ pub fn parse_warmup(text: &str) -> Result<Warmup, String> {
         }
     }
     let duration = crate::cli::units::parse_duration(trimmed).map_err(|_| warmup_error(text))?;
-    Ok(if duration.is_zero() {
-        Warmup::None
-    } else {
-        Warmup::Duration(duration)
-    })
+    Ok(if duration.is_zero() { Warmup::None } else { Warmup::Duration(duration) })
 }
 
 fn warmup_error(text: &str) -> String {
@@ -264,8 +255,7 @@ pub fn parse_percentiles(text: &str) -> Result<Vec<f64>, String> {
             if item.eq_ignore_ascii_case("max") {
                 Ok(100.0)
             } else {
-                item.parse::<f64>()
-                    .map_err(|_| format!("{item:?} is not a percentile (e.g. 99.9 or max)"))
+                item.parse::<f64>().map_err(|_| format!("{item:?} is not a percentile (e.g. 99.9 or max)"))
             }
         })
         .collect()
@@ -289,20 +279,11 @@ mod tests {
         type Change = Box<dyn Fn(&mut BenchOptions)>;
         let cases: Vec<(Change, &str)> = vec![
             (Box::new(|o| o.concurrency = 0), "--concurrency"),
-            (
-                Box::new(|o| o.load = LoadModel::Closed { pipeline: 0 }),
-                "--pipeline",
-            ),
+            (Box::new(|o| o.load = LoadModel::Closed { pipeline: 0 }), "--pipeline"),
             (Box::new(|o| o.load = LoadModel::Open { rate: 0.0 }), "--rate"),
             (Box::new(|o| o.load = LoadModel::Open { rate: -5.0 }), "--rate"),
-            (
-                Box::new(|o| o.load = LoadModel::Open { rate: f64::NAN }),
-                "--rate",
-            ),
-            (
-                Box::new(|o| o.load = LoadModel::Open { rate: 0.01 }),
-                "too low for 4 connections",
-            ),
+            (Box::new(|o| o.load = LoadModel::Open { rate: f64::NAN }), "--rate"),
+            (Box::new(|o| o.load = LoadModel::Open { rate: 0.01 }), "too low for 4 connections"),
             (
                 Box::new(|o| {
                     o.load = LoadModel::Open { rate: 2.0 };
@@ -311,10 +292,7 @@ mod tests {
                 "fewer requests than there are connections",
             ),
             (Box::new(|o| o.stop = StopAfter::Requests(0)), "--requests"),
-            (
-                Box::new(|o| o.stop = StopAfter::Duration(Duration::ZERO)),
-                "--duration",
-            ),
+            (Box::new(|o| o.stop = StopAfter::Duration(Duration::ZERO)), "--duration"),
             (Box::new(|o| o.timeout = Duration::ZERO), "--timeout"),
             (Box::new(|o| o.percentiles = vec![0.0]), "--percentiles"),
             (Box::new(|o| o.percentiles = vec![100.5]), "--percentiles"),
@@ -338,10 +316,7 @@ mod tests {
     #[test]
     fn warmup_takes_a_time_or_a_request_count() {
         assert_eq!(parse_warmup("2s"), Ok(Warmup::Duration(Duration::from_secs(2))));
-        assert_eq!(
-            parse_warmup("0.5"),
-            Ok(Warmup::Duration(Duration::from_millis(500)))
-        );
+        assert_eq!(parse_warmup("0.5"), Ok(Warmup::Duration(Duration::from_millis(500))));
         assert_eq!(parse_warmup("100r"), Ok(Warmup::Requests(100)));
         assert_eq!(parse_warmup("100 requests"), Ok(Warmup::Requests(100)));
         assert_eq!(parse_warmup("0"), Ok(Warmup::None));

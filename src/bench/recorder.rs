@@ -159,10 +159,7 @@ impl Recorder {
         if let (Some(queue), Some(service)) = (sample.queue_us, sample.service_us) {
             record_us(&mut self.queue, queue);
             record_us(&mut self.service, service);
-            record_us(
-                &mut self.rest,
-                sample.uncorrected_us.saturating_sub(queue + service),
-            );
+            record_us(&mut self.rest, sample.uncorrected_us.saturating_sub(queue + service));
         }
     }
 
@@ -181,8 +178,7 @@ impl Recorder {
             (&mut self.service, &other.service),
             (&mut self.rest, &other.rest),
         ] {
-            mine.add(theirs)
-                .expect("all recorders use the same histogram bounds");
+            mine.add(theirs).expect("all recorders use the same histogram bounds");
         }
         self.counts.add(&other.counts);
         if let (Some(first), Some(last)) = (other.first_measured, other.last_measured) {
@@ -204,12 +200,7 @@ mod tests {
     use super::*;
 
     fn sample(us: u64) -> Sample {
-        Sample {
-            corrected_us: us,
-            uncorrected_us: us,
-            queue_us: Some(us / 10),
-            service_us: Some(us / 2),
-        }
+        Sample { corrected_us: us, uncorrected_us: us, queue_us: Some(us / 10), service_us: Some(us / 2) }
     }
 
     #[test]
@@ -227,10 +218,7 @@ mod tests {
         b.counts.errors.insert("BUSY".into(), 3);
         b.counts.timeouts = 1;
         a.extend_span(start, start + Duration::from_millis(10));
-        b.extend_span(
-            start + Duration::from_millis(5),
-            start + Duration::from_millis(40),
-        );
+        b.extend_span(start + Duration::from_millis(5), start + Duration::from_millis(40));
 
         a.merge(&b);
         assert_eq!(a.corrected.len(), 1000);
@@ -248,19 +236,11 @@ mod tests {
     #[test]
     fn zero_and_huge_latencies_are_kept_not_dropped() {
         let mut r = Recorder::default();
-        r.record_ok(Sample {
-            corrected_us: 0,
-            uncorrected_us: u64::MAX,
-            queue_us: None,
-            service_us: None,
-        });
+        r.record_ok(Sample { corrected_us: 0, uncorrected_us: u64::MAX, queue_us: None, service_us: None });
         assert_eq!(r.corrected.len(), 1);
         assert_eq!(r.uncorrected.len(), 1);
         assert!(r.uncorrected.max() >= MAX_LATENCY_US);
-        assert!(
-            r.uncorrected.max() < MAX_LATENCY_US + MAX_LATENCY_US / 100,
-            "clamped at one hour"
-        );
+        assert!(r.uncorrected.max() < MAX_LATENCY_US + MAX_LATENCY_US / 100, "clamped at one hour");
         assert_eq!(r.queue.len(), 0, "no breakdown without timing fields");
     }
 }

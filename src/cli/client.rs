@@ -233,9 +233,7 @@ impl BenchArgs {
         let target = if self.embedded {
             Target::Embedded {
                 mode: self.mode.unwrap_or(Mode::Processes),
-                workers: self
-                    .workers
-                    .unwrap_or_else(|| crate::server::ServerConfig::default().workers),
+                workers: self.workers.unwrap_or_else(|| crate::server::ServerConfig::default().workers),
             }
         } else {
             Target::Remote {
@@ -245,9 +243,7 @@ impl BenchArgs {
         };
         let load = match self.rate {
             Some(rate) => LoadModel::Open { rate },
-            None => LoadModel::Closed {
-                pipeline: self.pipeline.unwrap_or(1),
-            },
+            None => LoadModel::Closed { pipeline: self.pipeline.unwrap_or(1) },
         };
         let stop = match (self.requests, self.duration) {
             (Some(n), _) => StopAfter::Requests(n),
@@ -310,11 +306,7 @@ pub fn run(args: ClientArgs) -> anyhow::Result<Outcome> {
             let is_error = serde_json::from_str::<serde_json::Value>(&reply)
                 .map(|v| v.get("error").is_some())
                 .unwrap_or(true);
-            Ok(if is_error {
-                Outcome::Failure
-            } else {
-                Outcome::Success
-            })
+            Ok(if is_error { Outcome::Failure } else { Outcome::Success })
         }
         Some(ClientCommand::Shell(shell)) => {
             let server = &shell.server;
@@ -358,14 +350,10 @@ fn run_benchmark(args: &BenchArgs) -> anyhow::Result<Outcome> {
     let result = bench::run(options, sinks);
     progress.finish();
     // The run's senders are gone now, so the writers drain and end.
-    let requests_written = requests_writer.map(|h| {
-        h.join()
-            .map_err(|_| anyhow::anyhow!("the --requests-csv writer panicked"))
-    });
-    let intervals_written = log_writer.map(|h| {
-        h.join()
-            .map_err(|_| anyhow::anyhow!("the --hdr-log writer panicked"))
-    });
+    let requests_written =
+        requests_writer.map(|h| h.join().map_err(|_| anyhow::anyhow!("the --requests-csv writer panicked")));
+    let intervals_written =
+        log_writer.map(|h| h.join().map_err(|_| anyhow::anyhow!("the --hdr-log writer panicked")));
     let run = result?;
     if let Some(written) = requests_written {
         written?.context("writing --requests-csv")?;
@@ -385,20 +373,12 @@ fn run_benchmark(args: &BenchArgs) -> anyhow::Result<Outcome> {
     }
     if let Some(mut file) = files.json.take() {
         serde_json::to_writer_pretty(&mut file, &report).context("writing --json")?;
-        writeln!(file)
-            .and_then(|()| file.flush())
-            .context("writing --json")?;
+        writeln!(file).and_then(|()| file.flush()).context("writing --json")?;
     }
     if let Some((file, is_new)) = files.csv.take() {
-        SummaryRow::new(&run, &report)
-            .write(file, is_new)
-            .context("writing --csv")?;
+        SummaryRow::new(&run, &report).write(file, is_new).context("writing --csv")?;
     }
-    Ok(if run.failed() {
-        Outcome::Failure
-    } else {
-        Outcome::Success
-    })
+    Ok(if run.failed() { Outcome::Failure } else { Outcome::Success })
 }
 
 /// The live progress bar on stderr, drawn only when stderr is a terminal.
@@ -414,10 +394,7 @@ impl ProgressDisplay {
             return ProgressDisplay { stop, thread: None };
         }
         let (length, by_time) = match options.stop {
-            StopAfter::Requests(n) => (
-                (n + options.warmup_requests()) * options.concurrency as u64,
-                false,
-            ),
+            StopAfter::Requests(n) => ((n + options.warmup_requests()) * options.concurrency as u64, false),
             StopAfter::Duration(d) => {
                 let warmup = match options.warmup {
                     Warmup::Duration(w) => w,
@@ -442,20 +419,13 @@ impl ProgressDisplay {
                 let done = counters.done.load(Ordering::Relaxed);
                 let problems = counters.problems.load(Ordering::Relaxed);
                 let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
-                bar.set_position(if by_time {
-                    started.elapsed().as_millis() as u64
-                } else {
-                    done
-                });
+                bar.set_position(if by_time { started.elapsed().as_millis() as u64 } else { done });
                 bar.set_message(format!("{rate:.0} req/s, {problems} errors"));
                 thread::sleep(Duration::from_millis(100));
             }
             bar.finish_and_clear();
         });
-        ProgressDisplay {
-            stop,
-            thread: Some(thread),
-        }
+        ProgressDisplay { stop, thread: Some(thread) }
     }
 
     fn finish(self) {
@@ -491,13 +461,7 @@ mod tests {
         assert_eq!(o.load, LoadModel::Closed { pipeline: 1 });
         assert_eq!(o.stop, StopAfter::Duration(DEFAULT_DURATION));
         assert_eq!(o.percentiles, vec![50.0, 90.0, 99.0, 99.9, 99.99, 100.0]);
-        assert!(matches!(
-            o.target,
-            Target::Embedded {
-                mode: Mode::Processes,
-                ..
-            }
-        ));
+        assert!(matches!(o.target, Target::Embedded { mode: Mode::Processes, .. }));
     }
 
     #[test]
@@ -515,13 +479,7 @@ mod tests {
             "500000",
         ])
         .unwrap();
-        assert_eq!(
-            o.target,
-            Target::Remote {
-                host: "127.0.0.1".into(),
-                port: 5050
-            }
-        );
+        assert_eq!(o.target, Target::Remote { host: "127.0.0.1".into(), port: 5050 });
         assert_eq!(o.stop, StopAfter::Requests(5));
     }
 

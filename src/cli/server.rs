@@ -120,9 +120,7 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     let number = text.trim().trim_end_matches("/s");
     match number.trim().parse::<f64>() {
         Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
-        _ => Err(format!(
-            "{text:?} is not a rate; use requests per second, e.g. 100 or 100/s"
-        )),
+        _ => Err(format!("{text:?} is not a rate; use requests per second, e.g. 100 or 100/s")),
     }
 }
 

@@ -13,9 +13,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return if seconds.is_finite() && seconds >= 0.0 {
             Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
         } else {
-            Err(format!(
-                "{text:?} is not a duration: seconds must be zero or more"
-            ))
+            Err(format!("{text:?} is not a duration: seconds must be zero or more"))
         };
     }
     humantime::parse_duration(text)
@@ -36,11 +34,7 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "{text:?} is not a size; use bytes (65536) or a unit (64KiB, 16MiB)"
-            ))
-        }
+        _ => return Err(format!("{text:?} is not a size; use bytes (65536) or a unit (64KiB, 16MiB)")),
     };
     digits
         .parse::<usize>()

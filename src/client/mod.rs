@@ -28,33 +28,21 @@ impl ServerConnection {
     pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<Self> {
         let target = format!("{host}:{port}");
         let context = |what: &str| format!("{what} {target}");
-        let addrs = (host, port)
-            .to_socket_addrs()
-            .map_err(|e| Error::io(context("resolving"), e))?;
+        let addrs = (host, port).to_socket_addrs().map_err(|e| Error::io(context("resolving"), e))?;
         let mut last_error = None;
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, timeout) {
                 Ok(stream) => {
-                    stream
-                        .set_nodelay(true)
-                        .map_err(|e| Error::io(context("configuring"), e))?;
+                    stream.set_nodelay(true).map_err(|e| Error::io(context("configuring"), e))?;
                     stream
                         .set_read_timeout(Some(timeout))
                         .map_err(|e| Error::io(context("configuring"), e))?;
                     stream
                         .set_write_timeout(Some(timeout))
                         .map_err(|e| Error::io(context("configuring"), e))?;
-                    let reader = BufReader::new(
-                        stream
-                            .try_clone()
-                            .map_err(|e| Error::io(context("configuring"), e))?,
-                    );
-                    return Ok(ServerConnection {
-                        target,
-                        writer: stream,
-                        reader,
-                        payload: Vec::new(),
-                    });
+                    let reader =
+                        BufReader::new(stream.try_clone().map_err(|e| Error::io(context("configuring"), e))?);
+                    return Ok(ServerConnection { target, writer: stream, reader, payload: Vec::new() });
                 }
                 Err(e) => last_error = Some(e),
             }
@@ -86,10 +74,7 @@ impl ServerConnection {
         if reply["result"]["ok"] == true {
             Ok(())
         } else {
-            Err(Error::Protocol(format!(
-                "{target} refused the auth token: {}",
-                reply["error"]["message"]
-            )))
+            Err(Error::Protocol(format!("{target} refused the auth token: {}", reply["error"]["message"])))
         }
     }
 
@@ -107,10 +92,9 @@ impl ServerConnection {
     pub fn receive(&mut self) -> Result<&[u8]> {
         match frame::read_frame(&mut self.reader, DEFAULT_MAX_FRAME, &mut self.payload) {
             Ok(true) => Ok(&self.payload),
-            Ok(false) => Err(Error::Protocol(format!(
-                "{} closed the connection before replying",
-                self.target
-            ))),
+            Ok(false) => {
+                Err(Error::Protocol(format!("{} closed the connection before replying", self.target)))
+            }
             Err(frame::FrameError::Io(e)) => {
                 Err(Error::io(format!("waiting for a reply from {}", self.target), e))
             }

@@ -67,12 +67,8 @@ pub fn parse_line(line: &str) -> std::result::Result<ShellAction, String> {
         ("ping" | "stats" | "health", None) => Ok(ShellAction::Send(serde_json::json!({ "cmd": command }))),
         ("compute", None) => Ok(ShellAction::Send(serde_json::json!({"cmd": "compute"}))),
         ("compute", Some(n)) => {
-            let n: u64 = n
-                .parse()
-                .map_err(|_| format!("{n:?} is not a whole number of steps"))?;
-            Ok(ShellAction::Send(
-                serde_json::json!({"cmd": "compute", "n": n, "timing": true}),
-            ))
+            let n: u64 = n.parse().map_err(|_| format!("{n:?} is not a whole number of steps"))?;
+            Ok(ShellAction::Send(serde_json::json!({"cmd": "compute", "n": n, "timing": true})))
         }
         (other, _) => Err(format!("unknown command {other:?}; type help")),
     }
@@ -110,9 +106,7 @@ pub fn run(host: &str, port: u16, timeout: Duration, token: Option<&str>) -> Res
             }
         };
         if let Some(object) = request.as_object_mut() {
-            object
-                .entry("id")
-                .or_insert_with(|| serde_json::Value::from(next_id));
+            object.entry("id").or_insert_with(|| serde_json::Value::from(next_id));
         }
         next_id += 1;
         match round_trip(&mut connection, (host, port, token), timeout, &request) {
@@ -158,15 +152,10 @@ mod tests {
     #[test]
     fn words_and_json_become_requests() {
         assert_eq!(parse_line("ping"), Ok(ShellAction::Send(json!({"cmd": "ping"}))));
-        assert_eq!(
-            parse_line("  STATS "),
-            Ok(ShellAction::Send(json!({"cmd": "stats"})))
-        );
+        assert_eq!(parse_line("  STATS "), Ok(ShellAction::Send(json!({"cmd": "stats"}))));
         assert_eq!(
             parse_line("compute 500000"),
-            Ok(ShellAction::Send(
-                json!({"cmd": "compute", "n": 500000, "timing": true})
-            ))
+            Ok(ShellAction::Send(json!({"cmd": "compute", "n": 500000, "timing": true})))
         );
         assert_eq!(
             parse_line(r#"{"cmd":"compute","n":3}"#),
@@ -179,14 +168,7 @@ mod tests {
 
     #[test]
     fn nonsense_gets_a_message_not_a_request() {
-        for bad in [
-            "fly",
-            "compute lots",
-            "ping now",
-            "{not json",
-            "[1,2]",
-            "compute 1 2",
-        ] {
+        for bad in ["fly", "compute lots", "ping now", "{not json", "[1,2]", "compute 1 2"] {
             assert!(parse_line(bad).is_err(), "{bad:?}");
         }
     }

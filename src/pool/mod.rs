@@ -72,10 +72,7 @@ impl WorkerCommand {
     pub fn current_exe() -> Result<Self> {
         let program = std::env::current_exe()
             .map_err(|e| crate::Error::io("finding the server's own executable to spawn workers", e))?;
-        Ok(WorkerCommand {
-            program,
-            args: Vec::new(),
-        })
+        Ok(WorkerCommand { program, args: Vec::new() })
     }
 }
 
@@ -196,10 +193,7 @@ impl WorkerBoard {
         self.slots
             .iter()
             .filter(|s| {
-                matches!(
-                    SlotState::from_u8(s.state.load(Relaxed)),
-                    SlotState::Idle | SlotState::Busy
-                )
+                matches!(SlotState::from_u8(s.state.load(Relaxed)), SlotState::Idle | SlotState::Busy)
             })
             .count()
     }
@@ -358,12 +352,7 @@ impl WorkerPool {
             budget: Arc::new(RestartBudget::new(config.max_restarts, config.restart_window)),
             job_timeout: config.job_timeout,
         };
-        let mut pool = WorkerPool {
-            board,
-            threads: Vec::new(),
-            stop: Some(stop_tx),
-            slot_threads: None,
-        };
+        let mut pool = WorkerPool { board, threads: Vec::new(), stop: Some(stop_tx), slot_threads: None };
         let started = match config.mode {
             Mode::Threads => threads::start(shared, config.workers).map(|(watchdog, slots)| {
                 pool.threads.push(watchdog);
@@ -393,11 +382,7 @@ impl WorkerPool {
         let mut handles: Vec<JoinHandle<()>> = self.threads.drain(..).collect();
         if let Some(slots) = &self.slot_threads {
             handles.extend(
-                slots
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .iter_mut()
-                    .filter_map(Option::take),
+                slots.lock().unwrap_or_else(PoisonError::into_inner).iter_mut().filter_map(Option::take),
             );
         }
         for handle in handles {

@@ -166,12 +166,7 @@ fn spawn(id: usize, command: &WorkerCommand, timeout: Duration) -> Result<Worker
         })
         .map_err(|e| fail(format!("cannot start the IPC pump thread: {e}")))?;
 
-    Ok(WorkerProcess {
-        child,
-        jobs: hello,
-        events,
-        pump,
-    })
+    Ok(WorkerProcess { child, jobs: hello, events, pump })
 }
 
 /// The driver loop of one worker slot: feed jobs to the process, deliver its
@@ -194,11 +189,7 @@ fn drive(
             }
             match spawn(id, command, spawn_timeout) {
                 Ok(replacement) => {
-                    tracing::info!(
-                        worker = id,
-                        pid = replacement.child.id(),
-                        "worker process replaced"
-                    );
+                    tracing::info!(worker = id, pid = replacement.child.id(), "worker process replaced");
                     shared.board.set_up(id, Some(replacement.child.id()));
                     shared.board.restarted(id);
                     worker = Some(replacement);
@@ -259,14 +250,7 @@ fn run_job(shared: &PoolShared, id: usize, worker: &mut WorkerProcess, job: Queu
     let deadline = started + shared.job_timeout;
     shared.board.set(id, SlotState::Busy);
     let crash_message = || format!("worker {id} (pid {pid}) died while running the job");
-    if worker
-        .jobs
-        .send(ToWorker::Run {
-            job: job.id,
-            kind: job.kind.clone(),
-        })
-        .is_err()
-    {
+    if worker.jobs.send(ToWorker::Run { job: job.id, kind: job.kind.clone() }).is_err() {
         shared.crashed(&job, id, started, crash_message());
         return false;
     }
@@ -323,12 +307,7 @@ fn retire(shared: &PoolShared, id: usize, worker: Option<WorkerProcess>) {
 /// Closes the worker's job channel (its signal to exit), waits briefly for it
 /// to do so, then kills it if needed. Always reaps, so no zombie is left.
 fn stop_worker(worker: WorkerProcess) {
-    let WorkerProcess {
-        mut child,
-        jobs,
-        events,
-        pump,
-    } = worker;
+    let WorkerProcess { mut child, jobs, events, pump } = worker;
     drop(jobs);
     let deadline = Instant::now() + EXIT_GRACE;
     loop {

@@ -22,11 +22,7 @@ pub struct RestartBudget {
 impl RestartBudget {
     /// At most `max` restarts in any `window`.
     pub fn new(max: u32, window: Duration) -> Self {
-        RestartBudget {
-            max,
-            window,
-            recent: Mutex::new(VecDeque::new()),
-        }
+        RestartBudget { max, window, recent: Mutex::new(VecDeque::new()) }
     }
 
     /// Takes one restart at `now` if the budget allows it; otherwise returns
@@ -36,10 +32,7 @@ impl RestartBudget {
     /// The time to wait when `max` restarts already happened in the window.
     pub fn try_take(&self, now: Instant) -> Result<(), Duration> {
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
-        while recent
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= self.window)
-        {
+        while recent.front().is_some_and(|t| now.saturating_duration_since(*t) >= self.window) {
             recent.pop_front();
         }
         if recent.len() < self.max as usize {
@@ -47,9 +40,7 @@ impl RestartBudget {
             return Ok(());
         }
         let oldest = recent.front().copied().unwrap_or(now);
-        Err((oldest + self.window)
-            .saturating_duration_since(now)
-            .max(Duration::from_millis(1)))
+        Err((oldest + self.window).saturating_duration_since(now).max(Duration::from_millis(1)))
     }
 }
 
@@ -65,10 +56,7 @@ mod tests {
             assert_eq!(budget.try_take(t0 + Duration::from_secs(i)), Ok(()));
         }
         // A fourth restart at t=4 s must wait until the first (t=0) leaves the window.
-        assert_eq!(
-            budget.try_take(t0 + Duration::from_secs(4)),
-            Err(Duration::from_secs(6))
-        );
+        assert_eq!(budget.try_take(t0 + Duration::from_secs(4)), Err(Duration::from_secs(6)));
         // At t=10 s the first restart has left the window: one more is allowed.
         assert_eq!(budget.try_take(t0 + Duration::from_secs(10)), Ok(()));
         assert!(budget.try_take(t0 + Duration::from_secs(10)).is_err());

@@ -161,10 +161,7 @@ fn watch(shared: &PoolShared, slots: &Arc<Vec<Slot>>, threads: &SlotThreads) {
                 }
             };
             if let Some(Running { job, started }) = overdue {
-                shared
-                    .board
-                    .abandoned_threads
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                shared.board.abandoned_threads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(worker = id, job = job.id, timeout = ?shared.job_timeout,
                     "job timed out; writing off its thread and starting a new one");
                 let message = format!(

@@ -74,10 +74,7 @@ pub fn run_if_requested() {
     }
     let server_name = args.get(2).and_then(|s| s.to_str()).map(str::to_owned);
     let worker_id = args.get(3).and_then(|s| s.to_str()).unwrap_or("?").to_owned();
-    let parent = args
-        .get(4)
-        .and_then(|s| s.to_str())
-        .and_then(|s| s.parse::<i32>().ok());
+    let parent = args.get(4).and_then(|s| s.to_str()).and_then(|s| s.parse::<i32>().ok());
     if let Err(message) = die_with_parent(parent) {
         eprintln!("tc worker {worker_id} (pid {}): {message}", std::process::id());
         std::process::exit(1);
@@ -119,23 +116,14 @@ fn serve(server_name: String) -> Result<(), String> {
         .map_err(|e| format!("cannot connect to the server: {e}"))?;
     let (jobs_tx, jobs) =
         ipc::channel::<ToWorker>().map_err(|e| format!("cannot create the job channel: {e}"))?;
-    to_server
-        .send(FromWorker::Hello { jobs: jobs_tx })
-        .map_err(|e| format!("handshake failed: {e}"))?;
+    to_server.send(FromWorker::Hello { jobs: jobs_tx }).map_err(|e| format!("handshake failed: {e}"))?;
 
     // `recv` fails once the server's sending end is closed: time to go.
     while let Ok(ToWorker::Run { job, kind }) = jobs.recv() {
         let started = Instant::now();
         let result = execute(&kind);
         let service_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        if to_server
-            .send(FromWorker::Done {
-                job,
-                service_us,
-                result,
-            })
-            .is_err()
-        {
+        if to_server.send(FromWorker::Done { job, service_us, result }).is_err() {
             break; // the server is gone
         }
     }

@@ -74,11 +74,7 @@ fn to_frame(reply: &impl Serialize) -> Vec<u8> {
 
 /// `{"id", "ok": true, "pong": true}`
 pub fn encode_pong(id: &ClientId) -> Vec<u8> {
-    to_frame(&PongReply {
-        id,
-        ok: true,
-        pong: true,
-    })
+    to_frame(&PongReply { id, ok: true, pong: true })
 }
 
 /// `{"id", "result": ...}`, plus the extras that are set (`worker`,
@@ -99,11 +95,7 @@ pub fn encode_job_error(
     message: &str,
     attempts: Option<u32>,
 ) -> Vec<u8> {
-    to_frame(&ErrorReply {
-        id,
-        error: ErrorBody { code, message },
-        attempts,
-    })
+    to_frame(&ErrorReply { id, error: ErrorBody { code, message }, attempts })
 }
 
 #[cfg(test)]
@@ -123,51 +115,25 @@ mod tests {
 
     #[test]
     fn replies_have_the_documented_shapes() {
-        assert_eq!(
-            payload(&encode_pong(&id("1"))),
-            r#"{"id":1,"ok":true,"pong":true}"#
-        );
+        assert_eq!(payload(&encode_pong(&id("1"))), r#"{"id":1,"ok":true,"pong":true}"#);
         assert_eq!(
             payload(&encode_result(&id("\"a\""), &48u64, ReplyExtras::default())),
             r#"{"id":"a","result":48}"#
         );
-        let timing = Timing {
-            worker: 2,
-            queue_us: 10,
-            service_us: 250,
-        };
-        let extras = ReplyExtras {
-            timing: Some(timing),
-            attempts: Some(2),
-            cached: false,
-        };
+        let timing = Timing { worker: 2, queue_us: 10, service_us: 250 };
+        let extras = ReplyExtras { timing: Some(timing), attempts: Some(2), cached: false };
         assert_eq!(
             payload(&encode_result(&id("1.50"), &113u64, extras)),
             r#"{"id":1.50,"result":113,"worker":2,"queue_us":10,"service_us":250,"attempts":2}"#
         );
-        let cached = ReplyExtras {
-            cached: true,
-            ..ReplyExtras::default()
-        };
+        let cached = ReplyExtras { cached: true, ..ReplyExtras::default() };
+        assert_eq!(payload(&encode_result(&id("3"), &8u64, cached)), r#"{"id":3,"result":8,"cached":true}"#);
         assert_eq!(
-            payload(&encode_result(&id("3"), &8u64, cached)),
-            r#"{"id":3,"result":8,"cached":true}"#
-        );
-        assert_eq!(
-            payload(&encode_job_error(
-                Some(&id("4")),
-                ErrorCode::WorkerCrashed,
-                "died",
-                Some(2)
-            )),
+            payload(&encode_job_error(Some(&id("4")), ErrorCode::WorkerCrashed, "died", Some(2))),
             r#"{"id":4,"error":{"code":"WORKER_CRASHED","message":"died"},"attempts":2}"#
         );
         assert_eq!(
-            payload(&encode_error(
-                None,
-                ErrorCode::BadJson,
-                "the frame is not valid JSON"
-            )),
+            payload(&encode_error(None, ErrorCode::BadJson, "the frame is not valid JSON")),
             r#"{"id":null,"error":{"code":"BAD_JSON","message":"the frame is not valid JSON"}}"#
         );
     }

@@ -34,10 +34,7 @@ impl ClientId {
         let text = raw.get();
         match text.as_bytes().first() {
             Some(b'"' | b'-' | b'0'..=b'9') => Ok(ClientId(raw.to_owned())),
-            _ => Err(format!(
-                "\"id\" must be a string or a number, not {}",
-                json_type_name(text)
-            )),
+            _ => Err(format!("\"id\" must be a string or a number, not {}", json_type_name(text))),
         }
     }
 
@@ -147,10 +144,7 @@ impl CommandKind {
 
     /// Whether this is a fault-injection command (`--allow-chaos` only).
     pub fn is_chaos(self) -> bool {
-        matches!(
-            self,
-            CommandKind::Crash | CommandKind::Hang | CommandKind::Sleep | CommandKind::Panic
-        )
+        matches!(self, CommandKind::Crash | CommandKind::Hang | CommandKind::Sleep | CommandKind::Panic)
     }
 
     /// Looks a wire name up.
@@ -231,21 +225,14 @@ struct Envelope<'a> {
 /// not an object or a field is missing, mistyped or out of range;
 /// `UNKNOWN_COMMAND` when `cmd` names no command.
 pub fn parse_request(payload: &[u8], limits: &Limits) -> Result<Request, RequestError> {
-    let fail = |id: Option<ClientId>, code, message: String| RequestError {
-        id,
-        code,
-        message,
-        command: None,
-    };
+    let fail =
+        |id: Option<ClientId>, code, message: String| RequestError { id, code, message, command: None };
 
     let text = std::str::from_utf8(payload).map_err(|e| {
         fail(
             None,
             ErrorCode::BadJson,
-            format!(
-                "the frame is not valid UTF-8 (invalid byte at offset {})",
-                e.valid_up_to()
-            ),
+            format!("the frame is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()),
         )
     })?;
 
@@ -256,16 +243,9 @@ pub fn parse_request(payload: &[u8], limits: &Limits) -> Result<Request, Request
             Ok(_) => fail(
                 None,
                 ErrorCode::BadRequest,
-                format!(
-                    "a request must be a JSON object, not {}",
-                    json_type_name(text.trim_start())
-                ),
+                format!("a request must be a JSON object, not {}", json_type_name(text.trim_start())),
             ),
-            Err(e) => fail(
-                None,
-                ErrorCode::BadJson,
-                format!("the frame is not valid JSON: {e}"),
-            ),
+            Err(e) => fail(None, ErrorCode::BadJson, format!("the frame is not valid JSON: {e}")),
         });
     }
 
@@ -274,11 +254,7 @@ pub fn parse_request(payload: &[u8], limits: &Limits) -> Result<Request, Request
             serde_json::error::Category::Data => ErrorCode::BadRequest,
             _ => ErrorCode::BadJson,
         };
-        let what = if code == ErrorCode::BadJson {
-            "not valid JSON"
-        } else {
-            "not a valid request"
-        };
+        let what = if code == ErrorCode::BadJson { "not valid JSON" } else { "not a valid request" };
         fail(None, code, format!("the frame is {what}: {e}"))
     })?;
 
@@ -303,28 +279,17 @@ pub fn parse_request(payload: &[u8], limits: &Limits) -> Result<Request, Request
             ))
         }
         Some(raw) => as_string(raw).ok_or_else(|| {
-            bad(
-                ErrorCode::BadRequest,
-                format!("\"cmd\" must be a string, not {}", json_type_name(raw.get())),
-            )
+            bad(ErrorCode::BadRequest, format!("\"cmd\" must be a string, not {}", json_type_name(raw.get())))
         })?,
     };
     // Chaos commands do not exist unless the server was started with
     // --allow-chaos: without it they are unknown like any other word.
     let offered = |k: &CommandKind| limits.allow_chaos || !k.is_chaos();
     let Some(kind) = CommandKind::from_name(&name).filter(offered) else {
-        let known: Vec<&str> = CommandKind::ALL
-            .iter()
-            .filter(|k| offered(k))
-            .map(|k| k.as_str())
-            .collect();
+        let known: Vec<&str> = CommandKind::ALL.iter().filter(|k| offered(k)).map(|k| k.as_str()).collect();
         return Err(bad(
             ErrorCode::UnknownCommand,
-            format!(
-                "unknown command {:?}; this server knows {}",
-                name,
-                known.join(", ")
-            ),
+            format!("unknown command {:?}; this server knows {}", name, known.join(", ")),
         ));
     };
     let with_kind = |mut e: RequestError| {
@@ -350,16 +315,9 @@ pub fn parse_request(payload: &[u8], limits: &Limits) -> Result<Request, Request
             n: parse_n(envelope.n, limits).map_err(|msg| with_kind(bad(ErrorCode::BadRequest, msg)))?,
         },
         CommandKind::Auth => Command::Auth {
-            token: envelope
-                .token
-                .and_then(as_string)
-                .map(Cow::into_owned)
-                .ok_or_else(|| {
-                    with_kind(bad(
-                        ErrorCode::BadRequest,
-                        "\"auth\" needs a string \"token\"".into(),
-                    ))
-                })?,
+            token: envelope.token.and_then(as_string).map(Cow::into_owned).ok_or_else(|| {
+                with_kind(bad(ErrorCode::BadRequest, "\"auth\" needs a string \"token\"".into()))
+            })?,
         },
         CommandKind::Crash => Command::Chaos(Chaos::Crash),
         CommandKind::Hang => Command::Chaos(Chaos::Hang),
@@ -385,10 +343,7 @@ pub fn parse_request(payload: &[u8], limits: &Limits) -> Result<Request, Request
 /// `n` must be an integer in 0..=max_n; a missing `n` means the original's default.
 fn parse_n(raw: Option<&RawValue>, limits: &Limits) -> Result<u64, String> {
     let out_of_range = |shown: &str| {
-        format!(
-            "\"n\" must be an integer from 0 to {} (the server's --max-n), not {shown}",
-            limits.max_n
-        )
+        format!("\"n\" must be an integer from 0 to {} (the server's --max-n), not {shown}", limits.max_n)
     };
     let n = match raw {
         None => DEFAULT_N,
@@ -425,14 +380,8 @@ fn json_type_name(text: &str) -> &'static str {
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits {
-        max_n: 1_000_000,
-        allow_chaos: false,
-    };
-    const CHAOS: Limits = Limits {
-        max_n: 1_000_000,
-        allow_chaos: true,
-    };
+    const LIMITS: Limits = Limits { max_n: 1_000_000, allow_chaos: false };
+    const CHAOS: Limits = Limits { max_n: 1_000_000, allow_chaos: true };
 
     fn parse(text: &str) -> Result<Request, RequestError> {
         parse_request(text.as_bytes(), &LIMITS)
@@ -458,13 +407,7 @@ mod tests {
 
     #[test]
     fn ids_are_kept_byte_for_byte() {
-        for id in [
-            r#""abc""#,
-            "1.50",
-            "123456789012345678901234567890",
-            "-3",
-            r#""\u00e9""#,
-        ] {
+        for id in [r#""abc""#, "1.50", "123456789012345678901234567890", "-3", r#""\u00e9""#] {
             let req = parse(&format!(r#"{{"id":{id},"cmd":"ping"}}"#)).unwrap();
             assert_eq!(req.id.as_json(), id);
         }
@@ -473,18 +416,9 @@ mod tests {
     #[test]
     fn other_commands_and_timing_are_recognised() {
         assert_eq!(parse(r#"{"id":1,"cmd":"ping"}"#).unwrap().command, Command::Ping);
-        assert_eq!(
-            parse(r#"{"id":1,"cmd":"stats"}"#).unwrap().command,
-            Command::Stats
-        );
-        assert_eq!(
-            parse(r#"{"id":1,"cmd":"health"}"#).unwrap().command,
-            Command::Health
-        );
-        assert_eq!(
-            parse(r#"{"id":1,"cmd":"p\u0069ng"}"#).unwrap().command,
-            Command::Ping
-        );
+        assert_eq!(parse(r#"{"id":1,"cmd":"stats"}"#).unwrap().command, Command::Stats);
+        assert_eq!(parse(r#"{"id":1,"cmd":"health"}"#).unwrap().command, Command::Health);
+        assert_eq!(parse(r#"{"id":1,"cmd":"p\u0069ng"}"#).unwrap().command, Command::Ping);
         assert!(parse(r#"{"id":1,"cmd":"ping","timing":true}"#).unwrap().timing);
         assert!(parse(r#"{"id":1,"cmd":"ping","extra":[1,{"x":2}]}"#).is_ok());
     }
@@ -508,10 +442,7 @@ mod tests {
             (r#"{"id":1,"cmd":"compute","n":1.5}"#, ErrorCode::BadRequest),
             (r#"{"id":1,"cmd":"compute","n":"10"}"#, ErrorCode::BadRequest),
             (r#"{"id":1,"cmd":"compute","n":1000001}"#, ErrorCode::BadRequest),
-            (
-                r#"{"id":1,"cmd":"compute","n":99999999999999999999999}"#,
-                ErrorCode::BadRequest,
-            ),
+            (r#"{"id":1,"cmd":"compute","n":99999999999999999999999}"#, ErrorCode::BadRequest),
             (r#"{"id":1,"cmd":"ping","timing":"yes"}"#, ErrorCode::BadRequest),
             (r#"{"id":1,"id":2,"cmd":"ping"}"#, ErrorCode::BadRequest),
         ];
@@ -531,11 +462,7 @@ mod tests {
             let refused = parse_request(text.as_bytes(), &LIMITS).unwrap_err();
             assert_eq!(refused.code, ErrorCode::UnknownCommand, "{text}");
             let advertised = refused.message.split("knows").nth(1).unwrap_or_default();
-            assert!(
-                !advertised.contains("crash"),
-                "chaos is not advertised: {}",
-                refused.message
-            );
+            assert!(!advertised.contains("crash"), "chaos is not advertised: {}", refused.message);
             assert!(parse_request(text.as_bytes(), &CHAOS).is_ok(), "{text}");
         }
         let sleep = parse_request(br#"{"id":1,"cmd":"sleep","ms":250}"#, &CHAOS).unwrap();
@@ -556,17 +483,9 @@ mod tests {
     #[test]
     fn auth_carries_a_string_token() {
         let auth = parse(r#"{"id":1,"cmd":"auth","token":"s3cret"}"#).unwrap();
-        assert_eq!(
-            auth.command,
-            Command::Auth {
-                token: "s3cret".into()
-            }
-        );
+        assert_eq!(auth.command, Command::Auth { token: "s3cret".into() });
         assert_eq!(error_code(r#"{"id":1,"cmd":"auth"}"#), ErrorCode::BadRequest);
-        assert_eq!(
-            error_code(r#"{"id":1,"cmd":"auth","token":5}"#),
-            ErrorCode::BadRequest
-        );
+        assert_eq!(error_code(r#"{"id":1,"cmd":"auth","token":5}"#), ErrorCode::BadRequest);
     }
 
     #[test]
@@ -583,15 +502,34 @@ mod tests {
         assert!(parse(&ignored).is_ok(), "nesting in an ignored field is harmless");
         // As a value the server reads, it is a clear error.
         let as_n = format!(r#"{{"id":1,"cmd":"compute","n":{nested}}}"#);
-        assert_eq!(
-            parse(&as_n).map_err(|e| e.code).unwrap_err(),
-            ErrorCode::BadRequest
-        );
+        assert_eq!(parse(&as_n).map_err(|e| e.code).unwrap_err(), ErrorCode::BadRequest);
         // As the whole request, it is valid JSON but not an object.
-        assert_eq!(
-            parse(&nested).map_err(|e| e.code).unwrap_err(),
-            ErrorCode::BadRequest
-        );
+        assert_eq!(parse(&nested).map_err(|e| e.code).unwrap_err(), ErrorCode::BadRequest);
+    }
+
+    proptest::proptest! {
+        /// Whatever bytes arrive, parsing answers (Ok or a clear error) and
+        /// never panics; whatever it accepts is within the limits.
+        #[test]
+        fn arbitrary_payloads_never_panic(payload in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            match parse_request(&payload, &CHAOS) {
+                Ok(request) => {
+                    if let Command::Compute { n } = request.command {
+                        proptest::prop_assert!(n <= CHAOS.max_n);
+                    }
+                }
+                Err(e) => proptest::prop_assert!(!e.message.is_empty()),
+            }
+        }
+
+        /// Valid-looking requests with random fields also never panic.
+        #[test]
+        fn arbitrary_json_requests_never_panic(id in "[0-9]{1,30}|\"[a-z]{0,8}\"|null|\\[\\]",
+                                               cmd in "[a-z]{0,8}|ping|compute|sleep",
+                                               n in "-?[0-9]{1,25}(\\.[0-9])?|\"x\"|null") {
+            let text = format!(r#"{{"id":{id},"cmd":"{cmd}","n":{n},"ms":{n}}}"#);
+            let _ = parse_request(text.as_bytes(), &CHAOS);
+        }
     }
 
     #[test]

@@ -134,11 +134,8 @@ impl SummaryRow {
         let recorder = &run.recorder;
         let fixed = |h| LatencyStats::of(h, &CSV_PERCENTILES);
         let (latency, uncorrected) = (fixed(&recorder.corrected), fixed(&recorder.uncorrected));
-        let (queue, service, rest) = (
-            fixed(&recorder.queue),
-            fixed(&recorder.service),
-            fixed(&recorder.rest),
-        );
+        let (queue, service, rest) =
+            (fixed(&recorder.queue), fixed(&recorder.service), fixed(&recorder.rest));
         let at = |stats: &LatencyStats, p: f64| stats.at(p).unwrap_or(0);
         let p = &report.parameters;
         let counts = &report.counts;
@@ -206,9 +203,7 @@ impl SummaryRow {
     /// # Errors
     /// Whatever the writer returns.
     pub fn write<W: Write>(&self, out: W, with_header: bool) -> csv::Result<()> {
-        let mut writer = csv::WriterBuilder::new()
-            .has_headers(with_header)
-            .from_writer(out);
+        let mut writer = csv::WriterBuilder::new().has_headers(with_header).from_writer(out);
         writer.serialize(self)?;
         writer.flush()?;
         Ok(())

@@ -31,11 +31,7 @@ impl ReportFiles {
         let create =
             |flag: &str, path: &Option<std::path::PathBuf>| -> Result<Option<BufWriter<File>>, String> {
                 path.as_deref()
-                    .map(|p| {
-                        File::create(p)
-                            .map(BufWriter::new)
-                            .map_err(|e| cannot(flag, p, e))
-                    })
+                    .map(|p| File::create(p).map(BufWriter::new).map_err(|e| cannot(flag, p, e)))
                     .transpose()
             };
         let csv = match &paths.csv {
@@ -45,10 +41,7 @@ impl ReportFiles {
                     .append(true)
                     .open(path)
                     .map_err(|e| cannot("--csv", path, e))?;
-                let is_empty = file
-                    .metadata()
-                    .map(|m| m.len() == 0)
-                    .map_err(|e| cannot("--csv", path, e))?;
+                let is_empty = file.metadata().map(|m| m.len() == 0).map_err(|e| cannot("--csv", path, e))?;
                 Some((file, is_empty))
             }
             None => None,
@@ -64,8 +57,5 @@ impl ReportFiles {
 }
 
 fn cannot(flag: &str, path: &Path, error: std::io::Error) -> String {
-    format!(
-        "{flag} {}: cannot open the file for writing: {error}",
-        path.display()
-    )
+    format!("{flag} {}: cannot open the file for writing: {error}", path.display())
 }

@@ -60,11 +60,7 @@ impl LatencyStats {
                 .iter()
                 .map(|&p| PercentileValue {
                     percentile: p,
-                    value_us: if empty {
-                        0
-                    } else {
-                        histogram.value_at_percentile(p)
-                    },
+                    value_us: if empty { 0 } else { histogram.value_at_percentile(p) },
                 })
                 .collect(),
         }
@@ -72,10 +68,7 @@ impl LatencyStats {
 
     /// The value at `percentile`, if it was requested.
     pub fn at(&self, percentile: f64) -> Option<u64> {
-        self.percentiles
-            .iter()
-            .find(|p| p.percentile == percentile)
-            .map(|p| p.value_us)
+        self.percentiles.iter().find(|p| p.percentile == percentile).map(|p| p.value_us)
     }
 }
 
@@ -230,10 +223,7 @@ pub(crate) mod tests {
         recorder.extend_span(t0, t0 + Duration::from_secs(2));
         BenchRun {
             options: BenchOptions {
-                target: Target::Embedded {
-                    mode: Mode::Processes,
-                    workers: 2,
-                },
+                target: Target::Embedded { mode: Mode::Processes, workers: 2 },
                 ..BenchOptions::example()
             },
             server: ServerInfo {

@@ -102,15 +102,9 @@ fn write_interval_log<W: Write>(
     started_at: SystemTime,
     interval: Duration,
 ) -> io::Result<u64> {
-    let epoch = started_at
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64();
+    let epoch = started_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
     writeln!(out, "#[Logged with tc-client {}]", env!("CARGO_PKG_VERSION"))?;
-    writeln!(
-        out,
-        "#[Histogram values are latencies from the scheduled send, in microseconds]"
-    )?;
+    writeln!(out, "#[Histogram values are latencies from the scheduled send, in microseconds]")?;
     writeln!(
         out,
         "#[StartTime: {epoch:.3} (seconds since epoch), {}]",
@@ -136,11 +130,7 @@ fn write_interval_log<W: Write>(
     let mut written = 0u64;
     for message in messages {
         match message {
-            IntervalMessage::Interval {
-                connection,
-                index,
-                histogram,
-            } => {
+            IntervalMessage::Interval { connection, index, histogram } => {
                 let slot = pending.entry(index).or_insert_with(latency_histogram);
                 if let Some(h) = histogram {
                     slot.add(&*h).map_err(|e| io::Error::other(format!("{e:?}")))?;
@@ -220,11 +210,7 @@ mod tests {
         let interval = |connection, index, values: &[u64]| IntervalMessage::Interval {
             connection,
             index,
-            histogram: if values.is_empty() {
-                None
-            } else {
-                histogram_of(values)
-            },
+            histogram: if values.is_empty() { None } else { histogram_of(values) },
         };
         tx.send(interval(0, 0, &[100, 200])).unwrap();
         tx.send(interval(1, 0, &[300])).unwrap();
@@ -237,14 +223,8 @@ mod tests {
 
         let bytes = buffer.0.lock().unwrap().clone();
         let text = String::from_utf8(bytes.clone()).unwrap();
-        assert!(
-            text.contains("#[StartTime: 0.000 (seconds since epoch)"),
-            "{text}"
-        );
-        assert!(
-            text.contains("\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\""),
-            "{text}"
-        );
+        assert!(text.contains("#[StartTime: 0.000 (seconds since epoch)"), "{text}");
+        assert!(text.contains("\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\""), "{text}");
         let mut deserializer = Deserializer::new();
         let intervals: Vec<(f64, u64, u64)> = IntervalLogIterator::new(&bytes)
             .filter_map(|entry| match entry.expect("valid log line") {
@@ -252,21 +232,13 @@ mod tests {
                     let decoded = base64_decode(h.encoded_histogram());
                     let histogram: Histogram<u64> =
                         deserializer.deserialize(&mut decoded.as_slice()).unwrap();
-                    Some((
-                        h.start_timestamp().as_secs_f64(),
-                        histogram.len(),
-                        histogram.max(),
-                    ))
+                    Some((h.start_timestamp().as_secs_f64(), histogram.len(), histogram.max()))
                 }
                 _ => None,
             })
             .collect();
         assert_eq!(intervals.len(), 2);
-        assert_eq!(
-            (intervals[0].0, intervals[0].1),
-            (0.0, 3),
-            "interval 0 merges both connections"
-        );
+        assert_eq!((intervals[0].0, intervals[0].1), (0.0, 3), "interval 0 merges both connections");
         assert_eq!(intervals[1].1, 1);
         assert!(intervals[1].2 >= 5000);
     }

@@ -33,21 +33,9 @@ fn latency_row<W: Write>(out: &mut W, name: &str, stats: &LatencyStats) -> io::R
 pub fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()> {
     let p = &report.parameters;
     let server = &report.server;
-    let origin = if server.embedded {
-        "embedded server"
-    } else {
-        "server"
-    };
-    writeln!(
-        out,
-        "tc-client -> {} ({origin}: {}, {} workers)",
-        server.address, server.mode, server.workers
-    )?;
-    let what = if p.cmd.contains("compute") {
-        format!("{} n={}", p.cmd, p.size)
-    } else {
-        p.cmd.clone()
-    };
+    let origin = if server.embedded { "embedded server" } else { "server" };
+    writeln!(out, "tc-client -> {} ({origin}: {}, {} workers)", server.address, server.mode, server.workers)?;
+    let what = if p.cmd.contains("compute") { format!("{} n={}", p.cmd, p.size) } else { p.cmd.clone() };
     let pacing = match (p.pipeline, p.rate_rps) {
         (_, Some(rate)) => format!("open loop at {rate} requests/s"),
         (Some(1), _) => "closed loop, 1 request in flight per connection".into(),
@@ -59,11 +47,7 @@ pub fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()
         (_, Some(s)) => format!("{s} s"),
         _ => String::new(),
     };
-    writeln!(
-        out,
-        "  {what}, {} connections, {pacing}, {length}, warm-up {}",
-        p.concurrency, p.warmup
-    )?;
+    writeln!(out, "  {what}, {} connections, {pacing}, {length}, warm-up {}", p.concurrency, p.warmup)?;
     writeln!(out)?;
 
     let c = &report.counts;
@@ -93,11 +77,7 @@ pub fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()
     if !problems.is_empty() {
         writeln!(out, "  Problems    {}", problems.join(", "))?;
     }
-    writeln!(
-        out,
-        "  Time        {:.3} s measured ({:.3} s in all)",
-        report.measured_s, report.wall_s
-    )?;
+    writeln!(out, "  Time        {:.3} s measured ({:.3} s in all)", report.measured_s, report.wall_s)?;
     writeln!(out, "  Throughput  {:.1} requests/s", report.throughput_rps)?;
     writeln!(out)?;
 
@@ -109,10 +89,7 @@ pub fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()
     latency_row(out, "from schedule", &report.latency)?;
     latency_row(out, "from send", &report.latency_uncorrected)?;
     if p.rate_rps.is_none() {
-        writeln!(
-            out,
-            "    (closed loop: each request is due when its slot frees, so the rows agree)"
-        )?;
+        writeln!(out, "    (closed loop: each request is due when its slot frees, so the rows agree)")?;
     }
     if report.breakdown.service.count > 0 {
         writeln!(out)?;
@@ -124,21 +101,13 @@ pub fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()
         latency_row(out, "queue wait", &report.breakdown.queue)?;
         latency_row(out, "service", &report.breakdown.service)?;
         latency_row(out, "rest", &report.breakdown.rest)?;
-        writeln!(
-            out,
-            "    (rest = from send - queue - service: network, framing, threads)"
-        )?;
+        writeln!(out, "    (rest = from send - queue - service: network, framing, threads)")?;
     }
     for error in &report.connection_errors {
         writeln!(out, "  ! {error}")?;
     }
     writeln!(out)?;
-    writeln!(
-        out,
-        "Done: {} responses in {:.3}s",
-        c.answered(),
-        report.measured_s
-    )
+    writeln!(out, "Done: {} responses in {:.3}s", c.answered(), report.measured_s)
 }
 
 #[cfg(test)]

@@ -56,12 +56,7 @@ impl Connections {
 
     /// Number of open connections.
     pub fn len(&self) -> usize {
-        self.inner
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .open
-            .len()
+        self.inner.0.lock().unwrap_or_else(PoisonError::into_inner).open.len()
     }
 
     /// Stops reading from every socket: readers see end-of-stream and wind
@@ -97,10 +92,7 @@ impl Connections {
             if now >= deadline {
                 return false;
             }
-            table = emptied
-                .wait_timeout(table, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            table = emptied.wait_timeout(table, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
         }
         true
     }

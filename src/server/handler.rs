@@ -75,11 +75,7 @@ enum Step<'a> {
     Request(&'a [u8]),
     /// A frame that cannot be served: answer with an error, and close the
     /// connection afterwards when the frame boundary was lost.
-    Refuse {
-        code: ErrorCode,
-        message: String,
-        then_close: bool,
-    },
+    Refuse { code: ErrorCode, message: String, then_close: bool },
 }
 
 /// Whether the connection goes on after a request.
@@ -119,11 +115,7 @@ impl Session<'_> {
                 // Half a frame, then nothing for --read-timeout.
                 Err(e @ FrameError::Stalled { .. }) => {
                     tracing::debug!(conn = self.conn_id, error = %e, "cutting off a stalled frame");
-                    Step::Refuse {
-                        code: ErrorCode::BadFrame,
-                        message: e.to_string(),
-                        then_close: true,
-                    }
+                    Step::Refuse { code: ErrorCode::BadFrame, message: e.to_string(), then_close: true }
                 }
                 Ok(None) => return, // a clean close between frames
                 Err(e) => {
@@ -143,11 +135,7 @@ impl Session<'_> {
                         return;
                     }
                 }
-                Step::Refuse {
-                    code,
-                    message,
-                    then_close,
-                } => {
+                Step::Refuse { code, message, then_close } => {
                     self.farm.stats.error(code);
                     sink.send(encode_error(None, code, &message));
                     if then_close {
@@ -199,37 +187,25 @@ impl Session<'_> {
             }
         }
         if farm.draining.load(Ordering::SeqCst) {
-            self.reply_error(
-                sink,
-                Some(&request.id),
-                ErrorCode::ShuttingDown,
-                "the server is shutting down",
-            );
+            self.reply_error(sink, Some(&request.id), ErrorCode::ShuttingDown, "the server is shutting down");
             return Continue::Yes;
         }
         match request.command {
             Command::Ping => sink.send(encode_pong(&request.id)),
-            Command::Stats => sink.send(encode_result(
-                &request.id,
-                &farm.stats_report(),
-                ReplyExtras::default(),
-            )),
-            Command::Health => sink.send(encode_result(
-                &request.id,
-                &farm.health_report(),
-                ReplyExtras::default(),
-            )),
+            Command::Stats => {
+                sink.send(encode_result(&request.id, &farm.stats_report(), ReplyExtras::default()))
+            }
+            Command::Health => {
+                sink.send(encode_result(&request.id, &farm.health_report(), ReplyExtras::default()))
+            }
             Command::Auth { .. } => sink.send(encode_result(
                 &request.id,
                 &serde_json::json!({"ok": true}),
                 ReplyExtras::default(),
             )),
-            Command::Compute { n } => self.run_job(
-                request_parts(&request),
-                JobKind::Compute { n },
-                Some(payload),
-                sink,
-            ),
+            Command::Compute { n } => {
+                self.run_job(request_parts(&request), JobKind::Compute { n }, Some(payload), sink)
+            }
             Command::Chaos(chaos) => self.run_job(request_parts(&request), JobKind::Chaos(chaos), None, sink),
         }
         Continue::Yes
@@ -272,10 +248,7 @@ impl Session<'_> {
             (Some(cache), Some(body)) => match cache.key_for(body) {
                 Some(key) => match cache.get(&key) {
                     Some(output) => {
-                        let extras = ReplyExtras {
-                            cached: true,
-                            ..ReplyExtras::default()
-                        };
+                        let extras = ReplyExtras { cached: true, ..ReplyExtras::default() };
                         sink.send(encode_output(&id, &output, extras));
                         return;
                     }
@@ -294,14 +267,7 @@ impl Session<'_> {
             self.reply_error(sink, Some(&id), ErrorCode::Busy, message);
             return;
         }
-        let request = JobRequest {
-            conn: self.conn_id,
-            client_id: id,
-            command,
-            timing,
-            cache_key,
-            sink,
-        };
+        let request = JobRequest { conn: self.conn_id, client_id: id, command, timing, cache_key, sink };
         if let Err((rejection, id)) = farm.dispatcher.submit(request, kind) {
             let (code, message) = rejection.to_error(farm.dispatcher.queue_capacity());
             self.reply_error(sink, Some(&id), code, &message);

@@ -125,10 +125,7 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// Bounds on request arguments.
     pub fn limits(&self) -> Limits {
-        Limits {
-            max_n: self.max_n,
-            allow_chaos: self.allow_chaos,
-        }
+        Limits { max_n: self.max_n, allow_chaos: self.allow_chaos }
     }
 
     /// Checks that every value is usable.
@@ -149,10 +146,7 @@ impl ServerConfig {
             }
         }
         if self.max_frame > u32::MAX as usize {
-            return Err(Error::Config(format!(
-                "--max-frame must be at most {} bytes",
-                u32::MAX
-            )));
+            return Err(Error::Config(format!("--max-frame must be at most {} bytes", u32::MAX)));
         }
         for (flag, value) in [
             ("--read-timeout", self.read_timeout),
@@ -217,10 +211,7 @@ impl Farm {
             },
             cache: self.dispatcher.cache().map(|c| c.stats()),
             draining: self.draining.load(Ordering::SeqCst),
-            latency_us: LatencyReport {
-                queue_wait: counters.queue_wait_us,
-                service: counters.service_us,
-            },
+            latency_us: LatencyReport { queue_wait: counters.queue_wait_us, service: counters.service_us },
         }
     }
 
@@ -274,18 +265,11 @@ impl Server {
     /// An invalid configuration, or workers that cannot be started.
     pub fn start(listener: TcpListener, config: ServerConfig) -> Result<Server> {
         config.validate()?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::io("reading the listener's address", e))?;
+        let addr = listener.local_addr().map_err(|e| Error::io("reading the listener's address", e))?;
         let stats = Stats::new();
         let cache = NonZeroUsize::new(config.cache_entries).map(|n| Arc::new(ResultCache::new(n)));
-        let (dispatcher, queues) = Dispatcher::new(
-            config.queue_capacity,
-            config.retries,
-            Registry::new(),
-            stats.clone(),
-            cache,
-        );
+        let (dispatcher, queues) =
+            Dispatcher::new(config.queue_capacity, config.retries, Registry::new(), stats.clone(), cache);
         let worker_command = match &config.worker_command {
             Some(command) => command.clone(),
             None => WorkerCommand::current_exe()?,
@@ -312,10 +296,7 @@ impl Server {
             connections: Connections::default(),
             draining: AtomicBool::new(false),
         });
-        let shutdown = ShutdownHandle {
-            flag: Arc::new(AtomicBool::new(false)),
-            wake: wake_address(addr),
-        };
+        let shutdown = ShutdownHandle { flag: Arc::new(AtomicBool::new(false)), wake: wake_address(addr) };
         let acceptor = {
             let farm = Arc::clone(&farm);
             let flag = Arc::clone(&shutdown.flag);
@@ -345,13 +326,7 @@ impl Server {
         if !addr.ip().is_loopback() {
             tracing::warn!(%addr, "listening on a non-loopback address: anyone who can reach it can submit jobs");
         }
-        Ok(Server {
-            addr,
-            shutdown,
-            acceptor,
-            farm,
-            pool,
-        })
+        Ok(Server { addr, shutdown, acceptor, farm, pool })
     }
 
     /// The address actually bound (useful with port 0).
@@ -373,12 +348,7 @@ impl Server {
     /// 4. stop reading, let writers deliver the last replies, close;
     /// 5. stop the workers (reaping every worker process).
     pub fn wait(self) {
-        let Server {
-            acceptor,
-            farm,
-            mut pool,
-            ..
-        } = self;
+        let Server { acceptor, farm, mut pool, .. } = self;
         let _ = acceptor.join();
 
         farm.draining.store(true, Ordering::SeqCst);
@@ -395,10 +365,7 @@ impl Server {
             "the server stopped before the job finished (--drain-timeout ran out)",
         );
         if failed > 0 {
-            tracing::warn!(
-                failed,
-                "jobs still running at the end of the drain were answered SHUTTING_DOWN"
-            );
+            tracing::warn!(failed, "jobs still running at the end of the drain were answered SHUTTING_DOWN");
         }
 
         farm.connections.close_reads();
@@ -406,10 +373,7 @@ impl Server {
             // Clients that do not read their last replies: cut them off.
             farm.connections.close_all();
             if !farm.connections.wait_until_empty(CONNECTION_GRACE) {
-                tracing::warn!(
-                    open = farm.connections.len(),
-                    "some connections did not close in time"
-                );
+                tracing::warn!(open = farm.connections.len(), "some connections did not close in time");
             }
         }
         pool.stop(POOL_GRACE);

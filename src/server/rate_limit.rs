@@ -32,10 +32,7 @@ struct Bucket {
 impl RateLimiter {
     /// `rate` requests per second per client, with a burst of `rate`.
     pub fn new(rate: f64) -> Self {
-        RateLimiter {
-            rate,
-            buckets: Mutex::new(HashMap::new()),
-        }
+        RateLimiter { rate, buckets: Mutex::new(HashMap::new()) }
     }
 
     /// The configured rate.
@@ -50,10 +47,7 @@ impl RateLimiter {
             buckets.retain(|_, b| now.saturating_duration_since(b.updated) < IDLE_BUCKET);
         }
         let capacity = self.rate.max(1.0);
-        let bucket = buckets.entry(client).or_insert(Bucket {
-            tokens: capacity,
-            updated: now,
-        });
+        let bucket = buckets.entry(client).or_insert(Bucket { tokens: capacity, updated: now });
         let refill = now.saturating_duration_since(bucket.updated).as_secs_f64() * self.rate;
         bucket.tokens = (bucket.tokens + refill).min(capacity);
         bucket.updated = now;
@@ -74,10 +68,7 @@ mod tests {
     #[test]
     fn a_burst_of_rate_then_rate_per_second_per_client() {
         let limiter = RateLimiter::new(10.0);
-        let (a, b) = (
-            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
-            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
-        );
+        let (a, b) = (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)));
         let t0 = Instant::now();
         let allowed = (0..15).filter(|_| limiter.allow(a, t0)).count();
         assert_eq!(allowed, 10, "the burst is one second's worth");

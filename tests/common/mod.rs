@@ -32,16 +32,7 @@ impl TestServer {
     /// for its `listening on` line.
     pub fn start(mode: &str, workers: usize, extra: &[&str]) -> TestServer {
         let workers = workers.to_string();
-        let mut args = vec![
-            "--port",
-            "0",
-            "--mode",
-            mode,
-            "--workers",
-            &workers,
-            "--log-level",
-            "warn",
-        ];
+        let mut args = vec!["--port", "0", "--mode", mode, "--workers", &workers, "--log-level", "warn"];
         args.extend_from_slice(extra);
         Self::start_with(&args, &[])
     }
@@ -107,10 +98,7 @@ impl TestServer {
             if condition(&stats) {
                 return stats;
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; last stats: {stats}"
-            );
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; last stats: {stats}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -158,10 +146,9 @@ pub fn send_signal(pid: u32, signal: i32) {
 pub fn process_is_running(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state is the first field after the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-            .unwrap_or(false),
+        Ok(stat) => {
+            stat.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')).unwrap_or(false)
+        }
         Err(_) => false,
     }
 }
@@ -224,16 +211,13 @@ impl TestClient {
 
     /// Reads one reply; `None` if the server closed the connection.
     pub fn try_recv(&mut self) -> Option<Value> {
-        self.try_recv_raw()
-            .map(|payload| serde_json::from_str(&payload).expect("replies are JSON"))
+        self.try_recv_raw().map(|payload| serde_json::from_str(&payload).expect("replies are JSON"))
     }
 
     /// Waits briefly (300 ms) for an unsolicited frame, such as a refusal
     /// sent on connect; `None` if none came (or the connection closed).
     pub fn try_recv_timeout_free(&mut self) -> Option<Value> {
-        self.stream
-            .set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
+        self.stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
         let mut header = [0u8; 4];
         let got = self.stream.peek(&mut header).unwrap_or_default();
         self.stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
@@ -267,9 +251,7 @@ impl TestClient {
     /// A second handle on the same socket, so one thread can write while
     /// another reads.
     pub fn try_clone_for_writing(&self) -> TestClient {
-        TestClient {
-            stream: self.stream.try_clone().expect("clone socket"),
-        }
+        TestClient { stream: self.stream.try_clone().expect("clone socket") }
     }
 
     /// Closes both directions.
@@ -304,11 +286,7 @@ pub fn run_client(args: &[&str]) -> std::process::Output {
 pub fn run_client_with_stdin(args: &[&str], stdin: Option<&str>) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tc-client"))
         .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -340,9 +318,5 @@ pub fn run_client_with_stdin(args: &[&str], stdin: Option<&str>) -> std::process
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    std::process::Output {
-        status,
-        stdout: out_thread.join().unwrap(),
-        stderr: err_thread.join().unwrap(),
-    }
+    std::process::Output { status, stdout: out_thread.join().unwrap(), stderr: err_thread.join().unwrap() }
 }
