@@ -13,7 +13,10 @@
 //! | [`server`] | the acceptor, the per-connection handler, start-up and shutdown |
 //! | [`dispatch`] | request → queued job, finished job → reply |
 //! | [`registry`] | the id→connection map of jobs in flight, behind a `Mutex` |
-//! | [`pool`] | worker threads and worker processes (ipc-channel) |
+//! | [`pool`] | worker threads and worker processes (ipc-channel), timeouts, restarts |
+//! | [`cache`] | the optional LRU result cache |
+//! | [`bench`] | the load generator behind `tc-client` |
+//! | [`report`] | benchmark reports: summary, CSV, `.hgrm`, interval log, JSON |
 //! | [`job`], [`compute`] | the work itself, shared by both pool modes |
 //! | [`stats`] | counters and latency histograms behind `stats` |
 //! | [`client`] | a blocking client connection and the one-shot `call` |
