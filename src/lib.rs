@@ -15,7 +15,7 @@
 //! | [`registry`] | the id→connection map of jobs in flight, behind a `Mutex` |
 //! | [`pool`] | worker threads and worker processes (ipc-channel), timeouts, restarts |
 //! | [`cache`] | the optional LRU result cache |
-//! | [`bench`] | the load generator behind `tc-client` |
+//! | [`mod@bench`] | the load generator behind `tc-client` |
 //! | [`report`] | benchmark reports: summary, CSV, `.hgrm`, interval log, JSON |
 //! | [`job`], [`compute`] | the work itself, shared by both pool modes |
 //! | [`stats`] | counters and latency histograms behind `stats` |
