@@ -87,6 +87,8 @@ fn commit(chaos: Chaos) -> JobResult {
     match chaos {
         Chaos::Crash => {
             eprintln!("chaos: crash requested; aborting process {}", std::process::id());
+            // A requested crash is a demo, not a bug to debug: leave no core file.
+            let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
             std::process::abort()
         }
         Chaos::Hang => loop {
