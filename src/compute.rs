@@ -33,6 +33,38 @@ pub fn compute(n: u64) -> u64 {
     acc
 }
 
+/// How fast [`compute`] runs on one thread.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelRate {
+    /// Computations finished.
+    pub computations: u64,
+    /// Time they took.
+    pub elapsed: std::time::Duration,
+}
+
+impl KernelRate {
+    /// Computations per second.
+    pub fn per_second(&self) -> f64 {
+        self.computations as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Runs `compute(n)` back to back on the calling thread for about `duration`
+/// (at least once) and reports the rate. `black_box` keeps the optimizer
+/// from skipping work whose result is unused.
+pub fn measure_rate(n: u64, duration: std::time::Duration) -> KernelRate {
+    let started = std::time::Instant::now();
+    let mut computations = 0;
+    loop {
+        std::hint::black_box(compute(std::hint::black_box(n)));
+        computations += 1;
+        if started.elapsed() >= duration {
+            break;
+        }
+    }
+    KernelRate { computations, elapsed: started.elapsed() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +84,12 @@ mod tests {
         for (n, want) in expected {
             assert_eq!(compute(n), want, "compute({n})");
         }
+    }
+
+    #[test]
+    fn measuring_the_rate_runs_at_least_once() {
+        let rate = measure_rate(10, std::time::Duration::ZERO);
+        assert_eq!(rate.computations, 1);
+        assert!(rate.per_second() > 0.0);
     }
 }

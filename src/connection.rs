@@ -1,15 +1,20 @@
 //! One client socket: reading frames from it, and the single path that writes
 //! replies to it.
 //!
-//! A connection has two threads:
+//! A connection has two threads, and every write to its socket goes through
+//! one [`SocketWriter`], which writes whole batches of frames under a lock —
+//! so two replies can never interleave their bytes (the original Python
+//! server wrote from several threads and could):
 //! - the **reader** (the caller of [`Connection::read_frame`], the
-//!   per-connection handler) reads frames and decides what to do with them;
-//! - the **writer**, started here, is the only code that ever writes to the
-//!   socket. Every reply — from the reader itself (ping, errors), from a worker
-//!   thread, or from the thread driving a worker process — is a finished frame
-//!   sent to the writer through a channel. Because one thread writes whole
-//!   frames one after another, two replies can never interleave their bytes
-//!   (the original Python server wrote from several threads and could).
+//!   per-connection handler) reads frames and decides what to do with them.
+//!   Replies it produces itself (ping, stats, errors) are collected in
+//!   [`InlineReplies`] while more requests are already buffered, and written
+//!   in one system call just before the reader would block: a pipelining
+//!   client gets a whole batch per write, and no other thread is woken;
+//! - the **writer**, started here, writes the replies of jobs: a worker
+//!   thread, or the thread driving a worker process, hands it a finished frame
+//!   through a channel and never touches the socket (so a slow client can
+//!   never stall a worker).
 //!
 //! Both threads share one socket through an `Arc<TcpStream>` (`&TcpStream`
 //! implements `Read` and `Write`), so a connection costs one file descriptor.
@@ -27,7 +32,7 @@
 //! longer than the read timeout, the connection is cut off. An idle
 //! connection (no partial frame) may stay open indefinitely.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -39,6 +44,9 @@ use crate::frame::{FrameBuffer, FrameError};
 
 /// How many queued replies the writer gathers into one `write` system call.
 const MAX_REPLIES_PER_FLUSH: usize = 256;
+/// Inline replies are written once this many bytes have piled up, even if
+/// more requests are buffered.
+const INLINE_FLUSH_BYTES: usize = 64 * 1024;
 /// Read buffer an idle connection keeps (it grows for large frames, then
 /// shrinks back), so 1,000 idle connections cost little memory.
 const IDLE_READ_BUFFER: usize = 8 * 1024;
@@ -132,6 +140,73 @@ impl ReplySink {
     }
 }
 
+/// The one way to write to a connection's socket: whole batches of frames,
+/// one batch at a time.
+#[derive(Debug)]
+pub struct SocketWriter {
+    stream: Arc<TcpStream>,
+    lock: Mutex<()>,
+}
+
+impl SocketWriter {
+    fn new(stream: Arc<TcpStream>) -> Self {
+        SocketWriter { stream, lock: Mutex::new(()) }
+    }
+
+    /// Writes `frames` (one or more complete frames) before any other batch.
+    ///
+    /// # Errors
+    /// The socket's write error; the connection should then be closed.
+    pub fn write_frames(&self, frames: &[u8]) -> io::Result<()> {
+        let _only_writer = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        (&*self.stream).write_all(frames)
+    }
+}
+
+/// Replies the reader produced itself, waiting to be written in one batch.
+#[derive(Debug)]
+pub struct InlineReplies {
+    frames: Vec<u8>,
+    count: usize,
+    out: Arc<SocketWriter>,
+    flow: Arc<FlowControl>,
+}
+
+impl InlineReplies {
+    /// Queues a reply frame (its reply slot was taken by the reader).
+    pub fn push(&mut self, frame: &[u8]) {
+        self.frames.extend_from_slice(frame);
+        self.count += 1;
+    }
+
+    /// Whether enough has piled up to write now.
+    fn is_full(&self) -> bool {
+        self.frames.len() >= INLINE_FLUSH_BYTES
+    }
+
+    /// Writes what is queued and gives the reply slots back.
+    ///
+    /// # Errors
+    /// The socket's write error (the client has gone); the connection is
+    /// then marked closed.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        let written = self.out.write_frames(&self.frames);
+        self.flow.release(self.count);
+        self.frames.clear();
+        self.count = 0;
+        if self.frames.capacity() > INLINE_FLUSH_BYTES * 2 {
+            self.frames = Vec::new();
+        }
+        if written.is_err() {
+            self.flow.close();
+        }
+        written
+    }
+}
+
 /// Limits that shape how a connection reads.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadLimits {
@@ -146,6 +221,7 @@ pub struct ReadLimits {
 /// The reading side of a client socket, plus the writer thread it started.
 pub struct Connection {
     stream: Arc<TcpStream>,
+    out: Arc<SocketWriter>,
     buffer: FrameBuffer,
     sink: ReplySink,
     writer: JoinHandle<()>,
@@ -165,13 +241,15 @@ impl Connection {
         stream.set_read_timeout(Some(tick))?;
         let (sink, replies) = ReplySink::detached(limits.max_inflight);
         let flow = Arc::clone(&sink.flow);
-        let write_half = Arc::clone(&stream);
+        let out = Arc::new(SocketWriter::new(Arc::clone(&stream)));
+        let writer_out = Arc::clone(&out);
         let writer = thread::Builder::new()
             .name("writer".into())
             .stack_size(WRITER_STACK)
-            .spawn(move || write_replies(&write_half, replies, flow))?;
+            .spawn(move || write_replies(&writer_out, replies, flow))?;
         Ok(Connection {
             stream,
+            out,
             buffer: FrameBuffer::with_capacity(IDLE_READ_BUFFER, limits.max_frame),
             sink,
             writer,
@@ -180,13 +258,29 @@ impl Connection {
         })
     }
 
+    /// A buffer for the replies the reader produces itself; pass it to
+    /// every [`Connection::read_frame`], which writes it out before blocking.
+    pub fn inline_replies(&self) -> InlineReplies {
+        InlineReplies {
+            frames: Vec::new(),
+            count: 0,
+            out: Arc::clone(&self.out),
+            flow: Arc::clone(&self.sink.flow),
+        }
+    }
+
     /// Reads the next frame. `Ok(None)` is a clean close between frames.
+    /// Before waiting for bytes from the network, the inline replies are
+    /// written, so a client always gets its answers before we sleep.
     ///
     /// # Errors
     /// See [`FrameError`]; only after [`FrameError::Empty`] may reading go on
     /// (the empty frame has then been skipped).
-    pub fn read_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
+    pub fn read_frame(&mut self, inline: &mut InlineReplies) -> Result<Option<&[u8]>, FrameError> {
         self.buffer.shrink_if_idle(IDLE_READ_BUFFER);
+        if inline.is_full() || !self.buffer.has_frame().unwrap_or(true) {
+            inline.flush()?;
+        }
         loop {
             match self.buffer.has_frame() {
                 Ok(true) => break,
@@ -237,30 +331,38 @@ impl Connection {
     }
 }
 
-/// The writer thread: takes reply frames off the channel and writes them,
+/// The writer thread: takes job reply frames off the channel and writes them,
 /// batching whatever is already queued into one system call. It ends when
 /// every sender is gone (the connection is finished) or the socket fails.
-fn write_replies(stream: &TcpStream, replies: Receiver<Vec<u8>>, flow: Arc<FlowControl>) {
-    let mut out = BufWriter::with_capacity(64 * 1024, stream);
+fn write_replies(out: &SocketWriter, replies: Receiver<Vec<u8>>, flow: Arc<FlowControl>) {
+    let mut batch = Vec::with_capacity(4096);
     // `recv` blocks until a reply arrives or every sender is dropped.
     while let Ok(first) = replies.recv() {
-        let mut batch = vec![first];
+        batch.clear();
+        batch.extend_from_slice(&first);
+        let mut count = 1;
         // Gather what else is ready now: many small replies, one syscall.
-        while batch.len() < MAX_REPLIES_PER_FLUSH {
+        while count < MAX_REPLIES_PER_FLUSH {
             match replies.try_recv() {
-                Ok(next) => batch.push(next),
+                Ok(next) => {
+                    batch.extend_from_slice(&next);
+                    count += 1;
+                }
                 Err(_) => break,
             }
         }
-        let written = batch.iter().try_for_each(|frame| out.write_all(frame)).and_then(|()| out.flush());
-        flow.release(batch.len());
+        let written = out.write_frames(&batch);
+        flow.release(count);
         if let Err(e) = written {
             tracing::debug!(error = %e, "client socket failed; closing the connection");
             // Wake the reader (blocked in read or waiting for a slot) so the
             // whole connection winds down; later replies are dropped.
             flow.close();
-            let _ = stream.shutdown(Shutdown::Both);
+            let _ = out.stream.shutdown(Shutdown::Both);
             return;
+        }
+        if batch.capacity() > 1 << 20 {
+            batch = Vec::with_capacity(4096);
         }
     }
 }

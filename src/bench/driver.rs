@@ -168,8 +168,12 @@ pub struct ConnectionResult {
     pub error: Option<String>,
 }
 
-/// Runs connection `index` of the plan to completion on the calling thread
-/// (the receiver), with a sender thread beside it.
+/// Runs connection `index` of the plan to completion on the calling thread.
+///
+/// A closed loop needs only this thread: it fills the window, writes the
+/// new requests in one system call, reads replies, and fills the window
+/// again — no hand-off between threads per request. An open loop adds a
+/// sender thread that keeps the schedule whatever the replies are doing.
 pub fn run_connection(index: usize, plan: Arc<Plan>, stream: TcpStream, sinks: RunSinks) -> ConnectionResult {
     let window = Arc::new(Window::default());
     // A server that stops reading for longer than --timeout fails the
@@ -180,118 +184,171 @@ pub fn run_connection(index: usize, plan: Arc<Plan>, stream: TcpStream, sinks: R
             error: Some(describe_io_error(index, &plan, "configuring the socket", &e)),
         };
     }
-    let sender = {
-        let window = Arc::clone(&window);
-        let plan = Arc::clone(&plan);
-        let sinks = sinks.clone();
-        match stream.try_clone() {
-            Ok(write_half) => thread::Builder::new()
-                .name(format!("bench-send-{index}"))
-                .spawn(move || send_requests(index, &plan, write_half, &window, &sinks)),
-            Err(e) => Err(e),
-        }
+    let fail = |e: std::io::Error| ConnectionResult {
+        recorder: Recorder::default(),
+        error: Some(format!("connection {index}: cannot start its sender: {e}")),
     };
-    let sender = match sender {
-        Ok(handle) => handle,
-        Err(e) => {
-            return ConnectionResult {
-                recorder: Recorder::default(),
-                error: Some(format!("connection {index}: cannot start its sender: {e}")),
+    let write_half = match stream.try_clone() {
+        Ok(write_half) => write_half,
+        Err(e) => return fail(e),
+    };
+    let (sender, feeder) = match plan.options.load {
+        LoadModel::Open { .. } => {
+            let (window, plan, sinks) = (Arc::clone(&window), Arc::clone(&plan), sinks.clone());
+            let spawned = thread::Builder::new()
+                .name(format!("bench-send-{index}"))
+                .spawn(move || send_on_schedule(index, &plan, write_half, &window, &sinks));
+            match spawned {
+                Ok(handle) => (Some(handle), None),
+                Err(e) => return fail(e),
             }
         }
+        LoadModel::Closed { pipeline } => {
+            (None, Some(Feeder { schedule: Schedule::new(index, &plan), stream: write_half, pipeline }))
+        }
     };
-    let mut receiver = Receiver::new(index, &plan, &window, &sinks);
-    receiver.run(stream);
-    let recorder = receiver.finish();
-    let _ = sender.join();
+    // All connections begin together, at the plan's start.
+    if window.wait_until(plan.start) {
+        let mut receiver = Receiver::new(index, &plan, &window, &sinks);
+        receiver.run(stream, feeder);
+        let recorder = receiver.finish();
+        if let Some(sender) = sender {
+            let _ = sender.join();
+        }
+        let error = window.lock().error.clone();
+        return ConnectionResult { recorder, error };
+    }
     let error = window.lock().error.clone();
-    ConnectionResult { recorder, error }
+    ConnectionResult { recorder: Recorder::default(), error }
 }
 
-/// The sender: paces and writes requests until the plan says stop.
-fn send_requests(index: usize, plan: &Plan, mut stream: TcpStream, window: &Window, sinks: &RunSinks) {
-    let options = &plan.options;
-    let mut commands: MixSequence = options.mix.sequence();
-    let warmup_requests = options.warmup_requests();
-    // Open loop: this connection's slot in the global schedule.
-    let (interval, offset) = match options.load {
-        LoadModel::Open { rate } => {
-            let interval = Duration::from_secs_f64(options.concurrency as f64 / rate);
-            (interval, interval.mul_f64(index as f64 / options.concurrency as f64))
-        }
-        LoadModel::Closed { .. } => (Duration::ZERO, Duration::ZERO),
-    };
-    let window_limit = match options.load {
-        LoadModel::Closed { pipeline } => pipeline,
-        LoadModel::Open { .. } => OPEN_LOOP_MAX_IN_FLIGHT,
-    };
+/// Which request comes next on a connection, and whether it is measured:
+/// the command mix, the warm-up, the stop condition and, in an open loop,
+/// the schedule.
+struct Schedule<'a> {
+    plan: &'a Plan,
+    commands: MixSequence,
+    warmup_requests: u64,
+    /// When the measured part started: known up front for a timed warm-up,
+    /// set at the first measured request for a counted one.
+    measured_since: Option<Instant>,
+    next_id: u64,
+    /// Open loop: time between this connection's requests, and its offset
+    /// in the global schedule.
+    interval: Duration,
+    offset: Duration,
+}
 
-    // All connections begin together, at the plan's start.
-    if !window.wait_until(plan.start) {
-        return;
+impl<'a> Schedule<'a> {
+    fn new(index: usize, plan: &'a Plan) -> Self {
+        let options = &plan.options;
+        let (interval, offset) = match options.load {
+            LoadModel::Open { rate } => {
+                let interval = Duration::from_secs_f64(options.concurrency as f64 / rate);
+                (interval, interval.mul_f64(index as f64 / options.concurrency as f64))
+            }
+            LoadModel::Closed { .. } => (Duration::ZERO, Duration::ZERO),
+        };
+        Schedule {
+            plan,
+            commands: options.mix.sequence(),
+            warmup_requests: options.warmup_requests(),
+            measured_since: match options.warmup {
+                Warmup::Duration(d) => Some(plan.start + d),
+                Warmup::None => Some(plan.start),
+                Warmup::Requests(_) => None,
+            },
+            next_id: 0,
+            interval,
+            offset,
+        }
     }
-    // When the measured part starts: known up front for a timed warm-up,
-    // at the first measured request for a counted one.
-    let mut measured_since = match options.warmup {
-        Warmup::Duration(d) => Some(plan.start + d),
-        Warmup::None => Some(plan.start),
-        Warmup::Requests(_) => None,
-    };
 
-    for id in 0u64.. {
-        // 1. When is this request due? Closed loop: as soon as a slot in the
-        //    window is free. Open loop: at its place in the schedule.
-        let scheduled = match options.load {
-            LoadModel::Closed { .. } => {
-                let mut state = window.lock();
-                while state.in_flight.len() >= window_limit && !state.closed {
-                    state = window.changed.wait(state).unwrap_or_else(PoisonError::into_inner);
-                }
-                if state.closed {
-                    return;
-                }
-                Instant::now()
-            }
-            LoadModel::Open { .. } => {
-                let due = plan.start + offset + interval.mul_f64(id as f64);
-                if !window.wait_until(due) {
-                    return;
-                }
-                due
-            }
+    /// Open loop: when the next request is due.
+    fn next_due(&self) -> Instant {
+        self.plan.start + self.offset + self.interval.mul_f64(self.next_id as f64)
+    }
+
+    /// The next request, scheduled at `scheduled`: its id, command and
+    /// whether it is measured; `None` once the run is over.
+    fn next(&mut self, scheduled: Instant) -> Option<(u64, BenchCommand, bool)> {
+        let id = self.next_id;
+        let measured = match self.plan.options.warmup {
+            Warmup::Requests(_) => id >= self.warmup_requests,
+            Warmup::Duration(_) | Warmup::None => self.measured_since.is_some_and(|since| scheduled >= since),
         };
-        let measured = match options.warmup {
-            Warmup::Requests(_) => id >= warmup_requests,
-            Warmup::Duration(_) | Warmup::None => measured_since.is_some_and(|since| scheduled >= since),
-        };
-        if measured && measured_since.is_none() {
-            measured_since = Some(scheduled);
+        if measured && self.measured_since.is_none() {
+            self.measured_since = Some(scheduled);
         }
-        // 2. Has the run ended?
-        let finished = match options.stop {
-            StopAfter::Requests(n) => id >= warmup_requests + n,
-            StopAfter::Duration(d) => measured_since.is_some_and(|since| scheduled >= since + d),
+        let finished = match self.plan.options.stop {
+            StopAfter::Requests(n) => id >= self.warmup_requests + n,
+            StopAfter::Duration(d) => self.measured_since.is_some_and(|since| scheduled >= since + d),
         };
         if finished {
-            break;
+            return None;
         }
-        // 3. Register the request *before* writing it: its reply may arrive
-        //    before `write` returns. (Open loop: wait if too many are
-        //    outstanding; the wait shows in the latency from the schedule.)
-        let command = commands.next().unwrap_or(BenchCommand::Ping);
+        self.next_id += 1;
+        Some((id, self.commands.next().unwrap_or(BenchCommand::Ping), measured))
+    }
+}
+
+/// Closed loop: tops the window up and writes the new requests.
+struct Feeder<'a> {
+    schedule: Schedule<'a>,
+    stream: TcpStream,
+    pipeline: usize,
+}
+
+impl Feeder<'_> {
+    /// Sends requests until `pipeline` are in flight (or the run is over).
+    /// Each request is registered *before* it is written: its reply may
+    /// arrive before `write` returns.
+    fn fill(&mut self, window: &Window, batch: &mut Vec<u8>) -> std::io::Result<usize> {
+        batch.clear();
+        let mut sent = 0;
         {
             let mut state = window.lock();
-            while state.in_flight.len() >= window_limit && !state.closed {
+            while !state.sending_done && state.in_flight.len() < self.pipeline {
+                let now = Instant::now();
+                match self.schedule.next(now) {
+                    Some((id, command, measured)) => {
+                        state.in_flight.insert(id, InFlight { scheduled: now, sent: now, command, measured });
+                        batch.extend_from_slice(&command.encode(id, self.schedule.plan.options.size));
+                        sent += 1;
+                    }
+                    None => state.sending_done = true,
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.stream.write_all(batch)?;
+        }
+        Ok(sent)
+    }
+}
+
+/// Open loop: the sender thread writes each request at its scheduled time.
+fn send_on_schedule(index: usize, plan: &Plan, mut stream: TcpStream, window: &Window, sinks: &RunSinks) {
+    let mut schedule = Schedule::new(index, plan);
+    loop {
+        let due = schedule.next_due();
+        if !window.wait_until(due) {
+            return;
+        }
+        let Some((id, command, measured)) = schedule.next(due) else { break };
+        // Register the request before writing it; if too many are
+        // outstanding, wait (the wait shows in the latency from the schedule).
+        {
+            let mut state = window.lock();
+            while state.in_flight.len() >= OPEN_LOOP_MAX_IN_FLIGHT && !state.closed {
                 state = window.changed.wait(state).unwrap_or_else(PoisonError::into_inner);
             }
             if state.closed {
                 return;
             }
-            state.in_flight.insert(id, InFlight { scheduled, sent: Instant::now(), command, measured });
+            state.in_flight.insert(id, InFlight { scheduled: due, sent: Instant::now(), command, measured });
         }
-        // 4. Send it.
-        let frame = command.encode(id, options.size);
-        if let Err(e) = stream.write_all(&frame) {
+        if let Err(e) = stream.write_all(&command.encode(id, plan.options.size)) {
             window.close(Some(describe_io_error(index, plan, "sending a request", &e)));
             return;
         }
@@ -378,13 +435,35 @@ impl<'a> Receiver<'a> {
         }
     }
 
-    fn run(&mut self, mut stream: TcpStream) {
+    fn run(&mut self, mut stream: TcpStream, mut feeder: Option<Feeder<'_>>) {
         if let Err(e) = stream.set_read_timeout(Some(RECEIVER_TICK)) {
             self.window.close(Some(describe_io_error(self.index, self.plan, "configuring the socket", &e)));
             return;
         }
         let mut buffer = FrameBuffer::new(DEFAULT_MAX_FRAME);
+        let mut batch = Vec::new();
         loop {
+            // Closed loop: top the window up before waiting for replies.
+            if let Some(feeder) = feeder.as_mut() {
+                match feeder.fill(self.window, &mut batch) {
+                    Ok(sent) => {
+                        self.sinks.progress.sent.fetch_add(sent as u64, Relaxed);
+                    }
+                    Err(e) => {
+                        self.window.close(Some(describe_io_error(
+                            self.index,
+                            self.plan,
+                            "sending requests",
+                            &e,
+                        )));
+                        return;
+                    }
+                }
+                let state = self.window.lock();
+                if state.sending_done && state.in_flight.is_empty() {
+                    return;
+                }
+            }
             match buffer.read_from(&mut stream) {
                 Ok(0) => {
                     let state = self.window.lock();

@@ -62,6 +62,21 @@ pub enum ClientCommand {
     /// An interactive prompt: type ping, compute 500000, stats, health, or
     /// raw JSON, and see each reply with its round-trip time.
     Shell(ShellArgs),
+    /// Measure the compute kernel on one thread, in this process, with no
+    /// server: the reference for "ideal" farm throughput (workers × this).
+    Kernel(KernelArgs),
+}
+
+/// Flags of `tc-client kernel`.
+#[derive(Debug, clap::Args)]
+pub struct KernelArgs {
+    /// `n` of each computation.
+    #[arg(long, short = 's', default_value_t = 500_000)]
+    pub size: u64,
+
+    /// How long to measure.
+    #[arg(long, short = 'd', default_value = "3s", value_parser = parse_duration)]
+    pub duration: Duration,
 }
 
 /// Where the server is.
@@ -316,6 +331,17 @@ pub fn run(args: ClientArgs) -> anyhow::Result<Outcome> {
                 shell.timeout,
                 server.auth_token.as_deref(),
             )?;
+            Ok(Outcome::Success)
+        }
+        Some(ClientCommand::Kernel(kernel)) => {
+            let measured = crate::compute::measure_rate(kernel.size, kernel.duration);
+            println!(
+                "{{\"size\":{},\"computations\":{},\"seconds\":{:.6},\"per_second\":{:.3}}}",
+                kernel.size,
+                measured.computations,
+                measured.elapsed.as_secs_f64(),
+                measured.per_second()
+            );
             Ok(Outcome::Success)
         }
         None => run_benchmark(&args.bench),

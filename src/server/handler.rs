@@ -25,7 +25,7 @@ use std::time::Instant;
 use subtle::ConstantTimeEq;
 
 use super::Farm;
-use crate::connection::{Connection, ReadLimits, ReplySink};
+use crate::connection::{Connection, InlineReplies, ReadLimits, ReplySink};
 use crate::dispatch::{encode_output, JobRequest};
 use crate::frame::FrameError;
 use crate::job::JobKind;
@@ -52,8 +52,11 @@ pub(super) fn handle_connection(farm: Arc<Farm>, conn_id: ConnId, stream: Arc<Tc
                 conn_id,
                 client: peer.map(|p| p.ip()),
                 authenticated: farm.config.auth_token.is_none(),
+                inline: conn.inline_replies(),
             };
             session.serve(&mut conn);
+            // Whatever the reader answered last still goes out.
+            let _ = session.inline.flush();
             // Forget this connection's jobs first: their registry entries hold
             // reply sinks, and the writer only finishes when all sinks are gone.
             let cancelled = farm.dispatcher.cancel_connection(conn_id);
@@ -91,6 +94,8 @@ struct Session<'a> {
     conn_id: ConnId,
     client: Option<IpAddr>,
     authenticated: bool,
+    /// Replies produced here, written in batches (see [`InlineReplies`]).
+    inline: InlineReplies,
 }
 
 impl Session<'_> {
@@ -98,7 +103,7 @@ impl Session<'_> {
     fn serve(&mut self, conn: &mut Connection) {
         let sink = conn.sink().clone();
         loop {
-            let step = match conn.read_frame() {
+            let step = match conn.read_frame(&mut self.inline) {
                 Ok(Some(payload)) => Step::Request(payload),
                 Err(FrameError::Empty) => Step::Refuse {
                     code: ErrorCode::BadFrame,
@@ -137,7 +142,7 @@ impl Session<'_> {
                 }
                 Step::Refuse { code, message, then_close } => {
                     self.farm.stats.error(code);
-                    sink.send(encode_error(None, code, &message));
+                    self.inline.push(&encode_error(None, code, &message));
                     if then_close {
                         return;
                     }
@@ -158,12 +163,12 @@ impl Session<'_> {
                 let close = !self.authenticated;
                 if close {
                     // Garbage before authenticating is refused as unauthorized.
-                    self.reply_error(sink, e.id.as_ref(), ErrorCode::Unauthorized, UNAUTHORIZED);
+                    self.reply_error(e.id.as_ref(), ErrorCode::Unauthorized, UNAUTHORIZED);
                     farm.stats.connection_rejected();
                     return Continue::Close;
                 }
                 farm.stats.error(e.code);
-                sink.send(encode_error(e.id.as_ref(), e.code, &e.message));
+                self.inline.push(&encode_error(e.id.as_ref(), e.code, &e.message));
                 return Continue::Yes;
             }
         };
@@ -171,7 +176,7 @@ impl Session<'_> {
         farm.stats.request(kind);
 
         if !self.authenticated {
-            return self.authenticate(&request, sink);
+            return self.authenticate(&request);
         }
         // stats and health are never rate-limited, so monitoring keeps
         // working when a client is being held back.
@@ -182,23 +187,23 @@ impl Session<'_> {
                     "over the rate limit of {} requests per second per client (--rate-limit); slow down",
                     limiter.rate()
                 );
-                self.reply_error(sink, Some(&request.id), ErrorCode::RateLimited, &message);
+                self.reply_error(Some(&request.id), ErrorCode::RateLimited, &message);
                 return Continue::Yes;
             }
         }
         if farm.draining.load(Ordering::SeqCst) {
-            self.reply_error(sink, Some(&request.id), ErrorCode::ShuttingDown, "the server is shutting down");
+            self.reply_error(Some(&request.id), ErrorCode::ShuttingDown, "the server is shutting down");
             return Continue::Yes;
         }
         match request.command {
-            Command::Ping => sink.send(encode_pong(&request.id)),
+            Command::Ping => self.inline.push(&encode_pong(&request.id)),
             Command::Stats => {
-                sink.send(encode_result(&request.id, &farm.stats_report(), ReplyExtras::default()))
+                self.inline.push(&encode_result(&request.id, &farm.stats_report(), ReplyExtras::default()))
             }
             Command::Health => {
-                sink.send(encode_result(&request.id, &farm.health_report(), ReplyExtras::default()))
+                self.inline.push(&encode_result(&request.id, &farm.health_report(), ReplyExtras::default()))
             }
-            Command::Auth { .. } => sink.send(encode_result(
+            Command::Auth { .. } => self.inline.push(&encode_result(
                 &request.id,
                 &serde_json::json!({"ok": true}),
                 ReplyExtras::default(),
@@ -212,14 +217,14 @@ impl Session<'_> {
     }
 
     /// The first request of a connection when `--auth-token` is set.
-    fn authenticate(&mut self, request: &Request, sink: &ReplySink) -> Continue {
+    fn authenticate(&mut self, request: &Request) -> Continue {
         let expected = self.farm.config.auth_token.as_deref().unwrap_or_default();
         match &request.command {
             // Compared in constant time, so the time taken says nothing about
             // how much of a guess was right.
             Command::Auth { token } if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => {
                 self.authenticated = true;
-                sink.send(encode_result(
+                self.inline.push(&encode_result(
                     &request.id,
                     &serde_json::json!({"ok": true}),
                     ReplyExtras::default(),
@@ -228,7 +233,7 @@ impl Session<'_> {
             }
             _ => {
                 tracing::warn!(conn = self.conn_id, client = ?self.client, "authentication failed; closing the connection");
-                self.reply_error(sink, Some(&request.id), ErrorCode::Unauthorized, UNAUTHORIZED);
+                self.reply_error(Some(&request.id), ErrorCode::Unauthorized, UNAUTHORIZED);
                 self.farm.stats.connection_rejected();
                 Continue::Close
             }
@@ -237,7 +242,7 @@ impl Session<'_> {
 
     /// Serves a job from the cache, or hands it to the dispatcher.
     fn run_job(
-        &self,
+        &mut self,
         (id, command, timing): RequestParts,
         kind: JobKind,
         cacheable: Option<&[u8]>,
@@ -249,7 +254,7 @@ impl Session<'_> {
                 Some(key) => match cache.get(&key) {
                     Some(output) => {
                         let extras = ReplyExtras { cached: true, ..ReplyExtras::default() };
-                        sink.send(encode_output(&id, &output, extras));
+                        self.inline.push(&encode_output(&id, &output, extras));
                         return;
                     }
                     None => Some(key),
@@ -264,25 +269,20 @@ impl Session<'_> {
         if farm.board.alive() == 0 && farm.board.throttled() > 0 {
             let message = "no worker is running: workers keep failing and replacements are rate-limited \
                            (--max-restarts); retry later";
-            self.reply_error(sink, Some(&id), ErrorCode::Busy, message);
+            self.reply_error(Some(&id), ErrorCode::Busy, message);
             return;
         }
         let request = JobRequest { conn: self.conn_id, client_id: id, command, timing, cache_key, sink };
         if let Err((rejection, id)) = farm.dispatcher.submit(request, kind) {
             let (code, message) = rejection.to_error(farm.dispatcher.queue_capacity());
-            self.reply_error(sink, Some(&id), code, &message);
+            self.reply_error(Some(&id), code, &message);
         }
     }
 
-    fn reply_error(
-        &self,
-        sink: &ReplySink,
-        id: Option<&crate::protocol::ClientId>,
-        code: ErrorCode,
-        message: &str,
-    ) {
+    /// Answers with an error, inline.
+    fn reply_error(&mut self, id: Option<&crate::protocol::ClientId>, code: ErrorCode, message: &str) {
         self.farm.stats.error(code);
-        sink.send(encode_error(id, code, message));
+        self.inline.push(&encode_error(id, code, message));
     }
 }
 

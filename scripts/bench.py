@@ -1,0 +1,341 @@
+#!/usr/bin/env python3
+"""ThreadCenter's performance benchmark: every comparison of the performance
+issue, measured side by side in one run on one machine, release builds only.
+
+    python3 scripts/bench.py [--repeats 3] [--duration 5]
+
+Each measurement is repeated and the median is reported. Results go to
+results/perf-<date>.csv and results/perf-<date>.md (the table the README
+quotes). References that are not installed are skipped with a note saying how
+to install them; nothing is installed silently.
+"""
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER = ROOT / "target" / "release" / "tc-server"
+CLIENT = ROOT / "target" / "release" / "tc-client"
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def build():
+    log("building release binaries ...")
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bins"], cwd=ROOT, check=True)
+
+
+class Server:
+    """A tc-server on a free loopback port, stopped with SIGTERM on exit."""
+
+    def __init__(self, *args):
+        self.args = ["--port", "0", "--log-level", "warn", *args]
+
+    def __enter__(self):
+        self.process = subprocess.Popen([SERVER, *self.args], stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        match = re.match(r"listening on .*:(\d+)", line)
+        if not match:
+            raise RuntimeError(f"tc-server did not start: {line!r}")
+        self.port = int(match.group(1))
+        return self
+
+    def __exit__(self, *exc):
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def rss_mb(self):
+        """Resident memory of the server process, in MB."""
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+
+def children_cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def client(*args):
+    """Runs tc-client with a JSON report; returns (report, client CPU seconds, wall seconds)."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as report:
+        cpu_before, wall_before = children_cpu_seconds(), time.monotonic()
+        subprocess.run([CLIENT, *args, "--json", report.name], check=False, stdout=subprocess.DEVNULL)
+        cpu, wall = children_cpu_seconds() - cpu_before, time.monotonic() - wall_before
+        return json.load(open(report.name)), cpu, wall
+
+
+def median_of(repeats, measure):
+    values = [measure() for _ in range(repeats)]
+    return statistics.median(values), values
+
+
+def p50(report):
+    return next(p["value_us"] for p in report["latency"]["percentiles"] if p["percentile"] == 50.0)
+
+
+def redis_available():
+    return shutil.which("redis-server") and shutil.which("redis-benchmark")
+
+
+class Redis:
+    """redis-server on a free loopback port, persistence off."""
+
+    def __enter__(self):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def __exit__(self, *exc):
+        self.process.terminate()
+        self.process.wait()
+
+    def ping_rps(self, connections, pipeline, requests):
+        """The better of redis-benchmark's two PING variants, requests per second."""
+        out = subprocess.run(
+            ["redis-benchmark", "-p", str(self.port), "-t", "ping", "-c", str(connections),
+             "-P", str(pipeline), "-n", str(requests), "-q"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        rates = [float(x) for x in re.findall(r"PING_\w+: ([\d.]+) requests per second", out)]
+        if not rates:
+            raise RuntimeError(f"unexpected redis-benchmark output: {out!r}")
+        return max(rates)
+
+
+class Results:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, key, comparison, ours, reference, unit, target, met, note=""):
+        ratio = ours / reference if isinstance(ours, (int, float)) and reference else None
+        self.rows.append({
+            "key": key, "comparison": comparison, "ours": ours, "reference": reference, "unit": unit,
+            "ratio": None if ratio is None else round(ratio, 3), "target": target,
+            "met": met, "note": note,
+        })
+        shown = "" if ratio is None else f" ratio {ratio:.3f}"
+        log(f"  {comparison}: ours {fmt(ours)} {unit}, reference {fmt(reference)}{shown} -> {met}")
+
+
+def fmt(value):
+    if isinstance(value, float):
+        return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
+    return "" if value is None else str(value)
+
+
+def verdict(ok):
+    return "yes" if ok else "NO"
+
+
+def compute_scaling(results, args):
+    log("1. compute scaling (2 workers, 8 connections, n=500000)")
+    kernel, _ = median_of(args.repeats, lambda: json.loads(subprocess.run(
+        [CLIENT, "kernel", "--size", "500000", "--duration", str(args.duration)],
+        capture_output=True, text=True, check=True).stdout)["per_second"])
+    ideal = 2 * kernel
+    results.add("kernel_rate", "compute kernel, one thread, in-process", kernel, None, "jobs/s", "reference", "-")
+    for mode in ("threads", "processes"):
+        with Server("--mode", mode, "--workers", "2") as server:
+            rps, _ = median_of(args.repeats, lambda: client(
+                "--port", str(server.port), "-c", "8", "--size", "500000", "-d", str(args.duration),
+                "--warmup", "1s")[0]["throughput_rps"])
+        results.add(f"scaling_{mode}", f"compute scaling, {mode} (ideal = 2 x kernel)", rps, ideal,
+                    "jobs/s", ">= 0.95", verdict(rps >= 0.95 * ideal))
+
+
+def small_requests(results, args):
+    log("2. ping vs redis (threads mode)")
+    have_redis = redis_available()
+    if not have_redis:
+        log("   redis-server/redis-benchmark not found: install them with "
+            "'apt-get install redis-server redis-tools' to get these rows; skipping the reference")
+    cases = [(1, 1), (16, 1), (64, 1), (16, 16)]
+    with Server("--mode", "threads", "--workers", "2") as server:
+        ours = {}
+        for connections, pipeline in cases:
+            def run():
+                report, cpu, wall = client("--port", str(server.port), "--cmd", "ping", "-c", str(connections),
+                                           "--pipeline", str(pipeline), "-d", str(args.duration), "--warmup", "1s")
+                return report["throughput_rps"], cpu / wall
+            runs = [run() for _ in range(args.repeats)]
+            ours[(connections, pipeline)] = (statistics.median(r[0] for r in runs),
+                                             statistics.median(r[1] for r in runs))
+        # A second client process when the server has headroom (c=1 is latency-bound).
+        def two_clients():
+            procs = []
+            files = [tempfile.NamedTemporaryFile(suffix=".json") for _ in range(2)]
+            for f in files:
+                procs.append(subprocess.Popen([CLIENT, "--port", str(server.port), "--cmd", "ping", "-c", "1",
+                                               "-d", str(args.duration), "--warmup", "1s", "--json", f.name],
+                                              stdout=subprocess.DEVNULL))
+            for p in procs:
+                p.wait()
+            return sum(json.load(open(f.name))["throughput_rps"] for f in files)
+        both, _ = median_of(args.repeats, two_clients)
+    reference = {}
+    if have_redis:
+        with Redis() as redis:
+            for connections, pipeline in cases:
+                requests = 200_000 if pipeline == 1 else 2_000_000
+                reference[(connections, pipeline)], _ = median_of(
+                    args.repeats, lambda: redis.ping_rps(connections, pipeline, requests))
+    for (connections, pipeline), (rps, client_cores) in ours.items():
+        ref = reference.get((connections, pipeline))
+        label = f"ping, {connections} connections" + (f", pipeline {pipeline}" if pipeline > 1 else "")
+        target = ">= 0.8" if (connections, pipeline) == (16, 1) else "report"
+        met = "skipped (no redis)" if ref is None else (
+            verdict(rps >= 0.8 * ref) if target == ">= 0.8" else "-")
+        results.add(f"ping_c{connections}_p{pipeline}", label + " (vs redis-benchmark)", rps, ref, "req/s",
+                    target, met, f"client CPU {client_cores:.2f} cores")
+    single = ours[(1, 1)][0]
+    results.add("second_client", "ping c=1: two client processes vs one", both, single, "req/s",
+                "> 1 (client is not the bottleneck)", verdict(both > 1.2 * single))
+
+
+def dispatch_overhead(results, args):
+    log("3. process dispatch overhead (compute n=1, 16 connections)")
+    measured = {}
+    for mode in ("threads", "processes"):
+        with Server("--mode", mode, "--workers", "2") as server:
+            runs = [client("--port", str(server.port), "-c", "16", "--size", "1", "-d", str(args.duration),
+                           "--warmup", "1s")[0] for _ in range(args.repeats)]
+        measured[mode] = (statistics.median(r["throughput_rps"] for r in runs), statistics.median(p50(r) for r in runs))
+    (t_rps, t_p50), (p_rps, p_p50) = measured["threads"], measured["processes"]
+    results.add("dispatch_throughput", "n=1 throughput, processes vs threads", p_rps, t_rps, "jobs/s",
+                ">= 0.7", verdict(p_rps >= 0.7 * t_rps))
+    results.add("dispatch_p50", "n=1 p50 latency difference, processes - threads", p_p50 - t_p50, None, "us",
+                "<= 20", verdict(p_p50 - t_p50 <= 20), f"p50 threads {t_p50} us, processes {p_p50} us")
+
+
+def pipelining(results, args):
+    log("4. pipelining (1 connection, pipeline 64, ping)")
+    with Server("--mode", "threads", "--workers", "2") as server:
+        rps, _ = median_of(args.repeats, lambda: client(
+            "--port", str(server.port), "--cmd", "ping", "-c", "1", "--pipeline", "64", "-d", str(args.duration),
+            "--warmup", "1s")[0]["throughput_rps"])
+    results.add("pipeline_64", "ping, 1 connection, pipeline 64", rps, 200_000, "req/s", ">= 200000",
+                verdict(rps >= 200_000))
+
+
+def memory(results, args):
+    log("5. memory (threads mode)")
+    with Server("--mode", "threads", "--workers", "2") as server:
+        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(1000)]
+        time.sleep(1)
+        with_idle = server.rss_mb()
+        for s in idle:
+            s.close()
+        time.sleep(0.5)
+        per_connection = 100_000 // 16
+        client("--port", str(server.port), "--cmd", "ping", "-c", "16", "--pipeline", "16", "-n", str(per_connection))
+        after_100k = server.rss_mb()
+        client("--port", str(server.port), "--cmd", "ping", "-c", "16", "--pipeline", "16", "-n", str(9 * per_connection))
+        after_1m = server.rss_mb()
+    results.add("rss_idle_1000", "server RSS with 1,000 idle connections", with_idle, 150, "MB", "<= 150 MB",
+                verdict(with_idle <= 150))
+    results.add("rss_growth", "server RSS after 1,000,000 requests vs after 100,000", after_1m, after_100k, "MB",
+                "<= 1.1", verdict(after_1m <= 1.1 * after_100k))
+
+
+def predict(results, args):
+    results.add("predict", "predict images/s per worker, batch vs single, vs PyTorch", None, None, "images/s",
+                ">= 0.5 x PyTorch", "not measured",
+                "predict jobs (the predict issue) are not implemented yet")
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        cpu = re.search(r"Model name:\s*(.+)", out).group(1).strip()
+    except (OSError, AttributeError):
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}"
+
+
+def write(results, args):
+    day = datetime.date.today().isoformat()
+    csv_path = ROOT / "results" / f"perf-{day}.csv"
+    md_path = ROOT / "results" / f"perf-{day}.md"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(results.rows[0]))
+        writer.writeheader()
+        writer.writerows(results.rows)
+    lines = [
+        f"# Performance, {day}",
+        "",
+        f"Command: `python3 scripts/bench.py --repeats {args.repeats} --duration {args.duration}` "
+        f"(medians of {args.repeats} runs of {args.duration} s each, after a 1 s warm-up).",
+        f"Machine: {machine()}; client and server on the same machine, loopback.",
+        "",
+        "| comparison | ours | reference | unit | ratio | target | met | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results.rows:
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}"
+        lines.append(f"| {r['comparison']} | {fmt(r['ours'])} | {fmt(r['reference'])} | {r['unit']} | {ratio} "
+                     f"| {r['target']} | {r['met']} | {r['note']} |")
+    md_path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    log(f"wrote {csv_path.relative_to(ROOT)} and {md_path.relative_to(ROOT)}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (median reported)")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per run")
+    parser.add_argument("--only", nargs="*", help="run only these sections "
+                        "(scaling, ping, dispatch, pipelining, memory, predict)")
+    args = parser.parse_args()
+    build()
+    results = Results()
+    sections = {"scaling": compute_scaling, "ping": small_requests, "dispatch": dispatch_overhead,
+                "pipelining": pipelining, "memory": memory, "predict": predict}
+    for name, section in sections.items():
+        if not args.only or name in args.only:
+            section(results, args)
+    if not args.only:
+        write(results, args)
+    else:
+        for r in results.rows:
+            print(r)
+
+
+if __name__ == "__main__":
+    main()
