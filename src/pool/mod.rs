@@ -198,6 +198,11 @@ impl WorkerBoard {
             .count()
     }
 
+    /// Workers up and waiting for a job.
+    pub fn idle(&self) -> usize {
+        self.slots.iter().filter(|s| SlotState::from_u8(s.state.load(Relaxed)) == SlotState::Idle).count()
+    }
+
     /// Slots waiting for the restart budget.
     pub fn throttled(&self) -> usize {
         self.slots

@@ -1,19 +1,25 @@
 //! Process mode, server side: one driver thread per worker process.
 //!
 //! The driver owns its child completely — spawning it, sending it jobs,
-//! reaping it, replacing it — so no other thread ever touches a worker's
-//! channels. A second small "pump" thread per child turns the blocking
-//! `IpcReceiver::recv` into a crossbeam channel, so the driver can wait on
-//! "a job arrived", "the worker answered or died" and "the pool is stopping"
-//! at once with `select!`. That is how a crash is noticed the moment it
-//! happens, even while the worker is idle.
+//! reading its results, reaping it, replacing it — so no other thread ever
+//! touches a worker's channels. ipc-channel's ROUTER thread is deliberately
+//! not used: it unwraps on IPC errors, and a worker that crashes produces
+//! exactly such errors.
 //!
-//! ipc-channel's ROUTER thread is deliberately not used: it unwraps on IPC
-//! errors, and a worker that crashes produces exactly such errors.
+//! The driver reads the worker's results itself (`try_recv_timeout`), so a
+//! job's round trip costs no extra thread hop. A busy driver may keep more
+//! jobs *queued inside its worker* while the current one runs, so the worker
+//! starts the next job the moment it finishes one instead of waiting for the
+//! driver's round trip: one job for long jobs, up to 16 for jobs shorter than
+//! a millisecond (where the round trip would cost more than the job). It does
+//! so only when no other worker is idle, so prefetching never holds a job
+//! back from a free worker.
 //!
-//! Each driver spawns its own children, so the child's `PR_SET_PDEATHSIG`
-//! (see [`super::worker_process`]) is tied to the driver thread, which lives
-//! as long as the pool. A job that runs past `--job-timeout` gets its worker
+//! A worker's death is noticed as its result channel closing: at once while
+//! it runs a job, and within [`IDLE_CHECK`] while it is idle. Each driver
+//! spawns its own children, so the child's `PR_SET_PDEATHSIG` (see
+//! [`super::worker_process`]) is tied to the driver thread, which lives as
+//! long as the pool. A job that runs past `--job-timeout` gets its worker
 //! killed (SIGKILL) and replaced, and the client gets `TIMEOUT`.
 
 use std::os::unix::process::CommandExt;
@@ -21,10 +27,13 @@ use std::process::{Child, Command, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver, RecvTimeoutError};
-use ipc_channel::ipc::{IpcOneShotServer, IpcSender};
+use std::collections::VecDeque;
 
-use super::worker_process::{FromWorker, ToWorker, WORKER_ARG};
+use crossbeam_channel::{select, RecvTimeoutError, TryRecvError};
+use ipc_channel::ipc::{IpcOneShotServer, IpcReceiver, IpcSender};
+use ipc_channel::TryRecvError as IpcTryRecvError;
+
+use super::worker_process::{FromWorker, JobDone, ToWorker, WorkItem, WORKER_ARG};
 use super::{micros_between, PoolConfig, PoolShared, SlotState, WorkerCommand};
 use crate::dispatch::{JobReport, QueuedJob};
 use crate::error::{Error, Result};
@@ -36,14 +45,25 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 const RESPAWN_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// ...up to this one.
 const RESPAWN_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often an idle driver checks that its worker is still alive.
+pub const IDLE_CHECK: Duration = Duration::from_millis(50);
+/// How often a busy driver looks up from its worker to check for a stop.
+const BUSY_TICK: Duration = Duration::from_millis(50);
+/// Jobs a driver may have sent to its worker at once when jobs are long:
+/// the running one and one waiting behind it.
+const SENT_LONG_JOBS: usize = 2;
+/// ... and when jobs are short, where the driver's round trip would
+/// otherwise cost more than the job itself.
+const SENT_SHORT_JOBS: usize = 16;
+/// Jobs whose recent service time is below this count as short.
+const SHORT_JOB_US: f64 = 1000.0;
 
 /// A running worker process and its two channels.
 struct WorkerProcess {
     child: Child,
     jobs: IpcSender<ToWorker>,
-    /// Messages from the worker; disconnected once the worker has exited.
-    events: Receiver<FromWorker>,
-    pump: JoinHandle<()>,
+    /// Results from the worker; disconnected once the worker has exited.
+    results: IpcReceiver<FromWorker>,
 }
 
 /// Starts one driver thread per worker. Each spawns its first worker
@@ -151,22 +171,7 @@ fn spawn(id: usize, command: &WorkerCommand, timeout: Duration) -> Result<Worker
         }
     };
 
-    // The pump: blocking IPC receive → crossbeam channel. It ends when the
-    // worker's sending end closes, i.e. when the worker process is gone.
-    let (events_tx, events) = crossbeam_channel::unbounded();
-    let pump = thread::Builder::new()
-        .name(format!("worker-{id}-pump"))
-        .stack_size(128 * 1024)
-        .spawn(move || {
-            while let Ok(message) = receiver.recv() {
-                if events_tx.send(message).is_err() {
-                    break;
-                }
-            }
-        })
-        .map_err(|e| fail(format!("cannot start the IPC pump thread: {e}")))?;
-
-    Ok(WorkerProcess { child, jobs: hello, events, pump })
+    Ok(WorkerProcess { child, jobs: hello, results: receiver })
 }
 
 /// The driver loop of one worker slot: feed jobs to the process, deliver its
@@ -180,6 +185,7 @@ fn drive(
 ) {
     let mut worker = Some(first);
     let mut backoff = RESPAWN_BACKOFF_MIN;
+    let mut sent = Sent::default();
     loop {
         let Some(current) = worker.as_mut() else {
             // The slot is empty: replace the worker, within the restart
@@ -207,28 +213,20 @@ fn drive(
             }
             continue;
         };
-
-        // Idle: a crash now is noticed at once through the events channel.
-        if let Ok(job) = shared.queues.retries.try_recv() {
-            if !run_job(shared, id, current, job) {
-                retire(shared, id, worker.take());
-            }
-            continue;
-        }
-        let job = select! {
-            recv(shared.stop) -> _ => break,
-            recv(current.events) -> event => {
-                if event.is_err() {
-                    tracing::warn!(worker = id, "worker process died while idle");
-                    retire(shared, id, worker.take());
-                }
-                continue; // a stray message from an idle worker is ignored
-            },
-            recv(shared.queues.retries) -> job => match job { Ok(job) => job, Err(_) => break },
-            recv(shared.queues.jobs) -> job => match job { Ok(job) => job, Err(_) => break },
+        let step = if sent.jobs.is_empty() {
+            idle(shared, id, current, &mut sent)
+        } else {
+            busy(shared, id, current, &mut sent)
         };
-        if !run_job(shared, id, current, job) {
-            retire(shared, id, worker.take());
+        match step {
+            Step::Continue => {}
+            Step::ReplaceWorker => {
+                shared.board.set(id, SlotState::Down);
+                if let Some(dead) = worker.take() {
+                    stop_worker(dead);
+                }
+            }
+            Step::Stop => break,
         }
     }
     if let Some(worker) = worker {
@@ -237,77 +235,218 @@ fn drive(
     shared.board.set(id, SlotState::Down);
 }
 
-/// Sends one job to the worker and waits for its answer, at most
-/// `--job-timeout`. Returns `false` when the worker must be replaced: it
-/// died (the job was retried or answered `WORKER_CRASHED`), it hung (killed,
-/// `TIMEOUT`), or the pool is stopping (`SHUTTING_DOWN`).
-fn run_job(shared: &PoolShared, id: usize, worker: &mut WorkerProcess, job: QueuedJob) -> bool {
-    if !shared.completer.still_wanted(job.id) {
+/// Jobs sent to the worker, the running one first.
+#[derive(Default)]
+struct Sent {
+    jobs: VecDeque<QueuedJob>,
+    /// When the job at the front started running.
+    head_since: Option<Instant>,
+    /// Recent service time (exponentially weighted mean), microseconds.
+    service_us: f64,
+}
+
+impl Sent {
+    /// How many jobs the worker may hold now.
+    fn limit(&self) -> usize {
+        if self.service_us < SHORT_JOB_US {
+            SENT_SHORT_JOBS
+        } else {
+            SENT_LONG_JOBS
+        }
+    }
+
+    fn observe(&mut self, service_us: u64) {
+        self.service_us = 0.8 * self.service_us + 0.2 * service_us as f64;
+    }
+}
+
+/// Tops the worker up from the queues (retries first) while it may hold
+/// more jobs and no other worker is idle to take them. Returns `false` if the
+/// worker is gone.
+fn feed(shared: &PoolShared, id: usize, worker: &mut WorkerProcess, sent: &mut Sent) -> bool {
+    let mut batch = Vec::new();
+    while sent.jobs.len() + batch.len() < sent.limit() && shared.board.idle() == 0 {
+        let next = shared.queues.retries.try_recv().or_else(|_| shared.queues.jobs.try_recv());
+        let Ok(next) = next else { break };
+        batch.push(next);
+    }
+    send_batch(shared, id, worker, sent, batch)
+}
+
+/// What the driver loop does next.
+enum Step {
+    Continue,
+    ReplaceWorker,
+    Stop,
+}
+
+/// No job on the worker: wait for one (retries first) or for the pool to
+/// stop, checking every [`IDLE_CHECK`] that the worker is still alive.
+fn idle(shared: &PoolShared, id: usize, worker: &mut WorkerProcess, sent: &mut Sent) -> Step {
+    shared.board.set(id, SlotState::Idle);
+    let job = match shared.queues.retries.try_recv() {
+        Ok(job) => job,
+        Err(_) => select! {
+            recv(shared.stop) -> _ => return Step::Stop,
+            recv(shared.queues.retries) -> job => match job { Ok(job) => job, Err(_) => return Step::Stop },
+            recv(shared.queues.jobs) -> job => match job { Ok(job) => job, Err(_) => return Step::Stop },
+            default(IDLE_CHECK) => {
+                return match worker.results.try_recv() {
+                    Err(IpcTryRecvError::IpcError(_)) => {
+                        tracing::warn!(worker = id, "worker process died while idle");
+                        Step::ReplaceWorker
+                    }
+                    _ => Step::Continue,
+                };
+            },
+        },
+    };
+    if send(shared, id, worker, sent, job) && feed(shared, id, worker, sent) {
+        Step::Continue
+    } else {
+        Step::ReplaceWorker
+    }
+}
+
+/// Sends a job to the worker (unless its client has gone). Returns `false`
+/// if the worker is gone (its jobs have then been retried or answered).
+fn send(shared: &PoolShared, id: usize, worker: &mut WorkerProcess, sent: &mut Sent, job: QueuedJob) -> bool {
+    send_batch(shared, id, worker, sent, vec![job])
+}
+
+/// Sends jobs to the worker in one message, skipping those whose client has
+/// gone. Returns `false` if the worker is gone (every job sent to it has then
+/// been retried or answered).
+fn send_batch(
+    shared: &PoolShared,
+    id: usize,
+    worker: &mut WorkerProcess,
+    sent: &mut Sent,
+    jobs: Vec<QueuedJob>,
+) -> bool {
+    let wanted: Vec<QueuedJob> =
+        jobs.into_iter().filter(|job| shared.completer.still_wanted(job.id)).collect();
+    if wanted.is_empty() {
         return true;
     }
-    let pid = worker.child.id();
-    let started = Instant::now();
-    let deadline = started + shared.job_timeout;
+    let items = wanted.iter().map(|job| WorkItem { job: job.id, kind: job.kind.clone() }).collect();
+    sent.jobs.extend(wanted);
+    if sent.head_since.is_none() {
+        sent.head_since = Some(Instant::now());
+    }
     shared.board.set(id, SlotState::Busy);
-    let crash_message = || format!("worker {id} (pid {pid}) died while running the job");
-    if worker.jobs.send(ToWorker::Run { job: job.id, kind: job.kind.clone() }).is_err() {
-        shared.crashed(&job, id, started, crash_message());
+    if worker.jobs.send(ToWorker::Run { jobs: items }).is_err() {
+        crashed(shared, id, worker, sent);
         return false;
     }
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        select! {
-            recv(worker.events) -> event => match event {
-                Ok(FromWorker::Done { job: done, service_us, result }) if done == job.id => {
-                    shared.board.set(id, SlotState::Idle);
-                    shared.board.job_done(id);
-                    shared.completer.finish(JobReport {
-                        job: job.id,
-                        worker: id,
-                        queue_us: micros_between(job.accepted_at, started),
-                        service_us,
-                        attempts: job.attempt,
-                        result,
-                    });
-                    return true;
+    true
+}
+
+/// Jobs on the worker: wait for a result, the running job's deadline, or a
+/// stop; after each result, keep the worker fed.
+fn busy(shared: &PoolShared, id: usize, worker: &mut WorkerProcess, sent: &mut Sent) -> Step {
+    let started = sent.head_since.unwrap_or_else(Instant::now);
+    let deadline = started + shared.job_timeout;
+    let wait = deadline.saturating_duration_since(Instant::now()).min(BUSY_TICK);
+    match worker.results.try_recv_timeout(wait) {
+        Ok(FromWorker::Done { results }) => {
+            // Results come in the order the jobs were sent; each job started
+            // when the one before it finished.
+            let mut started = started;
+            for JobDone { job, service_us, result } in results {
+                let Some(head) = sent.jobs.pop_front().filter(|head| head.id == job) else {
+                    tracing::error!(
+                        worker = id,
+                        job,
+                        "worker answered a job it was not running; replacing it"
+                    );
+                    crashed(shared, id, worker, sent);
+                    return Step::ReplaceWorker;
+                };
+                sent.observe(service_us);
+                shared.board.job_done(id);
+                shared.completer.finish(JobReport {
+                    job: head.id,
+                    worker: id,
+                    queue_us: micros_between(head.accepted_at, started),
+                    service_us,
+                    attempts: head.attempt,
+                    result,
+                });
+                started += std::time::Duration::from_micros(service_us);
+            }
+            let now = Instant::now();
+            sent.head_since = (!sent.jobs.is_empty()).then_some(now);
+            // Keep the worker fed. With nothing left on it, take the next job
+            // as any idle worker would; beyond that, only while no other
+            // worker is idle (see `feed`).
+            if sent.jobs.is_empty() {
+                let next = shared.queues.retries.try_recv().or_else(|_| shared.queues.jobs.try_recv());
+                if let Ok(next) = next {
+                    if !send(shared, id, worker, sent, next) {
+                        return Step::ReplaceWorker;
+                    }
                 }
-                Ok(other) => tracing::warn!(worker = id, ?other, "unexpected message from worker"),
-                Err(_) => {
-                    tracing::warn!(worker = id, pid, job = job.id, "worker process died while running a job");
-                    shared.crashed(&job, id, started, crash_message());
-                    return false;
+            }
+            if !feed(shared, id, worker, sent) {
+                return Step::ReplaceWorker;
+            }
+            if sent.jobs.is_empty() {
+                shared.board.set(id, SlotState::Idle);
+            }
+            Step::Continue
+        }
+        Ok(other) => {
+            tracing::warn!(worker = id, ?other, "unexpected message from worker");
+            Step::Continue
+        }
+        Err(IpcTryRecvError::Empty) => {
+            if let Err(TryRecvError::Disconnected) = shared.stop.try_recv() {
+                for job in sent.jobs.drain(..) {
+                    let message = "the server stopped before the job finished".to_string();
+                    shared.fail(&job, id, started, ErrorCode::ShuttingDown, message);
                 }
-            },
-            recv(shared.stop) -> _ => {
-                shared.fail(&job, id, started, ErrorCode::ShuttingDown, "the server stopped before the job finished".into());
-                return false;
-            },
-            default(left) => {
-                tracing::warn!(worker = id, pid, job = job.id, timeout = ?shared.job_timeout, "job timed out; killing the worker");
-                kill_and_reap(&mut worker.child);
+                return Step::Stop;
+            }
+            if Instant::now() < deadline {
+                return Step::Continue;
+            }
+            let pid = worker.child.id();
+            tracing::warn!(worker = id, pid, timeout = ?shared.job_timeout, "job timed out; killing the worker");
+            kill_and_reap(&mut worker.child);
+            if let Some(head) = sent.jobs.pop_front() {
                 let message = format!(
                     "the job ran longer than --job-timeout ({:?}); worker {id} (pid {pid}) was killed and replaced",
                     shared.job_timeout
                 );
-                shared.fail(&job, id, started, ErrorCode::Timeout, message);
-                return false;
-            },
+                shared.fail(&head, id, started, ErrorCode::Timeout, message);
+            }
+            // Jobs queued behind it never started: another worker takes them.
+            crashed(shared, id, worker, sent);
+            Step::ReplaceWorker
+        }
+        Err(IpcTryRecvError::IpcError(_)) => {
+            tracing::warn!(worker = id, pid = worker.child.id(), "worker process died while running a job");
+            crashed(shared, id, worker, sent);
+            Step::ReplaceWorker
         }
     }
 }
 
-/// Takes a dead (or abandoned) worker out of service and reaps it.
-fn retire(shared: &PoolShared, id: usize, worker: Option<WorkerProcess>) {
-    shared.board.set(id, SlotState::Down);
-    if let Some(worker) = worker {
-        stop_worker(worker);
+/// The worker is gone: every job sent to it is retried elsewhere when it
+/// may be, or answered `WORKER_CRASHED`.
+fn crashed(shared: &PoolShared, id: usize, worker: &WorkerProcess, sent: &mut Sent) {
+    let started = sent.head_since.take().unwrap_or_else(Instant::now);
+    let pid = worker.child.id();
+    for job in sent.jobs.drain(..) {
+        shared.crashed(&job, id, started, format!("worker {id} (pid {pid}) died while running the job"));
     }
 }
 
 /// Closes the worker's job channel (its signal to exit), waits briefly for it
 /// to do so, then kills it if needed. Always reaps, so no zombie is left.
 fn stop_worker(worker: WorkerProcess) {
-    let WorkerProcess { mut child, jobs, events, pump } = worker;
+    let WorkerProcess { mut child, jobs, results } = worker;
     drop(jobs);
     let deadline = Instant::now() + EXIT_GRACE;
     loop {
@@ -320,10 +459,7 @@ fn stop_worker(worker: WorkerProcess) {
             }
         }
     }
-    // The child is gone, so its end of the IPC channel is closed and the
-    // pump's `recv` has returned (or will at once).
-    drop(events);
-    let _ = pump.join();
+    drop(results);
 }
 
 fn kill_and_reap(child: &mut Child) {

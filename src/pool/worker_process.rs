@@ -33,14 +33,38 @@ pub const WORKER_ARG: &str = "--tc-worker";
 /// Server → worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToWorker {
-    /// Run this job and reply with [`FromWorker::Done`].
+    /// Run these jobs, in order, and report them with [`FromWorker::Done`].
+    /// Sending several jobs in one message saves a round trip per job when
+    /// jobs are short.
     Run {
-        /// The job's registry id, echoed in the reply.
-        job: JobId,
-        /// The work.
-        kind: JobKind,
+        /// The jobs.
+        jobs: Vec<WorkItem>,
     },
 }
+
+/// One job as the worker sees it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WorkItem {
+    /// The job's registry id, echoed in the result.
+    pub job: JobId,
+    /// The work.
+    pub kind: JobKind,
+}
+
+/// One finished job, as the worker reports it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JobDone {
+    /// The job's registry id.
+    pub job: JobId,
+    /// Microseconds the job ran, measured inside the worker.
+    pub service_us: u64,
+    /// Its result.
+    pub result: JobResult,
+}
+
+/// Results of short jobs are held back at most this long, to be sent
+/// together with the next ones; a long job's result goes out at once.
+const HOLD_RESULTS: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// Worker → server.
 #[derive(Debug, Serialize, Deserialize)]
@@ -50,14 +74,10 @@ pub enum FromWorker {
         /// The worker's job channel.
         jobs: IpcSender<ToWorker>,
     },
-    /// A job is done.
+    /// Jobs are done, in the order they were sent.
     Done {
-        /// The job's registry id.
-        job: JobId,
-        /// Microseconds the job ran, measured inside the worker.
-        service_us: u64,
-        /// Its result.
-        result: JobResult,
+        /// Their results.
+        results: Vec<JobDone>,
     },
     /// Sent by the *server* to its own one-shot server to unblock `accept()`
     /// when a child died before connecting (see `processes::spawn`).
@@ -119,12 +139,24 @@ fn serve(server_name: String) -> Result<(), String> {
     to_server.send(FromWorker::Hello { jobs: jobs_tx }).map_err(|e| format!("handshake failed: {e}"))?;
 
     // `recv` fails once the server's sending end is closed: time to go.
-    while let Ok(ToWorker::Run { job, kind }) = jobs.recv() {
-        let started = Instant::now();
-        let result = execute(&kind);
-        let service_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        if to_server.send(FromWorker::Done { job, service_us, result }).is_err() {
-            break; // the server is gone
+    while let Ok(ToWorker::Run { jobs: batch }) = jobs.recv() {
+        let count = batch.len();
+        let mut results = Vec::with_capacity(count);
+        let mut held_since: Option<Instant> = None;
+        for (position, WorkItem { job, kind }) in batch.into_iter().enumerate() {
+            let started = Instant::now();
+            let result = execute(&kind);
+            let service_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            results.push(JobDone { job, service_us, result });
+            let held = *held_since.get_or_insert(started);
+            // Send at the end of the batch, or once results have waited long
+            // enough: short jobs go back together, long ones one by one.
+            if position + 1 == count || held.elapsed() >= HOLD_RESULTS {
+                if to_server.send(FromWorker::Done { results: std::mem::take(&mut results) }).is_err() {
+                    return Ok(()); // the server is gone
+                }
+                held_since = None;
+            }
         }
     }
     Ok(())
