@@ -11,10 +11,14 @@
 //!   [`InlineReplies`] while more requests are already buffered, and written
 //!   in one system call just before the reader would block: a pipelining
 //!   client gets a whole batch per write, and no other thread is woken;
-//! - the **writer**, started here, writes the replies of jobs: a worker
-//!   thread, or the thread driving a worker process, hands it a finished frame
-//!   through a channel and never touches the socket (so a slow client can
-//!   never stall a worker).
+//! - whoever finishes a **job** (a worker thread, or the thread driving a
+//!   worker process) writes its reply with a *non-blocking* send when the
+//!   socket has room — no thread hop. When the socket is full or another
+//!   batch is being written, the frame goes through a channel to the
+//!   connection's **writer** thread, started here, which may block on a slow
+//!   client. So a slow client never stalls a worker, and a fast one costs no
+//!   extra wake-up per reply. (A partial non-blocking send parks the unsent
+//!   tail; every later batch is written after it, so frames never interleave.)
 //!
 //! Both threads share one socket through an `Arc<TcpStream>` (`&TcpStream`
 //! implements `Read` and `Write`), so a connection costs one file descriptor.
@@ -117,13 +121,36 @@ impl FlowControl {
 pub struct ReplySink {
     frames: Sender<Vec<u8>>,
     flow: Arc<FlowControl>,
+    /// The socket, for writing directly (absent in unit tests).
+    out: Option<Arc<SocketWriter>>,
 }
 
 impl ReplySink {
-    /// Hands a finished reply frame to the connection's writer. If the
-    /// connection is already gone the frame is dropped: there is nobody left
-    /// to read it.
+    /// Delivers a finished reply frame, never blocking the caller: written
+    /// at once when the socket has room and nothing is queued before it,
+    /// otherwise handed to the connection's writer thread. If the connection
+    /// is already gone the frame is dropped: there is nobody left to read it.
     pub fn send(&self, frame: Vec<u8>) {
+        if let (Some(out), true) = (&self.out, self.frames.is_empty()) {
+            match out.try_write(&frame) {
+                Attempt::Written => {
+                    self.flow.release(1);
+                    return;
+                }
+                Attempt::Parked => {
+                    // Wake the writer so the parked tail goes out; the empty
+                    // frame stands for the reply, and releases its slot.
+                    let _ = self.frames.send(Vec::new());
+                    return;
+                }
+                Attempt::Failed => {
+                    self.flow.close();
+                    let _ = out.stream.shutdown(Shutdown::Both);
+                    return;
+                }
+                Attempt::Declined => {}
+            }
+        }
         let _ = self.frames.send(frame);
     }
 
@@ -136,30 +163,75 @@ impl ReplySink {
     pub fn detached(max_outstanding: usize) -> (ReplySink, Receiver<Vec<u8>>) {
         let (frames, rx) = crossbeam_channel::unbounded();
         let flow = Arc::new(FlowControl::new(max_outstanding));
-        (ReplySink { frames, flow }, rx)
+        (ReplySink { frames, flow, out: None }, rx)
     }
 }
 
 /// The one way to write to a connection's socket: whole batches of frames,
-/// one batch at a time.
+/// one batch at a time, under one lock.
 #[derive(Debug)]
 pub struct SocketWriter {
     stream: Arc<TcpStream>,
-    lock: Mutex<()>,
+    /// Held while writing. Inside: the tail of a frame a non-blocking send
+    /// could not finish, which must go out before anything else.
+    unsent: Mutex<Vec<u8>>,
+}
+
+/// What a non-blocking write attempt achieved.
+enum Attempt {
+    /// The whole frame is on its way.
+    Written,
+    /// Nothing was written; hand the frame to the writer thread.
+    Declined,
+    /// Part was written; the rest is parked for the writer thread.
+    Parked,
+    /// The socket is broken.
+    Failed,
 }
 
 impl SocketWriter {
     fn new(stream: Arc<TcpStream>) -> Self {
-        SocketWriter { stream, lock: Mutex::new(()) }
+        SocketWriter { stream, unsent: Mutex::new(Vec::new()) }
     }
 
-    /// Writes `frames` (one or more complete frames) before any other batch.
+    /// Writes `frames` (one or more complete frames) before any other batch,
+    /// blocking as long as the socket needs.
     ///
     /// # Errors
     /// The socket's write error; the connection should then be closed.
     pub fn write_frames(&self, frames: &[u8]) -> io::Result<()> {
-        let _only_writer = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut unsent = self.unsent.lock().unwrap_or_else(PoisonError::into_inner);
+        if !unsent.is_empty() {
+            (&*self.stream).write_all(&unsent)?;
+            unsent.clear();
+        }
         (&*self.stream).write_all(frames)
+    }
+
+    /// Tries to write one frame without ever blocking: only if no one else is
+    /// writing, nothing is parked, and the socket takes at least some of it.
+    fn try_write(&self, frame: &[u8]) -> Attempt {
+        use nix::sys::socket::{send, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let Ok(mut unsent) = self.unsent.try_lock() else { return Attempt::Declined };
+        if !unsent.is_empty() {
+            return Attempt::Declined;
+        }
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        let mut written = 0;
+        while written < frame.len() {
+            match send(self.stream.as_raw_fd(), &frame[written..], flags) {
+                Ok(n) => written += n,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) if written == 0 => return Attempt::Declined,
+                Err(nix::errno::Errno::EAGAIN) => {
+                    unsent.extend_from_slice(&frame[written..]);
+                    return Attempt::Parked;
+                }
+                Err(_) => return Attempt::Failed,
+            }
+        }
+        Attempt::Written
     }
 }
 
@@ -239,9 +311,10 @@ impl Connection {
         // Wake up regularly while waiting for bytes, to notice stalled frames.
         let tick = (limits.read_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         stream.set_read_timeout(Some(tick))?;
-        let (sink, replies) = ReplySink::detached(limits.max_inflight);
+        let (mut sink, replies) = ReplySink::detached(limits.max_inflight);
         let flow = Arc::clone(&sink.flow);
         let out = Arc::new(SocketWriter::new(Arc::clone(&stream)));
+        sink.out = Some(Arc::clone(&out));
         let writer_out = Arc::clone(&out);
         let writer = thread::Builder::new()
             .name("writer".into())
