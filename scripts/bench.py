@@ -163,20 +163,33 @@ def verdict(ok):
     return "yes" if ok else "NO"
 
 
+def kernel_rate(seconds):
+    out = subprocess.run([CLIENT, "kernel", "--size", "500000", "--duration", str(seconds)],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)["per_second"]
+
+
 def compute_scaling(results, args):
+    """Throughput vs the ideal (2 x the single-thread kernel rate). On a shared
+    VM the kernel's own speed drifts by several percent from minute to minute,
+    so each farm run is compared with the kernel measured just before and just
+    after it, and the median of those per-run ratios is reported."""
     log("1. compute scaling (2 workers, 8 connections, n=500000)")
-    kernel, _ = median_of(args.repeats, lambda: json.loads(subprocess.run(
-        [CLIENT, "kernel", "--size", "500000", "--duration", str(args.duration)],
-        capture_output=True, text=True, check=True).stdout)["per_second"])
-    ideal = 2 * kernel
-    results.add("kernel_rate", "compute kernel, one thread, in-process", kernel, None, "jobs/s", "reference", "-")
     for mode in ("threads", "processes"):
+        ratios, rates, ideals = [], [], []
         with Server("--mode", mode, "--workers", "2") as server:
-            rps, _ = median_of(args.repeats, lambda: client(
-                "--port", str(server.port), "-c", "8", "--size", "500000", "-d", str(args.duration),
-                "--warmup", "1s")[0]["throughput_rps"])
-        results.add(f"scaling_{mode}", f"compute scaling, {mode} (ideal = 2 x kernel)", rps, ideal,
-                    "jobs/s", ">= 0.95", verdict(rps >= 0.95 * ideal))
+            for _ in range(args.repeats):
+                before = kernel_rate(2)
+                rps = client("--port", str(server.port), "-c", "8", "--size", "500000", "-d", str(args.duration),
+                             "--warmup", "1s")[0]["throughput_rps"]
+                ideal = 2 * (before + kernel_rate(2)) / 2
+                ratios.append(rps / ideal)
+                rates.append(rps)
+                ideals.append(ideal)
+        ratio = statistics.median(ratios)
+        results.add(f"scaling_{mode}", f"compute scaling, {mode} (ideal = 2 x kernel, measured around each run)",
+                    statistics.median(rates), statistics.median(ideals), "jobs/s", ">= 0.95", verdict(ratio >= 0.95),
+                    f"median of per-run ratios {ratio:.3f} ({', '.join(f'{r:.3f}' for r in ratios)})")
 
 
 def small_requests(results, args):
@@ -229,18 +242,26 @@ def small_requests(results, args):
 
 
 def dispatch_overhead(results, args):
+    """Threads and processes runs alternate, so drift in the machine's speed
+    hits both modes alike; per-run ratios and differences are reported."""
     log("3. process dispatch overhead (compute n=1, 16 connections)")
-    measured = {}
-    for mode in ("threads", "processes"):
-        with Server("--mode", mode, "--workers", "2") as server:
-            runs = [client("--port", str(server.port), "-c", "16", "--size", "1", "-d", str(args.duration),
-                           "--warmup", "1s")[0] for _ in range(args.repeats)]
-        measured[mode] = (statistics.median(r["throughput_rps"] for r in runs), statistics.median(p50(r) for r in runs))
-    (t_rps, t_p50), (p_rps, p_p50) = measured["threads"], measured["processes"]
+    runs = {"threads": [], "processes": []}
+    for _ in range(args.repeats):
+        for mode in ("threads", "processes"):
+            with Server("--mode", mode, "--workers", "2") as server:
+                runs[mode].append(client("--port", str(server.port), "-c", "16", "--size", "1",
+                                         "-d", str(args.duration), "--warmup", "1s")[0])
+    ratios = [p["throughput_rps"] / t["throughput_rps"] for t, p in zip(runs["threads"], runs["processes"])]
+    gaps = [p50(p) - p50(t) for t, p in zip(runs["threads"], runs["processes"])]
+    t_rps = statistics.median(r["throughput_rps"] for r in runs["threads"])
+    p_rps = statistics.median(r["throughput_rps"] for r in runs["processes"])
+    t_p50 = statistics.median(p50(r) for r in runs["threads"])
+    p_p50 = statistics.median(p50(r) for r in runs["processes"])
+    ratio, gap = statistics.median(ratios), statistics.median(gaps)
     results.add("dispatch_throughput", "n=1 throughput, processes vs threads", p_rps, t_rps, "jobs/s",
-                ">= 0.7", verdict(p_rps >= 0.7 * t_rps))
-    results.add("dispatch_p50", "n=1 p50 latency difference, processes - threads", p_p50 - t_p50, None, "us",
-                "<= 20", verdict(p_p50 - t_p50 <= 20), f"p50 threads {t_p50} us, processes {p_p50} us")
+                ">= 0.7", verdict(ratio >= 0.7), f"per-run ratios {', '.join(f'{r:.2f}' for r in ratios)}")
+    results.add("dispatch_p50", "n=1 p50 latency difference, processes - threads", gap, None, "us",
+                "<= 20", verdict(gap <= 20), f"p50 threads {t_p50} us, processes {p_p50} us")
 
 
 def pipelining(results, args):

@@ -11,9 +11,9 @@
 //! jobs *queued inside its worker* while the current one runs, so the worker
 //! starts the next job the moment it finishes one instead of waiting for the
 //! driver's round trip: one job for long jobs, up to 16 for jobs shorter than
-//! a millisecond (where the round trip would cost more than the job). It does
-//! so only when no other worker is idle, so prefetching never holds a job
-//! back from a free worker.
+//! a millisecond (where the round trip would cost more than the job). It
+//! takes only the surplus — jobs beyond what idle workers can take right now
+//! — so prefetching never holds a job back from a free worker.
 //!
 //! A worker's death is noticed as its result channel closing: at once while
 //! it runs a job, and within [`IDLE_CHECK`] while it is idle. Each driver
@@ -261,11 +261,12 @@ impl Sent {
 }
 
 /// Tops the worker up from the queues (retries first) while it may hold
-/// more jobs and no other worker is idle to take them. Returns `false` if the
-/// worker is gone.
+/// more jobs, taking only the surplus: jobs beyond what the idle workers can
+/// take right now. Returns `false` if the worker is gone.
 fn feed(shared: &PoolShared, id: usize, worker: &mut WorkerProcess, sent: &mut Sent) -> bool {
     let mut batch = Vec::new();
-    while sent.jobs.len() + batch.len() < sent.limit() && shared.board.idle() == 0 {
+    let waiting = || shared.queues.jobs.len() + shared.queues.retries.len();
+    while sent.jobs.len() + batch.len() < sent.limit() && waiting() > shared.board.idle() {
         let next = shared.queues.retries.try_recv().or_else(|_| shared.queues.jobs.try_recv());
         let Ok(next) = next else { break };
         batch.push(next);
