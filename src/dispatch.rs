@@ -250,6 +250,25 @@ impl Completer {
         self.retry_queue.send(next).is_ok()
     }
 
+    /// Puts back a job that a dead worker had queued but not started, with
+    /// its attempt count unchanged. Returns `false` (and the caller answers
+    /// the job) when it must not run on another worker: an injected fault.
+    pub fn requeue(&self, job: &QueuedJob) -> bool {
+        if !job.kind.is_idempotent() {
+            return false;
+        }
+        if !self.registry.is_wanted(job.id) {
+            return true; // nobody waits for it any more
+        }
+        let again = QueuedJob {
+            id: job.id,
+            kind: job.kind.clone(),
+            accepted_at: job.accepted_at,
+            attempt: job.attempt,
+        };
+        self.retry_queue.send(again).is_ok()
+    }
+
     /// Delivers a finished job's reply to the connection that asked, if it is
     /// still there, records its timings, and fills the cache.
     pub fn finish(&self, report: JobReport) {
@@ -368,6 +387,21 @@ mod tests {
         dispatcher.submit(request("2", false, &sink), JobKind::Chaos(crate::job::Chaos::Crash)).unwrap();
         let chaos = queues.jobs.try_recv().unwrap();
         assert!(!completer.retry(&chaos), "injected faults are never retried");
+    }
+
+    #[test]
+    fn a_job_that_never_started_goes_back_without_costing_an_attempt() {
+        let (dispatcher, queues) = Dispatcher::new(4, 1, Registry::new(), Stats::new(), None);
+        let (sink, _rx) = ReplySink::detached(8);
+        dispatcher.submit(request("1", false, &sink), JobKind::Compute { n: 2 }).unwrap();
+        let completer = dispatcher.completer();
+        let queued = queues.jobs.try_recv().unwrap();
+        assert!(completer.requeue(&queued));
+        assert_eq!(queues.retries.try_recv().unwrap().attempt, 1, "not charged an attempt");
+
+        dispatcher.submit(request("2", false, &sink), JobKind::Chaos(crate::job::Chaos::Panic)).unwrap();
+        let chaos = queues.jobs.try_recv().unwrap();
+        assert!(!completer.requeue(&chaos), "an injected fault never runs twice");
     }
 
     #[test]

@@ -434,13 +434,24 @@ fn busy(shared: &PoolShared, id: usize, worker: &mut WorkerProcess, sent: &mut S
     }
 }
 
-/// The worker is gone: every job sent to it is retried elsewhere when it
-/// may be, or answered `WORKER_CRASHED`.
+/// The worker is gone. The job at the front may have been running: it is
+/// retried elsewhere if it may be (costing an attempt), or answered
+/// `WORKER_CRASHED`. The jobs queued behind it had not started — results
+/// arrive in order, so everything up to the front was already received — and
+/// go back to the queue as they were; an injected fault among them is
+/// answered instead, since it must never run twice.
 fn crashed(shared: &PoolShared, id: usize, worker: &WorkerProcess, sent: &mut Sent) {
     let started = sent.head_since.take().unwrap_or_else(Instant::now);
     let pid = worker.child.id();
-    for job in sent.jobs.drain(..) {
-        shared.crashed(&job, id, started, format!("worker {id} (pid {pid}) died while running the job"));
+    let mut jobs = sent.jobs.drain(..);
+    if let Some(head) = jobs.next() {
+        shared.crashed(&head, id, started, format!("worker {id} (pid {pid}) died while running the job"));
+    }
+    for waiting in jobs {
+        if !shared.completer.requeue(&waiting) {
+            let message = format!("worker {id} (pid {pid}) died before it could start the job");
+            shared.fail(&waiting, id, started, ErrorCode::WorkerCrashed, message);
+        }
     }
 }
 
