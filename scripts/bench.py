@@ -142,8 +142,9 @@ class Results:
     def __init__(self):
         self.rows = []
 
-    def add(self, key, comparison, ours, reference, unit, target, met, note=""):
-        ratio = ours / reference if isinstance(ours, (int, float)) and reference else None
+    def add(self, key, comparison, ours, reference, unit, target, met, note="", ratio=None):
+        if ratio is None and isinstance(ours, (int, float)) and reference:
+            ratio = ours / reference
         self.rows.append({
             "key": key, "comparison": comparison, "ours": ours, "reference": reference, "unit": unit,
             "ratio": None if ratio is None else round(ratio, 3), "target": target,
@@ -189,7 +190,7 @@ def compute_scaling(results, args):
         ratio = statistics.median(ratios)
         results.add(f"scaling_{mode}", f"compute scaling, {mode} (ideal = 2 x kernel, measured around each run)",
                     statistics.median(rates), statistics.median(ideals), "jobs/s", ">= 0.95", verdict(ratio >= 0.95),
-                    f"median of per-run ratios {ratio:.3f} ({', '.join(f'{r:.3f}' for r in ratios)})")
+                    f"median of per-run ratios {ratio:.3f} ({', '.join(f'{r:.3f}' for r in ratios)})", ratio=ratio)
 
 
 def small_requests(results, args):
@@ -259,7 +260,8 @@ def dispatch_overhead(results, args):
     p_p50 = statistics.median(p50(r) for r in runs["processes"])
     ratio, gap = statistics.median(ratios), statistics.median(gaps)
     results.add("dispatch_throughput", "n=1 throughput, processes vs threads", p_rps, t_rps, "jobs/s",
-                ">= 0.7", verdict(ratio >= 0.7), f"per-run ratios {', '.join(f'{r:.2f}' for r in ratios)}")
+                ">= 0.7", verdict(ratio >= 0.7), f"per-run ratios {', '.join(f'{r:.2f}' for r in ratios)}",
+                ratio=ratio)
     results.add("dispatch_p50", "n=1 p50 latency difference, processes - threads", gap, None, "us",
                 "<= 20", verdict(gap <= 20), f"p50 threads {t_p50} us, processes {p_p50} us")
 
