@@ -41,6 +41,7 @@ pub mod connection;
 pub mod dispatch;
 pub mod error;
 pub mod frame;
+pub mod gil;
 pub mod job;
 pub mod pool;
 pub mod protocol;

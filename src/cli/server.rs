@@ -109,6 +109,16 @@ pub struct ServerArgs {
     #[arg(long, env = "THREADCENTER_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
 
+    /// Thread mode: give the worker threads a CPython-style global
+    /// interpreter lock, so CPU-bound threads take turns like Python threads.
+    #[arg(long, env = "THREADCENTER_GIL")]
+    pub gil: bool,
+
+    /// With --gil: how long a waiting thread lets the holder run before
+    /// asking for the lock (CPython's sys.setswitchinterval, default 5 ms).
+    #[arg(long, env = "THREADCENTER_SWITCH_INTERVAL", default_value = "5ms", value_parser = parse_duration)]
+    pub switch_interval: Duration,
+
     /// Log level or filter (error, warn, info, debug, trace, or a RUST_LOG
     /// filter) [default: RUST_LOG, else info].
     #[arg(long, env = "THREADCENTER_LOG_LEVEL")]
@@ -148,6 +158,7 @@ impl ServerArgs {
             drain_timeout: self.drain_timeout,
             allow_chaos: self.allow_chaos,
             auth_token: self.auth_token.clone(),
+            gil_switch_interval: self.gil.then_some(self.switch_interval),
         }
     }
 }

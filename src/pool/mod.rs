@@ -94,6 +94,9 @@ pub struct PoolConfig {
     pub max_restarts: u32,
     /// The window of `max_restarts`.
     pub restart_window: Duration,
+    /// Thread mode only: make worker threads share one global lock while
+    /// they compute, handed over every this-long, as CPython's GIL does.
+    pub gil_switch_interval: Option<Duration>,
 }
 
 /// A worker slot's state.
@@ -244,6 +247,8 @@ struct PoolShared {
     board: Arc<WorkerBoard>,
     budget: Arc<RestartBudget>,
     job_timeout: Duration,
+    /// The global lock of `--gil` (thread mode).
+    gil: Option<Arc<crate::gil::Gil>>,
 }
 
 /// What a free worker received.
@@ -330,6 +335,7 @@ impl PoolShared {
 /// A running pool. Stop it with [`WorkerPool::stop`].
 pub struct WorkerPool {
     board: Arc<WorkerBoard>,
+    gil: Option<Arc<crate::gil::Gil>>,
     threads: Vec<JoinHandle<()>>,
     // Dropping this sender closes the stop channel every worker listens to.
     stop: Option<Sender<()>>,
@@ -356,8 +362,11 @@ impl WorkerPool {
             board: Arc::clone(&board),
             budget: Arc::new(RestartBudget::new(config.max_restarts, config.restart_window)),
             job_timeout: config.job_timeout,
+            gil: config.gil_switch_interval.map(|interval| Arc::new(crate::gil::Gil::new(interval))),
         };
-        let mut pool = WorkerPool { board, threads: Vec::new(), stop: Some(stop_tx), slot_threads: None };
+        let gil = shared.gil.clone();
+        let mut pool =
+            WorkerPool { board, gil, threads: Vec::new(), stop: Some(stop_tx), slot_threads: None };
         let started = match config.mode {
             Mode::Threads => threads::start(shared, config.workers).map(|(watchdog, slots)| {
                 pool.threads.push(watchdog);
@@ -370,6 +379,11 @@ impl WorkerPool {
             return Err(e);
         }
         Ok(pool)
+    }
+
+    /// The GIL of `--gil`, when on.
+    pub fn gil(&self) -> Option<Arc<crate::gil::Gil>> {
+        self.gil.clone()
     }
 
     /// The workers' live state.

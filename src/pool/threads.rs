@@ -21,9 +21,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 
 use super::{micros_between, micros_since, Next, PoolShared, SlotState};
+use crate::compute::compute_in_chunks;
 use crate::dispatch::{JobReport, QueuedJob};
 use crate::error::{Error, Result};
-use crate::job::{execute, JobFailure};
+use crate::gil::CHUNK;
+use crate::job::{execute, JobFailure, JobKind, JobOutput, JobResult};
 use crate::protocol::ErrorCode;
 
 /// The current thread of each slot.
@@ -107,7 +109,7 @@ fn serve(shared: &PoolShared, slot: &Slot, id: usize, generation: u64) {
         shared.board.set(id, SlotState::Busy);
         // A panic in a job must not take the worker (or the server) down:
         // catch it and answer the job with INTERNAL.
-        let result = catch_unwind(AssertUnwindSafe(|| execute(&kind))).unwrap_or_else(|_| {
+        let result = catch_unwind(AssertUnwindSafe(|| run(shared, &kind))).unwrap_or_else(|_| {
             Err(JobFailure {
                 code: ErrorCode::Internal,
                 message: format!("the job panicked on worker thread {id}; the worker goes on serving"),
@@ -136,6 +138,19 @@ fn serve(shared: &PoolShared, slot: &Slot, id: usize, generation: u64) {
     }
     if slot.lock().generation == generation {
         shared.board.set(id, SlotState::Down);
+    }
+}
+
+/// Runs a job; with `--gil`, computing only while holding the global lock.
+/// (Sleeping does not need the lock: CPython releases the GIL around I/O
+/// and sleeps too.)
+fn run(shared: &PoolShared, kind: &JobKind) -> JobResult {
+    match (&shared.gil, kind) {
+        (Some(gil), JobKind::Compute { n }) => {
+            let mut guard = gil.acquire();
+            Ok(JobOutput::Compute(compute_in_chunks(*n, CHUNK, || guard.checkpoint())))
+        }
+        _ => execute(kind),
     }
 }
 

@@ -23,7 +23,7 @@ mod listener;
 mod rate_limit;
 mod report;
 
-pub use report::{HealthReport, JobCounts, LatencyReport, StatsReport, WorkerCounts};
+pub use report::{GilReport, HealthReport, JobCounts, LatencyReport, StatsReport, WorkerCounts};
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::num::NonZeroUsize;
@@ -94,6 +94,8 @@ pub struct ServerConfig {
     pub allow_chaos: bool,
     /// Shared secret every connection must present first (`None`: open).
     pub auth_token: Option<String>,
+    /// Thread mode: a CPython-style global lock with this switch interval.
+    pub gil_switch_interval: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -118,6 +120,7 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(10),
             allow_chaos: false,
             auth_token: None,
+            gil_switch_interval: None,
         }
     }
 }
@@ -164,6 +167,14 @@ impl ServerConfig {
                 )));
             }
         }
+        if self.gil_switch_interval.is_some() && self.mode != Mode::Threads {
+            return Err(Error::Config(
+                "--gil applies to --mode threads (worker processes have no shared interpreter lock)".into(),
+            ));
+        }
+        if self.gil_switch_interval.is_some_and(|d| d.is_zero()) {
+            return Err(Error::Config("--switch-interval must be longer than 0".into()));
+        }
         if self.auth_token.as_deref() == Some("") {
             return Err(Error::Config("--auth-token must not be empty".into()));
         }
@@ -179,6 +190,7 @@ struct Farm {
     board: Arc<WorkerBoard>,
     connections: Connections,
     rate_limiter: Option<RateLimiter>,
+    gil: Option<Arc<crate::gil::Gil>>,
     /// Set when a shutdown begins: new requests get `SHUTTING_DOWN`.
     draining: AtomicBool,
 }
@@ -210,6 +222,10 @@ impl Farm {
                 replies_dropped: counters.replies_dropped,
             },
             cache: self.dispatcher.cache().map(|c| c.stats()),
+            gil: self.gil.as_ref().map(|gil| GilReport {
+                switch_interval_ms: gil.switch_interval().as_secs_f64() * 1000.0,
+                switches: gil.switches(),
+            }),
             draining: self.draining.load(Ordering::SeqCst),
             latency_us: LatencyReport { queue_wait: counters.queue_wait_us, service: counters.service_us },
         }
@@ -283,11 +299,13 @@ impl Server {
                 job_timeout: config.job_timeout,
                 max_restarts: config.max_restarts,
                 restart_window: config.restart_window,
+                gil_switch_interval: config.gil_switch_interval,
             },
             queues,
             dispatcher.completer(),
         )?;
         let farm = Arc::new(Farm {
+            gil: pool.gil(),
             board: pool.board(),
             rate_limiter: config.rate_limit.map(RateLimiter::new),
             config,

@@ -33,6 +33,17 @@ pub struct StatsReport {
     pub cache: Option<crate::cache::CacheStats>,
     /// Whether a shutdown is under way.
     pub draining: bool,
+    /// The global lock of `--gil` (`null` without it).
+    pub gil: Option<GilReport>,
+}
+
+/// The GIL's state in `stats`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GilReport {
+    /// `--switch-interval`, in milliseconds.
+    pub switch_interval_ms: f64,
+    /// Times the lock has been taken (a measure of how often threads took turns).
+    pub switches: u64,
 }
 
 /// Workers configured and alive.

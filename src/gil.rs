@@ -1,0 +1,186 @@
+//! A global interpreter lock, as CPython has, so thread mode can show why the
+//! original Python farm needed processes (`--mode threads --gil`).
+//!
+//! In CPython only the thread holding the GIL runs Python code. A thread that
+//! wants it waits up to the *switch interval* (5 ms by default); if the
+//! holder has not let go by then, the waiter sets a *drop request*. The
+//! holder checks for that request between bytecodes, releases the lock, and
+//! waits until another thread has actually taken it before queueing again
+//! ("forced switching"), so the lock changes hands instead of being grabbed
+//! straight back. CPU-bound threads therefore take turns on one core's worth
+//! of work, however many cores the machine has.
+//!
+//! Here the "bytecodes" are chunks of the compute kernel: a worker computes
+//! [`CHUNK`] steps, then calls [`GilGuard::checkpoint`].
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Kernel steps between two checks for a drop request (~20 µs of work).
+pub const CHUNK: u64 = 10_000;
+
+/// The lock itself. Share it by reference (`Arc<Gil>`).
+#[derive(Debug)]
+pub struct Gil {
+    state: Mutex<GilState>,
+    changed: Condvar,
+    switch_interval: Duration,
+    /// Set by a waiter whose interval ran out; read without the mutex by the
+    /// holder at every checkpoint, so checking costs one atomic load.
+    drop_request: AtomicBool,
+    /// Threads inside the lock right now; must never exceed 1 (tests check).
+    holders: AtomicUsize,
+    most_holders: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct GilState {
+    held: bool,
+    /// Counts every acquisition, so a waiter can tell whether the lock
+    /// changed hands while it waited.
+    switches: u64,
+}
+
+impl Gil {
+    /// A GIL with CPython's rule: a waiter asks the holder to let go after
+    /// `switch_interval`.
+    pub fn new(switch_interval: Duration) -> Self {
+        Gil {
+            state: Mutex::new(GilState::default()),
+            changed: Condvar::new(),
+            switch_interval,
+            drop_request: AtomicBool::new(false),
+            holders: AtomicUsize::new(0),
+            most_holders: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, GilState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for the GIL and takes it.
+    pub fn acquire(&self) -> GilGuard<'_> {
+        self.take();
+        GilGuard { gil: self }
+    }
+
+    /// Waits for the GIL and marks it held (the guard is the caller's job).
+    fn take(&self) {
+        let mut state = self.lock();
+        while state.held {
+            let seen = state.switches;
+            let (next, waited) = self
+                .changed
+                .wait_timeout(state, self.switch_interval)
+                .unwrap_or_else(PoisonError::into_inner);
+            state = next;
+            // A whole interval passed and the lock did not change hands:
+            // ask the holder to let go at its next checkpoint.
+            if waited.timed_out() && state.held && state.switches == seen {
+                self.drop_request.store(true, Ordering::Release);
+            }
+        }
+        state.held = true;
+        state.switches += 1;
+        self.drop_request.store(false, Ordering::Release);
+        drop(state);
+        let now = self.holders.fetch_add(1, Ordering::AcqRel) + 1;
+        self.most_holders.fetch_max(now, Ordering::AcqRel);
+    }
+
+    fn release(&self) {
+        self.holders.fetch_sub(1, Ordering::AcqRel);
+        let mut state = self.lock();
+        state.held = false;
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// How many times the lock has been taken.
+    pub fn switches(&self) -> u64 {
+        self.lock().switches
+    }
+
+    /// The most threads ever inside the lock at once (1 if it works).
+    pub fn most_holders(&self) -> usize {
+        self.most_holders.load(Ordering::Acquire)
+    }
+
+    /// The switch interval.
+    pub fn switch_interval(&self) -> Duration {
+        self.switch_interval
+    }
+}
+
+/// Holding the GIL. Dropping it releases the lock.
+#[derive(Debug)]
+pub struct GilGuard<'a> {
+    gil: &'a Gil,
+}
+
+impl GilGuard<'_> {
+    /// Called between chunks of work: if a waiter has asked for the lock,
+    /// hand it over, wait until someone else has taken it, and queue again.
+    pub fn checkpoint(&mut self) {
+        if !self.gil.drop_request.load(Ordering::Acquire) {
+            return;
+        }
+        let gil = self.gil;
+        let before = gil.lock().switches;
+        gil.release();
+        // Forced switching: do not grab the lock straight back.
+        let deadline = Instant::now() + gil.switch_interval;
+        let mut state = gil.lock();
+        while state.switches == before && Instant::now() < deadline {
+            state = gil
+                .changed
+                .wait_timeout(state, deadline - Instant::now())
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        drop(state);
+        // Queue again; the guard stays the same (it holds no per-turn state).
+        gil.take();
+    }
+}
+
+impl Drop for GilGuard<'_> {
+    fn drop(&mut self) {
+        self.gil.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn never_two_holders_and_every_thread_finishes() {
+        let gil = Arc::new(Gil::new(Duration::from_millis(1)));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let gil = Arc::clone(&gil);
+                std::thread::spawn(move || {
+                    let mut guard = gil.acquire();
+                    let mut sum = 0u64;
+                    for i in 0..200_000u64 {
+                        sum = sum.wrapping_add(i * i);
+                        if i % 1000 == 0 {
+                            guard.checkpoint();
+                        }
+                    }
+                    sum
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(gil.most_holders(), 1, "mutual exclusion");
+        assert!(gil.switches() >= 4, "each thread took the lock at least once");
+        assert!(!gil.state.lock().unwrap().held, "released at the end");
+    }
+}
