@@ -12,6 +12,7 @@ pub mod driver;
 pub mod mix;
 pub mod options;
 pub mod recorder;
+pub mod sweep;
 
 use std::net::TcpListener;
 use std::sync::atomic::AtomicU64;
@@ -157,6 +158,8 @@ pub struct ServerInfo {
     pub instance: String,
     /// Whether this client started it (`--embedded`).
     pub embedded: bool,
+    /// Whether its worker threads share a GIL (`--gil`).
+    pub gil: bool,
 }
 
 /// A finished run: the plan, the server, and the merged measurements.
@@ -210,7 +213,7 @@ impl ServerUnderTest {
             Target::Remote { host, port } => {
                 Ok(ServerUnderTest { host: host.clone(), port: *port, embedded: None })
             }
-            Target::Embedded { mode, workers } => {
+            Target::Embedded { mode, workers, gil } => {
                 let listener = TcpListener::bind("127.0.0.1:0")
                     .map_err(|e| Error::io("binding a loopback port for the embedded server", e))?;
                 // Room for every request the client can have in flight, so a
@@ -225,6 +228,7 @@ impl ServerUnderTest {
                     workers: *workers,
                     queue_capacity: defaults.queue_capacity.max(window),
                     auth_token: options.auth_token.clone(),
+                    gil_switch_interval: *gil,
                     ..defaults
                 };
                 let server = Server::start(listener, config)?;
@@ -266,6 +270,7 @@ impl ServerUnderTest {
             workers: stats["workers"]["configured"].as_u64().unwrap_or(0),
             instance: stats["instance"].as_str().unwrap_or_default().to_string(),
             embedded: self.embedded.is_some(),
+            gil: !stats["gil"].is_null(),
         })
     }
 

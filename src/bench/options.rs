@@ -65,6 +65,8 @@ pub enum Target {
         mode: Mode,
         /// Its worker count.
         workers: usize,
+        /// Thread mode with a CPython-style GIL (its switch interval).
+        gil: Option<Duration>,
     },
 }
 
@@ -183,6 +185,9 @@ impl BenchOptions {
         }
         if let Target::Embedded { workers: 0, .. } = self.target {
             return Err("--workers must be at least 1".into());
+        }
+        if let Target::Embedded { mode: Mode::Processes, gil: Some(_), .. } = self.target {
+            return Err("--gil applies to --mode threads".into());
         }
         Ok(())
     }

@@ -18,6 +18,7 @@ use crate::bench::mix::CommandMix;
 use crate::bench::options::{
     parse_percentiles, parse_warmup, BenchOptions, LoadModel, OutputPaths, StopAfter, Target, Warmup,
 };
+use crate::bench::sweep::{run_sweep, SweepMode, SweepPlan};
 use crate::bench::{self, ProgressCounters, RunSinks};
 use crate::pool::Mode;
 use crate::report::csv_row::SummaryRow;
@@ -65,6 +66,114 @@ pub enum ClientCommand {
     /// Measure the compute kernel on one thread, in this process, with no
     /// server: the reference for "ideal" farm throughput (workers × this).
     Kernel(KernelArgs),
+    /// Run a grid of benchmarks, each against its own embedded server, and
+    /// append one row per run to a CSV (the columns of --csv). Runs already
+    /// in the CSV are skipped, so a stopped sweep can be resumed.
+    Sweep(SweepArgs),
+}
+
+/// Flags of `tc-client sweep`.
+#[derive(Debug, clap::Args)]
+pub struct SweepArgs {
+    /// Farm configurations: threads, threads-gil, processes.
+    #[arg(long, value_delimiter = ',', default_value = "threads,threads-gil,processes", value_parser = SweepMode::parse)]
+    pub modes: Vec<SweepMode>,
+
+    /// Worker counts.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub workers: Vec<usize>,
+
+    /// Connection counts.
+    #[arg(long, short = 'c', value_delimiter = ',', default_value = "8")]
+    pub concurrency: Vec<usize>,
+
+    /// Compute sizes (n).
+    #[arg(long, short = 's', value_delimiter = ',', default_value = "500000")]
+    pub sizes: Vec<u64>,
+
+    /// Closed-loop pipeline depths.
+    #[arg(long, value_delimiter = ',', default_value = "1", conflicts_with = "rates")]
+    pub pipelines: Vec<usize>,
+
+    /// Open-loop rates (requests per second); makes the sweep open-loop.
+    #[arg(long, value_delimiter = ',')]
+    pub rates: Vec<f64>,
+
+    /// Measured time of each run.
+    #[arg(long, short = 'd', default_value = "3s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Warm-up of each run: a time (1s) or requests per connection (50r).
+    #[arg(long, default_value = "1s", value_parser = parse_warmup)]
+    pub warmup: Warmup,
+
+    /// Command to send: compute, ping, stats or health.
+    #[arg(long, default_value = "compute")]
+    pub cmd: String,
+
+    /// A request without a reply after this long counts as a timeout.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// The CSV the rows are appended to (created with a header if new).
+    #[arg(long, default_value = "results/sweep.csv")]
+    pub csv: PathBuf,
+}
+
+impl SweepArgs {
+    /// The validated sweep these flags describe.
+    ///
+    /// # Errors
+    /// A sentence naming the offending flag.
+    pub fn to_plan(&self) -> Result<SweepPlan, String> {
+        for (flag, empty) in [
+            ("--modes", self.modes.is_empty()),
+            ("--workers", self.workers.is_empty()),
+            ("--concurrency", self.concurrency.is_empty()),
+            ("--sizes", self.sizes.is_empty()),
+        ] {
+            if empty {
+                return Err(format!("{flag} needs at least one value"));
+            }
+        }
+        let template = BenchOptions {
+            target: Target::Embedded { mode: Mode::Threads, workers: 1, gil: None },
+            concurrency: 1,
+            load: LoadModel::Closed { pipeline: 1 },
+            stop: StopAfter::Duration(self.duration),
+            warmup: self.warmup,
+            mix: CommandMix::parse(&self.cmd).map_err(|e| format!("--cmd: {e}"))?,
+            size: 1,
+            timeout: self.timeout,
+            verify: false,
+            percentiles: vec![50.0, 90.0, 99.0, 99.9, 99.99, 100.0],
+            log_interval: Duration::from_secs(1),
+            outputs: OutputPaths::default(),
+            progress: false,
+            auth_token: None,
+        };
+        let plan = SweepPlan {
+            modes: self.modes.clone(),
+            workers: self.workers.clone(),
+            concurrency: self.concurrency.clone(),
+            sizes: self.sizes.clone(),
+            pipelines: self.pipelines.clone(),
+            rates: self.rates.clone(),
+            template,
+            csv: self.csv.clone(),
+        };
+        // Every point must be a valid benchmark on its own.
+        for point in plan.points() {
+            let options = BenchOptions {
+                target: Target::Embedded { mode: Mode::Threads, workers: point.workers, gil: None },
+                concurrency: point.concurrency,
+                load: point.load,
+                ..plan.template.clone()
+            };
+            options.validate()?;
+        }
+        Ok(plan)
+    }
 }
 
 /// Flags of `tc-client kernel`.
@@ -145,6 +254,14 @@ pub struct BenchArgs {
     /// Workers of the embedded server [default: number of CPUs].
     #[arg(long, env = "THREADCENTER_WORKERS", requires = "embedded")]
     pub workers: Option<usize>,
+
+    /// Embedded server in thread mode with a CPython-style GIL.
+    #[arg(long, requires = "embedded")]
+    pub gil: bool,
+
+    /// With --gil: the GIL's switch interval.
+    #[arg(long, default_value = "5ms", value_parser = parse_duration)]
+    pub switch_interval: Duration,
 
     /// Connections, each with its own threads.
     #[arg(long, short = 'c', env = "THREADCENTER_CONCURRENCY", default_value_t = 4)]
@@ -249,6 +366,7 @@ impl BenchArgs {
             Target::Embedded {
                 mode: self.mode.unwrap_or(Mode::Processes),
                 workers: self.workers.unwrap_or_else(|| crate::server::ServerConfig::default().workers),
+                gil: self.gil.then_some(self.switch_interval),
             }
         } else {
             Target::Remote {
@@ -343,6 +461,19 @@ pub fn run(args: ClientArgs) -> anyhow::Result<Outcome> {
                 measured.per_second()
             );
             Ok(Outcome::Success)
+        }
+        Some(ClientCommand::Sweep(sweep)) => {
+            let plan = sweep.to_plan().map_err(anyhow::Error::msg)?;
+            super::init_logging(Some("warn"))?;
+            let summary = run_sweep(&plan, |line| println!("{line}"))?;
+            println!(
+                "sweep: {} runs appended to {}, {} already there, {} with problems",
+                summary.ran,
+                plan.csv.display(),
+                summary.skipped,
+                summary.failed
+            );
+            Ok(if summary.failed > 0 { Outcome::Failure } else { Outcome::Success })
         }
         None => run_benchmark(&args.bench),
     }

@@ -223,7 +223,7 @@ pub(crate) mod tests {
         recorder.extend_span(t0, t0 + Duration::from_secs(2));
         BenchRun {
             options: BenchOptions {
-                target: Target::Embedded { mode: Mode::Processes, workers: 2 },
+                target: Target::Embedded { mode: Mode::Processes, workers: 2, gil: None },
                 ..BenchOptions::example()
             },
             server: ServerInfo {
@@ -232,6 +232,7 @@ pub(crate) mod tests {
                 workers: 2,
                 instance: "test".into(),
                 embedded: true,
+                gil: false,
             },
             started_at: UNIX_EPOCH + Duration::from_secs(1_767_323_045), // 2026-01-02T03:04:05Z
             recorder,

@@ -1,0 +1,65 @@
+//! `tc-client sweep`: a grid of embedded runs appended to one CSV, resumable.
+//! A tiny grid (well under a second per run) keeps this test short.
+
+mod common;
+
+use common::run_client;
+
+fn rows(path: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {
+    let mut reader = csv::Reader::from_path(path).expect("the sweep CSV");
+    let headers = reader.headers().unwrap().clone();
+    reader
+        .records()
+        .map(|r| headers.iter().map(String::from).zip(r.unwrap().iter().map(String::from)).collect())
+        .collect()
+}
+
+#[test]
+fn a_sweep_appends_one_row_per_run_and_resumes_without_repeating_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("sweep.csv");
+    let csv_arg = csv.to_str().unwrap();
+    let grid = |concurrency: &str| {
+        run_client(&[
+            "sweep",
+            "--modes",
+            "threads,threads-gil",
+            "--workers",
+            "1",
+            "--concurrency",
+            concurrency,
+            "--sizes",
+            "1000",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "0",
+            "--csv",
+            csv_arg,
+        ])
+    };
+    let out = grid("1,2");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = rows(&csv);
+    assert_eq!(first.len(), 4, "2 modes x 2 concurrencies");
+    assert_eq!(first.iter().filter(|r| r["server_gil"] == "true").count(), 2);
+    assert!(first
+        .iter()
+        .all(|r| r["server_mode"] == "threads" && r["embedded"] == "true" && r["size"] == "1000"));
+    assert!(first.iter().all(|r| r["ok"].parse::<u64>().unwrap() > 0), "every run measured something");
+
+    // Run again with one more concurrency: only the new points run.
+    let out = grid("1,2,3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("2 runs appended"), "{stdout}");
+    assert!(stdout.contains("4 already there"), "{stdout}");
+    assert_eq!(rows(&csv).len(), 6);
+    let content = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(content.lines().filter(|l| l.starts_with("started_at,")).count(), 1, "one header");
+}
