@@ -43,6 +43,7 @@ pub mod error;
 pub mod frame;
 pub mod gil;
 pub mod job;
+pub mod plot;
 pub mod pool;
 pub mod protocol;
 pub mod registry;

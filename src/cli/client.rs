@@ -70,6 +70,74 @@ pub enum ClientCommand {
     /// append one row per run to a CSV (the columns of --csv). Runs already
     /// in the CSV are skipped, so a stopped sweep can be resumed.
     Sweep(SweepArgs),
+    /// Draw a chart (PNG and SVG) from CSV reports, .hgrm files or an
+    /// interval log.
+    Plot(PlotArgs),
+}
+
+/// The charts `tc-client plot` draws.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ChartKind {
+    /// Throughput vs workers per configuration, with the ideal line (--csv).
+    Throughput,
+    /// p50 / p99 / p99.9 vs connections (--csv).
+    Latency,
+    /// Latency by percentile on a log 1/(1-p) axis (--hgrm, several).
+    Percentiles,
+    /// Latency over time (--hdr-log).
+    Timeline,
+    /// Queue wait / service / rest per run (--csv).
+    Breakdown,
+}
+
+/// Flags of `tc-client plot`.
+#[derive(Debug, clap::Args)]
+pub struct PlotArgs {
+    /// Which chart.
+    #[arg(value_enum)]
+    pub chart: ChartKind,
+
+    /// A CSV from --csv or sweep (throughput, latency, breakdown).
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+
+    /// A .hgrm file from --hgrm (percentiles); repeat for several runs.
+    #[arg(long)]
+    pub hgrm: Vec<PathBuf>,
+
+    /// An interval log from --hdr-log (timeline).
+    #[arg(long)]
+    pub hdr_log: Option<PathBuf>,
+
+    /// Output path without extension: OUT.png and OUT.svg are written.
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+}
+
+/// Draws the chart `args` asks for; returns the files written.
+fn plot(args: &PlotArgs) -> anyhow::Result<Vec<PathBuf>> {
+    use crate::plot;
+    let need_csv = || -> anyhow::Result<Vec<plot::RunRow>> {
+        let path = args.csv.as_deref().ok_or_else(|| anyhow::anyhow!("this chart needs --csv FILE"))?;
+        Ok(plot::read_rows(path)?)
+    };
+    let written = match args.chart {
+        ChartKind::Throughput => plot::write_line_chart(&plot::throughput_chart(&need_csv()?), &args.out)?,
+        ChartKind::Latency => plot::write_line_chart(&plot::latency_chart(&need_csv()?), &args.out)?,
+        ChartKind::Breakdown => plot::write_breakdown_chart(&need_csv()?, &args.out)?,
+        ChartKind::Percentiles => {
+            anyhow::ensure!(!args.hgrm.is_empty(), "the percentiles chart needs at least one --hgrm FILE");
+            plot::write_line_chart(&plot::percentile_chart(&args.hgrm)?, &args.out)?
+        }
+        ChartKind::Timeline => {
+            let log = args
+                .hdr_log
+                .as_deref()
+                .ok_or_else(|| anyhow::anyhow!("the timeline chart needs --hdr-log FILE"))?;
+            plot::write_line_chart(&plot::timeline_chart(log)?, &args.out)?
+        }
+    };
+    Ok(written)
 }
 
 /// Flags of `tc-client sweep`.
@@ -460,6 +528,12 @@ pub fn run(args: ClientArgs) -> anyhow::Result<Outcome> {
                 measured.elapsed.as_secs_f64(),
                 measured.per_second()
             );
+            Ok(Outcome::Success)
+        }
+        Some(ClientCommand::Plot(args)) => {
+            for path in plot(&args)? {
+                println!("wrote {}", path.display());
+            }
             Ok(Outcome::Success)
         }
         Some(ClientCommand::Sweep(sweep)) => {

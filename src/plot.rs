@@ -1,0 +1,489 @@
+//! Charts for the classroom studies (`tc-client plot`), drawn with plotters
+//! into PNG and SVG files, with titles, axis labels and units:
+//! - `throughput`: throughput vs workers, one line per farm configuration,
+//!   with the ideal (linear) line for reference — from a sweep CSV;
+//! - `latency`: p50 / p99 / p99.9 vs connections — from a sweep CSV;
+//! - `percentiles`: the latency percentile curve of `.hgrm` files on the
+//!   HdrHistogram plotter's log "1/(1-percentile)" axis, several runs at once;
+//! - `timeline`: latency over time from an `--hdr-log` interval log;
+//! - `breakdown`: queue wait / service / rest of each run — from a CSV.
+//!
+//! Text is drawn with an embedded DejaVu font, so no system fonts are needed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+const SIZE: (u32, u32) = (1000, 640);
+/// Okabe–Ito colours: distinguishable with every common colour blindness.
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(0, 0, 0),
+    RGBColor(240, 228, 66),
+];
+const FONT: &str = "sans-serif";
+
+/// One CSV row, as much as the charts need.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RunRow {
+    /// `threads` or `processes`.
+    pub server_mode: String,
+    /// Whether the threads shared a GIL.
+    #[serde(default)]
+    pub server_gil: bool,
+    /// Workers.
+    pub server_workers: u64,
+    /// Connections.
+    pub concurrency: usize,
+    /// Compute `n`.
+    pub size: u64,
+    /// Replies per second.
+    pub throughput_rps: f64,
+    /// Latency percentiles from schedule, µs.
+    pub p50_us: u64,
+    /// 99th percentile, µs.
+    pub p99_us: u64,
+    /// 99.9th percentile, µs.
+    pub p99_9_us: u64,
+    /// Mean queue wait, µs.
+    pub queue_mean_us: f64,
+    /// Mean service time, µs.
+    pub service_mean_us: f64,
+    /// Mean of the rest, µs.
+    pub rest_mean_us: f64,
+}
+
+impl RunRow {
+    /// `threads`, `threads + GIL` or `processes`.
+    pub fn configuration(&self) -> String {
+        if self.server_gil {
+            format!("{} + GIL", self.server_mode)
+        } else {
+            self.server_mode.clone()
+        }
+    }
+}
+
+/// Reads the rows of a tc-client CSV (`--csv` or `sweep`).
+///
+/// # Errors
+/// A file that cannot be read or is not a tc-client CSV.
+pub fn read_rows(path: &Path) -> Result<Vec<RunRow>> {
+    let mut reader = csv::Reader::from_path(path)
+        .map_err(|e| Error::Config(format!("{}: cannot read the CSV: {e}", path.display())))?;
+    reader
+        .deserialize()
+        .map(|row| row.map_err(|e| Error::Config(format!("{}: not a tc-client CSV: {e}", path.display()))))
+        .collect()
+}
+
+/// A line on a chart.
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// Legend text.
+    pub label: String,
+    /// Points, in x order.
+    pub points: Vec<(f64, f64)>,
+    /// Drawn dashed-looking (thin, grey): reference lines.
+    pub reference: bool,
+}
+
+/// A line chart, ready to draw.
+#[derive(Debug, Clone)]
+pub struct LineChart {
+    /// Title.
+    pub title: String,
+    /// X axis label, with unit.
+    pub x_label: String,
+    /// Y axis label, with unit.
+    pub y_label: String,
+    /// Logarithmic x axis.
+    pub x_log: bool,
+    /// The lines.
+    pub series: Vec<Series>,
+}
+
+/// Throughput vs workers, one line per configuration (and size and
+/// connection count, when the CSV has several), with the ideal: the first
+/// configuration's one-worker throughput times the workers.
+pub fn throughput_chart(rows: &[RunRow]) -> LineChart {
+    let mut groups: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for row in rows {
+        let key = format!("{} (n={}, {} conn)", row.configuration(), row.size, row.concurrency);
+        groups.entry(key).or_default().push((row.server_workers as f64, row.throughput_rps));
+    }
+    let mut series: Vec<Series> = groups
+        .into_iter()
+        .map(|(label, mut points)| {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Series { label, points, reference: false }
+        })
+        .collect();
+    // The ideal: perfect scaling of the best one-worker throughput.
+    let one_worker =
+        rows.iter().filter(|r| r.server_workers == 1).map(|r| r.throughput_rps).fold(0.0, f64::max);
+    let max_workers = rows.iter().map(|r| r.server_workers).max().unwrap_or(1);
+    if one_worker > 0.0 {
+        let points = (1..=max_workers).map(|w| (w as f64, one_worker * w as f64)).collect();
+        series.push(Series { label: "ideal (linear scaling)".into(), points, reference: true });
+    }
+    LineChart {
+        title: "Throughput as workers grow".into(),
+        x_label: "workers".into(),
+        y_label: "throughput (requests/s)".into(),
+        x_log: false,
+        series,
+    }
+}
+
+/// p50, p99 and p99.9 vs connections, per configuration.
+pub fn latency_chart(rows: &[RunRow]) -> LineChart {
+    let mut series = Vec::new();
+    let mut groups: BTreeMap<String, Vec<&RunRow>> = BTreeMap::new();
+    for row in rows {
+        groups
+            .entry(format!("{}, {} workers", row.configuration(), row.server_workers))
+            .or_default()
+            .push(row);
+    }
+    for (label, mut group) in groups {
+        group.sort_by_key(|r| r.concurrency);
+        for (name, pick) in [("p50", 0), ("p99", 1), ("p99.9", 2)] {
+            let points = group
+                .iter()
+                .map(|r| (r.concurrency as f64, [r.p50_us, r.p99_us, r.p99_9_us][pick] as f64 / 1000.0))
+                .collect();
+            series.push(Series { label: format!("{label} {name}"), points, reference: false });
+        }
+    }
+    LineChart {
+        title: "Latency as connections grow".into(),
+        x_label: "connections".into(),
+        y_label: "latency (ms)".into(),
+        x_log: false,
+        series,
+    }
+}
+
+/// Reads a `.hgrm` file: (1/(1-percentile), value in ms) for every line
+/// below 100%.
+///
+/// # Errors
+/// A file that cannot be read or has no data lines.
+pub fn read_hgrm(path: &Path) -> Result<Vec<(f64, f64)>> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let points: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .filter_map(|line| {
+            let columns: Vec<&str> = line.split_whitespace().collect();
+            match columns.as_slice() {
+                [value, _, _, inverse] => Some((inverse.parse().ok()?, value.parse().ok()?)),
+                _ => None,
+            }
+        })
+        .collect();
+    if points.is_empty() {
+        return Err(Error::Config(format!("{}: no percentile lines (is it a .hgrm file?)", path.display())));
+    }
+    Ok(points)
+}
+
+/// Latency by percentile, several runs on one log-scale chart.
+///
+/// # Errors
+/// An unreadable `.hgrm` file.
+pub fn percentile_chart(files: &[PathBuf]) -> Result<LineChart> {
+    let series = files
+        .iter()
+        .map(|path| {
+            let label = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            Ok(Series { label, points: read_hgrm(path)?, reference: false })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(LineChart {
+        title: "Latency by percentile".into(),
+        x_label: "percentile, as 1/(1-p): 10 = p90, 100 = p99, 1000 = p99.9".into(),
+        y_label: "latency (ms)".into(),
+        x_log: true,
+        series,
+    })
+}
+
+/// p50, p99 and max of each interval of an interval log.
+///
+/// # Errors
+/// An unreadable or malformed log.
+pub fn timeline_chart(path: &Path) -> Result<LineChart> {
+    use base64::Engine;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    use hdrhistogram::serialization::Deserializer;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let mut deserializer = Deserializer::new();
+    let (mut p50, mut p99, mut max) = (Vec::new(), Vec::new(), Vec::new());
+    for entry in IntervalLogIterator::new(&bytes) {
+        let bad = |what: String| Error::Config(format!("{}: {what}", path.display()));
+        let LogEntry::Interval(interval) = entry.map_err(|e| bad(format!("not an interval log ({e:?})")))?
+        else {
+            continue;
+        };
+        let encoded = base64::engine::general_purpose::STANDARD
+            .decode(interval.encoded_histogram())
+            .map_err(|e| bad(format!("bad base64: {e}")))?;
+        let histogram: hdrhistogram::Histogram<u64> = deserializer
+            .deserialize(&mut encoded.as_slice())
+            .map_err(|e| bad(format!("bad histogram: {e:?}")))?;
+        if histogram.is_empty() {
+            continue;
+        }
+        let t = interval.start_timestamp().as_secs_f64();
+        p50.push((t, histogram.value_at_quantile(0.5) as f64 / 1000.0));
+        p99.push((t, histogram.value_at_quantile(0.99) as f64 / 1000.0));
+        max.push((t, histogram.max() as f64 / 1000.0));
+    }
+    if p50.is_empty() {
+        return Err(Error::Config(format!("{}: no interval with data", path.display())));
+    }
+    let line = |label: &str, points| Series { label: label.into(), points, reference: false };
+    Ok(LineChart {
+        title: "Latency over time".into(),
+        x_label: "time since the start of the run (s)".into(),
+        y_label: "latency (ms)".into(),
+        x_log: false,
+        series: vec![line("p50", p50), line("p99", p99), line("max", max)],
+    })
+}
+
+fn register_fonts() {
+    static FONTS: Once = Once::new();
+    FONTS.call_once(|| {
+        let _ = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular());
+        let _ = plotters::style::register_font(FONT, FontStyle::Bold, dejavu::sans::bold());
+    });
+}
+
+fn draw_error(e: impl std::fmt::Display) -> Error {
+    Error::Config(format!("drawing the chart: {e}"))
+}
+
+/// Draws a line chart into `OUT.png` and `OUT.svg`; returns the two paths.
+///
+/// # Errors
+/// An empty chart, or a file that cannot be written.
+pub fn write_line_chart(chart: &LineChart, out: &Path) -> Result<Vec<PathBuf>> {
+    if chart.series.iter().all(|s| s.points.is_empty()) {
+        return Err(Error::Config(format!("nothing to draw for \"{}\"", chart.title)));
+    }
+    register_fonts();
+    let (png, svg) = (out.with_extension("png"), out.with_extension("svg"));
+    draw_lines(BitMapBackend::new(&png, SIZE).into_drawing_area(), chart)?;
+    draw_lines(SVGBackend::new(&svg, SIZE).into_drawing_area(), chart)?;
+    Ok(vec![png, svg])
+}
+
+fn bounds(chart: &LineChart) -> (f64, f64, f64) {
+    let xs = chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let (x_min, x_max) = xs.fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    let y_max = chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(0.0, f64::max);
+    (x_min, x_max.max(x_min + 1e-9), y_max * 1.1 + 1e-9)
+}
+
+fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &LineChart) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(draw_error)?;
+    let (x_min, x_max, y_max) = bounds(chart);
+    // Counts (workers, connections) get whole-number ticks only.
+    let whole_x = chart.series.iter().flat_map(|s| &s.points).all(|p| p.0.fract() == 0.0);
+    let x_ticks = if whole_x && !chart.x_log { ((x_max - x_min) as usize + 1).min(12) } else { 10 };
+    let mut builder = ChartBuilder::on(&root);
+    builder.caption(&chart.title, (FONT, 30)).margin(20).x_label_area_size(55).y_label_area_size(80);
+    // The two axis kinds are different types, so each gets its own body.
+    macro_rules! body {
+        ($ctx:expr) => {{
+            let mut ctx = $ctx;
+            ctx.configure_mesh()
+                .x_labels(x_ticks)
+                .x_desc(chart.x_label.as_str())
+                .y_desc(chart.y_label.as_str())
+                .label_style((FONT, 16))
+                .axis_desc_style((FONT, 18))
+                .draw()
+                .map_err(draw_error)?;
+            for (i, series) in chart.series.iter().enumerate() {
+                let color =
+                    if series.reference { RGBColor(150, 150, 150) } else { PALETTE[i % PALETTE.len()] };
+                let style = color.stroke_width(if series.reference { 1 } else { 3 });
+                ctx.draw_series(LineSeries::new(series.points.iter().copied(), style))
+                    .map_err(draw_error)?
+                    .label(series.label.as_str())
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(3)));
+                if !series.reference {
+                    ctx.draw_series(series.points.iter().map(|&p| Circle::new(p, 4, color.filled())))
+                        .map_err(draw_error)?;
+                }
+            }
+            ctx.configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font((FONT, 15))
+                .position(SeriesLabelPosition::UpperLeft)
+                .draw()
+                .map_err(draw_error)?;
+        }};
+    }
+    if chart.x_log {
+        body!(builder
+            .build_cartesian_2d((x_min.max(1.0)..x_max).log_scale(), 0.0..y_max)
+            .map_err(draw_error)?);
+    } else {
+        body!(builder.build_cartesian_2d(x_min..x_max, 0.0..y_max).map_err(draw_error)?);
+    }
+    root.present().map_err(draw_error)
+}
+
+/// Draws, per run of a CSV, a stacked bar of mean queue wait, service time
+/// and the rest, into `OUT.png` and `OUT.svg`.
+///
+/// # Errors
+/// No rows, or a file that cannot be written.
+pub fn write_breakdown_chart(rows: &[RunRow], out: &Path) -> Result<Vec<PathBuf>> {
+    if rows.is_empty() {
+        return Err(Error::Config("nothing to draw: the CSV has no rows".into()));
+    }
+    register_fonts();
+    let (png, svg) = (out.with_extension("png"), out.with_extension("svg"));
+    draw_breakdown(BitMapBackend::new(&png, SIZE).into_drawing_area(), rows)?;
+    draw_breakdown(SVGBackend::new(&svg, SIZE).into_drawing_area(), rows)?;
+    Ok(vec![png, svg])
+}
+
+fn draw_breakdown<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, rows: &[RunRow]) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(draw_error)?;
+    let total = |r: &RunRow| (r.queue_mean_us + r.service_mean_us + r.rest_mean_us) / 1000.0;
+    let y_max = rows.iter().map(total).fold(0.0, f64::max) * 1.15 + 1e-9;
+    let labels: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{} {}w {}c", r.configuration(), r.server_workers, r.concurrency))
+        .collect();
+    // A segmented axis: one segment per run, its label centred under the bar.
+    let mut ctx = ChartBuilder::on(&root)
+        .caption("Where the time goes (mean per request)", (FONT, 30))
+        .margin(20)
+        .x_label_area_size(70)
+        .y_label_area_size(80)
+        .build_cartesian_2d((0..rows.len() - 1).into_segmented(), 0.0..y_max)
+        .map_err(draw_error)?;
+    ctx.configure_mesh()
+        .disable_x_mesh()
+        .x_labels(rows.len())
+        .x_label_formatter(&|x| match x {
+            SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .x_desc("run (configuration, workers, connections)")
+        .y_desc("latency (ms)")
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 18))
+        .draw()
+        .map_err(draw_error)?;
+    /// A stacked part of a bar: its name, colour, and how to read it (µs).
+    type Part = (&'static str, RGBColor, fn(&RunRow) -> f64);
+    let parts: [Part; 3] = [
+        ("queue wait", RGBColor(230, 159, 0), |r| r.queue_mean_us),
+        ("service", RGBColor(0, 114, 178), |r| r.service_mean_us),
+        ("rest (network, framing, threads)", RGBColor(0, 158, 115), |r| r.rest_mean_us),
+    ];
+    for (name, color, value) in parts {
+        let bars = rows.iter().enumerate().map(|(i, row)| {
+            let below: f64 = parts.iter().take_while(|(n, _, _)| *n != name).map(|(_, _, v)| v(row)).sum();
+            let (left, right) = (SegmentValue::Exact(i), SegmentValue::Exact(i + 1));
+            let mut bar = Rectangle::new(
+                [(left, below / 1000.0), (right, (below + value(row)) / 1000.0)],
+                color.filled(),
+            );
+            bar.set_margin(0, 0, 12, 12);
+            bar
+        });
+        ctx.draw_series(bars)
+            .map_err(draw_error)?
+            .label(name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], color.filled()));
+    }
+    ctx.configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT, 15))
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(draw_error)?;
+    root.present().map_err(draw_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(mode: &str, gil: bool, workers: u64, rps: f64) -> RunRow {
+        RunRow {
+            server_mode: mode.into(),
+            server_gil: gil,
+            server_workers: workers,
+            concurrency: 8,
+            size: 500_000,
+            throughput_rps: rps,
+            p50_us: 100,
+            p99_us: 200,
+            p99_9_us: 300,
+            queue_mean_us: 10.0,
+            service_mean_us: 80.0,
+            rest_mean_us: 10.0,
+        }
+    }
+
+    #[test]
+    fn the_throughput_chart_has_a_line_per_configuration_and_the_ideal() {
+        let rows = [
+            row("threads", false, 1, 480.0),
+            row("threads", false, 2, 950.0),
+            row("threads", true, 2, 470.0),
+        ];
+        let chart = throughput_chart(&rows);
+        assert_eq!(chart.series.len(), 3);
+        let ideal = chart.series.iter().find(|s| s.reference).unwrap();
+        assert_eq!(ideal.points, vec![(1.0, 480.0), (2.0, 960.0)]);
+        assert!(chart.series.iter().any(|s| s.label.starts_with("threads + GIL")));
+    }
+
+    #[test]
+    fn hgrm_lines_become_points_and_the_100_percent_line_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.hgrm");
+        std::fs::write(
+            &path,
+            "       Value     Percentile TotalCount 1/(1-Percentile)\n\n\
+                    0.500 0.000000000000          1           1.00\n\
+                    2.000 0.900000000000         90          10.00\n\
+                    9.000 1.000000000000        100\n\
+             #[Mean    =        1.000, StdDeviation   =        0.500]\n",
+        )
+        .unwrap();
+        assert_eq!(read_hgrm(&path).unwrap(), vec![(1.0, 0.5), (10.0, 2.0)]);
+    }
+}
