@@ -110,6 +110,8 @@ pub struct LineChart {
     pub y_label: String,
     /// Logarithmic x axis.
     pub x_log: bool,
+    /// Logarithmic y axis (for values spanning orders of magnitude).
+    pub y_log: bool,
     /// The lines.
     pub series: Vec<Series>,
 }
@@ -143,6 +145,7 @@ pub fn throughput_chart(rows: &[RunRow]) -> LineChart {
         x_label: "workers".into(),
         y_label: "throughput (requests/s)".into(),
         x_log: false,
+        y_log: false,
         series,
     }
 }
@@ -172,6 +175,7 @@ pub fn latency_chart(rows: &[RunRow]) -> LineChart {
         x_label: "connections".into(),
         y_label: "latency (ms)".into(),
         x_log: false,
+        y_log: false,
         series,
     }
 }
@@ -216,8 +220,9 @@ pub fn percentile_chart(files: &[PathBuf]) -> Result<LineChart> {
     Ok(LineChart {
         title: "Latency by percentile".into(),
         x_label: "percentile, as 1/(1-p): 10 = p90, 100 = p99, 1000 = p99.9".into(),
-        y_label: "latency (ms)".into(),
+        y_label: "latency (ms, log scale)".into(),
         x_log: true,
+        y_log: true,
         series,
     })
 }
@@ -262,6 +267,7 @@ pub fn timeline_chart(path: &Path) -> Result<LineChart> {
         x_label: "time since the start of the run (s)".into(),
         y_label: "latency (ms)".into(),
         x_log: false,
+        y_log: false,
         series: vec![line("p50", p50), line("p99", p99), line("max", max)],
     })
 }
@@ -345,12 +351,20 @@ where
                 .map_err(draw_error)?;
         }};
     }
-    if chart.x_log {
-        body!(builder
+    let y_min =
+        chart.series.iter().flat_map(|s| &s.points).map(|p| p.1).filter(|y| *y > 0.0).fold(y_max, f64::min);
+    let y_log = (y_min * 0.8).max(1e-3)..y_max;
+    match (chart.x_log, chart.y_log) {
+        (true, true) => body!(builder
+            .build_cartesian_2d((x_min.max(1.0)..x_max).log_scale(), y_log.log_scale())
+            .map_err(draw_error)?),
+        (true, false) => body!(builder
             .build_cartesian_2d((x_min.max(1.0)..x_max).log_scale(), 0.0..y_max)
-            .map_err(draw_error)?);
-    } else {
-        body!(builder.build_cartesian_2d(x_min..x_max, 0.0..y_max).map_err(draw_error)?);
+            .map_err(draw_error)?),
+        (false, true) => {
+            body!(builder.build_cartesian_2d(x_min..x_max, y_log.log_scale()).map_err(draw_error)?)
+        }
+        (false, false) => body!(builder.build_cartesian_2d(x_min..x_max, 0.0..y_max).map_err(draw_error)?),
     }
     root.present().map_err(draw_error)
 }
