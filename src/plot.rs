@@ -321,8 +321,10 @@ where
     macro_rules! body {
         ($ctx:expr) => {{
             let mut ctx = $ctx;
+            let whole_numbers = |x: &f64| if whole_x { format!("{x:.0}") } else { format!("{x}") };
             ctx.configure_mesh()
                 .x_labels(x_ticks)
+                .x_label_formatter(&whole_numbers)
                 .x_desc(chart.x_label.as_str())
                 .y_desc(chart.y_label.as_str())
                 .label_style((FONT, 16))
