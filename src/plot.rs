@@ -344,13 +344,7 @@ where
                         .map_err(draw_error)?;
                 }
             }
-            ctx.configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font((FONT, 15))
-                .position(SeriesLabelPosition::UpperLeft)
-                .draw()
-                .map_err(draw_error)?;
+            legend(&mut ctx)?;
         }};
     }
     let y_min =
@@ -442,14 +436,24 @@ where
             .label(name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], color.filled()));
     }
+    legend(&mut ctx)?;
+    root.present().map_err(draw_error)
+}
+
+/// The legend box, the same on every chart: top left, over a light background.
+fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    ctx: &mut ChartContext<'a, DB, CT>,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
     ctx.configure_series_labels()
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font((FONT, 15))
         .position(SeriesLabelPosition::UpperLeft)
         .draw()
-        .map_err(draw_error)?;
-    root.present().map_err(draw_error)
+        .map_err(draw_error)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ mod common;
 
 use std::fs;
 
-use common::{run_client, run_client_with_stdin, TestServer};
+use common::{read_csv, run_client, run_client_with_stdin, TestServer};
 use serde_json::Value;
 
 /// Runs `tc-client --port <server's port> ARGS`.
@@ -23,16 +23,6 @@ fn text(bytes: &[u8]) -> String {
 
 fn read_json(path: &std::path::Path) -> Value {
     serde_json::from_str(&fs::read_to_string(path).expect("report written")).expect("valid JSON")
-}
-
-/// Parses a CSV file into rows of (header → cell).
-fn read_csv(path: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {
-    let mut reader = csv::Reader::from_path(path).expect("csv readable");
-    let headers = reader.headers().unwrap().clone();
-    reader
-        .records()
-        .map(|r| headers.iter().map(String::from).zip(r.unwrap().iter().map(String::from)).collect())
-        .collect()
 }
 
 #[test]

@@ -3,16 +3,7 @@
 
 mod common;
 
-use common::run_client;
-
-fn rows(path: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {
-    let mut reader = csv::Reader::from_path(path).expect("the sweep CSV");
-    let headers = reader.headers().unwrap().clone();
-    reader
-        .records()
-        .map(|r| headers.iter().map(String::from).zip(r.unwrap().iter().map(String::from)).collect())
-        .collect()
-}
+use common::{read_csv as rows, run_client};
 
 #[test]
 fn a_sweep_appends_one_row_per_run_and_resumes_without_repeating_runs() {

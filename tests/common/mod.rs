@@ -320,3 +320,13 @@ pub fn run_client_with_stdin(args: &[&str], stdin: Option<&str>) -> std::process
     };
     std::process::Output { status, stdout: out_thread.join().unwrap(), stderr: err_thread.join().unwrap() }
 }
+
+/// Parses a CSV report into rows of (column → cell).
+pub fn read_csv(path: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {
+    let mut reader = csv::Reader::from_path(path).expect("a readable CSV");
+    let headers = reader.headers().unwrap().clone();
+    reader
+        .records()
+        .map(|r| headers.iter().map(String::from).zip(r.unwrap().iter().map(String::from)).collect())
+        .collect()
+}
