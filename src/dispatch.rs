@@ -29,7 +29,8 @@ use crate::cache::{CacheKey, ResultCache};
 use crate::connection::ReplySink;
 use crate::job::{JobFailure, JobId, JobKind, JobOutput, JobResult};
 use crate::protocol::{
-    encode_job_error, encode_result, ClientId, CommandKind, ErrorCode, ReplyExtras, Timing,
+    encode_error_in, encode_predictions, encode_result, ClientId, CommandKind, Dialect, ErrorCode,
+    ReplyExtras, Timing,
 };
 use crate::registry::{ConnId, PendingReply, Registry};
 use crate::stats::Stats;
@@ -77,8 +78,10 @@ pub struct JobRequest<'a> {
     pub conn: ConnId,
     /// The client's id.
     pub client_id: ClientId,
-    /// The command (for counters).
+    /// The command (for counters and the reply's shape).
     pub command: CommandKind,
+    /// Which protocol to answer in.
+    pub dialect: Dialect,
     /// Whether timing fields were asked for.
     pub timing: bool,
     /// Where to store the result, when the cache is on and the job cacheable.
@@ -173,6 +176,7 @@ impl Dispatcher {
             conn: request.conn,
             client_id: request.client_id,
             command: request.command,
+            dialect: request.dialect,
             timing: request.timing,
             cache_key: request.cache_key,
             sink: request.sink.clone(),
@@ -216,7 +220,7 @@ impl Dispatcher {
         let count = pending.len();
         for (_, reply) in pending {
             self.completer.stats.error(code);
-            reply.sink.send(encode_job_error(Some(&reply.client_id), code, message, None));
+            reply.sink.send(encode_error_in(reply.dialect, Some(&reply.client_id), code, message, None));
         }
         count
     }
@@ -289,7 +293,8 @@ impl Completer {
         };
         let frame = match report.result {
             Ok(output) => {
-                let frame = encode_output(&pending.client_id, &output, extras);
+                let frame =
+                    encode_output(&pending.client_id, &output, extras, pending.command, pending.dialect);
                 if let (Some(cache), Some(key)) = (&self.cache, pending.cache_key) {
                     cache.insert(key, output);
                 }
@@ -297,18 +302,27 @@ impl Completer {
             }
             Err(JobFailure { code, message }) => {
                 self.stats.error(code);
-                encode_job_error(Some(&pending.client_id), code, &message, extras.attempts)
+                encode_error_in(pending.dialect, Some(&pending.client_id), code, &message, extras.attempts)
             }
         };
         pending.sink.send(frame);
     }
 }
 
-/// The reply frame of a successful job.
-pub fn encode_output(id: &ClientId, output: &JobOutput, extras: ReplyExtras) -> Vec<u8> {
+/// The reply frame of a successful job, shaped for its command and dialect.
+pub fn encode_output(
+    id: &ClientId,
+    output: &JobOutput,
+    extras: ReplyExtras,
+    command: CommandKind,
+    dialect: Dialect,
+) -> Vec<u8> {
     match output {
         JobOutput::Compute(value) => encode_result(id, value, extras),
         JobOutput::Slept(ms) => encode_result(id, &serde_json::json!({ "slept_ms": ms }), extras),
+        JobOutput::Predictions(outcomes) => {
+            encode_predictions(id, outcomes, command == CommandKind::Predict, dialect, extras)
+        }
     }
 }
 
@@ -330,6 +344,7 @@ mod tests {
             conn: 7,
             client_id: client_id(id),
             command: CommandKind::Compute,
+            dialect: Dialect::ThreadCenter,
             timing,
             cache_key: None,
             sink,

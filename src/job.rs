@@ -6,9 +6,12 @@
 //! processes call it after receiving a job — so both modes compute exactly
 //! the same thing.
 
+use ipc_channel::ipc::IpcSharedMemory;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::compute::compute;
+use crate::model::{decode_image, ImageLimits, ModelRef, ModelSlot};
 use crate::protocol::ErrorCode;
 
 /// Identifies one accepted job for the whole life of the server. Job ids are
@@ -16,7 +19,7 @@ use crate::protocol::ErrorCode;
 pub type JobId = u64;
 
 /// The work itself, without any routing information.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum JobKind {
     /// The original ThreadCenter CPU-bound function.
     Compute {
@@ -25,6 +28,91 @@ pub enum JobKind {
     },
     /// A fault injected on purpose (`--allow-chaos`), for demos and tests.
     Chaos(Chaos),
+    /// Run the fire detector on one or more images.
+    Predict(PredictJob),
+}
+
+/// A `predict` or `predict_batch` job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredictJob {
+    /// The model to run (the server's current one when the job was accepted).
+    pub model: ModelRef,
+    /// `fire_detected = raw_score > threshold` (`--threshold`).
+    pub threshold: f32,
+    /// The image files.
+    pub images: ImageBatch,
+    /// `predict` (one image; a bad image fails the job) rather than
+    /// `predict_batch` (bad images are listed next to the good results).
+    pub single: bool,
+}
+
+/// Image files as they travel to a worker: one buffer holding every file of
+/// the request back to back, and where each file lies in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageBatch {
+    /// The bytes.
+    pub data: ImageData,
+    /// One entry per image of the request, in order.
+    pub items: Vec<ImageItem>,
+}
+
+/// One image of a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageItem {
+    /// The client's name for it.
+    pub filename: Option<String>,
+    /// `(offset, length)` in [`ImageBatch::data`], or why the reader thread
+    /// already refused it (bad base64, too large).
+    pub span: Result<(usize, usize), String>,
+}
+
+/// Where the image bytes live.
+///
+/// A worker *thread* reads a plain `Vec` that the reader filled. A worker
+/// *process* cannot see the server's heap, so for process mode the reader
+/// decodes the base64 straight into shared memory: sending it over
+/// ipc-channel passes a file descriptor, not the bytes, and the worker maps
+/// the same pages. The image is written once and never copied again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ImageData {
+    /// In the server's own memory (thread mode).
+    Local(Vec<u8>),
+    /// In a shared-memory region (process mode).
+    Shared(IpcSharedMemory),
+}
+
+impl ImageData {
+    /// A zeroed buffer of `len` bytes, shared when `shared`.
+    pub fn zeroed(len: usize, shared: bool) -> ImageData {
+        if shared {
+            ImageData::Shared(IpcSharedMemory::from_byte(0, len))
+        } else {
+            ImageData::Local(vec![0; len])
+        }
+    }
+
+    /// The bytes, for the reader to fill.
+    ///
+    /// Only called on a buffer that was just created and not yet cloned or
+    /// sent, so nothing else can be reading the shared memory.
+    #[allow(unsafe_code)]
+    pub fn fill(&mut self) -> &mut [u8] {
+        match self {
+            ImageData::Local(bytes) => bytes,
+            // SAFETY: `deref_mut` is sound while this handle is the only one
+            // to the region; see the doc comment above: the region was
+            // created by `zeroed` and has not been cloned or serialized yet.
+            ImageData::Shared(memory) => unsafe { memory.deref_mut() },
+        }
+    }
+
+    /// The bytes, for the worker to read.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            ImageData::Local(bytes) => bytes,
+            ImageData::Shared(memory) => memory,
+        }
+    }
 }
 
 /// Faults a worker can be asked to commit.
@@ -49,17 +137,48 @@ impl JobKind {
     /// another worker after a crash. Injected faults are not retried: they
     /// would only strike again.
     pub fn is_idempotent(&self) -> bool {
-        matches!(self, JobKind::Compute { .. })
+        matches!(self, JobKind::Compute { .. } | JobKind::Predict(_))
     }
 }
 
 /// A job's successful result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum JobOutput {
     /// The checksum returned by [`compute`].
     Compute(u64),
     /// A chaos `sleep` that woke up: how long it slept, in milliseconds.
     Slept(u64),
+    /// One outcome per image, in request order.
+    Predictions(Vec<ImageOutcome>),
+}
+
+/// What became of one image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageOutcome {
+    /// The client's name for it.
+    pub filename: Option<String>,
+    /// The prediction, or why there is none.
+    pub result: Result<Prediction, String>,
+}
+
+/// The detector's verdict on one image.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// `raw_score > threshold`.
+    pub fire_detected: bool,
+    /// How sure, in percent: the score of the answer given.
+    pub confidence: f32,
+    /// The network's output, in [0, 1].
+    pub raw_score: f32,
+}
+
+impl Prediction {
+    /// Turns a score into a verdict, as IdentyFire did.
+    pub fn from_score(raw_score: f32, threshold: f32) -> Prediction {
+        let fire_detected = raw_score > threshold;
+        let confidence = if fire_detected { raw_score } else { 1.0 - raw_score } * 100.0;
+        Prediction { fire_detected, confidence, raw_score }
+    }
 }
 
 /// Why a job produced no result, as the error reply will report it.
@@ -74,12 +193,58 @@ pub struct JobFailure {
 /// What running a job yields.
 pub type JobResult = Result<JobOutput, JobFailure>;
 
-/// Runs one job to completion on the calling thread.
-pub fn execute(kind: &JobKind) -> JobResult {
+/// Runs one job to completion on the calling thread. `models` is the
+/// worker's loaded model (shared by all worker threads, one per process).
+pub fn execute(kind: &JobKind, models: &ModelSlot) -> JobResult {
     match kind {
         JobKind::Compute { n } => Ok(JobOutput::Compute(compute(*n))),
         JobKind::Chaos(chaos) => commit(*chaos),
+        JobKind::Predict(job) => predict(job, models),
     }
+}
+
+/// Decodes the images (in parallel, with rayon), runs the good ones through
+/// the network as one batch, and lines the outcomes up in request order.
+fn predict(job: &PredictJob, models: &ModelSlot) -> JobResult {
+    let model = models
+        .get(&job.model)
+        .map_err(|message| JobFailure { code: ErrorCode::ModelUnavailable, message })?;
+    let bytes = job.images.data.bytes();
+    let shape = model.info().input_shape;
+    let decoded: Vec<Result<ndarray::Array3<f32>, String>> = job
+        .images
+        .items
+        .par_iter()
+        .map(|item| {
+            let (offset, len) = item.span.clone()?;
+            let file = offset
+                .checked_add(len)
+                .and_then(|end| bytes.get(offset..end))
+                .ok_or_else(|| "the image's bytes are missing from the job".to_string())?;
+            decode_image(file, shape, model.input_scale(), ImageLimits::default()).map_err(|e| e.to_string())
+        })
+        .collect();
+    let good: Vec<ndarray::Array3<f32>> = decoded.iter().filter_map(|d| d.as_ref().ok().cloned()).collect();
+    let mut scores = model.predict_batch(&good).into_iter();
+    let outcomes: Vec<ImageOutcome> = job
+        .images
+        .items
+        .iter()
+        .zip(decoded)
+        .map(|(item, decoded)| ImageOutcome {
+            filename: item.filename.clone(),
+            result: decoded.map(|_| {
+                let score = scores.next().expect("one score per decoded image");
+                Prediction::from_score(score, job.threshold)
+            }),
+        })
+        .collect();
+    if job.single {
+        if let Some(Err(message)) = outcomes.first().map(|o| &o.result) {
+            return Err(JobFailure { code: ErrorCode::BadImage, message: message.clone() });
+        }
+    }
+    Ok(JobOutput::Predictions(outcomes))
 }
 
 /// Commits an injected fault.
@@ -108,6 +273,15 @@ mod tests {
 
     #[test]
     fn compute_jobs_return_the_kernel_value() {
-        assert_eq!(execute(&JobKind::Compute { n: 10 }), Ok(JobOutput::Compute(8360)));
+        assert_eq!(execute(&JobKind::Compute { n: 10 }, &ModelSlot::new()), Ok(JobOutput::Compute(8360)));
+    }
+
+    #[test]
+    fn confidence_is_the_score_of_the_answer_given() {
+        let fire = Prediction::from_score(0.9, 0.5);
+        assert!(fire.fire_detected && (fire.confidence - 90.0).abs() < 1e-4);
+        let calm = Prediction::from_score(0.2, 0.5);
+        assert!(!calm.fire_detected && (calm.confidence - 80.0).abs() < 1e-4);
+        assert!(!Prediction::from_score(0.6, 0.7).fire_detected, "the threshold decides");
     }
 }

@@ -18,6 +18,8 @@
 //! | [`mod@bench`] | the load generator behind `tc-client` |
 //! | [`report`] | benchmark reports: summary, CSV, `.hgrm`, interval log, JSON |
 //! | [`job`], [`compute`] | the work itself, shared by both pool modes |
+//! | [`model`] | the fire-detection network: weights file, image decoding, forward pass |
+//! | [`lock`] | the accelerator mutex: FIFO queue, leases, fencing tokens |
 //! | [`stats`] | counters and latency histograms behind `stats` |
 //! | [`client`] | a blocking client connection and the one-shot `call` |
 //! | [`cli`] | flags of the binaries and the functions they call |
@@ -43,6 +45,8 @@ pub mod error;
 pub mod frame;
 pub mod gil;
 pub mod job;
+pub mod lock;
+pub mod model;
 pub mod plot;
 pub mod pool;
 pub mod protocol;

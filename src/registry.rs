@@ -28,8 +28,10 @@ pub struct PendingReply {
     pub conn: ConnId,
     /// The client's id, echoed in the reply.
     pub client_id: ClientId,
-    /// Which command it was (for counters).
+    /// Which command it was (for counters and the reply's shape).
     pub command: CommandKind,
+    /// Which protocol to answer in.
+    pub dialect: crate::protocol::Dialect,
     /// Whether the client asked for timing fields.
     pub timing: bool,
     /// Where to store the result in the cache, if anywhere.
@@ -127,6 +129,7 @@ mod tests {
             conn,
             client_id: ClientId::from_json(&raw).unwrap(),
             command: CommandKind::Compute,
+            dialect: crate::protocol::Dialect::ThreadCenter,
             timing: false,
             cache_key: None,
             sink: sink.clone(),

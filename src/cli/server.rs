@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -119,6 +120,34 @@ pub struct ServerArgs {
     #[arg(long, env = "THREADCENTER_SWITCH_INTERVAL", default_value = "5ms", value_parser = parse_duration)]
     pub switch_interval: Duration,
 
+    /// The fire-detection model to serve (safetensors). Default: the shipped
+    /// model, models/fire-cnn.safetensors, when it is there.
+    #[arg(long, env = "THREADCENTER_MODEL")]
+    pub model: Option<PathBuf>,
+
+    /// The only directory `load_model` may load models from.
+    #[arg(long, env = "THREADCENTER_MODELS_DIR", default_value_os_t = crate::model::default_models_dir())]
+    pub models_dir: PathBuf,
+
+    /// fire_detected = raw_score > THRESHOLD.
+    #[arg(long, env = "THREADCENTER_THRESHOLD", default_value_t = 0.5)]
+    pub threshold: f32,
+
+    /// Largest image accepted, after base64 decoding (e.g. 10MiB).
+    #[arg(long, env = "THREADCENTER_MAX_IMAGE_BYTES", default_value = "10MiB", value_parser = parse_size)]
+    pub max_image_bytes: usize,
+
+    /// Lease of the accelerator mutex: the owner loses it this long after its
+    /// last acquire or predict, and a queued client that has not asked again
+    /// within it leaves the queue.
+    #[arg(long, env = "THREADCENTER_LOCK_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub lock_timeout: Duration,
+
+    /// Make ThreadCenter-style `predict` require holding the mutex, as
+    /// IdentyFire's `predict_image` always does.
+    #[arg(long, env = "THREADCENTER_PREDICT_LOCK")]
+    pub predict_lock: bool,
+
     /// Log level or filter (error, warn, info, debug, trace, or a RUST_LOG
     /// filter) [default: RUST_LOG, else info].
     #[arg(long, env = "THREADCENTER_LOG_LEVEL")]
@@ -159,6 +188,14 @@ impl ServerArgs {
             allow_chaos: self.allow_chaos,
             auth_token: self.auth_token.clone(),
             gil_switch_interval: self.gil.then_some(self.switch_interval),
+            model: self.model.clone().or_else(|| {
+                Some(self.models_dir.join(crate::model::DEFAULT_MODEL_FILE)).filter(|p| p.is_file())
+            }),
+            models_dir: self.models_dir.clone(),
+            threshold: self.threshold,
+            max_image_bytes: self.max_image_bytes,
+            lock_timeout: self.lock_timeout,
+            predict_lock: self.predict_lock,
         }
     }
 }

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::dispatch::{Completer, JobQueues, JobReport, QueuedJob};
 use crate::error::Result;
 use crate::job::JobFailure;
+use crate::model::ModelSlot;
 use crate::protocol::ErrorCode;
 pub use supervision::RestartBudget;
 
@@ -62,7 +63,14 @@ pub struct WorkerCommand {
     pub program: PathBuf,
     /// Arguments placed before the worker arguments.
     pub args: Vec<OsString>,
+    /// The model file the worker loads at start-up (passed in [`MODEL_ENV`]);
+    /// the pool sets it from [`PoolConfig::model`].
+    pub(super) model: Option<PathBuf>,
 }
+
+/// The environment variable that tells a worker process which model file to
+/// load before it connects back.
+pub const MODEL_ENV: &str = "TC_WORKER_MODEL";
 
 impl WorkerCommand {
     /// Re-executes the running binary in worker mode.
@@ -72,7 +80,7 @@ impl WorkerCommand {
     pub fn current_exe() -> Result<Self> {
         let program = std::env::current_exe()
             .map_err(|e| crate::Error::io("finding the server's own executable to spawn workers", e))?;
-        Ok(WorkerCommand { program, args: Vec::new() })
+        Ok(WorkerCommand { program, args: Vec::new(), model: None })
     }
 }
 
@@ -97,6 +105,8 @@ pub struct PoolConfig {
     /// Thread mode only: make worker threads share one global lock while
     /// they compute, handed over every this-long, as CPython's GIL does.
     pub gil_switch_interval: Option<Duration>,
+    /// The model file every worker loads at start-up (`--model`), if any.
+    pub model: Option<PathBuf>,
 }
 
 /// A worker slot's state.
@@ -249,6 +259,8 @@ struct PoolShared {
     job_timeout: Duration,
     /// The global lock of `--gil` (thread mode).
     gil: Option<Arc<crate::gil::Gil>>,
+    /// Thread mode: the model, loaded once and shared by every worker thread.
+    models: Arc<ModelSlot>,
 }
 
 /// What a free worker received.
@@ -363,7 +375,14 @@ impl WorkerPool {
             budget: Arc::new(RestartBudget::new(config.max_restarts, config.restart_window)),
             job_timeout: config.job_timeout,
             gil: config.gil_switch_interval.map(|interval| Arc::new(crate::gil::Gil::new(interval))),
+            models: Arc::new(ModelSlot::new()),
         };
+        // Threads share the server's memory, so one copy of the weights
+        // serves them all; each worker process loads its own (see
+        // `worker_process`).
+        if let (Mode::Threads, Some(path)) = (config.mode, &config.model) {
+            shared.models.preload(path).map_err(|e| crate::Error::Config(e.to_string()))?;
+        }
         let gil = shared.gil.clone();
         let mut pool =
             WorkerPool { board, gil, threads: Vec::new(), stop: Some(stop_tx), slot_threads: None };

@@ -31,6 +31,8 @@ use std::collections::VecDeque;
 
 use crossbeam_channel::{select, RecvTimeoutError, TryRecvError};
 use ipc_channel::ipc::{IpcOneShotServer, IpcReceiver, IpcSender};
+
+use super::MODEL_ENV;
 use ipc_channel::TryRecvError as IpcTryRecvError;
 
 use super::worker_process::{FromWorker, JobDone, ToWorker, WorkItem, WORKER_ARG};
@@ -74,7 +76,8 @@ pub(super) fn start(shared: PoolShared, config: &PoolConfig) -> Result<Vec<JoinH
     let mut drivers = Vec::with_capacity(config.workers);
     for id in 0..config.workers {
         let (shared, ready_tx) = (shared.clone(), ready_tx.clone());
-        let (command, spawn_timeout) = (config.worker_command.clone(), config.spawn_timeout);
+        let (mut command, spawn_timeout) = (config.worker_command.clone(), config.spawn_timeout);
+        command.model.clone_from(&config.model);
         let driver = thread::Builder::new()
             .name(format!("worker-{id}-driver"))
             .spawn(move || match spawn(id, &command, spawn_timeout) {
@@ -119,6 +122,7 @@ fn spawn(id: usize, command: &WorkerCommand, timeout: Duration) -> Result<Worker
         .arg(&name)
         .arg(id.to_string())
         .arg(std::process::id().to_string())
+        .envs(command.model.iter().map(|path| (MODEL_ENV, path)))
         .stdin(Stdio::null())
         .stdout(Stdio::null()) // stdout belongs to the server (it prints its address there)
         // Its own process group: a Ctrl-C in the terminal reaches the server

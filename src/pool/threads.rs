@@ -150,7 +150,7 @@ fn run(shared: &PoolShared, kind: &JobKind) -> JobResult {
             let mut guard = gil.acquire();
             Ok(JobOutput::Compute(compute_in_chunks(*n, CHUNK, || guard.checkpoint())))
         }
-        _ => execute(kind),
+        _ => execute(kind, &shared.models),
     }
 }
 

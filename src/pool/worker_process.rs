@@ -26,6 +26,7 @@ use ipc_channel::ipc::{self, IpcSender};
 use serde::{Deserialize, Serialize};
 
 use crate::job::{execute, JobId, JobKind, JobResult};
+use crate::model::ModelSlot;
 
 /// First argument that turns a ThreadCenter binary into a worker process.
 pub const WORKER_ARG: &str = "--tc-worker";
@@ -136,6 +137,15 @@ fn serve(server_name: String) -> Result<(), String> {
         .map_err(|e| format!("cannot connect to the server: {e}"))?;
     let (jobs_tx, jobs) =
         ipc::channel::<ToWorker>().map_err(|e| format!("cannot create the job channel: {e}"))?;
+    // Load the model before saying hello, so a worker that is up is ready
+    // to predict. This process's copy of the weights is its own: worker
+    // processes share no memory with the server or each other.
+    let models = ModelSlot::new();
+    if let Some(path) = std::env::var_os(super::MODEL_ENV) {
+        if let Err(e) = models.preload(std::path::Path::new(&path)) {
+            eprintln!("tc worker (pid {}): {e}; predictions will report it", std::process::id());
+        }
+    }
     to_server.send(FromWorker::Hello { jobs: jobs_tx }).map_err(|e| format!("handshake failed: {e}"))?;
 
     // `recv` fails once the server's sending end is closed: time to go.
@@ -145,7 +155,7 @@ fn serve(server_name: String) -> Result<(), String> {
         let mut held_since: Option<Instant> = None;
         for (position, WorkItem { job, kind }) in batch.into_iter().enumerate() {
             let started = Instant::now();
-            let result = execute(&kind);
+            let result = execute(&kind, &models);
             let service_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             results.push(JobDone { job, service_us, result });
             let held = *held_since.get_or_insert(started);

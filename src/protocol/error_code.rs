@@ -36,11 +36,23 @@ pub enum ErrorCode {
     ShuttingDown,
     /// A fault inside the server; the message says what.
     Internal,
+    /// An image that cannot be decoded (bad base64, not PNG/JPEG/BMP/GIF, corrupt).
+    BadImage,
+    /// An image larger than `--max-image-bytes` once decoded from base64.
+    ImageTooLarge,
+    /// No model is loaded, or the model file could not be loaded.
+    ModelUnavailable,
+    /// The accelerator mutex is required and the caller does not hold it
+    /// (or shows a stale fencing token).
+    LockRequired,
+    /// The request names something the server refuses to touch (a model
+    /// path outside `--models-dir`).
+    Forbidden,
 }
 
 impl ErrorCode {
     /// Every code, in a fixed order (used to index counters).
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadFrame,
         ErrorCode::FrameTooLarge,
         ErrorCode::BadJson,
@@ -53,6 +65,11 @@ impl ErrorCode {
         ErrorCode::Unauthorized,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
+        ErrorCode::BadImage,
+        ErrorCode::ImageTooLarge,
+        ErrorCode::ModelUnavailable,
+        ErrorCode::LockRequired,
+        ErrorCode::Forbidden,
     ];
 
     /// The code as it appears on the wire, e.g. `"BAD_JSON"`.
@@ -70,6 +87,11 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::BadImage => "BAD_IMAGE",
+            ErrorCode::ImageTooLarge => "IMAGE_TOO_LARGE",
+            ErrorCode::ModelUnavailable => "MODEL_UNAVAILABLE",
+            ErrorCode::LockRequired => "LOCK_REQUIRED",
+            ErrorCode::Forbidden => "FORBIDDEN",
         }
     }
 

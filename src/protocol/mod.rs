@@ -13,5 +13,11 @@ mod reply;
 mod request;
 
 pub use error_code::ErrorCode;
-pub use reply::{encode_error, encode_job_error, encode_pong, encode_result, ReplyExtras, Timing};
-pub use request::{parse_request, Chaos, ClientId, Command, CommandKind, Limits, Request, RequestError};
+pub use reply::{
+    encode_error, encode_error_in, encode_job_error, encode_pong, encode_predictions, encode_result,
+    encode_rpc, encode_rpc_error, ReplyExtras, Timing,
+};
+pub use request::{
+    parse_request, Chaos, ClientId, Command, CommandKind, Dialect, Holder, ImageArg, Limits, Request,
+    RequestError, MAX_BATCH_IMAGES,
+};

@@ -5,8 +5,9 @@
 
 use serde::Serialize;
 
-use super::{ClientId, ErrorCode};
+use super::{ClientId, Dialect, ErrorCode};
 use crate::frame;
+use crate::job::ImageOutcome;
 
 /// Where a job's time went, added to a reply when the request asked for
 /// `"timing": true`.
@@ -98,6 +99,99 @@ pub fn encode_job_error(
     to_frame(&ErrorReply { id, error: ErrorBody { code, message }, attempts })
 }
 
+/// An IdentyFire reply: the body itself, no id, no envelope.
+pub fn encode_rpc(body: &impl Serialize) -> Vec<u8> {
+    to_frame(body)
+}
+
+/// An IdentyFire error: `{"success": false, "error": message}`.
+pub fn encode_rpc_error(message: &str) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Failure<'a> {
+        success: bool,
+        error: &'a str,
+    }
+    to_frame(&Failure { success: false, error: message })
+}
+
+/// An error reply in the request's dialect. IdentyFire's shape has no code,
+/// so the message is all its clients see.
+pub fn encode_error_in(
+    dialect: Dialect,
+    id: Option<&ClientId>,
+    code: ErrorCode,
+    message: &str,
+    attempts: Option<u32>,
+) -> Vec<u8> {
+    match dialect {
+        Dialect::ThreadCenter => encode_job_error(id, code, message, attempts),
+        Dialect::IdentyFire => encode_rpc_error(message),
+    }
+}
+
+/// The reply to `predict` (`single`) or `predict_batch`, in either dialect:
+///
+/// | | ThreadCenter (`result`) | IdentyFire (body) |
+/// |---|---|---|
+/// | predict | `{fire_detected, confidence, raw_score}` | `{success, fire_detected, confidence, raw_score}` |
+/// | batch | `{results, errors, fires_detected}` | `{success, results, errors, fires_detected}` |
+///
+/// Batch results carry `filename` and, as IdentyFire named it,
+/// `raw_prediction` (ThreadCenter: `raw_score` and the `index` in the request).
+pub fn encode_predictions(
+    id: &ClientId,
+    outcomes: &[ImageOutcome],
+    single: bool,
+    dialect: Dialect,
+    extras: ReplyExtras,
+) -> Vec<u8> {
+    use serde_json::{json, Map, Value};
+    let identyfire = dialect == Dialect::IdentyFire;
+    let mut body = if single {
+        match outcomes.first().map(|o| &o.result) {
+            Some(Ok(p)) => {
+                json!({"fire_detected": p.fire_detected, "confidence": p.confidence, "raw_score": p.raw_score})
+            }
+            Some(Err(message)) => {
+                return encode_error_in(dialect, Some(id), ErrorCode::BadImage, message, None)
+            }
+            None => return encode_error_in(dialect, Some(id), ErrorCode::Internal, "no prediction", None),
+        }
+    } else {
+        let (mut results, mut errors) = (Vec::new(), Vec::new());
+        for (index, outcome) in outcomes.iter().enumerate() {
+            let mut entry = Map::new();
+            if !identyfire {
+                entry.insert("index".into(), json!(index));
+            }
+            entry.insert("filename".into(), json!(outcome.filename));
+            match &outcome.result {
+                Ok(p) => {
+                    entry.insert("fire_detected".into(), json!(p.fire_detected));
+                    entry.insert("confidence".into(), json!(p.confidence));
+                    entry.insert(
+                        if identyfire { "raw_prediction" } else { "raw_score" }.into(),
+                        json!(p.raw_score),
+                    );
+                    results.push(Value::Object(entry));
+                }
+                Err(message) => {
+                    entry.insert("error".into(), json!(message));
+                    errors.push(Value::Object(entry));
+                }
+            }
+        }
+        let fires = outcomes.iter().filter(|o| o.result.as_ref().is_ok_and(|p| p.fire_detected)).count();
+        json!({"results": results, "errors": errors, "fires_detected": fires})
+    };
+    if identyfire {
+        body["success"] = json!(true);
+        encode_rpc(&body)
+    } else {
+        encode_result(id, &body, extras)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +229,10 @@ mod tests {
         assert_eq!(
             payload(&encode_error(None, ErrorCode::BadJson, "the frame is not valid JSON")),
             r#"{"id":null,"error":{"code":"BAD_JSON","message":"the frame is not valid JSON"}}"#
+        );
+        assert_eq!(
+            payload(&encode_error_in(Dialect::IdentyFire, None, ErrorCode::BadImage, "bad", None)),
+            r#"{"success":false,"error":"bad"}"#
         );
     }
 }

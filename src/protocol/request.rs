@@ -56,20 +56,53 @@ impl PartialEq for ClientId {
     }
 }
 
-/// A decoded, validated request.
-#[derive(Debug, PartialEq)]
-pub struct Request {
-    /// Echoed back in the reply.
-    pub id: ClientId,
-    /// What to do.
-    pub command: Command,
-    /// `"timing": true` asks for `worker`, `queue_us` and `service_us` in the reply.
-    pub timing: bool,
+/// Which protocol a request came in, and so in which shapes it is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// `{"id","cmd",...}` → `{"id","result"}` or `{"id","error"}`.
+    #[default]
+    ThreadCenter,
+    /// IdentyFire's RPC: `{"method","params"}` → `{"success":...}`, no id.
+    IdentyFire,
 }
 
-/// The commands of the ThreadCenter protocol.
+/// A decoded, validated request. It borrows the frame it came from, so an
+/// image's base64 text is never copied before it is decoded.
+#[derive(Debug, PartialEq)]
+pub struct Request<'a> {
+    /// Echoed back in the reply (`null` for IdentyFire calls, which have none).
+    pub id: ClientId,
+    /// What to do.
+    pub command: Command<'a>,
+    /// `"timing": true` asks for `worker`, `queue_us` and `service_us` in the reply.
+    pub timing: bool,
+    /// How to answer.
+    pub dialect: Dialect,
+}
+
+/// One image of a `predict` or `predict_batch` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub struct ImageArg<'a> {
+    /// The client's name for it, echoed in batch results.
+    pub filename: Option<String>,
+    /// The base64 text, or why this entry has none (reported for this image
+    /// alone in a batch).
+    pub image_b64: Result<Cow<'a, str>, String>,
+}
+
+/// Who claims to hold the accelerator mutex.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Holder {
+    /// The client's name for itself (`client_id`).
+    pub client_id: Option<String>,
+    /// The fencing token of its grant, when it shows one.
+    pub token: Option<u64>,
+}
+
+/// The commands of the ThreadCenter protocol (IdentyFire's methods map onto
+/// the same commands; see [`CommandKind::from_method`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command<'a> {
     /// Answered by the connection's own thread, without a worker.
     Ping,
     /// Run the original CPU-bound job for `n` steps on a worker.
@@ -88,7 +121,46 @@ pub enum Command {
     },
     /// A fault to inject on a worker (only with `--allow-chaos`).
     Chaos(Chaos),
+    /// Run the fire detector on one image.
+    Predict {
+        /// The image.
+        image: ImageArg<'a>,
+        /// The lock holder's claim (needed with `--predict-lock`, and always
+        /// for IdentyFire).
+        holder: Holder,
+    },
+    /// Run the fire detector on several images as one batch.
+    PredictBatch {
+        /// The images (at least one, at most [`MAX_BATCH_IMAGES`]).
+        images: Vec<ImageArg<'a>>,
+        /// As for `Predict`.
+        holder: Holder,
+    },
+    /// Describe the current model.
+    Model,
+    /// List the model files in `--models-dir`.
+    Models,
+    /// Switch to another model file inside `--models-dir`.
+    LoadModel {
+        /// A path relative to `--models-dir`.
+        path: String,
+    },
+    /// Ask for the accelerator mutex.
+    MutexAcquire {
+        /// Who asks.
+        client_id: Option<String>,
+        /// How long to wait on the server for the grant (0 = answer at once).
+        wait_ms: u64,
+    },
+    /// Give the accelerator mutex back.
+    MutexRelease {
+        /// Who gives it back, and under which grant.
+        holder: Holder,
+    },
 }
+
+/// The most images one `predict_batch` may carry.
+pub const MAX_BATCH_IMAGES: usize = 256;
 
 /// The kind of a command without its arguments, for counting requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -99,7 +171,7 @@ pub enum CommandKind {
     Compute,
     /// `stats`
     Stats,
-    /// `health`
+    /// `health` (IdentyFire: `health_check`)
     Health,
     /// `auth`
     Auth,
@@ -111,11 +183,25 @@ pub enum CommandKind {
     Sleep,
     /// `panic` (chaos): the job panics.
     Panic,
+    /// `predict` (IdentyFire: `predict_image`)
+    Predict,
+    /// `predict_batch`
+    PredictBatch,
+    /// `model` (IdentyFire: `get_current_model`)
+    Model,
+    /// `models` (IdentyFire: `get_models`)
+    Models,
+    /// `load_model`
+    LoadModel,
+    /// `mutex_acquire`
+    MutexAcquire,
+    /// `mutex_release`
+    MutexRelease,
 }
 
 impl CommandKind {
     /// Every kind, in a fixed order (used to index counters).
-    pub const ALL: [CommandKind; 9] = [
+    pub const ALL: [CommandKind; 16] = [
         CommandKind::Ping,
         CommandKind::Compute,
         CommandKind::Stats,
@@ -125,6 +211,13 @@ impl CommandKind {
         CommandKind::Hang,
         CommandKind::Sleep,
         CommandKind::Panic,
+        CommandKind::Predict,
+        CommandKind::PredictBatch,
+        CommandKind::Model,
+        CommandKind::Models,
+        CommandKind::LoadModel,
+        CommandKind::MutexAcquire,
+        CommandKind::MutexRelease,
     ];
 
     /// The command's wire name.
@@ -139,7 +232,31 @@ impl CommandKind {
             CommandKind::Hang => "hang",
             CommandKind::Sleep => "sleep",
             CommandKind::Panic => "panic",
+            CommandKind::Predict => "predict",
+            CommandKind::PredictBatch => "predict_batch",
+            CommandKind::Model => "model",
+            CommandKind::Models => "models",
+            CommandKind::LoadModel => "load_model",
+            CommandKind::MutexAcquire => "mutex_acquire",
+            CommandKind::MutexRelease => "mutex_release",
         }
+    }
+
+    /// IdentyFire's method names, and the commands they are.
+    pub const METHODS: [(&'static str, CommandKind); 8] = [
+        ("health_check", CommandKind::Health),
+        ("get_current_model", CommandKind::Model),
+        ("get_models", CommandKind::Models),
+        ("load_model", CommandKind::LoadModel),
+        ("mutex_acquire", CommandKind::MutexAcquire),
+        ("mutex_release", CommandKind::MutexRelease),
+        ("predict_image", CommandKind::Predict),
+        ("predict_batch", CommandKind::PredictBatch),
+    ];
+
+    /// Looks an IdentyFire method up.
+    pub fn from_method(name: &str) -> Option<Self> {
+        Self::METHODS.iter().find(|(method, _)| *method == name).map(|(_, kind)| *kind)
     }
 
     /// Whether this is a fault-injection command (`--allow-chaos` only).
@@ -158,7 +275,7 @@ impl CommandKind {
     }
 }
 
-impl Command {
+impl Command<'_> {
     /// The command's kind, without its arguments.
     pub fn kind(&self) -> CommandKind {
         match self {
@@ -171,6 +288,13 @@ impl Command {
             Command::Chaos(Chaos::Hang) => CommandKind::Hang,
             Command::Chaos(Chaos::Sleep { .. }) => CommandKind::Sleep,
             Command::Chaos(Chaos::Panic) => CommandKind::Panic,
+            Command::Predict { .. } => CommandKind::Predict,
+            Command::PredictBatch { .. } => CommandKind::PredictBatch,
+            Command::Model => CommandKind::Model,
+            Command::Models => CommandKind::Models,
+            Command::LoadModel { .. } => CommandKind::LoadModel,
+            Command::MutexAcquire { .. } => CommandKind::MutexAcquire,
+            Command::MutexRelease { .. } => CommandKind::MutexRelease,
         }
     }
 }
@@ -198,16 +322,24 @@ pub struct RequestError {
     pub message: String,
     /// The command, when it was recognised (for per-command counters).
     pub command: Option<CommandKind>,
+    /// How to answer.
+    pub dialect: Dialect,
 }
 
-/// The top-level fields we look at, as raw JSON text borrowed from the frame.
-/// Other fields are ignored, as the original server ignored them.
-#[derive(Deserialize)]
-struct Envelope<'a> {
+/// The fields we look at, as raw JSON text borrowed from the frame: the
+/// top-level object of a ThreadCenter request, or the `params` object of an
+/// IdentyFire call (which has no `id`, `cmd` or `method`). Other fields are
+/// ignored, as the original servers ignored them.
+#[derive(Deserialize, Default)]
+struct Fields<'a> {
     #[serde(borrow)]
     id: Option<&'a RawValue>,
     #[serde(borrow)]
     cmd: Option<&'a RawValue>,
+    #[serde(borrow)]
+    method: Option<&'a RawValue>,
+    #[serde(borrow)]
+    params: Option<&'a RawValue>,
     #[serde(borrow)]
     n: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -216,17 +348,44 @@ struct Envelope<'a> {
     token: Option<&'a RawValue>,
     #[serde(borrow)]
     ms: Option<&'a RawValue>,
+    #[serde(borrow)]
+    image_b64: Option<&'a RawValue>,
+    #[serde(borrow)]
+    filename: Option<&'a RawValue>,
+    #[serde(borrow)]
+    images: Option<&'a RawValue>,
+    #[serde(borrow)]
+    client_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    wait_ms: Option<&'a RawValue>,
+    #[serde(borrow)]
+    model_path: Option<&'a RawValue>,
 }
 
-/// Decodes and validates one request payload.
+/// One entry of `images`.
+#[derive(Deserialize)]
+struct ImageFields<'a> {
+    #[serde(borrow)]
+    filename: Option<&'a RawValue>,
+    #[serde(borrow)]
+    image_b64: Option<&'a RawValue>,
+}
+
+/// Decodes and validates one request payload, in either dialect: a frame
+/// with `"method"` and no `"cmd"` is an IdentyFire call.
 ///
 /// # Errors
 /// `BAD_JSON` when the payload is not UTF-8 JSON; `BAD_REQUEST` when it is
 /// not an object or a field is missing, mistyped or out of range;
-/// `UNKNOWN_COMMAND` when `cmd` names no command.
-pub fn parse_request(payload: &[u8], limits: &Limits) -> Result<Request, RequestError> {
-    let fail =
-        |id: Option<ClientId>, code, message: String| RequestError { id, code, message, command: None };
+/// `UNKNOWN_COMMAND` when `cmd` (or `method`) names no command.
+pub fn parse_request<'a>(payload: &'a [u8], limits: &Limits) -> Result<Request<'a>, RequestError> {
+    let fail = |id: Option<ClientId>, code, message: String| RequestError {
+        id,
+        code,
+        message,
+        command: None,
+        dialect: Dialect::ThreadCenter,
+    };
 
     let text = std::str::from_utf8(payload).map_err(|e| {
         fail(
@@ -249,7 +408,7 @@ pub fn parse_request(payload: &[u8], limits: &Limits) -> Result<Request, Request
         });
     }
 
-    let envelope: Envelope = serde_json::from_str(text).map_err(|e| {
+    let envelope: Fields = serde_json::from_str(text).map_err(|e| {
         let code = match e.classify() {
             serde_json::error::Category::Data => ErrorCode::BadRequest,
             _ => ErrorCode::BadJson,
@@ -257,6 +416,10 @@ pub fn parse_request(payload: &[u8], limits: &Limits) -> Result<Request, Request
         let what = if code == ErrorCode::BadJson { "not valid JSON" } else { "not a valid request" };
         fail(None, code, format!("the frame is {what}: {e}"))
     })?;
+
+    if let (None, Some(method)) = (envelope.cmd, envelope.method) {
+        return parse_rpc(method, envelope.params, limits);
+    }
 
     let id = match envelope.id {
         None => {
@@ -307,37 +470,177 @@ pub fn parse_request(payload: &[u8], limits: &Limits) -> Result<Request, Request
         })?,
     };
 
-    let command = match kind {
+    let command = build_command(kind, &envelope, limits)
+        .map_err(|message| with_kind(bad(ErrorCode::BadRequest, message)))?;
+    Ok(Request { id, command, timing, dialect: Dialect::ThreadCenter })
+}
+
+/// An IdentyFire call: `{"method": "...", "params": {...}}`.
+fn parse_rpc<'a>(
+    method: &'a RawValue,
+    params: Option<&'a RawValue>,
+    limits: &Limits,
+) -> Result<Request<'a>, RequestError> {
+    let fail = |code, message: String, command| RequestError {
+        id: None,
+        code,
+        message,
+        command,
+        dialect: Dialect::IdentyFire,
+    };
+    let name = as_string(method)
+        .ok_or_else(|| fail(ErrorCode::BadRequest, "\"method\" must be a string".into(), None))?;
+    let kind = CommandKind::from_method(&name).ok_or_else(|| {
+        let known: Vec<&str> = CommandKind::METHODS.iter().map(|(m, _)| *m).collect();
+        fail(ErrorCode::UnknownCommand, format!("Unknown method: {name} (known: {})", known.join(", ")), None)
+    })?;
+    let fields = match params {
+        None => Fields::default(),
+        Some(raw) if raw.get().trim_start().starts_with('{') => serde_json::from_str(raw.get())
+            .map_err(|e| fail(ErrorCode::BadRequest, format!("bad \"params\": {e}"), Some(kind)))?,
+        Some(_) => {
+            return Err(fail(ErrorCode::BadRequest, "\"params\" must be an object".into(), Some(kind)))
+        }
+    };
+    let command = build_command(kind, &fields, limits)
+        .map_err(|message| fail(ErrorCode::BadRequest, message, Some(kind)))?;
+    // IdentyFire replies carry no id; `null` stands in where one is needed.
+    let id = ClientId(RawValue::from_string("null".into()).expect("null is JSON"));
+    Ok(Request { id, command, timing: false, dialect: Dialect::IdentyFire })
+}
+
+/// Reads a command's arguments from its fields (the same in both dialects).
+fn build_command<'a>(kind: CommandKind, fields: &Fields<'a>, limits: &Limits) -> Result<Command<'a>, String> {
+    Ok(match kind {
         CommandKind::Ping => Command::Ping,
         CommandKind::Stats => Command::Stats,
         CommandKind::Health => Command::Health,
-        CommandKind::Compute => Command::Compute {
-            n: parse_n(envelope.n, limits).map_err(|msg| with_kind(bad(ErrorCode::BadRequest, msg)))?,
-        },
+        CommandKind::Model => Command::Model,
+        CommandKind::Models => Command::Models,
+        CommandKind::Compute => Command::Compute { n: parse_n(fields.n, limits)? },
         CommandKind::Auth => Command::Auth {
-            token: envelope.token.and_then(as_string).map(Cow::into_owned).ok_or_else(|| {
-                with_kind(bad(ErrorCode::BadRequest, "\"auth\" needs a string \"token\"".into()))
-            })?,
+            token: fields
+                .token
+                .and_then(as_string)
+                .map(Cow::into_owned)
+                .ok_or_else(|| "\"auth\" needs a string \"token\"".to_string())?,
         },
         CommandKind::Crash => Command::Chaos(Chaos::Crash),
         CommandKind::Hang => Command::Chaos(Chaos::Hang),
         CommandKind::Panic => Command::Chaos(Chaos::Panic),
         CommandKind::Sleep => {
-            let ms = envelope
+            let ms = fields
                 .ms
                 .and_then(|raw| serde_json::from_str::<u64>(raw.get()).ok())
                 .filter(|ms| *ms <= MAX_SLEEP_MS)
-                .ok_or_else(|| {
-                    with_kind(bad(
-                        ErrorCode::BadRequest,
-                        format!("\"sleep\" needs \"ms\": an integer from 0 to {MAX_SLEEP_MS}"),
-                    ))
-                })?;
+                .ok_or_else(|| format!("\"sleep\" needs \"ms\": an integer from 0 to {MAX_SLEEP_MS}"))?;
             Command::Chaos(Chaos::Sleep { ms })
         }
-    };
+        CommandKind::Predict => Command::Predict {
+            image: ImageArg {
+                filename: optional_string(fields.filename, "filename")?,
+                image_b64: match fields.image_b64 {
+                    None => {
+                        return Err("\"predict\" needs \"image_b64\": the image file, base64-encoded".into())
+                    }
+                    Some(raw) => Ok(as_string(raw).ok_or("\"image_b64\" must be a string")?),
+                },
+            },
+            holder: holder(fields)?,
+        },
+        CommandKind::PredictBatch => {
+            Command::PredictBatch { images: parse_images(fields.images)?, holder: holder(fields)? }
+        }
+        CommandKind::LoadModel => Command::LoadModel {
+            path: optional_string(fields.model_path, "model_path")?
+                .ok_or("\"load_model\" needs \"model_path\": a file inside the server's --models-dir")?,
+        },
+        CommandKind::MutexAcquire => Command::MutexAcquire {
+            client_id: client_id(fields.client_id)?,
+            wait_ms: match fields.wait_ms {
+                None => 0,
+                Some(raw) => serde_json::from_str::<u64>(raw.get()).map_err(|_| {
+                    format!("\"wait_ms\" must be a whole number of milliseconds, not {}", raw.get())
+                })?,
+            },
+        },
+        CommandKind::MutexRelease => Command::MutexRelease { holder: holder(fields)? },
+    })
+}
 
-    Ok(Request { id, command, timing })
+/// `images`: a non-empty array of `{filename, image_b64}` objects. An entry
+/// that is not usable is kept, with the reason, so that it is reported on
+/// its own and the rest of the batch still runs.
+fn parse_images<'a>(raw: Option<&'a RawValue>) -> Result<Vec<ImageArg<'a>>, String> {
+    let raw = raw.ok_or("\"predict_batch\" needs \"images\": a list of {\"filename\", \"image_b64\"}")?;
+    let entries: Vec<&'a RawValue> = serde_json::from_str(raw.get())
+        .map_err(|_| format!("\"images\" must be a list, not {}", json_type_name(raw.get())))?;
+    if entries.is_empty() {
+        return Err("\"images\" is empty: send at least one image".into());
+    }
+    if entries.len() > MAX_BATCH_IMAGES {
+        return Err(format!(
+            "\"images\" has {} entries; at most {MAX_BATCH_IMAGES} per batch",
+            entries.len()
+        ));
+    }
+    Ok(entries
+        .into_iter()
+        .map(|entry| match serde_json::from_str::<ImageFields<'a>>(entry.get()) {
+            Ok(fields) => ImageArg {
+                filename: fields.filename.and_then(as_string).map(Cow::into_owned),
+                image_b64: match fields.image_b64 {
+                    None => Err("no \"image_b64\" in this entry".into()),
+                    Some(raw) => as_string(raw).ok_or_else(|| "\"image_b64\" must be a string".into()),
+                },
+            },
+            Err(_) => ImageArg {
+                filename: None,
+                image_b64: Err(format!("an entry must be an object, not {}", json_type_name(entry.get()))),
+            },
+        })
+        .collect())
+}
+
+fn holder(fields: &Fields<'_>) -> Result<Holder, String> {
+    Ok(Holder {
+        client_id: client_id(fields.client_id)?,
+        token: match fields.token {
+            None => None,
+            Some(raw) => {
+                Some(serde_json::from_str::<u64>(raw.get()).map_err(|_| {
+                    format!("\"token\" must be the fencing token (a number), not {}", raw.get())
+                })?)
+            }
+        },
+    })
+}
+
+/// `client_id`: a string or a number (kept as its text); absent is `None`,
+/// which the mutex commands answer with IdentyFire's "Missing client_id".
+fn client_id(raw: Option<&RawValue>) -> Result<Option<String>, String> {
+    match raw {
+        None => Ok(None),
+        Some(raw) if raw.get() == "null" => Ok(None),
+        Some(raw) => match as_string(raw) {
+            Some(text) if text.is_empty() => Ok(None),
+            Some(text) if text.len() > 256 => Err("\"client_id\" is longer than 256 characters".into()),
+            Some(text) => Ok(Some(text.into_owned())),
+            None if raw.get().starts_with(|c: char| c == '-' || c.is_ascii_digit()) => {
+                Ok(Some(raw.get().to_owned()))
+            }
+            None => Err(format!("\"client_id\" must be a string, not {}", json_type_name(raw.get()))),
+        },
+    }
+}
+
+fn optional_string(raw: Option<&RawValue>, name: &str) -> Result<Option<String>, String> {
+    match raw {
+        None => Ok(None),
+        Some(raw) => as_string(raw)
+            .map(|s| Some(s.into_owned()))
+            .ok_or_else(|| format!("\"{name}\" must be a string, not {}", json_type_name(raw.get()))),
+    }
 }
 
 /// `n` must be an integer in 0..=max_n; a missing `n` means the original's default.
@@ -408,7 +711,8 @@ mod tests {
     #[test]
     fn ids_are_kept_byte_for_byte() {
         for id in [r#""abc""#, "1.50", "123456789012345678901234567890", "-3", r#""\u00e9""#] {
-            let req = parse(&format!(r#"{{"id":{id},"cmd":"ping"}}"#)).unwrap();
+            let text = format!(r#"{{"id":{id},"cmd":"ping"}}"#);
+            let req = parse(&text).unwrap();
             assert_eq!(req.id.as_json(), id);
         }
     }

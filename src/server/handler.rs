@@ -13,14 +13,18 @@
 //! 4. the **cache** (with `--cache-entries`): a known compute is answered
 //!    with `"cached": true`.
 //!
-//! Commands that need no worker (`ping`, `stats`, `health`, `auth`) and every
-//! error are answered right here; jobs go to the dispatcher, and their replies
-//! come back later through the registry, from a worker.
+//! Commands that need no worker (`ping`, `stats`, `health`, `auth`, `model`,
+//! the mutex) and every error are answered right here; jobs (`compute`,
+//! `predict`) go to the dispatcher, and their replies come back later through
+//! the registry, from a worker.
+//!
+//! IdentyFire calls (`{"method","params"}`) take the same path and the same
+//! checks; only the shape of their answers differs (see [`Dialect`]).
 
 use std::net::{IpAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
@@ -28,9 +32,12 @@ use super::Farm;
 use crate::connection::{Connection, InlineReplies, ReadLimits, ReplySink};
 use crate::dispatch::{encode_output, JobRequest};
 use crate::frame::FrameError;
-use crate::job::JobKind;
+use crate::job::{JobKind, PredictJob};
+use crate::lock::{unix_micros, unix_millis, Acquire, Violation};
+use crate::pool::Mode;
 use crate::protocol::{
-    encode_error, encode_pong, encode_result, parse_request, Command, ErrorCode, ReplyExtras, Request,
+    encode_error, encode_error_in, encode_pong, encode_result, encode_rpc, parse_request, ClientId, Command,
+    Dialect, ErrorCode, Holder, ImageArg, ReplyExtras, Request,
 };
 use crate::registry::ConnId;
 
@@ -163,12 +170,11 @@ impl Session<'_> {
                 let close = !self.authenticated;
                 if close {
                     // Garbage before authenticating is refused as unauthorized.
-                    self.reply_error(e.id.as_ref(), ErrorCode::Unauthorized, UNAUTHORIZED);
+                    self.reply_error(e.dialect, e.id.as_ref(), ErrorCode::Unauthorized, UNAUTHORIZED);
                     farm.stats.connection_rejected();
                     return Continue::Close;
                 }
-                farm.stats.error(e.code);
-                self.inline.push(&encode_error(e.id.as_ref(), e.code, &e.message));
+                self.reply_error(e.dialect, e.id.as_ref(), e.code, &e.message);
                 return Continue::Yes;
             }
         };
@@ -187,18 +193,22 @@ impl Session<'_> {
                     "over the rate limit of {} requests per second per client (--rate-limit); slow down",
                     limiter.rate()
                 );
-                self.reply_error(Some(&request.id), ErrorCode::RateLimited, &message);
+                self.reply_error(request.dialect, Some(&request.id), ErrorCode::RateLimited, &message);
                 return Continue::Yes;
             }
         }
         if farm.draining.load(Ordering::SeqCst) {
-            self.reply_error(Some(&request.id), ErrorCode::ShuttingDown, "the server is shutting down");
+            let message = "the server is shutting down";
+            self.reply_error(request.dialect, Some(&request.id), ErrorCode::ShuttingDown, message);
             return Continue::Yes;
         }
-        match request.command {
+        match &request.command {
             Command::Ping => self.inline.push(&encode_pong(&request.id)),
             Command::Stats => {
                 self.inline.push(&encode_result(&request.id, &farm.stats_report(), ReplyExtras::default()))
+            }
+            Command::Health if request.dialect == Dialect::IdentyFire => {
+                self.inline.push(&encode_rpc(&farm.identyfire_health()))
             }
             Command::Health => {
                 self.inline.push(&encode_result(&request.id, &farm.health_report(), ReplyExtras::default()))
@@ -209,15 +219,164 @@ impl Session<'_> {
                 ReplyExtras::default(),
             )),
             Command::Compute { n } => {
-                self.run_job(request_parts(&request), JobKind::Compute { n }, Some(payload), sink)
+                self.run_job(request_parts(&request), JobKind::Compute { n: *n }, Some(payload), sink)
             }
-            Command::Chaos(chaos) => self.run_job(request_parts(&request), JobKind::Chaos(chaos), None, sink),
+            Command::Chaos(chaos) => {
+                self.run_job(request_parts(&request), JobKind::Chaos(*chaos), None, sink)
+            }
+            Command::Predict { image, holder } => {
+                self.predict(&request, std::slice::from_ref(image), holder, true, sink)
+            }
+            Command::PredictBatch { images, holder } => self.predict(&request, images, holder, false, sink),
+            Command::Model => self.describe_model(&request),
+            Command::Models => {
+                let current = farm.models.current().map(|m| m.name);
+                let body = serde_json::json!({
+                    "models": farm.models.list(),
+                    "current": current,
+                    "models_dir": farm.models.dir(),
+                });
+                self.reply_ok(&request, body);
+            }
+            Command::LoadModel { path } => match farm.models.load(path) {
+                Ok(info) => {
+                    let body = serde_json::json!({"model_name": info.name, "sha256": info.sha256, "path": info.path});
+                    self.reply_ok(&request, body)
+                }
+                Err((code, message)) => self.reply_error(request.dialect, Some(&request.id), code, &message),
+            },
+            Command::MutexAcquire { client_id, wait_ms } => {
+                self.acquire(&request, client_id.as_deref(), *wait_ms)
+            }
+            Command::MutexRelease { holder } => {
+                let Some(client) = holder.client_id.as_deref() else {
+                    self.missing_client_id(&request);
+                    return Continue::Yes;
+                };
+                let released = farm.lock.release(client, holder.token);
+                let mut body = serde_json::json!({
+                    "success": released,
+                    "server_timestamp": unix_millis(),
+                    "server_time_us": unix_micros(),
+                });
+                if !released {
+                    body["error"] = "not the owner of the lock (or not under this token)".into();
+                }
+                self.reply_ok(&request, body);
+            }
         }
         Continue::Yes
     }
 
+    /// `predict` / `predict_batch` (IdentyFire: `predict_image` / `predict_batch`):
+    /// checks the mutex when required, decodes the base64 into the job's
+    /// buffer, and hands the job to a worker.
+    fn predict(
+        &mut self,
+        request: &Request<'_>,
+        images: &[ImageArg<'_>],
+        holder: &Holder,
+        single: bool,
+        sink: &ReplySink,
+    ) {
+        let farm = self.farm;
+        let dialect = request.dialect;
+        if dialect == Dialect::IdentyFire || farm.config.predict_lock {
+            let checked = match holder.client_id.as_deref() {
+                Some(client) => farm.lock.check_holder(client, holder.token),
+                None => Err(Violation::NotHolder),
+            };
+            if let Err(violation) = checked {
+                self.reply_error(dialect, Some(&request.id), ErrorCode::LockRequired, &violation.message());
+                return;
+            }
+        }
+        let Some(model) = farm.models.current_ref() else {
+            let message = "no model is loaded: start the server with --model, or call load_model";
+            self.reply_error(dialect, Some(&request.id), ErrorCode::ModelUnavailable, message);
+            return;
+        };
+        let shared = farm.config.mode == Mode::Processes;
+        let decoded = super::images::decode_images(images, farm.config.max_image_bytes, shared);
+        if let (true, Some((code, message))) = (single, &decoded.first_error) {
+            self.reply_error(dialect, Some(&request.id), *code, message);
+            return;
+        }
+        let job = PredictJob { model, threshold: farm.config.threshold, images: decoded.batch, single };
+        self.run_job(request_parts(request), JobKind::Predict(job), None, sink);
+    }
+
+    /// `mutex_acquire`, waiting on the server up to `wait_ms` for the grant.
+    fn acquire(&mut self, request: &Request<'_>, client_id: Option<&str>, wait_ms: u64) {
+        let Some(client) = client_id else {
+            return self.missing_client_id(request);
+        };
+        if wait_ms > 0 {
+            // This thread is about to block: what it owes goes out first.
+            let _ = self.inline.flush();
+        }
+        let started = Instant::now();
+        let outcome = self.farm.lock.acquire(client, Duration::from_millis(wait_ms));
+        let waited_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let (status, position, token) = match outcome {
+            Acquire::Granted { token } => ("GRANTED", 0, Some(token)),
+            Acquire::Queued { position } => ("QUEUED", position, None),
+        };
+        let body = serde_json::json!({
+            "success": true,
+            "status": status,
+            "queue_position": position,
+            "token": token,
+            "lease_ms": self.farm.config.lock_timeout.as_millis() as u64,
+            "waited_ms": waited_ms,
+            "server_timestamp": unix_millis(),
+            "server_time_us": unix_micros(),
+        });
+        self.reply_ok(request, body);
+    }
+
+    /// IdentyFire's answer to a mutex call without `client_id`.
+    fn missing_client_id(&mut self, request: &Request<'_>) {
+        self.reply_error(request.dialect, Some(&request.id), ErrorCode::BadRequest, "Missing client_id");
+    }
+
+    /// `model` (IdentyFire: `get_current_model`).
+    fn describe_model(&mut self, request: &Request<'_>) {
+        let farm = self.farm;
+        match farm.models.current() {
+            Some(info) => {
+                let mut body = serde_json::to_value(&info).expect("model info serializes");
+                body["threshold"] = farm.config.threshold.into();
+                body["model_name"] = info.name.clone().into();
+                self.reply_ok(request, body)
+            }
+            None => self.reply_error(
+                request.dialect,
+                Some(&request.id),
+                ErrorCode::ModelUnavailable,
+                "no model is loaded: start the server with --model, or call load_model",
+            ),
+        }
+    }
+
+    /// A successful answer: `{"id","result": body}`, or for IdentyFire the
+    /// body itself with `"success": true`.
+    fn reply_ok(&mut self, request: &Request<'_>, mut body: serde_json::Value) {
+        match request.dialect {
+            Dialect::ThreadCenter => {
+                self.inline.push(&encode_result(&request.id, &body, ReplyExtras::default()))
+            }
+            Dialect::IdentyFire => {
+                if body.get("success").is_none() {
+                    body["success"] = true.into();
+                }
+                self.inline.push(&encode_rpc(&body))
+            }
+        }
+    }
+
     /// The first request of a connection when `--auth-token` is set.
-    fn authenticate(&mut self, request: &Request) -> Continue {
+    fn authenticate(&mut self, request: &Request<'_>) -> Continue {
         let expected = self.farm.config.auth_token.as_deref().unwrap_or_default();
         match &request.command {
             // Compared in constant time, so the time taken says nothing about
@@ -233,7 +392,7 @@ impl Session<'_> {
             }
             _ => {
                 tracing::warn!(conn = self.conn_id, client = ?self.client, "authentication failed; closing the connection");
-                self.reply_error(Some(&request.id), ErrorCode::Unauthorized, UNAUTHORIZED);
+                self.reply_error(request.dialect, Some(&request.id), ErrorCode::Unauthorized, UNAUTHORIZED);
                 self.farm.stats.connection_rejected();
                 Continue::Close
             }
@@ -243,7 +402,7 @@ impl Session<'_> {
     /// Serves a job from the cache, or hands it to the dispatcher.
     fn run_job(
         &mut self,
-        (id, command, timing): RequestParts,
+        (id, command, timing, dialect): RequestParts,
         kind: JobKind,
         cacheable: Option<&[u8]>,
         sink: &ReplySink,
@@ -254,7 +413,7 @@ impl Session<'_> {
                 Some(key) => match cache.get(&key) {
                     Some(output) => {
                         let extras = ReplyExtras { cached: true, ..ReplyExtras::default() };
-                        self.inline.push(&encode_output(&id, &output, extras));
+                        self.inline.push(&encode_output(&id, &output, extras, command, dialect));
                         return;
                     }
                     None => Some(key),
@@ -269,28 +428,29 @@ impl Session<'_> {
         if farm.board.alive() == 0 && farm.board.throttled() > 0 {
             let message = "no worker is running: workers keep failing and replacements are rate-limited \
                            (--max-restarts); retry later";
-            self.reply_error(Some(&id), ErrorCode::Busy, message);
+            self.reply_error(dialect, Some(&id), ErrorCode::Busy, message);
             return;
         }
-        let request = JobRequest { conn: self.conn_id, client_id: id, command, timing, cache_key, sink };
+        let request =
+            JobRequest { conn: self.conn_id, client_id: id, command, dialect, timing, cache_key, sink };
         if let Err((rejection, id)) = farm.dispatcher.submit(request, kind) {
             let (code, message) = rejection.to_error(farm.dispatcher.queue_capacity());
-            self.reply_error(Some(&id), code, &message);
+            self.reply_error(dialect, Some(&id), code, &message);
         }
     }
 
-    /// Answers with an error, inline.
-    fn reply_error(&mut self, id: Option<&crate::protocol::ClientId>, code: ErrorCode, message: &str) {
+    /// Answers with an error, inline, in the request's dialect.
+    fn reply_error(&mut self, dialect: Dialect, id: Option<&ClientId>, code: ErrorCode, message: &str) {
         self.farm.stats.error(code);
-        self.inline.push(&encode_error(id, code, message));
+        self.inline.push(&encode_error_in(dialect, id, code, message, None));
     }
 }
 
 const UNAUTHORIZED: &str = "this server requires authentication: send {\"cmd\":\"auth\",\"token\":...} first";
 
-/// A request's routing fields: id, command kind, timing flag.
-type RequestParts = (crate::protocol::ClientId, crate::protocol::CommandKind, bool);
+/// A request's routing fields: id, command kind, timing flag, dialect.
+type RequestParts = (ClientId, crate::protocol::CommandKind, bool, Dialect);
 
-fn request_parts(request: &Request) -> RequestParts {
-    (request.id.clone(), request.command.kind(), request.timing)
+fn request_parts(request: &Request<'_>) -> RequestParts {
+    (request.id.clone(), request.command.kind(), request.timing, request.dialect)
 }

@@ -19,7 +19,9 @@
 
 mod connections;
 mod handler;
+mod images;
 mod listener;
+mod models;
 mod rate_limit;
 mod report;
 
@@ -27,6 +29,7 @@ pub use report::{GilReport, HealthReport, JobCounts, LatencyReport, StatsReport,
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -40,6 +43,7 @@ use crate::compute::DEFAULT_N;
 use crate::dispatch::Dispatcher;
 use crate::error::{Error, Result};
 use crate::frame::DEFAULT_MAX_FRAME;
+use crate::lock::LockCoordinator;
 use crate::pool::{Mode, PoolConfig, WorkerBoard, WorkerCommand, WorkerPool};
 use crate::protocol::ErrorCode;
 use crate::protocol::Limits;
@@ -96,7 +100,24 @@ pub struct ServerConfig {
     pub auth_token: Option<String>,
     /// Thread mode: a CPython-style global lock with this switch interval.
     pub gil_switch_interval: Option<Duration>,
+    /// The model file to serve (`--model`); `None` starts without a model
+    /// (predictions get `MODEL_UNAVAILABLE` until `load_model`).
+    pub model: Option<PathBuf>,
+    /// The only directory `load_model` may read from (`--models-dir`).
+    pub models_dir: PathBuf,
+    /// `fire_detected = raw_score > threshold` (`--threshold`).
+    pub threshold: f32,
+    /// Largest image accepted, in bytes after base64 decoding (`--max-image-bytes`).
+    pub max_image_bytes: usize,
+    /// The accelerator mutex's lease (`--lock-timeout`).
+    pub lock_timeout: Duration,
+    /// ThreadCenter `predict` requires holding the mutex (`--predict-lock`);
+    /// IdentyFire's predictions always do.
+    pub predict_lock: bool,
 }
+
+/// Default `--max-image-bytes`: 10 MiB.
+pub const DEFAULT_MAX_IMAGE_BYTES: usize = 10 * 1024 * 1024;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -121,6 +142,14 @@ impl Default for ServerConfig {
             allow_chaos: false,
             auth_token: None,
             gil_switch_interval: None,
+            // The shipped model, when the source tree is where it was built.
+            model: Some(crate::model::default_models_dir().join(crate::model::DEFAULT_MODEL_FILE))
+                .filter(|path| path.is_file()),
+            models_dir: crate::model::default_models_dir(),
+            threshold: 0.5,
+            max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
+            lock_timeout: Duration::from_secs(30),
+            predict_lock: false,
         }
     }
 }
@@ -155,6 +184,7 @@ impl ServerConfig {
             ("--read-timeout", self.read_timeout),
             ("--job-timeout", self.job_timeout),
             ("--restart-window", self.restart_window),
+            ("--lock-timeout", self.lock_timeout),
         ] {
             if value.is_zero() {
                 return Err(Error::Config(format!("{flag} must be longer than 0")));
@@ -175,6 +205,18 @@ impl ServerConfig {
         if self.gil_switch_interval.is_some_and(|d| d.is_zero()) {
             return Err(Error::Config("--switch-interval must be longer than 0".into()));
         }
+        if !(0.0..=1.0).contains(&self.threshold) {
+            return Err(Error::Config(format!(
+                "--threshold must be between 0 and 1, not {}",
+                self.threshold
+            )));
+        }
+        if self.max_image_bytes == 0 || self.max_image_bytes >= self.max_frame {
+            return Err(Error::Config(format!(
+                "--max-image-bytes must be at least 1 and smaller than --max-frame ({} bytes)",
+                self.max_frame
+            )));
+        }
         if self.auth_token.as_deref() == Some("") {
             return Err(Error::Config("--auth-token must not be empty".into()));
         }
@@ -191,6 +233,10 @@ struct Farm {
     connections: Connections,
     rate_limiter: Option<RateLimiter>,
     gil: Option<Arc<crate::gil::Gil>>,
+    /// The model being served, and where `load_model` may look.
+    models: models::ModelCatalog,
+    /// The accelerator mutex.
+    lock: LockCoordinator,
     /// Set when a shutdown begins: new requests get `SHUTTING_DOWN`.
     draining: AtomicBool,
 }
@@ -227,8 +273,36 @@ impl Farm {
                 switches: gil.switches(),
             }),
             draining: self.draining.load(Ordering::SeqCst),
+            model: self.models.current().map(|m| m.name),
+            mutex: Some(self.lock.snapshot()),
             latency_us: LatencyReport { queue_wait: counters.queue_wait_us, service: counters.service_us },
         }
+    }
+
+    /// IdentyFire's `health_check` answer, in its field names.
+    fn identyfire_health(&self) -> serde_json::Value {
+        let model = self.models.current();
+        let lock = self.lock.snapshot();
+        let counters = self.stats.counters();
+        let status = if self.draining.load(Ordering::SeqCst) { "draining" } else { "online" };
+        serde_json::json!({
+            "status": status,
+            "model_loaded": model.is_some(),
+            "model_name": model.map(|m| m.name),
+            "uptime": self.stats.uptime_s(),
+            "mutex_locked": lock.locked,
+            "mutex_owner": lock.owner,
+            "stats": {
+                "requests": counters.requests,
+                "errors": counters.errors,
+                "jobs_completed": counters.jobs_completed,
+                "workers_alive": self.board.alive(),
+                "workers_configured": self.board.configured(),
+                "mode": self.config.mode,
+                "mutex_queue_length": lock.queue_length,
+                "mutex_grants": lock.grants,
+            },
+        })
     }
 
     fn health_report(&self) -> HealthReport {
@@ -286,6 +360,8 @@ impl Server {
         let cache = NonZeroUsize::new(config.cache_entries).map(|n| Arc::new(ResultCache::new(n)));
         let (dispatcher, queues) =
             Dispatcher::new(config.queue_capacity, config.retries, Registry::new(), stats.clone(), cache);
+        let catalog = models::ModelCatalog::start(config.models_dir.clone(), config.model.as_deref())
+            .map_err(Error::Config)?;
         let worker_command = match &config.worker_command {
             Some(command) => command.clone(),
             None => WorkerCommand::current_exe()?,
@@ -300,6 +376,7 @@ impl Server {
                 max_restarts: config.max_restarts,
                 restart_window: config.restart_window,
                 gil_switch_interval: config.gil_switch_interval,
+                model: catalog.current().map(|info| info.path),
             },
             queues,
             dispatcher.completer(),
@@ -308,6 +385,8 @@ impl Server {
             gil: pool.gil(),
             board: pool.board(),
             rate_limiter: config.rate_limit.map(RateLimiter::new),
+            models: catalog,
+            lock: LockCoordinator::new(config.lock_timeout),
             config,
             dispatcher,
             stats,
@@ -339,6 +418,12 @@ impl Server {
             cache_entries = farm.config.cache_entries,
             allow_chaos = farm.config.allow_chaos,
             auth = farm.config.auth_token.is_some(),
+            model = farm.models.current().map(|m| m.path.display().to_string()),
+            models_dir = %farm.config.models_dir.display(),
+            threshold = farm.config.threshold,
+            max_image_bytes = farm.config.max_image_bytes,
+            lock_timeout = ?farm.config.lock_timeout,
+            predict_lock = farm.config.predict_lock,
             "server started"
         );
         if !addr.ip().is_loopback() {
@@ -370,6 +455,7 @@ impl Server {
         let _ = acceptor.join();
 
         farm.draining.store(true, Ordering::SeqCst);
+        farm.lock.close(); // clients waiting for the mutex get their answer now
         let deadline = Instant::now() + farm.config.drain_timeout;
         let in_flight = farm.dispatcher.in_flight();
         if in_flight > 0 {

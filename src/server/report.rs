@@ -35,6 +35,12 @@ pub struct StatsReport {
     pub draining: bool,
     /// The global lock of `--gil` (`null` without it).
     pub gil: Option<GilReport>,
+    /// The model being served (its name), if any.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The accelerator mutex.
+    #[serde(default)]
+    pub mutex: Option<crate::lock::LockSnapshot>,
 }
 
 /// The GIL's state in `stats`.
