@@ -42,6 +42,9 @@ pub enum Acquire {
     Granted {
         /// The grant's fencing token.
         token: u64,
+        /// When the grant was made (µs since the Unix epoch, server clock).
+        /// A hand-over on release is granted at the release's instant.
+        granted_at_us: u64,
     },
     /// The caller waits at this 1-based position.
     Queued {
@@ -103,6 +106,7 @@ struct Owner {
     client: String,
     token: u64,
     lease_until: Instant,
+    granted_at: Instant,
 }
 
 #[derive(Debug)]
@@ -120,6 +124,9 @@ pub struct LockState {
     last_token: u64,
     lease_expiries: u64,
     queue_expiries: u64,
+    /// An instant and the wall-clock time at it, to report times on the
+    /// server's clock from the monotonic instants the rules run on.
+    epoch: (Instant, u64),
 }
 
 impl LockState {
@@ -132,6 +139,17 @@ impl LockState {
             last_token: 0,
             lease_expiries: 0,
             queue_expiries: 0,
+            epoch: (Instant::now(), unix_micros()),
+        }
+    }
+
+    /// `at` as microseconds since the Unix epoch.
+    pub fn wall_clock_us(&self, at: Instant) -> u64 {
+        let (base, base_us) = self.epoch;
+        if at >= base {
+            base_us + micros(at - base)
+        } else {
+            base_us.saturating_sub(micros(base - at))
         }
     }
 
@@ -154,10 +172,11 @@ impl LockState {
         }
     }
 
-    fn grant(&mut self, client: String, now: Instant) -> u64 {
+    fn grant(&mut self, client: String, now: Instant) -> Acquire {
         self.last_token += 1;
-        self.owner = Some(Owner { client, token: self.last_token, lease_until: now + self.lease });
-        self.last_token
+        self.owner =
+            Some(Owner { client, token: self.last_token, lease_until: now + self.lease, granted_at: now });
+        Acquire::Granted { token: self.last_token, granted_at_us: self.wall_clock_us(now) }
     }
 
     /// `client` asks for the lock.
@@ -167,12 +186,13 @@ impl LockState {
         match &mut self.owner {
             Some(owner) if owner.client == client => {
                 owner.lease_until = now + lease; // renewal: same grant, same token
-                return Acquire::Granted { token: owner.token };
+                let (token, granted_at) = (owner.token, owner.granted_at);
+                return Acquire::Granted { token, granted_at_us: self.wall_clock_us(granted_at) };
             }
             Some(_) => {}
             None => {
                 // settle() emptied the queue into the lock, so nobody is ahead.
-                return Acquire::Granted { token: self.grant(client.to_owned(), now) };
+                return self.grant(client.to_owned(), now);
             }
         }
         let position = match self.queue.iter().position(|w| w.client == client) {
@@ -190,15 +210,18 @@ impl LockState {
 
     /// `client` gives the lock back. Only the owner can (and, when it shows a
     /// token, only under its current grant); the next in line gets it at once.
-    pub fn release(&mut self, client: &str, token: Option<u64>, now: Instant) -> bool {
+    /// Returns when it was released (µs since the Unix epoch), or `None`
+    /// when the caller did not hold the lock.
+    pub fn release(&mut self, client: &str, token: Option<u64>, now: Instant) -> Option<u64> {
         self.settle(now);
         let is_owner =
             self.owner.as_ref().is_some_and(|o| o.client == client && token.is_none_or(|t| t == o.token));
-        if is_owner {
-            self.owner = None;
-            self.settle(now);
+        if !is_owner {
+            return None;
         }
-        is_owner
+        self.owner = None;
+        self.settle(now);
+        Some(self.wall_clock_us(now))
     }
 
     /// Checks that `client` holds the lock (under `token`, when shown) before
@@ -292,9 +315,9 @@ impl LockCoordinator {
     }
 
     /// Gives the lock back; see [`LockState::release`].
-    pub fn release(&self, client: &str, token: Option<u64>) -> bool {
+    pub fn release(&self, client: &str, token: Option<u64>) -> Option<u64> {
         let released = self.lock().release(client, token, Instant::now());
-        if released {
+        if released.is_some() {
             self.changed.notify_all();
         }
         released
@@ -325,9 +348,13 @@ pub fn unix_millis() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Microseconds since the Unix epoch, for ordering grants and releases.
+/// Microseconds since the Unix epoch.
 pub fn unix_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(micros).unwrap_or(0)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -335,6 +362,20 @@ mod tests {
     use super::*;
 
     const LEASE: Duration = Duration::from_secs(30);
+
+    /// Matches a grant with this token, whenever it was made.
+    fn granted(token: u64) -> GrantedWith {
+        GrantedWith(token)
+    }
+
+    #[derive(Debug)]
+    struct GrantedWith(u64);
+
+    impl PartialEq<GrantedWith> for Acquire {
+        fn eq(&self, other: &GrantedWith) -> bool {
+            matches!(self, Acquire::Granted { token, .. } if *token == other.0)
+        }
+    }
 
     fn at(start: Instant, secs: u64) -> Instant {
         start + Duration::from_secs(secs)
@@ -344,30 +385,30 @@ mod tests {
     fn the_queue_is_first_in_first_out() {
         let t0 = Instant::now();
         let mut lock = LockState::new(LEASE);
-        assert_eq!(lock.acquire("a", t0), Acquire::Granted { token: 1 });
+        assert_eq!(lock.acquire("a", t0), granted(1));
         assert_eq!(lock.acquire("b", t0), Acquire::Queued { position: 1 });
         assert_eq!(lock.acquire("c", t0), Acquire::Queued { position: 2 });
         assert_eq!(lock.acquire("b", t0), Acquire::Queued { position: 1 }, "queued once");
-        assert!(lock.release("a", None, t0));
+        assert!(lock.release("a", None, t0).is_some());
         // b was handed the lock on release; c moves up.
         assert_eq!(lock.acquire("c", t0), Acquire::Queued { position: 1 });
-        assert_eq!(lock.acquire("b", t0), Acquire::Granted { token: 2 });
-        assert!(lock.release("b", Some(2), t0));
-        assert_eq!(lock.acquire("c", t0), Acquire::Granted { token: 3 });
+        assert_eq!(lock.acquire("b", t0), granted(2));
+        assert!(lock.release("b", Some(2), t0).is_some());
+        assert_eq!(lock.acquire("c", t0), granted(3));
     }
 
     #[test]
     fn the_owner_renews_and_others_cannot_release() {
         let t0 = Instant::now();
         let mut lock = LockState::new(LEASE);
-        assert_eq!(lock.acquire("a", t0), Acquire::Granted { token: 1 });
+        assert_eq!(lock.acquire("a", t0), granted(1));
         // Renewed at 20 s, so still held at 45 s (20 + 30 > 45).
-        assert_eq!(lock.acquire("a", at(t0, 20)), Acquire::Granted { token: 1 });
-        assert!(!lock.release("b", None, at(t0, 45)), "not the owner");
-        assert!(!lock.release("a", Some(7), at(t0, 45)), "not the owner's token");
+        assert_eq!(lock.acquire("a", at(t0, 20)), granted(1));
+        assert!(lock.release("b", None, at(t0, 45)).is_none(), "not the owner");
+        assert!(lock.release("a", Some(7), at(t0, 45)).is_none(), "not the owner's token");
         assert_eq!(lock.snapshot(at(t0, 45)).owner.as_deref(), Some("a"));
-        assert!(lock.release("a", None, at(t0, 45)));
-        assert!(!lock.release("a", None, at(t0, 45)), "only once");
+        assert!(lock.release("a", None, at(t0, 45)).is_some());
+        assert!(lock.release("a", None, at(t0, 45)).is_none(), "only once");
     }
 
     #[test]
@@ -378,7 +419,7 @@ mod tests {
         assert_eq!(lock.acquire("b", at(t0, 10)), Acquire::Queued { position: 1 });
         // b keeps asking; the owner never comes back.
         assert_eq!(lock.acquire("b", at(t0, 29)), Acquire::Queued { position: 1 });
-        assert_eq!(lock.acquire("b", at(t0, 30)), Acquire::Granted { token: 2 });
+        assert_eq!(lock.acquire("b", at(t0, 30)), granted(2));
         let snap = lock.snapshot(at(t0, 30));
         assert_eq!(snap.lease_expiries, 1);
         assert_eq!(lock.check_holder("crashed", Some(1), at(t0, 31)), Err(Violation::NotHolder));
@@ -396,8 +437,8 @@ mod tests {
         // At 40 s "gone" has been silent for 39 s > lease: it left the queue.
         assert_eq!(lock.acquire("c", at(t0, 40)), Acquire::Queued { position: 1 });
         assert_eq!(lock.snapshot(at(t0, 40)).queue_expiries, 1);
-        assert!(lock.release("a", None, at(t0, 41)));
-        assert_eq!(lock.acquire("c", at(t0, 41)), Acquire::Granted { token: 2 }, "c, not the ghost");
+        assert!(lock.release("a", None, at(t0, 41)).is_some());
+        assert_eq!(lock.acquire("c", at(t0, 41)), granted(2), "c, not the ghost");
     }
 
     #[test]
@@ -406,7 +447,7 @@ mod tests {
         let mut lock = LockState::new(LEASE);
         let mut last = 0;
         for round in 0..5u64 {
-            let Acquire::Granted { token } = lock.acquire("a", at(t0, round * 100)) else { panic!() };
+            let Acquire::Granted { token, .. } = lock.acquire("a", at(t0, round * 100)) else { panic!() };
             assert!(token > last, "tokens strictly increase");
             last = token;
             // Let the lease run out, then come back: a new grant.
@@ -417,6 +458,19 @@ mod tests {
             Err(Violation::StaleToken { shown: last - 1, current: last })
         );
         assert_eq!(lock.check_holder("b", None, at(t0, 401)), Err(Violation::NotHolder));
+    }
+
+    #[test]
+    fn a_hand_over_is_granted_at_the_release_instant() {
+        let t0 = Instant::now();
+        let mut lock = LockState::new(LEASE);
+        lock.acquire("a", t0);
+        lock.acquire("b", at(t0, 1));
+        let released = lock.release("a", None, at(t0, 5)).unwrap();
+        let Acquire::Granted { granted_at_us, .. } = lock.acquire("b", at(t0, 9)) else { panic!() };
+        assert_eq!(granted_at_us, released);
+        // Sub-microsecond rounding on either side of the epoch instant.
+        assert!((released - lock.wall_clock_us(t0)).abs_diff(5_000_000) <= 1);
     }
 
     #[test]
@@ -432,7 +486,7 @@ mod tests {
     #[test]
     fn a_waiting_acquire_is_granted_on_release() {
         let lock = std::sync::Arc::new(LockCoordinator::new(LEASE));
-        assert!(matches!(lock.acquire("a", Duration::ZERO), Acquire::Granted { .. }));
+        assert_eq!(lock.acquire("a", Duration::ZERO), granted(1));
         let waiter = {
             let lock = std::sync::Arc::clone(&lock);
             std::thread::spawn(move || lock.acquire("b", Duration::from_secs(20)))
@@ -444,7 +498,11 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert!(lock.release("a", None));
-        assert_eq!(waiter.join().unwrap(), Acquire::Granted { token: 2 });
+        let released_at = lock.release("a", None).expect("a held it");
+        let Acquire::Granted { token, granted_at_us } = waiter.join().unwrap() else {
+            panic!("b waited for it")
+        };
+        assert_eq!(token, 2);
+        assert_eq!(granted_at_us, released_at, "handed over at the instant of the release");
     }
 }

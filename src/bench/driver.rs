@@ -313,7 +313,11 @@ impl Feeder<'_> {
                 match self.schedule.next(now) {
                     Some((id, command, measured)) => {
                         state.in_flight.insert(id, InFlight { scheduled: now, sent: now, command, measured });
-                        batch.extend_from_slice(&command.encode(id, self.schedule.plan.options.size));
+                        batch.extend_from_slice(&command.encode(
+                            id,
+                            self.schedule.plan.options.size,
+                            &self.schedule.plan.options.images,
+                        ));
                         sent += 1;
                     }
                     None => state.sending_done = true,
@@ -348,7 +352,7 @@ fn send_on_schedule(index: usize, plan: &Plan, mut stream: TcpStream, window: &W
             }
             state.in_flight.insert(id, InFlight { scheduled: due, sent: Instant::now(), command, measured });
         }
-        if let Err(e) = stream.write_all(&command.encode(id, plan.options.size)) {
+        if let Err(e) = stream.write_all(&command.encode(id, plan.options.size, &plan.options.images)) {
             window.close(Some(describe_io_error(index, plan, "sending a request", &e)));
             return;
         }

@@ -8,6 +8,10 @@
 
 use std::fmt;
 use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine;
 
 use crate::frame;
 
@@ -22,11 +26,21 @@ pub enum BenchCommand {
     Stats,
     /// `health`.
     Health,
+    /// `predict` with one image of `--images`, in turn.
+    Predict,
+    /// `predict_batch` with `--batch` images of `--images`, in turn.
+    PredictBatch,
 }
 
 impl BenchCommand {
-    const ALL: [BenchCommand; 4] =
-        [BenchCommand::Ping, BenchCommand::Compute, BenchCommand::Stats, BenchCommand::Health];
+    const ALL: [BenchCommand; 6] = [
+        BenchCommand::Ping,
+        BenchCommand::Compute,
+        BenchCommand::Stats,
+        BenchCommand::Health,
+        BenchCommand::Predict,
+        BenchCommand::PredictBatch,
+    ];
 
     /// The wire name.
     pub fn as_str(self) -> &'static str {
@@ -35,7 +49,14 @@ impl BenchCommand {
             BenchCommand::Compute => "compute",
             BenchCommand::Stats => "stats",
             BenchCommand::Health => "health",
+            BenchCommand::Predict => "predict",
+            BenchCommand::PredictBatch => "predict_batch",
         }
+    }
+
+    /// Whether the command carries images.
+    pub fn needs_images(self) -> bool {
+        matches!(self, BenchCommand::Predict | BenchCommand::PredictBatch)
     }
 
     fn from_name(name: &str) -> Option<Self> {
@@ -43,14 +64,97 @@ impl BenchCommand {
     }
 
     /// Builds the request frame: `{"id":ID,"cmd":...,"timing":true}`, plus
-    /// `"n"` for compute. `timing` lets the report split latency into queue
-    /// wait, service time and the rest.
-    pub fn encode(self, id: u64, size: u64) -> Vec<u8> {
+    /// `"n"` for compute and the images for predictions. `timing` lets the
+    /// report split latency into queue wait, service time and the rest.
+    pub fn encode(self, id: u64, size: u64, images: &ImagePayloads) -> Vec<u8> {
         frame::encode_with::<std::io::Error>(|out| match self {
             BenchCommand::Compute => write!(out, r#"{{"id":{id},"cmd":"compute","n":{size},"timing":true}}"#),
+            BenchCommand::Predict => {
+                write!(out, r#"{{"id":{id},"cmd":"predict",{},"timing":true}}"#, images.fragment(id))
+            }
+            BenchCommand::PredictBatch => {
+                write!(out, r#"{{"id":{id},"cmd":"predict_batch","images":["#)?;
+                let first = id.wrapping_mul(images.batch as u64);
+                for k in 0..images.batch as u64 {
+                    let separator = if k == 0 { "" } else { "," };
+                    write!(out, "{separator}{{{}}}", images.fragment(first.wrapping_add(k)))?;
+                }
+                write!(out, r#"],"timing":true}}"#)
+            }
             other => write!(out, r#"{{"id":{id},"cmd":"{}","timing":true}}"#, other.as_str()),
         })
         .expect("writing into a Vec cannot fail")
+    }
+}
+
+/// The images a prediction benchmark sends, each already base64-encoded
+/// into its JSON fields, so building a request is a copy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImagePayloads {
+    /// `"filename":"...","image_b64":"..."` per image.
+    fragments: Arc<Vec<String>>,
+    /// Images per `predict_batch` request (`--batch`).
+    pub batch: usize,
+}
+
+/// Image files the benchmark will send, by extension.
+const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "bmp", "gif"];
+/// Largest image file the benchmark loads.
+const MAX_IMAGE_FILE: u64 = 10 * 1024 * 1024;
+
+impl ImagePayloads {
+    /// Loads every image file (png, jpg, bmp, gif) directly inside `dir`, in
+    /// name order.
+    ///
+    /// # Errors
+    /// When the directory cannot be read or holds no image.
+    pub fn load(dir: &Path, batch: usize) -> Result<ImagePayloads, String> {
+        let entries = std::fs::read_dir(dir).map_err(|e| format!("--images {}: {e}", dir.display()))?;
+        let mut paths: Vec<_> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            })
+            .collect();
+        paths.sort();
+        let mut fragments = Vec::with_capacity(paths.len());
+        for path in paths {
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if size > MAX_IMAGE_FILE {
+                return Err(format!("--images: {} is larger than {MAX_IMAGE_FILE} bytes", path.display()));
+            }
+            let bytes = std::fs::read(&path).map_err(|e| format!("--images: {}: {e}", path.display()))?;
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+            let name_json = serde_json::to_string(&name).expect("a string serializes");
+            fragments.push(format!(r#""filename":{name_json},"image_b64":"{encoded}""#));
+        }
+        if fragments.is_empty() {
+            return Err(format!("--images {}: no .png, .jpg, .bmp or .gif file there", dir.display()));
+        }
+        Ok(ImagePayloads { fragments: Arc::new(fragments), batch })
+    }
+
+    /// How many images there are.
+    pub fn len(&self) -> usize {
+        self.fragments.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.fragments.is_empty()
+    }
+
+    /// The JSON fields (`"filename":..,"image_b64":..`) of image number
+    /// `index`, cycling through the set.
+    pub fn predict_fields(&self, index: u64) -> &str {
+        self.fragment(index)
+    }
+
+    fn fragment(&self, index: u64) -> &str {
+        &self.fragments[(index % self.fragments.len() as u64) as usize]
     }
 }
 
@@ -96,6 +200,11 @@ impl CommandMix {
     /// Whether any compute request is sent.
     pub fn includes_compute(&self) -> bool {
         self.entries.iter().any(|(c, _)| *c == BenchCommand::Compute)
+    }
+
+    /// Whether any request carries images.
+    pub fn includes_images(&self) -> bool {
+        self.entries.iter().any(|(c, _)| c.needs_images())
     }
 
     /// A fresh deterministic sequence of commands following the weights.
@@ -175,9 +284,30 @@ mod tests {
 
     #[test]
     fn requests_are_framed_json_with_timing() {
-        let frame = BenchCommand::Compute.encode(7, 500);
+        let none = ImagePayloads::default();
+        let frame = BenchCommand::Compute.encode(7, 500, &none);
         assert_eq!(&frame[4..], br#"{"id":7,"cmd":"compute","n":500,"timing":true}"#);
         assert_eq!(u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize, frame.len() - 4);
-        assert_eq!(&BenchCommand::Ping.encode(1, 500)[4..], br#"{"id":1,"cmd":"ping","timing":true}"#);
+        assert_eq!(&BenchCommand::Ping.encode(1, 500, &none)[4..], br#"{"id":1,"cmd":"ping","timing":true}"#);
+    }
+
+    #[test]
+    fn prediction_requests_cycle_through_the_images() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.png"), b"AAA").unwrap();
+        std::fs::write(dir.path().join("b.jpg"), b"BBB").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"ignored").unwrap();
+        let images = ImagePayloads::load(dir.path(), 3).unwrap();
+        assert_eq!(images.len(), 2);
+        let one: serde_json::Value =
+            serde_json::from_slice(&BenchCommand::Predict.encode(1, 0, &images)[4..]).unwrap();
+        assert_eq!(one["filename"], "b.jpg");
+        assert_eq!(one["image_b64"], "QkJC");
+        let batch: serde_json::Value =
+            serde_json::from_slice(&BenchCommand::PredictBatch.encode(0, 0, &images)[4..]).unwrap();
+        let names: Vec<&str> =
+            batch["images"].as_array().unwrap().iter().map(|i| i["filename"].as_str().unwrap()).collect();
+        assert_eq!(names, ["a.png", "b.jpg", "a.png"]);
+        assert!(ImagePayloads::load(&dir.path().join("missing"), 1).is_err());
     }
 }

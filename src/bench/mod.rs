@@ -9,6 +9,7 @@
 //! length of the run.
 
 pub mod driver;
+pub mod lock_cycle;
 pub mod mix;
 pub mod options;
 pub mod recorder;
@@ -209,6 +210,12 @@ struct ServerUnderTest {
 
 impl ServerUnderTest {
     fn start(options: &BenchOptions) -> Result<Self> {
+        Self::start_with(options, false)
+    }
+
+    /// As `start`; an embedded server requires the mutex for `predict` when
+    /// `predict_lock` is set (`--cmd lock-cycle`).
+    fn start_with(options: &BenchOptions, predict_lock: bool) -> Result<Self> {
         match &options.target {
             Target::Remote { host, port } => {
                 Ok(ServerUnderTest { host: host.clone(), port: *port, embedded: None })
@@ -229,6 +236,7 @@ impl ServerUnderTest {
                     queue_capacity: defaults.queue_capacity.max(window),
                     auth_token: options.auth_token.clone(),
                     gil_switch_interval: *gil,
+                    predict_lock,
                     ..defaults
                 };
                 let server = Server::start(listener, config)?;

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::mix::CommandMix;
+use super::mix::{CommandMix, ImagePayloads};
 use crate::pool::Mode;
 
 /// How requests are paced.
@@ -116,6 +116,8 @@ pub struct BenchOptions {
     pub progress: bool,
     /// Token to present on every connection (`--auth-token`).
     pub auth_token: Option<String>,
+    /// Images for `predict` and `predict_batch` (`--images`, `--batch`).
+    pub images: ImagePayloads,
 }
 
 /// A connection sending less often than this is a configuration mistake,
@@ -180,6 +182,13 @@ impl BenchOptions {
         if let Some(p) = self.percentiles.iter().find(|p| !(**p > 0.0 && **p <= 100.0)) {
             return Err(format!("--percentiles values must be above 0 and at most 100 (max), not {p}"));
         }
+        if self.mix.includes_images() && self.images.is_empty() {
+            return Err("predictions need images: --images DIR".into());
+        }
+        if self.mix.includes_images() && !(1..=crate::protocol::MAX_BATCH_IMAGES).contains(&self.images.batch)
+        {
+            return Err(format!("--batch must be from 1 to {}", crate::protocol::MAX_BATCH_IMAGES));
+        }
         if self.verify && !self.mix.includes_compute() {
             return Err("--verify checks compute results, but this run sends no compute request".into());
         }
@@ -211,6 +220,7 @@ impl BenchOptions {
             outputs: OutputPaths::default(),
             progress: false,
             auth_token: None,
+            images: ImagePayloads::default(),
         }
     }
 

@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use super::units::parse_duration;
-use crate::bench::mix::CommandMix;
+use crate::bench::mix::{CommandMix, ImagePayloads};
 use crate::bench::options::{
     parse_percentiles, parse_warmup, BenchOptions, LoadModel, OutputPaths, StopAfter, Target, Warmup,
 };
@@ -219,6 +219,7 @@ impl SweepArgs {
             outputs: OutputPaths::default(),
             progress: false,
             auth_token: None,
+            images: ImagePayloads::default(),
         };
         let plan = SweepPlan {
             modes: self.modes.clone(),
@@ -358,9 +359,19 @@ pub struct BenchArgs {
     #[arg(long, short = 'p')]
     pub pipeline: Option<usize>,
 
-    /// Command to send: compute, ping, stats or health.
+    /// Command to send: compute, ping, stats, health, predict, predict_batch,
+    /// or lock-cycle (each connection acquires the mutex, predicts, releases).
     #[arg(long, default_value = "compute", conflicts_with = "mix")]
     pub cmd: String,
+
+    /// Images for predict, predict_batch and lock-cycle: every png/jpg/bmp/gif
+    /// file in DIR, sent in turn [default: the shipped samples, models/samples].
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
+
+    /// Images per predict_batch request.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
 
     /// Weighted mix of commands instead of --cmd, e.g. compute:80,ping:20.
     #[arg(long)]
@@ -427,6 +438,11 @@ fn parse_percentile_list(text: &str) -> Result<PercentileList, String> {
 impl BenchArgs {
     /// The validated plan these flags describe.
     ///
+    /// Whether `--cmd lock-cycle` was asked for.
+    pub fn is_lock_cycle(&self) -> bool {
+        self.mix.is_none() && self.cmd == "lock-cycle"
+    }
+
     /// # Errors
     /// A sentence naming the offending flag.
     pub fn to_options(&self) -> Result<BenchOptions, String> {
@@ -451,9 +467,18 @@ impl BenchArgs {
             (None, Some(d)) => StopAfter::Duration(d),
             (None, None) => StopAfter::Duration(DEFAULT_DURATION),
         };
-        let mix_text = self.mix.as_deref().unwrap_or(&self.cmd);
+        let lock_cycle = self.is_lock_cycle();
+        // lock-cycle is its own loop (see bench::lock_cycle); its requests are predictions.
+        let mix_text = if lock_cycle { "predict" } else { self.mix.as_deref().unwrap_or(&self.cmd) };
         let flag = if self.mix.is_some() { "--mix" } else { "--cmd" };
         let mix = CommandMix::parse(mix_text).map_err(|e| format!("{flag}: {e}"))?;
+        let images = if mix.includes_images() {
+            let dir =
+                self.images.clone().unwrap_or_else(|| crate::model::default_models_dir().join("samples"));
+            ImagePayloads::load(&dir, self.batch)?
+        } else {
+            ImagePayloads::default()
+        };
         let options = BenchOptions {
             target,
             concurrency: self.concurrency,
@@ -475,6 +500,7 @@ impl BenchArgs {
             },
             progress: true,
             auth_token: self.auth_token.clone(),
+            images,
         };
         options.validate()?;
         Ok(options)
@@ -560,6 +586,9 @@ fn run_benchmark(args: &BenchArgs) -> anyhow::Result<Outcome> {
         // The embedded server logs to stderr, quietly by default.
         super::init_logging(Some(&args.log_level))?;
     }
+    if args.is_lock_cycle() {
+        return run_lock_cycle(&options);
+    }
     // Every output file exists before the first request is sent.
     let mut files = ReportFiles::create(&options.outputs).map_err(anyhow::Error::msg)?;
     let started_at = std::time::SystemTime::now();
@@ -610,6 +639,18 @@ fn run_benchmark(args: &BenchArgs) -> anyhow::Result<Outcome> {
         SummaryRow::new(&run, &report).write(file, is_new).context("writing --csv")?;
     }
     Ok(if run.failed() { Outcome::Failure } else { Outcome::Success })
+}
+
+/// `--cmd lock-cycle`: prints the summary, writes `--json` if asked.
+fn run_lock_cycle(options: &BenchOptions) -> anyhow::Result<Outcome> {
+    let mut files = ReportFiles::create(&options.outputs).map_err(anyhow::Error::msg)?;
+    let report = bench::lock_cycle::run(options)?;
+    print!("{}", report.summary());
+    if let Some(mut file) = files.json.take() {
+        serde_json::to_writer_pretty(&mut file, &report).context("writing --json")?;
+        writeln!(file).and_then(|()| file.flush()).context("writing --json")?;
+    }
+    Ok(if report.failed() { Outcome::Failure } else { Outcome::Success })
 }
 
 /// The live progress bar on stderr, drawn only when stderr is a terminal.

@@ -686,7 +686,7 @@ mod tests {
     const LIMITS: Limits = Limits { max_n: 1_000_000, allow_chaos: false };
     const CHAOS: Limits = Limits { max_n: 1_000_000, allow_chaos: true };
 
-    fn parse(text: &str) -> Result<Request, RequestError> {
+    fn parse(text: &str) -> Result<Request<'_>, RequestError> {
         parse_request(text.as_bytes(), &LIMITS)
     }
 

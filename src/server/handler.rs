@@ -33,7 +33,7 @@ use crate::connection::{Connection, InlineReplies, ReadLimits, ReplySink};
 use crate::dispatch::{encode_output, JobRequest};
 use crate::frame::FrameError;
 use crate::job::{JobKind, PredictJob};
-use crate::lock::{unix_micros, unix_millis, Acquire, Violation};
+use crate::lock::{unix_millis, Acquire, Violation};
 use crate::pool::Mode;
 use crate::protocol::{
     encode_error, encode_error_in, encode_pong, encode_result, encode_rpc, parse_request, ClientId, Command,
@@ -253,13 +253,13 @@ impl Session<'_> {
                     self.missing_client_id(&request);
                     return Continue::Yes;
                 };
-                let released = farm.lock.release(client, holder.token);
+                let released_at = farm.lock.release(client, holder.token);
                 let mut body = serde_json::json!({
-                    "success": released,
+                    "success": released_at.is_some(),
+                    "released_at_us": released_at,
                     "server_timestamp": unix_millis(),
-                    "server_time_us": unix_micros(),
                 });
-                if !released {
+                if released_at.is_none() {
                     body["error"] = "not the owner of the lock (or not under this token)".into();
                 }
                 self.reply_ok(&request, body);
@@ -318,9 +318,9 @@ impl Session<'_> {
         let started = Instant::now();
         let outcome = self.farm.lock.acquire(client, Duration::from_millis(wait_ms));
         let waited_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let (status, position, token) = match outcome {
-            Acquire::Granted { token } => ("GRANTED", 0, Some(token)),
-            Acquire::Queued { position } => ("QUEUED", position, None),
+        let (status, position, token, granted_at_us) = match outcome {
+            Acquire::Granted { token, granted_at_us } => ("GRANTED", 0, Some(token), Some(granted_at_us)),
+            Acquire::Queued { position } => ("QUEUED", position, None, None),
         };
         let body = serde_json::json!({
             "success": true,
@@ -329,8 +329,8 @@ impl Session<'_> {
             "token": token,
             "lease_ms": self.farm.config.lock_timeout.as_millis() as u64,
             "waited_ms": waited_ms,
+            "granted_at_us": granted_at_us,
             "server_timestamp": unix_millis(),
-            "server_time_us": unix_micros(),
         });
         self.reply_ok(request, body);
     }

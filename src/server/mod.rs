@@ -211,11 +211,10 @@ impl ServerConfig {
                 self.threshold
             )));
         }
-        if self.max_image_bytes == 0 || self.max_image_bytes >= self.max_frame {
-            return Err(Error::Config(format!(
-                "--max-image-bytes must be at least 1 and smaller than --max-frame ({} bytes)",
-                self.max_frame
-            )));
+        // An image larger than a frame cannot arrive anyway: --max-frame is
+        // the outer bound, --max-image-bytes the one for a decoded image.
+        if self.max_image_bytes == 0 {
+            return Err(Error::Config("--max-image-bytes must be at least 1".into()));
         }
         if self.auth_token.as_deref() == Some("") {
             return Err(Error::Config("--auth-token must not be empty".into()));
