@@ -1,0 +1,164 @@
+//! Predictions against the real server: the shipped samples in both pool
+//! modes, batches, the `model` command, bad images, and `load_model`'s
+//! refusal to leave `--models-dir`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use common::{error_code, TestServer};
+use serde_json::{json, Value};
+
+fn samples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/samples")
+}
+
+/// `(file name, whether it shows fire, base64)` for every shipped sample.
+fn samples() -> Vec<(String, bool, String)> {
+    let mut files: Vec<_> = std::fs::read_dir(samples_dir()).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 4, "the repository ships sample images");
+    files
+        .into_iter()
+        .map(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let fire = name.starts_with("fire");
+            let b64 = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&path).unwrap());
+            (name, fire, b64)
+        })
+        .collect()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn the_samples_are_classified_correctly_in_both_modes() {
+    let samples = samples();
+    for mode in common::MODES {
+        let server = TestServer::start(mode, 2, &[]);
+        let mut client = server.connect();
+        for (name, fire, image) in &samples {
+            let reply =
+                client.request(json!({"id": name, "cmd": "predict", "image_b64": image, "filename": name}));
+            let result = &reply["result"];
+            assert_eq!(result["fire_detected"], *fire, "{mode}: {name}: {reply}");
+            let score = result["raw_score"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&score), "{reply}");
+            let expected_confidence = if *fire { score } else { 1.0 - score } * 100.0;
+            assert!((result["confidence"].as_f64().unwrap() - expected_confidence).abs() < 1e-3, "{reply}");
+        }
+    }
+}
+
+#[test]
+fn a_batch_reports_bad_images_without_spoiling_the_others() {
+    let samples = samples();
+    for mode in common::MODES {
+        let server = TestServer::start(mode, 1, &[]);
+        let mut images: Vec<Value> =
+            samples.iter().map(|(name, _, image)| json!({"filename": name, "image_b64": image})).collect();
+        images.insert(1, json!({"filename": "broken.png", "image_b64": "%%% not base64 %%%"}));
+        images.insert(3, json!({"filename": "notes.txt", "image_b64": b64(b"just some text, not an image")}));
+        let reply = server.request(json!({"id": 1, "cmd": "predict_batch", "images": images}));
+        let result = &reply["result"];
+        let results = result["results"].as_array().unwrap();
+        let errors = result["errors"].as_array().unwrap();
+        assert_eq!(results.len(), samples.len(), "{mode}: {reply}");
+        assert_eq!(errors.len(), 2, "{reply}");
+        assert_eq!(errors[0]["filename"], "broken.png");
+        assert!(errors[0]["error"].as_str().unwrap().contains("base64"), "{reply}");
+        assert_eq!(errors[1]["filename"], "notes.txt");
+        assert!(errors[1]["error"].as_str().unwrap().contains("not a PNG, JPEG, BMP or GIF"), "{reply}");
+        let fires = samples.iter().filter(|(_, fire, _)| *fire).count();
+        assert_eq!(result["fires_detected"], fires, "{reply}");
+        for (entry, (name, fire, _)) in results.iter().zip(&samples) {
+            assert_eq!(entry["filename"], *name.as_str());
+            assert_eq!(entry["fire_detected"], *fire, "{entry}");
+        }
+    }
+}
+
+#[test]
+fn bad_images_get_clear_errors() {
+    let server = TestServer::start("processes", 1, &["--max-image-bytes", "1KiB"]);
+    let mut client = server.connect();
+    let cases = [
+        (json!({"id": 1, "cmd": "predict", "image_b64": "@@@@"}), "BAD_IMAGE", "base64"),
+        (
+            json!({"id": 2, "cmd": "predict", "image_b64": b64(b"hello, I am a text file")}),
+            "BAD_IMAGE",
+            "not a PNG",
+        ),
+        (
+            json!({"id": 3, "cmd": "predict", "image_b64": b64(&[7u8; 4096])}),
+            "IMAGE_TOO_LARGE",
+            "--max-image-bytes",
+        ),
+        (json!({"id": 4, "cmd": "predict", "image_b64": ""}), "BAD_IMAGE", "empty"),
+        (json!({"id": 5, "cmd": "predict"}), "BAD_REQUEST", "image_b64"),
+        (json!({"id": 6, "cmd": "predict_batch", "images": []}), "BAD_REQUEST", "empty"),
+        (json!({"id": 7, "cmd": "predict_batch", "images": "x"}), "BAD_REQUEST", "list"),
+    ];
+    for (request, code, words) in cases {
+        let reply = client.request(request.clone());
+        assert_eq!(error_code(&reply), Some(code), "{request} -> {reply}");
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(message.contains(words), "{request} -> {message}");
+    }
+    // A PNG that ends half-way is refused by the decoder, on the worker.
+    let png = std::fs::read(samples_dir().join("fire-1.png")).unwrap();
+    let mut cut_server_side = TestServer::start("threads", 1, &[]);
+    let reply = cut_server_side.request(json!({"id": 8, "cmd": "predict", "image_b64": b64(&png[..200])}));
+    assert_eq!(error_code(&reply), Some("BAD_IMAGE"), "{reply}");
+    // The connection and the workers are fine afterwards.
+    assert_eq!(client.request(json!({"id": 9, "cmd": "ping"}))["pong"], true);
+    assert_eq!(cut_server_side.stats()["workers"]["alive"], 1);
+    cut_server_side.terminate();
+}
+
+#[test]
+fn the_model_command_describes_the_network() {
+    let server = TestServer::start("threads", 1, &["--threshold", "0.7"]);
+    let reply = server.request(json!({"id": 1, "cmd": "model"}));
+    let model = &reply["result"];
+    assert_eq!(model["name"], "fire-cnn", "{reply}");
+    assert_eq!(model["input_shape"], json!([150, 150, 3]));
+    assert!(model["parameters"].as_u64().unwrap() > 100_000);
+    assert!(model["flops_per_image"].as_u64().unwrap() > 20_000_000);
+    assert!(model["layers"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().starts_with("conv2d")));
+    assert_eq!(model["sha256"].as_str().unwrap().len(), 64);
+    assert!((model["threshold"].as_f64().unwrap() - 0.7).abs() < 1e-6);
+}
+
+#[test]
+fn load_model_stays_inside_the_models_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let models = root.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fire-cnn.safetensors");
+    std::fs::copy(&shipped, models.join("copy.safetensors")).unwrap();
+    std::fs::copy(&shipped, root.path().join("outside.safetensors")).unwrap();
+    std::os::unix::fs::symlink(root.path().join("outside.safetensors"), models.join("escape.safetensors"))
+        .unwrap();
+    let dir = models.to_str().unwrap();
+    let server = TestServer::start("processes", 1, &["--models-dir", dir]);
+    let mut client = server.connect();
+    let outside = root.path().join("outside.safetensors");
+    for path in [outside.to_str().unwrap(), "../outside.safetensors", "escape.safetensors", "/etc/passwd"] {
+        let reply = client.request(json!({"id": 1, "cmd": "load_model", "model_path": path}));
+        assert_eq!(error_code(&reply), Some("FORBIDDEN"), "{path}: {reply}");
+    }
+    let reply = client.request(json!({"id": 2, "cmd": "load_model", "model_path": "missing.safetensors"}));
+    assert_eq!(error_code(&reply), Some("MODEL_UNAVAILABLE"), "{reply}");
+    let listed = client.request(json!({"id": 3, "cmd": "models"}));
+    assert_eq!(listed["result"]["models"], json!(["copy.safetensors", "escape.safetensors"]), "{listed}");
+    // A file inside is loaded, and predictions go on with it.
+    let reply = client.request(json!({"id": 4, "cmd": "load_model", "model_path": "copy.safetensors"}));
+    assert!(reply["result"]["path"].as_str().unwrap().ends_with("copy.safetensors"), "{reply}");
+    let (name, fire, image) = samples().into_iter().next().unwrap();
+    let reply = client.request(json!({"id": 5, "cmd": "predict", "image_b64": image, "filename": name}));
+    assert_eq!(reply["result"]["fire_detected"], fire, "{reply}");
+}
