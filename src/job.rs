@@ -224,16 +224,20 @@ fn predict(job: &PredictJob, models: &ModelSlot) -> JobResult {
             decode_image(file, shape, model.input_scale(), ImageLimits::default()).map_err(|e| e.to_string())
         })
         .collect();
-    let good: Vec<ndarray::Array3<f32>> = decoded.iter().filter_map(|d| d.as_ref().ok().cloned()).collect();
+    // Move the decoded images into the batch (no copy), keeping each
+    // image's status in request order.
+    let mut good = Vec::with_capacity(decoded.len());
+    let statuses: Vec<Result<(), String>> =
+        decoded.into_iter().map(|d| d.map(|image| good.push(image))).collect();
     let mut scores = model.predict_batch(&good).into_iter();
     let outcomes: Vec<ImageOutcome> = job
         .images
         .items
         .iter()
-        .zip(decoded)
-        .map(|(item, decoded)| ImageOutcome {
+        .zip(statuses)
+        .map(|(item, status)| ImageOutcome {
             filename: item.filename.clone(),
-            result: decoded.map(|_| {
+            result: status.map(|()| {
                 let score = scores.next().expect("one score per decoded image");
                 Prediction::from_score(score, job.threshold)
             }),
