@@ -21,7 +21,7 @@
 //! retry), so it needs no capacity limit of its own.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
@@ -33,7 +33,7 @@ use crate::protocol::{
     ReplyExtras, Timing,
 };
 use crate::registry::{ConnId, PendingReply, Registry};
-use crate::stats::Stats;
+use crate::stats::{Outcome, Stats};
 
 /// A job waiting in the queue for a worker.
 #[derive(Debug)]
@@ -88,6 +88,8 @@ pub struct JobRequest<'a> {
     pub cache_key: Option<CacheKey>,
     /// The connection's reply path.
     pub sink: &'a ReplySink,
+    /// When the request's frame was read (the start of its latency).
+    pub received_at: Instant,
 }
 
 /// The reader threads' side: accepts jobs. Cheap to clone.
@@ -107,6 +109,8 @@ pub struct Completer {
     cache: Option<Arc<ResultCache>>,
     retry_queue: Sender<QueuedJob>,
     max_attempts: u32,
+    /// Jobs whose service time is over this are logged at WARN (`--slow-ms`).
+    slow_job: Option<Duration>,
 }
 
 /// The receiving ends for the worker pool.
@@ -147,9 +151,22 @@ impl Dispatcher {
     ) -> (Dispatcher, JobQueues) {
         let (queue, jobs) = crossbeam_channel::bounded(capacity);
         let (retry_queue, retry_jobs) = crossbeam_channel::unbounded();
-        let completer =
-            Completer { registry, stats, cache, retry_queue, max_attempts: retries.saturating_add(1) };
+        let completer = Completer {
+            registry,
+            stats,
+            cache,
+            retry_queue,
+            max_attempts: retries.saturating_add(1),
+            slow_job: None,
+        };
         (Dispatcher { queue, capacity, completer }, JobQueues { jobs, retries: retry_jobs })
+    }
+
+    /// Logs a warning for every job that runs longer than `threshold` on
+    /// its worker (`--slow-ms`). Call before handing out completers.
+    pub fn warn_slow_jobs(mut self, threshold: Option<Duration>) -> Self {
+        self.completer.slow_job = threshold;
+        self
     }
 
     /// The handle workers use to deliver results.
@@ -180,7 +197,8 @@ impl Dispatcher {
             timing: request.timing,
             cache_key: request.cache_key,
             sink: request.sink.clone(),
-            accepted_at,
+            received_at: request.received_at,
+            size: kind.size(),
         });
         let rejection = match self.queue.try_send(QueuedJob { id, kind, accepted_at, attempt: 1 }) {
             Ok(()) => return Ok(()),
@@ -219,7 +237,8 @@ impl Dispatcher {
         let pending = self.completer.registry.drain_all();
         let count = pending.len();
         for (_, reply) in pending {
-            self.completer.stats.error(code);
+            let outcome = Outcome::Error(code);
+            self.completer.stats.replied(Some(reply.command), outcome, reply.received_at.elapsed());
             reply.sink.send(encode_error_in(reply.dialect, Some(&reply.client_id), code, message, None));
         }
         count
@@ -276,12 +295,18 @@ impl Completer {
     /// Delivers a finished job's reply to the connection that asked, if it is
     /// still there, records its timings, and fills the cache.
     pub fn finish(&self, report: JobReport) {
-        self.stats.job_completed(report.queue_us, report.service_us);
-        let Some(pending) = self.registry.take(report.job) else {
+        if let Err(JobFailure { code: ErrorCode::Timeout, .. }) = &report.result {
+            self.stats.job_timed_out();
+        }
+        let pending = self.registry.take(report.job);
+        let command = pending.as_ref().map(|p| p.command);
+        self.stats.job_completed(command, report.queue_us, report.service_us);
+        let Some(pending) = pending else {
             // Already answered, or the client hung up: drop it, never misdeliver.
             self.stats.reply_dropped();
             return;
         };
+        self.warn_if_slow(&report, &pending);
         let extras = ReplyExtras {
             timing: pending.timing.then_some(Timing {
                 worker: report.worker,
@@ -290,6 +315,10 @@ impl Completer {
             }),
             attempts: (report.attempts > 1).then_some(report.attempts),
             cached: false,
+        };
+        let outcome = match &report.result {
+            Ok(_) => Outcome::Ok,
+            Err(failure) => Outcome::Error(failure.code),
         };
         let frame = match report.result {
             Ok(output) => {
@@ -301,12 +330,44 @@ impl Completer {
                 frame
             }
             Err(JobFailure { code, message }) => {
-                self.stats.error(code);
                 encode_error_in(pending.dialect, Some(&pending.client_id), code, &message, extras.attempts)
             }
         };
+        self.stats.replied(Some(pending.command), outcome, pending.received_at.elapsed());
         pending.sink.send(frame);
     }
+
+    /// `--slow-ms`: one WARN line per job that ran longer than the
+    /// threshold, with what an operator needs to find it again.
+    fn warn_if_slow(&self, report: &JobReport, pending: &PendingReply) {
+        let Some(threshold) = self.slow_job else { return };
+        if report.service_us <= threshold.as_micros() as u64 {
+            return;
+        }
+        let outcome = match &report.result {
+            Ok(_) => "OK",
+            Err(failure) => failure.code.as_str(),
+        };
+        tracing::warn!(
+            command = pending.command.as_str(),
+            size = pending.size,
+            id = pending.client_id.as_json(),
+            conn = pending.conn,
+            worker = report.worker,
+            attempts = report.attempts,
+            outcome,
+            service_ms = millis(report.service_us),
+            queue_ms = millis(report.queue_us),
+            total_ms = millis(pending.received_at.elapsed().as_micros() as u64),
+            threshold_ms = millis(threshold.as_micros() as u64),
+            "slow job"
+        );
+    }
+}
+
+/// Microseconds as milliseconds to 3 decimals, for log lines.
+fn millis(us: u64) -> f64 {
+    us as f64 / 1000.0
 }
 
 /// The reply frame of a successful job, shaped for its command and dialect.
@@ -348,6 +409,7 @@ mod tests {
             timing,
             cache_key: None,
             sink,
+            received_at: Instant::now(),
         }
     }
 

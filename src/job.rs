@@ -139,6 +139,18 @@ impl JobKind {
     pub fn is_idempotent(&self) -> bool {
         matches!(self, JobKind::Compute { .. } | JobKind::Predict(_))
     }
+
+    /// How big the job is, for logs: the `n` of a compute, the number of
+    /// images of a prediction, the milliseconds of a chaos `sleep` (0 for
+    /// the other injected faults).
+    pub fn size(&self) -> u64 {
+        match self {
+            JobKind::Compute { n } => *n,
+            JobKind::Predict(job) => job.images.items.len() as u64,
+            JobKind::Chaos(Chaos::Sleep { ms }) => *ms,
+            JobKind::Chaos(_) => 0,
+        }
+    }
 }
 
 /// A job's successful result.

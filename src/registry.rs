@@ -38,8 +38,10 @@ pub struct PendingReply {
     pub cache_key: Option<crate::cache::CacheKey>,
     /// The connection's reply path.
     pub sink: ReplySink,
-    /// When the job was accepted (start of its queue wait).
-    pub accepted_at: Instant,
+    /// When the request's frame was read (the start of its latency).
+    pub received_at: Instant,
+    /// The job's size, for logs (see [`crate::job::JobKind::size`]).
+    pub size: u64,
 }
 
 /// Cheap-to-clone handle to the map of jobs in flight.
@@ -133,7 +135,8 @@ mod tests {
             timing: false,
             cache_key: None,
             sink: sink.clone(),
-            accepted_at: Instant::now(),
+            received_at: Instant::now(),
+            size: 1,
         }
     }
 

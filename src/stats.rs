@@ -5,12 +5,21 @@
 //! the event. The two latency histograms (queue wait and service time, in
 //! microseconds) share one short-held `Mutex`: recording is a few array
 //! updates, and nothing else happens under the lock.
+//!
+//! Two views are read from the same numbers, so they cannot disagree: the
+//! `stats` reply ([`Stats::counters`]) and the Prometheus exposition at
+//! `--metrics-addr` (see `server::metrics`). The Prometheus histograms
+//! ([`LatencyHistograms`], fixed buckets in seconds, by command) sit beside
+//! the HdrHistograms, which give `stats` its exact percentiles.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram as BucketHistogram;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -19,6 +28,90 @@ use crate::protocol::{CommandKind, ErrorCode};
 /// Largest latency the histograms track exactly: one hour, in microseconds.
 /// Larger values are clamped to it rather than lost.
 const MAX_TRACKED_US: u64 = 3_600_000_000;
+
+/// Upper bounds of the Prometheus latency buckets, in seconds: 50 µs (a
+/// ping on loopback) to 60 s (the default `--job-timeout`), about three per
+/// decade, so a quantile estimated from them is off by at most ~2.5×
+/// between neighbours and usually far less.
+pub const LATENCY_BUCKETS_S: [f64; 19] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+
+/// The label the latency histograms carry: `command="compute"`.
+pub type CommandLabel = [(&'static str, &'static str); 1];
+
+/// The `command` label of requests whose command is unknown (a frame that
+/// was not JSON, or named no known command).
+pub const UNKNOWN_COMMAND: &str = "unknown";
+
+/// How a request was answered: `OK`, or the error code of its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A result.
+    Ok,
+    /// An error reply with this code.
+    Error(ErrorCode),
+}
+
+impl Outcome {
+    /// Every outcome, in counter order.
+    fn all() -> impl Iterator<Item = Outcome> {
+        std::iter::once(Outcome::Ok).chain(ErrorCode::ALL.into_iter().map(Outcome::Error))
+    }
+
+    /// `"OK"` or the error code (`"BUSY"`, ...): the `code` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "OK",
+            Outcome::Error(code) => code.as_str(),
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Outcome::Ok => 0,
+            Outcome::Error(code) => 1 + code.index(),
+        }
+    }
+}
+
+/// Outcome counters: one row per command plus one for unknown commands,
+/// one column per outcome.
+type OutcomeTable = [[AtomicU64; 1 + ErrorCode::ALL.len()]; 1 + CommandKind::ALL.len()];
+
+/// Row of [`OutcomeTable`] for a command (`None`: unknown).
+fn command_row(command: Option<CommandKind>) -> usize {
+    command.map_or(CommandKind::ALL.len(), CommandKind::index)
+}
+
+/// Prometheus histograms of request latency, queue wait and service time,
+/// in seconds, by command. Cheap to clone: clones share the data.
+#[derive(Clone, Debug)]
+pub struct LatencyHistograms {
+    /// From the moment a request's frame was read to the moment its reply
+    /// was handed to the connection's writer.
+    pub request: Family<CommandLabel, BucketHistogram>,
+    /// Jobs only: from acceptance to a worker starting it.
+    pub queue_wait: Family<CommandLabel, BucketHistogram>,
+    /// Jobs only: time running on the worker.
+    pub service: Family<CommandLabel, BucketHistogram>,
+}
+
+impl LatencyHistograms {
+    fn new() -> Self {
+        let family = || {
+            Family::new_with_constructor(
+                (|| BucketHistogram::new(LATENCY_BUCKETS_S)) as fn() -> BucketHistogram,
+            )
+        };
+        LatencyHistograms { request: family(), queue_wait: family(), service: family() }
+    }
+}
+
+fn command_label(command: Option<CommandKind>) -> CommandLabel {
+    [("command", command.map_or(UNKNOWN_COMMAND, CommandKind::as_str))]
+}
 
 /// Cheap-to-clone handle to the server's counters.
 #[derive(Clone)]
@@ -31,14 +124,17 @@ struct Inner {
     started: Instant,
     requests: [AtomicU64; CommandKind::ALL.len()],
     errors: [AtomicU64; ErrorCode::ALL.len()],
+    outcomes: OutcomeTable,
     connections_open: AtomicU64,
     connections_total: AtomicU64,
     jobs_completed: AtomicU64,
     jobs_cancelled: AtomicU64,
     jobs_retried: AtomicU64,
+    jobs_timed_out: AtomicU64,
     replies_dropped: AtomicU64,
     connections_rejected: AtomicU64,
     latency: Mutex<Latency>,
+    histograms: LatencyHistograms,
 }
 
 struct Latency {
@@ -63,14 +159,17 @@ impl Stats {
                 started: Instant::now(),
                 requests: Default::default(),
                 errors: Default::default(),
+                outcomes: Default::default(),
                 connections_open: AtomicU64::new(0),
                 connections_total: AtomicU64::new(0),
                 jobs_completed: AtomicU64::new(0),
                 jobs_cancelled: AtomicU64::new(0),
                 jobs_retried: AtomicU64::new(0),
+                jobs_timed_out: AtomicU64::new(0),
                 replies_dropped: AtomicU64::new(0),
                 connections_rejected: AtomicU64::new(0),
                 latency: Mutex::new(Latency { queue_wait_us: histogram(), service_us: histogram() }),
+                histograms: LatencyHistograms::new(),
             }),
         }
     }
@@ -85,14 +184,33 @@ impl Stats {
         self.inner.started.elapsed().as_millis() as f64 / 1000.0
     }
 
-    /// Counts one request for a recognised command.
+    /// Counts one request for a recognised command, when it arrives.
     pub fn request(&self, command: CommandKind) {
         self.inner.requests[command.index()].fetch_add(1, Relaxed);
     }
 
-    /// Counts one error reply.
+    /// Counts one reply to a request (`command` is `None` when the request
+    /// named no known command) and records how long the request took, from
+    /// its frame being read to its reply being queued for writing. Error
+    /// replies are also counted by code.
+    pub fn replied(&self, command: Option<CommandKind>, outcome: Outcome, latency: Duration) {
+        if let Outcome::Error(code) = outcome {
+            self.error(code);
+        }
+        self.inner.outcomes[command_row(command)][outcome.index()].fetch_add(1, Relaxed);
+        self.inner.histograms.request.get_or_create(&command_label(command)).observe(latency.as_secs_f64());
+    }
+
+    /// Counts one error frame sent outside any request: a connection
+    /// refused at `--max-connections`. (Error replies to requests are
+    /// counted by [`Stats::replied`].)
     pub fn error(&self, code: ErrorCode) {
         self.inner.errors[code.index()].fetch_add(1, Relaxed);
+    }
+
+    /// The Prometheus latency histograms (shared, not copied).
+    pub fn histograms(&self) -> &LatencyHistograms {
+        &self.inner.histograms
     }
 
     /// Counts a connection that was accepted.
@@ -106,12 +224,26 @@ impl Stats {
         self.inner.connections_open.fetch_sub(1, Relaxed);
     }
 
-    /// Records a finished job's queue wait and service time.
-    pub fn job_completed(&self, queue_us: u64, service_us: u64) {
+    /// Records a finished job's queue wait and service time. `command` is
+    /// `None` when nobody waited for the reply any more (an entry that was
+    /// already answered or whose client left): such a job still counts as
+    /// completed, but stays out of the per-command Prometheus histograms.
+    pub fn job_completed(&self, command: Option<CommandKind>, queue_us: u64, service_us: u64) {
         self.inner.jobs_completed.fetch_add(1, Relaxed);
+        if let Some(command) = command {
+            let label = command_label(Some(command));
+            let histograms = &self.inner.histograms;
+            histograms.queue_wait.get_or_create(&label).observe(queue_us as f64 / 1e6);
+            histograms.service.get_or_create(&label).observe(service_us as f64 / 1e6);
+        }
         let mut latency = self.inner.latency.lock().unwrap_or_else(PoisonError::into_inner);
         latency.queue_wait_us.saturating_record(queue_us.max(1));
         latency.service_us.saturating_record(service_us.max(1));
+    }
+
+    /// Counts a job answered `TIMEOUT` because it ran past `--job-timeout`.
+    pub fn job_timed_out(&self) {
+        self.inner.jobs_timed_out.fetch_add(1, Relaxed);
     }
 
     /// Counts jobs whose client left before they started (they were skipped).
@@ -148,6 +280,7 @@ impl Stats {
                 .iter()
                 .map(|code| (code.as_str().to_string(), inner.errors[code.index()].load(Relaxed)))
                 .collect(),
+            replies: self.replies(),
             connections: ConnectionCounts {
                 open: inner.connections_open.load(Relaxed),
                 total: inner.connections_total.load(Relaxed),
@@ -156,20 +289,40 @@ impl Stats {
             jobs_completed: inner.jobs_completed.load(Relaxed),
             jobs_cancelled: inner.jobs_cancelled.load(Relaxed),
             jobs_retried: inner.jobs_retried.load(Relaxed),
+            jobs_timed_out: inner.jobs_timed_out.load(Relaxed),
             replies_dropped: inner.replies_dropped.load(Relaxed),
             queue_wait_us: Percentiles::of(&latency.queue_wait_us),
             service_us: Percentiles::of(&latency.service_us),
         }
+    }
+
+    /// Replies by command and outcome, leaving out the zeros.
+    fn replies(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        let commands = CommandKind::ALL.into_iter().map(Some).chain([None]);
+        commands
+            .filter_map(|command| {
+                let row = &self.inner.outcomes[command_row(command)];
+                let counts: BTreeMap<String, u64> = Outcome::all()
+                    .map(|outcome| (outcome.as_str().to_string(), row[outcome.index()].load(Relaxed)))
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
+                let name = command.map_or(UNKNOWN_COMMAND, CommandKind::as_str);
+                (!counts.is_empty()).then(|| (name.to_string(), counts))
+            })
+            .collect()
     }
 }
 
 /// A snapshot of the counters (part of the `stats` reply).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Counters {
-    /// Requests by command name.
-    pub requests: std::collections::BTreeMap<String, u64>,
-    /// Error replies by error code.
-    pub errors: std::collections::BTreeMap<String, u64>,
+    /// Requests by command name, counted on arrival.
+    pub requests: BTreeMap<String, u64>,
+    /// Error frames by error code.
+    pub errors: BTreeMap<String, u64>,
+    /// Replies by command (`"unknown"` when none was recognised) and
+    /// outcome (`"OK"` or the error code); zeros left out.
+    pub replies: BTreeMap<String, BTreeMap<String, u64>>,
     /// Connections open now and accepted since start.
     pub connections: ConnectionCounts,
     /// Jobs run to completion.
@@ -178,6 +331,8 @@ pub struct Counters {
     pub jobs_cancelled: u64,
     /// Jobs sent to another worker after a crash.
     pub jobs_retried: u64,
+    /// Jobs answered `TIMEOUT` after running past `--job-timeout`.
+    pub jobs_timed_out: u64,
     /// Finished jobs whose reply was dropped because the client had gone.
     pub replies_dropped: u64,
     /// Time jobs waited for a worker.
@@ -233,22 +388,47 @@ mod tests {
         let stats = Stats::new();
         stats.request(CommandKind::Compute);
         stats.request(CommandKind::Compute);
-        stats.error(ErrorCode::Busy);
+        stats.replied(Some(CommandKind::Compute), Outcome::Ok, Duration::from_millis(1));
+        stats.replied(Some(CommandKind::Compute), Outcome::Error(ErrorCode::Busy), Duration::ZERO);
+        stats.replied(None, Outcome::Error(ErrorCode::BadJson), Duration::ZERO);
         stats.connection_opened();
         stats.connection_opened();
         stats.connection_closed();
         for us in 1..=100 {
-            stats.job_completed(us, 1000 + us);
+            stats.job_completed(Some(CommandKind::Compute), us, 1000 + us);
         }
         let c = stats.counters();
         assert_eq!(c.requests["compute"], 2);
         assert_eq!(c.requests["ping"], 0);
         assert_eq!(c.errors["BUSY"], 1);
+        assert_eq!(c.errors["BAD_JSON"], 1);
+        assert_eq!(c.replies["compute"]["OK"], 1);
+        assert_eq!(c.replies["compute"]["BUSY"], 1);
+        assert_eq!(c.replies["unknown"]["BAD_JSON"], 1);
+        assert!(!c.replies.contains_key("ping"), "commands never answered are left out");
         assert_eq!((c.connections.open, c.connections.total), (1, 2));
         assert_eq!(c.jobs_completed, 100);
         assert_eq!(c.queue_wait_us.count, 100);
         assert_eq!(c.queue_wait_us.p50, 50);
         assert_eq!(c.queue_wait_us.max, 100);
         assert_eq!(c.service_us.p99, 1099);
+
+        // The Prometheus histograms, as a scrape would show them.
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("service", "", stats.histograms().service.clone());
+        registry.register("request", "", stats.histograms().request.clone());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"service_count{command="compute"} 100"#,
+            r#"request_count{command="compute"} 2"#,
+            r#"request_sum{command="compute"} 0.001"#,
+            r#"request_count{command="unknown"} 1"#,
+            // 1 ms lands in the 1 ms bucket (bounds are inclusive), 0 in the first.
+            r#"request_bucket{le="0.00005",command="compute"} 1"#,
+            r#"request_bucket{le="0.001",command="compute"} 2"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
     }
 }

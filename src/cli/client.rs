@@ -425,6 +425,10 @@ pub struct BenchArgs {
     /// Log level of the embedded server (error, warn, info, debug, trace).
     #[arg(long, env = "THREADCENTER_LOG_LEVEL", default_value = "warn")]
     pub log_level: String,
+
+    /// The embedded server's log lines: human-readable text, or JSON.
+    #[arg(long, env = "THREADCENTER_LOG_FORMAT", value_enum, default_value_t = super::LogFormat::Text)]
+    pub log_format: super::LogFormat,
 }
 
 /// `--percentiles` as one value (clap would read a `Vec` as repeated flags).
@@ -564,7 +568,7 @@ pub fn run(args: ClientArgs) -> anyhow::Result<Outcome> {
         }
         Some(ClientCommand::Sweep(sweep)) => {
             let plan = sweep.to_plan().map_err(anyhow::Error::msg)?;
-            super::init_logging(Some("warn"))?;
+            super::init_logging(Some("warn"), super::LogFormat::Text)?;
             let summary = run_sweep(&plan, |line| println!("{line}"))?;
             println!(
                 "sweep: {} runs appended to {}, {} already there, {} with problems",
@@ -584,7 +588,7 @@ fn run_benchmark(args: &BenchArgs) -> anyhow::Result<Outcome> {
     let options = args.to_options().map_err(anyhow::Error::msg)?;
     if args.embedded {
         // The embedded server logs to stderr, quietly by default.
-        super::init_logging(Some(&args.log_level))?;
+        super::init_logging(Some(&args.log_level), args.log_format)?;
     }
     if args.is_lock_cycle() {
         return run_lock_cycle(&options);

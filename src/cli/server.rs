@@ -1,7 +1,7 @@
 //! `tc-server`: flags, and turning them into a running server.
 
 use std::io::Write;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use super::units::{parse_duration, parse_size};
+use super::LogFormat;
 use crate::pool::Mode;
 use crate::server::{Server, ServerConfig};
 
@@ -152,6 +153,30 @@ pub struct ServerArgs {
     /// filter) [default: RUST_LOG, else info].
     #[arg(long, env = "THREADCENTER_LOG_LEVEL")]
     pub log_level: Option<String>,
+
+    /// Log lines as human-readable text or as one JSON object per line.
+    #[arg(long, env = "THREADCENTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics, and /healthz and
+    /// /readyz beside them (e.g. 127.0.0.1:9464; port 0 picks a free one,
+    /// printed on stdout as `metrics on http://ADDR/metrics`). Off unless given.
+    #[arg(long, env = "THREADCENTER_METRICS_ADDR", value_parser = parse_socket_address)]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Log a WARN line for every job that runs longer than this many
+    /// milliseconds on its worker, with its command, size and timings.
+    #[arg(long, env = "THREADCENTER_SLOW_MS")]
+    pub slow_ms: Option<u64>,
+}
+
+/// Parses `--metrics-addr`: `IP:PORT` or `HOST:PORT` (the first address the
+/// name resolves to).
+fn parse_socket_address(text: &str) -> Result<SocketAddr, String> {
+    let mut addresses = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{text:?} is not an address like 127.0.0.1:9464 ({e})"))?;
+    addresses.next().ok_or_else(|| format!("{text:?} resolves to no address"))
 }
 
 /// Parses `--rate-limit`: `100` or `100/s`.
@@ -196,6 +221,8 @@ impl ServerArgs {
             max_image_bytes: self.max_image_bytes,
             lock_timeout: self.lock_timeout,
             predict_lock: self.predict_lock,
+            metrics_addr: self.metrics_addr,
+            slow_job: self.slow_ms.map(Duration::from_millis),
         }
     }
 }
@@ -218,7 +245,7 @@ fn raise_open_files_limit() {
 /// A bad flag value, an address that cannot be bound, workers that cannot
 /// start.
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
-    super::init_logging(args.log_level.as_deref())?;
+    super::init_logging(args.log_level.as_deref(), args.log_format)?;
     let config = args.config();
     config.validate()?;
     raise_open_files_limit();
@@ -237,6 +264,9 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     // Scripts and tests read this line to find the port (useful with --port 0).
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {}", server.local_addr())?;
+    if let Some(metrics) = server.metrics_addr() {
+        writeln!(stdout, "metrics on http://{metrics}/metrics")?;
+    }
     stdout.flush()?;
     drop(stdout);
 
@@ -260,6 +290,15 @@ mod tests {
         assert_eq!(parse_rate("2.5/s"), Ok(2.5));
         for bad in ["", "0", "-1", "fast", "inf"] {
             assert!(parse_rate(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn metrics_addresses_take_an_ip_or_a_name_with_a_port() {
+        assert_eq!(parse_socket_address("127.0.0.1:9464"), Ok("127.0.0.1:9464".parse().unwrap()));
+        assert!(parse_socket_address("localhost:0").unwrap().ip().is_loopback());
+        for bad in ["", "9464", "127.0.0.1", "127.0.0.1:99999"] {
+            assert!(parse_socket_address(bad).is_err(), "{bad:?}");
         }
     }
 }

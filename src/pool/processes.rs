@@ -227,14 +227,14 @@ fn drive(
             Step::ReplaceWorker => {
                 shared.board.set(id, SlotState::Down);
                 if let Some(dead) = worker.take() {
-                    stop_worker(dead);
+                    stop_worker(id, dead);
                 }
             }
             Step::Stop => break,
         }
     }
     if let Some(worker) = worker {
-        stop_worker(worker);
+        stop_worker(id, worker);
     }
     shared.board.set(id, SlotState::Down);
 }
@@ -460,20 +460,26 @@ fn crashed(shared: &PoolShared, id: usize, worker: &WorkerProcess, sent: &mut Se
 }
 
 /// Closes the worker's job channel (its signal to exit), waits briefly for it
-/// to do so, then kills it if needed. Always reaps, so no zombie is left.
-fn stop_worker(worker: WorkerProcess) {
+/// to do so, then kills it if needed. Always reaps, so no zombie is left,
+/// and logs how it ended (an exit code, or the signal that killed it).
+fn stop_worker(id: usize, worker: WorkerProcess) {
     let WorkerProcess { mut child, jobs, results } = worker;
+    let pid = child.id();
     drop(jobs);
     let deadline = Instant::now() + EXIT_GRACE;
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(status)) => break Some(status),
             Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
             _ => {
-                kill_and_reap(&mut child);
-                break;
+                let _ = child.kill();
+                break child.wait().ok();
             }
         }
+    };
+    match status {
+        Some(status) => tracing::info!(worker = id, pid, %status, "worker process exited"),
+        None => tracing::warn!(worker = id, pid, "worker process could not be reaped"),
     }
     drop(results);
 }

@@ -84,10 +84,16 @@ fn spawn_worker(
 ) -> Result<JoinHandle<()>> {
     shared.board.set_up(id, None);
     let (shared, slots) = (shared.clone(), Arc::clone(slots));
-    thread::Builder::new()
+    let handle = thread::Builder::new()
         .name(format!("worker-{id}"))
         .spawn(move || serve(&shared, &slots[id], id, generation))
-        .map_err(|e| Error::io(format!("starting worker thread {id}"), e))
+        .map_err(|e| Error::io(format!("starting worker thread {id}"), e))?;
+    if generation == 0 {
+        tracing::info!(worker = id, "worker thread started");
+    } else {
+        tracing::info!(worker = id, generation, "worker thread replaced");
+    }
+    Ok(handle)
 }
 
 /// A worker thread: takes jobs until the pool stops or it is written off.
@@ -138,6 +144,7 @@ fn serve(shared: &PoolShared, slot: &Slot, id: usize, generation: u64) {
     }
     if slot.lock().generation == generation {
         shared.board.set(id, SlotState::Down);
+        tracing::info!(worker = id, "worker thread stopped");
     }
 }
 

@@ -37,9 +37,10 @@ use crate::lock::{unix_millis, Acquire, Violation};
 use crate::pool::Mode;
 use crate::protocol::{
     encode_error, encode_error_in, encode_pong, encode_result, encode_rpc, parse_request, ClientId, Command,
-    Dialect, ErrorCode, Holder, ImageArg, ReplyExtras, Request,
+    CommandKind, Dialect, ErrorCode, Holder, ImageArg, ReplyExtras, Request,
 };
 use crate::registry::ConnId;
+use crate::stats::Outcome;
 
 /// Serves one connection until the client leaves, the connection breaks, or
 /// the server shuts it down; then cleans up after it.
@@ -60,6 +61,8 @@ pub(super) fn handle_connection(farm: Arc<Farm>, conn_id: ConnId, stream: Arc<Tc
                 client: peer.map(|p| p.ip()),
                 authenticated: farm.config.auth_token.is_none(),
                 inline: conn.inline_replies(),
+                received: Instant::now(),
+                command: None,
             };
             session.serve(&mut conn);
             // Whatever the reader answered last still goes out.
@@ -103,6 +106,10 @@ struct Session<'a> {
     authenticated: bool,
     /// Replies produced here, written in batches (see [`InlineReplies`]).
     inline: InlineReplies,
+    /// When the frame being served was read: its latency starts here.
+    received: Instant,
+    /// Its command, once known (`None`: not parsed, or not a known command).
+    command: Option<CommandKind>,
 }
 
 impl Session<'_> {
@@ -135,6 +142,8 @@ impl Session<'_> {
                     return;
                 }
             };
+            self.received = Instant::now();
+            self.command = None;
             // Take the reply's slot. This blocks while the client already owes
             // `--max-inflight` replies, so a client that does not read its
             // replies stops being read from (TCP backpressure).
@@ -148,8 +157,7 @@ impl Session<'_> {
                     }
                 }
                 Step::Refuse { code, message, then_close } => {
-                    self.farm.stats.error(code);
-                    self.inline.push(&encode_error(None, code, &message));
+                    self.answer(&encode_error(None, code, &message), Outcome::Error(code));
                     if then_close {
                         return;
                     }
@@ -166,6 +174,7 @@ impl Session<'_> {
             Err(e) => {
                 if let Some(kind) = e.command {
                     farm.stats.request(kind);
+                    self.command = Some(kind);
                 }
                 let close = !self.authenticated;
                 if close {
@@ -180,6 +189,7 @@ impl Session<'_> {
         };
         let kind = request.command.kind();
         farm.stats.request(kind);
+        self.command = Some(kind);
 
         if !self.authenticated {
             return self.authenticate(&request);
@@ -203,17 +213,17 @@ impl Session<'_> {
             return Continue::Yes;
         }
         match &request.command {
-            Command::Ping => self.inline.push(&encode_pong(&request.id)),
+            Command::Ping => self.answer_ok(&encode_pong(&request.id)),
             Command::Stats => {
-                self.inline.push(&encode_result(&request.id, &farm.stats_report(), ReplyExtras::default()))
+                self.answer_ok(&encode_result(&request.id, &farm.stats_report(), ReplyExtras::default()))
             }
             Command::Health if request.dialect == Dialect::IdentyFire => {
-                self.inline.push(&encode_rpc(&farm.identyfire_health()))
+                self.answer_ok(&encode_rpc(&farm.identyfire_health()))
             }
             Command::Health => {
-                self.inline.push(&encode_result(&request.id, &farm.health_report(), ReplyExtras::default()))
+                self.answer_ok(&encode_result(&request.id, &farm.health_report(), ReplyExtras::default()))
             }
-            Command::Auth { .. } => self.inline.push(&encode_result(
+            Command::Auth { .. } => self.answer_ok(&encode_result(
                 &request.id,
                 &serde_json::json!({"ok": true}),
                 ReplyExtras::default(),
@@ -364,13 +374,13 @@ impl Session<'_> {
     fn reply_ok(&mut self, request: &Request<'_>, mut body: serde_json::Value) {
         match request.dialect {
             Dialect::ThreadCenter => {
-                self.inline.push(&encode_result(&request.id, &body, ReplyExtras::default()))
+                self.answer_ok(&encode_result(&request.id, &body, ReplyExtras::default()))
             }
             Dialect::IdentyFire => {
                 if body.get("success").is_none() {
                     body["success"] = true.into();
                 }
-                self.inline.push(&encode_rpc(&body))
+                self.answer_ok(&encode_rpc(&body))
             }
         }
     }
@@ -383,7 +393,7 @@ impl Session<'_> {
             // how much of a guess was right.
             Command::Auth { token } if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => {
                 self.authenticated = true;
-                self.inline.push(&encode_result(
+                self.answer_ok(&encode_result(
                     &request.id,
                     &serde_json::json!({"ok": true}),
                     ReplyExtras::default(),
@@ -413,7 +423,7 @@ impl Session<'_> {
                 Some(key) => match cache.get(&key) {
                     Some(output) => {
                         let extras = ReplyExtras { cached: true, ..ReplyExtras::default() };
-                        self.inline.push(&encode_output(&id, &output, extras, command, dialect));
+                        self.answer_ok(&encode_output(&id, &output, extras, command, dialect));
                         return;
                     }
                     None => Some(key),
@@ -431,18 +441,38 @@ impl Session<'_> {
             self.reply_error(dialect, Some(&id), ErrorCode::Busy, message);
             return;
         }
-        let request =
-            JobRequest { conn: self.conn_id, client_id: id, command, dialect, timing, cache_key, sink };
+        let request = JobRequest {
+            conn: self.conn_id,
+            client_id: id,
+            command,
+            dialect,
+            timing,
+            cache_key,
+            sink,
+            received_at: self.received,
+        };
         if let Err((rejection, id)) = farm.dispatcher.submit(request, kind) {
             let (code, message) = rejection.to_error(farm.dispatcher.queue_capacity());
             self.reply_error(dialect, Some(&id), code, &message);
         }
     }
 
+    /// Sends a successful reply produced here (not by a worker).
+    fn answer_ok(&mut self, frame: &[u8]) {
+        self.answer(frame, Outcome::Ok);
+    }
+
+    /// Sends a reply produced here, and counts it: every frame read is
+    /// answered through this (or, for jobs, by the dispatcher), so the
+    /// `replies` counters and the request-latency histogram see them all.
+    fn answer(&mut self, frame: &[u8], outcome: Outcome) {
+        self.farm.stats.replied(self.command, outcome, self.received.elapsed());
+        self.inline.push(frame);
+    }
+
     /// Answers with an error, inline, in the request's dialect.
     fn reply_error(&mut self, dialect: Dialect, id: Option<&ClientId>, code: ErrorCode, message: &str) {
-        self.farm.stats.error(code);
-        self.inline.push(&encode_error_in(dialect, id, code, message, None));
+        self.answer(&encode_error_in(dialect, id, code, message, None), Outcome::Error(code));
     }
 }
 

@@ -19,13 +19,15 @@
 
 mod connections;
 mod handler;
+mod http;
 mod images;
 mod listener;
+pub mod metrics;
 mod models;
 mod rate_limit;
 mod report;
 
-pub use report::{GilReport, HealthReport, JobCounts, LatencyReport, StatsReport, WorkerCounts};
+pub use report::{GilReport, HealthReport, JobCounts, LatencyReport, Readiness, StatsReport, WorkerCounts};
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::num::NonZeroUsize;
@@ -36,6 +38,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use connections::Connections;
+use http::MetricsEndpoint;
 use rate_limit::RateLimiter;
 
 use crate::cache::ResultCache;
@@ -114,6 +117,12 @@ pub struct ServerConfig {
     /// ThreadCenter `predict` requires holding the mutex (`--predict-lock`);
     /// IdentyFire's predictions always do.
     pub predict_lock: bool,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` (`--metrics-addr`;
+    /// `None`: nowhere).
+    pub metrics_addr: Option<SocketAddr>,
+    /// Jobs running longer than this on a worker are logged at WARN
+    /// (`--slow-ms`; `None`: never).
+    pub slow_job: Option<Duration>,
 }
 
 /// Default `--max-image-bytes`: 10 MiB.
@@ -150,6 +159,8 @@ impl Default for ServerConfig {
             max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
             lock_timeout: Duration::from_secs(30),
             predict_lock: false,
+            metrics_addr: None,
+            slow_job: None,
         }
     }
 }
@@ -257,6 +268,7 @@ impl Farm {
             connections: counters.connections,
             requests: counters.requests,
             errors: counters.errors,
+            replies: counters.replies,
             jobs: JobCounts {
                 in_flight: self.dispatcher.in_flight(),
                 queued: self.dispatcher.queue_depth(),
@@ -264,6 +276,7 @@ impl Farm {
                 completed: counters.jobs_completed,
                 cancelled: counters.jobs_cancelled,
                 retried: counters.jobs_retried,
+                timed_out: counters.jobs_timed_out,
                 replies_dropped: counters.replies_dropped,
             },
             cache: self.dispatcher.cache().map(|c| c.stats()),
@@ -302,6 +315,17 @@ impl Farm {
                 "mutex_grants": lock.grants,
             },
         })
+    }
+
+    /// What `/readyz` answers.
+    fn readiness(&self) -> Readiness {
+        Readiness::assess(
+            self.board.alive(),
+            self.board.configured(),
+            self.dispatcher.queue_depth(),
+            self.dispatcher.queue_capacity(),
+            self.draining.load(Ordering::SeqCst),
+        )
     }
 
     fn health_report(&self) -> HealthReport {
@@ -344,6 +368,7 @@ pub struct Server {
     acceptor: JoinHandle<()>,
     farm: Arc<Farm>,
     pool: WorkerPool,
+    metrics: Option<MetricsEndpoint>,
 }
 
 impl Server {
@@ -357,8 +382,18 @@ impl Server {
         let addr = listener.local_addr().map_err(|e| Error::io("reading the listener's address", e))?;
         let stats = Stats::new();
         let cache = NonZeroUsize::new(config.cache_entries).map(|n| Arc::new(ResultCache::new(n)));
+        // Bind the metrics address first: a port already in use fails the
+        // start before any worker has been spawned.
+        let metrics_listener = match config.metrics_addr {
+            Some(metrics_addr) => Some(
+                TcpListener::bind(metrics_addr)
+                    .map_err(|e| Error::io(format!("listening for metrics on {metrics_addr}"), e))?,
+            ),
+            None => None,
+        };
         let (dispatcher, queues) =
             Dispatcher::new(config.queue_capacity, config.retries, Registry::new(), stats.clone(), cache);
+        let dispatcher = dispatcher.warn_slow_jobs(config.slow_job);
         let catalog = models::ModelCatalog::start(config.models_dir.clone(), config.model.as_deref())
             .map_err(Error::Config)?;
         let worker_command = match &config.worker_command {
@@ -392,6 +427,10 @@ impl Server {
             connections: Connections::default(),
             draining: AtomicBool::new(false),
         });
+        let metrics = match metrics_listener {
+            Some(listener) => Some(MetricsEndpoint::start(listener, Arc::clone(&farm))?),
+            None => None,
+        };
         let shutdown = ShutdownHandle { flag: Arc::new(AtomicBool::new(false)), wake: wake_address(addr) };
         let acceptor = {
             let farm = Arc::clone(&farm);
@@ -423,12 +462,24 @@ impl Server {
             max_image_bytes = farm.config.max_image_bytes,
             lock_timeout = ?farm.config.lock_timeout,
             predict_lock = farm.config.predict_lock,
+            metrics_addr = metrics.as_ref().map(|m| m.local_addr().to_string()),
+            slow_ms = farm.config.slow_job.map(|d| d.as_secs_f64() * 1000.0),
             "server started"
         );
         if !addr.ip().is_loopback() {
             tracing::warn!(%addr, "listening on a non-loopback address: anyone who can reach it can submit jobs");
         }
-        Ok(Server { addr, shutdown, acceptor, farm, pool })
+        if let Some(metrics_addr) = metrics.as_ref().map(MetricsEndpoint::local_addr) {
+            if !metrics_addr.ip().is_loopback() {
+                tracing::warn!(%metrics_addr, "metrics on a non-loopback address: keep it on a private network");
+            }
+        }
+        Ok(Server { addr, shutdown, acceptor, farm, pool, metrics })
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsEndpoint::local_addr)
     }
 
     /// The address actually bound (useful with port 0).
@@ -448,9 +499,11 @@ impl Server {
     ///    end and deliver their replies, for up to `--drain-timeout`;
     /// 3. answer whatever is still in flight with `SHUTTING_DOWN`;
     /// 4. stop reading, let writers deliver the last replies, close;
-    /// 5. stop the workers (reaping every worker process).
+    /// 5. stop the workers (reaping every worker process);
+    /// 6. stop the metrics endpoint, which until then answers `/readyz`
+    ///    with 503 so load balancers stop sending work.
     pub fn wait(self) {
-        let Server { acceptor, farm, mut pool, .. } = self;
+        let Server { acceptor, farm, mut pool, metrics, .. } = self;
         let _ = acceptor.join();
 
         farm.draining.store(true, Ordering::SeqCst);
@@ -480,6 +533,9 @@ impl Server {
             }
         }
         pool.stop(POOL_GRACE);
+        if let Some(metrics) = metrics {
+            metrics.stop();
+        }
         tracing::info!("server stopped");
     }
 }

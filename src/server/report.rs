@@ -23,8 +23,13 @@ pub struct StatsReport {
     pub connections: ConnectionCounts,
     /// Requests by command (including those answered with an error).
     pub requests: std::collections::BTreeMap<String, u64>,
-    /// Error replies by code.
+    /// Error frames by code (replies, and connections refused at
+    /// `--max-connections`).
     pub errors: std::collections::BTreeMap<String, u64>,
+    /// Replies by command and outcome (`"OK"` or the error code), zeros
+    /// left out; `"unknown"` collects frames with no recognisable command.
+    #[serde(default)]
+    pub replies: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
     /// Job counts.
     pub jobs: JobCounts,
     /// Queue wait and service time percentiles, in microseconds.
@@ -80,6 +85,9 @@ pub struct JobCounts {
     pub cancelled: u64,
     /// Sent to another worker after their worker crashed.
     pub retried: u64,
+    /// Answered `TIMEOUT` after running past `--job-timeout`.
+    #[serde(default)]
+    pub timed_out: u64,
     /// Finished, but the client had left: reply dropped.
     pub replies_dropped: u64,
 }
@@ -127,6 +135,63 @@ impl HealthReport {
     }
 }
 
+/// The body of `/readyz`: whether the server should be sent work now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Readiness {
+    /// `"ready"` or `"not_ready"`.
+    pub status: String,
+    /// Why not, one sentence each (empty when ready).
+    pub reasons: Vec<String>,
+    /// Workers up right now.
+    pub workers_alive: usize,
+    /// `--workers`.
+    pub workers_configured: usize,
+    /// Jobs waiting for a worker.
+    pub queue_depth: usize,
+    /// `--queue-capacity`.
+    pub queue_capacity: usize,
+}
+
+impl Readiness {
+    /// Ready when no worker is missing altogether, the queue has room and
+    /// no shutdown is under way. A pool with *some* workers down is still
+    /// ready (it serves, more slowly; `health` calls that "degraded"), so a
+    /// single worker being replaced does not flap the load balancer.
+    pub fn assess(
+        workers_alive: usize,
+        workers_configured: usize,
+        queue_depth: usize,
+        queue_capacity: usize,
+        draining: bool,
+    ) -> Self {
+        let mut reasons = Vec::new();
+        if workers_alive == 0 {
+            reasons.push(format!("no worker is up (0 of {workers_configured})"));
+        }
+        if queue_depth >= queue_capacity {
+            reasons.push(format!(
+                "the job queue is full ({queue_depth} of {queue_capacity}): new jobs get BUSY"
+            ));
+        }
+        if draining {
+            reasons.push("the server is shutting down".to_string());
+        }
+        Readiness {
+            status: if reasons.is_empty() { "ready" } else { "not_ready" }.to_string(),
+            reasons,
+            workers_alive,
+            workers_configured,
+            queue_depth,
+            queue_capacity,
+        }
+    }
+
+    /// Whether the server should be sent work.
+    pub fn is_ready(&self) -> bool {
+        self.reasons.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +201,15 @@ mod tests {
         assert_eq!(HealthReport::new(Mode::Threads, 4, 4).status, "ok");
         assert_eq!(HealthReport::new(Mode::Threads, 3, 4).status, "degraded");
         assert_eq!(HealthReport::new(Mode::Processes, 0, 4).status, "down");
+    }
+
+    #[test]
+    fn readiness_needs_a_worker_room_in_the_queue_and_no_shutdown() {
+        assert!(Readiness::assess(1, 4, 9, 10, false).is_ready(), "degraded is still ready");
+        let full = Readiness::assess(4, 4, 10, 10, false);
+        assert_eq!((full.status.as_str(), full.reasons.len()), ("not_ready", 1));
+        assert!(full.reasons[0].contains("queue is full"), "{:?}", full.reasons);
+        assert!(!Readiness::assess(0, 4, 0, 10, false).is_ready());
+        assert_eq!(Readiness::assess(0, 4, 10, 10, true).reasons.len(), 3);
     }
 }

@@ -25,6 +25,8 @@ pub const MODES: [&str; 2] = ["threads", "processes"];
 pub struct TestServer {
     child: Child,
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, when started with `--metrics-addr`.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl TestServer {
@@ -39,34 +41,69 @@ impl TestServer {
 
     /// Starts `tc-server` with exactly these arguments and environment.
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> TestServer {
+        Self::start_logging_to(args, env, Stdio::inherit())
+    }
+
+    /// Like [`TestServer::start_with`], with the server's stderr (its log)
+    /// sent to `stderr`, e.g. a file the test reads afterwards.
+    pub fn start_logging_to(args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> TestServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tc-server"))
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .expect("tc-server starts");
         let stdout = child.stdout.take().unwrap();
+        // `listening on ADDR`, then `metrics on http://ADDR/metrics` when
+        // asked for: read both before letting go of the pipe.
+        let lines = if args.contains(&"--metrics-addr") { 2 } else { 1 };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
+            let mut stdout = BufReader::new(stdout);
+            let mut text = String::new();
+            for _ in 0..lines {
+                let _ = stdout.read_line(&mut text);
+            }
+            let _ = tx.send(text);
         });
-        let line = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => line,
+        let text = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(text) => text,
             Err(_) => {
                 let _ = child.kill();
                 panic!("tc-server did not print its address within 30 s");
             }
         };
+        let mut lines = text.lines();
+        let line = lines.next().unwrap_or_default();
         let addr = line
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line from tc-server: {line:?}"))
             .parse()
             .expect("a socket address");
-        TestServer { child, addr }
+        let metrics_addr = lines.next().map(|line| {
+            line.trim()
+                .strip_prefix("metrics on http://")
+                .and_then(|rest| rest.strip_suffix("/metrics"))
+                .unwrap_or_else(|| panic!("unexpected second line from tc-server: {line:?}"))
+                .parse()
+                .expect("a socket address")
+        });
+        TestServer { child, addr, metrics_addr }
+    }
+
+    /// `GET path` on the metrics address: the status code and the body.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.metrics_addr.expect("started with --metrics-addr"), path)
+    }
+
+    /// `/metrics`, parsed into `name{labels}` → value.
+    pub fn scrape(&self) -> std::collections::BTreeMap<String, f64> {
+        let (status, body) = self.http_get("/metrics");
+        assert_eq!(status, 200, "{body}");
+        parse_exposition(&body)
     }
 
     /// The server's process id.
@@ -328,5 +365,31 @@ pub fn read_csv(path: &std::path::Path) -> Vec<std::collections::HashMap<String,
     reader
         .records()
         .map(|r| headers.iter().map(String::from).zip(r.unwrap().iter().map(String::from)).collect())
+        .collect()
+}
+
+/// A minimal HTTP/1.1 GET, written out by hand so the tests check the
+/// server's HTTP with nothing of the server's own: `Connection: close`, then
+/// read to the end. Returns the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("metrics port open");
+    stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("a whole HTTP response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP head and body");
+    let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status code");
+    (status, body.to_string())
+}
+
+/// Prometheus text exposition → `name{labels}` → value, skipping comments.
+/// Label order is kept as the server wrote it.
+pub fn parse_exposition(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("`series value`");
+            (series.to_string(), value.parse().unwrap_or_else(|_| panic!("a number in {line:?}")))
+        })
         .collect()
 }

@@ -1,0 +1,274 @@
+//! The Prometheus view of the farm: what `/metrics` serves.
+//!
+//! Nothing here counts anything. The counters live in [`crate::stats`], the
+//! workers' state in the [`crate::pool::WorkerBoard`], the mutex in
+//! [`crate::lock`]; on every scrape [`FarmCollector`] reads the very same
+//! [`StatsReport`] that the `stats` command returns and turns it into metric
+//! families, so `stats` and `/metrics` cannot drift apart. The latency
+//! histograms are the exception only in form: they are `prometheus-client`
+//! histograms owned by [`crate::stats::Stats`], registered here as they are.
+//!
+//! Names follow Prometheus conventions: everything starts `threadcenter_`,
+//! counters end `_total` (added by the encoder), durations are in seconds
+//! and end `_seconds`. The exposition format is OpenMetrics text, which
+//! Prometheus negotiates and reads natively.
+
+use std::fmt;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::{Farm, StatsReport};
+
+/// The metric name prefix.
+pub const PREFIX: &str = "threadcenter";
+
+/// The content type of the exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Builds the registry that `/metrics` encodes: the farm's collector plus
+/// the latency histograms.
+pub(super) fn registry(farm: Arc<Farm>) -> Registry {
+    let mut registry = Registry::with_prefix(PREFIX);
+    let histograms = farm.stats.histograms().clone();
+    registry.register_with_unit(
+        "request_duration",
+        "Time from a request's frame being read to its reply being queued for the client, by command",
+        Unit::Seconds,
+        histograms.request,
+    );
+    registry.register_with_unit(
+        "job_queue_wait",
+        "Time a job waited for a free worker, by command",
+        Unit::Seconds,
+        histograms.queue_wait,
+    );
+    registry.register_with_unit(
+        "job_service",
+        "Time a job ran on its worker, by command",
+        Unit::Seconds,
+        histograms.service,
+    );
+    registry.register_collector(Box::new(FarmCollector { farm }));
+    registry
+}
+
+/// Encodes the whole exposition, ending with OpenMetrics' `# EOF`.
+pub(super) fn render(registry: &Registry) -> String {
+    let mut text = String::with_capacity(16 * 1024);
+    // Writing into a String cannot fail; an error here would be a bug in a
+    // collector, and a scrape is better answered partly than not at all.
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, registry) {
+        tracing::error!(error = %e, "encoding the metrics failed");
+    }
+    text
+}
+
+/// Reads the farm's state on every scrape.
+struct FarmCollector {
+    farm: Arc<Farm>,
+}
+
+impl fmt::Debug for FarmCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FarmCollector")
+    }
+}
+
+impl Collector for FarmCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let farm = &self.farm;
+        let report = farm.stats_report();
+        let ready = farm.readiness().is_ready();
+        let mut out = Families { encoder: &mut encoder };
+        let build = [("version", env!("CARGO_PKG_VERSION")), ("mode", report.mode.as_str())];
+        out.info("build", "The server's version and pool mode", &build)?;
+        out.gauge_seconds("uptime", "Time since the server started", report.uptime_s)?;
+        out.gauge("ready", "1 when /readyz answers 200", ready as i64)?;
+        out.gauge("draining", "1 while a shutdown is under way", report.draining as i64)?;
+        requests(&mut out, &report)?;
+        jobs(&mut out, &report)?;
+        connections_and_workers(&mut out, &report)?;
+        cache_and_limits(&mut out, &report)?;
+        model_and_mutex(&mut out, &report)
+    }
+}
+
+/// Requests by command, and replies by command and outcome.
+fn requests(out: &mut Families<'_, '_>, report: &StatsReport) -> fmt::Result {
+    out.counters(
+        "requests_received",
+        "Requests by command, counted when they arrive (before any check)",
+        report.requests.iter().map(|(command, n)| ([("command", command.as_str())], *n)),
+    )?;
+    out.counters(
+        "requests",
+        "Requests answered, by command and outcome code (OK or the error code of the reply); \
+         command=\"unknown\" when none could be read",
+        report.replies.iter().flat_map(|(command, outcomes)| {
+            outcomes
+                .iter()
+                .map(move |(code, n)| ([("command", command.as_str()), ("code", code.as_str())], *n))
+        }),
+    )?;
+    out.counters(
+        "errors",
+        "Error frames sent, by code (error replies and connections refused at --max-connections)",
+        report.errors.iter().map(|(code, n)| ([("code", code.as_str())], *n)),
+    )?;
+    let rate_limited = report.errors.get("RATE_LIMITED").copied().unwrap_or(0);
+    out.counter("rate_limited", "Requests refused by --rate-limit", rate_limited)
+}
+
+/// Where the jobs are and how they ended.
+fn jobs(out: &mut Families<'_, '_>, report: &StatsReport) -> fmt::Result {
+    let jobs = &report.jobs;
+    out.gauge(
+        "jobs_in_flight",
+        "Jobs accepted and not yet answered (queued or running)",
+        jobs.in_flight as i64,
+    )?;
+    out.gauge("queue_depth", "Jobs waiting for a free worker", jobs.queued as i64)?;
+    out.gauge(
+        "queue_capacity",
+        "Jobs that may wait before new ones get BUSY (--queue-capacity)",
+        jobs.queue_capacity as i64,
+    )?;
+    out.counter("jobs_completed", "Jobs run to completion by a worker", jobs.completed)?;
+    out.counter(
+        "jobs_cancelled",
+        "Jobs skipped because their client left before they started",
+        jobs.cancelled,
+    )?;
+    out.counter("jobs_retried", "Jobs sent to another worker after their worker crashed", jobs.retried)?;
+    out.counter("job_timeouts", "Jobs answered TIMEOUT after running past --job-timeout", jobs.timed_out)?;
+    out.counter("replies_dropped", "Finished jobs whose client had already left", jobs.replies_dropped)
+}
+
+/// Connections and the worker pool.
+fn connections_and_workers(out: &mut Families<'_, '_>, report: &StatsReport) -> fmt::Result {
+    let connections = &report.connections;
+    out.gauge("connections_open", "Client connections open now", connections.open as i64)?;
+    out.counter("connections_accepted", "Client connections accepted since start", connections.total)?;
+    out.counter(
+        "connections_rejected",
+        "Connections turned away: over --max-connections, or failed authentication",
+        connections.rejected,
+    )?;
+    let workers = &report.workers;
+    out.gauge("workers_configured", "Workers the pool keeps (--workers)", workers.configured as i64)?;
+    out.gauge("workers_alive", "Workers up now (idle or busy)", workers.alive as i64)?;
+    out.gauge(
+        "workers_throttled",
+        "Worker slots waiting for the restart budget (--max-restarts)",
+        workers.throttled as i64,
+    )?;
+    let ids: Vec<String> = report.worker_list.iter().map(|w| w.id.to_string()).collect();
+    out.counters(
+        "worker_restarts",
+        "Times a worker was replaced after dying, hanging or being written off, by worker slot",
+        report.worker_list.iter().zip(&ids).map(|(w, id)| ([("worker", id.as_str())], w.restarts)),
+    )?;
+    out.counters(
+        "worker_jobs",
+        "Jobs run to completion, by worker slot",
+        report.worker_list.iter().zip(&ids).map(|(w, id)| ([("worker", id.as_str())], w.jobs_done)),
+    )?;
+    out.counter(
+        "worker_threads_abandoned",
+        "Worker threads written off after a job timeout (thread mode; they cannot be killed)",
+        workers.abandoned_threads,
+    )
+}
+
+/// The result cache and the GIL (zeros when they are off, so queries and
+/// alerts work the same on every server).
+fn cache_and_limits(out: &mut Families<'_, '_>, report: &StatsReport) -> fmt::Result {
+    let cache = report.cache.as_ref();
+    out.counter("cache_hits", "Requests answered from the result cache", cache.map_or(0, |c| c.hits))?;
+    out.counter("cache_misses", "Cacheable requests that had to run", cache.map_or(0, |c| c.misses))?;
+    out.gauge("cache_entries", "Results in the cache now", cache.map_or(0, |c| c.entries as i64))?;
+    out.counter(
+        "gil_switches",
+        "Times the --gil lock was taken (thread mode with --gil)",
+        report.gil.as_ref().map_or(0, |g| g.switches),
+    )
+}
+
+/// The model being served and the accelerator mutex.
+fn model_and_mutex(out: &mut Families<'_, '_>, report: &StatsReport) -> fmt::Result {
+    out.gauge(
+        "model_loaded",
+        "1 when a model is loaded and predictions can run",
+        report.model.is_some() as i64,
+    )?;
+    if let Some(name) = &report.model {
+        out.info("model", "The model being served", &[("name", name.as_str())])?;
+    }
+    let Some(mutex) = &report.mutex else { return Ok(()) };
+    out.gauge("mutex_held", "1 while a client holds the accelerator mutex", mutex.locked as i64)?;
+    out.gauge("mutex_queue_length", "Clients waiting for the accelerator mutex", mutex.queue_length as i64)?;
+    out.counter("mutex_grants", "Times the accelerator mutex was granted", mutex.grants)?;
+    out.counter(
+        "mutex_lease_expiries",
+        "Leases that ran out before their owner released (--lock-timeout)",
+        mutex.lease_expiries,
+    )?;
+    out.counter(
+        "mutex_queue_expiries",
+        "Queued clients dropped for not asking again within the lease",
+        mutex.queue_expiries,
+    )
+}
+
+/// A thin layer over the encoder: one call per metric family.
+struct Families<'a, 'e> {
+    encoder: &'a mut DescriptorEncoder<'e>,
+}
+
+impl Families<'_, '_> {
+    fn counter(&mut self, name: &str, help: &str, value: u64) -> fmt::Result {
+        let metric = ConstCounter::new(value);
+        metric.encode(self.encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+    }
+
+    /// A counter family with one sample per label set.
+    fn counters<L: EncodeLabelSet>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (L, u64)>,
+    ) -> fmt::Result {
+        let mut family = self.encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (labels, value) in samples {
+            ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: i64) -> fmt::Result {
+        let metric = ConstGauge::new(value);
+        metric.encode(self.encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+    }
+
+    fn gauge_seconds(&mut self, name: &str, help: &str, value: f64) -> fmt::Result {
+        let metric = ConstGauge::new(value);
+        metric.encode(self.encoder.encode_descriptor(
+            name,
+            help,
+            Some(&Unit::Seconds),
+            metric.metric_type(),
+        )?)
+    }
+
+    /// An info metric: `NAME_info{labels} 1`.
+    fn info(&mut self, name: &str, help: &str, labels: &[(&str, &str)]) -> fmt::Result {
+        let mut metric = self.encoder.encode_descriptor(name, help, None, MetricType::Info)?;
+        metric.encode_info(&labels)
+    }
+}
