@@ -10,7 +10,9 @@
 //! `stats` reply ([`Stats::counters`]) and the Prometheus exposition at
 //! `--metrics-addr` (see `server::metrics`). The Prometheus histograms
 //! ([`LatencyHistograms`], fixed buckets in seconds, by command) sit beside
-//! the HdrHistograms, which give `stats` its exact percentiles.
+//! the HdrHistograms, which give `stats` its exact percentiles. They are
+//! created up front, one per command, so recording a request is an array
+//! index and a short lock, never a map lookup.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -18,7 +20,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use prometheus_client::metrics::family::Family;
+use std::sync::atomic::AtomicBool;
+
 use prometheus_client::metrics::histogram::Histogram as BucketHistogram;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -37,9 +40,6 @@ pub const LATENCY_BUCKETS_S: [f64; 19] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0, 30.0, 60.0,
 ];
-
-/// The label the latency histograms carry: `command="compute"`.
-pub type CommandLabel = [(&'static str, &'static str); 1];
 
 /// The `command` label of requests whose command is unknown (a frame that
 /// was not JSON, or named no known command).
@@ -76,41 +76,69 @@ impl Outcome {
     }
 }
 
+/// Rows of the per-command tables: every command, plus "unknown".
+const COMMAND_ROWS: usize = 1 + CommandKind::ALL.len();
+
 /// Outcome counters: one row per command plus one for unknown commands,
 /// one column per outcome.
-type OutcomeTable = [[AtomicU64; 1 + ErrorCode::ALL.len()]; 1 + CommandKind::ALL.len()];
+type OutcomeTable = [[AtomicU64; 1 + ErrorCode::ALL.len()]; COMMAND_ROWS];
 
-/// Row of [`OutcomeTable`] for a command (`None`: unknown).
+/// Row of a per-command table (`None`: unknown).
 fn command_row(command: Option<CommandKind>) -> usize {
     command.map_or(CommandKind::ALL.len(), CommandKind::index)
 }
 
-/// Prometheus histograms of request latency, queue wait and service time,
-/// in seconds, by command. Cheap to clone: clones share the data.
-#[derive(Clone, Debug)]
-pub struct LatencyHistograms {
-    /// From the moment a request's frame was read to the moment its reply
-    /// was handed to the connection's writer.
-    pub request: Family<CommandLabel, BucketHistogram>,
-    /// Jobs only: from acceptance to a worker starting it.
-    pub queue_wait: Family<CommandLabel, BucketHistogram>,
-    /// Jobs only: time running on the worker.
-    pub service: Family<CommandLabel, BucketHistogram>,
+/// Name of a per-command row.
+fn command_name(row: usize) -> &'static str {
+    CommandKind::ALL.get(row).map_or(UNKNOWN_COMMAND, |kind| kind.as_str())
 }
 
-impl LatencyHistograms {
+/// One Prometheus histogram per command (and one for unknown commands).
+/// A command shows up in the exposition once it has been observed, so a
+/// scrape is not padded with dozens of empty histograms.
+#[derive(Debug)]
+pub struct HistogramByCommand {
+    histograms: [BucketHistogram; COMMAND_ROWS],
+    observed: [AtomicBool; COMMAND_ROWS],
+}
+
+impl HistogramByCommand {
     fn new() -> Self {
-        let family = || {
-            Family::new_with_constructor(
-                (|| BucketHistogram::new(LATENCY_BUCKETS_S)) as fn() -> BucketHistogram,
-            )
-        };
-        LatencyHistograms { request: family(), queue_wait: family(), service: family() }
+        HistogramByCommand {
+            histograms: std::array::from_fn(|_| BucketHistogram::new(LATENCY_BUCKETS_S)),
+            observed: Default::default(),
+        }
+    }
+
+    fn observe(&self, command: Option<CommandKind>, seconds: f64) {
+        let row = command_row(command);
+        self.histograms[row].observe(seconds);
+        // Read before writing: after the first observation this stays a
+        // shared read, and the cache line is not bounced between cores.
+        if !self.observed[row].load(Relaxed) {
+            self.observed[row].store(true, Relaxed);
+        }
+    }
+
+    /// The histograms observed so far, with their command's name.
+    pub fn observed(&self) -> impl Iterator<Item = (&'static str, &BucketHistogram)> {
+        (0..COMMAND_ROWS)
+            .filter(|&row| self.observed[row].load(Relaxed))
+            .map(|row| (command_name(row), &self.histograms[row]))
     }
 }
 
-fn command_label(command: Option<CommandKind>) -> CommandLabel {
-    [("command", command.map_or(UNKNOWN_COMMAND, CommandKind::as_str))]
+/// Prometheus histograms of request latency, queue wait and service time,
+/// in seconds, by command.
+#[derive(Debug)]
+pub struct LatencyHistograms {
+    /// From the moment a request's frame was read to the moment its reply
+    /// was handed to the connection's writer.
+    pub request: HistogramByCommand,
+    /// Jobs only: from acceptance to a worker starting it.
+    pub queue_wait: HistogramByCommand,
+    /// Jobs only: time running on the worker.
+    pub service: HistogramByCommand,
 }
 
 /// Cheap-to-clone handle to the server's counters.
@@ -169,7 +197,11 @@ impl Stats {
                 replies_dropped: AtomicU64::new(0),
                 connections_rejected: AtomicU64::new(0),
                 latency: Mutex::new(Latency { queue_wait_us: histogram(), service_us: histogram() }),
-                histograms: LatencyHistograms::new(),
+                histograms: LatencyHistograms {
+                    request: HistogramByCommand::new(),
+                    queue_wait: HistogramByCommand::new(),
+                    service: HistogramByCommand::new(),
+                },
             }),
         }
     }
@@ -198,7 +230,7 @@ impl Stats {
             self.error(code);
         }
         self.inner.outcomes[command_row(command)][outcome.index()].fetch_add(1, Relaxed);
-        self.inner.histograms.request.get_or_create(&command_label(command)).observe(latency.as_secs_f64());
+        self.inner.histograms.request.observe(command, latency.as_secs_f64());
     }
 
     /// Counts one error frame sent outside any request: a connection
@@ -208,7 +240,7 @@ impl Stats {
         self.inner.errors[code.index()].fetch_add(1, Relaxed);
     }
 
-    /// The Prometheus latency histograms (shared, not copied).
+    /// The Prometheus latency histograms.
     pub fn histograms(&self) -> &LatencyHistograms {
         &self.inner.histograms
     }
@@ -230,11 +262,10 @@ impl Stats {
     /// completed, but stays out of the per-command Prometheus histograms.
     pub fn job_completed(&self, command: Option<CommandKind>, queue_us: u64, service_us: u64) {
         self.inner.jobs_completed.fetch_add(1, Relaxed);
-        if let Some(command) = command {
-            let label = command_label(Some(command));
+        if command.is_some() {
             let histograms = &self.inner.histograms;
-            histograms.queue_wait.get_or_create(&label).observe(queue_us as f64 / 1e6);
-            histograms.service.get_or_create(&label).observe(service_us as f64 / 1e6);
+            histograms.queue_wait.observe(command, queue_us as f64 / 1e6);
+            histograms.service.observe(command, service_us as f64 / 1e6);
         }
         let mut latency = self.inner.latency.lock().unwrap_or_else(PoisonError::into_inner);
         latency.queue_wait_us.saturating_record(queue_us.max(1));
@@ -413,20 +444,27 @@ mod tests {
         assert_eq!(c.queue_wait_us.max, 100);
         assert_eq!(c.service_us.p99, 1099);
 
-        // The Prometheus histograms, as a scrape would show them.
+        // The Prometheus histograms: only what was observed, as a scrape
+        // would show it.
+        let histograms = stats.histograms();
+        let names: Vec<&str> = histograms.request.observed().map(|(name, _)| name).collect();
+        assert_eq!(names, ["compute", "unknown"]);
         let mut registry = prometheus_client::registry::Registry::default();
-        registry.register("service", "", stats.histograms().service.clone());
-        registry.register("request", "", stats.histograms().request.clone());
+        for (family, by_command) in [("service", &histograms.service), ("request", &histograms.request)] {
+            for (command, histogram) in by_command.observed() {
+                registry.register(format!("{family}_{command}"), "", histogram.clone());
+            }
+        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
-            r#"service_count{command="compute"} 100"#,
-            r#"request_count{command="compute"} 2"#,
-            r#"request_sum{command="compute"} 0.001"#,
-            r#"request_count{command="unknown"} 1"#,
+            "service_compute_count 100",
+            "request_compute_count 2",
+            "request_compute_sum 0.001",
+            "request_unknown_count 1",
             // 1 ms lands in the 1 ms bucket (bounds are inclusive), 0 in the first.
-            r#"request_bucket{le="0.00005",command="compute"} 1"#,
-            r#"request_bucket{le="0.001",command="compute"} 2"#,
+            r#"request_compute_bucket{le="0.00005"} 1"#,
+            r#"request_compute_bucket{le="0.001"} 2"#,
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }

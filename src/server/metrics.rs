@@ -5,8 +5,8 @@
 //! [`crate::lock`]; on every scrape [`FarmCollector`] reads the very same
 //! [`StatsReport`] that the `stats` command returns and turns it into metric
 //! families, so `stats` and `/metrics` cannot drift apart. The latency
-//! histograms are the exception only in form: they are `prometheus-client`
-//! histograms owned by [`crate::stats::Stats`], registered here as they are.
+//! histograms are `prometheus-client` histograms kept by
+//! [`crate::stats::Stats`] (one per command); they are encoded as they are.
 //!
 //! Names follow Prometheus conventions: everything starts `threadcenter_`,
 //! counters end `_total` (added by the encoder), durations are in seconds
@@ -24,6 +24,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::{Farm, StatsReport};
+use crate::stats::{HistogramByCommand, LatencyHistograms};
 
 /// The metric name prefix.
 pub const PREFIX: &str = "threadcenter";
@@ -31,29 +32,9 @@ pub const PREFIX: &str = "threadcenter";
 /// The content type of the exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Builds the registry that `/metrics` encodes: the farm's collector plus
-/// the latency histograms.
+/// Builds the registry that `/metrics` encodes: the farm's collector.
 pub(super) fn registry(farm: Arc<Farm>) -> Registry {
     let mut registry = Registry::with_prefix(PREFIX);
-    let histograms = farm.stats.histograms().clone();
-    registry.register_with_unit(
-        "request_duration",
-        "Time from a request's frame being read to its reply being queued for the client, by command",
-        Unit::Seconds,
-        histograms.request,
-    );
-    registry.register_with_unit(
-        "job_queue_wait",
-        "Time a job waited for a free worker, by command",
-        Unit::Seconds,
-        histograms.queue_wait,
-    );
-    registry.register_with_unit(
-        "job_service",
-        "Time a job ran on its worker, by command",
-        Unit::Seconds,
-        histograms.service,
-    );
     registry.register_collector(Box::new(FarmCollector { farm }));
     registry
 }
@@ -92,6 +73,7 @@ impl Collector for FarmCollector {
         out.gauge("ready", "1 when /readyz answers 200", ready as i64)?;
         out.gauge("draining", "1 while a shutdown is under way", report.draining as i64)?;
         requests(&mut out, &report)?;
+        latency(&mut out, farm.stats.histograms())?;
         jobs(&mut out, &report)?;
         connections_and_workers(&mut out, &report)?;
         cache_and_limits(&mut out, &report)?;
@@ -123,6 +105,21 @@ fn requests(out: &mut Families<'_, '_>, report: &StatsReport) -> fmt::Result {
     )?;
     let rate_limited = report.errors.get("RATE_LIMITED").copied().unwrap_or(0);
     out.counter("rate_limited", "Requests refused by --rate-limit", rate_limited)
+}
+
+/// The latency histograms, by command.
+fn latency(out: &mut Families<'_, '_>, histograms: &LatencyHistograms) -> fmt::Result {
+    out.histograms(
+        "request_duration",
+        "Time from a request's frame being read to its reply being queued for the client, by command",
+        &histograms.request,
+    )?;
+    out.histograms(
+        "job_queue_wait",
+        "Time a job waited for a free worker, by command",
+        &histograms.queue_wait,
+    )?;
+    out.histograms("job_service", "Time a job ran on its worker, by command", &histograms.service)
 }
 
 /// Where the jobs are and how they ended.
@@ -247,6 +244,16 @@ impl Families<'_, '_> {
         let mut family = self.encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
         for (labels, value) in samples {
             ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
+    /// A histogram family in seconds, one histogram per command seen.
+    fn histograms(&mut self, name: &str, help: &str, by_command: &HistogramByCommand) -> fmt::Result {
+        let unit = Some(&Unit::Seconds);
+        let mut family = self.encoder.encode_descriptor(name, help, unit, MetricType::Histogram)?;
+        for (command, histogram) in by_command.observed() {
+            histogram.encode(family.encode_family(&[("command", command)])?)?;
         }
         Ok(())
     }
