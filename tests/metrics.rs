@@ -296,3 +296,54 @@ fn json_logs_carry_the_configuration_connections_workers_and_slow_jobs() {
     assert!(fields["service_ms"].as_f64().unwrap() >= 1200.0, "{fields}");
     assert!(fields["total_ms"].as_f64().unwrap() >= fields["service_ms"].as_f64().unwrap());
 }
+
+#[test]
+fn readiness_turns_503_as_soon_as_a_shutdown_begins() {
+    let mut server = start("threads", 1, &["--allow-chaos", "--drain-timeout", "20s"]);
+    let mut client = server.connect();
+    client.send(&json!({"id": "last", "cmd": "sleep", "ms": 3000}));
+    server.wait_for_stats("the job to start", |s| s["jobs"]["in_flight"] == 1);
+    common::send_signal(server.pid(), libc::SIGTERM);
+    // The drain waits for the sleeping job; meanwhile the endpoint is up
+    // and tells load balancers to go elsewhere.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let body = loop {
+        let (status, body) = server.http_get("/readyz");
+        if status == 503 {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "/readyz stayed {status}: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(body.contains("shutting down"), "{body}");
+    assert_eq!(server.http_get("/healthz").0, 200, "alive while draining");
+    assert_eq!(client.recv()["result"]["slept_ms"], 3000, "the job in flight is still answered");
+    assert!(server.wait_exit().success());
+}
+
+#[test]
+fn the_client_logs_its_embedded_server_as_json_when_asked() {
+    let output = common::run_client(&[
+        "--embedded",
+        "--mode",
+        "threads",
+        "--workers",
+        "1",
+        "--cmd",
+        "ping",
+        "-n",
+        "5",
+        "--log-format",
+        "json",
+        "--log-level",
+        "info",
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let events: Vec<Value> = stderr
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    assert!(events.iter().any(|e| e["fields"]["message"] == "server started"), "{stderr}");
+}
