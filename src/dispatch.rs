@@ -306,7 +306,11 @@ impl Completer {
             self.stats.reply_dropped();
             return;
         };
-        self.warn_if_slow(&report, &pending);
+        let outcome = match &report.result {
+            Ok(_) => Outcome::Ok,
+            Err(failure) => Outcome::Error(failure.code),
+        };
+        self.warn_if_slow(&report, &pending, outcome);
         let extras = ReplyExtras {
             timing: pending.timing.then_some(Timing {
                 worker: report.worker,
@@ -315,10 +319,6 @@ impl Completer {
             }),
             attempts: (report.attempts > 1).then_some(report.attempts),
             cached: false,
-        };
-        let outcome = match &report.result {
-            Ok(_) => Outcome::Ok,
-            Err(failure) => Outcome::Error(failure.code),
         };
         let frame = match report.result {
             Ok(output) => {
@@ -339,15 +339,11 @@ impl Completer {
 
     /// `--slow-ms`: one WARN line per job that ran longer than the
     /// threshold, with what an operator needs to find it again.
-    fn warn_if_slow(&self, report: &JobReport, pending: &PendingReply) {
+    fn warn_if_slow(&self, report: &JobReport, pending: &PendingReply, outcome: Outcome) {
         let Some(threshold) = self.slow_job else { return };
         if report.service_us <= threshold.as_micros() as u64 {
             return;
         }
-        let outcome = match &report.result {
-            Ok(_) => "OK",
-            Err(failure) => failure.code.as_str(),
-        };
         tracing::warn!(
             command = pending.command.as_str(),
             size = pending.size,
@@ -355,7 +351,7 @@ impl Completer {
             conn = pending.conn,
             worker = report.worker,
             attempts = report.attempts,
-            outcome,
+            outcome = outcome.as_str(),
             service_ms = millis(report.service_us),
             queue_ms = millis(report.queue_us),
             total_ms = millis(pending.received_at.elapsed().as_micros() as u64),

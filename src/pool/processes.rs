@@ -471,10 +471,7 @@ fn stop_worker(id: usize, worker: WorkerProcess) {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
             Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
-            _ => {
-                let _ = child.kill();
-                break child.wait().ok();
-            }
+            _ => break kill_and_reap(&mut child),
         }
     };
     match status {
@@ -484,7 +481,8 @@ fn stop_worker(id: usize, worker: WorkerProcess) {
     drop(results);
 }
 
-fn kill_and_reap(child: &mut Child) {
+/// Kills a worker (if it still runs) and reaps it; returns how it ended.
+fn kill_and_reap(child: &mut Child) -> Option<std::process::ExitStatus> {
     let _ = child.kill();
-    let _ = child.wait();
+    child.wait().ok()
 }
