@@ -3,14 +3,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use threadcenter::cli::client::{run, ClientArgs, Outcome};
+use threadcenter::cli::client::{run, ClientArgs, RunVerdict};
 
 fn main() -> ExitCode {
     // `--embedded` in process mode re-executes this binary as the workers.
-    threadcenter::pool::worker_process::run_if_requested();
+    threadcenter::work::worker_process::run_if_requested();
     match run(ClientArgs::parse()) {
-        Ok(Outcome::Success) => ExitCode::SUCCESS,
-        Ok(Outcome::Failure) => ExitCode::from(1),
+        Ok(RunVerdict::Success) => ExitCode::SUCCESS,
+        Ok(RunVerdict::Failure) => ExitCode::from(1),
         Err(e) => {
             eprintln!("tc-client: {e:#}");
             ExitCode::from(2)

@@ -7,7 +7,7 @@ use threadcenter::cli::server::{run, ServerArgs};
 
 fn main() -> ExitCode {
     // A worker process is this same binary, started with --tc-worker.
-    threadcenter::pool::worker_process::run_if_requested();
+    threadcenter::work::worker_process::run_if_requested();
     match run(ServerArgs::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

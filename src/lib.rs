@@ -34,25 +34,13 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod bench;
-pub mod cache;
 pub mod cli;
 pub mod client;
-pub mod compute;
-pub mod connection;
-pub mod dispatch;
 pub mod error;
 pub mod frame;
-pub mod gil;
-pub mod job;
-pub mod lock;
-pub mod model;
-pub mod plot;
-pub mod pool;
 pub mod protocol;
-pub mod registry;
-pub mod report;
 pub mod server;
-pub mod stats;
+pub mod units;
+pub mod work;
 
 pub use error::{Error, Result};

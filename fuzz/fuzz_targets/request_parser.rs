@@ -16,7 +16,7 @@ fuzz_target!(|payload: &[u8]| {
                     assert!(n <= limits.max_n);
                 }
             }
-            Err(error) => assert!(!error.message.is_empty()),
+            Err(refused) => assert!(!refused.error.message.is_empty()),
         }
     }
 });

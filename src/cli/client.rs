@@ -1,6 +1,6 @@
 //! `tc-client`: flags, and the functions behind each subcommand.
 //!
-//! With no subcommand, `tc-client` runs a benchmark (see [`crate::bench`]);
+//! With no subcommand, `tc-client` runs a benchmark (see [`crate::client::bench`]);
 //! `call` sends one request; `shell` opens an interactive prompt.
 
 use std::io::{IsTerminal, Write};
@@ -13,17 +13,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use super::units::parse_duration;
-use crate::bench::mix::{CommandMix, ImagePayloads};
-use crate::bench::options::{
+use crate::client::bench::mix::{CommandMix, ImagePayloads};
+use crate::client::bench::options::{
     parse_percentiles, parse_warmup, BenchOptions, LoadModel, OutputPaths, StopAfter, Target, Warmup,
 };
-use crate::bench::sweep::{run_sweep, SweepMode, SweepPlan};
-use crate::bench::{self, ProgressCounters, RunSinks};
-use crate::pool::Mode;
-use crate::report::csv_row::SummaryRow;
-use crate::report::files::ReportFiles;
-use crate::report::{hgrm, streams, summary, RunReport};
+use crate::client::bench::sweep::{run_sweep, SweepMode, SweepPlan};
+use crate::client::bench::{self, ProgressCounters, RunSinks};
+use crate::client::report::csv_row::SummaryRow;
+use crate::client::report::files::ReportFiles;
+use crate::client::report::{hgrm, streams, summary, RunReport};
+use crate::protocol::Mode;
+use crate::units::parse_duration;
 
 /// Length of a run when neither --requests nor --duration is given.
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
@@ -116,7 +116,7 @@ pub struct PlotArgs {
 
 /// Draws the chart `args` asks for; returns the files written.
 fn plot(args: &PlotArgs) -> anyhow::Result<Vec<PathBuf>> {
-    use crate::plot;
+    use crate::client::plot;
     let need_csv = || -> anyhow::Result<Vec<plot::RunRow>> {
         let path = args.csv.as_deref().ok_or_else(|| anyhow::anyhow!("this chart needs --csv FILE"))?;
         Ok(plot::read_rows(path)?)
@@ -477,8 +477,10 @@ impl BenchArgs {
         let flag = if self.mix.is_some() { "--mix" } else { "--cmd" };
         let mix = CommandMix::parse(mix_text).map_err(|e| format!("{flag}: {e}"))?;
         let images = if mix.includes_images() {
-            let dir =
-                self.images.clone().unwrap_or_else(|| crate::model::default_models_dir().join("samples"));
+            let dir = self
+                .images
+                .clone()
+                .unwrap_or_else(|| crate::work::model::default_models_dir().join("samples"));
             ImagePayloads::load(&dir, self.batch)?
         } else {
             ImagePayloads::default()
@@ -513,7 +515,7 @@ impl BenchArgs {
 
 /// What the process should exit with after a subcommand ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum RunVerdict {
     /// Everything worked.
     Success,
     /// The run completed but found a problem (an error reply, a timeout, a
@@ -526,18 +528,24 @@ pub enum Outcome {
 /// # Errors
 /// Anything that prevents the command from running at all (bad flags, no
 /// server, an unwritable report file), as one sentence.
-pub fn run(args: ClientArgs) -> anyhow::Result<Outcome> {
+pub fn run(args: ClientArgs) -> anyhow::Result<RunVerdict> {
     match args.command {
         Some(ClientCommand::Call(call)) => {
             let server = &call.server;
             let token = server.auth_token.as_deref();
-            let reply = crate::client::call(&server.host, server.port, &call.request, call.timeout, token)?;
+            let reply = crate::client::connection::call(
+                &server.host,
+                server.port,
+                &call.request,
+                call.timeout,
+                token,
+            )?;
 
             println!("{reply}");
             let is_error = serde_json::from_str::<serde_json::Value>(&reply)
                 .map(|v| v.get("error").is_some())
                 .unwrap_or(true);
-            Ok(if is_error { Outcome::Failure } else { Outcome::Success })
+            Ok(if is_error { RunVerdict::Failure } else { RunVerdict::Success })
         }
         Some(ClientCommand::Shell(shell)) => {
             let server = &shell.server;
@@ -547,10 +555,10 @@ pub fn run(args: ClientArgs) -> anyhow::Result<Outcome> {
                 shell.timeout,
                 server.auth_token.as_deref(),
             )?;
-            Ok(Outcome::Success)
+            Ok(RunVerdict::Success)
         }
         Some(ClientCommand::Kernel(kernel)) => {
-            let measured = crate::compute::measure_rate(kernel.size, kernel.duration);
+            let measured = crate::work::compute::measure_rate(kernel.size, kernel.duration);
             println!(
                 "{{\"size\":{},\"computations\":{},\"seconds\":{:.6},\"per_second\":{:.3}}}",
                 kernel.size,
@@ -558,13 +566,13 @@ pub fn run(args: ClientArgs) -> anyhow::Result<Outcome> {
                 measured.elapsed.as_secs_f64(),
                 measured.per_second()
             );
-            Ok(Outcome::Success)
+            Ok(RunVerdict::Success)
         }
         Some(ClientCommand::Plot(args)) => {
             for path in plot(&args)? {
                 println!("wrote {}", path.display());
             }
-            Ok(Outcome::Success)
+            Ok(RunVerdict::Success)
         }
         Some(ClientCommand::Sweep(sweep)) => {
             let plan = sweep.to_plan().map_err(anyhow::Error::msg)?;
@@ -577,14 +585,14 @@ pub fn run(args: ClientArgs) -> anyhow::Result<Outcome> {
                 summary.skipped,
                 summary.failed
             );
-            Ok(if summary.failed > 0 { Outcome::Failure } else { Outcome::Success })
+            Ok(if summary.failed > 0 { RunVerdict::Failure } else { RunVerdict::Success })
         }
         None => run_benchmark(&args.bench),
     }
 }
 
 /// Runs a benchmark and writes every report asked for.
-fn run_benchmark(args: &BenchArgs) -> anyhow::Result<Outcome> {
+fn run_benchmark(args: &BenchArgs) -> anyhow::Result<RunVerdict> {
     let options = args.to_options().map_err(anyhow::Error::msg)?;
     if args.embedded {
         // The embedded server logs to stderr, quietly by default.
@@ -642,11 +650,11 @@ fn run_benchmark(args: &BenchArgs) -> anyhow::Result<Outcome> {
     if let Some((file, is_new)) = files.csv.take() {
         SummaryRow::new(&run, &report).write(file, is_new).context("writing --csv")?;
     }
-    Ok(if run.failed() { Outcome::Failure } else { Outcome::Success })
+    Ok(if run.failed() { RunVerdict::Failure } else { RunVerdict::Success })
 }
 
 /// `--cmd lock-cycle`: prints the summary, writes `--json` if asked.
-fn run_lock_cycle(options: &BenchOptions) -> anyhow::Result<Outcome> {
+fn run_lock_cycle(options: &BenchOptions) -> anyhow::Result<RunVerdict> {
     let mut files = ReportFiles::create(&options.outputs).map_err(anyhow::Error::msg)?;
     let report = bench::lock_cycle::run(options)?;
     print!("{}", report.summary());
@@ -654,7 +662,7 @@ fn run_lock_cycle(options: &BenchOptions) -> anyhow::Result<Outcome> {
         serde_json::to_writer_pretty(&mut file, &report).context("writing --json")?;
         writeln!(file).and_then(|()| file.flush()).context("writing --json")?;
     }
-    Ok(if report.failed() { Outcome::Failure } else { Outcome::Success })
+    Ok(if report.failed() { RunVerdict::Failure } else { RunVerdict::Success })
 }
 
 /// The live progress bar on stderr, drawn only when stderr is a terminal.

@@ -5,7 +5,6 @@
 
 pub mod client;
 pub mod server;
-pub mod units;
 
 use std::io::IsTerminal;
 

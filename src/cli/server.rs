@@ -8,10 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use super::units::{parse_duration, parse_size};
 use super::LogFormat;
-use crate::pool::Mode;
+use crate::protocol::Mode;
 use crate::server::{Server, ServerConfig};
+use crate::units::{parse_duration, parse_size};
 
 /// The ThreadCenter compute farm: framed JSON requests over TCP, run by a pool
 /// of worker processes or threads.
@@ -127,7 +127,7 @@ pub struct ServerArgs {
     pub model: Option<PathBuf>,
 
     /// The only directory `load_model` may load models from.
-    #[arg(long, env = "THREADCENTER_MODELS_DIR", default_value_os_t = crate::model::default_models_dir())]
+    #[arg(long, env = "THREADCENTER_MODELS_DIR", default_value_os_t = crate::work::model::default_models_dir())]
     pub models_dir: PathBuf,
 
     /// fire_detected = raw_score > THRESHOLD.
@@ -214,7 +214,7 @@ impl ServerArgs {
             auth_token: self.auth_token.clone(),
             gil_switch_interval: self.gil.then_some(self.switch_interval),
             model: self.model.clone().or_else(|| {
-                Some(self.models_dir.join(crate::model::DEFAULT_MODEL_FILE)).filter(|p| p.is_file())
+                Some(self.models_dir.join(crate::work::model::DEFAULT_MODEL_FILE)).filter(|p| p.is_file())
             }),
             models_dir: self.models_dir.clone(),
             threshold: self.threshold,

@@ -1,128 +1,17 @@
-//! Talking to a ThreadCenter server from Rust: a blocking framed connection,
-//! the one-shot `call` used by `tc-client call`, and the interactive
-//! [`shell`].
+//! **Client side** — everything `tc-client` runs: talking to a server,
+//! generating load, and reporting what was measured. Nothing here runs inside
+//! `tc-server`.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`connection`] | one blocking framed connection, and the one-shot `call` |
+//! | [`shell`] | the interactive prompt (`tc-client shell`) |
+//! | [`bench`] | the load generator: options, connection drivers, recording, sweeps |
+//! | [`report`] | what a run measured, and one exporter per output format |
+//! | [`plot`] | charts drawn from sweep CSVs and `.hgrm` files |
 
+pub mod bench;
+pub mod connection;
+pub mod plot;
+pub mod report;
 pub mod shell;
-
-use std::io::{BufReader, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
-
-use crate::error::{Error, Result};
-use crate::frame::{self, DEFAULT_MAX_FRAME};
-
-/// One blocking connection to a server: write request frames, read reply
-/// frames. Every read and write is bounded by the timeout given at connect.
-pub struct ServerConnection {
-    target: String,
-    writer: TcpStream,
-    reader: BufReader<TcpStream>,
-    payload: Vec<u8>,
-}
-
-impl ServerConnection {
-    /// Connects to `host:port`.
-    ///
-    /// # Errors
-    /// [`Error::Io`] naming the address when the connection fails.
-    pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<Self> {
-        let target = format!("{host}:{port}");
-        let context = |what: &str| format!("{what} {target}");
-        let addrs = (host, port).to_socket_addrs().map_err(|e| Error::io(context("resolving"), e))?;
-        let mut last_error = None;
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, timeout) {
-                Ok(stream) => {
-                    stream.set_nodelay(true).map_err(|e| Error::io(context("configuring"), e))?;
-                    stream
-                        .set_read_timeout(Some(timeout))
-                        .map_err(|e| Error::io(context("configuring"), e))?;
-                    stream
-                        .set_write_timeout(Some(timeout))
-                        .map_err(|e| Error::io(context("configuring"), e))?;
-                    let reader =
-                        BufReader::new(stream.try_clone().map_err(|e| Error::io(context("configuring"), e))?);
-                    return Ok(ServerConnection { target, writer: stream, reader, payload: Vec::new() });
-                }
-                Err(e) => last_error = Some(e),
-            }
-        }
-        let e = last_error.unwrap_or_else(|| std::io::Error::other("the name resolved to no address"));
-        Err(Error::io(context("connecting to"), e))
-    }
-
-    /// Sends one request (a JSON payload) as a frame.
-    ///
-    /// # Errors
-    /// [`Error::Io`] when the write fails or times out.
-    pub fn send(&mut self, payload: &[u8]) -> Result<()> {
-        self.writer
-            .write_all(&frame::encode(payload))
-            .map_err(|e| Error::io(format!("sending to {}", self.target), e))
-    }
-
-    /// Presents `token` to a server started with `--auth-token`.
-    ///
-    /// # Errors
-    /// [`Error::Protocol`] when the server refuses it.
-    pub fn authenticate(&mut self, token: &str) -> Result<()> {
-        let request = serde_json::json!({"id": "tc-client-auth", "cmd": "auth", "token": token});
-        self.send(request.to_string().as_bytes())?;
-        let target = self.target.clone();
-        let reply: serde_json::Value = serde_json::from_slice(self.receive()?)
-            .map_err(|e| Error::Protocol(format!("{target}: the auth reply is not JSON: {e}")))?;
-        if reply["result"]["ok"] == true {
-            Ok(())
-        } else {
-            Err(Error::Protocol(format!("{target} refused the auth token: {}", reply["error"]["message"])))
-        }
-    }
-
-    /// Gives up the framing and returns the socket (for the load generator,
-    /// which reads and writes from two threads).
-    pub fn into_stream(self) -> TcpStream {
-        self.writer
-    }
-
-    /// Waits for the next reply frame and returns its payload.
-    ///
-    /// # Errors
-    /// [`Error::Io`] on a timeout; [`Error::Protocol`] when the server closed
-    /// the connection or sent a malformed frame.
-    pub fn receive(&mut self) -> Result<&[u8]> {
-        match frame::read_frame(&mut self.reader, DEFAULT_MAX_FRAME, &mut self.payload) {
-            Ok(true) => Ok(&self.payload),
-            Ok(false) => {
-                Err(Error::Protocol(format!("{} closed the connection before replying", self.target)))
-            }
-            Err(frame::FrameError::Io(e)) => {
-                Err(Error::io(format!("waiting for a reply from {}", self.target), e))
-            }
-            Err(e) => Err(Error::Protocol(format!("bad reply from {}: {e}", self.target))),
-        }
-    }
-}
-
-/// Sends one request and returns the reply's JSON text. When the request has
-/// no `"id"`, one is added (`"id": 1`) so the reply can be matched. With a
-/// token, the connection authenticates first.
-///
-/// # Errors
-/// A request that is not a JSON object, or any connection error.
-pub fn call(host: &str, port: u16, request: &str, timeout: Duration, token: Option<&str>) -> Result<String> {
-    let mut value: serde_json::Value = serde_json::from_str(request)
-        .map_err(|e| Error::Protocol(format!("the request is not valid JSON: {e}")))?;
-    let object = value.as_object_mut().ok_or_else(|| {
-        Error::Protocol("the request must be a JSON object, e.g. '{\"cmd\":\"ping\"}'".into())
-    })?;
-    object.entry("id").or_insert(serde_json::Value::from(1));
-    let payload = serde_json::to_vec(&value).map_err(|e| Error::Protocol(e.to_string()))?;
-
-    let mut connection = ServerConnection::connect(host, port, timeout)?;
-    if let Some(token) = token {
-        connection.authenticate(token)?;
-    }
-    connection.send(&payload)?;
-    let reply = connection.receive()?;
-    String::from_utf8(reply.to_vec()).map_err(|_| Error::Protocol("the reply is not valid UTF-8".into()))
-}

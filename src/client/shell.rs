@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rustyline::error::ReadlineError;
 
-use super::ServerConnection;
+use super::connection::ServerConnection;
 use crate::error::{Error, Result};
 
 /// What one input line asks for.

@@ -50,6 +50,24 @@ pub enum ErrorCode {
     Forbidden,
 }
 
+/// An error reply's two parts: a stable code for programs and a sentence for
+/// people. This one type carries an error from wherever it is found — the
+/// parser, a command, the job queue, a worker — to the reply encoder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyError {
+    /// What kind of mistake it is.
+    pub code: ErrorCode,
+    /// A sentence a person can act on.
+    pub message: String,
+}
+
+impl ReplyError {
+    /// An error reply with this code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ReplyError { code, message: message.into() }
+    }
+}
+
 impl ErrorCode {
     /// Every code, in a fixed order (used to index counters).
     pub const ALL: [ErrorCode; 17] = [

@@ -1,23 +1,44 @@
-//! The wire protocol: typed requests and replies, and the error codes.
+//! **Shared wire layer** — the protocol: typed requests and replies, and the
+//! error codes. Both sides use it: the server to read requests and write
+//! replies, the client to write requests and read replies, and a worker to
+//! return results.
 //!
 //! Framing (bytes ↔ frames) lives in [`crate::frame`]; this module turns a
 //! frame's JSON payload into a [`Request`] and builds the JSON of every
 //! reply. It is pure: no sockets, no threads, no clocks.
 //!
+//! | file | owns |
+//! |---|---|
+//! | [`request`] | the request types: [`Request`], [`Command`], [`CommandKind`], limits |
+//! | [`parse`] | bytes → [`Request`], with an error that still echoes the id |
+//! | [`identyfire`] | IdentyFire's `{"method","params"}` calls and `{"success"}` replies |
+//! | [`job_result`] | what a worker sends back: [`JobOutput`], predictions |
+//! | [`reply`] | every reply frame, job replies included |
+//! | [`mode`] | [`Mode`]: worker processes or worker threads |
+//! | [`error_code`] | [`ErrorCode`] and [`ReplyError`], the one code + message pair |
+//!
 //! Requests are objects `{"id": <string or number>, "cmd": "<name>", ...}`,
 //! compatible with the original Python ThreadCenter. The `id` is echoed back
 //! byte for byte, so a client can use any id scheme it likes.
 
-mod error_code;
-mod reply;
-mod request;
+pub mod error_code;
+pub mod identyfire;
+pub mod job_result;
+pub mod mode;
+pub mod parse;
+pub mod reply;
+pub mod request;
 
-pub use error_code::ErrorCode;
+pub use error_code::{ErrorCode, ReplyError};
+pub use identyfire::encode_rpc;
+pub use job_result::{ImageOutcome, JobOutput, JobResult, Prediction};
+pub use mode::Mode;
+pub use parse::parse_request;
 pub use reply::{
-    encode_error, encode_error_in, encode_job_error, encode_pong, encode_predictions, encode_result,
-    encode_rpc, encode_rpc_error, ReplyExtras, Timing,
+    encode_error, encode_error_in, encode_job_error, encode_job_reply, encode_pong, encode_predictions,
+    encode_result, ReplyExtras, Timing,
 };
 pub use request::{
-    parse_request, Chaos, ClientId, Command, CommandKind, Dialect, Holder, ImageArg, Limits, Request,
-    RequestError, MAX_BATCH_IMAGES,
+    Chaos, ClientId, Command, CommandKind, Dialect, Holder, ImageArg, Limits, Request, RequestError,
+    DEFAULT_N, MAX_BATCH_IMAGES,
 };

@@ -5,9 +5,9 @@
 
 use serde::Serialize;
 
-use super::{ClientId, Dialect, ErrorCode};
+use super::identyfire::{encode_rpc, encode_rpc_error};
+use super::{ClientId, CommandKind, Dialect, ErrorCode, ImageOutcome, JobOutput, ReplyError};
 use crate::frame;
-use crate::job::ImageOutcome;
 
 /// Where a job's time went, added to a reply when the request asked for
 /// `"timing": true`.
@@ -68,7 +68,7 @@ struct ErrorBody<'a> {
 /// Serializes `reply` as one frame. Writing our own plain structs into a
 /// `Vec` cannot fail (no I/O, no maps with non-string keys), so a failure
 /// here is a bug in this module.
-fn to_frame(reply: &impl Serialize) -> Vec<u8> {
+pub(super) fn to_frame(reply: &impl Serialize) -> Vec<u8> {
     frame::encode_with(|out| serde_json::to_writer(out, reply))
         .expect("replies are plain structs that always serialize")
 }
@@ -99,33 +99,34 @@ pub fn encode_job_error(
     to_frame(&ErrorReply { id, error: ErrorBody { code, message }, attempts })
 }
 
-/// An IdentyFire reply: the body itself, no id, no envelope.
-pub fn encode_rpc(body: &impl Serialize) -> Vec<u8> {
-    to_frame(body)
-}
-
-/// An IdentyFire error: `{"success": false, "error": message}`.
-pub fn encode_rpc_error(message: &str) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct Failure<'a> {
-        success: bool,
-        error: &'a str,
-    }
-    to_frame(&Failure { success: false, error: message })
-}
-
 /// An error reply in the request's dialect. IdentyFire's shape has no code,
 /// so the message is all its clients see.
 pub fn encode_error_in(
     dialect: Dialect,
     id: Option<&ClientId>,
-    code: ErrorCode,
-    message: &str,
+    error: &ReplyError,
     attempts: Option<u32>,
 ) -> Vec<u8> {
     match dialect {
-        Dialect::ThreadCenter => encode_job_error(id, code, message, attempts),
-        Dialect::IdentyFire => encode_rpc_error(message),
+        Dialect::ThreadCenter => encode_job_error(id, error.code, &error.message, attempts),
+        Dialect::IdentyFire => encode_rpc_error(&error.message),
+    }
+}
+
+/// The reply frame of a successful job, shaped for its command and dialect.
+pub fn encode_job_reply(
+    id: &ClientId,
+    output: &JobOutput,
+    extras: ReplyExtras,
+    command: CommandKind,
+    dialect: Dialect,
+) -> Vec<u8> {
+    match output {
+        JobOutput::Compute(value) => encode_result(id, value, extras),
+        JobOutput::Slept(ms) => encode_result(id, &serde_json::json!({ "slept_ms": ms }), extras),
+        JobOutput::Predictions(outcomes) => {
+            encode_predictions(id, outcomes, command == CommandKind::Predict, dialect, extras)
+        }
     }
 }
 
@@ -153,9 +154,17 @@ pub fn encode_predictions(
                 json!({"fire_detected": p.fire_detected, "confidence": p.confidence, "raw_score": p.raw_score})
             }
             Some(Err(message)) => {
-                return encode_error_in(dialect, Some(id), ErrorCode::BadImage, message, None)
+                return encode_error_in(
+                    dialect,
+                    Some(id),
+                    &ReplyError::new(ErrorCode::BadImage, message),
+                    None,
+                )
             }
-            None => return encode_error_in(dialect, Some(id), ErrorCode::Internal, "no prediction", None),
+            None => {
+                let error = ReplyError::new(ErrorCode::Internal, "no prediction");
+                return encode_error_in(dialect, Some(id), &error, None);
+            }
         }
     } else {
         let (mut results, mut errors) = (Vec::new(), Vec::new());
@@ -231,7 +240,12 @@ mod tests {
             r#"{"id":null,"error":{"code":"BAD_JSON","message":"the frame is not valid JSON"}}"#
         );
         assert_eq!(
-            payload(&encode_error_in(Dialect::IdentyFire, None, ErrorCode::BadImage, "bad", None)),
+            payload(&encode_error_in(
+                Dialect::IdentyFire,
+                None,
+                &ReplyError::new(ErrorCode::BadImage, "bad"),
+                None
+            )),
             r#"{"success":false,"error":"bad"}"#
         );
     }

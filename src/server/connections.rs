@@ -5,8 +5,8 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::connection::FlowControl;
-use crate::registry::ConnId;
+use crate::server::connection::FlowControl;
+use crate::server::jobs::registry::ConnId;
 
 /// Open connections by id. Cheap to clone.
 #[derive(Clone, Default)]

@@ -8,8 +8,8 @@
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::{DecodePaddingMode, Engine};
 
-use crate::job::{ImageBatch, ImageData, ImageItem};
-use crate::protocol::{ErrorCode, ImageArg};
+use crate::protocol::{ErrorCode, ImageArg, ReplyError};
+use crate::work::job::{ImageBatch, ImageData, ImageItem};
 
 /// Standard base64, with or without `=` padding (clients differ).
 const BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -23,7 +23,7 @@ pub(super) struct DecodedImages {
     pub batch: ImageBatch,
     /// The first image refused here, with its error code (a single
     /// `predict` is answered with it at once).
-    pub first_error: Option<(ErrorCode, String)>,
+    pub first_error: Option<ReplyError>,
 }
 
 /// Decodes every image's base64 into one buffer. An image that is not valid
@@ -33,7 +33,7 @@ pub(super) fn decode_images(images: &[ImageArg<'_>], max_bytes: usize, shared: b
     // First pass: sizes and refusals, so the buffer is allocated once.
     let mut first_error = None;
     let mut refuse = |code: ErrorCode, message: String| -> String {
-        first_error.get_or_insert((code, message.clone()));
+        first_error.get_or_insert_with(|| ReplyError::new(code, message.clone()));
         message
     };
     let planned: Vec<Result<(&str, usize), String>> = images
@@ -102,7 +102,7 @@ mod tests {
         assert_eq!(&bytes[o..o + l], b"hi");
         assert!(items[3].span.as_ref().unwrap_err().contains("empty"));
         assert!(items[4].span.as_ref().unwrap_err().contains("--max-image-bytes"));
-        assert_eq!(decoded.first_error.unwrap().0, ErrorCode::BadImage);
+        assert_eq!(decoded.first_error.unwrap().code, ErrorCode::BadImage);
     }
 
     #[test]

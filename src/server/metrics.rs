@@ -1,12 +1,12 @@
 //! The Prometheus view of the farm: what `/metrics` serves.
 //!
-//! Nothing here counts anything. The counters live in [`crate::stats`], the
-//! workers' state in the [`crate::pool::WorkerBoard`], the mutex in
-//! [`crate::lock`]; on every scrape [`FarmCollector`] reads the very same
+//! Nothing here counts anything. The counters live in [`crate::server::stats`], the
+//! workers' state in the [`crate::server::pool::WorkerBoard`], the mutex in
+//! [`crate::server::lock`]; on every scrape [`FarmCollector`] reads the very same
 //! [`StatsReport`] that the `stats` command returns and turns it into metric
 //! families, so `stats` and `/metrics` cannot drift apart. The latency
 //! histograms are `prometheus-client` histograms kept by
-//! [`crate::stats::Stats`] (one per command); they are encoded as they are.
+//! [`crate::server::stats::Stats`] (one per command); they are encoded as they are.
 //!
 //! Names follow Prometheus conventions: everything starts `threadcenter_`,
 //! counters end `_total` (added by the encoder), durations are in seconds
@@ -24,7 +24,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::{Farm, StatsReport};
-use crate::stats::{HistogramByCommand, LatencyHistograms};
+use crate::server::stats::{HistogramByCommand, LatencyHistograms};
 
 /// The metric name prefix.
 pub const PREFIX: &str = "threadcenter";

@@ -17,21 +17,28 @@
 //! starts the pool, then the acceptor thread. [`ShutdownHandle::trigger`]
 //! stops it; [`Server::wait`] returns once everything has stopped.
 
+mod cmd;
+pub mod config;
+pub mod connection;
 mod connections;
-mod handler;
 mod http;
 mod images;
+pub mod jobs;
 mod listener;
+pub mod lock;
 pub mod metrics;
 mod models;
+pub mod pool;
 mod rate_limit;
 mod report;
+mod session;
+pub mod stats;
 
+pub use config::{ServerConfig, DEFAULT_MAX_IMAGE_BYTES};
 pub use report::{GilReport, HealthReport, JobCounts, LatencyReport, Readiness, StatsReport, WorkerCounts};
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -41,301 +48,36 @@ use connections::Connections;
 use http::MetricsEndpoint;
 use rate_limit::RateLimiter;
 
-use crate::cache::ResultCache;
-use crate::compute::DEFAULT_N;
-use crate::dispatch::Dispatcher;
 use crate::error::{Error, Result};
-use crate::frame::DEFAULT_MAX_FRAME;
-use crate::lock::LockCoordinator;
-use crate::pool::{Mode, PoolConfig, WorkerBoard, WorkerCommand, WorkerPool};
-use crate::protocol::ErrorCode;
-use crate::protocol::Limits;
-use crate::registry::Registry;
-use crate::stats::Stats;
+use crate::protocol::{ErrorCode, ReplyError};
+use crate::server::jobs::cache::ResultCache;
+use crate::server::jobs::registry::Registry;
+use crate::server::jobs::Jobs;
+use crate::server::lock::LockCoordinator;
+use crate::server::pool::{PoolConfig, WorkerBoard, WorkerCommand, WorkerPool};
+use crate::server::stats::Stats;
 
 /// How long [`Server::wait`] waits for connections to wind down.
 const CONNECTION_GRACE: Duration = Duration::from_secs(5);
 /// How long [`Server::wait`] waits for workers to stop.
 const POOL_GRACE: Duration = Duration::from_secs(5);
 
-/// Everything that shapes a server, already validated by the caller (the CLI
-/// turns flags into this).
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Threads or processes.
-    pub mode: Mode,
-    /// Number of workers.
-    pub workers: usize,
-    /// Largest frame payload accepted, in bytes.
-    pub max_frame: usize,
-    /// Largest `n` of a compute job.
-    pub max_n: u64,
-    /// Jobs that may wait for a worker before new ones get `BUSY`.
-    pub queue_capacity: usize,
-    /// Replies a single connection may owe before the server stops reading it.
-    pub max_inflight: usize,
-    /// How long a worker process may take to start and connect back.
-    pub spawn_timeout: Duration,
-    /// What to run as a worker process; `None` re-executes this binary.
-    pub worker_command: Option<WorkerCommand>,
-    /// How long a started frame may take to arrive completely.
-    pub read_timeout: Duration,
-    /// How long one job may run before `TIMEOUT` and a new worker.
-    pub job_timeout: Duration,
-    /// Extra workers a job may be tried on after its worker crashed (for
-    /// jobs that may safely run twice).
-    pub retries: u32,
-    /// Worker replacements allowed per `restart_window`.
-    pub max_restarts: u32,
-    /// The window of `max_restarts`.
-    pub restart_window: Duration,
-    /// Connections open at once; more get `BUSY` and are closed.
-    pub max_connections: usize,
-    /// Requests per second per client address (`None`: unlimited).
-    pub rate_limit: Option<f64>,
-    /// Results kept in the LRU result cache (0: no cache).
-    pub cache_entries: usize,
-    /// How long a shutdown waits for jobs in flight before failing them.
-    pub drain_timeout: Duration,
-    /// Accept the fault-injection commands (crash, hang, sleep, panic).
-    pub allow_chaos: bool,
-    /// Shared secret every connection must present first (`None`: open).
-    pub auth_token: Option<String>,
-    /// Thread mode: a CPython-style global lock with this switch interval.
-    pub gil_switch_interval: Option<Duration>,
-    /// The model file to serve (`--model`); `None` starts without a model
-    /// (predictions get `MODEL_UNAVAILABLE` until `load_model`).
-    pub model: Option<PathBuf>,
-    /// The only directory `load_model` may read from (`--models-dir`).
-    pub models_dir: PathBuf,
-    /// `fire_detected = raw_score > threshold` (`--threshold`).
-    pub threshold: f32,
-    /// Largest image accepted, in bytes after base64 decoding (`--max-image-bytes`).
-    pub max_image_bytes: usize,
-    /// The accelerator mutex's lease (`--lock-timeout`).
-    pub lock_timeout: Duration,
-    /// ThreadCenter `predict` requires holding the mutex (`--predict-lock`);
-    /// IdentyFire's predictions always do.
-    pub predict_lock: bool,
-    /// Where to serve `/metrics`, `/healthz` and `/readyz` (`--metrics-addr`;
-    /// `None`: nowhere).
-    pub metrics_addr: Option<SocketAddr>,
-    /// Jobs running longer than this on a worker are logged at WARN
-    /// (`--slow-ms`; `None`: never).
-    pub slow_job: Option<Duration>,
-}
-
-/// Default `--max-image-bytes`: 10 MiB.
-pub const DEFAULT_MAX_IMAGE_BYTES: usize = 10 * 1024 * 1024;
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            mode: Mode::Processes,
-            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            max_frame: DEFAULT_MAX_FRAME,
-            max_n: 100 * DEFAULT_N,
-            queue_capacity: 1024,
-            max_inflight: 1024,
-            spawn_timeout: Duration::from_secs(10),
-            worker_command: None,
-            read_timeout: Duration::from_secs(30),
-            job_timeout: Duration::from_secs(60),
-            retries: 1,
-            max_restarts: 10,
-            restart_window: Duration::from_secs(10),
-            max_connections: 4096,
-            rate_limit: None,
-            cache_entries: 0,
-            drain_timeout: Duration::from_secs(10),
-            allow_chaos: false,
-            auth_token: None,
-            gil_switch_interval: None,
-            // The shipped model, when the source tree is where it was built.
-            model: Some(crate::model::default_models_dir().join(crate::model::DEFAULT_MODEL_FILE))
-                .filter(|path| path.is_file()),
-            models_dir: crate::model::default_models_dir(),
-            threshold: 0.5,
-            max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
-            lock_timeout: Duration::from_secs(30),
-            predict_lock: false,
-            metrics_addr: None,
-            slow_job: None,
-        }
-    }
-}
-
-impl ServerConfig {
-    /// Bounds on request arguments.
-    pub fn limits(&self) -> Limits {
-        Limits { max_n: self.max_n, allow_chaos: self.allow_chaos }
-    }
-
-    /// Checks that every value is usable.
-    ///
-    /// # Errors
-    /// [`Error::Config`] naming the first value out of range.
-    pub fn validate(&self) -> Result<()> {
-        let positive = [
-            ("--workers", self.workers),
-            ("--max-frame", self.max_frame),
-            ("--queue-capacity", self.queue_capacity),
-            ("--max-inflight", self.max_inflight),
-            ("--max-connections", self.max_connections),
-        ];
-        for (flag, value) in positive {
-            if value == 0 {
-                return Err(Error::Config(format!("{flag} must be at least 1")));
-            }
-        }
-        if self.max_frame > u32::MAX as usize {
-            return Err(Error::Config(format!("--max-frame must be at most {} bytes", u32::MAX)));
-        }
-        for (flag, value) in [
-            ("--read-timeout", self.read_timeout),
-            ("--job-timeout", self.job_timeout),
-            ("--restart-window", self.restart_window),
-            ("--lock-timeout", self.lock_timeout),
-        ] {
-            if value.is_zero() {
-                return Err(Error::Config(format!("{flag} must be longer than 0")));
-            }
-        }
-        if let Some(rate) = self.rate_limit {
-            if !rate.is_finite() || rate <= 0.0 {
-                return Err(Error::Config(format!(
-                    "--rate-limit must be a positive number of requests per second, not {rate}"
-                )));
-            }
-        }
-        if self.gil_switch_interval.is_some() && self.mode != Mode::Threads {
-            return Err(Error::Config(
-                "--gil applies to --mode threads (worker processes have no shared interpreter lock)".into(),
-            ));
-        }
-        if self.gil_switch_interval.is_some_and(|d| d.is_zero()) {
-            return Err(Error::Config("--switch-interval must be longer than 0".into()));
-        }
-        if !(0.0..=1.0).contains(&self.threshold) {
-            return Err(Error::Config(format!(
-                "--threshold must be between 0 and 1, not {}",
-                self.threshold
-            )));
-        }
-        // An image larger than a frame cannot arrive anyway: --max-frame is
-        // the outer bound, --max-image-bytes the one for a decoded image.
-        if self.max_image_bytes == 0 {
-            return Err(Error::Config("--max-image-bytes must be at least 1".into()));
-        }
-        if self.auth_token.as_deref() == Some("") {
-            return Err(Error::Config("--auth-token must not be empty".into()));
-        }
-        Ok(())
-    }
-}
-
 /// What every connection thread shares.
 struct Farm {
     config: ServerConfig,
-    dispatcher: Dispatcher,
+    /// Where jobs are submitted (and the cache looked up).
+    jobs: Jobs,
     stats: Stats,
     board: Arc<WorkerBoard>,
     connections: Connections,
     rate_limiter: Option<RateLimiter>,
-    gil: Option<Arc<crate::gil::Gil>>,
+    gil: Option<Arc<crate::work::gil::Gil>>,
     /// The model being served, and where `load_model` may look.
     models: models::ModelCatalog,
     /// The accelerator mutex.
     lock: LockCoordinator,
     /// Set when a shutdown begins: new requests get `SHUTTING_DOWN`.
     draining: AtomicBool,
-}
-
-impl Farm {
-    fn stats_report(&self) -> StatsReport {
-        let counters = self.stats.counters();
-        StatsReport {
-            instance: self.stats.instance(),
-            uptime_s: self.stats.uptime_s(),
-            mode: self.config.mode,
-            workers: WorkerCounts {
-                configured: self.board.configured(),
-                alive: self.board.alive(),
-                throttled: self.board.throttled(),
-                abandoned_threads: self.board.abandoned_threads(),
-            },
-            worker_list: self.board.snapshot(),
-            connections: counters.connections,
-            requests: counters.requests,
-            errors: counters.errors,
-            replies: counters.replies,
-            jobs: JobCounts {
-                in_flight: self.dispatcher.in_flight(),
-                queued: self.dispatcher.queue_depth(),
-                queue_capacity: self.dispatcher.queue_capacity(),
-                completed: counters.jobs_completed,
-                cancelled: counters.jobs_cancelled,
-                retried: counters.jobs_retried,
-                timed_out: counters.jobs_timed_out,
-                replies_dropped: counters.replies_dropped,
-            },
-            cache: self.dispatcher.cache().map(|c| c.stats()),
-            gil: self.gil.as_ref().map(|gil| GilReport {
-                switch_interval_ms: gil.switch_interval().as_secs_f64() * 1000.0,
-                switches: gil.switches(),
-            }),
-            draining: self.draining.load(Ordering::SeqCst),
-            model: self.models.current().map(|m| m.name),
-            mutex: Some(self.lock.snapshot()),
-            latency_us: LatencyReport { queue_wait: counters.queue_wait_us, service: counters.service_us },
-        }
-    }
-
-    /// IdentyFire's `health_check` answer, in its field names.
-    fn identyfire_health(&self) -> serde_json::Value {
-        let model = self.models.current();
-        let lock = self.lock.snapshot();
-        let counters = self.stats.counters();
-        let status = if self.draining.load(Ordering::SeqCst) { "draining" } else { "online" };
-        serde_json::json!({
-            "status": status,
-            "model_loaded": model.is_some(),
-            "model_name": model.map(|m| m.name),
-            "uptime": self.stats.uptime_s(),
-            "mutex_locked": lock.locked,
-            "mutex_owner": lock.owner,
-            "stats": {
-                "requests": counters.requests,
-                "errors": counters.errors,
-                "jobs_completed": counters.jobs_completed,
-                "workers_alive": self.board.alive(),
-                "workers_configured": self.board.configured(),
-                "mode": self.config.mode,
-                "mutex_queue_length": lock.queue_length,
-                "mutex_grants": lock.grants,
-            },
-        })
-    }
-
-    /// What `/readyz` answers.
-    fn readiness(&self) -> Readiness {
-        Readiness::assess(
-            self.board.alive(),
-            self.board.configured(),
-            self.dispatcher.queue_depth(),
-            self.dispatcher.queue_capacity(),
-            self.draining.load(Ordering::SeqCst),
-        )
-    }
-
-    fn health_report(&self) -> HealthReport {
-        let mut report = HealthReport::new(self.config.mode, self.board.alive(), self.board.configured());
-        report.restarts_throttled = self.board.throttled() > 0;
-        if self.draining.load(Ordering::SeqCst) {
-            report.status = "draining".into();
-        }
-        report
-    }
 }
 
 /// Stops a running server from any thread (a signal handler, a test).
@@ -391,9 +133,18 @@ impl Server {
             ),
             None => None,
         };
-        let (dispatcher, queues) =
-            Dispatcher::new(config.queue_capacity, config.retries, Registry::new(), stats.clone(), cache);
-        let dispatcher = dispatcher.warn_slow_jobs(config.slow_job);
+        // One board, shared: the pool's workers write it, the reader threads
+        // (through `Jobs`) and the reports read it.
+        let board = Arc::new(WorkerBoard::new(config.workers));
+        let (jobs, queues) = Jobs::new(
+            config.queue_capacity,
+            config.retries,
+            Registry::new(),
+            stats.clone(),
+            cache,
+            Arc::clone(&board),
+        );
+        let jobs = jobs.warn_slow_jobs(config.slow_job);
         let catalog = models::ModelCatalog::start(config.models_dir.clone(), config.model.as_deref())
             .map_err(Error::Config)?;
         let worker_command = match &config.worker_command {
@@ -413,16 +164,17 @@ impl Server {
                 model: catalog.current().map(|info| info.path),
             },
             queues,
-            dispatcher.completer(),
+            jobs.completer(),
+            Arc::clone(&board),
         )?;
         let farm = Arc::new(Farm {
             gil: pool.gil(),
-            board: pool.board(),
+            board,
             rate_limiter: config.rate_limit.map(RateLimiter::new),
             models: catalog,
             lock: LockCoordinator::new(config.lock_timeout),
             config,
-            dispatcher,
+            jobs,
             stats,
             connections: Connections::default(),
             draining: AtomicBool::new(false),
@@ -509,17 +261,17 @@ impl Server {
         farm.draining.store(true, Ordering::SeqCst);
         farm.lock.close(); // clients waiting for the mutex get their answer now
         let deadline = Instant::now() + farm.config.drain_timeout;
-        let in_flight = farm.dispatcher.in_flight();
+        let in_flight = farm.jobs.in_flight();
         if in_flight > 0 {
             tracing::info!(in_flight, timeout = ?farm.config.drain_timeout, "draining jobs in flight");
         }
-        while farm.dispatcher.in_flight() > 0 && Instant::now() < deadline {
+        while farm.jobs.in_flight() > 0 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(5));
         }
-        let failed = farm.dispatcher.fail_all(
+        let failed = farm.jobs.fail_all(&ReplyError::new(
             ErrorCode::ShuttingDown,
             "the server stopped before the job finished (--drain-timeout ran out)",
-        );
+        ));
         if failed > 0 {
             tracing::warn!(failed, "jobs still running at the end of the drain were answered SHUTTING_DOWN");
         }

@@ -11,8 +11,8 @@
 use std::path::{Component, Path, PathBuf};
 use std::sync::RwLock;
 
-use crate::model::{Model, ModelInfo, ModelRef};
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, ReplyError};
+use crate::work::model::{Model, ModelInfo, ModelRef};
 
 /// Largest model file `load_model` will read.
 const MAX_MODEL_BYTES: u64 = 256 * 1024 * 1024;
@@ -74,16 +74,17 @@ impl ModelCatalog {
     /// # Errors
     /// `FORBIDDEN` for a path that leaves the directory; `MODEL_UNAVAILABLE`
     /// for a file that is missing or not a usable model.
-    pub(super) fn load(&self, requested: &str) -> Result<ModelInfo, (ErrorCode, String)> {
+    pub(super) fn load(&self, requested: &str) -> Result<ModelInfo, ReplyError> {
         let path = self.resolve(requested)?;
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if size > MAX_MODEL_BYTES {
-            return Err((
+            return Err(ReplyError::new(
                 ErrorCode::ModelUnavailable,
                 format!("{requested} is larger than {MAX_MODEL_BYTES} bytes"),
             ));
         }
-        let model = Model::load(&path).map_err(|e| (ErrorCode::ModelUnavailable, e.to_string()))?;
+        let model =
+            Model::load(&path).map_err(|e| ReplyError::new(ErrorCode::ModelUnavailable, e.to_string()))?;
         let info = model.info().clone();
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(info.clone());
         tracing::info!(model = %info.name, path = %info.path.display(), sha256 = %info.sha256, "model loaded");
@@ -91,9 +92,9 @@ impl ModelCatalog {
     }
 
     /// Turns a client's relative path into a file inside the directory.
-    fn resolve(&self, requested: &str) -> Result<PathBuf, (ErrorCode, String)> {
+    fn resolve(&self, requested: &str) -> Result<PathBuf, ReplyError> {
         let forbidden = |why: &str| {
-            Err((
+            Err(ReplyError::new(
                 ErrorCode::Forbidden,
                 format!("refused to load {requested:?}: {why}; name a file inside the server's --models-dir"),
             ))
@@ -109,13 +110,13 @@ impl ModelCatalog {
             return forbidden("\"..\" is not accepted");
         }
         let dir = self.dir.canonicalize().map_err(|e| {
-            (
+            ReplyError::new(
                 ErrorCode::ModelUnavailable,
                 format!("the models directory {} is unusable: {e}", self.dir.display()),
             )
         })?;
         let path = dir.join(relative).canonicalize().map_err(|_| {
-            (
+            ReplyError::new(
                 ErrorCode::ModelUnavailable,
                 format!("no model {requested:?} in the models directory (see get_models)"),
             )
@@ -125,7 +126,7 @@ impl ModelCatalog {
             return forbidden("it resolves to a file outside the models directory");
         }
         if !path.is_file() {
-            return Err((ErrorCode::ModelUnavailable, format!("{requested:?} is not a file")));
+            return Err(ReplyError::new(ErrorCode::ModelUnavailable, format!("{requested:?} is not a file")));
         }
         Ok(path)
     }
@@ -145,7 +146,7 @@ mod tests {
             .unwrap();
         std::fs::write(dir.join("junk.safetensors"), b"not a model").unwrap();
         let catalog = ModelCatalog::start(dir.clone(), None).unwrap();
-        let code = |p: &str| catalog.load(p).unwrap_err().0;
+        let code = |p: &str| catalog.load(p).unwrap_err().code;
         assert_eq!(code("/etc/passwd"), ErrorCode::Forbidden);
         assert_eq!(code("../secret.safetensors"), ErrorCode::Forbidden);
         assert_eq!(code("sub/../../secret.safetensors"), ErrorCode::Forbidden);

@@ -3,8 +3,12 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::pool::{Mode, WorkerInfo};
-use crate::stats::{ConnectionCounts, Percentiles};
+use std::sync::atomic::Ordering;
+
+use super::Farm;
+use crate::protocol::Mode;
+use crate::server::pool::WorkerInfo;
+use crate::server::stats::{ConnectionCounts, Percentiles};
 
 /// The `result` of a `stats` reply.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,7 +39,7 @@ pub struct StatsReport {
     /// Queue wait and service time percentiles, in microseconds.
     pub latency_us: LatencyReport,
     /// Result cache counters (`null` without `--cache-entries`).
-    pub cache: Option<crate::cache::CacheStats>,
+    pub cache: Option<crate::server::jobs::cache::CacheStats>,
     /// Whether a shutdown is under way.
     pub draining: bool,
     /// The global lock of `--gil` (`null` without it).
@@ -45,7 +49,7 @@ pub struct StatsReport {
     pub model: Option<String>,
     /// The accelerator mutex.
     #[serde(default)]
-    pub mutex: Option<crate::lock::LockSnapshot>,
+    pub mutex: Option<crate::server::lock::LockSnapshot>,
 }
 
 /// The GIL's state in `stats`.
@@ -189,6 +193,96 @@ impl Readiness {
     /// Whether the server should be sent work.
     pub fn is_ready(&self) -> bool {
         self.reasons.is_empty()
+    }
+}
+
+/// The builders: each report is read from the live state on demand.
+impl Farm {
+    /// The `result` of a `stats` reply (and what `/metrics` reads).
+    pub(super) fn stats_report(&self) -> StatsReport {
+        let counters = self.stats.counters();
+        StatsReport {
+            instance: self.stats.instance(),
+            uptime_s: self.stats.uptime_s(),
+            mode: self.config.mode,
+            workers: WorkerCounts {
+                configured: self.board.configured(),
+                alive: self.board.alive(),
+                throttled: self.board.throttled(),
+                abandoned_threads: self.board.abandoned_threads(),
+            },
+            worker_list: self.board.snapshot(),
+            connections: counters.connections,
+            requests: counters.requests,
+            errors: counters.errors,
+            replies: counters.replies,
+            jobs: JobCounts {
+                in_flight: self.jobs.in_flight(),
+                queued: self.jobs.queue_depth(),
+                queue_capacity: self.jobs.queue_capacity(),
+                completed: counters.jobs_completed,
+                cancelled: counters.jobs_cancelled,
+                retried: counters.jobs_retried,
+                timed_out: counters.jobs_timed_out,
+                replies_dropped: counters.replies_dropped,
+            },
+            cache: self.jobs.cache_stats(),
+            gil: self.gil.as_ref().map(|gil| GilReport {
+                switch_interval_ms: gil.switch_interval().as_secs_f64() * 1000.0,
+                switches: gil.switches(),
+            }),
+            draining: self.draining.load(Ordering::SeqCst),
+            model: self.models.current().map(|m| m.name),
+            mutex: Some(self.lock.snapshot()),
+            latency_us: LatencyReport { queue_wait: counters.queue_wait_us, service: counters.service_us },
+        }
+    }
+
+    /// IdentyFire's `health_check` answer, in its field names.
+    pub(super) fn identyfire_health(&self) -> serde_json::Value {
+        let model = self.models.current();
+        let lock = self.lock.snapshot();
+        let counters = self.stats.counters();
+        let status = if self.draining.load(Ordering::SeqCst) { "draining" } else { "online" };
+        serde_json::json!({
+            "status": status,
+            "model_loaded": model.is_some(),
+            "model_name": model.map(|m| m.name),
+            "uptime": self.stats.uptime_s(),
+            "mutex_locked": lock.locked,
+            "mutex_owner": lock.owner,
+            "stats": {
+                "requests": counters.requests,
+                "errors": counters.errors,
+                "jobs_completed": counters.jobs_completed,
+                "workers_alive": self.board.alive(),
+                "workers_configured": self.board.configured(),
+                "mode": self.config.mode,
+                "mutex_queue_length": lock.queue_length,
+                "mutex_grants": lock.grants,
+            },
+        })
+    }
+
+    /// What `/readyz` answers.
+    pub(super) fn readiness(&self) -> Readiness {
+        Readiness::assess(
+            self.board.alive(),
+            self.board.configured(),
+            self.jobs.queue_depth(),
+            self.jobs.queue_capacity(),
+            self.draining.load(Ordering::SeqCst),
+        )
+    }
+
+    /// The `result` of a `health` reply.
+    pub(super) fn health_report(&self) -> HealthReport {
+        let mut report = HealthReport::new(self.config.mode, self.board.alive(), self.board.configured());
+        report.restarts_throttled = self.board.throttled() > 0;
+        if self.draining.load(Ordering::SeqCst) {
+            report.status = "draining".into();
+        }
+        report
     }
 }
 

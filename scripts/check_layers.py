@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Checks the crate's module graph: no import cycles, and each side only
+depends on the layers below it.
+
+    python3 scripts/check_layers.py
+
+Reads every file under src/, resolves each `crate::…` and `super::…` path it
+names to the module that owns it, and reports:
+  * cycles between modules that are not each other's ancestors (a parent
+    declaring its children is not a cycle);
+  * a layer that reaches up: the shared wire layer (error, frame, protocol,
+    units) must not use work/, server/, client/ or cli/; work/ must not use
+    server/, client/ or cli/; server/ and client/ must not use each other or
+    cli/.
+Exit status 0 when clean, 1 otherwise. It reads text, so a path spelled in a
+comment counts too: that is deliberate (a doc link is a dependency a reader
+follows).
+"""
+
+import re
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+# Which top-level modules each side may use (besides itself).
+ALLOWED = {
+    "error": {"frame"},
+    "frame": set(),
+    "units": set(),
+    "protocol": {"error", "frame", "units"},
+    "work": {"error", "frame", "protocol", "units"},
+    "server": {"error", "frame", "protocol", "units", "work"},
+    "client": {"error", "frame", "protocol", "units", "work", "server"},
+    "cli": {"error", "frame", "protocol", "units", "work", "server", "client"},
+}
+# The client may name server types in exactly one place: `--embedded` starts
+# a server in the same process.
+CLIENT_EMBEDS_SERVER = {"client::bench::embedded"}
+
+
+def module_of(path: Path) -> tuple:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] in ("mod", "lib"):
+        parts = parts[:-1]
+    return tuple(parts)
+
+
+def known_modules() -> set:
+    return {module_of(p) for p in SRC.rglob("*.rs")}
+
+
+def resolve(segments: list, modules: set) -> tuple:
+    """The longest prefix of `segments` that is a module."""
+    for end in range(len(segments), 0, -1):
+        candidate = tuple(segments[:end])
+        if candidate in modules:
+            return candidate
+    return ()
+
+
+def edges(modules: set) -> dict:
+    graph = {m: set() for m in modules}
+    path_re = re.compile(r"\b(crate|super)((?:::\w+)+)")
+    for file in SRC.rglob("*.rs"):
+        here = module_of(file)
+        # Everything after the unit tests is test code: it may reach anywhere
+        # inside its own module's side.
+        text = file.read_text().split("#[cfg(test)]")[0]
+        for root, rest in path_re.findall(text):
+            segments = rest.strip(":").split("::")
+            if root == "crate":
+                absolute = segments
+            else:
+                base = list(here)
+                while segments and segments[0] == "super":
+                    segments = segments[1:]
+                    base = base[:-1]
+                absolute = base[:-1] + segments if file.name != "mod.rs" else base[:-1] + segments
+                # `super` in a file module is its parent; in mod.rs, the folder's parent.
+                absolute = list(here[:-1]) + segments if file.name != "mod.rs" else list(here[:-1]) + segments
+            target = resolve(absolute, modules)
+            if target and target != here:
+                graph[here].add(target)
+    return graph
+
+
+def is_ancestor(a: tuple, b: tuple) -> bool:
+    return len(a) < len(b) and b[: len(a)] == a
+
+
+def cycles(graph: dict) -> list:
+    """Strongly connected components of more than one module (Tarjan),
+    ignoring edges between a module and its own descendants."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+    counter = [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if is_ancestor(v, w) or is_ancestor(w, v):
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    sys.setrecursionlimit(10_000)
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def main() -> int:
+    modules = known_modules()
+    graph = edges(modules)
+    problems = []
+    for component in cycles(graph):
+        names = ", ".join("::".join(m) or "crate" for m in component)
+        problems.append(f"import cycle between: {names}")
+    for source, targets in sorted(graph.items()):
+        if not source:
+            continue
+        side = source[0]
+        for target in sorted(targets):
+            if not target or target[0] == side or target[0] not in ALLOWED:
+                continue
+            if side == "client" and target[0] == "server" and "::".join(source) in CLIENT_EMBEDS_SERVER:
+                continue
+            if target[0] not in ALLOWED.get(side, set()) or (side == "client" and target[0] == "server"):
+                problems.append(f"{'::'.join(source)} uses {'::'.join(target)}: {side}/ may not depend on {target[0]}/")
+    for problem in problems:
+        print(problem)
+    print(f"{len(modules)} modules, {sum(len(t) for t in graph.values())} dependencies, "
+          f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,347 @@
+//! A benchmark's plan, validated: what to send, how fast, for how long.
+//!
+//! The CLI ([`crate::cli::client`]) only collects flags; [`BenchOptions`] is
+//! the checked, typed form every other part of the client works from, so an
+//! impossible combination is refused here, before anything starts, with a
+//! sentence that names the flag.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::mix::{CommandMix, ImagePayloads};
+use crate::protocol::Mode;
+
+/// How requests are paced.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LoadModel {
+    /// Each connection keeps `pipeline` requests in flight and sends the next
+    /// one when a reply arrives (1 = one at a time, like the original client).
+    Closed {
+        /// Requests in flight per connection.
+        pipeline: usize,
+    },
+    /// Requests are sent on a fixed schedule, `rate` per second over all
+    /// connections, whether or not replies have come (as wrk2 does).
+    Open {
+        /// Requests per second, all connections together.
+        rate: f64,
+    },
+}
+
+/// When the measured part of the run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopAfter {
+    /// After this many measured requests per connection.
+    Requests(u64),
+    /// After this long (measured part only).
+    Duration(Duration),
+}
+
+/// What is sent first and left out of every statistic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Warmup {
+    /// No warm-up.
+    None,
+    /// Requests scheduled during this first stretch of time.
+    Duration(Duration),
+    /// This many requests per connection.
+    Requests(u64),
+}
+
+/// Where the target server comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// An already running server.
+    Remote {
+        /// Host name or address.
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
+    /// A server started inside this process on a free loopback port, and
+    /// stopped after the run.
+    Embedded {
+        /// Its pool mode.
+        mode: Mode,
+        /// Its worker count.
+        workers: usize,
+        /// Thread mode with a CPython-style GIL (its switch interval).
+        gil: Option<Duration>,
+    },
+}
+
+/// Report files to write. Each is created before the run starts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OutputPaths {
+    /// Summary row appended per run.
+    pub csv: Option<PathBuf>,
+    /// One row per request, streamed.
+    pub requests_csv: Option<PathBuf>,
+    /// Percentile distribution in HdrHistogram's text format.
+    pub hgrm: Option<PathBuf>,
+    /// HdrHistogram interval log.
+    pub hdr_log: Option<PathBuf>,
+    /// The whole result as JSON.
+    pub json: Option<PathBuf>,
+}
+
+/// A complete, validated benchmark plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchOptions {
+    /// Which server.
+    pub target: Target,
+    /// Connections, each driven by its own threads.
+    pub concurrency: usize,
+    /// Pacing.
+    pub load: LoadModel,
+    /// End of the measured part.
+    pub stop: StopAfter,
+    /// Warm-up before it.
+    pub warmup: Warmup,
+    /// Which commands, in which proportions.
+    pub mix: CommandMix,
+    /// `n` of compute requests.
+    pub size: u64,
+    /// A request without a reply after this long counts as a timeout.
+    pub timeout: Duration,
+    /// Check compute results against a local computation.
+    pub verify: bool,
+    /// Percentiles shown in the summary and the JSON report (0 < p ≤ 100).
+    pub percentiles: Vec<f64>,
+    /// Length of one interval of the interval log.
+    pub log_interval: Duration,
+    /// Report files.
+    pub outputs: OutputPaths,
+    /// Show a progress bar (only honoured when stderr is a terminal).
+    pub progress: bool,
+    /// Token to present on every connection (`--auth-token`).
+    pub auth_token: Option<String>,
+    /// Images for `predict` and `predict_batch` (`--images`, `--batch`).
+    pub images: ImagePayloads,
+}
+
+/// A connection sending less often than this is a configuration mistake,
+/// not a load test.
+pub const SLOWEST_CONNECTION_INTERVAL: Duration = Duration::from_secs(60);
+
+impl BenchOptions {
+    /// Checks the plan as a whole.
+    ///
+    /// # Errors
+    /// A sentence naming the flag that is out of range or the flags that do
+    /// not go together.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.concurrency == 0 {
+            return Err("--concurrency must be at least 1".into());
+        }
+        match self.load {
+            LoadModel::Closed { pipeline: 0 } => return Err("--pipeline must be at least 1".into()),
+            LoadModel::Closed { .. } => {}
+            LoadModel::Open { rate } => {
+                if !rate.is_finite() || rate <= 0.0 {
+                    return Err(format!(
+                        "--rate must be a positive number of requests per second, not {rate}"
+                    ));
+                }
+                let per_connection =
+                    Duration::try_from_secs_f64(self.concurrency as f64 / rate).unwrap_or(Duration::MAX);
+                if per_connection > SLOWEST_CONNECTION_INTERVAL {
+                    return Err(format!(
+                        "--rate {rate} is too low for {} connections: each would send once every {:.0} s; \
+                         raise --rate to at least {:.3} or lower --concurrency",
+                        self.concurrency,
+                        per_connection.as_secs_f64(),
+                        self.concurrency as f64 / SLOWEST_CONNECTION_INTERVAL.as_secs_f64()
+                    ));
+                }
+                if let StopAfter::Duration(d) = self.stop {
+                    if rate * d.as_secs_f64() < self.concurrency as f64 {
+                        return Err(format!(
+                            "--rate {rate} for {d:?} sends fewer requests than there are connections ({}); \
+                             raise --rate or --duration, or lower --concurrency",
+                            self.concurrency
+                        ));
+                    }
+                }
+            }
+        }
+        match self.stop {
+            StopAfter::Requests(0) => return Err("--requests must be at least 1".into()),
+            StopAfter::Duration(d) if d.is_zero() => return Err("--duration must be longer than 0".into()),
+            _ => {}
+        }
+        if self.timeout.is_zero() {
+            return Err("--timeout must be longer than 0".into());
+        }
+        if self.log_interval < Duration::from_millis(10) {
+            return Err("--hdr-log-interval must be at least 10ms".into());
+        }
+        if self.percentiles.is_empty() {
+            return Err("--percentiles needs at least one value".into());
+        }
+        if let Some(p) = self.percentiles.iter().find(|p| !(**p > 0.0 && **p <= 100.0)) {
+            return Err(format!("--percentiles values must be above 0 and at most 100 (max), not {p}"));
+        }
+        if self.mix.includes_images() && self.images.is_empty() {
+            return Err("predictions need images: --images DIR".into());
+        }
+        if self.mix.includes_images() && !(1..=crate::protocol::MAX_BATCH_IMAGES).contains(&self.images.batch)
+        {
+            return Err(format!("--batch must be from 1 to {}", crate::protocol::MAX_BATCH_IMAGES));
+        }
+        if self.verify && !self.mix.includes_compute() {
+            return Err("--verify checks compute results, but this run sends no compute request".into());
+        }
+        if let Target::Embedded { workers: 0, .. } = self.target {
+            return Err("--workers must be at least 1".into());
+        }
+        if let Target::Embedded { mode: Mode::Processes, gil: Some(_), .. } = self.target {
+            return Err("--gil applies to --mode threads".into());
+        }
+        Ok(())
+    }
+
+    /// A small, valid plan for unit tests: 4 connections × 5 compute
+    /// requests against 127.0.0.1:5050, closed loop.
+    #[cfg(test)]
+    pub(crate) fn example() -> Self {
+        BenchOptions {
+            target: Target::Remote { host: "127.0.0.1".into(), port: 5050 },
+            concurrency: 4,
+            load: LoadModel::Closed { pipeline: 1 },
+            stop: StopAfter::Requests(5),
+            warmup: Warmup::None,
+            mix: CommandMix::parse("compute").expect("a valid mix"),
+            size: 500_000,
+            timeout: Duration::from_secs(10),
+            verify: false,
+            percentiles: vec![50.0, 99.0, 100.0],
+            log_interval: Duration::from_secs(1),
+            outputs: OutputPaths::default(),
+            progress: false,
+            auth_token: None,
+            images: ImagePayloads::default(),
+        }
+    }
+
+    /// Requests each connection sends during warm-up, when counted.
+    pub fn warmup_requests(&self) -> u64 {
+        match self.warmup {
+            Warmup::Requests(n) => n,
+            _ => 0,
+        }
+    }
+}
+
+/// Parses `--warmup`: a duration (`2s`, `500ms`, or plain seconds `2`) or a
+/// request count per connection with an `r`/`req`/`requests` suffix (`100r`).
+///
+/// # Errors
+/// A message naming both accepted forms.
+pub fn parse_warmup(text: &str) -> Result<Warmup, String> {
+    let trimmed = text.trim();
+    for suffix in ["requests", "request", "req", "r"] {
+        if let Some(count) = trimmed.strip_suffix(suffix) {
+            return count
+                .trim()
+                .parse::<u64>()
+                .map(|n| if n == 0 { Warmup::None } else { Warmup::Requests(n) })
+                .map_err(|_| warmup_error(text));
+        }
+    }
+    let duration = crate::units::parse_duration(trimmed).map_err(|_| warmup_error(text))?;
+    Ok(if duration.is_zero() { Warmup::None } else { Warmup::Duration(duration) })
+}
+
+fn warmup_error(text: &str) -> String {
+    format!("{text:?} is not a warm-up; use a time (2s, 500ms, or plain seconds) or requests per connection (100r)")
+}
+
+/// Parses `--percentiles`: a comma-separated list such as `50,90,99,99.9,max`
+/// (`max` is 100).
+///
+/// # Errors
+/// A message naming the bad item.
+pub fn parse_percentiles(text: &str) -> Result<Vec<f64>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            if item.eq_ignore_ascii_case("max") {
+                Ok(100.0)
+            } else {
+                item.parse::<f64>().map_err(|_| format!("{item:?} is not a percentile (e.g. 99.9 or max)"))
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> BenchOptions {
+        BenchOptions::example()
+    }
+
+    #[test]
+    fn a_sensible_plan_is_accepted() {
+        assert_eq!(plan().validate(), Ok(()));
+    }
+
+    #[test]
+    fn impossible_plans_are_refused_naming_the_flag() {
+        type Change = Box<dyn Fn(&mut BenchOptions)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (Box::new(|o| o.concurrency = 0), "--concurrency"),
+            (Box::new(|o| o.load = LoadModel::Closed { pipeline: 0 }), "--pipeline"),
+            (Box::new(|o| o.load = LoadModel::Open { rate: 0.0 }), "--rate"),
+            (Box::new(|o| o.load = LoadModel::Open { rate: -5.0 }), "--rate"),
+            (Box::new(|o| o.load = LoadModel::Open { rate: f64::NAN }), "--rate"),
+            (Box::new(|o| o.load = LoadModel::Open { rate: 0.01 }), "too low for 4 connections"),
+            (
+                Box::new(|o| {
+                    o.load = LoadModel::Open { rate: 2.0 };
+                    o.stop = StopAfter::Duration(Duration::from_secs(1));
+                }),
+                "fewer requests than there are connections",
+            ),
+            (Box::new(|o| o.stop = StopAfter::Requests(0)), "--requests"),
+            (Box::new(|o| o.stop = StopAfter::Duration(Duration::ZERO)), "--duration"),
+            (Box::new(|o| o.timeout = Duration::ZERO), "--timeout"),
+            (Box::new(|o| o.percentiles = vec![0.0]), "--percentiles"),
+            (Box::new(|o| o.percentiles = vec![100.5]), "--percentiles"),
+            (Box::new(|o| o.percentiles.clear()), "--percentiles"),
+            (
+                Box::new(|o| {
+                    o.verify = true;
+                    o.mix = CommandMix::parse("ping").unwrap();
+                }),
+                "--verify",
+            ),
+        ];
+        for (change, expected) in cases {
+            let mut options = plan();
+            change(&mut options);
+            let error = options.validate().expect_err(expected);
+            assert!(error.contains(expected), "{error:?} should mention {expected:?}");
+        }
+    }
+
+    #[test]
+    fn warmup_takes_a_time_or_a_request_count() {
+        assert_eq!(parse_warmup("2s"), Ok(Warmup::Duration(Duration::from_secs(2))));
+        assert_eq!(parse_warmup("0.5"), Ok(Warmup::Duration(Duration::from_millis(500))));
+        assert_eq!(parse_warmup("100r"), Ok(Warmup::Requests(100)));
+        assert_eq!(parse_warmup("100 requests"), Ok(Warmup::Requests(100)));
+        assert_eq!(parse_warmup("0"), Ok(Warmup::None));
+        assert!(parse_warmup("lots").is_err());
+        assert!(parse_warmup("-3r").is_err());
+    }
+
+    #[test]
+    fn percentiles_parse_with_max_as_100() {
+        assert_eq!(parse_percentiles("50, 99.9,max"), Ok(vec![50.0, 99.9, 100.0]));
+        assert!(parse_percentiles("50,high").is_err());
+    }
+}

@@ -1,0 +1,298 @@
+//! Sweeps: a grid of benchmark runs, each against its own embedded server,
+//! appended as rows of one CSV with exactly the columns of `--csv` — so a
+//! whole study (threads vs processes vs threads-with-GIL, as workers and
+//! connections grow) is one command, and its CSV feeds the plots directly.
+//!
+//! A sweep can be stopped and started again: before each run it looks for a
+//! row with the same server mode, GIL, workers, connections, size, pipeline,
+//! rate and command already in the CSV, and skips the runs that are done.
+
+use std::collections::HashSet;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::options::{BenchOptions, LoadModel, Target};
+use super::{run, RunSinks};
+use crate::client::report::csv_row::SummaryRow;
+use crate::client::report::RunReport;
+use crate::error::{Error, Result};
+use crate::protocol::Mode;
+
+/// A farm configuration to sweep over.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SweepMode {
+    /// Worker threads.
+    Threads,
+    /// Worker threads sharing a CPython-style GIL (5 ms switch interval).
+    ThreadsGil,
+    /// Worker processes.
+    Processes,
+}
+
+impl SweepMode {
+    /// Parses `threads`, `threads-gil` or `processes`.
+    ///
+    /// # Errors
+    /// A message naming the accepted words.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        match text.trim() {
+            "threads" => Ok(SweepMode::Threads),
+            "threads-gil" | "gil" => Ok(SweepMode::ThreadsGil),
+            "processes" => Ok(SweepMode::Processes),
+            other => Err(format!("{other:?} is not a mode; use threads, threads-gil or processes")),
+        }
+    }
+
+    fn mode(self) -> Mode {
+        match self {
+            SweepMode::Processes => Mode::Processes,
+            _ => Mode::Threads,
+        }
+    }
+
+    fn gil(self) -> Option<Duration> {
+        (self == SweepMode::ThreadsGil).then_some(Duration::from_millis(5))
+    }
+}
+
+/// The grid and what every run shares.
+#[derive(Debug, Clone)]
+pub struct SweepPlan {
+    /// Farm configurations.
+    pub modes: Vec<SweepMode>,
+    /// Worker counts.
+    pub workers: Vec<usize>,
+    /// Connection counts.
+    pub concurrency: Vec<usize>,
+    /// Compute sizes.
+    pub sizes: Vec<u64>,
+    /// Closed-loop pipelines (used when `rates` is empty).
+    pub pipelines: Vec<usize>,
+    /// Open-loop rates (when given, the sweep is open-loop).
+    pub rates: Vec<f64>,
+    /// Everything else (duration, warm-up, command, timeout, percentiles).
+    pub template: BenchOptions,
+    /// The CSV the rows go to.
+    pub csv: PathBuf,
+}
+
+/// One run of the grid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GridPoint {
+    /// Farm configuration.
+    pub mode: SweepMode,
+    /// Workers.
+    pub workers: usize,
+    /// Connections.
+    pub concurrency: usize,
+    /// Compute `n`.
+    pub size: u64,
+    /// Closed or open loop.
+    pub load: LoadModel,
+}
+
+impl SweepPlan {
+    /// Every point of the grid, in the order they run.
+    pub fn points(&self) -> Vec<GridPoint> {
+        let loads: Vec<LoadModel> = if self.rates.is_empty() {
+            self.pipelines.iter().map(|&pipeline| LoadModel::Closed { pipeline }).collect()
+        } else {
+            self.rates.iter().map(|&rate| LoadModel::Open { rate }).collect()
+        };
+        let mut points = Vec::new();
+        for &mode in &self.modes {
+            for &workers in &self.workers {
+                for &size in &self.sizes {
+                    for &concurrency in &self.concurrency {
+                        for &load in &loads {
+                            points.push(GridPoint { mode, workers, concurrency, size, load });
+                        }
+                    }
+                }
+            }
+        }
+        points
+    }
+
+    fn options_for(&self, point: &GridPoint) -> BenchOptions {
+        BenchOptions {
+            target: Target::Embedded {
+                mode: point.mode.mode(),
+                workers: point.workers,
+                gil: point.mode.gil(),
+            },
+            concurrency: point.concurrency,
+            size: point.size,
+            load: point.load,
+            progress: false,
+            ..self.template.clone()
+        }
+    }
+}
+
+/// The columns of a CSV row that identify a grid point.
+#[derive(Debug, Deserialize, PartialEq, Eq, Hash)]
+struct DoneKey {
+    server_mode: String,
+    server_gil: bool,
+    server_workers: u64,
+    concurrency: usize,
+    size: u64,
+    pipeline: Option<usize>,
+    rate_rps: Option<String>,
+    cmd: String,
+}
+
+impl DoneKey {
+    fn of(point: &GridPoint, cmd: &str) -> Self {
+        let (pipeline, rate_rps) = match point.load {
+            LoadModel::Closed { pipeline } => (Some(pipeline), None),
+            // Written by the csv crate the way it writes every f64 (e.g. 200.0).
+            LoadModel::Open { rate } => (None, Some(csv_float(rate))),
+        };
+        DoneKey {
+            server_mode: point.mode.mode().as_str().to_string(),
+            server_gil: point.mode.gil().is_some(),
+            server_workers: point.workers as u64,
+            concurrency: point.concurrency,
+            size: point.size,
+            pipeline,
+            rate_rps,
+            cmd: cmd.to_string(),
+        }
+    }
+}
+
+/// How the csv crate renders an f64 cell.
+fn csv_float(value: f64) -> String {
+    let mut writer = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+    let _ = writer.serialize([value]);
+    String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default().trim().to_string()
+}
+
+/// The grid points already in the CSV (none if it does not exist yet).
+fn done(csv: &Path) -> Result<HashSet<DoneKey>> {
+    if !csv.exists() {
+        return Ok(HashSet::new());
+    }
+    let mut reader = csv::Reader::from_path(csv)
+        .map_err(|e| Error::Config(format!("--csv {}: cannot read it to resume: {e}", csv.display())))?;
+    reader
+        .deserialize::<DoneKey>()
+        .map(|row| {
+            row.map_err(|e| Error::Config(format!("--csv {}: not a tc-client CSV ({e})", csv.display())))
+        })
+        .collect()
+}
+
+/// What a sweep did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SweepSummary {
+    /// Runs made and appended.
+    pub ran: usize,
+    /// Runs already in the CSV.
+    pub skipped: usize,
+    /// Runs that found problems (their rows are appended all the same).
+    pub failed: usize,
+}
+
+/// Runs every grid point not already in the CSV, appending a row after each
+/// run (so an interrupted sweep keeps what it measured). `say` gets one line
+/// per point.
+///
+/// # Errors
+/// A CSV that cannot be read or written, or a run that cannot start at all.
+pub fn run_sweep(plan: &SweepPlan, mut say: impl FnMut(&str)) -> Result<SweepSummary> {
+    let cmd = plan.template.mix.to_string();
+    let already = done(&plan.csv)?;
+    let points = plan.points();
+    let mut summary = SweepSummary::default();
+    for (index, point) in points.iter().enumerate() {
+        let label = format!(
+            "[{}/{}] {:?} workers={} connections={} n={} {:?}",
+            index + 1,
+            points.len(),
+            point.mode,
+            point.workers,
+            point.concurrency,
+            point.size,
+            point.load
+        );
+        if already.contains(&DoneKey::of(point, &cmd)) {
+            summary.skipped += 1;
+            say(&format!("{label}: already in {}, skipped", plan.csv.display()));
+            continue;
+        }
+        let result = run(plan.options_for(point), RunSinks::default())?;
+        let report = RunReport::new(&result);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&plan.csv)
+            .map_err(|e| Error::io(format!("opening --csv {}", plan.csv.display()), e))?;
+        let is_new = file.metadata().map(|m| m.len() == 0).unwrap_or(true);
+        SummaryRow::new(&result, &report)
+            .write(file, is_new)
+            .map_err(|e| Error::Config(format!("writing --csv {}: {e}", plan.csv.display())))?;
+        summary.ran += 1;
+        if result.failed() {
+            summary.failed += 1;
+        }
+        say(&format!(
+            "{label}: {:.1} req/s, p50 {} us, p99 {} us{}",
+            report.throughput_rps,
+            report.latency.at(50.0).unwrap_or(0),
+            report.latency.at(99.0).unwrap_or(0),
+            if result.failed() { " (with problems)" } else { "" }
+        ));
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> SweepPlan {
+        SweepPlan {
+            modes: vec![SweepMode::Threads, SweepMode::Processes],
+            workers: vec![1, 2],
+            concurrency: vec![1, 4, 16],
+            sizes: vec![500_000],
+            pipelines: vec![1],
+            rates: vec![],
+            template: BenchOptions::example(),
+            csv: PathBuf::from("unused.csv"),
+        }
+    }
+
+    #[test]
+    fn the_grid_is_the_cartesian_product() {
+        let points = plan().points();
+        assert_eq!(points.len(), 2 * 2 * 3);
+        assert_eq!(
+            points[0],
+            GridPoint {
+                mode: SweepMode::Threads,
+                workers: 1,
+                concurrency: 1,
+                size: 500_000,
+                load: LoadModel::Closed { pipeline: 1 }
+            }
+        );
+        let open = SweepPlan { rates: vec![100.0, 200.0], ..plan() };
+        assert!(open.points().iter().all(|p| matches!(p.load, LoadModel::Open { .. })));
+        assert_eq!(open.points().len(), 2 * 2 * 3 * 2);
+    }
+
+    #[test]
+    fn keys_match_what_the_csv_writer_writes() {
+        assert_eq!(csv_float(200.0), "200.0");
+        assert_eq!(csv_float(12.5), "12.5");
+        assert_eq!(SweepMode::parse("threads-gil"), Ok(SweepMode::ThreadsGil));
+        assert!(SweepMode::parse("fibers").is_err());
+    }
+}

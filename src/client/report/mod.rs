@@ -1,0 +1,260 @@
+//! Reports of a benchmark run: one data model, several exporters.
+//!
+//! [`RunReport`] is the whole result as plain data (it is what `--json`
+//! writes). Each exporter turns it, or the run's histograms, into one
+//! format, writing to any `Write`:
+//! - [`summary`]: the human summary on stdout;
+//! - [`csv_row`]: one summary row per run, appended to `--csv`;
+//! - [`hgrm`]: the percentile distribution (`--hgrm`), in the text format of
+//!   Java HdrHistogram's `outputPercentileDistribution`;
+//! - [`streams`]: the files written *during* the run — one row per request
+//!   (`--requests-csv`) and the HdrHistogram interval log (`--hdr-log`).
+//!
+//! [`files::ReportFiles`] creates every output file before the run starts,
+//! so a bad path fails at once, not after a long run.
+
+pub mod csv_row;
+pub mod files;
+pub mod hgrm;
+pub mod streams;
+pub mod summary;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::client::bench::options::{LoadModel, StopAfter, Warmup};
+use crate::client::bench::recorder::Counts;
+use crate::client::bench::{BenchRun, ServerInfo};
+
+/// A latency distribution, summarised (microseconds).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LatencyStats {
+    /// Values recorded.
+    pub count: u64,
+    /// Mean.
+    pub mean_us: f64,
+    /// Largest.
+    pub max_us: u64,
+    /// The requested percentiles, in order.
+    pub percentiles: Vec<PercentileValue>,
+}
+
+/// One percentile of a distribution.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PercentileValue {
+    /// E.g. 99.9 (100 is the maximum).
+    pub percentile: f64,
+    /// Microseconds.
+    pub value_us: u64,
+}
+
+impl LatencyStats {
+    /// Summarises `histogram` at the given percentiles.
+    pub fn of(histogram: &Histogram<u64>, percentiles: &[f64]) -> Self {
+        let empty = histogram.is_empty();
+        LatencyStats {
+            count: histogram.len(),
+            mean_us: if empty { 0.0 } else { histogram.mean() },
+            max_us: if empty { 0 } else { histogram.max() },
+            percentiles: percentiles
+                .iter()
+                .map(|&p| PercentileValue {
+                    percentile: p,
+                    value_us: if empty { 0 } else { histogram.value_at_percentile(p) },
+                })
+                .collect(),
+        }
+    }
+
+    /// The value at `percentile`, if it was requested.
+    pub fn at(&self, percentile: f64) -> Option<u64> {
+        self.percentiles.iter().find(|p| p.percentile == percentile).map(|p| p.value_us)
+    }
+}
+
+/// Latency split into the server's queue wait, its service time, and the
+/// rest (network, framing, threads on both sides), from `"timing": true`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Breakdown {
+    /// Waiting for a free worker.
+    pub queue: LatencyStats,
+    /// Running on the worker.
+    pub service: LatencyStats,
+    /// Everything else: latency from send − queue − service.
+    pub rest: LatencyStats,
+}
+
+/// The run's parameters, as reports show them.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunParameters {
+    /// The command or mix, e.g. `compute` or `compute:80,ping:20`.
+    pub cmd: String,
+    /// `n` of compute requests.
+    pub size: u64,
+    /// Connections.
+    pub concurrency: usize,
+    /// `closed` or `open`.
+    pub load_model: String,
+    /// Requests in flight per connection (closed loop).
+    pub pipeline: Option<usize>,
+    /// Target requests per second (open loop).
+    pub rate_rps: Option<f64>,
+    /// Measured requests per connection, when the run stops by count.
+    pub requests_per_connection: Option<u64>,
+    /// Measured seconds, when the run stops by time.
+    pub duration_s: Option<f64>,
+    /// Warm-up, e.g. `2s`, `100r` or `none`.
+    pub warmup: String,
+    /// Per-request timeout.
+    pub timeout_s: f64,
+    /// Whether compute results were verified.
+    pub verify: bool,
+}
+
+/// The whole result of a run (what `--json` writes).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// tc-client's version.
+    pub tool_version: String,
+    /// Start of the run, RFC 3339 UTC.
+    pub started_at: String,
+    /// The server measured.
+    pub server: ServerInfo,
+    /// What was asked for.
+    pub parameters: RunParameters,
+    /// How requests ended.
+    pub counts: Counts,
+    /// Measured part: first measured send to last measured reply.
+    pub measured_s: f64,
+    /// Whole run, warm-up included.
+    pub wall_s: f64,
+    /// Measured replies per second.
+    pub throughput_rps: f64,
+    /// Latency from the scheduled send (coordinated-omission corrected).
+    pub latency: LatencyStats,
+    /// Latency from the actual send.
+    pub latency_uncorrected: LatencyStats,
+    /// Queue / service / rest.
+    pub breakdown: Breakdown,
+    /// Connections that stopped early, and why.
+    pub connection_errors: Vec<String>,
+    /// Whether the run counts as failed (non-zero exit code).
+    pub failed: bool,
+}
+
+impl RunReport {
+    /// Builds the report of a finished run.
+    pub fn new(run: &BenchRun) -> Self {
+        let options = &run.options;
+        let percentiles = &options.percentiles;
+        let recorder = &run.recorder;
+        let (load_model, pipeline, rate_rps) = match options.load {
+            LoadModel::Closed { pipeline } => ("closed", Some(pipeline), None),
+            LoadModel::Open { rate } => ("open", None, Some(rate)),
+        };
+        let (requests_per_connection, duration_s) = match options.stop {
+            StopAfter::Requests(n) => (Some(n), None),
+            StopAfter::Duration(d) => (None, Some(d.as_secs_f64())),
+        };
+        let warmup = match options.warmup {
+            Warmup::None => "none".to_string(),
+            Warmup::Duration(d) => format!("{}s", d.as_secs_f64()),
+            Warmup::Requests(n) => format!("{n}r"),
+        };
+        RunReport {
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: humantime::format_rfc3339_seconds(run.started_at).to_string(),
+            server: run.server.clone(),
+            parameters: RunParameters {
+                cmd: options.mix.to_string(),
+                size: options.size,
+                concurrency: options.concurrency,
+                load_model: load_model.to_string(),
+                pipeline,
+                rate_rps,
+                requests_per_connection,
+                duration_s,
+                warmup,
+                timeout_s: options.timeout.as_secs_f64(),
+                verify: options.verify,
+            },
+            counts: recorder.counts.clone(),
+            measured_s: run.measured_time().as_secs_f64(),
+            wall_s: run.wall_time.as_secs_f64(),
+            throughput_rps: run.throughput(),
+            latency: LatencyStats::of(&recorder.corrected, percentiles),
+            latency_uncorrected: LatencyStats::of(&recorder.uncorrected, percentiles),
+            breakdown: Breakdown {
+                queue: LatencyStats::of(&recorder.queue, percentiles),
+                service: LatencyStats::of(&recorder.service, percentiles),
+                rest: LatencyStats::of(&recorder.rest, percentiles),
+            },
+            connection_errors: run.connection_errors.clone(),
+            failed: run.failed(),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::client::bench::options::{BenchOptions, Target};
+    use crate::client::bench::recorder::{latency_histogram, record_us, Recorder, Sample};
+    use crate::protocol::Mode;
+    use std::time::{Duration, Instant, UNIX_EPOCH};
+
+    /// A finished run with known numbers, for the exporters' exact-text tests:
+    /// 1000 good replies with latencies 1..=1000 µs from schedule (twice that
+    /// from send; queue us/10, service us/4), 2 BUSY replies, over exactly 2
+    /// measured seconds.
+    pub(crate) fn sample_run() -> BenchRun {
+        let mut recorder = Recorder::default();
+        for us in 1..=1000 {
+            recorder.record_ok(Sample {
+                corrected_us: us,
+                uncorrected_us: 2 * us,
+                queue_us: Some(us / 10),
+                service_us: Some(us / 4),
+            });
+        }
+        recorder.counts.sent = 1002;
+        recorder.counts.errors.insert("BUSY".into(), 2);
+        let t0 = Instant::now();
+        recorder.extend_span(t0, t0 + Duration::from_secs(2));
+        BenchRun {
+            options: BenchOptions {
+                target: Target::Embedded { mode: Mode::Processes, workers: 2, gil: None },
+                ..BenchOptions::example()
+            },
+            server: ServerInfo {
+                address: "127.0.0.1:5050".into(),
+                mode: "processes".into(),
+                workers: 2,
+                instance: "test".into(),
+                embedded: true,
+                gil: false,
+            },
+            started_at: UNIX_EPOCH + Duration::from_secs(1_767_323_045), // 2026-01-02T03:04:05Z
+            recorder,
+            wall_time: Duration::from_millis(2500),
+            connection_errors: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn latency_stats_report_the_requested_percentiles() {
+        let mut h = latency_histogram();
+        for us in 1..=1000 {
+            record_us(&mut h, us);
+        }
+        let stats = LatencyStats::of(&h, &[50.0, 99.0, 100.0]);
+        assert_eq!(stats.count, 1000);
+        assert_eq!(stats.at(50.0), Some(500));
+        assert_eq!(stats.at(99.0), Some(990));
+        assert_eq!(stats.at(100.0), Some(1000));
+        assert_eq!(stats.max_us, 1000);
+        assert!((stats.mean_us - 500.5).abs() < 1.0);
+        let empty = LatencyStats::of(&latency_histogram(), &[50.0]);
+        assert_eq!((empty.count, empty.max_us, empty.at(50.0)), (0, 0, Some(0)));
+    }
+}

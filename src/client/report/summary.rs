@@ -1,0 +1,148 @@
+//! The human summary printed on stdout after a run.
+
+use std::io::{self, Write};
+
+use super::{LatencyStats, RunReport};
+
+/// Column label of a percentile: `p50`, `p99.9`, `max`.
+fn label(percentile: f64) -> String {
+    if percentile >= 100.0 {
+        "max".into()
+    } else {
+        format!("p{percentile}")
+    }
+}
+
+/// Microseconds shown as milliseconds with three decimals (µs precision).
+fn ms(us: u64) -> String {
+    format!("{:.3}", us as f64 / 1000.0)
+}
+
+fn latency_row<W: Write>(out: &mut W, name: &str, stats: &LatencyStats) -> io::Result<()> {
+    write!(out, "    {name:<16}")?;
+    for p in &stats.percentiles {
+        write!(out, "{:>10}", ms(p.value_us))?;
+    }
+    writeln!(out, "{:>10}", format!("{:.3}", stats.mean_us / 1000.0))
+}
+
+/// Writes the summary of `report`.
+///
+/// # Errors
+/// Whatever the writer returns.
+pub fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()> {
+    let p = &report.parameters;
+    let server = &report.server;
+    let origin = if server.embedded { "embedded server" } else { "server" };
+    writeln!(out, "tc-client -> {} ({origin}: {}, {} workers)", server.address, server.mode, server.workers)?;
+    let what = if p.cmd.contains("compute") { format!("{} n={}", p.cmd, p.size) } else { p.cmd.clone() };
+    let pacing = match (p.pipeline, p.rate_rps) {
+        (_, Some(rate)) => format!("open loop at {rate} requests/s"),
+        (Some(1), _) => "closed loop, 1 request in flight per connection".into(),
+        (Some(k), _) => format!("closed loop, {k} requests in flight per connection"),
+        (None, None) => "closed loop".into(),
+    };
+    let length = match (p.requests_per_connection, p.duration_s) {
+        (Some(n), _) => format!("{n} requests per connection"),
+        (_, Some(s)) => format!("{s} s"),
+        _ => String::new(),
+    };
+    writeln!(out, "  {what}, {} connections, {pacing}, {length}, warm-up {}", p.concurrency, p.warmup)?;
+    writeln!(out)?;
+
+    let c = &report.counts;
+    writeln!(
+        out,
+        "  Requests    {} sent, {} ok, {} error replies, {} timeouts",
+        c.sent,
+        c.ok,
+        c.error_replies(),
+        c.timeouts
+    )?;
+    if !c.errors.is_empty() {
+        let codes: Vec<String> = c.errors.iter().map(|(code, n)| format!("{code} {n}")).collect();
+        writeln!(out, "  Errors      {}", codes.join(", "))?;
+    }
+    let problems: Vec<String> = [
+        (c.mismatches, "wrong results"),
+        (c.duplicates, "duplicate replies"),
+        (c.unknown, "unknown replies"),
+        (c.missing, "missing replies"),
+        (c.late, "late replies (after their timeout)"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    if !problems.is_empty() {
+        writeln!(out, "  Problems    {}", problems.join(", "))?;
+    }
+    writeln!(out, "  Time        {:.3} s measured ({:.3} s in all)", report.measured_s, report.wall_s)?;
+    writeln!(out, "  Throughput  {:.1} requests/s", report.throughput_rps)?;
+    writeln!(out)?;
+
+    write!(out, "  {:<18}", "Latency (ms)")?;
+    for p in &report.latency.percentiles {
+        write!(out, "{:>10}", label(p.percentile))?;
+    }
+    writeln!(out, "{:>10}", "mean")?;
+    latency_row(out, "from schedule", &report.latency)?;
+    latency_row(out, "from send", &report.latency_uncorrected)?;
+    if p.rate_rps.is_none() {
+        writeln!(out, "    (closed loop: each request is due when its slot frees, so the rows agree)")?;
+    }
+    if report.breakdown.service.count > 0 {
+        writeln!(out)?;
+        write!(out, "  {:<18}", "Where it went (ms)")?;
+        for p in &report.breakdown.queue.percentiles {
+            write!(out, "{:>10}", label(p.percentile))?;
+        }
+        writeln!(out, "{:>10}", "mean")?;
+        latency_row(out, "queue wait", &report.breakdown.queue)?;
+        latency_row(out, "service", &report.breakdown.service)?;
+        latency_row(out, "rest", &report.breakdown.rest)?;
+        writeln!(out, "    (rest = from send - queue - service: network, framing, threads)")?;
+    }
+    for error in &report.connection_errors {
+        writeln!(out, "  ! {error}")?;
+    }
+    writeln!(out)?;
+    writeln!(out, "Done: {} responses in {:.3}s", c.answered(), report.measured_s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::report::tests::sample_run;
+
+    #[test]
+    fn summary_text_is_stable() {
+        let report = RunReport::new(&sample_run());
+        let mut out = Vec::new();
+        write_summary(&report, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let expected = "\
+tc-client -> 127.0.0.1:5050 (embedded server: processes, 2 workers)
+  compute n=500000, 4 connections, closed loop, 1 request in flight per connection, 5 requests per connection, warm-up none
+
+  Requests    1002 sent, 1000 ok, 2 error replies, 0 timeouts
+  Errors      BUSY 2
+  Time        2.000 s measured (2.500 s in all)
+  Throughput  501.0 requests/s
+
+  Latency (ms)             p50       p99       max      mean
+    from schedule        0.500     0.990     1.000     0.500
+    from send            1.000     1.980     2.000     1.001
+    (closed loop: each request is due when its slot frees, so the rows agree)
+
+  Where it went (ms)       p50       p99       max      mean
+    queue wait           0.050     0.099     0.100     0.050
+    service              0.125     0.247     0.250     0.125
+    rest                 0.825     1.634     1.650     0.827
+    (rest = from send - queue - service: network, framing, threads)
+
+Done: 1002 responses in 2.000s
+";
+        assert_eq!(text, expected);
+    }
+}

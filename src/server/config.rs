@@ -1,0 +1,191 @@
+//! The server's configuration: every setting, its default, and the checks
+//! that make a configuration usable. The CLI ([`crate::cli::server`]) turns
+//! flags into a [`ServerConfig`]; tests and `tc-client --embedded` build one
+//! directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::frame::DEFAULT_MAX_FRAME;
+use crate::protocol::{Limits, Mode, DEFAULT_N};
+use crate::server::pool::WorkerCommand;
+
+/// Everything that shapes a server, already validated by the caller (the CLI
+/// turns flags into this).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Threads or processes.
+    pub mode: Mode,
+    /// Number of workers.
+    pub workers: usize,
+    /// Largest frame payload accepted, in bytes.
+    pub max_frame: usize,
+    /// Largest `n` of a compute job.
+    pub max_n: u64,
+    /// Jobs that may wait for a worker before new ones get `BUSY`.
+    pub queue_capacity: usize,
+    /// Replies a single connection may owe before the server stops reading it.
+    pub max_inflight: usize,
+    /// How long a worker process may take to start and connect back.
+    pub spawn_timeout: Duration,
+    /// What to run as a worker process; `None` re-executes this binary.
+    pub worker_command: Option<WorkerCommand>,
+    /// How long a started frame may take to arrive completely.
+    pub read_timeout: Duration,
+    /// How long one job may run before `TIMEOUT` and a new worker.
+    pub job_timeout: Duration,
+    /// Extra workers a job may be tried on after its worker crashed (for
+    /// jobs that may safely run twice).
+    pub retries: u32,
+    /// Worker replacements allowed per `restart_window`.
+    pub max_restarts: u32,
+    /// The window of `max_restarts`.
+    pub restart_window: Duration,
+    /// Connections open at once; more get `BUSY` and are closed.
+    pub max_connections: usize,
+    /// Requests per second per client address (`None`: unlimited).
+    pub rate_limit: Option<f64>,
+    /// Results kept in the LRU result cache (0: no cache).
+    pub cache_entries: usize,
+    /// How long a shutdown waits for jobs in flight before failing them.
+    pub drain_timeout: Duration,
+    /// Accept the fault-injection commands (crash, hang, sleep, panic).
+    pub allow_chaos: bool,
+    /// Shared secret every connection must present first (`None`: open).
+    pub auth_token: Option<String>,
+    /// Thread mode: a CPython-style global lock with this switch interval.
+    pub gil_switch_interval: Option<Duration>,
+    /// The model file to serve (`--model`); `None` starts without a model
+    /// (predictions get `MODEL_UNAVAILABLE` until `load_model`).
+    pub model: Option<PathBuf>,
+    /// The only directory `load_model` may read from (`--models-dir`).
+    pub models_dir: PathBuf,
+    /// `fire_detected = raw_score > threshold` (`--threshold`).
+    pub threshold: f32,
+    /// Largest image accepted, in bytes after base64 decoding (`--max-image-bytes`).
+    pub max_image_bytes: usize,
+    /// The accelerator mutex's lease (`--lock-timeout`).
+    pub lock_timeout: Duration,
+    /// ThreadCenter `predict` requires holding the mutex (`--predict-lock`);
+    /// IdentyFire's predictions always do.
+    pub predict_lock: bool,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` (`--metrics-addr`;
+    /// `None`: nowhere).
+    pub metrics_addr: Option<SocketAddr>,
+    /// Jobs running longer than this on a worker are logged at WARN
+    /// (`--slow-ms`; `None`: never).
+    pub slow_job: Option<Duration>,
+}
+
+/// Default `--max-image-bytes`: 10 MiB.
+pub const DEFAULT_MAX_IMAGE_BYTES: usize = 10 * 1024 * 1024;
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            mode: Mode::Processes,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_frame: DEFAULT_MAX_FRAME,
+            max_n: 100 * DEFAULT_N,
+            queue_capacity: 1024,
+            max_inflight: 1024,
+            spawn_timeout: Duration::from_secs(10),
+            worker_command: None,
+            read_timeout: Duration::from_secs(30),
+            job_timeout: Duration::from_secs(60),
+            retries: 1,
+            max_restarts: 10,
+            restart_window: Duration::from_secs(10),
+            max_connections: 4096,
+            rate_limit: None,
+            cache_entries: 0,
+            drain_timeout: Duration::from_secs(10),
+            allow_chaos: false,
+            auth_token: None,
+            gil_switch_interval: None,
+            // The shipped model, when the source tree is where it was built.
+            model: Some(
+                crate::work::model::default_models_dir().join(crate::work::model::DEFAULT_MODEL_FILE),
+            )
+            .filter(|path| path.is_file()),
+            models_dir: crate::work::model::default_models_dir(),
+            threshold: 0.5,
+            max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
+            lock_timeout: Duration::from_secs(30),
+            predict_lock: false,
+            metrics_addr: None,
+            slow_job: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Bounds on request arguments.
+    pub fn limits(&self) -> Limits {
+        Limits { max_n: self.max_n, allow_chaos: self.allow_chaos }
+    }
+
+    /// Checks that every value is usable.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first value out of range.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("--workers", self.workers),
+            ("--max-frame", self.max_frame),
+            ("--queue-capacity", self.queue_capacity),
+            ("--max-inflight", self.max_inflight),
+            ("--max-connections", self.max_connections),
+        ];
+        for (flag, value) in positive {
+            if value == 0 {
+                return Err(Error::Config(format!("{flag} must be at least 1")));
+            }
+        }
+        if self.max_frame > u32::MAX as usize {
+            return Err(Error::Config(format!("--max-frame must be at most {} bytes", u32::MAX)));
+        }
+        for (flag, value) in [
+            ("--read-timeout", self.read_timeout),
+            ("--job-timeout", self.job_timeout),
+            ("--restart-window", self.restart_window),
+            ("--lock-timeout", self.lock_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(Error::Config(format!("{flag} must be longer than 0")));
+            }
+        }
+        if let Some(rate) = self.rate_limit {
+            if !rate.is_finite() || rate <= 0.0 {
+                return Err(Error::Config(format!(
+                    "--rate-limit must be a positive number of requests per second, not {rate}"
+                )));
+            }
+        }
+        if self.gil_switch_interval.is_some() && self.mode != Mode::Threads {
+            return Err(Error::Config(
+                "--gil applies to --mode threads (worker processes have no shared interpreter lock)".into(),
+            ));
+        }
+        if self.gil_switch_interval.is_some_and(|d| d.is_zero()) {
+            return Err(Error::Config("--switch-interval must be longer than 0".into()));
+        }
+        if !(0.0..=1.0).contains(&self.threshold) {
+            return Err(Error::Config(format!(
+                "--threshold must be between 0 and 1, not {}",
+                self.threshold
+            )));
+        }
+        // An image larger than a frame cannot arrive anyway: --max-frame is
+        // the outer bound, --max-image-bytes the one for a decoded image.
+        if self.max_image_bytes == 0 {
+            return Err(Error::Config("--max-image-bytes must be at least 1".into()));
+        }
+        if self.auth_token.as_deref() == Some("") {
+            return Err(Error::Config("--auth-token must not be empty".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,488 @@
+//! Process mode, server side: one driver thread per worker process.
+//!
+//! The driver owns its child completely — spawning it, sending it jobs,
+//! reading its results, reaping it, replacing it — so no other thread ever
+//! touches a worker's channels. ipc-channel's ROUTER thread is deliberately
+//! not used: it unwraps on IPC errors, and a worker that crashes produces
+//! exactly such errors.
+//!
+//! The driver reads the worker's results itself (`try_recv_timeout`), so a
+//! job's round trip costs no extra thread hop. A busy driver may keep more
+//! jobs *queued inside its worker* while the current one runs, so the worker
+//! starts the next job the moment it finishes one instead of waiting for the
+//! driver's round trip: one job for long jobs, up to 16 for jobs shorter than
+//! a millisecond (where the round trip would cost more than the job). It
+//! takes only the surplus — jobs beyond what idle workers can take right now
+//! — so prefetching never holds a job back from a free worker.
+//!
+//! A worker's death is noticed as its result channel closing: at once while
+//! it runs a job, and within [`IDLE_CHECK`] while it is idle. Each driver
+//! spawns its own children, so the child's `PR_SET_PDEATHSIG` (see
+//! [`crate::work::worker_process`]) is tied to the driver thread, which lives as
+//! long as the pool. A job that runs past `--job-timeout` gets its worker
+//! killed (SIGKILL) and replaced, and the client gets `TIMEOUT`.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use std::collections::VecDeque;
+
+use crossbeam_channel::{select, RecvTimeoutError, TryRecvError};
+use ipc_channel::ipc::{IpcOneShotServer, IpcReceiver, IpcSender};
+
+use ipc_channel::TryRecvError as IpcTryRecvError;
+
+use super::{PoolConfig, PoolShared, SlotState, WorkerCommand};
+use crate::error::{Error, Result};
+use crate::protocol::ErrorCode;
+use crate::server::jobs::{JobReport, QueuedJob};
+use crate::units::micros;
+use crate::work::worker_process::{FromWorker, JobDone, ToWorker, WorkItem, MODEL_ENV, WORKER_ARG};
+
+/// How long a worker gets to exit by itself once its job channel closes.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// Failed spawns back off from this delay...
+const RESPAWN_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// ...up to this one.
+const RESPAWN_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often an idle driver checks that its worker is still alive.
+pub const IDLE_CHECK: Duration = Duration::from_millis(50);
+/// How often a busy driver looks up from its worker to check for a stop.
+const BUSY_TICK: Duration = Duration::from_millis(50);
+/// Jobs a driver may have sent to its worker at once when jobs are long:
+/// the running one and one waiting behind it.
+const SENT_LONG_JOBS: usize = 2;
+/// ... and when jobs are short, where the driver's round trip would
+/// otherwise cost more than the job itself.
+const SENT_SHORT_JOBS: usize = 16;
+/// Jobs whose recent service time is below this count as short.
+const SHORT_JOB_US: f64 = 1000.0;
+
+/// A running worker process and its two channels.
+struct WorkerProcess {
+    child: Child,
+    jobs: IpcSender<ToWorker>,
+    /// Results from the worker; disconnected once the worker has exited.
+    results: IpcReceiver<FromWorker>,
+}
+
+/// Starts one driver thread per worker. Each spawns its first worker
+/// process and reports back; this returns once every worker has completed
+/// its handshake, or with the first failure.
+pub(super) fn start(shared: PoolShared, config: &PoolConfig) -> Result<Vec<JoinHandle<()>>> {
+    let (ready_tx, ready) = crossbeam_channel::bounded::<Result<()>>(config.workers);
+    let mut drivers = Vec::with_capacity(config.workers);
+    for id in 0..config.workers {
+        let (shared, ready_tx) = (shared.clone(), ready_tx.clone());
+        let (mut command, spawn_timeout) = (config.worker_command.clone(), config.spawn_timeout);
+        command.model.clone_from(&config.model);
+        let driver = thread::Builder::new()
+            .name(format!("worker-{id}-driver"))
+            .spawn(move || match spawn(id, &command, spawn_timeout) {
+                Ok(worker) => {
+                    shared.board.set_up(id, Some(worker.child.id()));
+                    tracing::info!(worker = id, pid = worker.child.id(), "worker process started");
+                    let _ = ready_tx.send(Ok(()));
+                    drive(&shared, id, worker, &command, spawn_timeout);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| Error::io(format!("starting the driver thread of worker {id}"), e))?;
+        drivers.push(driver);
+    }
+    drop(ready_tx);
+    for _ in 0..config.workers {
+        match ready.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(Error::Protocol("a worker driver ended before reporting".into())),
+        }
+    }
+    Ok(drivers)
+}
+
+/// Starts a child and completes the ipc-channel handshake with it.
+///
+/// `IpcOneShotServer::accept` blocks until somebody connects, and would block
+/// forever if the child died first. So `accept` runs on a helper thread while
+/// this one watches the child; if the child exits or the timeout passes, we
+/// connect to our own one-shot server with [`FromWorker::Abandoned`], which
+/// lets the helper's `accept` return and the helper thread end.
+fn spawn(id: usize, command: &WorkerCommand, timeout: Duration) -> Result<WorkerProcess> {
+    let fail = |message: String| Error::WorkerSpawn { worker: id, message };
+    let (one_shot, name) =
+        IpcOneShotServer::<FromWorker>::new().map_err(|e| fail(format!("cannot open an IPC server: {e}")))?;
+    let mut child = Command::new(&command.program)
+        .args(&command.args)
+        .arg(WORKER_ARG)
+        .arg(&name)
+        .arg(id.to_string())
+        .arg(std::process::id().to_string())
+        .envs(command.model.iter().map(|path| (MODEL_ENV, path)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null()) // stdout belongs to the server (it prints its address there)
+        // Its own process group: a Ctrl-C in the terminal reaches the server
+        // only, and the server decides when its workers stop.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| fail(format!("cannot start {}: {e}", command.program.display())))?;
+
+    let (accepted_tx, accepted) = crossbeam_channel::bounded(1);
+    thread::Builder::new()
+        .name(format!("worker-{id}-accept"))
+        .spawn(move || {
+            let _ = accepted_tx.send(one_shot.accept());
+        })
+        .map_err(|e| fail(format!("cannot start the handshake thread: {e}")))?;
+
+    let deadline = Instant::now() + timeout;
+    let handshake = loop {
+        match accepted.recv_timeout(Duration::from_millis(20)) {
+            Ok(result) => break result,
+            Err(RecvTimeoutError::Timeout) => {
+                let exited = child.try_wait().ok().flatten();
+                if exited.is_none() && Instant::now() < deadline {
+                    continue;
+                }
+                if let Ok(unblock) = IpcSender::<FromWorker>::connect(name.clone()) {
+                    let _ = unblock.send(FromWorker::Abandoned);
+                }
+                kill_and_reap(&mut child);
+                return Err(fail(match exited {
+                    Some(status) => format!("the worker process exited ({status}) before connecting"),
+                    None => format!("the worker process did not connect within {timeout:?}"),
+                }));
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                kill_and_reap(&mut child);
+                return Err(fail("the handshake thread ended without a result".into()));
+            }
+        }
+    };
+    let (receiver, hello) = match handshake {
+        Ok((receiver, FromWorker::Hello { jobs })) => (receiver, jobs),
+        Ok((_, other)) => {
+            kill_and_reap(&mut child);
+            return Err(fail(format!("expected a handshake, got {other:?}")));
+        }
+        Err(e) => {
+            kill_and_reap(&mut child);
+            return Err(fail(format!("handshake failed: {e}")));
+        }
+    };
+
+    Ok(WorkerProcess { child, jobs: hello, results: receiver })
+}
+
+/// The driver loop of one worker slot: feed jobs to the process, deliver its
+/// results, and replace it when it dies or hangs, until the pool stops.
+fn drive(
+    shared: &PoolShared,
+    id: usize,
+    first: WorkerProcess,
+    command: &WorkerCommand,
+    spawn_timeout: Duration,
+) {
+    let mut worker = Some(first);
+    let mut backoff = RESPAWN_BACKOFF_MIN;
+    let mut sent = Sent::default();
+    loop {
+        let Some(current) = worker.as_mut() else {
+            // The slot is empty: replace the worker, within the restart
+            // budget, backing off after failed spawns.
+            if !shared.wait_for_restart(id) {
+                break;
+            }
+            match spawn(id, command, spawn_timeout) {
+                Ok(replacement) => {
+                    tracing::info!(worker = id, pid = replacement.child.id(), "worker process replaced");
+                    shared.board.set_up(id, Some(replacement.child.id()));
+                    shared.board.restarted(id);
+                    worker = Some(replacement);
+                    backoff = RESPAWN_BACKOFF_MIN;
+                }
+                Err(e) => {
+                    shared.board.set(id, SlotState::Down);
+                    tracing::error!(worker = id, error = %e, retry_in = ?backoff, "cannot replace worker");
+                    // Sleep, but wake at once if the pool stops.
+                    if shared.stop.recv_timeout(backoff) != Err(RecvTimeoutError::Timeout) {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(RESPAWN_BACKOFF_MAX);
+                }
+            }
+            continue;
+        };
+        let step = if sent.jobs.is_empty() {
+            idle(shared, id, current, &mut sent)
+        } else {
+            busy(shared, id, current, &mut sent)
+        };
+        match step {
+            Step::Continue => {}
+            Step::ReplaceWorker => {
+                shared.board.set(id, SlotState::Down);
+                if let Some(dead) = worker.take() {
+                    stop_worker(id, dead);
+                }
+            }
+            Step::Stop => break,
+        }
+    }
+    if let Some(worker) = worker {
+        stop_worker(id, worker);
+    }
+    shared.board.set(id, SlotState::Down);
+}
+
+/// Jobs sent to the worker, the running one first.
+#[derive(Default)]
+struct Sent {
+    jobs: VecDeque<QueuedJob>,
+    /// When the job at the front started running.
+    head_since: Option<Instant>,
+    /// Recent service time (exponentially weighted mean), microseconds.
+    service_us: f64,
+}
+
+impl Sent {
+    /// How many jobs the worker may hold now.
+    fn limit(&self) -> usize {
+        if self.service_us < SHORT_JOB_US {
+            SENT_SHORT_JOBS
+        } else {
+            SENT_LONG_JOBS
+        }
+    }
+
+    fn observe(&mut self, service_us: u64) {
+        self.service_us = 0.8 * self.service_us + 0.2 * service_us as f64;
+    }
+}
+
+/// Tops the worker up from the queues (retries first) while it may hold
+/// more jobs, taking only the surplus: jobs beyond what the idle workers can
+/// take right now. Returns `false` if the worker is gone.
+fn feed(shared: &PoolShared, id: usize, worker: &mut WorkerProcess, sent: &mut Sent) -> bool {
+    let mut batch = Vec::new();
+    let waiting = || shared.queues.jobs.len() + shared.queues.retries.len();
+    while sent.jobs.len() + batch.len() < sent.limit() && waiting() > shared.board.idle() {
+        let next = shared.queues.retries.try_recv().or_else(|_| shared.queues.jobs.try_recv());
+        let Ok(next) = next else { break };
+        batch.push(next);
+    }
+    send_batch(shared, id, worker, sent, batch)
+}
+
+/// What the driver loop does next.
+enum Step {
+    Continue,
+    ReplaceWorker,
+    Stop,
+}
+
+/// No job on the worker: wait for one (retries first) or for the pool to
+/// stop, checking every [`IDLE_CHECK`] that the worker is still alive.
+fn idle(shared: &PoolShared, id: usize, worker: &mut WorkerProcess, sent: &mut Sent) -> Step {
+    shared.board.set(id, SlotState::Idle);
+    let job = match shared.queues.retries.try_recv() {
+        Ok(job) => job,
+        Err(_) => select! {
+            recv(shared.stop) -> _ => return Step::Stop,
+            recv(shared.queues.retries) -> job => match job { Ok(job) => job, Err(_) => return Step::Stop },
+            recv(shared.queues.jobs) -> job => match job { Ok(job) => job, Err(_) => return Step::Stop },
+            default(IDLE_CHECK) => {
+                return match worker.results.try_recv() {
+                    Err(IpcTryRecvError::IpcError(_)) => {
+                        tracing::warn!(worker = id, "worker process died while idle");
+                        Step::ReplaceWorker
+                    }
+                    _ => Step::Continue,
+                };
+            },
+        },
+    };
+    if send(shared, id, worker, sent, job) && feed(shared, id, worker, sent) {
+        Step::Continue
+    } else {
+        Step::ReplaceWorker
+    }
+}
+
+/// Sends a job to the worker (unless its client has gone). Returns `false`
+/// if the worker is gone (its jobs have then been retried or answered).
+fn send(shared: &PoolShared, id: usize, worker: &mut WorkerProcess, sent: &mut Sent, job: QueuedJob) -> bool {
+    send_batch(shared, id, worker, sent, vec![job])
+}
+
+/// Sends jobs to the worker in one message, skipping those whose client has
+/// gone. Returns `false` if the worker is gone (every job sent to it has then
+/// been retried or answered).
+fn send_batch(
+    shared: &PoolShared,
+    id: usize,
+    worker: &mut WorkerProcess,
+    sent: &mut Sent,
+    jobs: Vec<QueuedJob>,
+) -> bool {
+    let wanted: Vec<QueuedJob> =
+        jobs.into_iter().filter(|job| shared.completer.still_wanted(job.id)).collect();
+    if wanted.is_empty() {
+        return true;
+    }
+    let items = wanted.iter().map(|job| WorkItem { job: job.id, kind: job.kind.clone() }).collect();
+    sent.jobs.extend(wanted);
+    if sent.head_since.is_none() {
+        sent.head_since = Some(Instant::now());
+    }
+    shared.board.set(id, SlotState::Busy);
+    if worker.jobs.send(ToWorker::Run { jobs: items }).is_err() {
+        crashed(shared, id, worker, sent);
+        return false;
+    }
+    true
+}
+
+/// Jobs on the worker: wait for a result, the running job's deadline, or a
+/// stop; after each result, keep the worker fed.
+fn busy(shared: &PoolShared, id: usize, worker: &mut WorkerProcess, sent: &mut Sent) -> Step {
+    let started = sent.head_since.unwrap_or_else(Instant::now);
+    let deadline = started + shared.job_timeout;
+    let wait = deadline.saturating_duration_since(Instant::now()).min(BUSY_TICK);
+    match worker.results.try_recv_timeout(wait) {
+        Ok(FromWorker::Done { results }) => {
+            // Results come in the order the jobs were sent; each job started
+            // when the one before it finished.
+            let mut started = started;
+            for JobDone { job, service_us, result } in results {
+                let Some(head) = sent.jobs.pop_front().filter(|head| head.id == job) else {
+                    tracing::error!(
+                        worker = id,
+                        job,
+                        "worker answered a job it was not running; replacing it"
+                    );
+                    crashed(shared, id, worker, sent);
+                    return Step::ReplaceWorker;
+                };
+                sent.observe(service_us);
+                shared.board.job_done(id);
+                shared.completer.finish(JobReport {
+                    job: head.id,
+                    worker: id,
+                    queue_us: micros(started.saturating_duration_since(head.accepted_at)),
+                    service_us,
+                    attempts: head.attempt,
+                    result,
+                });
+                started += std::time::Duration::from_micros(service_us);
+            }
+            let now = Instant::now();
+            sent.head_since = (!sent.jobs.is_empty()).then_some(now);
+            // Keep the worker fed. With nothing left on it, take the next job
+            // as any idle worker would; beyond that, only while no other
+            // worker is idle (see `feed`).
+            if sent.jobs.is_empty() {
+                let next = shared.queues.retries.try_recv().or_else(|_| shared.queues.jobs.try_recv());
+                if let Ok(next) = next {
+                    if !send(shared, id, worker, sent, next) {
+                        return Step::ReplaceWorker;
+                    }
+                }
+            }
+            if !feed(shared, id, worker, sent) {
+                return Step::ReplaceWorker;
+            }
+            if sent.jobs.is_empty() {
+                shared.board.set(id, SlotState::Idle);
+            }
+            Step::Continue
+        }
+        Ok(other) => {
+            tracing::warn!(worker = id, ?other, "unexpected message from worker");
+            Step::Continue
+        }
+        Err(IpcTryRecvError::Empty) => {
+            if let Err(TryRecvError::Disconnected) = shared.stop.try_recv() {
+                for job in sent.jobs.drain(..) {
+                    let message = "the server stopped before the job finished".to_string();
+                    shared.fail(&job, id, started, ErrorCode::ShuttingDown, message);
+                }
+                return Step::Stop;
+            }
+            if Instant::now() < deadline {
+                return Step::Continue;
+            }
+            let pid = worker.child.id();
+            tracing::warn!(worker = id, pid, timeout = ?shared.job_timeout, "job timed out; killing the worker");
+            kill_and_reap(&mut worker.child);
+            if let Some(head) = sent.jobs.pop_front() {
+                let message = format!(
+                    "the job ran longer than --job-timeout ({:?}); worker {id} (pid {pid}) was killed and replaced",
+                    shared.job_timeout
+                );
+                shared.fail(&head, id, started, ErrorCode::Timeout, message);
+            }
+            // Jobs queued behind it never started: another worker takes them.
+            crashed(shared, id, worker, sent);
+            Step::ReplaceWorker
+        }
+        Err(IpcTryRecvError::IpcError(_)) => {
+            tracing::warn!(worker = id, pid = worker.child.id(), "worker process died while running a job");
+            crashed(shared, id, worker, sent);
+            Step::ReplaceWorker
+        }
+    }
+}
+
+/// The worker is gone. The job at the front may have been running: it is
+/// retried elsewhere if it may be (costing an attempt), or answered
+/// `WORKER_CRASHED`. The jobs queued behind it had not started — results
+/// arrive in order, so everything up to the front was already received — and
+/// go back to the queue as they were; an injected fault among them is
+/// answered instead, since it must never run twice.
+fn crashed(shared: &PoolShared, id: usize, worker: &WorkerProcess, sent: &mut Sent) {
+    let started = sent.head_since.take().unwrap_or_else(Instant::now);
+    let pid = worker.child.id();
+    let mut jobs = sent.jobs.drain(..);
+    if let Some(head) = jobs.next() {
+        shared.crashed(&head, id, started, format!("worker {id} (pid {pid}) died while running the job"));
+    }
+    for waiting in jobs {
+        if !shared.completer.requeue(&waiting) {
+            let message = format!("worker {id} (pid {pid}) died before it could start the job");
+            shared.fail(&waiting, id, started, ErrorCode::WorkerCrashed, message);
+        }
+    }
+}
+
+/// Closes the worker's job channel (its signal to exit), waits briefly for it
+/// to do so, then kills it if needed. Always reaps, so no zombie is left,
+/// and logs how it ended (an exit code, or the signal that killed it).
+fn stop_worker(id: usize, worker: WorkerProcess) {
+    let WorkerProcess { mut child, jobs, results } = worker;
+    let pid = child.id();
+    drop(jobs);
+    let deadline = Instant::now() + EXIT_GRACE;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
+            _ => break kill_and_reap(&mut child),
+        }
+    };
+    match status {
+        Some(status) => tracing::info!(worker = id, pid, %status, "worker process exited"),
+        None => tracing::warn!(worker = id, pid, "worker process could not be reaped"),
+    }
+    drop(results);
+}
+
+/// Kills a worker (if it still runs) and reaps it; returns how it ended.
+fn kill_and_reap(child: &mut Child) -> Option<std::process::ExitStatus> {
+    let _ = child.kill();
+    child.wait().ok()
+}

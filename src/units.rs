@@ -1,0 +1,81 @@
+//! **Shared helpers** for quantities with units: parsing the durations and
+//! byte sizes people type in flags, and turning durations into the whole
+//! microseconds every report and log line counts in.
+
+use std::time::Duration;
+
+/// Whole microseconds in a duration, saturating at `u64::MAX` (585,000
+/// years) instead of wrapping.
+pub fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Parses a duration: plain seconds (`2`, `0.5`) or a number with a unit
+/// suffix (`500ms`, `2s`, `1m`, `1h`, also combined as `1m30s`).
+///
+/// # Errors
+/// A message naming the accepted forms.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        return if seconds.is_finite() && seconds >= 0.0 {
+            Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
+        } else {
+            Err(format!("{text:?} is not a duration: seconds must be zero or more"))
+        };
+    }
+    humantime::parse_duration(text)
+        .map_err(|_| format!("{text:?} is not a duration; use seconds (2, 0.5) or a unit (500ms, 2s, 1m)"))
+}
+
+/// Parses a byte size: plain bytes (`1048576`) or with a binary suffix
+/// (`64KiB`, `16MiB`, `1GiB`; `K`, `M`, `G` mean the same).
+///
+/// # Errors
+/// A message naming the accepted forms.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let multiplier: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("{text:?} is not a size; use bytes (65536) or a unit (64KiB, 16MiB)")),
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| format!("{text:?} is not a size; use bytes (65536) or a unit (64KiB, 16MiB)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_plain_seconds_and_suffixes() {
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("0.5").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        for bad in ["", "-1", "soon", "NaN", "inf", "5 parsecs"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn sizes_accept_bytes_and_binary_suffixes() {
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert_eq!(parse_size("64KiB").unwrap(), 64 * 1024);
+        assert_eq!(parse_size("16MiB").unwrap(), 16 * 1024 * 1024);
+        assert_eq!(parse_size("16M").unwrap(), 16 * 1024 * 1024);
+        for bad in ["", "MiB", "-5", "12 parsecs", "99999999999999999999"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+}

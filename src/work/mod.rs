@@ -1,0 +1,17 @@
+//! **Worker side** — what runs a job, and nothing else. This is the part a
+//! worker process needs (and, next, a remote worker host): it knows nothing
+//! of sockets, connections or who asked.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`job`] | a job's kinds, its result, and [`job::execute`], *the* job code |
+//! | [`compute`] | the original ThreadCenter CPU-bound function |
+//! | [`model`] | the fire-detection network: weights file, image decoding, forward pass |
+//! | [`gil`] | a CPython-style global interpreter lock, for thread-mode demos |
+//! | [`worker_process`] | the inside of a worker process: its IPC messages and loop |
+
+pub mod compute;
+pub mod gil;
+pub mod job;
+pub mod model;
+pub mod worker_process;

@@ -1,0 +1,179 @@
+//! The inside of a worker process, and the messages it exchanges with the
+//! server.
+//!
+//! Handshake (ipc-channel's `IpcOneShotServer`, no `fork()`):
+//! 1. the server opens a one-shot server, gets its name, and spawns
+//!    `<program> --tc-worker <name> <worker-id>`;
+//! 2. the child connects to that name, creates its own job channel, and sends
+//!    [`FromWorker::Hello`] carrying the job channel's sending end;
+//! 3. the server now holds the child's job sender, and the child holds the
+//!    sender of the one-shot channel for its results.
+//!
+//! From then on each side only ever *sends* on one channel and *receives* on
+//! the other, and a job is sent only when the worker is idle, so neither side
+//! can block the other.
+//!
+//! A worker never outlives its server, two ways: when the server goes away —
+//! even by SIGKILL — its end of the job channel closes, `recv` fails, and an
+//! idle worker exits; and the worker asks the kernel (`PR_SET_PDEATHSIG`) to
+//! kill it when its parent thread dies, which also covers a worker that is
+//! busy or stuck in a job.
+
+use std::ffi::OsString;
+use std::time::Instant;
+
+use ipc_channel::ipc::{self, IpcSender};
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::JobResult;
+use crate::units::micros;
+use crate::work::job::{execute, JobId, JobKind};
+use crate::work::model::ModelSlot;
+
+/// First argument that turns a ThreadCenter binary into a worker process.
+pub const WORKER_ARG: &str = "--tc-worker";
+
+/// The environment variable that tells a worker process which model file to
+/// load before it connects back.
+pub const MODEL_ENV: &str = "TC_WORKER_MODEL";
+
+/// Server → worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToWorker {
+    /// Run these jobs, in order, and report them with [`FromWorker::Done`].
+    /// Sending several jobs in one message saves a round trip per job when
+    /// jobs are short.
+    Run {
+        /// The jobs.
+        jobs: Vec<WorkItem>,
+    },
+}
+
+/// One job as the worker sees it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WorkItem {
+    /// The job's registry id, echoed in the result.
+    pub job: JobId,
+    /// The work.
+    pub kind: JobKind,
+}
+
+/// One finished job, as the worker reports it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JobDone {
+    /// The job's registry id.
+    pub job: JobId,
+    /// Microseconds the job ran, measured inside the worker.
+    pub service_us: u64,
+    /// Its result.
+    pub result: JobResult,
+}
+
+/// Results of short jobs are held back at most this long, to be sent
+/// together with the next ones; a long job's result goes out at once.
+const HOLD_RESULTS: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// Worker → server.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum FromWorker {
+    /// The handshake: where to send jobs.
+    Hello {
+        /// The worker's job channel.
+        jobs: IpcSender<ToWorker>,
+    },
+    /// Jobs are done, in the order they were sent.
+    Done {
+        /// Their results.
+        results: Vec<JobDone>,
+    },
+    /// Sent by the *server* to its own one-shot server to unblock `accept()`
+    /// when a child died before connecting (see `processes::spawn`).
+    Abandoned,
+}
+
+/// If this process was started as a worker (`argv[1] == --tc-worker`), runs
+/// the worker loop and exits; otherwise returns at once. Every binary that can
+/// host a process pool calls this first thing in `main`.
+pub fn run_if_requested() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).map(|a| a == WORKER_ARG) != Some(true) {
+        return;
+    }
+    let server_name = args.get(2).and_then(|s| s.to_str()).map(str::to_owned);
+    let worker_id = args.get(3).and_then(|s| s.to_str()).unwrap_or("?").to_owned();
+    let parent = args.get(4).and_then(|s| s.to_str()).and_then(|s| s.parse::<i32>().ok());
+    if let Err(message) = die_with_parent(parent) {
+        eprintln!("tc worker {worker_id} (pid {}): {message}", std::process::id());
+        std::process::exit(1);
+    }
+    let code = match server_name {
+        Some(name) => match serve(name) {
+            Ok(()) => 0,
+            Err(message) => {
+                eprintln!("tc worker {worker_id} (pid {}): {message}", std::process::id());
+                1
+            }
+        },
+        None => {
+            eprintln!(
+                "usage: {WORKER_ARG} <ipc-server-name> <worker-id> (started by tc-server, not by hand)"
+            );
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Asks the kernel to SIGKILL this process when the thread that spawned it
+/// dies, then checks that the parent is still the server: if it died between
+/// our spawn and this call, the request came too late and we leave at once.
+fn die_with_parent(expected_parent: Option<i32>) -> Result<(), String> {
+    use nix::sys::signal::Signal;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|e| format!("cannot set the parent-death signal: {e}"))?;
+    match expected_parent {
+        Some(pid) if nix::unistd::getppid().as_raw() != pid => Err("the server is already gone".into()),
+        _ => Ok(()),
+    }
+}
+
+/// Connects back to the server and runs jobs until the server goes away.
+fn serve(server_name: String) -> Result<(), String> {
+    let to_server = IpcSender::<FromWorker>::connect(server_name)
+        .map_err(|e| format!("cannot connect to the server: {e}"))?;
+    let (jobs_tx, jobs) =
+        ipc::channel::<ToWorker>().map_err(|e| format!("cannot create the job channel: {e}"))?;
+    // Load the model before saying hello, so a worker that is up is ready
+    // to predict. This process's copy of the weights is its own: worker
+    // processes share no memory with the server or each other.
+    let models = ModelSlot::new();
+    if let Some(path) = std::env::var_os(MODEL_ENV) {
+        if let Err(e) = models.preload(std::path::Path::new(&path)) {
+            eprintln!("tc worker (pid {}): {e}; predictions will report it", std::process::id());
+        }
+    }
+    to_server.send(FromWorker::Hello { jobs: jobs_tx }).map_err(|e| format!("handshake failed: {e}"))?;
+
+    // `recv` fails once the server's sending end is closed: time to go.
+    while let Ok(ToWorker::Run { jobs: batch }) = jobs.recv() {
+        let count = batch.len();
+        let mut results = Vec::with_capacity(count);
+        let mut held_since: Option<Instant> = None;
+        for (position, WorkItem { job, kind }) in batch.into_iter().enumerate() {
+            let started = Instant::now();
+            let result = execute(&kind, &models);
+            let service_us = micros(started.elapsed());
+            results.push(JobDone { job, service_us, result });
+            let held = *held_since.get_or_insert(started);
+            // Send at the end of the batch, or once results have waited long
+            // enough: short jobs go back together, long ones one by one.
+            if position + 1 == count || held.elapsed() >= HOLD_RESULTS {
+                if to_server.send(FromWorker::Done { results: std::mem::take(&mut results) }).is_err() {
+                    return Ok(()); // the server is gone
+                }
+                held_since = None;
+            }
+        }
+    }
+    Ok(())
+}
