@@ -7,14 +7,16 @@ depends on the layers below it.
 Reads every file under src/, resolves each `crate::…` and `super::…` path it
 names to the module that owns it, and reports:
   * cycles between modules that are not each other's ancestors (a parent
-    declaring its children is not a cycle);
+    declaring its children is not a cycle), at every depth: between single
+    files, and between folders (all of `client::bench` against all of
+    `client::report`);
   * a layer that reaches up: the shared wire layer (error, frame, protocol,
     units) must not use work/, server/, client/ or cli/; work/ must not use
     server/, client/ or cli/; server/ and client/ must not use each other or
     cli/.
-Exit status 0 when clean, 1 otherwise. It reads text, so a path spelled in a
-comment counts too: that is deliberate (a doc link is a dependency a reader
-follows).
+Exit status 0 when clean, 1 otherwise. Comments are skipped: a doc link
+pointing up or across ("see the server's ...") helps a reader and is not an
+import. Unit tests (after `#[cfg(test)]`) are skipped too.
 """
 
 import re
@@ -61,24 +63,35 @@ def resolve(segments: list, modules: set) -> tuple:
 
 def edges(modules: set) -> dict:
     graph = {m: set() for m in modules}
-    path_re = re.compile(r"\b(crate|super)((?:::\w+)+)")
+    # `crate::a::b`, `super::a`, and `use super::{a, b::c}` (one level of braces).
+    path_re = re.compile(r"\b(crate|super)((?:::\w+)*)(?:::\{([^{}]*)\})?")
     for file in SRC.rglob("*.rs"):
         here = module_of(file)
         # Everything after the unit tests is test code: it may reach anywhere
         # inside its own module's side.
         text = file.read_text().split("#[cfg(test)]")[0]
-        for root, rest in path_re.findall(text):
-            segments = rest.strip(":").split("::")
+        text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
+        found = []
+        for root, rest, braced in path_re.findall(text):
+            prefix = [seg for seg in rest.split("::") if seg]
+            if braced:
+                for item in braced.split(","):
+                    item = item.strip().split(" as ")[0]
+                    if item and item != "self":
+                        found.append((root, prefix + [seg for seg in item.split("::") if seg]))
+            if prefix:
+                found.append((root, prefix))
+        for root, segments in found:
             if root == "crate":
                 absolute = segments
             else:
-                base = list(here)
+                # `super` is the parent of the module this file defines
+                # (for a mod.rs, the parent of its folder's module).
+                base = list(here)[:-1]
                 while segments and segments[0] == "super":
                     segments = segments[1:]
                     base = base[:-1]
-                absolute = base[:-1] + segments if file.name != "mod.rs" else base[:-1] + segments
-                # `super` in a file module is its parent; in mod.rs, the folder's parent.
-                absolute = list(here[:-1]) + segments if file.name != "mod.rs" else list(here[:-1]) + segments
+                absolute = base + segments
             target = resolve(absolute, modules)
             if target and target != here:
                 graph[here].add(target)
@@ -126,13 +139,33 @@ def cycles(graph: dict) -> list:
     return found
 
 
+def collapse(graph: dict, depth: int) -> dict:
+    """The same graph with every module folded into its ancestor at `depth`
+    (so `client::bench::sweep` counts as `client::bench` at depth 2): a cycle
+    between two folders shows even when no two single files form one."""
+    folded = {}
+    for source, targets in graph.items():
+        folded.setdefault(source[:depth], set()).update(t[:depth] for t in targets)
+    for source in folded:
+        folded[source].discard(source)
+    for targets in list(folded.values()):
+        for target in targets:
+            folded.setdefault(target, set())
+    return folded
+
+
 def main() -> int:
     modules = known_modules()
     graph = edges(modules)
     problems = []
-    for component in cycles(graph):
-        names = ", ".join("::".join(m) or "crate" for m in component)
-        problems.append(f"import cycle between: {names}")
+    seen = set()
+    for depth in range(1, 1 + max(len(m) for m in modules)):
+        for component in cycles(collapse(graph, depth)):
+            key = tuple(component)
+            if key not in seen:
+                seen.add(key)
+                names = ", ".join("::".join(m) or "crate" for m in component)
+                problems.append(f"import cycle between: {names}")
     for source, targets in sorted(graph.items()):
         if not source:
             continue

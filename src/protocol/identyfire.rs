@@ -1,16 +1,17 @@
 //! The IdentyFire dialect: `{"method", "params"}` calls and their replies.
 //!
+//! This file reads the calls; their reply shapes are in [`super::reply`]
+//! (`encode_rpc`, `encode_rpc_error`).
+//!
 //! IdentyFire's clients send `{"method": "predict_image", "params": {...}}`
 //! and read `{"success": true, ...}` or `{"success": false, "error": "..."}`:
 //! no id, no error code. Its methods are parsed into the very same
 //! [`Command`]s as ThreadCenter requests (so they pass the same checks and
 //! run the same jobs); only the envelope and the shape of the answers differ.
 
-use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::parse::{as_string, build_command, Fields};
-use super::reply::to_frame;
+use super::args::{as_string, build_command, Fields};
 use super::request::{ClientId, CommandKind, Dialect, Limits, Request, RequestError};
 use super::{ErrorCode, ReplyError};
 
@@ -61,20 +62,4 @@ pub(super) fn parse_call<'a>(
         .map_err(|message| fail(ErrorCode::BadRequest, message, Some(kind)))?;
     // IdentyFire replies carry no id; `null` stands in where one is needed.
     Ok(Request { id: ClientId::null(), command, timing: false, dialect: Dialect::IdentyFire })
-}
-
-/// An IdentyFire reply: the body itself, no id, no envelope.
-pub fn encode_rpc(body: &impl Serialize) -> Vec<u8> {
-    to_frame(body)
-}
-
-/// An IdentyFire error: `{"success": false, "error": message}`. The shape
-/// has no code, so the message is all its clients see.
-pub fn encode_rpc_error(message: &str) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct Failure<'a> {
-        success: bool,
-        error: &'a str,
-    }
-    to_frame(&Failure { success: false, error: message })
 }

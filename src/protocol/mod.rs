@@ -11,9 +11,10 @@
 //! |---|---|
 //! | [`request`] | the request types: [`Request`], [`Command`], [`CommandKind`], limits |
 //! | [`parse`] | bytes → [`Request`], with an error that still echoes the id |
-//! | [`identyfire`] | IdentyFire's `{"method","params"}` calls and `{"success"}` replies |
+//! | [`identyfire`] | IdentyFire's `{"method","params"}` calls and its method names |
+//! | [`args`] | a command's arguments, read field by field (both dialects) |
 //! | [`job_result`] | what a worker sends back: [`JobOutput`], predictions |
-//! | [`reply`] | every reply frame, job replies included |
+//! | [`reply`] | every reply frame, in both dialects, job replies included |
 //! | [`mode`] | [`Mode`]: worker processes or worker threads |
 //! | [`error_code`] | [`ErrorCode`] and [`ReplyError`], the one code + message pair |
 //!
@@ -21,6 +22,7 @@
 //! compatible with the original Python ThreadCenter. The `id` is echoed back
 //! byte for byte, so a client can use any id scheme it likes.
 
+pub mod args;
 pub mod error_code;
 pub mod identyfire;
 pub mod job_result;
@@ -30,13 +32,12 @@ pub mod reply;
 pub mod request;
 
 pub use error_code::{ErrorCode, ReplyError};
-pub use identyfire::encode_rpc;
 pub use job_result::{ImageOutcome, JobOutput, JobResult, Prediction};
 pub use mode::Mode;
 pub use parse::parse_request;
 pub use reply::{
     encode_error, encode_error_in, encode_job_error, encode_job_reply, encode_pong, encode_predictions,
-    encode_result, ReplyExtras, Timing,
+    encode_result, encode_rpc, ReplyExtras, Timing,
 };
 pub use request::{
     Chaos, ClientId, Command, CommandKind, Dialect, Holder, ImageArg, Limits, Request, RequestError,

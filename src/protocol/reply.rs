@@ -5,7 +5,6 @@
 
 use serde::Serialize;
 
-use super::identyfire::{encode_rpc, encode_rpc_error};
 use super::{ClientId, CommandKind, Dialect, ErrorCode, ImageOutcome, JobOutput, ReplyError};
 use crate::frame;
 
@@ -68,7 +67,7 @@ struct ErrorBody<'a> {
 /// Serializes `reply` as one frame. Writing our own plain structs into a
 /// `Vec` cannot fail (no I/O, no maps with non-string keys), so a failure
 /// here is a bug in this module.
-pub(super) fn to_frame(reply: &impl Serialize) -> Vec<u8> {
+fn to_frame(reply: &impl Serialize) -> Vec<u8> {
     frame::encode_with(|out| serde_json::to_writer(out, reply))
         .expect("replies are plain structs that always serialize")
 }
@@ -97,6 +96,22 @@ pub fn encode_job_error(
     attempts: Option<u32>,
 ) -> Vec<u8> {
     to_frame(&ErrorReply { id, error: ErrorBody { code, message }, attempts })
+}
+
+/// An IdentyFire reply: the body itself, no id, no envelope.
+pub fn encode_rpc(body: &impl Serialize) -> Vec<u8> {
+    to_frame(body)
+}
+
+/// An IdentyFire error: `{"success": false, "error": message}`. The shape
+/// has no code, so the message is all its clients see.
+pub fn encode_rpc_error(message: &str) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Failure<'a> {
+        success: bool,
+        error: &'a str,
+    }
+    to_frame(&Failure { success: false, error: message })
 }
 
 /// An error reply in the request's dialect. IdentyFire's shape has no code,

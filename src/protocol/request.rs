@@ -33,7 +33,7 @@ impl ClientId {
             Some(b'"' | b'-' | b'0'..=b'9') => Ok(ClientId(raw.to_owned())),
             _ => Err(format!(
                 "\"id\" must be a string or a number, not {}",
-                super::parse::json_type_name(text)
+                json_type_name(text)
             )),
         }
     }
@@ -328,3 +328,17 @@ pub struct RequestError {
     /// How to answer.
     pub dialect: Dialect,
 }
+
+/// Names the JSON type of a value from its first character, for error messages.
+pub(super) fn json_type_name(text: &str) -> &'static str {
+    match text.as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        Some(b'-' | b'0'..=b'9') => "a number",
+        _ => "a value of unknown type",
+    }
+}
+

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use super::{session, Farm};
+use super::{reader, Farm};
 use crate::protocol::{encode_error, ErrorCode};
 
 /// Stack size of per-connection reader threads. Parsing is depth-limited
@@ -54,7 +54,7 @@ pub(super) fn accept_loop(listener: TcpListener, farm: Arc<Farm>, stop: Arc<Atom
         let spawned = thread::Builder::new()
             .name(format!("conn-{conn_id}"))
             .stack_size(READER_STACK)
-            .spawn(move || session::handle_connection(farm_for_thread, conn_id, stream));
+            .spawn(move || reader::handle_connection(farm_for_thread, conn_id, stream));
         if let Err(e) = spawned {
             tracing::warn!(%peer, error = %e, "cannot start a thread for the connection; dropping it");
             farm.connections.remove(conn_id);

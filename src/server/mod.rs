@@ -30,6 +30,7 @@ pub mod metrics;
 mod models;
 pub mod pool;
 mod rate_limit;
+mod reader;
 mod report;
 mod session;
 pub mod stats;
@@ -133,17 +134,11 @@ impl Server {
             ),
             None => None,
         };
-        // One board, shared: the pool's workers write it, the reader threads
-        // (through `Jobs`) and the reports read it.
+        // One board, shared: the pool's workers write it; the reader threads
+        // (is any worker up?) and the reports read it.
         let board = Arc::new(WorkerBoard::new(config.workers));
-        let (jobs, queues) = Jobs::new(
-            config.queue_capacity,
-            config.retries,
-            Registry::new(),
-            stats.clone(),
-            cache,
-            Arc::clone(&board),
-        );
+        let (jobs, queues) =
+            Jobs::new(config.queue_capacity, config.retries, Registry::new(), stats.clone(), cache);
         let jobs = jobs.warn_slow_jobs(config.slow_job);
         let catalog = models::ModelCatalog::start(config.models_dir.clone(), config.model.as_deref())
             .map_err(Error::Config)?;

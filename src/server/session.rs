@@ -1,88 +1,21 @@
-//! One connection's reader thread: frames in, each request through the
-//! gates, then to its command.
+//! What a command sees of its connection: a [`Session`] — who is asking, and
+//! the one way to answer (inline replies, each counted in the stats).
 //!
-//! Every frame that is read gets exactly one reply, and the reader takes a
-//! reply slot (see [`crate::server::connection::FlowControl`]) before
-//! producing it. Before a request reaches its command it passes, in order:
-//! 1. **authentication** (with `--auth-token`): the first frame must be a
-//!    valid `auth`, or the client gets `UNAUTHORIZED` and is disconnected
-//!    ([`super::cmd::auth`]);
-//! 2. **rate limiting** (with `--rate-limit`): `RATE_LIMITED` when the
-//!    client's bucket is empty (`stats` and `health` are exempt, so
-//!    monitoring keeps working);
-//! 3. **draining**: once the server is stopping, `SHUTTING_DOWN`.
-//!
-//! Then [`super::cmd::apply`] runs the command. Commands that need no worker
-//! are answered right here, through [`Session::answer`]; jobs go to
-//! [`crate::server::jobs`], and their replies come back later from a worker.
-//!
-//! IdentyFire calls (`{"method","params"}`) take the same path and the same
-//! checks; only the shape of their answers differs (see [`Dialect`]).
+//! The reader thread ([`super::reader`]) owns the session and the loop;
+//! the commands ([`super::cmd`]) only answer through it. Keeping the two
+//! apart means a command cannot read frames, and the loop holds no
+//! command's logic.
 
-use std::net::{IpAddr, TcpStream};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::time::Instant;
 
-use super::cmd;
 use super::Farm;
-use crate::frame::FrameError;
 use crate::protocol::{
-    encode_error, encode_error_in, encode_result, encode_rpc, parse_request, ClientId, Command, CommandKind,
-    Dialect, ErrorCode, ReplyError, ReplyExtras, Request,
+    encode_error_in, encode_result, encode_rpc, ClientId, CommandKind, Dialect, ReplyError, ReplyExtras, Request,
 };
-use crate::server::connection::{Connection, InlineReplies, ReadLimits, ReplySink};
+use crate::server::connection::InlineReplies;
 use crate::server::jobs::registry::ConnId;
 use crate::server::stats::ReplyOutcome;
-
-/// Serves one connection until the client leaves, the connection breaks, or
-/// the server shuts it down; then cleans up after it.
-pub(super) fn handle_connection(farm: Arc<Farm>, conn_id: ConnId, stream: Arc<TcpStream>) {
-    let peer = stream.peer_addr().ok();
-    tracing::debug!(conn = conn_id, ?peer, "connection opened");
-    let limits = ReadLimits {
-        max_frame: farm.config.max_frame,
-        max_inflight: farm.config.max_inflight,
-        read_timeout: farm.config.read_timeout,
-    };
-    match Connection::start(stream, limits) {
-        Ok(mut conn) => {
-            farm.connections.set_flow(conn_id, Arc::clone(conn.sink().flow()));
-            let mut session = Session {
-                farm: &farm,
-                conn_id,
-                client: peer.map(|p| p.ip()),
-                authenticated: farm.config.auth_token.is_none(),
-                inline: conn.inline_replies(),
-                received: Instant::now(),
-                command: None,
-            };
-            session.serve(&mut conn);
-            // Whatever the reader answered last still goes out.
-            let _ = session.inline.flush();
-            // Forget this connection's jobs first: their registry entries hold
-            // reply sinks, and the writer only finishes when all sinks are gone.
-            let cancelled = farm.jobs.cancel_connection(conn_id);
-            if cancelled > 0 {
-                tracing::debug!(conn = conn_id, cancelled, "client left with jobs in flight");
-            }
-            conn.finish();
-        }
-        Err(e) => tracing::warn!(conn = conn_id, ?peer, error = %e, "cannot start the connection's writer"),
-    }
-    farm.connections.remove(conn_id);
-    farm.stats.connection_closed();
-    tracing::debug!(conn = conn_id, ?peer, "connection closed");
-}
-
-/// What to do with the outcome of one frame read that owes a reply.
-enum Step<'a> {
-    /// A whole payload: parse and serve it.
-    Request(&'a [u8]),
-    /// A frame that cannot be served: answer with an error, and close the
-    /// connection afterwards when the frame boundary was lost.
-    Refuse { code: ErrorCode, message: String, then_close: bool },
-}
 
 /// Whether the connection goes on after a request.
 #[derive(PartialEq, Eq)]
@@ -100,118 +33,12 @@ pub(super) struct Session<'a> {
     /// Replies produced here, written in batches (see [`InlineReplies`]).
     pub(super) inline: InlineReplies,
     /// When the frame being served was read: its latency starts here.
-    received: Instant,
+    pub(super) received: Instant,
     /// Its command, once known (`None`: not parsed, or not a known command).
-    command: Option<CommandKind>,
+    pub(super) command: Option<CommandKind>,
 }
 
 impl Session<'_> {
-    /// The read loop.
-    fn serve(&mut self, conn: &mut Connection) {
-        let sink = conn.sink().clone();
-        loop {
-            let step = match conn.read_frame(&mut self.inline) {
-                Ok(Some(payload)) => Step::Request(payload),
-                Err(FrameError::Empty) => Step::Refuse {
-                    code: ErrorCode::BadFrame,
-                    message: FrameError::Empty.to_string(),
-                    then_close: false,
-                },
-                // The payload was not read, so the next frame boundary is
-                // unknown: say why, then close.
-                Err(e @ FrameError::TooLarge { .. }) => Step::Refuse {
-                    code: ErrorCode::FrameTooLarge,
-                    message: format!("{e} (the server's --max-frame); closing the connection"),
-                    then_close: true,
-                },
-                // Half a frame, then nothing for --read-timeout.
-                Err(e @ FrameError::Stalled { .. }) => {
-                    tracing::debug!(conn = self.conn_id, error = %e, "cutting off a stalled frame");
-                    Step::Refuse { code: ErrorCode::BadFrame, message: e.to_string(), then_close: true }
-                }
-                Ok(None) => return, // a clean close between frames
-                Err(e) => {
-                    tracing::debug!(conn = self.conn_id, error = %e, "connection ended mid-frame");
-                    return;
-                }
-            };
-            self.received = Instant::now();
-            self.command = None;
-            // Take the reply's slot. This blocks while the client already owes
-            // `--max-inflight` replies, so a client that does not read its
-            // replies stops being read from (TCP backpressure).
-            if !sink.flow().acquire() {
-                return; // the connection was closed while we waited
-            }
-            match step {
-                Step::Request(payload) => {
-                    if self.handle_request(payload, &sink) == Continue::Close {
-                        return;
-                    }
-                }
-                Step::Refuse { code, message, then_close } => {
-                    self.answer(&encode_error(None, code, &message), ReplyOutcome::Error(code));
-                    if then_close {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Parses one request payload, passes it through the gates, and runs
-    /// its command.
-    fn handle_request(&mut self, payload: &[u8], sink: &ReplySink) -> Continue {
-        let farm = self.farm;
-        let request = match parse_request(payload, &farm.config.limits()) {
-            Ok(request) => request,
-            Err(refused) => {
-                if let Some(kind) = refused.command {
-                    farm.stats.request(kind);
-                    self.command = Some(kind);
-                }
-                if !self.authenticated {
-                    // Garbage before authenticating is refused as unauthorized.
-                    return cmd::auth::reject(self, refused.dialect, refused.id.as_ref());
-                }
-                self.reply_error(refused.dialect, refused.id.as_ref(), &refused.error);
-                return Continue::Yes;
-            }
-        };
-        let kind = request.command.kind();
-        farm.stats.request(kind);
-        self.command = Some(kind);
-
-        if !self.authenticated {
-            return cmd::auth::authenticate(self, &request);
-        }
-        // stats and health are never rate-limited, so monitoring keeps
-        // working when a client is being held back.
-        let observability = matches!(request.command, Command::Stats | Command::Health);
-        if let (Some(limiter), Some(client), false) = (&farm.rate_limiter, self.client, observability) {
-            if !limiter.allow(client, Instant::now()) {
-                let message = format!(
-                    "over the rate limit of {} requests per second per client (--rate-limit); slow down",
-                    limiter.rate()
-                );
-                self.refuse(&request, ReplyError::new(ErrorCode::RateLimited, message));
-                return Continue::Yes;
-            }
-        }
-        // SeqCst pairs with the store in `Server::wait`: once the drain has
-        // begun, no reader admits another request.
-        if farm.draining.load(Ordering::SeqCst) {
-            self.refuse(&request, ReplyError::new(ErrorCode::ShuttingDown, "the server is shutting down"));
-            return Continue::Yes;
-        }
-        cmd::apply(self, &request, payload, sink)
-    }
-
-    /// When the frame being served was read: its latency starts here.
-    pub(super) fn received(&self) -> Instant {
-        self.received
-    }
-
     /// A successful answer: `{"id","result": body}`, or for IdentyFire the
     /// body itself with `"success": true`.
     pub(super) fn reply_ok(&mut self, request: &Request<'_>, mut body: serde_json::Value) {

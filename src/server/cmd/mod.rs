@@ -79,9 +79,10 @@ fn submit(
         timing: request.timing,
         cache_key: None,
         sink,
-        received_at: session.received(),
+        received_at: session.received,
     };
-    match session.farm.jobs.submit_or_cached(job, kind, cacheable) {
+    let workers_down = session.farm.board.none_can_run();
+    match session.farm.jobs.submit_or_cached(job, kind, cacheable, workers_down) {
         Submitted::Queued => {}
         Submitted::Cached(frame) => session.answer_ok(&frame),
         Submitted::Refused(id, error) => session.reply_error(request.dialect, Some(&id), &error),

@@ -38,7 +38,6 @@ use registry::{ConnId, PendingReply, Registry};
 
 use crate::protocol::{encode_job_reply, ClientId, CommandKind, Dialect, ReplyError, ReplyExtras};
 use crate::server::connection::ReplySink;
-use crate::server::pool::WorkerBoard;
 use crate::server::stats::Stats;
 use crate::work::job::JobKind;
 
@@ -79,21 +78,18 @@ pub struct Jobs {
     queue: Sender<QueuedJob>,
     capacity: usize,
     completer: Completer,
-    board: Arc<WorkerBoard>,
 }
 
 impl Jobs {
     /// Creates the jobs handle and the receiving ends of its queues (for the
     /// worker pool), with room for `capacity` waiting jobs. A job may be
-    /// tried by up to `1 + retries` workers when its worker crashes. `board`
-    /// tells whether any worker can run a job at all.
+    /// tried by up to `1 + retries` workers when its worker crashes.
     pub fn new(
         capacity: usize,
         retries: u32,
         registry: Registry,
         stats: Stats,
         cache: Option<Arc<ResultCache>>,
-        board: Arc<WorkerBoard>,
     ) -> (Jobs, JobQueues) {
         let (queue, jobs) = crossbeam_channel::bounded(capacity);
         let (retry_queue, retry_jobs) = crossbeam_channel::unbounded();
@@ -105,7 +101,7 @@ impl Jobs {
             max_attempts: retries.saturating_add(1),
             slow_job: None,
         };
-        (Jobs { queue, capacity, completer, board }, JobQueues { jobs, retries: retry_jobs })
+        (Jobs { queue, capacity, completer }, JobQueues { jobs, retries: retry_jobs })
     }
 
     /// Logs a warning for every job that runs longer than `threshold` on
@@ -128,13 +124,15 @@ impl Jobs {
     /// What the reader thread calls for every job request: answers it from
     /// the cache when it can (`cacheable` is the request's payload, for jobs
     /// whose result depends on it alone), refuses it when no worker can run
-    /// it, and otherwise registers and queues it — its reply then comes later,
-    /// from the [`Completer`].
+    /// it (`workers_down`: none is up and none may be restarted yet, as the
+    /// worker board tells), and otherwise registers and queues it — its
+    /// reply then comes later, from the [`Completer`].
     pub fn submit_or_cached(
         &self,
         mut request: JobRequest<'_>,
         kind: JobKind,
         cacheable: Option<&[u8]>,
+        workers_down: bool,
     ) -> Submitted {
         if let (Some(cache), Some(payload)) = (&self.completer.cache, cacheable) {
             if let Some(key) = cache.key_for(payload) {
@@ -151,7 +149,7 @@ impl Jobs {
                 request.cache_key = Some(key);
             }
         }
-        if self.board.none_can_run() {
+        if workers_down {
             return Submitted::Refused(request.client_id, no_worker_error());
         }
         match self.submit(request, kind) {
@@ -247,13 +245,9 @@ mod tests {
         }
     }
 
-    fn board() -> Arc<WorkerBoard> {
-        Arc::new(WorkerBoard::new(1))
-    }
-
     #[test]
     fn a_full_queue_rejects_with_busy_and_leaves_nothing_behind() {
-        let (jobs, _queues) = Jobs::new(1, 1, Registry::new(), Stats::new(), None, board());
+        let (jobs, _queues) = Jobs::new(1, 1, Registry::new(), Stats::new(), None);
         let (sink, _rx) = ReplySink::detached(8);
         let job = JobKind::Compute { n: 1 };
         assert!(jobs.submit(request("1", false, &sink), job.clone()).is_ok());
@@ -265,7 +259,7 @@ mod tests {
 
     #[test]
     fn finish_replies_once_to_the_right_client_and_drops_unknown_jobs() {
-        let (jobs, queues) = Jobs::new(4, 1, Registry::new(), Stats::new(), None, board());
+        let (jobs, queues) = Jobs::new(4, 1, Registry::new(), Stats::new(), None);
         let (sink, replies) = ReplySink::detached(8);
         jobs.submit(request("\"x\"", true, &sink), JobKind::Compute { n: 2 }).unwrap();
         let queued = queues.jobs.try_recv().unwrap();
@@ -289,7 +283,7 @@ mod tests {
 
     #[test]
     fn idempotent_jobs_are_retried_until_the_attempts_run_out() {
-        let (jobs, queues) = Jobs::new(4, 1, Registry::new(), Stats::new(), None, board());
+        let (jobs, queues) = Jobs::new(4, 1, Registry::new(), Stats::new(), None);
         let (sink, _rx) = ReplySink::detached(8);
         jobs.submit(request("1", false, &sink), JobKind::Compute { n: 2 }).unwrap();
         let completer = jobs.completer();
@@ -306,7 +300,7 @@ mod tests {
 
     #[test]
     fn a_job_that_never_started_goes_back_without_costing_an_attempt() {
-        let (jobs, queues) = Jobs::new(4, 1, Registry::new(), Stats::new(), None, board());
+        let (jobs, queues) = Jobs::new(4, 1, Registry::new(), Stats::new(), None);
         let (sink, _rx) = ReplySink::detached(8);
         jobs.submit(request("1", false, &sink), JobKind::Compute { n: 2 }).unwrap();
         let completer = jobs.completer();
@@ -321,7 +315,7 @@ mod tests {
 
     #[test]
     fn fail_all_answers_everything_in_flight() {
-        let (jobs, _queues) = Jobs::new(4, 1, Registry::new(), Stats::new(), None, board());
+        let (jobs, _queues) = Jobs::new(4, 1, Registry::new(), Stats::new(), None);
         let (sink, replies) = ReplySink::detached(8);
         for id in ["1", "2"] {
             jobs.submit(request(id, false, &sink), JobKind::Compute { n: 2 }).unwrap();

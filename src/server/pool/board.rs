@@ -129,8 +129,8 @@ impl WorkerBoard {
     }
 
     /// Whether no job can run now: no worker is up, and replacements are
-    /// held back by the restart budget (see
-    /// [`crate::server::jobs::no_worker_error`]).
+    /// held back by the restart budget (the reader threads then refuse jobs
+    /// at once: see [`crate::server::jobs::no_worker_error`]).
     pub fn none_can_run(&self) -> bool {
         self.alive() == 0 && self.throttled() > 0
     }
