@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use threadcenter::cli::client::{run, ClientArgs, RunVerdict};
+use threadcenter::cli::client::ClientArgs;
+use threadcenter::client::{run, RunVerdict};
 
 fn main() -> ExitCode {
     // `--embedded` in process mode re-executes this binary as the workers.
@@ -12,7 +13,8 @@ fn main() -> ExitCode {
         Ok(RunVerdict::Success) => ExitCode::SUCCESS,
         Ok(RunVerdict::Failure) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("tc-client: {e:#}");
+            // `{:#}` prints the error and every cause after it, on one line.
+            eprintln!("tc-client: {:#}", anyhow::Error::from(e));
             ExitCode::from(2)
         }
     }

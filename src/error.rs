@@ -1,19 +1,24 @@
-//! The library's error type.
+//! **Shared** — the library's error type.
 //!
 //! Errors that stay inside one connection (a bad frame, a bad request) are not
-//! `Error`s: they become error *replies* (see [`crate::protocol::ErrorCode`]).
+//! `Error`s: they become error *replies* (see [`crate::protocol::ReplyError`]).
 //! This type is for failures that stop an operation of the server or client as
 //! a whole: a socket that cannot be bound, a worker process that cannot be
-//! spawned, an I/O error while talking to a server.
+//! spawned, a flag out of range, a report file that cannot be read.
+//!
+//! Each variant means one thing, and its message is a sentence a person can
+//! act on. The cause of an [`Error::Io`] is its `source`, which the binaries
+//! print after it with anyhow's `{:#}` ("connecting to 127.0.0.1:1:
+//! Connection refused (os error 111)").
 
 use std::io;
+use std::path::PathBuf;
 
 /// Everything that can go wrong in the library outside of one request.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An operating-system I/O error, with what we were doing at the time.
-    /// (`Display` shows the context; the cause is the error's `source`, which
-    /// `anyhow`'s `{:#}` prints after it.)
+    /// (`Display` shows the context; the cause is the error's `source`.)
     #[error("{context}")]
     Io {
         /// What the library was doing, e.g. "connecting to 127.0.0.1:5050".
@@ -36,13 +41,46 @@ pub enum Error {
         message: String,
     },
 
-    /// A peer sent something that is not valid protocol.
+    /// A peer — a server or a worker process — sent or did something the
+    /// protocol does not allow (a reply that is not JSON, a closed connection
+    /// before the reply).
     #[error("protocol error: {0}")]
     Protocol(String),
 
-    /// A configuration value is out of range or inconsistent.
+    /// A server setting is out of range or inconsistent (the message names
+    /// the flag).
     #[error("invalid configuration: {0}")]
     Config(String),
+
+    /// A benchmark option is out of range or inconsistent (names the flag).
+    #[error(transparent)]
+    Options(#[from] crate::client::bench::options::OptionsError),
+
+    /// A model file could not be loaded.
+    #[error(transparent)]
+    Model(#[from] crate::work::model::ModelError),
+
+    /// An input file (a CSV, a `.hgrm`, an interval log) cannot be used.
+    #[error("{}: {message}", path.display())]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// A chart could not be drawn.
+    #[error("drawing the chart: {0}")]
+    Chart(String),
+
+    /// What the user typed cannot be sent (e.g. `tc-client call` with text
+    /// that is not a JSON object).
+    #[error("{0}")]
+    Usage(String),
+
+    /// The terminal cannot be used (the interactive shell).
+    #[error("the terminal: {0}")]
+    Terminal(String),
 }
 
 impl Error {
@@ -50,39 +88,12 @@ impl Error {
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         Error::Io { context: context.into(), source }
     }
-}
 
-impl Error {
-    /// The message with every underlying cause, e.g. "connecting to
-    /// 127.0.0.1:1: Connection refused (os error 111)".
-    pub fn full_message(&self) -> String {
-        let mut message = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(inner) = cause {
-            let text = inner.to_string();
-            if !message.ends_with(&text) {
-                message = format!("{message}: {text}");
-            }
-            cause = inner.source();
-        }
-        message
+    /// An input file that cannot be used, and why.
+    pub fn input(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Input { path: path.into(), message: message.into() }
     }
 }
 
 /// The library's `Result`, with [`Error`] as the error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn full_message_names_the_context_and_the_cause_once() {
-        let e = Error::io(
-            "connecting to 127.0.0.1:1",
-            io::Error::new(io::ErrorKind::ConnectionRefused, "refused"),
-        );
-        assert_eq!(e.to_string(), "connecting to 127.0.0.1:1");
-        assert_eq!(e.full_message(), "connecting to 127.0.0.1:1: refused");
-    }
-}

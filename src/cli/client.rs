@@ -1,32 +1,22 @@
-//! `tc-client`: flags, and the functions behind each subcommand.
+//! `tc-client`'s flags, and nothing else (as hyperfine's `cli.rs`).
 //!
-//! With no subcommand, `tc-client` runs a benchmark (see [`crate::client::bench`]);
-//! `call` sends one request; `shell` opens an interactive prompt.
+//! Every value that needs more than a type to be valid is kept as the user
+//! typed it; [`crate::client::bench::options`] turns these flags into a
+//! validated plan, with an error that names the flag. With no subcommand,
+//! `tc-client` runs a benchmark; [`crate::client::run`] runs each
+//! subcommand.
 
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::client::bench::mix::{CommandMix, ImagePayloads};
-use crate::client::bench::options::{
-    parse_percentiles, parse_warmup, BenchOptions, LoadModel, OutputPaths, StopAfter, Target, Warmup,
-};
-use crate::client::bench::sweep::{run_sweep, SweepMode, SweepPlan};
-use crate::client::bench::{self, ProgressCounters, RunSinks};
-use crate::client::report::csv_row::SummaryRow;
-use crate::client::report::files::ReportFiles;
-use crate::client::report::{hgrm, streams, summary, RunReport};
+use super::LogFormat;
 use crate::protocol::Mode;
 use crate::units::parse_duration;
 
 /// Length of a run when neither --requests nor --duration is given.
-const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
 const EXAMPLES: &str = "\
 Examples:
@@ -114,38 +104,12 @@ pub struct PlotArgs {
     pub out: PathBuf,
 }
 
-/// Draws the chart `args` asks for; returns the files written.
-fn plot(args: &PlotArgs) -> anyhow::Result<Vec<PathBuf>> {
-    use crate::client::plot;
-    let need_csv = || -> anyhow::Result<Vec<plot::RunRow>> {
-        let path = args.csv.as_deref().ok_or_else(|| anyhow::anyhow!("this chart needs --csv FILE"))?;
-        Ok(plot::read_rows(path)?)
-    };
-    let written = match args.chart {
-        ChartKind::Throughput => plot::write_line_chart(&plot::throughput_chart(&need_csv()?), &args.out)?,
-        ChartKind::Latency => plot::write_line_chart(&plot::latency_chart(&need_csv()?), &args.out)?,
-        ChartKind::Breakdown => plot::write_breakdown_chart(&need_csv()?, &args.out)?,
-        ChartKind::Percentiles => {
-            anyhow::ensure!(!args.hgrm.is_empty(), "the percentiles chart needs at least one --hgrm FILE");
-            plot::write_line_chart(&plot::percentile_chart(&args.hgrm)?, &args.out)?
-        }
-        ChartKind::Timeline => {
-            let log = args
-                .hdr_log
-                .as_deref()
-                .ok_or_else(|| anyhow::anyhow!("the timeline chart needs --hdr-log FILE"))?;
-            plot::write_line_chart(&plot::timeline_chart(log)?, &args.out)?
-        }
-    };
-    Ok(written)
-}
-
 /// Flags of `tc-client sweep`.
 #[derive(Debug, clap::Args)]
 pub struct SweepArgs {
     /// Farm configurations: threads, threads-gil, processes.
-    #[arg(long, value_delimiter = ',', default_value = "threads,threads-gil,processes", value_parser = SweepMode::parse)]
-    pub modes: Vec<SweepMode>,
+    #[arg(long, value_delimiter = ',', default_value = "threads,threads-gil,processes")]
+    pub modes: Vec<String>,
 
     /// Worker counts.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
@@ -172,8 +136,8 @@ pub struct SweepArgs {
     pub duration: Duration,
 
     /// Warm-up of each run: a time (1s) or requests per connection (50r).
-    #[arg(long, default_value = "1s", value_parser = parse_warmup)]
-    pub warmup: Warmup,
+    #[arg(long, default_value = "1s")]
+    pub warmup: String,
 
     /// Command to send: compute, ping, stats or health.
     #[arg(long, default_value = "compute")]
@@ -186,63 +150,6 @@ pub struct SweepArgs {
     /// The CSV the rows are appended to (created with a header if new).
     #[arg(long, default_value = "results/sweep.csv")]
     pub csv: PathBuf,
-}
-
-impl SweepArgs {
-    /// The validated sweep these flags describe.
-    ///
-    /// # Errors
-    /// A sentence naming the offending flag.
-    pub fn to_plan(&self) -> Result<SweepPlan, String> {
-        for (flag, empty) in [
-            ("--modes", self.modes.is_empty()),
-            ("--workers", self.workers.is_empty()),
-            ("--concurrency", self.concurrency.is_empty()),
-            ("--sizes", self.sizes.is_empty()),
-        ] {
-            if empty {
-                return Err(format!("{flag} needs at least one value"));
-            }
-        }
-        let template = BenchOptions {
-            target: Target::Embedded { mode: Mode::Threads, workers: 1, gil: None },
-            concurrency: 1,
-            load: LoadModel::Closed { pipeline: 1 },
-            stop: StopAfter::Duration(self.duration),
-            warmup: self.warmup,
-            mix: CommandMix::parse(&self.cmd).map_err(|e| format!("--cmd: {e}"))?,
-            size: 1,
-            timeout: self.timeout,
-            verify: false,
-            percentiles: vec![50.0, 90.0, 99.0, 99.9, 99.99, 100.0],
-            log_interval: Duration::from_secs(1),
-            outputs: OutputPaths::default(),
-            progress: false,
-            auth_token: None,
-            images: ImagePayloads::default(),
-        };
-        let plan = SweepPlan {
-            modes: self.modes.clone(),
-            workers: self.workers.clone(),
-            concurrency: self.concurrency.clone(),
-            sizes: self.sizes.clone(),
-            pipelines: self.pipelines.clone(),
-            rates: self.rates.clone(),
-            template,
-            csv: self.csv.clone(),
-        };
-        // Every point must be a valid benchmark on its own.
-        for point in plan.points() {
-            let options = BenchOptions {
-                target: Target::Embedded { mode: Mode::Threads, workers: point.workers, gil: None },
-                concurrency: point.concurrency,
-                load: point.load,
-                ..plan.template.clone()
-            };
-            options.validate()?;
-        }
-        Ok(plan)
-    }
 }
 
 /// Flags of `tc-client kernel`.
@@ -347,8 +254,8 @@ pub struct BenchArgs {
 
     /// Send but leave out of every statistic: a time (2s, or plain seconds)
     /// or requests per connection (100r).
-    #[arg(long, value_parser = parse_warmup)]
-    pub warmup: Option<Warmup>,
+    #[arg(long)]
+    pub warmup: Option<String>,
 
     /// Open loop: send this many requests per second (all connections
     /// together) on a fixed schedule; latency counts from the scheduled time.
@@ -390,8 +297,8 @@ pub struct BenchArgs {
     pub verify: bool,
 
     /// Percentiles in the summary and JSON report (max = 100).
-    #[arg(long, default_value = "50,90,99,99.9,99.99,max", value_parser = parse_percentile_list)]
-    pub percentiles: PercentileList,
+    #[arg(long, default_value = "50,90,99,99.9,99.99,max")]
+    pub percentiles: String,
 
     /// Append one summary row per run to this CSV file (header when new).
     #[arg(long)]
@@ -427,296 +334,14 @@ pub struct BenchArgs {
     pub log_level: String,
 
     /// The embedded server's log lines: human-readable text, or JSON.
-    #[arg(long, env = "THREADCENTER_LOG_FORMAT", value_enum, default_value_t = super::LogFormat::Text)]
-    pub log_format: super::LogFormat,
-}
-
-/// `--percentiles` as one value (clap would read a `Vec` as repeated flags).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PercentileList(pub Vec<f64>);
-
-fn parse_percentile_list(text: &str) -> Result<PercentileList, String> {
-    parse_percentiles(text).map(PercentileList)
+    #[arg(long, env = "THREADCENTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 impl BenchArgs {
-    /// The validated plan these flags describe.
-    ///
     /// Whether `--cmd lock-cycle` was asked for.
     pub fn is_lock_cycle(&self) -> bool {
         self.mix.is_none() && self.cmd == "lock-cycle"
-    }
-
-    /// # Errors
-    /// A sentence naming the offending flag.
-    pub fn to_options(&self) -> Result<BenchOptions, String> {
-        let target = if self.embedded {
-            Target::Embedded {
-                mode: self.mode.unwrap_or(Mode::Processes),
-                workers: self.workers.unwrap_or_else(|| crate::server::ServerConfig::default().workers),
-                gil: self.gil.then_some(self.switch_interval),
-            }
-        } else {
-            Target::Remote {
-                host: self.host.clone().unwrap_or_else(|| "127.0.0.1".into()),
-                port: self.port.unwrap_or(5050),
-            }
-        };
-        let load = match self.rate {
-            Some(rate) => LoadModel::Open { rate },
-            None => LoadModel::Closed { pipeline: self.pipeline.unwrap_or(1) },
-        };
-        let stop = match (self.requests, self.duration) {
-            (Some(n), _) => StopAfter::Requests(n),
-            (None, Some(d)) => StopAfter::Duration(d),
-            (None, None) => StopAfter::Duration(DEFAULT_DURATION),
-        };
-        let lock_cycle = self.is_lock_cycle();
-        // lock-cycle is its own loop (see bench::lock_cycle); its requests are predictions.
-        let mix_text = if lock_cycle { "predict" } else { self.mix.as_deref().unwrap_or(&self.cmd) };
-        let flag = if self.mix.is_some() { "--mix" } else { "--cmd" };
-        let mix = CommandMix::parse(mix_text).map_err(|e| format!("{flag}: {e}"))?;
-        let images = if mix.includes_images() {
-            let dir = self
-                .images
-                .clone()
-                .unwrap_or_else(|| crate::work::model::default_models_dir().join("samples"));
-            ImagePayloads::load(&dir, self.batch)?
-        } else {
-            ImagePayloads::default()
-        };
-        let options = BenchOptions {
-            target,
-            concurrency: self.concurrency,
-            load,
-            stop,
-            warmup: self.warmup.unwrap_or(Warmup::None),
-            mix,
-            size: self.size,
-            timeout: self.timeout,
-            verify: self.verify,
-            percentiles: self.percentiles.0.clone(),
-            log_interval: self.hdr_log_interval,
-            outputs: OutputPaths {
-                csv: self.csv.clone(),
-                requests_csv: self.requests_csv.clone(),
-                hgrm: self.hgrm.clone(),
-                hdr_log: self.hdr_log.clone(),
-                json: self.json.clone(),
-            },
-            progress: true,
-            auth_token: self.auth_token.clone(),
-            images,
-        };
-        options.validate()?;
-        Ok(options)
-    }
-}
-
-/// What the process should exit with after a subcommand ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunVerdict {
-    /// Everything worked.
-    Success,
-    /// The run completed but found a problem (an error reply, a timeout, a
-    /// wrong or missing reply, a broken connection).
-    Failure,
-}
-
-/// Runs `tc-client`.
-///
-/// # Errors
-/// Anything that prevents the command from running at all (bad flags, no
-/// server, an unwritable report file), as one sentence.
-pub fn run(args: ClientArgs) -> anyhow::Result<RunVerdict> {
-    match args.command {
-        Some(ClientCommand::Call(call)) => {
-            let server = &call.server;
-            let token = server.auth_token.as_deref();
-            let reply = crate::client::connection::call(
-                &server.host,
-                server.port,
-                &call.request,
-                call.timeout,
-                token,
-            )?;
-
-            println!("{reply}");
-            let is_error = serde_json::from_str::<serde_json::Value>(&reply)
-                .map(|v| v.get("error").is_some())
-                .unwrap_or(true);
-            Ok(if is_error { RunVerdict::Failure } else { RunVerdict::Success })
-        }
-        Some(ClientCommand::Shell(shell)) => {
-            let server = &shell.server;
-            crate::client::shell::run(
-                &server.host,
-                server.port,
-                shell.timeout,
-                server.auth_token.as_deref(),
-            )?;
-            Ok(RunVerdict::Success)
-        }
-        Some(ClientCommand::Kernel(kernel)) => {
-            let measured = crate::work::compute::measure_rate(kernel.size, kernel.duration);
-            println!(
-                "{{\"size\":{},\"computations\":{},\"seconds\":{:.6},\"per_second\":{:.3}}}",
-                kernel.size,
-                measured.computations,
-                measured.elapsed.as_secs_f64(),
-                measured.per_second()
-            );
-            Ok(RunVerdict::Success)
-        }
-        Some(ClientCommand::Plot(args)) => {
-            for path in plot(&args)? {
-                println!("wrote {}", path.display());
-            }
-            Ok(RunVerdict::Success)
-        }
-        Some(ClientCommand::Sweep(sweep)) => {
-            let plan = sweep.to_plan().map_err(anyhow::Error::msg)?;
-            super::init_logging(Some("warn"), super::LogFormat::Text)?;
-            let summary = run_sweep(&plan, |line| println!("{line}"))?;
-            println!(
-                "sweep: {} runs appended to {}, {} already there, {} with problems",
-                summary.ran,
-                plan.csv.display(),
-                summary.skipped,
-                summary.failed
-            );
-            Ok(if summary.failed > 0 { RunVerdict::Failure } else { RunVerdict::Success })
-        }
-        None => run_benchmark(&args.bench),
-    }
-}
-
-/// Runs a benchmark and writes every report asked for.
-fn run_benchmark(args: &BenchArgs) -> anyhow::Result<RunVerdict> {
-    let options = args.to_options().map_err(anyhow::Error::msg)?;
-    if args.embedded {
-        // The embedded server logs to stderr, quietly by default.
-        super::init_logging(Some(&args.log_level), args.log_format)?;
-    }
-    if args.is_lock_cycle() {
-        return run_lock_cycle(&options);
-    }
-    // Every output file exists before the first request is sent.
-    let mut files = ReportFiles::create(&options.outputs).map_err(anyhow::Error::msg)?;
-    let started_at = std::time::SystemTime::now();
-
-    let mut sinks = RunSinks::default();
-    let requests_writer = files.requests_csv.take().map(|file| {
-        let (tx, handle) = streams::start_requests_csv(file);
-        sinks.requests = Some(tx);
-        handle
-    });
-    let log_writer = files.hdr_log.take().map(|file| {
-        let (tx, handle) =
-            streams::start_interval_log(file, options.concurrency, started_at, options.log_interval);
-        sinks.intervals = Some(tx);
-        handle
-    });
-    let progress = ProgressDisplay::start(&options, Arc::clone(&sinks.progress));
-
-    let result = bench::run(options, sinks);
-    progress.finish();
-    // The run's senders are gone now, so the writers drain and end.
-    let requests_written =
-        requests_writer.map(|h| h.join().map_err(|_| anyhow::anyhow!("the --requests-csv writer panicked")));
-    let intervals_written =
-        log_writer.map(|h| h.join().map_err(|_| anyhow::anyhow!("the --hdr-log writer panicked")));
-    let run = result?;
-    if let Some(written) = requests_written {
-        written?.context("writing --requests-csv")?;
-    }
-    if let Some(written) = intervals_written {
-        written?.context("writing --hdr-log")?;
-    }
-
-    let report = RunReport::new(&run);
-    let mut stdout = std::io::stdout().lock();
-    summary::write_summary(&report, &mut stdout)?;
-    stdout.flush()?;
-    if let Some(mut file) = files.hgrm.take() {
-        hgrm::write_percentile_distribution(&run.recorder.corrected, &mut file)
-            .and_then(|()| file.flush())
-            .context("writing --hgrm")?;
-    }
-    if let Some(mut file) = files.json.take() {
-        serde_json::to_writer_pretty(&mut file, &report).context("writing --json")?;
-        writeln!(file).and_then(|()| file.flush()).context("writing --json")?;
-    }
-    if let Some((file, is_new)) = files.csv.take() {
-        SummaryRow::new(&run, &report).write(file, is_new).context("writing --csv")?;
-    }
-    Ok(if run.failed() { RunVerdict::Failure } else { RunVerdict::Success })
-}
-
-/// `--cmd lock-cycle`: prints the summary, writes `--json` if asked.
-fn run_lock_cycle(options: &BenchOptions) -> anyhow::Result<RunVerdict> {
-    let mut files = ReportFiles::create(&options.outputs).map_err(anyhow::Error::msg)?;
-    let report = bench::lock_cycle::run(options)?;
-    print!("{}", report.summary());
-    if let Some(mut file) = files.json.take() {
-        serde_json::to_writer_pretty(&mut file, &report).context("writing --json")?;
-        writeln!(file).and_then(|()| file.flush()).context("writing --json")?;
-    }
-    Ok(if report.failed() { RunVerdict::Failure } else { RunVerdict::Success })
-}
-
-/// The live progress bar on stderr, drawn only when stderr is a terminal.
-struct ProgressDisplay {
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl ProgressDisplay {
-    fn start(options: &BenchOptions, counters: Arc<ProgressCounters>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        if !options.progress || !std::io::stderr().is_terminal() {
-            return ProgressDisplay { stop, thread: None };
-        }
-        let (length, by_time) = match options.stop {
-            StopAfter::Requests(n) => ((n + options.warmup_requests()) * options.concurrency as u64, false),
-            StopAfter::Duration(d) => {
-                let warmup = match options.warmup {
-                    Warmup::Duration(w) => w,
-                    _ => Duration::ZERO,
-                };
-                (u64::try_from((d + warmup).as_millis()).unwrap_or(u64::MAX), true)
-            }
-        };
-        let bar = indicatif::ProgressBar::new(length);
-        let template = if by_time {
-            "{elapsed_precise} [{bar:30}] {msg}"
-        } else {
-            "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}"
-        };
-        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        let flag = Arc::clone(&stop);
-        let thread = thread::spawn(move || {
-            let started = Instant::now();
-            while !flag.load(Ordering::Relaxed) {
-                let done = counters.done.load(Ordering::Relaxed);
-                let problems = counters.problems.load(Ordering::Relaxed);
-                let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
-                bar.set_position(if by_time { started.elapsed().as_millis() as u64 } else { done });
-                bar.set_message(format!("{rate:.0} req/s, {problems} errors"));
-                thread::sleep(Duration::from_millis(100));
-            }
-            bar.finish_and_clear();
-        });
-        ProgressDisplay { stop, thread: Some(thread) }
-    }
-
-    fn finish(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -728,59 +353,5 @@ mod tests {
     #[test]
     fn the_flag_definitions_are_consistent() {
         ClientArgs::command().debug_assert();
-    }
-
-    fn options(args: &[&str]) -> Result<BenchOptions, String> {
-        let mut full = vec!["tc-client"];
-        full.extend_from_slice(args);
-        let parsed = ClientArgs::try_parse_from(full).map_err(|e| e.to_string())?;
-        parsed.bench.to_options()
-    }
-
-    #[test]
-    fn defaults_are_a_ten_second_closed_loop_compute_run() {
-        let o = options(&["--embedded"]).unwrap();
-        assert_eq!(o.concurrency, 4);
-        assert_eq!(o.size, 500_000);
-        assert_eq!(o.load, LoadModel::Closed { pipeline: 1 });
-        assert_eq!(o.stop, StopAfter::Duration(DEFAULT_DURATION));
-        assert_eq!(o.percentiles, vec![50.0, 90.0, 99.0, 99.9, 99.99, 100.0]);
-        assert!(matches!(o.target, Target::Embedded { mode: Mode::Processes, .. }));
-    }
-
-    #[test]
-    fn the_original_clients_flags_work() {
-        let o = options(&[
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "5050",
-            "--concurrency",
-            "4",
-            "--requests",
-            "5",
-            "--size",
-            "500000",
-        ])
-        .unwrap();
-        assert_eq!(o.target, Target::Remote { host: "127.0.0.1".into(), port: 5050 });
-        assert_eq!(o.stop, StopAfter::Requests(5));
-    }
-
-    #[test]
-    fn flags_that_do_not_go_together_are_refused() {
-        for args in [
-            &["--rate", "100", "--pipeline", "4"][..],
-            &["--requests", "5", "--duration", "2s"][..],
-            &["--cmd", "ping", "--mix", "ping:1,compute:1"][..],
-            &["--embedded", "--port", "5050"][..],
-            &["--mode", "threads"][..],
-            &["--workers", "2"][..],
-            &["--cmd", "launch"][..],
-            &["--percentiles", "50,high"][..],
-            &["--warmup", "soon"][..],
-        ] {
-            assert!(options(args).is_err(), "{args:?} must be refused");
-        }
     }
 }

@@ -1,7 +1,8 @@
-//! Command-line front ends: flag definitions (clap) and the functions the
-//! binaries call. Everything here turns flags into the library's typed
-//! configurations; the work itself happens in [`crate::server`] and
-//! [`crate::client`].
+//! **Command line** — the binaries' flags (clap), and logging set-up.
+//!
+//! [`server`] defines `tc-server`'s flags and runs the server from them;
+//! [`client`] defines `tc-client`'s flags only: the client side reads them
+//! ([`crate::client::bench::options`]) and runs them ([`crate::client::run`]).
 
 pub mod client;
 pub mod server;
@@ -27,10 +28,11 @@ pub enum LogFormat {
 ///
 /// # Errors
 /// When the level text cannot be parsed.
-pub fn init_logging(level: Option<&str>, format: LogFormat) -> anyhow::Result<()> {
+pub fn init_logging(level: Option<&str>, format: LogFormat) -> crate::Result<()> {
     let filter = match level {
-        Some(level) => EnvFilter::try_new(level)
-            .map_err(|e| anyhow::anyhow!("--log-level {level:?} is not a valid level or filter: {e}"))?,
+        Some(level) => EnvFilter::try_new(level).map_err(|e| {
+            crate::Error::Usage(format!("--log-level {level:?} is not a valid level or filter: {e}"))
+        })?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);

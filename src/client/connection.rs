@@ -108,12 +108,12 @@ impl ServerConnection {
 /// A request that is not a JSON object, or any connection error.
 pub fn call(host: &str, port: u16, request: &str, timeout: Duration, token: Option<&str>) -> Result<String> {
     let mut value: serde_json::Value = serde_json::from_str(request)
-        .map_err(|e| Error::Protocol(format!("the request is not valid JSON: {e}")))?;
-    let object = value.as_object_mut().ok_or_else(|| {
-        Error::Protocol("the request must be a JSON object, e.g. '{\"cmd\":\"ping\"}'".into())
-    })?;
+        .map_err(|e| Error::Usage(format!("the request is not valid JSON: {e}")))?;
+    let object = value
+        .as_object_mut()
+        .ok_or_else(|| Error::Usage("the request must be a JSON object, e.g. '{\"cmd\":\"ping\"}'".into()))?;
     object.entry("id").or_insert(serde_json::Value::from(1));
-    let payload = serde_json::to_vec(&value).map_err(|e| Error::Protocol(e.to_string()))?;
+    let payload = serde_json::to_vec(&value).map_err(|e| Error::Usage(e.to_string()))?;
 
     let mut connection = ServerConnection::connect(host, port, timeout)?;
     if let Some(token) = token {

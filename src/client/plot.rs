@@ -80,11 +80,11 @@ impl RunRow {
 /// # Errors
 /// A file that cannot be read or is not a tc-client CSV.
 pub fn read_rows(path: &Path) -> Result<Vec<RunRow>> {
-    let mut reader = csv::Reader::from_path(path)
-        .map_err(|e| Error::Config(format!("{}: cannot read the CSV: {e}", path.display())))?;
+    let mut reader =
+        csv::Reader::from_path(path).map_err(|e| Error::input(path, format!("cannot read the CSV: {e}")))?;
     reader
         .deserialize()
-        .map(|row| row.map_err(|e| Error::Config(format!("{}: not a tc-client CSV: {e}", path.display()))))
+        .map(|row| row.map_err(|e| Error::input(path, format!("not a tc-client CSV: {e}"))))
         .collect()
 }
 
@@ -200,7 +200,7 @@ pub fn read_hgrm(path: &Path) -> Result<Vec<(f64, f64)>> {
         })
         .collect();
     if points.is_empty() {
-        return Err(Error::Config(format!("{}: no percentile lines (is it a .hgrm file?)", path.display())));
+        return Err(Error::input(path, "no percentile lines (is it a .hgrm file?)"));
     }
     Ok(points)
 }
@@ -239,7 +239,7 @@ pub fn timeline_chart(path: &Path) -> Result<LineChart> {
     let mut deserializer = Deserializer::new();
     let (mut p50, mut p99, mut max) = (Vec::new(), Vec::new(), Vec::new());
     for entry in IntervalLogIterator::new(&bytes) {
-        let bad = |what: String| Error::Config(format!("{}: {what}", path.display()));
+        let bad = |what: String| Error::input(path, what);
         let LogEntry::Interval(interval) = entry.map_err(|e| bad(format!("not an interval log ({e:?})")))?
         else {
             continue;
@@ -259,7 +259,7 @@ pub fn timeline_chart(path: &Path) -> Result<LineChart> {
         max.push((t, histogram.max() as f64 / 1000.0));
     }
     if p50.is_empty() {
-        return Err(Error::Config(format!("{}: no interval with data", path.display())));
+        return Err(Error::input(path, "no interval with data"));
     }
     let line = |label: &str, points| Series { label: label.into(), points, reference: false };
     Ok(LineChart {
@@ -281,7 +281,7 @@ fn register_fonts() {
 }
 
 fn draw_error(e: impl std::fmt::Display) -> Error {
-    Error::Config(format!("drawing the chart: {e}"))
+    Error::Chart(e.to_string())
 }
 
 /// Draws a line chart into `OUT.png` and `OUT.svg`; returns the two paths.
@@ -290,7 +290,7 @@ fn draw_error(e: impl std::fmt::Display) -> Error {
 /// An empty chart, or a file that cannot be written.
 pub fn write_line_chart(chart: &LineChart, out: &Path) -> Result<Vec<PathBuf>> {
     if chart.series.iter().all(|s| s.points.is_empty()) {
-        return Err(Error::Config(format!("nothing to draw for \"{}\"", chart.title)));
+        return Err(Error::Chart(format!("nothing to draw for \"{}\"", chart.title)));
     }
     register_fonts();
     let (png, svg) = (out.with_extension("png"), out.with_extension("svg"));
@@ -372,7 +372,7 @@ where
 /// No rows, or a file that cannot be written.
 pub fn write_breakdown_chart(rows: &[RunRow], out: &Path) -> Result<Vec<PathBuf>> {
     if rows.is_empty() {
-        return Err(Error::Config("nothing to draw: the CSV has no rows".into()));
+        return Err(Error::Chart("nothing to draw: the CSV has no rows".into()));
     }
     register_fonts();
     let (png, svg) = (out.with_extension("png"), out.with_extension("svg"));

@@ -81,7 +81,7 @@ pub fn parse_line(line: &str) -> std::result::Result<ShellAction, String> {
 /// printed and the shell carries on (it reconnects on the next request).
 pub fn run(host: &str, port: u16, timeout: Duration, token: Option<&str>) -> Result<()> {
     let mut editor = rustyline::DefaultEditor::new()
-        .map_err(|e| Error::Protocol(format!("cannot open the terminal for the shell: {e}")))?;
+        .map_err(|e| Error::Terminal(format!("cannot open it for the shell: {e}")))?;
     let mut connection: Option<ServerConnection> = None;
     let mut next_id: u64 = 1;
     println!("tc-client shell -> {host}:{port} (type help, quit to leave)");
@@ -89,7 +89,7 @@ pub fn run(host: &str, port: u16, timeout: Duration, token: Option<&str>) -> Res
         let line = match editor.readline("tc> ") {
             Ok(line) => line,
             Err(ReadlineError::Interrupted | ReadlineError::Eof) => break,
-            Err(e) => return Err(Error::Protocol(format!("cannot read input: {e}"))),
+            Err(e) => return Err(Error::Terminal(format!("cannot read input: {e}"))),
         };
         let _ = editor.add_history_entry(line.as_str());
         let mut request = match parse_line(&line) {
@@ -112,7 +112,7 @@ pub fn run(host: &str, port: u16, timeout: Duration, token: Option<&str>) -> Res
         match round_trip(&mut connection, (host, port, token), timeout, &request) {
             Ok((reply, elapsed)) => println!("{reply}  ({:.3} ms)", elapsed.as_secs_f64() * 1000.0),
             Err(e) => {
-                println!("! {}", e.full_message());
+                println!("! {}", with_causes(&e));
                 connection = None; // reconnect next time
             }
         }
@@ -136,12 +136,25 @@ fn round_trip(
         *connection = Some(fresh);
     }
     let conn = connection.as_mut().expect("connected just above");
-    let payload = serde_json::to_vec(request).map_err(|e| Error::Protocol(e.to_string()))?;
+    let payload = serde_json::to_vec(request).map_err(|e| Error::Usage(e.to_string()))?;
     let started = Instant::now();
     conn.send(&payload)?;
     let reply = conn.receive()?;
     let elapsed = started.elapsed();
     Ok((String::from_utf8_lossy(reply).into_owned(), elapsed))
+}
+
+/// An error and its causes on one line ("connecting to 127.0.0.1:1:
+/// Connection refused"): the shell prints it and goes on, so it cannot hand
+/// the error to the binary's reporter.
+fn with_causes(error: &Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        line = format!("{line}: {inner}");
+        cause = inner.source();
+    }
+    line
 }
 
 #[cfg(test)]

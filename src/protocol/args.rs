@@ -104,7 +104,7 @@ pub(super) fn build_command<'a>(
         CommandKind::PredictBatch => {
             Command::PredictBatch { images: parse_images(fields.images)?, holder: holder(fields)? }
         }
-        CommandKind::LoadModel => Command::LoadModel {
+        CommandKind::Pacing => Command::Pacing {
             path: optional_string(fields.model_path, "model_path")?
                 .ok_or("\"load_model\" needs \"model_path\": a file inside the server's --models-dir")?,
         },
@@ -218,4 +218,3 @@ pub(super) fn as_string(raw: &RawValue) -> Option<Cow<'_, str>> {
         .or_else(|_| serde_json::from_str::<String>(raw.get()).map(Cow::Owned))
         .ok()
 }
-

@@ -20,7 +20,7 @@ pub const METHODS: [(&str, CommandKind); 8] = [
     ("health_check", CommandKind::Health),
     ("get_current_model", CommandKind::Model),
     ("get_models", CommandKind::Models),
-    ("load_model", CommandKind::LoadModel),
+    ("load_model", CommandKind::Pacing),
     ("mutex_acquire", CommandKind::MutexAcquire),
     ("mutex_release", CommandKind::MutexRelease),
     ("predict_image", CommandKind::Predict),

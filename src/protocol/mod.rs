@@ -41,5 +41,5 @@ pub use reply::{
 };
 pub use request::{
     Chaos, ClientId, Command, CommandKind, Dialect, Holder, ImageArg, Limits, Request, RequestError,
-    DEFAULT_N, MAX_BATCH_IMAGES,
+    DEFAULT_N, MAX_BATCH_IMAGES, MAX_MUTEX_WAIT_MS,
 };

@@ -31,10 +31,7 @@ impl ClientId {
         let text = raw.get();
         match text.as_bytes().first() {
             Some(b'"' | b'-' | b'0'..=b'9') => Ok(ClientId(raw.to_owned())),
-            _ => Err(format!(
-                "\"id\" must be a string or a number, not {}",
-                json_type_name(text)
-            )),
+            _ => Err(format!("\"id\" must be a string or a number, not {}", json_type_name(text))),
         }
     }
 
@@ -146,7 +143,7 @@ pub enum Command<'a> {
     /// List the model files in `--models-dir`.
     Models,
     /// Switch to another model file inside `--models-dir`.
-    LoadModel {
+    Pacing {
         /// A path relative to `--models-dir`.
         path: String,
     },
@@ -181,6 +178,10 @@ pub enum Chaos {
     Panic,
 }
 
+/// The longest `wait_ms` of a `mutex_acquire` the server honours (one
+/// minute); a longer wait is cut to this.
+pub const MAX_MUTEX_WAIT_MS: u64 = 60_000;
+
 /// The most images one `predict_batch` may carry.
 pub const MAX_BATCH_IMAGES: usize = 256;
 
@@ -214,7 +215,7 @@ pub enum CommandKind {
     /// `models` (IdentyFire: `get_models`)
     Models,
     /// `load_model`
-    LoadModel,
+    Pacing,
     /// `mutex_acquire`
     MutexAcquire,
     /// `mutex_release`
@@ -237,7 +238,7 @@ impl CommandKind {
         CommandKind::PredictBatch,
         CommandKind::Model,
         CommandKind::Models,
-        CommandKind::LoadModel,
+        CommandKind::Pacing,
         CommandKind::MutexAcquire,
         CommandKind::MutexRelease,
     ];
@@ -258,7 +259,7 @@ impl CommandKind {
             CommandKind::PredictBatch => "predict_batch",
             CommandKind::Model => "model",
             CommandKind::Models => "models",
-            CommandKind::LoadModel => "load_model",
+            CommandKind::Pacing => "load_model",
             CommandKind::MutexAcquire => "mutex_acquire",
             CommandKind::MutexRelease => "mutex_release",
         }
@@ -297,7 +298,7 @@ impl Command<'_> {
             Command::PredictBatch { .. } => CommandKind::PredictBatch,
             Command::Model => CommandKind::Model,
             Command::Models => CommandKind::Models,
-            Command::LoadModel { .. } => CommandKind::LoadModel,
+            Command::Pacing { .. } => CommandKind::Pacing,
             Command::MutexAcquire { .. } => CommandKind::MutexAcquire,
             Command::MutexRelease { .. } => CommandKind::MutexRelease,
         }
@@ -341,4 +342,3 @@ pub(super) fn json_type_name(text: &str) -> &'static str {
         _ => "a value of unknown type",
     }
 }
-

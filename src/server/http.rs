@@ -41,7 +41,7 @@ impl MetricsEndpoint {
     pub(super) fn start(listener: TcpListener, farm: Arc<Farm>) -> Result<MetricsEndpoint> {
         let addr = listener.local_addr().map_err(|e| Error::io("reading the metrics address", e))?;
         let server = tiny_http::Server::from_listener(listener, None)
-            .map_err(|e| Error::Config(format!("cannot serve metrics on {addr}: {e}")))?;
+            .map_err(|e| Error::io(format!("cannot serve metrics on {addr}"), std::io::Error::other(e)))?;
         let server = Arc::new(server);
         let registry = metrics::registry(Arc::clone(&farm));
         let thread = {

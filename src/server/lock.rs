@@ -30,11 +30,12 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::protocol::MAX_MUTEX_WAIT_MS;
 use crate::units::micros;
 use serde::{Deserialize, Serialize};
 
 /// The longest a client may ask `acquire` to wait on the server.
-pub const MAX_WAIT: Duration = Duration::from_secs(60);
+pub const MAX_WAIT: Duration = Duration::from_millis(MAX_MUTEX_WAIT_MS);
 
 /// The answer to an `acquire`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

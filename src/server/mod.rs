@@ -140,8 +140,7 @@ impl Server {
         let (jobs, queues) =
             Jobs::new(config.queue_capacity, config.retries, Registry::new(), stats.clone(), cache);
         let jobs = jobs.warn_slow_jobs(config.slow_job);
-        let catalog = models::ModelCatalog::start(config.models_dir.clone(), config.model.as_deref())
-            .map_err(Error::Config)?;
+        let catalog = models::ModelCatalog::start(config.models_dir.clone(), config.model.as_deref())?;
         let worker_command = match &config.worker_command {
             Some(command) => command.clone(),
             None => WorkerCommand::current_exe()?,

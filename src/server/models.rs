@@ -12,7 +12,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::RwLock;
 
 use crate::protocol::{ErrorCode, ReplyError};
-use crate::work::model::{Model, ModelInfo, ModelRef};
+use crate::work::model::{Model, ModelError, ModelInfo, ModelRef};
 
 /// Largest model file `load_model` will read.
 const MAX_MODEL_BYTES: u64 = 256 * 1024 * 1024;
@@ -29,9 +29,9 @@ impl ModelCatalog {
     ///
     /// # Errors
     /// A sentence when the model file cannot be used.
-    pub(super) fn start(dir: PathBuf, model: Option<&Path>) -> Result<ModelCatalog, String> {
+    pub(super) fn start(dir: PathBuf, model: Option<&Path>) -> Result<ModelCatalog, ModelError> {
         let current = match model {
-            Some(path) => Some(Model::load(path).map_err(|e| e.to_string())?.info().clone()),
+            Some(path) => Some(Model::load(path)?.info().clone()),
             None => None,
         };
         Ok(ModelCatalog { dir, current: RwLock::new(current) })

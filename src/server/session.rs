@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use super::Farm;
 use crate::protocol::{
-    encode_error_in, encode_result, encode_rpc, ClientId, CommandKind, Dialect, ReplyError, ReplyExtras, Request,
+    encode_error_in, encode_result, encode_rpc, ClientId, CommandKind, Dialect, ReplyError, ReplyExtras,
+    Request,
 };
 use crate::server::connection::InlineReplies;
 use crate::server::jobs::registry::ConnId;

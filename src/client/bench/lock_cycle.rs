@@ -220,7 +220,7 @@ fn client_loop(
 ) -> (Vec<Cycle>, Option<String>) {
     let client = client_name(index);
     let client_json = serde_json::to_string(&client).expect("a string serializes");
-    let wait_ms = wait.as_millis().min(crate::server::lock::MAX_WAIT.as_millis()) as u64;
+    let wait_ms = (wait.as_millis() as u64).min(crate::protocol::MAX_MUTEX_WAIT_MS);
     let mut cycles = Vec::new();
     let mut id = 0u64;
     let mut call =

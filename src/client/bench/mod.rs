@@ -9,13 +9,15 @@
 //! length of the run.
 
 pub mod driver;
+pub mod embedded;
 pub mod lock_cycle;
 pub mod mix;
 pub mod options;
+pub mod receiver;
 pub mod recorder;
-pub mod sweep;
+pub mod sender;
+pub mod window;
 
-use std::net::TcpListener;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::thread;
@@ -25,17 +27,12 @@ use crossbeam_channel::Sender;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::client::connection::ServerConnection;
 use crate::error::{Error, Result};
-use crate::server::{Server, ServerConfig};
-pub use driver::{RequestOutcome, RequestRecord};
+use embedded::ServerUnderTest;
 pub use options::BenchOptions;
-use options::{LoadModel, Target};
+pub use receiver::{RequestOutcome, RequestRecord};
 pub use recorder::Recorder;
 use recorder::{latency_histogram, record_us};
-
-/// How long to wait for connections and the server-info request.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The plan every connection works from.
 pub struct Plan {
@@ -201,95 +198,6 @@ impl BenchRun {
     }
 }
 
-/// A server to measure, and how to stop it afterwards.
-struct ServerUnderTest {
-    host: String,
-    port: u16,
-    embedded: Option<Server>,
-}
-
-impl ServerUnderTest {
-    fn start(options: &BenchOptions) -> Result<Self> {
-        Self::start_with(options, false)
-    }
-
-    /// As `start`; an embedded server requires the mutex for `predict` when
-    /// `predict_lock` is set (`--cmd lock-cycle`).
-    fn start_with(options: &BenchOptions, predict_lock: bool) -> Result<Self> {
-        match &options.target {
-            Target::Remote { host, port } => {
-                Ok(ServerUnderTest { host: host.clone(), port: *port, embedded: None })
-            }
-            Target::Embedded { mode, workers, gil } => {
-                let listener = TcpListener::bind("127.0.0.1:0")
-                    .map_err(|e| Error::io("binding a loopback port for the embedded server", e))?;
-                // Room for every request the client can have in flight, so a
-                // closed-loop run never sees BUSY from its own server.
-                let window = match options.load {
-                    LoadModel::Closed { pipeline } => options.concurrency.saturating_mul(pipeline),
-                    LoadModel::Open { .. } => 0,
-                };
-                let defaults = ServerConfig::default();
-                let config = ServerConfig {
-                    mode: *mode,
-                    workers: *workers,
-                    queue_capacity: defaults.queue_capacity.max(window),
-                    auth_token: options.auth_token.clone(),
-                    gil_switch_interval: *gil,
-                    predict_lock,
-                    ..defaults
-                };
-                let server = Server::start(listener, config)?;
-                let addr = server.local_addr();
-                Ok(ServerUnderTest { host: addr.ip().to_string(), port: addr.port(), embedded: Some(server) })
-            }
-        }
-    }
-
-    fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-
-    /// Opens a connection, authenticating when a token is given.
-    fn connect(&self, token: Option<&str>) -> Result<ServerConnection> {
-        let mut connection = ServerConnection::connect(&self.host, self.port, CONNECT_TIMEOUT)?;
-        if let Some(token) = token {
-            connection.authenticate(token)?;
-        }
-        Ok(connection)
-    }
-
-    /// Asks the server for its mode and worker count.
-    fn info(&self, token: Option<&str>) -> Result<ServerInfo> {
-        let mut connection = self.connect(token)?;
-        connection.send(br#"{"id":"tc-client-info","cmd":"stats"}"#)?;
-        let reply: serde_json::Value = serde_json::from_slice(connection.receive()?)
-            .map_err(|e| Error::Protocol(format!("{}: the stats reply is not JSON: {e}", self.address())))?;
-        let stats = &reply["result"];
-        let mode = stats["mode"].as_str().ok_or_else(|| {
-            Error::Protocol(format!(
-                "{}: the server did not describe itself (stats reply: {reply})",
-                self.address()
-            ))
-        })?;
-        Ok(ServerInfo {
-            address: self.address(),
-            mode: mode.to_string(),
-            workers: stats["workers"]["configured"].as_u64().unwrap_or(0),
-            instance: stats["instance"].as_str().unwrap_or_default().to_string(),
-            embedded: self.embedded.is_some(),
-            gil: !stats["gil"].is_null(),
-        })
-    }
-
-    fn stop(self) {
-        if let Some(server) = self.embedded {
-            server.shutdown_handle().trigger();
-            server.wait();
-        }
-    }
-}
-
 /// Runs a benchmark to completion.
 ///
 /// # Errors
@@ -298,7 +206,7 @@ impl ServerUnderTest {
 /// reported in the returned [`BenchRun`] instead, so what was measured is
 /// never lost.
 pub fn run(options: BenchOptions, sinks: RunSinks) -> Result<BenchRun> {
-    options.validate().map_err(Error::Config)?;
+    options.validate()?;
     let server = ServerUnderTest::start(&options)?;
     let result = run_against(&server, options, sinks);
     server.stop();

@@ -1,19 +1,43 @@
 //! A benchmark's plan, validated: what to send, how fast, for how long.
 //!
-//! The CLI ([`crate::cli::client`]) only collects flags; [`BenchOptions`] is
-//! the checked, typed form every other part of the client works from, so an
-//! impossible combination is refused here, before anything starts, with a
-//! sentence that names the flag.
+//! The CLI ([`crate::cli::client`]) only collects flags;
+//! [`BenchOptions::from_args`] turns them into the checked, typed form every
+//! other part of the client works from, so an impossible combination is
+//! refused here, before anything starts, with an [`OptionsError`] that names
+//! the flag.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::mix::{CommandMix, ImagePayloads};
-use crate::protocol::Mode;
+use crate::cli::client::{BenchArgs, DEFAULT_DURATION};
+use crate::protocol::{Mode, MAX_BATCH_IMAGES};
+
+/// A benchmark flag out of range, or flags that do not go together.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct OptionsError {
+    /// The flag at fault, e.g. `--rate`.
+    pub flag: &'static str,
+    /// A sentence that names the flag and says what would be accepted.
+    pub message: String,
+}
+
+impl OptionsError {
+    /// An error about `flag`; `message` is the whole sentence.
+    pub fn new(flag: &'static str, message: impl Into<String>) -> Self {
+        OptionsError { flag, message: message.into() }
+    }
+
+    /// An error about `flag` from a parser's message: `--flag: message`.
+    pub fn about(flag: &'static str, message: impl std::fmt::Display) -> Self {
+        OptionsError { flag, message: format!("{flag}: {message}") }
+    }
+}
 
 /// How requests are paced.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum LoadModel {
+pub enum Pacing {
     /// Each connection keeps `pipeline` requests in flight and sends the next
     /// one when a reply arrives (1 = one at a time, like the original client).
     Closed {
@@ -93,7 +117,7 @@ pub struct BenchOptions {
     /// Connections, each driven by its own threads.
     pub concurrency: usize,
     /// Pacing.
-    pub load: LoadModel,
+    pub pacing: Pacing,
     /// End of the measured part.
     pub stop: StopAfter,
     /// Warm-up before it.
@@ -125,78 +149,166 @@ pub struct BenchOptions {
 pub const SLOWEST_CONNECTION_INTERVAL: Duration = Duration::from_secs(60);
 
 impl BenchOptions {
+    /// The validated plan `args` describe.
+    ///
+    /// # Errors
+    /// An [`OptionsError`] naming the offending flag.
+    pub fn from_args(args: &BenchArgs) -> Result<BenchOptions, OptionsError> {
+        let target = if args.embedded {
+            Target::Embedded {
+                mode: args.mode.unwrap_or(Mode::Processes),
+                workers: args.workers.unwrap_or_else(|| crate::server::ServerConfig::default().workers),
+                gil: args.gil.then_some(args.switch_interval),
+            }
+        } else {
+            Target::Remote {
+                host: args.host.clone().unwrap_or_else(|| "127.0.0.1".into()),
+                port: args.port.unwrap_or(5050),
+            }
+        };
+        let load = match args.rate {
+            Some(rate) => Pacing::Open { rate },
+            None => Pacing::Closed { pipeline: args.pipeline.unwrap_or(1) },
+        };
+        let stop = match (args.requests, args.duration) {
+            (Some(n), _) => StopAfter::Requests(n),
+            (None, Some(d)) => StopAfter::Duration(d),
+            (None, None) => StopAfter::Duration(DEFAULT_DURATION),
+        };
+        let lock_cycle = args.is_lock_cycle();
+        // lock-cycle is its own loop (see bench::lock_cycle); its requests are predictions.
+        let mix_text = if lock_cycle { "predict" } else { args.mix.as_deref().unwrap_or(&args.cmd) };
+        let flag = if args.mix.is_some() { "--mix" } else { "--cmd" };
+        let mix = CommandMix::parse(mix_text).map_err(|e| OptionsError::about(flag, e))?;
+        let images = if mix.includes_images() {
+            let dir = args
+                .images
+                .clone()
+                .unwrap_or_else(|| crate::work::model::default_models_dir().join("samples"));
+            ImagePayloads::load(&dir, args.batch).map_err(|e| OptionsError::new("--images", e))?
+        } else {
+            ImagePayloads::default()
+        };
+        let options = BenchOptions {
+            target,
+            concurrency: args.concurrency,
+            pacing: load,
+            stop,
+            warmup: match &args.warmup {
+                Some(text) => parse_warmup(text).map_err(|e| OptionsError::about("--warmup", e))?,
+                None => Warmup::None,
+            },
+            mix,
+            size: args.size,
+            timeout: args.timeout,
+            verify: args.verify,
+            percentiles: parse_percentiles(&args.percentiles)
+                .map_err(|e| OptionsError::about("--percentiles", e))?,
+            log_interval: args.hdr_log_interval,
+            outputs: OutputPaths {
+                csv: args.csv.clone(),
+                requests_csv: args.requests_csv.clone(),
+                hgrm: args.hgrm.clone(),
+                hdr_log: args.hdr_log.clone(),
+                json: args.json.clone(),
+            },
+            progress: true,
+            auth_token: args.auth_token.clone(),
+            images,
+        };
+        options.validate()?;
+        Ok(options)
+    }
+
     /// Checks the plan as a whole.
     ///
     /// # Errors
-    /// A sentence naming the flag that is out of range or the flags that do
-    /// not go together.
-    pub fn validate(&self) -> Result<(), String> {
+    /// An [`OptionsError`] naming the flag that is out of range or the flags
+    /// that do not go together.
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        let fail = |flag, message: String| Err(OptionsError::new(flag, message));
         if self.concurrency == 0 {
-            return Err("--concurrency must be at least 1".into());
+            return fail("--concurrency", "--concurrency must be at least 1".into());
         }
-        match self.load {
-            LoadModel::Closed { pipeline: 0 } => return Err("--pipeline must be at least 1".into()),
-            LoadModel::Closed { .. } => {}
-            LoadModel::Open { rate } => {
+        match self.pacing {
+            Pacing::Closed { pipeline: 0 } => {
+                return fail("--pipeline", "--pipeline must be at least 1".into())
+            }
+            Pacing::Closed { .. } => {}
+            Pacing::Open { rate } => {
                 if !rate.is_finite() || rate <= 0.0 {
-                    return Err(format!(
-                        "--rate must be a positive number of requests per second, not {rate}"
-                    ));
+                    return fail(
+                        "--rate",
+                        format!("--rate must be a positive number of requests per second, not {rate}"),
+                    );
                 }
                 let per_connection =
                     Duration::try_from_secs_f64(self.concurrency as f64 / rate).unwrap_or(Duration::MAX);
                 if per_connection > SLOWEST_CONNECTION_INTERVAL {
-                    return Err(format!(
-                        "--rate {rate} is too low for {} connections: each would send once every {:.0} s; \
-                         raise --rate to at least {:.3} or lower --concurrency",
-                        self.concurrency,
-                        per_connection.as_secs_f64(),
-                        self.concurrency as f64 / SLOWEST_CONNECTION_INTERVAL.as_secs_f64()
-                    ));
+                    return fail(
+                        "--rate",
+                        format!(
+                            "--rate {rate} is too low for {} connections: each would send once every {:.0} s; \
+                             raise --rate to at least {:.3} or lower --concurrency",
+                            self.concurrency,
+                            per_connection.as_secs_f64(),
+                            self.concurrency as f64 / SLOWEST_CONNECTION_INTERVAL.as_secs_f64()
+                        ),
+                    );
                 }
                 if let StopAfter::Duration(d) = self.stop {
                     if rate * d.as_secs_f64() < self.concurrency as f64 {
-                        return Err(format!(
-                            "--rate {rate} for {d:?} sends fewer requests than there are connections ({}); \
-                             raise --rate or --duration, or lower --concurrency",
-                            self.concurrency
-                        ));
+                        return fail(
+                            "--rate",
+                            format!(
+                                "--rate {rate} for {d:?} sends fewer requests than there are connections ({}); \
+                                 raise --rate or --duration, or lower --concurrency",
+                                self.concurrency
+                            ),
+                        );
                     }
                 }
             }
         }
         match self.stop {
-            StopAfter::Requests(0) => return Err("--requests must be at least 1".into()),
-            StopAfter::Duration(d) if d.is_zero() => return Err("--duration must be longer than 0".into()),
+            StopAfter::Requests(0) => return fail("--requests", "--requests must be at least 1".into()),
+            StopAfter::Duration(d) if d.is_zero() => {
+                return fail("--duration", "--duration must be longer than 0".into())
+            }
             _ => {}
         }
         if self.timeout.is_zero() {
-            return Err("--timeout must be longer than 0".into());
+            return fail("--timeout", "--timeout must be longer than 0".into());
         }
         if self.log_interval < Duration::from_millis(10) {
-            return Err("--hdr-log-interval must be at least 10ms".into());
+            return fail("--hdr-log-interval", "--hdr-log-interval must be at least 10ms".into());
         }
         if self.percentiles.is_empty() {
-            return Err("--percentiles needs at least one value".into());
+            return fail("--percentiles", "--percentiles needs at least one value".into());
         }
         if let Some(p) = self.percentiles.iter().find(|p| !(**p > 0.0 && **p <= 100.0)) {
-            return Err(format!("--percentiles values must be above 0 and at most 100 (max), not {p}"));
+            return fail(
+                "--percentiles",
+                format!("--percentiles values must be above 0 and at most 100 (max), not {p}"),
+            );
         }
         if self.mix.includes_images() && self.images.is_empty() {
-            return Err("predictions need images: --images DIR".into());
+            return fail("--images", "predictions need images: --images DIR".into());
         }
-        if self.mix.includes_images() && !(1..=crate::protocol::MAX_BATCH_IMAGES).contains(&self.images.batch)
-        {
-            return Err(format!("--batch must be from 1 to {}", crate::protocol::MAX_BATCH_IMAGES));
+        if self.mix.includes_images() && !(1..=MAX_BATCH_IMAGES).contains(&self.images.batch) {
+            return fail("--batch", format!("--batch must be from 1 to {MAX_BATCH_IMAGES}"));
         }
         if self.verify && !self.mix.includes_compute() {
-            return Err("--verify checks compute results, but this run sends no compute request".into());
+            return fail(
+                "--verify",
+                "--verify checks compute results, but this run sends no compute request".into(),
+            );
         }
         if let Target::Embedded { workers: 0, .. } = self.target {
-            return Err("--workers must be at least 1".into());
+            return fail("--workers", "--workers must be at least 1".into());
         }
         if let Target::Embedded { mode: Mode::Processes, gil: Some(_), .. } = self.target {
-            return Err("--gil applies to --mode threads".into());
+            return fail("--gil", "--gil applies to --mode threads".into());
         }
         Ok(())
     }
@@ -208,7 +320,7 @@ impl BenchOptions {
         BenchOptions {
             target: Target::Remote { host: "127.0.0.1".into(), port: 5050 },
             concurrency: 4,
-            load: LoadModel::Closed { pipeline: 1 },
+            pacing: Pacing::Closed { pipeline: 1 },
             stop: StopAfter::Requests(5),
             warmup: Warmup::None,
             mix: CommandMix::parse("compute").expect("a valid mix"),
@@ -279,6 +391,8 @@ pub fn parse_percentiles(text: &str) -> Result<Vec<f64>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::client::ClientArgs;
+    use clap::Parser;
 
     fn plan() -> BenchOptions {
         BenchOptions::example()
@@ -294,14 +408,14 @@ mod tests {
         type Change = Box<dyn Fn(&mut BenchOptions)>;
         let cases: Vec<(Change, &str)> = vec![
             (Box::new(|o| o.concurrency = 0), "--concurrency"),
-            (Box::new(|o| o.load = LoadModel::Closed { pipeline: 0 }), "--pipeline"),
-            (Box::new(|o| o.load = LoadModel::Open { rate: 0.0 }), "--rate"),
-            (Box::new(|o| o.load = LoadModel::Open { rate: -5.0 }), "--rate"),
-            (Box::new(|o| o.load = LoadModel::Open { rate: f64::NAN }), "--rate"),
-            (Box::new(|o| o.load = LoadModel::Open { rate: 0.01 }), "too low for 4 connections"),
+            (Box::new(|o| o.pacing = Pacing::Closed { pipeline: 0 }), "--pipeline"),
+            (Box::new(|o| o.pacing = Pacing::Open { rate: 0.0 }), "--rate"),
+            (Box::new(|o| o.pacing = Pacing::Open { rate: -5.0 }), "--rate"),
+            (Box::new(|o| o.pacing = Pacing::Open { rate: f64::NAN }), "--rate"),
+            (Box::new(|o| o.pacing = Pacing::Open { rate: 0.01 }), "too low for 4 connections"),
             (
                 Box::new(|o| {
-                    o.load = LoadModel::Open { rate: 2.0 };
+                    o.pacing = Pacing::Open { rate: 2.0 };
                     o.stop = StopAfter::Duration(Duration::from_secs(1));
                 }),
                 "fewer requests than there are connections",
@@ -323,7 +437,7 @@ mod tests {
         for (change, expected) in cases {
             let mut options = plan();
             change(&mut options);
-            let error = options.validate().expect_err(expected);
+            let error = options.validate().expect_err(expected).to_string();
             assert!(error.contains(expected), "{error:?} should mention {expected:?}");
         }
     }
@@ -343,5 +457,61 @@ mod tests {
     fn percentiles_parse_with_max_as_100() {
         assert_eq!(parse_percentiles("50, 99.9,max"), Ok(vec![50.0, 99.9, 100.0]));
         assert!(parse_percentiles("50,high").is_err());
+    }
+
+    // From the flags: what `tc-client` makes of its command line.
+
+    fn options(args: &[&str]) -> Result<BenchOptions, String> {
+        let mut full = vec!["tc-client"];
+        full.extend_from_slice(args);
+        let parsed = ClientArgs::try_parse_from(full).map_err(|e| e.to_string())?;
+        BenchOptions::from_args(&parsed.bench).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_a_ten_second_closed_loop_compute_run() {
+        let o = options(&["--embedded"]).unwrap();
+        assert_eq!(o.concurrency, 4);
+        assert_eq!(o.size, 500_000);
+        assert_eq!(o.pacing, Pacing::Closed { pipeline: 1 });
+        assert_eq!(o.stop, StopAfter::Duration(DEFAULT_DURATION));
+        assert_eq!(o.percentiles, vec![50.0, 90.0, 99.0, 99.9, 99.99, 100.0]);
+        assert!(matches!(o.target, Target::Embedded { mode: Mode::Processes, .. }));
+    }
+
+    #[test]
+    fn the_original_clients_flags_work() {
+        let o = options(&[
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "5050",
+            "--concurrency",
+            "4",
+            "--requests",
+            "5",
+            "--size",
+            "500000",
+        ])
+        .unwrap();
+        assert_eq!(o.target, Target::Remote { host: "127.0.0.1".into(), port: 5050 });
+        assert_eq!(o.stop, StopAfter::Requests(5));
+    }
+
+    #[test]
+    fn flags_that_do_not_go_together_are_refused() {
+        for args in [
+            &["--rate", "100", "--pipeline", "4"][..],
+            &["--requests", "5", "--duration", "2s"][..],
+            &["--cmd", "ping", "--mix", "ping:1,compute:1"][..],
+            &["--embedded", "--port", "5050"][..],
+            &["--mode", "threads"][..],
+            &["--workers", "2"][..],
+            &["--cmd", "launch"][..],
+            &["--percentiles", "50,high"][..],
+            &["--warmup", "soon"][..],
+        ] {
+            assert!(options(args).is_err(), "{args:?} must be refused");
+        }
     }
 }

@@ -6,20 +6,35 @@
 //! the same fixed percentiles (50, 90, 99, 99.9, 99.99, max) whatever
 //! `--percentiles` says, so rows from different runs line up.
 
+use std::fs::File;
 use std::io::Write;
 
 use serde::Serialize;
 
-use super::{LatencyStats, RunReport};
+use super::{Exporter, LatencyStats, RunReport, Workload};
 use crate::client::bench::BenchRun;
+use crate::error::{Error, Result};
 
 /// The percentiles every CSV row carries.
 pub const CSV_PERCENTILES: [f64; 6] = [50.0, 90.0, 99.0, 99.9, 99.99, 100.0];
 
-/// One run, one row. Empty cells mean "does not apply" (e.g. `rate_rps` in a
-/// closed loop).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// One run, one row: who measured what where, the [`Workload`] (declared
+/// once, in [`super::RunParameters`]), and what was measured. Serialized
+/// as a tuple of the three, which the `csv` crate writes as one flat row.
+/// Empty cells mean "does not apply" (e.g. `rate_rps` in a closed loop).
+#[derive(Debug, Clone, PartialEq)]
 pub struct SummaryRow {
+    /// The columns before the workload.
+    pub origin: RowOrigin,
+    /// `cmd` … `timeout_s`.
+    pub workload: Workload,
+    /// The columns after it.
+    pub measured: RowMeasured,
+}
+
+/// The first columns: when, with which tool, against which server.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RowOrigin {
     /// Start of the run, RFC 3339 UTC.
     pub started_at: String,
     /// tc-client version.
@@ -34,26 +49,11 @@ pub struct SummaryRow {
     pub server_gil: bool,
     /// Whether the server was started by this client.
     pub embedded: bool,
-    /// Command or mix.
-    pub cmd: String,
-    /// Compute `n`.
-    pub size: u64,
-    /// Connections.
-    pub concurrency: usize,
-    /// `closed` or `open`.
-    pub load_model: String,
-    /// In flight per connection (closed loop).
-    pub pipeline: Option<usize>,
-    /// Target rate (open loop).
-    pub rate_rps: Option<f64>,
-    /// Measured requests per connection (when stopping by count).
-    pub requests_per_connection: Option<u64>,
-    /// Measured duration asked for (when stopping by time).
-    pub duration_s: Option<f64>,
-    /// Warm-up.
-    pub warmup: String,
-    /// Per-request timeout.
-    pub timeout_s: f64,
+}
+
+/// The last columns: counts, time, throughput and latency percentiles.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RowMeasured {
     /// Measured requests sent.
     pub sent: u64,
     /// Good replies.
@@ -139,9 +139,8 @@ impl SummaryRow {
         let (queue, service, rest) =
             (fixed(&recorder.queue), fixed(&recorder.service), fixed(&recorder.rest));
         let at = |stats: &LatencyStats, p: f64| stats.at(p).unwrap_or(0);
-        let p = &report.parameters;
         let counts = &report.counts;
-        SummaryRow {
+        let origin = RowOrigin {
             started_at: report.started_at.clone(),
             tool_version: report.tool_version.clone(),
             server_address: report.server.address.clone(),
@@ -149,16 +148,8 @@ impl SummaryRow {
             server_workers: report.server.workers,
             server_gil: report.server.gil,
             embedded: report.server.embedded,
-            cmd: p.cmd.clone(),
-            size: p.size,
-            concurrency: p.concurrency,
-            load_model: p.load_model.clone(),
-            pipeline: p.pipeline,
-            rate_rps: p.rate_rps,
-            requests_per_connection: p.requests_per_connection,
-            duration_s: p.duration_s,
-            warmup: p.warmup.clone(),
-            timeout_s: p.timeout_s,
+        };
+        let measured = RowMeasured {
             sent: counts.sent,
             ok: counts.ok,
             error_replies: counts.error_replies(),
@@ -198,7 +189,8 @@ impl SummaryRow {
             rest_p50_us: at(&rest, 50.0),
             rest_p99_us: at(&rest, 99.0),
             rest_mean_us: round(rest.mean_us, 1),
-        }
+        };
+        SummaryRow { origin, workload: report.parameters.workload.clone(), measured }
     }
 
     /// Writes this row, preceded by the header line when `with_header`.
@@ -207,9 +199,31 @@ impl SummaryRow {
     /// Whatever the writer returns.
     pub fn write<W: Write>(&self, out: W, with_header: bool) -> csv::Result<()> {
         let mut writer = csv::WriterBuilder::new().has_headers(with_header).from_writer(out);
-        writer.serialize(self)?;
+        writer.serialize((&self.origin, &self.workload, &self.measured))?;
         writer.flush()?;
         Ok(())
+    }
+}
+
+/// `--csv`: the file, opened for appending before the run, and whether it
+/// was empty (and so needs the header line).
+pub struct CsvRow {
+    file: File,
+    is_new: bool,
+}
+
+impl CsvRow {
+    /// The exporter for an already opened file.
+    pub fn new(file: File, is_new: bool) -> Self {
+        CsvRow { file, is_new }
+    }
+}
+
+impl Exporter for CsvRow {
+    fn finish(self: Box<Self>, run: &BenchRun, report: &RunReport) -> Result<()> {
+        SummaryRow::new(run, report)
+            .write(self.file, self.is_new)
+            .map_err(|e| Error::io("writing --csv", std::io::Error::other(e)))
     }
 }
 

@@ -1,39 +1,43 @@
-//! Creating every report file before the run starts, so a typo in a path
-//! fails in a millisecond instead of after a ten-minute run.
+//! The one place that creates every report file before the run starts — so
+//! a typo in a path fails in a millisecond instead of after a ten-minute
+//! run — and has each format written once the run is over.
 
 use std::fs::{File, OpenOptions};
 use std::io::BufWriter;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use super::csv_row::CsvRow;
+use super::hgrm::Hgrm;
+use super::interval_log::IntervalLog;
+use super::json::Json;
+use super::requests_csv::RequestsCsv;
+use super::summary::Summary;
+use super::{Exporter, LiveRun, RunReport};
 use crate::client::bench::options::OutputPaths;
+use crate::client::bench::BenchRun;
+use crate::error::{Error, Result};
 
-/// The open report files of one run.
-#[derive(Debug, Default)]
-pub struct ReportFiles {
-    /// `--csv`, opened for appending, and whether it was empty (needs a header).
-    pub csv: Option<(File, bool)>,
-    /// `--requests-csv`, truncated.
-    pub requests_csv: Option<BufWriter<File>>,
-    /// `--hgrm`, truncated.
-    pub hgrm: Option<BufWriter<File>>,
-    /// `--hdr-log`, truncated.
-    pub hdr_log: Option<BufWriter<File>>,
-    /// `--json`, truncated.
-    pub json: Option<BufWriter<File>>,
+/// Every output of one run, each behind its [`Exporter`].
+pub struct Outputs {
+    requests_csv: Option<RequestsCsv>,
+    interval_log: Option<IntervalLog>,
+    hgrm: Option<Hgrm>,
+    json: Option<Json>,
+    csv: Option<CsvRow>,
 }
 
-impl ReportFiles {
-    /// Opens (creating as needed) every file named in `paths`.
+impl Outputs {
+    /// Opens (creating as needed) every file named in `paths`: `--csv` for
+    /// appending, the others truncated.
     ///
     /// # Errors
-    /// A sentence naming the flag and the path that could not be opened.
-    pub fn create(paths: &OutputPaths) -> Result<Self, String> {
-        let create =
-            |flag: &str, path: &Option<std::path::PathBuf>| -> Result<Option<BufWriter<File>>, String> {
-                path.as_deref()
-                    .map(|p| File::create(p).map(BufWriter::new).map_err(|e| cannot(flag, p, e)))
-                    .transpose()
-            };
+    /// [`Error::Io`] naming the flag and the path that could not be opened.
+    pub fn create(paths: &OutputPaths) -> Result<Self> {
+        let create = |flag: &str, path: &Option<PathBuf>| -> Result<Option<BufWriter<File>>> {
+            path.as_deref()
+                .map(|p| File::create(p).map(BufWriter::new).map_err(|e| cannot(flag, p, e)))
+                .transpose()
+        };
         let csv = match &paths.csv {
             Some(path) => {
                 let file = OpenOptions::new()
@@ -41,21 +45,66 @@ impl ReportFiles {
                     .append(true)
                     .open(path)
                     .map_err(|e| cannot("--csv", path, e))?;
-                let is_empty = file.metadata().map(|m| m.len() == 0).map_err(|e| cannot("--csv", path, e))?;
-                Some((file, is_empty))
+                let is_new = file.metadata().map(|m| m.len() == 0).map_err(|e| cannot("--csv", path, e))?;
+                Some(CsvRow::new(file, is_new))
             }
             None => None,
         };
-        Ok(ReportFiles {
+        Ok(Outputs {
             csv,
-            requests_csv: create("--requests-csv", &paths.requests_csv)?,
-            hgrm: create("--hgrm", &paths.hgrm)?,
-            hdr_log: create("--hdr-log", &paths.hdr_log)?,
-            json: create("--json", &paths.json)?,
+            requests_csv: create("--requests-csv", &paths.requests_csv)?.map(RequestsCsv::new),
+            hgrm: create("--hgrm", &paths.hgrm)?.map(Hgrm::new),
+            interval_log: create("--hdr-log", &paths.hdr_log)?.map(IntervalLog::new),
+            json: create("--json", &paths.json)?.map(Json::new),
         })
+    }
+
+    /// Every exporter of a benchmark run, in the order they write: the
+    /// streamed files first (their writers drain once the run is over),
+    /// then the summary on stdout, then the files written from the result.
+    pub fn into_exporters(self) -> Vec<Box<dyn Exporter>> {
+        let mut exporters: Vec<Box<dyn Exporter>> = Vec::new();
+        if let Some(e) = self.requests_csv {
+            exporters.push(Box::new(e));
+        }
+        if let Some(e) = self.interval_log {
+            exporters.push(Box::new(e));
+        }
+        exporters.push(Box::new(Summary));
+        if let Some(e) = self.hgrm {
+            exporters.push(Box::new(e));
+        }
+        if let Some(e) = self.json {
+            exporters.push(Box::new(e));
+        }
+        if let Some(e) = self.csv {
+            exporters.push(Box::new(e));
+        }
+        exporters
+    }
+
+    /// Only the `--json` file (a lock-cycle run writes nothing else; the
+    /// other files were still created, so a bad path failed early).
+    pub fn into_json(self) -> Option<Json> {
+        self.json
     }
 }
 
-fn cannot(flag: &str, path: &Path, error: std::io::Error) -> String {
-    format!("{flag} {}: cannot open the file for writing: {error}", path.display())
+/// Lets every exporter hook into the run before it starts.
+pub fn attach_all(exporters: &mut [Box<dyn Exporter>], live: &mut LiveRun<'_>) {
+    for exporter in exporters {
+        exporter.attach(live);
+    }
+}
+
+/// Has every exporter write, in order; the first failure stops the rest.
+///
+/// # Errors
+/// The first exporter that could not write.
+pub fn finish_all(exporters: Vec<Box<dyn Exporter>>, run: &BenchRun, report: &RunReport) -> Result<()> {
+    exporters.into_iter().try_for_each(|exporter| exporter.finish(run, report))
+}
+
+fn cannot(flag: &str, path: &Path, error: std::io::Error) -> Error {
+    Error::io(format!("{flag} {}: cannot open the file for writing", path.display()), error)
 }

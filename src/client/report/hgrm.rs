@@ -5,9 +5,14 @@
 //! Values are recorded in microseconds and printed in milliseconds (a
 //! scaling ratio of 1000), as wrk2 does.
 
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
 
 use hdrhistogram::Histogram;
+
+use super::{Exporter, RunReport};
+use crate::client::bench::BenchRun;
+use crate::error::{Error, Result};
 
 /// Steps per half-distance to 100%, as in the Java default.
 const TICKS_PER_HALF_DISTANCE: u32 = 5;
@@ -59,6 +64,26 @@ pub fn write_scaled<W: Write>(histogram: &Histogram<u64>, scale: f64, out: &mut 
 /// smallest power of two ≥ 2 × 10^digits (2048 for 3 digits).
 fn sub_bucket_count(histogram: &Histogram<u64>) -> u64 {
     (2 * 10u64.pow(u32::from(histogram.sigfig()))).next_power_of_two()
+}
+
+/// `--hgrm`: the percentile distribution of the latency from schedule.
+pub struct Hgrm {
+    file: BufWriter<File>,
+}
+
+impl Hgrm {
+    /// The exporter for an already created file.
+    pub fn new(file: BufWriter<File>) -> Self {
+        Hgrm { file }
+    }
+}
+
+impl Exporter for Hgrm {
+    fn finish(mut self: Box<Self>, run: &BenchRun, _report: &RunReport) -> Result<()> {
+        write_percentile_distribution(&run.recorder.corrected, &mut self.file)
+            .and_then(|()| self.file.flush())
+            .map_err(|e| Error::io("writing --hgrm", e))
+    }
 }
 
 #[cfg(test)]

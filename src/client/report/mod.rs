@@ -1,30 +1,66 @@
-//! Reports of a benchmark run: one data model, several exporters.
+//! Reports of a benchmark run: one data model, one exporter per format.
 //!
 //! [`RunReport`] is the whole result as plain data (it is what `--json`
-//! writes). Each exporter turns it, or the run's histograms, into one
-//! format, writing to any `Write`:
+//! writes). Each format is one file with one [`Exporter`]:
 //! - [`summary`]: the human summary on stdout;
+//! - [`json`]: the whole [`RunReport`] (`--json`);
 //! - [`csv_row`]: one summary row per run, appended to `--csv`;
 //! - [`hgrm`]: the percentile distribution (`--hgrm`), in the text format of
 //!   Java HdrHistogram's `outputPercentileDistribution`;
-//! - [`streams`]: the files written *during* the run — one row per request
-//!   (`--requests-csv`) and the HdrHistogram interval log (`--hdr-log`).
+//! - [`requests_csv`] and [`interval_log`]: written *during* the run — one
+//!   row per request (`--requests-csv`) and the HdrHistogram interval log
+//!   (`--hdr-log`).
 //!
-//! [`files::ReportFiles`] creates every output file before the run starts,
-//! so a bad path fails at once, not after a long run.
+//! [`files::Outputs`] is the one place that creates every output file
+//! before the run starts (so a bad path fails at once, not after a long
+//! run), attaches the streaming exporters to the run, and has every
+//! exporter write once it is over.
 
 pub mod csv_row;
 pub mod files;
 pub mod hgrm;
-pub mod streams;
+pub mod interval_log;
+pub mod json;
+pub mod requests_csv;
 pub mod summary;
+
+use std::time::SystemTime;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::client::bench::options::{LoadModel, StopAfter, Warmup};
+use crate::client::bench::options::{BenchOptions, Pacing, StopAfter, Warmup};
 use crate::client::bench::recorder::Counts;
-use crate::client::bench::{BenchRun, ServerInfo};
+use crate::client::bench::{BenchRun, RunSinks, ServerInfo};
+use crate::error::Result;
+
+/// Capacity of the channels from the connections to the streaming writers.
+const CHANNEL_CAPACITY: usize = 64 * 1024;
+
+/// One output format. An exporter owns its destination (a file created
+/// before the run, or stdout); [`files::Outputs`] calls `attach` before the
+/// run and `finish` after it, in a fixed order.
+pub trait Exporter {
+    /// Hooks into the run before it starts. Only formats written while the
+    /// run goes (one row per request, the interval log) need this.
+    fn attach(&mut self, _live: &mut LiveRun<'_>) {}
+
+    /// Writes this format once the run is over.
+    ///
+    /// # Errors
+    /// The destination could not be written; the error names the flag.
+    fn finish(self: Box<Self>, run: &BenchRun, report: &RunReport) -> Result<()>;
+}
+
+/// What an exporter may hook into before the run starts.
+pub struct LiveRun<'a> {
+    /// The run's options.
+    pub options: &'a BenchOptions,
+    /// Where the connections stream rows and interval histograms.
+    pub sinks: &'a mut RunSinks,
+    /// The run's wall-clock start.
+    pub started_at: SystemTime,
+}
 
 /// A latency distribution, summarised (microseconds).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -84,9 +120,23 @@ pub struct Breakdown {
     pub rest: LatencyStats,
 }
 
-/// The run's parameters, as reports show them.
+/// The run's parameters, as reports show them: the workload, and whether
+/// results were verified.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RunParameters {
+    /// What was sent, how fast, for how long (in the JSON, these fields
+    /// stand directly in `parameters`).
+    #[serde(flatten)]
+    pub workload: Workload,
+    /// Whether compute results were verified.
+    pub verify: bool,
+}
+
+/// The workload of a run, declared once for every report: the JSON report's
+/// `parameters` and the CSV row's columns `cmd` … `timeout_s` are these
+/// fields, in this order.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Workload {
     /// The command or mix, e.g. `compute` or `compute:80,ping:20`.
     pub cmd: String,
     /// `n` of compute requests.
@@ -107,8 +157,6 @@ pub struct RunParameters {
     pub warmup: String,
     /// Per-request timeout.
     pub timeout_s: f64,
-    /// Whether compute results were verified.
-    pub verify: bool,
 }
 
 /// The whole result of a run (what `--json` writes).
@@ -148,9 +196,9 @@ impl RunReport {
         let options = &run.options;
         let percentiles = &options.percentiles;
         let recorder = &run.recorder;
-        let (load_model, pipeline, rate_rps) = match options.load {
-            LoadModel::Closed { pipeline } => ("closed", Some(pipeline), None),
-            LoadModel::Open { rate } => ("open", None, Some(rate)),
+        let (load_model, pipeline, rate_rps) = match options.pacing {
+            Pacing::Closed { pipeline } => ("closed", Some(pipeline), None),
+            Pacing::Open { rate } => ("open", None, Some(rate)),
         };
         let (requests_per_connection, duration_s) = match options.stop {
             StopAfter::Requests(n) => (Some(n), None),
@@ -166,16 +214,18 @@ impl RunReport {
             started_at: humantime::format_rfc3339_seconds(run.started_at).to_string(),
             server: run.server.clone(),
             parameters: RunParameters {
-                cmd: options.mix.to_string(),
-                size: options.size,
-                concurrency: options.concurrency,
-                load_model: load_model.to_string(),
-                pipeline,
-                rate_rps,
-                requests_per_connection,
-                duration_s,
-                warmup,
-                timeout_s: options.timeout.as_secs_f64(),
+                workload: Workload {
+                    cmd: options.mix.to_string(),
+                    size: options.size,
+                    concurrency: options.concurrency,
+                    load_model: load_model.to_string(),
+                    pipeline,
+                    rate_rps,
+                    requests_per_connection,
+                    duration_s,
+                    warmup,
+                    timeout_s: options.timeout.as_secs_f64(),
+                },
                 verify: options.verify,
             },
             counts: recorder.counts.clone(),
@@ -201,7 +251,23 @@ pub(crate) mod tests {
     use crate::client::bench::options::{BenchOptions, Target};
     use crate::client::bench::recorder::{latency_histogram, record_us, Recorder, Sample};
     use crate::protocol::Mode;
+    use std::io::{self, Write};
+    use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant, UNIX_EPOCH};
+
+    /// A `Write` whose bytes can be read after the writer thread is done.
+    #[derive(Clone, Default)]
+    pub(crate) struct SharedBuffer(pub(crate) Arc<Mutex<Vec<u8>>>);
+
+    impl Write for SharedBuffer {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
 
     /// A finished run with known numbers, for the exporters' exact-text tests:
     /// 1000 good replies with latencies 1..=1000 µs from schedule (twice that

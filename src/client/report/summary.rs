@@ -2,7 +2,9 @@
 
 use std::io::{self, Write};
 
-use super::{LatencyStats, RunReport};
+use super::{Exporter, LatencyStats, RunReport};
+use crate::client::bench::BenchRun;
+use crate::error::{Error, Result};
 
 /// Column label of a percentile: `p50`, `p99.9`, `max`.
 fn label(percentile: f64) -> String {
@@ -31,7 +33,7 @@ fn latency_row<W: Write>(out: &mut W, name: &str, stats: &LatencyStats) -> io::R
 /// # Errors
 /// Whatever the writer returns.
 pub fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()> {
-    let p = &report.parameters;
+    let p = &report.parameters.workload;
     let server = &report.server;
     let origin = if server.embedded { "embedded server" } else { "server" };
     writeln!(out, "tc-client -> {} ({origin}: {}, {} workers)", server.address, server.mode, server.workers)?;
@@ -108,6 +110,18 @@ pub fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()
     }
     writeln!(out)?;
     writeln!(out, "Done: {} responses in {:.3}s", c.answered(), report.measured_s)
+}
+
+/// The summary, on standard output.
+pub struct Summary;
+
+impl Exporter for Summary {
+    fn finish(self: Box<Self>, _run: &BenchRun, report: &RunReport) -> Result<()> {
+        let mut stdout = io::stdout().lock();
+        write_summary(report, &mut stdout)
+            .and_then(|()| stdout.flush())
+            .map_err(|e| Error::io("writing the summary to standard output", e))
+    }
 }
 
 #[cfg(test)]

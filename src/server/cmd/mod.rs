@@ -53,7 +53,7 @@ pub(super) fn apply(
         }
         Command::Model => models::describe(session, request),
         Command::Models => models::list(session, request),
-        Command::LoadModel { path } => models::load(session, request, path),
+        Command::Pacing { path } => models::load(session, request, path),
         Command::MutexAcquire { client_id, wait_ms } => {
             mutex::acquire(session, request, client_id.as_deref(), *wait_ms)
         }

@@ -219,7 +219,7 @@ impl WorkerPool {
         // serves them all; each worker process loads its own (see
         // `worker_process`).
         if let (Mode::Threads, Some(path)) = (config.mode, &config.model) {
-            shared.models.preload(path).map_err(|e| crate::Error::Config(e.to_string()))?;
+            shared.models.preload(path)?;
         }
         let gil = shared.gil.clone();
         let mut pool =

@@ -95,11 +95,15 @@ pub(super) fn start(shared: PoolShared, config: &PoolConfig) -> Result<Vec<JoinH
         drivers.push(driver);
     }
     drop(ready_tx);
-    for _ in 0..config.workers {
+    for reported in 0..config.workers {
         match ready.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(Error::Protocol("a worker driver ended before reporting".into())),
+            // Every driver is gone and `reported` of them had said they were up.
+            Err(_) => {
+                let message = format!("a driver thread ended before reporting ({reported} had started)");
+                return Err(Error::WorkerSpawn { worker: reported, message });
+            }
         }
     }
     Ok(drivers)

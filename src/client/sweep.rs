@@ -6,6 +6,9 @@
 //! A sweep can be stopped and started again: before each run it looks for a
 //! row with the same server mode, GIL, workers, connections, size, pipeline,
 //! rate and command already in the CSV, and skips the runs that are done.
+//!
+//! It lives beside the load generator ([`crate::client::bench`]) rather than
+//! in it because it also writes reports: the generator knows nothing of them.
 
 use std::collections::HashSet;
 use std::fs::OpenOptions;
@@ -14,8 +17,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::options::{BenchOptions, LoadModel, Target};
-use super::{run, RunSinks};
+use crate::cli::client::SweepArgs;
+use crate::client::bench::mix::{CommandMix, ImagePayloads};
+use crate::client::bench::options::{
+    parse_warmup, BenchOptions, OptionsError, OutputPaths, Pacing, StopAfter, Target,
+};
+use crate::client::bench::{run, RunSinks};
 use crate::client::report::csv_row::SummaryRow;
 use crate::client::report::RunReport;
 use crate::error::{Error, Result};
@@ -91,24 +98,86 @@ pub struct GridPoint {
     /// Compute `n`.
     pub size: u64,
     /// Closed or open loop.
-    pub load: LoadModel,
+    pub pacing: Pacing,
+}
+
+impl SweepPlan {
+    /// The validated sweep `args` describe.
+    ///
+    /// # Errors
+    /// An [`OptionsError`] naming the offending flag.
+    pub fn from_args(args: &SweepArgs) -> std::result::Result<SweepPlan, OptionsError> {
+        for (flag, empty) in [
+            ("--modes", args.modes.is_empty()),
+            ("--workers", args.workers.is_empty()),
+            ("--concurrency", args.concurrency.is_empty()),
+            ("--sizes", args.sizes.is_empty()),
+        ] {
+            if empty {
+                return Err(OptionsError::new(flag, format!("{flag} needs at least one value")));
+            }
+        }
+        let template = BenchOptions {
+            target: Target::Embedded { mode: Mode::Threads, workers: 1, gil: None },
+            concurrency: 1,
+            pacing: Pacing::Closed { pipeline: 1 },
+            stop: StopAfter::Duration(args.duration),
+            warmup: parse_warmup(&args.warmup).map_err(|e| OptionsError::about("--warmup", e))?,
+            mix: CommandMix::parse(&args.cmd).map_err(|e| OptionsError::about("--cmd", e))?,
+            size: 1,
+            timeout: args.timeout,
+            verify: false,
+            percentiles: vec![50.0, 90.0, 99.0, 99.9, 99.99, 100.0],
+            log_interval: Duration::from_secs(1),
+            outputs: OutputPaths::default(),
+            progress: false,
+            auth_token: None,
+            images: ImagePayloads::default(),
+        };
+        let plan = SweepPlan {
+            modes: args
+                .modes
+                .iter()
+                .map(|text| SweepMode::parse(text))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| OptionsError::about("--modes", e))?,
+            workers: args.workers.clone(),
+            concurrency: args.concurrency.clone(),
+            sizes: args.sizes.clone(),
+            pipelines: args.pipelines.clone(),
+            rates: args.rates.clone(),
+            template,
+            csv: args.csv.clone(),
+        };
+        // Every point must be a valid benchmark on its own.
+        for point in plan.points() {
+            let options = BenchOptions {
+                target: Target::Embedded { mode: Mode::Threads, workers: point.workers, gil: None },
+                concurrency: point.concurrency,
+                pacing: point.pacing,
+                ..plan.template.clone()
+            };
+            options.validate()?;
+        }
+        Ok(plan)
+    }
 }
 
 impl SweepPlan {
     /// Every point of the grid, in the order they run.
     pub fn points(&self) -> Vec<GridPoint> {
-        let loads: Vec<LoadModel> = if self.rates.is_empty() {
-            self.pipelines.iter().map(|&pipeline| LoadModel::Closed { pipeline }).collect()
+        let loads: Vec<Pacing> = if self.rates.is_empty() {
+            self.pipelines.iter().map(|&pipeline| Pacing::Closed { pipeline }).collect()
         } else {
-            self.rates.iter().map(|&rate| LoadModel::Open { rate }).collect()
+            self.rates.iter().map(|&rate| Pacing::Open { rate }).collect()
         };
         let mut points = Vec::new();
         for &mode in &self.modes {
             for &workers in &self.workers {
                 for &size in &self.sizes {
                     for &concurrency in &self.concurrency {
-                        for &load in &loads {
-                            points.push(GridPoint { mode, workers, concurrency, size, load });
+                        for &pacing in &loads {
+                            points.push(GridPoint { mode, workers, concurrency, size, pacing });
                         }
                     }
                 }
@@ -126,7 +195,7 @@ impl SweepPlan {
             },
             concurrency: point.concurrency,
             size: point.size,
-            load: point.load,
+            pacing: point.pacing,
             progress: false,
             ..self.template.clone()
         }
@@ -148,10 +217,10 @@ struct DoneKey {
 
 impl DoneKey {
     fn of(point: &GridPoint, cmd: &str) -> Self {
-        let (pipeline, rate_rps) = match point.load {
-            LoadModel::Closed { pipeline } => (Some(pipeline), None),
+        let (pipeline, rate_rps) = match point.pacing {
+            Pacing::Closed { pipeline } => (Some(pipeline), None),
             // Written by the csv crate the way it writes every f64 (e.g. 200.0).
-            LoadModel::Open { rate } => (None, Some(csv_float(rate))),
+            Pacing::Open { rate } => (None, Some(csv_float(rate))),
         };
         DoneKey {
             server_mode: point.mode.mode().as_str().to_string(),
@@ -179,12 +248,10 @@ fn done(csv: &Path) -> Result<HashSet<DoneKey>> {
         return Ok(HashSet::new());
     }
     let mut reader = csv::Reader::from_path(csv)
-        .map_err(|e| Error::Config(format!("--csv {}: cannot read it to resume: {e}", csv.display())))?;
+        .map_err(|e| Error::input(csv, format!("(--csv) cannot read it to resume: {e}")))?;
     reader
         .deserialize::<DoneKey>()
-        .map(|row| {
-            row.map_err(|e| Error::Config(format!("--csv {}: not a tc-client CSV ({e})", csv.display())))
-        })
+        .map(|row| row.map_err(|e| Error::input(csv, format!("(--csv) not a tc-client CSV ({e})"))))
         .collect()
 }
 
@@ -219,7 +286,7 @@ pub fn run_sweep(plan: &SweepPlan, mut say: impl FnMut(&str)) -> Result<SweepSum
             point.workers,
             point.concurrency,
             point.size,
-            point.load
+            point.pacing
         );
         if already.contains(&DoneKey::of(point, &cmd)) {
             summary.skipped += 1;
@@ -234,9 +301,9 @@ pub fn run_sweep(plan: &SweepPlan, mut say: impl FnMut(&str)) -> Result<SweepSum
             .open(&plan.csv)
             .map_err(|e| Error::io(format!("opening --csv {}", plan.csv.display()), e))?;
         let is_new = file.metadata().map(|m| m.len() == 0).unwrap_or(true);
-        SummaryRow::new(&result, &report)
-            .write(file, is_new)
-            .map_err(|e| Error::Config(format!("writing --csv {}: {e}", plan.csv.display())))?;
+        SummaryRow::new(&result, &report).write(file, is_new).map_err(|e| {
+            Error::io(format!("writing --csv {}", plan.csv.display()), std::io::Error::other(e))
+        })?;
         summary.ran += 1;
         if result.failed() {
             summary.failed += 1;
@@ -280,11 +347,11 @@ mod tests {
                 workers: 1,
                 concurrency: 1,
                 size: 500_000,
-                load: LoadModel::Closed { pipeline: 1 }
+                pacing: Pacing::Closed { pipeline: 1 }
             }
         );
         let open = SweepPlan { rates: vec![100.0, 200.0], ..plan() };
-        assert!(open.points().iter().all(|p| matches!(p.load, LoadModel::Open { .. })));
+        assert!(open.points().iter().all(|p| matches!(p.pacing, Pacing::Open { .. })));
         assert_eq!(open.points().len(), 2 * 2 * 3 * 2);
     }
 

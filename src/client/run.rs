@@ -1,0 +1,163 @@
+//! What `tc-client` does with its flags: one function per subcommand, and
+//! the benchmark — create the report files, run, write every report.
+//!
+//! The binary parses the flags ([`crate::cli::client`]) and calls [`run`];
+//! everything here returns the library's [`Error`], which the binary prints
+//! as one line.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::cli::client::{BenchArgs, ChartKind, ClientArgs, ClientCommand, PlotArgs};
+use crate::cli::{init_logging, LogFormat};
+use crate::client::bench::options::BenchOptions;
+use crate::client::bench::{self, RunSinks};
+use crate::client::progress::ProgressDisplay;
+use crate::client::report::files::{attach_all, finish_all, Outputs};
+use crate::client::report::{LiveRun, RunReport};
+use crate::client::sweep::{run_sweep, SweepPlan};
+use crate::error::{Error, Result};
+
+/// What the process should exit with after a subcommand ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunVerdict {
+    /// Everything worked.
+    Success,
+    /// The run completed but found a problem (an error reply, a timeout, a
+    /// wrong or missing reply, a broken connection).
+    Failure,
+}
+
+/// Runs `tc-client`.
+///
+/// # Errors
+/// Anything that prevents the command from running at all (bad flags, no
+/// server, an unwritable report file), as one sentence.
+pub fn run(args: ClientArgs) -> Result<RunVerdict> {
+    match args.command {
+        Some(ClientCommand::Call(call)) => {
+            let server = &call.server;
+            let token = server.auth_token.as_deref();
+            let reply = crate::client::connection::call(
+                &server.host,
+                server.port,
+                &call.request,
+                call.timeout,
+                token,
+            )?;
+
+            println!("{reply}");
+            let is_error = serde_json::from_str::<serde_json::Value>(&reply)
+                .map(|v| v.get("error").is_some())
+                .unwrap_or(true);
+            Ok(if is_error { RunVerdict::Failure } else { RunVerdict::Success })
+        }
+        Some(ClientCommand::Shell(shell)) => {
+            let server = &shell.server;
+            crate::client::shell::run(
+                &server.host,
+                server.port,
+                shell.timeout,
+                server.auth_token.as_deref(),
+            )?;
+            Ok(RunVerdict::Success)
+        }
+        Some(ClientCommand::Kernel(kernel)) => {
+            let measured = crate::work::compute::measure_rate(kernel.size, kernel.duration);
+            println!(
+                "{{\"size\":{},\"computations\":{},\"seconds\":{:.6},\"per_second\":{:.3}}}",
+                kernel.size,
+                measured.computations,
+                measured.elapsed.as_secs_f64(),
+                measured.per_second()
+            );
+            Ok(RunVerdict::Success)
+        }
+        Some(ClientCommand::Plot(args)) => {
+            for path in plot(&args)? {
+                println!("wrote {}", path.display());
+            }
+            Ok(RunVerdict::Success)
+        }
+        Some(ClientCommand::Sweep(sweep)) => {
+            let plan = SweepPlan::from_args(&sweep)?;
+            init_logging(Some("warn"), LogFormat::Text)?;
+            let summary = run_sweep(&plan, |line| println!("{line}"))?;
+            println!(
+                "sweep: {} runs appended to {}, {} already there, {} with problems",
+                summary.ran,
+                plan.csv.display(),
+                summary.skipped,
+                summary.failed
+            );
+            Ok(if summary.failed > 0 { RunVerdict::Failure } else { RunVerdict::Success })
+        }
+        None => run_benchmark(&args.bench),
+    }
+}
+
+/// Runs a benchmark and writes every report asked for.
+fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
+    let options = BenchOptions::from_args(args)?;
+    if args.embedded {
+        // The embedded server logs to stderr, quietly by default.
+        init_logging(Some(&args.log_level), args.log_format)?;
+    }
+    if args.is_lock_cycle() {
+        return run_lock_cycle(&options);
+    }
+    // Every output file exists before the first request is sent.
+    let mut exporters = Outputs::create(&options.outputs)?.into_exporters();
+    let mut sinks = RunSinks::default();
+    let mut live = LiveRun { options: &options, sinks: &mut sinks, started_at: std::time::SystemTime::now() };
+    attach_all(&mut exporters, &mut live);
+    let progress = ProgressDisplay::start(&options, Arc::clone(&sinks.progress));
+
+    let result = bench::run(options, sinks);
+    progress.finish();
+    // The run's senders are gone now, so the streaming writers drain and end
+    // as the exporters finish.
+    let run = result?;
+    let report = RunReport::new(&run);
+    finish_all(exporters, &run, &report)?;
+    Ok(if run.failed() { RunVerdict::Failure } else { RunVerdict::Success })
+}
+
+/// `--cmd lock-cycle`: prints the summary, writes `--json` if asked.
+fn run_lock_cycle(options: &BenchOptions) -> Result<RunVerdict> {
+    let json = Outputs::create(&options.outputs)?.into_json();
+    let report = bench::lock_cycle::run(options)?;
+    print!("{}", report.summary());
+    if let Some(json) = json {
+        json.write(&report)?;
+    }
+    Ok(if report.failed() { RunVerdict::Failure } else { RunVerdict::Success })
+}
+
+/// Draws the chart `args` asks for; returns the files written.
+fn plot(args: &PlotArgs) -> Result<Vec<PathBuf>> {
+    use crate::client::plot;
+    let need_csv = || -> Result<Vec<plot::RunRow>> {
+        let path = args.csv.as_deref().ok_or_else(|| Error::Usage("this chart needs --csv FILE".into()))?;
+        plot::read_rows(path)
+    };
+    let written = match args.chart {
+        ChartKind::Throughput => plot::write_line_chart(&plot::throughput_chart(&need_csv()?), &args.out)?,
+        ChartKind::Latency => plot::write_line_chart(&plot::latency_chart(&need_csv()?), &args.out)?,
+        ChartKind::Breakdown => plot::write_breakdown_chart(&need_csv()?, &args.out)?,
+        ChartKind::Percentiles => {
+            if args.hgrm.is_empty() {
+                return Err(Error::Usage("the percentiles chart needs at least one --hgrm FILE".into()));
+            }
+            plot::write_line_chart(&plot::percentile_chart(&args.hgrm)?, &args.out)?
+        }
+        ChartKind::Timeline => {
+            let log = args
+                .hdr_log
+                .as_deref()
+                .ok_or_else(|| Error::Usage("the timeline chart needs --hdr-log FILE".into()))?;
+            plot::write_line_chart(&plot::timeline_chart(log)?, &args.out)?
+        }
+    };
+    Ok(written)
+}
