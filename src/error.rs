@@ -52,13 +52,20 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
-    /// A benchmark option is out of range or inconsistent (names the flag).
-    #[error(transparent)]
-    Options(#[from] crate::client::bench::options::OptionsError),
+    /// A benchmark option is out of range or inconsistent (the client's
+    /// `OptionsError`, which names the flag).
+    #[error("{message}")]
+    Options {
+        /// The flag at fault, e.g. `--rate`.
+        flag: &'static str,
+        /// The sentence.
+        message: String,
+    },
 
-    /// A model file could not be loaded.
-    #[error(transparent)]
-    Model(#[from] crate::work::model::ModelError),
+    /// A model file could not be loaded (the worker side's `ModelError`, as
+    /// a sentence naming the file).
+    #[error("{0}")]
+    Model(String),
 
     /// An input file (a CSV, a `.hgrm`, an interval log) cannot be used.
     #[error("{}: {message}", path.display())]

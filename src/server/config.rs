@@ -86,7 +86,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             mode: Mode::Processes,
-            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            workers: crate::work::default_workers(),
             max_frame: DEFAULT_MAX_FRAME,
             max_n: 100 * DEFAULT_N,
             queue_capacity: 1024,

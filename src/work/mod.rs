@@ -15,3 +15,9 @@ pub mod gil;
 pub mod job;
 pub mod model;
 pub mod worker_process;
+
+/// How many workers a farm runs when not told: one per core (a compute job
+/// keeps one core busy). The server's default and `tc-client --embedded`'s.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

@@ -23,6 +23,12 @@ pub struct OptionsError {
     pub message: String,
 }
 
+impl From<OptionsError> for crate::error::Error {
+    fn from(error: OptionsError) -> Self {
+        crate::error::Error::Options { flag: error.flag, message: error.message }
+    }
+}
+
 impl OptionsError {
     /// An error about `flag`; `message` is the whole sentence.
     pub fn new(flag: &'static str, message: impl Into<String>) -> Self {
@@ -157,7 +163,7 @@ impl BenchOptions {
         let target = if args.embedded {
             Target::Embedded {
                 mode: args.mode.unwrap_or(Mode::Processes),
-                workers: args.workers.unwrap_or_else(|| crate::server::ServerConfig::default().workers),
+                workers: args.workers.unwrap_or_else(crate::work::default_workers),
                 gil: args.gil.then_some(args.switch_interval),
             }
         } else {

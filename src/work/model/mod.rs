@@ -56,6 +56,12 @@ pub enum ModelError {
     },
 }
 
+impl From<ModelError> for crate::error::Error {
+    fn from(error: ModelError) -> Self {
+        crate::error::Error::Model(error.to_string())
+    }
+}
+
 /// What a model is, for the `model` command and IdentyFire's
 /// `get_current_model`: everything but the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
