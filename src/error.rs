@@ -92,12 +92,12 @@ pub enum Error {
 
 impl Error {
     /// Wraps an I/O error with a description of what was being attempted.
-    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
         Error::Io { context: context.into(), source }
     }
 
     /// An input file that cannot be used, and why.
-    pub fn input(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+    pub(crate) fn input(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         Error::Input { path: path.into(), message: message.into() }
     }
 }

@@ -15,10 +15,10 @@ use std::io::{self, Read};
 use byteorder::{BigEndian, ByteOrder};
 
 /// Size of the length prefix in bytes.
-pub const HEADER_LEN: usize = 4;
+pub(crate) const HEADER_LEN: usize = 4;
 
 /// Default largest payload a server accepts (16 MiB, flag `--max-frame`).
-pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +70,7 @@ pub enum FrameError {
 /// # Panics
 /// Panics if `payload` is longer than `u32::MAX` bytes, which no caller in
 /// this crate can produce (frames are limited far below that).
-pub fn encode_into(payload: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn encode_into(payload: &[u8], out: &mut Vec<u8>) {
     let len = u32::try_from(payload.len()).expect("frame payload over 4 GiB");
     out.reserve(HEADER_LEN + payload.len());
     out.extend_from_slice(&len.to_be_bytes());
@@ -78,7 +78,7 @@ pub fn encode_into(payload: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Returns a new buffer holding one frame around `payload`.
-pub fn encode(payload: &[u8]) -> Vec<u8> {
+pub(crate) fn encode(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     encode_into(payload, &mut out);
     out
@@ -90,7 +90,9 @@ pub fn encode(payload: &[u8]) -> Vec<u8> {
 ///
 /// # Errors
 /// Whatever `write_payload` returns.
-pub fn encode_with<E>(write_payload: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<Vec<u8>, E> {
+pub(crate) fn encode_with<E>(
+    write_payload: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<Vec<u8>, E> {
     let mut out = Vec::with_capacity(128);
     out.extend_from_slice(&[0; HEADER_LEN]);
     write_payload(&mut out)?;
@@ -104,7 +106,7 @@ pub fn encode_with<E>(write_payload: impl FnOnce(&mut Vec<u8>) -> Result<(), E>)
 /// # Errors
 /// [`FrameError::Empty`] for a zero length, [`FrameError::TooLarge`] for a
 /// length over `max_payload`.
-pub fn payload_len(header: [u8; HEADER_LEN], max_payload: usize) -> Result<usize, FrameError> {
+pub(crate) fn payload_len(header: [u8; HEADER_LEN], max_payload: usize) -> Result<usize, FrameError> {
     let announced = BigEndian::read_u32(&header) as u64;
     if announced == 0 {
         return Err(FrameError::Empty);
@@ -166,7 +168,7 @@ const READ_CHUNK: usize = 64 * 1024;
 
 impl FrameBuffer {
     /// An empty buffer that refuses frames over `max_payload` bytes.
-    pub fn new(max_payload: usize) -> Self {
+    pub(crate) fn new(max_payload: usize) -> Self {
         Self::with_capacity(READ_CHUNK, max_payload)
     }
 
@@ -182,7 +184,7 @@ impl FrameBuffer {
     ///
     /// # Errors
     /// [`FrameError::Empty`] or [`FrameError::TooLarge`] for a bad header.
-    pub fn has_frame(&self) -> Result<bool, FrameError> {
+    pub(crate) fn has_frame(&self) -> Result<bool, FrameError> {
         let available = &self.buf[self.start..self.end];
         if available.len() < HEADER_LEN {
             return Ok(false);
@@ -249,7 +251,7 @@ impl FrameBuffer {
 
     /// Gives memory back after a large frame: when nothing is pending and
     /// the buffer grew past `keep` bytes, it is reallocated at `keep`.
-    pub fn shrink_if_idle(&mut self, keep: usize) {
+    pub(crate) fn shrink_if_idle(&mut self, keep: usize) {
         if self.start == self.end && self.buf.len() > keep {
             self.buf = vec![0; keep.max(HEADER_LEN)];
             self.start = 0;
@@ -258,13 +260,13 @@ impl FrameBuffer {
     }
 
     /// Bytes received that do not yet form a whole frame.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.end - self.start
     }
 
     /// Size (header included) of the frame now arriving, as far as known:
     /// the header's length once the header is in, else just the header.
-    pub fn expected_len(&self) -> usize {
+    pub(crate) fn expected_len(&self) -> usize {
         let available = &self.buf[self.start..self.end];
         match available {
             [a, b, c, d, ..] => HEADER_LEN + u32::from_be_bytes([*a, *b, *c, *d]) as usize,

@@ -1,46 +1,65 @@
 //! # ThreadCenter
 //!
-//! A thread-and-process compute farm and its client, compatible on the wire
-//! with the original Python ThreadCenter.
+//! A thread-and-process compute farm and its benchmark client, compatible on
+//! the wire with the original Python ThreadCenter and with IdentyFire.
 //!
-//! Where things live (each module owns one concept):
+//! ## Which side am I on?
+//!
+//! The folders say which process a line of code runs in:
+//!
+//! | folder | side | what it owns |
+//! |---|---|---|
+//! | [`frame`], [`protocol`], [`error`], [`units`] | **shared** | bytes ↔ frames; typed requests, replies and error codes (both dialects); the library's error; durations and sizes |
+//! | [`work`] | **worker** | what runs a job and nothing else: [`work::job`], [`work::compute`], [`work::model`], [`work::gil`], and the inside of a worker process ([`work::worker_process`]). This is all a worker process — or a remote worker host — needs. |
+//! | [`server`] | **server** | everything inside `tc-server`: listener, connections, commands, a job's life, the worker pool, stats, metrics |
+//! | [`client`] | **client** | everything inside `tc-client`: a connection, the shell, the load generator, reports, sweeps, charts |
+//! | [`cli`] | **command line** | the binaries' flags; `bin/` parses them and calls one function |
+//!
+//! ## The server, file by file
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`frame`] | bytes ↔ frames (4-byte big-endian length + payload); no I/O of its own |
-//! | [`protocol`] | typed requests and replies, error codes; no sockets |
-//! | [`connection`] | one client socket: its reader side and its single writer thread |
-//! | [`server`] | the acceptor, the per-connection handler, start-up and shutdown |
-//! | [`dispatch`] | request → queued job, finished job → reply |
-//! | [`registry`] | the id→connection map of jobs in flight, behind a `Mutex` |
-//! | [`pool`] | worker threads and worker processes (ipc-channel), timeouts, restarts |
-//! | [`cache`] | the optional LRU result cache |
-//! | [`mod@bench`] | the load generator behind `tc-client` |
-//! | [`report`] | benchmark reports: summary, CSV, `.hgrm`, interval log, JSON |
-//! | [`job`], [`compute`] | the work itself, shared by both pool modes |
-//! | [`model`] | the fire-detection network: weights file, image decoding, forward pass |
-//! | [`lock`] | the accelerator mutex: FIFO queue, leases, fencing tokens |
-//! | [`stats`] | counters and latency histograms behind `stats` |
-//! | [`client`] | a blocking client connection and the one-shot `call` |
-//! | [`cli`] | flags of the binaries and the functions they call |
+//! | [`server::listener`] | the acceptor thread: one connection, one reader thread |
+//! | [`server::reader`] | a connection's read loop and the gates (auth, rate limit, drain) |
+//! | [`server::session`] | what a command sees of its connection: the one way to answer |
+//! | [`server::cmd`] | the commands, one file per family (compute, predict, models, mutex, auth, stats/health) |
+//! | [`server::connection`] | one client socket: its reply path ([`server::connection::ReplySink`]) and writer |
+//! | [`server::jobs`] | a job's life: submit or answer from the cache ([`server::jobs::Jobs`]), the id→connection [`server::jobs::registry`], the [`server::jobs::completer`] that routes each reply back |
+//! | [`server::pool`] | the workers: the [`server::pool::board`], [`server::pool::threads`], [`server::pool::processes`], restart budget |
+//! | [`server::config`], [`server::stats`], [`server::lock`], [`server::metrics`] | settings; counters and histograms; the accelerator mutex; `/metrics` |
 //!
-//! The path of one `compute` request: the [`server`]'s acceptor hands the
-//! socket to a reader thread, which reads a [`frame`], parses it with
-//! [`protocol`], and gives the job to the [`dispatch`]er. The dispatcher
-//! records *who asked* in the [`registry`] and queues the job; a [`pool`]
-//! worker runs it and hands the result back; the registry says which
-//! [`connection`] gets the reply, and that connection's writer sends it.
+//! ## The path of one `compute` request
+//!
+//! 1. [`server::listener`] accepts the socket and starts a reader thread
+//!    ([`server::reader`]), which reads a [`frame`] and parses it with
+//!    [`protocol::parse`].
+//! 2. After the gates, [`server::cmd::compute`] hands the job to
+//!    [`server::jobs::Jobs::submit_or_cached`]: a cache hit is answered at
+//!    once; otherwise the job's *who asked* (connection, client id, reply
+//!    sink) goes into the [`server::jobs::registry`] — the id→connection
+//!    map behind a `Mutex` — and the job into the bounded queue.
+//! 3. A [`server::pool`] worker (a thread, or the driver of a worker
+//!    process) takes it and runs [`work::job::execute`] — the same code in
+//!    both modes.
+//! 4. **Replies are routed back** by [`server::jobs::completer`]: it takes
+//!    the job's entry out of the registry (so each job is answered at most
+//!    once), encodes the reply in the asker's dialect
+//!    ([`protocol::reply::encode_job_reply`]) and sends it on that
+//!    connection's [`server::connection::ReplySink`].
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+// The documentation is built with every private item (see .cargo/config.toml):
+// links from the module map to crate-private modules are meant, and resolve.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod cli;
 pub mod client;
 pub mod error;
 pub mod frame;
 pub mod protocol;
-pub mod server;
-pub mod units;
+pub(crate) mod server;
+pub(crate) mod units;
 pub mod work;
 
 pub use error::{Error, Result};

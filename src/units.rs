@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// Whole microseconds in a duration, saturating at `u64::MAX` (585,000
 /// years) instead of wrapping.
-pub fn micros(duration: Duration) -> u64 {
+pub(crate) fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
@@ -15,7 +15,7 @@ pub fn micros(duration: Duration) -> u64 {
 ///
 /// # Errors
 /// A message naming the accepted forms.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if let Ok(seconds) = text.parse::<f64>() {
         return if seconds.is_finite() && seconds >= 0.0 {
@@ -33,7 +33,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 ///
 /// # Errors
 /// A message naming the accepted forms.
-pub fn parse_size(text: &str) -> Result<usize, String> {
+pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);

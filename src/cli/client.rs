@@ -3,7 +3,7 @@
 //! Every value that needs more than a type to be valid is kept as the user
 //! typed it; [`crate::client::bench::options`] turns these flags into a
 //! validated plan, with an error that names the flag. With no subcommand,
-//! `tc-client` runs a benchmark; [`crate::client::run`] runs each
+//! `tc-client` runs a benchmark; [`crate::client::run()`] runs each
 //! subcommand.
 
 use std::path::PathBuf;
@@ -16,7 +16,7 @@ use crate::protocol::Mode;
 use crate::units::parse_duration;
 
 /// Length of a run when neither --requests nor --duration is given.
-pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
 const EXAMPLES: &str = "\
 Examples:
@@ -36,16 +36,16 @@ Examples:
 pub struct ClientArgs {
     /// `call` or `shell`; without one, run a benchmark.
     #[command(subcommand)]
-    pub command: Option<ClientCommand>,
+    pub(crate) command: Option<ClientCommand>,
 
     /// Benchmark flags.
     #[command(flatten)]
-    pub bench: BenchArgs,
+    pub(crate) bench: BenchArgs,
 }
 
 /// `tc-client` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum ClientCommand {
+pub(crate) enum ClientCommand {
     /// Send one request and print the reply, e.g. tc-client call '{"cmd":"stats"}'.
     /// An "id" is added when the request has none. Exits with 1 when the
     /// reply is an error.
@@ -67,7 +67,7 @@ pub enum ClientCommand {
 
 /// The charts `tc-client plot` draws.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum ChartKind {
+pub(crate) enum ChartKind {
     /// Throughput vs workers per configuration, with the ideal line (--csv).
     Throughput,
     /// p50 / p99 / p99.9 vs connections (--csv).
@@ -82,265 +82,265 @@ pub enum ChartKind {
 
 /// Flags of `tc-client plot`.
 #[derive(Debug, clap::Args)]
-pub struct PlotArgs {
+pub(crate) struct PlotArgs {
     /// Which chart.
     #[arg(value_enum)]
-    pub chart: ChartKind,
+    pub(crate) chart: ChartKind,
 
     /// A CSV from --csv or sweep (throughput, latency, breakdown).
     #[arg(long)]
-    pub csv: Option<PathBuf>,
+    pub(crate) csv: Option<PathBuf>,
 
     /// A .hgrm file from --hgrm (percentiles); repeat for several runs.
     #[arg(long)]
-    pub hgrm: Vec<PathBuf>,
+    pub(crate) hgrm: Vec<PathBuf>,
 
     /// An interval log from --hdr-log (timeline).
     #[arg(long)]
-    pub hdr_log: Option<PathBuf>,
+    pub(crate) hdr_log: Option<PathBuf>,
 
     /// Output path without extension: OUT.png and OUT.svg are written.
     #[arg(long, short = 'o')]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
 }
 
 /// Flags of `tc-client sweep`.
 #[derive(Debug, clap::Args)]
-pub struct SweepArgs {
+pub(crate) struct SweepArgs {
     /// Farm configurations: threads, threads-gil, processes.
     #[arg(long, value_delimiter = ',', default_value = "threads,threads-gil,processes")]
-    pub modes: Vec<String>,
+    pub(crate) modes: Vec<String>,
 
     /// Worker counts.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
-    pub workers: Vec<usize>,
+    pub(crate) workers: Vec<usize>,
 
     /// Connection counts.
     #[arg(long, short = 'c', value_delimiter = ',', default_value = "8")]
-    pub concurrency: Vec<usize>,
+    pub(crate) concurrency: Vec<usize>,
 
     /// Compute sizes (n).
     #[arg(long, short = 's', value_delimiter = ',', default_value = "500000")]
-    pub sizes: Vec<u64>,
+    pub(crate) sizes: Vec<u64>,
 
     /// Closed-loop pipeline depths.
     #[arg(long, value_delimiter = ',', default_value = "1", conflicts_with = "rates")]
-    pub pipelines: Vec<usize>,
+    pub(crate) pipelines: Vec<usize>,
 
     /// Open-loop rates (requests per second); makes the sweep open-loop.
     #[arg(long, value_delimiter = ',')]
-    pub rates: Vec<f64>,
+    pub(crate) rates: Vec<f64>,
 
     /// Measured time of each run.
     #[arg(long, short = 'd', default_value = "3s", value_parser = parse_duration)]
-    pub duration: Duration,
+    pub(crate) duration: Duration,
 
     /// Warm-up of each run: a time (1s) or requests per connection (50r).
     #[arg(long, default_value = "1s")]
-    pub warmup: String,
+    pub(crate) warmup: String,
 
     /// Command to send: compute, ping, stats or health.
     #[arg(long, default_value = "compute")]
-    pub cmd: String,
+    pub(crate) cmd: String,
 
     /// A request without a reply after this long counts as a timeout.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 
     /// The CSV the rows are appended to (created with a header if new).
     #[arg(long, default_value = "results/sweep.csv")]
-    pub csv: PathBuf,
+    pub(crate) csv: PathBuf,
 }
 
 /// Flags of `tc-client kernel`.
 #[derive(Debug, clap::Args)]
-pub struct KernelArgs {
+pub(crate) struct KernelArgs {
     /// `n` of each computation.
     #[arg(long, short = 's', default_value_t = 500_000)]
-    pub size: u64,
+    pub(crate) size: u64,
 
     /// How long to measure.
     #[arg(long, short = 'd', default_value = "3s", value_parser = parse_duration)]
-    pub duration: Duration,
+    pub(crate) duration: Duration,
 }
 
 /// Where the server is.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ServerAddress {
+pub(crate) struct ServerAddress {
     /// Server host.
     #[arg(long, env = "THREADCENTER_HOST", default_value = "127.0.0.1")]
-    pub host: String,
+    pub(crate) host: String,
 
     /// Server port.
     #[arg(long, env = "THREADCENTER_PORT", default_value_t = 5050)]
-    pub port: u16,
+    pub(crate) port: u16,
 
     /// Shared secret of a server started with --auth-token.
     #[arg(long, env = "THREADCENTER_AUTH_TOKEN", hide_env_values = true)]
-    pub auth_token: Option<String>,
+    pub(crate) auth_token: Option<String>,
 }
 
 /// Flags of `tc-client call`.
 #[derive(Debug, clap::Args)]
-pub struct CallArgs {
+pub(crate) struct CallArgs {
     /// The request, as a JSON object.
-    pub request: String,
+    pub(crate) request: String,
 
     /// Where the server is.
     #[command(flatten)]
-    pub server: ServerAddress,
+    pub(crate) server: ServerAddress,
 
     /// How long to wait for the connection and the reply (seconds, or 500ms, 10s, 1m...).
     #[arg(long, env = "THREADCENTER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// Flags of `tc-client shell`.
 #[derive(Debug, clap::Args)]
-pub struct ShellArgs {
+pub(crate) struct ShellArgs {
     /// Where the server is.
     #[command(flatten)]
-    pub server: ServerAddress,
+    pub(crate) server: ServerAddress,
 
     /// How long to wait for each reply (seconds, or 500ms, 10s, 1m...).
     #[arg(long, env = "THREADCENTER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// Benchmark flags (no subcommand).
 #[derive(Debug, clap::Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Server host (not with --embedded).
     #[arg(long, env = "THREADCENTER_HOST", conflicts_with = "embedded")]
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
 
     /// Server port (not with --embedded).
     #[arg(long, env = "THREADCENTER_PORT", conflicts_with = "embedded")]
-    pub port: Option<u16>,
+    pub(crate) port: Option<u16>,
 
     /// Start a real tc-server on a free loopback port for this run, and stop
     /// it afterwards.
     #[arg(long, short = 'e')]
-    pub embedded: bool,
+    pub(crate) embedded: bool,
 
     /// Pool mode of the embedded server [default: processes].
     #[arg(long, env = "THREADCENTER_MODE", value_enum, requires = "embedded")]
-    pub mode: Option<Mode>,
+    pub(crate) mode: Option<Mode>,
 
     /// Workers of the embedded server [default: number of CPUs].
     #[arg(long, env = "THREADCENTER_WORKERS", requires = "embedded")]
-    pub workers: Option<usize>,
+    pub(crate) workers: Option<usize>,
 
     /// Embedded server in thread mode with a CPython-style GIL.
     #[arg(long, requires = "embedded")]
-    pub gil: bool,
+    pub(crate) gil: bool,
 
     /// With --gil: the GIL's switch interval.
     #[arg(long, default_value = "5ms", value_parser = parse_duration)]
-    pub switch_interval: Duration,
+    pub(crate) switch_interval: Duration,
 
     /// Connections, each with its own threads.
     #[arg(long, short = 'c', env = "THREADCENTER_CONCURRENCY", default_value_t = 4)]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
 
     /// Stop after this many measured requests per connection.
     #[arg(long, short = 'n', conflicts_with = "duration")]
-    pub requests: Option<u64>,
+    pub(crate) requests: Option<u64>,
 
     /// Stop after this long (seconds, or 500ms, 30s, 1m...) [default: 10s
     /// when --requests is not given].
     #[arg(long, short = 'd', value_parser = parse_duration)]
-    pub duration: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
 
     /// Send but leave out of every statistic: a time (2s, or plain seconds)
     /// or requests per connection (100r).
     #[arg(long)]
-    pub warmup: Option<String>,
+    pub(crate) warmup: Option<String>,
 
     /// Open loop: send this many requests per second (all connections
     /// together) on a fixed schedule; latency counts from the scheduled time.
     #[arg(long, short = 'r', conflicts_with = "pipeline")]
-    pub rate: Option<f64>,
+    pub(crate) rate: Option<f64>,
 
     /// Closed loop: requests in flight per connection [default: 1].
     #[arg(long, short = 'p')]
-    pub pipeline: Option<usize>,
+    pub(crate) pipeline: Option<usize>,
 
     /// Command to send: compute, ping, stats, health, predict, predict_batch,
     /// or lock-cycle (each connection acquires the mutex, predicts, releases).
     #[arg(long, default_value = "compute", conflicts_with = "mix")]
-    pub cmd: String,
+    pub(crate) cmd: String,
 
     /// Images for predict, predict_batch and lock-cycle: every png/jpg/bmp/gif
     /// file in DIR, sent in turn [default: the shipped samples, models/samples].
     #[arg(long, value_name = "DIR")]
-    pub images: Option<PathBuf>,
+    pub(crate) images: Option<PathBuf>,
 
     /// Images per predict_batch request.
     #[arg(long, default_value_t = 8)]
-    pub batch: usize,
+    pub(crate) batch: usize,
 
     /// Weighted mix of commands instead of --cmd, e.g. compute:80,ping:20.
     #[arg(long)]
-    pub mix: Option<String>,
+    pub(crate) mix: Option<String>,
 
     /// `n` of compute requests.
     #[arg(long, short = 's', default_value_t = 500_000)]
-    pub size: u64,
+    pub(crate) size: u64,
 
     /// A request without a reply after this long counts as a timeout.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 
     /// Check every compute result against a local computation.
     #[arg(long)]
-    pub verify: bool,
+    pub(crate) verify: bool,
 
     /// Percentiles in the summary and JSON report (max = 100).
     #[arg(long, default_value = "50,90,99,99.9,99.99,max")]
-    pub percentiles: String,
+    pub(crate) percentiles: String,
 
     /// Append one summary row per run to this CSV file (header when new).
     #[arg(long)]
-    pub csv: Option<PathBuf>,
+    pub(crate) csv: Option<PathBuf>,
 
     /// Write one row per request to this CSV file, as the run goes.
     #[arg(long)]
-    pub requests_csv: Option<PathBuf>,
+    pub(crate) requests_csv: Option<PathBuf>,
 
     /// Write the latency percentile distribution (HdrHistogram .hgrm text).
     #[arg(long)]
-    pub hgrm: Option<PathBuf>,
+    pub(crate) hgrm: Option<PathBuf>,
 
     /// Write an HdrHistogram interval log (one histogram per interval).
     #[arg(long)]
-    pub hdr_log: Option<PathBuf>,
+    pub(crate) hdr_log: Option<PathBuf>,
 
     /// Interval of --hdr-log.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    pub hdr_log_interval: Duration,
+    pub(crate) hdr_log_interval: Duration,
 
     /// Write the whole result as JSON.
     #[arg(long)]
-    pub json: Option<PathBuf>,
+    pub(crate) json: Option<PathBuf>,
 
     /// Shared secret of a server started with --auth-token (with
     /// --embedded, the embedded server requires it too).
     #[arg(long, env = "THREADCENTER_AUTH_TOKEN", hide_env_values = true)]
-    pub auth_token: Option<String>,
+    pub(crate) auth_token: Option<String>,
 
     /// Log level of the embedded server (error, warn, info, debug, trace).
     #[arg(long, env = "THREADCENTER_LOG_LEVEL", default_value = "warn")]
-    pub log_level: String,
+    pub(crate) log_level: String,
 
     /// The embedded server's log lines: human-readable text, or JSON.
     #[arg(long, env = "THREADCENTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
 }
 
 impl BenchArgs {
     /// Whether `--cmd lock-cycle` was asked for.
-    pub fn is_lock_cycle(&self) -> bool {
+    pub(crate) fn is_lock_cycle(&self) -> bool {
         self.mix.is_none() && self.cmd == "lock-cycle"
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! [`server`] defines `tc-server`'s flags and runs the server from them;
 //! [`client`] defines `tc-client`'s flags only: the client side reads them
-//! ([`crate::client::bench::options`]) and runs them ([`crate::client::run`]).
+//! ([`crate::client::bench::options`]) and runs them ([`crate::client::run()`]).
 
 pub mod client;
 pub mod server;
@@ -13,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 
 /// How log lines look (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// One human-readable line per event, coloured on a terminal.
     #[default]
     Text,
@@ -28,7 +28,7 @@ pub enum LogFormat {
 ///
 /// # Errors
 /// When the level text cannot be parsed.
-pub fn init_logging(level: Option<&str>, format: LogFormat) -> crate::Result<()> {
+pub(crate) fn init_logging(level: Option<&str>, format: LogFormat) -> crate::Result<()> {
     let filter = match level {
         Some(level) => EnvFilter::try_new(level).map_err(|e| {
             crate::Error::Usage(format!("--log-level {level:?} is not a valid level or filter: {e}"))

@@ -20,154 +20,154 @@ use crate::units::{parse_duration, parse_size};
 pub struct ServerArgs {
     /// Address to listen on. Anything but loopback is reachable by others.
     #[arg(long, env = "THREADCENTER_HOST", default_value = "127.0.0.1")]
-    pub host: String,
+    pub(crate) host: String,
 
     /// Port to listen on; 0 picks a free one. The bound address is printed
     /// on stdout as `listening on HOST:PORT`.
     #[arg(long, env = "THREADCENTER_PORT", default_value_t = 5050)]
-    pub port: u16,
+    pub(crate) port: u16,
 
     /// Run jobs in worker subprocesses (ipc-channel) or in worker threads.
     #[arg(long, env = "THREADCENTER_MODE", value_enum, default_value_t = Mode::Processes)]
-    pub mode: Mode,
+    pub(crate) mode: Mode,
 
     /// Number of workers [default: number of CPUs].
     #[arg(long, env = "THREADCENTER_WORKERS")]
-    pub workers: Option<usize>,
+    pub(crate) workers: Option<usize>,
 
     /// Largest `n` a compute request may ask for; larger is BAD_REQUEST.
     #[arg(long, env = "THREADCENTER_MAX_N", default_value_t = 100_000_000)]
-    pub max_n: u64,
+    pub(crate) max_n: u64,
 
     /// Largest frame payload accepted (bytes, or 64KiB, 16MiB...). A larger
     /// frame gets FRAME_TOO_LARGE and its connection is closed.
     #[arg(long, env = "THREADCENTER_MAX_FRAME", default_value = "16MiB", value_parser = parse_size)]
-    pub max_frame: usize,
+    pub(crate) max_frame: usize,
 
     /// Jobs that may wait for a free worker; past that, requests get BUSY.
     #[arg(long, env = "THREADCENTER_QUEUE_CAPACITY", default_value_t = 1024)]
-    pub queue_capacity: usize,
+    pub(crate) queue_capacity: usize,
 
     /// Replies one connection may owe before the server stops reading from
     /// it until it catches up (TCP backpressure).
     #[arg(long, env = "THREADCENTER_MAX_INFLIGHT", default_value_t = 1024)]
-    pub max_inflight: usize,
+    pub(crate) max_inflight: usize,
 
     /// How long a worker process may take to start and connect back
     /// (seconds, or 500ms, 10s, 1m...).
     #[arg(long, env = "THREADCENTER_SPAWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub spawn_timeout: Duration,
+    pub(crate) spawn_timeout: Duration,
 
     /// How long a frame that has started arriving may take to complete; a
     /// client that sends half a frame and stalls is cut off after it.
     #[arg(long, env = "THREADCENTER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub read_timeout: Duration,
+    pub(crate) read_timeout: Duration,
 
     /// How long one job may run. Past it the client gets TIMEOUT and the
     /// worker is replaced (a process is killed; a thread is written off).
     #[arg(long, env = "THREADCENTER_JOB_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
-    pub job_timeout: Duration,
+    pub(crate) job_timeout: Duration,
 
     /// When a worker process crashes mid-job, try the job on this many more
     /// workers (compute only: it is safe to run twice).
     #[arg(long, env = "THREADCENTER_RETRIES", default_value_t = 1)]
-    pub retries: u32,
+    pub(crate) retries: u32,
 
     /// Worker replacements allowed per --restart-window, all workers
     /// together; past it replacements wait (and health says so).
     #[arg(long, env = "THREADCENTER_MAX_RESTARTS", default_value_t = 10)]
-    pub max_restarts: u32,
+    pub(crate) max_restarts: u32,
 
     /// The window of --max-restarts.
     #[arg(long, env = "THREADCENTER_RESTART_WINDOW", default_value = "10s", value_parser = parse_duration)]
-    pub restart_window: Duration,
+    pub(crate) restart_window: Duration,
 
     /// Connections open at once; one more gets a BUSY error and is closed.
     #[arg(long, env = "THREADCENTER_MAX_CONNECTIONS", default_value_t = 4096)]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
 
     /// Requests per second allowed per client address (token bucket, burst
     /// of one second), e.g. 100 or 100/s; excess requests get RATE_LIMITED.
     #[arg(long, env = "THREADCENTER_RATE_LIMIT", value_parser = parse_rate)]
-    pub rate_limit: Option<f64>,
+    pub(crate) rate_limit: Option<f64>,
 
     /// Keep this many results in an LRU cache keyed by the request body minus
     /// its id; cached replies say "cached": true [default: 0, no cache].
     #[arg(long, env = "THREADCENTER_CACHE_ENTRIES", default_value_t = 0)]
-    pub cache_entries: usize,
+    pub(crate) cache_entries: usize,
 
     /// On SIGINT/SIGTERM, how long jobs in flight may take to finish before
     /// they are answered SHUTTING_DOWN.
     #[arg(long, env = "THREADCENTER_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub drain_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
 
     /// Accept the fault-injection commands crash, hang, sleep and panic
     /// (for demos and tests; without it they are UNKNOWN_COMMAND).
     #[arg(long, env = "THREADCENTER_ALLOW_CHAOS")]
-    pub allow_chaos: bool,
+    pub(crate) allow_chaos: bool,
 
     /// Require every connection to send {"cmd":"auth","token":TOKEN} first;
     /// others get UNAUTHORIZED and are closed.
     #[arg(long, env = "THREADCENTER_AUTH_TOKEN", hide_env_values = true)]
-    pub auth_token: Option<String>,
+    pub(crate) auth_token: Option<String>,
 
     /// Thread mode: give the worker threads a CPython-style global
     /// interpreter lock, so CPU-bound threads take turns like Python threads.
     #[arg(long, env = "THREADCENTER_GIL")]
-    pub gil: bool,
+    pub(crate) gil: bool,
 
     /// With --gil: how long a waiting thread lets the holder run before
     /// asking for the lock (CPython's sys.setswitchinterval, default 5 ms).
     #[arg(long, env = "THREADCENTER_SWITCH_INTERVAL", default_value = "5ms", value_parser = parse_duration)]
-    pub switch_interval: Duration,
+    pub(crate) switch_interval: Duration,
 
     /// The fire-detection model to serve (safetensors). Default: the shipped
     /// model, models/fire-cnn.safetensors, when it is there.
     #[arg(long, env = "THREADCENTER_MODEL")]
-    pub model: Option<PathBuf>,
+    pub(crate) model: Option<PathBuf>,
 
     /// The only directory `load_model` may load models from.
     #[arg(long, env = "THREADCENTER_MODELS_DIR", default_value_os_t = crate::work::model::default_models_dir())]
-    pub models_dir: PathBuf,
+    pub(crate) models_dir: PathBuf,
 
     /// fire_detected = raw_score > THRESHOLD.
     #[arg(long, env = "THREADCENTER_THRESHOLD", default_value_t = 0.5)]
-    pub threshold: f32,
+    pub(crate) threshold: f32,
 
     /// Largest image accepted, after base64 decoding (e.g. 10MiB).
     #[arg(long, env = "THREADCENTER_MAX_IMAGE_BYTES", default_value = "10MiB", value_parser = parse_size)]
-    pub max_image_bytes: usize,
+    pub(crate) max_image_bytes: usize,
 
     /// Lease of the accelerator mutex: the owner loses it this long after its
     /// last acquire or predict, and a queued client that has not asked again
     /// within it leaves the queue.
     #[arg(long, env = "THREADCENTER_LOCK_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub lock_timeout: Duration,
+    pub(crate) lock_timeout: Duration,
 
     /// Make ThreadCenter-style `predict` require holding the mutex, as
     /// IdentyFire's `predict_image` always does.
     #[arg(long, env = "THREADCENTER_PREDICT_LOCK")]
-    pub predict_lock: bool,
+    pub(crate) predict_lock: bool,
 
     /// Log level or filter (error, warn, info, debug, trace, or a RUST_LOG
     /// filter) [default: RUST_LOG, else info].
     #[arg(long, env = "THREADCENTER_LOG_LEVEL")]
-    pub log_level: Option<String>,
+    pub(crate) log_level: Option<String>,
 
     /// Log lines as human-readable text or as one JSON object per line.
     #[arg(long, env = "THREADCENTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
 
     /// Serve Prometheus metrics at http://ADDR/metrics, and /healthz and
     /// /readyz beside them (e.g. 127.0.0.1:9464; port 0 picks a free one,
     /// printed on stdout as `metrics on http://ADDR/metrics`). Off unless given.
     #[arg(long, env = "THREADCENTER_METRICS_ADDR", value_parser = parse_socket_address)]
-    pub metrics_addr: Option<SocketAddr>,
+    pub(crate) metrics_addr: Option<SocketAddr>,
 
     /// Log a WARN line for every job that runs longer than this many
     /// milliseconds on its worker, with its command, size and timings.
     #[arg(long, env = "THREADCENTER_SLOW_MS")]
-    pub slow_ms: Option<u64>,
+    pub(crate) slow_ms: Option<u64>,
 }
 
 /// Parses `--metrics-addr`: `IP:PORT` or `HOST:PORT` (the first address the
@@ -190,7 +190,7 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 
 impl ServerArgs {
     /// The server configuration these flags describe.
-    pub fn config(&self) -> ServerConfig {
+    pub(crate) fn config(&self) -> ServerConfig {
         let defaults = ServerConfig::default();
         ServerConfig {
             mode: self.mode,

@@ -10,7 +10,7 @@ use crate::frame::{self, DEFAULT_MAX_FRAME};
 
 /// One blocking connection to a server: write request frames, read reply
 /// frames. Every read and write is bounded by the timeout given at connect.
-pub struct ServerConnection {
+pub(crate) struct ServerConnection {
     target: String,
     writer: TcpStream,
     reader: BufReader<TcpStream>,
@@ -22,7 +22,7 @@ impl ServerConnection {
     ///
     /// # Errors
     /// [`Error::Io`] naming the address when the connection fails.
-    pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<Self> {
+    pub(crate) fn connect(host: &str, port: u16, timeout: Duration) -> Result<Self> {
         let target = format!("{host}:{port}");
         let context = |what: &str| format!("{what} {target}");
         let addrs = (host, port).to_socket_addrs().map_err(|e| Error::io(context("resolving"), e))?;
@@ -52,7 +52,7 @@ impl ServerConnection {
     ///
     /// # Errors
     /// [`Error::Io`] when the write fails or times out.
-    pub fn send(&mut self, payload: &[u8]) -> Result<()> {
+    pub(crate) fn send(&mut self, payload: &[u8]) -> Result<()> {
         self.writer
             .write_all(&frame::encode(payload))
             .map_err(|e| Error::io(format!("sending to {}", self.target), e))
@@ -62,7 +62,7 @@ impl ServerConnection {
     ///
     /// # Errors
     /// [`Error::Protocol`] when the server refuses it.
-    pub fn authenticate(&mut self, token: &str) -> Result<()> {
+    pub(crate) fn authenticate(&mut self, token: &str) -> Result<()> {
         let request = serde_json::json!({"id": "tc-client-auth", "cmd": "auth", "token": token});
         self.send(request.to_string().as_bytes())?;
         let target = self.target.clone();
@@ -77,7 +77,7 @@ impl ServerConnection {
 
     /// Gives up the framing and returns the socket (for the load generator,
     /// which reads and writes from two threads).
-    pub fn into_stream(self) -> TcpStream {
+    pub(crate) fn into_stream(self) -> TcpStream {
         self.writer
     }
 
@@ -86,7 +86,7 @@ impl ServerConnection {
     /// # Errors
     /// [`Error::Io`] on a timeout; [`Error::Protocol`] when the server closed
     /// the connection or sent a malformed frame.
-    pub fn receive(&mut self) -> Result<&[u8]> {
+    pub(crate) fn receive(&mut self) -> Result<&[u8]> {
         match frame::read_frame(&mut self.reader, DEFAULT_MAX_FRAME, &mut self.payload) {
             Ok(true) => Ok(&self.payload),
             Ok(false) => {
@@ -106,7 +106,13 @@ impl ServerConnection {
 ///
 /// # Errors
 /// A request that is not a JSON object, or any connection error.
-pub fn call(host: &str, port: u16, request: &str, timeout: Duration, token: Option<&str>) -> Result<String> {
+pub(crate) fn call(
+    host: &str,
+    port: u16,
+    request: &str,
+    timeout: Duration,
+    token: Option<&str>,
+) -> Result<String> {
     let mut value: serde_json::Value = serde_json::from_str(request)
         .map_err(|e| Error::Usage(format!("the request is not valid JSON: {e}")))?;
     let object = value

@@ -7,20 +7,20 @@
 //! |---|---|
 //! | [`connection`] | one blocking framed connection, and the one-shot `call` |
 //! | [`shell`] | the interactive prompt (`tc-client shell`) |
-//! | [`bench`] | the load generator: options, connection drivers, recording, sweeps |
+//! | [`mod@bench`] | the load generator: options, connection drivers, recording, sweeps |
 //! | [`report`] | what a run measured, and one exporter per output format |
 //! | [`plot`] | charts drawn from sweep CSVs and `.hgrm` files |
 //! | [`sweep`] | a grid of embedded runs appended to one CSV |
 //! | [`progress`] | the live progress bar |
-//! | [`run`] | what each `tc-client` subcommand does with its flags |
+//! | [`mod@run`] | what each `tc-client` subcommand does with its flags |
 
-pub mod bench;
-pub mod connection;
-pub mod plot;
-pub mod progress;
-pub mod report;
-pub mod run;
-pub mod shell;
-pub mod sweep;
+pub(crate) mod bench;
+pub(crate) mod connection;
+pub(crate) mod plot;
+pub(crate) mod progress;
+pub(crate) mod report;
+pub(crate) mod run;
+pub(crate) mod shell;
+pub(crate) mod sweep;
 
 pub use run::{run, RunVerdict};

@@ -36,37 +36,37 @@ const FONT: &str = "sans-serif";
 
 /// One CSV row, as much as the charts need.
 #[derive(Debug, Clone, Deserialize)]
-pub struct RunRow {
+pub(crate) struct RunRow {
     /// `threads` or `processes`.
-    pub server_mode: String,
+    pub(crate) server_mode: String,
     /// Whether the threads shared a GIL.
     #[serde(default)]
-    pub server_gil: bool,
+    pub(crate) server_gil: bool,
     /// Workers.
-    pub server_workers: u64,
+    pub(crate) server_workers: u64,
     /// Connections.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Compute `n`.
-    pub size: u64,
+    pub(crate) size: u64,
     /// Replies per second.
-    pub throughput_rps: f64,
+    pub(crate) throughput_rps: f64,
     /// Latency percentiles from schedule, µs.
-    pub p50_us: u64,
+    pub(crate) p50_us: u64,
     /// 99th percentile, µs.
-    pub p99_us: u64,
+    pub(crate) p99_us: u64,
     /// 99.9th percentile, µs.
-    pub p99_9_us: u64,
+    pub(crate) p99_9_us: u64,
     /// Mean queue wait, µs.
-    pub queue_mean_us: f64,
+    pub(crate) queue_mean_us: f64,
     /// Mean service time, µs.
-    pub service_mean_us: f64,
+    pub(crate) service_mean_us: f64,
     /// Mean of the rest, µs.
-    pub rest_mean_us: f64,
+    pub(crate) rest_mean_us: f64,
 }
 
 impl RunRow {
     /// `threads`, `threads + GIL` or `processes`.
-    pub fn configuration(&self) -> String {
+    pub(crate) fn configuration(&self) -> String {
         if self.server_gil {
             format!("{} + GIL", self.server_mode)
         } else {
@@ -79,7 +79,7 @@ impl RunRow {
 ///
 /// # Errors
 /// A file that cannot be read or is not a tc-client CSV.
-pub fn read_rows(path: &Path) -> Result<Vec<RunRow>> {
+pub(crate) fn read_rows(path: &Path) -> Result<Vec<RunRow>> {
     let mut reader =
         csv::Reader::from_path(path).map_err(|e| Error::input(path, format!("cannot read the CSV: {e}")))?;
     reader
@@ -90,36 +90,36 @@ pub fn read_rows(path: &Path) -> Result<Vec<RunRow>> {
 
 /// A line on a chart.
 #[derive(Debug, Clone)]
-pub struct Series {
+pub(crate) struct Series {
     /// Legend text.
-    pub label: String,
+    pub(crate) label: String,
     /// Points, in x order.
-    pub points: Vec<(f64, f64)>,
+    pub(crate) points: Vec<(f64, f64)>,
     /// Drawn dashed-looking (thin, grey): reference lines.
-    pub reference: bool,
+    pub(crate) reference: bool,
 }
 
 /// A line chart, ready to draw.
 #[derive(Debug, Clone)]
-pub struct LineChart {
+pub(crate) struct LineChart {
     /// Title.
-    pub title: String,
+    pub(crate) title: String,
     /// X axis label, with unit.
-    pub x_label: String,
+    pub(crate) x_label: String,
     /// Y axis label, with unit.
-    pub y_label: String,
+    pub(crate) y_label: String,
     /// Logarithmic x axis.
-    pub x_log: bool,
+    pub(crate) x_log: bool,
     /// Logarithmic y axis (for values spanning orders of magnitude).
-    pub y_log: bool,
+    pub(crate) y_log: bool,
     /// The lines.
-    pub series: Vec<Series>,
+    pub(crate) series: Vec<Series>,
 }
 
 /// Throughput vs workers, one line per configuration (and size and
 /// connection count, when the CSV has several), with the ideal: the first
 /// configuration's one-worker throughput times the workers.
-pub fn throughput_chart(rows: &[RunRow]) -> LineChart {
+pub(crate) fn throughput_chart(rows: &[RunRow]) -> LineChart {
     let mut groups: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for row in rows {
         let key = format!("{} (n={}, {} conn)", row.configuration(), row.size, row.concurrency);
@@ -151,7 +151,7 @@ pub fn throughput_chart(rows: &[RunRow]) -> LineChart {
 }
 
 /// p50, p99 and p99.9 vs connections, per configuration.
-pub fn latency_chart(rows: &[RunRow]) -> LineChart {
+pub(crate) fn latency_chart(rows: &[RunRow]) -> LineChart {
     let mut series = Vec::new();
     let mut groups: BTreeMap<String, Vec<&RunRow>> = BTreeMap::new();
     for row in rows {
@@ -185,7 +185,7 @@ pub fn latency_chart(rows: &[RunRow]) -> LineChart {
 ///
 /// # Errors
 /// A file that cannot be read or has no data lines.
-pub fn read_hgrm(path: &Path) -> Result<Vec<(f64, f64)>> {
+pub(crate) fn read_hgrm(path: &Path) -> Result<Vec<(f64, f64)>> {
     let text =
         std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let points: Vec<(f64, f64)> = text
@@ -209,7 +209,7 @@ pub fn read_hgrm(path: &Path) -> Result<Vec<(f64, f64)>> {
 ///
 /// # Errors
 /// An unreadable `.hgrm` file.
-pub fn percentile_chart(files: &[PathBuf]) -> Result<LineChart> {
+pub(crate) fn percentile_chart(files: &[PathBuf]) -> Result<LineChart> {
     let series = files
         .iter()
         .map(|path| {
@@ -231,7 +231,7 @@ pub fn percentile_chart(files: &[PathBuf]) -> Result<LineChart> {
 ///
 /// # Errors
 /// An unreadable or malformed log.
-pub fn timeline_chart(path: &Path) -> Result<LineChart> {
+pub(crate) fn timeline_chart(path: &Path) -> Result<LineChart> {
     use base64::Engine;
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
     use hdrhistogram::serialization::Deserializer;
@@ -288,7 +288,7 @@ fn draw_error(e: impl std::fmt::Display) -> Error {
 ///
 /// # Errors
 /// An empty chart, or a file that cannot be written.
-pub fn write_line_chart(chart: &LineChart, out: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn write_line_chart(chart: &LineChart, out: &Path) -> Result<Vec<PathBuf>> {
     if chart.series.iter().all(|s| s.points.is_empty()) {
         return Err(Error::Chart(format!("nothing to draw for \"{}\"", chart.title)));
     }
@@ -370,7 +370,7 @@ where
 ///
 /// # Errors
 /// No rows, or a file that cannot be written.
-pub fn write_breakdown_chart(rows: &[RunRow], out: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn write_breakdown_chart(rows: &[RunRow], out: &Path) -> Result<Vec<PathBuf>> {
     if rows.is_empty() {
         return Err(Error::Chart("nothing to draw: the CSV has no rows".into()));
     }

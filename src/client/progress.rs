@@ -11,14 +11,14 @@ use crate::client::bench::options::{BenchOptions, StopAfter, Warmup};
 use crate::client::bench::ProgressCounters;
 
 /// The live progress bar on stderr, drawn only when stderr is a terminal.
-pub struct ProgressDisplay {
+pub(crate) struct ProgressDisplay {
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
 impl ProgressDisplay {
     /// Starts drawing (when asked for and stderr is a terminal).
-    pub fn start(options: &BenchOptions, counters: Arc<ProgressCounters>) -> Self {
+    pub(crate) fn start(options: &BenchOptions, counters: Arc<ProgressCounters>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         if !options.progress || !std::io::stderr().is_terminal() {
             return ProgressDisplay { stop, thread: None };
@@ -63,7 +63,7 @@ impl ProgressDisplay {
     }
 
     /// Stops drawing and clears the bar.
-    pub fn finish(self) {
+    pub(crate) fn finish(self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread {
             let _ = thread.join();

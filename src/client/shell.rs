@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 
 /// What one input line asks for.
 #[derive(Debug, PartialEq)]
-pub enum ShellAction {
+pub(crate) enum ShellAction {
     /// Send this JSON request (an id is filled in).
     Send(serde_json::Value),
     /// Print the help text.
@@ -27,7 +27,7 @@ pub enum ShellAction {
 }
 
 /// The help text shown by `help`.
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 commands:
   ping                 round trip without a worker
   compute [N]          run the original job with n = N (default 1000000)
@@ -41,7 +41,7 @@ commands:
 ///
 /// # Errors
 /// A message for a line that is neither a command nor a JSON object.
-pub fn parse_line(line: &str) -> std::result::Result<ShellAction, String> {
+pub(crate) fn parse_line(line: &str) -> std::result::Result<ShellAction, String> {
     let line = line.trim();
     if line.is_empty() {
         return Ok(ShellAction::Nothing);
@@ -79,7 +79,7 @@ pub fn parse_line(line: &str) -> std::result::Result<ShellAction, String> {
 /// # Errors
 /// Only when the terminal cannot be used at all; connection problems are
 /// printed and the shell carries on (it reconnects on the next request).
-pub fn run(host: &str, port: u16, timeout: Duration, token: Option<&str>) -> Result<()> {
+pub(crate) fn run(host: &str, port: u16, timeout: Duration, token: Option<&str>) -> Result<()> {
     let mut editor = rustyline::DefaultEditor::new()
         .map_err(|e| Error::Terminal(format!("cannot open it for the shell: {e}")))?;
     let mut connection: Option<ServerConnection> = None;

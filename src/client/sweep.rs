@@ -30,7 +30,7 @@ use crate::protocol::Mode;
 
 /// A farm configuration to sweep over.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum SweepMode {
+pub(crate) enum SweepMode {
     /// Worker threads.
     Threads,
     /// Worker threads sharing a CPython-style GIL (5 ms switch interval).
@@ -44,7 +44,7 @@ impl SweepMode {
     ///
     /// # Errors
     /// A message naming the accepted words.
-    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> std::result::Result<Self, String> {
         match text.trim() {
             "threads" => Ok(SweepMode::Threads),
             "threads-gil" | "gil" => Ok(SweepMode::ThreadsGil),
@@ -67,38 +67,38 @@ impl SweepMode {
 
 /// The grid and what every run shares.
 #[derive(Debug, Clone)]
-pub struct SweepPlan {
+pub(crate) struct SweepPlan {
     /// Farm configurations.
-    pub modes: Vec<SweepMode>,
+    pub(crate) modes: Vec<SweepMode>,
     /// Worker counts.
-    pub workers: Vec<usize>,
+    pub(crate) workers: Vec<usize>,
     /// Connection counts.
-    pub concurrency: Vec<usize>,
+    pub(crate) concurrency: Vec<usize>,
     /// Compute sizes.
-    pub sizes: Vec<u64>,
+    pub(crate) sizes: Vec<u64>,
     /// Closed-loop pipelines (used when `rates` is empty).
-    pub pipelines: Vec<usize>,
+    pub(crate) pipelines: Vec<usize>,
     /// Open-loop rates (when given, the sweep is open-loop).
-    pub rates: Vec<f64>,
+    pub(crate) rates: Vec<f64>,
     /// Everything else (duration, warm-up, command, timeout, percentiles).
-    pub template: BenchOptions,
+    pub(crate) template: BenchOptions,
     /// The CSV the rows go to.
-    pub csv: PathBuf,
+    pub(crate) csv: PathBuf,
 }
 
 /// One run of the grid.
 #[derive(Debug, Clone, PartialEq)]
-pub struct GridPoint {
+pub(crate) struct GridPoint {
     /// Farm configuration.
-    pub mode: SweepMode,
+    pub(crate) mode: SweepMode,
     /// Workers.
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// Connections.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Compute `n`.
-    pub size: u64,
+    pub(crate) size: u64,
     /// Closed or open loop.
-    pub pacing: Pacing,
+    pub(crate) pacing: Pacing,
 }
 
 impl SweepPlan {
@@ -106,7 +106,7 @@ impl SweepPlan {
     ///
     /// # Errors
     /// An [`OptionsError`] naming the offending flag.
-    pub fn from_args(args: &SweepArgs) -> std::result::Result<SweepPlan, OptionsError> {
+    pub(crate) fn from_args(args: &SweepArgs) -> std::result::Result<SweepPlan, OptionsError> {
         for (flag, empty) in [
             ("--modes", args.modes.is_empty()),
             ("--workers", args.workers.is_empty()),
@@ -165,7 +165,7 @@ impl SweepPlan {
 
 impl SweepPlan {
     /// Every point of the grid, in the order they run.
-    pub fn points(&self) -> Vec<GridPoint> {
+    pub(crate) fn points(&self) -> Vec<GridPoint> {
         let loads: Vec<Pacing> = if self.rates.is_empty() {
             self.pipelines.iter().map(|&pipeline| Pacing::Closed { pipeline }).collect()
         } else {
@@ -257,13 +257,13 @@ fn done(csv: &Path) -> Result<HashSet<DoneKey>> {
 
 /// What a sweep did.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct SweepSummary {
+pub(crate) struct SweepSummary {
     /// Runs made and appended.
-    pub ran: usize,
+    pub(crate) ran: usize,
     /// Runs already in the CSV.
-    pub skipped: usize,
+    pub(crate) skipped: usize,
     /// Runs that found problems (their rows are appended all the same).
-    pub failed: usize,
+    pub(crate) failed: usize,
 }
 
 /// Runs every grid point not already in the CSV, appending a row after each
@@ -272,7 +272,7 @@ pub struct SweepSummary {
 ///
 /// # Errors
 /// A CSV that cannot be read or written, or a run that cannot start at all.
-pub fn run_sweep(plan: &SweepPlan, mut say: impl FnMut(&str)) -> Result<SweepSummary> {
+pub(crate) fn run_sweep(plan: &SweepPlan, mut say: impl FnMut(&str)) -> Result<SweepSummary> {
     let cmd = plan.template.mix.to_string();
     let already = done(&plan.csv)?;
     let points = plan.points();

@@ -63,14 +63,14 @@ pub struct ReplyError {
 
 impl ReplyError {
     /// An error reply with this code and message.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ReplyError { code, message: message.into() }
     }
 }
 
 impl ErrorCode {
     /// Every code, in a fixed order (used to index counters).
-    pub const ALL: [ErrorCode; 17] = [
+    pub(crate) const ALL: [ErrorCode; 17] = [
         ErrorCode::BadFrame,
         ErrorCode::FrameTooLarge,
         ErrorCode::BadJson,
@@ -91,7 +91,7 @@ impl ErrorCode {
     ];
 
     /// The code as it appears on the wire, e.g. `"BAD_JSON"`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadFrame => "BAD_FRAME",
             ErrorCode::FrameTooLarge => "FRAME_TOO_LARGE",
@@ -114,7 +114,7 @@ impl ErrorCode {
     }
 
     /// Position of this code in [`ErrorCode::ALL`].
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }

@@ -6,7 +6,7 @@
 //! IdentyFire's clients send `{"method": "predict_image", "params": {...}}`
 //! and read `{"success": true, ...}` or `{"success": false, "error": "..."}`:
 //! no id, no error code. Its methods are parsed into the very same
-//! [`Command`]s as ThreadCenter requests (so they pass the same checks and
+//! [`super::Command`]s as ThreadCenter requests (so they pass the same checks and
 //! run the same jobs); only the envelope and the shape of the answers differ.
 
 use serde_json::value::RawValue;
@@ -16,7 +16,7 @@ use super::request::{ClientId, CommandKind, Dialect, Limits, Request, RequestErr
 use super::{ErrorCode, ReplyError};
 
 /// IdentyFire's method names, and the commands they are.
-pub const METHODS: [(&str, CommandKind); 8] = [
+pub(crate) const METHODS: [(&str, CommandKind); 8] = [
     ("health_check", CommandKind::Health),
     ("get_current_model", CommandKind::Model),
     ("get_models", CommandKind::Models),
@@ -28,7 +28,7 @@ pub const METHODS: [(&str, CommandKind); 8] = [
 ];
 
 /// Looks an IdentyFire method up.
-pub fn command_for(method: &str) -> Option<CommandKind> {
+pub(crate) fn command_for(method: &str) -> Option<CommandKind> {
     METHODS.iter().find(|(name, _)| *name == method).map(|(_, kind)| *kind)
 }
 

@@ -12,7 +12,7 @@ use super::ReplyError;
 
 /// A job's successful result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum JobOutput {
+pub(crate) enum JobOutput {
     /// The checksum returned by `compute` ([`crate::work::compute`]).
     Compute(u64),
     /// A chaos `sleep` that woke up: how long it slept, in milliseconds.
@@ -23,27 +23,27 @@ pub enum JobOutput {
 
 /// What became of one image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ImageOutcome {
+pub(crate) struct ImageOutcome {
     /// The client's name for it.
-    pub filename: Option<String>,
+    pub(crate) filename: Option<String>,
     /// The prediction, or why there is none.
-    pub result: Result<Prediction, String>,
+    pub(crate) result: Result<Prediction, String>,
 }
 
 /// The detector's verdict on one image.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Prediction {
+pub(crate) struct Prediction {
     /// `raw_score > threshold`.
-    pub fire_detected: bool,
+    pub(crate) fire_detected: bool,
     /// How sure, in percent: the score of the answer given.
-    pub confidence: f32,
+    pub(crate) confidence: f32,
     /// The network's output, in [0, 1].
-    pub raw_score: f32,
+    pub(crate) raw_score: f32,
 }
 
 impl Prediction {
     /// Turns a score into a verdict, as IdentyFire did.
-    pub fn from_score(raw_score: f32, threshold: f32) -> Prediction {
+    pub(crate) fn from_score(raw_score: f32, threshold: f32) -> Prediction {
         let fire_detected = raw_score > threshold;
         let confidence = if fire_detected { raw_score } else { 1.0 - raw_score } * 100.0;
         Prediction { fire_detected, confidence, raw_score }
@@ -51,4 +51,4 @@ impl Prediction {
 }
 
 /// What running a job yields.
-pub type JobResult = Result<JobOutput, ReplyError>;
+pub(crate) type JobResult = Result<JobOutput, ReplyError>;

@@ -22,24 +22,24 @@
 //! compatible with the original Python ThreadCenter. The `id` is echoed back
 //! byte for byte, so a client can use any id scheme it likes.
 
-pub mod args;
+pub(crate) mod args;
 pub mod error_code;
-pub mod identyfire;
-pub mod job_result;
-pub mod mode;
+pub(crate) mod identyfire;
+pub(crate) mod job_result;
+pub(crate) mod mode;
 pub mod parse;
-pub mod reply;
+pub(crate) mod reply;
 pub mod request;
 
 pub use error_code::{ErrorCode, ReplyError};
-pub use job_result::{ImageOutcome, JobOutput, JobResult, Prediction};
-pub use mode::Mode;
+pub(crate) use job_result::{ImageOutcome, JobOutput, JobResult, Prediction};
+pub(crate) use mode::Mode;
 pub use parse::parse_request;
-pub use reply::{
-    encode_error, encode_error_in, encode_job_error, encode_job_reply, encode_pong, encode_predictions,
-    encode_result, encode_rpc, ReplyExtras, Timing,
+pub(crate) use reply::{
+    encode_error, encode_error_in, encode_job_reply, encode_pong, encode_result, encode_rpc, ReplyExtras,
+    Timing,
 };
-pub use request::{
-    Chaos, ClientId, Command, CommandKind, Dialect, Holder, ImageArg, Limits, Request, RequestError,
-    DEFAULT_N, MAX_BATCH_IMAGES, MAX_MUTEX_WAIT_MS,
+pub(crate) use request::{
+    Chaos, CommandKind, Dialect, Holder, ImageArg, DEFAULT_N, MAX_BATCH_IMAGES, MAX_MUTEX_WAIT_MS,
 };
+pub use request::{ClientId, Command, Limits, Request, RequestError};

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 /// How workers are run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Worker subprocesses connected with ipc-channel.
     Processes,
     /// Worker threads inside the server.
@@ -15,7 +15,7 @@ pub enum Mode {
 
 impl Mode {
     /// The mode's name as used by `--mode` and in `stats`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Mode::Processes => "processes",
             Mode::Threads => "threads",

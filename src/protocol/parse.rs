@@ -3,7 +3,7 @@
 //! Parsing happens in two steps so that every error can still echo the
 //! client's `id`:
 //! 1. the payload is split into its top-level fields, each kept as raw JSON
-//!    text ([`RawValue`]) borrowed from the frame — no tree of
+//!    text ([`serde_json::value::RawValue`]) borrowed from the frame — no tree of
 //!    `serde_json::Value`s is built;
 //! 2. each field we use is checked and converted on its own, so a bad `n`
 //!    gives a `BAD_REQUEST` that names `n` *and* carries the request's id.

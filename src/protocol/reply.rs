@@ -11,28 +11,28 @@ use crate::frame;
 /// Where a job's time went, added to a reply when the request asked for
 /// `"timing": true`.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct Timing {
+pub(crate) struct Timing {
     /// The worker that ran the job.
-    pub worker: usize,
+    pub(crate) worker: usize,
     /// Microseconds between the job entering the queue and a worker taking it.
-    pub queue_us: u64,
+    pub(crate) queue_us: u64,
     /// Microseconds the worker spent running the job.
-    pub service_us: u64,
+    pub(crate) service_us: u64,
 }
 
 /// Optional fields a reply may carry besides its result or error.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct ReplyExtras {
+pub(crate) struct ReplyExtras {
     /// Where the job's time went (`"timing": true`).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub timing: Option<Timing>,
+    pub(crate) timing: Option<Timing>,
     /// How many workers tried the job, when more than one did (a retry
     /// after a worker crash).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub attempts: Option<u32>,
+    pub(crate) attempts: Option<u32>,
     /// `true` when the result came from the result cache, not a worker.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub cached: bool,
+    pub(crate) cached: bool,
 }
 
 #[derive(Serialize)]
@@ -73,23 +73,23 @@ fn to_frame(reply: &impl Serialize) -> Vec<u8> {
 }
 
 /// `{"id", "ok": true, "pong": true}`
-pub fn encode_pong(id: &ClientId) -> Vec<u8> {
+pub(crate) fn encode_pong(id: &ClientId) -> Vec<u8> {
     to_frame(&PongReply { id, ok: true, pong: true })
 }
 
 /// `{"id", "result": ...}`, plus the extras that are set (`worker`,
 /// `queue_us`, `service_us`, `attempts`, `cached`).
-pub fn encode_result<T: Serialize>(id: &ClientId, result: &T, extras: ReplyExtras) -> Vec<u8> {
+pub(crate) fn encode_result<T: Serialize>(id: &ClientId, result: &T, extras: ReplyExtras) -> Vec<u8> {
     to_frame(&ResultReply { id, result, extras })
 }
 
 /// `{"id": <id or null>, "error": {"code", "message"}}`
-pub fn encode_error(id: Option<&ClientId>, code: ErrorCode, message: &str) -> Vec<u8> {
+pub(crate) fn encode_error(id: Option<&ClientId>, code: ErrorCode, message: &str) -> Vec<u8> {
     encode_job_error(id, code, message, None)
 }
 
 /// An error reply for a job, with `"attempts"` when several workers tried it.
-pub fn encode_job_error(
+pub(crate) fn encode_job_error(
     id: Option<&ClientId>,
     code: ErrorCode,
     message: &str,
@@ -99,13 +99,13 @@ pub fn encode_job_error(
 }
 
 /// An IdentyFire reply: the body itself, no id, no envelope.
-pub fn encode_rpc(body: &impl Serialize) -> Vec<u8> {
+pub(crate) fn encode_rpc(body: &impl Serialize) -> Vec<u8> {
     to_frame(body)
 }
 
 /// An IdentyFire error: `{"success": false, "error": message}`. The shape
 /// has no code, so the message is all its clients see.
-pub fn encode_rpc_error(message: &str) -> Vec<u8> {
+pub(crate) fn encode_rpc_error(message: &str) -> Vec<u8> {
     #[derive(Serialize)]
     struct Failure<'a> {
         success: bool,
@@ -116,7 +116,7 @@ pub fn encode_rpc_error(message: &str) -> Vec<u8> {
 
 /// An error reply in the request's dialect. IdentyFire's shape has no code,
 /// so the message is all its clients see.
-pub fn encode_error_in(
+pub(crate) fn encode_error_in(
     dialect: Dialect,
     id: Option<&ClientId>,
     error: &ReplyError,
@@ -129,7 +129,7 @@ pub fn encode_error_in(
 }
 
 /// The reply frame of a successful job, shaped for its command and dialect.
-pub fn encode_job_reply(
+pub(crate) fn encode_job_reply(
     id: &ClientId,
     output: &JobOutput,
     extras: ReplyExtras,
@@ -154,7 +154,7 @@ pub fn encode_job_reply(
 ///
 /// Batch results carry `filename` and, as IdentyFire named it,
 /// `raw_prediction` (ThreadCenter: `raw_score` and the `index` in the request).
-pub fn encode_predictions(
+pub(crate) fn encode_predictions(
     id: &ClientId,
     outcomes: &[ImageOutcome],
     single: bool,

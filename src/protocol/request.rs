@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use super::ReplyError;
 
 /// `n` of a `compute` request that does not say: the original's default.
-pub const DEFAULT_N: u64 = 1_000_000;
+pub(crate) const DEFAULT_N: u64 = 1_000_000;
 
 /// The client's request id, kept as the exact JSON text it sent (a string or
 /// a number), so it is echoed back byte for byte — `1.50` stays `1.50` and a
@@ -27,7 +27,7 @@ impl ClientId {
     ///
     /// # Errors
     /// A `BAD_REQUEST` message when the text is another JSON type.
-    pub fn from_json(raw: &RawValue) -> Result<Self, String> {
+    pub(crate) fn from_json(raw: &RawValue) -> Result<Self, String> {
         let text = raw.get();
         match text.as_bytes().first() {
             Some(b'"' | b'-' | b'0'..=b'9') => Ok(ClientId(raw.to_owned())),
@@ -36,7 +36,7 @@ impl ClientId {
     }
 
     /// `null`: the id of a call that has none (IdentyFire's).
-    pub fn null() -> Self {
+    pub(crate) fn null() -> Self {
         ClientId(RawValue::from_string("null".into()).expect("null is JSON"))
     }
 
@@ -180,10 +180,10 @@ pub enum Chaos {
 
 /// The longest `wait_ms` of a `mutex_acquire` the server honours (one
 /// minute); a longer wait is cut to this.
-pub const MAX_MUTEX_WAIT_MS: u64 = 60_000;
+pub(crate) const MAX_MUTEX_WAIT_MS: u64 = 60_000;
 
 /// The most images one `predict_batch` may carry.
-pub const MAX_BATCH_IMAGES: usize = 256;
+pub(crate) const MAX_BATCH_IMAGES: usize = 256;
 
 /// The kind of a command without its arguments, for counting requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -224,7 +224,7 @@ pub enum CommandKind {
 
 impl CommandKind {
     /// Every kind, in a fixed order (used to index counters).
-    pub const ALL: [CommandKind; 16] = [
+    pub(crate) const ALL: [CommandKind; 16] = [
         CommandKind::Ping,
         CommandKind::Compute,
         CommandKind::Stats,
@@ -244,7 +244,7 @@ impl CommandKind {
     ];
 
     /// The command's wire name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CommandKind::Ping => "ping",
             CommandKind::Compute => "compute",
@@ -266,24 +266,24 @@ impl CommandKind {
     }
 
     /// Whether this is a fault-injection command (`--allow-chaos` only).
-    pub fn is_chaos(self) -> bool {
+    pub(crate) fn is_chaos(self) -> bool {
         matches!(self, CommandKind::Crash | CommandKind::Hang | CommandKind::Sleep | CommandKind::Panic)
     }
 
     /// Looks a wire name up.
-    pub fn from_name(name: &str) -> Option<Self> {
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|kind| kind.as_str() == name)
     }
 
     /// Position of this kind in [`CommandKind::ALL`].
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
 
 impl Command<'_> {
     /// The command's kind, without its arguments.
-    pub fn kind(&self) -> CommandKind {
+    pub(crate) fn kind(&self) -> CommandKind {
         match self {
             Command::Ping => CommandKind::Ping,
             Command::Compute { .. } => CommandKind::Compute,
@@ -315,7 +315,7 @@ pub struct Limits {
 }
 
 /// Longest `sleep` a chaos request may ask for (one hour).
-pub const MAX_SLEEP_MS: u64 = 3_600_000;
+pub(crate) const MAX_SLEEP_MS: u64 = 3_600_000;
 
 /// A request that cannot be served, as it will be reported to the client.
 #[derive(Debug, PartialEq)]

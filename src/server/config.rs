@@ -15,72 +15,72 @@ use crate::server::pool::WorkerCommand;
 /// Everything that shapes a server, already validated by the caller (the CLI
 /// turns flags into this).
 #[derive(Debug, Clone)]
-pub struct ServerConfig {
+pub(crate) struct ServerConfig {
     /// Threads or processes.
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// Number of workers.
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// Largest frame payload accepted, in bytes.
-    pub max_frame: usize,
+    pub(crate) max_frame: usize,
     /// Largest `n` of a compute job.
-    pub max_n: u64,
+    pub(crate) max_n: u64,
     /// Jobs that may wait for a worker before new ones get `BUSY`.
-    pub queue_capacity: usize,
+    pub(crate) queue_capacity: usize,
     /// Replies a single connection may owe before the server stops reading it.
-    pub max_inflight: usize,
+    pub(crate) max_inflight: usize,
     /// How long a worker process may take to start and connect back.
-    pub spawn_timeout: Duration,
+    pub(crate) spawn_timeout: Duration,
     /// What to run as a worker process; `None` re-executes this binary.
-    pub worker_command: Option<WorkerCommand>,
+    pub(crate) worker_command: Option<WorkerCommand>,
     /// How long a started frame may take to arrive completely.
-    pub read_timeout: Duration,
+    pub(crate) read_timeout: Duration,
     /// How long one job may run before `TIMEOUT` and a new worker.
-    pub job_timeout: Duration,
+    pub(crate) job_timeout: Duration,
     /// Extra workers a job may be tried on after its worker crashed (for
     /// jobs that may safely run twice).
-    pub retries: u32,
+    pub(crate) retries: u32,
     /// Worker replacements allowed per `restart_window`.
-    pub max_restarts: u32,
+    pub(crate) max_restarts: u32,
     /// The window of `max_restarts`.
-    pub restart_window: Duration,
+    pub(crate) restart_window: Duration,
     /// Connections open at once; more get `BUSY` and are closed.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Requests per second per client address (`None`: unlimited).
-    pub rate_limit: Option<f64>,
+    pub(crate) rate_limit: Option<f64>,
     /// Results kept in the LRU result cache (0: no cache).
-    pub cache_entries: usize,
+    pub(crate) cache_entries: usize,
     /// How long a shutdown waits for jobs in flight before failing them.
-    pub drain_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
     /// Accept the fault-injection commands (crash, hang, sleep, panic).
-    pub allow_chaos: bool,
+    pub(crate) allow_chaos: bool,
     /// Shared secret every connection must present first (`None`: open).
-    pub auth_token: Option<String>,
+    pub(crate) auth_token: Option<String>,
     /// Thread mode: a CPython-style global lock with this switch interval.
-    pub gil_switch_interval: Option<Duration>,
+    pub(crate) gil_switch_interval: Option<Duration>,
     /// The model file to serve (`--model`); `None` starts without a model
     /// (predictions get `MODEL_UNAVAILABLE` until `load_model`).
-    pub model: Option<PathBuf>,
+    pub(crate) model: Option<PathBuf>,
     /// The only directory `load_model` may read from (`--models-dir`).
-    pub models_dir: PathBuf,
+    pub(crate) models_dir: PathBuf,
     /// `fire_detected = raw_score > threshold` (`--threshold`).
-    pub threshold: f32,
+    pub(crate) threshold: f32,
     /// Largest image accepted, in bytes after base64 decoding (`--max-image-bytes`).
-    pub max_image_bytes: usize,
+    pub(crate) max_image_bytes: usize,
     /// The accelerator mutex's lease (`--lock-timeout`).
-    pub lock_timeout: Duration,
+    pub(crate) lock_timeout: Duration,
     /// ThreadCenter `predict` requires holding the mutex (`--predict-lock`);
     /// IdentyFire's predictions always do.
-    pub predict_lock: bool,
+    pub(crate) predict_lock: bool,
     /// Where to serve `/metrics`, `/healthz` and `/readyz` (`--metrics-addr`;
     /// `None`: nowhere).
-    pub metrics_addr: Option<SocketAddr>,
+    pub(crate) metrics_addr: Option<SocketAddr>,
     /// Jobs running longer than this on a worker are logged at WARN
     /// (`--slow-ms`; `None`: never).
-    pub slow_job: Option<Duration>,
+    pub(crate) slow_job: Option<Duration>,
 }
 
 /// Default `--max-image-bytes`: 10 MiB.
-pub const DEFAULT_MAX_IMAGE_BYTES: usize = 10 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_IMAGE_BYTES: usize = 10 * 1024 * 1024;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -123,7 +123,7 @@ impl Default for ServerConfig {
 
 impl ServerConfig {
     /// Bounds on request arguments.
-    pub fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Limits {
         Limits { max_n: self.max_n, allow_chaos: self.allow_chaos }
     }
 
@@ -131,7 +131,7 @@ impl ServerConfig {
     ///
     /// # Errors
     /// [`Error::Config`] naming the first value out of range.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let positive = [
             ("--workers", self.workers),
             ("--max-frame", self.max_frame),

@@ -60,7 +60,7 @@ const WRITER_STACK: usize = 128 * 1024;
 /// Counts the replies a connection owes, and makes the reader wait when it
 /// owes too many.
 #[derive(Debug)]
-pub struct FlowControl {
+pub(crate) struct FlowControl {
     state: Mutex<FlowState>,
     changed: Condvar,
     max_outstanding: usize,
@@ -84,7 +84,7 @@ impl FlowControl {
     /// Takes a slot for one more reply, waiting while `max_outstanding`
     /// replies are already owed. Returns `false` if the connection was closed
     /// meanwhile (the reader should stop).
-    pub fn acquire(&self) -> bool {
+    pub(crate) fn acquire(&self) -> bool {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         while state.outstanding >= self.max_outstanding && !state.closed {
             state = self.changed.wait(state).unwrap_or_else(PoisonError::into_inner);
@@ -97,20 +97,21 @@ impl FlowControl {
     }
 
     /// Gives back `count` slots (replies written, or a slot not used).
-    pub fn release(&self, count: usize) {
+    pub(crate) fn release(&self, count: usize) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.outstanding = state.outstanding.saturating_sub(count);
         self.changed.notify_all();
     }
 
     /// Marks the connection closed and wakes a reader waiting for a slot.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).closed = true;
         self.changed.notify_all();
     }
 
     /// Replies owed right now.
-    pub fn outstanding(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn outstanding(&self) -> usize {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).outstanding
     }
 }
@@ -118,7 +119,7 @@ impl FlowControl {
 /// The way to send a reply to one connection. Cheap to clone; a clone travels
 /// with every job in the registry.
 #[derive(Debug, Clone)]
-pub struct ReplySink {
+pub(crate) struct ReplySink {
     frames: Sender<Vec<u8>>,
     flow: Arc<FlowControl>,
     /// The socket, for writing directly (absent in unit tests).
@@ -130,7 +131,7 @@ impl ReplySink {
     /// at once when the socket has room and nothing is queued before it,
     /// otherwise handed to the connection's writer thread. If the connection
     /// is already gone the frame is dropped: there is nobody left to read it.
-    pub fn send(&self, frame: Vec<u8>) {
+    pub(crate) fn send(&self, frame: Vec<u8>) {
         if let (Some(out), true) = (&self.out, self.frames.is_empty()) {
             match out.try_write(&frame) {
                 Attempt::Written => {
@@ -155,12 +156,12 @@ impl ReplySink {
     }
 
     /// The connection's flow control (to take a slot per request).
-    pub fn flow(&self) -> &Arc<FlowControl> {
+    pub(crate) fn flow(&self) -> &Arc<FlowControl> {
         &self.flow
     }
 
     /// A sink with no socket behind it, for unit tests of code that replies.
-    pub fn detached(max_outstanding: usize) -> (ReplySink, Receiver<Vec<u8>>) {
+    pub(crate) fn detached(max_outstanding: usize) -> (ReplySink, Receiver<Vec<u8>>) {
         let (frames, rx) = crossbeam_channel::unbounded();
         let flow = Arc::new(FlowControl::new(max_outstanding));
         (ReplySink { frames, flow, out: None }, rx)
@@ -170,7 +171,7 @@ impl ReplySink {
 /// The one way to write to a connection's socket: whole batches of frames,
 /// one batch at a time, under one lock.
 #[derive(Debug)]
-pub struct SocketWriter {
+pub(crate) struct SocketWriter {
     stream: Arc<TcpStream>,
     /// Held while writing. Inside: the tail of a frame a non-blocking send
     /// could not finish, which must go out before anything else.
@@ -199,7 +200,7 @@ impl SocketWriter {
     ///
     /// # Errors
     /// The socket's write error; the connection should then be closed.
-    pub fn write_frames(&self, frames: &[u8]) -> io::Result<()> {
+    pub(crate) fn write_frames(&self, frames: &[u8]) -> io::Result<()> {
         let mut unsent = self.unsent.lock().unwrap_or_else(PoisonError::into_inner);
         if !unsent.is_empty() {
             (&*self.stream).write_all(&unsent)?;
@@ -237,7 +238,7 @@ impl SocketWriter {
 
 /// Replies the reader produced itself, waiting to be written in one batch.
 #[derive(Debug)]
-pub struct InlineReplies {
+pub(crate) struct InlineReplies {
     frames: Vec<u8>,
     count: usize,
     out: Arc<SocketWriter>,
@@ -246,7 +247,7 @@ pub struct InlineReplies {
 
 impl InlineReplies {
     /// Queues a reply frame (its reply slot was taken by the reader).
-    pub fn push(&mut self, frame: &[u8]) {
+    pub(crate) fn push(&mut self, frame: &[u8]) {
         self.frames.extend_from_slice(frame);
         self.count += 1;
     }
@@ -261,7 +262,7 @@ impl InlineReplies {
     /// # Errors
     /// The socket's write error (the client has gone); the connection is
     /// then marked closed.
-    pub fn flush(&mut self) -> io::Result<()> {
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         if self.count == 0 {
             return Ok(());
         }
@@ -281,17 +282,17 @@ impl InlineReplies {
 
 /// Limits that shape how a connection reads.
 #[derive(Debug, Clone, Copy)]
-pub struct ReadLimits {
+pub(crate) struct ReadLimits {
     /// Largest frame payload.
-    pub max_frame: usize,
+    pub(crate) max_frame: usize,
     /// Replies the connection may owe before the reader waits.
-    pub max_inflight: usize,
+    pub(crate) max_inflight: usize,
     /// How long a started frame may take to complete.
-    pub read_timeout: Duration,
+    pub(crate) read_timeout: Duration,
 }
 
 /// The reading side of a client socket, plus the writer thread it started.
-pub struct Connection {
+pub(crate) struct Connection {
     stream: Arc<TcpStream>,
     out: Arc<SocketWriter>,
     buffer: FrameBuffer,
@@ -307,7 +308,7 @@ impl Connection {
     ///
     /// # Errors
     /// If the socket cannot be configured or the writer thread cannot start.
-    pub fn start(stream: Arc<TcpStream>, limits: ReadLimits) -> io::Result<Connection> {
+    pub(crate) fn start(stream: Arc<TcpStream>, limits: ReadLimits) -> io::Result<Connection> {
         // Wake up regularly while waiting for bytes, to notice stalled frames.
         let tick = (limits.read_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         stream.set_read_timeout(Some(tick))?;
@@ -333,7 +334,7 @@ impl Connection {
 
     /// A buffer for the replies the reader produces itself; pass it to
     /// every [`Connection::read_frame`], which writes it out before blocking.
-    pub fn inline_replies(&self) -> InlineReplies {
+    pub(crate) fn inline_replies(&self) -> InlineReplies {
         InlineReplies {
             frames: Vec::new(),
             count: 0,
@@ -349,7 +350,7 @@ impl Connection {
     /// # Errors
     /// See [`FrameError`]; only after [`FrameError::Empty`] may reading go on
     /// (the empty frame has then been skipped).
-    pub fn read_frame(&mut self, inline: &mut InlineReplies) -> Result<Option<&[u8]>, FrameError> {
+    pub(crate) fn read_frame(&mut self, inline: &mut InlineReplies) -> Result<Option<&[u8]>, FrameError> {
         self.buffer.shrink_if_idle(IDLE_READ_BUFFER);
         if inline.is_full() || !self.buffer.has_frame().unwrap_or(true) {
             inline.flush()?;
@@ -388,7 +389,7 @@ impl Connection {
     }
 
     /// This connection's reply path.
-    pub fn sink(&self) -> &ReplySink {
+    pub(crate) fn sink(&self) -> &ReplySink {
         &self.sink
     }
 
@@ -396,7 +397,7 @@ impl Connection {
     /// writer to send whatever is still queued. The writer finishes once every
     /// other sink (held by jobs in the registry) is gone too, so callers must
     /// cancel this connection's jobs first.
-    pub fn finish(self) {
+    pub(crate) fn finish(self) {
         let Connection { stream, sink, writer, .. } = self;
         drop(sink);
         let _ = writer.join();

@@ -10,7 +10,7 @@ use crate::server::jobs::registry::ConnId;
 
 /// Open connections by id. Cheap to clone.
 #[derive(Clone, Default)]
-pub struct Connections {
+pub(crate) struct Connections {
     inner: Arc<(Mutex<Table>, Condvar)>,
 }
 
@@ -27,7 +27,7 @@ struct Entry {
 
 impl Connections {
     /// Adds a connection and returns its new id.
-    pub fn add(&self, stream: Arc<TcpStream>) -> ConnId {
+    pub(crate) fn add(&self, stream: Arc<TcpStream>) -> ConnId {
         let mut table = self.inner.0.lock().unwrap_or_else(PoisonError::into_inner);
         table.next_id += 1;
         let id = table.next_id;
@@ -37,7 +37,7 @@ impl Connections {
 
     /// Records the connection's flow control, so shutdown can wake a reader
     /// that waits for a reply slot.
-    pub fn set_flow(&self, id: ConnId, flow: Arc<FlowControl>) {
+    pub(crate) fn set_flow(&self, id: ConnId, flow: Arc<FlowControl>) {
         let mut table = self.inner.0.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = table.open.get_mut(&id) {
             entry.flow = Some(flow);
@@ -45,7 +45,7 @@ impl Connections {
     }
 
     /// Removes a connection that has finished.
-    pub fn remove(&self, id: ConnId) {
+    pub(crate) fn remove(&self, id: ConnId) {
         let (lock, emptied) = &*self.inner;
         let mut table = lock.lock().unwrap_or_else(PoisonError::into_inner);
         table.open.remove(&id);
@@ -55,13 +55,13 @@ impl Connections {
     }
 
     /// Number of open connections.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.inner.0.lock().unwrap_or_else(PoisonError::into_inner).open.len()
     }
 
     /// Stops reading from every socket: readers see end-of-stream and wind
     /// down, while writers still deliver the replies already owed.
-    pub fn close_reads(&self) {
+    pub(crate) fn close_reads(&self) {
         let table = self.inner.0.lock().unwrap_or_else(PoisonError::into_inner);
         for entry in table.open.values() {
             let _ = entry.stream.shutdown(Shutdown::Read);
@@ -71,7 +71,7 @@ impl Connections {
     /// Shuts every socket down (a blocked `read` or `write` returns at once)
     /// and wakes readers waiting for a reply slot. Each connection's own
     /// thread then cleans up and removes itself.
-    pub fn close_all(&self) {
+    pub(crate) fn close_all(&self) {
         let table = self.inner.0.lock().unwrap_or_else(PoisonError::into_inner);
         for entry in table.open.values() {
             let _ = entry.stream.shutdown(Shutdown::Both);
@@ -83,7 +83,7 @@ impl Connections {
 
     /// Waits until every connection has removed itself, or `timeout` passes.
     /// Returns whether all are gone.
-    pub fn wait_until_empty(&self, timeout: Duration) -> bool {
+    pub(crate) fn wait_until_empty(&self, timeout: Duration) -> bool {
         let (lock, emptied) = &*self.inner;
         let deadline = Instant::now() + timeout;
         let mut table = lock.lock().unwrap_or_else(PoisonError::into_inner);

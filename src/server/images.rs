@@ -20,10 +20,10 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 /// The images of a request, ready for a job.
 pub(super) struct DecodedImages {
     /// The bytes and where each image lies.
-    pub batch: ImageBatch,
+    pub(crate) batch: ImageBatch,
     /// The first image refused here, with its error code (a single
     /// `predict` is answered with it at once).
-    pub first_error: Option<ReplyError>,
+    pub(crate) first_error: Option<ReplyError>,
 }
 
 /// Decodes every image's base64 into one buffer. An image that is not valid

@@ -35,11 +35,11 @@ use crate::units::micros;
 use serde::{Deserialize, Serialize};
 
 /// The longest a client may ask `acquire` to wait on the server.
-pub const MAX_WAIT: Duration = Duration::from_millis(MAX_MUTEX_WAIT_MS);
+pub(crate) const MAX_WAIT: Duration = Duration::from_millis(MAX_MUTEX_WAIT_MS);
 
 /// The answer to an `acquire`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Acquire {
+pub(crate) enum Acquire {
     /// The caller holds the lock, with this fencing token.
     Granted {
         /// The grant's fencing token.
@@ -57,7 +57,7 @@ pub enum Acquire {
 
 /// Why an action that needs the lock was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Violation {
+pub(crate) enum Violation {
     /// The caller does not hold the lock.
     NotHolder,
     /// The caller holds the lock under a newer token than the one it showed.
@@ -72,7 +72,7 @@ pub enum Violation {
 impl Violation {
     /// The sentence the client gets. The first is IdentyFire's own text,
     /// which its clients may match on.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             Violation::NotHolder => "Mutex Violation - Acquire lock first".into(),
             Violation::StaleToken { shown, current } => format!(
@@ -84,23 +84,23 @@ impl Violation {
 
 /// The lock as `health`, `stats` and metrics show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LockSnapshot {
+pub(crate) struct LockSnapshot {
     /// Whether someone holds the lock.
-    pub locked: bool,
+    pub(crate) locked: bool,
     /// Who, if anyone.
-    pub owner: Option<String>,
+    pub(crate) owner: Option<String>,
     /// The owner's fencing token.
-    pub token: Option<u64>,
+    pub(crate) token: Option<u64>,
     /// Clients waiting.
-    pub queue_length: usize,
+    pub(crate) queue_length: usize,
     /// Grants since start (the last token handed out).
-    pub grants: u64,
+    pub(crate) grants: u64,
     /// Leases that ran out before their owner released.
-    pub lease_expiries: u64,
+    pub(crate) lease_expiries: u64,
     /// Queued clients dropped for not asking again in time.
-    pub queue_expiries: u64,
+    pub(crate) queue_expiries: u64,
     /// The lease length, in milliseconds.
-    pub lease_ms: u64,
+    pub(crate) lease_ms: u64,
 }
 
 #[derive(Debug)]
@@ -119,7 +119,7 @@ struct Waiter {
 
 /// The lock's rules, with time passed in.
 #[derive(Debug)]
-pub struct LockState {
+pub(crate) struct LockState {
     lease: Duration,
     owner: Option<Owner>,
     queue: VecDeque<Waiter>,
@@ -133,7 +133,7 @@ pub struct LockState {
 
 impl LockState {
     /// A free lock whose leases last `lease`.
-    pub fn new(lease: Duration) -> LockState {
+    pub(crate) fn new(lease: Duration) -> LockState {
         LockState {
             lease,
             owner: None,
@@ -146,7 +146,7 @@ impl LockState {
     }
 
     /// `at` as microseconds since the Unix epoch.
-    pub fn wall_clock_us(&self, at: Instant) -> u64 {
+    pub(crate) fn wall_clock_us(&self, at: Instant) -> u64 {
         let (base, base_us) = self.epoch;
         if at >= base {
             base_us + micros(at - base)
@@ -182,7 +182,7 @@ impl LockState {
     }
 
     /// `client` asks for the lock.
-    pub fn acquire(&mut self, client: &str, now: Instant) -> Acquire {
+    pub(crate) fn acquire(&mut self, client: &str, now: Instant) -> Acquire {
         self.settle(now);
         let lease = self.lease;
         match &mut self.owner {
@@ -214,7 +214,7 @@ impl LockState {
     /// token, only under its current grant); the next in line gets it at once.
     /// Returns when it was released (µs since the Unix epoch), or `None`
     /// when the caller did not hold the lock.
-    pub fn release(&mut self, client: &str, token: Option<u64>, now: Instant) -> Option<u64> {
+    pub(crate) fn release(&mut self, client: &str, token: Option<u64>, now: Instant) -> Option<u64> {
         self.settle(now);
         let is_owner =
             self.owner.as_ref().is_some_and(|o| o.client == client && token.is_none_or(|t| t == o.token));
@@ -232,7 +232,12 @@ impl LockState {
     ///
     /// # Errors
     /// [`Violation`] when the caller does not hold the lock or shows an old token.
-    pub fn check_holder(&mut self, client: &str, token: Option<u64>, now: Instant) -> Result<u64, Violation> {
+    pub(crate) fn check_holder(
+        &mut self,
+        client: &str,
+        token: Option<u64>,
+        now: Instant,
+    ) -> Result<u64, Violation> {
         self.settle(now);
         let lease = self.lease;
         match &mut self.owner {
@@ -255,7 +260,7 @@ impl LockState {
     }
 
     /// The lock as monitoring shows it.
-    pub fn snapshot(&mut self, now: Instant) -> LockSnapshot {
+    pub(crate) fn snapshot(&mut self, now: Instant) -> LockSnapshot {
         self.settle(now);
         LockSnapshot {
             locked: self.owner.is_some(),
@@ -272,7 +277,7 @@ impl LockState {
 
 /// The shared lock: [`LockState`] behind a mutex, plus a condition variable
 /// so `acquire` can wait for its turn on the server (`wait_ms`).
-pub struct LockCoordinator {
+pub(crate) struct LockCoordinator {
     state: Mutex<LockState>,
     changed: Condvar,
     closed: std::sync::atomic::AtomicBool,
@@ -280,7 +285,7 @@ pub struct LockCoordinator {
 
 impl LockCoordinator {
     /// A free lock whose leases last `lease`.
-    pub fn new(lease: Duration) -> LockCoordinator {
+    pub(crate) fn new(lease: Duration) -> LockCoordinator {
         LockCoordinator {
             state: Mutex::new(LockState::new(lease)),
             changed: Condvar::new(),
@@ -294,7 +299,7 @@ impl LockCoordinator {
 
     /// Asks for the lock, waiting up to `wait` (at most [`MAX_WAIT`]) for the
     /// grant. While it waits the caller keeps its place: it counts as asking.
-    pub fn acquire(&self, client: &str, wait: Duration) -> Acquire {
+    pub(crate) fn acquire(&self, client: &str, wait: Duration) -> Acquire {
         let deadline = Instant::now() + wait.min(MAX_WAIT);
         let mut state = self.lock();
         loop {
@@ -317,7 +322,7 @@ impl LockCoordinator {
     }
 
     /// Gives the lock back; see [`LockState::release`].
-    pub fn release(&self, client: &str, token: Option<u64>) -> Option<u64> {
+    pub(crate) fn release(&self, client: &str, token: Option<u64>) -> Option<u64> {
         let released = self.lock().release(client, token, Instant::now());
         if released.is_some() {
             self.changed.notify_all();
@@ -329,29 +334,29 @@ impl LockCoordinator {
     ///
     /// # Errors
     /// When the caller may not use the accelerator.
-    pub fn check_holder(&self, client: &str, token: Option<u64>) -> Result<u64, Violation> {
+    pub(crate) fn check_holder(&self, client: &str, token: Option<u64>) -> Result<u64, Violation> {
         self.lock().check_holder(client, token, Instant::now())
     }
 
     /// The lock now.
-    pub fn snapshot(&self) -> LockSnapshot {
+    pub(crate) fn snapshot(&self) -> LockSnapshot {
         self.lock().snapshot(Instant::now())
     }
 
     /// Wakes every waiting `acquire` (server shutdown): they answer at once.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         self.changed.notify_all();
     }
 }
 
 /// Milliseconds since the Unix epoch (IdentyFire's `server_timestamp`).
-pub fn unix_millis() -> u64 {
+pub(crate) fn unix_millis() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Microseconds since the Unix epoch.
-pub fn unix_micros() -> u64 {
+pub(crate) fn unix_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(micros).unwrap_or(0)
 }
 

@@ -27,10 +27,10 @@ use super::{Farm, StatsReport};
 use crate::server::stats::{HistogramByCommand, LatencyHistograms};
 
 /// The metric name prefix.
-pub const PREFIX: &str = "threadcenter";
+pub(crate) const PREFIX: &str = "threadcenter";
 
 /// The content type of the exposition.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Builds the registry that `/metrics` encodes: the farm's collector.
 pub(super) fn registry(farm: Arc<Farm>) -> Registry {

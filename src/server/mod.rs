@@ -17,26 +17,26 @@
 //! starts the pool, then the acceptor thread. [`ShutdownHandle::trigger`]
 //! stops it; [`Server::wait`] returns once everything has stopped.
 
-mod cmd;
-pub mod config;
-pub mod connection;
-mod connections;
-mod http;
-mod images;
-pub mod jobs;
-mod listener;
-pub mod lock;
-pub mod metrics;
-mod models;
-pub mod pool;
-mod rate_limit;
-mod reader;
-mod report;
-mod session;
-pub mod stats;
+pub(crate) mod cmd;
+pub(crate) mod config;
+pub(crate) mod connection;
+pub(crate) mod connections;
+pub(crate) mod http;
+pub(crate) mod images;
+pub(crate) mod jobs;
+pub(crate) mod listener;
+pub(crate) mod lock;
+pub(crate) mod metrics;
+pub(crate) mod models;
+pub(crate) mod pool;
+pub(crate) mod rate_limit;
+pub(crate) mod reader;
+pub(crate) mod report;
+pub(crate) mod session;
+pub(crate) mod stats;
 
-pub use config::{ServerConfig, DEFAULT_MAX_IMAGE_BYTES};
-pub use report::{GilReport, HealthReport, JobCounts, LatencyReport, Readiness, StatsReport, WorkerCounts};
+pub(crate) use config::ServerConfig;
+pub(crate) use report::StatsReport;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::num::NonZeroUsize;
@@ -64,7 +64,7 @@ const CONNECTION_GRACE: Duration = Duration::from_secs(5);
 const POOL_GRACE: Duration = Duration::from_secs(5);
 
 /// What every connection thread shares.
-struct Farm {
+pub(crate) struct Farm {
     config: ServerConfig,
     /// Where jobs are submitted (and the cache looked up).
     jobs: Jobs,
@@ -83,7 +83,7 @@ struct Farm {
 
 /// Stops a running server from any thread (a signal handler, a test).
 #[derive(Clone, Debug)]
-pub struct ShutdownHandle {
+pub(crate) struct ShutdownHandle {
     flag: Arc<AtomicBool>,
     wake: SocketAddr,
 }
@@ -92,20 +92,15 @@ impl ShutdownHandle {
     /// Asks the server to stop. The acceptor sits in a blocking `accept`, so
     /// after setting the flag we connect to the server once ourselves: that
     /// connection wakes it up, it sees the flag, and it stops.
-    pub fn trigger(&self) {
+    pub(crate) fn trigger(&self) {
         if !self.flag.swap(true, Ordering::SeqCst) {
             let _ = TcpStream::connect_timeout(&self.wake, Duration::from_secs(1));
         }
     }
-
-    /// Whether a stop was asked for.
-    pub fn is_triggered(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
-    }
 }
 
 /// A running server.
-pub struct Server {
+pub(crate) struct Server {
     addr: SocketAddr,
     shutdown: ShutdownHandle,
     acceptor: JoinHandle<()>,
@@ -120,7 +115,7 @@ impl Server {
     ///
     /// # Errors
     /// An invalid configuration, or workers that cannot be started.
-    pub fn start(listener: TcpListener, config: ServerConfig) -> Result<Server> {
+    pub(crate) fn start(listener: TcpListener, config: ServerConfig) -> Result<Server> {
         config.validate()?;
         let addr = listener.local_addr().map_err(|e| Error::io("reading the listener's address", e))?;
         let stats = Stats::new();
@@ -224,17 +219,17 @@ impl Server {
     }
 
     /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().map(MetricsEndpoint::local_addr)
     }
 
     /// The address actually bound (useful with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// A handle that stops this server.
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
+    pub(crate) fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
     }
 
@@ -248,7 +243,7 @@ impl Server {
     /// 5. stop the workers (reaping every worker process);
     /// 6. stop the metrics endpoint, which until then answers `/readyz`
     ///    with 503 so load balancers stop sending work.
-    pub fn wait(self) {
+    pub(crate) fn wait(self) {
         let Server { acceptor, farm, mut pool, metrics, .. } = self;
         let _ = acceptor.join();
 

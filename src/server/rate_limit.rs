@@ -18,7 +18,7 @@ const IDLE_BUCKET: Duration = Duration::from_secs(60);
 const SWEEP_ABOVE: usize = 10_000;
 
 /// Token buckets by client address.
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     rate: f64,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
 }
@@ -31,17 +31,17 @@ struct Bucket {
 
 impl RateLimiter {
     /// `rate` requests per second per client, with a burst of `rate`.
-    pub fn new(rate: f64) -> Self {
+    pub(crate) fn new(rate: f64) -> Self {
         RateLimiter { rate, buckets: Mutex::new(HashMap::new()) }
     }
 
     /// The configured rate.
-    pub fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.rate
     }
 
     /// Takes a token for `client` at `now`; `false` means over the limit.
-    pub fn allow(&self, client: IpAddr, now: Instant) -> bool {
+    pub(crate) fn allow(&self, client: IpAddr, now: Instant) -> bool {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         if buckets.len() > SWEEP_ABOVE {
             buckets.retain(|_, b| now.saturating_duration_since(b.updated) < IDLE_BUCKET);

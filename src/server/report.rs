@@ -12,118 +12,118 @@ use crate::server::stats::{ConnectionCounts, Percentiles};
 
 /// The `result` of a `stats` reply.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StatsReport {
+pub(crate) struct StatsReport {
     /// Random id of this server run.
-    pub instance: Uuid,
+    pub(crate) instance: Uuid,
     /// Seconds since start.
-    pub uptime_s: f64,
+    pub(crate) uptime_s: f64,
     /// `"processes"` or `"threads"`.
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// Workers configured and alive.
-    pub workers: WorkerCounts,
+    pub(crate) workers: WorkerCounts,
     /// Every worker's id, pid, state, jobs done and restarts.
-    pub worker_list: Vec<WorkerInfo>,
+    pub(crate) worker_list: Vec<WorkerInfo>,
     /// Connections open now and accepted since start.
-    pub connections: ConnectionCounts,
+    pub(crate) connections: ConnectionCounts,
     /// Requests by command (including those answered with an error).
-    pub requests: std::collections::BTreeMap<String, u64>,
+    pub(crate) requests: std::collections::BTreeMap<String, u64>,
     /// Error frames by code (replies, and connections refused at
     /// `--max-connections`).
-    pub errors: std::collections::BTreeMap<String, u64>,
+    pub(crate) errors: std::collections::BTreeMap<String, u64>,
     /// Replies by command and outcome (`"OK"` or the error code), zeros
     /// left out; `"unknown"` collects frames with no recognisable command.
     #[serde(default)]
-    pub replies: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
+    pub(crate) replies: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
     /// Job counts.
-    pub jobs: JobCounts,
+    pub(crate) jobs: JobCounts,
     /// Queue wait and service time percentiles, in microseconds.
-    pub latency_us: LatencyReport,
+    pub(crate) latency_us: LatencyReport,
     /// Result cache counters (`null` without `--cache-entries`).
-    pub cache: Option<crate::server::jobs::cache::CacheStats>,
+    pub(crate) cache: Option<crate::server::jobs::cache::CacheStats>,
     /// Whether a shutdown is under way.
-    pub draining: bool,
+    pub(crate) draining: bool,
     /// The global lock of `--gil` (`null` without it).
-    pub gil: Option<GilReport>,
+    pub(crate) gil: Option<GilReport>,
     /// The model being served (its name), if any.
     #[serde(default)]
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     /// The accelerator mutex.
     #[serde(default)]
-    pub mutex: Option<crate::server::lock::LockSnapshot>,
+    pub(crate) mutex: Option<crate::server::lock::LockSnapshot>,
 }
 
 /// The GIL's state in `stats`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GilReport {
+pub(crate) struct GilReport {
     /// `--switch-interval`, in milliseconds.
-    pub switch_interval_ms: f64,
+    pub(crate) switch_interval_ms: f64,
     /// Times the lock has been taken (a measure of how often threads took turns).
-    pub switches: u64,
+    pub(crate) switches: u64,
 }
 
 /// Workers configured and alive.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WorkerCounts {
+pub(crate) struct WorkerCounts {
     /// `--workers`.
-    pub configured: usize,
+    pub(crate) configured: usize,
     /// Up right now.
-    pub alive: usize,
+    pub(crate) alive: usize,
     /// Slots waiting for the restart budget (`--max-restarts`).
-    pub throttled: usize,
+    pub(crate) throttled: usize,
     /// Worker threads written off after a job timeout (thread mode).
-    pub abandoned_threads: u64,
+    pub(crate) abandoned_threads: u64,
 }
 
 /// Where the jobs are.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JobCounts {
+pub(crate) struct JobCounts {
     /// Accepted and not yet answered (queued or running).
-    pub in_flight: usize,
+    pub(crate) in_flight: usize,
     /// Waiting in the queue for a worker.
-    pub queued: usize,
+    pub(crate) queued: usize,
     /// Room in the queue (`--queue-capacity`).
-    pub queue_capacity: usize,
+    pub(crate) queue_capacity: usize,
     /// Run to completion.
-    pub completed: u64,
+    pub(crate) completed: u64,
     /// Skipped because the client left before they started.
-    pub cancelled: u64,
+    pub(crate) cancelled: u64,
     /// Sent to another worker after their worker crashed.
-    pub retried: u64,
+    pub(crate) retried: u64,
     /// Answered `TIMEOUT` after running past `--job-timeout`.
     #[serde(default)]
-    pub timed_out: u64,
+    pub(crate) timed_out: u64,
     /// Finished, but the client had left: reply dropped.
-    pub replies_dropped: u64,
+    pub(crate) replies_dropped: u64,
 }
 
 /// Latency split into its server-side parts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LatencyReport {
+pub(crate) struct LatencyReport {
     /// Time waiting for a free worker.
-    pub queue_wait: Percentiles,
+    pub(crate) queue_wait: Percentiles,
     /// Time running on a worker.
-    pub service: Percentiles,
+    pub(crate) service: Percentiles,
 }
 
 /// The `result` of a `health` reply.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HealthReport {
+pub(crate) struct HealthReport {
     /// `"ok"` (all workers up), `"degraded"` (some down), `"down"` (none
     /// up), or `"draining"` (shutting down).
-    pub status: String,
+    pub(crate) status: String,
     /// `"processes"` or `"threads"`.
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// Workers up right now.
-    pub workers_alive: usize,
+    pub(crate) workers_alive: usize,
     /// `--workers`.
-    pub workers_configured: usize,
+    pub(crate) workers_configured: usize,
     /// Whether worker replacements are being held back by `--max-restarts`.
-    pub restarts_throttled: bool,
+    pub(crate) restarts_throttled: bool,
 }
 
 impl HealthReport {
     /// Classifies the pool by how many of its workers are up.
-    pub fn new(mode: Mode, workers_alive: usize, workers_configured: usize) -> Self {
+    pub(crate) fn new(mode: Mode, workers_alive: usize, workers_configured: usize) -> Self {
         let status = match workers_alive {
             0 => "down",
             n if n < workers_configured => "degraded",
@@ -141,19 +141,19 @@ impl HealthReport {
 
 /// The body of `/readyz`: whether the server should be sent work now.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     /// `"ready"` or `"not_ready"`.
-    pub status: String,
+    pub(crate) status: String,
     /// Why not, one sentence each (empty when ready).
-    pub reasons: Vec<String>,
+    pub(crate) reasons: Vec<String>,
     /// Workers up right now.
-    pub workers_alive: usize,
+    pub(crate) workers_alive: usize,
     /// `--workers`.
-    pub workers_configured: usize,
+    pub(crate) workers_configured: usize,
     /// Jobs waiting for a worker.
-    pub queue_depth: usize,
+    pub(crate) queue_depth: usize,
     /// `--queue-capacity`.
-    pub queue_capacity: usize,
+    pub(crate) queue_capacity: usize,
 }
 
 impl Readiness {
@@ -161,7 +161,7 @@ impl Readiness {
     /// no shutdown is under way. A pool with *some* workers down is still
     /// ready (it serves, more slowly; `health` calls that "degraded"), so a
     /// single worker being replaced does not flap the load balancer.
-    pub fn assess(
+    pub(crate) fn assess(
         workers_alive: usize,
         workers_configured: usize,
         queue_depth: usize,
@@ -191,7 +191,7 @@ impl Readiness {
     }
 
     /// Whether the server should be sent work.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.reasons.is_empty()
     }
 }

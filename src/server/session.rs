@@ -20,29 +20,29 @@ use crate::server::stats::ReplyOutcome;
 
 /// Whether the connection goes on after a request.
 #[derive(PartialEq, Eq)]
-pub(super) enum Continue {
+pub(crate) enum Continue {
     Yes,
     Close,
 }
 
 /// One connection's state.
-pub(super) struct Session<'a> {
-    pub(super) farm: &'a Farm,
-    pub(super) conn_id: ConnId,
-    pub(super) client: Option<IpAddr>,
-    pub(super) authenticated: bool,
+pub(crate) struct Session<'a> {
+    pub(crate) farm: &'a Farm,
+    pub(crate) conn_id: ConnId,
+    pub(crate) client: Option<IpAddr>,
+    pub(crate) authenticated: bool,
     /// Replies produced here, written in batches (see [`InlineReplies`]).
-    pub(super) inline: InlineReplies,
+    pub(crate) inline: InlineReplies,
     /// When the frame being served was read: its latency starts here.
-    pub(super) received: Instant,
+    pub(crate) received: Instant,
     /// Its command, once known (`None`: not parsed, or not a known command).
-    pub(super) command: Option<CommandKind>,
+    pub(crate) command: Option<CommandKind>,
 }
 
 impl Session<'_> {
     /// A successful answer: `{"id","result": body}`, or for IdentyFire the
     /// body itself with `"success": true`.
-    pub(super) fn reply_ok(&mut self, request: &Request<'_>, mut body: serde_json::Value) {
+    pub(crate) fn reply_ok(&mut self, request: &Request<'_>, mut body: serde_json::Value) {
         match request.dialect {
             Dialect::ThreadCenter => {
                 self.answer_ok(&encode_result(&request.id, &body, ReplyExtras::default()))
@@ -57,26 +57,26 @@ impl Session<'_> {
     }
 
     /// Sends a successful reply produced here (not by a worker).
-    pub(super) fn answer_ok(&mut self, frame: &[u8]) {
+    pub(crate) fn answer_ok(&mut self, frame: &[u8]) {
         self.answer(frame, ReplyOutcome::Ok);
     }
 
     /// Sends a reply produced here, and counts it: every frame read is
     /// answered through this (or, for jobs, by the completer), so the
     /// `replies` counters and the request-latency histogram see them all.
-    pub(super) fn answer(&mut self, frame: &[u8], outcome: ReplyOutcome) {
+    pub(crate) fn answer(&mut self, frame: &[u8], outcome: ReplyOutcome) {
         self.farm.stats.replied(self.command, outcome, self.received.elapsed());
         self.inline.push(frame);
     }
 
     /// Answers `request` with an error, in its dialect.
-    pub(super) fn refuse(&mut self, request: &Request<'_>, error: ReplyError) {
+    pub(crate) fn refuse(&mut self, request: &Request<'_>, error: ReplyError) {
         self.reply_error(request.dialect, Some(&request.id), &error);
     }
 
     /// Answers with an error, inline, in the given dialect (the id may be
     /// unknown when the request could not be read).
-    pub(super) fn reply_error(&mut self, dialect: Dialect, id: Option<&ClientId>, error: &ReplyError) {
+    pub(crate) fn reply_error(&mut self, dialect: Dialect, id: Option<&ClientId>, error: &ReplyError) {
         self.answer(&encode_error_in(dialect, id, error, None), ReplyOutcome::Error(error.code));
     }
 }

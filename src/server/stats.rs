@@ -36,18 +36,18 @@ const MAX_TRACKED_US: u64 = 3_600_000_000;
 /// ping on loopback) to 60 s (the default `--job-timeout`), about three per
 /// decade, so a quantile estimated from them is off by at most ~2.5×
 /// between neighbours and usually far less.
-pub const LATENCY_BUCKETS_S: [f64; 19] = [
+pub(crate) const LATENCY_BUCKETS_S: [f64; 19] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0, 30.0, 60.0,
 ];
 
 /// The `command` label of requests whose command is unknown (a frame that
 /// was not JSON, or named no known command).
-pub const UNKNOWN_COMMAND: &str = "unknown";
+pub(crate) const UNKNOWN_COMMAND: &str = "unknown";
 
 /// How a request was answered: `OK`, or the error code of its reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplyOutcome {
+pub(crate) enum ReplyOutcome {
     /// A result.
     Ok,
     /// An error reply with this code.
@@ -61,7 +61,7 @@ impl ReplyOutcome {
     }
 
     /// `"OK"` or the error code (`"BUSY"`, ...): the `code` label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ReplyOutcome::Ok => "OK",
             ReplyOutcome::Error(code) => code.as_str(),
@@ -97,7 +97,7 @@ fn command_name(row: usize) -> &'static str {
 /// A command shows up in the exposition once it has been observed, so a
 /// scrape is not padded with dozens of empty histograms.
 #[derive(Debug)]
-pub struct HistogramByCommand {
+pub(crate) struct HistogramByCommand {
     histograms: [BucketHistogram; COMMAND_ROWS],
     observed: [AtomicBool; COMMAND_ROWS],
 }
@@ -121,7 +121,7 @@ impl HistogramByCommand {
     }
 
     /// The histograms observed so far, with their command's name.
-    pub fn observed(&self) -> impl Iterator<Item = (&'static str, &BucketHistogram)> {
+    pub(crate) fn observed(&self) -> impl Iterator<Item = (&'static str, &BucketHistogram)> {
         (0..COMMAND_ROWS)
             .filter(|&row| self.observed[row].load(Relaxed))
             .map(|row| (command_name(row), &self.histograms[row]))
@@ -131,19 +131,19 @@ impl HistogramByCommand {
 /// Prometheus histograms of request latency, queue wait and service time,
 /// in seconds, by command.
 #[derive(Debug)]
-pub struct LatencyHistograms {
+pub(crate) struct LatencyHistograms {
     /// From the moment a request's frame was read to the moment its reply
     /// was handed to the connection's writer.
-    pub request: HistogramByCommand,
+    pub(crate) request: HistogramByCommand,
     /// Jobs only: from acceptance to a worker starting it.
-    pub queue_wait: HistogramByCommand,
+    pub(crate) queue_wait: HistogramByCommand,
     /// Jobs only: time running on the worker.
-    pub service: HistogramByCommand,
+    pub(crate) service: HistogramByCommand,
 }
 
 /// Cheap-to-clone handle to the server's counters.
 #[derive(Clone)]
-pub struct Stats {
+pub(crate) struct Stats {
     inner: Arc<Inner>,
 }
 
@@ -178,7 +178,7 @@ impl Default for Stats {
 
 impl Stats {
     /// Fresh counters; the uptime clock starts now.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let histogram =
             || Histogram::new_with_bounds(1, MAX_TRACKED_US, 3).expect("constant histogram bounds are valid");
         Stats {
@@ -207,17 +207,17 @@ impl Stats {
     }
 
     /// A random id for this server run, so clients can tell restarts apart.
-    pub fn instance(&self) -> Uuid {
+    pub(crate) fn instance(&self) -> Uuid {
         self.inner.instance
     }
 
     /// Seconds since the server started, to the millisecond.
-    pub fn uptime_s(&self) -> f64 {
+    pub(crate) fn uptime_s(&self) -> f64 {
         self.inner.started.elapsed().as_millis() as f64 / 1000.0
     }
 
     /// Counts one request for a recognised command, when it arrives.
-    pub fn request(&self, command: CommandKind) {
+    pub(crate) fn request(&self, command: CommandKind) {
         self.inner.requests[command.index()].fetch_add(1, Relaxed);
     }
 
@@ -225,7 +225,7 @@ impl Stats {
     /// named no known command) and records how long the request took, from
     /// its frame being read to its reply being queued for writing. Error
     /// replies are also counted by code.
-    pub fn replied(&self, command: Option<CommandKind>, outcome: ReplyOutcome, latency: Duration) {
+    pub(crate) fn replied(&self, command: Option<CommandKind>, outcome: ReplyOutcome, latency: Duration) {
         if let ReplyOutcome::Error(code) = outcome {
             self.error(code);
         }
@@ -236,23 +236,23 @@ impl Stats {
     /// Counts one error frame sent outside any request: a connection
     /// refused at `--max-connections`. (Error replies to requests are
     /// counted by [`Stats::replied`].)
-    pub fn error(&self, code: ErrorCode) {
+    pub(crate) fn error(&self, code: ErrorCode) {
         self.inner.errors[code.index()].fetch_add(1, Relaxed);
     }
 
     /// The Prometheus latency histograms.
-    pub fn histograms(&self) -> &LatencyHistograms {
+    pub(crate) fn histograms(&self) -> &LatencyHistograms {
         &self.inner.histograms
     }
 
     /// Counts a connection that was accepted.
-    pub fn connection_opened(&self) {
+    pub(crate) fn connection_opened(&self) {
         self.inner.connections_open.fetch_add(1, Relaxed);
         self.inner.connections_total.fetch_add(1, Relaxed);
     }
 
     /// Counts a connection that ended.
-    pub fn connection_closed(&self) {
+    pub(crate) fn connection_closed(&self) {
         self.inner.connections_open.fetch_sub(1, Relaxed);
     }
 
@@ -260,7 +260,7 @@ impl Stats {
     /// `None` when nobody waited for the reply any more (an entry that was
     /// already answered or whose client left): such a job still counts as
     /// completed, but stays out of the per-command Prometheus histograms.
-    pub fn job_completed(&self, command: Option<CommandKind>, queue_us: u64, service_us: u64) {
+    pub(crate) fn job_completed(&self, command: Option<CommandKind>, queue_us: u64, service_us: u64) {
         self.inner.jobs_completed.fetch_add(1, Relaxed);
         if command.is_some() {
             let histograms = &self.inner.histograms;
@@ -273,33 +273,33 @@ impl Stats {
     }
 
     /// Counts a job answered `TIMEOUT` because it ran past `--job-timeout`.
-    pub fn job_timed_out(&self) {
+    pub(crate) fn job_timed_out(&self) {
         self.inner.jobs_timed_out.fetch_add(1, Relaxed);
     }
 
     /// Counts jobs whose client left before they started (they were skipped).
-    pub fn jobs_cancelled(&self, count: u64) {
+    pub(crate) fn jobs_cancelled(&self, count: u64) {
         self.inner.jobs_cancelled.fetch_add(count, Relaxed);
     }
 
     /// Counts a job sent to another worker after its worker crashed.
-    pub fn job_retried(&self) {
+    pub(crate) fn job_retried(&self) {
         self.inner.jobs_retried.fetch_add(1, Relaxed);
     }
 
     /// Counts a connection turned away (over `--max-connections`, or not
     /// authenticated).
-    pub fn connection_rejected(&self) {
+    pub(crate) fn connection_rejected(&self) {
         self.inner.connections_rejected.fetch_add(1, Relaxed);
     }
 
     /// Counts a finished job whose reply had nowhere to go (client gone).
-    pub fn reply_dropped(&self) {
+    pub(crate) fn reply_dropped(&self) {
         self.inner.replies_dropped.fetch_add(1, Relaxed);
     }
 
     /// The counters' current values.
-    pub fn counters(&self) -> Counters {
+    pub(crate) fn counters(&self) -> Counters {
         let inner = &self.inner;
         let latency = inner.latency.lock().unwrap_or_else(PoisonError::into_inner);
         Counters {
@@ -346,56 +346,56 @@ impl Stats {
 
 /// A snapshot of the counters (part of the `stats` reply).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Counters {
+pub(crate) struct Counters {
     /// Requests by command name, counted on arrival.
-    pub requests: BTreeMap<String, u64>,
+    pub(crate) requests: BTreeMap<String, u64>,
     /// Error frames by error code.
-    pub errors: BTreeMap<String, u64>,
+    pub(crate) errors: BTreeMap<String, u64>,
     /// Replies by command (`"unknown"` when none was recognised) and
     /// outcome (`"OK"` or the error code); zeros left out.
-    pub replies: BTreeMap<String, BTreeMap<String, u64>>,
+    pub(crate) replies: BTreeMap<String, BTreeMap<String, u64>>,
     /// Connections open now and accepted since start.
-    pub connections: ConnectionCounts,
+    pub(crate) connections: ConnectionCounts,
     /// Jobs run to completion.
-    pub jobs_completed: u64,
+    pub(crate) jobs_completed: u64,
     /// Jobs skipped because their client had gone before they started.
-    pub jobs_cancelled: u64,
+    pub(crate) jobs_cancelled: u64,
     /// Jobs sent to another worker after a crash.
-    pub jobs_retried: u64,
+    pub(crate) jobs_retried: u64,
     /// Jobs answered `TIMEOUT` after running past `--job-timeout`.
-    pub jobs_timed_out: u64,
+    pub(crate) jobs_timed_out: u64,
     /// Finished jobs whose reply was dropped because the client had gone.
-    pub replies_dropped: u64,
+    pub(crate) replies_dropped: u64,
     /// Time jobs waited for a worker.
-    pub queue_wait_us: Percentiles,
+    pub(crate) queue_wait_us: Percentiles,
     /// Time jobs ran on a worker.
-    pub service_us: Percentiles,
+    pub(crate) service_us: Percentiles,
 }
 
 /// Open and total connection counts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ConnectionCounts {
+pub(crate) struct ConnectionCounts {
     /// Open now.
-    pub open: u64,
+    pub(crate) open: u64,
     /// Accepted since the server started.
-    pub total: u64,
+    pub(crate) total: u64,
     /// Turned away: over `--max-connections`, or failed authentication.
-    pub rejected: u64,
+    pub(crate) rejected: u64,
 }
 
 /// Summary of one latency histogram, in microseconds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Percentiles {
+pub(crate) struct Percentiles {
     /// Number of values recorded.
-    pub count: u64,
+    pub(crate) count: u64,
     /// Median.
-    pub p50: u64,
+    pub(crate) p50: u64,
     /// 99th percentile.
-    pub p99: u64,
+    pub(crate) p99: u64,
     /// Largest value.
-    pub max: u64,
+    pub(crate) max: u64,
     /// Mean.
-    pub mean: f64,
+    pub(crate) mean: f64,
 }
 
 impl Percentiles {

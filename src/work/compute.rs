@@ -32,7 +32,7 @@ pub fn compute(n: u64) -> u64 {
 
 /// [`compute`], calling `between` after every `chunk` steps: the same result,
 /// with room to yield (the GIL mode's checkpoints).
-pub fn compute_in_chunks(n: u64, chunk: u64, mut between: impl FnMut()) -> u64 {
+pub(crate) fn compute_in_chunks(n: u64, chunk: u64, mut between: impl FnMut()) -> u64 {
     let (mut acc, mut a, mut b) = (0u64, 0u64, 1u64);
     let chunk = chunk.max(1);
     for step in 0..n.max(1) {
@@ -47,16 +47,16 @@ pub fn compute_in_chunks(n: u64, chunk: u64, mut between: impl FnMut()) -> u64 {
 
 /// How fast [`compute`] runs on one thread.
 #[derive(Debug, Clone, Copy)]
-pub struct KernelRate {
+pub(crate) struct KernelRate {
     /// Computations finished.
-    pub computations: u64,
+    pub(crate) computations: u64,
     /// Time they took.
-    pub elapsed: std::time::Duration,
+    pub(crate) elapsed: std::time::Duration,
 }
 
 impl KernelRate {
     /// Computations per second.
-    pub fn per_second(&self) -> f64 {
+    pub(crate) fn per_second(&self) -> f64 {
         self.computations as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 }
@@ -64,7 +64,7 @@ impl KernelRate {
 /// Runs `compute(n)` back to back on the calling thread for about `duration`
 /// (at least once) and reports the rate. `black_box` keeps the optimizer
 /// from skipping work whose result is unused.
-pub fn measure_rate(n: u64, duration: std::time::Duration) -> KernelRate {
+pub(crate) fn measure_rate(n: u64, duration: std::time::Duration) -> KernelRate {
     let started = std::time::Instant::now();
     let mut computations = 0;
     loop {

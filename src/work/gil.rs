@@ -18,11 +18,11 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Kernel steps between two checks for a drop request (~20 µs of work).
-pub const CHUNK: u64 = 10_000;
+pub(crate) const CHUNK: u64 = 10_000;
 
 /// The lock itself. Share it by reference (`Arc<Gil>`).
 #[derive(Debug)]
-pub struct Gil {
+pub(crate) struct Gil {
     state: Mutex<GilState>,
     changed: Condvar,
     switch_interval: Duration,
@@ -45,7 +45,7 @@ struct GilState {
 impl Gil {
     /// A GIL with CPython's rule: a waiter asks the holder to let go after
     /// `switch_interval`.
-    pub fn new(switch_interval: Duration) -> Self {
+    pub(crate) fn new(switch_interval: Duration) -> Self {
         Gil {
             state: Mutex::new(GilState::default()),
             changed: Condvar::new(),
@@ -61,7 +61,7 @@ impl Gil {
     }
 
     /// Waits for the GIL and takes it.
-    pub fn acquire(&self) -> GilGuard<'_> {
+    pub(crate) fn acquire(&self) -> GilGuard<'_> {
         self.take();
         GilGuard { gil: self }
     }
@@ -99,31 +99,32 @@ impl Gil {
     }
 
     /// How many times the lock has been taken.
-    pub fn switches(&self) -> u64 {
+    pub(crate) fn switches(&self) -> u64 {
         self.lock().switches
     }
 
     /// The most threads ever inside the lock at once (1 if it works).
-    pub fn most_holders(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn most_holders(&self) -> usize {
         self.most_holders.load(Ordering::Acquire)
     }
 
     /// The switch interval.
-    pub fn switch_interval(&self) -> Duration {
+    pub(crate) fn switch_interval(&self) -> Duration {
         self.switch_interval
     }
 }
 
 /// Holding the GIL. Dropping it releases the lock.
 #[derive(Debug)]
-pub struct GilGuard<'a> {
+pub(crate) struct GilGuard<'a> {
     gil: &'a Gil,
 }
 
 impl GilGuard<'_> {
     /// Called between chunks of work: if a waiter has asked for the lock,
     /// hand it over, wait until someone else has taken it, and queue again.
-    pub fn checkpoint(&mut self) {
+    pub(crate) fn checkpoint(&mut self) {
         if !self.gil.drop_request.load(Ordering::Acquire) {
             return;
         }

@@ -16,11 +16,11 @@ use crate::work::model::{decode_image, ImageLimits, ModelRef, ModelSlot};
 
 /// Identifies one accepted job for the whole life of the server. Job ids are
 /// never reused, so a late reply can never be mistaken for a newer job's.
-pub type JobId = u64;
+pub(crate) type JobId = u64;
 
 /// The work itself, without any routing information.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum JobKind {
+pub(crate) enum JobKind {
     /// The original ThreadCenter CPU-bound function.
     Compute {
         /// Number of steps.
@@ -34,36 +34,36 @@ pub enum JobKind {
 
 /// A `predict` or `predict_batch` job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PredictJob {
+pub(crate) struct PredictJob {
     /// The model to run (the server's current one when the job was accepted).
-    pub model: ModelRef,
+    pub(crate) model: ModelRef,
     /// `fire_detected = raw_score > threshold` (`--threshold`).
-    pub threshold: f32,
+    pub(crate) threshold: f32,
     /// The image files.
-    pub images: ImageBatch,
+    pub(crate) images: ImageBatch,
     /// `predict` (one image; a bad image fails the job) rather than
     /// `predict_batch` (bad images are listed next to the good results).
-    pub single: bool,
+    pub(crate) single: bool,
 }
 
 /// Image files as they travel to a worker: one buffer holding every file of
 /// the request back to back, and where each file lies in it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ImageBatch {
+pub(crate) struct ImageBatch {
     /// The bytes.
-    pub data: ImageData,
+    pub(crate) data: ImageData,
     /// One entry per image of the request, in order.
-    pub items: Vec<ImageItem>,
+    pub(crate) items: Vec<ImageItem>,
 }
 
 /// One image of a request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ImageItem {
+pub(crate) struct ImageItem {
     /// The client's name for it.
-    pub filename: Option<String>,
+    pub(crate) filename: Option<String>,
     /// `(offset, length)` in [`ImageBatch::data`], or why the reader thread
     /// already refused it (bad base64, too large).
-    pub span: Result<(usize, usize), String>,
+    pub(crate) span: Result<(usize, usize), String>,
 }
 
 /// Where the image bytes live.
@@ -74,7 +74,7 @@ pub struct ImageItem {
 /// ipc-channel passes a file descriptor, not the bytes, and the worker maps
 /// the same pages. The image is written once and never copied again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum ImageData {
+pub(crate) enum ImageData {
     /// In the server's own memory (thread mode).
     Local(Vec<u8>),
     /// In a shared-memory region (process mode).
@@ -83,7 +83,7 @@ pub enum ImageData {
 
 impl ImageData {
     /// A zeroed buffer of `len` bytes, shared when `shared`.
-    pub fn zeroed(len: usize, shared: bool) -> ImageData {
+    pub(crate) fn zeroed(len: usize, shared: bool) -> ImageData {
         if shared {
             ImageData::Shared(IpcSharedMemory::from_byte(0, len))
         } else {
@@ -96,7 +96,7 @@ impl ImageData {
     /// Only called on a buffer that was just created and not yet cloned or
     /// sent, so nothing else can be reading the shared memory.
     #[allow(unsafe_code)]
-    pub fn fill(&mut self) -> &mut [u8] {
+    pub(crate) fn fill(&mut self) -> &mut [u8] {
         match self {
             ImageData::Local(bytes) => bytes,
             // SAFETY: `deref_mut` is sound while this handle is the only one
@@ -107,7 +107,7 @@ impl ImageData {
     }
 
     /// The bytes, for the worker to read.
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         match self {
             ImageData::Local(bytes) => bytes,
             ImageData::Shared(memory) => memory,
@@ -119,14 +119,14 @@ impl JobKind {
     /// Whether running the job twice is harmless, so it may be retried on
     /// another worker after a crash. Injected faults are not retried: they
     /// would only strike again.
-    pub fn is_idempotent(&self) -> bool {
+    pub(crate) fn is_idempotent(&self) -> bool {
         matches!(self, JobKind::Compute { .. } | JobKind::Predict(_))
     }
 
     /// How big the job is, for logs: the `n` of a compute, the number of
     /// images of a prediction, the milliseconds of a chaos `sleep` (0 for
     /// the other injected faults).
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         match self {
             JobKind::Compute { n } => *n,
             JobKind::Predict(job) => job.images.items.len() as u64,
@@ -138,7 +138,7 @@ impl JobKind {
 
 /// Runs one job to completion on the calling thread. `models` is the
 /// worker's loaded model (shared by all worker threads, one per process).
-pub fn execute(kind: &JobKind, models: &ModelSlot) -> JobResult {
+pub(crate) fn execute(kind: &JobKind, models: &ModelSlot) -> JobResult {
     match kind {
         JobKind::Compute { n } => Ok(JobOutput::Compute(compute(*n))),
         JobKind::Chaos(chaos) => commit(*chaos),

@@ -11,13 +11,13 @@
 //! | [`worker_process`] | the inside of a worker process: its IPC messages and loop |
 
 pub mod compute;
-pub mod gil;
-pub mod job;
-pub mod model;
+pub(crate) mod gil;
+pub(crate) mod job;
+pub(crate) mod model;
 pub mod worker_process;
 
 /// How many workers a farm runs when not told: one per core (a compute job
 /// keeps one core busy). The server's default and `tc-client --embedded`'s.
-pub fn default_workers() -> usize {
+pub(crate) fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }

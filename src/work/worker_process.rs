@@ -31,15 +31,15 @@ use crate::work::job::{execute, JobId, JobKind};
 use crate::work::model::ModelSlot;
 
 /// First argument that turns a ThreadCenter binary into a worker process.
-pub const WORKER_ARG: &str = "--tc-worker";
+pub(crate) const WORKER_ARG: &str = "--tc-worker";
 
 /// The environment variable that tells a worker process which model file to
 /// load before it connects back.
-pub const MODEL_ENV: &str = "TC_WORKER_MODEL";
+pub(crate) const MODEL_ENV: &str = "TC_WORKER_MODEL";
 
 /// Server → worker.
 #[derive(Debug, Serialize, Deserialize)]
-pub enum ToWorker {
+pub(crate) enum ToWorker {
     /// Run these jobs, in order, and report them with [`FromWorker::Done`].
     /// Sending several jobs in one message saves a round trip per job when
     /// jobs are short.
@@ -51,22 +51,22 @@ pub enum ToWorker {
 
 /// One job as the worker sees it.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct WorkItem {
+pub(crate) struct WorkItem {
     /// The job's registry id, echoed in the result.
-    pub job: JobId,
+    pub(crate) job: JobId,
     /// The work.
-    pub kind: JobKind,
+    pub(crate) kind: JobKind,
 }
 
 /// One finished job, as the worker reports it.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct JobDone {
+pub(crate) struct JobDone {
     /// The job's registry id.
-    pub job: JobId,
+    pub(crate) job: JobId,
     /// Microseconds the job ran, measured inside the worker.
-    pub service_us: u64,
+    pub(crate) service_us: u64,
     /// Its result.
-    pub result: JobResult,
+    pub(crate) result: JobResult,
 }
 
 /// Results of short jobs are held back at most this long, to be sent
@@ -75,7 +75,7 @@ const HOLD_RESULTS: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// Worker → server.
 #[derive(Debug, Serialize, Deserialize)]
-pub enum FromWorker {
+pub(crate) enum FromWorker {
     /// The handshake: where to send jobs.
     Hello {
         /// The worker's job channel.

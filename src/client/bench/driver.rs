@@ -31,11 +31,11 @@ use super::window::{describe_io_error, Window};
 use super::{Plan, RunSinks};
 
 /// What a connection hands back when it is done.
-pub struct ConnectionResult {
+pub(crate) struct ConnectionResult {
     /// Its measurements.
-    pub recorder: Recorder,
+    pub(crate) recorder: Recorder,
     /// Why it stopped early, if it did.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// Runs connection `index` of the plan to completion on the calling thread.
@@ -44,7 +44,12 @@ pub struct ConnectionResult {
 /// new requests in one system call, reads replies, and fills the window
 /// again — no hand-off between threads per request. An open loop adds a
 /// sender thread that keeps the schedule whatever the replies are doing.
-pub fn run_connection(index: usize, plan: Arc<Plan>, stream: TcpStream, sinks: RunSinks) -> ConnectionResult {
+pub(crate) fn run_connection(
+    index: usize,
+    plan: Arc<Plan>,
+    stream: TcpStream,
+    sinks: RunSinks,
+) -> ConnectionResult {
     let window = Arc::new(Window::default());
     // A server that stops reading for longer than --timeout fails the
     // connection instead of blocking the sender forever.

@@ -40,67 +40,67 @@ struct Cycle {
 
 /// Per-client figures, for fairness.
 #[derive(Debug, Clone, Serialize)]
-pub struct ClientTurns {
+pub(crate) struct ClientTurns {
     /// The client's `client_id`.
-    pub client_id: String,
+    pub(crate) client_id: String,
     /// Turns it had.
-    pub cycles: u64,
+    pub(crate) cycles: u64,
     /// Its mean wait for the lock, in milliseconds.
-    pub mean_wait_ms: f64,
+    pub(crate) mean_wait_ms: f64,
     /// Its longest wait, in milliseconds.
-    pub max_wait_ms: f64,
+    pub(crate) max_wait_ms: f64,
 }
 
 /// Percentiles of a latency, in milliseconds.
 #[derive(Debug, Clone, Serialize)]
-pub struct Spread {
+pub(crate) struct Spread {
     /// Mean.
-    pub mean_ms: f64,
+    pub(crate) mean_ms: f64,
     /// Median.
-    pub p50_ms: f64,
+    pub(crate) p50_ms: f64,
     /// 99th percentile.
-    pub p99_ms: f64,
+    pub(crate) p99_ms: f64,
     /// Largest.
-    pub max_ms: f64,
+    pub(crate) max_ms: f64,
 }
 
 /// What a lock-cycle run found.
 #[derive(Debug, Clone, Serialize)]
-pub struct LockCycleReport {
+pub(crate) struct LockCycleReport {
     /// Clients (connections).
-    pub clients: usize,
+    pub(crate) clients: usize,
     /// Completed turns (acquire, predict, release).
-    pub cycles: u64,
+    pub(crate) cycles: u64,
     /// Turns whose prediction failed.
-    pub predict_errors: u64,
+    pub(crate) predict_errors: u64,
     /// Turns whose release was refused (the lease ran out first).
-    pub lost_leases: u64,
+    pub(crate) lost_leases: u64,
     /// Seconds from the first acquire to the last release.
-    pub seconds: f64,
+    pub(crate) seconds: f64,
     /// Turns per second: the lock's throughput.
-    pub cycles_per_second: f64,
+    pub(crate) cycles_per_second: f64,
     /// Time from asking for the lock to holding it.
-    pub wait: Spread,
+    pub(crate) wait: Spread,
     /// Time from holding the lock to having released it.
-    pub hold: Spread,
+    pub(crate) hold: Spread,
     /// Each client's turns and waits.
-    pub per_client: Vec<ClientTurns>,
+    pub(crate) per_client: Vec<ClientTurns>,
     /// Largest of the clients' mean waits over the smallest (1 = perfectly even).
-    pub mean_wait_ratio: f64,
+    pub(crate) mean_wait_ratio: f64,
     /// Pairs of turns that overlapped, or tokens out of order: must be 0.
-    pub exclusion_violations: u64,
+    pub(crate) exclusion_violations: u64,
     /// Errors that ended a client's loop early.
-    pub connection_errors: Vec<String>,
+    pub(crate) connection_errors: Vec<String>,
 }
 
 impl LockCycleReport {
     /// Whether the run found a problem.
-    pub fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         self.exclusion_violations > 0 || self.predict_errors > 0 || !self.connection_errors.is_empty()
     }
 
     /// The summary printed after a run.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let mut out = String::new();
         let line = |out: &mut String, text: String| {
             out.push_str(&text);
@@ -151,7 +151,7 @@ impl LockCycleReport {
 ///
 /// # Errors
 /// When the server cannot be reached or started.
-pub fn run(options: &BenchOptions) -> Result<LockCycleReport> {
+pub(crate) fn run(options: &BenchOptions) -> Result<LockCycleReport> {
     if options.images.is_empty() {
         return Err(Error::Config("lock-cycle predicts: it needs images (--images DIR)".into()));
     }

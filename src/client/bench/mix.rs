@@ -17,7 +17,7 @@ use crate::frame;
 
 /// A command the load generator can send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum BenchCommand {
+pub(crate) enum BenchCommand {
     /// `ping`: the server's fastest path, no worker involved.
     Ping,
     /// `compute` with `n = --size`, run by a worker.
@@ -43,7 +43,7 @@ impl BenchCommand {
     ];
 
     /// The wire name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             BenchCommand::Ping => "ping",
             BenchCommand::Compute => "compute",
@@ -55,7 +55,7 @@ impl BenchCommand {
     }
 
     /// Whether the command carries images.
-    pub fn needs_images(self) -> bool {
+    pub(crate) fn needs_images(self) -> bool {
         matches!(self, BenchCommand::Predict | BenchCommand::PredictBatch)
     }
 
@@ -66,7 +66,7 @@ impl BenchCommand {
     /// Builds the request frame: `{"id":ID,"cmd":...,"timing":true}`, plus
     /// `"n"` for compute and the images for predictions. `timing` lets the
     /// report split latency into queue wait, service time and the rest.
-    pub fn encode(self, id: u64, size: u64, images: &ImagePayloads) -> Vec<u8> {
+    pub(crate) fn encode(self, id: u64, size: u64, images: &ImagePayloads) -> Vec<u8> {
         frame::encode_with::<std::io::Error>(|out| match self {
             BenchCommand::Compute => write!(out, r#"{{"id":{id},"cmd":"compute","n":{size},"timing":true}}"#),
             BenchCommand::Predict => {
@@ -90,11 +90,11 @@ impl BenchCommand {
 /// The images a prediction benchmark sends, each already base64-encoded
 /// into its JSON fields, so building a request is a copy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ImagePayloads {
+pub(crate) struct ImagePayloads {
     /// `"filename":"...","image_b64":"..."` per image.
     fragments: Arc<Vec<String>>,
     /// Images per `predict_batch` request (`--batch`).
-    pub batch: usize,
+    pub(crate) batch: usize,
 }
 
 /// Image files the benchmark will send, by extension.
@@ -108,7 +108,7 @@ impl ImagePayloads {
     ///
     /// # Errors
     /// When the directory cannot be read or holds no image.
-    pub fn load(dir: &Path, batch: usize) -> Result<ImagePayloads, String> {
+    pub(crate) fn load(dir: &Path, batch: usize) -> Result<ImagePayloads, String> {
         let entries = std::fs::read_dir(dir).map_err(|e| format!("--images {}: {e}", dir.display()))?;
         let mut paths: Vec<_> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -138,18 +138,19 @@ impl ImagePayloads {
     }
 
     /// How many images there are.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.fragments.len()
     }
 
     /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.fragments.is_empty()
     }
 
     /// The JSON fields (`"filename":..,"image_b64":..`) of image number
     /// `index`, cycling through the set.
-    pub fn predict_fields(&self, index: u64) -> &str {
+    pub(crate) fn predict_fields(&self, index: u64) -> &str {
         self.fragment(index)
     }
 
@@ -160,7 +161,7 @@ impl ImagePayloads {
 
 /// Commands with integer weights.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandMix {
+pub(crate) struct CommandMix {
     entries: Vec<(BenchCommand, u32)>,
 }
 
@@ -169,7 +170,7 @@ impl CommandMix {
     ///
     /// # Errors
     /// A message naming the bad entry and the known commands.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let known = || BenchCommand::ALL.map(BenchCommand::as_str).join(", ");
         let mut entries: Vec<(BenchCommand, u32)> = Vec::new();
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -198,17 +199,17 @@ impl CommandMix {
     }
 
     /// Whether any compute request is sent.
-    pub fn includes_compute(&self) -> bool {
+    pub(crate) fn includes_compute(&self) -> bool {
         self.entries.iter().any(|(c, _)| *c == BenchCommand::Compute)
     }
 
     /// Whether any request carries images.
-    pub fn includes_images(&self) -> bool {
+    pub(crate) fn includes_images(&self) -> bool {
         self.entries.iter().any(|(c, _)| c.needs_images())
     }
 
     /// A fresh deterministic sequence of commands following the weights.
-    pub fn sequence(&self) -> MixSequence {
+    pub(crate) fn sequence(&self) -> MixSequence {
         MixSequence {
             entries: self.entries.clone(),
             current: vec![0; self.entries.len()],
@@ -230,7 +231,7 @@ impl fmt::Display for CommandMix {
 
 /// Smooth weighted round-robin over a [`CommandMix`].
 #[derive(Debug, Clone)]
-pub struct MixSequence {
+pub(crate) struct MixSequence {
     entries: Vec<(BenchCommand, u32)>,
     current: Vec<i64>,
     total: i64,

@@ -8,15 +8,15 @@
 //! streamed out while the run goes ([`RunSinks`]), so nothing grows with the
 //! length of the run.
 
-pub mod driver;
-pub mod embedded;
-pub mod lock_cycle;
-pub mod mix;
-pub mod options;
-pub mod receiver;
-pub mod recorder;
-pub mod sender;
-pub mod window;
+pub(crate) mod driver;
+pub(crate) mod embedded;
+pub(crate) mod lock_cycle;
+pub(crate) mod mix;
+pub(crate) mod options;
+pub(crate) mod receiver;
+pub(crate) mod recorder;
+pub(crate) mod sender;
+pub(crate) mod window;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -29,37 +29,37 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use embedded::ServerUnderTest;
-pub use options::BenchOptions;
-pub use receiver::{RequestOutcome, RequestRecord};
-pub use recorder::Recorder;
+pub(crate) use options::BenchOptions;
+pub(crate) use receiver::RequestRecord;
+pub(crate) use recorder::Recorder;
 use recorder::{latency_histogram, record_us};
 
 /// The plan every connection works from.
-pub struct Plan {
+pub(crate) struct Plan {
     /// The validated options.
-    pub options: BenchOptions,
+    pub(crate) options: BenchOptions,
     /// `host:port` of the server, for messages.
-    pub address: String,
+    pub(crate) address: String,
     /// When the run (warm-up included) starts; schedules count from here.
-    pub start: Instant,
+    pub(crate) start: Instant,
     /// With `--verify`, the expected compute result for `--size`.
-    pub expected_compute: Option<u64>,
+    pub(crate) expected_compute: Option<u64>,
 }
 
 /// Live counters for the progress bar.
 #[derive(Debug, Default)]
-pub struct ProgressCounters {
+pub(crate) struct ProgressCounters {
     /// Requests written.
-    pub sent: AtomicU64,
+    pub(crate) sent: AtomicU64,
     /// Requests settled (reply, timeout or missing).
-    pub done: AtomicU64,
+    pub(crate) done: AtomicU64,
     /// Settled with anything but a good result.
-    pub problems: AtomicU64,
+    pub(crate) problems: AtomicU64,
 }
 
 /// One connection's histogram for one interval of the interval log.
 #[derive(Debug)]
-pub enum IntervalMessage {
+pub(crate) enum IntervalMessage {
     /// Interval `index` is over for `connection`; `None` when it recorded nothing.
     Interval {
         /// Connection index.
@@ -78,17 +78,17 @@ pub enum IntervalMessage {
 
 /// Where connections stream what they measure while the run goes.
 #[derive(Clone, Default)]
-pub struct RunSinks {
+pub(crate) struct RunSinks {
     /// Progress counters.
-    pub progress: Arc<ProgressCounters>,
+    pub(crate) progress: Arc<ProgressCounters>,
     /// Per-request rows (`--requests-csv`), when wanted.
-    pub requests: Option<Sender<RequestRecord>>,
+    pub(crate) requests: Option<Sender<RequestRecord>>,
     /// Interval histograms (`--hdr-log`), when wanted.
-    pub intervals: Option<Sender<IntervalMessage>>,
+    pub(crate) intervals: Option<Sender<IntervalMessage>>,
 }
 
 /// Cuts one connection's latencies into fixed intervals for the interval log.
-pub struct IntervalRecorder {
+pub(crate) struct IntervalRecorder {
     connection: usize,
     start: Instant,
     length: Duration,
@@ -98,7 +98,7 @@ pub struct IntervalRecorder {
 
 impl IntervalRecorder {
     /// Intervals of `length` from `start`.
-    pub fn new(connection: usize, start: Instant, length: Duration) -> Self {
+    pub(crate) fn new(connection: usize, start: Instant, length: Duration) -> Self {
         IntervalRecorder { connection, start, length, index: 0, histogram: latency_histogram() }
     }
 
@@ -108,7 +108,7 @@ impl IntervalRecorder {
     }
 
     /// Hands every interval that ended before `now` to the sink.
-    pub fn advance(&mut self, now: Instant, sink: &Option<Sender<IntervalMessage>>) {
+    pub(crate) fn advance(&mut self, now: Instant, sink: &Option<Sender<IntervalMessage>>) {
         let Some(sink) = sink else { return };
         let target = self.index_at(now);
         while self.index < target {
@@ -124,7 +124,7 @@ impl IntervalRecorder {
     }
 
     /// Records one latency at time `now`.
-    pub fn record(&mut self, now: Instant, us: u64, sink: &Option<Sender<IntervalMessage>>) {
+    pub(crate) fn record(&mut self, now: Instant, us: u64, sink: &Option<Sender<IntervalMessage>>) {
         if sink.is_some() {
             self.advance(now, sink);
             record_us(&mut self.histogram, us);
@@ -132,7 +132,7 @@ impl IntervalRecorder {
     }
 
     /// Sends the last, partial interval and says this connection is done.
-    pub fn finish(mut self, sink: &Option<Sender<IntervalMessage>>) {
+    pub(crate) fn finish(mut self, sink: &Option<Sender<IntervalMessage>>) {
         let Some(tx) = sink else { return };
         let now = Instant::now();
         self.advance(now, sink);
@@ -145,45 +145,45 @@ impl IntervalRecorder {
 
 /// What the server said about itself before the run.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct ServerInfo {
+pub(crate) struct ServerInfo {
     /// `host:port`.
-    pub address: String,
+    pub(crate) address: String,
     /// `processes` or `threads`.
-    pub mode: String,
+    pub(crate) mode: String,
     /// Workers configured.
-    pub workers: u64,
+    pub(crate) workers: u64,
     /// The server run's id.
-    pub instance: String,
+    pub(crate) instance: String,
     /// Whether this client started it (`--embedded`).
-    pub embedded: bool,
+    pub(crate) embedded: bool,
     /// Whether its worker threads share a GIL (`--gil`).
-    pub gil: bool,
+    pub(crate) gil: bool,
 }
 
 /// A finished run: the plan, the server, and the merged measurements.
-pub struct BenchRun {
+pub(crate) struct BenchRun {
     /// What was asked for.
-    pub options: BenchOptions,
+    pub(crate) options: BenchOptions,
     /// The server measured.
-    pub server: ServerInfo,
+    pub(crate) server: ServerInfo,
     /// Wall-clock start, for reports.
-    pub started_at: SystemTime,
+    pub(crate) started_at: SystemTime,
     /// Merged measurements of every connection.
-    pub recorder: Recorder,
+    pub(crate) recorder: Recorder,
     /// From the start of the run to the last reply, warm-up included.
-    pub wall_time: Duration,
+    pub(crate) wall_time: Duration,
     /// Why connections stopped early (one line each).
-    pub connection_errors: Vec<String>,
+    pub(crate) connection_errors: Vec<String>,
 }
 
 impl BenchRun {
     /// Length of the measured part (first measured send to last measured reply).
-    pub fn measured_time(&self) -> Duration {
+    pub(crate) fn measured_time(&self) -> Duration {
         self.recorder.measured_span()
     }
 
     /// Measured replies (results and errors) per second of measured time.
-    pub fn throughput(&self) -> f64 {
+    pub(crate) fn throughput(&self) -> f64 {
         let seconds = self.measured_time().as_secs_f64();
         if seconds > 0.0 {
             self.recorder.counts.answered() as f64 / seconds
@@ -193,7 +193,7 @@ impl BenchRun {
     }
 
     /// Whether anything went wrong (the exit code is non-zero then).
-    pub fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         self.recorder.counts.problems() > 0 || !self.connection_errors.is_empty()
     }
 }
@@ -205,7 +205,7 @@ impl BenchRun {
 /// embedded server that cannot start). Trouble during the run is counted and
 /// reported in the returned [`BenchRun`] instead, so what was measured is
 /// never lost.
-pub fn run(options: BenchOptions, sinks: RunSinks) -> Result<BenchRun> {
+pub(crate) fn run(options: BenchOptions, sinks: RunSinks) -> Result<BenchRun> {
     options.validate()?;
     let server = ServerUnderTest::start(&options)?;
     let result = run_against(&server, options, sinks);

@@ -16,11 +16,11 @@ use crate::protocol::{Mode, MAX_BATCH_IMAGES};
 /// A benchmark flag out of range, or flags that do not go together.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
-pub struct OptionsError {
+pub(crate) struct OptionsError {
     /// The flag at fault, e.g. `--rate`.
-    pub flag: &'static str,
+    pub(crate) flag: &'static str,
     /// A sentence that names the flag and says what would be accepted.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl From<OptionsError> for crate::error::Error {
@@ -31,19 +31,19 @@ impl From<OptionsError> for crate::error::Error {
 
 impl OptionsError {
     /// An error about `flag`; `message` is the whole sentence.
-    pub fn new(flag: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(flag: &'static str, message: impl Into<String>) -> Self {
         OptionsError { flag, message: message.into() }
     }
 
     /// An error about `flag` from a parser's message: `--flag: message`.
-    pub fn about(flag: &'static str, message: impl std::fmt::Display) -> Self {
+    pub(crate) fn about(flag: &'static str, message: impl std::fmt::Display) -> Self {
         OptionsError { flag, message: format!("{flag}: {message}") }
     }
 }
 
 /// How requests are paced.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Pacing {
+pub(crate) enum Pacing {
     /// Each connection keeps `pipeline` requests in flight and sends the next
     /// one when a reply arrives (1 = one at a time, like the original client).
     Closed {
@@ -60,7 +60,7 @@ pub enum Pacing {
 
 /// When the measured part of the run ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopAfter {
+pub(crate) enum StopAfter {
     /// After this many measured requests per connection.
     Requests(u64),
     /// After this long (measured part only).
@@ -69,7 +69,7 @@ pub enum StopAfter {
 
 /// What is sent first and left out of every statistic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Warmup {
+pub(crate) enum Warmup {
     /// No warm-up.
     None,
     /// Requests scheduled during this first stretch of time.
@@ -80,7 +80,7 @@ pub enum Warmup {
 
 /// Where the target server comes from.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Target {
+pub(crate) enum Target {
     /// An already running server.
     Remote {
         /// Host name or address.
@@ -102,64 +102,64 @@ pub enum Target {
 
 /// Report files to write. Each is created before the run starts.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct OutputPaths {
+pub(crate) struct OutputPaths {
     /// Summary row appended per run.
-    pub csv: Option<PathBuf>,
+    pub(crate) csv: Option<PathBuf>,
     /// One row per request, streamed.
-    pub requests_csv: Option<PathBuf>,
+    pub(crate) requests_csv: Option<PathBuf>,
     /// Percentile distribution in HdrHistogram's text format.
-    pub hgrm: Option<PathBuf>,
+    pub(crate) hgrm: Option<PathBuf>,
     /// HdrHistogram interval log.
-    pub hdr_log: Option<PathBuf>,
+    pub(crate) hdr_log: Option<PathBuf>,
     /// The whole result as JSON.
-    pub json: Option<PathBuf>,
+    pub(crate) json: Option<PathBuf>,
 }
 
 /// A complete, validated benchmark plan.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BenchOptions {
+pub(crate) struct BenchOptions {
     /// Which server.
-    pub target: Target,
+    pub(crate) target: Target,
     /// Connections, each driven by its own threads.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Pacing.
-    pub pacing: Pacing,
+    pub(crate) pacing: Pacing,
     /// End of the measured part.
-    pub stop: StopAfter,
+    pub(crate) stop: StopAfter,
     /// Warm-up before it.
-    pub warmup: Warmup,
+    pub(crate) warmup: Warmup,
     /// Which commands, in which proportions.
-    pub mix: CommandMix,
+    pub(crate) mix: CommandMix,
     /// `n` of compute requests.
-    pub size: u64,
+    pub(crate) size: u64,
     /// A request without a reply after this long counts as a timeout.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Check compute results against a local computation.
-    pub verify: bool,
+    pub(crate) verify: bool,
     /// Percentiles shown in the summary and the JSON report (0 < p ≤ 100).
-    pub percentiles: Vec<f64>,
+    pub(crate) percentiles: Vec<f64>,
     /// Length of one interval of the interval log.
-    pub log_interval: Duration,
+    pub(crate) log_interval: Duration,
     /// Report files.
-    pub outputs: OutputPaths,
+    pub(crate) outputs: OutputPaths,
     /// Show a progress bar (only honoured when stderr is a terminal).
-    pub progress: bool,
+    pub(crate) progress: bool,
     /// Token to present on every connection (`--auth-token`).
-    pub auth_token: Option<String>,
+    pub(crate) auth_token: Option<String>,
     /// Images for `predict` and `predict_batch` (`--images`, `--batch`).
-    pub images: ImagePayloads,
+    pub(crate) images: ImagePayloads,
 }
 
 /// A connection sending less often than this is a configuration mistake,
 /// not a load test.
-pub const SLOWEST_CONNECTION_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const SLOWEST_CONNECTION_INTERVAL: Duration = Duration::from_secs(60);
 
 impl BenchOptions {
     /// The validated plan `args` describe.
     ///
     /// # Errors
     /// An [`OptionsError`] naming the offending flag.
-    pub fn from_args(args: &BenchArgs) -> Result<BenchOptions, OptionsError> {
+    pub(crate) fn from_args(args: &BenchArgs) -> Result<BenchOptions, OptionsError> {
         let target = if args.embedded {
             Target::Embedded {
                 mode: args.mode.unwrap_or(Mode::Processes),
@@ -231,7 +231,7 @@ impl BenchOptions {
     /// # Errors
     /// An [`OptionsError`] naming the flag that is out of range or the flags
     /// that do not go together.
-    pub fn validate(&self) -> Result<(), OptionsError> {
+    pub(crate) fn validate(&self) -> Result<(), OptionsError> {
         let fail = |flag, message: String| Err(OptionsError::new(flag, message));
         if self.concurrency == 0 {
             return fail("--concurrency", "--concurrency must be at least 1".into());
@@ -343,7 +343,7 @@ impl BenchOptions {
     }
 
     /// Requests each connection sends during warm-up, when counted.
-    pub fn warmup_requests(&self) -> u64 {
+    pub(crate) fn warmup_requests(&self) -> u64 {
         match self.warmup {
             Warmup::Requests(n) => n,
             _ => 0,
@@ -356,7 +356,7 @@ impl BenchOptions {
 ///
 /// # Errors
 /// A message naming both accepted forms.
-pub fn parse_warmup(text: &str) -> Result<Warmup, String> {
+pub(crate) fn parse_warmup(text: &str) -> Result<Warmup, String> {
     let trimmed = text.trim();
     for suffix in ["requests", "request", "req", "r"] {
         if let Some(count) = trimmed.strip_suffix(suffix) {
@@ -380,7 +380,7 @@ fn warmup_error(text: &str) -> String {
 ///
 /// # Errors
 /// A message naming the bad item.
-pub fn parse_percentiles(text: &str) -> Result<Vec<f64>, String> {
+pub(crate) fn parse_percentiles(text: &str) -> Result<Vec<f64>, String> {
     text.split(',')
         .map(str::trim)
         .filter(|item| !item.is_empty())

@@ -31,7 +31,7 @@ const REMEMBERED_TIMEOUTS: usize = 100_000;
 
 /// How one request ended, for the per-request CSV.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RequestOutcome {
+pub(crate) enum RequestOutcome {
     /// A result (verified, with `--verify`).
     Ok,
     /// An error reply with this code.
@@ -46,7 +46,7 @@ pub enum RequestOutcome {
 
 impl RequestOutcome {
     /// The outcome as written in reports: `ok`, `error:BUSY`, `timeout`...
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self {
             RequestOutcome::Ok => "ok".into(),
             RequestOutcome::Error(code) => format!("error:{code}"),
@@ -59,31 +59,31 @@ impl RequestOutcome {
 
 /// One finished request, as streamed to `--requests-csv`.
 #[derive(Debug, Clone)]
-pub struct RequestRecord {
+pub(crate) struct RequestRecord {
     /// Connection index.
-    pub connection: usize,
+    pub(crate) connection: usize,
     /// Request id (per connection).
-    pub id: u64,
+    pub(crate) id: u64,
     /// Command sent.
-    pub command: BenchCommand,
+    pub(crate) command: BenchCommand,
     /// Whether it was a warm-up request.
-    pub warmup: bool,
+    pub(crate) warmup: bool,
     /// Scheduled send, µs since the run started.
-    pub scheduled_us: u64,
+    pub(crate) scheduled_us: u64,
     /// Actual send, µs since the run started.
-    pub sent_us: u64,
+    pub(crate) sent_us: u64,
     /// Latency from the scheduled send, when a reply came.
-    pub latency_us: Option<u64>,
+    pub(crate) latency_us: Option<u64>,
     /// Latency from the actual send, when a reply came.
-    pub uncorrected_us: Option<u64>,
+    pub(crate) uncorrected_us: Option<u64>,
     /// Server-reported queue wait.
-    pub queue_us: Option<u64>,
+    pub(crate) queue_us: Option<u64>,
     /// Server-reported service time.
-    pub service_us: Option<u64>,
+    pub(crate) service_us: Option<u64>,
     /// Worker that ran it.
-    pub worker: Option<u64>,
+    pub(crate) worker: Option<u64>,
     /// How it ended.
-    pub outcome: RequestOutcome,
+    pub(crate) outcome: RequestOutcome,
 }
 
 /// The fields of a reply the client looks at, borrowed from the frame.

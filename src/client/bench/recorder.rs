@@ -16,16 +16,16 @@ use serde::Serialize;
 
 /// Largest latency tracked exactly (one hour, in µs); larger values are
 /// clamped to it.
-pub const MAX_LATENCY_US: u64 = 3_600_000_000;
+pub(crate) const MAX_LATENCY_US: u64 = 3_600_000_000;
 
 /// A latency histogram in microseconds, 3 significant digits, growing to
 /// the range it needs.
-pub fn latency_histogram() -> Histogram<u64> {
+pub(crate) fn latency_histogram() -> Histogram<u64> {
     Histogram::new(3).expect("3 significant digits is a valid precision")
 }
 
 /// Records `us` microseconds, clamped to 1 ..= [`MAX_LATENCY_US`].
-pub fn record_us(histogram: &mut Histogram<u64>, us: u64) {
+pub(crate) fn record_us(histogram: &mut Histogram<u64>, us: u64) {
     let value = us.clamp(1, MAX_LATENCY_US);
     // `record` grows an auto-resizing histogram to fit the value
     // (`saturating_record` would clamp it to the current top instead).
@@ -36,46 +36,46 @@ pub fn record_us(histogram: &mut Histogram<u64>, us: u64) {
 
 /// How each request ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Counts {
+pub(crate) struct Counts {
     /// Measured requests sent (warm-up excluded).
-    pub sent: u64,
+    pub(crate) sent: u64,
     /// Measured requests answered with a result (and, with `--verify`, the
     /// right one).
-    pub ok: u64,
+    pub(crate) ok: u64,
     /// Measured requests answered with an error, by error code.
-    pub errors: BTreeMap<String, u64>,
+    pub(crate) errors: BTreeMap<String, u64>,
     /// Requests with no reply within `--timeout`.
-    pub timeouts: u64,
+    pub(crate) timeouts: u64,
     /// Compute results that differ from the local computation (`--verify`).
-    pub mismatches: u64,
+    pub(crate) mismatches: u64,
     /// Replies for a request that had already been answered.
-    pub duplicates: u64,
+    pub(crate) duplicates: u64,
     /// Replies whose id matches no request this client sent, or that are
     /// not valid protocol.
-    pub unknown: u64,
+    pub(crate) unknown: u64,
     /// Replies that came after their request had timed out (the timeout is
     /// already counted).
-    pub late: u64,
+    pub(crate) late: u64,
     /// Requests left without a reply because the connection closed.
-    pub missing: u64,
+    pub(crate) missing: u64,
     /// Warm-up requests answered (any outcome; not in any statistic).
-    pub warmup: u64,
+    pub(crate) warmup: u64,
 }
 
 impl Counts {
     /// Server errors, all codes together.
-    pub fn error_replies(&self) -> u64 {
+    pub(crate) fn error_replies(&self) -> u64 {
         self.errors.values().sum()
     }
 
     /// Everything that should make the run fail: error replies, timeouts,
     /// wrong results, duplicate, unknown and missing replies.
-    pub fn problems(&self) -> u64 {
+    pub(crate) fn problems(&self) -> u64 {
         self.error_replies() + self.timeouts + self.mismatches + self.duplicates + self.unknown + self.missing
     }
 
     /// Measured requests that were answered (ok or error).
-    pub fn answered(&self) -> u64 {
+    pub(crate) fn answered(&self) -> u64 {
         self.ok + self.error_replies() + self.mismatches
     }
 
@@ -97,24 +97,24 @@ impl Counts {
 
 /// One connection's measurements (or, after merging, the whole run's).
 #[derive(Debug, Clone)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     /// Latency from the *scheduled* send time (coordinated-omission
     /// corrected; the same as `uncorrected` in a closed loop).
-    pub corrected: Histogram<u64>,
+    pub(crate) corrected: Histogram<u64>,
     /// Latency from the actual send time.
-    pub uncorrected: Histogram<u64>,
+    pub(crate) uncorrected: Histogram<u64>,
     /// Server-reported wait for a worker.
-    pub queue: Histogram<u64>,
+    pub(crate) queue: Histogram<u64>,
     /// Server-reported time on the worker.
-    pub service: Histogram<u64>,
+    pub(crate) service: Histogram<u64>,
     /// What is left: network, framing, both sides' threads.
-    pub rest: Histogram<u64>,
+    pub(crate) rest: Histogram<u64>,
     /// Outcomes.
-    pub counts: Counts,
+    pub(crate) counts: Counts,
     /// Earliest scheduled send of a measured request.
-    pub first_measured: Option<Instant>,
+    pub(crate) first_measured: Option<Instant>,
     /// Latest reply (or timeout) of a measured request.
-    pub last_measured: Option<Instant>,
+    pub(crate) last_measured: Option<Instant>,
 }
 
 impl Default for Recorder {
@@ -134,20 +134,20 @@ impl Default for Recorder {
 
 /// Latency components of one successful reply, in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sample {
+pub(crate) struct Sample {
     /// From the scheduled send.
-    pub corrected_us: u64,
+    pub(crate) corrected_us: u64,
     /// From the actual send.
-    pub uncorrected_us: u64,
+    pub(crate) uncorrected_us: u64,
     /// Server-reported queue wait, when the reply carried it.
-    pub queue_us: Option<u64>,
+    pub(crate) queue_us: Option<u64>,
     /// Server-reported service time, when the reply carried it.
-    pub service_us: Option<u64>,
+    pub(crate) service_us: Option<u64>,
 }
 
 impl Recorder {
     /// Records a successful reply's latencies.
-    pub fn record_ok(&mut self, sample: Sample) {
+    pub(crate) fn record_ok(&mut self, sample: Sample) {
         self.counts.ok += 1;
         record_us(&mut self.corrected, sample.corrected_us);
         record_us(&mut self.uncorrected, sample.uncorrected_us);
@@ -159,13 +159,13 @@ impl Recorder {
     }
 
     /// Widens the measured time span to include `scheduled` .. `done`.
-    pub fn extend_span(&mut self, scheduled: Instant, done: Instant) {
+    pub(crate) fn extend_span(&mut self, scheduled: Instant, done: Instant) {
         self.first_measured = Some(self.first_measured.map_or(scheduled, |t| t.min(scheduled)));
         self.last_measured = Some(self.last_measured.map_or(done, |t| t.max(done)));
     }
 
     /// Adds another recorder's measurements to this one.
-    pub fn merge(&mut self, other: &Recorder) {
+    pub(crate) fn merge(&mut self, other: &Recorder) {
         for (mine, theirs) in [
             (&mut self.corrected, &other.corrected),
             (&mut self.uncorrected, &other.uncorrected),
@@ -182,7 +182,7 @@ impl Recorder {
     }
 
     /// Length of the measured part of the run.
-    pub fn measured_span(&self) -> Duration {
+    pub(crate) fn measured_span(&self) -> Duration {
         match (self.first_measured, self.last_measured) {
             (Some(first), Some(last)) => last.saturating_duration_since(first),
             _ => Duration::ZERO,

@@ -16,112 +16,112 @@ use crate::client::bench::BenchRun;
 use crate::error::{Error, Result};
 
 /// The percentiles every CSV row carries.
-pub const CSV_PERCENTILES: [f64; 6] = [50.0, 90.0, 99.0, 99.9, 99.99, 100.0];
+pub(crate) const CSV_PERCENTILES: [f64; 6] = [50.0, 90.0, 99.0, 99.9, 99.99, 100.0];
 
 /// One run, one row: who measured what where, the [`Workload`] (declared
 /// once, in [`super::RunParameters`]), and what was measured. Serialized
 /// as a tuple of the three, which the `csv` crate writes as one flat row.
 /// Empty cells mean "does not apply" (e.g. `rate_rps` in a closed loop).
 #[derive(Debug, Clone, PartialEq)]
-pub struct SummaryRow {
+pub(crate) struct SummaryRow {
     /// The columns before the workload.
-    pub origin: RowOrigin,
+    pub(crate) origin: RowOrigin,
     /// `cmd` … `timeout_s`.
-    pub workload: Workload,
+    pub(crate) workload: Workload,
     /// The columns after it.
-    pub measured: RowMeasured,
+    pub(crate) measured: RowMeasured,
 }
 
 /// The first columns: when, with which tool, against which server.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct RowOrigin {
+pub(crate) struct RowOrigin {
     /// Start of the run, RFC 3339 UTC.
-    pub started_at: String,
+    pub(crate) started_at: String,
     /// tc-client version.
-    pub tool_version: String,
+    pub(crate) tool_version: String,
     /// `host:port` of the server.
-    pub server_address: String,
+    pub(crate) server_address: String,
     /// Server pool mode, as the server reported it.
-    pub server_mode: String,
+    pub(crate) server_mode: String,
     /// Server worker count, as the server reported it.
-    pub server_workers: u64,
+    pub(crate) server_workers: u64,
     /// Whether the server's worker threads share a GIL (`--gil`).
-    pub server_gil: bool,
+    pub(crate) server_gil: bool,
     /// Whether the server was started by this client.
-    pub embedded: bool,
+    pub(crate) embedded: bool,
 }
 
 /// The last columns: counts, time, throughput and latency percentiles.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct RowMeasured {
+pub(crate) struct RowMeasured {
     /// Measured requests sent.
-    pub sent: u64,
+    pub(crate) sent: u64,
     /// Good replies.
-    pub ok: u64,
+    pub(crate) ok: u64,
     /// Error replies (all codes).
-    pub error_replies: u64,
+    pub(crate) error_replies: u64,
     /// Timeouts.
-    pub timeouts: u64,
+    pub(crate) timeouts: u64,
     /// Wrong compute results (`--verify`).
-    pub mismatches: u64,
+    pub(crate) mismatches: u64,
     /// Duplicate replies.
-    pub duplicates: u64,
+    pub(crate) duplicates: u64,
     /// Replies matching no request.
-    pub unknown: u64,
+    pub(crate) unknown: u64,
     /// Requests lost with a closed connection.
-    pub missing: u64,
+    pub(crate) missing: u64,
     /// Error replies by code, e.g. `BUSY:3;TIMEOUT:1`.
-    pub errors_by_code: String,
+    pub(crate) errors_by_code: String,
     /// Measured seconds.
-    pub measured_s: f64,
+    pub(crate) measured_s: f64,
     /// Replies per second.
-    pub throughput_rps: f64,
+    pub(crate) throughput_rps: f64,
     /// Latency from schedule.
-    pub p50_us: u64,
+    pub(crate) p50_us: u64,
     /// Latency from schedule.
-    pub p90_us: u64,
+    pub(crate) p90_us: u64,
     /// Latency from schedule.
-    pub p99_us: u64,
+    pub(crate) p99_us: u64,
     /// Latency from schedule.
-    pub p99_9_us: u64,
+    pub(crate) p99_9_us: u64,
     /// Latency from schedule.
-    pub p99_99_us: u64,
+    pub(crate) p99_99_us: u64,
     /// Latency from schedule.
-    pub max_us: u64,
+    pub(crate) max_us: u64,
     /// Latency from schedule.
-    pub mean_us: f64,
+    pub(crate) mean_us: f64,
     /// Latency from send.
-    pub uncorrected_p50_us: u64,
+    pub(crate) uncorrected_p50_us: u64,
     /// Latency from send.
-    pub uncorrected_p90_us: u64,
+    pub(crate) uncorrected_p90_us: u64,
     /// Latency from send.
-    pub uncorrected_p99_us: u64,
+    pub(crate) uncorrected_p99_us: u64,
     /// Latency from send.
-    pub uncorrected_p99_9_us: u64,
+    pub(crate) uncorrected_p99_9_us: u64,
     /// Latency from send.
-    pub uncorrected_p99_99_us: u64,
+    pub(crate) uncorrected_p99_99_us: u64,
     /// Latency from send.
-    pub uncorrected_max_us: u64,
+    pub(crate) uncorrected_max_us: u64,
     /// Latency from send.
-    pub uncorrected_mean_us: f64,
+    pub(crate) uncorrected_mean_us: f64,
     /// Server queue wait.
-    pub queue_p50_us: u64,
+    pub(crate) queue_p50_us: u64,
     /// Server queue wait.
-    pub queue_p99_us: u64,
+    pub(crate) queue_p99_us: u64,
     /// Server queue wait.
-    pub queue_mean_us: f64,
+    pub(crate) queue_mean_us: f64,
     /// Worker service time.
-    pub service_p50_us: u64,
+    pub(crate) service_p50_us: u64,
     /// Worker service time.
-    pub service_p99_us: u64,
+    pub(crate) service_p99_us: u64,
     /// Worker service time.
-    pub service_mean_us: f64,
+    pub(crate) service_mean_us: f64,
     /// Network, framing and threads.
-    pub rest_p50_us: u64,
+    pub(crate) rest_p50_us: u64,
     /// Network, framing and threads.
-    pub rest_p99_us: u64,
+    pub(crate) rest_p99_us: u64,
     /// Network, framing and threads.
-    pub rest_mean_us: f64,
+    pub(crate) rest_mean_us: f64,
 }
 
 /// Rounds for display in a CSV cell (`digits` after the point).
@@ -132,7 +132,7 @@ fn round(value: f64, digits: i32) -> f64 {
 
 impl SummaryRow {
     /// The row of a finished run.
-    pub fn new(run: &BenchRun, report: &RunReport) -> Self {
+    pub(crate) fn new(run: &BenchRun, report: &RunReport) -> Self {
         let recorder = &run.recorder;
         let fixed = |h| LatencyStats::of(h, &CSV_PERCENTILES);
         let (latency, uncorrected) = (fixed(&recorder.corrected), fixed(&recorder.uncorrected));
@@ -197,7 +197,7 @@ impl SummaryRow {
     ///
     /// # Errors
     /// Whatever the writer returns.
-    pub fn write<W: Write>(&self, out: W, with_header: bool) -> csv::Result<()> {
+    pub(crate) fn write<W: Write>(&self, out: W, with_header: bool) -> csv::Result<()> {
         let mut writer = csv::WriterBuilder::new().has_headers(with_header).from_writer(out);
         writer.serialize((&self.origin, &self.workload, &self.measured))?;
         writer.flush()?;
@@ -207,14 +207,14 @@ impl SummaryRow {
 
 /// `--csv`: the file, opened for appending before the run, and whether it
 /// was empty (and so needs the header line).
-pub struct CsvRow {
+pub(crate) struct CsvRow {
     file: File,
     is_new: bool,
 }
 
 impl CsvRow {
     /// The exporter for an already opened file.
-    pub fn new(file: File, is_new: bool) -> Self {
+    pub(crate) fn new(file: File, is_new: bool) -> Self {
         CsvRow { file, is_new }
     }
 }

@@ -18,7 +18,7 @@ use crate::client::bench::BenchRun;
 use crate::error::{Error, Result};
 
 /// Every output of one run, each behind its [`Exporter`].
-pub struct Outputs {
+pub(crate) struct Outputs {
     requests_csv: Option<RequestsCsv>,
     interval_log: Option<IntervalLog>,
     hgrm: Option<Hgrm>,
@@ -32,7 +32,7 @@ impl Outputs {
     ///
     /// # Errors
     /// [`Error::Io`] naming the flag and the path that could not be opened.
-    pub fn create(paths: &OutputPaths) -> Result<Self> {
+    pub(crate) fn create(paths: &OutputPaths) -> Result<Self> {
         let create = |flag: &str, path: &Option<PathBuf>| -> Result<Option<BufWriter<File>>> {
             path.as_deref()
                 .map(|p| File::create(p).map(BufWriter::new).map_err(|e| cannot(flag, p, e)))
@@ -62,7 +62,7 @@ impl Outputs {
     /// Every exporter of a benchmark run, in the order they write: the
     /// streamed files first (their writers drain once the run is over),
     /// then the summary on stdout, then the files written from the result.
-    pub fn into_exporters(self) -> Vec<Box<dyn Exporter>> {
+    pub(crate) fn into_exporters(self) -> Vec<Box<dyn Exporter>> {
         let mut exporters: Vec<Box<dyn Exporter>> = Vec::new();
         if let Some(e) = self.requests_csv {
             exporters.push(Box::new(e));
@@ -85,13 +85,13 @@ impl Outputs {
 
     /// Only the `--json` file (a lock-cycle run writes nothing else; the
     /// other files were still created, so a bad path failed early).
-    pub fn into_json(self) -> Option<Json> {
+    pub(crate) fn into_json(self) -> Option<Json> {
         self.json
     }
 }
 
 /// Lets every exporter hook into the run before it starts.
-pub fn attach_all(exporters: &mut [Box<dyn Exporter>], live: &mut LiveRun<'_>) {
+pub(crate) fn attach_all(exporters: &mut [Box<dyn Exporter>], live: &mut LiveRun<'_>) {
     for exporter in exporters {
         exporter.attach(live);
     }
@@ -101,7 +101,11 @@ pub fn attach_all(exporters: &mut [Box<dyn Exporter>], live: &mut LiveRun<'_>) {
 ///
 /// # Errors
 /// The first exporter that could not write.
-pub fn finish_all(exporters: Vec<Box<dyn Exporter>>, run: &BenchRun, report: &RunReport) -> Result<()> {
+pub(crate) fn finish_all(
+    exporters: Vec<Box<dyn Exporter>>,
+    run: &BenchRun,
+    report: &RunReport,
+) -> Result<()> {
     exporters.into_iter().try_for_each(|exporter| exporter.finish(run, report))
 }
 

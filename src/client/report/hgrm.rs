@@ -21,7 +21,10 @@ const TICKS_PER_HALF_DISTANCE: u32 = 5;
 ///
 /// # Errors
 /// Whatever the writer returns.
-pub fn write_percentile_distribution<W: Write>(histogram: &Histogram<u64>, out: &mut W) -> io::Result<()> {
+pub(crate) fn write_percentile_distribution<W: Write>(
+    histogram: &Histogram<u64>,
+    out: &mut W,
+) -> io::Result<()> {
     write_scaled(histogram, 1000.0, out)
 }
 
@@ -29,7 +32,7 @@ pub fn write_percentile_distribution<W: Write>(histogram: &Histogram<u64>, out: 
 ///
 /// # Errors
 /// Whatever the writer returns.
-pub fn write_scaled<W: Write>(histogram: &Histogram<u64>, scale: f64, out: &mut W) -> io::Result<()> {
+pub(crate) fn write_scaled<W: Write>(histogram: &Histogram<u64>, scale: f64, out: &mut W) -> io::Result<()> {
     writeln!(out, "{:>12} {:>14} {:>10} {:>14}\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)")?;
     let mut total = 0u64;
     if !histogram.is_empty() {
@@ -67,13 +70,13 @@ fn sub_bucket_count(histogram: &Histogram<u64>) -> u64 {
 }
 
 /// `--hgrm`: the percentile distribution of the latency from schedule.
-pub struct Hgrm {
+pub(crate) struct Hgrm {
     file: BufWriter<File>,
 }
 
 impl Hgrm {
     /// The exporter for an already created file.
-    pub fn new(file: BufWriter<File>) -> Self {
+    pub(crate) fn new(file: BufWriter<File>) -> Self {
         Hgrm { file }
     }
 }

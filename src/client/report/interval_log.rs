@@ -28,7 +28,7 @@ use crate::error::Result;
 /// and `BaseTime` header, the column legend, then one line per interval
 /// (start offset in seconds, length, max in milliseconds, and the
 /// base64-encoded compressed histogram of latencies in microseconds).
-pub fn start_interval_log<W: Write + Send + 'static>(
+pub(crate) fn start_interval_log<W: Write + Send + 'static>(
     out: W,
     connections: usize,
     started_at: SystemTime,

@@ -11,13 +11,13 @@ use crate::client::bench::BenchRun;
 use crate::error::{Error, Result};
 
 /// `--json`, created before the run.
-pub struct Json {
+pub(crate) struct Json {
     file: BufWriter<File>,
 }
 
 impl Json {
     /// The exporter for an already created file.
-    pub fn new(file: BufWriter<File>) -> Self {
+    pub(crate) fn new(file: BufWriter<File>) -> Self {
         Json { file }
     }
 
@@ -26,7 +26,7 @@ impl Json {
     ///
     /// # Errors
     /// The file could not be written.
-    pub fn write(mut self, report: &impl Serialize) -> Result<()> {
+    pub(crate) fn write(mut self, report: &impl Serialize) -> Result<()> {
         serde_json::to_writer_pretty(&mut self.file, report)
             .map_err(std::io::Error::other)
             .and_then(|()| writeln!(self.file))

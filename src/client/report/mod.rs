@@ -16,13 +16,13 @@
 //! run), attaches the streaming exporters to the run, and has every
 //! exporter write once it is over.
 
-pub mod csv_row;
-pub mod files;
-pub mod hgrm;
-pub mod interval_log;
-pub mod json;
-pub mod requests_csv;
-pub mod summary;
+pub(crate) mod csv_row;
+pub(crate) mod files;
+pub(crate) mod hgrm;
+pub(crate) mod interval_log;
+pub(crate) mod json;
+pub(crate) mod requests_csv;
+pub(crate) mod summary;
 
 use std::time::SystemTime;
 
@@ -40,7 +40,7 @@ const CHANNEL_CAPACITY: usize = 64 * 1024;
 /// One output format. An exporter owns its destination (a file created
 /// before the run, or stdout); [`files::Outputs`] calls `attach` before the
 /// run and `finish` after it, in a fixed order.
-pub trait Exporter {
+pub(crate) trait Exporter {
     /// Hooks into the run before it starts. Only formats written while the
     /// run goes (one row per request, the interval log) need this.
     fn attach(&mut self, _live: &mut LiveRun<'_>) {}
@@ -53,40 +53,40 @@ pub trait Exporter {
 }
 
 /// What an exporter may hook into before the run starts.
-pub struct LiveRun<'a> {
+pub(crate) struct LiveRun<'a> {
     /// The run's options.
-    pub options: &'a BenchOptions,
+    pub(crate) options: &'a BenchOptions,
     /// Where the connections stream rows and interval histograms.
-    pub sinks: &'a mut RunSinks,
+    pub(crate) sinks: &'a mut RunSinks,
     /// The run's wall-clock start.
-    pub started_at: SystemTime,
+    pub(crate) started_at: SystemTime,
 }
 
 /// A latency distribution, summarised (microseconds).
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct LatencyStats {
+pub(crate) struct LatencyStats {
     /// Values recorded.
-    pub count: u64,
+    pub(crate) count: u64,
     /// Mean.
-    pub mean_us: f64,
+    pub(crate) mean_us: f64,
     /// Largest.
-    pub max_us: u64,
+    pub(crate) max_us: u64,
     /// The requested percentiles, in order.
-    pub percentiles: Vec<PercentileValue>,
+    pub(crate) percentiles: Vec<PercentileValue>,
 }
 
 /// One percentile of a distribution.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct PercentileValue {
+pub(crate) struct PercentileValue {
     /// E.g. 99.9 (100 is the maximum).
-    pub percentile: f64,
+    pub(crate) percentile: f64,
     /// Microseconds.
-    pub value_us: u64,
+    pub(crate) value_us: u64,
 }
 
 impl LatencyStats {
     /// Summarises `histogram` at the given percentiles.
-    pub fn of(histogram: &Histogram<u64>, percentiles: &[f64]) -> Self {
+    pub(crate) fn of(histogram: &Histogram<u64>, percentiles: &[f64]) -> Self {
         let empty = histogram.is_empty();
         LatencyStats {
             count: histogram.len(),
@@ -103,7 +103,7 @@ impl LatencyStats {
     }
 
     /// The value at `percentile`, if it was requested.
-    pub fn at(&self, percentile: f64) -> Option<u64> {
+    pub(crate) fn at(&self, percentile: f64) -> Option<u64> {
         self.percentiles.iter().find(|p| p.percentile == percentile).map(|p| p.value_us)
     }
 }
@@ -111,88 +111,88 @@ impl LatencyStats {
 /// Latency split into the server's queue wait, its service time, and the
 /// rest (network, framing, threads on both sides), from `"timing": true`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Breakdown {
+pub(crate) struct Breakdown {
     /// Waiting for a free worker.
-    pub queue: LatencyStats,
+    pub(crate) queue: LatencyStats,
     /// Running on the worker.
-    pub service: LatencyStats,
+    pub(crate) service: LatencyStats,
     /// Everything else: latency from send − queue − service.
-    pub rest: LatencyStats,
+    pub(crate) rest: LatencyStats,
 }
 
 /// The run's parameters, as reports show them: the workload, and whether
 /// results were verified.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct RunParameters {
+pub(crate) struct RunParameters {
     /// What was sent, how fast, for how long (in the JSON, these fields
     /// stand directly in `parameters`).
     #[serde(flatten)]
-    pub workload: Workload,
+    pub(crate) workload: Workload,
     /// Whether compute results were verified.
-    pub verify: bool,
+    pub(crate) verify: bool,
 }
 
 /// The workload of a run, declared once for every report: the JSON report's
 /// `parameters` and the CSV row's columns `cmd` … `timeout_s` are these
 /// fields, in this order.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Workload {
+pub(crate) struct Workload {
     /// The command or mix, e.g. `compute` or `compute:80,ping:20`.
-    pub cmd: String,
+    pub(crate) cmd: String,
     /// `n` of compute requests.
-    pub size: u64,
+    pub(crate) size: u64,
     /// Connections.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// `closed` or `open`.
-    pub load_model: String,
+    pub(crate) load_model: String,
     /// Requests in flight per connection (closed loop).
-    pub pipeline: Option<usize>,
+    pub(crate) pipeline: Option<usize>,
     /// Target requests per second (open loop).
-    pub rate_rps: Option<f64>,
+    pub(crate) rate_rps: Option<f64>,
     /// Measured requests per connection, when the run stops by count.
-    pub requests_per_connection: Option<u64>,
+    pub(crate) requests_per_connection: Option<u64>,
     /// Measured seconds, when the run stops by time.
-    pub duration_s: Option<f64>,
+    pub(crate) duration_s: Option<f64>,
     /// Warm-up, e.g. `2s`, `100r` or `none`.
-    pub warmup: String,
+    pub(crate) warmup: String,
     /// Per-request timeout.
-    pub timeout_s: f64,
+    pub(crate) timeout_s: f64,
 }
 
 /// The whole result of a run (what `--json` writes).
 #[derive(Debug, Clone, Serialize)]
-pub struct RunReport {
+pub(crate) struct RunReport {
     /// tc-client's version.
-    pub tool_version: String,
+    pub(crate) tool_version: String,
     /// Start of the run, RFC 3339 UTC.
-    pub started_at: String,
+    pub(crate) started_at: String,
     /// The server measured.
-    pub server: ServerInfo,
+    pub(crate) server: ServerInfo,
     /// What was asked for.
-    pub parameters: RunParameters,
+    pub(crate) parameters: RunParameters,
     /// How requests ended.
-    pub counts: Counts,
+    pub(crate) counts: Counts,
     /// Measured part: first measured send to last measured reply.
-    pub measured_s: f64,
+    pub(crate) measured_s: f64,
     /// Whole run, warm-up included.
-    pub wall_s: f64,
+    pub(crate) wall_s: f64,
     /// Measured replies per second.
-    pub throughput_rps: f64,
+    pub(crate) throughput_rps: f64,
     /// Latency from the scheduled send (coordinated-omission corrected).
-    pub latency: LatencyStats,
+    pub(crate) latency: LatencyStats,
     /// Latency from the actual send.
-    pub latency_uncorrected: LatencyStats,
+    pub(crate) latency_uncorrected: LatencyStats,
     /// Queue / service / rest.
-    pub breakdown: Breakdown,
+    pub(crate) breakdown: Breakdown,
     /// Connections that stopped early, and why.
-    pub connection_errors: Vec<String>,
+    pub(crate) connection_errors: Vec<String>,
     /// Whether the run counts as failed (non-zero exit code).
-    pub failed: bool,
+    pub(crate) failed: bool,
 }
 
 impl RunReport {
     /// Builds the report of a finished run.
-    pub fn new(run: &BenchRun) -> Self {
+    pub(crate) fn new(run: &BenchRun) -> Self {
         let options = &run.options;
         let percentiles = &options.percentiles;
         let recorder = &run.recorder;

@@ -36,7 +36,7 @@ struct RequestRow {
 
 /// Starts the `--requests-csv` writer; returns where to send rows and the
 /// thread, which yields the number of rows written once every sender is gone.
-pub fn start_requests_csv<W: Write + Send + 'static>(
+pub(crate) fn start_requests_csv<W: Write + Send + 'static>(
     out: W,
 ) -> (Sender<RequestRecord>, JoinHandle<io::Result<u64>>) {
     let (tx, rx) = crossbeam_channel::bounded::<RequestRecord>(CHANNEL_CAPACITY);
@@ -129,7 +129,7 @@ mod tests {
             queue_us: Some(20),
             service_us: Some(400),
             worker: Some(0),
-            outcome: crate::client::bench::RequestOutcome::Ok,
+            outcome: crate::client::bench::receiver::RequestOutcome::Ok,
         })
         .unwrap();
         tx.send(RequestRecord {
@@ -144,7 +144,7 @@ mod tests {
             queue_us: None,
             service_us: None,
             worker: None,
-            outcome: crate::client::bench::RequestOutcome::Timeout,
+            outcome: crate::client::bench::receiver::RequestOutcome::Timeout,
         })
         .unwrap();
         drop(tx);

@@ -32,7 +32,7 @@ fn latency_row<W: Write>(out: &mut W, name: &str, stats: &LatencyStats) -> io::R
 ///
 /// # Errors
 /// Whatever the writer returns.
-pub fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()> {
+pub(crate) fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()> {
     let p = &report.parameters.workload;
     let server = &report.server;
     let origin = if server.embedded { "embedded server" } else { "server" };
@@ -113,7 +113,7 @@ pub fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()
 }
 
 /// The summary, on standard output.
-pub struct Summary;
+pub(crate) struct Summary;
 
 impl Exporter for Summary {
     fn finish(self: Box<Self>, _run: &BenchRun, report: &RunReport) -> Result<()> {

@@ -17,12 +17,12 @@
 //! | [`models`] | `model`, `models`, `load_model` |
 //! | [`mutex`] | `mutex_acquire`, `mutex_release` |
 
-pub(super) mod auth;
-pub(super) mod compute;
-pub(super) mod models;
-pub(super) mod mutex;
-pub(super) mod observe;
-pub(super) mod predict;
+pub(crate) mod auth;
+pub(crate) mod compute;
+pub(crate) mod models;
+pub(crate) mod mutex;
+pub(crate) mod observe;
+pub(crate) mod predict;
 
 use super::session::{Continue, Session};
 use crate::protocol::{Command, Request};

@@ -20,17 +20,17 @@ use serde::Serialize;
 use crate::protocol::JobOutput;
 
 /// Bodies larger than this are not cached.
-pub const MAX_CACHED_BODY: usize = 64 * 1024;
+pub(crate) const MAX_CACHED_BODY: usize = 64 * 1024;
 
 /// The canonical form of a request, ready to look up.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheKey {
+pub(crate) struct CacheKey {
     hash: u64,
     body: Box<str>,
 }
 
 /// A shared, bounded cache of job results.
-pub struct ResultCache {
+pub(crate) struct ResultCache {
     entries: Mutex<LruCache<u64, (Box<str>, JobOutput)>>,
     hasher: RandomState,
     hits: AtomicU64,
@@ -39,20 +39,20 @@ pub struct ResultCache {
 
 /// Cache counters for `stats`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct CacheStats {
+pub(crate) struct CacheStats {
     /// Maximum entries (`--cache-entries`).
-    pub capacity: usize,
+    pub(crate) capacity: usize,
     /// Entries now.
-    pub entries: usize,
+    pub(crate) entries: usize,
     /// Requests answered from the cache.
-    pub hits: u64,
+    pub(crate) hits: u64,
     /// Cacheable requests that had to run.
-    pub misses: u64,
+    pub(crate) misses: u64,
 }
 
 impl ResultCache {
     /// A cache of at most `capacity` results.
-    pub fn new(capacity: NonZeroUsize) -> Self {
+    pub(crate) fn new(capacity: NonZeroUsize) -> Self {
         ResultCache {
             entries: Mutex::new(LruCache::new(capacity)),
             // A per-process random key: clients cannot aim for collisions.
@@ -64,7 +64,7 @@ impl ResultCache {
 
     /// The key of a request body: the JSON object without `id`, keys sorted.
     /// `None` when the body is too large to cache or not an object.
-    pub fn key_for(&self, payload: &[u8]) -> Option<CacheKey> {
+    pub(crate) fn key_for(&self, payload: &[u8]) -> Option<CacheKey> {
         if payload.len() > MAX_CACHED_BODY {
             return None;
         }
@@ -77,7 +77,7 @@ impl ResultCache {
     }
 
     /// Looks a request up, counting a hit or a miss.
-    pub fn get(&self, key: &CacheKey) -> Option<JobOutput> {
+    pub(crate) fn get(&self, key: &CacheKey) -> Option<JobOutput> {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let found = match entries.get(&key.hash) {
             Some((body, output)) if *body == key.body => Some(output.clone()),
@@ -90,13 +90,13 @@ impl ResultCache {
     }
 
     /// Stores a result (the least recently used entry makes room).
-    pub fn insert(&self, key: CacheKey, output: JobOutput) {
+    pub(crate) fn insert(&self, key: CacheKey, output: JobOutput) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries.put(key.hash, (key.body, output));
     }
 
     /// Counters for `stats`.
-    pub fn stats(&self) -> CacheStats {
+    pub(crate) fn stats(&self) -> CacheStats {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         CacheStats {
             capacity: entries.cap().get(),

@@ -26,7 +26,7 @@ use crate::work::job::JobId;
 /// The workers' side: decides whether a job is still wanted, retries it, and
 /// delivers results. Cheap to clone.
 #[derive(Clone)]
-pub struct Completer {
+pub(crate) struct Completer {
     pub(super) registry: Registry,
     pub(super) stats: Stats,
     pub(super) cache: Option<Arc<ResultCache>>,
@@ -38,25 +38,25 @@ pub struct Completer {
 
 /// A finished job, as a worker reports it.
 #[derive(Debug)]
-pub struct JobReport {
+pub(crate) struct JobReport {
     /// The job's registry id.
-    pub job: JobId,
+    pub(crate) job: JobId,
     /// The worker that ran it.
-    pub worker: usize,
+    pub(crate) worker: usize,
     /// Microseconds it waited in the queue.
-    pub queue_us: u64,
+    pub(crate) queue_us: u64,
     /// Microseconds it ran on the worker.
-    pub service_us: u64,
+    pub(crate) service_us: u64,
     /// Workers that tried it (1 unless it was retried).
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// Its result or failure.
-    pub result: JobResult,
+    pub(crate) result: JobResult,
 }
 
 impl Completer {
     /// Whether the job's client still waits for it. A job that is not wanted
     /// is counted as cancelled and must not be run.
-    pub fn still_wanted(&self, job: JobId) -> bool {
+    pub(crate) fn still_wanted(&self, job: JobId) -> bool {
         let wanted = self.registry.is_wanted(job);
         if !wanted {
             self.stats.jobs_cancelled(1);
@@ -67,7 +67,7 @@ impl Completer {
     /// After the worker running `job` crashed: queues it for another worker
     /// when it may be retried and has attempts left, and returns `true`.
     /// Otherwise returns `false` and the caller answers the job.
-    pub fn retry(&self, job: &QueuedJob) -> bool {
+    pub(crate) fn retry(&self, job: &QueuedJob) -> bool {
         if !job.kind.is_idempotent() || job.attempt >= self.max_attempts || !self.registry.is_wanted(job.id) {
             return false;
         }
@@ -84,7 +84,7 @@ impl Completer {
     /// Puts back a job that a dead worker had queued but not started, with
     /// its attempt count unchanged. Returns `false` (and the caller answers
     /// the job) when it must not run on another worker: an injected fault.
-    pub fn requeue(&self, job: &QueuedJob) -> bool {
+    pub(crate) fn requeue(&self, job: &QueuedJob) -> bool {
         if !job.kind.is_idempotent() {
             return false;
         }
@@ -102,7 +102,7 @@ impl Completer {
 
     /// Delivers a finished job's reply to the connection that asked, if it is
     /// still there, records its timings, and fills the cache.
-    pub fn finish(&self, report: JobReport) {
+    pub(crate) fn finish(&self, report: JobReport) {
         if let Err(ReplyError { code: ErrorCode::Timeout, .. }) = &report.result {
             self.stats.job_timed_out();
         }
@@ -167,7 +167,7 @@ impl Completer {
     }
     /// Answers every job still in flight with `error` (used when a drain at
     /// shutdown runs out of time). Returns how many there were.
-    pub fn fail_all(&self, error: &ReplyError) -> usize {
+    pub(crate) fn fail_all(&self, error: &ReplyError) -> usize {
         let pending = self.registry.drain_all();
         let count = pending.len();
         for (_, reply) in pending {
@@ -181,7 +181,7 @@ impl Completer {
     /// Answers a job that was queued while no worker can run it (see
     /// [`no_worker_error`]): the pool calls this for jobs that were already
     /// queued when the last worker died.
-    pub fn refuse_no_worker(&self, job: &QueuedJob, worker: usize) {
+    pub(crate) fn refuse_no_worker(&self, job: &QueuedJob, worker: usize) {
         self.finish(JobReport {
             job: job.id,
             worker,
@@ -198,7 +198,7 @@ impl Completer {
 /// is normal (jobs queue for a few ms), but with the budget spent a job could
 /// wait a whole `--restart-window`: say so at once instead. Both the reader
 /// ([`super::Jobs::submit_or_cached`]) and the pool use this one answer.
-pub fn no_worker_error() -> ReplyError {
+pub(crate) fn no_worker_error() -> ReplyError {
     ReplyError::new(
         ErrorCode::Busy,
         "no worker is running: workers keep failing and replacements are rate-limited (--max-restarts); \

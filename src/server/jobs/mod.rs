@@ -20,13 +20,13 @@
 //! Behind them: the [`registry`] (the id→connection map behind a `Mutex`),
 //! the [`cache`] (results of repeated compute requests) and the [`queue`]s.
 
-pub mod cache;
-pub mod completer;
-pub mod queue;
-pub mod registry;
+pub(crate) mod cache;
+pub(crate) mod completer;
+pub(crate) mod queue;
+pub(crate) mod registry;
 
-pub use completer::{no_worker_error, Completer, JobReport};
-pub use queue::{JobQueues, QueuedJob, Rejection};
+pub(crate) use completer::{no_worker_error, Completer, JobReport};
+pub(crate) use queue::{JobQueues, QueuedJob, Rejection};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,28 +42,28 @@ use crate::server::stats::Stats;
 use crate::work::job::JobKind;
 
 /// What a job needs besides its kind: who asked, and how to answer.
-pub struct JobRequest<'a> {
+pub(crate) struct JobRequest<'a> {
     /// The asking connection.
-    pub conn: ConnId,
+    pub(crate) conn: ConnId,
     /// The client's id.
-    pub client_id: ClientId,
+    pub(crate) client_id: ClientId,
     /// The command (for counters and the reply's shape).
-    pub command: CommandKind,
+    pub(crate) command: CommandKind,
     /// Which protocol to answer in.
-    pub dialect: Dialect,
+    pub(crate) dialect: Dialect,
     /// Whether timing fields were asked for.
-    pub timing: bool,
+    pub(crate) timing: bool,
     /// Where to store the result, when the cache is on and the job
     /// cacheable (set by [`Jobs::submit_or_cached`]).
-    pub cache_key: Option<CacheKey>,
+    pub(crate) cache_key: Option<CacheKey>,
     /// The connection's reply path.
-    pub sink: &'a ReplySink,
+    pub(crate) sink: &'a ReplySink,
     /// When the request's frame was read (the start of its latency).
-    pub received_at: Instant,
+    pub(crate) received_at: Instant,
 }
 
 /// What became of a job request handed to [`Jobs::submit_or_cached`].
-pub enum Submitted {
+pub(crate) enum Submitted {
     /// Queued: a worker will run it and the [`Completer`] will reply.
     Queued,
     /// Answered from the cache: this frame is the reply.
@@ -74,7 +74,7 @@ pub enum Submitted {
 
 /// The reader threads' side: accepts jobs. Cheap to clone.
 #[derive(Clone)]
-pub struct Jobs {
+pub(crate) struct Jobs {
     queue: Sender<QueuedJob>,
     capacity: usize,
     completer: Completer,
@@ -84,7 +84,7 @@ impl Jobs {
     /// Creates the jobs handle and the receiving ends of its queues (for the
     /// worker pool), with room for `capacity` waiting jobs. A job may be
     /// tried by up to `1 + retries` workers when its worker crashes.
-    pub fn new(
+    pub(crate) fn new(
         capacity: usize,
         retries: u32,
         registry: Registry,
@@ -106,18 +106,18 @@ impl Jobs {
 
     /// Logs a warning for every job that runs longer than `threshold` on
     /// its worker (`--slow-ms`). Call before handing out completers.
-    pub fn warn_slow_jobs(mut self, threshold: Option<Duration>) -> Self {
+    pub(crate) fn warn_slow_jobs(mut self, threshold: Option<Duration>) -> Self {
         self.completer.slow_job = threshold;
         self
     }
 
     /// The handle workers use to deliver results.
-    pub fn completer(&self) -> Completer {
+    pub(crate) fn completer(&self) -> Completer {
         self.completer.clone()
     }
 
     /// The result cache's counters, when the cache is on.
-    pub fn cache_stats(&self) -> Option<CacheStats> {
+    pub(crate) fn cache_stats(&self) -> Option<CacheStats> {
         self.completer.cache.as_ref().map(|cache| cache.stats())
     }
 
@@ -127,7 +127,7 @@ impl Jobs {
     /// it (`workers_down`: none is up and none may be restarted yet, as the
     /// worker board tells), and otherwise registers and queues it — its
     /// reply then comes later, from the [`Completer`].
-    pub fn submit_or_cached(
+    pub(crate) fn submit_or_cached(
         &self,
         mut request: JobRequest<'_>,
         kind: JobKind,
@@ -164,7 +164,7 @@ impl Jobs {
     /// # Errors
     /// The job is not accepted when the queue is full or closed; the client's
     /// id is handed back so the caller can answer with an error.
-    pub fn submit(&self, request: JobRequest<'_>, kind: JobKind) -> Result<(), (Rejection, ClientId)> {
+    pub(crate) fn submit(&self, request: JobRequest<'_>, kind: JobKind) -> Result<(), (Rejection, ClientId)> {
         let accepted_at = Instant::now();
         let registry = &self.completer.registry;
         // Register first: once the job is in the queue a worker may finish it
@@ -191,29 +191,29 @@ impl Jobs {
     }
 
     /// Jobs waiting for a worker.
-    pub fn queue_depth(&self) -> usize {
+    pub(crate) fn queue_depth(&self) -> usize {
         self.queue.len()
     }
 
     /// Room in the queue.
-    pub fn queue_capacity(&self) -> usize {
+    pub(crate) fn queue_capacity(&self) -> usize {
         self.capacity
     }
 
     /// Jobs accepted and not yet answered (queued or running).
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.completer.registry.len()
     }
 
     /// Forgets the jobs of a connection that closed (see
     /// [`Registry::cancel_connection`]); returns how many there were.
-    pub fn cancel_connection(&self, conn: ConnId) -> usize {
+    pub(crate) fn cancel_connection(&self, conn: ConnId) -> usize {
         self.completer.registry.cancel_connection(conn)
     }
 
     /// Answers every job still in flight with `error` (used when a drain at
     /// shutdown runs out of time). Returns how many there were.
-    pub fn fail_all(&self, error: &ReplyError) -> usize {
+    pub(crate) fn fail_all(&self, error: &ReplyError) -> usize {
         self.completer.fail_all(error)
     }
 }

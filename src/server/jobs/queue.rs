@@ -21,20 +21,20 @@ use crate::work::job::{JobId, JobKind};
 
 /// A job waiting in the queue for a worker.
 #[derive(Debug)]
-pub struct QueuedJob {
+pub(crate) struct QueuedJob {
     /// The job's registry id.
-    pub id: JobId,
+    pub(crate) id: JobId,
     /// What to run.
-    pub kind: JobKind,
+    pub(crate) kind: JobKind,
     /// When it was accepted; the worker measures the queue wait from here.
-    pub accepted_at: Instant,
+    pub(crate) accepted_at: Instant,
     /// 1 for the first try, 2 for the first retry, ...
-    pub attempt: u32,
+    pub(crate) attempt: u32,
 }
 
 /// Why a job was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
+pub(crate) enum Rejection {
     /// The queue is full (`BUSY`).
     Busy,
     /// The worker pool has stopped (`SHUTTING_DOWN`).
@@ -43,7 +43,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// The error the client gets.
-    pub fn to_error(self, capacity: usize) -> ReplyError {
+    pub(crate) fn to_error(self, capacity: usize) -> ReplyError {
         match self {
             Rejection::Busy => ReplyError::new(
                 ErrorCode::Busy,
@@ -57,9 +57,9 @@ impl Rejection {
 }
 
 /// The receiving ends for the worker pool.
-pub struct JobQueues {
+pub(crate) struct JobQueues {
     /// New jobs.
-    pub jobs: Receiver<QueuedJob>,
+    pub(crate) jobs: Receiver<QueuedJob>,
     /// Jobs to try again after a crash; workers take these first.
-    pub retries: Receiver<QueuedJob>,
+    pub(crate) retries: Receiver<QueuedJob>,
 }

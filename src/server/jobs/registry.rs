@@ -19,34 +19,34 @@ use crate::server::connection::ReplySink;
 use crate::work::job::JobId;
 
 /// Identifies one accepted connection for the life of the server.
-pub type ConnId = u64;
+pub(crate) type ConnId = u64;
 
 /// Everything needed to answer a job once it is done.
 #[derive(Debug)]
-pub struct PendingReply {
+pub(crate) struct PendingReply {
     /// The connection that asked.
-    pub conn: ConnId,
+    pub(crate) conn: ConnId,
     /// The client's id, echoed in the reply.
-    pub client_id: ClientId,
+    pub(crate) client_id: ClientId,
     /// Which command it was (for counters and the reply's shape).
-    pub command: CommandKind,
+    pub(crate) command: CommandKind,
     /// Which protocol to answer in.
-    pub dialect: crate::protocol::Dialect,
+    pub(crate) dialect: crate::protocol::Dialect,
     /// Whether the client asked for timing fields.
-    pub timing: bool,
+    pub(crate) timing: bool,
     /// Where to store the result in the cache, if anywhere.
-    pub cache_key: Option<crate::server::jobs::cache::CacheKey>,
+    pub(crate) cache_key: Option<crate::server::jobs::cache::CacheKey>,
     /// The connection's reply path.
-    pub sink: ReplySink,
+    pub(crate) sink: ReplySink,
     /// When the request's frame was read (the start of its latency).
-    pub received_at: Instant,
+    pub(crate) received_at: Instant,
     /// The job's size, for logs (see [`crate::work::job::JobKind::size`]).
-    pub size: u64,
+    pub(crate) size: u64,
 }
 
 /// Cheap-to-clone handle to the map of jobs in flight.
 #[derive(Clone, Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -58,7 +58,7 @@ struct Inner {
 
 impl Registry {
     /// An empty map.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -69,7 +69,7 @@ impl Registry {
     }
 
     /// Records a job in flight and returns its new, never-reused id.
-    pub fn insert(&self, reply: PendingReply) -> JobId {
+    pub(crate) fn insert(&self, reply: PendingReply) -> JobId {
         let mut inner = self.lock();
         inner.next_job += 1;
         let job = inner.next_job;
@@ -79,19 +79,19 @@ impl Registry {
 
     /// Removes and returns the entry for `job`. `None` means the job was
     /// already answered or its connection has gone: its reply must be dropped.
-    pub fn take(&self, job: JobId) -> Option<PendingReply> {
+    pub(crate) fn take(&self, job: JobId) -> Option<PendingReply> {
         self.lock().pending.remove(&job)
     }
 
     /// Whether anyone still waits for `job` (checked before starting it, so
     /// the jobs of a client that hung up are skipped rather than run).
-    pub fn is_wanted(&self, job: JobId) -> bool {
+    pub(crate) fn is_wanted(&self, job: JobId) -> bool {
         self.lock().pending.contains_key(&job)
     }
 
     /// Forgets every job of a connection that closed, returning how many there
     /// were. Their results, when they come, find no entry and are dropped.
-    pub fn cancel_connection(&self, conn: ConnId) -> usize {
+    pub(crate) fn cancel_connection(&self, conn: ConnId) -> usize {
         let removed: Vec<PendingReply> = {
             let mut inner = self.lock();
             let jobs: Vec<JobId> =
@@ -104,18 +104,13 @@ impl Registry {
     }
 
     /// Removes every entry (for a shutdown that answers what is left).
-    pub fn drain_all(&self) -> Vec<(JobId, PendingReply)> {
+    pub(crate) fn drain_all(&self) -> Vec<(JobId, PendingReply)> {
         self.lock().pending.drain().collect()
     }
 
     /// Number of jobs in flight (queued or running).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().pending.len()
-    }
-
-    /// Whether no job is in flight.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

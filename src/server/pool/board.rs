@@ -45,7 +45,7 @@ impl SlotState {
 
 /// Live state of every worker, written by the workers and read by `stats`.
 #[derive(Debug)]
-pub struct WorkerBoard {
+pub(crate) struct WorkerBoard {
     slots: Vec<WorkerSlot>,
     pub(super) abandoned_threads: AtomicU64,
 }
@@ -60,23 +60,23 @@ struct WorkerSlot {
 
 /// One worker's state, as reported in `stats`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct WorkerInfo {
+pub(crate) struct WorkerInfo {
     /// Worker number, 0-based.
-    pub id: usize,
+    pub(crate) id: usize,
     /// Process id (process mode), `null` in thread mode.
-    pub pid: Option<u32>,
+    pub(crate) pid: Option<u32>,
     /// `"busy"`, `"idle"`, `"down"` (being replaced) or `"throttled"`
     /// (waiting for the restart budget).
-    pub state: String,
+    pub(crate) state: String,
     /// Jobs run to completion.
-    pub jobs_done: u64,
+    pub(crate) jobs_done: u64,
     /// Times the worker was replaced after dying, hanging or being written off.
-    pub restarts: u64,
+    pub(crate) restarts: u64,
 }
 
 impl WorkerBoard {
     /// A board of `workers` slots, all down until their workers start.
-    pub fn new(workers: usize) -> Self {
+    pub(crate) fn new(workers: usize) -> Self {
         WorkerBoard {
             slots: (0..workers).map(|_| WorkerSlot::default()).collect(),
             abandoned_threads: AtomicU64::new(0),
@@ -101,12 +101,12 @@ impl WorkerBoard {
     }
 
     /// Workers configured.
-    pub fn configured(&self) -> usize {
+    pub(crate) fn configured(&self) -> usize {
         self.slots.len()
     }
 
     /// Workers up right now (idle or busy).
-    pub fn alive(&self) -> usize {
+    pub(crate) fn alive(&self) -> usize {
         self.slots
             .iter()
             .filter(|s| {
@@ -116,12 +116,12 @@ impl WorkerBoard {
     }
 
     /// Workers up and waiting for a job.
-    pub fn idle(&self) -> usize {
+    pub(crate) fn idle(&self) -> usize {
         self.slots.iter().filter(|s| SlotState::from_u8(s.state.load(Relaxed)) == SlotState::Idle).count()
     }
 
     /// Slots waiting for the restart budget.
-    pub fn throttled(&self) -> usize {
+    pub(crate) fn throttled(&self) -> usize {
         self.slots
             .iter()
             .filter(|s| SlotState::from_u8(s.state.load(Relaxed)) == SlotState::Throttled)
@@ -131,17 +131,17 @@ impl WorkerBoard {
     /// Whether no job can run now: no worker is up, and replacements are
     /// held back by the restart budget (the reader threads then refuse jobs
     /// at once: see [`crate::server::jobs::no_worker_error`]).
-    pub fn none_can_run(&self) -> bool {
+    pub(crate) fn none_can_run(&self) -> bool {
         self.alive() == 0 && self.throttled() > 0
     }
 
     /// Worker threads written off after a job timeout (thread mode).
-    pub fn abandoned_threads(&self) -> u64 {
+    pub(crate) fn abandoned_threads(&self) -> u64 {
         self.abandoned_threads.load(Relaxed)
     }
 
     /// A snapshot of every worker.
-    pub fn snapshot(&self) -> Vec<WorkerInfo> {
+    pub(crate) fn snapshot(&self) -> Vec<WorkerInfo> {
         self.slots
             .iter()
             .enumerate()

@@ -13,13 +13,13 @@
 //! is free (retries first), every job has a deadline (`--job-timeout`), and
 //! replacements are limited by a [`RestartBudget`].
 
-pub mod board;
-pub mod processes;
-pub mod supervision;
-pub mod threads;
+pub(crate) mod board;
+pub(crate) mod processes;
+pub(crate) mod supervision;
+pub(crate) mod threads;
 
 use board::SlotState;
-pub use board::{WorkerBoard, WorkerInfo};
+pub(crate) use board::{WorkerBoard, WorkerInfo};
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -35,16 +35,16 @@ use crate::protocol::{ErrorCode, Mode};
 use crate::server::jobs::{Completer, JobQueues, JobReport, QueuedJob};
 use crate::units::micros;
 use crate::work::model::ModelSlot;
-pub use supervision::RestartBudget;
+pub(crate) use supervision::RestartBudget;
 
 /// The program a worker process runs: by default the current executable,
-/// which turns into a worker when it sees [`worker_process::WORKER_ARG`].
+/// which turns into a worker when it sees [`crate::work::worker_process::WORKER_ARG`].
 #[derive(Debug, Clone)]
-pub struct WorkerCommand {
+pub(crate) struct WorkerCommand {
     /// Path of the executable.
-    pub program: PathBuf,
+    pub(crate) program: PathBuf,
     /// Arguments placed before the worker arguments.
-    pub args: Vec<OsString>,
+    pub(crate) args: Vec<OsString>,
     /// The model file the worker loads at start-up (passed in [`crate::work::worker_process::MODEL_ENV`]);
     /// the pool sets it from [`PoolConfig::model`].
     pub(super) model: Option<PathBuf>,
@@ -55,7 +55,7 @@ impl WorkerCommand {
     ///
     /// # Errors
     /// If the path of the running executable cannot be found.
-    pub fn current_exe() -> Result<Self> {
+    pub(crate) fn current_exe() -> Result<Self> {
         let program = std::env::current_exe()
             .map_err(|e| crate::Error::io("finding the server's own executable to spawn workers", e))?;
         Ok(WorkerCommand { program, args: Vec::new(), model: None })
@@ -64,27 +64,27 @@ impl WorkerCommand {
 
 /// Everything the pool needs to start.
 #[derive(Debug, Clone)]
-pub struct PoolConfig {
+pub(crate) struct PoolConfig {
     /// Threads or processes.
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// Number of workers.
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// What to execute for a worker process (process mode only).
-    pub worker_command: WorkerCommand,
+    pub(crate) worker_command: WorkerCommand,
     /// How long a new worker process may take to connect back.
-    pub spawn_timeout: Duration,
+    pub(crate) spawn_timeout: Duration,
     /// How long one job may run before it is answered with `TIMEOUT` and its
     /// worker replaced.
-    pub job_timeout: Duration,
+    pub(crate) job_timeout: Duration,
     /// Replacements allowed per `restart_window` (all slots together).
-    pub max_restarts: u32,
+    pub(crate) max_restarts: u32,
     /// The window of `max_restarts`.
-    pub restart_window: Duration,
+    pub(crate) restart_window: Duration,
     /// Thread mode only: make worker threads share one global lock while
     /// they compute, handed over every this-long, as CPython's GIL does.
-    pub gil_switch_interval: Option<Duration>,
+    pub(crate) gil_switch_interval: Option<Duration>,
     /// The model file every worker loads at start-up (`--model`), if any.
-    pub model: Option<PathBuf>,
+    pub(crate) model: Option<PathBuf>,
 }
 
 /// What every worker loop shares.
@@ -177,8 +177,7 @@ impl PoolShared {
 }
 
 /// A running pool. Stop it with [`WorkerPool::stop`].
-pub struct WorkerPool {
-    board: Arc<WorkerBoard>,
+pub(crate) struct WorkerPool {
     gil: Option<Arc<crate::work::gil::Gil>>,
     threads: Vec<JoinHandle<()>>,
     // Dropping this sender closes the stop channel every worker listens to.
@@ -193,7 +192,7 @@ impl WorkerPool {
     ///
     /// # Errors
     /// If a worker thread or process cannot be started.
-    pub fn start(
+    pub(crate) fn start(
         config: &PoolConfig,
         queues: JobQueues,
         completer: Completer,
@@ -209,7 +208,7 @@ impl WorkerPool {
             queues: Arc::new(queues),
             stop: stop_rx,
             completer,
-            board: Arc::clone(&board),
+            board,
             budget: Arc::new(RestartBudget::new(config.max_restarts, config.restart_window)),
             job_timeout: config.job_timeout,
             gil: config.gil_switch_interval.map(|interval| Arc::new(crate::work::gil::Gil::new(interval))),
@@ -222,8 +221,7 @@ impl WorkerPool {
             shared.models.preload(path)?;
         }
         let gil = shared.gil.clone();
-        let mut pool =
-            WorkerPool { board, gil, threads: Vec::new(), stop: Some(stop_tx), slot_threads: None };
+        let mut pool = WorkerPool { gil, threads: Vec::new(), stop: Some(stop_tx), slot_threads: None };
         let started = match config.mode {
             Mode::Threads => threads::start(shared, config.workers).map(|(watchdog, slots)| {
                 pool.threads.push(watchdog);
@@ -239,20 +237,15 @@ impl WorkerPool {
     }
 
     /// The GIL of `--gil`, when on.
-    pub fn gil(&self) -> Option<Arc<crate::work::gil::Gil>> {
+    pub(crate) fn gil(&self) -> Option<Arc<crate::work::gil::Gil>> {
         self.gil.clone()
-    }
-
-    /// The workers' live state.
-    pub fn board(&self) -> Arc<WorkerBoard> {
-        Arc::clone(&self.board)
     }
 
     /// Tells every worker to stop and waits up to `grace` for them. Worker
     /// processes are stopped and reaped by their driver threads. A thread
     /// still busy after `grace` is left to finish on its own (a running
     /// thread cannot be killed); it exits as soon as its job is done.
-    pub fn stop(&mut self, grace: Duration) {
+    pub(crate) fn stop(&mut self, grace: Duration) {
         drop(self.stop.take());
         let deadline = Instant::now() + grace;
         let mut handles: Vec<JoinHandle<()>> = self.threads.drain(..).collect();

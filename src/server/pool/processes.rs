@@ -48,7 +48,7 @@ const RESPAWN_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// ...up to this one.
 const RESPAWN_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often an idle driver checks that its worker is still alive.
-pub const IDLE_CHECK: Duration = Duration::from_millis(50);
+pub(crate) const IDLE_CHECK: Duration = Duration::from_millis(50);
 /// How often a busy driver looks up from its worker to check for a stop.
 const BUSY_TICK: Duration = Duration::from_millis(50);
 /// Jobs a driver may have sent to its worker at once when jobs are long:

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// A sliding-window restart limit shared by every worker slot.
 #[derive(Debug)]
-pub struct RestartBudget {
+pub(crate) struct RestartBudget {
     max: u32,
     window: Duration,
     recent: Mutex<VecDeque<Instant>>,
@@ -21,7 +21,7 @@ pub struct RestartBudget {
 
 impl RestartBudget {
     /// At most `max` restarts in any `window`.
-    pub fn new(max: u32, window: Duration) -> Self {
+    pub(crate) fn new(max: u32, window: Duration) -> Self {
         RestartBudget { max, window, recent: Mutex::new(VecDeque::new()) }
     }
 
@@ -30,7 +30,7 @@ impl RestartBudget {
     ///
     /// # Errors
     /// The time to wait when `max` restarts already happened in the window.
-    pub fn try_take(&self, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn try_take(&self, now: Instant) -> Result<(), Duration> {
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
         while recent.front().is_some_and(|t| now.saturating_duration_since(*t) >= self.window) {
             recent.pop_front();

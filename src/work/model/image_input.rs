@@ -15,11 +15,11 @@ use ndarray::Array3;
 /// claim to be 100,000 × 100,000 pixels; without these, decoding it would
 /// try to allocate 40 GB.
 #[derive(Debug, Clone, Copy)]
-pub struct ImageLimits {
+pub(crate) struct ImageLimits {
     /// Widest and tallest image accepted, in pixels.
-    pub max_side: u32,
+    pub(crate) max_side: u32,
     /// Most memory the decoder may allocate, in bytes.
-    pub max_alloc: u64,
+    pub(crate) max_alloc: u64,
 }
 
 impl Default for ImageLimits {
@@ -30,7 +30,7 @@ impl Default for ImageLimits {
 
 /// Why an image could not be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ImageError {
+pub(crate) enum ImageError {
     /// Zero bytes.
     #[error("the image is empty")]
     Empty,
@@ -51,7 +51,7 @@ pub enum ImageError {
 ///
 /// # Errors
 /// When the bytes are not a supported image, or break the limits.
-pub fn decode_image(
+pub(crate) fn decode_image(
     bytes: &[u8],
     [height, width, channels]: [usize; 3],
     scale: f32,

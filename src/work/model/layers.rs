@@ -13,7 +13,7 @@ use ndarray::{s, Array1, Array2, Array3, ArrayView3, Axis};
 
 /// One layer, with its weights already in the shape its forward pass wants.
 #[derive(Debug)]
-pub enum Layer {
+pub(crate) enum Layer {
     /// A square convolution, stride 1, no padding.
     Conv2d {
         /// `[k·k·in, out]`: the file's `[out, k, k, in]` reshaped and transposed.
@@ -45,13 +45,8 @@ pub enum Layer {
 }
 
 impl Layer {
-    /// Whether this layer works on images (before `flatten`) or on rows.
-    pub fn is_spatial(&self) -> bool {
-        matches!(self, Layer::Conv2d { .. } | Layer::MaxPool2d { .. })
-    }
-
     /// A one-line description, for the `model` command.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Layer::Conv2d { weight, k, .. } => {
                 let (rows, out) = weight.dim();
@@ -67,7 +62,12 @@ impl Layer {
 }
 
 /// Runs a convolution on one `[H, W, C]` image.
-pub fn conv2d(input: ArrayView3<f32>, weight: &Array2<f32>, bias: &Array1<f32>, k: usize) -> Array3<f32> {
+pub(crate) fn conv2d(
+    input: ArrayView3<f32>,
+    weight: &Array2<f32>,
+    bias: &Array1<f32>,
+    k: usize,
+) -> Array3<f32> {
     let (h, w, c) = input.dim();
     let (out_h, out_w) = (h + 1 - k, w + 1 - k);
     let cols = im2col(input, k);
@@ -101,7 +101,7 @@ fn im2col(input: ArrayView3<f32>, k: usize) -> Array2<f32> {
 }
 
 /// Max pooling on one `[H, W, C]` image.
-pub fn max_pool(input: ArrayView3<f32>, size: usize) -> Array3<f32> {
+pub(crate) fn max_pool(input: ArrayView3<f32>, size: usize) -> Array3<f32> {
     let (h, w, c) = input.dim();
     let (out_h, out_w) = (h / size, w / size);
     let mut out = Array3::from_elem((out_h, out_w, c), f32::NEG_INFINITY);
@@ -116,14 +116,14 @@ pub fn max_pool(input: ArrayView3<f32>, size: usize) -> Array3<f32> {
 }
 
 /// `x · weight + bias` for a `[batch, in]` matrix.
-pub fn dense(input: &Array2<f32>, weight: &Array2<f32>, bias: &Array1<f32>) -> Array2<f32> {
+pub(crate) fn dense(input: &Array2<f32>, weight: &Array2<f32>, bias: &Array1<f32>) -> Array2<f32> {
     let mut out = input.dot(weight);
     out += bias;
     out
 }
 
 /// Stacks flattened images into a `[batch, features]` matrix.
-pub fn stack_rows(rows: &[Array1<f32>]) -> Array2<f32> {
+pub(crate) fn stack_rows(rows: &[Array1<f32>]) -> Array2<f32> {
     let views: Vec<_> = rows.iter().map(|r| r.view().insert_axis(Axis(0))).collect();
     ndarray::concatenate(Axis(0), &views).expect("every image flattens to the same length")
 }

@@ -18,26 +18,28 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use ndarray::{Array1, Array2, Array3, Array4, ArrayView3, Axis};
+#[cfg(test)]
+use ndarray::Array4;
+use ndarray::{Array1, Array2, Array3, ArrayView3, Axis};
 use rayon::prelude::*;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use image_input::{decode_image, ImageError, ImageLimits};
-pub use layers::Layer;
+pub(crate) use image_input::{decode_image, ImageLimits};
+pub(crate) use layers::Layer;
 
 /// File name of the model that ships with ThreadCenter, inside `models/`.
-pub const DEFAULT_MODEL_FILE: &str = "fire-cnn.safetensors";
+pub(crate) const DEFAULT_MODEL_FILE: &str = "fire-cnn.safetensors";
 
 /// Where the shipped model lives: `models/` in the source tree.
-pub fn default_models_dir() -> PathBuf {
+pub(crate) fn default_models_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models"))
 }
 
 /// Why a model could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum ModelError {
+pub(crate) enum ModelError {
     /// The file could not be read.
     #[error("cannot read model {path}: {source}")]
     Io {
@@ -65,41 +67,41 @@ impl From<ModelError> for crate::error::Error {
 /// What a model is, for the `model` command and IdentyFire's
 /// `get_current_model`: everything but the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelInfo {
+pub(crate) struct ModelInfo {
     /// From the file's metadata (`name`), else the file name.
-    pub name: String,
+    pub(crate) name: String,
     /// The file it was loaded from.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// SHA-256 of the file, hex.
-    pub sha256: String,
+    pub(crate) sha256: String,
     /// File size in bytes.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// `[height, width, channels]` of the network's input.
-    pub input_shape: [usize; 3],
+    pub(crate) input_shape: [usize; 3],
     /// One line per layer.
-    pub layers: Vec<String>,
+    pub(crate) layers: Vec<String>,
     /// Number of weights and biases.
-    pub parameters: usize,
+    pub(crate) parameters: usize,
     /// Floating-point operations for one image (a multiply-add counts 2).
-    pub flops_per_image: u64,
+    pub(crate) flops_per_image: u64,
     /// The rest of the file's metadata (training set, accuracy, ...).
-    pub metadata: HashMap<String, String>,
+    pub(crate) metadata: HashMap<String, String>,
 }
 
 /// Which model a job wants: the file and the checksum the server saw when it
 /// chose it, so a worker never runs a different file that happens to have
 /// the same name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModelRef {
+pub(crate) struct ModelRef {
     /// The model file.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Its SHA-256, hex.
-    pub sha256: String,
+    pub(crate) sha256: String,
 }
 
 /// A loaded network, ready to predict.
 #[derive(Debug)]
-pub struct Model {
+pub(crate) struct Model {
     layers: Vec<Layer>,
     input_scale: f32,
     info: ModelInfo,
@@ -132,7 +134,7 @@ impl Model {
     /// # Errors
     /// When the file cannot be read, is not safetensors, or its tensors do
     /// not fit its architecture.
-    pub fn load(path: &Path) -> Result<Model, ModelError> {
+    pub(crate) fn load(path: &Path) -> Result<Model, ModelError> {
         let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
         Model::from_bytes(&bytes, path)
     }
@@ -141,7 +143,7 @@ impl Model {
     ///
     /// # Errors
     /// As [`Model::load`].
-    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model, ModelError> {
+    pub(crate) fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model, ModelError> {
         let invalid = |reason: String| ModelError::Invalid { path: path.into(), reason };
         let tensors =
             SafeTensors::deserialize(bytes).map_err(|e| invalid(format!("not safetensors: {e}")))?;
@@ -266,17 +268,12 @@ impl Model {
     }
 
     /// The model's description.
-    pub fn info(&self) -> &ModelInfo {
+    pub(crate) fn info(&self) -> &ModelInfo {
         &self.info
     }
 
-    /// A reference to this model for jobs.
-    pub fn reference(&self) -> ModelRef {
-        ModelRef { path: self.info.path.clone(), sha256: self.info.sha256.clone() }
-    }
-
     /// The factor raw pixel values (0..=255) are multiplied by.
-    pub fn input_scale(&self) -> f32 {
+    pub(crate) fn input_scale(&self) -> f32 {
         self.input_scale
     }
 
@@ -288,7 +285,7 @@ impl Model {
     /// # Panics
     /// If an image does not have the model's input shape (callers resize
     /// with [`decode_image`] first).
-    pub fn predict_batch(&self, images: &[Array3<f32>]) -> Vec<f32> {
+    pub(crate) fn predict_batch(&self, images: &[Array3<f32>]) -> Vec<f32> {
         if images.is_empty() {
             return Vec::new();
         }
@@ -315,13 +312,15 @@ impl Model {
     }
 
     /// Scores one image: the same code as a batch of one.
-    pub fn predict(&self, image: &Array3<f32>) -> f32 {
+    #[cfg(test)]
+    pub(crate) fn predict(&self, image: &Array3<f32>) -> f32 {
         self.predict_batch(std::slice::from_ref(image))[0]
     }
 
     /// Scores a `[N, H, W, C]` tensor of raw 0..=255 pixels (the layout of
     /// the reference file written by the training script).
-    pub fn predict_pixels(&self, pixels: &Array4<f32>) -> Vec<f32> {
+    #[cfg(test)]
+    pub(crate) fn predict_pixels(&self, pixels: &Array4<f32>) -> Vec<f32> {
         let images: Vec<Array3<f32>> =
             pixels.outer_iter().map(|img| img.mapv(|v| v * self.input_scale)).collect();
         self.predict_batch(&images)
@@ -391,7 +390,7 @@ fn read_vector(tensors: &SafeTensors<'_>, name: &str, len: usize) -> Result<Arra
 }
 
 /// SHA-256 of some bytes, as lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -402,13 +401,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// share nothing: one copy per process). The classroom guide makes that
 /// point with `ps`.
 #[derive(Default)]
-pub struct ModelSlot {
+pub(crate) struct ModelSlot {
     loaded: Mutex<Option<Arc<Model>>>,
 }
 
 impl ModelSlot {
     /// An empty slot.
-    pub fn new() -> ModelSlot {
+    pub(crate) fn new() -> ModelSlot {
         ModelSlot::default()
     }
 
@@ -416,7 +415,7 @@ impl ModelSlot {
     ///
     /// # Errors
     /// As [`Model::load`].
-    pub fn preload(&self, path: &Path) -> Result<ModelInfo, ModelError> {
+    pub(crate) fn preload(&self, path: &Path) -> Result<ModelInfo, ModelError> {
         let model = Arc::new(Model::load(path)?);
         let info = model.info().clone();
         *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = Some(model);
@@ -428,7 +427,7 @@ impl ModelSlot {
     ///
     /// # Errors
     /// A sentence for the client when the file cannot be loaded or changed.
-    pub fn get(&self, wanted: &ModelRef) -> Result<Arc<Model>, String> {
+    pub(crate) fn get(&self, wanted: &ModelRef) -> Result<Arc<Model>, String> {
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(model) = loaded.as_ref().filter(|m| m.info().sha256 == wanted.sha256) {
             return Ok(Arc::clone(model));
