@@ -23,7 +23,7 @@
 //! | [`server::reader`] | a connection's read loop and the gates (auth, rate limit, drain) |
 //! | [`server::session`] | what a command sees of its connection: the one way to answer |
 //! | [`server::cmd`] | the commands, one file per family (compute, predict, models, mutex, auth, stats/health) |
-//! | [`server::connection`] | one client socket: its reply path ([`server::connection::ReplySink`]) and writer |
+//! | [`server::connection`], [`server::replies`] | one client socket: reading frames; and every path a reply takes to it ([`server::replies::ReplySink`]), with flow control |
 //! | [`server::jobs`] | a job's life: submit or answer from the cache ([`server::jobs::Jobs`]), the id→connection [`server::jobs::registry`], the [`server::jobs::completer`] that routes each reply back |
 //! | [`server::pool`] | the workers: the [`server::pool::board`], [`server::pool::threads`], [`server::pool::processes`], restart budget |
 //! | [`server::config`], [`server::stats`], [`server::lock`], [`server::metrics`] | settings; counters and histograms; the accelerator mutex; `/metrics` |
@@ -45,7 +45,7 @@
 //!    the job's entry out of the registry (so each job is answered at most
 //!    once), encodes the reply in the asker's dialect
 //!    ([`protocol::reply::encode_job_reply`]) and sends it on that
-//!    connection's [`server::connection::ReplySink`].
+//!    connection's [`server::replies::ReplySink`].
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

@@ -5,8 +5,8 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::server::connection::FlowControl;
 use crate::server::jobs::registry::ConnId;
+use crate::server::replies::FlowControl;
 
 /// Open connections by id. Cheap to clone.
 #[derive(Clone, Default)]

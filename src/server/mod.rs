@@ -31,6 +31,7 @@ pub(crate) mod models;
 pub(crate) mod pool;
 pub(crate) mod rate_limit;
 pub(crate) mod reader;
+pub(crate) mod replies;
 pub(crate) mod report;
 pub(crate) mod session;
 pub(crate) mod stats;

@@ -2,7 +2,7 @@
 //! gates, then to its command.
 //!
 //! Every frame that is read gets exactly one reply, and the reader takes a
-//! reply slot (see [`crate::server::connection::FlowControl`]) before
+//! reply slot (see [`crate::server::replies::FlowControl`]) before
 //! producing it. Before a request reaches its command it passes, in order:
 //! 1. **authentication** (with `--auth-token`): the first frame must be a
 //!    valid `auth`, or the client gets `UNAUTHORIZED` and is disconnected
@@ -29,8 +29,9 @@ use super::session::{Continue, Session};
 use super::Farm;
 use crate::frame::FrameError;
 use crate::protocol::{encode_error, parse_request, Command, ErrorCode, ReplyError};
-use crate::server::connection::{Connection, ReadLimits, ReplySink};
+use crate::server::connection::{Connection, ReadLimits};
 use crate::server::jobs::registry::ConnId;
+use crate::server::replies::ReplySink;
 use crate::server::stats::ReplyOutcome;
 
 /// Serves one connection until the client leaves, the connection breaks, or

@@ -14,8 +14,8 @@ use crate::protocol::{
     encode_error_in, encode_result, encode_rpc, ClientId, CommandKind, Dialect, ReplyError, ReplyExtras,
     Request,
 };
-use crate::server::connection::InlineReplies;
 use crate::server::jobs::registry::ConnId;
+use crate::server::replies::InlineReplies;
 use crate::server::stats::ReplyOutcome;
 
 /// Whether the connection goes on after a request.

@@ -5,7 +5,7 @@
 
 use super::submit;
 use crate::protocol::{Chaos, Request};
-use crate::server::connection::ReplySink;
+use crate::server::replies::ReplySink;
 use crate::server::session::Session;
 use crate::work::job::JobKind;
 

@@ -26,8 +26,8 @@ pub(crate) mod predict;
 
 use super::session::{Continue, Session};
 use crate::protocol::{Command, Request};
-use crate::server::connection::ReplySink;
 use crate::server::jobs::{JobRequest, Submitted};
+use crate::server::replies::ReplySink;
 use crate::work::job::JobKind;
 
 /// Runs one request's command. `payload` is the request's frame (the cache

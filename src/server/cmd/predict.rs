@@ -4,9 +4,9 @@
 
 use super::submit;
 use crate::protocol::{Dialect, ErrorCode, Holder, ImageArg, Mode, ReplyError, Request};
-use crate::server::connection::ReplySink;
 use crate::server::images::decode_images;
 use crate::server::lock::Violation;
+use crate::server::replies::ReplySink;
 use crate::server::session::Session;
 use crate::work::job::{JobKind, PredictJob};
 

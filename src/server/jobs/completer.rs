@@ -6,7 +6,7 @@
 //! died, and `finish` with the result. `finish` takes the job's entry out of
 //! the registry (so each job is answered at most once), shapes the reply for
 //! the asking connection's dialect, fills the cache, and hands the frame to
-//! that connection's [`crate::server::connection::ReplySink`].
+//! that connection's [`crate::server::replies::ReplySink`].
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -37,7 +37,7 @@ use cache::{CacheKey, CacheStats, ResultCache};
 use registry::{ConnId, PendingReply, Registry};
 
 use crate::protocol::{encode_job_reply, ClientId, CommandKind, Dialect, ReplyError, ReplyExtras};
-use crate::server::connection::ReplySink;
+use crate::server::replies::ReplySink;
 use crate::server::stats::Stats;
 use crate::work::job::JobKind;
 

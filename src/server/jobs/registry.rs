@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use crate::protocol::{ClientId, CommandKind};
-use crate::server::connection::ReplySink;
+use crate::server::replies::ReplySink;
 use crate::work::job::JobId;
 
 /// Identifies one accepted connection for the life of the server.
@@ -117,7 +117,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::connection::ReplySink;
+    use crate::server::replies::ReplySink;
     use serde_json::value::RawValue;
 
     fn pending(conn: ConnId, sink: &ReplySink) -> PendingReply {

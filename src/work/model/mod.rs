@@ -13,10 +13,10 @@
 
 mod image_input;
 mod layers;
+mod slot;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 #[cfg(test)]
 use ndarray::Array4;
@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 
 pub(crate) use image_input::{decode_image, ImageLimits};
 pub(crate) use layers::Layer;
+pub(crate) use slot::ModelSlot;
 
 /// File name of the model that ships with ThreadCenter, inside `models/`.
 pub(crate) const DEFAULT_MODEL_FILE: &str = "fire-cnn.safetensors";
@@ -392,57 +393,6 @@ fn read_vector(tensors: &SafeTensors<'_>, name: &str, len: usize) -> Result<Arra
 /// SHA-256 of some bytes, as lowercase hex.
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A worker's loaded model, replaced when a job names another one.
-///
-/// Thread workers share one slot (threads share memory: one copy of the
-/// weights for the whole pool); each worker process has its own (processes
-/// share nothing: one copy per process). The classroom guide makes that
-/// point with `ps`.
-#[derive(Default)]
-pub(crate) struct ModelSlot {
-    loaded: Mutex<Option<Arc<Model>>>,
-}
-
-impl ModelSlot {
-    /// An empty slot.
-    pub(crate) fn new() -> ModelSlot {
-        ModelSlot::default()
-    }
-
-    /// Loads a model into the slot now (a worker's start-up).
-    ///
-    /// # Errors
-    /// As [`Model::load`].
-    pub(crate) fn preload(&self, path: &Path) -> Result<ModelInfo, ModelError> {
-        let model = Arc::new(Model::load(path)?);
-        let info = model.info().clone();
-        *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = Some(model);
-        Ok(info)
-    }
-
-    /// The model a job asks for: the loaded one when its checksum matches,
-    /// else the file is loaded now and must have the checksum the server saw.
-    ///
-    /// # Errors
-    /// A sentence for the client when the file cannot be loaded or changed.
-    pub(crate) fn get(&self, wanted: &ModelRef) -> Result<Arc<Model>, String> {
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(model) = loaded.as_ref().filter(|m| m.info().sha256 == wanted.sha256) {
-            return Ok(Arc::clone(model));
-        }
-        let model = Model::load(&wanted.path).map_err(|e| e.to_string())?;
-        if model.info().sha256 != wanted.sha256 {
-            return Err(format!(
-                "model file {} changed on disk since the server loaded it; load it again",
-                wanted.path.display()
-            ));
-        }
-        let model = Arc::new(model);
-        *loaded = Some(Arc::clone(&model));
-        Ok(model)
-    }
 }
 
 #[cfg(test)]

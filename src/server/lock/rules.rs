@@ -1,107 +1,12 @@
-//! The accelerator mutex: a central lock that clients hold before they
-//! predict, as in IdentyFire — with leases, fencing tokens and a queue that
-//! cannot be blocked by a client that went away.
-//!
-//! ```text
-//!            acquire (free)                 release / lease runs out
-//!  client ─────────────────▶ OWNER ─────────────────────────────────▶ next in queue
-//!     │ acquire (held)         ▲ acquire again = renew (same token)      (new token)
-//!     ▼                        │
-//!   QUEUED (FIFO, 1-based) ────┘ when it reaches the head and the lock is free
-//! ```
-//!
-//! * **Leases.** The owner's lease lasts `lease` from its last activity
-//!   (acquire or predict). When it runs out, the lock passes on: a crashed
-//!   client cannot hold it for ever.
-//! * **Queue expiry.** IdentyFire kept a queued client that went away at the
-//!   head of its queue for ever, so nobody got the lock again. Here a queued
-//!   client that has not asked again within one lease leaves the queue, and
-//!   one handed the lock but never told is just an owner whose lease runs out.
-//! * **Fencing tokens.** Every grant carries a number larger than every
-//!   earlier grant's. An action that names an older token is refused, so a
-//!   client whose lease expired while it was paused cannot act on a grant
-//!   that has passed to someone else.
-//!
-//! All the rules live in [`LockState`], whose methods take the current time
-//! as an argument: the unit tests drive it with made-up instants, so every
-//! expiry is tested exactly, without sleeping.
+//! The accelerator mutex's rules — owner, FIFO queue, leases, fencing
+//! tokens — with the current time passed in, so they are pure and tested
+//! with made-up instants (see the module above for what each rule is for).
 
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use crate::protocol::MAX_MUTEX_WAIT_MS;
+use super::{unix_micros, Acquire, LockSnapshot, Violation};
 use crate::units::micros;
-use serde::{Deserialize, Serialize};
-
-/// The longest a client may ask `acquire` to wait on the server.
-pub(crate) const MAX_WAIT: Duration = Duration::from_millis(MAX_MUTEX_WAIT_MS);
-
-/// The answer to an `acquire`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Acquire {
-    /// The caller holds the lock, with this fencing token.
-    Granted {
-        /// The grant's fencing token.
-        token: u64,
-        /// When the grant was made (µs since the Unix epoch, server clock).
-        /// A hand-over on release is granted at the release's instant.
-        granted_at_us: u64,
-    },
-    /// The caller waits at this 1-based position.
-    Queued {
-        /// 1 = next in line.
-        position: usize,
-    },
-}
-
-/// Why an action that needs the lock was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Violation {
-    /// The caller does not hold the lock.
-    NotHolder,
-    /// The caller holds the lock under a newer token than the one it showed.
-    StaleToken {
-        /// The token it showed.
-        shown: u64,
-        /// The token of its current grant.
-        current: u64,
-    },
-}
-
-impl Violation {
-    /// The sentence the client gets. The first is IdentyFire's own text,
-    /// which its clients may match on.
-    pub(crate) fn message(&self) -> String {
-        match self {
-            Violation::NotHolder => "Mutex Violation - Acquire lock first".into(),
-            Violation::StaleToken { shown, current } => format!(
-                "Mutex Violation - stale fencing token {shown} (the current grant is {current}); acquire again"
-            ),
-        }
-    }
-}
-
-/// The lock as `health`, `stats` and metrics show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct LockSnapshot {
-    /// Whether someone holds the lock.
-    pub(crate) locked: bool,
-    /// Who, if anyone.
-    pub(crate) owner: Option<String>,
-    /// The owner's fencing token.
-    pub(crate) token: Option<u64>,
-    /// Clients waiting.
-    pub(crate) queue_length: usize,
-    /// Grants since start (the last token handed out).
-    pub(crate) grants: u64,
-    /// Leases that ran out before their owner released.
-    pub(crate) lease_expiries: u64,
-    /// Queued clients dropped for not asking again in time.
-    pub(crate) queue_expiries: u64,
-    /// The lease length, in milliseconds.
-    pub(crate) lease_ms: u64,
-}
 
 #[derive(Debug)]
 struct Owner {
@@ -120,7 +25,7 @@ struct Waiter {
 /// The lock's rules, with time passed in.
 #[derive(Debug)]
 pub(crate) struct LockState {
-    lease: Duration,
+    pub(super) lease: Duration,
     owner: Option<Owner>,
     queue: VecDeque<Waiter>,
     last_token: u64,
@@ -255,7 +160,7 @@ impl LockState {
     }
 
     /// When the owner's lease runs out, if someone holds the lock.
-    fn lease_deadline(&self) -> Option<Instant> {
+    pub(super) fn lease_deadline(&self) -> Option<Instant> {
         self.owner.as_ref().map(|o| o.lease_until)
     }
 
@@ -275,104 +180,19 @@ impl LockState {
     }
 }
 
-/// The shared lock: [`LockState`] behind a mutex, plus a condition variable
-/// so `acquire` can wait for its turn on the server (`wait_ms`).
-pub(crate) struct LockCoordinator {
-    state: Mutex<LockState>,
-    changed: Condvar,
-    closed: std::sync::atomic::AtomicBool,
-}
-
-impl LockCoordinator {
-    /// A free lock whose leases last `lease`.
-    pub(crate) fn new(lease: Duration) -> LockCoordinator {
-        LockCoordinator {
-            state: Mutex::new(LockState::new(lease)),
-            changed: Condvar::new(),
-            closed: std::sync::atomic::AtomicBool::new(false),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, LockState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Asks for the lock, waiting up to `wait` (at most [`MAX_WAIT`]) for the
-    /// grant. While it waits the caller keeps its place: it counts as asking.
-    pub(crate) fn acquire(&self, client: &str, wait: Duration) -> Acquire {
-        let deadline = Instant::now() + wait.min(MAX_WAIT);
-        let mut state = self.lock();
-        loop {
-            let now = Instant::now();
-            let outcome = state.acquire(client, now);
-            let closed = self.closed.load(std::sync::atomic::Ordering::SeqCst);
-            if matches!(outcome, Acquire::Granted { .. }) || now >= deadline || closed {
-                return outcome;
-            }
-            // Wake when the lock may change hands: a release notifies; a lease
-            // running out does not, so wake at its deadline too. Re-asking at
-            // least twice per lease keeps our place in the queue.
-            let mut wake = deadline.min(now + state.lease / 2);
-            if let Some(lease_end) = state.lease_deadline() {
-                wake = wake.min(lease_end);
-            }
-            let timeout = wake.saturating_duration_since(now).max(Duration::from_millis(1));
-            state = self.changed.wait_timeout(state, timeout).unwrap_or_else(|p| p.into_inner()).0;
-        }
-    }
-
-    /// Gives the lock back; see [`LockState::release`].
-    pub(crate) fn release(&self, client: &str, token: Option<u64>) -> Option<u64> {
-        let released = self.lock().release(client, token, Instant::now());
-        if released.is_some() {
-            self.changed.notify_all();
-        }
-        released
-    }
-
-    /// See [`LockState::check_holder`].
-    ///
-    /// # Errors
-    /// When the caller may not use the accelerator.
-    pub(crate) fn check_holder(&self, client: &str, token: Option<u64>) -> Result<u64, Violation> {
-        self.lock().check_holder(client, token, Instant::now())
-    }
-
-    /// The lock now.
-    pub(crate) fn snapshot(&self) -> LockSnapshot {
-        self.lock().snapshot(Instant::now())
-    }
-
-    /// Wakes every waiting `acquire` (server shutdown): they answer at once.
-    pub(crate) fn close(&self) {
-        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.changed.notify_all();
-    }
-}
-
-/// Milliseconds since the Unix epoch (IdentyFire's `server_timestamp`).
-pub(crate) fn unix_millis() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-/// Microseconds since the Unix epoch.
-pub(crate) fn unix_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(micros).unwrap_or(0)
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    const LEASE: Duration = Duration::from_secs(30);
+    pub(in crate::server::lock) const LEASE: Duration = Duration::from_secs(30);
 
     /// Matches a grant with this token, whenever it was made.
-    fn granted(token: u64) -> GrantedWith {
+    pub(in crate::server::lock) fn granted(token: u64) -> GrantedWith {
         GrantedWith(token)
     }
 
     #[derive(Debug)]
-    struct GrantedWith(u64);
+    pub(in crate::server::lock) struct GrantedWith(u64);
 
     impl PartialEq<GrantedWith> for Acquire {
         fn eq(&self, other: &GrantedWith) -> bool {
@@ -484,28 +304,5 @@ mod tests {
         assert!(lock.check_holder("a", None, at(t0, 25)).is_ok());
         assert!(lock.check_holder("a", None, at(t0, 50)).is_ok(), "renewed at 25 s");
         assert_eq!(lock.check_holder("a", None, at(t0, 81)), Err(Violation::NotHolder));
-    }
-
-    #[test]
-    fn a_waiting_acquire_is_granted_on_release() {
-        let lock = std::sync::Arc::new(LockCoordinator::new(LEASE));
-        assert_eq!(lock.acquire("a", Duration::ZERO), granted(1));
-        let waiter = {
-            let lock = std::sync::Arc::clone(&lock);
-            std::thread::spawn(move || lock.acquire("b", Duration::from_secs(20)))
-        };
-        // Release once b is queued (bounded poll, no timing assertion).
-        for _ in 0..2000 {
-            if lock.snapshot().queue_length == 1 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let released_at = lock.release("a", None).expect("a held it");
-        let Acquire::Granted { token, granted_at_us } = waiter.join().unwrap() else {
-            panic!("b waited for it")
-        };
-        assert_eq!(token, 2);
-        assert_eq!(granted_at_us, released_at, "handed over at the instant of the release");
     }
 }
