@@ -79,12 +79,19 @@ pub(crate) struct Farm {
     /// The accelerator mutex.
     lock: LockCoordinator,
     /// Set when a shutdown begins: new requests get `SHUTTING_DOWN`.
+    /// `SeqCst`, like the acceptor's stop flag: these flags change once per
+    /// run, so their cost is nothing, and the strongest ordering keeps the
+    /// reasoning simple — once `wait` has stored it, every reader that
+    /// admits a request afterwards sees it.
     draining: AtomicBool,
 }
 
 /// Stops a running server from any thread (a signal handler, a test).
 #[derive(Clone, Debug)]
 pub(crate) struct ShutdownHandle {
+    /// `SeqCst` (see `Farm::draining`): the acceptor must see it set once the
+    /// wake-up connection arrives, which the connect/accept pair already
+    /// orders; the strongest ordering costs nothing on a once-per-run flag.
     flag: Arc<AtomicBool>,
     wake: SocketAddr,
 }
@@ -255,6 +262,9 @@ impl Server {
         if in_flight > 0 {
             tracing::info!(in_flight, timeout = ?farm.config.drain_timeout, "draining jobs in flight");
         }
+        // Poll: the registry has no "became empty" notification, and adding
+        // one would put a condvar signal on every finished job's path to
+        // serve this once-per-run wait. 5 ms adds at most 5 ms to a stop.
         while farm.jobs.in_flight() > 0 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(5));
         }

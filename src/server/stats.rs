@@ -99,6 +99,9 @@ fn command_name(row: usize) -> &'static str {
 #[derive(Debug)]
 pub(crate) struct HistogramByCommand {
     histograms: [BucketHistogram; COMMAND_ROWS],
+    /// Set once per row, read by every scrape, both `Relaxed`: the flag
+    /// guards no data (the histogram has its own lock), so a scrape that
+    /// misses a flag just set shows that row one scrape later.
     observed: [AtomicBool; COMMAND_ROWS],
 }
 
@@ -147,6 +150,12 @@ pub(crate) struct Stats {
     inner: Arc<Inner>,
 }
 
+/// Every counter here is bumped and read with `Relaxed` ordering: each one
+/// is a self-contained number that no other memory depends on, so a reader
+/// needs only *a* recent value of each, never a moment when all of them
+/// agree (a `stats` reply taken mid-request may count a request whose reply
+/// it does not count yet, which is true at that instant). `Relaxed` keeps
+/// each bump a single uncontended atomic add on the request path.
 struct Inner {
     instance: Uuid,
     started: Instant,

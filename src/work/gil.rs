@@ -28,8 +28,13 @@ pub(crate) struct Gil {
     switch_interval: Duration,
     /// Set by a waiter whose interval ran out; read without the mutex by the
     /// holder at every checkpoint, so checking costs one atomic load.
+    /// Release/Acquire: the holder that sees the request then takes the
+    /// mutex anyway, which orders everything else; the pair only makes the
+    /// request itself visible promptly and in order with the reset in `take`.
     drop_request: AtomicBool,
     /// Threads inside the lock right now; must never exceed 1 (tests check).
+    /// AcqRel on the counters so that the test's reading of `most_holders`
+    /// sees every increment made by threads it has joined.
     holders: AtomicUsize,
     most_holders: AtomicUsize,
 }

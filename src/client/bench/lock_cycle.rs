@@ -167,6 +167,11 @@ fn run_against(server: &ServerUnderTest, options: &BenchOptions) -> Result<LockC
     for _ in 0..options.concurrency {
         connections.push(server.connect(token)?);
     }
+    // Shared by the client threads with `Relaxed` ordering: `budget` is a
+    // count handed out by `fetch_update` (atomic on its own, whatever the
+    // ordering), and `failed` only says "stop soon" — a thread that sees it
+    // one turn late does one more turn. The results travel in each thread's
+    // return value, published by `join`.
     let budget = Arc::new(AtomicU64::new(match options.stop {
         StopAfter::Requests(n) => n,
         StopAfter::Duration(_) => u64::MAX,

@@ -46,7 +46,10 @@ pub(crate) struct Plan {
     pub(crate) expected_compute: Option<u64>,
 }
 
-/// Live counters for the progress bar.
+/// Live counters for the progress bar. Connections bump them and the bar
+/// reads them with `Relaxed` ordering: they are only shown to a person, a
+/// bar a few requests behind is still right, and nothing is published
+/// through them (the measurements travel in each connection's recorder).
 #[derive(Debug, Default)]
 pub(crate) struct ProgressCounters {
     /// Requests written.

@@ -33,6 +33,7 @@ pub(crate) struct CacheKey {
 pub(crate) struct ResultCache {
     entries: Mutex<LruCache<u64, (Box<str>, JobOutput)>>,
     hasher: RandomState,
+    /// Counters for `stats`, `Relaxed`: independent numbers guarding nothing.
     hits: AtomicU64,
     misses: AtomicU64,
 }

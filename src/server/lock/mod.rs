@@ -113,6 +113,9 @@ pub(crate) struct LockSnapshot {
 pub(crate) struct LockCoordinator {
     state: Mutex<LockState>,
     changed: Condvar,
+    /// Set once at shutdown (under `state`'s lock, see `close`); `SeqCst`
+    /// because it is rare and the strongest ordering is the simplest to
+    /// reason about.
     closed: std::sync::atomic::AtomicBool,
 }
 
@@ -178,6 +181,9 @@ impl LockCoordinator {
 
     /// Wakes every waiting `acquire` (server shutdown): they answer at once.
     pub(crate) fn close(&self) {
+        // Set the flag while holding the lock a waiter checks it under, so
+        // no waiter can check, miss it, and then sleep through the notify.
+        let _state = self.lock();
         self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         self.changed.notify_all();
     }

@@ -255,6 +255,8 @@ impl WorkerPool {
             );
         }
         for handle in handles {
+            // Poll: std's `JoinHandle` has no join with a timeout, and a
+            // thread stuck in a job must not hold the shutdown for ever.
             while !handle.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }

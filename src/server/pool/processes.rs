@@ -47,9 +47,13 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 const RESPAWN_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// ...up to this one.
 const RESPAWN_BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// How often an idle driver checks that its worker is still alive.
+/// How often an idle driver checks that its worker is still alive. It must
+/// poll: an idle driver waits on the job queues (crossbeam), while a dead
+/// worker shows up on its IPC channel (ipc-channel), and no one `select`
+/// spans both kinds of channel.
 pub(crate) const IDLE_CHECK: Duration = Duration::from_millis(50);
-/// How often a busy driver looks up from its worker to check for a stop.
+/// How often a busy driver looks up from its worker to check for a stop and
+/// the job's deadline (the same two-kinds-of-channel reason as above).
 const BUSY_TICK: Duration = Duration::from_millis(50);
 /// Jobs a driver may have sent to its worker at once when jobs are long:
 /// the running one and one waiting behind it.
@@ -144,6 +148,8 @@ fn spawn(id: usize, command: &WorkerCommand, timeout: Duration) -> Result<Worker
         .map_err(|e| fail(format!("cannot start the handshake thread: {e}")))?;
 
     let deadline = Instant::now() + timeout;
+    // Wait for the handshake in 20 ms steps rather than one long wait, to
+    // notice at once a child that died before connecting (`try_wait`).
     let handshake = loop {
         match accepted.recv_timeout(Duration::from_millis(20)) {
             Ok(result) => break result,
@@ -471,6 +477,8 @@ fn stop_worker(id: usize, worker: WorkerProcess) {
     let pid = child.id();
     drop(jobs);
     let deadline = Instant::now() + EXIT_GRACE;
+    // Poll: std's `Child` has no wait with a timeout; 5 ms steps up to
+    // EXIT_GRACE, then the kill.
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),

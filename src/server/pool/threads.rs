@@ -164,7 +164,9 @@ fn run(shared: &PoolShared, kind: &JobKind) -> JobResult {
 }
 
 /// The watchdog: every tick, answers jobs past their deadline and replaces
-/// the threads running them.
+/// the threads running them. It polls (a tenth of `--job-timeout`, 5–250 ms)
+/// because a running thread cannot be interrupted or waited on with a
+/// deadline: looking at the clock is the only way to see a job overrun.
 fn watch(shared: &PoolShared, slots: &Arc<Vec<Slot>>, threads: &SlotThreads) {
     let tick = (shared.job_timeout / 10).clamp(Duration::from_millis(5), Duration::from_millis(250));
     loop {
@@ -185,6 +187,7 @@ fn watch(shared: &PoolShared, slots: &Arc<Vec<Slot>>, threads: &SlotThreads) {
                 }
             };
             if let Some(Running { job, started }) = overdue {
+                // `Relaxed`: a counter for reports, guarding nothing (see the board).
                 shared.board.abandoned_threads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(worker = id, job = job.id, timeout = ?shared.job_timeout,
                     "job timed out; writing off its thread and starting a new one");
