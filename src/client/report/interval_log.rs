@@ -16,8 +16,7 @@ use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 
-use super::requests_csv::join_writer;
-use super::{Exporter, LiveRun, RunReport, CHANNEL_CAPACITY};
+use super::{Exporter, LiveRun, RunReport, Streamed, CHANNEL_CAPACITY};
 use crate::client::bench::recorder::latency_histogram;
 use crate::client::bench::{BenchRun, IntervalMessage};
 use crate::error::Result;
@@ -119,33 +118,26 @@ fn write_interval_log<W: Write>(
     Ok(written)
 }
 
-/// `--hdr-log`: its file, created before the run, and its writer thread once
-/// the run has started.
-pub(crate) struct IntervalLog {
-    file: Option<BufWriter<File>>,
-    writer: Option<JoinHandle<io::Result<u64>>>,
-}
+/// `--hdr-log`: written by its own thread while the run goes.
+pub(crate) struct IntervalLog(Streamed);
 
 impl IntervalLog {
     /// The exporter for an already created file.
     pub(crate) fn new(file: BufWriter<File>) -> Self {
-        IntervalLog { file: Some(file), writer: None }
+        IntervalLog(Streamed::new("--hdr-log", file))
     }
 }
 
 impl Exporter for IntervalLog {
     fn attach(&mut self, live: &mut LiveRun<'_>) {
-        if let Some(file) = self.file.take() {
-            let options = live.options;
-            let (tx, handle) =
-                start_interval_log(file, options.concurrency, live.started_at, options.log_interval);
-            live.sinks.intervals = Some(tx);
-            self.writer = Some(handle);
-        }
+        let (connections, interval) = (live.options.concurrency, live.options.log_interval);
+        let started_at = live.started_at;
+        live.sinks.intervals =
+            self.0.start(|file| start_interval_log(file, connections, started_at, interval));
     }
 
     fn finish(self: Box<Self>, _run: &BenchRun, _report: &RunReport) -> Result<()> {
-        join_writer(self.writer, "--hdr-log")
+        self.0.join()
     }
 }
 

@@ -24,6 +24,9 @@ pub(crate) mod json;
 pub(crate) mod requests_csv;
 pub(crate) mod summary;
 
+use std::fs::File;
+use std::io::{self, BufWriter};
+use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use hdrhistogram::Histogram;
@@ -32,7 +35,7 @@ use serde::Serialize;
 use crate::client::bench::options::{BenchOptions, Pacing, StopAfter, Warmup};
 use crate::client::bench::recorder::Counts;
 use crate::client::bench::{BenchRun, RunSinks, ServerInfo};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Capacity of the channels from the connections to the streaming writers.
 const CHANNEL_CAPACITY: usize = 64 * 1024;
@@ -50,6 +53,48 @@ pub(crate) trait Exporter {
     /// # Errors
     /// The destination could not be written; the error names the flag.
     fn finish(self: Box<Self>, run: &BenchRun, report: &RunReport) -> Result<()>;
+}
+
+/// A report file written by its own thread while the run goes (one row per
+/// request, the interval log), so memory does not grow with the run: the
+/// file is created before the run, its writer starts with the run, and it
+/// is joined — and its error reported under its flag — after.
+pub(crate) struct Streamed {
+    flag: &'static str,
+    file: Option<BufWriter<File>>,
+    writer: Option<JoinHandle<io::Result<u64>>>,
+}
+
+impl Streamed {
+    /// The file of `flag`, already created.
+    pub(crate) fn new(flag: &'static str, file: BufWriter<File>) -> Self {
+        Streamed { flag, file: Some(file), writer: None }
+    }
+
+    /// Starts the writer thread on the file (once): `spawn` returns where
+    /// the connections send their data, and the thread.
+    pub(crate) fn start<T>(
+        &mut self,
+        spawn: impl FnOnce(BufWriter<File>) -> (T, JoinHandle<io::Result<u64>>),
+    ) -> Option<T> {
+        let (sender, writer) = spawn(self.file.take()?);
+        self.writer = Some(writer);
+        Some(sender)
+    }
+
+    /// Waits for the writer (the run's senders are gone by now, so it drains
+    /// and ends).
+    ///
+    /// # Errors
+    /// The writer failed or panicked; the error names the flag.
+    pub(crate) fn join(self) -> Result<()> {
+        let Some(writer) = self.writer else { return Ok(()) };
+        let flag = self.flag;
+        let written = writer.join().map_err(|_| {
+            Error::io(format!("writing {flag}"), io::Error::other(format!("the {flag} writer panicked")))
+        })?;
+        written.map(|_| ()).map_err(|e| Error::io(format!("writing {flag}"), e))
+    }
 }
 
 /// What an exporter may hook into before the run starts.

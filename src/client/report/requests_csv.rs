@@ -12,9 +12,9 @@ use std::thread::{self, JoinHandle};
 use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
 
-use super::{Exporter, LiveRun, RunReport, CHANNEL_CAPACITY};
+use super::{Exporter, LiveRun, RunReport, Streamed, CHANNEL_CAPACITY};
 use crate::client::bench::{BenchRun, RequestRecord};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// One line of `--requests-csv`. Times are microseconds since the run
 /// started; empty latency cells mean no reply came.
@@ -70,42 +70,24 @@ fn write_request_rows<W: Write>(out: W, rows: Receiver<RequestRecord>) -> io::Re
     Ok(written)
 }
 
-/// `--requests-csv`: its file, created before the run, and its writer
-/// thread once the run has started.
-pub(crate) struct RequestsCsv {
-    file: Option<BufWriter<File>>,
-    writer: Option<JoinHandle<io::Result<u64>>>,
-}
+/// `--requests-csv`: written by its own thread while the run goes.
+pub(crate) struct RequestsCsv(Streamed);
 
 impl RequestsCsv {
     /// The exporter for an already created file.
     pub(crate) fn new(file: BufWriter<File>) -> Self {
-        RequestsCsv { file: Some(file), writer: None }
+        RequestsCsv(Streamed::new("--requests-csv", file))
     }
 }
 
 impl Exporter for RequestsCsv {
     fn attach(&mut self, live: &mut LiveRun<'_>) {
-        if let Some(file) = self.file.take() {
-            let (tx, handle) = start_requests_csv(file);
-            live.sinks.requests = Some(tx);
-            self.writer = Some(handle);
-        }
+        live.sinks.requests = self.0.start(start_requests_csv);
     }
 
     fn finish(self: Box<Self>, _run: &BenchRun, _report: &RunReport) -> Result<()> {
-        join_writer(self.writer, "--requests-csv")
+        self.0.join()
     }
-}
-
-/// Waits for a streaming writer (its senders are gone once the run is over)
-/// and turns what it returns into the library's error.
-pub(crate) fn join_writer(writer: Option<JoinHandle<io::Result<u64>>>, flag: &str) -> Result<()> {
-    let Some(writer) = writer else { return Ok(()) };
-    let written = writer.join().map_err(|_| {
-        Error::io(format!("writing {flag}"), io::Error::other(format!("the {flag} writer panicked")))
-    })?;
-    written.map(|_| ()).map_err(|e| Error::io(format!("writing {flag}"), e))
 }
 
 #[cfg(test)]
