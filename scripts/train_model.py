@@ -7,7 +7,7 @@
 The network is small on purpose (about 33 MFLOP and 0.3 M parameters per
 150x150 RGB image), written here in plain numpy so that every step -- im2col,
 the matrix products, the backward pass -- can be read next to its Rust twin in
-src/model/. No framework, no download: the script draws its own data set.
+src/work/model/. No framework, no download: the script draws its own data set.
 
 The data set is synthetic and that is its limit. "Fire" scenes are flame-like
 blobs (white-yellow core, orange body, red fringe, flickering edges) over
