@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Two builds of ThreadCenter side by side: the ping and compute rows of
+scripts/bench.py, run against each build in turn (A, B, A, B, ...) so that
+drift in the machine's speed hits both alike. Reports each build's median
+and the ratio after / before.
+
+    git worktree add /tmp/before <commit> && (cd /tmp/before && cargo build --release --bins)
+    cargo build --release --bins
+    python3 scripts/compare_builds.py --before /tmp/before/target/release --after target/release
+
+Writes results/compare-<date>.md and .csv. A ratio within the spread of the
+runs is noise; the per-run values are in the CSV.
+"""
+
+import argparse
+import csv
+import datetime
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402  (the same Server and client helpers as bench.py)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (key, description, server flags, client flags, what to read)
+SCENARIOS = [
+    ("ping_c16", "ping, 16 connections, threads mode", ["--mode", "threads", "--workers", "2"],
+     ["--cmd", "ping", "-c", "16"], "req/s"),
+    ("ping_c16_p16", "ping, 16 connections, pipeline 16, threads mode", ["--mode", "threads", "--workers", "2"],
+     ["--cmd", "ping", "-c", "16", "--pipeline", "16"], "req/s"),
+    ("compute_threads", "compute n=500000, 8 connections, 2 worker threads", ["--mode", "threads", "--workers", "2"],
+     ["-c", "8", "--size", "500000"], "jobs/s"),
+    ("compute_processes", "compute n=500000, 8 connections, 2 worker processes",
+     ["--mode", "processes", "--workers", "2"], ["-c", "8", "--size", "500000"], "jobs/s"),
+    ("dispatch_processes", "compute n=1, 16 connections, 2 worker processes (dispatch cost)",
+     ["--mode", "processes", "--workers", "2"], ["-c", "16", "--size", "1"], "jobs/s"),
+]
+
+
+def use_build(directory):
+    bench.SERVER = Path(directory) / "tc-server"
+    bench.CLIENT = Path(directory) / "tc-client"
+    for binary in (bench.SERVER, bench.CLIENT):
+        if not binary.is_file():
+            sys.exit(f"{binary} is missing: build that tree with 'cargo build --release --bins' first")
+
+
+def measure(directory, server_flags, client_flags, duration):
+    use_build(directory)
+    with bench.Server(*server_flags) as server:
+        report, _, _ = bench.client("--port", str(server.port), *client_flags, "-d", str(duration), "--warmup", "1s")
+    return report["throughput_rps"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", required=True, help="directory with the old tc-server and tc-client")
+    parser.add_argument("--after", required=True, help="directory with the new tc-server and tc-client")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per build and scenario (median reported)")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per run")
+    args = parser.parse_args()
+
+    rows = []
+    for key, description, server_flags, client_flags, unit in SCENARIOS:
+        runs = {"before": [], "after": []}
+        for repeat in range(args.repeats):
+            # Alternate which build goes first, so neither always runs warmer.
+            order = ("before", "after") if repeat % 2 == 0 else ("after", "before")
+            for build in order:
+                directory = args.before if build == "before" else args.after
+                runs[build].append(measure(directory, server_flags, client_flags, args.duration))
+        before, after = statistics.median(runs["before"]), statistics.median(runs["after"])
+        spread = max(runs["before"] + runs["after"]) / min(runs["before"] + runs["after"]) - 1
+        ratios = [a / b for a, b in zip(runs["after"], runs["before"])]
+        rows.append({
+            "key": key, "scenario": description, "unit": unit,
+            "before": round(before, 1), "after": round(after, 1), "ratio": round(after / before, 3),
+            "per_pair_ratios": " ".join(f"{r:.3f}" for r in ratios),
+            "spread_of_all_runs": f"{spread:.1%}",
+            "before_runs": " ".join(f"{v:.0f}" for v in runs["before"]),
+            "after_runs": " ".join(f"{v:.0f}" for v in runs["after"]),
+        })
+        bench.log(f"{description}: before {before:,.0f}, after {after:,.0f} {unit}, ratio {after / before:.3f}")
+
+    today = datetime.date.today().isoformat()
+    out = ROOT / "results"
+    with open(out / f"compare-{today}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "?")
+    with open(out / f"compare-{today}.md", "w") as f:
+        f.write(f"# Two builds side by side, {today}\n\n")
+        f.write(f"Command: `python3 scripts/compare_builds.py --before {args.before} --after {args.after} "
+                f"--repeats {args.repeats} --duration {args.duration}`\n\n")
+        f.write(f"Machine: {platform.machine()}, {model}, {len(__import__('os').sched_getaffinity(0))} cores. "
+                "Release builds. Each scenario alternates the builds run by run; medians of "
+                f"{args.repeats} runs of {args.duration} s each (after a 1 s warm-up).\n\n")
+        f.write("| scenario | before | after | after / before | per-pair ratios | spread of all runs |\n")
+        f.write("|---|---|---|---|---|---|\n")
+        for r in rows:
+            f.write(f"| {r['scenario']} | {r['before']:,.0f} {r['unit']} | {r['after']:,.0f} {r['unit']} | "
+                    f"**{r['ratio']:.3f}** | {r['per_pair_ratios']} | {r['spread_of_all_runs']} |\n")
+    bench.log(f"wrote results/compare-{today}.md and .csv")
+
+
+if __name__ == "__main__":
+    main()
