@@ -1,4 +1,5 @@
-//! Framing: turning a byte stream into messages and back.
+//! **Shared wire layer** — framing: turning a byte stream into messages and
+//! back.
 //!
 //! Every message in both directions is a *frame*: a 4-byte unsigned
 //! big-endian length, then that many bytes of UTF-8 JSON. This module knows

@@ -1,20 +1,31 @@
-//! The compute farm server: acceptor, connections, dispatcher, worker pool.
+//! **Server side** — everything inside `tc-server`: the listener, each
+//! connection's reader and reply path, the commands, a job's life, the
+//! worker pool, stats and metrics.
 //!
 //! ```text
-//!             ┌──────────┐ accept  ┌────────────────────┐ frames ┌───────────┐
-//!  clients ──▶│ acceptor │───────▶│ reader (1/conn)    │───────▶│ dispatcher│
-//!             └──────────┘        │ ping/stats/errors ─┼─┐      └─────┬─────┘
+//!             ┌──────────┐ accept  ┌────────────────────┐ frames ┌──────────────┐
+//!  clients ──▶│ listener │───────▶│ reader (1/conn)    │───────▶│ cmd/ → jobs  │
+//!             └──────────┘        │ ping/stats/errors ─┼─┐      └──────┬───────┘
 //!                                 └────────────────────┘ │ insert(id→conn)│ bounded queue
 //!                                                        │      ┌────────▼────────┐
-//!             ┌────────────────┐   reply frames          │      │ Registry (Mutex)│
-//!  clients ◀──│ writer (1/conn)│◀────────────────────────┘      └────────▲────────┘
-//!             └────────────────┘◀── sink.send ── Completer ── take(id) ──┘
+//!             ┌────────────────┐   reply frames          │      │ registry (Mutex)│
+//!  clients ◀──│ replies        │◀────────────────────────┘      └────────▲────────┘
+//!             └────────────────┘◀── sink.send ── completer ── take(id) ──┘
 //!                                                   ▲
-//!                                    worker threads │ or worker processes (ipc-channel)
+//!                                  pool: worker threads │ or worker processes (ipc-channel)
 //! ```
 //!
+//! | module | owns |
+//! |---|---|
+//! | [`listener`], [`reader`], [`session`], [`connection`], [`replies`], [`connections`] | sockets: accepting, reading frames, the gates, answering, flow control, the table of open connections |
+//! | [`cmd`] | the commands, one file per family |
+//! | [`jobs`] | a job's life: submit or cached, registry, queues, completer, cache |
+//! | [`pool`] | the workers and their supervision |
+//! | [`config`], [`stats`], [`report`], [`metrics`], [`http`] | settings; counters; the `stats`/`health` bodies; `/metrics`, `/healthz`, `/readyz` |
+//! | [`lock`], [`models`], [`images`], [`rate_limit`] | the accelerator mutex; the served model; base64 images into job buffers; per-client rate limits |
+//!
 //! [`Server::start`] takes an already-bound listener (tests bind port 0),
-//! starts the pool, then the acceptor thread. [`ShutdownHandle::trigger`]
+//! starts the pool, then the listener thread. [`ShutdownHandle::trigger`]
 //! stops it; [`Server::wait`] returns once everything has stopped.
 
 pub(crate) mod cmd;

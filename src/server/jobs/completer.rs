@@ -27,13 +27,13 @@ use crate::work::job::JobId;
 /// delivers results. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Completer {
-    pub(super) registry: Registry,
-    pub(super) stats: Stats,
-    pub(super) cache: Option<Arc<ResultCache>>,
-    pub(super) retry_queue: Sender<QueuedJob>,
-    pub(super) max_attempts: u32,
+    registry: Registry,
+    stats: Stats,
+    cache: Option<Arc<ResultCache>>,
+    retry_queue: Sender<QueuedJob>,
+    max_attempts: u32,
     /// Jobs whose service time is over this are logged at WARN (`--slow-ms`).
-    pub(super) slow_job: Option<Duration>,
+    slow_job: Option<Duration>,
 }
 
 /// A finished job, as a worker reports it.
@@ -54,6 +54,35 @@ pub(crate) struct JobReport {
 }
 
 impl Completer {
+    /// The completer of jobs registered in `registry`: retries go to
+    /// `retry_queue`, up to `max_attempts` tries in all; results are cached
+    /// in `cache` when there is one; jobs slower than `slow_job` are logged.
+    pub(super) fn new(
+        registry: Registry,
+        stats: Stats,
+        cache: Option<Arc<ResultCache>>,
+        retry_queue: Sender<QueuedJob>,
+        max_attempts: u32,
+        slow_job: Option<Duration>,
+    ) -> Self {
+        Completer { registry, stats, cache, retry_queue, max_attempts, slow_job }
+    }
+
+    /// The same completer, logging jobs slower than `threshold`.
+    pub(super) fn warn_slow_jobs(self, threshold: Option<Duration>) -> Self {
+        Completer { slow_job: threshold, ..self }
+    }
+
+    /// The registry of jobs in flight (the reader side registers into it).
+    pub(super) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The result cache, when on.
+    pub(super) fn cache(&self) -> Option<&Arc<ResultCache>> {
+        self.cache.as_ref()
+    }
+
     /// Whether the job's client still waits for it. A job that is not wanted
     /// is counted as cancelled and must not be run.
     pub(crate) fn still_wanted(&self, job: JobId) -> bool {

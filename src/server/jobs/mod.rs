@@ -93,21 +93,14 @@ impl Jobs {
     ) -> (Jobs, JobQueues) {
         let (queue, jobs) = crossbeam_channel::bounded(capacity);
         let (retry_queue, retry_jobs) = crossbeam_channel::unbounded();
-        let completer = Completer {
-            registry,
-            stats,
-            cache,
-            retry_queue,
-            max_attempts: retries.saturating_add(1),
-            slow_job: None,
-        };
+        let completer = Completer::new(registry, stats, cache, retry_queue, retries.saturating_add(1), None);
         (Jobs { queue, capacity, completer }, JobQueues { jobs, retries: retry_jobs })
     }
 
     /// Logs a warning for every job that runs longer than `threshold` on
     /// its worker (`--slow-ms`). Call before handing out completers.
     pub(crate) fn warn_slow_jobs(mut self, threshold: Option<Duration>) -> Self {
-        self.completer.slow_job = threshold;
+        self.completer = self.completer.warn_slow_jobs(threshold);
         self
     }
 
@@ -118,7 +111,7 @@ impl Jobs {
 
     /// The result cache's counters, when the cache is on.
     pub(crate) fn cache_stats(&self) -> Option<CacheStats> {
-        self.completer.cache.as_ref().map(|cache| cache.stats())
+        self.completer.cache().map(|cache| cache.stats())
     }
 
     /// What the reader thread calls for every job request: answers it from
@@ -134,7 +127,7 @@ impl Jobs {
         cacheable: Option<&[u8]>,
         workers_down: bool,
     ) -> Submitted {
-        if let (Some(cache), Some(payload)) = (&self.completer.cache, cacheable) {
+        if let (Some(cache), Some(payload)) = (self.completer.cache(), cacheable) {
             if let Some(key) = cache.key_for(payload) {
                 if let Some(output) = cache.get(&key) {
                     let extras = ReplyExtras { cached: true, ..ReplyExtras::default() };
@@ -166,7 +159,7 @@ impl Jobs {
     /// id is handed back so the caller can answer with an error.
     pub(crate) fn submit(&self, request: JobRequest<'_>, kind: JobKind) -> Result<(), (Rejection, ClientId)> {
         let accepted_at = Instant::now();
-        let registry = &self.completer.registry;
+        let registry = self.completer.registry();
         // Register first: once the job is in the queue a worker may finish it
         // at any moment, and it must find the entry when it does.
         let id = registry.insert(PendingReply {
@@ -202,13 +195,13 @@ impl Jobs {
 
     /// Jobs accepted and not yet answered (queued or running).
     pub(crate) fn in_flight(&self) -> usize {
-        self.completer.registry.len()
+        self.completer.registry().len()
     }
 
     /// Forgets the jobs of a connection that closed (see
     /// [`Registry::cancel_connection`]); returns how many there were.
     pub(crate) fn cancel_connection(&self, conn: ConnId) -> usize {
-        self.completer.registry.cancel_connection(conn)
+        self.completer.registry().cancel_connection(conn)
     }
 
     /// Answers every job still in flight with `error` (used when a drain at
