@@ -172,7 +172,7 @@ impl Server {
                 model: catalog.current().map(|info| info.path),
             },
             queues,
-            jobs.completer(),
+            Arc::new(jobs.completer()),
             Arc::clone(&board),
         )?;
         let farm = Arc::new(Farm {

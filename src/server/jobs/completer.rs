@@ -14,11 +14,9 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 
 use super::cache::ResultCache;
-use super::queue::QueuedJob;
 use super::registry::{PendingReply, Registry};
-use crate::protocol::{
-    encode_error_in, encode_job_reply, ErrorCode, JobResult, ReplyError, ReplyExtras, Timing,
-};
+use crate::protocol::{encode_error_in, encode_job_reply, ErrorCode, ReplyError, ReplyExtras, Timing};
+use crate::server::pool::{JobOutcomes, JobReport, QueuedJob};
 use crate::server::stats::{ReplyOutcome, Stats};
 use crate::units::micros;
 use crate::work::job::JobId;
@@ -34,23 +32,6 @@ pub(crate) struct Completer {
     max_attempts: u32,
     /// Jobs whose service time is over this are logged at WARN (`--slow-ms`).
     slow_job: Option<Duration>,
-}
-
-/// A finished job, as a worker reports it.
-#[derive(Debug)]
-pub(crate) struct JobReport {
-    /// The job's registry id.
-    pub(crate) job: JobId,
-    /// The worker that ran it.
-    pub(crate) worker: usize,
-    /// Microseconds it waited in the queue.
-    pub(crate) queue_us: u64,
-    /// Microseconds it ran on the worker.
-    pub(crate) service_us: u64,
-    /// Workers that tried it (1 unless it was retried).
-    pub(crate) attempts: u32,
-    /// Its result or failure.
-    pub(crate) result: JobResult,
 }
 
 impl Completer {
@@ -238,4 +219,26 @@ pub(crate) fn no_worker_error() -> ReplyError {
 /// Microseconds as milliseconds to 3 decimals, for log lines.
 fn millis(us: u64) -> f64 {
     us as f64 / 1000.0
+}
+
+impl JobOutcomes for Completer {
+    fn still_wanted(&self, job: JobId) -> bool {
+        Completer::still_wanted(self, job)
+    }
+
+    fn retry(&self, job: &QueuedJob) -> bool {
+        Completer::retry(self, job)
+    }
+
+    fn requeue(&self, job: &QueuedJob) -> bool {
+        Completer::requeue(self, job)
+    }
+
+    fn finish(&self, report: JobReport) {
+        Completer::finish(self, report)
+    }
+
+    fn refuse_no_worker(&self, job: &QueuedJob, worker: usize) {
+        Completer::refuse_no_worker(self, job, worker)
+    }
 }

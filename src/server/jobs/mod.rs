@@ -18,15 +18,16 @@
 //!   after a crash, and `finish`, which routes the reply back.
 //!
 //! Behind them: the [`registry`] (the id→connection map behind a `Mutex`),
-//! the [`cache`] (results of repeated compute requests) and the [`queue`]s.
+//! the [`cache`] (results of repeated compute requests), and the queues
+//! into the pool ([`crate::server::pool::queue`]).
 
 pub(crate) mod cache;
 pub(crate) mod completer;
-pub(crate) mod queue;
 pub(crate) mod registry;
+pub(crate) mod rejection;
 
-pub(crate) use completer::{no_worker_error, Completer, JobReport};
-pub(crate) use queue::{JobQueues, QueuedJob, Rejection};
+pub(crate) use completer::{no_worker_error, Completer};
+pub(crate) use rejection::Rejection;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +38,7 @@ use cache::{CacheKey, CacheStats, ResultCache};
 use registry::{ConnId, PendingReply, Registry};
 
 use crate::protocol::{encode_job_reply, ClientId, CommandKind, Dialect, ReplyError, ReplyExtras};
+use crate::server::pool::{JobQueues, QueuedJob};
 use crate::server::replies::ReplySink;
 use crate::server::stats::Stats;
 use crate::work::job::JobKind;
@@ -215,6 +217,7 @@ impl Jobs {
 mod tests {
     use super::*;
     use crate::protocol::{ErrorCode, JobOutput};
+    use crate::server::pool::JobReport;
     use serde_json::value::RawValue;
 
     fn client_id(text: &str) -> ClientId {

@@ -15,11 +15,13 @@
 
 pub(crate) mod board;
 pub(crate) mod processes;
+pub(crate) mod queue;
 pub(crate) mod supervision;
 pub(crate) mod threads;
 
 use board::SlotState;
 pub(crate) use board::{WorkerBoard, WorkerInfo};
+pub(crate) use queue::{JobQueues, JobReport, QueuedJob};
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -32,10 +34,37 @@ use crossbeam_channel::{select, Receiver, Sender};
 use crate::error::Result;
 use crate::protocol::ReplyError;
 use crate::protocol::{ErrorCode, Mode};
-use crate::server::jobs::{Completer, JobQueues, JobReport, QueuedJob};
 use crate::units::micros;
+use crate::work::job::JobId;
 use crate::work::model::ModelSlot;
 pub(crate) use supervision::RestartBudget;
+
+/// Where the pool reports what became of each job, and asks whether a job
+/// may run (again). In `tc-server` this is the [`crate::server::jobs::Completer`]
+/// (replies go back to the asking connection); in a worker host it is the
+/// host's link to NATS (results go back to the gateway that asked). The pool
+/// itself only runs jobs and keeps workers alive: it never knows who asked.
+pub(crate) trait JobOutcomes: Send + Sync {
+    /// Whether the job's asker still waits for it; a job that is not wanted
+    /// must not be run.
+    fn still_wanted(&self, job: JobId) -> bool;
+
+    /// After the worker running `job` crashed: arranges for it to run again
+    /// elsewhere when it may, and returns `true`; `false` means the pool
+    /// answers it with `WORKER_CRASHED`.
+    fn retry(&self, job: &QueuedJob) -> bool;
+
+    /// Puts back a job that a dead worker had been handed but not started,
+    /// without charging an attempt; `false` means the pool answers it.
+    fn requeue(&self, job: &QueuedJob) -> bool;
+
+    /// Delivers a finished job's result (or failure).
+    fn finish(&self, report: JobReport);
+
+    /// Answers a job that no worker can run: none is up, and replacements
+    /// are held back by the restart budget.
+    fn refuse_no_worker(&self, job: &QueuedJob, worker: usize);
+}
 
 /// The program a worker process runs: by default the current executable,
 /// which turns into a worker when it sees [`crate::work::worker_process::WORKER_ARG`].
@@ -92,7 +121,7 @@ pub(crate) struct PoolConfig {
 struct PoolShared {
     queues: Arc<JobQueues>,
     stop: Receiver<()>,
-    completer: Completer,
+    completer: Arc<dyn JobOutcomes>,
     board: Arc<WorkerBoard>,
     budget: Arc<RestartBudget>,
     job_timeout: Duration,
@@ -195,7 +224,7 @@ impl WorkerPool {
     pub(crate) fn start(
         config: &PoolConfig,
         queues: JobQueues,
-        completer: Completer,
+        completer: Arc<dyn JobOutcomes>,
         board: Arc<WorkerBoard>,
     ) -> Result<WorkerPool> {
         if config.workers == 0 || board.configured() != config.workers {

@@ -34,10 +34,10 @@ use ipc_channel::ipc::{IpcOneShotServer, IpcReceiver, IpcSender};
 
 use ipc_channel::TryRecvError as IpcTryRecvError;
 
+use super::{JobReport, QueuedJob};
 use super::{PoolConfig, PoolShared, SlotState, WorkerCommand};
 use crate::error::{Error, Result};
 use crate::protocol::ErrorCode;
-use crate::server::jobs::{JobReport, QueuedJob};
 use crate::units::micros;
 use crate::work::worker_process::{FromWorker, JobDone, ToWorker, WorkItem, MODEL_ENV, WORKER_ARG};
 

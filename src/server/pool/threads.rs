@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
+use super::{JobReport, QueuedJob};
 use super::{Next, PoolShared, SlotState};
 use crate::error::{Error, Result};
 use crate::protocol::ErrorCode;
 use crate::protocol::{JobOutput, JobResult, ReplyError};
-use crate::server::jobs::{JobReport, QueuedJob};
 use crate::units::micros;
 use crate::work::compute::compute_in_chunks;
 use crate::work::gil::CHUNK;

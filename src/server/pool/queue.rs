@@ -1,10 +1,10 @@
-//! The job queues between the reader threads and the workers, and what
-//! travels on them.
+//! What travels from the jobs' side to the workers and back: the queued job,
+//! the two queues every worker takes from, and the report of a finished job.
 //!
 //! The main queue is a bounded crossbeam channel shared by all workers, so a
 //! job goes to whichever worker is free first. When it is full, a new job is
-//! refused at once with `BUSY`: the server never buffers more work than
-//! `--queue-capacity` jobs.
+//! refused at once with `BUSY`: nothing buffers more work than the queue's
+//! capacity.
 //!
 //! A job whose worker crashed may be tried again (`--retries`). It goes to a
 //! separate retry queue that every free worker checks before the main queue,
@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 
-use crate::protocol::{ErrorCode, ReplyError};
+use crate::protocol::JobResult;
 use crate::work::job::{JobId, JobKind};
 
 /// A job waiting in the queue for a worker.
@@ -32,34 +32,27 @@ pub(crate) struct QueuedJob {
     pub(crate) attempt: u32,
 }
 
-/// Why a job was not accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Rejection {
-    /// The queue is full (`BUSY`).
-    Busy,
-    /// The worker pool has stopped (`SHUTTING_DOWN`).
-    Closed,
-}
-
-impl Rejection {
-    /// The error the client gets.
-    pub(crate) fn to_error(self, capacity: usize) -> ReplyError {
-        match self {
-            Rejection::Busy => ReplyError::new(
-                ErrorCode::Busy,
-                format!("the job queue is full ({capacity} jobs waiting); retry later or lower the load"),
-            ),
-            Rejection::Closed => {
-                ReplyError::new(ErrorCode::ShuttingDown, "the server is shutting down and takes no new jobs")
-            }
-        }
-    }
-}
-
 /// The receiving ends for the worker pool.
 pub(crate) struct JobQueues {
     /// New jobs.
     pub(crate) jobs: Receiver<QueuedJob>,
     /// Jobs to try again after a crash; workers take these first.
     pub(crate) retries: Receiver<QueuedJob>,
+}
+
+/// A finished job, as a worker reports it.
+#[derive(Debug)]
+pub(crate) struct JobReport {
+    /// The job's registry id.
+    pub(crate) job: JobId,
+    /// The worker that ran it.
+    pub(crate) worker: usize,
+    /// Microseconds it waited in the queue.
+    pub(crate) queue_us: u64,
+    /// Microseconds it ran on the worker.
+    pub(crate) service_us: u64,
+    /// Workers that tried it (1 unless it was retried).
+    pub(crate) attempts: u32,
+    /// Its result or failure.
+    pub(crate) result: JobResult,
 }
