@@ -15,7 +15,9 @@ names to the module that owns it, and reports:
     server/, client/ or cli/; server/ must not use client/ or cli/; cli/
     (the flags, and the server's start-up) must not use client/, which reads
     its flags from cli/; client/ uses server/ in one file only
-    (`client::bench::embedded`, for `--embedded`).
+    (`client::bench::embedded`, for `--embedded`); remote/ (NATS, shared by
+    gateways and hosts) sits above work/; host/ (tc-worker) uses only the
+    pool of server/.
 Exit status 0 when clean, 1 otherwise. Comments are skipped: a doc link
 pointing up or across ("see the server's ...") helps a reader and is not an
 import. Unit tests (after `#[cfg(test)]`) are skipped too.
@@ -34,10 +36,15 @@ ALLOWED = {
     "units": set(),
     "protocol": {"error", "frame", "units"},
     "work": {"error", "frame", "protocol", "units"},
-    "server": {"error", "frame", "protocol", "units", "work"},
-    "cli": {"error", "frame", "protocol", "units", "work", "server"},
+    "remote": {"error", "frame", "protocol", "units", "work"},
+    "server": {"error", "frame", "protocol", "units", "work", "remote"},
+    "host": {"error", "frame", "protocol", "units", "work", "remote", "server"},
+    "cli": {"error", "frame", "protocol", "units", "work", "remote", "server", "host"},
     "client": {"error", "frame", "protocol", "units", "work", "server", "cli"},
 }
+# A worker host runs the server's pool (the same supervision), and nothing
+# else of the server.
+HOST_USES_OF_SERVER = {"server::pool"}
 # The client may name server types in exactly one place: `--embedded` starts
 # a server in the same process.
 CLIENT_EMBEDS_SERVER = {"client::bench::embedded"}
@@ -176,6 +183,10 @@ def main() -> int:
             if not target or target[0] == side or target[0] not in ALLOWED:
                 continue
             if side == "client" and target[0] == "server" and "::".join(source) in CLIENT_EMBEDS_SERVER:
+                continue
+            if side == "host" and target[0] == "server":
+                if "::".join(target[:2]) not in HOST_USES_OF_SERVER:
+                    problems.append(f"{'::'.join(source)} uses {'::'.join(target)}: host/ may use only server::pool")
                 continue
             if target[0] not in ALLOWED.get(side, set()) or (side == "client" and target[0] == "server"):
                 problems.append(f"{'::'.join(source)} uses {'::'.join(target)}: {side}/ may not depend on {target[0]}/")

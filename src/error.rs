@@ -76,6 +76,11 @@ pub enum Error {
         message: String,
     },
 
+    /// NATS (the engine of worker hosts and gateways) failed us: it cannot be
+    /// reached, has no JetStream, or sent something we cannot read.
+    #[error("{0}")]
+    Remote(String),
+
     /// A chart could not be drawn.
     #[error("drawing the chart: {0}")]
     Chart(String),

@@ -5,7 +5,9 @@
 //! ([`crate::client::bench::options`]) and runs them ([`crate::client::run()`]).
 
 pub mod client;
+pub(crate) mod nats;
 pub mod server;
+pub mod worker;
 
 use std::io::IsTerminal;
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
+use super::nats::NatsAuthArgs;
 use super::LogFormat;
 use crate::protocol::Mode;
 use crate::server::{Server, ServerConfig};
@@ -168,6 +169,16 @@ pub struct ServerArgs {
     /// milliseconds on its worker, with its command, size and timings.
     #[arg(long, env = "THREADCENTER_SLOW_MS")]
     pub(crate) slow_ms: Option<u64>,
+
+    /// Be a gateway to worker hosts: send jobs over this NATS server (with
+    /// JetStream), e.g. nats://127.0.0.1:4222; `tc-worker --nats` hosts run
+    /// them. With --workers 0, every job goes to the hosts.
+    #[arg(long, env = "THREADCENTER_NATS")]
+    pub(crate) nats: Option<String>,
+
+    /// NATS authentication and TLS (with --nats).
+    #[command(flatten)]
+    pub(crate) nats_auth: NatsAuthArgs,
 }
 
 /// Parses `--metrics-addr`: `IP:PORT` or `HOST:PORT` (the first address the
@@ -222,6 +233,7 @@ impl ServerArgs {
             lock_timeout: self.lock_timeout,
             predict_lock: self.predict_lock,
             metrics_addr: self.metrics_addr,
+            nats: self.nats.as_deref().map(|url| self.nats_auth.options(url)),
             slow_job: self.slow_ms.map(Duration::from_millis),
         }
     }

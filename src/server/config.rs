@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::frame::DEFAULT_MAX_FRAME;
 use crate::protocol::{Limits, Mode, DEFAULT_N};
+use crate::remote::connect::NatsOptions;
 use crate::server::pool::WorkerCommand;
 
 /// Everything that shapes a server, already validated by the caller (the CLI
@@ -77,6 +78,8 @@ pub(crate) struct ServerConfig {
     /// Jobs running longer than this on a worker are logged at WARN
     /// (`--slow-ms`; `None`: never).
     pub(crate) slow_job: Option<Duration>,
+    /// Be a gateway: send jobs to worker hosts over NATS (`--nats`).
+    pub(crate) nats: Option<NatsOptions>,
 }
 
 /// Default `--max-image-bytes`: 10 MiB.
@@ -117,6 +120,7 @@ impl Default for ServerConfig {
             predict_lock: false,
             metrics_addr: None,
             slow_job: None,
+            nats: None,
         }
     }
 }
@@ -133,7 +137,6 @@ impl ServerConfig {
     /// [`Error::Config`] naming the first value out of range.
     pub(crate) fn validate(&self) -> Result<()> {
         let positive = [
-            ("--workers", self.workers),
             ("--max-frame", self.max_frame),
             ("--queue-capacity", self.queue_capacity),
             ("--max-inflight", self.max_inflight),
@@ -143,6 +146,13 @@ impl ServerConfig {
             if value == 0 {
                 return Err(Error::Config(format!("{flag} must be at least 1")));
             }
+        }
+        // With --nats, the workers may all be remote: --workers 0 is a pure
+        // gateway.
+        if self.workers == 0 && self.nats.is_none() {
+            return Err(Error::Config(
+                "--workers must be at least 1 (0 only for a gateway to worker hosts, with --nats)".into(),
+            ));
         }
         if self.max_frame > u32::MAX as usize {
             return Err(Error::Config(format!("--max-frame must be at most {} bytes", u32::MAX)));

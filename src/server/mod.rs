@@ -32,6 +32,7 @@ pub(crate) mod cmd;
 pub(crate) mod config;
 pub(crate) mod connection;
 pub(crate) mod connections;
+pub(crate) mod gateway;
 pub(crate) mod http;
 pub(crate) mod images;
 pub(crate) mod jobs;
@@ -63,6 +64,8 @@ use rate_limit::RateLimiter;
 
 use crate::error::{Error, Result};
 use crate::protocol::{ErrorCode, ReplyError};
+use crate::remote::connect::LinkState;
+use crate::server::gateway::{Gateway, HostTable};
 use crate::server::jobs::cache::ResultCache;
 use crate::server::jobs::registry::Registry;
 use crate::server::jobs::Jobs;
@@ -89,6 +92,10 @@ pub(crate) struct Farm {
     models: models::ModelCatalog,
     /// The accelerator mutex.
     lock: LockCoordinator,
+    /// The worker hosts heard from (`--nats`).
+    hosts: Option<Arc<HostTable>>,
+    /// Whether the link to NATS is up (`--nats`).
+    nats_link: Option<Arc<LinkState>>,
     /// Set when a shutdown begins: new requests get `SHUTTING_DOWN`.
     /// `SeqCst`, like the acceptor's stop flag: these flags change once per
     /// run, so their cost is nothing, and the strongest ordering keeps the
@@ -124,7 +131,8 @@ pub(crate) struct Server {
     shutdown: ShutdownHandle,
     acceptor: JoinHandle<()>,
     farm: Arc<Farm>,
-    pool: WorkerPool,
+    pool: Option<WorkerPool>,
+    gateway: Option<Gateway>,
     metrics: Option<MetricsEndpoint>,
 }
 
@@ -159,24 +167,38 @@ impl Server {
             Some(command) => command.clone(),
             None => WorkerCommand::current_exe()?,
         };
-        let pool = WorkerPool::start(
-            &PoolConfig {
-                mode: config.mode,
-                workers: config.workers,
-                worker_command,
-                spawn_timeout: config.spawn_timeout,
-                job_timeout: config.job_timeout,
-                max_restarts: config.max_restarts,
-                restart_window: config.restart_window,
-                gil_switch_interval: config.gil_switch_interval,
-                model: catalog.current().map(|info| info.path),
-            },
-            queues,
-            Arc::new(jobs.completer()),
-            Arc::clone(&board),
-        )?;
+        // The local pool, unless this is a pure gateway (`--workers 0`).
+        let pool_config = PoolConfig {
+            mode: config.mode,
+            workers: config.workers,
+            worker_command,
+            spawn_timeout: config.spawn_timeout,
+            job_timeout: config.job_timeout,
+            max_restarts: config.max_restarts,
+            restart_window: config.restart_window,
+            gil_switch_interval: config.gil_switch_interval,
+            model: catalog.current().map(|info| info.path),
+        };
+        let pool = match config.workers {
+            0 => None,
+            _ => Some(WorkerPool::start(
+                &pool_config,
+                queues.clone(),
+                Arc::new(jobs.completer()),
+                Arc::clone(&board),
+            )?),
+        };
+        // Past one machine: the same queues also feed the worker hosts.
+        let gateway = match &config.nats {
+            Some(nats) => {
+                Some(Gateway::start(nats, queues, jobs.completer(), config.retries, config.workers)?)
+            }
+            None => None,
+        };
         let farm = Arc::new(Farm {
-            gil: pool.gil(),
+            gil: pool.as_ref().and_then(WorkerPool::gil),
+            hosts: gateway.as_ref().map(Gateway::hosts),
+            nats_link: gateway.as_ref().map(Gateway::link),
             board,
             rate_limiter: config.rate_limit.map(RateLimiter::new),
             models: catalog,
@@ -234,7 +256,7 @@ impl Server {
                 tracing::warn!(%metrics_addr, "metrics on a non-loopback address: keep it on a private network");
             }
         }
-        Ok(Server { addr, shutdown, acceptor, farm, pool, metrics })
+        Ok(Server { addr, shutdown, acceptor, farm, pool, gateway, metrics })
     }
 
     /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
@@ -263,7 +285,7 @@ impl Server {
     /// 6. stop the metrics endpoint, which until then answers `/readyz`
     ///    with 503 so load balancers stop sending work.
     pub(crate) fn wait(self) {
-        let Server { acceptor, farm, mut pool, metrics, .. } = self;
+        let Server { acceptor, farm, pool, gateway, metrics, .. } = self;
         let _ = acceptor.join();
 
         farm.draining.store(true, Ordering::SeqCst);
@@ -295,7 +317,12 @@ impl Server {
                 tracing::warn!(open = farm.connections.len(), "some connections did not close in time");
             }
         }
-        pool.stop(POOL_GRACE);
+        if let Some(gateway) = gateway {
+            gateway.stop();
+        }
+        if let Some(mut pool) = pool {
+            pool.stop(POOL_GRACE);
+        }
         if let Some(metrics) = metrics {
             metrics.stop();
         }

@@ -50,6 +50,9 @@ pub(crate) struct StatsReport {
     /// The accelerator mutex.
     #[serde(default)]
     pub(crate) mutex: Option<crate::server::lock::LockSnapshot>,
+    /// The worker hosts of a gateway (`--nats`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) hosts: Option<Vec<crate::server::gateway::HostReport>>,
 }
 
 /// The GIL's state in `stats`.
@@ -198,6 +201,20 @@ impl Readiness {
 
 /// The builders: each report is read from the live state on demand.
 impl Farm {
+    /// Why no job can run now, if that is so: no local worker is up and
+    /// replacements are held back, and no worker host is connected either
+    /// (or this is a pure gateway and no host is connected).
+    pub(crate) fn nobody_can_run(&self) -> Option<crate::protocol::ReplyError> {
+        let hosts_alive = self.hosts.as_ref().map_or(0, |hosts| hosts.alive());
+        if hosts_alive > 0 {
+            return None;
+        }
+        if self.board.configured() == 0 {
+            return self.hosts.as_ref().map(|_| crate::server::gateway::no_host_error());
+        }
+        self.board.none_can_run().then(crate::server::jobs::no_worker_error)
+    }
+
     /// The `result` of a `stats` reply (and what `/metrics` reads).
     pub(super) fn stats_report(&self) -> StatsReport {
         let counters = self.stats.counters();
@@ -234,6 +251,7 @@ impl Farm {
             draining: self.draining.load(Ordering::SeqCst),
             model: self.models.current().map(|m| m.name),
             mutex: Some(self.lock.snapshot()),
+            hosts: self.hosts.as_ref().map(|hosts| hosts.report()),
             latency_us: LatencyReport { queue_wait: counters.queue_wait_us, service: counters.service_us },
         }
     }
@@ -266,13 +284,20 @@ impl Farm {
 
     /// What `/readyz` answers.
     pub(super) fn readiness(&self) -> Readiness {
-        Readiness::assess(
-            self.board.alive(),
-            self.board.configured(),
+        // A gateway's workers are its local ones plus those of its live hosts.
+        let host_slots = self.hosts.as_ref().map_or(0, |hosts| hosts.capacity());
+        let mut readiness = Readiness::assess(
+            self.board.alive() + host_slots,
+            self.board.configured() + host_slots,
             self.jobs.queue_depth(),
             self.jobs.queue_capacity(),
             self.draining.load(Ordering::SeqCst),
-        )
+        );
+        if self.nats_link.as_ref().is_some_and(|link| !link.is_up()) {
+            readiness.reasons.push("the connection to NATS is down (reconnecting)".to_string());
+            readiness.status = "not_ready".to_string();
+        }
+        readiness
     }
 
     /// The `result` of a `health` reply.

@@ -81,8 +81,8 @@ fn submit(
         sink,
         received_at: session.received,
     };
-    let workers_down = session.farm.board.none_can_run();
-    match session.farm.jobs.submit_or_cached(job, kind, cacheable, workers_down) {
+    let refusal = session.farm.nobody_can_run();
+    match session.farm.jobs.submit_or_cached(job, kind, cacheable, refusal) {
         Submitted::Queued => {}
         Submitted::Cached(frame) => session.answer_ok(&frame),
         Submitted::Refused(id, error) => session.reply_error(request.dialect, Some(&id), &error),

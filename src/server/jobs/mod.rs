@@ -119,15 +119,16 @@ impl Jobs {
     /// What the reader thread calls for every job request: answers it from
     /// the cache when it can (`cacheable` is the request's payload, for jobs
     /// whose result depends on it alone), refuses it when no worker can run
-    /// it (`workers_down`: none is up and none may be restarted yet, as the
-    /// worker board tells), and otherwise registers and queues it — its
-    /// reply then comes later, from the [`Completer`].
+    /// it (`refusal`: the server's answer when no local worker is up and none
+    /// may be restarted yet, and no worker host is connected either), and
+    /// otherwise registers and queues it — its reply then comes later, from
+    /// the [`Completer`].
     pub(crate) fn submit_or_cached(
         &self,
         mut request: JobRequest<'_>,
         kind: JobKind,
         cacheable: Option<&[u8]>,
-        workers_down: bool,
+        refusal: Option<ReplyError>,
     ) -> Submitted {
         if let (Some(cache), Some(payload)) = (self.completer.cache(), cacheable) {
             if let Some(key) = cache.key_for(payload) {
@@ -144,8 +145,8 @@ impl Jobs {
                 request.cache_key = Some(key);
             }
         }
-        if workers_down {
-            return Submitted::Refused(request.client_id, no_worker_error());
+        if let Some(error) = refusal {
+            return Submitted::Refused(request.client_id, error);
         }
         match self.submit(request, kind) {
             Ok(()) => Submitted::Queued,

@@ -32,7 +32,9 @@ pub(crate) struct QueuedJob {
     pub(crate) attempt: u32,
 }
 
-/// The receiving ends for the worker pool.
+/// The receiving ends for the worker pool (clones take from the same
+/// queues: a gateway's forwarder competes with the local workers).
+#[derive(Clone)]
 pub(crate) struct JobQueues {
     /// New jobs.
     pub(crate) jobs: Receiver<QueuedJob>,

@@ -1,0 +1,44 @@
+//! The NATS connection flags shared by `tc-server --nats` and `tc-worker`:
+//! the options the engine itself supports, passed through.
+
+use std::path::PathBuf;
+
+use crate::remote::connect::NatsOptions;
+
+/// How to authenticate to NATS and verify it.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct NatsAuthArgs {
+    /// NATS credentials file (JWT and nkey seed, as `nsc` writes it).
+    #[arg(long, env = "THREADCENTER_NATS_CREDS")]
+    pub(crate) nats_creds: Option<PathBuf>,
+
+    /// NATS user name (with --nats-password).
+    #[arg(long, env = "THREADCENTER_NATS_USER", requires = "nats_password")]
+    pub(crate) nats_user: Option<String>,
+
+    /// NATS password (with --nats-user).
+    #[arg(long, env = "THREADCENTER_NATS_PASSWORD", hide_env_values = true, requires = "nats_user")]
+    pub(crate) nats_password: Option<String>,
+
+    /// NATS token.
+    #[arg(long, env = "THREADCENTER_NATS_TOKEN", hide_env_values = true)]
+    pub(crate) nats_token: Option<String>,
+
+    /// CA certificate (PEM) of a NATS server that uses TLS; turns TLS on.
+    #[arg(long, env = "THREADCENTER_NATS_TLS_CA")]
+    pub(crate) nats_tls_ca: Option<PathBuf>,
+}
+
+impl NatsAuthArgs {
+    /// The connection options for `url`.
+    pub(crate) fn options(&self, url: &str) -> NatsOptions {
+        NatsOptions {
+            url: url.to_string(),
+            creds: self.nats_creds.clone(),
+            user: self.nats_user.clone(),
+            password: self.nats_password.clone(),
+            token: self.nats_token.clone(),
+            tls_ca: self.nats_tls_ca.clone(),
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! `tc-worker`: a worker host's flags, and running one from them.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+use super::nats::NatsAuthArgs;
+use super::LogFormat;
+use crate::host::HostConfig;
+use crate::protocol::Mode;
+use crate::server::pool::{PoolConfig, WorkerCommand};
+use crate::units::parse_duration;
+
+/// A ThreadCenter worker host: joins a farm over NATS JetStream and runs its
+/// jobs on a local pool of worker processes or threads.
+#[derive(Debug, Parser)]
+#[command(name = "tc-worker", version, about, long_about = None)]
+pub struct WorkerArgs {
+    /// The NATS server (with JetStream) the farm's gateways use, e.g.
+    /// nats://10.0.0.5:4222.
+    #[arg(long, env = "THREADCENTER_NATS")]
+    pub(crate) nats: String,
+
+    /// This host's name in heartbeats, results and logs [default: the
+    /// machine's host name and this process's id].
+    #[arg(long, env = "THREADCENTER_WORKER_NAME")]
+    pub(crate) name: Option<String>,
+
+    /// Run jobs in worker subprocesses (ipc-channel) or in worker threads.
+    #[arg(long, env = "THREADCENTER_MODE", value_enum, default_value_t = Mode::Processes)]
+    pub(crate) mode: Mode,
+
+    /// Number of workers, and so of jobs this host takes at once [default:
+    /// number of CPUs].
+    #[arg(long, env = "THREADCENTER_WORKERS")]
+    pub(crate) workers: Option<usize>,
+
+    /// How long one job may run before it is answered TIMEOUT and its worker
+    /// replaced.
+    #[arg(long, env = "THREADCENTER_JOB_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub(crate) job_timeout: Duration,
+
+    /// Worker replacements allowed per --restart-window.
+    #[arg(long, env = "THREADCENTER_MAX_RESTARTS", default_value_t = 10)]
+    pub(crate) max_restarts: u32,
+
+    /// The window of --max-restarts.
+    #[arg(long, env = "THREADCENTER_RESTART_WINDOW", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) restart_window: Duration,
+
+    /// How long a worker process may take to start and connect back.
+    #[arg(long, env = "THREADCENTER_SPAWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) spawn_timeout: Duration,
+
+    /// Thread mode: worker threads share a CPython-style global lock.
+    #[arg(long, env = "THREADCENTER_GIL")]
+    pub(crate) gil: bool,
+
+    /// With --gil: how long a thread may keep the lock while others wait.
+    #[arg(long, env = "THREADCENTER_SWITCH_INTERVAL", default_value = "5ms", value_parser = parse_duration)]
+    pub(crate) switch_interval: Duration,
+
+    /// The model file the workers load at start-up (predict jobs name the
+    /// model they need; it must exist here too).
+    #[arg(long, env = "THREADCENTER_MODEL")]
+    pub(crate) model: Option<std::path::PathBuf>,
+
+    /// On SIGTERM, how long held jobs may take to finish before they are
+    /// handed back to NATS for another host.
+    #[arg(long, env = "THREADCENTER_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) drain_timeout: Duration,
+
+    /// NATS authentication and TLS.
+    #[command(flatten)]
+    pub(crate) auth: NatsAuthArgs,
+
+    /// Log level (error, warn, info, debug, trace) or a RUST_LOG filter.
+    #[arg(long, env = "THREADCENTER_LOG_LEVEL")]
+    pub(crate) log_level: Option<String>,
+
+    /// Log lines as human-readable text or JSON.
+    #[arg(long, env = "THREADCENTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+}
+
+impl WorkerArgs {
+    /// The host configuration these flags describe.
+    ///
+    /// # Errors
+    /// A value out of range, naming the flag.
+    pub(crate) fn config(&self) -> anyhow::Result<HostConfig> {
+        let workers = self.workers.unwrap_or_else(crate::work::default_workers);
+        anyhow::ensure!(workers >= 1, "--workers must be at least 1");
+        anyhow::ensure!(!self.gil || self.mode == Mode::Threads, "--gil applies to --mode threads");
+        let name = self.name.clone().unwrap_or_else(|| {
+            let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok());
+            format!("{}-{}", host.unwrap_or_else(|| "host".into()), std::process::id())
+        });
+        Ok(HostConfig {
+            nats: self.auth.options(&self.nats),
+            name,
+            pool: PoolConfig {
+                mode: self.mode,
+                workers,
+                worker_command: WorkerCommand::current_exe()?,
+                spawn_timeout: self.spawn_timeout,
+                job_timeout: self.job_timeout,
+                max_restarts: self.max_restarts,
+                restart_window: self.restart_window,
+                gil_switch_interval: self.gil.then_some(self.switch_interval),
+                model: self.model.clone(),
+            },
+            drain_timeout: self.drain_timeout,
+        })
+    }
+}
+
+/// Runs `tc-worker` until SIGINT or SIGTERM, then drains and stops.
+///
+/// # Errors
+/// A bad flag value, NATS unreachable, workers that cannot start.
+pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    super::init_logging(args.log_level.as_deref(), args.log_format)?;
+    let config = args.config()?;
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    ctrlc::set_handler(move || {
+        tracing::info!("stop signal received; draining");
+        let _ = stop_tx.try_send(());
+    })
+    .context("cannot install the signal handler")?;
+    crate::host::run(config, stop_rx).context("the worker host failed")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_flag_definitions_are_consistent() {
+        WorkerArgs::command().debug_assert();
+    }
+}

@@ -1,0 +1,110 @@
+//! **Shared by gateways and worker hosts** — the farm past one machine, on
+//! NATS JetStream (an existing distributed engine, not a protocol of ours).
+//!
+//! ```text
+//!  gateway (tc-server --nats)                       worker host (tc-worker)
+//!  ──────────────────────────                       ───────────────────────
+//!  job queue ─▶ forwarder ─publish─▶ stream TC_JOBS ─▶ consumer "tc-workers"
+//!                 (Nats-Msg-Id =       (work queue,      │ pulled only as many
+//!                  gateway/job id)      DiscardNew)      ▼ as the host has free slots
+//!                                                      local pool (threads/processes)
+//!  completer ◀─ tc.results.<gateway> ◀──── publish ────┘ then ack the message
+//!  (drops duplicates)            tc.hosts ◀── heartbeat every second
+//! ```
+//!
+//! | file | owns |
+//! |---|---|
+//! | [`wire`] | the messages: a job, its result, a host's heartbeat |
+//! | [`connect`] | connecting to NATS with the engine's own options |
+//! | [`bridge`] | the one thread that runs async-nats's tokio runtime |
+//! | this file | names (stream, subjects, consumer), their settings, and creating them |
+//!
+//! Delivery is at least once: a host that dies, hangs or is cut off stops
+//! acknowledging, and after [`ACK_WAIT`] the job is delivered to another host.
+//! A long job does not look dead: its host sends "in progress" every third of
+//! `ACK_WAIT`. The gateway answers each job once — a second result for the
+//! same job finds nothing in its registry and is counted as a duplicate.
+
+pub(crate) mod bridge;
+pub(crate) mod connect;
+pub(crate) mod wire;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+
+use crate::error::{Error, Result};
+
+/// The JetStream stream every gateway publishes jobs to.
+pub(crate) const STREAM: &str = "TC_JOBS";
+/// The subject of that stream.
+pub(crate) const JOBS_SUBJECT: &str = "tc.jobs";
+/// The durable pull consumer every worker host pulls from (one shared
+/// consumer: each job goes to exactly one host at a time).
+pub(crate) const CONSUMER: &str = "tc-workers";
+/// Results go to `tc.results.<gateway id>`, one subject per gateway.
+pub(crate) const RESULTS_PREFIX: &str = "tc.results";
+/// Hosts announce themselves here every [`HEARTBEAT_EVERY`].
+pub(crate) const HEARTBEAT_SUBJECT: &str = "tc.hosts";
+/// How often a host sends its heartbeat.
+pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// A host not heard from for this long is taken for gone.
+pub(crate) const HOST_TIMEOUT: Duration = Duration::from_secs(3);
+/// A delivered job not acknowledged (done, or "in progress") within this is
+/// delivered again, to another host: the time to notice a dead host. It does
+/// not grow with the job's length (long jobs send "in progress").
+pub(crate) const ACK_WAIT: Duration = Duration::from_secs(5);
+/// The most jobs the stream holds; past this a publish is refused and the
+/// client gets `BUSY` (DiscardPolicy::New), so nothing buffers without bound.
+pub(crate) const STREAM_MAX_MESSAGES: i64 = 10_000;
+/// The consumer's own redelivery limit, a safety net: each job also carries
+/// the gateway's limit (`--retries`), which the host enforces.
+pub(crate) const CONSUMER_MAX_DELIVER: i64 = 10;
+
+/// The jobs stream, created if it does not exist yet (by whichever gateway
+/// or host comes first; all use the same settings).
+///
+/// # Errors
+/// NATS has no JetStream (start nats-server with `-js`), or the stream
+/// exists with other settings.
+pub(crate) async fn jobs_stream(js: &jetstream::Context) -> Result<stream::Stream> {
+    js.get_or_create_stream(stream::Config {
+        name: STREAM.into(),
+        subjects: vec![JOBS_SUBJECT.into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        discard: stream::DiscardPolicy::New,
+        max_messages: STREAM_MAX_MESSAGES,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| {
+        Error::Remote(format!(
+            "cannot open the JetStream stream {STREAM} ({e}); is nats-server running with JetStream (-js)?"
+        ))
+    })
+}
+
+/// The shared pull consumer of the worker hosts.
+///
+/// # Errors
+/// As [`jobs_stream`].
+pub(crate) async fn workers_consumer(stream: &stream::Stream) -> Result<consumer::PullConsumer> {
+    stream
+        .get_or_create_consumer(
+            CONSUMER,
+            consumer::pull::Config {
+                durable_name: Some(CONSUMER.into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: ACK_WAIT,
+                max_deliver: CONSUMER_MAX_DELIVER,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| Error::Remote(format!("cannot open the JetStream consumer {CONSUMER}: {e}")))
+}
+
+/// The subject a gateway's results come back on.
+pub(crate) fn results_subject(gateway: &str) -> String {
+    format!("{RESULTS_PREFIX}.{gateway}")
+}

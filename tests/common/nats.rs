@@ -1,0 +1,113 @@
+//! A real `nats-server` per test (JetStream on, loopback only, a random port
+//! written to a ports file), and `tc-worker` hosts joined to it.
+//!
+//! When `nats-server` is not installed, `NatsServer::start` returns `None`
+//! and the test says so loudly and passes — except under `CI=true`, where a
+//! missing engine is a failure (`.ci/run` installs it).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `nats-server`, stopped (and its store removed) on drop.
+pub struct NatsServer {
+    child: Child,
+    pub url: String,
+    _store: tempfile::TempDir,
+}
+
+fn nats_binary() -> Option<PathBuf> {
+    ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|path| path.is_file())
+}
+
+impl NatsServer {
+    /// Starts one, or `None` (with a loud note) when it is not installed.
+    pub fn start() -> Option<NatsServer> {
+        let Some(binary) = nats_binary() else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "nats-server is not installed; .ci/run must install it (apt-get install -y nats-server)"
+            );
+            eprintln!("SKIPPED: nats-server is not installed (apt-get install -y nats-server); this test did not run");
+            return None;
+        };
+        let store = tempfile::tempdir().expect("a temporary directory");
+        let dir = store.path().to_str().unwrap().to_string();
+        let child = Command::new(binary)
+            .args(["-js", "-sd", &dir, "-a", "127.0.0.1", "-p", "-1", "--ports_file_dir", &dir])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let url = loop {
+            let ports = std::fs::read_dir(store.path())
+                .ok()
+                .and_then(|entries| {
+                    entries.flatten().find(|e| e.file_name().to_string_lossy().ends_with(".ports"))
+                })
+                .and_then(|entry| std::fs::read_to_string(entry.path()).ok())
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+                .and_then(|ports| ports["nats"][0].as_str().map(str::to_string));
+            if let Some(url) = ports {
+                break url;
+            }
+            assert!(Instant::now() < deadline, "nats-server did not write its ports file");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Some(NatsServer { child, url, _store: store })
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `tc-worker` host, killed on drop.
+pub struct WorkerHost {
+    pub child: Child,
+}
+
+impl WorkerHost {
+    /// Starts `tc-worker --nats URL --name NAME --mode MODE --workers N EXTRA...`.
+    pub fn start(url: &str, name: &str, mode: &str, workers: usize, extra: &[&str]) -> WorkerHost {
+        let workers = workers.to_string();
+        let child = Command::new(env!("CARGO_BIN_EXE_tc-worker"))
+            .args([
+                "--nats",
+                url,
+                "--name",
+                name,
+                "--mode",
+                mode,
+                "--workers",
+                &workers,
+                "--log-level",
+                "warn",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("tc-worker starts");
+        WorkerHost { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for WorkerHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

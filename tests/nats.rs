@@ -1,0 +1,130 @@
+//! The farm past one machine: gateways (`tc-server --nats`) and worker hosts
+//! (`tc-worker`) joined through a real `nats-server` with JetStream, on
+//! loopback.
+
+mod common;
+
+use common::nats::{NatsServer, WorkerHost};
+use common::{error_code, reference_compute, send_signal, TestServer, MODES};
+use serde_json::{json, Value};
+
+/// A gateway with no local worker, on `nats`.
+fn gateway(nats: &NatsServer, extra: &[&str]) -> TestServer {
+    let mut args = vec!["--port", "0", "--workers", "0", "--nats", &nats.url, "--log-level", "error"];
+    args.extend_from_slice(extra);
+    TestServer::start_with(&args, &[])
+}
+
+/// Waits until the gateway has heard from `count` live hosts.
+fn wait_for_hosts(gateway: &TestServer, count: usize) -> Value {
+    gateway.wait_for_stats(&format!("{count} live hosts"), |stats| {
+        stats["hosts"]
+            .as_array()
+            .is_some_and(|hosts| hosts.iter().filter(|h| h["alive"] == true).count() == count)
+    })
+}
+
+/// Sends every request on one connection (pipelined), and returns the
+/// replies by id; each id must be answered exactly once.
+fn pipeline(server: &TestServer, requests: &[Value]) -> std::collections::HashMap<String, Value> {
+    let mut client = server.connect();
+    for request in requests {
+        client.send(request);
+    }
+    let mut replies = std::collections::HashMap::new();
+    for _ in requests {
+        let reply = client.recv();
+        let id = reply["id"].to_string();
+        assert!(replies.insert(id.clone(), reply).is_none(), "id {id} answered twice");
+    }
+    assert!(client.try_recv_timeout_free().is_none(), "no reply beyond one per request");
+    replies
+}
+
+#[test]
+fn compute_jobs_run_on_worker_hosts_in_both_modes() {
+    let Some(nats) = NatsServer::start() else { return };
+    for mode in MODES {
+        let _host = WorkerHost::start(&nats.url, &format!("host-{mode}"), mode, 2, &[]);
+        let gateway = gateway(&nats, &[]);
+        let stats = wait_for_hosts(&gateway, 1);
+        assert_eq!(stats["hosts"][0]["mode"], mode);
+        assert_eq!(stats["hosts"][0]["slots"], 2);
+        let requests: Vec<Value> =
+            (0..12).map(|i| json!({"id": i, "cmd": "compute", "n": 1000 * i})).collect();
+        let replies = pipeline(&gateway, &requests);
+        for i in 0..12u64 {
+            assert_eq!(replies[&i.to_string()]["result"], reference_compute(1000 * i), "{mode}: job {i}");
+        }
+        let stats = gateway.wait_for_stats("the completed jobs", |s| s["jobs"]["completed"] == 12);
+        assert_eq!(stats["jobs"]["in_flight"], 0);
+    }
+}
+
+#[test]
+fn a_gateway_without_hosts_refuses_jobs_with_a_clear_error_and_is_not_ready() {
+    let Some(nats) = NatsServer::start() else { return };
+    let gateway = gateway(&nats, &["--metrics-addr", "127.0.0.1:0"]);
+    let reply = gateway.request(json!({"id": 1, "cmd": "compute", "n": 5}));
+    assert_eq!(error_code(&reply), Some("BUSY"), "{reply}");
+    assert!(reply["error"]["message"].as_str().unwrap().contains("tc-worker"), "{reply}");
+    let (status, body) = gateway.http_get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    // A host joins: the same gateway serves, and is ready.
+    let _host = WorkerHost::start(&nats.url, "late", "threads", 1, &[]);
+    wait_for_hosts(&gateway, 1);
+    assert_eq!(gateway.request(json!({"id": 2, "cmd": "compute", "n": 5}))["result"], reference_compute(5));
+    assert_eq!(gateway.http_get("/readyz").0, 200);
+}
+
+#[test]
+fn two_gateways_share_the_hosts_and_each_reply_reaches_its_asker() {
+    let Some(nats) = NatsServer::start() else { return };
+    let _host = WorkerHost::start(&nats.url, "shared", "threads", 2, &[]);
+    let (first, second) = (gateway(&nats, &[]), gateway(&nats, &[]));
+    wait_for_hosts(&first, 1);
+    wait_for_hosts(&second, 1);
+    // The same ids on both gateways: each must get its own results back.
+    let on_first: Vec<Value> = (0..8).map(|i| json!({"id": i, "cmd": "compute", "n": 10 + i})).collect();
+    let on_second: Vec<Value> = (0..8).map(|i| json!({"id": i, "cmd": "compute", "n": 500 + i})).collect();
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| pipeline(&first, &on_first));
+        let b = scope.spawn(|| pipeline(&second, &on_second));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    for i in 0..8u64 {
+        assert_eq!(a[&i.to_string()]["result"], reference_compute(10 + i));
+        assert_eq!(b[&i.to_string()]["result"], reference_compute(500 + i));
+    }
+}
+
+#[test]
+fn jobs_of_a_killed_host_are_run_again_elsewhere_and_answered_once() {
+    let Some(nats) = NatsServer::start() else { return };
+    let doomed = WorkerHost::start(&nats.url, "doomed", "threads", 1, &[]);
+    let gateway = gateway(&nats, &["--max-n", "1000000000"]);
+    wait_for_hosts(&gateway, 1);
+    // Long jobs (seconds each, longer than a heartbeat): the doomed host
+    // takes one and is killed while running it.
+    let n = 400_000_000u64;
+    let requests: Vec<Value> = (0..2).map(|i| json!({"id": i, "cmd": "compute", "n": n + i})).collect();
+    let mut client = gateway.connect();
+    for request in &requests {
+        client.send(request);
+    }
+    gateway.wait_for_stats("a job running on the doomed host", |s| s["hosts"][0]["busy"] == 1);
+    send_signal(doomed.pid(), libc::SIGKILL);
+    let _survivor = WorkerHost::start(&nats.url, "survivor", "threads", 1, &[]);
+    let mut replies = std::collections::HashMap::new();
+    for _ in &requests {
+        let reply = client.recv();
+        assert!(replies.insert(reply["id"].to_string(), reply).is_none(), "answered once");
+    }
+    for i in 0..2u64 {
+        let reply = &replies[&i.to_string()];
+        assert_eq!(reply["result"], reference_compute(n + i), "job {i}: {reply}");
+    }
+    // The killed host's job was delivered twice, and says so.
+    assert!(replies.values().any(|r| r["attempts"] == 2), "{replies:?}");
+    assert!(client.try_recv_timeout_free().is_none(), "no duplicate reply");
+}
