@@ -128,3 +128,85 @@ fn jobs_of_a_killed_host_are_run_again_elsewhere_and_answered_once() {
     assert!(replies.values().any(|r| r["attempts"] == 2), "{replies:?}");
     assert!(client.try_recv_timeout_free().is_none(), "no duplicate reply");
 }
+
+#[test]
+fn jobs_of_a_hung_host_go_to_another_and_its_late_result_is_dropped() {
+    let Some(nats) = NatsServer::start() else { return };
+    let hung = WorkerHost::start(&nats.url, "hung", "threads", 1, &[]);
+    let gateway = gateway(&nats, &["--max-n", "1000000000"]);
+    wait_for_hosts(&gateway, 1);
+    let n = 300_000_000u64;
+    let mut client = gateway.connect();
+    client.send(&json!({"id": "long", "cmd": "compute", "n": n}));
+    gateway.wait_for_stats("the job running on the host", |s| s["hosts"][0]["busy"] == 1);
+    // SIGSTOP: the host neither works nor acknowledges; JetStream gives the
+    // job to another host after the ack wait.
+    send_signal(hung.pid(), libc::SIGSTOP);
+    let _other = WorkerHost::start(&nats.url, "other", "threads", 1, &[]);
+    let reply = client.recv();
+    assert_eq!(reply["result"], reference_compute(n), "{reply}");
+    assert_eq!(reply["attempts"], 2, "{reply}");
+    // The hung host wakes up, finishes, and sends a second result: dropped.
+    send_signal(hung.pid(), libc::SIGCONT);
+    gateway.wait_for_stats("the late result to be dropped", |s| s["jobs"]["replies_dropped"] == 1);
+    assert!(client.try_recv_timeout_free().is_none(), "exactly one reply");
+}
+
+#[test]
+fn predictions_run_on_worker_hosts_in_both_modes() {
+    let Some(nats) = NatsServer::start() else { return };
+    let sample = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/models/samples/fire-1.png"))
+        .expect("the shipped sample image");
+    let image = base64_encode(&sample);
+    for mode in MODES {
+        let _host = WorkerHost::start(&nats.url, &format!("predict-{mode}"), mode, 1, &[]);
+        let gateway = gateway(&nats, &[]);
+        wait_for_hosts(&gateway, 1);
+        let local = TestServer::start("threads", 1, &[]);
+        let request = json!({"id": 1, "cmd": "predict", "image_b64": image, "filename": "fire-1.png"});
+        let remote_reply = gateway.request(request.clone());
+        let local_reply = local.request(request);
+        assert!(remote_reply["result"]["raw_score"].is_number(), "{mode}: {remote_reply}");
+        assert_eq!(remote_reply["result"], local_reply["result"], "{mode}: same answer as a local worker");
+    }
+}
+
+#[test]
+fn a_job_over_the_nats_payload_limit_is_refused_at_the_gateway_with_how_to_raise_it() {
+    let Some(nats) = NatsServer::start() else { return };
+    let _host = WorkerHost::start(&nats.url, "small", "threads", 1, &[]);
+    let gateway = gateway(&nats, &[]);
+    wait_for_hosts(&gateway, 1);
+    // 1.5 MB of image bytes: over nats-server's default max_payload of 1 MB.
+    let image = base64_encode(&vec![7u8; 1_500_000]);
+    let reply = gateway.request(json!({"id": 1, "cmd": "predict", "image_b64": image}));
+    assert_eq!(error_code(&reply), Some("IMAGE_TOO_LARGE"), "{reply}");
+    assert!(reply["error"]["message"].as_str().unwrap().contains("max_payload"), "{reply}");
+    // The host never saw it.
+    let stats = gateway.stats();
+    assert_eq!(stats["hosts"][0]["jobs_done"], 0, "{stats}");
+}
+
+#[test]
+fn a_host_drains_on_sigterm_finishing_what_it_holds() {
+    let Some(nats) = NatsServer::start() else { return };
+    let mut host = WorkerHost::start(&nats.url, "leaving", "threads", 1, &[]);
+    let gateway = gateway(&nats, &["--max-n", "1000000000"]);
+    wait_for_hosts(&gateway, 1);
+    let n = 150_000_000u64;
+    let mut client = gateway.connect();
+    client.send(&json!({"id": 1, "cmd": "compute", "n": n}));
+    gateway.wait_for_stats("the job running on the host", |s| s["hosts"][0]["busy"] == 1);
+    send_signal(host.pid(), libc::SIGTERM);
+    let reply = client.recv();
+    assert_eq!(reply["result"], reference_compute(n), "{reply}");
+    // No "attempts" field: one delivery, finished by the draining host itself.
+    assert!(reply.get("attempts").is_none(), "{reply}");
+    let status = host.child.wait().expect("the host exits");
+    assert!(status.success(), "{status:?}");
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}

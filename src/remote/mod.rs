@@ -57,9 +57,12 @@ pub(crate) const ACK_WAIT: Duration = Duration::from_secs(5);
 /// The most jobs the stream holds; past this a publish is refused and the
 /// client gets `BUSY` (DiscardPolicy::New), so nothing buffers without bound.
 pub(crate) const STREAM_MAX_MESSAGES: i64 = 10_000;
-/// The consumer's own redelivery limit, a safety net: each job also carries
-/// the gateway's limit (`--retries`), which the host enforces.
-pub(crate) const CONSUMER_MAX_DELIVER: i64 = 10;
+/// The consumer's own redelivery limit: none (-1). Each job carries its
+/// gateway's limit (`1 + --retries`), and the first host that receives it
+/// past that limit answers `WORKER_CRASHED` and acknowledges it — so no job
+/// can stay in the stream for ever, and no max-deliveries advisory (which
+/// would leave the message behind) is needed.
+pub(crate) const CONSUMER_MAX_DELIVER: i64 = -1;
 
 /// The jobs stream, created if it does not exist yet (by whichever gateway
 /// or host comes first; all use the same settings).
