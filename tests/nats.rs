@@ -206,6 +206,30 @@ fn a_host_drains_on_sigterm_finishing_what_it_holds() {
     assert!(status.success(), "{status:?}");
 }
 
+#[test]
+fn the_farm_recovers_by_itself_when_nats_restarts() {
+    let Some(mut nats) = NatsServer::start() else { return };
+    let _host = WorkerHost::start(&nats.url, "steady", "threads", 2, &[]);
+    let gateway = gateway(&nats, &["--metrics-addr", "127.0.0.1:0"]);
+    wait_for_hosts(&gateway, 1);
+    assert_eq!(gateway.request(json!({"id": 1, "cmd": "compute", "n": 7}))["result"], reference_compute(7));
+    nats.restart();
+    // Gateway and host reconnect by themselves; the host's heartbeats resume.
+    gateway.wait_for_stats("the host heard from again", |s| {
+        s["hosts"][0]["alive"] == true && s["hosts"][0]["last_heartbeat_s"].as_f64().unwrap() < 0.9
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while gateway.http_get("/readyz").0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "the gateway never became ready again");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let requests: Vec<Value> = (0..6).map(|i| json!({"id": i, "cmd": "compute", "n": 100 + i})).collect();
+    let replies = pipeline(&gateway, &requests);
+    for i in 0..6u64 {
+        assert_eq!(replies[&i.to_string()]["result"], reference_compute(100 + i), "{:?}", replies);
+    }
+}
+
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)

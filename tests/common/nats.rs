@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 pub struct NatsServer {
     child: Child,
     pub url: String,
-    _store: tempfile::TempDir,
+    store: tempfile::TempDir,
 }
 
 fn nats_binary() -> Option<PathBuf> {
@@ -35,14 +35,7 @@ impl NatsServer {
             return None;
         };
         let store = tempfile::tempdir().expect("a temporary directory");
-        let dir = store.path().to_str().unwrap().to_string();
-        let child = Command::new(binary)
-            .args(["-js", "-sd", &dir, "-a", "127.0.0.1", "-p", "-1", "--ports_file_dir", &dir])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
+        let child = spawn(&binary, store.path(), "-1");
         let deadline = Instant::now() + Duration::from_secs(10);
         let url = loop {
             let ports = std::fs::read_dir(store.path())
@@ -59,8 +52,35 @@ impl NatsServer {
             assert!(Instant::now() < deadline, "nats-server did not write its ports file");
             std::thread::sleep(Duration::from_millis(20));
         };
-        Some(NatsServer { child, url, _store: store })
+        Some(NatsServer { child, url, store })
     }
+
+    /// Kills the server and starts it again on the same port with the same
+    /// store: what an operator's restart looks like to the farm.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port = self.url.rsplit(':').next().unwrap().to_string();
+        self.child = spawn(&nats_binary().unwrap(), self.store.path(), &port);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let address = format!("127.0.0.1:{port}");
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not come back on {address}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// `nats-server` with JetStream, on loopback only, at `port` (-1: any).
+fn spawn(binary: &std::path::Path, store: &std::path::Path, port: &str) -> Child {
+    let dir = store.to_str().unwrap();
+    Command::new(binary)
+        .args(["-js", "-sd", dir, "-a", "127.0.0.1", "-p", port, "--ports_file_dir", dir])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server starts")
 }
 
 impl Drop for NatsServer {
