@@ -46,7 +46,7 @@ fn compute_jobs_run_on_worker_hosts_in_both_modes() {
     let Some(nats) = NatsServer::start() else { return };
     for mode in MODES {
         let _host = WorkerHost::start(&nats.url, &format!("host-{mode}"), mode, 2, &[]);
-        let gateway = gateway(&nats, &[]);
+        let gateway = gateway(&nats, &["--metrics-addr", "127.0.0.1:0"]);
         let stats = wait_for_hosts(&gateway, 1);
         assert_eq!(stats["hosts"][0]["mode"], mode);
         assert_eq!(stats["hosts"][0]["slots"], 2);
@@ -58,6 +58,13 @@ fn compute_jobs_run_on_worker_hosts_in_both_modes() {
         }
         let stats = gateway.wait_for_stats("the completed jobs", |s| s["jobs"]["completed"] == 12);
         assert_eq!(stats["jobs"]["in_flight"], 0);
+        assert_eq!(stats["remote"]["forwarded"], 12, "{stats}");
+        assert_eq!(stats["remote"]["connected"], true, "{stats}");
+        let metrics = gateway.scrape();
+        assert_eq!(metrics.get("threadcenter_hosts_alive"), Some(&1.0), "{metrics:?}");
+        assert_eq!(metrics.get("threadcenter_nats_jobs_forwarded_total"), Some(&12.0), "{metrics:?}");
+        let slots = format!("threadcenter_host_slots{{host=\"host-{mode}\"}}");
+        assert_eq!(metrics.get(&slots), Some(&2.0), "{metrics:?}");
     }
 }
 
@@ -148,7 +155,10 @@ fn jobs_of_a_hung_host_go_to_another_and_its_late_result_is_dropped() {
     assert_eq!(reply["attempts"], 2, "{reply}");
     // The hung host wakes up, finishes, and sends a second result: dropped.
     send_signal(hung.pid(), libc::SIGCONT);
-    gateway.wait_for_stats("the late result to be dropped", |s| s["jobs"]["replies_dropped"] == 1);
+    let stats =
+        gateway.wait_for_stats("the late result to be dropped", |s| s["jobs"]["replies_dropped"] == 1);
+    assert_eq!(stats["remote"]["duplicates_dropped"], 1, "{stats}");
+    assert_eq!(stats["remote"]["redelivered"], 1, "{stats}");
     assert!(client.try_recv_timeout_free().is_none(), "exactly one reply");
 }
 

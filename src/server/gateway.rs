@@ -17,6 +17,7 @@
 //! the stream while hosts are busy, and local workers are never starved.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -107,6 +108,60 @@ impl HostTable {
     }
 }
 
+/// What a gateway counts, for `stats` and `/metrics`. Each is bumped by one
+/// thread or task and read by reports, `Relaxed`: independent counters that
+/// guard nothing.
+#[derive(Debug, Default)]
+pub(crate) struct GatewayCounters {
+    forwarded: AtomicU64,
+    refused: AtomicU64,
+    redelivered: AtomicU64,
+    duplicates: AtomicU64,
+}
+
+/// A gateway's NATS side, as `stats` reports it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub(crate) struct RemoteReport {
+    /// Whether the connection to NATS is up.
+    pub(crate) connected: bool,
+    /// Jobs published to the stream.
+    pub(crate) forwarded: u64,
+    /// Jobs not published: the stream was full or NATS refused them (`BUSY`),
+    /// or they were larger than its `max_payload`.
+    pub(crate) refused: u64,
+    /// Results of jobs delivered more than once (a host died, hung or was
+    /// cut off while holding them).
+    pub(crate) redelivered: u64,
+    /// Second results for a job already answered, dropped.
+    pub(crate) duplicates_dropped: u64,
+    /// Hosts heard from within the host timeout.
+    pub(crate) hosts_alive: usize,
+}
+
+/// What the rest of the server sees of its gateway: the hosts, the link,
+/// the counters.
+#[derive(Debug)]
+pub(crate) struct GatewayStatus {
+    pub(crate) hosts: HostTable,
+    pub(crate) link: Arc<LinkState>,
+    pub(crate) counters: GatewayCounters,
+}
+
+impl GatewayStatus {
+    /// The report for `stats`.
+    pub(crate) fn report(&self) -> RemoteReport {
+        let c = &self.counters;
+        RemoteReport {
+            connected: self.link.is_up(),
+            forwarded: c.forwarded.load(Relaxed),
+            refused: c.refused.load(Relaxed),
+            redelivered: c.redelivered.load(Relaxed),
+            duplicates_dropped: c.duplicates.load(Relaxed),
+            hosts_alive: self.hosts.alive(),
+        }
+    }
+}
+
 /// The refusal for a job when no host is connected and there is no local
 /// worker (`--workers 0`).
 pub(crate) fn no_host_error() -> ReplyError {
@@ -131,8 +186,7 @@ impl Forwarded {
 /// A running gateway.
 pub(crate) struct Gateway {
     bridge: Arc<Bridge>,
-    hosts: Arc<HostTable>,
-    link: Arc<LinkState>,
+    status: Arc<GatewayStatus>,
     client: async_nats::Client,
     /// Dropping it stops the forwarder.
     stop: Option<Sender<()>>,
@@ -171,11 +225,20 @@ impl Gateway {
         let heartbeats =
             heartbeats.map_err(|e| Error::Remote(format!("cannot subscribe to {HEARTBEAT_SUBJECT}: {e}")))?;
 
-        let hosts = Arc::new(HostTable::default());
+        let status = Arc::new(GatewayStatus {
+            hosts: HostTable::default(),
+            link,
+            counters: GatewayCounters::default(),
+        });
         let forwarded = Arc::new(Forwarded::default());
         let tasks = vec![
-            bridge.spawn(take_results(results, completer.clone(), Arc::clone(&forwarded))),
-            bridge.spawn(listen_to_hosts(heartbeats, Arc::clone(&hosts))),
+            bridge.spawn(take_results(
+                results,
+                completer.clone(),
+                Arc::clone(&forwarded),
+                Arc::clone(&status),
+            )),
+            bridge.spawn(listen_to_hosts(heartbeats, Arc::clone(&status))),
         ];
 
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
@@ -188,7 +251,7 @@ impl Gateway {
                 reply_to,
                 retries,
                 local_workers,
-                hosts: Arc::clone(&hosts),
+                status: Arc::clone(&status),
                 forwarded,
                 completer,
                 started: Instant::now(),
@@ -199,17 +262,12 @@ impl Gateway {
                 .map_err(|e| Error::io("starting the NATS forwarder thread", e))?
         };
         tracing::info!(gateway = %id, nats = %options.url, "gateway connected to NATS");
-        Ok(Gateway { bridge, hosts, link, client, stop: Some(stop_tx), forwarder: Some(forwarder), tasks })
+        Ok(Gateway { bridge, status, client, stop: Some(stop_tx), forwarder: Some(forwarder), tasks })
     }
 
-    /// The hosts heard from.
-    pub(crate) fn hosts(&self) -> Arc<HostTable> {
-        Arc::clone(&self.hosts)
-    }
-
-    /// Whether the link to NATS is up.
-    pub(crate) fn link(&self) -> Arc<LinkState> {
-        Arc::clone(&self.link)
+    /// The hosts, the link and the counters, for the rest of the server.
+    pub(crate) fn status(&self) -> Arc<GatewayStatus> {
+        Arc::clone(&self.status)
     }
 
     /// Stops forwarding and listening (after the server's drain).
@@ -237,7 +295,7 @@ struct Forwarder {
     reply_to: String,
     retries: u32,
     local_workers: usize,
-    hosts: Arc<HostTable>,
+    status: Arc<GatewayStatus>,
     forwarded: Arc<Forwarded>,
     completer: Completer,
     started: Instant,
@@ -250,7 +308,7 @@ impl Forwarder {
             // thread) or a heartbeat announces a host (another task); a short
             // sleep is simpler than a notification from both, and costs at
             // most 5 ms of latency when every host is busy.
-            if self.forwarded.lock().len() >= self.hosts.capacity() {
+            if self.forwarded.lock().len() >= self.status.hosts.capacity() {
                 if self.nobody_to_run_jobs() {
                     self.refuse_queued(queues);
                 }
@@ -272,7 +330,7 @@ impl Forwarder {
 
     /// No local worker, and no host heard from for a whole host timeout.
     fn nobody_to_run_jobs(&self) -> bool {
-        self.local_workers == 0 && self.hosts.alive() == 0 && self.started.elapsed() >= HOST_TIMEOUT
+        self.local_workers == 0 && self.status.hosts.alive() == 0 && self.started.elapsed() >= HOST_TIMEOUT
     }
 
     /// Answers every queued job: nobody can run it.
@@ -303,6 +361,7 @@ impl Forwarder {
                 bytes.len(),
                 self.max_payload
             );
+            self.status.counters.refused.fetch_add(1, Relaxed);
             return self.fail(&job, ReplyError::new(code, message));
         }
         // Registered before publishing: the result may come back at once.
@@ -316,9 +375,12 @@ impl Forwarder {
             }
         });
         if let Err(e) = published {
+            self.status.counters.refused.fetch_add(1, Relaxed);
             self.forwarded.lock().remove(&job.id);
             let message = format!("the farm's NATS job queue refused the job ({e}); retry later");
             self.fail(&job, ReplyError::new(ErrorCode::Busy, message));
+        } else {
+            self.status.counters.forwarded.fetch_add(1, Relaxed);
         }
     }
 
@@ -336,7 +398,12 @@ impl Forwarder {
 }
 
 /// Hands each result to the completer, which replies once per job.
-async fn take_results(mut results: async_nats::Subscriber, completer: Completer, forwarded: Arc<Forwarded>) {
+async fn take_results(
+    mut results: async_nats::Subscriber,
+    completer: Completer,
+    forwarded: Arc<Forwarded>,
+    status: Arc<GatewayStatus>,
+) {
     while let Some(message) = results.next().await {
         let result: RemoteResult = match wire::decode(&message.payload) {
             Ok(result) => result,
@@ -347,7 +414,10 @@ async fn take_results(mut results: async_nats::Subscriber, completer: Completer,
         };
         let first = forwarded.lock().remove(&result.job);
         if !first {
+            status.counters.duplicates.fetch_add(1, Relaxed);
             tracing::debug!(job = result.job, host = %result.host, "duplicate result dropped");
+        } else if result.attempts > 1 {
+            status.counters.redelivered.fetch_add(1, Relaxed);
         }
         completer.finish(JobReport {
             job: result.job,
@@ -361,10 +431,10 @@ async fn take_results(mut results: async_nats::Subscriber, completer: Completer,
 }
 
 /// Keeps the table of hosts from their heartbeats.
-async fn listen_to_hosts(mut heartbeats: async_nats::Subscriber, hosts: Arc<HostTable>) {
+async fn listen_to_hosts(mut heartbeats: async_nats::Subscriber, status: Arc<GatewayStatus>) {
     while let Some(message) = heartbeats.next().await {
         match serde_json::from_slice::<Heartbeat>(&message.payload) {
-            Ok(beat) => hosts.heard(beat),
+            Ok(beat) => status.hosts.heard(beat),
             Err(e) => tracing::debug!(error = %e, "ignoring a message on the heartbeat subject"),
         }
     }

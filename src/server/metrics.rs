@@ -77,6 +77,7 @@ impl Collector for FarmCollector {
         jobs(&mut out, &report)?;
         connections_and_workers(&mut out, &report)?;
         cache_and_limits(&mut out, &report)?;
+        remote_hosts(&mut out, &report)?;
         model_and_mutex(&mut out, &report)
     }
 }
@@ -197,6 +198,45 @@ fn cache_and_limits(out: &mut Families<'_, '_>, report: &StatsReport) -> fmt::Re
     )
 }
 
+/// A gateway's worker hosts and its NATS counters (only with `--nats`).
+fn remote_hosts(out: &mut Families<'_, '_>, report: &StatsReport) -> fmt::Result {
+    let (Some(remote), Some(hosts)) = (&report.remote, &report.hosts) else { return Ok(()) };
+    out.gauge("nats_connected", "1 while the gateway's connection to NATS is up", remote.connected as i64)?;
+    out.gauge("hosts_alive", "Worker hosts heard from within the host timeout", remote.hosts_alive as i64)?;
+    out.counter("nats_jobs_forwarded", "Jobs published to the JetStream stream", remote.forwarded)?;
+    out.counter(
+        "nats_jobs_refused",
+        "Jobs not published: stream full, NATS refusing, or over max_payload",
+        remote.refused,
+    )?;
+    out.counter(
+        "nats_redeliveries",
+        "Results of jobs delivered more than once (a host died, hung or was cut off)",
+        remote.redelivered,
+    )?;
+    out.counter(
+        "nats_duplicates_dropped",
+        "Second results for a job already answered",
+        remote.duplicates_dropped,
+    )?;
+    let live: Vec<_> = hosts.iter().filter(|h| h.alive).collect();
+    out.gauges(
+        "host_slots",
+        "Workers of each live host",
+        live.iter().map(|h| ([("host", h.name.as_str())], h.slots as i64)),
+    )?;
+    out.gauges(
+        "host_busy",
+        "Jobs each live host held at its last heartbeat",
+        live.iter().map(|h| ([("host", h.name.as_str())], h.busy as i64)),
+    )?;
+    out.counters(
+        "host_jobs",
+        "Jobs each live host has finished since it started",
+        live.iter().map(|h| ([("host", h.name.as_str())], h.jobs_done)),
+    )
+}
+
 /// The model being served and the accelerator mutex.
 fn model_and_mutex(out: &mut Families<'_, '_>, report: &StatsReport) -> fmt::Result {
     out.gauge(
@@ -261,6 +301,20 @@ impl Families<'_, '_> {
     fn gauge(&mut self, name: &str, help: &str, value: i64) -> fmt::Result {
         let metric = ConstGauge::new(value);
         metric.encode(self.encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+    }
+
+    /// A gauge family with one sample per label set.
+    fn gauges<L: EncodeLabelSet>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (L, i64)>,
+    ) -> fmt::Result {
+        let mut family = self.encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (labels, value) in samples {
+            ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 
     fn gauge_seconds(&mut self, name: &str, help: &str, value: f64) -> fmt::Result {

@@ -64,8 +64,7 @@ use rate_limit::RateLimiter;
 
 use crate::error::{Error, Result};
 use crate::protocol::{ErrorCode, ReplyError};
-use crate::remote::connect::LinkState;
-use crate::server::gateway::{Gateway, HostTable};
+use crate::server::gateway::{Gateway, GatewayStatus};
 use crate::server::jobs::cache::ResultCache;
 use crate::server::jobs::registry::Registry;
 use crate::server::jobs::Jobs;
@@ -92,10 +91,8 @@ pub(crate) struct Farm {
     models: models::ModelCatalog,
     /// The accelerator mutex.
     lock: LockCoordinator,
-    /// The worker hosts heard from (`--nats`).
-    hosts: Option<Arc<HostTable>>,
-    /// Whether the link to NATS is up (`--nats`).
-    nats_link: Option<Arc<LinkState>>,
+    /// The worker hosts, the NATS link and the gateway's counters (`--nats`).
+    remote: Option<Arc<GatewayStatus>>,
     /// Set when a shutdown begins: new requests get `SHUTTING_DOWN`.
     /// `SeqCst`, like the acceptor's stop flag: these flags change once per
     /// run, so their cost is nothing, and the strongest ordering keeps the
@@ -197,8 +194,7 @@ impl Server {
         };
         let farm = Arc::new(Farm {
             gil: pool.as_ref().and_then(WorkerPool::gil),
-            hosts: gateway.as_ref().map(Gateway::hosts),
-            nats_link: gateway.as_ref().map(Gateway::link),
+            remote: gateway.as_ref().map(Gateway::status),
             board,
             rate_limiter: config.rate_limit.map(RateLimiter::new),
             models: catalog,

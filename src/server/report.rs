@@ -53,6 +53,9 @@ pub(crate) struct StatsReport {
     /// The worker hosts of a gateway (`--nats`); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) hosts: Option<Vec<crate::server::gateway::HostReport>>,
+    /// A gateway's NATS counters (`--nats`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) remote: Option<crate::server::gateway::RemoteReport>,
 }
 
 /// The GIL's state in `stats`.
@@ -205,12 +208,12 @@ impl Farm {
     /// replacements are held back, and no worker host is connected either
     /// (or this is a pure gateway and no host is connected).
     pub(crate) fn nobody_can_run(&self) -> Option<crate::protocol::ReplyError> {
-        let hosts_alive = self.hosts.as_ref().map_or(0, |hosts| hosts.alive());
+        let hosts_alive = self.remote.as_ref().map_or(0, |remote| remote.hosts.alive());
         if hosts_alive > 0 {
             return None;
         }
         if self.board.configured() == 0 {
-            return self.hosts.as_ref().map(|_| crate::server::gateway::no_host_error());
+            return self.remote.as_ref().map(|_| crate::server::gateway::no_host_error());
         }
         self.board.none_can_run().then(crate::server::jobs::no_worker_error)
     }
@@ -251,7 +254,8 @@ impl Farm {
             draining: self.draining.load(Ordering::SeqCst),
             model: self.models.current().map(|m| m.name),
             mutex: Some(self.lock.snapshot()),
-            hosts: self.hosts.as_ref().map(|hosts| hosts.report()),
+            hosts: self.remote.as_ref().map(|remote| remote.hosts.report()),
+            remote: self.remote.as_ref().map(|remote| remote.report()),
             latency_us: LatencyReport { queue_wait: counters.queue_wait_us, service: counters.service_us },
         }
     }
@@ -285,7 +289,7 @@ impl Farm {
     /// What `/readyz` answers.
     pub(super) fn readiness(&self) -> Readiness {
         // A gateway's workers are its local ones plus those of its live hosts.
-        let host_slots = self.hosts.as_ref().map_or(0, |hosts| hosts.capacity());
+        let host_slots = self.remote.as_ref().map_or(0, |remote| remote.hosts.capacity());
         let mut readiness = Readiness::assess(
             self.board.alive() + host_slots,
             self.board.configured() + host_slots,
@@ -293,7 +297,7 @@ impl Farm {
             self.jobs.queue_capacity(),
             self.draining.load(Ordering::SeqCst),
         );
-        if self.nats_link.as_ref().is_some_and(|link| !link.is_up()) {
+        if self.remote.as_ref().is_some_and(|remote| !remote.link.is_up()) {
             readiness.reasons.push("the connection to NATS is down (reconnecting)".to_string());
             readiness.status = "not_ready".to_string();
         }
