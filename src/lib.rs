@@ -13,6 +13,8 @@
 //! | [`work`] | **worker** | what runs a job and nothing else: [`work::job`], [`work::compute`], [`work::model`], [`work::gil`], and the inside of a worker process ([`work::worker_process`]). This is all a worker process — or a remote worker host — needs. |
 //! | [`server`] | **server** | everything inside `tc-server`: listener, connections, commands, a job's life, the worker pool, stats, metrics |
 //! | [`client`] | **client** | everything inside `tc-client`: a connection, the shell, the load generator, reports, sweeps, charts |
+//! | [`remote`] | **gateways and worker hosts** | the farm past one machine on NATS JetStream: subjects, messages, connecting, the bridge thread to async-nats |
+//! | [`host`] | **worker host** | everything inside `tc-worker`: pulling jobs by free slots, acknowledging, heartbeats; it runs the server's [`server::pool`] |
 //! | [`cli`] | **command line** | the binaries' flags; `bin/` parses them and calls one function |
 //!
 //! ## The server, file by file
@@ -27,6 +29,7 @@
 //! | [`server::jobs`] | a job's life: submit or answer from the cache ([`server::jobs::Jobs`]), the id→connection [`server::jobs::registry`], the [`server::jobs::completer`] that routes each reply back |
 //! | [`server::pool`] | the workers: the [`server::pool::board`], [`server::pool::threads`], [`server::pool::processes`], restart budget |
 //! | [`server::config`], [`server::stats`], [`server::lock`], [`server::metrics`] | settings; counters and histograms; the accelerator mutex; `/metrics` |
+//! | [`server::gateway`] | `--nats`: forwarding jobs to worker hosts, taking their results back |
 //!
 //! ## The path of one `compute` request
 //!
