@@ -240,6 +240,26 @@ fn the_farm_recovers_by_itself_when_nats_restarts() {
     }
 }
 
+#[test]
+fn nats_own_tools_see_every_host_through_the_services_protocol() {
+    let Some(nats) = NatsServer::start() else { return };
+    let _first = WorkerHost::start(&nats.url, "alpha", "threads", 2, &[]);
+    let _second = WorkerHost::start(&nats.url, "beta", "processes", 1, &[]);
+    let gateway = gateway(&nats, &[]);
+    wait_for_hosts(&gateway, 2);
+    let pings = common::nats::request_all(&nats.url, "$SRV.PING.tc-worker", 2);
+    assert_eq!(pings.len(), 2, "{pings:?}");
+    let mut infos = common::nats::request_all(&nats.url, "$SRV.INFO.tc-worker", 2);
+    infos.sort_by_key(|info| info["metadata"]["host"].as_str().unwrap_or_default().to_string());
+    assert_eq!(infos[0]["metadata"]["host"], "alpha", "{infos:?}");
+    assert_eq!(infos[0]["metadata"]["slots"], "2");
+    assert_eq!(infos[1]["metadata"]["mode"], "processes");
+    // Each host answers on its own status endpoint with its heartbeat.
+    let status = common::nats::request_all(&nats.url, "tc.host.beta.status", 1);
+    assert_eq!(status[0]["name"], "beta", "{status:?}");
+    assert_eq!(status[0]["slots"], 1);
+}
+
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)

@@ -20,6 +20,7 @@
 //! cannot go round the hosts for ever.
 
 mod outcomes;
+mod service;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -151,8 +152,16 @@ pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
         }));
     let reporter =
         bridge.spawn(report_results(client.clone(), config.name.clone(), Arc::clone(&held), events_rx));
-    let keeper =
-        bridge.spawn(keep_alive(client.clone(), Arc::clone(&held), Arc::clone(&board), config.clone()));
+    let status = Arc::new(Mutex::new(heartbeat(&config, &held, &board)));
+    // NATS's own tools see the host: `nats micro ls`, `$SRV.PING/INFO/STATS`.
+    let service = bridge.run(service::register(&client, &config, Arc::clone(&status)))?;
+    let keeper = bridge.spawn(keep_alive(
+        client.clone(),
+        Arc::clone(&held),
+        Arc::clone(&board),
+        config.clone(),
+        status,
+    ));
 
     // Wait for SIGTERM (the sender is dropped or sends).
     let _ = stop.recv();
@@ -177,6 +186,7 @@ pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
     });
     fetcher.abort();
     keeper.abort();
+    service.abort();
     pool.stop(Duration::from_secs(5));
     reporter.abort();
     tracing::info!("worker host stopped");
@@ -315,16 +325,31 @@ async fn answer(
     }
 }
 
+/// What this host says about itself now.
+fn heartbeat(config: &HostConfig, held: &HeldJobs, board: &WorkerBoard) -> Heartbeat {
+    let workers = board.snapshot();
+    Heartbeat {
+        name: config.name.clone(),
+        slots: config.pool.workers,
+        busy: held.len(),
+        jobs_done: workers.iter().map(|w| w.jobs_done).sum(),
+        restarts: workers.iter().map(|w| w.restarts).sum(),
+        mode: config.pool.mode.as_str().to_string(),
+    }
+}
+
 /// Every third of the ack wait, tells JetStream the held jobs are still in
-/// progress; every [`HEARTBEAT_EVERY`], says who this host is and how busy.
+/// progress; every [`HEARTBEAT_EVERY`], says who this host is and how busy
+/// (and keeps `status`, which the NATS service answers with, up to date).
 async fn keep_alive(
     client: async_nats::Client,
     held: Arc<HeldJobs>,
     board: Arc<WorkerBoard>,
     config: HostConfig,
+    status: Arc<Mutex<Heartbeat>>,
 ) {
     let mut progress = tokio::time::interval(ACK_WAIT / 3);
-    let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
+    let mut beating = tokio::time::interval(HEARTBEAT_EVERY);
     loop {
         tokio::select! {
             _ = progress.tick() => {
@@ -332,16 +357,9 @@ async fn keep_alive(
                     let _ = job.message.ack_with(AckKind::Progress).await;
                 }
             }
-            _ = heartbeat.tick() => {
-                let workers = board.snapshot();
-                let beat = Heartbeat {
-                    name: config.name.clone(),
-                    slots: config.pool.workers,
-                    busy: held.len(),
-                    jobs_done: workers.iter().map(|w| w.jobs_done).sum(),
-                    restarts: workers.iter().map(|w| w.restarts).sum(),
-                    mode: config.pool.mode.as_str().to_string(),
-                };
+            _ = beating.tick() => {
+                let beat = heartbeat(&config, &held, &board);
+                *status.lock().unwrap_or_else(PoisonError::into_inner) = beat.clone();
                 if let Ok(bytes) = serde_json::to_vec(&beat) {
                     let _ = client.publish(HEARTBEAT_SUBJECT, bytes.into()).await;
                 }

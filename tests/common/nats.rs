@@ -131,3 +131,41 @@ impl Drop for WorkerHost {
         let _ = self.child.wait();
     }
 }
+
+/// Sends one request over NATS's text protocol (no client library: the test
+/// checks what any NATS tool would see) and collects up to `expect` replies,
+/// waiting at most 5 s for them.
+pub fn request_all(url: &str, subject: &str, expect: usize) -> Vec<serde_json::Value> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let address = url.trim_start_matches("nats://");
+    let stream = std::net::TcpStream::connect(address).expect("connect to nats-server");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("INFO line");
+    assert!(line.starts_with("INFO"), "{line}");
+    write!(
+        writer,
+        "CONNECT {{\"verbose\":false}}\r\nSUB _INBOX.test 1\r\nPUB {subject} _INBOX.test 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut replies = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while replies.len() < expect && Instant::now() < deadline {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        if line.starts_with("PING") {
+            writer.write_all(b"PONG\r\n").unwrap();
+            continue;
+        }
+        let Some(header) = line.strip_prefix("MSG ") else { continue };
+        let size: usize = header.split_whitespace().last().unwrap().parse().unwrap();
+        let mut payload = vec![0; size + 2];
+        reader.read_exact(&mut payload).unwrap();
+        replies.push(serde_json::from_slice(&payload[..size]).expect("a JSON reply"));
+    }
+    replies
+}
