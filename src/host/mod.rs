@@ -44,8 +44,9 @@ use outcomes::{HostEvent, HostOutcomes};
 
 /// How long one fetch waits for jobs before the host looks again.
 const FETCH_WAIT: Duration = Duration::from_millis(500);
-/// How often a host with no free slot looks whether one has freed up.
-const FULL_RECHECK: Duration = Duration::from_millis(10);
+/// The longest a host with no free slot waits before it looks again (a
+/// freed slot wakes it at once; this only bounds a missed wake-up).
+const FULL_RECHECK: Duration = Duration::from_millis(100);
 
 /// Everything that shapes a worker host.
 #[derive(Debug, Clone)]
@@ -76,6 +77,9 @@ struct Held {
 #[derive(Debug, Default)]
 struct HeldJobs {
     jobs: Mutex<HashMap<JobId, Arc<Held>>>,
+    /// Wakes the fetcher when a slot frees up, so a host never sits idle
+    /// while jobs wait in the stream.
+    freed: tokio::sync::Notify,
 }
 
 impl HeldJobs {
@@ -92,7 +96,13 @@ impl HeldJobs {
         self.lock().insert(id, Arc::new(held));
     }
     fn take(&self, id: JobId) -> Option<Arc<Held>> {
-        self.lock().remove(&id)
+        let taken = self.lock().remove(&id);
+        if taken.is_some() {
+            // `notify_one` stores a permit when nobody waits yet, so a slot
+            // freed just before the fetcher starts waiting is not missed.
+            self.freed.notify_one();
+        }
+        taken
     }
     fn all(&self) -> Vec<Arc<Held>> {
         self.lock().values().cloned().collect()
@@ -209,7 +219,7 @@ async fn fetch_jobs<F, Fut>(
     while pulling.load(Ordering::SeqCst) {
         let free = slots.saturating_sub(held.len());
         if free == 0 {
-            tokio::time::sleep(FULL_RECHECK).await;
+            let _ = tokio::time::timeout(FULL_RECHECK, held.freed.notified()).await;
             continue;
         }
         let batch = consumer.fetch().max_messages(free).expires(FETCH_WAIT).messages().await;

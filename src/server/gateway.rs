@@ -11,10 +11,11 @@
 //! one reply).
 //!
 //! **Sharing the queue fairly.** Local workers and remote hosts take jobs
-//! from one queue, each only when it has a free slot: a local worker when it
-//! is idle, the forwarder while this gateway has fewer jobs out than the
-//! live hosts have workers (from their heartbeats). So nothing piles up in
-//! the stream while hosts are busy, and local workers are never starved.
+//! from one queue, each only when it has room: a local worker when it is
+//! idle, the forwarder while this gateway has fewer jobs out than twice the
+//! live hosts' workers (from their heartbeats: one running and one waiting
+//! per slot). So only a slot's worth of jobs waits in the stream while hosts
+//! are busy, and local workers are never starved.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -38,8 +39,14 @@ use crate::server::pool::{JobQueues, JobReport, QueuedJob};
 use crate::units::micros;
 use crate::work::job::{JobId, JobKind};
 
-/// How often the forwarder looks again when no host has a free slot.
-const NO_ROOM_RECHECK: Duration = Duration::from_millis(5);
+/// The longest the forwarder waits for room before it looks again: room
+/// opens when a result comes back (which wakes it at once) or when a new
+/// host's heartbeat raises the capacity (seen within this).
+const NO_ROOM_RECHECK: Duration = Duration::from_millis(50);
+/// Jobs a gateway keeps out per live host slot: one running and one waiting
+/// in the stream, so a slot that frees up finds its next job without a round
+/// trip through this gateway.
+const JOBS_OUT_PER_SLOT: usize = 2;
 
 /// The hosts this gateway has heard from, by name.
 #[derive(Debug, Default)]
@@ -231,12 +238,15 @@ impl Gateway {
             counters: GatewayCounters::default(),
         });
         let forwarded = Arc::new(Forwarded::default());
+        // One pending wake-up is enough: the forwarder re-counts on waking.
+        let (room_tx, room_rx) = crossbeam_channel::bounded::<()>(1);
         let tasks = vec![
             bridge.spawn(take_results(
                 results,
                 completer.clone(),
                 Arc::clone(&forwarded),
                 Arc::clone(&status),
+                room_tx,
             )),
             bridge.spawn(listen_to_hosts(heartbeats, Arc::clone(&status))),
         ];
@@ -255,6 +265,7 @@ impl Gateway {
                 forwarded,
                 completer,
                 started: Instant::now(),
+                room: room_rx,
             };
             thread::Builder::new()
                 .name("nats-forwarder".into())
@@ -299,23 +310,25 @@ struct Forwarder {
     forwarded: Arc<Forwarded>,
     completer: Completer,
     started: Instant,
+    /// Signalled by the results task when a job comes back (room to send).
+    room: Receiver<()>,
 }
 
 impl Forwarder {
     fn run(&self, queues: &JobQueues, stop: &Receiver<()>) {
         loop {
-            // Poll for room: it opens when a result comes back (another
-            // thread) or a heartbeat announces a host (another task); a short
-            // sleep is simpler than a notification from both, and costs at
-            // most 5 ms of latency when every host is busy.
-            if self.forwarded.lock().len() >= self.status.hosts.capacity() {
+            // Wait for room: a result coming back wakes us at once; a new
+            // host's heartbeat is noticed within NO_ROOM_RECHECK.
+            if self.forwarded.lock().len() >= JOBS_OUT_PER_SLOT * self.status.hosts.capacity() {
                 if self.nobody_to_run_jobs() {
                     self.refuse_queued(queues);
                 }
-                match stop.recv_timeout(NO_ROOM_RECHECK) {
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
-                    _ => return,
+                select! {
+                    recv(stop) -> _ => return,
+                    recv(self.room) -> _ => {},
+                    default(NO_ROOM_RECHECK) => {},
                 }
+                continue;
             }
             let job = select! {
                 recv(stop) -> _ => return,
@@ -403,6 +416,7 @@ async fn take_results(
     completer: Completer,
     forwarded: Arc<Forwarded>,
     status: Arc<GatewayStatus>,
+    room: Sender<()>,
 ) {
     while let Some(message) = results.next().await {
         let result: RemoteResult = match wire::decode(&message.payload) {
@@ -416,8 +430,11 @@ async fn take_results(
         if !first {
             status.counters.duplicates.fetch_add(1, Relaxed);
             tracing::debug!(job = result.job, host = %result.host, "duplicate result dropped");
-        } else if result.attempts > 1 {
-            status.counters.redelivered.fetch_add(1, Relaxed);
+        } else {
+            let _ = room.try_send(());
+            if result.attempts > 1 {
+                status.counters.redelivered.fetch_add(1, Relaxed);
+            }
         }
         completer.finish(JobReport {
             job: result.job,

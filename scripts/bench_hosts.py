@@ -1,0 +1,295 @@
+#!/usr/bin/env python3
+"""Worker hosts over NATS, measured: the gateway's overhead against local
+worker processes, scaling with simulated hosts, and faults during a run.
+Release builds; results go to results/hosts-<date>.md and .csv.
+
+    python3 scripts/bench_hosts.py [--repeats 3] [--duration 5] [--only overhead scaling faults]
+
+Needs nats-server (apt-get install -y nats-server). Simulated hosts are
+separate tc-worker processes, each in its own cgroup v1 CPU group with an
+equal quota (root, /sys/fs/cgroup/cpu/); the cgroups are removed at the end.
+Every process runs on loopback.
+"""
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402  (Server, client, kernel_rate, log)
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = ROOT / "target" / "release" / "tc-worker"
+CGROUP = Path("/sys/fs/cgroup/cpu")
+
+
+def nats_binary():
+    for path in ("/usr/sbin/nats-server", "/usr/bin/nats-server"):
+        if os.path.exists(path):
+            return path
+    return shutil.which("nats-server")
+
+
+class Nats:
+    """nats-server with JetStream on a free loopback port, in a temporary store."""
+
+    def __enter__(self):
+        binary = nats_binary()
+        if not binary:
+            sys.exit("nats-server is not installed: apt-get install -y nats-server")
+        self.store = tempfile.TemporaryDirectory()
+        self.process = subprocess.Popen(
+            [binary, "-js", "-sd", self.store.name, "-a", "127.0.0.1", "-p", "-1",
+             "--ports_file_dir", self.store.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            ports = [p for p in os.listdir(self.store.name) if p.endswith(".ports")]
+            if ports:
+                self.url = json.load(open(os.path.join(self.store.name, ports[0])))["nats"][0]
+                return self
+            time.sleep(0.02)
+        raise RuntimeError("nats-server did not start")
+
+    def __exit__(self, *exc):
+        self.process.terminate()
+        self.process.wait()
+        self.store.cleanup()
+
+
+class Host:
+    """A tc-worker process, optionally inside a CPU cgroup of `cpus` cores."""
+
+    def __init__(self, url, name, workers, mode="processes", cpus=None):
+        self.cgroup = None
+        preexec = None
+        if cpus is not None:
+            self.cgroup = CGROUP / f"tc-bench-{name}"
+            self.cgroup.mkdir(exist_ok=True)
+            (self.cgroup / "cpu.cfs_period_us").write_text("100000")
+            (self.cgroup / "cpu.cfs_quota_us").write_text(str(int(cpus * 100000)))
+            tasks = self.cgroup / "cgroup.procs"
+            # The child joins the cgroup before it runs (so do its worker processes).
+            preexec = lambda: tasks.write_text(str(os.getpid()))  # noqa: E731
+        self.process = subprocess.Popen(
+            [WORKER, "--nats", url, "--name", name, "--workers", str(workers), "--mode", mode,
+             "--log-level", "error"], stdout=subprocess.DEVNULL, preexec_fn=preexec)
+
+    def signal(self, sig):
+        self.process.send_signal(sig)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+        self.process.wait()
+        if self.cgroup is not None:
+            # Wait for the cgroup to empty (worker processes exit with their host).
+            for _ in range(200):
+                try:
+                    self.cgroup.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.02)
+
+
+def gateway_stats(port):
+    out = subprocess.run([bench.CLIENT, "call", "--port", str(port), '{"cmd":"stats"}'],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)["result"]
+
+
+def wait_for_hosts(port, count, timeout=15):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        hosts = gateway_stats(port).get("hosts") or []
+        if sum(1 for h in hosts if h["alive"]) >= count:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the gateway did not see {count} hosts")
+
+
+def p50(report):
+    return bench.p50(report)
+
+
+def nats_round_trip_us(url, requests=2000):
+    """The floor: NATS request/reply on loopback with the text protocol, one
+    request at a time (a responder and a requester on two sockets). Python
+    adds its own cost, so this is an upper bound of NATS's floor."""
+    address = url.replace("nats://", "").split(":")
+    def connect():
+        s = socket.create_connection((address[0], int(address[1])))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b'CONNECT {"verbose":false}\r\n')
+        return s, f
+    responder, rfile = connect()
+    responder.sendall(b"SUB rtt 1\r\nPING\r\n")
+    while rfile.readline() != b"PONG\r\n":
+        pass
+    requester, qfile = connect()
+    requester.sendall(b"SUB _INBOX.rtt 2\r\nPING\r\n")
+    while qfile.readline() != b"PONG\r\n":
+        pass
+    times = []
+    for _ in range(requests):
+        start = time.perf_counter()
+        requester.sendall(b"PUB rtt _INBOX.rtt 1\r\nx\r\n")
+        header = rfile.readline()  # MSG rtt 1 _INBOX.rtt 1
+        rfile.readline()
+        reply_to = header.split()[3]
+        responder.sendall(b"PUB " + reply_to + b" 1\r\ny\r\n")
+        qfile.readline()
+        qfile.readline()
+        times.append((time.perf_counter() - start) * 1e6)
+    responder.close()
+    requester.close()
+    return statistics.median(times)
+
+
+def overhead(results, args):
+    bench.log("1. gateway + one host vs local processes (2 workers)")
+    cases = [("compute n=500000, 8 connections", ["-c", "8", "--size", "500000"]),
+             ("compute n=1, 16 connections", ["-c", "16", "--size", "1"])]
+    with Nats() as nats:
+        floor = nats_round_trip_us(nats.url)
+        host = Host(nats.url, "one", 2)
+        try:
+            with bench.Server("--nats", nats.url, "--workers", "0") as gateway, \
+                    bench.Server("--mode", "processes", "--workers", "2") as local:
+                wait_for_hosts(gateway.port, 1)
+                for label, flags in cases:
+                    remote_runs, local_runs = [], []
+                    for repeat in range(args.repeats):
+                        order = [("local", local), ("remote", gateway)]
+                        for which, server in (order if repeat % 2 == 0 else order[::-1]):
+                            report, _, _ = bench.client("--port", str(server.port), *flags, "-d", str(args.duration),
+                                                        "--warmup", "1s")
+                            (remote_runs if which == "remote" else local_runs).append(report)
+                    remote = statistics.median(r["throughput_rps"] for r in remote_runs)
+                    ours_local = statistics.median(r["throughput_rps"] for r in local_runs)
+                    remote_p50 = statistics.median(p50(r) for r in remote_runs)
+                    local_p50 = statistics.median(p50(r) for r in local_runs)
+                    target = ">= 0.9" if "500000" in label else "report"
+                    ratio = remote / ours_local
+                    met = bench.verdict(ratio >= 0.9) if target == ">= 0.9" else "-"
+                    results.add(f"overhead_{'long' if '500000' in label else 'short'}",
+                                f"{label}: gateway + 1 host (2 worker processes) vs local processes", remote,
+                                ours_local, "jobs/s", target, met,
+                                f"p50 {remote_p50 / 1000:.3f} ms vs {local_p50 / 1000:.3f} ms; NATS request/reply "
+                                f"floor (Python, sequential) {floor:.0f} µs")
+        finally:
+            host.stop()
+
+
+def scaling(results, args):
+    bench.log("2. scaling with simulated hosts (1 worker each, equal CPU quota)")
+    if not CGROUP.is_dir() or os.geteuid() != 0:
+        bench.log("   cgroup v1 CPU controller not writable here (needs root and /sys/fs/cgroup/cpu): skipped")
+        return
+    quota = 0.4
+    rates = {}
+    with Nats() as nats:
+        for k in (1, 2, 3):
+            hosts = [Host(nats.url, f"sim{i}", 1, cpus=quota) for i in range(k)]
+            try:
+                with bench.Server("--nats", nats.url, "--workers", "0") as gateway:
+                    wait_for_hosts(gateway.port, k)
+                    runs = [bench.client("--port", str(gateway.port), "-c", str(4 * k), "--size", "500000",
+                                         "-d", str(args.duration), "--warmup", "1s")[0]["throughput_rps"]
+                            for _ in range(args.repeats)]
+                    rates[k] = statistics.median(runs)
+            finally:
+                for host in hosts:
+                    host.stop()
+            bench.log(f"   {k} host(s): {rates[k]:.1f} jobs/s")
+    for k in (2, 3):
+        ratio = rates[k] / (k * rates[1])
+        results.add(f"scaling_{k}", f"{k} hosts vs {k} x one host ({quota} CPU each, 1 worker, n=500000)",
+                    rates[k], k * rates[1], "jobs/s", ">= 0.9", bench.verdict(ratio >= 0.9), ratio=ratio)
+
+
+def faults(results, args):
+    bench.log("3. faults during a run: a host SIGKILLed, a host SIGSTOPped and resumed")
+    with Nats() as nats:
+        for fault in ("kill", "stop"):
+            hosts = [Host(nats.url, f"{fault}{i}", 1, mode="threads") for i in range(3)]
+            try:
+                with bench.Server("--nats", nats.url, "--workers", "0") as gateway:
+                    wait_for_hosts(gateway.port, 3)
+                    with tempfile.NamedTemporaryFile(suffix=".json") as report_file:
+                        run = subprocess.Popen([bench.CLIENT, "--port", str(gateway.port), "-c", "6", "-n", "60",
+                                                "--size", "20000000", "--verify", "--timeout", "60s",
+                                                "--json", report_file.name], stdout=subprocess.DEVNULL)
+                        time.sleep(1.0)
+                        victim = hosts[0]
+                        victim.signal(signal.SIGKILL if fault == "kill" else signal.SIGSTOP)
+                        if fault == "stop":
+                            time.sleep(8)
+                            victim.signal(signal.SIGCONT)
+                        run.wait(timeout=300)
+                        report = json.load(open(report_file.name))
+                    stats = gateway_stats(gateway.port)
+                counts = report["counts"]
+                remote = stats["remote"]
+                answered_once = counts["ok"] == counts["sent"] and counts["duplicates"] == 0 \
+                    and counts["missing"] == 0 and counts["mismatches"] == 0
+                max_ms = report["latency"]["max_us"] / 1000
+                results.add(f"faults_{fault}", f"360 jobs, a host {'SIGKILLed' if fault == 'kill' else 'SIGSTOPped 8 s'} "
+                            "mid-run: every request answered once, results verified",
+                            counts["ok"], counts["sent"], "ok replies", "all", bench.verdict(answered_once),
+                            f"redelivered {remote['redelivered']}, duplicates dropped {remote['duplicates_dropped']}, "
+                            f"slowest reply {max_ms:.0f} ms (time to recover)")
+            finally:
+                for host in hosts:
+                    host.stop()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--only", nargs="*", help="overhead, scaling, faults")
+    args = parser.parse_args()
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bins"], cwd=ROOT, check=True)
+    results = bench.Results()
+    for name, section in (("overhead", overhead), ("scaling", scaling), ("faults", faults)):
+        if not args.only or name in args.only:
+            section(results, args)
+    today = datetime.date.today().isoformat()
+    out = ROOT / "results"
+    with open(out / f"hosts-{today}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(results.rows[0]))
+        writer.writeheader()
+        writer.writerows(results.rows)
+    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = next((l.split(":", 1)[1].strip() for l in cpu.splitlines() if l.startswith("Model name")), "?")
+    with open(out / f"hosts-{today}.md", "w") as f:
+        f.write(f"# Worker hosts over NATS, {today}\n\n")
+        f.write(f"Command: `python3 scripts/bench_hosts.py --repeats {args.repeats} --duration {args.duration}"
+                + (f" --only {' '.join(args.only)}" if args.only else "") + "`\n\n")
+        nats_version = subprocess.run([nats_binary(), "--version"], capture_output=True, text=True).stdout.strip()
+        f.write(f"Machine: {platform.machine()}, {model}, {os.cpu_count()} cores; {nats_version}; release builds; "
+                "every process on loopback. Medians; runs alternate between the two sides compared.\n\n")
+        f.write("| comparison | ours | reference | unit | ratio | target | met | note |\n|---|---|---|---|---|---|---|---|\n")
+        for r in results.rows:
+            f.write(f"| {r['comparison']} | {bench.fmt(r['ours'])} | {bench.fmt(r['reference'])} | {r['unit']} | "
+                    f"{'' if r['ratio'] is None else r['ratio']} | {r['target']} | {r['met']} | {r['note']} |\n")
+    bench.log(f"wrote results/hosts-{today}.md and .csv")
+
+
+if __name__ == "__main__":
+    main()
