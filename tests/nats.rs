@@ -260,6 +260,28 @@ fn nats_own_tools_see_every_host_through_the_services_protocol() {
     assert_eq!(status[0]["slots"], 1);
 }
 
+#[test]
+fn a_host_serves_its_own_metrics_health_and_readiness() {
+    let Some(nats) = NatsServer::start() else { return };
+    let (_host, addr) = WorkerHost::start_with_metrics(&nats.url, "watched", "threads", 2);
+    let gateway = gateway(&nats, &[]);
+    wait_for_hosts(&gateway, 1);
+    assert_eq!(gateway.request(json!({"id": 1, "cmd": "compute", "n": 9}))["result"], reference_compute(9));
+    let (status, body) = common::http_get(addr, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = common::http_get(addr, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"host\":\"watched\""), "{body}");
+    let (status, text) = common::http_get(addr, "/metrics");
+    assert_eq!(status, 200);
+    let metrics = common::parse_exposition(&text);
+    assert_eq!(metrics.get("threadcenter_workers_configured"), Some(&2.0), "{text}");
+    assert_eq!(metrics.get("threadcenter_nats_connected"), Some(&1.0), "{text}");
+    assert_eq!(metrics.get("threadcenter_ready"), Some(&1.0), "{text}");
+    assert_eq!(metrics.get("threadcenter_host_jobs_total"), Some(&1.0), "{text}");
+    assert_eq!(metrics.get("threadcenter_host_jobs_held"), Some(&0.0), "{text}");
+}
+
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)

@@ -71,6 +71,12 @@ pub struct WorkerArgs {
     #[arg(long, env = "THREADCENTER_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub(crate) drain_timeout: Duration,
 
+    /// Serve /metrics, /healthz and /readyz on this address (e.g.
+    /// 127.0.0.1:9465; port 0 picks a free one, printed on stdout). Off when
+    /// not given.
+    #[arg(long, env = "THREADCENTER_METRICS_ADDR")]
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
+
     /// NATS authentication and TLS.
     #[command(flatten)]
     pub(crate) auth: NatsAuthArgs,
@@ -112,6 +118,13 @@ impl WorkerArgs {
                 model: self.model.clone(),
             },
             drain_timeout: self.drain_timeout,
+            metrics: match self.metrics_addr {
+                Some(addr) => Some(std::sync::Arc::new(
+                    std::net::TcpListener::bind(addr)
+                        .with_context(|| format!("cannot serve metrics on {addr}"))?,
+                )),
+                None => None,
+            },
         })
     }
 }

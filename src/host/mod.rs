@@ -20,6 +20,7 @@
 //! cannot go round the hosts for ever.
 
 mod outcomes;
+mod pages;
 mod service;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ use crate::remote::bridge::Bridge;
 use crate::remote::connect::{connect, NatsOptions};
 use crate::remote::wire::{self, Heartbeat, RemoteJob, RemoteResult};
 use crate::remote::{self as nats, ACK_WAIT, HEARTBEAT_EVERY, HEARTBEAT_SUBJECT};
+use crate::server::http::MetricsEndpoint;
 use crate::server::pool::{JobQueues, PoolConfig, QueuedJob, WorkerBoard, WorkerPool};
 use crate::work::job::JobId;
 use outcomes::{HostEvent, HostOutcomes};
@@ -59,6 +61,9 @@ pub(crate) struct HostConfig {
     pub(crate) pool: PoolConfig,
     /// On SIGTERM, how long to let held jobs finish before handing them back.
     pub(crate) drain_timeout: Duration,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` (`--metrics-addr`),
+    /// already bound so a busy address fails before anything starts.
+    pub(crate) metrics: Option<Arc<std::net::TcpListener>>,
 }
 
 /// A job the host holds: the JetStream message (to acknowledge it), and
@@ -75,7 +80,7 @@ struct Held {
 /// map operations (never across an `.await`: entries are `Arc`s taken out
 /// first), shared by the pool's threads and the bridge's tasks.
 #[derive(Debug, Default)]
-struct HeldJobs {
+pub(crate) struct HeldJobs {
     jobs: Mutex<HashMap<JobId, Arc<Held>>>,
     /// Wakes the fetcher when a slot frees up, so a host never sits idle
     /// while jobs wait in the stream.
@@ -86,7 +91,7 @@ impl HeldJobs {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Arc<Held>>> {
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
     }
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
     fn contains(&self, id: JobId) -> bool {
@@ -118,7 +123,7 @@ impl HeldJobs {
 /// NATS cannot be reached or has no JetStream; the pool cannot start.
 pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
     let bridge = Bridge::start("nats-bridge")?;
-    let (client, _link) = bridge.run(connect(&config.nats, &format!("tc-worker {}", config.name)))?;
+    let (client, link) = bridge.run(connect(&config.nats, &format!("tc-worker {}", config.name)))?;
     let consumer = bridge.run(async {
         // Created inside the runtime: the context starts a task of its own.
         let js = jetstream::new(client.clone());
@@ -151,6 +156,28 @@ pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
         "worker host started"
     );
 
+    let state = Arc::new(pages::HostState {
+        name: config.name.clone(),
+        mode: config.pool.mode.as_str(),
+        board: Arc::clone(&board),
+        held: Arc::clone(&held),
+        link,
+        started: Instant::now(),
+        draining: AtomicBool::new(false),
+    });
+    let endpoint = match &config.metrics {
+        Some(listener) => {
+            let listener =
+                listener.try_clone().map_err(|e| crate::error::Error::io("using --metrics-addr", e))?;
+            let endpoint =
+                MetricsEndpoint::serve(listener, Arc::new(pages::HostPages::new(Arc::clone(&state))))?;
+            // Scripts and tests read this line to find the port.
+            println!("metrics on http://{}/metrics", endpoint.local_addr());
+            Some(endpoint)
+        }
+        None => None,
+    };
+
     let pulling = Arc::new(AtomicBool::new(true));
     let fetcher =
         bridge.spawn(fetch_jobs(consumer, Arc::clone(&held), jobs_tx, slots, Arc::clone(&pulling), {
@@ -176,8 +203,9 @@ pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
     // Wait for SIGTERM (the sender is dropped or sends).
     let _ = stop.recv();
     tracing::info!(held = held.len(), "draining: no new jobs; letting held jobs finish");
-    // `SeqCst` for a once-per-run flag (cost irrelevant, reasoning simplest).
+    // `SeqCst` for once-per-run flags (cost irrelevant, reasoning simplest).
     pulling.store(false, Ordering::SeqCst);
+    state.draining.store(true, Ordering::SeqCst);
     let deadline = Instant::now() + config.drain_timeout;
     // Poll: held jobs leave the map from the reporter task; a 10 ms poll on
     // a once-per-run drain is simpler than a notification on every job.
@@ -199,6 +227,9 @@ pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
     service.abort();
     pool.stop(Duration::from_secs(5));
     reporter.abort();
+    if let Some(endpoint) = endpoint {
+        endpoint.stop();
+    }
     tracing::info!("worker host stopped");
     Ok(())
 }

@@ -40,7 +40,7 @@ pub(super) fn registry(farm: Arc<Farm>) -> Registry {
 }
 
 /// Encodes the whole exposition, ending with OpenMetrics' `# EOF`.
-pub(super) fn render(registry: &Registry) -> String {
+pub(crate) fn render(registry: &Registry) -> String {
     let mut text = String::with_capacity(16 * 1024);
     // Writing into a String cannot fail; an error here would be a bug in a
     // collector, and a scrape is better answered partly than not at all.
@@ -264,18 +264,21 @@ fn model_and_mutex(out: &mut Families<'_, '_>, report: &StatsReport) -> fmt::Res
 }
 
 /// A thin layer over the encoder: one call per metric family.
-struct Families<'a, 'e> {
-    encoder: &'a mut DescriptorEncoder<'e>,
+/// Writes metric families into an encoder, one call per family (shared by
+/// the server's and the worker host's collectors).
+pub(crate) struct Families<'a, 'e> {
+    pub(crate) encoder: &'a mut DescriptorEncoder<'e>,
 }
 
 impl Families<'_, '_> {
-    fn counter(&mut self, name: &str, help: &str, value: u64) -> fmt::Result {
+    /// A counter.
+    pub(crate) fn counter(&mut self, name: &str, help: &str, value: u64) -> fmt::Result {
         let metric = ConstCounter::new(value);
         metric.encode(self.encoder.encode_descriptor(name, help, None, metric.metric_type())?)
     }
 
     /// A counter family with one sample per label set.
-    fn counters<L: EncodeLabelSet>(
+    pub(crate) fn counters<L: EncodeLabelSet>(
         &mut self,
         name: &str,
         help: &str,
@@ -298,7 +301,8 @@ impl Families<'_, '_> {
         Ok(())
     }
 
-    fn gauge(&mut self, name: &str, help: &str, value: i64) -> fmt::Result {
+    /// A gauge.
+    pub(crate) fn gauge(&mut self, name: &str, help: &str, value: i64) -> fmt::Result {
         let metric = ConstGauge::new(value);
         metric.encode(self.encoder.encode_descriptor(name, help, None, metric.metric_type())?)
     }
@@ -317,7 +321,8 @@ impl Families<'_, '_> {
         Ok(())
     }
 
-    fn gauge_seconds(&mut self, name: &str, help: &str, value: f64) -> fmt::Result {
+    /// A gauge in seconds.
+    pub(crate) fn gauge_seconds(&mut self, name: &str, help: &str, value: f64) -> fmt::Result {
         let metric = ConstGauge::new(value);
         metric.encode(self.encoder.encode_descriptor(
             name,
@@ -328,7 +333,7 @@ impl Families<'_, '_> {
     }
 
     /// An info metric: `NAME_info{labels} 1`.
-    fn info(&mut self, name: &str, help: &str, labels: &[(&str, &str)]) -> fmt::Result {
+    pub(crate) fn info(&mut self, name: &str, help: &str, labels: &[(&str, &str)]) -> fmt::Result {
         let mut metric = self.encoder.encode_descriptor(name, help, None, MetricType::Info)?;
         metric.encode_info(&labels)
     }

@@ -5,6 +5,7 @@
 //! and the test says so loudly and passes — except under `CI=true`, where a
 //! missing engine is a failure (`.ci/run` installs it).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -118,6 +119,41 @@ impl WorkerHost {
             .spawn()
             .expect("tc-worker starts");
         WorkerHost { child }
+    }
+
+    /// Starts a host with `--metrics-addr 127.0.0.1:0` and returns it with
+    /// the address it printed.
+    pub fn start_with_metrics(url: &str, name: &str, mode: &str, workers: usize) -> (WorkerHost, SocketAddr) {
+        use std::io::BufRead;
+        let workers = workers.to_string();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tc-worker"))
+            .args([
+                "--nats",
+                url,
+                "--name",
+                name,
+                "--mode",
+                mode,
+                "--workers",
+                &workers,
+                "--log-level",
+                "warn",
+            ])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("tc-worker starts");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("a line on stdout");
+        let addr = line
+            .trim()
+            .strip_prefix("metrics on http://")
+            .and_then(|rest| rest.strip_suffix("/metrics"))
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .parse()
+            .expect("an address");
+        (WorkerHost { child }, addr)
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,0 +1,138 @@
+//! `tc-worker --metrics-addr`: the host's own `/metrics`, `/healthz` and
+//! `/readyz`, on the server's HTTP endpoint ([`crate::server::http`]).
+//!
+//! Ready means: connected to NATS, at least one worker up, not draining —
+//! a load balancer or an orchestrator can then tell a host that takes jobs
+//! from one that cannot.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::registry::Registry;
+
+use super::HeldJobs;
+use crate::remote::connect::LinkState;
+use crate::server::http::Pages;
+use crate::server::metrics::{render, Families, PREFIX};
+use crate::server::pool::WorkerBoard;
+
+/// What a host's pages read, all live.
+pub(crate) struct HostState {
+    pub(crate) name: String,
+    pub(crate) mode: &'static str,
+    pub(crate) board: Arc<WorkerBoard>,
+    pub(crate) held: Arc<HeldJobs>,
+    pub(crate) link: Arc<LinkState>,
+    pub(crate) started: Instant,
+    /// Set when the host starts draining (SIGTERM). `SeqCst`: once per run.
+    pub(crate) draining: AtomicBool,
+}
+
+impl fmt::Debug for HostState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HostState")
+    }
+}
+
+impl HostState {
+    fn reasons(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if !self.link.is_up() {
+            reasons.push("the connection to NATS is down (reconnecting)".to_string());
+        }
+        if self.board.alive() == 0 {
+            reasons.push(format!("no worker is up (0 of {})", self.board.configured()));
+        }
+        if self.draining.load(Ordering::SeqCst) {
+            reasons.push("the host is draining (SIGTERM)".to_string());
+        }
+        reasons
+    }
+}
+
+/// The host's pages.
+pub(crate) struct HostPages {
+    state: Arc<HostState>,
+    registry: Registry,
+}
+
+impl HostPages {
+    pub(crate) fn new(state: Arc<HostState>) -> Self {
+        let mut registry = Registry::with_prefix(PREFIX);
+        registry.register_collector(Box::new(HostCollector { state: Arc::clone(&state) }));
+        HostPages { state, registry }
+    }
+}
+
+impl Pages for HostPages {
+    fn metrics(&self) -> String {
+        render(&self.registry)
+    }
+
+    fn health(&self) -> serde_json::Value {
+        serde_json::json!({
+            "status": "ok",
+            "host": self.state.name,
+            "uptime_s": self.state.started.elapsed().as_secs_f64(),
+            "draining": self.state.draining.load(Ordering::SeqCst),
+        })
+    }
+
+    fn readiness(&self) -> (bool, serde_json::Value) {
+        let reasons = self.state.reasons();
+        let ready = reasons.is_empty();
+        let body = serde_json::json!({
+            "status": if ready { "ready" } else { "not_ready" },
+            "reasons": reasons,
+            "workers_alive": self.state.board.alive(),
+            "workers_configured": self.state.board.configured(),
+            "jobs_held": self.state.held.len(),
+        });
+        (ready, body)
+    }
+}
+
+/// Reads the host's state on every scrape.
+#[derive(Debug)]
+struct HostCollector {
+    state: Arc<HostState>,
+}
+
+impl Collector for HostCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let state = &self.state;
+        let workers = state.board.snapshot();
+        let mut out = Families { encoder: &mut encoder };
+        let info =
+            [("version", env!("CARGO_PKG_VERSION")), ("mode", state.mode), ("host", state.name.as_str())];
+        out.info("host_build", "The worker host's version, pool mode and name", &info)?;
+        out.gauge_seconds("uptime", "Time since the host started", state.started.elapsed().as_secs_f64())?;
+        out.gauge("ready", "1 when /readyz answers 200", state.reasons().is_empty() as i64)?;
+        out.gauge(
+            "nats_connected",
+            "1 while the host's connection to NATS is up",
+            state.link.is_up() as i64,
+        )?;
+        out.gauge(
+            "workers_configured",
+            "Workers the pool keeps (--workers)",
+            state.board.configured() as i64,
+        )?;
+        out.gauge("workers_alive", "Workers up now (idle or busy)", state.board.alive() as i64)?;
+        out.gauge("host_jobs_held", "Jobs pulled from NATS and not yet answered", state.held.len() as i64)?;
+        out.counter(
+            "host_jobs",
+            "Jobs run to completion since the host started",
+            workers.iter().map(|w| w.jobs_done).sum(),
+        )?;
+        out.counter(
+            "worker_restarts",
+            "Times a worker was replaced after dying, hanging or being written off",
+            workers.iter().map(|w| w.restarts).sum(),
+        )
+    }
+}
