@@ -282,6 +282,26 @@ fn a_host_serves_its_own_metrics_health_and_readiness() {
     assert_eq!(metrics.get("threadcenter_host_jobs_held"), Some(&0.0), "{text}");
 }
 
+#[test]
+fn a_full_stream_answers_busy_at_once() {
+    let Some(nats) = NatsServer::start() else { return };
+    // A stream of one job: the running one fills it.
+    let gateway = gateway(&nats, &["--nats-max-jobs", "1", "--max-n", "1000000000"]);
+    let _host = WorkerHost::start(&nats.url, "single", "threads", 1, &[]);
+    wait_for_hosts(&gateway, 1);
+    let n = 300_000_000u64;
+    let mut client = gateway.connect();
+    client.send(&json!({"id": "first", "cmd": "compute", "n": n}));
+    gateway.wait_for_stats("the first job on the host", |s| s["hosts"][0]["busy"] == 1);
+    client.send(&json!({"id": "second", "cmd": "compute", "n": 1}));
+    let busy = client.recv();
+    assert_eq!(busy["id"], "second", "the refusal comes at once, before the long job: {busy}");
+    assert_eq!(error_code(&busy), Some("BUSY"), "{busy}");
+    assert!(busy["error"]["message"].as_str().unwrap().contains("maximum messages"), "{busy}");
+    assert_eq!(client.recv()["result"], reference_compute(n));
+    assert_eq!(gateway.stats()["remote"]["refused"], 1);
+}
+
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)

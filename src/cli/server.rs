@@ -176,6 +176,11 @@ pub struct ServerArgs {
     #[arg(long, env = "THREADCENTER_NATS")]
     pub(crate) nats: Option<String>,
 
+    /// With --nats: the most jobs the NATS stream holds, running ones
+    /// included; past it, requests get BUSY.
+    #[arg(long, env = "THREADCENTER_NATS_MAX_JOBS", default_value_t = 10_000, requires = "nats")]
+    pub(crate) nats_max_jobs: i64,
+
     /// NATS authentication and TLS (with --nats).
     #[command(flatten)]
     pub(crate) nats_auth: NatsAuthArgs,
@@ -234,6 +239,7 @@ impl ServerArgs {
             predict_lock: self.predict_lock,
             metrics_addr: self.metrics_addr,
             nats: self.nats.as_deref().map(|url| self.nats_auth.options(url)),
+            nats_max_jobs: self.nats_max_jobs,
             slow_job: self.slow_ms.map(Duration::from_millis),
         }
     }

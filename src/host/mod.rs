@@ -127,7 +127,7 @@ pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
     let consumer = bridge.run(async {
         // Created inside the runtime: the context starts a task of its own.
         let js = jetstream::new(client.clone());
-        let stream = nats::jobs_stream(&js).await?;
+        let stream = nats::jobs_stream(&js, None).await?;
         nats::workers_consumer(&stream).await
     })?;
 

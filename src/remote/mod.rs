@@ -54,8 +54,10 @@ pub(crate) const HOST_TIMEOUT: Duration = Duration::from_secs(3);
 /// delivered again, to another host: the time to notice a dead host. It does
 /// not grow with the job's length (long jobs send "in progress").
 pub(crate) const ACK_WAIT: Duration = Duration::from_secs(5);
-/// The most jobs the stream holds; past this a publish is refused and the
-/// client gets `BUSY` (DiscardPolicy::New), so nothing buffers without bound.
+/// The most jobs the stream holds by default (a gateway's `--nats-max-jobs`
+/// sets it); past this a publish is refused and the client gets `BUSY`
+/// (DiscardPolicy::New), so nothing buffers without bound. A job counts
+/// from its publish to its host's acknowledgement, running ones included.
 pub(crate) const STREAM_MAX_MESSAGES: i64 = 10_000;
 /// The consumer's own redelivery limit: none (-1). Each job carries its
 /// gateway's limit (`1 + --retries`), and the first host that receives it
@@ -64,27 +66,44 @@ pub(crate) const STREAM_MAX_MESSAGES: i64 = 10_000;
 /// would leave the message behind) is needed.
 pub(crate) const CONSUMER_MAX_DELIVER: i64 = -1;
 
-/// The jobs stream, created if it does not exist yet (by whichever gateway
-/// or host comes first; all use the same settings).
-///
-/// # Errors
-/// NATS has no JetStream (start nats-server with `-js`), or the stream
-/// exists with other settings.
-pub(crate) async fn jobs_stream(js: &jetstream::Context) -> Result<stream::Stream> {
-    js.get_or_create_stream(stream::Config {
+/// The jobs stream's settings, holding at most `max_jobs`.
+fn stream_config(max_jobs: i64) -> stream::Config {
+    stream::Config {
         name: STREAM.into(),
         subjects: vec![JOBS_SUBJECT.into()],
         retention: stream::RetentionPolicy::WorkQueue,
         discard: stream::DiscardPolicy::New,
-        max_messages: STREAM_MAX_MESSAGES,
+        max_messages: max_jobs,
         ..Default::default()
-    })
-    .await
-    .map_err(|e| {
+    }
+}
+
+/// The jobs stream, created if it does not exist yet (by whichever gateway
+/// or host comes first). A gateway passes its `--nats-max-jobs` as
+/// `max_jobs` and sets the bound of an existing stream to it; a host passes
+/// `None` and leaves an existing stream as it is.
+///
+/// # Errors
+/// NATS has no JetStream (start nats-server with `-js`), or refuses the
+/// settings.
+pub(crate) async fn jobs_stream(js: &jetstream::Context, max_jobs: Option<i64>) -> Result<stream::Stream> {
+    let unusable = |e: &dyn std::fmt::Display| {
         Error::Remote(format!(
             "cannot open the JetStream stream {STREAM} ({e}); is nats-server running with JetStream (-js)?"
         ))
-    })
+    };
+    let mut stream = js
+        .get_or_create_stream(stream_config(max_jobs.unwrap_or(STREAM_MAX_MESSAGES)))
+        .await
+        .map_err(|e| unusable(&e))?;
+    if let Some(max_jobs) = max_jobs {
+        let current = stream.info().await.map_err(|e| unusable(&e))?.config.max_messages;
+        if current != max_jobs {
+            js.update_stream(stream_config(max_jobs)).await.map_err(|e| unusable(&e))?;
+            tracing::info!(from = current, to = max_jobs, "set the jobs stream's bound (--nats-max-jobs)");
+        }
+    }
+    Ok(stream)
 }
 
 /// The shared pull consumer of the worker hosts.

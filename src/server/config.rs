@@ -80,6 +80,8 @@ pub(crate) struct ServerConfig {
     pub(crate) slow_job: Option<Duration>,
     /// Be a gateway: send jobs to worker hosts over NATS (`--nats`).
     pub(crate) nats: Option<NatsOptions>,
+    /// The most jobs the NATS stream holds (`--nats-max-jobs`).
+    pub(crate) nats_max_jobs: i64,
 }
 
 /// Default `--max-image-bytes`: 10 MiB.
@@ -121,6 +123,7 @@ impl Default for ServerConfig {
             metrics_addr: None,
             slow_job: None,
             nats: None,
+            nats_max_jobs: crate::remote::STREAM_MAX_MESSAGES,
         }
     }
 }
@@ -153,6 +156,9 @@ impl ServerConfig {
             return Err(Error::Config(
                 "--workers must be at least 1 (0 only for a gateway to worker hosts, with --nats)".into(),
             ));
+        }
+        if self.nats_max_jobs < 1 {
+            return Err(Error::Config("--nats-max-jobs must be at least 1".into()));
         }
         if self.max_frame > u32::MAX as usize {
             return Err(Error::Config(format!("--max-frame must be at most {} bytes", u32::MAX)));

@@ -213,6 +213,7 @@ impl Gateway {
         completer: Completer,
         retries: u32,
         local_workers: usize,
+        max_jobs: i64,
     ) -> Result<Gateway> {
         let bridge = Arc::new(Bridge::start("nats-bridge")?);
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
@@ -220,7 +221,7 @@ impl Gateway {
         let js = bridge.run(async {
             // Created inside the runtime: the context starts a task of its own.
             let js = jetstream::new(client.clone());
-            nats::jobs_stream(&js).await.map(|_| js)
+            nats::jobs_stream(&js, Some(max_jobs)).await.map(|_| js)
         })?;
         let reply_to = nats::results_subject(&id);
         let (results, heartbeats) = bridge.run(async {

@@ -187,9 +187,14 @@ impl Server {
         };
         // Past one machine: the same queues also feed the worker hosts.
         let gateway = match &config.nats {
-            Some(nats) => {
-                Some(Gateway::start(nats, queues, jobs.completer(), config.retries, config.workers)?)
-            }
+            Some(nats) => Some(Gateway::start(
+                nats,
+                queues,
+                jobs.completer(),
+                config.retries,
+                config.workers,
+                config.nats_max_jobs,
+            )?),
             None => None,
         };
         let farm = Arc::new(Farm {
