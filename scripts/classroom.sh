@@ -124,9 +124,62 @@ demo_8() {
   stop_server
 }
 
+demo_9() {
+  echo "== demo 9: one farm, three hosts (NATS, hosts as CPU-capped processes)"
+  local nats_bin
+  nats_bin=$(command -v nats-server || echo /usr/sbin/nats-server)
+  if [ ! -x "$nats_bin" ]; then
+    echo "demo 9 needs nats-server: apt-get install -y nats-server" >&2
+    return 1
+  fi
+  rm -f "$out"/hosts*
+  local store cgroups=""
+  store=$(mktemp -d)
+  "$nats_bin" -js -sd "$store" -a 127.0.0.1 -p -1 --ports_file_dir "$store" > /dev/null 2>&1 &
+  local nats_pid=$!
+  for _ in $(seq 100); do ls "$store"/*.ports > /dev/null 2>&1 && break; sleep 0.05; done
+  local url
+  url=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['nats'][0])" "$store"/*.ports)
+  # Simulated machines: each host gets 0.4 of a core (cgroup v1), when we
+  # may; otherwise they share the machine's cores and scaling stops at 2.
+  if [ "$(id -u)" = 0 ] && [ -w /sys/fs/cgroup/cpu ]; then cgroups=yes; fi
+  echo "hosts capped at 0.4 core each: ${cgroups:-no (not root, or no cgroup v1 cpu)}" > "$out/hosts.txt"
+  local host_pids=()
+  for k in 1 2 3; do
+    local name="host$k"
+    if [ -n "$cgroups" ]; then
+      mkdir -p "/sys/fs/cgroup/cpu/tc-demo-$name"
+      echo 100000 > "/sys/fs/cgroup/cpu/tc-demo-$name/cpu.cfs_period_us"
+      echo 40000 > "/sys/fs/cgroup/cpu/tc-demo-$name/cpu.cfs_quota_us"
+      sh -c "echo \$\$ > /sys/fs/cgroup/cpu/tc-demo-$name/cgroup.procs && exec ./target/release/tc-worker \
+        --nats $url --name $name --workers 1 --log-level error" &
+    else
+      ./target/release/tc-worker --nats "$url" --name "$name" --workers 1 --log-level error &
+    fi
+    host_pids+=($!)
+    start_server --nats "$url" --workers 0
+    for _ in $(seq 50); do
+      [ "$($client call --port "$port" '{"cmd":"stats"}' | python3 -c \
+        'import json,sys; print(sum(h["alive"] for h in json.load(sys.stdin)["result"].get("hosts", [])))')" = "$k" ] && break
+      sleep 0.2
+    done
+    echo "\$ tc-client -c 12 -d 4s   # $k host(s)" | tee -a "$out/hosts.txt"
+    $client --port "$port" -c 12 -d 4s --warmup 1s --csv "$out/hosts.csv" | tee -a "$out/hosts.txt"
+    stop_server
+  done
+  kill "${host_pids[@]}" 2>/dev/null || true
+  wait "${host_pids[@]}" 2>/dev/null || true
+  kill "$nats_pid"; wait "$nats_pid" 2>/dev/null || true
+  rm -rf "$store"
+  if [ -n "$cgroups" ]; then
+    for k in 1 2 3; do rmdir "/sys/fs/cgroup/cpu/tc-demo-host$k" 2>/dev/null || true; done
+  fi
+  $client plot throughput --csv "$out/hosts.csv" -o "$out/hosts-throughput"
+}
+
 for demo in $demos; do
   if ! declare -F "demo_$demo" > /dev/null; then
-    echo "no demo $demo (demos: 1 2 3 4 5 7 8; 6 is measured by hand)" >&2
+    echo "no demo $demo (demos: 1 2 3 4 5 7 8 9; 6 is measured by hand)" >&2
     exit 2
   fi
   "demo_$demo"

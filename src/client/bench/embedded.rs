@@ -92,7 +92,11 @@ impl ServerUnderTest {
         Ok(ServerInfo {
             address: self.address(),
             mode: mode.to_string(),
-            workers: stats["workers"]["configured"].as_u64().unwrap_or(0),
+            // A gateway's workers are its own plus those of its live hosts.
+            workers: stats["workers"]["configured"].as_u64().unwrap_or(0)
+                + stats["hosts"].as_array().map_or(0, |hosts| {
+                    hosts.iter().filter(|h| h["alive"] == true).filter_map(|h| h["slots"].as_u64()).sum()
+                }),
             instance: stats["instance"].as_str().unwrap_or_default().to_string(),
             embedded: self.embedded.is_some(),
             gil: !stats["gil"].is_null(),

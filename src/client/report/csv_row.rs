@@ -43,7 +43,8 @@ pub(crate) struct RowOrigin {
     pub(crate) server_address: String,
     /// Server pool mode, as the server reported it.
     pub(crate) server_mode: String,
-    /// Server worker count, as the server reported it.
+    /// Server worker count, as the server reported it (a gateway: its own
+    /// workers plus those of its live worker hosts).
     pub(crate) server_workers: u64,
     /// Whether the server's worker threads share a GIL (`--gil`).
     pub(crate) server_gil: bool,
