@@ -3,12 +3,14 @@
 worker processes, scaling with simulated hosts, and faults during a run.
 Release builds; results go to results/hosts-<date>.md and .csv.
 
-    python3 scripts/bench_hosts.py [--repeats 3] [--duration 5] [--only overhead scaling faults]
+    python3 scripts/bench_hosts.py [--repeats 3] [--duration 5] [--only overhead scaling faults partition]
 
 Needs nats-server (apt-get install -y nats-server). Simulated hosts are
 separate tc-worker processes, each in its own cgroup v1 CPU group with an
 equal quota (root, /sys/fs/cgroup/cpu/); the cgroups are removed at the end.
-Every process runs on loopback.
+Every process runs on loopback, except in the partition run: there every
+process (nats-server, gateway, hosts and client) runs inside network
+namespaces made for the run (root, iproute2), which are removed after it.
 """
 
 import argparse
@@ -258,15 +260,122 @@ def faults(results, args):
                     host.stop()
 
 
+class Namespaces:
+    """A small network of our own: namespace tcb-core (nats-server, the
+    gateway and the client) joined by a bridge to tcb-h0..tcb-hN (one worker
+    host each), addresses 10.77.0.0/24 that exist only inside these
+    namespaces. Every process of the run lives in one of them; nothing in
+    the root namespace talks to these addresses. Removed on exit."""
+
+    CORE = "tcb-core"
+    CORE_ADDRESS = "10.77.0.1"
+
+    def __init__(self, hosts):
+        self.hosts = [f"tcb-h{i}" for i in range(hosts)]
+
+    @staticmethod
+    def ip(*args):
+        subprocess.run(["ip", *args], check=True)
+
+    def __enter__(self):
+        self.__exit__()  # leftovers of an interrupted run
+        self.ip("netns", "add", self.CORE)
+        self.ip("-n", self.CORE, "link", "set", "lo", "up")
+        self.ip("-n", self.CORE, "link", "add", "br0", "type", "bridge")
+        self.ip("-n", self.CORE, "link", "set", "br0", "up")
+        self.ip("-n", self.CORE, "addr", "add", f"{self.CORE_ADDRESS}/24", "dev", "br0")
+        for i, ns in enumerate(self.hosts):
+            self.ip("netns", "add", ns)
+            self.ip("-n", ns, "link", "set", "lo", "up")
+            # A veth pair: one end in the host's namespace, the other on the bridge.
+            self.ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"port{i}", "netns", self.CORE)
+            self.ip("-n", ns, "addr", "add", f"10.77.0.{11 + i}/24", "dev", "eth0")
+            self.ip("-n", ns, "link", "set", "eth0", "up")
+            self.ip("-n", self.CORE, "link", "set", f"port{i}", "master", "br0")
+            self.ip("-n", self.CORE, "link", "set", f"port{i}", "up")
+        return self
+
+    def cut(self, host):
+        """Unplugs a host: its cable (the bridge port) goes down."""
+        self.ip("-n", self.CORE, "link", "set", f"port{host}", "down")
+
+    def __exit__(self, *exc):
+        for ns in [self.CORE, *self.hosts]:
+            subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
+
+
+def in_namespace(ns, command):
+    return ["ip", "netns", "exec", ns, *map(str, command)]
+
+
+def partition(results, args):
+    bench.log("4. a host cut off by a network partition (network namespaces)")
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        bench.log("   needs root and iproute2 (ip netns): skipped")
+        return
+    core = Namespaces.CORE
+    with Namespaces(3) as net, tempfile.TemporaryDirectory() as store:
+        nats = subprocess.Popen(in_namespace(core, [nats_binary(), "-js", "-sd", store, "-a", net.CORE_ADDRESS,
+                                                    "-p", "4222"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"nats://{net.CORE_ADDRESS}:4222"
+        time.sleep(0.5)
+        hosts = [subprocess.Popen(in_namespace(ns, [WORKER, "--nats", url, "--name", ns, "--workers", "1",
+                                                   "--mode", "threads", "--log-level", "error"]),
+                                  stdout=subprocess.DEVNULL) for ns in net.hosts]
+        gateway = subprocess.Popen(in_namespace(core, [bench.SERVER, "--port", "0", "--nats", url, "--workers", "0",
+                                                       "--log-level", "warn"]), stdout=subprocess.PIPE, text=True)
+        try:
+            port = int(gateway.stdout.readline().rsplit(":", 1)[1])
+
+            def call(request):
+                out = subprocess.run(in_namespace(core, [bench.CLIENT, "call", "--port", port, request]),
+                                     capture_output=True, text=True, check=True).stdout
+                return json.loads(out)["result"]
+
+            deadline = time.monotonic() + 15
+            while sum(h["alive"] for h in call('{"cmd":"stats"}').get("hosts", [])) < 3:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the hosts did not join through the namespaces")
+                time.sleep(0.2)
+            with tempfile.NamedTemporaryFile(suffix=".json") as report_file:
+                run = subprocess.Popen(in_namespace(core, [bench.CLIENT, "--port", port, "-c", "6", "-n", "60",
+                                                           "--size", "20000000", "--verify", "--timeout", "60s",
+                                                           "--json", report_file.name]), stdout=subprocess.DEVNULL)
+                time.sleep(1.0)
+                net.cut(0)
+                run.wait(timeout=300)
+                report = json.load(open(report_file.name))
+            stats = call('{"cmd":"stats"}')
+        finally:
+            for process in [gateway, *hosts, nats]:
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+    counts = report["counts"]
+    answered_once = counts["ok"] == counts["sent"] and counts["duplicates"] == 0 \
+        and counts["missing"] == 0 and counts["mismatches"] == 0
+    remote = stats["remote"]
+    max_ms = report["latency"]["max_us"] / 1000
+    results.add("faults_partition", "360 jobs, a host cut off mid-run (its link down, in network namespaces): "
+                "every request answered once, results verified", counts["ok"], counts["sent"], "ok replies", "all",
+                bench.verdict(answered_once),
+                f"redelivered {remote['redelivered']}, duplicates dropped {remote['duplicates_dropped']}, "
+                f"slowest reply {max_ms:.0f} ms (time to recover)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5)
-    parser.add_argument("--only", nargs="*", help="overhead, scaling, faults")
+    parser.add_argument("--only", nargs="*", help="overhead, scaling, faults, partition")
     args = parser.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bins"], cwd=ROOT, check=True)
     results = bench.Results()
-    for name, section in (("overhead", overhead), ("scaling", scaling), ("faults", faults)):
+    for name, section in (("overhead", overhead), ("scaling", scaling), ("faults", faults),
+                          ("partition", partition)):
         if not args.only or name in args.only:
             section(results, args)
     today = datetime.date.today().isoformat()
