@@ -380,23 +380,38 @@ def main():
             section(results, args)
     today = datetime.date.today().isoformat()
     out = ROOT / "results"
-    with open(out / f"hosts-{today}.csv", "w", newline="") as f:
+    csv_path, md_path = out / f"hosts-{today}.csv", out / f"hosts-{today}.md"
+    rows = results.rows
+    # A partial run (--only) replaces its own rows in the day's results and
+    # keeps the others; notes written below the table are kept too.
+    if args.only and csv_path.exists():
+        measured = {r["key"] for r in rows}
+        kept = [r for r in csv.DictReader(open(csv_path)) if r["key"] not in measured]
+        rows = kept + rows
+    notes = ""
+    if md_path.exists():
+        text = md_path.read_text()
+        notes = text[text.index("\n## "):] if "\n## " in text else ""
+    with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(results.rows[0]))
         writer.writeheader()
-        writer.writerows(results.rows)
+        writer.writerows(rows)
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = next((l.split(":", 1)[1].strip() for l in cpu.splitlines() if l.startswith("Model name")), "?")
-    with open(out / f"hosts-{today}.md", "w") as f:
+    with open(md_path, "w") as f:
         f.write(f"# Worker hosts over NATS, {today}\n\n")
-        f.write(f"Command: `python3 scripts/bench_hosts.py --repeats {args.repeats} --duration {args.duration}"
-                + (f" --only {' '.join(args.only)}" if args.only else "") + "`\n\n")
+        f.write(f"Command: `python3 scripts/bench_hosts.py --repeats {args.repeats} --duration {args.duration}`"
+                + (f" (this time only: {' '.join(args.only)}; the other rows are from earlier runs of the day)"
+                   if args.only else "") + "\n\n")
         nats_version = subprocess.run([nats_binary(), "--version"], capture_output=True, text=True).stdout.strip()
         f.write(f"Machine: {platform.machine()}, {model}, {os.cpu_count()} cores; {nats_version}; release builds; "
-                "every process on loopback. Medians; runs alternate between the two sides compared.\n\n")
+                "every process on loopback (the partition run: in network namespaces). Medians; runs alternate "
+                "between the two sides compared.\n\n")
         f.write("| comparison | ours | reference | unit | ratio | target | met | note |\n|---|---|---|---|---|---|---|---|\n")
-        for r in results.rows:
+        for r in rows:
             f.write(f"| {r['comparison']} | {bench.fmt(r['ours'])} | {bench.fmt(r['reference'])} | {r['unit']} | "
-                    f"{'' if r['ratio'] is None else r['ratio']} | {r['target']} | {r['met']} | {r['note']} |\n")
+                    f"{'' if r['ratio'] in (None, '') else r['ratio']} | {r['target']} | {r['met']} | {r['note']} |\n")
+        f.write(notes)
     bench.log(f"wrote results/hosts-{today}.md and .csv")
 
 
