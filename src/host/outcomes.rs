@@ -47,13 +47,7 @@ impl<F: Fn(JobId) -> bool + Send + Sync> JobOutcomes for HostOutcomes<F> {
 
     /// Not started yet: run it here on the next free worker.
     fn requeue(&self, job: &QueuedJob) -> bool {
-        let again = QueuedJob {
-            id: job.id,
-            kind: job.kind.clone(),
-            accepted_at: job.accepted_at,
-            attempt: job.attempt,
-        };
-        self.retries.send(again).is_ok()
+        self.retries.send(job.again(job.attempt)).is_ok()
     }
 
     fn finish(&self, report: JobReport) {

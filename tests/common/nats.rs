@@ -161,6 +161,16 @@ impl WorkerHost {
     }
 }
 
+/// `tc-worker --nats URL --name NAME --mode MODE --workers N`, quiet.
+fn command(url: &str, name: &str, mode: &str, workers: usize) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tc-worker"));
+    command
+        .args(["--nats", url, "--name", name, "--mode", mode, "--workers", &workers.to_string()])
+        .args(["--log-level", "warn"])
+        .stdin(Stdio::null());
+    command
+}
+
 impl Drop for WorkerHost {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -82,13 +82,7 @@ impl Completer {
             return false;
         }
         self.stats.job_retried();
-        let next = QueuedJob {
-            id: job.id,
-            kind: job.kind.clone(),
-            accepted_at: job.accepted_at,
-            attempt: job.attempt + 1,
-        };
-        self.retry_queue.send(next).is_ok()
+        self.retry_queue.send(job.again(job.attempt + 1)).is_ok()
     }
 
     /// Puts back a job that a dead worker had queued but not started, with
@@ -101,13 +95,7 @@ impl Completer {
         if !self.registry.is_wanted(job.id) {
             return true; // nobody waits for it any more
         }
-        let again = QueuedJob {
-            id: job.id,
-            kind: job.kind.clone(),
-            accepted_at: job.accepted_at,
-            attempt: job.attempt,
-        };
-        self.retry_queue.send(again).is_ok()
+        self.retry_queue.send(job.again(job.attempt)).is_ok()
     }
 
     /// Delivers a finished job's reply to the connection that asked, if it is

@@ -32,6 +32,14 @@ pub(crate) struct QueuedJob {
     pub(crate) attempt: u32,
 }
 
+impl QueuedJob {
+    /// The same job again, as attempt number `attempt` (a retry counts one
+    /// more; a job put back before it started keeps its count).
+    pub(crate) fn again(&self, attempt: u32) -> QueuedJob {
+        QueuedJob { id: self.id, kind: self.kind.clone(), accepted_at: self.accepted_at, attempt }
+    }
+}
+
 /// The receiving ends for the worker pool (clones take from the same
 /// queues: a gateway's forwarder competes with the local workers).
 #[derive(Clone)]

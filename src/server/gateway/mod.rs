@@ -17,8 +17,8 @@
 //! per slot). So only a slot's worth of jobs waits in the stream while hosts
 //! are busy, and local workers are never starved.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -26,18 +26,22 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use crossbeam_channel::{select, Receiver, Sender};
 use futures_util::StreamExt;
-use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::remote::bridge::Bridge;
-use crate::remote::connect::{connect, LinkState, NatsOptions};
+use crate::remote::connect::{connect, NatsOptions};
 use crate::remote::wire::{self, Heartbeat, RemoteJob, RemoteResult};
 use crate::remote::{self as nats, HEARTBEAT_SUBJECT, HOST_TIMEOUT, JOBS_SUBJECT};
 use crate::server::jobs::Completer;
 use crate::server::pool::{JobQueues, JobReport, QueuedJob};
 use crate::units::micros;
 use crate::work::job::{JobId, JobKind};
+
+mod status;
+
+use status::GatewayCounters;
+pub(crate) use status::{GatewayStatus, HostReport, HostTable, RemoteReport};
 
 /// The longest the forwarder waits for room before it looks again: room
 /// opens when a result comes back (which wakes it at once) or when a new
@@ -47,127 +51,6 @@ const NO_ROOM_RECHECK: Duration = Duration::from_millis(50);
 /// in the stream, so a slot that frees up finds its next job without a round
 /// trip through this gateway.
 const JOBS_OUT_PER_SLOT: usize = 2;
-
-/// The hosts this gateway has heard from, by name.
-#[derive(Debug, Default)]
-pub(crate) struct HostTable {
-    hosts: Mutex<HashMap<String, (Heartbeat, Instant)>>,
-}
-
-/// One host, as `stats` reports it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub(crate) struct HostReport {
-    /// `--name`.
-    pub(crate) name: String,
-    /// `threads` or `processes`.
-    pub(crate) mode: String,
-    /// Its workers.
-    pub(crate) slots: usize,
-    /// Jobs it held at its last heartbeat.
-    pub(crate) busy: usize,
-    /// Jobs it has finished.
-    pub(crate) jobs_done: u64,
-    /// Its worker replacements.
-    pub(crate) restarts: u64,
-    /// Seconds since its last heartbeat.
-    pub(crate) last_heartbeat_s: f64,
-    /// Heard from within the host timeout.
-    pub(crate) alive: bool,
-}
-
-impl HostTable {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Heartbeat, Instant)>> {
-        self.hosts.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn heard(&self, beat: Heartbeat) {
-        self.lock().insert(beat.name.clone(), (beat, Instant::now()));
-    }
-
-    /// Hosts heard from within [`HOST_TIMEOUT`].
-    pub(crate) fn alive(&self) -> usize {
-        self.lock().values().filter(|(_, seen)| seen.elapsed() < HOST_TIMEOUT).count()
-    }
-
-    /// Workers of the live hosts: how many jobs may be out at once.
-    pub(crate) fn capacity(&self) -> usize {
-        self.lock().values().filter(|(_, seen)| seen.elapsed() < HOST_TIMEOUT).map(|(b, _)| b.slots).sum()
-    }
-
-    /// Every host heard from, for `stats`.
-    pub(crate) fn report(&self) -> Vec<HostReport> {
-        let mut hosts: Vec<HostReport> = self
-            .lock()
-            .values()
-            .map(|(beat, seen)| HostReport {
-                name: beat.name.clone(),
-                mode: beat.mode.clone(),
-                slots: beat.slots,
-                busy: beat.busy,
-                jobs_done: beat.jobs_done,
-                restarts: beat.restarts,
-                last_heartbeat_s: seen.elapsed().as_secs_f64(),
-                alive: seen.elapsed() < HOST_TIMEOUT,
-            })
-            .collect();
-        hosts.sort_by(|a, b| a.name.cmp(&b.name));
-        hosts
-    }
-}
-
-/// What a gateway counts, for `stats` and `/metrics`. Each is bumped by one
-/// thread or task and read by reports, `Relaxed`: independent counters that
-/// guard nothing.
-#[derive(Debug, Default)]
-pub(crate) struct GatewayCounters {
-    forwarded: AtomicU64,
-    refused: AtomicU64,
-    redelivered: AtomicU64,
-    duplicates: AtomicU64,
-}
-
-/// A gateway's NATS side, as `stats` reports it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub(crate) struct RemoteReport {
-    /// Whether the connection to NATS is up.
-    pub(crate) connected: bool,
-    /// Jobs published to the stream.
-    pub(crate) forwarded: u64,
-    /// Jobs not published: the stream was full or NATS refused them (`BUSY`),
-    /// or they were larger than its `max_payload`.
-    pub(crate) refused: u64,
-    /// Results of jobs delivered more than once (a host died, hung or was
-    /// cut off while holding them).
-    pub(crate) redelivered: u64,
-    /// Second results for a job already answered, dropped.
-    pub(crate) duplicates_dropped: u64,
-    /// Hosts heard from within the host timeout.
-    pub(crate) hosts_alive: usize,
-}
-
-/// What the rest of the server sees of its gateway: the hosts, the link,
-/// the counters.
-#[derive(Debug)]
-pub(crate) struct GatewayStatus {
-    pub(crate) hosts: HostTable,
-    pub(crate) link: Arc<LinkState>,
-    pub(crate) counters: GatewayCounters,
-}
-
-impl GatewayStatus {
-    /// The report for `stats`.
-    pub(crate) fn report(&self) -> RemoteReport {
-        let c = &self.counters;
-        RemoteReport {
-            connected: self.link.is_up(),
-            forwarded: c.forwarded.load(Relaxed),
-            refused: c.refused.load(Relaxed),
-            redelivered: c.redelivered.load(Relaxed),
-            duplicates_dropped: c.duplicates.load(Relaxed),
-            hosts_alive: self.hosts.alive(),
-        }
-    }
-}
 
 /// The refusal for a job when no host is connected and there is no local
 /// worker (`--workers 0`).
