@@ -99,51 +99,17 @@ pub struct WorkerHost {
 impl WorkerHost {
     /// Starts `tc-worker --nats URL --name NAME --mode MODE --workers N EXTRA...`.
     pub fn start(url: &str, name: &str, mode: &str, workers: usize, extra: &[&str]) -> WorkerHost {
-        let workers = workers.to_string();
-        let child = Command::new(env!("CARGO_BIN_EXE_tc-worker"))
-            .args([
-                "--nats",
-                url,
-                "--name",
-                name,
-                "--mode",
-                mode,
-                "--workers",
-                &workers,
-                "--log-level",
-                "warn",
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("tc-worker starts");
-        WorkerHost { child }
+        let child = command(url, name, mode, workers).args(extra).stdout(Stdio::null()).spawn();
+        WorkerHost { child: child.expect("tc-worker starts") }
     }
 
     /// Starts a host with `--metrics-addr 127.0.0.1:0` and returns it with
     /// the address it printed.
     pub fn start_with_metrics(url: &str, name: &str, mode: &str, workers: usize) -> (WorkerHost, SocketAddr) {
         use std::io::BufRead;
-        let workers = workers.to_string();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tc-worker"))
-            .args([
-                "--nats",
-                url,
-                "--name",
-                name,
-                "--mode",
-                mode,
-                "--workers",
-                &workers,
-                "--log-level",
-                "warn",
-            ])
-            .args(["--metrics-addr", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("tc-worker starts");
+        let mut command = command(url, name, mode, workers);
+        command.args(["--metrics-addr", "127.0.0.1:0"]).stdout(Stdio::piped());
+        let mut child = command.spawn().expect("tc-worker starts");
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("a line on stdout");
         let addr = line
