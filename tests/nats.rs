@@ -302,6 +302,43 @@ fn a_full_stream_answers_busy_at_once() {
     assert_eq!(gateway.stats()["remote"]["refused"], 1);
 }
 
+/// Runs one compute job through a gateway and a host that both connect to
+/// `nats` with `flags`.
+fn one_job_through(nats: &NatsServer, flags: &[&str]) -> Value {
+    let _host = WorkerHost::start(&nats.url, "secured", "threads", 1, flags);
+    let gateway = gateway(&nats, flags);
+    wait_for_hosts(&gateway, 1);
+    gateway.request(json!({"id": 1, "cmd": "compute", "n": 11}))
+}
+
+#[test]
+fn nats_user_and_password_and_token_are_passed_through() {
+    let Some(nats) = NatsServer::start_with(&["--user", "farm", "--pass", "s3cret"]) else { return };
+    let reply = one_job_through(&nats, &["--nats-user", "farm", "--nats-password", "s3cret"]);
+    assert_eq!(reply["result"], reference_compute(11), "{reply}");
+    // Without them, a host says why and exits.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_tc-worker"))
+        .args(["--nats", &nats.url, "--workers", "1", "--mode", "threads"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("cannot connect to NATS"), "{stderr}");
+
+    let Some(nats) = NatsServer::start_with(&["--auth", "t0ken"]) else { return };
+    let reply = one_job_through(&nats, &["--nats-token", "t0ken"]);
+    assert_eq!(reply["result"], reference_compute(11), "{reply}");
+}
+
+#[test]
+fn gateway_and_hosts_reach_a_tls_nats_server_with_a_ca_file() {
+    let tls = common::nats::TlsFiles::generate();
+    let (cert, key, ca) = (tls.cert.to_str().unwrap(), tls.key.to_str().unwrap(), tls.ca.to_str().unwrap());
+    let Some(nats) = NatsServer::start_with(&["--tls", "--tlscert", cert, "--tlskey", key]) else { return };
+    let reply = one_job_through(&nats, &["--nats-tls-ca", ca]);
+    assert_eq!(reply["result"], reference_compute(11), "{reply}");
+}
+
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)

@@ -27,6 +27,12 @@ fn nats_binary() -> Option<PathBuf> {
 impl NatsServer {
     /// Starts one, or `None` (with a loud note) when it is not installed.
     pub fn start() -> Option<NatsServer> {
+        Self::start_with(&[])
+    }
+
+    /// As [`NatsServer::start`], with more `nats-server` flags (`--user`,
+    /// `--tls`, ...).
+    pub fn start_with(extra: &[&str]) -> Option<NatsServer> {
         let Some(binary) = nats_binary() else {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
@@ -36,7 +42,7 @@ impl NatsServer {
             return None;
         };
         let store = tempfile::tempdir().expect("a temporary directory");
-        let child = spawn(&binary, store.path(), "-1");
+        let child = spawn(&binary, store.path(), "-1", extra);
         let deadline = Instant::now() + Duration::from_secs(10);
         let url = loop {
             let ports = std::fs::read_dir(store.path())
@@ -62,7 +68,7 @@ impl NatsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let port = self.url.rsplit(':').next().unwrap().to_string();
-        self.child = spawn(&nats_binary().unwrap(), self.store.path(), &port);
+        self.child = spawn(&nats_binary().unwrap(), self.store.path(), &port, &[]);
         let deadline = Instant::now() + Duration::from_secs(10);
         let address = format!("127.0.0.1:{port}");
         while std::net::TcpStream::connect(&address).is_err() {
@@ -73,10 +79,11 @@ impl NatsServer {
 }
 
 /// `nats-server` with JetStream, on loopback only, at `port` (-1: any).
-fn spawn(binary: &std::path::Path, store: &std::path::Path, port: &str) -> Child {
+fn spawn(binary: &std::path::Path, store: &std::path::Path, port: &str, extra: &[&str]) -> Child {
     let dir = store.to_str().unwrap();
     Command::new(binary)
         .args(["-js", "-sd", dir, "-a", "127.0.0.1", "-p", port, "--ports_file_dir", dir])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -180,4 +187,38 @@ pub fn request_all(url: &str, subject: &str, expect: usize) -> Vec<serde_json::V
         replies.push(serde_json::from_slice(&payload[..size]).expect("a JSON reply"));
     }
     replies
+}
+
+/// A test CA and a server certificate for localhost and 127.0.0.1, as PEM
+/// files in a temporary directory (removed on drop).
+pub struct TlsFiles {
+    pub dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    pub fn generate() -> TlsFiles {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "ThreadCenter test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.subject_alt_names.push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let cert = params.signed_by(&key, &ca).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let (ca, cert, key) = (
+            write("ca.pem", ca.pem()),
+            write("server.pem", cert.pem()),
+            write("server.key", key.serialize_pem()),
+        );
+        TlsFiles { dir, ca, cert, key }
+    }
 }
