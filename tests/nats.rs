@@ -306,7 +306,7 @@ fn a_full_stream_answers_busy_at_once() {
 /// `nats` with `flags`.
 fn one_job_through(nats: &NatsServer, flags: &[&str]) -> Value {
     let _host = WorkerHost::start(&nats.url, "secured", "threads", 1, flags);
-    let gateway = gateway(&nats, flags);
+    let gateway = gateway(nats, flags);
     wait_for_hosts(&gateway, 1);
     gateway.request(json!({"id": 1, "cmd": "compute", "n": 11}))
 }
