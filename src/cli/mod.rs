@@ -6,6 +6,7 @@
 
 pub mod client;
 pub(crate) mod nats;
+pub(crate) mod pool;
 pub mod server;
 pub mod worker;
 

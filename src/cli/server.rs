@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use super::nats::NatsAuthArgs;
+use super::pool::PoolArgs;
 use super::LogFormat;
 use crate::protocol::Mode;
 use crate::server::{Server, ServerConfig};
@@ -54,34 +55,19 @@ pub struct ServerArgs {
     #[arg(long, env = "THREADCENTER_MAX_INFLIGHT", default_value_t = 1024)]
     pub(crate) max_inflight: usize,
 
-    /// How long a worker process may take to start and connect back
-    /// (seconds, or 500ms, 10s, 1m...).
-    #[arg(long, env = "THREADCENTER_SPAWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub(crate) spawn_timeout: Duration,
+    /// How workers are run and supervised (the same flags as tc-worker's).
+    #[command(flatten)]
+    pub(crate) pool: PoolArgs,
 
     /// How long a frame that has started arriving may take to complete; a
     /// client that sends half a frame and stalls is cut off after it.
     #[arg(long, env = "THREADCENTER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub(crate) read_timeout: Duration,
 
-    /// How long one job may run. Past it the client gets TIMEOUT and the
-    /// worker is replaced (a process is killed; a thread is written off).
-    #[arg(long, env = "THREADCENTER_JOB_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
-    pub(crate) job_timeout: Duration,
-
     /// When a worker process crashes mid-job, try the job on this many more
     /// workers (compute only: it is safe to run twice).
     #[arg(long, env = "THREADCENTER_RETRIES", default_value_t = 1)]
     pub(crate) retries: u32,
-
-    /// Worker replacements allowed per --restart-window, all workers
-    /// together; past it replacements wait (and health says so).
-    #[arg(long, env = "THREADCENTER_MAX_RESTARTS", default_value_t = 10)]
-    pub(crate) max_restarts: u32,
-
-    /// The window of --max-restarts.
-    #[arg(long, env = "THREADCENTER_RESTART_WINDOW", default_value = "10s", value_parser = parse_duration)]
-    pub(crate) restart_window: Duration,
 
     /// Connections open at once; one more gets a BUSY error and is closed.
     #[arg(long, env = "THREADCENTER_MAX_CONNECTIONS", default_value_t = 4096)]
@@ -111,16 +97,6 @@ pub struct ServerArgs {
     /// others get UNAUTHORIZED and are closed.
     #[arg(long, env = "THREADCENTER_AUTH_TOKEN", hide_env_values = true)]
     pub(crate) auth_token: Option<String>,
-
-    /// Thread mode: give the worker threads a CPython-style global
-    /// interpreter lock, so CPU-bound threads take turns like Python threads.
-    #[arg(long, env = "THREADCENTER_GIL")]
-    pub(crate) gil: bool,
-
-    /// With --gil: how long a waiting thread lets the holder run before
-    /// asking for the lock (CPython's sys.setswitchinterval, default 5 ms).
-    #[arg(long, env = "THREADCENTER_SWITCH_INTERVAL", default_value = "5ms", value_parser = parse_duration)]
-    pub(crate) switch_interval: Duration,
 
     /// The fire-detection model to serve (safetensors). Default: the shipped
     /// model, models/fire-cnn.safetensors, when it is there.
@@ -215,20 +191,20 @@ impl ServerArgs {
             max_n: self.max_n,
             queue_capacity: self.queue_capacity,
             max_inflight: self.max_inflight,
-            spawn_timeout: self.spawn_timeout,
+            spawn_timeout: self.pool.spawn_timeout,
             worker_command: None,
             read_timeout: self.read_timeout,
-            job_timeout: self.job_timeout,
+            job_timeout: self.pool.job_timeout,
             retries: self.retries,
-            max_restarts: self.max_restarts,
-            restart_window: self.restart_window,
+            max_restarts: self.pool.max_restarts,
+            restart_window: self.pool.restart_window,
             max_connections: self.max_connections,
             rate_limit: self.rate_limit,
             cache_entries: self.cache_entries,
             drain_timeout: self.drain_timeout,
             allow_chaos: self.allow_chaos,
             auth_token: self.auth_token.clone(),
-            gil_switch_interval: self.gil.then_some(self.switch_interval),
+            gil_switch_interval: self.pool.gil_switch_interval(),
             model: self.model.clone().or_else(|| {
                 Some(self.models_dir.join(crate::work::model::DEFAULT_MODEL_FILE)).filter(|p| p.is_file())
             }),

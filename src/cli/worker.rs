@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use super::nats::NatsAuthArgs;
+use super::pool::PoolArgs;
 use super::LogFormat;
 use crate::host::HostConfig;
 use crate::protocol::Mode;
@@ -15,7 +16,7 @@ use crate::units::parse_duration;
 /// A ThreadCenter worker host: joins a farm over NATS JetStream and runs its
 /// jobs on a local pool of worker processes or threads.
 #[derive(Debug, Parser)]
-#[command(name = "tc-worker", version, about, long_about = None)]
+#[command(name = "tc-worker", version, long_about = None)]
 pub struct WorkerArgs {
     /// The NATS server (with JetStream) the farm's gateways use, e.g.
     /// nats://10.0.0.5:4222.
@@ -36,30 +37,9 @@ pub struct WorkerArgs {
     #[arg(long, env = "THREADCENTER_WORKERS")]
     pub(crate) workers: Option<usize>,
 
-    /// How long one job may run before it is answered TIMEOUT and its worker
-    /// replaced.
-    #[arg(long, env = "THREADCENTER_JOB_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
-    pub(crate) job_timeout: Duration,
-
-    /// Worker replacements allowed per --restart-window.
-    #[arg(long, env = "THREADCENTER_MAX_RESTARTS", default_value_t = 10)]
-    pub(crate) max_restarts: u32,
-
-    /// The window of --max-restarts.
-    #[arg(long, env = "THREADCENTER_RESTART_WINDOW", default_value = "10s", value_parser = parse_duration)]
-    pub(crate) restart_window: Duration,
-
-    /// How long a worker process may take to start and connect back.
-    #[arg(long, env = "THREADCENTER_SPAWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub(crate) spawn_timeout: Duration,
-
-    /// Thread mode: worker threads share a CPython-style global lock.
-    #[arg(long, env = "THREADCENTER_GIL")]
-    pub(crate) gil: bool,
-
-    /// With --gil: how long a thread may keep the lock while others wait.
-    #[arg(long, env = "THREADCENTER_SWITCH_INTERVAL", default_value = "5ms", value_parser = parse_duration)]
-    pub(crate) switch_interval: Duration,
+    /// How workers are run and supervised (the same flags as tc-server's).
+    #[command(flatten)]
+    pub(crate) pool: PoolArgs,
 
     /// The model file the workers load at start-up (predict jobs name the
     /// model they need; it must exist here too).
@@ -98,7 +78,7 @@ impl WorkerArgs {
     pub(crate) fn config(&self) -> anyhow::Result<HostConfig> {
         let workers = self.workers.unwrap_or_else(crate::work::default_workers);
         anyhow::ensure!(workers >= 1, "--workers must be at least 1");
-        anyhow::ensure!(!self.gil || self.mode == Mode::Threads, "--gil applies to --mode threads");
+        anyhow::ensure!(!self.pool.gil || self.mode == Mode::Threads, "--gil applies to --mode threads");
         let name = self.name.clone().unwrap_or_else(|| {
             let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok());
             format!("{}-{}", host.unwrap_or_else(|| "host".into()), std::process::id())
@@ -110,11 +90,11 @@ impl WorkerArgs {
                 mode: self.mode,
                 workers,
                 worker_command: WorkerCommand::current_exe()?,
-                spawn_timeout: self.spawn_timeout,
-                job_timeout: self.job_timeout,
-                max_restarts: self.max_restarts,
-                restart_window: self.restart_window,
-                gil_switch_interval: self.gil.then_some(self.switch_interval),
+                spawn_timeout: self.pool.spawn_timeout,
+                job_timeout: self.pool.job_timeout,
+                max_restarts: self.pool.max_restarts,
+                restart_window: self.pool.restart_window,
+                gil_switch_interval: self.pool.gil_switch_interval(),
                 model: self.model.clone(),
             },
             drain_timeout: self.drain_timeout,

@@ -1,0 +1,46 @@
+//! The worker pool's flags, shared by `tc-server` and `tc-worker` (both
+//! run the same pool, so they take the same flags, with the same words).
+
+use std::time::Duration;
+
+use crate::units::parse_duration;
+
+/// How workers are run and supervised.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct PoolArgs {
+    /// How long a worker process may take to start and connect back
+    /// (seconds, or 500ms, 10s, 1m...).
+    #[arg(long, env = "THREADCENTER_SPAWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) spawn_timeout: Duration,
+
+    /// How long one job may run. Past it the client gets TIMEOUT and the
+    /// worker is replaced (a process is killed; a thread is written off).
+    #[arg(long, env = "THREADCENTER_JOB_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub(crate) job_timeout: Duration,
+
+    /// Worker replacements allowed per --restart-window, all workers
+    /// together; past it replacements wait (and health says so).
+    #[arg(long, env = "THREADCENTER_MAX_RESTARTS", default_value_t = 10)]
+    pub(crate) max_restarts: u32,
+
+    /// The window of --max-restarts.
+    #[arg(long, env = "THREADCENTER_RESTART_WINDOW", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) restart_window: Duration,
+
+    /// Thread mode: give the worker threads a CPython-style global
+    /// interpreter lock, so CPU-bound threads take turns like Python threads.
+    #[arg(long, env = "THREADCENTER_GIL")]
+    pub(crate) gil: bool,
+
+    /// With --gil: how long a waiting thread lets the holder run before
+    /// asking for the lock (CPython's sys.setswitchinterval, default 5 ms).
+    #[arg(long, env = "THREADCENTER_SWITCH_INTERVAL", default_value = "5ms", value_parser = parse_duration)]
+    pub(crate) switch_interval: Duration,
+}
+
+impl PoolArgs {
+    /// `--gil` with its switch interval, or `None`.
+    pub(crate) fn gil_switch_interval(&self) -> Option<Duration> {
+        self.gil.then_some(self.switch_interval)
+    }
+}
