@@ -162,10 +162,62 @@ def nats_round_trip_us(url, requests=2000):
     return statistics.median(times)
 
 
+def cpu_seconds(pid):
+    """User + system CPU of one process so far (from /proc, 100 Hz ticks)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid):
+    """The direct children of a process (a pool's worker processes)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        children.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return children
+
+
+class WorkerCpus:
+    """Moves a pool's worker processes into a cgroup v1 CPU group of `cpus`
+    cores: both sides' workers then have the same CPU, and everything else
+    (NATS, gateway, front doors, client) runs beside them, as it would on
+    other machines."""
+
+    def __init__(self, name, parent_pid, cpus):
+        self.path = CGROUP / f"tc-bench-{name}"
+        self.path.mkdir(exist_ok=True)
+        (self.path / "cpu.cfs_period_us").write_text("100000")
+        (self.path / "cpu.cfs_quota_us").write_text(str(int(cpus * 100000)))
+        self.workers = child_pids(parent_pid)
+        for pid in self.workers:
+            (self.path / "cgroup.procs").write_text(str(pid))
+
+    def remove(self):
+        for pid in self.workers:
+            try:
+                (CGROUP / "cgroup.procs").write_text(str(pid))
+            except OSError:
+                pass  # already gone
+        for _ in range(200):
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                time.sleep(0.02)
+
+
 def overhead(results, args):
     bench.log("1. gateway + one host vs local processes (2 workers)")
-    cases = [("compute n=500000, 8 connections", ["-c", "8", "--size", "500000"]),
-             ("compute n=1, 16 connections", ["-c", "16", "--size", "1"])]
+    cases = [("long", "compute n=500000, 8 connections", ["-c", "8", "--size", "500000"]),
+             ("short", "compute n=1, 16 connections", ["-c", "16", "--size", "1"]),
+             ("long_workers_1cpu", "compute n=500000, 8 connections, each side's 2 worker processes held to "
+              "1 CPU (cgroup v1), everything else beside them", ["-c", "8", "--size", "500000"])]
     with Nats() as nats:
         floor = nats_round_trip_us(nats.url)
         host = Host(nats.url, "one", 2)
@@ -173,26 +225,49 @@ def overhead(results, args):
             with bench.Server("--nats", nats.url, "--workers", "0") as gateway, \
                     bench.Server("--mode", "processes", "--workers", "2") as local:
                 wait_for_hosts(gateway.port, 1)
-                for label, flags in cases:
-                    remote_runs, local_runs = [], []
-                    for repeat in range(args.repeats):
-                        order = [("local", local), ("remote", gateway)]
-                        for which, server in (order if repeat % 2 == 0 else order[::-1]):
-                            report, _, _ = bench.client("--port", str(server.port), *flags, "-d", str(args.duration),
-                                                        "--warmup", "1s")
-                            (remote_runs if which == "remote" else local_runs).append(report)
+                for key, label, flags in cases:
+                    held = []
+                    if key.endswith("1cpu"):
+                        if not CGROUP.is_dir() or os.geteuid() != 0:
+                            bench.log("   cgroup v1 CPU controller not writable here: the 1-CPU case is skipped")
+                            continue
+                        held = [WorkerCpus("local-workers", local.process.pid, 1.0),
+                                WorkerCpus("host-workers", host.process.pid, 1.0)]
+                    try:
+                        remote_runs, local_runs, remote_cpu = [], [], []
+                        for repeat in range(args.repeats):
+                            order = [("local", local), ("remote", gateway)]
+                            for which, server in (order if repeat % 2 == 0 else order[::-1]):
+                                before = (cpu_seconds(nats.process.pid), cpu_seconds(gateway.process.pid),
+                                          cpu_seconds(host.process.pid))
+                                report, _, _ = bench.client("--port", str(server.port), *flags,
+                                                            "-d", str(args.duration), "--warmup", "1s")
+                                if which == "remote":
+                                    # Includes the 1 s warm-up: per job, count its jobs too (approximately).
+                                    after = (cpu_seconds(nats.process.pid), cpu_seconds(gateway.process.pid),
+                                             cpu_seconds(host.process.pid))
+                                    jobs = report["throughput_rps"] * (args.duration + 1)
+                                    remote_cpu.append([(a - b) / jobs * 1e6 for a, b in zip(after, before)])
+                                    remote_runs.append(report)
+                                else:
+                                    local_runs.append(report)
+                    finally:
+                        for group in held:
+                            group.remove()
                     remote = statistics.median(r["throughput_rps"] for r in remote_runs)
                     ours_local = statistics.median(r["throughput_rps"] for r in local_runs)
                     remote_p50 = statistics.median(p50(r) for r in remote_runs)
                     local_p50 = statistics.median(p50(r) for r in local_runs)
-                    target = ">= 0.9" if "500000" in label else "report"
+                    nats_us, gateway_us, host_us = (statistics.median(c[i] for c in remote_cpu) for i in range(3))
+                    target = "report" if key == "short" else ">= 0.9"
                     ratio = remote / ours_local
                     met = bench.verdict(ratio >= 0.9) if target == ">= 0.9" else "-"
-                    results.add(f"overhead_{'long' if '500000' in label else 'short'}",
+                    results.add(f"overhead_{key}",
                                 f"{label}: gateway + 1 host (2 worker processes) vs local processes", remote,
                                 ours_local, "jobs/s", target, met,
-                                f"p50 {remote_p50 / 1000:.3f} ms vs {local_p50 / 1000:.3f} ms; NATS request/reply "
-                                f"floor (Python, sequential) {floor:.0f} µs")
+                                f"p50 {remote_p50 / 1000:.3f} ms vs {local_p50 / 1000:.3f} ms; CPU per job: "
+                                f"nats-server {nats_us:.0f} µs, gateway {gateway_us:.0f} µs, host process "
+                                f"{host_us:.0f} µs; NATS request/reply floor (Python, sequential) {floor:.0f} µs")
         finally:
             host.stop()
 

@@ -44,9 +44,12 @@ use crate::server::pool::{JobQueues, PoolConfig, QueuedJob, WorkerBoard, WorkerP
 use crate::work::job::JobId;
 use outcomes::{HostEvent, HostOutcomes};
 
-/// How long one fetch waits for jobs before the host looks again.
-const FETCH_WAIT: Duration = Duration::from_millis(500);
-/// The longest a host with no free slot waits before it looks again (a
+/// How long one pull request waits in JetStream for jobs before it expires
+/// (the host then asks again).
+const FETCH_WAIT: Duration = Duration::from_secs(2);
+/// How long after its expiry a pull request still counts as out.
+const PULL_GRACE: Duration = Duration::from_secs(1);
+/// The longest the fetcher sleeps before it looks again (a delivery or a
 /// freed slot wakes it at once; this only bounds a missed wake-up).
 const FULL_RECHECK: Duration = Duration::from_millis(100);
 
@@ -124,11 +127,11 @@ impl HeldJobs {
 pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
     let bridge = Bridge::start("nats-bridge")?;
     let (client, link) = bridge.run(connect(&config.nats, &format!("tc-worker {}", config.name)))?;
-    let consumer = bridge.run(async {
+    let (js, consumer) = bridge.run(async {
         // Created inside the runtime: the context starts a task of its own.
         let js = jetstream::new(client.clone());
         let stream = nats::jobs_stream(&js, None).await?;
-        nats::workers_consumer(&stream).await
+        nats::workers_consumer(&stream).await.map(|consumer| (js, consumer))
     })?;
 
     // The pool's queues: the fetcher puts jobs in, the workers take them.
@@ -179,14 +182,22 @@ pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
     };
 
     let pulling = Arc::new(AtomicBool::new(true));
-    let fetcher =
-        bridge.spawn(fetch_jobs(consumer, Arc::clone(&held), jobs_tx, slots, Arc::clone(&pulling), {
-            let (client, name) = (client.clone(), config.name.clone());
-            move |held: Held, error: ReplyError| {
-                let (client, name) = (client.clone(), name.clone());
-                async move { answer(&client, &name, &held, 0, 0, 0, Err(error)).await }
-            }
-        }));
+    let fetcher = Fetcher {
+        client: client.clone(),
+        js,
+        consumer,
+        held: Arc::clone(&held),
+        jobs: jobs_tx,
+        slots,
+        pulling: Arc::clone(&pulling),
+    };
+    let fetcher = bridge.spawn(fetch_jobs(fetcher, {
+        let (client, name) = (client.clone(), config.name.clone());
+        move |held: Held, error: ReplyError| {
+            let (client, name) = (client.clone(), name.clone());
+            async move { answer(&client, &name, &held, 0, 0, 0, Err(error)).await }
+        }
+    }));
     let reporter =
         bridge.spawn(report_results(client.clone(), config.name.clone(), Arc::clone(&held), events_rx));
     let status = Arc::new(Mutex::new(heartbeat(&config, &held, &board)));
@@ -234,67 +245,156 @@ pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
     Ok(())
 }
 
-/// Pulls jobs while `pulling`, never more than the free slots.
-async fn fetch_jobs<F, Fut>(
+/// What the fetch task needs: the NATS handles, the held jobs and the
+/// pool's queue.
+struct Fetcher {
+    client: async_nats::Client,
+    js: jetstream::Context,
     consumer: jetstream::consumer::PullConsumer,
     held: Arc<HeldJobs>,
     jobs: crossbeam_channel::Sender<QueuedJob>,
     slots: usize,
     pulling: Arc<AtomicBool>,
-    refuse: F,
-) where
+}
+
+/// The pull request this host has out: its token, how many jobs it may
+/// still bring, and when the host stops counting on it (the server's expiry
+/// plus a grace, in case its "request timeout" status was lost with a
+/// connection).
+struct Pull {
+    token: u64,
+    wanted: usize,
+    forget_at: tokio::time::Instant,
+}
+
+/// Pulls jobs, never more than the free slots, while `pulling`; after that
+/// (draining) hands back anything a request still out brings.
+///
+/// One subscription serves every pull request, each with its own reply
+/// subject `<inbox>.<n>`: a fetch per request would subscribe and
+/// unsubscribe for every job, which costs the NATS server more than the
+/// job's own messages. Only one request is out at a time, so every
+/// delivery belongs to it and `held + asked <= slots` holds exactly (a
+/// delivery carries the job's own subject, not the request's; a status —
+/// 408 expired, 409 refused — carries the request's, hence the token).
+/// With jobs waiting in the stream a request is answered at once, so one
+/// at a time costs nothing; a slot that frees while a request waits on an
+/// empty stream asks as soon as that request ends.
+async fn fetch_jobs<F, Fut>(fetcher: Fetcher, refuse: F)
+where
     F: Fn(Held, ReplyError) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    let Fetcher { client, js, consumer, held, jobs, slots, pulling } = fetcher;
+    let inbox = client.new_inbox();
+    let mut deliveries = loop {
+        match client.subscribe(format!("{inbox}.*")).await {
+            Ok(subscription) => break subscription,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot subscribe for jobs; retrying");
+                tokio::time::sleep(FETCH_WAIT).await;
+            }
+        }
+    };
+    let mut pull: Option<Pull> = None;
+    let mut next_token: u64 = 0;
     let mut next_id: JobId = 0;
-    while pulling.load(Ordering::SeqCst) {
+    loop {
+        let now = tokio::time::Instant::now();
+        if pull.as_ref().is_some_and(|pull| pull.forget_at <= now) {
+            pull = None;
+        }
         let free = slots.saturating_sub(held.len());
-        if free == 0 {
-            let _ = tokio::time::timeout(FULL_RECHECK, held.freed.notified()).await;
+        if pull.is_none() && free > 0 && pulling.load(Ordering::SeqCst) {
+            next_token += 1;
+            let request = jetstream::consumer::pull::BatchConfig {
+                batch: free,
+                expires: Some(FETCH_WAIT),
+                ..Default::default()
+            };
+            match consumer.request_batch(request, format!("{inbox}.{next_token}").into()).await {
+                Ok(()) => {
+                    let forget_at = now + FETCH_WAIT + PULL_GRACE;
+                    pull = Some(Pull { token: next_token, wanted: free, forget_at });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot pull jobs from NATS; retrying");
+                    tokio::time::sleep(FETCH_WAIT).await;
+                    continue;
+                }
+            }
+        }
+        // Wake for a delivery, a freed slot, or the request to forget.
+        let wake_at = pull.as_ref().map_or(now + FULL_RECHECK, |pull| pull.forget_at.min(now + FULL_RECHECK));
+        let message = tokio::select! {
+            message = deliveries.next() => message,
+            _ = held.freed.notified() => continue,
+            _ = tokio::time::sleep_until(wake_at) => continue,
+        };
+        let Some(message) = message else {
+            tracing::warn!("the job subscription ended");
+            return;
+        };
+        match message.status {
+            None | Some(async_nats::StatusCode::OK) => {
+                if let Some(current) = pull.as_mut() {
+                    current.wanted = current.wanted.saturating_sub(1);
+                    if current.wanted == 0 {
+                        pull = None;
+                    }
+                }
+            }
+            Some(async_nats::StatusCode::IDLE_HEARTBEAT) => continue,
+            Some(status) => {
+                // 408: the request expired; 409: refused or ended (e.g. the
+                // consumer's limit of waiting requests). Either way it is over.
+                if status != async_nats::StatusCode::TIMEOUT {
+                    tracing::debug!(%status, description = ?message.description, "pull request ended");
+                }
+                let token = message.subject.rsplit('.').next().and_then(|n| n.parse::<u64>().ok());
+                if pull.as_ref().is_some_and(|pull| Some(pull.token) == token) {
+                    pull = None;
+                }
+                continue;
+            }
+        }
+        let message = jetstream::Message { message, context: js.clone() };
+        if !pulling.load(Ordering::SeqCst) || held.len() >= slots {
+            // Draining, or a late delivery for a request already forgotten:
+            // straight back to the stream, for another host.
+            let _ = message.ack_with(AckKind::Nak(None)).await;
             continue;
         }
-        let batch = consumer.fetch().max_messages(free).expires(FETCH_WAIT).messages().await;
-        let mut batch = match batch {
-            Ok(batch) => batch,
+        let attempts = message.info().map(|info| info.delivered as u32).unwrap_or(1);
+        let job: RemoteJob = match wire::decode(&message.payload) {
+            Ok(job) => job,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot pull jobs from NATS; retrying");
-                tokio::time::sleep(FETCH_WAIT).await;
+                tracing::warn!(error = %e, "dropping a message that is not a job");
+                let _ = message.ack_with(AckKind::Term).await;
                 continue;
             }
         };
-        while let Some(message) = batch.next().await {
-            let Ok(message) = message else { continue };
-            let attempts = message.info().map(|info| info.delivered as u32).unwrap_or(1);
-            let job: RemoteJob = match wire::decode(&message.payload) {
-                Ok(job) => job,
-                Err(e) => {
-                    tracing::warn!(error = %e, "dropping a message that is not a job");
-                    let _ = message.ack_with(AckKind::Term).await;
-                    continue;
-                }
-            };
-            let held_job = Held { message, job: job.job, reply_to: job.reply_to, attempts };
-            if attempts > job.max_attempts {
-                let error = ReplyError::new(
-                    ErrorCode::WorkerCrashed,
-                    format!(
-                        "the job was delivered {attempts} times and its worker host died or hung each time \
-                         (at most {} allowed, --retries)",
-                        job.max_attempts
-                    ),
-                );
-                refuse(held_job, error).await;
-                continue;
-            }
-            next_id += 1;
-            held.insert(next_id, held_job);
-            let queued =
-                QueuedJob { id: next_id, kind: job.kind, accepted_at: Instant::now(), attempt: attempts };
-            if jobs.try_send(queued).is_err() {
-                // Cannot happen while free slots are counted right; hand it back.
-                if let Some(held_job) = held.take(next_id) {
-                    let _ = held_job.message.ack_with(AckKind::Nak(None)).await;
-                }
+        let held_job = Held { message, job: job.job, reply_to: job.reply_to, attempts };
+        if attempts > job.max_attempts {
+            let error = ReplyError::new(
+                ErrorCode::WorkerCrashed,
+                format!(
+                    "the job was delivered {attempts} times and its worker host died or hung each time \
+                     (at most {} allowed, --retries)",
+                    job.max_attempts
+                ),
+            );
+            refuse(held_job, error).await;
+            continue;
+        }
+        next_id += 1;
+        held.insert(next_id, held_job);
+        let queued =
+            QueuedJob { id: next_id, kind: job.kind, accepted_at: Instant::now(), attempt: attempts };
+        if jobs.try_send(queued).is_err() {
+            // Cannot happen while free slots are counted right; hand it back.
+            if let Some(held_job) = held.take(next_id) {
+                let _ = held_job.message.ack_with(AckKind::Nak(None)).await;
             }
         }
     }
