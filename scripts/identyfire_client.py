@@ -71,7 +71,10 @@ def main():
           and "uptime" in health and "mutex_locked" in health and "stats" in health, health)
 
     model = rpc("get_current_model")
-    check("get_current_model", model.get("success") is True and model.get("model_name"), model)
+    # IdentyFire's GUI reads response["model"]["name"] to show the model status.
+    check("get_current_model", model.get("success") is True and model.get("model_name")
+          and isinstance(model.get("model"), dict) and model["model"].get("name") == model["model_name"]
+          and model["model"].get("loaded") is True and isinstance(model["model"].get("info"), str), model)
 
     models = rpc("get_models")
     check("get_models", models.get("success") is True and isinstance(models.get("models"), list), models)

@@ -134,6 +134,20 @@ fn the_model_command_describes_the_network() {
 }
 
 #[test]
+fn get_current_model_has_the_model_object_identyfires_gui_reads() {
+    let server = TestServer::start("threads", 1, &[]);
+    let reply = server.request(json!({"method": "get_current_model", "params": {}}));
+    assert_eq!(reply["success"], true, "{reply}");
+    // client_gui.py shows response["model"]["name"] as the model status.
+    assert_eq!(reply["model"]["name"], "fire-cnn", "{reply}");
+    assert_eq!(reply["model"]["loaded"], true, "{reply}");
+    assert!(reply["model"]["info"].as_str().unwrap().contains("150x150x3"), "{reply}");
+    // Today's flat fields stay beside it.
+    assert_eq!(reply["model_name"], "fire-cnn", "{reply}");
+    assert_eq!(reply["input_shape"], json!([150, 150, 3]), "{reply}");
+}
+
+#[test]
 fn load_model_stays_inside_the_models_directory() {
     let root = tempfile::tempdir().unwrap();
     let models = root.path().join("models");

@@ -5,7 +5,10 @@
 use crate::protocol::{ErrorCode, ReplyError, Request};
 use crate::server::session::Session;
 
-/// `model`: the current model's info, threshold and name.
+/// `model`: the current model's info, threshold and name — and, for
+/// IdentyFire's GUI client (`client_gui.py` reads `response["model"]["name"]`
+/// to refresh its model status), the `model` object IdentyFire replied with:
+/// `{"name", "info", "loaded": true}`.
 pub(crate) fn describe(session: &mut Session<'_>, request: &Request<'_>) {
     let farm = session.farm;
     let Some(info) = farm.models.current() else {
@@ -15,6 +18,16 @@ pub(crate) fn describe(session: &mut Session<'_>, request: &Request<'_>) {
     let mut body = serde_json::to_value(&info).expect("model info serializes");
     body["threshold"] = farm.config.threshold.into();
     body["model_name"] = info.name.clone().into();
+    let summary = format!(
+        "{}: {}x{}x{} input, {} layers, {} parameters",
+        info.name,
+        info.input_shape[0],
+        info.input_shape[1],
+        info.input_shape[2],
+        info.layers.len(),
+        info.parameters
+    );
+    body["model"] = serde_json::json!({"name": info.name, "info": summary, "loaded": true});
     session.reply_ok(request, body);
 }
 
