@@ -20,6 +20,9 @@ model's metadata and models/training.json) is measured on scenes it never saw,
 drawn by the same generator.
 
 Writes, under models/:
+  fire-cnn.onnx            the served model: the same weights as an ONNX graph
+                           (with scripts/onnx_models.py, which also writes the
+                           test models and onnxruntime's reference answers)
   fire-cnn.safetensors     the weights, with the architecture in the metadata
   reference/fire-cnn-pairs.safetensors
                            input -> output pairs the Rust tests check to 1e-4
@@ -424,6 +427,12 @@ def main():
     with open(os.path.join(out, "training.json"), "w") as f:
         json.dump({**summary, "args": vars(args) | {"out": "models"}}, f, indent=2)
         f.write("\n")
+
+    # The served model: the same weights as an ONNX graph, with the test
+    # models and onnxruntime's reference answers rebuilt beside it.
+    if out == os.path.abspath(os.path.join(here, "..", "models")):
+        import onnx_models
+        onnx_models.write_all()
 
 
 if __name__ == "__main__":

@@ -127,8 +127,9 @@ fn the_model_command_describes_the_network() {
     assert_eq!(model["name"], "fire-cnn", "{reply}");
     assert_eq!(model["input_shape"], json!([150, 150, 3]));
     assert!(model["parameters"].as_u64().unwrap() > 100_000);
-    assert!(model["flops_per_image"].as_u64().unwrap() > 20_000_000);
-    assert!(model["layers"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().starts_with("conv2d")));
+    // The shipped model is ONNX: its nodes, one line each.
+    assert!(model["path"].as_str().unwrap().ends_with("fire-cnn.onnx"), "{reply}");
+    assert!(model["layers"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().starts_with("Conv")));
     assert_eq!(model["sha256"].as_str().unwrap().len(), 64);
     assert!((model["threshold"].as_f64().unwrap() - 0.7).abs() < 1e-6);
 }
@@ -175,4 +176,66 @@ fn load_model_stays_inside_the_models_directory() {
     let (name, fire, image) = samples().into_iter().next().unwrap();
     let reply = client.request(json!({"id": 5, "cmd": "predict", "image_b64": image, "filename": name}));
     assert_eq!(reply["result"]["fire_detected"], fire, "{reply}");
+}
+
+#[test]
+fn models_switch_under_load_between_onnx_and_safetensors_and_a_refused_one_keeps_the_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (from, to) in [
+        ("models/fire-cnn.onnx", "fire-cnn.onnx"),
+        ("models/fire-cnn.safetensors", "fire-cnn.safetensors"),
+        ("tests/models/nchw-two-class.onnx", "two-class.onnx"),
+        ("tests/models/refused-unsupported-op.onnx", "leaky.onnx"),
+    ] {
+        std::fs::copy(repo.join(from), dir.path().join(to)).unwrap();
+    }
+    let models_dir = dir.path().to_str().unwrap();
+    let model = dir.path().join("fire-cnn.onnx");
+    let server =
+        TestServer::start("processes", 2, &["--models-dir", models_dir, "--model", model.to_str().unwrap()]);
+    let listed = server.request(json!({"id": 1, "cmd": "models"}));
+    assert_eq!(
+        listed["result"]["models"],
+        json!(["fire-cnn.onnx", "fire-cnn.safetensors", "leaky.onnx", "two-class.onnx"]),
+        "{listed}"
+    );
+    let samples = samples();
+    std::thread::scope(|scope| {
+        // Load: predictions on one connection while the model changes on another.
+        let load = scope.spawn(|| {
+            let mut client = server.connect();
+            for round in 0..40u64 {
+                let (name, _, image) = &samples[round as usize % samples.len()];
+                let reply = client
+                    .request(json!({"id": round, "cmd": "predict", "image_b64": image, "filename": name}));
+                // One ok reply per request, whichever model answered it.
+                assert_eq!(reply["id"], round, "{reply}");
+                let score = reply["result"]["raw_score"].as_f64();
+                assert!(score.is_some_and(|s| (0.0..=1.0).contains(&s)), "round {round}: {reply}");
+            }
+        });
+        let mut admin = server.connect();
+        for (round, file) in
+            ["fire-cnn.safetensors", "two-class.onnx", "fire-cnn.onnx", "two-class.onnx"].iter().enumerate()
+        {
+            let reply = admin.request(json!({"id": round, "cmd": "load_model", "model_path": file}));
+            assert!(reply["result"]["path"].as_str().unwrap().ends_with(file), "{reply}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let refused = admin.request(json!({"id": 9, "cmd": "load_model", "model_path": "leaky.onnx"}));
+        assert_eq!(error_code(&refused), Some("MODEL_UNAVAILABLE"), "{refused}");
+        assert!(refused["error"]["message"].as_str().unwrap().contains("LeakyRelu"), "{refused}");
+        let current = admin.request(json!({"id": 10, "cmd": "model"}));
+        assert_eq!(
+            current["result"]["name"], "nchw-two-class",
+            "the refused file changed nothing: {current}"
+        );
+        assert_eq!(current["result"]["input_shape"], json!([32, 40, 3]), "{current}");
+        load.join().unwrap();
+    });
+    // The two-class model answers with its own scores (fire = class 1).
+    let (name, _, image) = &samples[0];
+    let reply = server.request(json!({"id": 11, "cmd": "predict", "image_b64": image, "filename": name}));
+    assert!(reply["result"]["raw_score"].as_f64().is_some_and(|s| (0.0..=1.0).contains(&s)), "{reply}");
 }

@@ -98,8 +98,8 @@ pub struct ServerArgs {
     #[arg(long, env = "THREADCENTER_AUTH_TOKEN", hide_env_values = true)]
     pub(crate) auth_token: Option<String>,
 
-    /// The fire-detection model to serve (safetensors). Default: the shipped
-    /// model, models/fire-cnn.safetensors, when it is there.
+    /// The image classifier to serve (.onnx, or ThreadCenter's .safetensors).
+    /// Default: the shipped model, models/fire-cnn.onnx, when it is there.
     #[arg(long, env = "THREADCENTER_MODEL")]
     pub(crate) model: Option<PathBuf>,
 

@@ -52,7 +52,8 @@ impl ModelCatalog {
         &self.dir
     }
 
-    /// The model files (`*.safetensors`) directly inside the directory, sorted.
+    /// The model files (`*.onnx`, `*.safetensors`) directly inside the
+    /// directory, sorted.
     pub(super) fn list(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(&self.dir)
             .map(|entries| {
@@ -60,7 +61,7 @@ impl ModelCatalog {
                     .filter_map(|e| e.ok())
                     .filter(|e| e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()))
                     .filter_map(|e| e.file_name().into_string().ok())
-                    .filter(|name| name.ends_with(".safetensors"))
+                    .filter(|name| name.ends_with(".onnx") || name.ends_with(".safetensors"))
                     .collect()
             })
             .unwrap_or_default();

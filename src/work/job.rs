@@ -171,7 +171,10 @@ fn predict(job: &PredictJob, models: &ModelSlot) -> JobResult {
     let mut good = Vec::with_capacity(decoded.len());
     let statuses: Vec<Result<(), String>> =
         decoded.into_iter().map(|d| d.map(|image| good.push(image))).collect();
-    let mut scores = model.predict_batch(&good).into_iter();
+    let mut scores = model
+        .predict_batch(&good)
+        .map_err(|e| ReplyError::new(ErrorCode::Internal, format!("the model could not run: {e}")))?
+        .into_iter();
     let outcomes: Vec<ImageOutcome> = job
         .images
         .items

@@ -13,6 +13,7 @@
 
 mod image_input;
 mod layers;
+mod onnx;
 mod slot;
 
 use std::collections::HashMap;
@@ -31,7 +32,7 @@ pub(crate) use layers::Layer;
 pub(crate) use slot::ModelSlot;
 
 /// File name of the model that ships with ThreadCenter, inside `models/`.
-pub(crate) const DEFAULT_MODEL_FILE: &str = "fire-cnn.safetensors";
+pub(crate) const DEFAULT_MODEL_FILE: &str = "fire-cnn.onnx";
 
 /// Where the shipped model lives: `models/` in the source tree.
 pub(crate) fn default_models_dir() -> PathBuf {
@@ -83,8 +84,10 @@ pub(crate) struct ModelInfo {
     pub(crate) layers: Vec<String>,
     /// Number of weights and biases.
     pub(crate) parameters: usize,
-    /// Floating-point operations for one image (a multiply-add counts 2).
-    pub(crate) flops_per_image: u64,
+    /// Floating-point operations for one image (a multiply-add counts 2);
+    /// counted for ThreadCenter's own format, absent for ONNX models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) flops_per_image: Option<u64>,
     /// The rest of the file's metadata (training set, accuracy, ...).
     pub(crate) metadata: HashMap<String, String>,
 }
@@ -103,9 +106,17 @@ pub(crate) struct ModelRef {
 /// A loaded network, ready to predict.
 #[derive(Debug)]
 pub(crate) struct Model {
-    layers: Vec<Layer>,
+    network: Network,
     input_scale: f32,
     info: ModelInfo,
+}
+
+/// The two model formats: an ONNX graph run by tract, or ThreadCenter's own
+/// layer list in safetensors run by the ndarray code in `layers.rs`.
+#[derive(Debug)]
+enum Network {
+    Onnx(onnx::OnnxNet),
+    Layers(Vec<Layer>),
 }
 
 /// The `input` metadata entry.
@@ -137,10 +148,42 @@ impl Model {
     /// not fit its architecture.
     pub(crate) fn load(path: &Path) -> Result<Model, ModelError> {
         let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
-        Model::from_bytes(&bytes, path)
+        let is_onnx = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+        if is_onnx {
+            Model::from_onnx(&bytes, path)
+        } else {
+            Model::from_bytes(&bytes, path)
+        }
     }
 
-    /// Builds a model from a file's contents (`path` is only recorded).
+    /// Builds a model from an ONNX file's contents (see [`onnx`]).
+    fn from_onnx(bytes: &[u8], path: &Path) -> Result<Model, ModelError> {
+        let net = onnx::OnnxNet::load(bytes, path)?;
+        let facts = &net.facts;
+        let [height, width, _] = facts.input_shape;
+        if height > 4096 || width > 4096 {
+            return Err(ModelError::Invalid {
+                path: path.into(),
+                reason: format!("unreasonable input size {height}x{width}"),
+            });
+        }
+        let name = facts.name.clone().unwrap_or_else(|| file_stem(path));
+        let info = ModelInfo {
+            name,
+            path: path.into(),
+            sha256: sha256_hex(bytes),
+            bytes: bytes.len() as u64,
+            input_shape: facts.input_shape,
+            layers: facts.layers.clone(),
+            parameters: facts.parameters,
+            flops_per_image: None,
+            metadata: facts.metadata.clone(),
+        };
+        Ok(Model { input_scale: facts.scale, info, network: Network::Onnx(net) })
+    }
+
+    /// Builds a model from a safetensors file's contents (`path` is only
+    /// recorded).
     ///
     /// # Errors
     /// As [`Model::load`].
@@ -247,9 +290,7 @@ impl Model {
             return Err(invalid("the network must end with a sigmoid, so scores lie in [0, 1]".into()));
         }
 
-        let name = metadata.get("name").cloned().unwrap_or_else(|| {
-            path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
-        });
+        let name = metadata.get("name").cloned().unwrap_or_else(|| file_stem(path));
         let mut rest = metadata.clone();
         for used in ["name", "input", "architecture"] {
             rest.remove(used);
@@ -262,10 +303,10 @@ impl Model {
             input_shape: [input.height, input.width, input.channels],
             layers: layers.iter().map(Layer::describe).collect(),
             parameters,
-            flops_per_image: flops,
+            flops_per_image: Some(flops),
             metadata: rest,
         };
-        Ok(Model { layers, input_scale: input.scale, info })
+        Ok(Model { network: Network::Layers(layers), input_scale: input.scale, info })
     }
 
     /// The model's description.
@@ -283,16 +324,29 @@ impl Model {
     /// dense part runs on the whole batch as one matrix product, so each
     /// weight is read once per batch instead of once per image.
     ///
+    /// # Errors
+    /// The engine failed on the batch (a sentence for the job's reply).
+    ///
     /// # Panics
     /// If an image does not have the model's input shape (callers resize
     /// with [`decode_image`] first).
-    pub(crate) fn predict_batch(&self, images: &[Array3<f32>]) -> Vec<f32> {
+    pub(crate) fn predict_batch(&self, images: &[Array3<f32>]) -> Result<Vec<f32>, String> {
         if images.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let [h, w, c] = self.info.input_shape;
-        let split = self.layers.iter().position(|l| matches!(l, Layer::Flatten)).unwrap_or(self.layers.len());
-        let (spatial, rows) = self.layers.split_at(split);
+        let layers = match &self.network {
+            Network::Onnx(net) => {
+                assert!(
+                    images.iter().all(|i| i.dim() == (h, w, c)),
+                    "images must be resized to the model's input"
+                );
+                return net.scores(images);
+            }
+            Network::Layers(layers) => layers,
+        };
+        let split = layers.iter().position(|l| matches!(l, Layer::Flatten)).unwrap_or(layers.len());
+        let (spatial, rows) = layers.split_at(split);
         let flattened: Vec<Array1<f32>> = images
             .par_iter()
             .map(|image| {
@@ -309,13 +363,13 @@ impl Model {
         for layer in rows {
             batch = apply_rows(layer, batch);
         }
-        batch.index_axis(Axis(1), 0).to_vec()
+        Ok(batch.index_axis(Axis(1), 0).to_vec())
     }
 
     /// Scores one image: the same code as a batch of one.
     #[cfg(test)]
     pub(crate) fn predict(&self, image: &Array3<f32>) -> f32 {
-        self.predict_batch(std::slice::from_ref(image))[0]
+        self.predict_batch(std::slice::from_ref(image)).expect("the engine runs")[0]
     }
 
     /// Scores a `[N, H, W, C]` tensor of raw 0..=255 pixels (the layout of
@@ -324,7 +378,7 @@ impl Model {
     pub(crate) fn predict_pixels(&self, pixels: &Array4<f32>) -> Vec<f32> {
         let images: Vec<Array3<f32>> =
             pixels.outer_iter().map(|img| img.mapv(|v| v * self.input_scale)).collect();
-        self.predict_batch(&images)
+        self.predict_batch(&images).expect("the engine runs")
     }
 }
 
@@ -391,6 +445,11 @@ fn read_vector(tensors: &SafeTensors<'_>, name: &str, len: usize) -> Result<Arra
 }
 
 /// SHA-256 of some bytes, as lowercase hex.
+/// A model's name when its file does not give one.
+fn file_stem(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+}
+
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -399,8 +458,12 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// The shipped weights in ThreadCenter's own format (the ndarray engine
+    /// these tests cover; the ONNX twin is tested in `onnx.rs`).
+    const OWN_FORMAT_FILE: &str = "fire-cnn.safetensors";
+
     fn shipped() -> Model {
-        Model::load(&default_models_dir().join(DEFAULT_MODEL_FILE)).expect("the shipped model loads")
+        Model::load(&default_models_dir().join(OWN_FORMAT_FILE)).expect("the shipped model loads")
     }
 
     #[test]
@@ -408,7 +471,8 @@ mod tests {
         let model = shipped();
         let info = model.info();
         assert_eq!(info.input_shape, [150, 150, 3]);
-        assert!(info.flops_per_image > 20_000_000, "tens of MFLOP: {}", info.flops_per_image);
+        let flops = info.flops_per_image.expect("counted for the own format");
+        assert!(flops > 20_000_000, "tens of MFLOP: {flops}");
         assert!(info.layers.iter().any(|l| l.starts_with("conv2d")));
         assert!(info.layers.iter().any(|l| l.starts_with("dense")));
         assert_eq!(info.sha256.len(), 64);
@@ -449,7 +513,7 @@ mod tests {
 
     #[test]
     fn a_model_whose_shapes_do_not_chain_is_refused() {
-        let bytes = std::fs::read(default_models_dir().join(DEFAULT_MODEL_FILE)).unwrap();
+        let bytes = std::fs::read(default_models_dir().join(OWN_FORMAT_FILE)).unwrap();
         let tensors = SafeTensors::deserialize(&bytes).unwrap();
         let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
         let mut metadata = header.metadata().clone().unwrap();

@@ -1,0 +1,471 @@
+//! ONNX image classifiers: any graph built from the documented operator set,
+//! with one image input (NCHW or NHWC, fixed height and width) and a
+//! one-value score or a two-class output.
+//!
+//! The file is parsed with tract's ONNX protobuf types, checked here against
+//! the operator set *before* anything runs (so an unsupported model is
+//! refused at load with the operator's or the tensor's name, and the server
+//! keeps the model it had), then handed to tract, a pure-Rust engine, which
+//! optimises the graph once and runs it for every batch.
+//!
+//! How images are prepared comes from the graph and its `metadata_props`:
+//!
+//! | key | meaning | default |
+//! |---|---|---|
+//! | `threadcenter.name` | the model's name in `model` and `models` | the file name |
+//! | `threadcenter.layout` | `NCHW` or `NHWC` | from the input shape: channels (1 or 3) second is NCHW, last is NHWC |
+//! | `threadcenter.scale` | what each 0–255 pixel is multiplied by | `1/255` |
+//! | `threadcenter.threshold` | score above which an image is "fire" (reported; `--threshold` decides) | none |
+//! | `threadcenter.labels` | comma-separated class names, e.g. `no fire,fire` | `no fire,fire` for two classes |
+//!
+//! The score is the output itself for a one-value output, and the
+//! probability of the class labelled `fire` (else the second class) for a
+//! two-class output; a two-class graph that does not end in `Softmax` gets
+//! one applied.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use ndarray::{Array3, Array4, Axis};
+use tract_onnx::pb;
+use tract_onnx::prelude::{
+    tvec, Framework, InferenceModelExt, IntoRunnable, TValue, Tensor, TypedRunnableModel,
+};
+
+use super::ModelError;
+
+/// The operators a model may use (the ONNX default domain).
+pub(crate) const SUPPORTED_OPERATORS: &[&str] = &[
+    "Conv",
+    "Relu",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "BatchNormalization",
+    "Flatten",
+    "Reshape",
+    "Transpose",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Sigmoid",
+    "Softmax",
+];
+
+/// Where the channels are in the model's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    Nchw,
+    Nhwc,
+}
+
+/// What the loader learnt from the graph and its metadata.
+#[derive(Debug, Clone)]
+pub(crate) struct OnnxFacts {
+    /// `[height, width, channels]` of one image.
+    pub(crate) input_shape: [usize; 3],
+    pub(crate) layout: Layout,
+    pub(crate) scale: f32,
+    /// The batch size the graph fixes, if it fixes one.
+    pub(crate) fixed_batch: Option<usize>,
+    /// 1 (a score) or 2 (two classes).
+    pub(crate) outputs: usize,
+    /// For two classes: which one is "fire".
+    pub(crate) fire_class: usize,
+    /// Whether the graph's last node is a Softmax already.
+    pub(crate) ends_in_softmax: bool,
+    pub(crate) name: Option<String>,
+    /// One line per node, for `model`.
+    pub(crate) layers: Vec<String>,
+    pub(crate) parameters: usize,
+    /// Every metadata entry, as written.
+    pub(crate) metadata: HashMap<String, String>,
+}
+
+/// A loaded ONNX network.
+pub(crate) struct OnnxNet {
+    plan: Arc<TypedRunnableModel>,
+    pub(crate) facts: OnnxFacts,
+}
+
+impl std::fmt::Debug for OnnxNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnnxNet").field("facts", &self.facts).finish_non_exhaustive()
+    }
+}
+
+fn invalid(path: &Path, reason: impl Into<String>) -> ModelError {
+    ModelError::Invalid { path: path.into(), reason: reason.into() }
+}
+
+/// A dimension's fixed size, or `None` for a named (symbolic) one.
+fn dim_size(dim: &pb::tensor_shape_proto::Dimension) -> Option<usize> {
+    match &dim.value {
+        Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if *v > 0 => Some(*v as usize),
+        _ => None,
+    }
+}
+
+fn dims(info: &pb::ValueInfoProto) -> Option<Vec<Option<usize>>> {
+    let Some(pb::type_proto::Value::TensorType(tensor)) = info.r#type.as_ref()?.value.as_ref() else {
+        return None;
+    };
+    Some(tensor.shape.as_ref()?.dim.iter().map(dim_size).collect())
+}
+
+/// The node's integer-list attribute, if present.
+fn ints_attribute<'a>(node: &'a pb::NodeProto, name: &str) -> Option<&'a [i64]> {
+    node.attribute.iter().find(|a| a.name == name).map(|a| a.ints.as_slice())
+}
+
+/// Checks a parsed model against what ThreadCenter serves, and reads its
+/// facts; refuses with a sentence naming the operator or the tensor.
+pub(crate) fn check(proto: &pb::ModelProto, path: &Path) -> Result<OnnxFacts, ModelError> {
+    let graph = proto.graph.as_ref().ok_or_else(|| invalid(path, "the ONNX file has no graph"))?;
+    for node in &graph.node {
+        let known = node.domain.is_empty() || node.domain == "ai.onnx";
+        if !known || !SUPPORTED_OPERATORS.contains(&node.op_type.as_str()) {
+            return Err(invalid(
+                path,
+                format!(
+                    "operator {}{} (node \"{}\") is not supported; supported: {}",
+                    if known { String::new() } else { format!("{}.", node.domain) },
+                    node.op_type,
+                    node.name,
+                    SUPPORTED_OPERATORS.join(", ")
+                ),
+            ));
+        }
+        if node.op_type == "Conv" {
+            let group = node.attribute.iter().find(|a| a.name == "group").map_or(1, |a| a.i);
+            if group != 1 {
+                return Err(invalid(
+                    path,
+                    format!("Conv node \"{}\" has group {group}; only 1 is supported", node.name),
+                ));
+            }
+            if ints_attribute(node, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
+                return Err(invalid(
+                    path,
+                    format!("Conv node \"{}\" is dilated; only dilation 1 is supported", node.name),
+                ));
+            }
+        }
+    }
+    let weights: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs: Vec<&pb::ValueInfoProto> =
+        graph.input.iter().filter(|i| !weights.contains(i.name.as_str())).collect();
+    let [input] = inputs.as_slice() else {
+        let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+        return Err(invalid(
+            path,
+            format!(
+                "the graph has {} inputs ({}); an image classifier has exactly one",
+                names.len(),
+                names.join(", ")
+            ),
+        ));
+    };
+    let metadata: HashMap<String, String> =
+        proto.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
+    let shape = dims(input).unwrap_or_default();
+    let [batch, a, b, c] = shape.as_slice() else {
+        return Err(invalid(
+            path,
+            format!(
+                "input \"{}\" has {} dimensions; an image input has 4 (NCHW or NHWC)",
+                input.name,
+                shape.len()
+            ),
+        ));
+    };
+    let layout = match metadata.get("threadcenter.layout").map(|l| l.to_ascii_uppercase()) {
+        Some(l) if l == "NCHW" => Layout::Nchw,
+        Some(l) if l == "NHWC" => Layout::Nhwc,
+        Some(other) => {
+            return Err(invalid(path, format!("threadcenter.layout is \"{other}\"; use NCHW or NHWC")))
+        }
+        None if matches!(a, Some(1 | 3)) => Layout::Nchw,
+        None if matches!(c, Some(1 | 3)) => Layout::Nhwc,
+        None => {
+            return Err(invalid(
+                path,
+                format!("input \"{}\" has no channel dimension of 1 or 3 second or last", input.name),
+            ))
+        }
+    };
+    let (height, width, channels) = match layout {
+        Layout::Nchw => (b, c, a),
+        Layout::Nhwc => (a, b, c),
+    };
+    let (Some(height), Some(width), Some(channels)) = (*height, *width, *channels) else {
+        return Err(invalid(
+            path,
+            format!("input \"{}\" must have a fixed height, width and channels", input.name),
+        ));
+    };
+    if channels != 1 && channels != 3 {
+        return Err(invalid(
+            path,
+            format!("input \"{}\" has {channels} channels; 1 or 3 are served", input.name),
+        ));
+    }
+    let [output] = graph.output.as_slice() else {
+        return Err(invalid(path, format!("the graph has {} outputs; one is served", graph.output.len())));
+    };
+    let outputs = match dims(output).as_deref() {
+        Some([_, Some(n)]) if *n == 1 || *n == 2 => *n,
+        Some([_, Some(n)]) => {
+            return Err(invalid(
+                path,
+                format!(
+                    "output \"{}\" has {n} values per image; a score (1) or two classes (2) are served",
+                    output.name
+                ),
+            ))
+        }
+        _ => {
+            return Err(invalid(
+                path,
+                format!("output \"{}\" must have the shape [batch, 1] or [batch, 2]", output.name),
+            ))
+        }
+    };
+    let scale = match metadata.get("threadcenter.scale") {
+        Some(text) => text
+            .parse::<f32>()
+            .ok()
+            .filter(|s| s.is_finite())
+            .ok_or_else(|| invalid(path, format!("threadcenter.scale \"{text}\" is not a number")))?,
+        None => 1.0 / 255.0,
+    };
+    let labels: Vec<String> = metadata
+        .get("threadcenter.labels")
+        .map(|l| l.split(',').map(|s| s.trim().to_ascii_lowercase()).collect())
+        .unwrap_or_default();
+    let fire_class = labels.iter().position(|l| l == "fire").unwrap_or(1).min(outputs - 1);
+    let layers = graph
+        .node
+        .iter()
+        .map(|n| if n.name.is_empty() { n.op_type.clone() } else { format!("{} {}", n.op_type, n.name) })
+        .collect();
+    let parameters = graph.initializer.iter().map(|t| t.dims.iter().product::<i64>().max(0) as usize).sum();
+    Ok(OnnxFacts {
+        input_shape: [height, width, channels],
+        layout,
+        scale,
+        fixed_batch: *batch,
+        outputs,
+        fire_class,
+        ends_in_softmax: graph.node.last().is_some_and(|n| n.op_type == "Softmax"),
+        name: metadata.get("threadcenter.name").cloned(),
+        layers,
+        parameters,
+        metadata,
+    })
+}
+
+impl OnnxNet {
+    /// Parses, checks and prepares a model.
+    pub(crate) fn load(bytes: &[u8], path: &Path) -> Result<OnnxNet, ModelError> {
+        let onnx = tract_onnx::onnx();
+        let proto = onnx
+            .proto_model_for_read(&mut &bytes[..])
+            .map_err(|e| invalid(path, format!("not an ONNX model: {e}")))?;
+        let facts = check(&proto, path)?;
+        let plan = onnx
+            .model_for_proto_model(&proto)
+            .and_then(|model| model.into_optimized())
+            .and_then(|model| model.into_runnable())
+            .map_err(|e| invalid(path, format!("the graph cannot be prepared: {e:#}")))?;
+        Ok(OnnxNet { plan, facts })
+    }
+
+    /// Scores `[H, W, C]` images (resized and scaled): the whole batch in
+    /// one run when the graph's batch size is free, else one at a time.
+    pub(crate) fn scores(&self, images: &[Array3<f32>]) -> Result<Vec<f32>, String> {
+        let chunk = self.facts.fixed_batch.unwrap_or(images.len().max(1));
+        let mut scores = Vec::with_capacity(images.len());
+        for group in images.chunks(chunk) {
+            let views: Vec<_> = group.iter().map(|i| i.view()).collect();
+            let mut batch: Array4<f32> = ndarray::stack(Axis(0), &views).map_err(|e| e.to_string())?;
+            if self.facts.layout == Layout::Nchw {
+                batch = batch.permuted_axes([0, 3, 1, 2]).as_standard_layout().into_owned();
+            }
+            let input: TValue = Tensor::from(batch).into();
+            let outputs = self.plan.run(tvec!(input)).map_err(|e| format!("{e:#}"))?;
+            let output = outputs[0].to_plain_array_view::<f32>().map_err(|e| e.to_string())?;
+            let rows =
+                output.into_shape_with_order((group.len(), self.facts.outputs)).map_err(|e| e.to_string())?;
+            for row in rows.outer_iter() {
+                scores.push(self.score(&row.to_vec()));
+            }
+        }
+        Ok(scores)
+    }
+
+    /// One image's score from its output row.
+    fn score(&self, row: &[f32]) -> f32 {
+        if self.facts.outputs == 1 {
+            return row[0];
+        }
+        if self.facts.ends_in_softmax {
+            return row[self.facts.fire_class];
+        }
+        // Logits: a softmax over the two, stable for large values.
+        let top = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f32 = row.iter().map(|v| (v - top).exp()).sum();
+        (row[self.facts.fire_class] - top).exp() / sum
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::work::model::Model;
+
+    fn repo(path: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+    }
+
+    /// The input `scripts/onnx_models.py` also generates: a 32-bit
+    /// multiplicative hash of each element's index, mapped to [0, 1).
+    fn probe(count: usize) -> Vec<f32> {
+        (0..count as u64)
+            .map(|i| (((i * 2_654_435_761) % (1 << 32)) >> 8) as f32 / (1u64 << 24) as f32)
+            .collect()
+    }
+
+    /// The probe, in the graph's layout, as the `[H, W, C]` images the
+    /// engine takes.
+    fn probe_images(shape: &[usize], layout: Layout) -> Vec<Array3<f32>> {
+        let batch =
+            Array4::from_shape_vec((shape[0], shape[1], shape[2], shape[3]), probe(shape.iter().product()))
+                .unwrap();
+        let nhwc = match layout {
+            Layout::Nchw => batch.permuted_axes([0, 2, 3, 1]),
+            Layout::Nhwc => batch,
+        };
+        nhwc.outer_iter().map(|image| image.to_owned()).collect()
+    }
+
+    fn reference() -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(repo("tests/models/reference.json")).unwrap()).unwrap()
+    }
+
+    fn close(got: &[f32], want: &[f64], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: {got:?} vs {want:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!((f64::from(*g) - w).abs() < 1e-4, "{what}: {got:?} vs onnxruntime {want:?}");
+        }
+    }
+
+    /// The score the engine gives for each image, the way onnxruntime's
+    /// raw output row would give it.
+    fn expected_scores(outputs: &[f64], facts: &OnnxFacts) -> Vec<f64> {
+        outputs
+            .chunks(facts.outputs)
+            .map(|row| row[if facts.outputs == 1 { 0 } else { facts.fire_class }])
+            .collect()
+    }
+
+    #[test]
+    fn every_test_model_answers_as_onnxruntime_did() {
+        let table = reference();
+        let models = table["models"].as_object().unwrap();
+        assert!(models.len() >= 3, "{models:?}");
+        for (file, entry) in models {
+            let model = Model::load(&repo(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let super::super::Network::Onnx(net) = &model.network else { panic!("{file} is not ONNX") };
+            assert_eq!(
+                model.info().sha256,
+                entry["sha256"].as_str().unwrap(),
+                "{file} changed: rerun onnx_models.py"
+            );
+            let shape: Vec<usize> = serde_json::from_value(entry["probe_shape"].clone()).unwrap();
+            let want: Vec<f64> = serde_json::from_value(entry["probe_outputs"].clone()).unwrap();
+            let got = model.predict_batch(&probe_images(&shape, net.facts.layout)).unwrap();
+            close(&got, &expected_scores(&want, &net.facts), file);
+        }
+    }
+
+    #[test]
+    fn the_shipped_onnx_model_matches_onnxruntime_and_the_ndarray_engine_on_the_reference_images() {
+        let onnx = Model::load(&repo("models/fire-cnn.onnx")).unwrap();
+        let own = Model::load(&repo("models/fire-cnn.safetensors")).unwrap();
+        assert_eq!(onnx.info().input_shape, [150, 150, 3]);
+        assert_eq!(onnx.info().name, "fire-cnn");
+        assert!((onnx.input_scale() - 1.0 / 255.0).abs() < 1e-9);
+        let pairs = std::fs::read(repo("models/reference/fire-cnn-pairs.safetensors")).unwrap();
+        let pairs = safetensors::SafeTensors::deserialize(&pairs).unwrap();
+        let pixels = pairs.tensor("inputs").unwrap();
+        let shape = pixels.shape().to_vec();
+        let images: Vec<Array3<f32>> = Array4::from_shape_vec(
+            (shape[0], shape[1], shape[2], shape[3]),
+            pixels.data().iter().map(|&p| f32::from(p) * onnx.input_scale()).collect(),
+        )
+        .unwrap()
+        .outer_iter()
+        .map(|i| i.to_owned())
+        .collect();
+        let table = reference();
+        let want: Vec<f64> = serde_json::from_value(
+            table["models"]["models/fire-cnn.onnx"]["reference_images_outputs"].clone(),
+        )
+        .unwrap();
+        let got = onnx.predict_batch(&images).unwrap();
+        close(&got, &want, "fire-cnn.onnx");
+        let ours = own.predict_batch(&images).unwrap();
+        close(&ours, &want, "fire-cnn.safetensors (ndarray engine)");
+    }
+
+    fn refusal(file: &str) -> String {
+        Model::load(&repo(&format!("tests/models/{file}"))).expect_err(file).to_string()
+    }
+
+    #[test]
+    fn models_outside_what_is_served_are_refused_naming_the_operator_or_tensor() {
+        let unsupported = refusal("refused-unsupported-op.onnx");
+        assert!(
+            unsupported.contains("operator LeakyRelu") && unsupported.contains("supported: Conv"),
+            "{unsupported}"
+        );
+        let two = refusal("refused-two-inputs.onnx");
+        assert!(two.contains("2 inputs (image, mask)"), "{two}");
+        let flat = refusal("refused-not-an-image.onnx");
+        assert!(flat.contains("input \"features\" has 2 dimensions"), "{flat}");
+        let five = refusal("refused-five-outputs.onnx");
+        assert!(five.contains("has 5 values per image"), "{five}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_onnx_is_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broken.onnx");
+        std::fs::write(&path, b"definitely not protobuf \xff\xff\xff").unwrap();
+        let error = Model::load(&path).expect_err("garbage").to_string();
+        assert!(error.contains("broken.onnx"), "{error}");
+    }
+
+    #[test]
+    fn layout_scale_labels_and_name_come_from_the_graph_and_metadata() {
+        let two = Model::load(&repo("tests/models/nchw-two-class.onnx")).unwrap();
+        let super::super::Network::Onnx(net) = &two.network else { panic!() };
+        assert_eq!(net.facts.layout, Layout::Nchw);
+        assert_eq!(two.info().input_shape, [32, 40, 3]);
+        assert_eq!(net.facts.outputs, 2);
+        assert_eq!(net.facts.fire_class, 1);
+        assert_eq!(two.info().name, "nchw-two-class");
+        assert_eq!(two.info().metadata["threadcenter.threshold"], "0.6");
+        let one = Model::load(&repo("tests/models/nhwc-sigmoid.onnx")).unwrap();
+        let super::super::Network::Onnx(net) = &one.network else { panic!() };
+        assert_eq!(net.facts.layout, Layout::Nhwc);
+        assert_eq!(net.facts.fixed_batch, Some(1));
+        assert_eq!(one.info().name, "nhwc-sigmoid", "no name in the metadata: the file name");
+        // A fixed batch of one still scores several images (one run each).
+        let images = probe_images(&[3, 22, 22, 3], Layout::Nhwc);
+        assert_eq!(one.predict_batch(&images).unwrap().len(), 3);
+    }
+}
