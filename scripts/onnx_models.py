@@ -215,6 +215,39 @@ def reference(path, model, inputs):
     return [session.run(None, {name: x})[0].astype(np.float64).ravel().tolist() for x in inputs]
 
 
+# The models onnxruntime's answers are recorded for (paths from the repository root).
+GOOD_MODELS = ["models/fire-cnn.onnx", "tests/models/nchw-two-class.onnx", "tests/models/nhwc-sigmoid.onnx"]
+
+
+def reference_table():
+    """onnxruntime's outputs for each good model on its probe input (and,
+    for the fire detector, on the training script's six reference images)."""
+    import onnxruntime
+    from safetensors import safe_open
+
+    table = {"onnxruntime": onnxruntime.__version__, "probe": "x[i] = ((i * 2654435761) mod 2^32 >> 8) / 2^24",
+             "models": {}}
+    for relative in GOOD_MODELS:
+        path = os.path.join(ROOT, relative)
+        model = onnx.load(path)
+        batch = 2 if input_shape(model, 0)[0] == 0 else 1
+        inputs = [probe(input_shape(model, batch))]
+        entry = {"sha256": hashlib.sha256(open(path, "rb").read()).hexdigest(),
+                 "probe_shape": input_shape(model, batch)}
+        if relative == "models/fire-cnn.onnx":
+            # The training script's six reference images (uint8 HWC pixels),
+            # scaled as the server scales them.
+            with safe_open(os.path.join(ROOT, "models", "reference", "fire-cnn-pairs.safetensors"), "np") as f:
+                images = f.get_tensor("inputs").astype(np.float32) * np.float32(1 / 255)
+            inputs.append(images)
+        outputs = reference(path, model, inputs)
+        entry["probe_outputs"] = outputs[0]
+        if len(outputs) > 1:
+            entry["reference_images_outputs"] = outputs[1]
+        table["models"][relative] = entry
+    return table
+
+
 def write_all():
     """models/fire-cnn.onnx from the trained weights, the test models, and
     onnxruntime's reference answers (train_model.py calls this too)."""
@@ -238,25 +271,9 @@ def write_all():
                os.path.join(tests_dir, "nhwc-sigmoid.onnx"): nhwc_sigmoid()}
     for name, model in refused_models().items():
         onnx.save(model, os.path.join(tests_dir, f"refused-{name}.onnx"))
-    table = {"onnxruntime": onnxruntime.__version__, "probe": "x[i] = ((i * 2654435761) mod 2^32 >> 8) / 2^24",
-             "models": {}}
     for path, model in written.items():
         onnx.save(model, path)
-        batch = 2 if input_shape(model, 0)[0] == 0 else 1
-        inputs = [probe(input_shape(model, batch))]
-        entry = {"sha256": hashlib.sha256(open(path, "rb").read()).hexdigest(),
-                 "probe_shape": input_shape(model, batch)}
-        if "fire-cnn" in path:
-            # The training script's six reference images (uint8 HWC pixels),
-            # scaled as the server scales them.
-            with safe_open(os.path.join(models_dir, "reference", "fire-cnn-pairs.safetensors"), "np") as f:
-                images = f.get_tensor("inputs").astype(np.float32) * np.float32(1 / 255)
-            inputs.append(images)
-        outputs = reference(path, model, inputs)
-        entry["probe_outputs"] = outputs[0]
-        if len(outputs) > 1:
-            entry["reference_images_outputs"] = outputs[1]
-        table["models"][os.path.relpath(path, ROOT)] = entry
+    table = reference_table()
     with open(os.path.join(tests_dir, "reference.json"), "w") as f:
         json.dump(table, f, indent=1)
         f.write("\n")
@@ -266,7 +283,12 @@ def write_all():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench-model", metavar="DIR", help="only write the benchmark's model into DIR")
+    parser.add_argument("--live", action="store_true",
+                        help="print onnxruntime's answers for the committed models as JSON (for the tests)")
     args = parser.parse_args()
+    if args.live:
+        print(json.dumps(reference_table()))
+        return
     if args.bench_model:
         os.makedirs(args.bench_model, exist_ok=True)
         onnx.save(bench_model(), os.path.join(args.bench_model, "bench-224.onnx"))
