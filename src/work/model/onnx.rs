@@ -283,27 +283,36 @@ impl OnnxNet {
         Ok(OnnxNet { plan, facts })
     }
 
-    /// Scores `[H, W, C]` images (resized and scaled): the whole batch in
-    /// one run when the graph's batch size is free, else one at a time.
+    /// Scores `[H, W, C]` images (resized and scaled). A batch is split
+    /// into one part per thread of rayon's pool (one run each, in parallel;
+    /// tract runs each part on one core), or into single images when the
+    /// graph fixes its batch size at one.
     pub(crate) fn scores(&self, images: &[Array3<f32>]) -> Result<Vec<f32>, String> {
-        let chunk = self.facts.fixed_batch.unwrap_or(images.len().max(1));
-        let mut scores = Vec::with_capacity(images.len());
-        for group in images.chunks(chunk) {
-            let views: Vec<_> = group.iter().map(|i| i.view()).collect();
-            let mut batch: Array4<f32> = ndarray::stack(Axis(0), &views).map_err(|e| e.to_string())?;
-            if self.facts.layout == Layout::Nchw {
-                batch = batch.permuted_axes([0, 3, 1, 2]).as_standard_layout().into_owned();
-            }
-            let input: TValue = Tensor::from(batch).into();
-            let outputs = self.plan.run(tvec!(input)).map_err(|e| format!("{e:#}"))?;
-            let output = outputs[0].to_plain_array_view::<f32>().map_err(|e| e.to_string())?;
-            let rows =
-                output.into_shape_with_order((group.len(), self.facts.outputs)).map_err(|e| e.to_string())?;
-            for row in rows.outer_iter() {
-                scores.push(self.score(&row.to_vec()));
-            }
+        use rayon::prelude::*;
+        let part = match self.facts.fixed_batch {
+            Some(fixed) => fixed,
+            None => images.len().div_ceil(rayon::current_num_threads()).max(1),
+        };
+        let parts: Vec<Result<Vec<f32>, String>> = images.par_chunks(part).map(|p| self.run(p)).collect();
+        parts.into_iter().try_fold(Vec::with_capacity(images.len()), |mut scores, part| {
+            scores.extend(part?);
+            Ok(scores)
+        })
+    }
+
+    /// One run of the graph on a group of images.
+    fn run(&self, group: &[Array3<f32>]) -> Result<Vec<f32>, String> {
+        let views: Vec<_> = group.iter().map(|i| i.view()).collect();
+        let mut batch: Array4<f32> = ndarray::stack(Axis(0), &views).map_err(|e| e.to_string())?;
+        if self.facts.layout == Layout::Nchw {
+            batch = batch.permuted_axes([0, 3, 1, 2]).as_standard_layout().into_owned();
         }
-        Ok(scores)
+        let input: TValue = Tensor::from(batch).into();
+        let outputs = self.plan.run(tvec!(input)).map_err(|e| format!("{e:#}"))?;
+        let output = outputs[0].to_plain_array_view::<f32>().map_err(|e| e.to_string())?;
+        let rows =
+            output.into_shape_with_order((group.len(), self.facts.outputs)).map_err(|e| e.to_string())?;
+        Ok(rows.outer_iter().map(|row| self.score(&row.to_vec())).collect())
     }
 
     /// One image's score from its output row.
