@@ -196,6 +196,16 @@ pub(crate) fn check(proto: &pb::ModelProto, path: &Path) -> Result<OnnxFacts, Mo
             ))
         }
     };
+    if batch.is_some_and(|b| b != 1) {
+        // A last, smaller group of images could not run on such a graph.
+        return Err(invalid(
+            path,
+            format!(
+                "input \"{}\" fixes the batch size above 1; make it 1 or a named (free) dimension",
+                input.name
+            ),
+        ));
+    }
     let (height, width, channels) = match layout {
         Layout::Nchw => (b, c, a),
         Layout::Nhwc => (a, b, c),
