@@ -360,6 +360,101 @@ def predict(results, args):
                 ours, reference, "images/s", ">= 0.5 x reference", verdict(ours >= 0.5 * reference),
                 f"{torch_note}; ours includes image decoding, the reference does not", ratio=ours / reference)
 
+ORT_FORWARD = r"""
+import json, sys, time
+import numpy as np, onnxruntime as ort
+path, batch, threads, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+options = ort.SessionOptions()
+options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+meta = session.get_inputs()[0]
+shape = [batch if not isinstance(d, int) else d for d in meta.shape]
+x = np.random.default_rng(0).random(shape, dtype=np.float32)
+session.run(None, {meta.name: x})
+count, started = 0, time.monotonic()
+while time.monotonic() - started < seconds:
+    session.run(None, {meta.name: x})
+    count += batch
+print(json.dumps({"images_per_s": count / (time.monotonic() - started), "version": ort.__version__}))
+"""
+
+
+def onnxruntime_library():
+    """The pip wheel's libonnxruntime.so, or None."""
+    out = subprocess.run([sys.executable, "-c", "import glob, os, onnxruntime; print(glob.glob(os.path.join("
+                          "os.path.dirname(onnxruntime.__file__), 'capi', 'libonnxruntime.so*'))[0])"],
+                         capture_output=True, text=True, check=False)
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def ort_images_per_s(model, batch, threads, seconds):
+    out = subprocess.run([sys.executable, "-c", ORT_FORWARD, str(model), str(batch), str(threads), str(seconds)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def our_forward(model, batch, threads, seconds, library):
+    args = [str(CLIENT), "model", "--model", str(model), "--batch", str(batch), "--threads", str(threads),
+            "-d", f"{seconds}s"]
+    env = dict(os.environ)
+    env.pop("THREADCENTER_ONNXRUNTIME", None)
+    if library:
+        args += ["--onnxruntime", library]
+    out = subprocess.run(args, capture_output=True, text=True, check=True, env=env)
+    return json.loads(out.stdout)["images_per_second"]
+
+
+def onnx(results, args):
+    """ONNX predictions against onnxruntime itself (pip, same .onnx file, same
+    machine, same run): the forward pass on one thread for the shipped model
+    and a bigger generated one, batch 16 and 1, with each of our engines; then
+    end to end (decoding included) with 2 workers against onnxruntime's
+    forward pass on 2 threads."""
+    log("7. ONNX: forward pass vs onnxruntime; end to end")
+    library = onnxruntime_library()
+    if library is None:
+        results.add("onnx_forward", "forward pass vs onnxruntime", None, None, "images/s", ">= 0.8 x onnxruntime",
+                    "not measured", "onnxruntime is not installed: python3 -m pip install -r "
+                    "scripts/requirements-train.txt")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "onnx_models.py"), "--bench-model", tmp], check=True)
+        models = [("fire-cnn", ROOT / "models" / "fire-cnn.onnx"), ("bench-224", Path(tmp) / "bench-224.onnx")]
+        for name, model in models:
+            for batch in (16, 1):
+                theirs, ours, tract = [], [], []
+                for _ in range(args.repeats):
+                    reference = ort_images_per_s(model, batch, 1, args.duration)
+                    theirs.append(reference["images_per_s"])
+                    ours.append(our_forward(model, batch, 1, args.duration, library))
+                    tract.append(our_forward(model, batch, 1, args.duration, None))
+                t, o, r = statistics.median(theirs), statistics.median(ours), statistics.median(tract)
+                results.add(f"onnx_forward_{name}_b{batch}",
+                            f"{name} forward pass, batch {batch}, 1 thread: tc (onnxruntime engine) vs onnxruntime "
+                            f"{reference['version']} from Python", o, t, "images/s", ">= 0.8", verdict(o >= 0.8 * t),
+                            f"tract engine (no --onnxruntime): {r:.1f} images/s = {r / t:.2f}x")
+        # End to end: decoding and the network, 2 workers, batches of 16 samples.
+        forward_2 = statistics.median(ort_images_per_s(models[0][1], 16, 2, args.duration)["images_per_s"]
+                                      for _ in range(args.repeats))
+        for mode in ("threads", "processes"):
+            rates = []
+            for _ in range(args.repeats):
+                env = dict(os.environ, THREADCENTER_ONNXRUNTIME=library)
+                with tempfile.NamedTemporaryFile(suffix=".json") as report:
+                    subprocess.run([str(CLIENT), "--embedded", "--mode", mode, "--workers", "2", "--cmd",
+                                    "predict_batch", "--batch", "16", "-c", "4", "-d", str(args.duration),
+                                    "--warmup", "1s", "--json", report.name], check=True, env=env,
+                                   stdout=subprocess.DEVNULL)
+                    rates.append(16 * json.load(open(report.name))["throughput_rps"])
+            e2e = statistics.median(rates)
+            # Per image: 1/e2e of wall time on 2 cores, of which 1/forward_2 is the network.
+            network_share = e2e / forward_2
+            results.add(f"onnx_end_to_end_{mode}",
+                        f"fire-cnn end to end, predict_batch 16, 2 {mode} workers (onnxruntime engine) vs "
+                        f"onnxruntime's forward pass alone on 2 threads", e2e, forward_2, "images/s", "report", "-",
+                        f"time per image: ~{network_share:.0%} network, ~{1 - network_share:.0%} decoding the "
+                        f"sample images (PNG/JPEG/GIF/BMP, resize to 150x150) and the farm around them")
+
 
 def parse_row(row):
     """A row read back from the CSV, with its numbers as numbers."""
@@ -422,12 +517,12 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (median reported)")
     parser.add_argument("--duration", type=int, default=5, help="seconds per run")
     parser.add_argument("--only", nargs="*", help="run only these sections "
-                        "(scaling, ping, dispatch, pipelining, memory, predict)")
+                        "(scaling, ping, dispatch, pipelining, memory, predict, onnx)")
     args = parser.parse_args()
     build()
     results = Results()
     sections = {"scaling": compute_scaling, "ping": small_requests, "dispatch": dispatch_overhead,
-                "pipelining": pipelining, "memory": memory, "predict": predict}
+                "pipelining": pipelining, "memory": memory, "predict": predict, "onnx": onnx}
     for name, section in sections.items():
         if not args.only or name in args.only:
             section(results, args)

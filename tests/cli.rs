@@ -127,3 +127,18 @@ fn durations_accept_plain_seconds_and_units() {
         assert_eq!(server.stats()["workers"]["alive"], 1, "--spawn-timeout {value}");
     }
 }
+
+#[test]
+fn model_times_a_forward_pass_and_names_its_engine() {
+    let out = tc_client(&["model", "--batch", "2", "-d", "200ms"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rate: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rate["model"], "fire-cnn", "{rate}");
+    assert_eq!(rate["engine"], "tract", "{rate}");
+    assert_eq!(rate["batch"], 2);
+    assert!(rate["images"].as_u64().unwrap() >= 2, "{rate}");
+    assert!(rate["images_per_second"].as_f64().unwrap() > 0.0, "{rate}");
+    let missing = tc_client(&["model", "--model", "/nonexistent/model.onnx", "-d", "100ms"]);
+    assert!(!missing.status.success());
+    assert!(text(&missing.stderr).contains("/nonexistent/model.onnx"), "{}", text(&missing.stderr));
+}

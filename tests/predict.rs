@@ -239,3 +239,49 @@ fn models_switch_under_load_between_onnx_and_safetensors_and_a_refused_one_keeps
     let reply = server.request(json!({"id": 11, "cmd": "predict", "image_b64": image, "filename": name}));
     assert!(reply["result"]["raw_score"].as_f64().is_some_and(|s| (0.0..=1.0).contains(&s)), "{reply}");
 }
+
+#[test]
+fn onnxruntime_and_tract_give_the_same_scores_in_both_modes() {
+    let Some(library) = common::pip_onnxruntime() else { return };
+    let library = library.to_str().unwrap();
+    let samples = samples();
+    let scores = |server: &TestServer| -> Vec<f64> {
+        samples
+            .iter()
+            .map(|(name, fire, image)| {
+                let reply =
+                    server.request(json!({"id": 1, "cmd": "predict", "image_b64": image, "filename": name}));
+                assert_eq!(reply["result"]["fire_detected"], *fire, "{reply}");
+                reply["result"]["raw_score"].as_f64().unwrap()
+            })
+            .collect()
+    };
+    let tract = TestServer::start("threads", 1, &[]);
+    let model = tract.request(json!({"id": 1, "cmd": "model"}));
+    assert_eq!(model["result"]["engine"], "tract", "{model}");
+    let reference = scores(&tract);
+    for mode in ["threads", "processes"] {
+        let server = TestServer::start(mode, 2, &["--onnxruntime", library]);
+        let model = server.request(json!({"id": 1, "cmd": "model"}));
+        assert!(model["result"]["engine"].as_str().unwrap().starts_with("onnxruntime ("), "{model}");
+        for (ours, theirs) in scores(&server).iter().zip(&reference) {
+            assert!((ours - theirs).abs() < 1e-4, "{mode}: onnxruntime {ours} vs tract {theirs}");
+        }
+    }
+}
+
+#[test]
+fn a_library_that_is_not_onnxruntime_is_refused_at_start_naming_it() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tc-server"))
+        .args(["--port", "0", "--onnxruntime", "/etc/hostname"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--onnxruntime /etc/hostname: cannot load it as onnxruntime"), "{stderr}");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tc-server"))
+        .args(["--port", "0", "--onnxruntime", "/nonexistent/libonnxruntime.so"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no such file"), "{output:?}");
+}

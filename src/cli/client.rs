@@ -56,6 +56,9 @@ pub(crate) enum ClientCommand {
     /// Measure the compute kernel on one thread, in this process, with no
     /// server: the reference for "ideal" farm throughput (workers × this).
     Kernel(KernelArgs),
+    /// Measure a model's forward pass in this process, with no server and no
+    /// image decoding: images/s for one batch size, on --threads threads.
+    Model(ModelArgs),
     /// Run a grid of benchmarks, each against its own embedded server, and
     /// append one row per run to a CSV (the columns of --csv). Runs already
     /// in the CSV are skipped, so a stopped sweep can be resumed.
@@ -162,6 +165,30 @@ pub(crate) struct KernelArgs {
     /// How long to measure.
     #[arg(long, short = 'd', default_value = "3s", value_parser = parse_duration)]
     pub(crate) duration: Duration,
+}
+
+/// Flags of `tc-client model`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ModelArgs {
+    /// The model file (.onnx or .safetensors).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/models/fire-cnn.onnx"))]
+    pub(crate) model: PathBuf,
+
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub(crate) batch: u32,
+
+    /// Threads the batch is split across (rayon).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub(crate) threads: u32,
+
+    /// How long to measure (after one warm-up pass).
+    #[arg(long, short = 'd', default_value = "3s", value_parser = parse_duration)]
+    pub(crate) duration: Duration,
+
+    /// Run ONNX models on onnxruntime, loaded from this libonnxruntime.so.
+    #[arg(long, env = "THREADCENTER_ONNXRUNTIME", value_name = "LIBRARY")]
+    pub(crate) onnxruntime: Option<PathBuf>,
 }
 
 /// Where the server is.

@@ -1,6 +1,7 @@
 //! The worker pool's flags, shared by `tc-server` and `tc-worker` (both
 //! run the same pool, so they take the same flags, with the same words).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::units::parse_duration;
@@ -36,11 +37,25 @@ pub(crate) struct PoolArgs {
     /// asking for the lock (CPython's sys.setswitchinterval, default 5 ms).
     #[arg(long, env = "THREADCENTER_SWITCH_INTERVAL", default_value = "5ms", value_parser = parse_duration)]
     pub(crate) switch_interval: Duration,
+
+    /// Run ONNX models on onnxruntime, loaded from this libonnxruntime.so
+    /// (the pip wheel's is in onnxruntime/capi/); without it, on tract.
+    #[arg(long, env = "THREADCENTER_ONNXRUNTIME", value_name = "LIBRARY")]
+    pub(crate) onnxruntime: Option<PathBuf>,
 }
 
 impl PoolArgs {
     /// `--gil` with its switch interval, or `None`.
     pub(crate) fn gil_switch_interval(&self) -> Option<Duration> {
         self.gil.then_some(self.switch_interval)
+    }
+
+    /// Loads onnxruntime for this process (and its worker processes) when
+    /// `--onnxruntime` is given: a bad library fails at start-up.
+    pub(crate) fn load_onnxruntime(&self) -> anyhow::Result<()> {
+        match &self.onnxruntime {
+            Some(library) => crate::work::model::use_onnxruntime(library).map_err(anyhow::Error::msg),
+            None => Ok(()),
+        }
     }
 }

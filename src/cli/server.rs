@@ -242,6 +242,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     super::init_logging(args.log_level.as_deref(), args.log_format)?;
     let config = args.config();
     config.validate()?;
+    args.pool.load_onnxruntime()?;
     raise_open_files_limit();
     let address = format!("{}:{}", args.host, args.port);
     let listener = TcpListener::bind(&address).with_context(|| format!("cannot listen on {address}"))?;

@@ -116,6 +116,7 @@ impl WorkerArgs {
 pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     super::init_logging(args.log_level.as_deref(), args.log_format)?;
     let config = args.config()?;
+    args.pool.load_onnxruntime()?;
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     ctrlc::set_handler(move || {
         tracing::info!("stop signal received; draining");

@@ -73,6 +73,19 @@ pub fn run(args: ClientArgs) -> Result<RunVerdict> {
             );
             Ok(RunVerdict::Success)
         }
+        Some(ClientCommand::Model(args)) => {
+            if let Some(library) = &args.onnxruntime {
+                crate::work::model::use_onnxruntime(library).map_err(crate::error::Error::Model)?;
+            }
+            let rate = crate::work::model::measure_forward(
+                &args.model,
+                args.batch as usize,
+                args.threads as usize,
+                args.duration,
+            )?;
+            println!("{}", serde_json::to_string(&rate).expect("plain numbers and strings"));
+            Ok(RunVerdict::Success)
+        }
         Some(ClientCommand::Plot(args)) => {
             for path in plot(&args)? {
                 println!("wrote {}", path.display());

@@ -395,3 +395,23 @@ pub fn parse_exposition(text: &str) -> std::collections::BTreeMap<String, f64> {
         })
         .collect()
 }
+
+/// The `libonnxruntime.so` of the pip wheel, when `python3 -m pip install
+/// onnxruntime` has put one here (`.ci/run` does); `None` with a note
+/// otherwise.
+pub fn pip_onnxruntime() -> Option<std::path::PathBuf> {
+    let found = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import glob, os, onnxruntime; \
+             print(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi', 'libonnxruntime.so*'))[0])",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| std::path::PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if found.is_none() {
+        eprintln!("note: onnxruntime (pip) is not installed: the onnxruntime engine is not exercised");
+    }
+    found
+}

@@ -45,6 +45,12 @@ impl ServerUnderTest {
                     Pacing::Closed { pipeline } => options.concurrency.saturating_mul(pipeline),
                     Pacing::Open { .. } => 0,
                 };
+                // The embedded server runs ONNX models as tc-server would:
+                // on onnxruntime when THREADCENTER_ONNXRUNTIME names it.
+                if let Some(library) = std::env::var_os(crate::work::model::ONNXRUNTIME_ENV) {
+                    crate::work::model::use_onnxruntime(std::path::Path::new(&library))
+                        .map_err(Error::Model)?;
+                }
                 let defaults = ServerConfig::default();
                 let config = ServerConfig {
                     mode: *mode,

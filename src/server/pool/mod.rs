@@ -77,6 +77,9 @@ pub(crate) struct WorkerCommand {
     /// The model file the worker loads at start-up (passed in [`crate::work::worker_process::MODEL_ENV`]);
     /// the pool sets it from [`PoolConfig::model`].
     pub(super) model: Option<PathBuf>,
+    /// Threads for each worker process's rayon pool: the cores shared out
+    /// among the workers (the pool sets it).
+    pub(super) threads_each: usize,
 }
 
 impl WorkerCommand {
@@ -87,7 +90,7 @@ impl WorkerCommand {
     pub(crate) fn current_exe() -> Result<Self> {
         let program = std::env::current_exe()
             .map_err(|e| crate::Error::io("finding the server's own executable to spawn workers", e))?;
-        Ok(WorkerCommand { program, args: Vec::new(), model: None })
+        Ok(WorkerCommand { program, args: Vec::new(), model: None, threads_each: 1 })
     }
 }
 

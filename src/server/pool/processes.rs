@@ -39,6 +39,7 @@ use super::{PoolConfig, PoolShared, SlotState, WorkerCommand};
 use crate::error::{Error, Result};
 use crate::protocol::ErrorCode;
 use crate::units::micros;
+use crate::work::model::{onnxruntime_library, ONNXRUNTIME_ENV};
 use crate::work::worker_process::{FromWorker, JobDone, ToWorker, WorkItem, MODEL_ENV, WORKER_ARG};
 
 /// How long a worker gets to exit by itself once its job channel closes.
@@ -82,6 +83,8 @@ pub(super) fn start(shared: PoolShared, config: &PoolConfig) -> Result<Vec<JoinH
         let (shared, ready_tx) = (shared.clone(), ready_tx.clone());
         let (mut command, spawn_timeout) = (config.worker_command.clone(), config.spawn_timeout);
         command.model.clone_from(&config.model);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        command.threads_each = (cores / config.workers.max(1)).max(1);
         let driver = thread::Builder::new()
             .name(format!("worker-{id}-driver"))
             .spawn(move || match spawn(id, &command, spawn_timeout) {
@@ -131,6 +134,15 @@ fn spawn(id: usize, command: &WorkerCommand, timeout: Duration) -> Result<Worker
         .arg(id.to_string())
         .arg(std::process::id().to_string())
         .envs(command.model.iter().map(|path| (MODEL_ENV, path)))
+        .envs(onnxruntime_library().map(|library| (ONNXRUNTIME_ENV, library)))
+        // The cores, shared out: each worker process's rayon pool (batch
+        // decoding, the network's batch parts) gets cores / workers threads,
+        // unless the user chose RAYON_NUM_THREADS.
+        .envs(
+            std::env::var_os("RAYON_NUM_THREADS")
+                .is_none()
+                .then(|| ("RAYON_NUM_THREADS", command.threads_each.to_string())),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null()) // stdout belongs to the server (it prints its address there)
         // Its own process group: a Ctrl-C in the terminal reaches the server

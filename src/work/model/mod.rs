@@ -14,6 +14,7 @@
 mod image_input;
 mod layers;
 mod onnx;
+mod onnxruntime;
 mod slot;
 
 use std::collections::HashMap;
@@ -29,6 +30,8 @@ use sha2::{Digest, Sha256};
 
 pub(crate) use image_input::{decode_image, ImageLimits};
 pub(crate) use layers::Layer;
+pub use onnxruntime::use_onnxruntime;
+pub(crate) use onnxruntime::{loaded_library as onnxruntime_library, ONNXRUNTIME_ENV};
 pub(crate) use slot::ModelSlot;
 
 /// File name of the model that ships with ThreadCenter, inside `models/`.
@@ -90,6 +93,10 @@ pub(crate) struct ModelInfo {
     pub(crate) flops_per_image: Option<u64>,
     /// The rest of the file's metadata (training set, accuracy, ...).
     pub(crate) metadata: HashMap<String, String>,
+    /// What runs it: `tract` or `onnxruntime (LIBRARY)` for ONNX models,
+    /// `ndarray` for ThreadCenter's own format.
+    #[serde(default)]
+    pub(crate) engine: String,
 }
 
 /// Which model a job wants: the file and the checksum the server saw when it
@@ -178,6 +185,7 @@ impl Model {
             parameters: facts.parameters,
             flops_per_image: None,
             metadata: facts.metadata.clone(),
+            engine: net.engine_name(),
         };
         Ok(Model { input_scale: facts.scale, info, network: Network::Onnx(net) })
     }
@@ -305,6 +313,7 @@ impl Model {
             parameters,
             flops_per_image: Some(flops),
             metadata: rest,
+            engine: "ndarray".into(),
         };
         Ok(Model { network: Network::Layers(layers), input_scale: input.scale, info })
     }
@@ -445,6 +454,62 @@ fn read_vector(tensors: &SafeTensors<'_>, name: &str, len: usize) -> Result<Arra
 }
 
 /// SHA-256 of some bytes, as lowercase hex.
+/// What `tc-client model` measured.
+#[derive(Debug, Serialize)]
+pub(crate) struct ForwardRate {
+    pub(crate) model: String,
+    pub(crate) engine: String,
+    pub(crate) batch: usize,
+    pub(crate) threads: usize,
+    pub(crate) images: usize,
+    pub(crate) seconds: f64,
+    pub(crate) images_per_second: f64,
+}
+
+/// Times the forward pass of the model in `path`: batches of `batch`
+/// images (a fixed pattern, already at the input size: no decoding), split
+/// across `threads` threads of a rayon pool of their own, one warm-up pass,
+/// then as many passes as fit in `duration`.
+///
+/// # Errors
+/// The model does not load or the engine fails.
+pub(crate) fn measure_forward(
+    path: &Path,
+    batch: usize,
+    threads: usize,
+    duration: std::time::Duration,
+) -> Result<ForwardRate, crate::error::Error> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| crate::error::Error::Model(format!("cannot start {threads} threads: {e}")))?;
+    // Loaded inside the pool: onnxruntime makes one session per pool thread.
+    pool.install(|| {
+        let model = Model::load(path)?;
+        let [h, w, c] = model.info().input_shape;
+        let image = Array3::from_shape_fn((h, w, c), |(y, x, k)| ((y * 7 + x * 3 + k) % 256) as f32 / 255.0);
+        let images = vec![image; batch];
+        let run = || model.predict_batch(&images).map_err(crate::error::Error::Model);
+        run()?;
+        let started = std::time::Instant::now();
+        let mut done = 0;
+        while started.elapsed() < duration {
+            run()?;
+            done += batch;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        Ok(ForwardRate {
+            model: model.info().name.clone(),
+            engine: model.info().engine.clone(),
+            batch,
+            threads,
+            images: done,
+            seconds,
+            images_per_second: done as f64 / seconds,
+        })
+    })
+}
+
 /// A model's name when its file does not give one.
 fn file_stem(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())

@@ -33,6 +33,7 @@ use tract_onnx::prelude::{
     tvec, Framework, InferenceModelExt, IntoRunnable, TValue, Tensor, TypedRunnableModel,
 };
 
+use super::onnxruntime::{loaded_library, OrtSessions};
 use super::ModelError;
 
 /// The operators a model may use (the ONNX default domain).
@@ -85,8 +86,15 @@ pub(crate) struct OnnxFacts {
 
 /// A loaded ONNX network.
 pub(crate) struct OnnxNet {
-    plan: Arc<TypedRunnableModel>,
+    engine: Engine,
     pub(crate) facts: OnnxFacts,
+}
+
+/// What runs the graph: tract (always there), or onnxruntime when this
+/// process was given its library (`--onnxruntime`).
+enum Engine {
+    Tract(Arc<TypedRunnableModel>),
+    OnnxRuntime(OrtSessions),
 }
 
 impl std::fmt::Debug for OnnxNet {
@@ -285,12 +293,25 @@ impl OnnxNet {
             .proto_model_for_read(&mut &bytes[..])
             .map_err(|e| invalid(path, format!("not an ONNX model: {e}")))?;
         let facts = check(&proto, path)?;
+        if let Some(sessions) = OrtSessions::for_model(bytes) {
+            let sessions = sessions.map_err(|reason| invalid(path, reason))?;
+            return Ok(OnnxNet { engine: Engine::OnnxRuntime(sessions), facts });
+        }
         let plan = onnx
             .model_for_proto_model(&proto)
             .and_then(|model| model.into_optimized())
             .and_then(|model| model.into_runnable())
             .map_err(|e| invalid(path, format!("the graph cannot be prepared: {e:#}")))?;
-        Ok(OnnxNet { plan, facts })
+        Ok(OnnxNet { engine: Engine::Tract(plan), facts })
+    }
+
+    /// Which engine runs this model, for `model`.
+    pub(crate) fn engine_name(&self) -> String {
+        match (&self.engine, loaded_library()) {
+            (Engine::OnnxRuntime(_), Some(library)) => format!("onnxruntime ({})", library.display()),
+            (Engine::OnnxRuntime(_), None) => "onnxruntime".into(),
+            (Engine::Tract(_), _) => "tract".into(),
+        }
     }
 
     /// Scores `[H, W, C]` images (resized and scaled). A batch is split
@@ -317,12 +338,19 @@ impl OnnxNet {
         if self.facts.layout == Layout::Nchw {
             batch = batch.permuted_axes([0, 3, 1, 2]).as_standard_layout().into_owned();
         }
-        let input: TValue = Tensor::from(batch).into();
-        let outputs = self.plan.run(tvec!(input)).map_err(|e| format!("{e:#}"))?;
-        let output = outputs[0].to_plain_array_view::<f32>().map_err(|e| e.to_string())?;
-        let rows =
-            output.into_shape_with_order((group.len(), self.facts.outputs)).map_err(|e| e.to_string())?;
-        Ok(rows.outer_iter().map(|row| self.score(&row.to_vec())).collect())
+        let values = match &self.engine {
+            Engine::OnnxRuntime(sessions) => sessions.run(&batch)?,
+            Engine::Tract(plan) => {
+                let input: TValue = Tensor::from(batch).into();
+                let outputs = plan.run(tvec!(input)).map_err(|e| format!("{e:#}"))?;
+                let output = outputs[0].to_plain_array_view::<f32>().map_err(|e| e.to_string())?;
+                output.iter().copied().collect()
+            }
+        };
+        if values.len() != group.len() * self.facts.outputs {
+            return Err(format!("the model gave {} values for {} images", values.len(), group.len()));
+        }
+        Ok(values.chunks(self.facts.outputs).map(|row| self.score(row)).collect())
     }
 
     /// One image's score from its output row.
