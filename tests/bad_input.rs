@@ -84,3 +84,64 @@ fn every_malformed_input_gets_the_documented_answer_and_nobody_else_notices() {
         assert_eq!(stats["workers"]["alive"], 2, "{mode}: no worker was hurt");
     }
 }
+
+#[test]
+fn null_or_a_wrong_type_in_any_field_is_bad_request_naming_the_field_in_both_dialects() {
+    let server = TestServer::start("threads", 1, &["--allow-chaos"]);
+    // (field, request) in ThreadCenter's dialect: each must be refused with
+    // BAD_REQUEST and a message that names the field.
+    let threadcenter = [
+        ("n", json!({"id": 1, "cmd": "compute", "n": null})),
+        ("n", json!({"id": 1, "cmd": "compute", "n": true})),
+        ("n", json!({"id": 1, "cmd": "compute", "n": [5]})),
+        ("cmd", json!({"id": 1, "cmd": null})),
+        ("id", json!({"id": null, "cmd": "ping"})),
+        ("timing", json!({"id": 1, "cmd": "ping", "timing": null})),
+        ("timing", json!({"id": 1, "cmd": "ping", "timing": "yes"})),
+        ("token", json!({"id": 1, "cmd": "auth", "token": null})),
+        ("ms", json!({"id": 1, "cmd": "sleep", "ms": null})),
+        ("image_b64", json!({"id": 1, "cmd": "predict", "image_b64": null})),
+        ("image_b64", json!({"id": 1, "cmd": "predict", "image_b64": 12})),
+        ("filename", json!({"id": 1, "cmd": "predict", "image_b64": "aGk=", "filename": null})),
+        ("filename", json!({"id": 1, "cmd": "predict", "image_b64": "aGk=", "filename": {"a": 1}})),
+        ("images", json!({"id": 1, "cmd": "predict_batch", "images": null})),
+        ("images", json!({"id": 1, "cmd": "predict_batch", "images": "a.png"})),
+        ("model_path", json!({"id": 1, "cmd": "load_model", "model_path": null})),
+        ("wait_ms", json!({"id": 1, "cmd": "mutex_acquire", "client_id": "a", "wait_ms": null})),
+        ("client_id", json!({"id": 1, "cmd": "mutex_acquire", "client_id": [1]})),
+        ("token", json!({"id": 1, "cmd": "mutex_release", "client_id": "a", "token": null})),
+    ];
+    for (field, request) in &threadcenter {
+        let reply = server.request(request.clone());
+        assert_eq!(error_code(&reply), Some("BAD_REQUEST"), "{request}: {reply}");
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("\"{field}\"")), "{request}: the message names {field}: {message}");
+    }
+    // The same fields in IdentyFire's `params`: {"success": false, "error"}.
+    let identyfire = [
+        ("method", json!({"method": null})),
+        ("params", json!({"method": "predict_image", "params": null})),
+        ("image_b64", json!({"method": "predict_image", "params": {"client_id": "a", "image_b64": null}})),
+        (
+            "filename",
+            json!({"method": "predict_image", "params": {"client_id": "a", "image_b64": "aGk=", "filename": 3}}),
+        ),
+        ("images", json!({"method": "predict_batch", "params": {"client_id": "a", "images": null}})),
+        ("model_path", json!({"method": "load_model", "params": {"model_path": null}})),
+        ("wait_ms", json!({"method": "mutex_acquire", "params": {"client_id": "a", "wait_ms": "soon"}})),
+    ];
+    for (field, request) in &identyfire {
+        let reply = server.request(request.clone());
+        assert_eq!(reply["success"], false, "{request}: {reply}");
+        let message = reply["error"].as_str().unwrap();
+        assert!(message.contains(&format!("\"{field}\"")), "{request}: the message names {field}: {message}");
+    }
+    // An entry of a batch with a wrong-typed field is refused on its own.
+    let reply = server
+        .request(json!({"id": 2, "cmd": "predict_batch", "images": [{"filename": 1, "image_b64": "aGk="}]}));
+    let entry = &reply["result"]["errors"][0];
+    assert!(entry["error"].as_str().is_some_and(|e| e.contains("\"filename\"")), "{reply}");
+    // IdentyFire's own reply for a null client_id is kept.
+    let reply = server.request(json!({"method": "mutex_acquire", "params": {"client_id": null}}));
+    assert_eq!(reply, json!({"success": false, "error": "Missing client_id"}));
+}

@@ -17,44 +17,54 @@ use super::request::{
 /// top-level object of a ThreadCenter request, or the `params` object of an
 /// IdentyFire call (which has no `id`, `cmd` or `method`). Other fields are
 /// ignored, as the original servers ignored them.
+///
+/// A field set to `null` is *present* (`Some("null")`), not missing: serde
+/// would otherwise read `null` as `None`, and `{"cmd":"compute","n":null}`
+/// would quietly run the default `n`. Each field's reader then refuses the
+/// `null` like any other wrong type, naming the field.
 #[derive(Deserialize, Default)]
 pub(super) struct Fields<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub(super) id: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub(super) cmd: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub(super) method: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub(super) params: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub(super) n: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub(super) timing: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub(super) token: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub(super) ms: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub(super) image_b64: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub(super) filename: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub(super) images: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub(super) client_id: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub(super) wait_ms: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub(super) model_path: Option<&'a RawValue>,
+}
+
+/// Reads a field that is there, `null` included (see [`Fields`]).
+fn present<'de, D: serde::Deserializer<'de>>(field: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(field).map(Some)
 }
 
 /// One entry of `images`.
 #[derive(Deserialize)]
 struct ImageFields<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub(super) filename: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub(super) image_b64: Option<&'a RawValue>,
 }
 
@@ -96,7 +106,9 @@ pub(super) fn build_command<'a>(
                     None => {
                         return Err("\"predict\" needs \"image_b64\": the image file, base64-encoded".into())
                     }
-                    Some(raw) => Ok(as_string(raw).ok_or("\"image_b64\" must be a string")?),
+                    Some(raw) => Ok(as_string(raw).ok_or_else(|| {
+                        format!("\"image_b64\" must be a string, not {}", json_type_name(raw.get()))
+                    })?),
                 },
             },
             holder: holder(fields)?,
@@ -140,12 +152,17 @@ fn parse_images<'a>(raw: Option<&'a RawValue>) -> Result<Vec<ImageArg<'a>>, Stri
     Ok(entries
         .into_iter()
         .map(|entry| match serde_json::from_str::<ImageFields<'a>>(entry.get()) {
-            Ok(fields) => ImageArg {
-                filename: fields.filename.and_then(as_string).map(Cow::into_owned),
-                image_b64: match fields.image_b64 {
-                    None => Err("no \"image_b64\" in this entry".into()),
-                    Some(raw) => as_string(raw).ok_or_else(|| "\"image_b64\" must be a string".into()),
+            Ok(fields) => match optional_string(fields.filename, "filename") {
+                Ok(filename) => ImageArg {
+                    filename,
+                    image_b64: match fields.image_b64 {
+                        None => Err("no \"image_b64\" in this entry".into()),
+                        Some(raw) => as_string(raw).ok_or_else(|| {
+                            format!("\"image_b64\" must be a string, not {}", json_type_name(raw.get()))
+                        }),
+                    },
                 },
+                Err(message) => ImageArg { filename: None, image_b64: Err(message) },
             },
             Err(_) => ImageArg {
                 filename: None,
@@ -169,8 +186,10 @@ fn holder(fields: &Fields<'_>) -> Result<Holder, String> {
     })
 }
 
-/// `client_id`: a string or a number (kept as its text); absent is `None`,
-/// which the mutex commands answer with IdentyFire's "Missing client_id".
+/// `client_id`: a string or a number (kept as its text); absent, `null` or
+/// empty is `None`, which the mutex commands answer with IdentyFire's
+/// "Missing client_id" (its own reply for a `None` client id, kept so its
+/// clients see what they always saw).
 fn client_id(raw: Option<&RawValue>) -> Result<Option<String>, String> {
     match raw {
         None => Ok(None),

@@ -185,6 +185,8 @@ mod tests {
             (r#"{"id":1,"cmd":"compute","n":-1}"#, ErrorCode::BadRequest),
             (r#"{"id":1,"cmd":"compute","n":1.5}"#, ErrorCode::BadRequest),
             (r#"{"id":1,"cmd":"compute","n":"10"}"#, ErrorCode::BadRequest),
+            (r#"{"id":1,"cmd":"compute","n":null}"#, ErrorCode::BadRequest),
+            (r#"{"id":1,"cmd":null}"#, ErrorCode::BadRequest),
             (r#"{"id":1,"cmd":"compute","n":1000001}"#, ErrorCode::BadRequest),
             (r#"{"id":1,"cmd":"compute","n":99999999999999999999999}"#, ErrorCode::BadRequest),
             (r#"{"id":1,"cmd":"ping","timing":"yes"}"#, ErrorCode::BadRequest),
