@@ -347,3 +347,65 @@ fn the_client_logs_its_embedded_server_as_json_when_asked() {
         .collect();
     assert!(events.iter().any(|e| e["fields"]["message"] == "server started"), "{stderr}");
 }
+
+/// `GET path` with extra header lines: the status code.
+fn get_status(addr: std::net::SocketAddr, path: &str, headers: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n").unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn metrics_can_require_a_bearer_token_while_probes_stay_open() {
+    let server =
+        TestServer::start("threads", 1, &["--metrics-addr", "127.0.0.1:0", "--metrics-token", "s3cret"]);
+    let addr = server.metrics_addr.unwrap();
+    assert_eq!(get_status(addr, "/metrics", ""), 401);
+    assert_eq!(get_status(addr, "/metrics", "Authorization: Bearer wrong\r\n"), 401);
+    assert_eq!(get_status(addr, "/metrics", "Authorization: Bearer s3cret\r\n"), 200);
+    assert_eq!(get_status(addr, "/healthz", ""), 200);
+    assert_eq!(get_status(addr, "/readyz", ""), 200);
+}
+
+#[test]
+fn idle_connections_past_the_cap_get_503_and_neither_the_job_port_nor_later_scrapes_starve() {
+    use std::io::Read;
+    let server = TestServer::start(
+        "threads",
+        1,
+        &["--metrics-addr", "127.0.0.1:0", "--metrics-max-connections", "8", "--metrics-timeout", "3s"],
+    );
+    let addr = server.metrics_addr.unwrap();
+    // Twenty idle connections that never send a byte.
+    let mut idle: Vec<std::net::TcpStream> =
+        (0..20).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    // At most the cap is held: every other connection is answered 503 and
+    // closed at once (a held one just stays silent).
+    let mut refused = 0;
+    for stream in &mut idle {
+        stream.set_read_timeout(Some(std::time::Duration::from_millis(500))).unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        if answer.starts_with("HTTP/1.1 503") {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 12, "at most 8 of 20 connections held, the rest refused: {refused} refused");
+    // The job port does not notice.
+    assert_eq!(server.request(json!({"id": 1, "cmd": "ping"}))["pong"], true);
+    // The idle ones are cut off by the timeout, and scrapes work again.
+    let mut scraped = false;
+    for _ in 0..100 {
+        if get_status(addr, "/healthz", "") == 200 {
+            scraped = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(scraped, "a scrape works once the idle connections time out");
+    drop(idle);
+}

@@ -5,6 +5,7 @@
 //! ([`crate::client::bench::options`]) and runs them ([`crate::client::run()`]).
 
 pub mod client;
+pub(crate) mod metrics;
 pub(crate) mod nats;
 pub(crate) mod pool;
 pub mod server;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
+use super::metrics::MetricsHttpArgs;
 use super::nats::NatsAuthArgs;
 use super::pool::PoolArgs;
 use super::LogFormat;
@@ -141,6 +142,10 @@ pub struct ServerArgs {
     #[arg(long, env = "THREADCENTER_METRICS_ADDR", value_parser = parse_socket_address)]
     pub(crate) metrics_addr: Option<SocketAddr>,
 
+    /// The metrics endpoint's token, connection cap and timeout.
+    #[command(flatten)]
+    pub(crate) metrics_http: MetricsHttpArgs,
+
     /// Log a WARN line for every job that runs longer than this many
     /// milliseconds on its worker, with its command, size and timings.
     #[arg(long, env = "THREADCENTER_SLOW_MS")]
@@ -214,6 +219,7 @@ impl ServerArgs {
             lock_timeout: self.lock_timeout,
             predict_lock: self.predict_lock,
             metrics_addr: self.metrics_addr,
+            metrics_limits: self.metrics_http.limits(),
             nats: self.nats.as_deref().map(|url| self.nats_auth.options(url)),
             nats_max_jobs: self.nats_max_jobs,
             slow_job: self.slow_ms.map(Duration::from_millis),

@@ -57,6 +57,10 @@ pub struct WorkerArgs {
     #[arg(long, env = "THREADCENTER_METRICS_ADDR")]
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
 
+    /// The metrics endpoint's token, connection cap and timeout.
+    #[command(flatten)]
+    pub(crate) metrics_http: super::metrics::MetricsHttpArgs,
+
     /// NATS authentication and TLS.
     #[command(flatten)]
     pub(crate) auth: NatsAuthArgs,
@@ -105,6 +109,7 @@ impl WorkerArgs {
                 )),
                 None => None,
             },
+            metrics_limits: self.metrics_http.limits(),
         })
     }
 }

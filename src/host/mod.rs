@@ -67,6 +67,8 @@ pub(crate) struct HostConfig {
     /// Where to serve `/metrics`, `/healthz` and `/readyz` (`--metrics-addr`),
     /// already bound so a busy address fails before anything starts.
     pub(crate) metrics: Option<Arc<std::net::TcpListener>>,
+    /// The metrics endpoint's cap, timeout and token.
+    pub(crate) metrics_limits: crate::server::http::HttpLimits,
 }
 
 /// A job the host holds: the JetStream message (to acknowledge it), and
@@ -172,8 +174,11 @@ pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
         Some(listener) => {
             let listener =
                 listener.try_clone().map_err(|e| crate::error::Error::io("using --metrics-addr", e))?;
-            let endpoint =
-                MetricsEndpoint::serve(listener, Arc::new(pages::HostPages::new(Arc::clone(&state))))?;
+            let endpoint = MetricsEndpoint::serve(
+                listener,
+                Arc::new(pages::HostPages::new(Arc::clone(&state))),
+                config.metrics_limits.clone(),
+            )?;
             // Scripts and tests read this line to find the port.
             println!("metrics on http://{}/metrics", endpoint.local_addr());
             Some(endpoint)

@@ -75,6 +75,8 @@ pub(crate) struct ServerConfig {
     /// Where to serve `/metrics`, `/healthz` and `/readyz` (`--metrics-addr`;
     /// `None`: nowhere).
     pub(crate) metrics_addr: Option<SocketAddr>,
+    /// The metrics endpoint's cap, timeout and token.
+    pub(crate) metrics_limits: crate::server::http::HttpLimits,
     /// Jobs running longer than this on a worker are logged at WARN
     /// (`--slow-ms`; `None`: never).
     pub(crate) slow_job: Option<Duration>,
@@ -121,6 +123,7 @@ impl Default for ServerConfig {
             lock_timeout: Duration::from_secs(30),
             predict_lock: false,
             metrics_addr: None,
+            metrics_limits: crate::server::http::HttpLimits::default(),
             slow_job: None,
             nats: None,
             nats_max_jobs: crate::remote::STREAM_MAX_MESSAGES,

@@ -146,6 +146,7 @@ impl Server {
         let cache = NonZeroUsize::new(config.cache_entries).map(|n| Arc::new(ResultCache::new(n)));
         // Bind the metrics address first: a port already in use fails the
         // start before any worker has been spawned.
+        let metrics_limits = config.metrics_limits.clone();
         let metrics_listener = match config.metrics_addr {
             Some(metrics_addr) => Some(
                 TcpListener::bind(metrics_addr)
@@ -211,7 +212,7 @@ impl Server {
             draining: AtomicBool::new(false),
         });
         let metrics = match metrics_listener {
-            Some(listener) => Some(MetricsEndpoint::start(listener, Arc::clone(&farm))?),
+            Some(listener) => Some(MetricsEndpoint::start(listener, Arc::clone(&farm), metrics_limits)?),
             None => None,
         };
         let shutdown = ShutdownHandle { flag: Arc::new(AtomicBool::new(false)), wake: wake_address(addr) };
