@@ -150,3 +150,43 @@ fn the_cache_answers_repeated_requests_without_a_worker() {
     assert_eq!(stats["cache"]["misses"], 2);
     assert_eq!(stats["jobs"]["completed"], 2, "the hit never reached a worker");
 }
+
+#[test]
+fn both_ports_held_at_their_limits_at_once_and_the_server_still_answers() {
+    let server = TestServer::start(
+        "threads",
+        1,
+        &["--max-connections", "200", "--metrics-addr", "127.0.0.1:0", "--metrics-max-connections", "16"],
+    );
+    // Every job connection the limit allows (each with its two threads)...
+    let mut held: Vec<_> = (0..200).map(|_| server.connect()).collect();
+    // ...and every metrics connection, idle.
+    let metrics = server.metrics_addr.unwrap();
+    let idle: Vec<_> = (0..16).map(|_| std::net::TcpStream::connect(metrics).unwrap()).collect();
+    // Each held job connection answers.
+    for (i, client) in held.iter_mut().enumerate().step_by(20) {
+        assert_eq!(client.request(json!({"id": i, "cmd": "ping"}))["pong"], true);
+    }
+    assert!(held[199].request(json!({"id": 199, "cmd": "compute", "n": 1000}))["result"].is_u64());
+    // One more job connection is refused with a sentence, not an abort.
+    let mut extra = server.connect();
+    let reply = extra.try_recv().expect("a BUSY frame");
+    assert_eq!(error_code(&reply), Some("BUSY"), "{reply}");
+    drop(idle);
+    drop(held);
+}
+
+#[test]
+fn a_connection_limit_beyond_the_machine_is_refused_at_start_naming_the_limit() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tc-server"))
+        .args(["--port", "0", "--max-connections", "100000000"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--max-connections 100000000 is more than this machine can hold")
+            && stderr.contains("limited by"),
+        "{stderr}"
+    );
+}

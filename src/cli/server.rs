@@ -71,8 +71,11 @@ pub struct ServerArgs {
     pub(crate) retries: u32,
 
     /// Connections open at once; one more gets a BUSY error and is closed.
-    #[arg(long, env = "THREADCENTER_MAX_CONNECTIONS", default_value_t = 4096)]
-    pub(crate) max_connections: usize,
+    /// At most what the machine can hold (threads, memory maps, open files:
+    /// a higher value is refused at start) [default: 4096, or that capacity
+    /// when lower].
+    #[arg(long, env = "THREADCENTER_MAX_CONNECTIONS")]
+    pub(crate) max_connections: Option<usize>,
 
     /// Requests per second allowed per client address (token bucket, burst
     /// of one second), e.g. 100 or 100/s; excess requests get RATE_LIMITED.
@@ -203,7 +206,7 @@ impl ServerArgs {
             retries: self.retries,
             max_restarts: self.pool.max_restarts,
             restart_window: self.pool.restart_window,
-            max_connections: self.max_connections,
+            max_connections: self.max_connections.unwrap_or(defaults.max_connections),
             rate_limit: self.rate_limit,
             cache_entries: self.cache_entries,
             drain_timeout: self.drain_timeout,

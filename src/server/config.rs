@@ -105,7 +105,7 @@ impl Default for ServerConfig {
             retries: 1,
             max_restarts: 10,
             restart_window: Duration::from_secs(10),
-            max_connections: 4096,
+            max_connections: default_max_connections(),
             rate_limit: None,
             cache_entries: 0,
             drain_timeout: Duration::from_secs(10),
@@ -129,6 +129,12 @@ impl Default for ServerConfig {
             nats_max_jobs: crate::remote::STREAM_MAX_MESSAGES,
         }
     }
+}
+
+/// `--max-connections` when not given: 4,096, or fewer when this machine
+/// cannot hold that many (see [`crate::server::capacity`]).
+pub(crate) fn default_max_connections() -> usize {
+    4096.min(crate::server::capacity::SystemLimits::read().capacity().connections).max(1)
 }
 
 impl ServerConfig {

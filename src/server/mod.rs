@@ -28,6 +28,7 @@
 //! starts the pool, then the listener thread. [`ShutdownHandle::trigger`]
 //! stops it; [`Server::wait`] returns once everything has stopped.
 
+pub(crate) mod capacity;
 pub(crate) mod cmd;
 pub(crate) mod config;
 pub(crate) mod connection;
@@ -141,6 +142,17 @@ impl Server {
     /// An invalid configuration, or workers that cannot be started.
     pub(crate) fn start(listener: TcpListener, config: ServerConfig) -> Result<Server> {
         config.validate()?;
+        // A connection the machine cannot give threads to would abort the
+        // process (and lose every job in flight): refuse such a limit now.
+        let capacity = capacity::SystemLimits::read().capacity();
+        if config.max_connections > capacity.connections {
+            return Err(Error::Config(format!(
+                "--max-connections {} is more than this machine can hold: {capacity}; each connection takes \
+                 2 threads (8 memory maps) and 1 open file. Lower --max-connections, or raise the limit \
+                 (e.g. sysctl -w vm.max_map_count=262144, ulimit -n)",
+                config.max_connections
+            )));
+        }
         let addr = listener.local_addr().map_err(|e| Error::io("reading the listener's address", e))?;
         let stats = Stats::new();
         let cache = NonZeroUsize::new(config.cache_entries).map(|n| Arc::new(ResultCache::new(n)));
