@@ -149,6 +149,20 @@ pub struct ServerArgs {
     #[command(flatten)]
     pub(crate) metrics_http: MetricsHttpArgs,
 
+    /// Serve the job port over TLS (1.2 and 1.3) with this PEM certificate
+    /// (chain allowed); needs --tls-key.
+    #[arg(long, env = "THREADCENTER_TLS_CERT", requires = "tls_key", value_name = "FILE")]
+    pub(crate) tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "THREADCENTER_TLS_KEY", requires = "tls_cert", value_name = "FILE")]
+    pub(crate) tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: refuse, during the handshake, clients without a
+    /// certificate signed by this PEM CA.
+    #[arg(long, env = "THREADCENTER_TLS_CLIENT_CA", requires = "tls_cert", value_name = "FILE")]
+    pub(crate) tls_client_ca: Option<PathBuf>,
+
     /// Log a WARN line for every job that runs longer than this many
     /// milliseconds on its worker, with its command, size and timings.
     #[arg(long, env = "THREADCENTER_SLOW_MS")]
@@ -223,6 +237,14 @@ impl ServerArgs {
             predict_lock: self.predict_lock,
             metrics_addr: self.metrics_addr,
             metrics_limits: self.metrics_http.limits(),
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(crate::server::tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: self.tls_client_ca.clone(),
+                }),
+                _ => None,
+            },
             nats: self.nats.as_deref().map(|url| self.nats_auth.options(url)),
             nats_max_jobs: self.nats_max_jobs,
             slow_job: self.slow_ms.map(Duration::from_millis),

@@ -77,6 +77,8 @@ pub(crate) struct ServerConfig {
     pub(crate) metrics_addr: Option<SocketAddr>,
     /// The metrics endpoint's cap, timeout and token.
     pub(crate) metrics_limits: crate::server::http::HttpLimits,
+    /// TLS on the job port (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
+    pub(crate) tls: Option<crate::server::tls::TlsFiles>,
     /// Jobs running longer than this on a worker are logged at WARN
     /// (`--slow-ms`; `None`: never).
     pub(crate) slow_job: Option<Duration>,
@@ -124,6 +126,7 @@ impl Default for ServerConfig {
             predict_lock: false,
             metrics_addr: None,
             metrics_limits: crate::server::http::HttpLimits::default(),
+            tls: None,
             slow_job: None,
             nats: None,
             nats_max_jobs: crate::remote::STREAM_MAX_MESSAGES,

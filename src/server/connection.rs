@@ -14,12 +14,13 @@
 //! connection (no partial frame) may stay open indefinitely.
 
 use std::io;
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::replies::{InlineReplies, ReplySink, SocketWriter};
+use super::transport::Transport;
 use crate::frame::{FrameBuffer, FrameError};
 
 /// Read buffer an idle connection keeps (it grows for large frames, then
@@ -39,7 +40,7 @@ pub(crate) struct ReadLimits {
 
 /// The reading side of a client socket, plus the writer thread it started.
 pub(crate) struct Connection {
-    stream: Arc<TcpStream>,
+    stream: Arc<Transport>,
     out: Arc<SocketWriter>,
     buffer: FrameBuffer,
     sink: ReplySink,
@@ -47,6 +48,18 @@ pub(crate) struct Connection {
     read_timeout: Duration,
     /// When the first bytes of the frame now arriving were seen.
     frame_started: Option<Instant>,
+    /// When the connection was accepted: a TLS handshake must end within
+    /// the read timeout of it.
+    opened: Instant,
+}
+
+/// `Read` over a shared transport (the frame buffer reads through it).
+struct TransportReader<'a>(&'a Transport);
+
+impl io::Read for TransportReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
 }
 
 impl Connection {
@@ -54,7 +67,7 @@ impl Connection {
     ///
     /// # Errors
     /// If the socket cannot be configured or the writer thread cannot start.
-    pub(crate) fn start(stream: Arc<TcpStream>, limits: ReadLimits) -> io::Result<Connection> {
+    pub(crate) fn start(stream: Arc<Transport>, limits: ReadLimits) -> io::Result<Connection> {
         // Wake up regularly while waiting for bytes, to notice stalled frames.
         let tick = (limits.read_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         stream.set_read_timeout(Some(tick))?;
@@ -67,6 +80,7 @@ impl Connection {
             writer,
             read_timeout: limits.read_timeout,
             frame_started: None,
+            opened: Instant::now(),
         })
     }
 
@@ -97,13 +111,22 @@ impl Connection {
                 Err(e) => return Err(e),
             }
             let pending = self.buffer.pending();
+            if self.opened.elapsed() >= self.read_timeout && self.stream.is_handshaking() {
+                return Err(FrameError::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the TLS handshake did not finish within the read timeout ({:?})",
+                        self.read_timeout
+                    ),
+                )));
+            }
             if pending > 0 {
                 let started = *self.frame_started.get_or_insert_with(Instant::now);
                 if started.elapsed() >= self.read_timeout {
                     return Err(FrameError::Stalled { received: pending, limit: self.read_timeout });
                 }
             }
-            match self.buffer.read_from(&mut &*self.stream) {
+            match self.buffer.read_from(&mut TransportReader(&self.stream)) {
                 Ok(0) if pending == 0 => return Ok(None),
                 Ok(0) => {
                     let expected = self.buffer.expected_len();

@@ -1,12 +1,13 @@
 //! The table of open connections, so the server can close them all at shutdown.
 
 use std::collections::HashMap;
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::server::jobs::registry::ConnId;
 use crate::server::replies::FlowControl;
+use crate::server::transport::Transport;
 
 /// Open connections by id. Cheap to clone.
 #[derive(Clone, Default)]
@@ -21,13 +22,13 @@ struct Table {
 }
 
 struct Entry {
-    stream: Arc<TcpStream>,
+    stream: Arc<Transport>,
     flow: Option<Arc<FlowControl>>,
 }
 
 impl Connections {
     /// Adds a connection and returns its new id.
-    pub(crate) fn add(&self, stream: Arc<TcpStream>) -> ConnId {
+    pub(crate) fn add(&self, stream: Arc<Transport>) -> ConnId {
         let mut table = self.inner.0.lock().unwrap_or_else(PoisonError::into_inner);
         table.next_id += 1;
         let id = table.next_id;

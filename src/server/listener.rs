@@ -4,10 +4,11 @@
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use super::transport::Transport;
 use super::{reader, Farm};
 use crate::protocol::{encode_error, ErrorCode};
 
@@ -43,10 +44,22 @@ pub(super) fn accept_loop(listener: TcpListener, farm: Arc<Farm>, stop: Arc<Atom
         let _ = stream.set_nodelay(true);
         if farm.connections.len() >= farm.config.max_connections {
             tracing::warn!(%peer, max = farm.config.max_connections, "too many connections; refusing one");
-            refuse(&farm, stream);
+            refuse(&farm, &stream);
             continue;
         }
-        // One socket, shared by the table, the reader and the writer.
+        // One socket, shared by the table, the reader and the writer; with
+        // TLS, a session of its own (the handshake runs in the reader).
+        let stream = match &farm.tls {
+            None => Transport::Plain(stream),
+            Some(config) => match rustls::ServerConnection::new(Arc::clone(config)) {
+                Ok(session) => Transport::Tls { socket: stream, session: Box::new(Mutex::new(session)) },
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "cannot start a TLS session; dropping the connection");
+                    farm.stats.connection_tls_failed();
+                    continue;
+                }
+            },
+        };
         let stream = Arc::new(stream);
         let conn_id = farm.connections.add(Arc::clone(&stream));
         farm.stats.connection_opened();
@@ -65,7 +78,7 @@ pub(super) fn accept_loop(listener: TcpListener, farm: Arc<Farm>, stop: Arc<Atom
 }
 
 /// Tells a connection over `--max-connections` why it is being closed.
-fn refuse(farm: &Farm, stream: TcpStream) {
+fn refuse(farm: &Farm, stream: &TcpStream) {
     farm.stats.error(ErrorCode::Busy);
     farm.stats.connection_rejected();
     let message = format!(
@@ -74,5 +87,9 @@ fn refuse(farm: &Farm, stream: TcpStream) {
     );
     // A short timeout: a client that does not read must not stall the acceptor.
     let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
-    let _ = (&stream).write_all(&encode_error(None, ErrorCode::Busy, &message));
+    // A TLS client could not read a plain frame: it just sees the close.
+    if farm.tls.is_none() {
+        let mut stream = stream;
+        let _ = stream.write_all(&encode_error(None, ErrorCode::Busy, &message));
+    }
 }

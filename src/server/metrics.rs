@@ -158,6 +158,11 @@ fn connections_and_workers(out: &mut Families<'_, '_>, report: &StatsReport) -> 
         "Connections turned away: over --max-connections, or failed authentication",
         connections.rejected,
     )?;
+    out.counter(
+        "connections_tls_failed",
+        "Connections closed because their TLS handshake failed or timed out (e.g. plain text on a TLS port)",
+        connections.tls_failed,
+    )?;
     let workers = &report.workers;
     out.gauge("workers_configured", "Workers the pool keeps (--workers)", workers.configured as i64)?;
     out.gauge("workers_alive", "Workers up now (idle or busy)", workers.alive as i64)?;

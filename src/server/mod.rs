@@ -48,6 +48,8 @@ pub(crate) mod replies;
 pub(crate) mod report;
 pub(crate) mod session;
 pub(crate) mod stats;
+pub(crate) mod tls;
+pub(crate) mod transport;
 
 pub(crate) use config::ServerConfig;
 pub(crate) use report::StatsReport;
@@ -94,6 +96,8 @@ pub(crate) struct Farm {
     lock: LockCoordinator,
     /// The worker hosts, the NATS link and the gateway's counters (`--nats`).
     remote: Option<Arc<GatewayStatus>>,
+    /// The job port's TLS (`--tls-cert`), or `None` for plain TCP.
+    tls: Option<Arc<rustls::ServerConfig>>,
     /// Set when a shutdown begins: new requests get `SHUTTING_DOWN`.
     /// `SeqCst`, like the acceptor's stop flag: these flags change once per
     /// run, so their cost is nothing, and the strongest ordering keeps the
@@ -159,6 +163,8 @@ impl Server {
         // Bind the metrics address first: a port already in use fails the
         // start before any worker has been spawned.
         let metrics_limits = config.metrics_limits.clone();
+        // Certificate files are checked before anything starts.
+        let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
         let metrics_listener = match config.metrics_addr {
             Some(metrics_addr) => Some(
                 TcpListener::bind(metrics_addr)
@@ -213,6 +219,7 @@ impl Server {
         let farm = Arc::new(Farm {
             gil: pool.as_ref().and_then(WorkerPool::gil),
             remote: gateway.as_ref().map(Gateway::status),
+            tls,
             board,
             rate_limiter: config.rate_limit.map(RateLimiter::new),
             models: catalog,

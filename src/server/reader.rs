@@ -19,7 +19,6 @@
 //! IdentyFire calls (`{"method","params"}`) take the same path and the same
 //! checks; only the shape of their answers differs.
 
-use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,10 +32,11 @@ use crate::server::connection::{Connection, ReadLimits};
 use crate::server::jobs::registry::ConnId;
 use crate::server::replies::ReplySink;
 use crate::server::stats::ReplyOutcome;
+use crate::server::transport::Transport;
 
 /// Serves one connection until the client leaves, the connection breaks, or
 /// the server shuts it down; then cleans up after it.
-pub(super) fn handle_connection(farm: Arc<Farm>, conn_id: ConnId, stream: Arc<TcpStream>) {
+pub(super) fn handle_connection(farm: Arc<Farm>, conn_id: ConnId, stream: Arc<Transport>) {
     let peer = stream.peer_addr().ok();
     tracing::debug!(conn = conn_id, ?peer, "connection opened");
     let limits = ReadLimits {
@@ -108,6 +108,11 @@ impl Session<'_> {
                     Step::Refuse { code: ErrorCode::BadFrame, message: e.to_string(), then_close: true }
                 }
                 Ok(None) => return, // a clean close between frames
+                Err(FrameError::Io(e)) if self.tls_failed(&e) => {
+                    tracing::debug!(conn = self.conn_id, error = %e, "TLS failed; closing the connection");
+                    self.farm.stats.connection_tls_failed();
+                    return;
+                }
                 Err(e) => {
                     tracing::debug!(conn = self.conn_id, error = %e, "connection ended mid-frame");
                     return;
@@ -135,6 +140,14 @@ impl Session<'_> {
                 }
             }
         }
+    }
+
+    /// Whether a read error ended a TLS connection's handshake or session:
+    /// bytes that are not acceptable TLS, or a handshake past the timeout.
+    fn tls_failed(&self, error: &std::io::Error) -> bool {
+        self.farm.tls.is_some()
+            && (error.get_ref().is_some_and(|inner| inner.is::<crate::server::transport::TlsRefused>())
+                || error.kind() == std::io::ErrorKind::TimedOut)
     }
 
     /// Parses one request payload, passes it through the gates, and runs

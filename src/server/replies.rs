@@ -29,12 +29,14 @@
 //! stops reading its replies, its reader stops reading its requests, and TCP
 //! pushes back on the client — no other connection is affected.
 
-use std::io::{self, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io;
+use std::net::Shutdown;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::{Receiver, Sender};
+
+use super::transport::Transport;
 
 /// How many queued replies the writer gathers into one `write` system call.
 const MAX_REPLIES_PER_FLUSH: usize = 256;
@@ -154,7 +156,7 @@ impl ReplySink {
     /// # Errors
     /// If the writer thread cannot start.
     pub(crate) fn start(
-        stream: Arc<TcpStream>,
+        stream: Arc<Transport>,
         max_outstanding: usize,
     ) -> io::Result<(ReplySink, Arc<SocketWriter>, JoinHandle<()>)> {
         let (mut sink, replies) = ReplySink::detached(max_outstanding);
@@ -181,7 +183,7 @@ impl ReplySink {
 /// one batch at a time, under one lock.
 #[derive(Debug)]
 pub(crate) struct SocketWriter {
-    stream: Arc<TcpStream>,
+    stream: Arc<Transport>,
     /// Held while writing. Inside: the tail of a frame a non-blocking send
     /// could not finish, which must go out before anything else.
     unsent: Mutex<Vec<u8>>,
@@ -201,7 +203,7 @@ enum Attempt {
 
 impl SocketWriter {
     /// The writer for `stream`.
-    pub(crate) fn new(stream: Arc<TcpStream>) -> Self {
+    pub(crate) fn new(stream: Arc<Transport>) -> Self {
         SocketWriter { stream, unsent: Mutex::new(Vec::new()) }
     }
 
@@ -213,17 +215,18 @@ impl SocketWriter {
     pub(crate) fn write_frames(&self, frames: &[u8]) -> io::Result<()> {
         let mut unsent = self.unsent.lock().unwrap_or_else(PoisonError::into_inner);
         if !unsent.is_empty() {
-            (&*self.stream).write_all(&unsent)?;
+            self.stream.write_all(&unsent)?;
             unsent.clear();
         }
-        (&*self.stream).write_all(frames)
+        self.stream.write_all(frames)
     }
 
     /// Tries to write one frame without ever blocking: only if no one else is
     /// writing, nothing is parked, and the socket takes at least some of it.
     fn try_write(&self, frame: &[u8]) -> Attempt {
         use nix::sys::socket::{send, MsgFlags};
-        use std::os::fd::AsRawFd;
+        // TLS records are written by the session, in order: the writer thread's job.
+        let Some(fd) = self.stream.plain_fd() else { return Attempt::Declined };
         let Ok(mut unsent) = self.unsent.try_lock() else { return Attempt::Declined };
         if !unsent.is_empty() {
             return Attempt::Declined;
@@ -231,7 +234,7 @@ impl SocketWriter {
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
         let mut written = 0;
         while written < frame.len() {
-            match send(self.stream.as_raw_fd(), &frame[written..], flags) {
+            match send(fd, &frame[written..], flags) {
                 Ok(n) => written += n,
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(nix::errno::Errno::EAGAIN) if written == 0 => return Attempt::Declined,

@@ -170,6 +170,7 @@ struct Inner {
     jobs_timed_out: AtomicU64,
     replies_dropped: AtomicU64,
     connections_rejected: AtomicU64,
+    connections_tls_failed: AtomicU64,
     latency: Mutex<Latency>,
     histograms: LatencyHistograms,
 }
@@ -205,6 +206,7 @@ impl Stats {
                 jobs_timed_out: AtomicU64::new(0),
                 replies_dropped: AtomicU64::new(0),
                 connections_rejected: AtomicU64::new(0),
+                connections_tls_failed: AtomicU64::new(0),
                 latency: Mutex::new(Latency { queue_wait_us: histogram(), service_us: histogram() }),
                 histograms: LatencyHistograms {
                     request: HistogramByCommand::new(),
@@ -298,6 +300,12 @@ impl Stats {
 
     /// Counts a connection turned away (over `--max-connections`, or not
     /// authenticated).
+    /// A connection whose TLS handshake failed or did not finish in time
+    /// (including plain text sent to a TLS port).
+    pub(crate) fn connection_tls_failed(&self) {
+        self.inner.connections_tls_failed.fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn connection_rejected(&self) {
         self.inner.connections_rejected.fetch_add(1, Relaxed);
     }
@@ -325,6 +333,7 @@ impl Stats {
                 open: inner.connections_open.load(Relaxed),
                 total: inner.connections_total.load(Relaxed),
                 rejected: inner.connections_rejected.load(Relaxed),
+                tls_failed: inner.connections_tls_failed.load(Relaxed),
             },
             jobs_completed: inner.jobs_completed.load(Relaxed),
             jobs_cancelled: inner.jobs_cancelled.load(Relaxed),
@@ -390,6 +399,10 @@ pub(crate) struct ConnectionCounts {
     pub(crate) total: u64,
     /// Turned away: over `--max-connections`, or failed authentication.
     pub(crate) rejected: u64,
+    /// Closed because their TLS handshake failed or did not finish in time
+    /// (plain text on a TLS port, a refused client certificate).
+    #[serde(default)]
+    pub(crate) tls_failed: u64,
 }
 
 /// Summary of one latency histogram, in microseconds.

@@ -189,13 +189,15 @@ pub fn request_all(url: &str, subject: &str, expect: usize) -> Vec<serde_json::V
     replies
 }
 
-/// A test CA and a server certificate for localhost and 127.0.0.1, as PEM
-/// files in a temporary directory (removed on drop).
+/// A test CA, a server certificate for localhost and 127.0.0.1, and a
+/// client certificate, as PEM files in a temporary directory (removed on drop).
 pub struct TlsFiles {
     pub dir: tempfile::TempDir,
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 impl TlsFiles {
@@ -208,6 +210,11 @@ impl TlsFiles {
         let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         params.subject_alt_names.push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
         let cert = params.signed_by(&key, &ca).unwrap();
+        let client_key = rcgen::KeyPair::generate().unwrap();
+        let client_cert = rcgen::CertificateParams::new(vec!["test-client".to_string()])
+            .unwrap()
+            .signed_by(&client_key, &ca)
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let write = |name: &str, text: String| {
             let path = dir.path().join(name);
@@ -219,6 +226,8 @@ impl TlsFiles {
             write("server.pem", cert.pem()),
             write("server.key", key.serialize_pem()),
         );
-        TlsFiles { dir, ca, cert, key }
+        let (client_cert, client_key) =
+            (write("client.pem", client_cert.pem()), write("client.key", client_key.serialize_pem()));
+        TlsFiles { dir, ca, cert, key, client_cert, client_key }
     }
 }
