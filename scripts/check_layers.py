@@ -34,13 +34,14 @@ ALLOWED = {
     "error": {"frame"},
     "frame": set(),
     "units": set(),
+    "transport": set(),
     "protocol": {"error", "frame", "units"},
-    "work": {"error", "frame", "protocol", "units"},
-    "remote": {"error", "frame", "protocol", "units", "work"},
-    "server": {"error", "frame", "protocol", "units", "work", "remote"},
-    "host": {"error", "frame", "protocol", "units", "work", "remote", "server"},
-    "cli": {"error", "frame", "protocol", "units", "work", "remote", "server", "host"},
-    "client": {"error", "frame", "protocol", "units", "work", "server", "cli"},
+    "work": {"error", "frame", "protocol", "units", "transport"},
+    "remote": {"error", "frame", "protocol", "units", "transport", "work"},
+    "server": {"error", "frame", "protocol", "units", "transport", "work", "remote"},
+    "host": {"error", "frame", "protocol", "units", "transport", "work", "remote", "server"},
+    "cli": {"error", "frame", "protocol", "units", "transport", "work", "remote", "server", "host"},
+    "client": {"error", "frame", "protocol", "units", "transport", "work", "server", "cli"},
 }
 # A worker host runs the server's pool (the same supervision) and its HTTP
 # endpoint for /metrics, and nothing else of the server.

@@ -64,6 +64,7 @@ pub(crate) mod host;
 pub mod protocol;
 pub(crate) mod remote;
 pub(crate) mod server;
+pub(crate) mod transport;
 pub(crate) mod units;
 pub mod work;
 

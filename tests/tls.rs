@@ -169,3 +169,98 @@ fn bad_certificate_files_are_refused_at_start_naming_the_file() {
     let stderr = run(&["--port", "0", "--tls-cert", cert, "--tls-key", client_key]);
     assert!(stderr.contains("do not make a usable pair"), "{stderr}");
 }
+
+fn tc_client(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tc-client")).args(args).output().unwrap()
+}
+
+#[test]
+fn tc_client_speaks_tls_for_call_the_load_generator_and_the_embedded_server() {
+    let files = TlsFiles::generate();
+    let server = tls_server("threads", &files, &["--tls-client-ca", files.ca.to_str().unwrap()]);
+    let port = server.addr.port().to_string();
+    let (ca, cert, key) =
+        (files.ca.to_str().unwrap(), files.client_cert.to_str().unwrap(), files.client_key.to_str().unwrap());
+    let mtls = [
+        "--port",
+        &port,
+        "--tls",
+        "--tls-ca",
+        ca,
+        "--tls-server-name",
+        "localhost",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+    ];
+    // call, with mutual TLS.
+    let mut args = vec!["call"];
+    args.extend_from_slice(&mtls);
+    args.push(r#"{"cmd":"ping"}"#);
+    let out = tc_client(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"pong\":true"));
+    // The load generator: every request answered over TLS.
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let mut args = mtls.to_vec();
+    args.extend_from_slice(&[
+        "-n",
+        "100",
+        "-c",
+        "2",
+        "--size",
+        "100",
+        "--json",
+        report.path().to_str().unwrap(),
+    ]);
+    let out = tc_client(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: Value = serde_json::from_slice(&std::fs::read(report.path()).unwrap()).unwrap();
+    assert_eq!(json["counts"]["ok"], 200, "100 per connection: {json}");
+    // Without a client certificate the server refuses the client.
+    let out = tc_client(&[
+        "call",
+        "--port",
+        &port,
+        "--tls",
+        "--tls-ca",
+        ca,
+        "--tls-server-name",
+        "localhost",
+        r#"{"cmd":"ping"}"#,
+    ]);
+    assert!(!out.status.success());
+    // Without the CA (system roots) the server's certificate is not trusted.
+    let plain_server = tls_server("threads", &files, &[]);
+    let plain_port = plain_server.addr.port().to_string();
+    let out = tc_client(&["call", "--port", &plain_port, "--tls", r#"{"cmd":"ping"}"#]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TLS"), "{}", String::from_utf8_lossy(&out.stderr));
+    // --tls-insecure accepts it, and says so loudly.
+    let out = tc_client(&["call", "--port", &plain_port, "--tls", "--tls-insecure", r#"{"cmd":"ping"}"#]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WARNING"));
+    // --embedded --tls: a throwaway certificate for the run.
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let out = tc_client(&[
+        "--embedded",
+        "--tls",
+        "--mode",
+        "threads",
+        "--workers",
+        "1",
+        "-n",
+        "50",
+        "-c",
+        "2",
+        "--size",
+        "100",
+        "--json",
+        report.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: Value = serde_json::from_slice(&std::fs::read(report.path()).unwrap()).unwrap();
+    assert_eq!(json["counts"]["ok"], 100, "50 per connection: {json}");
+    assert_eq!(json["server"]["embedded"], true, "{json}");
+}

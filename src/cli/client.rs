@@ -191,6 +191,39 @@ pub(crate) struct ModelArgs {
     pub(crate) onnxruntime: Option<PathBuf>,
 }
 
+/// TLS to the server (`tc-server --tls-cert`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct TlsArgs {
+    /// Connect over TLS.
+    #[arg(long, env = "THREADCENTER_TLS")]
+    pub(crate) tls: bool,
+
+    /// The PEM CA that signed the server's certificate [default: the system's roots].
+    #[arg(long, env = "THREADCENTER_TLS_CA", value_name = "FILE", requires = "tls")]
+    pub(crate) tls_ca: Option<PathBuf>,
+
+    /// The name the server's certificate must carry [default: --host].
+    #[arg(long, env = "THREADCENTER_TLS_SERVER_NAME", value_name = "NAME", requires = "tls")]
+    pub(crate) tls_server_name: Option<String>,
+
+    /// Client certificate (PEM) for a server with --tls-client-ca; needs --tls-key.
+    #[arg(long = "tls-cert", env = "THREADCENTER_TLS_CLIENT_CERT", value_name = "FILE", requires_all = ["tls", "tls_client_key"])]
+    pub(crate) tls_client_cert: Option<PathBuf>,
+
+    /// The client certificate's PEM private key.
+    #[arg(
+        long = "tls-key",
+        env = "THREADCENTER_TLS_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "tls_client_cert"
+    )]
+    pub(crate) tls_client_key: Option<PathBuf>,
+
+    /// DANGER: accept any server certificate, unchecked (self-signed test setups only).
+    #[arg(long, requires = "tls")]
+    pub(crate) tls_insecure: bool,
+}
+
 /// Where the server is.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ServerAddress {
@@ -205,6 +238,10 @@ pub(crate) struct ServerAddress {
     /// Shared secret of a server started with --auth-token.
     #[arg(long, env = "THREADCENTER_AUTH_TOKEN", hide_env_values = true)]
     pub(crate) auth_token: Option<String>,
+
+    /// TLS to the server.
+    #[command(flatten)]
+    pub(crate) tls: TlsArgs,
 }
 
 /// Flags of `tc-client call`.
@@ -237,6 +274,11 @@ pub(crate) struct ShellArgs {
 /// Benchmark flags (no subcommand).
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
+    /// TLS to the server (with --embedded: the embedded server serves TLS
+    /// with a throwaway certificate made for the run).
+    #[command(flatten)]
+    pub(crate) tls: TlsArgs,
+
     /// Server host (not with --embedded).
     #[arg(long, env = "THREADCENTER_HOST", conflicts_with = "embedded")]
     pub(crate) host: Option<String>,

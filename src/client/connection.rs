@@ -3,26 +3,40 @@
 
 use std::io::{BufReader, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::tls::ClientTls;
 use crate::error::{Error, Result};
 use crate::frame::{self, DEFAULT_MAX_FRAME};
+use crate::transport::{Transport, TransportIo};
+
+/// `Read` over a connection's shared transport, owned (for a `BufReader`).
+struct SharedReader(Arc<Transport>);
+
+impl std::io::Read for SharedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
 
 /// One blocking connection to a server: write request frames, read reply
 /// frames. Every read and write is bounded by the timeout given at connect.
 pub(crate) struct ServerConnection {
     target: String,
-    writer: TcpStream,
-    reader: BufReader<TcpStream>,
+    transport: Arc<Transport>,
+    reader: BufReader<SharedReader>,
     payload: Vec<u8>,
 }
 
 impl ServerConnection {
-    /// Connects to `host:port`.
+    /// Connects to `host:port`, over TLS when `tls` is given (the handshake
+    /// is done before this returns).
     ///
     /// # Errors
-    /// [`Error::Io`] naming the address when the connection fails.
-    pub(crate) fn connect(host: &str, port: u16, timeout: Duration) -> Result<Self> {
+    /// [`Error::Io`] naming the address when the connection or the TLS
+    /// handshake fails.
+    pub(crate) fn connect(host: &str, port: u16, timeout: Duration, tls: Option<&ClientTls>) -> Result<Self> {
         let target = format!("{host}:{port}");
         let context = |what: &str| format!("{what} {target}");
         let addrs = (host, port).to_socket_addrs().map_err(|e| Error::io(context("resolving"), e))?;
@@ -37,9 +51,12 @@ impl ServerConnection {
                     stream
                         .set_write_timeout(Some(timeout))
                         .map_err(|e| Error::io(context("configuring"), e))?;
-                    let reader =
-                        BufReader::new(stream.try_clone().map_err(|e| Error::io(context("configuring"), e))?);
-                    return Ok(ServerConnection { target, writer: stream, reader, payload: Vec::new() });
+                    let transport = Arc::new(match tls {
+                        None => Transport::Plain(stream),
+                        Some(tls) => tls.connect(stream, host)?,
+                    });
+                    let reader = BufReader::new(SharedReader(Arc::clone(&transport)));
+                    return Ok(ServerConnection { target, transport, reader, payload: Vec::new() });
                 }
                 Err(e) => last_error = Some(e),
             }
@@ -53,7 +70,7 @@ impl ServerConnection {
     /// # Errors
     /// [`Error::Io`] when the write fails or times out.
     pub(crate) fn send(&mut self, payload: &[u8]) -> Result<()> {
-        self.writer
+        TransportIo(&self.transport)
             .write_all(&frame::encode(payload))
             .map_err(|e| Error::io(format!("sending to {}", self.target), e))
     }
@@ -75,10 +92,10 @@ impl ServerConnection {
         }
     }
 
-    /// Gives up the framing and returns the socket (for the load generator,
-    /// which reads and writes from two threads).
-    pub(crate) fn into_stream(self) -> TcpStream {
-        self.writer
+    /// Gives up the framing and returns the transport (for the load
+    /// generator, which reads and writes from two threads).
+    pub(crate) fn into_stream(self) -> Arc<Transport> {
+        self.transport
     }
 
     /// Waits for the next reply frame and returns its payload.
@@ -112,6 +129,7 @@ pub(crate) fn call(
     request: &str,
     timeout: Duration,
     token: Option<&str>,
+    tls: Option<&ClientTls>,
 ) -> Result<String> {
     let mut value: serde_json::Value = serde_json::from_str(request)
         .map_err(|e| Error::Usage(format!("the request is not valid JSON: {e}")))?;
@@ -121,7 +139,7 @@ pub(crate) fn call(
     object.entry("id").or_insert(serde_json::Value::from(1));
     let payload = serde_json::to_vec(&value).map_err(|e| Error::Usage(e.to_string()))?;
 
-    let mut connection = ServerConnection::connect(host, port, timeout)?;
+    let mut connection = ServerConnection::connect(host, port, timeout, tls)?;
     if let Some(token) = token {
         connection.authenticate(token)?;
     }

@@ -22,5 +22,6 @@ pub(crate) mod report;
 pub(crate) mod run;
 pub(crate) mod shell;
 pub(crate) mod sweep;
+pub(crate) mod tls;
 
 pub use run::{run, RunVerdict};

@@ -38,12 +38,14 @@ pub fn run(args: ClientArgs) -> Result<RunVerdict> {
         Some(ClientCommand::Call(call)) => {
             let server = &call.server;
             let token = server.auth_token.as_deref();
+            let tls = crate::client::tls::ClientTls::from_args(&server.tls)?;
             let reply = crate::client::connection::call(
                 &server.host,
                 server.port,
                 &call.request,
                 call.timeout,
                 token,
+                tls.as_ref(),
             )?;
 
             println!("{reply}");
@@ -54,11 +56,13 @@ pub fn run(args: ClientArgs) -> Result<RunVerdict> {
         }
         Some(ClientCommand::Shell(shell)) => {
             let server = &shell.server;
+            let tls = crate::client::tls::ClientTls::from_args(&server.tls)?;
             crate::client::shell::run(
                 &server.host,
                 server.port,
                 shell.timeout,
                 server.auth_token.as_deref(),
+                tls.as_ref(),
             )?;
             Ok(RunVerdict::Success)
         }

@@ -79,7 +79,13 @@ pub(crate) fn parse_line(line: &str) -> std::result::Result<ShellAction, String>
 /// # Errors
 /// Only when the terminal cannot be used at all; connection problems are
 /// printed and the shell carries on (it reconnects on the next request).
-pub(crate) fn run(host: &str, port: u16, timeout: Duration, token: Option<&str>) -> Result<()> {
+pub(crate) fn run(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    token: Option<&str>,
+    tls: Option<&crate::client::tls::ClientTls>,
+) -> Result<()> {
     let mut editor = rustyline::DefaultEditor::new()
         .map_err(|e| Error::Terminal(format!("cannot open it for the shell: {e}")))?;
     let mut connection: Option<ServerConnection> = None;
@@ -109,7 +115,7 @@ pub(crate) fn run(host: &str, port: u16, timeout: Duration, token: Option<&str>)
             object.entry("id").or_insert_with(|| serde_json::Value::from(next_id));
         }
         next_id += 1;
-        match round_trip(&mut connection, (host, port, token), timeout, &request) {
+        match round_trip(&mut connection, (host, port, token, tls), timeout, &request) {
             Ok((reply, elapsed)) => println!("{reply}  ({:.3} ms)", elapsed.as_secs_f64() * 1000.0),
             Err(e) => {
                 println!("! {}", with_causes(&e));
@@ -124,12 +130,12 @@ pub(crate) fn run(host: &str, port: u16, timeout: Duration, token: Option<&str>)
 /// Sends one request on the shell's connection (opening it if needed).
 fn round_trip(
     connection: &mut Option<ServerConnection>,
-    (host, port, token): (&str, u16, Option<&str>),
+    (host, port, token, tls): (&str, u16, Option<&str>, Option<&crate::client::tls::ClientTls>),
     timeout: Duration,
     request: &serde_json::Value,
 ) -> Result<(String, Duration)> {
     if connection.is_none() {
-        let mut fresh = ServerConnection::connect(host, port, timeout)?;
+        let mut fresh = ServerConnection::connect(host, port, timeout, tls)?;
         if let Some(token) = token {
             fresh.authenticate(token)?;
         }

@@ -132,6 +132,8 @@ impl SweepPlan {
             outputs: OutputPaths::default(),
             progress: false,
             auth_token: None,
+            tls: None,
+            embedded_tls: false,
             images: ImagePayloads::default(),
         };
         let plan = SweepPlan {

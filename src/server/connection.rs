@@ -20,8 +20,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::replies::{InlineReplies, ReplySink, SocketWriter};
-use super::transport::Transport;
 use crate::frame::{FrameBuffer, FrameError};
+use crate::transport::Transport;
 
 /// Read buffer an idle connection keeps (it grows for large frames, then
 /// shrinks back), so 1,000 idle connections cost little memory.
@@ -51,15 +51,6 @@ pub(crate) struct Connection {
     /// When the connection was accepted: a TLS handshake must end within
     /// the read timeout of it.
     opened: Instant,
-}
-
-/// `Read` over a shared transport (the frame buffer reads through it).
-struct TransportReader<'a>(&'a Transport);
-
-impl io::Read for TransportReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
-    }
 }
 
 impl Connection {
@@ -126,7 +117,7 @@ impl Connection {
                     return Err(FrameError::Stalled { received: pending, limit: self.read_timeout });
                 }
             }
-            match self.buffer.read_from(&mut TransportReader(&self.stream)) {
+            match self.buffer.read_from(&mut crate::transport::TransportIo(&self.stream)) {
                 Ok(0) if pending == 0 => return Ok(None),
                 Ok(0) => {
                     let expected = self.buffer.expected_len();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::server::jobs::registry::ConnId;
 use crate::server::replies::FlowControl;
-use crate::server::transport::Transport;
+use crate::transport::Transport;
 
 /// Open connections by id. Cheap to clone.
 #[derive(Clone, Default)]

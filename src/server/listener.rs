@@ -4,13 +4,13 @@
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use super::transport::Transport;
 use super::{reader, Farm};
 use crate::protocol::{encode_error, ErrorCode};
+use crate::transport::Transport;
 
 /// Stack size of per-connection reader threads. Parsing is depth-limited
 /// (serde_json stops at 128 levels), so this is plenty even in debug builds,
@@ -52,7 +52,7 @@ pub(super) fn accept_loop(listener: TcpListener, farm: Arc<Farm>, stop: Arc<Atom
         let stream = match &farm.tls {
             None => Transport::Plain(stream),
             Some(config) => match rustls::ServerConnection::new(Arc::clone(config)) {
-                Ok(session) => Transport::Tls { socket: stream, session: Box::new(Mutex::new(session)) },
+                Ok(session) => Transport::tls(stream, session),
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "cannot start a TLS session; dropping the connection");
                     farm.stats.connection_tls_failed();

@@ -49,7 +49,6 @@ pub(crate) mod report;
 pub(crate) mod session;
 pub(crate) mod stats;
 pub(crate) mod tls;
-pub(crate) mod transport;
 
 pub(crate) use config::ServerConfig;
 pub(crate) use report::StatsReport;

@@ -32,7 +32,7 @@ use crate::server::connection::{Connection, ReadLimits};
 use crate::server::jobs::registry::ConnId;
 use crate::server::replies::ReplySink;
 use crate::server::stats::ReplyOutcome;
-use crate::server::transport::Transport;
+use crate::transport::Transport;
 
 /// Serves one connection until the client leaves, the connection breaks, or
 /// the server shuts it down; then cleans up after it.
@@ -146,7 +146,7 @@ impl Session<'_> {
     /// bytes that are not acceptable TLS, or a handshake past the timeout.
     fn tls_failed(&self, error: &std::io::Error) -> bool {
         self.farm.tls.is_some()
-            && (error.get_ref().is_some_and(|inner| inner.is::<crate::server::transport::TlsRefused>())
+            && (error.get_ref().is_some_and(|inner| inner.is::<crate::transport::TlsRefused>())
                 || error.kind() == std::io::ErrorKind::TimedOut)
     }
 

@@ -36,7 +36,7 @@ use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::transport::Transport;
+use crate::transport::Transport;
 
 /// How many queued replies the writer gathers into one `write` system call.
 const MAX_REPLIES_PER_FLUSH: usize = 256;

@@ -19,7 +19,7 @@
 //! and the [`super::receiver`]; this file wires them together for one
 //! connection.
 
-use std::net::TcpStream;
+use crate::transport::Transport;
 use std::sync::Arc;
 use std::thread;
 
@@ -47,7 +47,7 @@ pub(crate) struct ConnectionResult {
 pub(crate) fn run_connection(
     index: usize,
     plan: Arc<Plan>,
-    stream: TcpStream,
+    stream: Arc<Transport>,
     sinks: RunSinks,
 ) -> ConnectionResult {
     let window = Arc::new(Window::default());
@@ -63,10 +63,8 @@ pub(crate) fn run_connection(
         recorder: Recorder::default(),
         error: Some(format!("connection {index}: cannot start its sender: {e}")),
     };
-    let write_half = match stream.try_clone() {
-        Ok(write_half) => write_half,
-        Err(e) => return fail(e),
-    };
+    // Both halves share the transport (and, over TLS, its session).
+    let write_half = Arc::clone(&stream);
     let (sender, feeder) = match plan.options.pacing {
         Pacing::Open { .. } => {
             let (window, plan, sinks) = (Arc::clone(&window), Arc::clone(&plan), sinks.clone());

@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::options::{BenchOptions, Pacing, Target};
 use super::ServerInfo;
 use crate::client::connection::ServerConnection;
+use crate::client::tls::ClientTls;
 use crate::error::{Error, Result};
 use crate::server::{Server, ServerConfig};
 
@@ -21,6 +22,10 @@ pub(crate) struct ServerUnderTest {
     host: String,
     port: u16,
     embedded: Option<Server>,
+    /// TLS for the run's connections.
+    tls: Option<ClientTls>,
+    /// The embedded server's throwaway certificate files (removed on drop).
+    _certificates: Option<tempfile::TempDir>,
 }
 
 impl ServerUnderTest {
@@ -33,9 +38,13 @@ impl ServerUnderTest {
     /// `predict_lock` is set (`--cmd lock-cycle`).
     pub(crate) fn start_with(options: &BenchOptions, predict_lock: bool) -> Result<Self> {
         match &options.target {
-            Target::Remote { host, port } => {
-                Ok(ServerUnderTest { host: host.clone(), port: *port, embedded: None })
-            }
+            Target::Remote { host, port } => Ok(ServerUnderTest {
+                host: host.clone(),
+                port: *port,
+                embedded: None,
+                tls: options.tls.clone(),
+                _certificates: None,
+            }),
             Target::Embedded { mode, workers, gil } => {
                 let listener = TcpListener::bind("127.0.0.1:0")
                     .map_err(|e| Error::io("binding a loopback port for the embedded server", e))?;
@@ -52,7 +61,7 @@ impl ServerUnderTest {
                         .map_err(Error::Model)?;
                 }
                 let defaults = ServerConfig::default();
-                let config = ServerConfig {
+                let mut config = ServerConfig {
                     mode: *mode,
                     workers: *workers,
                     queue_capacity: defaults.queue_capacity.max(window),
@@ -61,9 +70,23 @@ impl ServerUnderTest {
                     predict_lock,
                     ..defaults
                 };
+                let (certificates, tls) = match options.embedded_tls {
+                    true => {
+                        let (dir, files, tls) = throwaway_certificates()?;
+                        config.tls = Some(files);
+                        (Some(dir), Some(tls))
+                    }
+                    false => (None, None),
+                };
                 let server = Server::start(listener, config)?;
                 let addr = server.local_addr();
-                Ok(ServerUnderTest { host: addr.ip().to_string(), port: addr.port(), embedded: Some(server) })
+                Ok(ServerUnderTest {
+                    host: addr.ip().to_string(),
+                    port: addr.port(),
+                    embedded: Some(server),
+                    tls,
+                    _certificates: certificates,
+                })
             }
         }
     }
@@ -75,7 +98,8 @@ impl ServerUnderTest {
 
     /// Opens a connection, authenticating when a token is given.
     pub(crate) fn connect(&self, token: Option<&str>) -> Result<ServerConnection> {
-        let mut connection = ServerConnection::connect(&self.host, self.port, CONNECT_TIMEOUT)?;
+        let mut connection =
+            ServerConnection::connect(&self.host, self.port, CONNECT_TIMEOUT, self.tls.as_ref())?;
         if let Some(token) = token {
             connection.authenticate(token)?;
         }
@@ -116,4 +140,36 @@ impl ServerUnderTest {
             server.wait();
         }
     }
+}
+
+/// A CA and a certificate for 127.0.0.1 made for one `--tls --embedded` run,
+/// written to a temporary directory the server reads them from, and the
+/// client TLS that trusts that CA only.
+fn throwaway_certificates() -> Result<(tempfile::TempDir, crate::server::tls::TlsFiles, ClientTls)> {
+    let failed = |e: rcgen::Error| Error::Config(format!("making a throwaway certificate: {e}"));
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "tc-client --embedded throwaway CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().map_err(failed)?)
+        .map_err(failed)?;
+    let key = rcgen::KeyPair::generate().map_err(failed)?;
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .map_err(failed)?
+        .signed_by(&key, &ca)
+        .map_err(failed)?;
+    let dir =
+        tempfile::tempdir().map_err(|e| Error::io("making a directory for the throwaway certificate", e))?;
+    let write = |name: &str, text: String| -> Result<std::path::PathBuf> {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        Ok(path)
+    };
+    let files = crate::server::tls::TlsFiles {
+        cert: write("server.pem", cert.pem())?,
+        key: write("server.key", key.serialize_pem())?,
+        client_ca: None,
+    };
+    let choice = crate::client::tls::TlsChoice { ca: Some(write("ca.pem", ca.pem())?), ..Default::default() };
+    let tls = ClientTls::new(&choice)?;
+    Ok((dir, files, tls))
 }

@@ -146,6 +146,11 @@ pub(crate) struct BenchOptions {
     pub(crate) progress: bool,
     /// Token to present on every connection (`--auth-token`).
     pub(crate) auth_token: Option<String>,
+    /// TLS to a remote server (`--tls` and its flags).
+    pub(crate) tls: Option<crate::client::tls::ClientTls>,
+    /// `--tls --embedded`: the embedded server serves TLS with a throwaway
+    /// certificate, which the run's connections trust.
+    pub(crate) embedded_tls: bool,
     /// Images for `predict` and `predict_batch` (`--images`, `--batch`).
     pub(crate) images: ImagePayloads,
 }
@@ -220,6 +225,13 @@ impl BenchOptions {
             },
             progress: true,
             auth_token: args.auth_token.clone(),
+            tls: if args.embedded {
+                None
+            } else {
+                crate::client::tls::ClientTls::from_args(&args.tls)
+                    .map_err(|e| OptionsError::new("--tls", e.to_string()))?
+            },
+            embedded_tls: args.embedded && args.tls.tls,
             images,
         };
         options.validate()?;
@@ -338,6 +350,8 @@ impl BenchOptions {
             outputs: OutputPaths::default(),
             progress: false,
             auth_token: None,
+            tls: None,
+            embedded_tls: false,
             images: ImagePayloads::default(),
         }
     }

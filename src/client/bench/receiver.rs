@@ -7,10 +7,11 @@
 //! intervals of the interval log. Frames are reassembled across reads by a
 //! [`FrameBuffer`], so a timeout in the middle of a frame loses nothing.
 
+use crate::transport::{Transport, TransportIo};
 use std::collections::BTreeSet;
 use std::io;
-use std::net::TcpStream;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -162,7 +163,7 @@ impl<'a> Receiver<'a> {
         }
     }
 
-    pub(super) fn run(&mut self, mut stream: TcpStream, mut feeder: Option<Feeder<'_>>) {
+    pub(super) fn run(&mut self, stream: Arc<Transport>, mut feeder: Option<Feeder<'_>>) {
         if let Err(e) = stream.set_read_timeout(Some(RECEIVER_TICK)) {
             self.window.close(Some(describe_io_error(self.index, self.plan, "configuring the socket", &e)));
             return;
@@ -191,7 +192,7 @@ impl<'a> Receiver<'a> {
                     return;
                 }
             }
-            match buffer.read_from(&mut stream) {
+            match buffer.read_from(&mut TransportIo(&stream)) {
                 Ok(0) => {
                     let state = self.window.lock();
                     let expected_more = !state.sending_done || !state.in_flight.is_empty();

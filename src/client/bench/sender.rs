@@ -4,9 +4,9 @@
 //! ([`Feeder`], driven by the receiver's thread) or keeping a fixed schedule
 //! in an open loop ([`send_on_schedule`], its own thread).
 
-use std::io::Write;
-use std::net::TcpStream;
+use crate::transport::Transport;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
@@ -94,8 +94,8 @@ impl<'a> Schedule<'a> {
 pub(super) struct Feeder<'a> {
     /// Which request comes next.
     pub(super) schedule: Schedule<'a>,
-    /// The socket's write half.
-    pub(super) stream: TcpStream,
+    /// The connection's write half.
+    pub(super) stream: Arc<Transport>,
     /// Requests to keep in flight.
     pub(super) pipeline: usize,
 }
@@ -136,7 +136,7 @@ impl Feeder<'_> {
 pub(super) fn send_on_schedule(
     index: usize,
     plan: &Plan,
-    mut stream: TcpStream,
+    stream: Arc<Transport>,
     window: &Window,
     sinks: &RunSinks,
 ) {

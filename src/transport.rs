@@ -1,8 +1,10 @@
-//! One client connection's bytes: plain TCP, or TLS over it (rustls), behind
-//! one type that the reader and the writer thread share through an `Arc`.
+//! One connection's bytes: plain TCP, or TLS over it (rustls), behind one
+//! type that a reader thread and a writer thread share through an `Arc` —
+//! on the server (a client's connection) and in the client (the load
+//! generator's sender and receiver).
 //!
 //! Plain TCP needs no lock: `&TcpStream` reads and writes from two threads
-//! at once. TLS keeps one `rustls::ServerConnection` (the session's keys
+//! at once. TLS keeps one `rustls::Connection` (the session's keys
 //! and buffers) that both sides must update, so it sits behind a mutex held
 //! only while records are decrypted or encrypted and while they are written
 //! — never while the reader waits for the network: the reader first takes
@@ -13,10 +15,12 @@
 //!  frames ──lock: encrypt into records, write them──▶ socket            (writer, inline replies)
 //! ```
 //!
-//! The handshake happens inside these reads: the client's hello arrives as
-//! raw bytes, and the server's answer is written while the lock is held.
-//! Bytes that are not TLS (a plain-text client on a TLS port) fail
-//! `process_new_packets` at once, and the connection is closed.
+//! On the server the handshake happens inside these reads: the client's
+//! hello arrives as raw bytes, and the server's answer is written while the
+//! lock is held. Bytes that are not TLS (a plain-text client on a TLS port)
+//! fail `process_new_packets` at once, and the connection is closed. A
+//! client finishes its handshake at connect ([`Transport::handshake`]),
+//! before the two threads start.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -24,7 +28,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use rustls::ServerConnection;
+use rustls::Connection;
 
 /// Raw bytes read off a TLS socket at a time.
 const TLS_READ_CHUNK: usize = 16 * 1024;
@@ -35,7 +39,10 @@ pub(crate) enum Transport {
     Plain(TcpStream),
     /// The session is boxed: it is large (~1 KB), the plain variant is a
     /// file descriptor.
-    Tls { socket: TcpStream, session: Box<Mutex<ServerConnection>> },
+    Tls {
+        socket: TcpStream,
+        session: Box<Mutex<Connection>>,
+    },
 }
 
 /// Why a TLS connection failed before or during its handshake.
@@ -57,7 +64,7 @@ impl Transport {
         }
     }
 
-    fn session(session: &Mutex<ServerConnection>) -> MutexGuard<'_, ServerConnection> {
+    fn session(session: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
         session.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -67,6 +74,36 @@ impl Transport {
 
     pub(crate) fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.socket().set_read_timeout(timeout)
+    }
+
+    /// A TLS transport over `socket` with `session` (client or server).
+    pub(crate) fn tls(socket: TcpStream, session: impl Into<Connection>) -> Transport {
+        Transport::Tls { socket, session: Box::new(Mutex::new(session.into())) }
+    }
+
+    pub(crate) fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.socket().set_write_timeout(timeout)
+    }
+
+    /// Completes a client's TLS handshake now (blocking, within the socket's
+    /// timeouts); nothing for plain TCP.
+    ///
+    /// # Errors
+    /// The socket's error, or `InvalidData` wrapping [`TlsRefused`] when the
+    /// server's certificate or the handshake is refused.
+    pub(crate) fn handshake(&self) -> io::Result<()> {
+        let Transport::Tls { socket, session } = self else { return Ok(()) };
+        let mut tls = Self::session(session);
+        while tls.is_handshaking() {
+            tls.complete_io(&mut &*socket).map_err(|e| match e.into_inner() {
+                Some(inner) => match inner.downcast::<rustls::Error>() {
+                    Ok(tls_error) => io::Error::new(io::ErrorKind::InvalidData, TlsRefused(*tls_error)),
+                    Err(other) => io::Error::other(other),
+                },
+                None => io::Error::other("the TLS handshake failed"),
+            })?;
+        }
+        Ok(())
     }
 
     pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
@@ -90,9 +127,8 @@ impl Transport {
         }
     }
 
-    /// Reads plaintext: `Ok(0)` at the end of the stream; a timeout or
-    /// `WouldBlock` when nothing arrived (or only handshake or partial
-    /// records did) — the caller loops as it does for a socket timeout.
+    /// Reads plaintext: `Ok(0)` at the end of the stream; the socket's
+    /// timeout error (`WouldBlock`) when no plaintext arrived within it.
     ///
     /// # Errors
     /// The socket's error, or `InvalidData` wrapping [`TlsRefused`] for
@@ -108,29 +144,33 @@ impl Transport {
             return Ok(n);
         }
         let mut raw = [0u8; TLS_READ_CHUNK];
-        let got = (&*socket).read(&mut raw)?;
-        let mut tls = Self::session(session);
-        if got == 0 {
-            return Ok(0);
-        }
-        let mut offered = &raw[..got];
-        while !offered.is_empty() {
-            tls.read_tls(&mut offered)?;
-            let processed = tls.process_new_packets();
-            // Whatever the session has to say goes out now: the handshake's
-            // answer, or the alert that explains a refusal.
-            Self::flush(&mut tls, socket)?;
-            processed.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, TlsRefused(e)))?;
-        }
-        match Self::take_plaintext(&mut tls, buf)? {
-            Some(n) => Ok(n),
-            None => Err(io::ErrorKind::WouldBlock.into()),
+        // Records that carry no data (handshake messages, session tickets,
+        // half a record) are processed and the socket read again, until
+        // plaintext, the end, or the socket's own timeout.
+        loop {
+            let got = (&*socket).read(&mut raw)?;
+            let mut tls = Self::session(session);
+            if got == 0 {
+                return Ok(0);
+            }
+            let mut offered = &raw[..got];
+            while !offered.is_empty() {
+                tls.read_tls(&mut offered)?;
+                let processed = tls.process_new_packets();
+                // Whatever the session has to say goes out now: the handshake's
+                // answer, or the alert that explains a refusal.
+                Self::flush(&mut tls, socket)?;
+                processed.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, TlsRefused(e)))?;
+            }
+            if let Some(n) = Self::take_plaintext(&mut tls, buf)? {
+                return Ok(n);
+            }
         }
     }
 
     /// Plaintext the session holds: `Some(n)`, `Some(0)` after the peer's
     /// close_notify, or `None` when there is none yet.
-    fn take_plaintext(tls: &mut ServerConnection, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    fn take_plaintext(tls: &mut Connection, buf: &mut [u8]) -> io::Result<Option<usize>> {
         match tls.reader().read(buf) {
             Ok(n) => Ok(Some(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
@@ -139,7 +179,7 @@ impl Transport {
     }
 
     /// Writes the session's pending records to the socket.
-    fn flush(tls: &mut ServerConnection, mut socket: &TcpStream) -> io::Result<()> {
+    fn flush(tls: &mut Connection, mut socket: &TcpStream) -> io::Result<()> {
         while tls.wants_write() {
             tls.write_tls(&mut socket)?;
         }
@@ -159,5 +199,25 @@ impl Transport {
                 Self::flush(&mut tls, socket)
             }
         }
+    }
+}
+
+/// `Read` and `Write` over a shared transport, for code written against the
+/// std traits (frame buffers, `write_all`).
+pub(crate) struct TransportIo<'a>(pub(crate) &'a Transport);
+
+impl Read for TransportIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for TransportIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write_all(buf).map(|()| buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
