@@ -19,6 +19,7 @@ It runs four small demos and exits non-zero if any reply is wrong:
 import argparse
 import json
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -52,9 +53,25 @@ def recv_frame(sock):
     return json.loads(recv_exact(sock, length).decode("utf-8"))
 
 
+# An ssl.SSLContext when --tls is given (a server started with --tls-cert).
+TLS = None
+
+
+def tls_context(cafile, certfile=None, keyfile=None):
+    """Trusts `cafile` (or the system's CAs), checks the server's name, and
+    presents a client certificate for mutual TLS when given one."""
+    context = ssl.create_default_context(cafile=cafile)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if certfile:
+        context.load_cert_chain(certfile, keyfile)
+    return context
+
+
 def connect(host, port, timeout):
     sock = socket.create_connection((host, port), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if TLS is not None:
+        sock = TLS.wrap_socket(sock, server_hostname=host)
     return sock
 
 
@@ -132,7 +149,14 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5050)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per socket operation")
+    parser.add_argument("--tls", action="store_true", help="connect over TLS")
+    parser.add_argument("--cafile", help="PEM CA that signed the server's certificate (default: the system's)")
+    parser.add_argument("--certfile", help="client certificate (PEM) for mutual TLS")
+    parser.add_argument("--keyfile", help="its private key (PEM)")
     args = parser.parse_args()
+    global TLS
+    if args.tls:
+        TLS = tls_context(args.cafile, args.certfile, args.keyfile)
     try:
         demo_ping(args.host, args.port, args.timeout)
         demo_compute(args.host, args.port, args.timeout)

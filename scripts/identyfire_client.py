@@ -20,6 +20,7 @@ import glob
 import json
 import os
 import socket
+import ssl
 import struct
 import sys
 
@@ -27,13 +28,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SAMPLES = os.path.join(HERE, "..", "models", "samples")
 
 
-def call(host, port, method, params=None, timeout=30.0):
-    """One IdentyFire call: a fresh connection, one request, one reply."""
+def call(host, port, method, params=None, timeout=30.0, tls=None):
+    """One IdentyFire call: a fresh connection (over TLS when `tls`, an
+    ssl.SSLContext, is given), one request, one reply."""
     request = {"method": method}
     if params is not None:
         request["params"] = params
     payload = json.dumps(request).encode("utf-8")
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        sock = tls.wrap_socket(raw, server_hostname=host) if tls else raw
         sock.sendall(struct.pack(">I", len(payload)) + payload)
         (length,) = struct.unpack(">I", recv_exactly(sock, 4))
         return json.loads(recv_exactly(sock, length).decode("utf-8"))
@@ -54,7 +57,10 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5050)
     parser.add_argument("--images", default=SAMPLES, help="directory of sample images")
+    parser.add_argument("--tls", action="store_true", help="connect over TLS")
+    parser.add_argument("--cafile", help="PEM CA that signed the server's certificate (default: the system's)")
     args = parser.parse_args()
+    tls = ssl.create_default_context(cafile=args.cafile) if args.tls else None
 
     failures = []
 
@@ -64,7 +70,7 @@ def main():
             failures.append(what)
 
     def rpc(method, params=None):
-        return call(args.host, args.port, method, params)
+        return call(args.host, args.port, method, params, tls=tls)
 
     health = rpc("health_check")
     check("health_check", health.get("status") == "online" and health.get("model_loaded") is True

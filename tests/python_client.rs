@@ -62,3 +62,72 @@ fn an_identyfire_style_python_client_works_unchanged() {
         assert!(!stdout.contains("FAIL"), "{stdout}");
     }
 }
+
+/// Both Python clients over TLS (the standard library's `ssl`), against a
+/// server with certificates made by `tc-server gen-cert`; the example
+/// client with a client certificate too (mutual TLS).
+#[test]
+fn the_python_clients_speak_tls() {
+    if !python3_available() {
+        eprintln!("python3 not found: skipping the Python TLS test");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tc-server"))
+        .args(["gen-cert", "--out", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let file = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let server = TestServer::start(
+        "threads",
+        2,
+        &[
+            "--tls-cert",
+            &file("server.pem"),
+            "--tls-key",
+            &file("server.key"),
+            "--tls-client-ca",
+            &file("ca.pem"),
+        ],
+    );
+    let port = server.addr.port().to_string();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/example_client.py");
+    let out = Command::new("python3")
+        .args([example, "--host", "localhost", "--port", &port, "--tls", "--cafile", &file("ca.pem")])
+        .args(["--certfile", &file("client.pem"), "--keyfile", &file("client.key")])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.lines().any(|l| l.starts_with("Done: 20 responses in ")), "{stdout}");
+    // Without its certificate, the server refuses the example client.
+    let out = Command::new("python3")
+        .args([example, "--host", "localhost", "--port", &port, "--tls", "--cafile", &file("ca.pem")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    // The IdentyFire client over TLS (no client certificates in its world).
+    let open = TestServer::start(
+        "threads",
+        2,
+        &["--tls-cert", &file("server.pem"), "--tls-key", &file("server.key")],
+    );
+    let identyfire = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/identyfire_client.py");
+    let out = Command::new("python3")
+        .args([
+            identyfire,
+            "--host",
+            "localhost",
+            "--port",
+            &open.addr.port().to_string(),
+            "--tls",
+            "--cafile",
+        ])
+        .arg(file("ca.pem"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("Done: 0 failed checks"), "{stdout}");
+}

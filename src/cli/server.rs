@@ -19,8 +19,12 @@ use crate::units::{parse_duration, parse_size};
 /// The ThreadCenter compute farm: framed JSON requests over TCP, run by a pool
 /// of worker processes or threads.
 #[derive(Debug, Parser)]
-#[command(name = "tc-server", version, about, long_about = None)]
+#[command(name = "tc-server", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 pub struct ServerArgs {
+    /// `gen-cert`; without one, serve.
+    #[command(subcommand)]
+    pub(crate) command: Option<ServerCommand>,
+
     /// Address to listen on. Anything but loopback is reachable by others.
     #[arg(long, env = "THREADCENTER_HOST", default_value = "127.0.0.1")]
     pub(crate) host: String,
@@ -202,6 +206,50 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     }
 }
 
+/// What `tc-server` can do besides serving.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum ServerCommand {
+    /// Make a local CA, a server certificate and a client certificate (PEM)
+    /// for TLS tests, demos and small private farms.
+    GenCert(GenCertArgs),
+}
+
+/// Flags of `tc-server gen-cert`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct GenCertArgs {
+    /// Directory to write ca.pem, ca.key, server.pem, server.key,
+    /// client.pem and client.key into (created if needed).
+    #[arg(long, default_value = "certs")]
+    pub(crate) out: PathBuf,
+
+    /// A name the server's certificate is valid for (DNS name or IP
+    /// address); repeat for several.
+    #[arg(long = "name", default_values = ["localhost", "127.0.0.1"])]
+    pub(crate) names: Vec<String>,
+}
+
+/// `tc-server gen-cert`: writes the files and says how to use them.
+fn gen_cert(args: &GenCertArgs) -> anyhow::Result<()> {
+    let made = crate::server::tls::make_certificates(&args.out, &args.names)?;
+    println!("wrote, in {} (valid for {}):", args.out.display(), args.names.join(", "));
+    println!("  CA:     {}  (and ca.key: keep it private)", made.ca.display());
+    println!("  server: {} {}", made.server.cert.display(), made.server.key.display());
+    println!("  client: {} {}", made.client_cert.display(), made.client_key.display());
+    println!(
+        "serve:   tc-server --tls-cert {} --tls-key {} [--tls-client-ca {}]",
+        made.server.cert.display(),
+        made.server.key.display(),
+        made.ca.display()
+    );
+    println!(
+        "connect: tc-client --tls --tls-ca {} [--tls-cert {} --tls-key {}] ...",
+        made.ca.display(),
+        made.client_cert.display(),
+        made.client_key.display()
+    );
+    Ok(())
+}
+
 impl ServerArgs {
     /// The server configuration these flags describe.
     pub(crate) fn config(&self) -> ServerConfig {
@@ -270,6 +318,9 @@ fn raise_open_files_limit() {
 /// A bad flag value, an address that cannot be bound, workers that cannot
 /// start.
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    if let Some(ServerCommand::GenCert(gen)) = &args.command {
+        return gen_cert(gen);
+    }
     super::init_logging(args.log_level.as_deref(), args.log_format)?;
     let config = args.config();
     config.validate()?;

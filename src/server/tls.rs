@@ -79,3 +79,70 @@ pub(crate) fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>> {
     })?;
     Ok(Arc::new(config))
 }
+
+/// The files [`make_certificates`] writes.
+#[derive(Debug, Clone)]
+pub(crate) struct MadeCertificates {
+    /// The CA's certificate: what clients trust (`--tls-ca`) and what the
+    /// server checks client certificates against (`--tls-client-ca`).
+    pub(crate) ca: PathBuf,
+    /// The server's certificate and key (`--tls-cert`, `--tls-key`).
+    pub(crate) server: TlsFiles,
+    /// A client certificate and key for mutual TLS.
+    pub(crate) client_cert: PathBuf,
+    pub(crate) client_key: PathBuf,
+}
+
+/// Makes a local CA, a server certificate for `names` (DNS names or IP
+/// addresses) and a client certificate, all signed by that CA, as PEM files
+/// in `dir` (keys readable by the owner only). For tests, demos and small
+/// private farms: a real deployment's certificates come from its own CA.
+///
+/// # Errors
+/// A name that is not usable, or a file that cannot be written.
+pub(crate) fn make_certificates(dir: &Path, names: &[String]) -> Result<MadeCertificates> {
+    let failed = |e: rcgen::Error| Error::Config(format!("making certificates: {e}"));
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "ThreadCenter local CA");
+    let ca_key = rcgen::KeyPair::generate().map_err(failed)?;
+    let ca_key_pem = ca_key.serialize_pem();
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).map_err(failed)?;
+    let server_key = rcgen::KeyPair::generate().map_err(failed)?;
+    let server = rcgen::CertificateParams::new(names.to_vec())
+        .map_err(failed)?
+        .signed_by(&server_key, &ca)
+        .map_err(failed)?;
+    let client_key = rcgen::KeyPair::generate().map_err(failed)?;
+    let mut client_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
+    client_params.distinguished_name.push(rcgen::DnType::CommonName, "ThreadCenter client");
+    let client = client_params.signed_by(&client_key, &ca).map_err(failed)?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    // Keys readable by the owner only; certificates by anyone.
+    let write = |name: &str, text: String, secret: bool| -> Result<PathBuf> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join(name);
+        let failed = |e| Error::io(format!("writing {}", path.display()), e);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(if secret { 0o600 } else { 0o644 })
+            .open(&path)
+            .map_err(failed)?;
+        file.write_all(text.as_bytes()).map_err(failed)?;
+        Ok(path)
+    };
+    write("ca.key", ca_key_pem, true)?;
+    Ok(MadeCertificates {
+        ca: write("ca.pem", ca.pem(), false)?,
+        server: TlsFiles {
+            cert: write("server.pem", server.pem(), false)?,
+            key: write("server.key", server_key.serialize_pem(), true)?,
+            client_ca: None,
+        },
+        client_cert: write("client.pem", client.pem(), false)?,
+        client_key: write("client.key", client_key.serialize_pem(), true)?,
+    })
+}

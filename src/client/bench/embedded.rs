@@ -143,33 +143,13 @@ impl ServerUnderTest {
 }
 
 /// A CA and a certificate for 127.0.0.1 made for one `--tls --embedded` run,
-/// written to a temporary directory the server reads them from, and the
-/// client TLS that trusts that CA only.
+/// in a temporary directory the server reads them from, and the client TLS
+/// that trusts that CA only.
 fn throwaway_certificates() -> Result<(tempfile::TempDir, crate::server::tls::TlsFiles, ClientTls)> {
-    let failed = |e: rcgen::Error| Error::Config(format!("making a throwaway certificate: {e}"));
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "tc-client --embedded throwaway CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().map_err(failed)?)
-        .map_err(failed)?;
-    let key = rcgen::KeyPair::generate().map_err(failed)?;
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .map_err(failed)?
-        .signed_by(&key, &ca)
-        .map_err(failed)?;
     let dir =
         tempfile::tempdir().map_err(|e| Error::io("making a directory for the throwaway certificate", e))?;
-    let write = |name: &str, text: String| -> Result<std::path::PathBuf> {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-        Ok(path)
-    };
-    let files = crate::server::tls::TlsFiles {
-        cert: write("server.pem", cert.pem())?,
-        key: write("server.key", key.serialize_pem())?,
-        client_ca: None,
-    };
-    let choice = crate::client::tls::TlsChoice { ca: Some(write("ca.pem", ca.pem())?), ..Default::default() };
+    let made = crate::server::tls::make_certificates(dir.path(), &["127.0.0.1".to_string()])?;
+    let choice = crate::client::tls::TlsChoice { ca: Some(made.ca), ..Default::default() };
     let tls = ClientTls::new(&choice)?;
-    Ok((dir, files, tls))
+    Ok((dir, made.server, tls))
 }
