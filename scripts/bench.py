@@ -104,12 +104,21 @@ def redis_available():
 class Redis:
     """redis-server on a free loopback port, persistence off."""
 
+    def __init__(self, tls=None):
+        # tls: (certs dir) to serve TLS only, with the files of `tc-server gen-cert`.
+        self.tls = tls
+
     def __enter__(self):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
+        ports = ["--port", str(self.port)]
+        if self.tls:
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", f"{self.tls}/server.pem",
+                     "--tls-key-file", f"{self.tls}/server.key", "--tls-ca-cert-file", f"{self.tls}/ca.pem",
+                     "--tls-auth-clients", "no"]
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            ["redis-server", *ports, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
@@ -127,8 +136,9 @@ class Redis:
 
     def ping_rps(self, connections, pipeline, requests):
         """The better of redis-benchmark's two PING variants, requests per second."""
+        tls = ["--tls", "--cacert", f"{self.tls}/ca.pem"] if self.tls else []
         out = subprocess.run(
-            ["redis-benchmark", "-p", str(self.port), "-t", "ping", "-c", str(connections),
+            ["redis-benchmark", "-p", str(self.port), *tls, "-t", "ping", "-c", str(connections),
              "-P", str(pipeline), "-n", str(requests), "-q"],
             capture_output=True, text=True, check=True,
         ).stdout
@@ -240,6 +250,55 @@ def small_requests(results, args):
     single = ours[(1, 1)][0]
     results.add("second_client", "ping c=1: two client processes vs one", both, single, "req/s",
                 "> 1 (client is not the bottleneck)", verdict(both > 1.2 * single))
+
+
+HANDSHAKES = r"""
+import socket, ssl, struct, sys, time
+port, cafile, seconds = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+context = ssl.create_default_context(cafile=cafile) if cafile else None
+frame = b'{"id":1,"cmd":"ping"}'
+count, started = 0, time.monotonic()
+while time.monotonic() - started < seconds:
+    with socket.create_connection(("127.0.0.1", port)) as raw:
+        sock = context.wrap_socket(raw, server_hostname="127.0.0.1") if context else raw
+        sock.sendall(struct.pack(">I", len(frame)) + frame)
+        sock.recv(4)
+    count += 1
+print(count / (time.monotonic() - started))
+"""
+
+
+def tls(results, args):
+    """TLS on the job port: ping over TLS vs redis over TLS in the same run,
+    ours with TLS vs without, and new connections per second."""
+    log("8. TLS: ping vs redis --tls; the cost of TLS; handshakes per second")
+    with tempfile.TemporaryDirectory() as certs:
+        subprocess.run([SERVER, "gen-cert", "--out", certs], check=True, stdout=subprocess.DEVNULL)
+        tls_flags = ["--tls-cert", f"{certs}/server.pem", "--tls-key", f"{certs}/server.key"]
+        ping = ["--cmd", "ping", "-c", "16", "-d", str(args.duration), "--warmup", "1s"]
+        with Server("--mode", "threads", "--workers", "2", *tls_flags) as secure, \
+                Server("--mode", "threads", "--workers", "2") as plain:
+            over_tls, _ = median_of(args.repeats, lambda: client(
+                "--port", str(secure.port), "--tls", "--tls-ca", f"{certs}/ca.pem", *ping)[0]["throughput_rps"])
+            in_clear, _ = median_of(args.repeats, lambda: client("--port", str(plain.port), *ping)[0]["throughput_rps"])
+            handshakes, _ = median_of(args.repeats, lambda: float(subprocess.run(
+                [sys.executable, "-c", HANDSHAKES, str(secure.port), f"{certs}/ca.pem", str(args.duration)],
+                capture_output=True, text=True, check=True).stdout))
+            plain_connects, _ = median_of(args.repeats, lambda: float(subprocess.run(
+                [sys.executable, "-c", HANDSHAKES, str(plain.port), "", str(args.duration)],
+                capture_output=True, text=True, check=True).stdout))
+        reference = None
+        if redis_available():
+            with Redis(tls=certs) as redis:
+                reference, _ = median_of(args.repeats, lambda: redis.ping_rps(16, 1, 200_000))
+        results.add("tls_ping_c16", "ping over TLS, 16 connections (vs redis-benchmark --tls, redis 7 --tls-port)",
+                    over_tls, reference, "req/s", ">= 1.0",
+                    "skipped (no redis)" if reference is None else verdict(over_tls >= reference))
+        results.add("tls_cost", "ping, 16 connections: ours over TLS vs ours in clear", over_tls, in_clear, "req/s",
+                    "report", "-", f"TLS keeps {over_tls / in_clear:.0%} of the plain rate")
+        results.add("tls_handshakes", "new connections per second, each with one ping (Python ssl client, one at "
+                    "a time): TLS vs plain", handshakes, plain_connects, "connections/s", "report", "-",
+                    "a full TLS 1.3 handshake (ECDSA P-256 certificate) per connection")
 
 
 def dispatch_overhead(results, args):
@@ -517,12 +576,13 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (median reported)")
     parser.add_argument("--duration", type=int, default=5, help="seconds per run")
     parser.add_argument("--only", nargs="*", help="run only these sections "
-                        "(scaling, ping, dispatch, pipelining, memory, predict, onnx)")
+                        "(scaling, ping, dispatch, pipelining, memory, predict, onnx, tls)")
     args = parser.parse_args()
     build()
     results = Results()
     sections = {"scaling": compute_scaling, "ping": small_requests, "dispatch": dispatch_overhead,
-                "pipelining": pipelining, "memory": memory, "predict": predict, "onnx": onnx}
+                "pipelining": pipelining, "memory": memory, "predict": predict, "onnx": onnx,
+                "tls": tls}
     for name, section in sections.items():
         if not args.only or name in args.only:
             section(results, args)
