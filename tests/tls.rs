@@ -264,3 +264,44 @@ fn tc_client_speaks_tls_for_call_the_load_generator_and_the_embedded_server() {
     assert_eq!(json["counts"]["ok"], 100, "50 per connection: {json}");
     assert_eq!(json["server"]["embedded"], true, "{json}");
 }
+
+#[test]
+fn the_metrics_endpoint_speaks_https_with_the_job_ports_certificate() {
+    let files = TlsFiles::generate();
+    let server = tls_server(
+        "threads",
+        &files,
+        &["--metrics-addr", "127.0.0.1:0", "--metrics-tls", "--metrics-token", "t0k"],
+    );
+    let addr = server.metrics_addr.expect("metrics address printed");
+    let get = |path: &str, token: Option<&str>| -> String {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_file(&files.ca).unwrap()).unwrap();
+        let config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let session =
+            rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
+                .unwrap();
+        let socket = TcpStream::connect(addr).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut stream = rustls::StreamOwned::new(session, socket);
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n").unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response
+    };
+    assert!(get("/healthz", None).starts_with("HTTP/1.1 200"));
+    assert!(get("/metrics", None).starts_with("HTTP/1.1 401"));
+    let metrics = get("/metrics", Some("t0k"));
+    assert!(metrics.starts_with("HTTP/1.1 200") && metrics.contains("connections_tls_failed"), "{metrics}");
+    // Plain HTTP on the HTTPS port gets nothing useful, and the port stays up.
+    let mut plain = TcpStream::connect(addr).unwrap();
+    plain.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+    assert!(closed_within(&mut plain, Duration::from_secs(10)));
+    assert!(get("/readyz", None).starts_with("HTTP/1.1 200"));
+}

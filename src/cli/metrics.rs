@@ -33,6 +33,8 @@ impl MetricsHttpArgs {
             max_connections: self.metrics_max_connections as usize,
             timeout: self.metrics_timeout,
             token: self.metrics_token.clone(),
+            // Set by the server from its certificate (`--metrics-tls`).
+            tls: None,
         }
     }
 }

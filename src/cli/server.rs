@@ -162,6 +162,11 @@ pub struct ServerArgs {
     #[arg(long, env = "THREADCENTER_TLS_KEY", requires = "tls_cert", value_name = "FILE")]
     pub(crate) tls_key: Option<PathBuf>,
 
+    /// Serve the metrics endpoint over HTTPS too, with the job port's
+    /// certificate (--tls-cert, --tls-key).
+    #[arg(long, env = "THREADCENTER_METRICS_TLS", requires = "tls_cert")]
+    pub(crate) metrics_tls: bool,
+
     /// Mutual TLS: refuse, during the handshake, clients without a
     /// certificate signed by this PEM CA.
     #[arg(long, env = "THREADCENTER_TLS_CLIENT_CA", requires = "tls_cert", value_name = "FILE")]
@@ -285,6 +290,7 @@ impl ServerArgs {
             predict_lock: self.predict_lock,
             metrics_addr: self.metrics_addr,
             metrics_limits: self.metrics_http.limits(),
+            metrics_tls: self.metrics_tls,
             tls: match (&self.tls_cert, &self.tls_key) {
                 (Some(cert), Some(key)) => Some(crate::server::tls::TlsFiles {
                     cert: cert.clone(),
@@ -342,7 +348,8 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {}", server.local_addr())?;
     if let Some(metrics) = server.metrics_addr() {
-        writeln!(stdout, "metrics on http://{metrics}/metrics")?;
+        let scheme = if args.metrics_tls { "https" } else { "http" };
+        writeln!(stdout, "metrics on {scheme}://{metrics}/metrics")?;
     }
     stdout.flush()?;
     drop(stdout);

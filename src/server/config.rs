@@ -77,6 +77,8 @@ pub(crate) struct ServerConfig {
     pub(crate) metrics_addr: Option<SocketAddr>,
     /// The metrics endpoint's cap, timeout and token.
     pub(crate) metrics_limits: crate::server::http::HttpLimits,
+    /// Serve the metrics endpoint over HTTPS with the job port's certificate.
+    pub(crate) metrics_tls: bool,
     /// TLS on the job port (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
     pub(crate) tls: Option<crate::server::tls::TlsFiles>,
     /// Jobs running longer than this on a worker are logged at WARN
@@ -126,6 +128,7 @@ impl Default for ServerConfig {
             predict_lock: false,
             metrics_addr: None,
             metrics_limits: crate::server::http::HttpLimits::default(),
+            metrics_tls: false,
             tls: None,
             slow_job: None,
             nats: None,

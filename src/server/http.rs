@@ -37,6 +37,7 @@ use subtle::ConstantTimeEq;
 
 use super::{metrics, Farm};
 use crate::error::{Error, Result};
+use crate::transport::{Transport, TransportIo};
 
 /// The largest request head (request line and headers) read.
 const MAX_HEAD: usize = 8 * 1024;
@@ -53,11 +54,14 @@ pub(crate) struct HttpLimits {
     pub(crate) timeout: Duration,
     /// When set, `/metrics` needs `Authorization: Bearer <token>`.
     pub(crate) token: Option<String>,
+    /// When set, the endpoint speaks HTTPS with this configuration
+    /// (`--metrics-tls`: the job port's certificate).
+    pub(crate) tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Default for HttpLimits {
     fn default() -> Self {
-        HttpLimits { max_connections: 64, timeout: Duration::from_secs(5), token: None }
+        HttpLimits { max_connections: 64, timeout: Duration::from_secs(5), token: None, tls: None }
     }
 }
 
@@ -209,10 +213,23 @@ fn accept(listener: &TcpListener, queue: &crossbeam_channel::Sender<TcpStream>, 
 }
 
 /// Reads one request within the timeout and answers it.
-fn answer(mut stream: TcpStream, shared: &Shared) {
+fn answer(stream: TcpStream, shared: &Shared) {
     let timeout = shared.limits.timeout;
     let _ = stream.set_read_timeout(Some(timeout));
     let _ = stream.set_write_timeout(Some(timeout));
+    // HTTPS: the same reading and writing, through a TLS session (its
+    // handshake happens in the first reads, within the same timeout).
+    let transport = match &shared.limits.tls {
+        None => Transport::Plain(stream),
+        Some(config) => match rustls::ServerConnection::new(std::sync::Arc::clone(config)) {
+            Ok(session) => Transport::tls(stream, session),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot start a TLS session for a metrics connection");
+                return;
+            }
+        },
+    };
+    let mut stream = TransportIo(&transport);
     let deadline = Instant::now() + timeout;
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];

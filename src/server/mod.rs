@@ -161,9 +161,15 @@ impl Server {
         let cache = NonZeroUsize::new(config.cache_entries).map(|n| Arc::new(ResultCache::new(n)));
         // Bind the metrics address first: a port already in use fails the
         // start before any worker has been spawned.
-        let metrics_limits = config.metrics_limits.clone();
         // Certificate files are checked before anything starts.
         let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+        let mut metrics_limits = config.metrics_limits.clone();
+        if config.metrics_tls {
+            // The job port's certificate, without its client-certificate
+            // check: scrapers and probes authenticate with the bearer token.
+            let files = config.tls.as_ref().map(|files| tls::TlsFiles { client_ca: None, ..files.clone() });
+            metrics_limits.tls = files.as_ref().map(tls::server_config).transpose()?;
+        }
         let metrics_listener = match config.metrics_addr {
             Some(metrics_addr) => Some(
                 TcpListener::bind(metrics_addr)

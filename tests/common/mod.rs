@@ -88,6 +88,7 @@ impl TestServer {
         let metrics_addr = lines.next().map(|line| {
             line.trim()
                 .strip_prefix("metrics on http://")
+                .or_else(|| line.trim().strip_prefix("metrics on https://"))
                 .and_then(|rest| rest.strip_suffix("/metrics"))
                 .unwrap_or_else(|| panic!("unexpected second line from tc-server: {line:?}"))
                 .parse()
