@@ -54,3 +54,21 @@ fn a_sweep_appends_one_row_per_run_and_resumes_without_repeating_runs() {
     let content = std::fs::read_to_string(&csv).unwrap();
     assert_eq!(content.lines().filter(|l| l.starts_with("started_at,")).count(), 1, "one header");
 }
+
+#[test]
+fn a_tls_sweep_runs_every_farm_over_tls_and_says_so_in_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("sweep.csv");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tc-client"))
+        .args(["sweep", "--tls", "--modes", "threads", "--workers", "1", "-c", "2", "--sizes", "100"])
+        .args(["-d", "300ms", "--warmup", "0s", "--csv", csv.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut reader = csv::Reader::from_path(&csv).unwrap();
+    let rows: Vec<std::collections::HashMap<String, String>> =
+        reader.deserialize().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["server_tls"], "true", "{:?}", rows[0]);
+    assert!(rows[0]["ok"].parse::<u64>().unwrap() > 0, "{:?}", rows[0]);
+}

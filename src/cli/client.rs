@@ -150,6 +150,11 @@ pub(crate) struct SweepArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) timeout: Duration,
 
+    /// Every run's embedded server serves TLS (a throwaway certificate per
+    /// run); rows say so in their `server_tls` column.
+    #[arg(long)]
+    pub(crate) tls: bool,
+
     /// The CSV the rows are appended to (created with a header if new).
     #[arg(long, default_value = "results/sweep.csv")]
     pub(crate) csv: PathBuf,

@@ -133,7 +133,7 @@ impl SweepPlan {
             progress: false,
             auth_token: None,
             tls: None,
-            embedded_tls: false,
+            embedded_tls: args.tls,
             images: ImagePayloads::default(),
         };
         let plan = SweepPlan {
@@ -209,6 +209,9 @@ impl SweepPlan {
 struct DoneKey {
     server_mode: String,
     server_gil: bool,
+    /// Absent from CSVs written before the column existed: no TLS.
+    #[serde(default)]
+    server_tls: bool,
     server_workers: u64,
     concurrency: usize,
     size: u64,
@@ -218,7 +221,7 @@ struct DoneKey {
 }
 
 impl DoneKey {
-    fn of(point: &GridPoint, cmd: &str) -> Self {
+    fn of(point: &GridPoint, cmd: &str, tls: bool) -> Self {
         let (pipeline, rate_rps) = match point.pacing {
             Pacing::Closed { pipeline } => (Some(pipeline), None),
             // Written by the csv crate the way it writes every f64 (e.g. 200.0).
@@ -227,6 +230,7 @@ impl DoneKey {
         DoneKey {
             server_mode: point.mode.mode().as_str().to_string(),
             server_gil: point.mode.gil().is_some(),
+            server_tls: tls,
             server_workers: point.workers as u64,
             concurrency: point.concurrency,
             size: point.size,
@@ -290,7 +294,7 @@ pub(crate) fn run_sweep(plan: &SweepPlan, mut say: impl FnMut(&str)) -> Result<S
             point.size,
             point.pacing
         );
-        if already.contains(&DoneKey::of(point, &cmd)) {
+        if already.contains(&DoneKey::of(point, &cmd, plan.template.embedded_tls)) {
             summary.skipped += 1;
             say(&format!("{label}: already in {}, skipped", plan.csv.display()));
             continue;

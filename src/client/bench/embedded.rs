@@ -130,6 +130,7 @@ impl ServerUnderTest {
             instance: stats["instance"].as_str().unwrap_or_default().to_string(),
             embedded: self.embedded.is_some(),
             gil: !stats["gil"].is_null(),
+            tls: self.tls.is_some(),
         })
     }
 

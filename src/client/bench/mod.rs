@@ -161,6 +161,9 @@ pub(crate) struct ServerInfo {
     pub(crate) embedded: bool,
     /// Whether its worker threads share a GIL (`--gil`).
     pub(crate) gil: bool,
+    /// Whether the run's connections used TLS (`--tls`).
+    #[serde(default)]
+    pub(crate) tls: bool,
 }
 
 /// A finished run: the plan, the server, and the merged measurements.

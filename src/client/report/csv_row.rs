@@ -48,6 +48,8 @@ pub(crate) struct RowOrigin {
     pub(crate) server_workers: u64,
     /// Whether the server's worker threads share a GIL (`--gil`).
     pub(crate) server_gil: bool,
+    /// Whether the connections used TLS (`--tls`).
+    pub(crate) server_tls: bool,
     /// Whether the server was started by this client.
     pub(crate) embedded: bool,
 }
@@ -148,6 +150,7 @@ impl SummaryRow {
             server_mode: report.server.mode.clone(),
             server_workers: report.server.workers,
             server_gil: report.server.gil,
+            server_tls: report.server.tls,
             embedded: report.server.embedded,
         };
         let measured = RowMeasured {
@@ -244,7 +247,7 @@ mod tests {
         let mut lines = text.lines();
         assert_eq!(
             lines.next().unwrap(),
-            "started_at,tool_version,server_address,server_mode,server_workers,server_gil,embedded,cmd,size,\
+            "started_at,tool_version,server_address,server_mode,server_workers,server_gil,server_tls,embedded,cmd,size,\
              concurrency,load_model,pipeline,rate_rps,requests_per_connection,duration_s,warmup,timeout_s,\
              sent,ok,error_replies,timeouts,mismatches,duplicates,unknown,missing,errors_by_code,\
              measured_s,throughput_rps,p50_us,p90_us,p99_us,p99_9_us,p99_99_us,max_us,mean_us,\
@@ -254,7 +257,7 @@ mod tests {
         );
         assert_eq!(
             lines.next().unwrap(),
-            "2026-01-02T03:04:05Z,0.1.0,127.0.0.1:5050,processes,2,false,true,compute,500000,\
+            "2026-01-02T03:04:05Z,0.1.0,127.0.0.1:5050,processes,2,false,false,true,compute,500000,\
              4,closed,1,,5,,none,10.0,\
              1002,1000,2,0,0,0,0,0,BUSY:2,\
              2.0,501.0,500,900,990,1000,1000,1000,500.5,\

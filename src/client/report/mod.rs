@@ -344,6 +344,7 @@ pub(crate) mod tests {
                 instance: "test".into(),
                 embedded: true,
                 gil: false,
+                tls: false,
             },
             started_at: UNIX_EPOCH + Duration::from_secs(1_767_323_045), // 2026-01-02T03:04:05Z
             recorder,
