@@ -343,3 +343,37 @@ fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+#[test]
+fn a_hosts_metrics_endpoint_can_speak_https() {
+    use rustls_pki_types::pem::PemObject;
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    let Some(nats) = NatsServer::start() else { return };
+    let files = common::nats::TlsFiles::generate();
+    let (cert, key) = (files.cert.to_str().unwrap(), files.key.to_str().unwrap());
+    let (_host, addr) = WorkerHost::start_with_metrics_and(
+        &nats.url,
+        "secured",
+        "threads",
+        1,
+        &["--metrics-tls-cert", cert, "--metrics-tls-key", key],
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from_pem_file(&files.ca).unwrap()).unwrap();
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let session = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let socket = std::net::TcpStream::connect(addr).unwrap();
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut stream = rustls::StreamOwned::new(session, socket);
+    write!(stream, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 200") && response.contains("\"host\":\"secured\""), "{response}");
+}

@@ -61,6 +61,15 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub(crate) metrics_http: super::metrics::MetricsHttpArgs,
 
+    /// Serve the metrics endpoint over HTTPS with this PEM certificate
+    /// (chain allowed); needs --metrics-tls-key.
+    #[arg(long, env = "THREADCENTER_METRICS_TLS_CERT", requires = "metrics_tls_key", value_name = "FILE")]
+    pub(crate) metrics_tls_cert: Option<std::path::PathBuf>,
+
+    /// The PEM private key of --metrics-tls-cert.
+    #[arg(long, env = "THREADCENTER_METRICS_TLS_KEY", requires = "metrics_tls_cert", value_name = "FILE")]
+    pub(crate) metrics_tls_key: Option<std::path::PathBuf>,
+
     /// NATS authentication and TLS.
     #[command(flatten)]
     pub(crate) auth: NatsAuthArgs,
@@ -109,7 +118,19 @@ impl WorkerArgs {
                 )),
                 None => None,
             },
-            metrics_limits: self.metrics_http.limits(),
+            metrics_limits: crate::server::http::HttpLimits {
+                tls: match (&self.metrics_tls_cert, &self.metrics_tls_key) {
+                    (Some(cert), Some(key)) => {
+                        Some(crate::server::tls::server_config(&crate::server::tls::TlsFiles {
+                            cert: cert.clone(),
+                            key: key.clone(),
+                            client_ca: None,
+                        })?)
+                    }
+                    _ => None,
+                },
+                ..self.metrics_http.limits()
+            },
         })
     }
 }

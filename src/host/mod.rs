@@ -180,7 +180,8 @@ pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
                 config.metrics_limits.clone(),
             )?;
             // Scripts and tests read this line to find the port.
-            println!("metrics on http://{}/metrics", endpoint.local_addr());
+            let scheme = if config.metrics_limits.tls.is_some() { "https" } else { "http" };
+            println!("metrics on {scheme}://{}/metrics", endpoint.local_addr());
             Some(endpoint)
         }
         None => None,

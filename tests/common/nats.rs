@@ -113,15 +113,27 @@ impl WorkerHost {
     /// Starts a host with `--metrics-addr 127.0.0.1:0` and returns it with
     /// the address it printed.
     pub fn start_with_metrics(url: &str, name: &str, mode: &str, workers: usize) -> (WorkerHost, SocketAddr) {
+        Self::start_with_metrics_and(url, name, mode, workers, &[])
+    }
+
+    /// As [`WorkerHost::start_with_metrics`], with more flags (e.g. HTTPS).
+    pub fn start_with_metrics_and(
+        url: &str,
+        name: &str,
+        mode: &str,
+        workers: usize,
+        extra: &[&str],
+    ) -> (WorkerHost, SocketAddr) {
         use std::io::BufRead;
         let mut command = command(url, name, mode, workers);
-        command.args(["--metrics-addr", "127.0.0.1:0"]).stdout(Stdio::piped());
+        command.args(["--metrics-addr", "127.0.0.1:0"]).args(extra).stdout(Stdio::piped());
         let mut child = command.spawn().expect("tc-worker starts");
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("a line on stdout");
         let addr = line
             .trim()
             .strip_prefix("metrics on http://")
+            .or_else(|| line.trim().strip_prefix("metrics on https://"))
             .and_then(|rest| rest.strip_suffix("/metrics"))
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .parse()
