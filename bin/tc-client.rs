@@ -4,18 +4,18 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use threadcenter::cli::client::ClientArgs;
-use threadcenter::client::{run, RunVerdict};
+use threadcenter::client::run;
 
 fn main() -> ExitCode {
     // `--embedded` in process mode re-executes this binary as the workers.
     threadcenter::work::worker_process::run_if_requested();
     match run(ClientArgs::parse()) {
-        Ok(RunVerdict::Success) => ExitCode::SUCCESS,
-        Ok(RunVerdict::Failure) => ExitCode::from(1),
+        Ok(verdict) => ExitCode::from(verdict.exit_code()),
         Err(e) => {
+            let code = e.exit_code();
             // `{:#}` prints the error and every cause after it, on one line.
             eprintln!("tc-client: {:#}", anyhow::Error::from(e));
-            ExitCode::from(2)
+            ExitCode::from(code)
         }
     }
 }

@@ -12,7 +12,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tc-worker: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(threadcenter::cli::exit_code_of(&e))
         }
     }
 }

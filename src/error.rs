@@ -101,11 +101,32 @@ impl Error {
         Error::Io { context: context.into(), source }
     }
 
+    /// The process exit code for this error, as documented in
+    /// `docs/MESSAGES.md`: [`EXIT_USAGE`] when what was typed cannot work
+    /// (flags, configuration, input files, a model file), [`EXIT_FAILED`]
+    /// when it could but did not (no server there, a broken connection, a
+    /// peer's error).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) | Error::Options { .. } | Error::Config(_) | Error::Input { .. } | Error::Model(_) => {
+                EXIT_USAGE
+            }
+            _ => EXIT_FAILED,
+        }
+    }
+
     /// An input file that cannot be used, and why.
     pub(crate) fn input(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         Error::Input { path: path.into(), message: message.into() }
     }
 }
+
+/// Exit code: it ran, or tried to, and failed (a benchmark with problems, an
+/// error reply to `call`, a server that cannot be reached or cannot listen).
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: the command line, a configuration value or an input file is
+/// wrong; nothing was done.
+pub const EXIT_USAGE: u8 = 2;
 
 /// The library's `Result`, with [`Error`] as the error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -327,7 +327,8 @@ pub(crate) struct BenchArgs {
     pub(crate) duration: Option<Duration>,
 
     /// Send but leave out of every statistic: a time (2s, or plain seconds)
-    /// or requests per connection (100r).
+    /// or requests per connection (100r) [default: 0.5s with --embedded,
+    /// none otherwise; 0 turns it off].
     #[arg(long)]
     pub(crate) warmup: Option<String>,
 

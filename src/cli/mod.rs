@@ -48,3 +48,13 @@ pub(crate) fn init_logging(level: Option<&str>, format: LogFormat) -> crate::Res
     }
     Ok(())
 }
+
+/// The exit code for an error a binary ends with: the library's
+/// [`crate::Error::exit_code`] when the error (or one of its causes) is the
+/// library's, otherwise [`crate::error::EXIT_FAILED`].
+pub fn exit_code_of(error: &anyhow::Error) -> u8 {
+    error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<crate::Error>())
+        .map_or(crate::error::EXIT_FAILED, crate::Error::exit_code)
+}

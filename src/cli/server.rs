@@ -333,7 +333,15 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     args.pool.load_onnxruntime()?;
     raise_open_files_limit();
     let address = format!("{}:{}", args.host, args.port);
-    let listener = TcpListener::bind(&address).with_context(|| format!("cannot listen on {address}"))?;
+    let listener = TcpListener::bind(&address).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            "; another process is listening on that port: stop it, pick another with --port, \
+             or use --port 0 for any free port (the port is printed on the first line)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("cannot listen on {address}: {e}{hint}")
+    })?;
     let server = Server::start(listener, config).context("cannot start the server")?;
 
     // SIGINT (Ctrl-C) and SIGTERM both ask for a clean stop.

@@ -61,7 +61,17 @@ impl ServerConnection {
                 Err(e) => last_error = Some(e),
             }
         }
-        let e = last_error.unwrap_or_else(|| std::io::Error::other("the name resolved to no address"));
+        let mut e = last_error.unwrap_or_else(|| std::io::Error::other("the name resolved to no address"));
+        if e.kind() == std::io::ErrorKind::ConnectionRefused {
+            // The most common first-run mistake: no server is running.
+            e = std::io::Error::new(
+                e.kind(),
+                format!(
+                    "{e}; is tc-server running there? Start one with `tc-server --port {port}` \
+                     in another terminal, or add --embedded to measure a farm started for the run"
+                ),
+            );
+        }
         Err(Error::io(context("connecting to"), e))
     }
 

@@ -6,6 +6,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`connection`] | one blocking framed connection, and the one-shot `call` |
+//! | [`interrupt`] | Ctrl-C during a run: stop, report what was measured, exit 130 |
 //! | [`shell`] | the interactive prompt (`tc-client shell`) |
 //! | [`mod@bench`] | the load generator: options, connection drivers, recording, sweeps |
 //! | [`report`] | what a run measured, and one exporter per output format |
@@ -16,6 +17,7 @@
 
 pub(crate) mod bench;
 pub(crate) mod connection;
+pub(crate) mod interrupt;
 pub(crate) mod plot;
 pub(crate) mod progress;
 pub(crate) mod report;

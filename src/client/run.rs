@@ -26,6 +26,20 @@ pub enum RunVerdict {
     /// The run completed but found a problem (an error reply, a timeout, a
     /// wrong or missing reply, a broken connection).
     Failure,
+    /// Ctrl-C or SIGTERM stopped the run; what was measured was reported.
+    Interrupted,
+}
+
+impl RunVerdict {
+    /// The process exit code: 0, 1 or 130 (see the exit-code table in
+    /// `docs/MESSAGES.md`; usage errors exit with 2).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            RunVerdict::Success => 0,
+            RunVerdict::Failure => 1,
+            RunVerdict::Interrupted => crate::client::interrupt::EXIT_CODE,
+        }
+    }
 }
 
 /// Runs `tc-client`.
@@ -99,6 +113,7 @@ pub fn run(args: ClientArgs) -> Result<RunVerdict> {
         Some(ClientCommand::Sweep(sweep)) => {
             let plan = SweepPlan::from_args(&sweep)?;
             init_logging(Some("warn"), LogFormat::Text)?;
+            crate::client::interrupt::install()?;
             let summary = run_sweep(&plan, |line| println!("{line}"))?;
             println!(
                 "sweep: {} runs appended to {}, {} already there, {} with problems",
@@ -107,7 +122,13 @@ pub fn run(args: ClientArgs) -> Result<RunVerdict> {
                 summary.skipped,
                 summary.failed
             );
-            Ok(if summary.failed > 0 { RunVerdict::Failure } else { RunVerdict::Success })
+            Ok(if crate::client::interrupt::requested() {
+                RunVerdict::Interrupted
+            } else if summary.failed > 0 {
+                RunVerdict::Failure
+            } else {
+                RunVerdict::Success
+            })
         }
         None => run_benchmark(&args.bench),
     }
@@ -123,6 +144,8 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
     if args.is_lock_cycle() {
         return run_lock_cycle(&options);
     }
+    // From here on, Ctrl-C stops the run and reports what was measured.
+    crate::client::interrupt::install()?;
     // Every output file exists before the first request is sent.
     let mut exporters = Outputs::create(&options.outputs)?.into_exporters();
     let mut sinks = RunSinks::default();
@@ -137,7 +160,13 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
     let run = result?;
     let report = RunReport::new(&run);
     finish_all(exporters, &run, &report)?;
-    Ok(if run.failed() { RunVerdict::Failure } else { RunVerdict::Success })
+    Ok(if run.interrupted {
+        RunVerdict::Interrupted
+    } else if run.failed() {
+        RunVerdict::Failure
+    } else {
+        RunVerdict::Success
+    })
 }
 
 /// `--cmd lock-cycle`: prints the summary, writes `--json` if asked.

@@ -11,7 +11,6 @@
 //! in it because it also writes reports: the generator knows nothing of them.
 
 use std::collections::HashSet;
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use crate::client::bench::options::{
     parse_warmup, BenchOptions, OptionsError, OutputPaths, Pacing, StopAfter, Target,
 };
 use crate::client::bench::{run, RunSinks};
-use crate::client::report::csv_row::SummaryRow;
+use crate::client::report::csv_row::{CsvFile, SummaryRow};
 use crate::client::report::RunReport;
 use crate::error::{Error, Result};
 use crate::protocol::Mode;
@@ -63,6 +62,31 @@ impl SweepMode {
     fn gil(self) -> Option<Duration> {
         (self == SweepMode::ThreadsGil).then_some(Duration::from_millis(5))
     }
+
+    /// The word a user types for it.
+    fn name(self) -> &'static str {
+        match self {
+            SweepMode::Threads => "threads",
+            SweepMode::ThreadsGil => "threads-gil",
+            SweepMode::Processes => "processes",
+        }
+    }
+}
+
+/// One grid point in words, for the progress lines:
+/// `threads, 2 workers, 8 connections, n=500000, pipeline 1`.
+fn describe(point: &GridPoint) -> String {
+    let pacing = match point.pacing {
+        Pacing::Closed { pipeline } => format!("pipeline {pipeline}"),
+        Pacing::Open { rate } => format!("open loop at {rate} requests/s"),
+    };
+    format!(
+        "{}, {} workers, {} connections, n={}, {pacing}",
+        point.mode.name(),
+        point.workers,
+        point.concurrency,
+        point.size
+    )
 }
 
 /// The grid and what every run shares.
@@ -207,17 +231,21 @@ impl SweepPlan {
 /// The columns of a CSV row that identify a grid point.
 #[derive(Debug, Deserialize, PartialEq, Eq, Hash)]
 struct DoneKey {
-    server_mode: String,
-    server_gil: bool,
+    /// Empty for runs against a server that did not describe itself.
+    server_mode: Option<String>,
+    server_gil: Option<bool>,
     /// Absent from CSVs written before the column existed: no TLS.
     #[serde(default)]
     server_tls: bool,
-    server_workers: u64,
+    server_workers: Option<u64>,
     concurrency: usize,
     size: u64,
     pipeline: Option<usize>,
     rate_rps: Option<String>,
     cmd: String,
+    /// An interrupted run does not count as done: resuming runs it again.
+    #[serde(default)]
+    interrupted: bool,
 }
 
 impl DoneKey {
@@ -228,15 +256,16 @@ impl DoneKey {
             Pacing::Open { rate } => (None, Some(csv_float(rate))),
         };
         DoneKey {
-            server_mode: point.mode.mode().as_str().to_string(),
-            server_gil: point.mode.gil().is_some(),
+            server_mode: Some(point.mode.mode().as_str().to_string()),
+            server_gil: Some(point.mode.gil().is_some()),
             server_tls: tls,
-            server_workers: point.workers as u64,
+            server_workers: Some(point.workers as u64),
             concurrency: point.concurrency,
             size: point.size,
             pipeline,
             rate_rps,
             cmd: cmd.to_string(),
+            interrupted: false,
         }
     }
 }
@@ -284,16 +313,10 @@ pub(crate) fn run_sweep(plan: &SweepPlan, mut say: impl FnMut(&str)) -> Result<S
     let points = plan.points();
     let mut summary = SweepSummary::default();
     for (index, point) in points.iter().enumerate() {
-        let label = format!(
-            "[{}/{}] {:?} workers={} connections={} n={} {:?}",
-            index + 1,
-            points.len(),
-            point.mode,
-            point.workers,
-            point.concurrency,
-            point.size,
-            point.pacing
-        );
+        if crate::client::interrupt::requested() {
+            break;
+        }
+        let label = format!("[{}/{}] {}", index + 1, points.len(), describe(point));
         if already.contains(&DoneKey::of(point, &cmd, plan.template.embedded_tls)) {
             summary.skipped += 1;
             say(&format!("{label}: already in {}, skipped", plan.csv.display()));
@@ -301,25 +324,19 @@ pub(crate) fn run_sweep(plan: &SweepPlan, mut say: impl FnMut(&str)) -> Result<S
         }
         let result = run(plan.options_for(point), RunSinks::default())?;
         let report = RunReport::new(&result);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&plan.csv)
-            .map_err(|e| Error::io(format!("opening --csv {}", plan.csv.display()), e))?;
-        let is_new = file.metadata().map(|m| m.len() == 0).unwrap_or(true);
-        SummaryRow::new(&result, &report).write(file, is_new).map_err(|e| {
-            Error::io(format!("writing --csv {}", plan.csv.display()), std::io::Error::other(e))
-        })?;
+        CsvFile::open(&plan.csv, "--csv")?.append(&SummaryRow::new(&result, &report))?;
         summary.ran += 1;
         if result.failed() {
             summary.failed += 1;
         }
+        let ms = |us: Option<u64>| us.unwrap_or(0) as f64 / 1000.0;
         say(&format!(
-            "{label}: {:.1} req/s, p50 {} us, p99 {} us{}",
+            "{label}: {:.1} ok replies/s, p50 {:.3} ms, p99 {:.3} ms{}{}",
             report.throughput_rps,
-            report.latency.at(50.0).unwrap_or(0),
-            report.latency.at(99.0).unwrap_or(0),
-            if result.failed() { " (with problems)" } else { "" }
+            ms(report.latency.at(50.0)),
+            ms(report.latency.at(99.0)),
+            if result.failed() { " (with problems)" } else { "" },
+            if result.interrupted { " (interrupted; a resumed sweep runs it again)" } else { "" }
         ));
     }
     Ok(summary)

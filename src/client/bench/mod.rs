@@ -151,16 +151,17 @@ impl IntervalRecorder {
 pub(crate) struct ServerInfo {
     /// `host:port`.
     pub(crate) address: String,
-    /// `processes` or `threads`.
-    pub(crate) mode: String,
-    /// Workers configured.
-    pub(crate) workers: u64,
+    /// `processes` or `threads`; `None` for a server that does not answer
+    /// `stats` (the Python original, for one).
+    pub(crate) mode: Option<String>,
+    /// Workers configured; `None` when unknown.
+    pub(crate) workers: Option<u64>,
     /// The server run's id.
     pub(crate) instance: String,
     /// Whether this client started it (`--embedded`).
     pub(crate) embedded: bool,
-    /// Whether its worker threads share a GIL (`--gil`).
-    pub(crate) gil: bool,
+    /// Whether its worker threads share a GIL (`--gil`); `None` when unknown.
+    pub(crate) gil: Option<bool>,
     /// Whether the run's connections used TLS (`--tls`).
     #[serde(default)]
     pub(crate) tls: bool,
@@ -180,6 +181,8 @@ pub(crate) struct BenchRun {
     pub(crate) wall_time: Duration,
     /// Why connections stopped early (one line each).
     pub(crate) connection_errors: Vec<String>,
+    /// Whether Ctrl-C (or SIGTERM) cut the run short.
+    pub(crate) interrupted: bool,
 }
 
 impl BenchRun {
@@ -188,11 +191,21 @@ impl BenchRun {
         self.recorder.measured_span()
     }
 
-    /// Measured replies (results and errors) per second of measured time.
+    /// Good replies (results) per second of measured time: the throughput.
+    /// Error replies are cheap for a server to send and are not work done.
     pub(crate) fn throughput(&self) -> f64 {
+        self.per_second(self.recorder.counts.ok)
+    }
+
+    /// Every measured reply (results and errors) per second of measured time.
+    pub(crate) fn replies_per_second(&self) -> f64 {
+        self.per_second(self.recorder.counts.answered())
+    }
+
+    fn per_second(&self, count: u64) -> f64 {
         let seconds = self.measured_time().as_secs_f64();
         if seconds > 0.0 {
-            self.recorder.counts.answered() as f64 / seconds
+            count as f64 / seconds
         } else {
             0.0
         }
@@ -264,5 +277,6 @@ fn run_against(server: &ServerUnderTest, options: BenchOptions, sinks: RunSinks)
     }
     let wall_time = plan.start.elapsed();
     let options = Arc::try_unwrap(plan).map(|p| p.options).unwrap_or_else(|p| p.options.clone());
-    Ok(BenchRun { options, server: info, started_at, recorder, wall_time, connection_errors })
+    let interrupted = crate::client::interrupt::requested();
+    Ok(BenchRun { options, server: info, started_at, recorder, wall_time, connection_errors, interrupted })
 }

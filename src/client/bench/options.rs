@@ -155,6 +155,9 @@ pub(crate) struct BenchOptions {
     pub(crate) images: ImagePayloads,
 }
 
+/// Warm-up of an `--embedded` run when `--warmup` is not given.
+pub(crate) const DEFAULT_EMBEDDED_WARMUP: Duration = Duration::from_millis(500);
+
 /// A connection sending less often than this is a configuration mistake,
 /// not a load test.
 pub(crate) const SLOWEST_CONNECTION_INTERVAL: Duration = Duration::from_secs(60);
@@ -207,6 +210,9 @@ impl BenchOptions {
             stop,
             warmup: match &args.warmup {
                 Some(text) => parse_warmup(text).map_err(|e| OptionsError::about("--warmup", e))?,
+                // A farm started for the run is cold (workers starting,
+                // caches empty): leave its first moments out by default.
+                None if args.embedded => Warmup::Duration(DEFAULT_EMBEDDED_WARMUP),
                 None => Warmup::None,
             },
             mix,

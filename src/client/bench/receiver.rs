@@ -29,6 +29,10 @@ use crate::units::micros;
 const RECEIVER_TICK: Duration = Duration::from_millis(20);
 /// Ids of timed-out requests remembered to recognise their late replies.
 const REMEMBERED_TIMEOUTS: usize = 100_000;
+/// After Ctrl-C, how long (at most; never more than `--timeout`) the
+/// requests in flight may take to be answered before they are counted as
+/// cancelled.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
 
 /// How one request ended, for the per-request CSV.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +45,12 @@ pub(crate) enum RequestOutcome {
     Timeout,
     /// A result that differs from the local computation.
     Mismatch,
-    /// The connection closed before the reply.
+    /// The connection broke before the reply.
     Missing,
+    /// The server closed the connection in order before reading it.
+    Unread,
+    /// Still in flight when the run was interrupted.
+    Cancelled,
 }
 
 impl RequestOutcome {
@@ -54,6 +62,8 @@ impl RequestOutcome {
             RequestOutcome::Timeout => "timeout".into(),
             RequestOutcome::Mismatch => "mismatch".into(),
             RequestOutcome::Missing => "missing".into(),
+            RequestOutcome::Unread => "unread".into(),
+            RequestOutcome::Cancelled => "cancelled".into(),
         }
     }
 }
@@ -105,6 +115,8 @@ struct ReplyView<'a> {
 struct ErrorView<'a> {
     #[serde(borrow)]
     code: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    message: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// Which ids have been settled (answered or timed out), to tell duplicates
@@ -148,6 +160,9 @@ pub(super) struct Receiver<'a> {
     recorder: Recorder,
     settled: SettledIds,
     interval: IntervalRecorder,
+    /// How requests still in flight at the end are counted: missing, unless
+    /// the server closed in order (unread) or the run was interrupted.
+    leftovers: RequestOutcome,
 }
 
 impl<'a> Receiver<'a> {
@@ -160,6 +175,7 @@ impl<'a> Receiver<'a> {
             recorder: Recorder::default(),
             settled: SettledIds::default(),
             interval: IntervalRecorder::new(index, plan.start, plan.options.log_interval),
+            leftovers: RequestOutcome::Missing,
         }
     }
 
@@ -170,6 +186,8 @@ impl<'a> Receiver<'a> {
         }
         let mut buffer = FrameBuffer::new(DEFAULT_MAX_FRAME);
         let mut batch = Vec::new();
+        // After Ctrl-C: when to stop waiting for the replies in flight.
+        let mut give_up_at: Option<Instant> = None;
         loop {
             // Closed loop: top the window up before waiting for replies.
             if let Some(feeder) = feeder.as_mut() {
@@ -194,12 +212,17 @@ impl<'a> Receiver<'a> {
             }
             match buffer.read_from(&mut TransportIo(&stream)) {
                 Ok(0) => {
+                    // End of stream: the server closed the connection in
+                    // order. What is still in flight was never read by it
+                    // (a clean stop answers everything read first).
                     let state = self.window.lock();
-                    let expected_more = !state.sending_done || !state.in_flight.is_empty();
+                    let (unanswered, sending_done) = (state.in_flight.len(), state.sending_done);
                     drop(state);
-                    if expected_more {
+                    if unanswered > 0 || !sending_done {
+                        self.leftovers = RequestOutcome::Unread;
                         let message = format!(
-                            "connection {} to {}: closed by the server with requests outstanding",
+                            "connection {} to {}: the server closed the connection before the run \
+                             ended, {unanswered} requests unread",
                             self.index, self.plan.address
                         );
                         self.window.close(Some(message));
@@ -230,6 +253,15 @@ impl<'a> Receiver<'a> {
             let now = Instant::now();
             self.expire_timeouts(now);
             self.interval.advance(now, &self.sinks.intervals);
+            if crate::client::interrupt::requested() {
+                // The senders stop by themselves; give the replies in
+                // flight a short grace, then cancel what is left.
+                let grace = INTERRUPT_GRACE.min(self.plan.options.timeout);
+                if now >= *give_up_at.get_or_insert(now + grace) {
+                    self.leftovers = RequestOutcome::Cancelled;
+                    return;
+                }
+            }
             let state = self.window.lock();
             if state.sending_done && state.in_flight.is_empty() {
                 return;
@@ -267,7 +299,12 @@ impl<'a> Receiver<'a> {
         self.settled.settle(id);
 
         let outcome = if let Some(error) = &reply.error {
-            RequestOutcome::Error(error.code.as_deref().unwrap_or("UNKNOWN").to_string())
+            let code = error.code.as_deref().unwrap_or("UNKNOWN").to_string();
+            if !self.recorder.counts.error_messages.contains_key(&code) {
+                let message = error.message.as_deref().unwrap_or("(no message)").to_string();
+                self.recorder.counts.error_messages.insert(code.clone(), message);
+            }
+            RequestOutcome::Error(code)
         } else if reply.result.is_none() && request.command != BenchCommand::Ping {
             RequestOutcome::Error("NO_RESULT".into())
         } else if self.is_wrong(request.command, reply.result) {
@@ -312,7 +349,7 @@ impl<'a> Receiver<'a> {
         reply: Option<(Sample, Option<u64>)>,
     ) {
         self.sinks.progress.done.fetch_add(1, Relaxed);
-        if *outcome != RequestOutcome::Ok {
+        if !matches!(outcome, RequestOutcome::Ok | RequestOutcome::Cancelled) {
             self.sinks.progress.problems.fetch_add(1, Relaxed);
         }
         if request.measured {
@@ -329,6 +366,8 @@ impl<'a> Receiver<'a> {
                 RequestOutcome::Timeout => counts.timeouts += 1,
                 RequestOutcome::Mismatch => counts.mismatches += 1,
                 RequestOutcome::Missing => counts.missing += 1,
+                RequestOutcome::Unread => counts.unread += 1,
+                RequestOutcome::Cancelled => counts.cancelled += 1,
             }
             self.recorder.extend_span(request.scheduled, now);
         } else {
@@ -383,7 +422,8 @@ impl<'a> Receiver<'a> {
         }
     }
 
-    /// Counts what is still in flight as missing and hands the measurements back.
+    /// Counts what is still in flight (missing, unread or cancelled) and
+    /// hands the measurements back.
     pub(super) fn finish(mut self) -> Recorder {
         let now = Instant::now();
         let leftovers: Vec<(u64, InFlight)> = {
@@ -392,8 +432,9 @@ impl<'a> Receiver<'a> {
             self.window.changed.notify_all();
             state.in_flight.drain().collect()
         };
+        let outcome = self.leftovers.clone();
         for (id, request) in leftovers {
-            self.settle(id, request, now, &RequestOutcome::Missing, None);
+            self.settle(id, request, now, &outcome, None);
         }
         self.interval.finish(&self.sinks.intervals);
         self.recorder

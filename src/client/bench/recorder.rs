@@ -56,10 +56,21 @@ pub(crate) struct Counts {
     /// Replies that came after their request had timed out (the timeout is
     /// already counted).
     pub(crate) late: u64,
-    /// Requests left without a reply because the connection closed.
+    /// Requests left without a reply because the connection broke.
     pub(crate) missing: u64,
+    /// Requests left without a reply because the server closed the
+    /// connection in order (end of stream) before reading them: a server that
+    /// stops cleanly, like a draining tc-server, answers everything it read
+    /// first, so these never reached it.
+    pub(crate) unread: u64,
+    /// Requests still in flight when the run was interrupted (Ctrl-C) and the
+    /// grace for their replies ran out; not a problem of the server.
+    pub(crate) cancelled: u64,
     /// Warm-up requests answered (any outcome; not in any statistic).
     pub(crate) warmup: u64,
+    /// The first message the server gave with each error code, e.g. why a
+    /// request was `BAD_REQUEST`.
+    pub(crate) error_messages: BTreeMap<String, String>,
 }
 
 impl Counts {
@@ -69,9 +80,16 @@ impl Counts {
     }
 
     /// Everything that should make the run fail: error replies, timeouts,
-    /// wrong results, duplicate, unknown and missing replies.
+    /// wrong results, duplicate, unknown and missing replies, requests the
+    /// server never read. (Requests cancelled by Ctrl-C are not problems.)
     pub(crate) fn problems(&self) -> u64 {
-        self.error_replies() + self.timeouts + self.mismatches + self.duplicates + self.unknown + self.missing
+        self.error_replies()
+            + self.timeouts
+            + self.mismatches
+            + self.duplicates
+            + self.unknown
+            + self.missing
+            + self.unread
     }
 
     /// Measured requests that were answered (ok or error).
@@ -91,7 +109,12 @@ impl Counts {
         self.unknown += other.unknown;
         self.late += other.late;
         self.missing += other.missing;
+        self.unread += other.unread;
+        self.cancelled += other.cancelled;
         self.warmup += other.warmup;
+        for (code, message) in &other.error_messages {
+            self.error_messages.entry(code.clone()).or_insert_with(|| message.clone());
+        }
     }
 }
 

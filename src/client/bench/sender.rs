@@ -31,6 +31,8 @@ pub(super) struct Schedule<'a> {
     /// set at the first measured request for a counted one.
     measured_since: Option<Instant>,
     next_id: u64,
+    /// Measured requests handed out so far (for `--requests`).
+    measured_count: u64,
     /// Open loop: time between this connection's requests, and its offset
     /// in the global schedule.
     interval: Duration,
@@ -57,6 +59,7 @@ impl<'a> Schedule<'a> {
                 Warmup::Requests(_) => None,
             },
             next_id: 0,
+            measured_count: 0,
             interval,
             offset,
         }
@@ -78,14 +81,17 @@ impl<'a> Schedule<'a> {
         if measured && self.measured_since.is_none() {
             self.measured_since = Some(scheduled);
         }
+        // `--requests N` counts measured requests only, whatever the kind
+        // of warm-up before them.
         let finished = match self.plan.options.stop {
-            StopAfter::Requests(n) => id >= self.warmup_requests + n,
+            StopAfter::Requests(n) => measured && self.measured_count >= n,
             StopAfter::Duration(d) => self.measured_since.is_some_and(|since| scheduled >= since + d),
         };
-        if finished {
+        if finished || crate::client::interrupt::requested() {
             return None;
         }
         self.next_id += 1;
+        self.measured_count += u64::from(measured);
         Some((id, self.commands.next().unwrap_or(BenchCommand::Ping), measured))
     }
 }

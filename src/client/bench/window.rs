@@ -8,10 +8,13 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::{Condvar, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::mix::BenchCommand;
 use super::Plan;
+
+/// How often a sleeping sender checks for Ctrl-C.
+const INTERRUPT_POLL: Duration = Duration::from_millis(50);
 
 /// A request waiting for its reply.
 #[derive(Debug, Clone, Copy)]
@@ -47,8 +50,10 @@ impl Window {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sleeps until `due`, waking early only if the connection closes.
-    /// Returns `false` if it did.
+    /// Sleeps until `due`, waking early if the connection closes (returns
+    /// `false`) or the run is interrupted (returns `true` at once: the
+    /// schedule then ends the run). Sleeps in short slices so a slow open
+    /// loop still notices Ctrl-C promptly.
     pub(super) fn wait_until(&self, due: Instant) -> bool {
         let mut state = self.lock();
         loop {
@@ -56,10 +61,11 @@ impl Window {
                 return false;
             }
             let now = Instant::now();
-            if now >= due {
+            if now >= due || crate::client::interrupt::requested() {
                 return true;
             }
-            state = self.changed.wait_timeout(state, due - now).unwrap_or_else(PoisonError::into_inner).0;
+            let slice = (due - now).min(INTERRUPT_POLL);
+            state = self.changed.wait_timeout(state, slice).unwrap_or_else(PoisonError::into_inner).0;
         }
     }
 

@@ -2,11 +2,11 @@
 //! a typo in a path fails in a millisecond instead of after a ten-minute
 //! run — and has each format written once the run is over.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-use super::csv_row::CsvRow;
+use super::csv_row::{CsvFile, CsvRow};
 use super::hgrm::Hgrm;
 use super::interval_log::IntervalLog;
 use super::json::Json;
@@ -38,18 +38,7 @@ impl Outputs {
                 .map(|p| File::create(p).map(BufWriter::new).map_err(|e| cannot(flag, p, e)))
                 .transpose()
         };
-        let csv = match &paths.csv {
-            Some(path) => {
-                let file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| cannot("--csv", path, e))?;
-                let is_new = file.metadata().map(|m| m.len() == 0).map_err(|e| cannot("--csv", path, e))?;
-                Some(CsvRow::new(file, is_new))
-            }
-            None => None,
-        };
+        let csv = paths.csv.as_deref().map(|path| CsvFile::open(path, "--csv").map(CsvRow::new)).transpose()?;
         Ok(Outputs {
             csv,
             requests_csv: create("--requests-csv", &paths.requests_csv)?.map(RequestsCsv::new),
@@ -110,5 +99,8 @@ pub(crate) fn finish_all(
 }
 
 fn cannot(flag: &str, path: &Path, error: std::io::Error) -> Error {
-    Error::io(format!("{flag} {}: cannot open the file for writing", path.display()), error)
+    Error::io(
+        format!("{flag} {}: cannot open the file for writing (does its directory exist?)", path.display()),
+        error,
+    )
 }

@@ -112,8 +112,12 @@ pub(crate) struct LiveRun<'a> {
 pub(crate) struct LatencyStats {
     /// Values recorded.
     pub(crate) count: u64,
+    /// Smallest.
+    pub(crate) min_us: u64,
     /// Mean.
     pub(crate) mean_us: f64,
+    /// Standard deviation.
+    pub(crate) stdev_us: f64,
     /// Largest.
     pub(crate) max_us: u64,
     /// The requested percentiles, in order.
@@ -135,7 +139,9 @@ impl LatencyStats {
         let empty = histogram.is_empty();
         LatencyStats {
             count: histogram.len(),
+            min_us: if empty { 0 } else { histogram.min() },
             mean_us: if empty { 0.0 } else { histogram.mean() },
+            stdev_us: if empty { 0.0 } else { histogram.stdev() },
             max_us: if empty { 0 } else { histogram.max() },
             percentiles: percentiles
                 .iter()
@@ -145,6 +151,26 @@ impl LatencyStats {
                 })
                 .collect(),
         }
+    }
+
+    /// Values needed before `percentile` can differ from the maximum: a
+    /// p99.9 needs 1,000 of them (below that it *is* the maximum).
+    pub(crate) fn samples_needed(percentile: f64) -> u64 {
+        if percentile >= 100.0 {
+            1
+        } else {
+            (100.0 / (100.0 - percentile)).ceil() as u64
+        }
+    }
+
+    /// The requested percentiles that have too few values to mean more than
+    /// the maximum does.
+    pub(crate) fn thin_percentiles(&self) -> Vec<f64> {
+        self.percentiles
+            .iter()
+            .map(|p| p.percentile)
+            .filter(|&p| p < 100.0 && self.count < Self::samples_needed(p))
+            .collect()
     }
 
     /// The value at `percentile`, if it was requested.
@@ -221,8 +247,10 @@ pub(crate) struct RunReport {
     pub(crate) measured_s: f64,
     /// Whole run, warm-up included.
     pub(crate) wall_s: f64,
-    /// Measured replies per second.
+    /// Good replies (results) per second of measured time.
     pub(crate) throughput_rps: f64,
+    /// Every reply (results and error replies) per second of measured time.
+    pub(crate) replies_rps: f64,
     /// Latency from the scheduled send (coordinated-omission corrected).
     pub(crate) latency: LatencyStats,
     /// Latency from the actual send.
@@ -233,6 +261,8 @@ pub(crate) struct RunReport {
     pub(crate) connection_errors: Vec<String>,
     /// Whether the run counts as failed (non-zero exit code).
     pub(crate) failed: bool,
+    /// Whether Ctrl-C or SIGTERM cut the run short (exit code 130).
+    pub(crate) interrupted: bool,
 }
 
 impl RunReport {
@@ -277,6 +307,7 @@ impl RunReport {
             measured_s: run.measured_time().as_secs_f64(),
             wall_s: run.wall_time.as_secs_f64(),
             throughput_rps: run.throughput(),
+            replies_rps: run.replies_per_second(),
             latency: LatencyStats::of(&recorder.corrected, percentiles),
             latency_uncorrected: LatencyStats::of(&recorder.uncorrected, percentiles),
             breakdown: Breakdown {
@@ -286,6 +317,7 @@ impl RunReport {
             },
             connection_errors: run.connection_errors.clone(),
             failed: run.failed(),
+            interrupted: run.interrupted,
         }
     }
 }
@@ -339,17 +371,18 @@ pub(crate) mod tests {
             },
             server: ServerInfo {
                 address: "127.0.0.1:5050".into(),
-                mode: "processes".into(),
-                workers: 2,
+                mode: Some("processes".into()),
+                workers: Some(2),
                 instance: "test".into(),
                 embedded: true,
-                gil: false,
+                gil: Some(false),
                 tls: false,
             },
             started_at: UNIX_EPOCH + Duration::from_secs(1_767_323_045), // 2026-01-02T03:04:05Z
             recorder,
             wall_time: Duration::from_millis(2500),
             connection_errors: Vec::new(),
+            interrupted: false,
         }
     }
 
@@ -365,6 +398,11 @@ pub(crate) mod tests {
         assert_eq!(stats.at(99.0), Some(990));
         assert_eq!(stats.at(100.0), Some(1000));
         assert_eq!(stats.max_us, 1000);
+        assert_eq!(stats.min_us, 1);
+        assert!((stats.stdev_us - 288.7).abs() < 1.0, "{}", stats.stdev_us);
+        assert!(stats.thin_percentiles().is_empty(), "1000 values are enough for p99");
+        let thin = LatencyStats::of(&h, &[50.0, 99.9, 99.99, 100.0]);
+        assert_eq!(thin.thin_percentiles(), vec![99.99], "p99.99 needs 10,000 values");
         assert!((stats.mean_us - 500.5).abs() < 1.0);
         let empty = LatencyStats::of(&latency_histogram(), &[50.0]);
         assert_eq!((empty.count, empty.max_us, empty.at(50.0)), (0, 0, Some(0)));

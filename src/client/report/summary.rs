@@ -21,11 +21,28 @@ fn ms(us: u64) -> String {
 }
 
 fn latency_row<W: Write>(out: &mut W, name: &str, stats: &LatencyStats) -> io::Result<()> {
-    write!(out, "    {name:<16}")?;
+    write!(out, "    {name:<16}{:>10}", ms(stats.min_us))?;
     for p in &stats.percentiles {
         write!(out, "{:>10}", ms(p.value_us))?;
     }
-    writeln!(out, "{:>10}", format!("{:.3}", stats.mean_us / 1000.0))
+    writeln!(out, "{:>10}{:>10}", format!("{:.3}", stats.mean_us / 1000.0), format!("{:.3}", stats.stdev_us / 1000.0))
+}
+
+fn latency_header<W: Write>(out: &mut W, title: &str, stats: &LatencyStats) -> io::Result<()> {
+    write!(out, "  {title:<18}{:>10}", "min")?;
+    for p in &stats.percentiles {
+        write!(out, "{:>10}", label(p.percentile))?;
+    }
+    writeln!(out, "{:>10}{:>10}", "mean", "stdev")
+}
+
+/// "p99.9 and p99.99": percentile labels joined for a sentence.
+fn joined(labels: &[String]) -> String {
+    match labels {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
 }
 
 /// Writes the summary of `report`.
@@ -36,7 +53,16 @@ pub(crate) fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Re
     let p = &report.parameters.workload;
     let server = &report.server;
     let origin = if server.embedded { "embedded server" } else { "server" };
-    writeln!(out, "tc-client -> {} ({origin}: {}, {} workers)", server.address, server.mode, server.workers)?;
+    match (&server.mode, server.workers) {
+        (Some(mode), Some(workers)) => {
+            writeln!(out, "tc-client -> {} ({origin}: {mode}, {workers} workers)", server.address)?
+        }
+        _ => writeln!(
+            out,
+            "tc-client -> {} ({origin}: mode and workers unknown, it does not answer stats)",
+            server.address
+        )?,
+    }
     let what = if p.cmd.contains("compute") { format!("{} n={}", p.cmd, p.size) } else { p.cmd.clone() };
     let pacing = match (p.pipeline, p.rate_rps) {
         (_, Some(rate)) => format!("open loop at {rate} requests/s"),
@@ -50,6 +76,13 @@ pub(crate) fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Re
         _ => String::new(),
     };
     writeln!(out, "  {what}, {} connections, {pacing}, {length}, warm-up {}", p.concurrency, p.warmup)?;
+    if report.interrupted {
+        writeln!(
+            out,
+            "  INTERRUPTED after {:.3} s (Ctrl-C or SIGTERM): this report covers what was measured until then",
+            report.wall_s
+        )?;
+    }
     writeln!(out)?;
 
     let c = &report.counts;
@@ -61,15 +94,18 @@ pub(crate) fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Re
         c.error_replies(),
         c.timeouts
     )?;
-    if !c.errors.is_empty() {
-        let codes: Vec<String> = c.errors.iter().map(|(code, n)| format!("{code} {n}")).collect();
-        writeln!(out, "  Errors      {}", codes.join(", "))?;
+    for (index, (code, n)) in c.errors.iter().enumerate() {
+        let title = if index == 0 { "Errors" } else { "" };
+        match c.error_messages.get(code) {
+            Some(message) => writeln!(out, "  {title:<12}{code} {n}: {message}")?,
+            None => writeln!(out, "  {title:<12}{code} {n}")?,
+        }
     }
     let problems: Vec<String> = [
         (c.mismatches, "wrong results"),
         (c.duplicates, "duplicate replies"),
         (c.unknown, "unknown replies"),
-        (c.missing, "missing replies"),
+        (c.missing, "missing replies (the connection broke)"),
         (c.late, "late replies (after their timeout)"),
     ]
     .iter()
@@ -79,27 +115,51 @@ pub(crate) fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Re
     if !problems.is_empty() {
         writeln!(out, "  Problems    {}", problems.join(", "))?;
     }
+    if c.unread > 0 {
+        writeln!(
+            out,
+            "  Unread      {} requests were never read by the server: it closed the connection in order \
+             (a stopping tc-server answers every request it read, then closes)",
+            c.unread
+        )?;
+    }
+    if c.cancelled > 0 {
+        writeln!(out, "  Cancelled   {} requests were still in flight at the interrupt", c.cancelled)?;
+    }
     writeln!(out, "  Time        {:.3} s measured ({:.3} s in all)", report.measured_s, report.wall_s)?;
-    writeln!(out, "  Throughput  {:.1} requests/s", report.throughput_rps)?;
+    write!(out, "  Throughput  {:.1} ok replies/s", report.throughput_rps)?;
+    if c.answered() != c.ok {
+        write!(out, " ({:.1} replies/s counting the {} other replies)", report.replies_rps, c.answered() - c.ok)?;
+    }
+    writeln!(out)?;
     writeln!(out)?;
 
-    write!(out, "  {:<18}", "Latency (ms)")?;
-    for p in &report.latency.percentiles {
-        write!(out, "{:>10}", label(p.percentile))?;
-    }
-    writeln!(out, "{:>10}", "mean")?;
-    latency_row(out, "from schedule", &report.latency)?;
-    latency_row(out, "from send", &report.latency_uncorrected)?;
-    if p.rate_rps.is_none() {
-        writeln!(out, "    (closed loop: each request is due when its slot frees, so the rows agree)")?;
+    if report.latency.count == 0 {
+        writeln!(out, "  Latency (ms)      —  (no ok replies: latency is measured on ok replies only)")?;
+    } else {
+        latency_header(out, "Latency (ms)", &report.latency)?;
+        latency_row(out, "from schedule", &report.latency)?;
+        latency_row(out, "from send", &report.latency_uncorrected)?;
+        if p.rate_rps.is_none() {
+            writeln!(out, "    (closed loop: each request is due when its slot frees, so the rows agree)")?;
+        }
+        let thin = report.latency.thin_percentiles();
+        if !thin.is_empty() {
+            let labels: Vec<String> = thin.iter().map(|&p| label(p)).collect();
+            let needed: Vec<String> =
+                thin.iter().map(|&p| LatencyStats::samples_needed(p).to_string()).collect();
+            writeln!(
+                out,
+                "    (too few samples: {} need at least {} ok replies to differ from max; this run has {})",
+                joined(&labels),
+                joined(&needed),
+                report.latency.count
+            )?;
+        }
     }
     if report.breakdown.service.count > 0 {
         writeln!(out)?;
-        write!(out, "  {:<18}", "Where it went (ms)")?;
-        for p in &report.breakdown.queue.percentiles {
-            write!(out, "{:>10}", label(p.percentile))?;
-        }
-        writeln!(out, "{:>10}", "mean")?;
+        latency_header(out, "Where it went (ms)", &report.breakdown.queue)?;
         latency_row(out, "queue wait", &report.breakdown.queue)?;
         latency_row(out, "service", &report.breakdown.service)?;
         latency_row(out, "rest", &report.breakdown.rest)?;
