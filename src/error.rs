@@ -108,9 +108,11 @@ impl Error {
     /// peer's error).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) | Error::Options { .. } | Error::Config(_) | Error::Input { .. } | Error::Model(_) => {
-                EXIT_USAGE
-            }
+            Error::Usage(_)
+            | Error::Options { .. }
+            | Error::Config(_)
+            | Error::Input { .. }
+            | Error::Model(_) => EXIT_USAGE,
             _ => EXIT_FAILED,
         }
     }

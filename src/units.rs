@@ -51,6 +51,27 @@ pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{text:?} is not a size; use bytes (65536) or a unit (64KiB, 16MiB)"))
 }
 
+/// Parses a count flag (`--size`, `--workers`, `--port`...) as a whole
+/// number, with a sentence for anything else: clap's own messages for
+/// `-5` ("unexpected argument") and `x` ("invalid digit found in string")
+/// do not say what is wrong.
+///
+/// # Errors
+/// A negative, fractional, non-numeric or too-large value.
+pub fn parse_whole_number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
+    let trimmed = text.trim();
+    if let Ok(value) = trimmed.parse::<T>() {
+        return Ok(value);
+    }
+    Err(if trimmed.starts_with('-') {
+        "must not be negative; give a whole number such as 4".to_string()
+    } else if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        "is too large for this flag".to_string()
+    } else {
+        "is not a whole number; give one such as 4".to_string()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +98,13 @@ mod tests {
         for bad in ["", "MiB", "-5", "12 parsecs", "99999999999999999999"] {
             assert!(parse_size(bad).is_err(), "{bad:?} must be refused");
         }
+    }
+
+    #[test]
+    fn whole_numbers_are_refused_with_a_reason() {
+        assert_eq!(parse_whole_number::<u64>("42"), Ok(42));
+        assert!(parse_whole_number::<u64>("-5").unwrap_err().contains("must not be negative"));
+        assert!(parse_whole_number::<u16>("70000").unwrap_err().contains("too large"));
+        assert!(parse_whole_number::<usize>("2.5").unwrap_err().contains("not a whole number"));
     }
 }

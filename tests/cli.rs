@@ -37,23 +37,25 @@ fn call_prints_the_reply_and_exits_zero() {
 }
 
 #[test]
-fn call_exits_one_on_an_error_reply_and_two_when_it_cannot_talk() {
+fn call_exits_one_on_an_error_reply_or_no_server_and_two_on_bad_input() {
     let server = TestServer::start("threads", 1, &[]);
     let port = server.addr.port().to_string();
     let out = tc_client(&["call", "--port", &port, r#"{"cmd":"warp"}"#]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains("UNKNOWN_COMMAND"));
 
-    let out = tc_client(&["call", "--port", &port, "not json"]);
+    let out = tc_client(&["call", "--port", &port, "{not json"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("not valid JSON"), "{}", text(&out.stderr));
 
     // A port nobody listens on: bind one, note it, free it.
     let free = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
     let out = tc_client(&["call", "--port", &free, "--timeout", "2", r#"{"cmd":"ping"}"#]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(stderr.contains(&format!("127.0.0.1:{free}")), "names host and port: {stderr}");
+    assert!(stderr.contains(&format!("tc-server --port {free}")), "suggests starting one: {stderr}");
+    assert!(stderr.contains("--embedded"), "suggests --embedded: {stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one clear line: {stderr}");
 }
 
@@ -107,6 +109,8 @@ fn a_port_in_use_is_a_clear_error() {
         "{}",
         text(&out.stderr)
     );
+    assert!(text(&out.stderr).contains("--port 0"), "suggests --port 0: {}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "a run-time failure, not a usage error");
 }
 
 #[test]

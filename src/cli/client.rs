@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 
 use super::LogFormat;
 use crate::protocol::Mode;
-use crate::units::parse_duration;
+use crate::units::{parse_duration, parse_whole_number};
 
 /// Length of a run when neither --requests nor --duration is given.
 pub(crate) const DEFAULT_DURATION: Duration = Duration::from_secs(10);
@@ -31,7 +31,7 @@ Examples:
 /// The ThreadCenter benchmark client: measures a server's throughput and
 /// latency (HdrHistogram), with CSV, JSON and .hgrm reports.
 #[derive(Debug, Parser)]
-#[command(name = "tc-client", version, about, long_about = None, after_help = EXAMPLES,
+#[command(name = "tc-client", version, long_about = None, after_help = EXAMPLES,
           args_conflicts_with_subcommands = true)]
 pub struct ClientArgs {
     /// `call` or `shell`; without one, run a benchmark.
@@ -115,23 +115,23 @@ pub(crate) struct SweepArgs {
     pub(crate) modes: Vec<String>,
 
     /// Worker counts.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4", value_parser = parse_whole_number::<usize>, allow_negative_numbers = true)]
     pub(crate) workers: Vec<usize>,
 
     /// Connection counts.
-    #[arg(long, short = 'c', value_delimiter = ',', default_value = "8")]
+    #[arg(long, short = 'c', value_delimiter = ',', default_value = "8", value_parser = parse_whole_number::<usize>, allow_negative_numbers = true)]
     pub(crate) concurrency: Vec<usize>,
 
     /// Compute sizes (n).
-    #[arg(long, short = 's', value_delimiter = ',', default_value = "500000")]
+    #[arg(long, short = 's', value_delimiter = ',', default_value = "500000", value_parser = parse_whole_number::<u64>, allow_negative_numbers = true)]
     pub(crate) sizes: Vec<u64>,
 
     /// Closed-loop pipeline depths.
-    #[arg(long, value_delimiter = ',', default_value = "1", conflicts_with = "rates")]
+    #[arg(long, value_delimiter = ',', default_value = "1", conflicts_with = "rates", value_parser = parse_whole_number::<usize>, allow_negative_numbers = true)]
     pub(crate) pipelines: Vec<usize>,
 
     /// Open-loop rates (requests per second); makes the sweep open-loop.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     pub(crate) rates: Vec<f64>,
 
     /// Measured time of each run.
@@ -164,7 +164,7 @@ pub(crate) struct SweepArgs {
 #[derive(Debug, clap::Args)]
 pub(crate) struct KernelArgs {
     /// `n` of each computation.
-    #[arg(long, short = 's', default_value_t = 500_000)]
+    #[arg(long, short = 's', default_value_t = 500_000, value_parser = parse_whole_number::<u64>, allow_negative_numbers = true)]
     pub(crate) size: u64,
 
     /// How long to measure.
@@ -180,11 +180,11 @@ pub(crate) struct ModelArgs {
     pub(crate) model: PathBuf,
 
     /// Images per forward pass.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256), allow_negative_numbers = true)]
     pub(crate) batch: u32,
 
     /// Threads the batch is split across (rayon).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256), allow_negative_numbers = true)]
     pub(crate) threads: u32,
 
     /// How long to measure (after one warm-up pass).
@@ -237,7 +237,7 @@ pub(crate) struct ServerAddress {
     pub(crate) host: String,
 
     /// Server port.
-    #[arg(long, env = "THREADCENTER_PORT", default_value_t = 5050)]
+    #[arg(long, env = "THREADCENTER_PORT", default_value_t = 5050, value_parser = parse_whole_number::<u16>, allow_negative_numbers = true)]
     pub(crate) port: u16,
 
     /// Shared secret of a server started with --auth-token.
@@ -252,8 +252,10 @@ pub(crate) struct ServerAddress {
 /// Flags of `tc-client call`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct CallArgs {
-    /// The request, as a JSON object.
-    pub(crate) request: String,
+    /// The request: a JSON object ('{"cmd":"ping"}') or the shell's
+    /// shorthand (ping, stats, health, compute 1000).
+    #[arg(required = true, num_args = 1..)]
+    pub(crate) request: Vec<String>,
 
     /// Where the server is.
     #[command(flatten)]
@@ -289,7 +291,7 @@ pub(crate) struct BenchArgs {
     pub(crate) host: Option<String>,
 
     /// Server port (not with --embedded).
-    #[arg(long, env = "THREADCENTER_PORT", conflicts_with = "embedded")]
+    #[arg(long, env = "THREADCENTER_PORT", conflicts_with = "embedded", value_parser = parse_whole_number::<u16>, allow_negative_numbers = true)]
     pub(crate) port: Option<u16>,
 
     /// Start a real tc-server on a free loopback port for this run, and stop
@@ -302,7 +304,7 @@ pub(crate) struct BenchArgs {
     pub(crate) mode: Option<Mode>,
 
     /// Workers of the embedded server [default: number of CPUs].
-    #[arg(long, env = "THREADCENTER_WORKERS", requires = "embedded")]
+    #[arg(long, env = "THREADCENTER_WORKERS", requires = "embedded", value_parser = parse_whole_number::<usize>, allow_negative_numbers = true)]
     pub(crate) workers: Option<usize>,
 
     /// Embedded server in thread mode with a CPython-style GIL.
@@ -314,11 +316,11 @@ pub(crate) struct BenchArgs {
     pub(crate) switch_interval: Duration,
 
     /// Connections, each with its own threads.
-    #[arg(long, short = 'c', env = "THREADCENTER_CONCURRENCY", default_value_t = 4)]
+    #[arg(long, short = 'c', env = "THREADCENTER_CONCURRENCY", default_value_t = 4, value_parser = parse_whole_number::<usize>, allow_negative_numbers = true)]
     pub(crate) concurrency: usize,
 
     /// Stop after this many measured requests per connection.
-    #[arg(long, short = 'n', conflicts_with = "duration")]
+    #[arg(long, short = 'n', conflicts_with = "duration", value_parser = parse_whole_number::<u64>, allow_negative_numbers = true)]
     pub(crate) requests: Option<u64>,
 
     /// Stop after this long (seconds, or 500ms, 30s, 1m...) [default: 10s
@@ -334,11 +336,11 @@ pub(crate) struct BenchArgs {
 
     /// Open loop: send this many requests per second (all connections
     /// together) on a fixed schedule; latency counts from the scheduled time.
-    #[arg(long, short = 'r', conflicts_with = "pipeline")]
+    #[arg(long, short = 'r', conflicts_with = "pipeline", allow_negative_numbers = true)]
     pub(crate) rate: Option<f64>,
 
     /// Closed loop: requests in flight per connection [default: 1].
-    #[arg(long, short = 'p')]
+    #[arg(long, short = 'p', value_parser = parse_whole_number::<usize>, allow_negative_numbers = true)]
     pub(crate) pipeline: Option<usize>,
 
     /// Command to send: compute, ping, stats, health, predict, predict_batch,
@@ -352,7 +354,7 @@ pub(crate) struct BenchArgs {
     pub(crate) images: Option<PathBuf>,
 
     /// Images per predict_batch request.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = parse_whole_number::<usize>, allow_negative_numbers = true)]
     pub(crate) batch: usize,
 
     /// Weighted mix of commands instead of --cmd, e.g. compute:80,ping:20.
@@ -360,7 +362,7 @@ pub(crate) struct BenchArgs {
     pub(crate) mix: Option<String>,
 
     /// `n` of compute requests.
-    #[arg(long, short = 's', default_value_t = 500_000)]
+    #[arg(long, short = 's', default_value_t = 500_000, value_parser = parse_whole_number::<u64>, allow_negative_numbers = true)]
     pub(crate) size: u64,
 
     /// A request without a reply after this long counts as a timeout.

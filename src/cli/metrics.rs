@@ -11,18 +11,18 @@ use crate::units::parse_duration;
 pub(crate) struct MetricsHttpArgs {
     /// Require `Authorization: Bearer TOKEN` for /metrics (/healthz and
     /// /readyz stay open for probes).
-    #[arg(long, env = "THREADCENTER_METRICS_TOKEN", hide_env_values = true)]
+    #[arg(help_heading = "Observability", long, env = "THREADCENTER_METRICS_TOKEN", hide_env_values = true)]
     pub(crate) metrics_token: Option<String>,
 
     /// Connections the metrics endpoint holds at once (answered or waiting);
     /// one more is answered 503 and closed.
-    #[arg(long, env = "THREADCENTER_METRICS_MAX_CONNECTIONS", default_value_t = 64,
+    #[arg(help_heading = "Observability", long, env = "THREADCENTER_METRICS_MAX_CONNECTIONS", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub(crate) metrics_max_connections: u32,
 
     /// Read and write timeout of a metrics connection: its request must
     /// arrive within it, or the connection is closed.
-    #[arg(long, env = "THREADCENTER_METRICS_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(help_heading = "Observability", long, env = "THREADCENTER_METRICS_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub(crate) metrics_timeout: Duration,
 }
 

@@ -9,23 +9,39 @@ use crate::remote::connect::NatsOptions;
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct NatsAuthArgs {
     /// NATS credentials file (JWT and nkey seed, as `nsc` writes it).
-    #[arg(long, env = "THREADCENTER_NATS_CREDS")]
+    #[arg(help_heading = "Worker hosts (NATS)", long, env = "THREADCENTER_NATS_CREDS")]
     pub(crate) nats_creds: Option<PathBuf>,
 
     /// NATS user name (with --nats-password).
-    #[arg(long, env = "THREADCENTER_NATS_USER", requires = "nats_password")]
+    #[arg(
+        help_heading = "Worker hosts (NATS)",
+        long,
+        env = "THREADCENTER_NATS_USER",
+        requires = "nats_password"
+    )]
     pub(crate) nats_user: Option<String>,
 
     /// NATS password (with --nats-user).
-    #[arg(long, env = "THREADCENTER_NATS_PASSWORD", hide_env_values = true, requires = "nats_user")]
+    #[arg(
+        help_heading = "Worker hosts (NATS)",
+        long,
+        env = "THREADCENTER_NATS_PASSWORD",
+        hide_env_values = true,
+        requires = "nats_user"
+    )]
     pub(crate) nats_password: Option<String>,
 
     /// NATS token.
-    #[arg(long, env = "THREADCENTER_NATS_TOKEN", hide_env_values = true)]
+    #[arg(
+        help_heading = "Worker hosts (NATS)",
+        long,
+        env = "THREADCENTER_NATS_TOKEN",
+        hide_env_values = true
+    )]
     pub(crate) nats_token: Option<String>,
 
     /// CA certificate (PEM) of a NATS server that uses TLS; turns TLS on.
-    #[arg(long, env = "THREADCENTER_NATS_TLS_CA")]
+    #[arg(help_heading = "Worker hosts (NATS)", long, env = "THREADCENTER_NATS_TLS_CA")]
     pub(crate) nats_tls_ca: Option<PathBuf>,
 }
 

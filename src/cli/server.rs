@@ -14,50 +14,50 @@ use super::pool::PoolArgs;
 use super::LogFormat;
 use crate::protocol::Mode;
 use crate::server::{Server, ServerConfig};
-use crate::units::{parse_duration, parse_size};
+use crate::units::{parse_duration, parse_size, parse_whole_number};
 
 /// The ThreadCenter compute farm: framed JSON requests over TCP, run by a pool
 /// of worker processes or threads.
 #[derive(Debug, Parser)]
-#[command(name = "tc-server", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+#[command(name = "tc-server", version, long_about = None, args_conflicts_with_subcommands = true)]
 pub struct ServerArgs {
     /// `gen-cert`; without one, serve.
     #[command(subcommand)]
     pub(crate) command: Option<ServerCommand>,
 
     /// Address to listen on. Anything but loopback is reachable by others.
-    #[arg(long, env = "THREADCENTER_HOST", default_value = "127.0.0.1")]
+    #[arg(help_heading = "Network", long, env = "THREADCENTER_HOST", default_value = "127.0.0.1")]
     pub(crate) host: String,
 
     /// Port to listen on; 0 picks a free one. The bound address is printed
     /// on stdout as `listening on HOST:PORT`.
-    #[arg(long, env = "THREADCENTER_PORT", default_value_t = 5050)]
+    #[arg(help_heading = "Network", long, env = "THREADCENTER_PORT", default_value_t = 5050, value_parser = parse_whole_number::<u16>, allow_negative_numbers = true)]
     pub(crate) port: u16,
 
     /// Run jobs in worker subprocesses (ipc-channel) or in worker threads.
-    #[arg(long, env = "THREADCENTER_MODE", value_enum, default_value_t = Mode::Processes)]
+    #[arg(help_heading = "Workers", long, env = "THREADCENTER_MODE", value_enum, default_value_t = Mode::Processes)]
     pub(crate) mode: Mode,
 
     /// Number of workers [default: number of CPUs].
-    #[arg(long, env = "THREADCENTER_WORKERS")]
+    #[arg(help_heading = "Workers", long, env = "THREADCENTER_WORKERS", value_parser = parse_whole_number::<usize>, allow_negative_numbers = true)]
     pub(crate) workers: Option<usize>,
 
     /// Largest `n` a compute request may ask for; larger is BAD_REQUEST.
-    #[arg(long, env = "THREADCENTER_MAX_N", default_value_t = 100_000_000)]
+    #[arg(help_heading = "Limits", long, env = "THREADCENTER_MAX_N", default_value_t = 100_000_000, value_parser = parse_whole_number::<u64>, allow_negative_numbers = true)]
     pub(crate) max_n: u64,
 
     /// Largest frame payload accepted (bytes, or 64KiB, 16MiB...). A larger
     /// frame gets FRAME_TOO_LARGE and its connection is closed.
-    #[arg(long, env = "THREADCENTER_MAX_FRAME", default_value = "16MiB", value_parser = parse_size)]
+    #[arg(help_heading = "Limits", long, env = "THREADCENTER_MAX_FRAME", default_value = "16MiB", value_parser = parse_size, allow_negative_numbers = true)]
     pub(crate) max_frame: usize,
 
     /// Jobs that may wait for a free worker; past that, requests get BUSY.
-    #[arg(long, env = "THREADCENTER_QUEUE_CAPACITY", default_value_t = 1024)]
+    #[arg(help_heading = "Limits", long, env = "THREADCENTER_QUEUE_CAPACITY", default_value_t = 1024, value_parser = parse_whole_number::<usize>, allow_negative_numbers = true)]
     pub(crate) queue_capacity: usize,
 
     /// Replies one connection may owe before the server stops reading from
     /// it until it catches up (TCP backpressure).
-    #[arg(long, env = "THREADCENTER_MAX_INFLIGHT", default_value_t = 1024)]
+    #[arg(help_heading = "Limits", long, env = "THREADCENTER_MAX_INFLIGHT", default_value_t = 1024, value_parser = parse_whole_number::<usize>, allow_negative_numbers = true)]
     pub(crate) max_inflight: usize,
 
     /// How workers are run and supervised (the same flags as tc-worker's).
@@ -66,87 +66,88 @@ pub struct ServerArgs {
 
     /// How long a frame that has started arriving may take to complete; a
     /// client that sends half a frame and stalls is cut off after it.
-    #[arg(long, env = "THREADCENTER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(help_heading = "Network", long, env = "THREADCENTER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub(crate) read_timeout: Duration,
 
     /// When a worker process crashes mid-job, try the job on this many more
     /// workers (compute only: it is safe to run twice).
-    #[arg(long, env = "THREADCENTER_RETRIES", default_value_t = 1)]
+    #[arg(help_heading = "Reliability", long, env = "THREADCENTER_RETRIES", default_value_t = 1, value_parser = parse_whole_number::<u32>, allow_negative_numbers = true)]
     pub(crate) retries: u32,
 
     /// Connections open at once; one more gets a BUSY error and is closed.
     /// At most what the machine can hold (threads, memory maps, open files:
     /// a higher value is refused at start) [default: 4096, or that capacity
     /// when lower].
-    #[arg(long, env = "THREADCENTER_MAX_CONNECTIONS")]
+    #[arg(help_heading = "Network", long, env = "THREADCENTER_MAX_CONNECTIONS", value_parser = parse_whole_number::<usize>, allow_negative_numbers = true)]
     pub(crate) max_connections: Option<usize>,
 
     /// Requests per second allowed per client address (token bucket, burst
     /// of one second), e.g. 100 or 100/s; excess requests get RATE_LIMITED.
-    #[arg(long, env = "THREADCENTER_RATE_LIMIT", value_parser = parse_rate)]
+    #[arg(help_heading = "Network", long, env = "THREADCENTER_RATE_LIMIT", value_parser = parse_rate, allow_negative_numbers = true)]
     pub(crate) rate_limit: Option<f64>,
 
     /// Keep this many results in an LRU cache keyed by the request body minus
-    /// its id; cached replies say "cached": true [default: 0, no cache].
-    #[arg(long, env = "THREADCENTER_CACHE_ENTRIES", default_value_t = 0)]
+    /// its id; cached replies say "cached": true (0 keeps none).
+    #[arg(help_heading = "Limits", long, env = "THREADCENTER_CACHE_ENTRIES", default_value_t = 0, value_parser = parse_whole_number::<usize>, allow_negative_numbers = true)]
     pub(crate) cache_entries: usize,
 
     /// On SIGINT/SIGTERM, how long jobs in flight may take to finish before
     /// they are answered SHUTTING_DOWN.
-    #[arg(long, env = "THREADCENTER_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(help_heading = "Reliability", long, env = "THREADCENTER_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub(crate) drain_timeout: Duration,
 
     /// Accept the fault-injection commands crash, hang, sleep and panic
     /// (for demos and tests; without it they are UNKNOWN_COMMAND).
-    #[arg(long, env = "THREADCENTER_ALLOW_CHAOS")]
+    #[arg(help_heading = "Reliability", long, env = "THREADCENTER_ALLOW_CHAOS")]
     pub(crate) allow_chaos: bool,
 
     /// Require every connection to send {"cmd":"auth","token":TOKEN} first;
     /// others get UNAUTHORIZED and are closed.
-    #[arg(long, env = "THREADCENTER_AUTH_TOKEN", hide_env_values = true)]
+    #[arg(help_heading = "Security", long, env = "THREADCENTER_AUTH_TOKEN", hide_env_values = true)]
     pub(crate) auth_token: Option<String>,
 
     /// The image classifier to serve (.onnx, or ThreadCenter's .safetensors).
     /// Default: the shipped model, models/fire-cnn.onnx, when it is there.
-    #[arg(long, env = "THREADCENTER_MODEL")]
+    #[arg(help_heading = "Predictions", long, env = "THREADCENTER_MODEL")]
     pub(crate) model: Option<PathBuf>,
 
-    /// The only directory `load_model` may load models from.
-    #[arg(long, env = "THREADCENTER_MODELS_DIR", default_value_os_t = crate::work::model::default_models_dir())]
+    /// The only directory `load_model` may load models from [default: the
+    /// models/ directory of the source tree tc-server was built from].
+    #[arg(help_heading = "Predictions", long, env = "THREADCENTER_MODELS_DIR", default_value_os_t = crate::work::model::default_models_dir(), hide_default_value = true)]
     pub(crate) models_dir: PathBuf,
 
     /// fire_detected = raw_score > THRESHOLD.
-    #[arg(long, env = "THREADCENTER_THRESHOLD", default_value_t = 0.5)]
+    #[arg(help_heading = "Predictions", long, env = "THREADCENTER_THRESHOLD", default_value_t = 0.5)]
     pub(crate) threshold: f32,
 
     /// Largest image accepted, after base64 decoding (e.g. 10MiB).
-    #[arg(long, env = "THREADCENTER_MAX_IMAGE_BYTES", default_value = "10MiB", value_parser = parse_size)]
+    #[arg(help_heading = "Limits", long, env = "THREADCENTER_MAX_IMAGE_BYTES", default_value = "10MiB", value_parser = parse_size, allow_negative_numbers = true)]
     pub(crate) max_image_bytes: usize,
 
     /// Lease of the accelerator mutex: the owner loses it this long after its
     /// last acquire or predict, and a queued client that has not asked again
     /// within it leaves the queue.
-    #[arg(long, env = "THREADCENTER_LOCK_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(help_heading = "Predictions", long, env = "THREADCENTER_LOCK_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub(crate) lock_timeout: Duration,
 
     /// Make ThreadCenter-style `predict` require holding the mutex, as
     /// IdentyFire's `predict_image` always does.
-    #[arg(long, env = "THREADCENTER_PREDICT_LOCK")]
+    #[arg(help_heading = "Predictions", long, env = "THREADCENTER_PREDICT_LOCK")]
     pub(crate) predict_lock: bool,
 
     /// Log level or filter (error, warn, info, debug, trace, or a RUST_LOG
     /// filter) [default: RUST_LOG, else info].
-    #[arg(long, env = "THREADCENTER_LOG_LEVEL")]
+    #[arg(help_heading = "Observability", long, env = "THREADCENTER_LOG_LEVEL")]
     pub(crate) log_level: Option<String>,
 
     /// Log lines as human-readable text or as one JSON object per line.
-    #[arg(long, env = "THREADCENTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(help_heading = "Observability", long, env = "THREADCENTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
 
     /// Serve Prometheus metrics at http://ADDR/metrics, and /healthz and
     /// /readyz beside them (e.g. 127.0.0.1:9464; port 0 picks a free one,
     /// printed on stdout as `metrics on http://ADDR/metrics`). Off unless given.
-    #[arg(long, env = "THREADCENTER_METRICS_ADDR", value_parser = parse_socket_address)]
+    #[arg(help_heading = "Observability", long, env = "THREADCENTER_METRICS_ADDR", value_parser = parse_socket_address)]
     pub(crate) metrics_addr: Option<SocketAddr>,
 
     /// The metrics endpoint's token, connection cap and timeout.
@@ -155,37 +156,55 @@ pub struct ServerArgs {
 
     /// Serve the job port over TLS (1.2 and 1.3) with this PEM certificate
     /// (chain allowed); needs --tls-key.
-    #[arg(long, env = "THREADCENTER_TLS_CERT", requires = "tls_key", value_name = "FILE")]
+    #[arg(
+        help_heading = "Security",
+        long,
+        env = "THREADCENTER_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
     pub(crate) tls_cert: Option<PathBuf>,
 
     /// The PEM private key of --tls-cert.
-    #[arg(long, env = "THREADCENTER_TLS_KEY", requires = "tls_cert", value_name = "FILE")]
+    #[arg(
+        help_heading = "Security",
+        long,
+        env = "THREADCENTER_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
     pub(crate) tls_key: Option<PathBuf>,
 
     /// Serve the metrics endpoint over HTTPS too, with the job port's
     /// certificate (--tls-cert, --tls-key).
-    #[arg(long, env = "THREADCENTER_METRICS_TLS", requires = "tls_cert")]
+    #[arg(help_heading = "Security", long, env = "THREADCENTER_METRICS_TLS", requires = "tls_cert")]
     pub(crate) metrics_tls: bool,
 
     /// Mutual TLS: refuse, during the handshake, clients without a
     /// certificate signed by this PEM CA.
-    #[arg(long, env = "THREADCENTER_TLS_CLIENT_CA", requires = "tls_cert", value_name = "FILE")]
+    #[arg(
+        help_heading = "Security",
+        long,
+        env = "THREADCENTER_TLS_CLIENT_CA",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
     pub(crate) tls_client_ca: Option<PathBuf>,
 
     /// Log a WARN line for every job that runs longer than this many
     /// milliseconds on its worker, with its command, size and timings.
-    #[arg(long, env = "THREADCENTER_SLOW_MS")]
+    #[arg(help_heading = "Observability", long, env = "THREADCENTER_SLOW_MS", value_parser = parse_whole_number::<u64>, allow_negative_numbers = true)]
     pub(crate) slow_ms: Option<u64>,
 
     /// Be a gateway to worker hosts: send jobs over this NATS server (with
     /// JetStream), e.g. nats://127.0.0.1:4222; `tc-worker --nats` hosts run
     /// them. With --workers 0, every job goes to the hosts.
-    #[arg(long, env = "THREADCENTER_NATS")]
+    #[arg(help_heading = "Worker hosts (NATS)", long, env = "THREADCENTER_NATS")]
     pub(crate) nats: Option<String>,
 
     /// With --nats: the most jobs the NATS stream holds, running ones
     /// included; past it, requests get BUSY.
-    #[arg(long, env = "THREADCENTER_NATS_MAX_JOBS", default_value_t = 10_000, requires = "nats")]
+    #[arg(help_heading = "Worker hosts (NATS)", long, env = "THREADCENTER_NATS_MAX_JOBS", default_value_t = 10_000, requires = "nats", value_parser = parse_whole_number::<i64>, allow_negative_numbers = true)]
     pub(crate) nats_max_jobs: i64,
 
     /// NATS authentication and TLS (with --nats).

@@ -11,7 +11,7 @@ use super::LogFormat;
 use crate::host::HostConfig;
 use crate::protocol::Mode;
 use crate::server::pool::{PoolConfig, WorkerCommand};
-use crate::units::parse_duration;
+use crate::units::{parse_duration, parse_whole_number};
 
 /// A ThreadCenter worker host: joins a farm over NATS JetStream and runs its
 /// jobs on a local pool of worker processes or threads.
@@ -34,7 +34,7 @@ pub struct WorkerArgs {
 
     /// Number of workers, and so of jobs this host takes at once [default:
     /// number of CPUs].
-    #[arg(long, env = "THREADCENTER_WORKERS")]
+    #[arg(long, env = "THREADCENTER_WORKERS", value_parser = parse_whole_number::<usize>, allow_negative_numbers = true)]
     pub(crate) workers: Option<usize>,
 
     /// How workers are run and supervised (the same flags as tc-server's).

@@ -127,22 +127,20 @@ impl ServerConnection {
     }
 }
 
-/// Sends one request and returns the reply's JSON text. When the request has
-/// no `"id"`, one is added (`"id": 1`) so the reply can be matched. With a
-/// token, the connection authenticates first.
+/// Sends one request (a JSON object) and returns the reply's JSON text.
+/// When the request has no `"id"`, one is added (`"id": 1`) so the reply can
+/// be matched. With a token, the connection authenticates first.
 ///
 /// # Errors
 /// A request that is not a JSON object, or any connection error.
 pub(crate) fn call(
     host: &str,
     port: u16,
-    request: &str,
+    mut value: serde_json::Value,
     timeout: Duration,
     token: Option<&str>,
     tls: Option<&ClientTls>,
 ) -> Result<String> {
-    let mut value: serde_json::Value = serde_json::from_str(request)
-        .map_err(|e| Error::Usage(format!("the request is not valid JSON: {e}")))?;
     let object = value
         .as_object_mut()
         .ok_or_else(|| Error::Usage("the request must be a JSON object, e.g. '{\"cmd\":\"ping\"}'".into()))?;

@@ -53,10 +53,11 @@ pub fn run(args: ClientArgs) -> Result<RunVerdict> {
             let server = &call.server;
             let token = server.auth_token.as_deref();
             let tls = crate::client::tls::ClientTls::from_args(&server.tls)?;
+            let request = crate::client::shell::request_from_words(&call.request)?;
             let reply = crate::client::connection::call(
                 &server.host,
                 server.port,
-                &call.request,
+                request,
                 call.timeout,
                 token,
                 tls.as_ref(),
@@ -183,6 +184,21 @@ fn run_lock_cycle(options: &BenchOptions) -> Result<RunVerdict> {
 /// Draws the chart `args` asks for; returns the files written.
 fn plot(args: &PlotArgs) -> Result<Vec<PathBuf>> {
     use crate::client::plot;
+    // Charts are written last: check the output directory first, so a typo
+    // is a sentence naming it rather than a drawing library's error.
+    let directory = match args.out.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    if !directory.is_dir() {
+        return Err(Error::input(
+            directory,
+            format!(
+                "the directory for -o/--out does not exist; create it first (mkdir -p {})",
+                directory.display()
+            ),
+        ));
+    }
     let need_csv = || -> Result<Vec<plot::RunRow>> {
         let path = args.csv.as_deref().ok_or_else(|| Error::Usage("this chart needs --csv FILE".into()))?;
         plot::read_rows(path)

@@ -74,6 +74,25 @@ pub(crate) fn parse_line(line: &str) -> std::result::Result<ShellAction, String>
     }
 }
 
+/// The request `tc-client call WORDS...` sends: the shell's shorthand
+/// (`call ping`, `call compute 1000`) or a JSON object.
+///
+/// # Errors
+/// A sentence showing both accepted forms.
+pub(crate) fn request_from_words(words: &[String]) -> Result<serde_json::Value> {
+    let line = words.join(" ");
+    let forms = "give a command (ping, stats, health, compute N) or a JSON object in single quotes, \
+                 e.g. tc-client call ping or tc-client call '{\"cmd\":\"ping\"}'";
+    match parse_line(&line) {
+        Ok(ShellAction::Send(value)) => Ok(value),
+        Ok(_) => Err(Error::Usage(format!("nothing to send in {line:?}: {forms}"))),
+        Err(why) => {
+            let why = why.trim_end_matches("; type help");
+            Err(Error::Usage(format!("cannot send {line:?} ({why}): {forms}")))
+        }
+    }
+}
+
 /// Runs the prompt until `quit` or end of input.
 ///
 /// # Errors

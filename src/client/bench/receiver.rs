@@ -105,10 +105,39 @@ struct ReplyView<'a> {
     #[serde(borrow)]
     result: Option<&'a RawValue>,
     #[serde(borrow)]
-    error: Option<ErrorView<'a>>,
+    error: Option<ErrorField<'a>>,
     queue_us: Option<u64>,
     service_us: Option<u64>,
     worker: Option<u64>,
+}
+
+/// `"error"` as tc-server sends it (`{"code","message"}`) or as the Python
+/// original does (a bare string, e.g. `"unknown command"`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ErrorField<'a> {
+    Coded(#[serde(borrow)] ErrorView<'a>),
+    Text(#[serde(borrow)] std::borrow::Cow<'a, str>),
+}
+
+impl ErrorField<'_> {
+    /// The code, and the message when there is one.
+    fn parts(&self) -> (String, Option<String>) {
+        match self {
+            ErrorField::Coded(view) => (
+                view.code.as_deref().unwrap_or("UNKNOWN").to_string(),
+                view.message.as_deref().map(str::to_string),
+            ),
+            ErrorField::Text(text) => ("ERROR".to_string(), Some(text.to_string())),
+        }
+    }
+}
+
+/// The id of a reply: ours are numbers, but the Python original sends every
+/// id back as a string (`"7"`).
+fn reply_id(raw: &RawValue) -> Option<u64> {
+    let text = raw.get();
+    text.parse().ok().or_else(|| text.strip_prefix('"')?.strip_suffix('"')?.parse().ok())
 }
 
 #[derive(Deserialize)]
@@ -277,7 +306,7 @@ impl<'a> Receiver<'a> {
         let Ok(reply) = serde_json::from_slice::<ReplyView>(payload) else {
             return self.reject(payload, "a reply is not valid JSON");
         };
-        let Some(id) = reply.id.and_then(|raw| raw.get().parse::<u64>().ok()) else {
+        let Some(id) = reply.id.and_then(reply_id) else {
             return self.reject(payload, "a reply carries no id of ours");
         };
         let request = {
@@ -299,9 +328,9 @@ impl<'a> Receiver<'a> {
         self.settled.settle(id);
 
         let outcome = if let Some(error) = &reply.error {
-            let code = error.code.as_deref().unwrap_or("UNKNOWN").to_string();
+            let (code, message) = error.parts();
             if !self.recorder.counts.error_messages.contains_key(&code) {
-                let message = error.message.as_deref().unwrap_or("(no message)").to_string();
+                let message = message.unwrap_or_else(|| "(no message)".to_string());
                 self.recorder.counts.error_messages.insert(code.clone(), message);
             }
             RequestOutcome::Error(code)
@@ -459,6 +488,18 @@ mod tests {
         assert!(settled.timed_out.contains(&4));
         assert_eq!(settled.watermark, 6);
         assert!(settled.above.is_empty());
+    }
+
+    #[test]
+    fn replies_of_the_python_original_are_understood() {
+        let reply: ReplyView = serde_json::from_str(r#"{"id":"7","error":"unknown command"}"#).unwrap();
+        assert_eq!(reply.id.and_then(reply_id), Some(7), "string ids are ours too");
+        let (code, message) = reply.error.unwrap().parts();
+        assert_eq!((code.as_str(), message.as_deref()), ("ERROR", Some("unknown command")));
+        let reply: ReplyView =
+            serde_json::from_str(r#"{"id":3,"error":{"code":"BUSY","message":"full"}}"#).unwrap();
+        assert_eq!(reply.id.and_then(reply_id), Some(3));
+        assert_eq!(reply.error.unwrap().parts(), ("BUSY".to_string(), Some("full".to_string())));
     }
 
     #[test]

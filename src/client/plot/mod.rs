@@ -177,7 +177,7 @@ pub(crate) fn latency_chart(rows: &[RunRow]) -> LineChart {
 /// A file that cannot be read or has no data lines.
 pub(crate) fn read_hgrm(path: &Path) -> Result<Vec<(f64, f64)>> {
     let text =
-        std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        std::fs::read_to_string(path).map_err(|e| Error::input(path, format!("cannot read it: {e}")))?;
     let points: Vec<(f64, f64)> = text
         .lines()
         .filter(|line| !line.trim_start().starts_with('#'))
@@ -225,7 +225,7 @@ pub(crate) fn timeline_chart(path: &Path) -> Result<LineChart> {
     use base64::Engine;
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
     use hdrhistogram::serialization::Deserializer;
-    let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::input(path, format!("cannot read it: {e}")))?;
     let mut deserializer = Deserializer::new();
     let (mut p50, mut p99, mut max) = (Vec::new(), Vec::new(), Vec::new());
     for entry in IntervalLogIterator::new(&bytes) {

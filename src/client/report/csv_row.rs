@@ -245,12 +245,7 @@ impl CsvFile {
     /// # Errors
     /// A path that cannot be opened, named with `flag` and what to do.
     pub(crate) fn open(path: &Path, flag: &str) -> Result<Self> {
-        let cannot = |e: std::io::Error| {
-            Error::io(
-                format!("{flag} {}: cannot open the file for appending (does its directory exist?)", path.display()),
-                e,
-            )
-        };
+        let cannot = |e: std::io::Error| super::files::cannot(flag, path, e);
         let file = OpenOptions::new().create(true).read(true).append(true).open(path).map_err(cannot)?;
         let mut first_line = String::new();
         BufReader::new(&file).read_line(&mut first_line).map_err(cannot)?;
@@ -390,7 +385,7 @@ mod tests {
     fn a_csv_in_a_missing_directory_is_refused_with_its_path() {
         let error = CsvFile::open(Path::new("/nonexistent-dir/runs.csv"), "--csv").err().unwrap();
         let text = format!("{:#}", anyhow::Error::from(error));
-        assert!(text.contains("--csv /nonexistent-dir/runs.csv"), "{text}");
+        assert!(text.contains("/nonexistent-dir/runs.csv: cannot open the file for --csv"), "{text}");
         assert!(text.contains("directory exist"), "{text}");
     }
 }

@@ -38,7 +38,8 @@ impl Outputs {
                 .map(|p| File::create(p).map(BufWriter::new).map_err(|e| cannot(flag, p, e)))
                 .transpose()
         };
-        let csv = paths.csv.as_deref().map(|path| CsvFile::open(path, "--csv").map(CsvRow::new)).transpose()?;
+        let csv =
+            paths.csv.as_deref().map(|path| CsvFile::open(path, "--csv").map(CsvRow::new)).transpose()?;
         Ok(Outputs {
             csv,
             requests_csv: create("--requests-csv", &paths.requests_csv)?.map(RequestsCsv::new),
@@ -98,9 +99,8 @@ pub(crate) fn finish_all(
     exporters.into_iter().try_for_each(|exporter| exporter.finish(run, report))
 }
 
-fn cannot(flag: &str, path: &Path, error: std::io::Error) -> Error {
-    Error::io(
-        format!("{flag} {}: cannot open the file for writing (does its directory exist?)", path.display()),
-        error,
-    )
+/// A report file that cannot be created: its path, the flag, the OS's
+/// reason and what to check (a usage error: exit code 2).
+pub(crate) fn cannot(flag: &str, path: &Path, error: std::io::Error) -> Error {
+    Error::input(path, format!("cannot open the file for {flag} ({error}); does its directory exist?"))
 }

@@ -159,7 +159,8 @@ impl LatencyStats {
         if percentile >= 100.0 {
             1
         } else {
-            (100.0 / (100.0 - percentile)).ceil() as u64
+            // (less a hair: 100 / 0.1 is 1000.000…1 in floating point)
+            (100.0 / (100.0 - percentile) - 1e-9).ceil() as u64
         }
     }
 
@@ -362,6 +363,7 @@ pub(crate) mod tests {
         }
         recorder.counts.sent = 1002;
         recorder.counts.errors.insert("BUSY".into(), 2);
+        recorder.counts.error_messages.insert("BUSY".into(), "the job queue is full".into());
         let t0 = Instant::now();
         recorder.extend_span(t0, t0 + Duration::from_secs(2));
         BenchRun {

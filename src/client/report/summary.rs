@@ -25,7 +25,12 @@ fn latency_row<W: Write>(out: &mut W, name: &str, stats: &LatencyStats) -> io::R
     for p in &stats.percentiles {
         write!(out, "{:>10}", ms(p.value_us))?;
     }
-    writeln!(out, "{:>10}{:>10}", format!("{:.3}", stats.mean_us / 1000.0), format!("{:.3}", stats.stdev_us / 1000.0))
+    writeln!(
+        out,
+        "{:>10}{:>10}",
+        format!("{:.3}", stats.mean_us / 1000.0),
+        format!("{:.3}", stats.stdev_us / 1000.0)
+    )
 }
 
 fn latency_header<W: Write>(out: &mut W, title: &str, stats: &LatencyStats) -> io::Result<()> {
@@ -129,7 +134,12 @@ pub(crate) fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Re
     writeln!(out, "  Time        {:.3} s measured ({:.3} s in all)", report.measured_s, report.wall_s)?;
     write!(out, "  Throughput  {:.1} ok replies/s", report.throughput_rps)?;
     if c.answered() != c.ok {
-        write!(out, " ({:.1} replies/s counting the {} other replies)", report.replies_rps, c.answered() - c.ok)?;
+        write!(
+            out,
+            " ({:.1} replies/s counting the {} other replies)",
+            report.replies_rps,
+            c.answered() - c.ok
+        )?;
     }
     writeln!(out)?;
     writeln!(out)?;
@@ -200,23 +210,56 @@ tc-client -> 127.0.0.1:5050 (embedded server: processes, 2 workers)
   compute n=500000, 4 connections, closed loop, 1 request in flight per connection, 5 requests per connection, warm-up none
 
   Requests    1002 sent, 1000 ok, 2 error replies, 0 timeouts
-  Errors      BUSY 2
+  Errors      BUSY 2: the job queue is full
   Time        2.000 s measured (2.500 s in all)
-  Throughput  501.0 requests/s
+  Throughput  500.0 ok replies/s (501.0 replies/s counting the 2 other replies)
 
-  Latency (ms)             p50       p99       max      mean
-    from schedule        0.500     0.990     1.000     0.500
-    from send            1.000     1.980     2.000     1.001
+  Latency (ms)             min       p50       p99       max      mean     stdev
+    from schedule        0.001     0.500     0.990     1.000     0.500     0.289
+    from send            0.002     1.000     1.980     2.000     1.001     0.577
     (closed loop: each request is due when its slot frees, so the rows agree)
 
-  Where it went (ms)       p50       p99       max      mean
-    queue wait           0.050     0.099     0.100     0.050
-    service              0.125     0.247     0.250     0.125
-    rest                 0.825     1.634     1.650     0.827
+  Where it went (ms)       min       p50       p99       max      mean     stdev
+    queue wait           0.001     0.050     0.099     0.100     0.050     0.029
+    service              0.001     0.125     0.247     0.250     0.125     0.072
+    rest                 0.002     0.825     1.634     1.650     0.827     0.476
     (rest = from send - queue - service: network, framing, threads)
 
 Done: 1002 responses in 2.000s
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn a_run_without_ok_replies_shows_no_latency_and_says_why() {
+        let mut run = sample_run();
+        run.recorder = crate::client::bench::Recorder::default();
+        run.recorder.counts.sent = 1;
+        run.recorder.counts.errors.insert("BAD_REQUEST".into(), 1);
+        run.recorder.counts.error_messages.insert("BAD_REQUEST".into(), "n is above --max-n".into());
+        run.recorder.counts.unread = 3;
+        run.interrupted = true;
+        let mut out = Vec::new();
+        write_summary(&RunReport::new(&run), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Errors      BAD_REQUEST 1: n is above --max-n"), "{text}");
+        assert!(text.contains("Latency (ms)      —  (no ok replies"), "{text}");
+        assert!(!text.contains("from schedule"), "no table of zeros: {text}");
+        assert!(text.contains("Throughput  0.0 ok replies/s"), "{text}");
+        assert!(text.contains("3 requests were never read by the server"), "{text}");
+        assert!(text.contains("INTERRUPTED after"), "{text}");
+    }
+
+    #[test]
+    fn percentiles_with_too_few_samples_are_flagged() {
+        let mut run = sample_run();
+        run.options.percentiles = vec![50.0, 99.9, 99.99, 100.0];
+        let mut out = Vec::new();
+        write_summary(&RunReport::new(&run), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("too few samples: p99.99 need at least 10000 ok replies to differ from max; this run has 1000"),
+            "{text}"
+        );
     }
 }
