@@ -26,6 +26,8 @@ pub const MODES: [&str; 2] = ["threads", "processes"];
 /// A `tc-server` process listening on a free loopback port.
 pub struct TestServer {
     child: Child,
+    /// Its stderr (the log), shown only if the test fails.
+    _log: Option<ChildLog>,
     pub addr: SocketAddr,
     /// Where `/metrics` is served, when started with `--metrics-addr`.
     pub metrics_addr: Option<SocketAddr>,
@@ -41,9 +43,14 @@ impl TestServer {
         Self::start_with(&args, &[])
     }
 
-    /// Starts `tc-server` with exactly these arguments and environment.
+    /// Starts `tc-server` with exactly these arguments and environment. Its
+    /// log goes to a file that is printed only if the test fails, so a
+    /// passing `cargo test` stays quiet.
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> TestServer {
-        Self::start_logging_to(args, env, Stdio::inherit())
+        let log = ChildLog::new();
+        let mut server = Self::start_logging_to(args, env, log.stdio());
+        server._log = Some(log);
+        server
     }
 
     /// Like [`TestServer::start_with`], with the server's stderr (its log)
@@ -94,7 +101,7 @@ impl TestServer {
                 .parse()
                 .expect("a socket address")
         });
-        TestServer { child, addr, metrics_addr }
+        TestServer { child, _log: None, addr, metrics_addr }
     }
 
     /// `GET path` on the metrics address: the status code and the body.
@@ -171,6 +178,32 @@ impl Drop for TestServer {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+    }
+}
+
+/// Where a test's child process writes its stderr: a temporary file, printed
+/// when the test fails (on drop during a panic) and otherwise thrown away.
+pub struct ChildLog {
+    file: tempfile::NamedTempFile,
+}
+
+impl ChildLog {
+    pub fn new() -> ChildLog {
+        ChildLog { file: tempfile::NamedTempFile::new().expect("a temporary log file") }
+    }
+
+    /// A handle for `Command::stderr`.
+    pub fn stdio(&self) -> Stdio {
+        Stdio::from(self.file.as_file().try_clone().expect("the log file can be shared"))
+    }
+}
+
+impl Drop for ChildLog {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(self.file.path()).unwrap_or_default();
+            eprintln!("--- the child's log ---\n{text}--- end of log ---");
         }
     }
 }

@@ -101,13 +101,17 @@ impl Drop for NatsServer {
 /// A `tc-worker` host, killed on drop.
 pub struct WorkerHost {
     pub child: Child,
+    /// Its log, shown only if the test fails.
+    _log: super::ChildLog,
 }
 
 impl WorkerHost {
     /// Starts `tc-worker --nats URL --name NAME --mode MODE --workers N EXTRA...`.
     pub fn start(url: &str, name: &str, mode: &str, workers: usize, extra: &[&str]) -> WorkerHost {
-        let child = command(url, name, mode, workers).args(extra).stdout(Stdio::null()).spawn();
-        WorkerHost { child: child.expect("tc-worker starts") }
+        let log = super::ChildLog::new();
+        let child =
+            command(url, name, mode, workers).args(extra).stdout(Stdio::null()).stderr(log.stdio()).spawn();
+        WorkerHost { child: child.expect("tc-worker starts"), _log: log }
     }
 
     /// Starts a host with `--metrics-addr 127.0.0.1:0` and returns it with
@@ -125,8 +129,13 @@ impl WorkerHost {
         extra: &[&str],
     ) -> (WorkerHost, SocketAddr) {
         use std::io::BufRead;
+        let log = super::ChildLog::new();
         let mut command = command(url, name, mode, workers);
-        command.args(["--metrics-addr", "127.0.0.1:0"]).args(extra).stdout(Stdio::piped());
+        command
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(log.stdio());
         let mut child = command.spawn().expect("tc-worker starts");
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("a line on stdout");
@@ -138,7 +147,7 @@ impl WorkerHost {
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .parse()
             .expect("an address");
-        (WorkerHost { child }, addr)
+        (WorkerHost { child, _log: log }, addr)
     }
 
     pub fn pid(&self) -> u32 {
