@@ -16,8 +16,10 @@ fn every_chart_is_drawn_from_real_reports() {
             "threads",
             "--workers",
             workers,
+            // Connections vary with workers, so both the throughput and the
+            // latency chart have two x values to draw a line through.
             "-c",
-            "2",
+            workers,
             "-n",
             "40",
             "--size",

@@ -204,8 +204,8 @@ fn plot(args: &PlotArgs) -> Result<Vec<PathBuf>> {
         plot::read_rows(path)
     };
     let written = match args.chart {
-        ChartKind::Throughput => plot::write_line_chart(&plot::throughput_chart(&need_csv()?), &args.out)?,
-        ChartKind::Latency => plot::write_line_chart(&plot::latency_chart(&need_csv()?), &args.out)?,
+        ChartKind::Throughput => plot::write_line_chart(&plot::throughput_chart(&need_csv()?)?, &args.out)?,
+        ChartKind::Latency => plot::write_line_chart(&plot::latency_chart(&need_csv()?)?, &args.out)?,
         ChartKind::Breakdown => plot::write_breakdown_chart(&need_csv()?, &args.out)?,
         ChartKind::Percentiles => {
             if args.hgrm.is_empty() {

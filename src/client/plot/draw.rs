@@ -1,16 +1,30 @@
-//! Drawing the charts with plotters, into PNG and SVG files: axes, labels,
-//! colours that stay distinguishable with colour blindness, legends.
+//! Drawing the charts with plotters, into PNG and SVG files.
+//!
+//! What makes them readable, chart by chart:
+//! - every line differs from its neighbours in three ways — colour
+//!   (Okabe–Ito, safe with colour blindness), dash pattern and marker — so
+//!   two series with the same values stay visible, one over the other;
+//! - the legend has its own column right of the plot and never covers data;
+//! - a count axis (workers, connections) has a tick at each value measured
+//!   and nowhere else; the percentile axis is labelled p50, p90, p99...;
+//!   log axes get 1-2-5 ticks across the whole range; numbers are printed
+//!   without a trailing `.0`;
+//! - breakdown labels are turned upright so that many runs do not overlap.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::{LineChart, RunRow};
+use super::{LineChart, RunRow, Series, XAxis};
 use crate::error::{Error, Result};
 
-const SIZE: (u32, u32) = (1000, 640);
+const SIZE: (u32, u32) = (1100, 640);
+/// Width of the legend column, right of the plot.
+const LEGEND_WIDTH: u32 = 300;
 /// Okabe–Ito colours: distinguishable with every common colour blindness.
 const PALETTE: [RGBColor; 8] = [
     RGBColor(0, 114, 178),
@@ -22,6 +36,7 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(0, 0, 0),
     RGBColor(240, 228, 66),
 ];
+const GREY: RGBColor = RGBColor(150, 150, 150);
 const FONT: &str = "sans-serif";
 
 fn register_fonts() {
@@ -34,6 +49,65 @@ fn register_fonts() {
 
 fn draw_error(e: impl std::fmt::Display) -> Error {
     Error::Chart(e.to_string())
+}
+
+/// How series `index` is drawn: colour, line, marker.
+#[derive(Clone, Copy)]
+struct Look {
+    color: RGBColor,
+    /// Dash and gap in pixels; `None` for a solid line.
+    dash: Option<(i32, i32)>,
+    /// 0 circle, 1 triangle, 2 square, 3 cross.
+    marker: usize,
+    width: u32,
+}
+
+impl Look {
+    fn of(index: usize, series: &Series) -> Self {
+        if series.reference {
+            return Look { color: GREY, dash: Some((6, 6)), marker: usize::MAX, width: 2 };
+        }
+        let dash = [None, Some((14, 6)), Some((4, 4))][index % 3];
+        Look { color: PALETTE[index % PALETTE.len()], dash, marker: index % 4, width: 3 }
+    }
+}
+
+/// A number as an axis label: `2000`, `12.5`, `0.25` (no `2000.0`).
+fn tidy(value: f64) -> String {
+    if value == value.round() && value.abs() < 1e15 {
+        format!("{value:.0}")
+    } else if value.abs() >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        let text = format!("{value:.3}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// 1-2-5 ticks covering `low..=high` (both positive): 0.5, 1, 2, 5, 10...
+fn ticks_1_2_5(low: f64, high: f64) -> Vec<f64> {
+    let mut ticks = Vec::new();
+    let mut decade = 10f64.powf(low.log10().floor());
+    while decade <= high * 10.0 && ticks.len() < 60 {
+        for step in [1.0, 2.0, 5.0] {
+            let tick = decade * step;
+            if tick >= low && tick <= high {
+                ticks.push(tick);
+            }
+        }
+        decade *= 10.0;
+    }
+    ticks
+}
+
+/// `p50`, `p99`, `p99.9` for a 1/(1-p) axis value (2, 100, 1000).
+fn percentile_label(inverse: f64) -> String {
+    let p = 100.0 * (1.0 - 1.0 / inverse);
+    if p <= 0.0 {
+        "p0".to_string()
+    } else {
+        format!("p{}", tidy((p * 1000.0).round() / 1000.0))
+    }
 }
 
 /// Draws a line chart into `OUT.png` and `OUT.svg`; returns the two paths.
@@ -51,70 +125,163 @@ pub(crate) fn write_line_chart(chart: &LineChart, out: &Path) -> Result<Vec<Path
     Ok(vec![png, svg])
 }
 
-fn bounds(chart: &LineChart) -> (f64, f64, f64) {
-    let xs = chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
-    let (x_min, x_max) = xs.fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
-    let y_max = chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(0.0, f64::max);
-    (x_min, x_max.max(x_min + 1e-9), y_max * 1.1 + 1e-9)
-}
-
 fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &LineChart) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE).map_err(draw_error)?;
-    let (x_min, x_max, y_max) = bounds(chart);
-    // Counts (workers, connections) get whole-number ticks only.
-    let whole_x = chart.series.iter().flat_map(|s| &s.points).all(|p| p.0.fract() == 0.0);
-    let x_ticks = if whole_x && !chart.x_log { ((x_max - x_min) as usize + 1).min(12) } else { 10 };
-    let mut builder = ChartBuilder::on(&root);
-    builder.caption(&chart.title, (FONT, 30)).margin(20).x_label_area_size(55).y_label_area_size(80);
-    // The two axis kinds are different types, so each gets its own body.
+    let (plot_area, legend_area) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
+    let points = || chart.series.iter().flat_map(|s| s.points.iter().copied());
+    let (x_min, x_max) = points().fold((f64::MAX, f64::MIN), |(lo, hi), p| (lo.min(p.0), hi.max(p.0)));
+    let y_top = points().map(|p| p.1).fold(0.0, f64::max) * 1.1 + 1e-9;
+    let y_bottom = points().map(|p| p.1).filter(|y| *y > 0.0).fold(y_top, f64::min) * 0.8;
+    // The x axis: ticks where there is data (counts), at p50, p90, p99...
+    // (percentiles), or wherever plotters likes (seconds).
+    let x_ticks: Vec<f64> = match chart.x_axis {
+        XAxis::Counts => {
+            let measured: BTreeSet<u64> = points().map(|p| p.0.round() as u64).collect();
+            measured.into_iter().map(|x| x as f64).collect()
+        }
+        XAxis::Percentiles => {
+            [2.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6].into_iter().filter(|x| *x <= x_max * 1.01).collect()
+        }
+        XAxis::Seconds => Vec::new(),
+    };
+    let y_label = |y: &f64| tidy(*y);
+    let mut builder = ChartBuilder::on(&plot_area);
+    builder.caption(&chart.title, (FONT, 28)).margin(20).x_label_area_size(55).y_label_area_size(80);
+
+    // Each kind of axis is its own type in plotters, so each gets its own
+    // body; the macro keeps the one drawing routine.
+    // `$at` maps a data point to the axes' coordinates; `$x_label` prints
+    // an x coordinate.
     macro_rules! body {
-        ($ctx:expr) => {{
+        ($ctx:expr, $at:expr, $x_label:expr) => {{
             let mut ctx = $ctx;
-            let whole_numbers = |x: &f64| if whole_x { format!("{x:.0}") } else { format!("{x}") };
             ctx.configure_mesh()
-                .x_labels(x_ticks)
-                .x_label_formatter(&whole_numbers)
+                .x_label_formatter(&$x_label)
+                .y_label_formatter(&y_label)
                 .x_desc(chart.x_label.as_str())
                 .y_desc(chart.y_label.as_str())
                 .label_style((FONT, 16))
                 .axis_desc_style((FONT, 18))
+                .light_line_style(WHITE.mix(0.0))
                 .draw()
                 .map_err(draw_error)?;
-            for (i, series) in chart.series.iter().enumerate() {
-                let color =
-                    if series.reference { RGBColor(150, 150, 150) } else { PALETTE[i % PALETTE.len()] };
-                let style = color.stroke_width(if series.reference { 1 } else { 3 });
-                ctx.draw_series(LineSeries::new(series.points.iter().copied(), style))
-                    .map_err(draw_error)?
-                    .label(series.label.as_str())
-                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(3)));
-                if !series.reference {
-                    ctx.draw_series(series.points.iter().map(|&p| Circle::new(p, 4, color.filled())))
-                        .map_err(draw_error)?;
+            for (index, series) in chart.series.iter().enumerate() {
+                let look = Look::of(index, series);
+                let style = look.color.stroke_width(look.width);
+                let line = series.points.iter().map($at);
+                match look.dash {
+                    None => ctx.draw_series(LineSeries::new(line, style)).map(|_| ()),
+                    Some((dash, gap)) => {
+                        ctx.draw_series(DashedLineSeries::new(line, dash, gap, style)).map(|_| ())
+                    }
                 }
+                .map_err(draw_error)?;
+                // Markers on at most ~25 points, so dense curves stay lines.
+                let step = (series.points.len() / 25).max(1);
+                let at = series.points.iter().step_by(step).map($at);
+                let (fill, stroke) = (look.color.filled(), look.color.stroke_width(2));
+                match look.marker {
+                    0 => ctx.draw_series(at.map(|p| Circle::new(p, 5, fill))).map(|_| ()),
+                    1 => ctx.draw_series(at.map(|p| TriangleMarker::new(p, 7, fill))).map(|_| ()),
+                    2 => ctx
+                        .draw_series(
+                            at.map(|p| EmptyElement::at(p) + Rectangle::new([(-4, -4), (4, 4)], fill)),
+                        )
+                        .map(|_| ()),
+                    3 => ctx.draw_series(at.map(|p| Cross::new(p, 5, stroke))).map(|_| ()),
+                    _ => Ok(()),
+                }
+                .map_err(draw_error)?;
             }
-            legend(&mut ctx)?;
         }};
     }
-    let y_min =
-        chart.series.iter().flat_map(|s| &s.points).map(|p| p.1).filter(|y| *y > 0.0).fold(y_max, f64::min);
-    let y_log = (y_min * 0.8).max(1e-3)..y_max;
-    match (chart.x_log, chart.y_log) {
-        (true, true) => body!(builder
-            .build_cartesian_2d((x_min.max(1.0)..x_max).log_scale(), y_log.log_scale())
-            .map_err(draw_error)?),
-        (true, false) => body!(builder
-            .build_cartesian_2d((x_min.max(1.0)..x_max).log_scale(), 0.0..y_max)
-            .map_err(draw_error)?),
-        (false, true) => {
-            body!(builder.build_cartesian_2d(x_min..x_max, y_log.log_scale()).map_err(draw_error)?)
+    let same = |p: &(f64, f64)| *p;
+    match chart.x_axis {
+        XAxis::Percentiles => {
+            let y_log_range = y_bottom.max(1e-3)..y_top;
+            let y_ticks = ticks_1_2_5(y_log_range.start, y_log_range.end);
+            body!(
+                builder
+                    .build_cartesian_2d(
+                        (x_min.max(1.0)..x_max).log_scale().with_key_points(x_ticks),
+                        y_log_range.log_scale().with_key_points(y_ticks),
+                    )
+                    .map_err(draw_error)?,
+                same,
+                |x: &f64| percentile_label(*x)
+            )
         }
-        (false, false) => body!(builder.build_cartesian_2d(x_min..x_max, 0.0..y_max).map_err(draw_error)?),
+        XAxis::Counts => {
+            // Whole numbers in tenths on an integer axis (plotters puts
+            // chosen ticks only on axes it can format by itself), with some
+            // room either side so the end points are not on the frame.
+            let tenths = |x: f64| (x * 10.0).round() as i64;
+            let pad = ((x_max - x_min) * 0.4).max(3.0) as i64;
+            let ticks = x_ticks.iter().map(|x| tenths(*x)).collect();
+            body!(
+                builder
+                    .build_cartesian_2d(
+                        (tenths(x_min) - pad..tenths(x_max) + pad).with_key_points(ticks),
+                        0.0..y_top
+                    )
+                    .map_err(draw_error)?,
+                |p: &(f64, f64)| (tenths(p.0), p.1),
+                |x: &i64| tidy(*x as f64 / 10.0)
+            )
+        }
+        XAxis::Seconds => body!(
+            builder.build_cartesian_2d(x_min..x_max.max(x_min + 1e-9), 0.0..y_top).map_err(draw_error)?,
+            same,
+            |x: &f64| tidy(*x)
+        ),
     }
+    let entries: Vec<(String, Look)> =
+        chart.series.iter().enumerate().map(|(i, s)| (s.label.clone(), Look::of(i, s))).collect();
+    draw_legend(&legend_area, &entries)?;
     root.present().map_err(draw_error)
+}
+
+/// The legend, in its own column: a sample of each line (colour, dashes and
+/// marker) and its label.
+fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, entries: &[(String, Look)]) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    // Rows get smaller when there are many, down to a readable minimum.
+    let row = (560 / entries.len().max(1) as i32).clamp(16, 26);
+    let font_size = if row < 20 { 12 } else { 14 };
+    for (index, (label, look)) in entries.iter().enumerate() {
+        let y = 60 + index as i32 * row;
+        let style = look.color.stroke_width(look.width);
+        match look.dash {
+            None => area.draw(&PathElement::new([(8, y), (48, y)], style)),
+            Some((dash, gap)) => {
+                let mut x = 8;
+                while x < 48 {
+                    area.draw(&PathElement::new([(x, y), ((x + dash).min(48), y)], style))
+                        .map_err(draw_error)?;
+                    x += dash + gap;
+                }
+                Ok(())
+            }
+        }
+        .map_err(draw_error)?;
+        let (fill, stroke) = (look.color.filled(), look.color.stroke_width(2));
+        match look.marker {
+            0 => area.draw(&Circle::new((28, y), 5, fill)),
+            1 => area.draw(&TriangleMarker::new((28, y), 7, fill)),
+            2 => area.draw(&Rectangle::new([(24, y - 4), (32, y + 4)], fill)),
+            3 => area.draw(&Cross::new((28, y), 5, stroke)),
+            _ => Ok(()),
+        }
+        .map_err(draw_error)?;
+        let text = TextStyle::from((FONT, font_size).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+        area.draw_text(label, &text, (56, y)).map_err(draw_error)?;
+    }
+    Ok(())
 }
 
 /// Draws, per run of a CSV, a stacked bar of mean queue wait, service time
@@ -138,17 +305,22 @@ where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE).map_err(draw_error)?;
+    let (plot_area, legend_area) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
     let total = |r: &RunRow| (r.queue_mean_us + r.service_mean_us + r.rest_mean_us) / 1000.0;
     let y_max = rows.iter().map(total).fold(0.0, f64::max) * 1.15 + 1e-9;
+    // Bars are numbered; the legend column says what each number is, so
+    // labels never overlap however many runs there are.
     let labels: Vec<String> = rows
         .iter()
-        .map(|r| format!("{} {}w {}c", r.configuration(), r.server_workers, r.concurrency))
+        .map(|r| {
+            let plural = if r.server_workers == 1 { "" } else { "s" };
+            format!("{}, {} worker{plural}, {} conn", r.configuration(), r.server_workers, r.concurrency)
+        })
         .collect();
-    // A segmented axis: one segment per run, its label centred under the bar.
-    let mut ctx = ChartBuilder::on(&root)
-        .caption("Where the time goes (mean per request)", (FONT, 30))
+    let mut ctx = ChartBuilder::on(&plot_area)
+        .caption("Where the time goes (mean per request)", (FONT, 28))
         .margin(20)
-        .x_label_area_size(70)
+        .x_label_area_size(55)
         .y_label_area_size(80)
         .build_cartesian_2d((0..rows.len() - 1).into_segmented(), 0.0..y_max)
         .map_err(draw_error)?;
@@ -156,13 +328,15 @@ where
         .disable_x_mesh()
         .x_labels(rows.len())
         .x_label_formatter(&|x| match x {
-            SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+            SegmentValue::CenterOf(i) => (i + 1).to_string(),
             _ => String::new(),
         })
-        .x_desc("run (configuration, workers, connections)")
+        .y_label_formatter(&|y| tidy(*y))
+        .x_desc("run (numbered; see the list on the right)")
         .y_desc("latency (ms)")
-        .label_style((FONT, 13))
         .axis_desc_style((FONT, 18))
+        .label_style((FONT, 16))
+        .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(draw_error)?;
     /// A stacked part of a bar: its name, colour, and how to read it (µs).
@@ -180,30 +354,45 @@ where
                 [(left, below / 1000.0), (right, (below + value(row)) / 1000.0)],
                 color.filled(),
             );
-            bar.set_margin(0, 0, 12, 12);
+            bar.set_margin(0, 0, 6, 6);
             bar
         });
-        ctx.draw_series(bars)
-            .map_err(draw_error)?
-            .label(name)
-            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], color.filled()));
+        ctx.draw_series(bars).map_err(draw_error)?;
     }
-    legend(&mut ctx)?;
+    // The legend, top to bottom in the order the parts stack bottom to top.
+    let text = TextStyle::from((FONT, 14).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    for (index, (name, color, _)) in parts.iter().rev().enumerate() {
+        let y = 60 + index as i32 * 26;
+        legend_area.draw(&Rectangle::new([(8, y - 7), (30, y + 7)], color.filled())).map_err(draw_error)?;
+        legend_area.draw_text(name, &text, (38, y)).map_err(draw_error)?;
+    }
+    let row = (440 / labels.len().max(1) as i32).clamp(14, 22);
+    let small = TextStyle::from((FONT, if row < 18 { 12 } else { 14 }).into_font())
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    legend_area.draw_text("runs:", &text, (8, 160)).map_err(draw_error)?;
+    for (index, label) in labels.iter().enumerate() {
+        let y = 160 + (index as i32 + 1) * row;
+        legend_area.draw_text(&format!("{:>2}  {label}", index + 1), &small, (8, y)).map_err(draw_error)?;
+    }
     root.present().map_err(draw_error)
 }
 
-/// The legend box, the same on every chart: top left, over a light background.
-fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
-    ctx: &mut ChartContext<'a, DB, CT>,
-) -> Result<()>
-where
-    DB::ErrorType: 'static,
-{
-    ctx.configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 15))
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(draw_error)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axis_numbers_are_tidy() {
+        assert_eq!(tidy(2000.0), "2000");
+        assert_eq!(tidy(12.54), "12.5");
+        assert_eq!(tidy(0.25), "0.25");
+        assert_eq!(percentile_label(2.0), "p50");
+        assert_eq!(percentile_label(1000.0), "p99.9");
+    }
+
+    #[test]
+    fn log_ticks_cover_the_whole_range() {
+        assert_eq!(ticks_1_2_5(1.5, 30.0), vec![2.0, 5.0, 10.0, 20.0]);
+        assert_eq!(ticks_1_2_5(0.3, 0.6), vec![0.5]);
+    }
 }

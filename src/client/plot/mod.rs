@@ -27,12 +27,14 @@ use crate::error::{Error, Result};
 /// One CSV row, as much as the charts need.
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct RunRow {
-    /// `threads` or `processes`.
+    /// `threads` or `processes` (empty: a server that does not answer
+    /// `stats`; such rows are left out of the charts).
     pub(crate) server_mode: String,
     /// Whether the threads shared a GIL.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "empty_is_false")]
     pub(crate) server_gil: bool,
-    /// Workers.
+    /// Workers (0 when unknown).
+    #[serde(default, deserialize_with = "empty_is_zero")]
     pub(crate) server_workers: u64,
     /// Connections.
     pub(crate) concurrency: usize,
@@ -65,17 +67,49 @@ impl RunRow {
     }
 }
 
-/// Reads the rows of a tc-client CSV (`--csv` or `sweep`).
+fn empty_is_false<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
+}
+
+fn empty_is_zero<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    Ok(Option::<u64>::deserialize(d)?.unwrap_or(0))
+}
+
+/// Reads the rows of a tc-client CSV (`--csv` or `sweep`), leaving out runs
+/// against servers that did not say what they are (no mode, no workers).
 ///
 /// # Errors
-/// A file that cannot be read or is not a tc-client CSV.
+/// A file that cannot be read, is not a tc-client CSV, or has no usable row.
 pub(crate) fn read_rows(path: &Path) -> Result<Vec<RunRow>> {
     let mut reader =
         csv::Reader::from_path(path).map_err(|e| Error::input(path, format!("cannot read the CSV: {e}")))?;
-    reader
+    let rows: Vec<RunRow> = reader
         .deserialize()
         .map(|row| row.map_err(|e| Error::input(path, format!("not a tc-client CSV: {e}"))))
-        .collect()
+        .collect::<Result<_>>()?;
+    let known: Vec<RunRow> = rows.iter().filter(|r| !r.server_mode.is_empty()).cloned().collect();
+    if known.is_empty() {
+        let why = if rows.is_empty() {
+            "has no runs yet"
+        } else {
+            "has only runs against servers that did not say their mode and workers"
+        };
+        return Err(Error::input(path, format!("{why}; nothing to chart")));
+    }
+    Ok(known)
+}
+
+/// What the x axis of a line chart measures, which decides its ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum XAxis {
+    /// Whole numbers (workers, connections): a tick and a label at each
+    /// value that has data, and nowhere else.
+    Counts,
+    /// Percentiles on HdrHistogram's log 1/(1-p) axis, labelled p50, p90,
+    /// p99... (the latency axis is then logarithmic too).
+    Percentiles,
+    /// Seconds, on an ordinary linear axis.
+    Seconds,
 }
 
 /// A line on a chart.
@@ -98,10 +132,8 @@ pub(crate) struct LineChart {
     pub(crate) x_label: String,
     /// Y axis label, with unit.
     pub(crate) y_label: String,
-    /// Logarithmic x axis.
-    pub(crate) x_log: bool,
-    /// Logarithmic y axis (for values spanning orders of magnitude).
-    pub(crate) y_log: bool,
+    /// What the x axis measures.
+    pub(crate) x_axis: XAxis,
     /// The lines.
     pub(crate) series: Vec<Series>,
 }
@@ -109,7 +141,12 @@ pub(crate) struct LineChart {
 /// Throughput vs workers, one line per configuration (and size and
 /// connection count, when the CSV has several), with the ideal: the first
 /// configuration's one-worker throughput times the workers.
-pub(crate) fn throughput_chart(rows: &[RunRow]) -> LineChart {
+///
+/// # Errors
+/// A CSV whose runs all have the same number of workers: there is no line
+/// to draw, and the sentence says which sweep makes one.
+pub(crate) fn throughput_chart(rows: &[RunRow]) -> Result<LineChart> {
+    needs_several(rows, |r| r.server_workers, "workers", "tc-client sweep --workers 1,2,4")?;
     let mut groups: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for row in rows {
         let key = format!("{} (n={}, {} conn)", row.configuration(), row.size, row.concurrency);
@@ -125,23 +162,41 @@ pub(crate) fn throughput_chart(rows: &[RunRow]) -> LineChart {
     // The ideal: perfect scaling of the best one-worker throughput.
     let one_worker =
         rows.iter().filter(|r| r.server_workers == 1).map(|r| r.throughput_rps).fold(0.0, f64::max);
-    let max_workers = rows.iter().map(|r| r.server_workers).max().unwrap_or(1);
+    // Only at the worker counts measured: a point at 3 workers where no run
+    // had 3 would suggest a measurement that was never made.
+    let measured: std::collections::BTreeSet<u64> = rows.iter().map(|r| r.server_workers).collect();
     if one_worker > 0.0 {
-        let points = (1..=max_workers).map(|w| (w as f64, one_worker * w as f64)).collect();
+        let points = measured.iter().map(|&w| (w as f64, one_worker * w as f64)).collect();
         series.push(Series { label: "ideal (linear scaling)".into(), points, reference: true });
     }
-    LineChart {
+    Ok(LineChart {
         title: "Throughput as workers grow".into(),
         x_label: "workers".into(),
-        y_label: "throughput (requests/s)".into(),
-        x_log: false,
-        y_log: false,
+        y_label: "throughput (ok replies/s)".into(),
+        x_axis: XAxis::Counts,
         series,
+    })
+}
+
+/// Refuses a chart of something against `what` when every row has the same
+/// `what`: one x value draws no line, only a column of dots.
+fn needs_several(rows: &[RunRow], value: impl Fn(&RunRow) -> u64, what: &str, sweep: &str) -> Result<()> {
+    let values: std::collections::BTreeSet<u64> = rows.iter().map(value).collect();
+    match values.iter().next() {
+        Some(only) if values.len() == 1 => Err(Error::Usage(format!(
+            "every run in the CSV has {only} {what}, so there is no line to draw against {what}; \
+             measure several (e.g. {sweep}), or draw `tc-client plot breakdown` or `plot percentiles` instead"
+        ))),
+        _ => Ok(()),
     }
 }
 
 /// p50, p99 and p99.9 vs connections, per configuration.
-pub(crate) fn latency_chart(rows: &[RunRow]) -> LineChart {
+///
+/// # Errors
+/// A CSV whose runs all have the same number of connections.
+pub(crate) fn latency_chart(rows: &[RunRow]) -> Result<LineChart> {
+    needs_several(rows, |r| r.concurrency as u64, "connections", "tc-client sweep --concurrency 1,4,16")?;
     let mut series = Vec::new();
     let mut groups: BTreeMap<String, Vec<&RunRow>> = BTreeMap::new();
     for row in rows {
@@ -160,14 +215,13 @@ pub(crate) fn latency_chart(rows: &[RunRow]) -> LineChart {
             series.push(Series { label: format!("{label} {name}"), points, reference: false });
         }
     }
-    LineChart {
+    Ok(LineChart {
         title: "Latency as connections grow".into(),
         x_label: "connections".into(),
         y_label: "latency (ms)".into(),
-        x_log: false,
-        y_log: false,
+        x_axis: XAxis::Counts,
         series,
-    }
+    })
 }
 
 /// Reads a `.hgrm` file: (1/(1-percentile), value in ms) for every line
@@ -209,10 +263,9 @@ pub(crate) fn percentile_chart(files: &[PathBuf]) -> Result<LineChart> {
         .collect::<Result<Vec<_>>>()?;
     Ok(LineChart {
         title: "Latency by percentile".into(),
-        x_label: "percentile, as 1/(1-p): 10 = p90, 100 = p99, 1000 = p99.9".into(),
+        x_label: "percentile (log scale of 1/(1-p))".into(),
         y_label: "latency (ms, log scale)".into(),
-        x_log: true,
-        y_log: true,
+        x_axis: XAxis::Percentiles,
         series,
     })
 }
@@ -256,8 +309,7 @@ pub(crate) fn timeline_chart(path: &Path) -> Result<LineChart> {
         title: "Latency over time".into(),
         x_label: "time since the start of the run (s)".into(),
         y_label: "latency (ms)".into(),
-        x_log: false,
-        y_log: false,
+        x_axis: XAxis::Seconds,
         series: vec![line("p50", p50), line("p99", p99), line("max", max)],
     })
 }
@@ -290,11 +342,23 @@ mod tests {
             row("threads", false, 2, 950.0),
             row("threads", true, 2, 470.0),
         ];
-        let chart = throughput_chart(&rows);
+        let chart = throughput_chart(&rows).unwrap();
         assert_eq!(chart.series.len(), 3);
         let ideal = chart.series.iter().find(|s| s.reference).unwrap();
         assert_eq!(ideal.points, vec![(1.0, 480.0), (2.0, 960.0)]);
         assert!(chart.series.iter().any(|s| s.label.starts_with("threads + GIL")));
+    }
+
+    #[test]
+    fn a_chart_against_one_x_value_is_refused_with_the_sweep_that_fixes_it() {
+        let rows = [row("threads", false, 2, 480.0), row("processes", false, 2, 950.0)];
+        let error = throughput_chart(&rows).unwrap_err().to_string();
+        assert!(
+            error.contains("every run in the CSV has 2 workers") && error.contains("--workers 1,2,4"),
+            "{error}"
+        );
+        let error = latency_chart(&rows).unwrap_err().to_string();
+        assert!(error.contains("8 connections") && error.contains("--concurrency"), "{error}");
     }
 
     #[test]

@@ -133,7 +133,7 @@ pub(crate) fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Re
     }
     writeln!(out, "  Time        {:.3} s measured ({:.3} s in all)", report.measured_s, report.wall_s)?;
     write!(out, "  Throughput  {:.1} ok replies/s", report.throughput_rps)?;
-    if c.answered() != c.ok {
+    if c.ok > 0 && c.answered() != c.ok {
         write!(
             out,
             " ({:.1} replies/s counting the {} other replies)",
@@ -245,7 +245,7 @@ Done: 1002 responses in 2.000s
         assert!(text.contains("Errors      BAD_REQUEST 1: n is above --max-n"), "{text}");
         assert!(text.contains("Latency (ms)      —  (no ok replies"), "{text}");
         assert!(!text.contains("from schedule"), "no table of zeros: {text}");
-        assert!(text.contains("Throughput  0.0 ok replies/s"), "{text}");
+        assert!(text.contains("Throughput  0.0 ok replies/s\n"), "no replies/s beside nothing: {text}");
         assert!(text.contains("3 requests were never read by the server"), "{text}");
         assert!(text.contains("INTERRUPTED after"), "{text}");
     }
