@@ -160,8 +160,9 @@ pub(crate) fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Re
                 thin.iter().map(|&p| LatencyStats::samples_needed(p).to_string()).collect();
             writeln!(
                 out,
-                "    (too few samples: {} need at least {} ok replies to differ from max; this run has {})",
+                "    (too few samples: {} {} at least {} ok replies to differ from max; this run has {})",
                 joined(&labels),
+                if labels.len() == 1 { "needs" } else { "need" },
                 joined(&needed),
                 report.latency.count
             )?;
@@ -258,7 +259,7 @@ Done: 1002 responses in 2.000s
         write_summary(&RunReport::new(&run), &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(
-            text.contains("too few samples: p99.99 need at least 10000 ok replies to differ from max; this run has 1000"),
+            text.contains("too few samples: p99.99 needs at least 10000 ok replies to differ from max; this run has 1000"),
             "{text}"
         );
     }
