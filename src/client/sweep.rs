@@ -80,13 +80,9 @@ fn describe(point: &GridPoint) -> String {
         Pacing::Closed { pipeline } => format!("pipeline {pipeline}"),
         Pacing::Open { rate } => format!("open loop at {rate} requests/s"),
     };
-    format!(
-        "{}, {} workers, {} connections, n={}, {pacing}",
-        point.mode.name(),
-        point.workers,
-        point.concurrency,
-        point.size
-    )
+    let workers =
+        if point.workers == 1 { "1 worker".to_string() } else { format!("{} workers", point.workers) };
+    format!("{}, {workers}, {} connections, n={}, {pacing}", point.mode.name(), point.concurrency, point.size)
 }
 
 /// The grid and what every run shares.

@@ -1,19 +1,30 @@
 #!/usr/bin/env python3
 """A stand-in for the original Python ThreadCenter server, for tests.
 
-It speaks only what the original spoke: framed JSON (4-byte big-endian
-length, then UTF-8 JSON), `{"id", "cmd": "compute", "n"}` answered with
-`{"id", "result"}` where the id comes back as a string, and anything else
-answered with `{"id", "error": "unknown command"}` — no `stats`. It listens
-on a free loopback port, prints `listening on 127.0.0.1:PORT`, and stops
-when its standard input closes, so a test that dies leaves nothing behind.
+It behaves as the original did where a client can tell: framed JSON
+(4-byte big-endian length, then UTF-8 JSON); `{"id", "cmd": "compute", "n"}`
+answered with `{"id", "result"}`, the id coming back as a string; anything
+else answered with `{"id", "error": "unknown command"}` — no `stats`; and
+replies routed through ONE id -> connection map shared by all connections,
+filled by the readers and emptied by a worker thread. A client whose ids
+repeat across its connections gets replies on the wrong connection here, as
+it would against the original. It listens on a free loopback port, prints
+`listening on 127.0.0.1:PORT`, and stops when its standard input closes, so
+a test that dies leaves nothing behind.
 """
 
 import json
+import queue
 import socketserver
 import struct
 import sys
 import threading
+
+# The original's routing: job id -> the connection's send function, for all
+# connections together, and one queue of jobs for the worker.
+PENDING = {}
+PENDING_LOCK = threading.Lock()
+JOBS = queue.Queue(maxsize=1000)
 
 
 def compute(n):
@@ -30,8 +41,27 @@ def read_exact(stream, count):
     return data if len(data) == count else None
 
 
+def worker():
+    """Runs queued jobs and sends each result to whichever connection the
+    shared map names for its id."""
+    while True:
+        request_id, n = JOBS.get()
+        result = compute(n)
+        with PENDING_LOCK:
+            send = PENDING.pop(request_id, None)
+        if send is not None:
+            send({"id": request_id, "result": result})
+
+
 class Connection(socketserver.StreamRequestHandler):
     def handle(self):
+        write_lock = threading.Lock()
+
+        def send(reply):
+            body = json.dumps(reply).encode("utf-8")
+            with write_lock:
+                self.wfile.write(struct.pack(">I", len(body)) + body)
+
         while True:
             header = read_exact(self.rfile, 4)
             if header is None:
@@ -42,11 +72,11 @@ class Connection(socketserver.StreamRequestHandler):
             request = json.loads(payload)
             request_id = str(request.get("id"))
             if request.get("cmd") == "compute":
-                reply = {"id": request_id, "result": compute(request.get("n", 1_000_000))}
+                with PENDING_LOCK:
+                    PENDING[request_id] = send
+                JOBS.put((request_id, int(request.get("n", 1_000_000))))
             else:
-                reply = {"id": request_id, "error": "unknown command"}
-            body = json.dumps(reply).encode("utf-8")
-            self.wfile.write(struct.pack(">I", len(body)) + body)
+                send({"id": request_id, "error": "unknown command"})
 
 
 class Server(socketserver.ThreadingTCPServer):
@@ -55,6 +85,7 @@ class Server(socketserver.ThreadingTCPServer):
 
 
 def main():
+    threading.Thread(target=worker, daemon=True).start()
     server = Server(("127.0.0.1", 0), Connection)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print(f"listening on 127.0.0.1:{server.server_address[1]}", flush=True)

@@ -76,9 +76,10 @@ pub(crate) fn run_connection(
                 Err(e) => return fail(e),
             }
         }
-        Pacing::Closed { pipeline } => {
-            (None, Some(Feeder { schedule: Schedule::new(index, &plan), stream: write_half, pipeline }))
-        }
+        Pacing::Closed { pipeline } => (
+            None,
+            Some(Feeder { schedule: Schedule::new(index, &plan), stream: write_half, pipeline, index }),
+        ),
     };
     // All connections begin together, at the plan's start.
     if window.wait_until(plan.start) {

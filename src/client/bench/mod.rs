@@ -34,6 +34,26 @@ pub(crate) use receiver::RequestRecord;
 pub(crate) use recorder::Recorder;
 use recorder::{latency_histogram, record_us};
 
+/// Bits of a wire id that hold the request's number on its connection; the
+/// bits above hold the connection's index.
+const SEQ_BITS: u32 = 40;
+/// The most connections a run may have: wire ids must stay below 2^53, the
+/// largest integer every JSON reader (JavaScript, Python's float) keeps exact.
+pub(crate) const MAX_CONNECTIONS: usize = 1 << (53 - SEQ_BITS);
+
+/// The id request `seq` of connection `index` travels with. Ids are unique
+/// across the run's connections, not just within one: a server that keeps
+/// one id → connection map for all connections (the Python original does)
+/// would otherwise send one connection's reply to another.
+pub(crate) fn wire_id(index: usize, seq: u64) -> u64 {
+    ((index as u64) << SEQ_BITS) | (seq & ((1 << SEQ_BITS) - 1))
+}
+
+/// The request number of a reply's wire id, if it belongs to connection `index`.
+pub(crate) fn seq_of(index: usize, wire: u64) -> Option<u64> {
+    (wire >> SEQ_BITS == index as u64).then_some(wire & ((1 << SEQ_BITS) - 1))
+}
+
 /// The plan every connection works from.
 pub(crate) struct Plan {
     /// The validated options.
@@ -279,4 +299,18 @@ fn run_against(server: &ServerUnderTest, options: BenchOptions, sinks: RunSinks)
     let options = Arc::try_unwrap(plan).map(|p| p.options).unwrap_or_else(|p| p.options.clone());
     let interrupted = crate::client::interrupt::requested();
     Ok(BenchRun { options, server: info, started_at, recorder, wall_time, connection_errors, interrupted })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_ids_are_unique_across_connections_and_map_back() {
+        assert_eq!(wire_id(0, 7), 7);
+        assert_ne!(wire_id(1, 7), wire_id(2, 7));
+        assert_eq!(seq_of(3, wire_id(3, 12_345)), Some(12_345));
+        assert_eq!(seq_of(2, wire_id(3, 12_345)), None, "another connection's reply is not ours");
+        assert!(wire_id(MAX_CONNECTIONS - 1, (1 << SEQ_BITS) - 1) < 1 << 53, "exact in every JSON reader");
+    }
 }

@@ -251,8 +251,15 @@ impl BenchOptions {
     /// that do not go together.
     pub(crate) fn validate(&self) -> Result<(), OptionsError> {
         let fail = |flag, message: String| Err(OptionsError::new(flag, message));
-        if self.concurrency == 0 {
-            return fail("--concurrency", "--concurrency must be at least 1".into());
+        if self.concurrency == 0 || self.concurrency > super::MAX_CONNECTIONS {
+            return fail(
+                "--concurrency",
+                format!(
+                    "--concurrency must be from 1 to {}, not {}",
+                    super::MAX_CONNECTIONS,
+                    self.concurrency
+                ),
+            );
         }
         match self.pacing {
             Pacing::Closed { pipeline: 0 } => {

@@ -306,7 +306,7 @@ impl<'a> Receiver<'a> {
         let Ok(reply) = serde_json::from_slice::<ReplyView>(payload) else {
             return self.reject(payload, "a reply is not valid JSON");
         };
-        let Some(id) = reply.id.and_then(reply_id) else {
+        let Some(id) = reply.id.and_then(reply_id).and_then(|wire| super::seq_of(self.index, wire)) else {
             return self.reject(payload, "a reply carries no id of ours");
         };
         let request = {

@@ -104,6 +104,8 @@ pub(super) struct Feeder<'a> {
     pub(super) stream: Arc<Transport>,
     /// Requests to keep in flight.
     pub(super) pipeline: usize,
+    /// The connection's index (for wire ids).
+    pub(super) index: usize,
 }
 
 impl Feeder<'_> {
@@ -121,7 +123,7 @@ impl Feeder<'_> {
                     Some((id, command, measured)) => {
                         state.in_flight.insert(id, InFlight { scheduled: now, sent: now, command, measured });
                         batch.extend_from_slice(&command.encode(
-                            id,
+                            super::wire_id(self.index, id),
                             self.schedule.plan.options.size,
                             &self.schedule.plan.options.images,
                         ));
@@ -165,7 +167,8 @@ pub(super) fn send_on_schedule(
             }
             state.in_flight.insert(id, InFlight { scheduled: due, sent: Instant::now(), command, measured });
         }
-        if let Err(e) = stream.write_all(&command.encode(id, plan.options.size, &plan.options.images)) {
+        let wire = super::wire_id(index, id);
+        if let Err(e) = stream.write_all(&command.encode(wire, plan.options.size, &plan.options.images)) {
             window.close(Some(describe_io_error(index, plan, "sending a request", &e)));
             return;
         }
