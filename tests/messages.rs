@@ -81,7 +81,7 @@ fn call_accepts_the_shells_shorthand_as_well_as_json() {
     let out = tc_client(&["call", "--port", &port, "compute", "1000"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(reply["result"], reference_compute(1000));
+    assert_eq!(reply, serde_json::json!({"id": 1, "result": reference_compute(1000)}), "the plain reply");
 
     let out = tc_client(&["call", "--port", &port, "fly", "away"]);
     assert_eq!(out.status.code(), Some(2));

@@ -84,7 +84,16 @@ pub(crate) fn request_from_words(words: &[String]) -> Result<serde_json::Value> 
     let forms = "give a command (ping, stats, health, compute N) or a JSON object in single quotes, \
                  e.g. tc-client call ping or tc-client call '{\"cmd\":\"ping\"}'";
     match parse_line(&line) {
-        Ok(ShellAction::Send(value)) => Ok(value),
+        // The shell asks for timings to show them; `call` prints the reply
+        // as the server gives it to any client, so it sends the plain request.
+        Ok(ShellAction::Send(mut value)) => {
+            if !line.trim_start().starts_with('{') {
+                if let Some(object) = value.as_object_mut() {
+                    object.remove("timing");
+                }
+            }
+            Ok(value)
+        }
         Ok(_) => Err(Error::Usage(format!("nothing to send in {line:?}: {forms}"))),
         Err(why) => {
             let why = why.trim_end_matches("; type help");
