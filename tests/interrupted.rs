@@ -34,21 +34,26 @@ fn wait_for_file(path: &Path, bytes: u64) {
 
 /// Waits (at most 60 s) for the child to exit; its exit code, stdout, stderr.
 fn finish(mut child: Child) -> (Option<i32>, String, String) {
+    let code = wait_exit(&mut child);
+    let (mut out, mut err) = (String::new(), String::new());
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (code, out, err)
+}
+
+/// Waits (at most 60 s, then kills it and fails) for the child to exit.
+fn wait_exit(child: &mut Child) -> Option<i32> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait().unwrap() {
-            break status;
+            return status.code();
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             panic!("tc-client did not exit within 60 s of the signal");
         }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let (mut out, mut err) = (String::new(), String::new());
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    (status.code(), out, err)
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[test]
@@ -136,15 +141,7 @@ fn a_second_ctrl_c_exits_at_once_without_a_report() {
         line.clear();
     }
     send_signal(pid, libc::SIGINT);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the second Ctrl-C did not end the process");
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert_eq!(status.code(), Some(130));
+    assert_eq!(wait_exit(&mut child), Some(130));
     let mut stdout = String::new();
     child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
     // Only if the first signal beat the first request (nothing in flight)

@@ -245,7 +245,7 @@ impl CsvFile {
     /// # Errors
     /// A path that cannot be opened, named with `flag` and what to do.
     pub(crate) fn open(path: &Path, flag: &str) -> Result<Self> {
-        let cannot = |e: std::io::Error| super::files::cannot(flag, path, e);
+        let cannot = |e: std::io::Error| super::cannot_open(flag, path, e);
         let file = OpenOptions::new().create(true).read(true).append(true).open(path).map_err(cannot)?;
         let mut first_line = String::new();
         BufReader::new(&file).read_line(&mut first_line).map_err(cannot)?;

@@ -4,8 +4,9 @@
 
 use std::fs::File;
 use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use super::cannot_open as cannot;
 use super::csv_row::{CsvFile, CsvRow};
 use super::hgrm::Hgrm;
 use super::interval_log::IntervalLog;
@@ -15,7 +16,7 @@ use super::summary::Summary;
 use super::{Exporter, LiveRun, RunReport};
 use crate::client::bench::options::OutputPaths;
 use crate::client::bench::BenchRun;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Every output of one run, each behind its [`Exporter`].
 pub(crate) struct Outputs {
@@ -97,10 +98,4 @@ pub(crate) fn finish_all(
     report: &RunReport,
 ) -> Result<()> {
     exporters.into_iter().try_for_each(|exporter| exporter.finish(run, report))
-}
-
-/// A report file that cannot be created: its path, the flag, the OS's
-/// reason and what to check (a usage error: exit code 2).
-pub(crate) fn cannot(flag: &str, path: &Path, error: std::io::Error) -> Error {
-    Error::input(path, format!("cannot open the file for {flag} ({error}); does its directory exist?"))
 }

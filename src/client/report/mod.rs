@@ -97,6 +97,12 @@ impl Streamed {
     }
 }
 
+/// A report file that cannot be opened: its path, the flag, the OS's reason
+/// and what to check (a usage error: exit code 2).
+pub(crate) fn cannot_open(flag: &str, path: &std::path::Path, error: io::Error) -> Error {
+    Error::input(path, format!("cannot open the file for {flag} ({error}); does its directory exist?"))
+}
+
 /// What an exporter may hook into before the run starts.
 pub(crate) struct LiveRun<'a> {
     /// The run's options.
