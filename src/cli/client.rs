@@ -22,11 +22,12 @@ const EXAMPLES: &str = "\
 Examples:
   tc-client --embedded                                  # benchmark a farm started for the run
   tc-client --embedded --mode threads --workers 2 -c 8 -d 30s --csv results/runs.csv
-  tc-client --port 5050 --concurrency 4 --requests 5 --size 500000   # as the original client
+  tc-client --port 5050 --concurrency 4 --requests 5 --size 500000   # against a running tc-server
   tc-client --embedded --rate 300 -d 20s --hgrm open.hgrm           # open loop, wrk2-style
   tc-client --embedded --cmd ping --pipeline 16
-  tc-client call '{\"cmd\":\"stats\"}'
-  tc-client shell";
+  tc-client call compute 1000                           # one request (also: JSON in single quotes)
+  tc-client shell
+Ctrl-C during a run prints and writes what was measured, then exits with 130.";
 
 /// The ThreadCenter benchmark client: measures a server's throughput and
 /// latency (HdrHistogram), with CSV, JSON and .hgrm reports.
