@@ -221,3 +221,40 @@ impl Write for TransportIo<'_> {
         Ok(())
     }
 }
+
+/// The certificates of a PEM file (a certificate, then its chain; or CAs),
+/// for the TLS flag `flag`, as the server and the client both read them.
+///
+/// # Errors
+/// A file that cannot be read, is not PEM, or holds no certificate — a
+/// sentence naming the flag and the file (the caller makes it a
+/// configuration error).
+pub(crate) fn pem_certificates(
+    path: &std::path::Path,
+    flag: &str,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let problem = |what: String| format!("{flag} {}: {what}", path.display());
+    let certs: Vec<rustls_pki_types::CertificateDer<'static>> =
+        rustls_pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| problem(format!("cannot read it: {e}")))?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| problem(format!("not a PEM certificate file: {e}")))?;
+    if certs.is_empty() {
+        return Err(problem("holds no certificate (a PEM \"BEGIN CERTIFICATE\" block)".into()));
+    }
+    Ok(certs)
+}
+
+/// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1) for the flag `flag`.
+///
+/// # Errors
+/// A file without a usable key, as a sentence naming the flag and the file.
+pub(crate) fn pem_private_key(
+    path: &std::path::Path,
+    flag: &str,
+) -> Result<rustls_pki_types::PrivateKeyDer<'static>, String> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| format!("{flag} {}: no usable PEM private key in it ({e})", path.display()))
+}

@@ -3,16 +3,15 @@
 //! an optional client certificate for mutual TLS.
 
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::error::{Error, Result};
-use crate::transport::Transport;
+use crate::transport::{pem_certificates, pem_private_key, Transport};
 
 /// What `--tls` and its flags ask for.
 #[derive(Debug, Clone, Default)]
@@ -40,18 +39,6 @@ impl PartialEq for ClientTls {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.config, &other.config) && self.server_name == other.server_name
     }
-}
-
-fn pem_certificates(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>> {
-    let problem = |what: String| Error::Config(format!("{flag} {}: {what}", path.display()));
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| problem(format!("cannot read it: {e}")))?
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| problem(format!("not a PEM certificate file: {e}")))?;
-    if certs.is_empty() {
-        return Err(problem("holds no certificate".into()));
-    }
-    Ok(certs)
 }
 
 impl ClientTls {
@@ -88,7 +75,7 @@ impl ClientTls {
             let mut roots = RootCertStore::empty();
             match &choice.ca {
                 Some(path) => {
-                    for cert in pem_certificates(path, "--tls-ca")? {
+                    for cert in pem_certificates(path, "--tls-ca").map_err(Error::Config)? {
                         roots.add(cert).map_err(|e| {
                             Error::Config(format!(
                                 "--tls-ca {}: not a usable CA certificate: {e}",
@@ -113,13 +100,8 @@ impl ClientTls {
         let config = match &choice.identity {
             None => builder.with_no_client_auth(),
             Some((cert, key)) => {
-                let chain = pem_certificates(cert, "--tls-cert")?;
-                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-                    Error::Config(format!(
-                        "--tls-key {}: no usable PEM private key in it ({e})",
-                        key.display()
-                    ))
-                })?;
+                let chain = pem_certificates(cert, "--tls-cert").map_err(Error::Config)?;
+                let key = pem_private_key(key, "--tls-key").map_err(Error::Config)?;
                 builder.with_client_auth_cert(chain, key).map_err(|e| {
                     Error::Config(format!("--tls-cert and --tls-key do not make a usable pair: {e}"))
                 })?

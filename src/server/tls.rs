@@ -8,10 +8,9 @@ use std::sync::Arc;
 
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::{Error, Result};
+use crate::transport::{pem_certificates, pem_private_key};
 
 /// The certificate files of a TLS job port.
 #[derive(Debug, Clone)]
@@ -25,18 +24,6 @@ pub(crate) struct TlsFiles {
     pub(crate) client_ca: Option<PathBuf>,
 }
 
-fn certificates(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>> {
-    let problem = |what: String| Error::Config(format!("{flag} {}: {what}", path.display()));
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| problem(format!("cannot read it: {e}")))?
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| problem(format!("not a PEM certificate file: {e}")))?;
-    if certs.is_empty() {
-        return Err(problem("holds no certificate (a PEM \"BEGIN CERTIFICATE\" block)".into()));
-    }
-    Ok(certs)
-}
-
 /// The rustls configuration for these files.
 ///
 /// # Errors
@@ -44,10 +31,8 @@ fn certificates(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>>
 /// certificate or key in it, a key that does not match the certificate, a
 /// client CA that is not a usable CA.
 pub(crate) fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>> {
-    let chain = certificates(&files.cert, "--tls-cert")?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
-        Error::Config(format!("--tls-key {}: no usable PEM private key in it ({e})", files.key.display()))
-    })?;
+    let chain = pem_certificates(&files.cert, "--tls-cert").map_err(Error::Config)?;
+    let key = pem_private_key(&files.key, "--tls-key").map_err(Error::Config)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
@@ -56,7 +41,7 @@ pub(crate) fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>> {
         None => builder.with_no_client_auth(),
         Some(path) => {
             let mut roots = RootCertStore::empty();
-            for cert in certificates(path, "--tls-client-ca")? {
+            for cert in pem_certificates(path, "--tls-client-ca").map_err(Error::Config)? {
                 roots.add(cert).map_err(|e| {
                     Error::Config(format!(
                         "--tls-client-ca {}: not a usable CA certificate: {e}",

@@ -329,10 +329,12 @@ impl<'a> Receiver<'a> {
 
         let outcome = if let Some(error) = &reply.error {
             let (code, message) = error.parts();
-            if !self.recorder.counts.error_messages.contains_key(&code) {
-                let message = message.unwrap_or_else(|| "(no message)".to_string());
-                self.recorder.counts.error_messages.insert(code.clone(), message);
-            }
+            // Keep the first message of each code.
+            self.recorder
+                .counts
+                .error_messages
+                .entry(code.clone())
+                .or_insert_with(|| message.unwrap_or_else(|| "(no message)".to_string()));
             RequestOutcome::Error(code)
         } else if reply.result.is_none() && request.command != BenchCommand::Ping {
             RequestOutcome::Error("NO_RESULT".into())
