@@ -11,7 +11,7 @@ names to the module that owns it, and reports:
     files, and between folders (all of `client::bench` against all of
     `client::report`);
   * a layer that reaches up: the shared wire layer (error, frame, protocol,
-    units) must not use work/, server/, client/ or cli/; work/ must not use
+    units, machine) must not use work/, server/, client/ or cli/; work/ must not use
     server/, client/ or cli/; server/ must not use client/ or cli/; cli/
     (the flags, and the server's start-up) must not use client/, which reads
     its flags from cli/; client/ uses server/ in one file only
@@ -34,14 +34,15 @@ ALLOWED = {
     "error": {"frame"},
     "frame": set(),
     "units": set(),
+    "machine": set(),
     "transport": set(),
-    "protocol": {"error", "frame", "units"},
-    "work": {"error", "frame", "protocol", "units", "transport"},
-    "remote": {"error", "frame", "protocol", "units", "transport", "work"},
-    "server": {"error", "frame", "protocol", "units", "transport", "work", "remote"},
-    "host": {"error", "frame", "protocol", "units", "transport", "work", "remote", "server"},
-    "cli": {"error", "frame", "protocol", "units", "transport", "work", "remote", "server", "host"},
-    "client": {"error", "frame", "protocol", "units", "transport", "work", "server", "cli"},
+    "protocol": {"error", "frame", "units", "machine"},
+    "work": {"error", "frame", "protocol", "units", "transport", "machine"},
+    "remote": {"error", "frame", "protocol", "units", "transport", "work", "machine"},
+    "server": {"error", "frame", "protocol", "units", "transport", "work", "remote", "machine"},
+    "host": {"error", "frame", "protocol", "units", "transport", "work", "remote", "server", "machine"},
+    "cli": {"error", "frame", "protocol", "units", "transport", "work", "remote", "server", "host", "machine"},
+    "client": {"error", "frame", "protocol", "units", "transport", "work", "server", "cli", "machine"},
 }
 # A worker host runs the server's pool (the same supervision) and its HTTP
 # endpoint for /metrics, and nothing else of the server.

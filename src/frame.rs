@@ -12,6 +12,8 @@
 //! announces 4 GiB gets an error, not a 4 GiB buffer.
 
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use byteorder::{BigEndian, ByteOrder};
 
@@ -61,9 +63,49 @@ pub enum FrameError {
         limit: std::time::Duration,
     },
 
+    /// The frame arriving needs more memory than is left of the budget for
+    /// frames still arriving (`--max-frame-memory`), which other
+    /// connections hold now. The frame boundary is lost: close the stream.
+    #[error(
+        "the server's memory for frames still arriving ({limit} bytes, --max-frame-memory) is taken by \
+         other connections ({received} bytes of this frame had arrived); closing the connection: send it again later"
+    )]
+    OverBudget {
+        /// Bytes of the frame that did arrive.
+        received: usize,
+        /// The budget.
+        limit: usize,
+    },
+
+    /// Nothing arrived for the idle timeout while no reply was owed: the
+    /// connection is closed so it cannot hold a connection slot for ever.
+    #[error(
+        "the connection sent nothing and was owed nothing for {limit:?} (the server's --idle-timeout); \
+         closing it: connect again to send more"
+    )]
+    Idle {
+        /// The idle timeout.
+        limit: std::time::Duration,
+    },
+
     /// Any other I/O error from the underlying reader (including timeouts).
     #[error("i/o error while reading a frame: {0}")]
     Io(#[from] io::Error),
+}
+
+impl FrameError {
+    /// A read error as a frame error: [`FrameError::OverBudget`] when that is
+    /// what [`FrameBuffer::read_from`] carried, else [`FrameError::Io`].
+    pub(crate) fn from_io(error: io::Error) -> FrameError {
+        if error.kind() == io::ErrorKind::OutOfMemory {
+            if let Some(&FrameError::OverBudget { received, limit }) =
+                error.get_ref().and_then(|inner| inner.downcast_ref::<FrameError>())
+            {
+                return FrameError::OverBudget { received, limit };
+            }
+        }
+        FrameError::Io(error)
+    }
 }
 
 /// Appends one frame (length prefix + payload) to `out`.
@@ -162,6 +204,68 @@ pub struct FrameBuffer {
     start: usize,
     end: usize,
     max_payload: usize,
+    /// The budget the buffer's growth past `initial` is charged to, if any.
+    budget: Option<Arc<FrameMemory>>,
+    /// The size the buffer starts at and shrinks back to: never charged.
+    initial: usize,
+}
+
+/// A budget of memory shared by many [`FrameBuffer`]s: the bytes that
+/// frames still arriving may hold, all connections together.
+///
+/// Without it, each connection may hold one largest frame, so a few hundred
+/// clients that each send most of a 16 MiB frame and stall would fill the
+/// machine's memory. With it, a buffer that must grow takes the bytes from
+/// the budget first; when the budget is spent, that one connection is
+/// refused ([`FrameError::OverBudget`]) and everyone else goes on.
+#[derive(Debug)]
+pub(crate) struct FrameMemory {
+    limit: usize,
+    /// Bytes charged now. `Relaxed` is enough: the count is its own only
+    /// datum (no other memory is published through it), and every change
+    /// is one atomic read-modify-write, so charges never get lost.
+    used: AtomicUsize,
+    /// Growths refused since start.
+    refused: AtomicU64,
+}
+
+impl FrameMemory {
+    /// A budget of `limit` bytes.
+    pub(crate) fn new(limit: usize) -> Self {
+        FrameMemory { limit, used: AtomicUsize::new(0), refused: AtomicU64::new(0) }
+    }
+
+    /// Takes `bytes` from the budget, or returns `false` (and counts a
+    /// refusal) when fewer are left.
+    fn take(&self, bytes: usize) -> bool {
+        let taken = self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+            used.checked_add(bytes).filter(|&total| total <= self.limit)
+        });
+        if taken.is_err() {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        taken.is_ok()
+    }
+
+    /// Gives `bytes` back.
+    fn give_back(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// The budget, in bytes.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes held now by frames still arriving (beyond each buffer's idle size).
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// How many times a buffer could not grow because the budget was spent.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
 }
 
 /// Default initial space of a [`FrameBuffer`].
@@ -177,7 +281,16 @@ impl FrameBuffer {
     /// grows for large frames and shrinks back to `initial` once they are
     /// consumed, so an idle connection costs only `initial` bytes.
     pub fn with_capacity(initial: usize, max_payload: usize) -> Self {
-        FrameBuffer { buf: vec![0; initial.max(HEADER_LEN)], start: 0, end: 0, max_payload }
+        let initial = initial.max(HEADER_LEN);
+        FrameBuffer { buf: vec![0; initial], start: 0, end: 0, max_payload, budget: None, initial }
+    }
+
+    /// Like [`FrameBuffer::with_capacity`], with every byte of growth past
+    /// `initial` taken from `budget` first (and given back on shrinking).
+    pub(crate) fn with_budget(initial: usize, max_payload: usize, budget: Arc<FrameMemory>) -> Self {
+        let mut buffer = Self::with_capacity(initial, max_payload);
+        buffer.budget = Some(budget);
+        buffer
     }
 
     /// Whether a complete frame is buffered (so [`FrameBuffer::next_frame`]
@@ -200,7 +313,10 @@ impl FrameBuffer {
     ///
     /// # Errors
     /// Whatever the reader returns, including timeouts (`WouldBlock` or
-    /// `TimedOut`), after which the buffer is unchanged and usable.
+    /// `TimedOut`), after which the buffer is unchanged and usable. With a
+    /// budget ([`FrameBuffer::with_budget`]) that cannot give the room a
+    /// frame needs: an error of kind `OutOfMemory` that carries
+    /// [`FrameError::OverBudget`] (see [`FrameError::from_io`]).
     pub fn read_from<R: Read>(&mut self, reader: &mut R) -> io::Result<usize> {
         let low_water = (self.buf.len() / 4).max(HEADER_LEN);
         if self.buf.len() - self.end < low_water {
@@ -210,12 +326,39 @@ impl FrameBuffer {
             self.end -= self.start;
             self.start = 0;
             if self.buf.len() - self.end < low_water {
-                self.buf.resize(self.buf.len() * 2, 0);
+                self.grow()?;
             }
         }
         let got = reader.read(&mut self.buf[self.end..])?;
         self.end += got;
         Ok(got)
+    }
+
+    /// Doubles the buffer, but never past the frame now arriving (header
+    /// included) once its header is in: memory follows what has arrived
+    /// (at most twice it) and never exceeds what was announced.
+    fn grow(&mut self) -> io::Result<()> {
+        let doubled = self.buf.len() * 2;
+        let arriving = self.expected_len();
+        let wanted = if self.pending() >= HEADER_LEN && arriving > self.pending() {
+            if arriving <= self.buf.len() {
+                return Ok(()); // the rest of this frame fits in the room left
+            }
+            // Callers check the header against the limit first (`has_frame`),
+            // so this is at most one largest frame.
+            doubled.min(arriving)
+        } else {
+            doubled
+        };
+        let extra = wanted - self.buf.len();
+        if let Some(budget) = &self.budget {
+            if !budget.take(extra) {
+                let refused = FrameError::OverBudget { received: self.pending(), limit: budget.limit() };
+                return Err(io::Error::new(io::ErrorKind::OutOfMemory, refused));
+            }
+        }
+        self.buf.resize(wanted, 0);
+        Ok(())
     }
 
     /// Takes the next complete frame's payload, if one has fully arrived.
@@ -252,11 +395,19 @@ impl FrameBuffer {
 
     /// Gives memory back after a large frame: when nothing is pending and
     /// the buffer grew past `keep` bytes, it is reallocated at `keep`.
-    pub(crate) fn shrink_if_idle(&mut self, keep: usize) {
-        if self.start == self.end && self.buf.len() > keep {
-            self.buf = vec![0; keep.max(HEADER_LEN)];
+    pub(crate) fn shrink_if_idle(&mut self) {
+        if self.start == self.end && self.buf.len() > self.initial {
+            self.give_back_growth();
+            self.buf = vec![0; self.initial];
             self.start = 0;
             self.end = 0;
+        }
+    }
+
+    /// Returns what the buffer took from its budget beyond its idle size.
+    fn give_back_growth(&self) {
+        if let Some(budget) = &self.budget {
+            budget.give_back(self.buf.len().saturating_sub(self.initial));
         }
     }
 
@@ -273,6 +424,13 @@ impl FrameBuffer {
             [a, b, c, d, ..] => HEADER_LEN + u32::from_be_bytes([*a, *b, *c, *d]) as usize,
             _ => HEADER_LEN,
         }
+    }
+}
+
+impl Drop for FrameBuffer {
+    /// A connection that closes mid-frame gives its bytes back too.
+    fn drop(&mut self) {
+        self.give_back_growth();
     }
 }
 

@@ -9,7 +9,7 @@
 //!
 //! | folder | side | what it owns |
 //! |---|---|---|
-//! | [`frame`], [`protocol`], [`error`], [`units`] | **shared** | bytes ↔ frames; typed requests, replies and error codes (both dialects); the library's error; durations and sizes |
+//! | [`frame`], [`protocol`], [`error`], [`units`], [`machine`] | **shared** | bytes ↔ frames; typed requests, replies and error codes (both dialects); the library's error; durations and sizes; what this machine holds (every count a user types is checked against it) |
 //! | [`work`] | **worker** | what runs a job and nothing else: [`work::job`], [`work::compute`], [`work::model`], [`work::gil`], and the inside of a worker process ([`work::worker_process`]). This is all a worker process — or a remote worker host — needs. |
 //! | [`server`] | **server** | everything inside `tc-server`: listener, connections, commands, a job's life, the worker pool, stats, metrics |
 //! | [`client`] | **client** | everything inside `tc-client`: a connection, the shell, the load generator, reports, sweeps, charts |
@@ -61,6 +61,7 @@ pub mod client;
 pub mod error;
 pub mod frame;
 pub(crate) mod host;
+pub(crate) mod machine;
 pub mod protocol;
 pub(crate) mod remote;
 pub(crate) mod server;

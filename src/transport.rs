@@ -110,6 +110,20 @@ impl Transport {
         self.socket().shutdown(how)
     }
 
+    /// Whether the peer has closed the connection or it broke, seen without
+    /// reading anything and without blocking: a peek at the socket (pending
+    /// bytes of a pipelined request mean the peer is still there).
+    pub(crate) fn peer_has_left(&self) -> bool {
+        use nix::sys::socket::{recv, MsgFlags};
+        let mut byte = [0u8; 1];
+        match recv(self.socket().as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => false,
+            Err(_) => true,
+        }
+    }
+
     /// The socket, for a non-blocking send that bypasses the writer thread:
     /// plain TCP only (TLS records must go through the session).
     pub(crate) fn plain_fd(&self) -> Option<RawFd> {

@@ -81,6 +81,22 @@ pub struct ServerArgs {
     #[arg(help_heading = "Network", long, env = "THREADCENTER_MAX_CONNECTIONS", value_parser = parse_whole_number::<usize>, allow_negative_numbers = true)]
     pub(crate) max_connections: Option<usize>,
 
+    /// Connections one client address may hold at once; one more gets a
+    /// BUSY error and is closed [default: no cap below --max-connections].
+    #[arg(help_heading = "Network", long, env = "THREADCENTER_MAX_CONNECTIONS_PER_IP", value_parser = parse_whole_number::<usize>, allow_negative_numbers = true)]
+    pub(crate) max_connections_per_ip: Option<usize>,
+
+    /// Close a connection that owes no reply and has sent nothing for this
+    /// long, with an IDLE_TIMEOUT frame saying why (0: never).
+    #[arg(help_heading = "Network", long, env = "THREADCENTER_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub(crate) idle_timeout: Duration,
+
+    /// Memory all connections together may hold in frames still arriving
+    /// (e.g. 512MiB); a connection whose frame needs more gets BUSY and is
+    /// closed [default: 1GiB, or an eighth of the available memory].
+    #[arg(help_heading = "Limits", long, env = "THREADCENTER_MAX_FRAME_MEMORY", value_parser = parse_size, allow_negative_numbers = true)]
+    pub(crate) max_frame_memory: Option<usize>,
+
     /// Requests per second allowed per client address (token bucket, burst
     /// of one second), e.g. 100 or 100/s; excess requests get RATE_LIMITED.
     #[arg(help_heading = "Network", long, env = "THREADCENTER_RATE_LIMIT", value_parser = parse_rate, allow_negative_numbers = true)]
@@ -293,6 +309,9 @@ impl ServerArgs {
             max_restarts: self.pool.max_restarts,
             restart_window: self.pool.restart_window,
             max_connections: self.max_connections.unwrap_or(defaults.max_connections),
+            max_connections_per_ip: self.max_connections_per_ip,
+            idle_timeout: Some(self.idle_timeout).filter(|d| !d.is_zero()),
+            max_frame_memory: self.max_frame_memory.unwrap_or(defaults.max_frame_memory),
             rate_limit: self.rate_limit,
             cache_entries: self.cache_entries,
             drain_timeout: self.drain_timeout,

@@ -91,6 +91,13 @@ impl WorkerArgs {
     pub(crate) fn config(&self) -> anyhow::Result<HostConfig> {
         let workers = self.workers.unwrap_or_else(crate::work::default_workers);
         anyhow::ensure!(workers >= 1, "--workers must be at least 1");
+        let kind = match self.mode {
+            Mode::Processes => crate::machine::WorkerKind::Process,
+            Mode::Threads => crate::machine::WorkerKind::Thread,
+        };
+        crate::machine::Machine::read()
+            .check_workers("--workers", workers, kind)
+            .map_err(anyhow::Error::msg)?;
         anyhow::ensure!(!self.pool.gil || self.mode == Mode::Threads, "--gil applies to --mode threads");
         let name = self.name.clone().unwrap_or_else(|| {
             let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok());

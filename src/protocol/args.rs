@@ -122,6 +122,7 @@ pub(super) fn build_command<'a>(
         },
         CommandKind::MutexAcquire => Command::MutexAcquire {
             client_id: client_id(fields.client_id)?,
+            token: holder(fields)?.token,
             wait_ms: match fields.wait_ms {
                 None => 0,
                 Some(raw) => serde_json::from_str::<u64>(raw.get()).map_err(|_| {
@@ -186,21 +187,28 @@ fn holder(fields: &Fields<'_>) -> Result<Holder, String> {
     })
 }
 
+/// The longest `client_id`, as a string or as a number's digits.
+const MAX_CLIENT_ID: usize = 256;
+
 /// `client_id`: a string or a number (kept as its text); absent, `null` or
 /// empty is `None`, which the mutex commands answer with IdentyFire's
 /// "Missing client_id" (its own reply for a `None` client id, kept so its
 /// clients see what they always saw).
 fn client_id(raw: Option<&RawValue>) -> Result<Option<String>, String> {
+    let too_long = || format!("\"client_id\" is longer than {MAX_CLIENT_ID} characters");
     match raw {
         None => Ok(None),
         Some(raw) if raw.get() == "null" => Ok(None),
         Some(raw) => match as_string(raw) {
             Some(text) if text.is_empty() => Ok(None),
-            Some(text) if text.len() > 256 => Err("\"client_id\" is longer than 256 characters".into()),
+            Some(text) if text.len() > MAX_CLIENT_ID => Err(too_long()),
             Some(text) => Ok(Some(text.into_owned())),
-            None if raw.get().starts_with(|c: char| c == '-' || c.is_ascii_digit()) => {
-                Ok(Some(raw.get().to_owned()))
-            }
+            // A number is kept as its text, and bounded like a string: JSON
+            // numbers have no length limit of their own.
+            None if raw.get().starts_with(|c: char| c == '-' || c.is_ascii_digit()) => match raw.get() {
+                digits if digits.len() > MAX_CLIENT_ID => Err(too_long()),
+                digits => Ok(Some(digits.to_owned())),
+            },
             None => Err(format!("\"client_id\" must be a string, not {}", json_type_name(raw.get()))),
         },
     }

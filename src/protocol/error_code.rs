@@ -48,6 +48,9 @@ pub enum ErrorCode {
     /// The request names something the server refuses to touch (a model
     /// path outside `--models-dir`).
     Forbidden,
+    /// The connection owed nothing and sent nothing for `--idle-timeout`;
+    /// the server closed it. Connect again to go on.
+    IdleTimeout,
 }
 
 /// An error reply's two parts: a stable code for programs and a sentence for
@@ -70,7 +73,7 @@ impl ReplyError {
 
 impl ErrorCode {
     /// Every code, in a fixed order (used to index counters).
-    pub(crate) const ALL: [ErrorCode; 17] = [
+    pub(crate) const ALL: [ErrorCode; 18] = [
         ErrorCode::BadFrame,
         ErrorCode::FrameTooLarge,
         ErrorCode::BadJson,
@@ -88,6 +91,7 @@ impl ErrorCode {
         ErrorCode::ModelUnavailable,
         ErrorCode::LockRequired,
         ErrorCode::Forbidden,
+        ErrorCode::IdleTimeout,
     ];
 
     /// The code as it appears on the wire, e.g. `"BAD_JSON"`.
@@ -110,6 +114,7 @@ impl ErrorCode {
             ErrorCode::ModelUnavailable => "MODEL_UNAVAILABLE",
             ErrorCode::LockRequired => "LOCK_REQUIRED",
             ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::IdleTimeout => "IDLE_TIMEOUT",
         }
     }
 

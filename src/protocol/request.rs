@@ -151,6 +151,8 @@ pub enum Command<'a> {
     MutexAcquire {
         /// Who asks.
         client_id: Option<String>,
+        /// The token of the grant it renews (native clients renew with it).
+        token: Option<u64>,
         /// How long to wait on the server for the grant (0 = answer at once).
         wait_ms: u64,
     },

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::frame::DEFAULT_MAX_FRAME;
+use crate::machine::{bytes, Machine, WorkerKind};
 use crate::protocol::{Limits, Mode, DEFAULT_N};
 use crate::remote::connect::NatsOptions;
 use crate::server::pool::WorkerCommand;
@@ -46,6 +47,16 @@ pub(crate) struct ServerConfig {
     pub(crate) restart_window: Duration,
     /// Connections open at once; more get `BUSY` and are closed.
     pub(crate) max_connections: usize,
+    /// Connections one client address may hold at once (`None`: no cap
+    /// below `max_connections`); more get `BUSY` and are closed.
+    pub(crate) max_connections_per_ip: Option<usize>,
+    /// A connection that owes nothing and sends nothing for this long is
+    /// closed with an `IDLE_TIMEOUT` frame (`None`: never).
+    pub(crate) idle_timeout: Option<Duration>,
+    /// Memory all connections together may hold in frames that have not
+    /// fully arrived (`--max-frame-memory`); past it a connection whose
+    /// frame needs more gets `BUSY` and is closed.
+    pub(crate) max_frame_memory: usize,
     /// Requests per second per client address (`None`: unlimited).
     pub(crate) rate_limit: Option<f64>,
     /// Results kept in the LRU result cache (0: no cache).
@@ -110,6 +121,9 @@ impl Default for ServerConfig {
             max_restarts: 10,
             restart_window: Duration::from_secs(10),
             max_connections: default_max_connections(),
+            max_connections_per_ip: None,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            max_frame_memory: default_max_frame_memory(),
             rate_limit: None,
             cache_entries: 0,
             drain_timeout: Duration::from_secs(10),
@@ -137,10 +151,35 @@ impl Default for ServerConfig {
     }
 }
 
+/// Default `--idle-timeout`: five minutes, long enough for a person at a
+/// shell prompt, short enough that abandoned connections do not pile up.
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Most requests per second `--rate-limit` may allow: far past what one
+/// server answers, so a larger number is a typing mistake, not a limit.
+pub(crate) const MAX_RATE_LIMIT: f64 = 1e9;
+
+/// Memory a queued job takes at least (its record in the queue and the
+/// registry), whatever its payload: the unit `--queue-capacity` is checked in.
+const QUEUED_JOB_MEMORY: u64 = 1024;
+/// Memory a cached result takes at least (its key, the request body minus
+/// its id, and its value): the unit `--cache-entries` is checked in.
+const CACHED_RESULT_MEMORY: u64 = 256;
+/// Memory one owed reply takes at least: the unit `--max-inflight` ×
+/// `--max-connections` is checked in.
+const OWED_REPLY_MEMORY: u64 = 64;
+
 /// `--max-connections` when not given: 4,096, or fewer when this machine
-/// cannot hold that many (see [`crate::server::capacity`]).
+/// cannot hold that many (see [`crate::machine`]).
 pub(crate) fn default_max_connections() -> usize {
-    4096.min(crate::server::capacity::SystemLimits::read().capacity().connections).max(1)
+    4096.min(Machine::read().connections().connections).max(1)
+}
+
+/// `--max-frame-memory` when not given: 1 GiB, or an eighth of the memory
+/// available when that is less — but never below one largest frame.
+pub(crate) fn default_max_frame_memory() -> usize {
+    let eighth = usize::try_from(Machine::read().memory / 8).unwrap_or(usize::MAX);
+    (1usize << 30).min(eighth).max(DEFAULT_MAX_FRAME)
 }
 
 impl ServerConfig {
@@ -189,11 +228,34 @@ impl ServerConfig {
             }
         }
         if let Some(rate) = self.rate_limit {
-            if !rate.is_finite() || rate <= 0.0 {
+            if !rate.is_finite() || rate <= 0.0 || rate > MAX_RATE_LIMIT {
                 return Err(Error::Config(format!(
-                    "--rate-limit must be a positive number of requests per second, not {rate}"
+                    "--rate-limit must be a positive number of requests per second up to {MAX_RATE_LIMIT:e}, \
+                     not {rate}"
                 )));
             }
+        }
+        if self.max_connections_per_ip.is_some_and(|cap| cap == 0 || cap > self.max_connections) {
+            return Err(Error::Config(format!(
+                "--max-connections-per-ip must be from 1 to --max-connections ({}), not {}",
+                self.max_connections,
+                self.max_connections_per_ip.unwrap_or(0)
+            )));
+        }
+        if self.idle_timeout.is_some_and(|d| d < self.read_timeout) {
+            return Err(Error::Config(format!(
+                "--idle-timeout ({:?}) must be at least --read-timeout ({:?}), or 0 for never",
+                self.idle_timeout.unwrap_or_default(),
+                self.read_timeout
+            )));
+        }
+        if self.max_frame > self.max_frame_memory {
+            return Err(Error::Config(format!(
+                "--max-frame {} is larger than --max-frame-memory {}: such a frame could never be read; \
+                 raise --max-frame-memory or lower --max-frame",
+                bytes(self.max_frame as u64),
+                bytes(self.max_frame_memory as u64)
+            )));
         }
         if self.gil_switch_interval.is_some() && self.mode != Mode::Threads {
             return Err(Error::Config(
@@ -216,6 +278,40 @@ impl ServerConfig {
         }
         if self.auth_token.as_deref() == Some("") {
             return Err(Error::Config("--auth-token must not be empty".into()));
+        }
+        self.check_against(&Machine::read())
+    }
+
+    /// Checks every count against what `machine` holds: a count it cannot
+    /// hold would take the machine down or abort the server later, under
+    /// load, instead of now with a sentence.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the flag, the most the machine holds, and why.
+    pub(crate) fn check_against(&self, machine: &Machine) -> Result<()> {
+        let capacity = machine.connections();
+        if self.max_connections > capacity.connections {
+            return Err(Error::Config(format!(
+                "--max-connections {} is more than this machine can hold: {capacity}; each connection takes \
+                 2 threads (8 memory maps) and 1 open file. Lower --max-connections, or raise the limit \
+                 (e.g. sysctl -w vm.max_map_count=262144, ulimit -n)",
+                self.max_connections
+            )));
+        }
+        let kind = match self.mode {
+            Mode::Processes => WorkerKind::Process,
+            Mode::Threads => WorkerKind::Thread,
+        };
+        machine.check_workers("--workers", self.workers, kind).map_err(Error::Config)?;
+        let owed = self.max_connections as u64 * OWED_REPLY_MEMORY;
+        let checks = [
+            ("--queue-capacity", self.queue_capacity as u64, QUEUED_JOB_MEMORY, "queued jobs"),
+            ("--cache-entries", self.cache_entries as u64, CACHED_RESULT_MEMORY, "cached results"),
+            ("--max-inflight", self.max_inflight as u64, owed, "replies owed on each of --max-connections"),
+            ("--max-frame-memory", self.max_frame_memory as u64, 1, "bytes of partly received frames"),
+        ];
+        for (flag, count, each, what) in checks {
+            machine.check_memory(flag, count, each, what).map_err(Error::Config)?;
         }
         Ok(())
     }

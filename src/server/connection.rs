@@ -11,7 +11,10 @@
 //! Reading uses a short socket timeout (a "tick") so that a frame which
 //! starts but never completes is noticed: once its first bytes have waited
 //! longer than the read timeout, the connection is cut off. An idle
-//! connection (no partial frame) may stay open indefinitely.
+//! connection — no partial frame, no reply owed — is closed after the idle
+//! timeout, so abandoned connections cannot hold `--max-connections` slots
+//! for ever. A frame's bytes beyond the small idle buffer are charged to
+//! the server-wide budget of frames still arriving ([`FrameMemory`]).
 
 use std::io;
 use std::net::Shutdown;
@@ -20,7 +23,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::replies::{InlineReplies, ReplySink, SocketWriter};
-use crate::frame::{FrameBuffer, FrameError};
+use crate::frame::{FrameBuffer, FrameError, FrameMemory};
 use crate::transport::Transport;
 
 /// Read buffer an idle connection keeps (it grows for large frames, then
@@ -36,6 +39,8 @@ pub(crate) struct ReadLimits {
     pub(crate) max_inflight: usize,
     /// How long a started frame may take to complete.
     pub(crate) read_timeout: Duration,
+    /// How long a connection may owe nothing and send nothing (`None`: for ever).
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 /// The reading side of a client socket, plus the writer thread it started.
@@ -51,6 +56,9 @@ pub(crate) struct Connection {
     /// When the connection was accepted: a TLS handshake must end within
     /// the read timeout of it.
     opened: Instant,
+    idle_timeout: Option<Duration>,
+    /// The last time bytes arrived or a reply was owed: the idle clock.
+    last_activity: Instant,
 }
 
 impl Connection {
@@ -58,7 +66,11 @@ impl Connection {
     ///
     /// # Errors
     /// If the socket cannot be configured or the writer thread cannot start.
-    pub(crate) fn start(stream: Arc<Transport>, limits: ReadLimits) -> io::Result<Connection> {
+    pub(crate) fn start(
+        stream: Arc<Transport>,
+        limits: ReadLimits,
+        frame_memory: Arc<FrameMemory>,
+    ) -> io::Result<Connection> {
         // Wake up regularly while waiting for bytes, to notice stalled frames.
         let tick = (limits.read_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         stream.set_read_timeout(Some(tick))?;
@@ -66,12 +78,14 @@ impl Connection {
         Ok(Connection {
             stream,
             out,
-            buffer: FrameBuffer::with_capacity(IDLE_READ_BUFFER, limits.max_frame),
+            buffer: FrameBuffer::with_budget(IDLE_READ_BUFFER, limits.max_frame, frame_memory),
             sink,
             writer,
             read_timeout: limits.read_timeout,
             frame_started: None,
             opened: Instant::now(),
+            idle_timeout: limits.idle_timeout,
+            last_activity: Instant::now(),
         })
     }
 
@@ -89,7 +103,7 @@ impl Connection {
     /// See [`FrameError`]; only after [`FrameError::Empty`] may reading go on
     /// (the empty frame has then been skipped).
     pub(crate) fn read_frame(&mut self, inline: &mut InlineReplies) -> Result<Option<&[u8]>, FrameError> {
-        self.buffer.shrink_if_idle(IDLE_READ_BUFFER);
+        self.buffer.shrink_if_idle();
         if inline.is_full() || !self.buffer.has_frame().unwrap_or(true) {
             inline.flush()?;
         }
@@ -123,16 +137,35 @@ impl Connection {
                     let expected = self.buffer.expected_len();
                     return Err(FrameError::Truncated { received: pending, expected });
                 }
-                Ok(_) => {}
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Ok(_) => self.last_activity = Instant::now(),
+                // A tick without bytes: the only moment idleness is checked,
+                // so a busy connection pays nothing for it.
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    if pending == 0 {
+                        self.check_idle()?;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(FrameError::Io(e)),
+                Err(e) => return Err(FrameError::from_io(e)),
             }
         }
         let frame = self.buffer.next_frame()?;
         // The next frame (if any) starts arriving now.
         self.frame_started = None;
         Ok(frame)
+    }
+
+    /// Ends an idle connection: no partial frame, no reply owed, and no
+    /// bytes for the idle timeout. A connection waiting for its replies is
+    /// not idle: its client may rightly send nothing while a long job runs.
+    fn check_idle(&mut self) -> Result<(), FrameError> {
+        let Some(limit) = self.idle_timeout else { return Ok(()) };
+        if self.sink.flow().outstanding() > 0 {
+            self.last_activity = Instant::now();
+        } else if self.last_activity.elapsed() >= limit {
+            return Err(FrameError::Idle { limit });
+        }
+        Ok(())
     }
 
     /// This connection's reply path.

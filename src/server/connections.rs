@@ -1,6 +1,8 @@
-//! The table of open connections, so the server can close them all at shutdown.
+//! The table of open connections, so the server can close them all at
+//! shutdown, and count them per client address (`--max-connections-per-ip`).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::net::Shutdown;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -19,21 +21,34 @@ pub(crate) struct Connections {
 struct Table {
     next_id: ConnId,
     open: HashMap<ConnId, Entry>,
+    /// Open connections per client address; an address leaves the map with
+    /// its last connection, so the map is never larger than `open`.
+    per_address: HashMap<IpAddr, usize>,
 }
 
 struct Entry {
     stream: Arc<Transport>,
     flow: Option<Arc<FlowControl>>,
+    peer: Option<IpAddr>,
 }
 
 impl Connections {
-    /// Adds a connection and returns its new id.
-    pub(crate) fn add(&self, stream: Arc<Transport>) -> ConnId {
+    /// Adds a connection from `peer` and returns its new id.
+    pub(crate) fn add(&self, stream: Arc<Transport>, peer: Option<IpAddr>) -> ConnId {
         let mut table = self.inner.0.lock().unwrap_or_else(PoisonError::into_inner);
         table.next_id += 1;
         let id = table.next_id;
-        table.open.insert(id, Entry { stream, flow: None });
+        table.open.insert(id, Entry { stream, flow: None, peer });
+        if let Some(peer) = peer {
+            *table.per_address.entry(peer).or_default() += 1;
+        }
         id
+    }
+
+    /// Connections open now from `peer`.
+    pub(crate) fn from_address(&self, peer: IpAddr) -> usize {
+        let table = self.inner.0.lock().unwrap_or_else(PoisonError::into_inner);
+        table.per_address.get(&peer).copied().unwrap_or(0)
     }
 
     /// Records the connection's flow control, so shutdown can wake a reader
@@ -49,7 +64,14 @@ impl Connections {
     pub(crate) fn remove(&self, id: ConnId) {
         let (lock, emptied) = &*self.inner;
         let mut table = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        table.open.remove(&id);
+        if let Some(peer) = table.open.remove(&id).and_then(|entry| entry.peer) {
+            if let std::collections::hash_map::Entry::Occupied(mut count) = table.per_address.entry(peer) {
+                *count.get_mut() -= 1;
+                if *count.get() == 0 {
+                    count.remove();
+                }
+            }
+        }
         if table.open.is_empty() {
             emptied.notify_all();
         }

@@ -44,8 +44,28 @@ pub(super) fn accept_loop(listener: TcpListener, farm: Arc<Farm>, stop: Arc<Atom
         let _ = stream.set_nodelay(true);
         if farm.connections.len() >= farm.config.max_connections {
             tracing::warn!(%peer, max = farm.config.max_connections, "too many connections; refusing one");
-            refuse(&farm, &stream);
+            farm.stats.connection_rejected();
+            let message = format!(
+                "the server is at its connection limit ({}, --max-connections); try again later",
+                farm.config.max_connections
+            );
+            refuse(&farm, &stream, &message);
             continue;
+        }
+        // One client address may not take every slot: the per-address cap
+        // keeps room for everyone else.
+        if let Some(cap) = farm.config.max_connections_per_ip {
+            if farm.connections.from_address(peer.ip()) >= cap {
+                tracing::warn!(%peer, cap, "too many connections from one address; refusing one");
+                farm.stats.connection_rejected_per_ip();
+                let message = format!(
+                    "{} already holds {cap} connections, the most one address may (--max-connections-per-ip); \
+                     close some or try again later",
+                    peer.ip()
+                );
+                refuse(&farm, &stream, &message);
+                continue;
+            }
         }
         // One socket, shared by the table, the reader and the writer; with
         // TLS, a session of its own (the handshake runs in the reader).
@@ -61,7 +81,7 @@ pub(super) fn accept_loop(listener: TcpListener, farm: Arc<Farm>, stop: Arc<Atom
             },
         };
         let stream = Arc::new(stream);
-        let conn_id = farm.connections.add(Arc::clone(&stream));
+        let conn_id = farm.connections.add(Arc::clone(&stream), Some(peer.ip()));
         farm.stats.connection_opened();
         let farm_for_thread = Arc::clone(&farm);
         let spawned = thread::Builder::new()
@@ -77,19 +97,14 @@ pub(super) fn accept_loop(listener: TcpListener, farm: Arc<Farm>, stop: Arc<Atom
     tracing::debug!("acceptor stopped");
 }
 
-/// Tells a connection over `--max-connections` why it is being closed.
-fn refuse(farm: &Farm, stream: &TcpStream) {
+/// Tells a connection over a connection cap why it is being closed.
+fn refuse(farm: &Farm, stream: &TcpStream, message: &str) {
     farm.stats.error(ErrorCode::Busy);
-    farm.stats.connection_rejected();
-    let message = format!(
-        "the server is at its connection limit ({}, --max-connections); try again later",
-        farm.config.max_connections
-    );
     // A short timeout: a client that does not read must not stall the acceptor.
     let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
     // A TLS client could not read a plain frame: it just sees the close.
     if farm.tls.is_none() {
         let mut stream = stream;
-        let _ = stream.write_all(&encode_error(None, ErrorCode::Busy, &message));
+        let _ = stream.write_all(&encode_error(None, ErrorCode::Busy, message));
     }
 }

@@ -163,6 +163,28 @@ fn connections_and_workers(out: &mut Families<'_, '_>, report: &StatsReport) -> 
         "Connections closed because their TLS handshake failed or timed out (e.g. plain text on a TLS port)",
         connections.tls_failed,
     )?;
+    out.counter(
+        "connections_rejected_per_ip",
+        "Connections turned away because their address held --max-connections-per-ip",
+        connections.rejected_per_ip,
+    )?;
+    out.counter(
+        "connections_idle_closed",
+        "Connections closed after --idle-timeout with nothing owed and nothing sent",
+        connections.idle_closed,
+    )?;
+    let frames = &connections.frame_memory;
+    out.gauge(
+        "frame_memory_bytes",
+        "Memory held by frames still arriving, all connections",
+        frames.bytes as i64,
+    )?;
+    out.gauge("frame_memory_limit_bytes", "--max-frame-memory", frames.limit as i64)?;
+    out.counter(
+        "frame_memory_refused",
+        "Connections closed because their frame needed more than was left of --max-frame-memory",
+        frames.refused,
+    )?;
     let workers = &report.workers;
     out.gauge("workers_configured", "Workers the pool keeps (--workers)", workers.configured as i64)?;
     out.gauge("workers_alive", "Workers up now (idle or busy)", workers.alive as i64)?;

@@ -28,7 +28,6 @@
 //! starts the pool, then the listener thread. [`ShutdownHandle::trigger`]
 //! stops it; [`Server::wait`] returns once everything has stopped.
 
-pub(crate) mod capacity;
 pub(crate) mod cmd;
 pub(crate) mod config;
 pub(crate) mod connection;
@@ -97,6 +96,9 @@ pub(crate) struct Farm {
     remote: Option<Arc<GatewayStatus>>,
     /// The job port's TLS (`--tls-cert`), or `None` for plain TCP.
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// The memory budget of frames still arriving (`--max-frame-memory`),
+    /// shared by every connection's read buffer.
+    frame_memory: Arc<crate::frame::FrameMemory>,
     /// Set when a shutdown begins: new requests get `SHUTTING_DOWN`.
     /// `SeqCst`, like the acceptor's stop flag: these flags change once per
     /// run, so their cost is nothing, and the strongest ordering keeps the
@@ -144,18 +146,10 @@ impl Server {
     /// # Errors
     /// An invalid configuration, or workers that cannot be started.
     pub(crate) fn start(listener: TcpListener, config: ServerConfig) -> Result<Server> {
+        // Every value, and every count against what the machine holds: a
+        // connection or worker the machine cannot give threads or memory to
+        // would abort the process (and lose every job in flight) later.
         config.validate()?;
-        // A connection the machine cannot give threads to would abort the
-        // process (and lose every job in flight): refuse such a limit now.
-        let capacity = capacity::SystemLimits::read().capacity();
-        if config.max_connections > capacity.connections {
-            return Err(Error::Config(format!(
-                "--max-connections {} is more than this machine can hold: {capacity}; each connection takes \
-                 2 threads (8 memory maps) and 1 open file. Lower --max-connections, or raise the limit \
-                 (e.g. sysctl -w vm.max_map_count=262144, ulimit -n)",
-                config.max_connections
-            )));
-        }
         let addr = listener.local_addr().map_err(|e| Error::io("reading the listener's address", e))?;
         let stats = Stats::new();
         let cache = NonZeroUsize::new(config.cache_entries).map(|n| Arc::new(ResultCache::new(n)));
@@ -221,6 +215,7 @@ impl Server {
             )?),
             None => None,
         };
+        let frame_memory = Arc::new(crate::frame::FrameMemory::new(config.max_frame_memory));
         let farm = Arc::new(Farm {
             gil: pool.as_ref().and_then(WorkerPool::gil),
             remote: gateway.as_ref().map(Gateway::status),
@@ -233,6 +228,7 @@ impl Server {
             jobs,
             stats,
             connections: Connections::default(),
+            frame_memory,
             draining: AtomicBool::new(false),
         });
         let metrics = match metrics_listener {

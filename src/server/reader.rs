@@ -43,13 +43,15 @@ pub(super) fn handle_connection(farm: Arc<Farm>, conn_id: ConnId, stream: Arc<Tr
         max_frame: farm.config.max_frame,
         max_inflight: farm.config.max_inflight,
         read_timeout: farm.config.read_timeout,
+        idle_timeout: farm.config.idle_timeout,
     };
-    match Connection::start(stream, limits) {
+    match Connection::start(Arc::clone(&stream), limits, Arc::clone(&farm.frame_memory)) {
         Ok(mut conn) => {
             farm.connections.set_flow(conn_id, Arc::clone(conn.sink().flow()));
             let mut session = Session {
                 farm: &farm,
                 conn_id,
+                peer: Arc::clone(&stream),
                 client: peer.map(|p| p.ip()),
                 authenticated: farm.config.auth_token.is_none(),
                 inline: conn.inline_replies(),
@@ -62,6 +64,8 @@ pub(super) fn handle_connection(farm: Arc<Farm>, conn_id: ConnId, stream: Arc<Tr
             // Forget this connection's jobs first: their registry entries hold
             // reply sinks, and the writer only finishes when all sinks are gone.
             let cancelled = farm.jobs.cancel_connection(conn_id);
+            // Its place in the mutex queue goes too: nobody waits for it.
+            farm.lock.forget_connection(conn_id);
             if cancelled > 0 {
                 tracing::debug!(conn = conn_id, cancelled, "client left with jobs in flight");
             }
@@ -102,6 +106,18 @@ impl Session<'_> {
                     message: format!("{e} (the server's --max-frame); closing the connection"),
                     then_close: true,
                 },
+                // Another frame's worth of memory is not there: this one
+                // connection is shed, so the server and everyone else go on.
+                Err(e @ FrameError::OverBudget { .. }) => {
+                    tracing::warn!(conn = self.conn_id, error = %e, "frame memory budget spent; closing a connection");
+                    Step::Refuse { code: ErrorCode::Busy, message: e.to_string(), then_close: true }
+                }
+                // Nothing owed, nothing sent for --idle-timeout.
+                Err(e @ FrameError::Idle { .. }) => {
+                    tracing::debug!(conn = self.conn_id, error = %e, "closing an idle connection");
+                    self.farm.stats.connection_idle_closed();
+                    Step::Refuse { code: ErrorCode::IdleTimeout, message: e.to_string(), then_close: true }
+                }
                 // Half a frame, then nothing for --read-timeout.
                 Err(e @ FrameError::Stalled { .. }) => {
                     tracing::debug!(conn = self.conn_id, error = %e, "cutting off a stalled frame");

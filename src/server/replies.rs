@@ -99,7 +99,6 @@ impl FlowControl {
     }
 
     /// Replies owed right now.
-    #[cfg(test)]
     pub(crate) fn outstanding(&self) -> usize {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).outstanding
     }

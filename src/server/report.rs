@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use super::Farm;
 use crate::protocol::Mode;
 use crate::server::pool::WorkerInfo;
-use crate::server::stats::{ConnectionCounts, Percentiles};
+use crate::server::stats::{ConnectionCounts, FrameMemoryReport, Percentiles};
 
 /// The `result` of a `stats` reply.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,6 +57,11 @@ pub(crate) struct StatsReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) remote: Option<crate::server::gateway::RemoteReport>,
 }
+
+/// What `stats` and `health` show as the mutex's holder without
+/// `--auth-token`: anyone may read them, and a name is enough to act as
+/// an IdentyFire client.
+pub(crate) const HIDDEN_HOLDER: &str = "(hidden: the server has no --auth-token)";
 
 /// The GIL's state in `stats`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -232,7 +237,14 @@ impl Farm {
                 abandoned_threads: self.board.abandoned_threads(),
             },
             worker_list: self.board.snapshot(),
-            connections: counters.connections,
+            connections: ConnectionCounts {
+                frame_memory: FrameMemoryReport {
+                    bytes: self.frame_memory.used() as u64,
+                    limit: self.frame_memory.limit() as u64,
+                    refused: self.frame_memory.refused(),
+                },
+                ..counters.connections
+            },
             requests: counters.requests,
             errors: counters.errors,
             replies: counters.replies,
@@ -253,17 +265,28 @@ impl Farm {
             }),
             draining: self.draining.load(Ordering::SeqCst),
             model: self.models.current().map(|m| m.name),
-            mutex: Some(self.lock.snapshot()),
+            mutex: Some(self.lock_for_readers()),
             hosts: self.remote.as_ref().map(|remote| remote.hosts.report()),
             remote: self.remote.as_ref().map(|remote| remote.report()),
             latency_us: LatencyReport { queue_wait: counters.queue_wait_us, service: counters.service_us },
         }
     }
 
+    /// The mutex as `stats` and `health` show it. In IdentyFire's dialect a
+    /// name is enough to release a lock, so the holder's name is shown only
+    /// to authenticated readers (`--auth-token`); others see that it is held.
+    fn lock_for_readers(&self) -> crate::server::lock::LockSnapshot {
+        let mut lock = self.lock.snapshot();
+        if self.config.auth_token.is_none() {
+            lock.owner = lock.owner.map(|_| HIDDEN_HOLDER.to_owned());
+        }
+        lock
+    }
+
     /// IdentyFire's `health_check` answer, in its field names.
     pub(super) fn identyfire_health(&self) -> serde_json::Value {
         let model = self.models.current();
-        let lock = self.lock.snapshot();
+        let lock = self.lock_for_readers();
         let counters = self.stats.counters();
         let status = if self.draining.load(Ordering::SeqCst) { "draining" } else { "online" };
         serde_json::json!({

@@ -29,6 +29,9 @@ pub(crate) enum Continue {
 pub(crate) struct Session<'a> {
     pub(crate) farm: &'a Farm,
     pub(crate) conn_id: ConnId,
+    /// The client's socket, to see whether it is still there while this
+    /// reader waits on its behalf (a blocked `mutex_acquire`).
+    pub(crate) peer: std::sync::Arc<crate::transport::Transport>,
     pub(crate) client: Option<IpAddr>,
     pub(crate) authenticated: bool,
     /// Replies produced here, written in batches (see [`InlineReplies`]).
@@ -40,6 +43,18 @@ pub(crate) struct Session<'a> {
 }
 
 impl Session<'_> {
+    /// Who this connection is to the accelerator mutex when it calls itself
+    /// `client`: IdentyFire's clients by name alone (a new connection for
+    /// every call, as in the original), native clients by name and
+    /// connection.
+    pub(crate) fn claimant(&self, dialect: Dialect, client: &str) -> crate::server::lock::Claimant {
+        let connection = match dialect {
+            Dialect::IdentyFire => None,
+            Dialect::ThreadCenter => Some(self.conn_id),
+        };
+        crate::server::lock::Claimant { client: client.to_owned(), connection }
+    }
+
     /// A successful answer: `{"id","result": body}`, or for IdentyFire the
     /// body itself with `"success": true`.
     pub(crate) fn reply_ok(&mut self, request: &Request<'_>, mut body: serde_json::Value) {

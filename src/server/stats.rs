@@ -171,6 +171,8 @@ struct Inner {
     replies_dropped: AtomicU64,
     connections_rejected: AtomicU64,
     connections_tls_failed: AtomicU64,
+    connections_rejected_per_ip: AtomicU64,
+    connections_idle_closed: AtomicU64,
     latency: Mutex<Latency>,
     histograms: LatencyHistograms,
 }
@@ -207,6 +209,8 @@ impl Stats {
                 replies_dropped: AtomicU64::new(0),
                 connections_rejected: AtomicU64::new(0),
                 connections_tls_failed: AtomicU64::new(0),
+                connections_rejected_per_ip: AtomicU64::new(0),
+                connections_idle_closed: AtomicU64::new(0),
                 latency: Mutex::new(Latency { queue_wait_us: histogram(), service_us: histogram() }),
                 histograms: LatencyHistograms {
                     request: HistogramByCommand::new(),
@@ -298,14 +302,26 @@ impl Stats {
         self.inner.jobs_retried.fetch_add(1, Relaxed);
     }
 
-    /// Counts a connection turned away (over `--max-connections`, or not
-    /// authenticated).
     /// A connection whose TLS handshake failed or did not finish in time
     /// (including plain text sent to a TLS port).
     pub(crate) fn connection_tls_failed(&self) {
         self.inner.connections_tls_failed.fetch_add(1, Relaxed);
     }
 
+    /// Counts a connection turned away because its address already held
+    /// `--max-connections-per-ip` (it is counted as rejected too).
+    pub(crate) fn connection_rejected_per_ip(&self) {
+        self.inner.connections_rejected_per_ip.fetch_add(1, Relaxed);
+        self.connection_rejected();
+    }
+
+    /// Counts a connection closed by `--idle-timeout`.
+    pub(crate) fn connection_idle_closed(&self) {
+        self.inner.connections_idle_closed.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a connection turned away (over `--max-connections`, or not
+    /// authenticated).
     pub(crate) fn connection_rejected(&self) {
         self.inner.connections_rejected.fetch_add(1, Relaxed);
     }
@@ -334,6 +350,10 @@ impl Stats {
                 total: inner.connections_total.load(Relaxed),
                 rejected: inner.connections_rejected.load(Relaxed),
                 tls_failed: inner.connections_tls_failed.load(Relaxed),
+                rejected_per_ip: inner.connections_rejected_per_ip.load(Relaxed),
+                idle_closed: inner.connections_idle_closed.load(Relaxed),
+                // The frame budget lives with the connections; the report fills it in.
+                frame_memory: FrameMemoryReport::default(),
             },
             jobs_completed: inner.jobs_completed.load(Relaxed),
             jobs_cancelled: inner.jobs_cancelled.load(Relaxed),
@@ -403,6 +423,27 @@ pub(crate) struct ConnectionCounts {
     /// (plain text on a TLS port, a refused client certificate).
     #[serde(default)]
     pub(crate) tls_failed: u64,
+    /// Turned away because their address already held
+    /// `--max-connections-per-ip` (also counted in `rejected`).
+    #[serde(default)]
+    pub(crate) rejected_per_ip: u64,
+    /// Closed by `--idle-timeout`: nothing owed, nothing sent for that long.
+    #[serde(default)]
+    pub(crate) idle_closed: u64,
+    /// The memory of frames still arriving, against `--max-frame-memory`.
+    #[serde(default)]
+    pub(crate) frame_memory: FrameMemoryReport,
+}
+
+/// The memory that frames still arriving hold, all connections together.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct FrameMemoryReport {
+    /// Bytes held now (beyond each connection's small idle buffer).
+    pub(crate) bytes: u64,
+    /// `--max-frame-memory`.
+    pub(crate) limit: u64,
+    /// Connections refused because their frame needed more than was left.
+    pub(crate) refused: u64,
 }
 
 /// Summary of one latency histogram, in microseconds.

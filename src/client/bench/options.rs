@@ -155,6 +155,15 @@ pub(crate) struct BenchOptions {
     pub(crate) images: ImagePayloads,
 }
 
+/// The most requests per second `--rate` may ask for: one client sends at
+/// most a few hundred thousand per core, so a larger number is a typing
+/// mistake, and it would make every scheduled interval zero.
+pub(crate) const MAX_RATE: f64 = 1e8;
+
+/// Memory one request in flight takes in the client at least (its record
+/// in the connection's window): the unit `--pipeline` is checked in.
+const IN_FLIGHT_RECORD_MEMORY: u64 = 256;
+
 /// Warm-up of an `--embedded` run when `--warmup` is not given.
 pub(crate) const DEFAULT_EMBEDDED_WARMUP: Duration = Duration::from_millis(500);
 
@@ -261,16 +270,31 @@ impl BenchOptions {
                 ),
             );
         }
+        // Each connection is two threads here (sender and receiver) and a
+        // socket; each request in flight a record in its window.
+        let machine = crate::machine::Machine::read();
+        if let Err(refused) = machine.check_threads("--concurrency", self.concurrency as u64, 2) {
+            return fail("--concurrency", refused);
+        }
         match self.pacing {
             Pacing::Closed { pipeline: 0 } => {
                 return fail("--pipeline", "--pipeline must be at least 1".into())
             }
-            Pacing::Closed { .. } => {}
+            Pacing::Closed { pipeline } => {
+                let each = self.concurrency as u64 * IN_FLIGHT_RECORD_MEMORY;
+                let what = "requests in flight on each of --concurrency connections";
+                if let Err(refused) = machine.check_memory("--pipeline", pipeline as u64, each, what) {
+                    return fail("--pipeline", refused);
+                }
+            }
             Pacing::Open { rate } => {
-                if !rate.is_finite() || rate <= 0.0 {
+                if !rate.is_finite() || rate <= 0.0 || rate > MAX_RATE {
                     return fail(
                         "--rate",
-                        format!("--rate must be a positive number of requests per second, not {rate}"),
+                        format!(
+                            "--rate must be a positive number of requests per second up to {MAX_RATE:e} \
+                             (far past what one client sends), not {rate}"
+                        ),
                     );
                 }
                 let per_connection =

@@ -54,8 +54,8 @@ pub(super) fn apply(
         Command::Model => models::describe(session, request),
         Command::Models => models::list(session, request),
         Command::Pacing { path } => models::load(session, request, path),
-        Command::MutexAcquire { client_id, wait_ms } => {
-            mutex::acquire(session, request, client_id.as_deref(), *wait_ms)
+        Command::MutexAcquire { client_id, token, wait_ms } => {
+            mutex::acquire(session, request, client_id.as_deref(), *token, *wait_ms)
         }
         Command::MutexRelease { holder } => mutex::release(session, request, holder),
     }

@@ -40,7 +40,7 @@ fn prepare(
     // --predict-lock.
     if request.dialect == Dialect::IdentyFire || farm.config.predict_lock {
         let checked = match holder.client_id.as_deref() {
-            Some(client) => farm.lock.check_holder(client, holder.token),
+            Some(client) => farm.lock.check_holder(&session.claimant(request.dialect, client), holder.token),
             None => Err(Violation::NotHolder),
         };
         if let Err(violation) = checked {

@@ -21,6 +21,16 @@
 //!   earlier grant's. An action that names an older token is refused, so a
 //!   client whose lease expired while it was paused cannot act on a grant
 //!   that has passed to someone else.
+//! * **Who is who.** IdentyFire's clients open a new connection for every
+//!   call and send only `client_id`, so in that dialect the name is the
+//!   identity, as in the original (see docs/PREDICTIONS.md for what that
+//!   can and cannot protect). A native client is its name *and* its
+//!   connection ([`Claimant`]), and renewing, predicting under the lock and
+//!   releasing need the token its grant returned: the same name from two
+//!   connections is two clients, and a name seen in `stats` is not enough.
+//! * **Departed waiters.** A client blocked in `acquire` (`wait_ms`) that
+//!   disconnects leaves the queue at once, and a hand-over it never
+//!   collected passes on, so the next client does not wait a lease for it.
 //!
 //! All the rules live in [`rules::LockState`], whose methods take the
 //! current time as an argument: the unit tests drive it with made-up
@@ -36,14 +46,35 @@ mod rules;
 use rules::LockState;
 
 use crate::protocol::MAX_MUTEX_WAIT_MS;
+use crate::server::jobs::registry::ConnId;
 use crate::units::micros;
 use serde::{Deserialize, Serialize};
 
 /// The longest a client may ask `acquire` to wait on the server.
 pub(crate) const MAX_WAIT: Duration = Duration::from_millis(MAX_MUTEX_WAIT_MS);
 
+/// How often a client blocked in `acquire` is checked for having left.
+pub(crate) const DEPARTURE_CHECK: Duration = Duration::from_millis(100);
+
+/// Who asks for the lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Claimant {
+    /// The client's name for itself (`client_id`).
+    pub(crate) client: String,
+    /// The connection it asks on, for native clients; `None` for IdentyFire
+    /// clients, whom the original knew by name alone.
+    pub(crate) connection: Option<ConnId>,
+}
+
+impl Claimant {
+    /// Native clients must show their token to renew, use or release a grant.
+    fn is_native(&self) -> bool {
+        self.connection.is_some()
+    }
+}
+
 /// The answer to an `acquire`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Acquire {
     /// The caller holds the lock, with this fencing token.
     Granted {
@@ -58,6 +89,9 @@ pub(crate) enum Acquire {
         /// 1 = next in line.
         position: usize,
     },
+    /// The caller holds the lock but did not show its grant's token (native
+    /// clients renew with it), or showed an old one.
+    Refused(Violation),
 }
 
 /// Why an action that needs the lock was refused.
@@ -65,6 +99,8 @@ pub(crate) enum Acquire {
 pub(crate) enum Violation {
     /// The caller does not hold the lock.
     NotHolder,
+    /// A native client did not show its grant's token.
+    TokenRequired,
     /// The caller holds the lock under a newer token than the one it showed.
     StaleToken {
         /// The token it showed.
@@ -80,6 +116,9 @@ impl Violation {
     pub(crate) fn message(&self) -> String {
         match self {
             Violation::NotHolder => "Mutex Violation - Acquire lock first".into(),
+            Violation::TokenRequired => "Mutex Violation - show the fencing \"token\" your grant returned \
+                 (native clients renew, predict and release with it)"
+                .into(),
             Violation::StaleToken { shown, current } => format!(
                 "Mutex Violation - stale fencing token {shown} (the current grant is {current}); acquire again"
             ),
@@ -134,33 +173,59 @@ impl LockCoordinator {
     }
 
     /// Asks for the lock, waiting up to `wait` (at most [`MAX_WAIT`]) for the
-    /// grant. While it waits the caller keeps its place: it counts as asking.
-    pub(crate) fn acquire(&self, client: &str, wait: Duration) -> Acquire {
+    /// grant. While it waits the caller keeps its place: it counts as
+    /// asking. `waiting_on` is the connection blocked here; `gone` tells
+    /// whether its client has left, checked at least every
+    /// [`DEPARTURE_CHECK`]: a client that leaves is taken out of the queue
+    /// (and a grant it got as it left is passed on) at once.
+    pub(crate) fn acquire(
+        &self,
+        who: &Claimant,
+        token: Option<u64>,
+        wait: Duration,
+        waiting_on: Option<ConnId>,
+        gone: impl Fn() -> bool,
+    ) -> Acquire {
         let deadline = Instant::now() + wait.min(MAX_WAIT);
         let mut state = self.lock();
         loop {
             let now = Instant::now();
-            let outcome = state.acquire(client, now);
+            let outcome = state.acquire_waiting(who, token, waiting_on.filter(|_| !wait.is_zero()), now);
             let closed = self.closed.load(std::sync::atomic::Ordering::SeqCst);
-            if matches!(outcome, Acquire::Granted { .. }) || now >= deadline || closed {
+            if matches!(outcome, Acquire::Granted { .. } | Acquire::Refused(_)) || now >= deadline || closed {
                 return outcome;
             }
             // Wake when the lock may change hands: a release notifies; a lease
             // running out does not, so wake at its deadline too. Re-asking at
-            // least twice per lease keeps our place in the queue.
-            let mut wake = deadline.min(now + state.lease / 2);
+            // least twice per lease keeps our place in the queue; waking every
+            // DEPARTURE_CHECK notices a client that left.
+            let mut wake = deadline.min(now + state.lease / 2).min(now + DEPARTURE_CHECK);
             if let Some(lease_end) = state.lease_deadline() {
                 wake = wake.min(lease_end);
             }
             let timeout = wake.saturating_duration_since(now).max(Duration::from_millis(1));
             state = self.changed.wait_timeout(state, timeout).unwrap_or_else(|p| p.into_inner()).0;
+            // `gone` looks at the socket: never with the lock held.
+            drop(state);
+            let left = gone();
+            state = self.lock();
+            if left {
+                if let Some(connection) = waiting_on {
+                    state.forget_connection(connection, Instant::now());
+                    self.changed.notify_all();
+                }
+                return Acquire::Queued { position: 0 };
+            }
         }
     }
 
     /// Gives the lock back; see [`LockState::release`].
-    pub(crate) fn release(&self, client: &str, token: Option<u64>) -> Option<u64> {
-        let released = self.lock().release(client, token, Instant::now());
-        if released.is_some() {
+    ///
+    /// # Errors
+    /// When the caller does not hold the lock under this token.
+    pub(crate) fn release(&self, who: &Claimant, token: Option<u64>) -> Result<u64, Violation> {
+        let released = self.lock().release(who, token, Instant::now());
+        if released.is_ok() {
             self.changed.notify_all();
         }
         released
@@ -170,8 +235,14 @@ impl LockCoordinator {
     ///
     /// # Errors
     /// When the caller may not use the accelerator.
-    pub(crate) fn check_holder(&self, client: &str, token: Option<u64>) -> Result<u64, Violation> {
-        self.lock().check_holder(client, token, Instant::now())
+    pub(crate) fn check_holder(&self, who: &Claimant, token: Option<u64>) -> Result<u64, Violation> {
+        self.lock().check_holder(who, token, Instant::now())
+    }
+
+    /// A connection closed: see [`LockState::forget_connection`].
+    pub(crate) fn forget_connection(&self, connection: ConnId) {
+        self.lock().forget_connection(connection, Instant::now());
+        self.changed.notify_all();
     }
 
     /// The lock now.
@@ -201,16 +272,18 @@ pub(crate) fn unix_micros() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::rules::tests::{granted, LEASE};
+    use super::rules::tests::{granted, named, LEASE};
     use super::*;
 
     #[test]
     fn a_waiting_acquire_is_granted_on_release() {
         let lock = std::sync::Arc::new(LockCoordinator::new(LEASE));
-        assert_eq!(lock.acquire("a", Duration::ZERO), granted(1));
+        assert_eq!(lock.acquire(&named("a"), None, Duration::ZERO, None, || false), granted(1));
         let waiter = {
             let lock = std::sync::Arc::clone(&lock);
-            std::thread::spawn(move || lock.acquire("b", Duration::from_secs(20)))
+            std::thread::spawn(move || {
+                lock.acquire(&named("b"), None, Duration::from_secs(20), Some(2), || false)
+            })
         };
         // Release once b is queued (bounded poll, no timing assertion).
         for _ in 0..2000 {
@@ -219,7 +292,7 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let released_at = lock.release("a", None).expect("a held it");
+        let released_at = lock.release(&named("a"), None).expect("a held it");
         let Acquire::Granted { token, granted_at_us } = waiter.join().unwrap() else {
             panic!("b waited for it")
         };
