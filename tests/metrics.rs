@@ -37,7 +37,9 @@ fn known_workload(server: &TestServer) -> common::TestClient {
     assert_eq!(error_code(&client.recv()), Some("BAD_JSON"));
     let acquired = client.request(json!({"id": 10, "cmd": "mutex_acquire", "client_id": "op"}));
     assert_eq!(acquired["result"]["status"], "GRANTED", "{acquired}");
-    let released = client.request(json!({"id": 11, "cmd": "mutex_release", "client_id": "op"}));
+    let token = acquired["result"]["token"].clone();
+    let released =
+        client.request(json!({"id": 11, "cmd": "mutex_release", "client_id": "op", "token": token}));
     assert_eq!(released["result"]["success"], true, "{released}");
     client
 }

@@ -16,12 +16,15 @@ use base64::Engine;
 use common::{error_code, run_client, TestClient, TestServer};
 use serde_json::{json, Value};
 
+/// `mutex_acquire` as IdentyFire's clients send it: known by name alone,
+/// so one connection can play several clients.
 fn acquire(client: &mut TestClient, who: &str) -> Value {
-    client.request(json!({"id": 1, "cmd": "mutex_acquire", "client_id": who}))["result"].clone()
+    client.request(json!({"method": "mutex_acquire", "params": {"client_id": who}}))
 }
 
+/// `mutex_release` as IdentyFire's clients send it (no token needed).
 fn release(client: &mut TestClient, who: &str) -> bool {
-    client.request(json!({"id": 2, "cmd": "mutex_release", "client_id": who}))["result"]["success"] == true
+    client.request(json!({"method": "mutex_release", "params": {"client_id": who}}))["success"] == true
 }
 
 fn sample() -> String {
@@ -63,9 +66,8 @@ fn an_expired_lease_hands_the_lock_over_and_fences_the_old_holder() {
     let mut c = server.connect();
     let old = acquire(&mut c, "crashed")["token"].as_u64().unwrap();
     // b waits on the server; "crashed" never comes back.
-    let granted = c.request(json!({"id": 1, "cmd": "mutex_acquire", "client_id": "b", "wait_ms": 20_000}))
-        ["result"]
-        .clone();
+    let granted =
+        c.request(json!({"method": "mutex_acquire", "params": {"client_id": "b", "wait_ms": 20_000}}));
     assert_eq!(granted["status"], "GRANTED", "{granted}");
     let new = granted["token"].as_u64().unwrap();
     assert!(new > old);
