@@ -135,12 +135,14 @@ impl Machine {
         self.memory / MEMORY_SHARE_DENOMINATOR * MEMORY_SHARE_NUMERATOR
     }
 
-    /// The most workers of this kind the machine holds, and which limit decides.
-    pub(crate) fn workers(&self, kind: WorkerKind) -> (u64, &'static str) {
-        let (memory_each, threads_each, maps_each) = match kind {
+    /// The most workers of this kind the machine holds when each loads a
+    /// model of `model_bytes`, and which limit decides.
+    pub(crate) fn workers(&self, kind: WorkerKind, model_bytes: u64) -> (u64, &'static str) {
+        let (base, threads_each, maps_each) = match kind {
             WorkerKind::Process => (WORKER_PROCESS_MEMORY, THREADS_PER_WORKER_PROCESS, MAPS_PER_THREAD),
             WorkerKind::Thread => (WORKER_THREAD_MEMORY, 1, MAPS_PER_THREAD),
         };
+        let memory_each = worker_memory(base, model_bytes);
         [
             (self.memory_share() / memory_each, "memory"),
             (self.threads.saturating_sub(RESERVED_THREADS) / threads_each, "the thread and process limits"),
@@ -223,6 +225,12 @@ impl Machine {
     }
 }
 
+/// A worker's memory: its base cost and its own copy of the model — the
+/// file's weights, and as much again for the engine's optimised plan.
+fn worker_memory(base: u64, model_bytes: u64) -> u64 {
+    base.saturating_add(model_bytes.saturating_mul(2))
+}
+
 /// `MemAvailable` from `/proc/meminfo`, in bytes.
 fn available_memory() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -274,9 +282,11 @@ mod tests {
     fn a_hundred_thousand_workers_are_refused_naming_the_flag_and_the_limit() {
         let machine = this_machine();
         // Processes: memory decides (23 GiB × 3/4 / 64 MiB = 276).
-        assert_eq!(machine.workers(WorkerKind::Process), (276, "memory"));
-        assert!(machine.check_workers("--workers", 276, WorkerKind::Process).is_ok());
-        let refused = machine.check_workers("--workers", 100_000, WorkerKind::Process).unwrap_err();
+        assert_eq!(machine.workers(WorkerKind::Process, 0), (276, "memory"));
+        assert!(machine.check_workers("--workers", 276, WorkerKind::Process, 0).is_ok());
+        // Each worker's copy of a 32 MiB model doubles its cost.
+        assert_eq!(machine.workers(WorkerKind::Process, 32 << 20), (138, "memory"));
+        let refused = machine.check_workers("--workers", 100_000, WorkerKind::Process, 0).unwrap_err();
         assert!(
             refused.starts_with("--workers 100000 is more than this machine can hold: at most 276"),
             "{refused}"
@@ -284,10 +294,10 @@ mod tests {
         assert!(refused.contains("23 GiB available") && refused.contains("2 cores"), "{refused}");
         // Threads: 8 MiB each (23 GiB × 3/4 / 8 MiB = 2,208); with few memory
         // maps left, the maps decide.
-        assert_eq!(machine.workers(WorkerKind::Thread), (2_208, "memory"));
+        assert_eq!(machine.workers(WorkerKind::Thread, 0), (2_208, "memory"));
         let few_maps = Machine { free_maps: 6_048, ..machine };
-        assert_eq!(few_maps.workers(WorkerKind::Thread), (1_000, "vm.max_map_count"));
-        assert!(machine.check_workers("THREADCENTER_WORKERS", 100_000, WorkerKind::Thread).is_err());
+        assert_eq!(few_maps.workers(WorkerKind::Thread, 0), (1_000, "vm.max_map_count"));
+        assert!(machine.check_workers("THREADCENTER_WORKERS", 100_000, WorkerKind::Thread, 0).is_err());
     }
 
     #[test]

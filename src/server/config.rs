@@ -302,7 +302,8 @@ impl ServerConfig {
             Mode::Processes => WorkerKind::Process,
             Mode::Threads => WorkerKind::Thread,
         };
-        machine.check_workers("--workers", self.workers, kind).map_err(Error::Config)?;
+        let model_bytes = self.model.as_ref().and_then(|path| std::fs::metadata(path).ok()).map_or(0, |m| m.len());
+        machine.check_workers("--workers", self.workers, kind, model_bytes).map_err(Error::Config)?;
         let owed = self.max_connections as u64 * OWED_REPLY_MEMORY;
         let checks = [
             ("--queue-capacity", self.queue_capacity as u64, QUEUED_JOB_MEMORY, "queued jobs"),
