@@ -34,7 +34,7 @@ ALLOWED = {
     "error": {"frame"},
     "frame": set(),
     "units": set(),
-    "machine": set(),
+    "machine": {"protocol"},
     "transport": set(),
     "protocol": {"error", "frame", "units", "machine"},
     "work": {"error", "frame", "protocol", "units", "transport", "machine"},

@@ -84,6 +84,21 @@ pub(crate) enum WorkerKind {
     Thread,
 }
 
+impl From<crate::protocol::Mode> for WorkerKind {
+    fn from(mode: crate::protocol::Mode) -> Self {
+        match mode {
+            crate::protocol::Mode::Processes => WorkerKind::Process,
+            crate::protocol::Mode::Threads => WorkerKind::Thread,
+        }
+    }
+}
+
+/// The size of the model file each worker will load (0 when there is none
+/// or it cannot be read: loading it then fails with its own message).
+pub(crate) fn model_file_bytes(model: Option<&std::path::Path>) -> u64 {
+    model.and_then(|path| std::fs::metadata(path).ok()).map_or(0, |meta| meta.len())
+}
+
 impl Machine {
     /// Reads the limits from `/proc`, `/sys/fs/cgroup` and `getrlimit`; a
     /// limit that cannot be read counts as unlimited (it then decides nothing).
@@ -158,20 +173,23 @@ impl Machine {
     /// # Errors
     /// A sentence naming the flag, the most this machine holds, the limit
     /// that decides it and why.
-    pub(crate) fn check_workers(&self, flag: &str, workers: usize, kind: WorkerKind) -> Result<(), String> {
-        let (most, decided_by) = self.workers(kind);
+    pub(crate) fn check_workers(
+        &self,
+        flag: &str,
+        workers: usize,
+        kind: WorkerKind,
+        model_bytes: u64,
+    ) -> Result<(), String> {
+        let (most, decided_by) = self.workers(kind, model_bytes);
         if workers as u64 <= most {
             return Ok(());
         }
-        let (what, cost) = match kind {
-            WorkerKind::Process => {
-                ("worker process", format!("about {} of memory and 2 threads", bytes(WORKER_PROCESS_MEMORY)))
-            }
-            WorkerKind::Thread => (
-                "worker thread",
-                format!("about {} of memory and 4 memory maps", bytes(WORKER_THREAD_MEMORY)),
-            ),
+        let (what, base, other) = match kind {
+            WorkerKind::Process => ("worker process", WORKER_PROCESS_MEMORY, "2 threads"),
+            WorkerKind::Thread => ("worker thread", WORKER_THREAD_MEMORY, "4 memory maps"),
         };
+        let memory = bytes(worker_memory(base, model_bytes));
+        let cost = format!("about {memory} of memory (its own copy of the model included) and {other}");
         Err(format!(
             "{flag} {workers} is more than this machine can hold: at most {most} (limited by {decided_by}: \
              {} available, each {what} takes {cost}); this machine has {} cores, so more workers than \

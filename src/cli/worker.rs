@@ -91,12 +91,9 @@ impl WorkerArgs {
     pub(crate) fn config(&self) -> anyhow::Result<HostConfig> {
         let workers = self.workers.unwrap_or_else(crate::work::default_workers);
         anyhow::ensure!(workers >= 1, "--workers must be at least 1");
-        let kind = match self.mode {
-            Mode::Processes => crate::machine::WorkerKind::Process,
-            Mode::Threads => crate::machine::WorkerKind::Thread,
-        };
+        let model_bytes = crate::machine::model_file_bytes(self.model.as_deref());
         crate::machine::Machine::read()
-            .check_workers("--workers", workers, kind)
+            .check_workers("--workers", workers, self.mode.into(), model_bytes)
             .map_err(anyhow::Error::msg)?;
         anyhow::ensure!(!self.pool.gil || self.mode == Mode::Threads, "--gil applies to --mode threads");
         let name = self.name.clone().unwrap_or_else(|| {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::frame::DEFAULT_MAX_FRAME;
-use crate::machine::{bytes, Machine, WorkerKind};
+use crate::machine::{bytes, Machine};
 use crate::protocol::{Limits, Mode, DEFAULT_N};
 use crate::remote::connect::NatsOptions;
 use crate::server::pool::WorkerCommand;
@@ -298,12 +298,10 @@ impl ServerConfig {
                 self.max_connections
             )));
         }
-        let kind = match self.mode {
-            Mode::Processes => WorkerKind::Process,
-            Mode::Threads => WorkerKind::Thread,
-        };
-        let model_bytes = self.model.as_ref().and_then(|path| std::fs::metadata(path).ok()).map_or(0, |m| m.len());
-        machine.check_workers("--workers", self.workers, kind, model_bytes).map_err(Error::Config)?;
+        let model_bytes = crate::machine::model_file_bytes(self.model.as_deref());
+        machine
+            .check_workers("--workers", self.workers, self.mode.into(), model_bytes)
+            .map_err(Error::Config)?;
         let owed = self.max_connections as u64 * OWED_REPLY_MEMORY;
         let checks = [
             ("--queue-capacity", self.queue_capacity as u64, QUEUED_JOB_MEMORY, "queued jobs"),
