@@ -8,6 +8,15 @@
 //! keeps the model it had), then handed to tract, a pure-Rust engine, which
 //! optimises the graph once and runs it for every batch.
 //!
+//! Exporters write the batch dimension in many ways: a name (`N`,
+//! `batch_size`, tf2onnx's `unk__12`), nothing at all, an empty name, `-1`,
+//! a fixed 1 or a fixed N. Any of them is served: a free batch takes groups of
+//! any size, a fixed N takes groups of N (the last one padded with blank
+//! images whose scores are dropped). tract is told the input's shape as
+//! [`check`] read it, because it cannot work shapes out from a batch written
+//! without a name. Whatever tract or protobuf says when a file cannot be
+//! used stays in a debug log; the user gets a sentence of ours.
+//!
 //! How images are prepared comes from the graph and its `metadata_props`:
 //!
 //! | key | meaning | default |
@@ -30,11 +39,13 @@ use std::sync::Arc;
 use ndarray::{Array3, Array4, Axis};
 use tract_onnx::pb;
 use tract_onnx::prelude::{
-    tvec, Framework, InferenceModelExt, IntoRunnable, TValue, Tensor, TypedRunnableModel,
+    tvec, Framework, InferenceFact, InferenceModelExt, IntoRunnable, TDim, TValue, Tensor, TractResult,
+    TypedRunnableModel,
 };
 
 use super::onnxruntime::{loaded_library, OrtSessions};
 use super::ModelError;
+use crate::protocol::MAX_BATCH_IMAGES;
 
 /// The operators a model may use (the ONNX default domain).
 pub(crate) const SUPPORTED_OPERATORS: &[&str] = &[
@@ -68,8 +79,11 @@ pub(crate) struct OnnxFacts {
     pub(crate) input_shape: [usize; 3],
     pub(crate) layout: Layout,
     pub(crate) scale: f32,
-    /// The batch size the graph fixes, if it fixes one.
+    /// The batch size the graph fixes (1 to [`MAX_BATCH_IMAGES`]), or
+    /// `None` for a free batch.
     pub(crate) fixed_batch: Option<usize>,
+    /// The input's `dim_param` for the batch, when it names one.
+    pub(crate) batch_name: Option<String>,
     /// 1 (a score) or 2 (two classes).
     pub(crate) outputs: usize,
     /// For two classes: which one is "fire".
@@ -107,19 +121,61 @@ fn invalid(path: &Path, reason: impl Into<String>) -> ModelError {
     ModelError::Invalid { path: path.into(), reason: reason.into() }
 }
 
-/// A dimension's fixed size, or `None` for a named (symbolic) one.
-fn dim_size(dim: &pb::tensor_shape_proto::Dimension) -> Option<usize> {
-    match &dim.value {
-        Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if *v > 0 => Some(*v as usize),
-        _ => None,
+/// How the graph writes one dimension of a tensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Dim {
+    /// A `dim_value` of 0 or more.
+    Fixed(usize),
+    /// A `dim_param`: `N`, `batch_size`, `unk__12`, `height`.
+    Named(String),
+    /// Neither: no field set, an empty name, `?`, or a negative `dim_value`
+    /// (onnxruntime reads `-1` as free).
+    Free,
+}
+
+impl Dim {
+    fn read(dim: &pb::tensor_shape_proto::Dimension) -> Dim {
+        use pb::tensor_shape_proto::dimension::Value;
+        match &dim.value {
+            Some(Value::DimValue(v)) if *v >= 0 => Dim::Fixed(*v as usize),
+            Some(Value::DimParam(name)) if !name.is_empty() && name != "?" => Dim::Named(name.clone()),
+            _ => Dim::Free,
+        }
+    }
+
+    fn size(&self) -> Option<usize> {
+        match self {
+            Dim::Fixed(n) => Some(*n),
+            _ => None,
+        }
     }
 }
 
-fn dims(info: &pb::ValueInfoProto) -> Option<Vec<Option<usize>>> {
+/// The tensor's dimensions, or `None` when the graph gives it no shape.
+fn dims(info: &pb::ValueInfoProto) -> Option<Vec<Dim>> {
     let Some(pb::type_proto::Value::TensorType(tensor)) = info.r#type.as_ref()?.value.as_ref() else {
         return None;
     };
-    Some(tensor.shape.as_ref()?.dim.iter().map(dim_size).collect())
+    Some(tensor.shape.as_ref()?.dim.iter().map(Dim::read).collect())
+}
+
+/// The refusal for an input whose height, width or channels are not fixed
+/// numbers: each missing one, with how the graph writes it.
+fn not_fixed(input: &str, sizes: [(&str, &Dim); 3]) -> String {
+    let missing: Vec<String> = sizes
+        .iter()
+        .filter_map(|(what, dim)| match dim {
+            Dim::Fixed(n) if *n > 0 => None,
+            Dim::Fixed(_) => Some(format!("{what} (0)")),
+            Dim::Named(name) => Some(format!("{what} (\"{name}\")")),
+            Dim::Free => Some(format!("{what} (unnamed)")),
+        })
+        .collect();
+    format!(
+        "input \"{input}\" does not fix its {}; images are resized to the input's size, \
+         so its height, width and channels must be numbers",
+        missing.join(", ")
+    )
 }
 
 /// The node's integer-list attribute, if present.
@@ -178,7 +234,16 @@ pub(crate) fn check(proto: &pb::ModelProto, path: &Path) -> Result<OnnxFacts, Mo
     };
     let metadata: HashMap<String, String> =
         proto.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
-    let shape = dims(input).unwrap_or_default();
+    let Some(shape) = dims(input) else {
+        return Err(invalid(
+            path,
+            format!(
+                "input \"{}\" has no shape in the graph; an image input has 4 dimensions \
+                 (NCHW or NHWC) with a fixed height, width and channels",
+                input.name
+            ),
+        ));
+    };
     let [batch, a, b, c] = shape.as_slice() else {
         return Err(invalid(
             path,
@@ -195,8 +260,8 @@ pub(crate) fn check(proto: &pb::ModelProto, path: &Path) -> Result<OnnxFacts, Mo
         Some(other) => {
             return Err(invalid(path, format!("threadcenter.layout is \"{other}\"; use NCHW or NHWC")))
         }
-        None if matches!(a, Some(1 | 3)) => Layout::Nchw,
-        None if matches!(c, Some(1 | 3)) => Layout::Nhwc,
+        None if matches!(a, Dim::Fixed(1 | 3)) => Layout::Nchw,
+        None if matches!(c, Dim::Fixed(1 | 3)) => Layout::Nhwc,
         None => {
             return Err(invalid(
                 path,
@@ -204,24 +269,30 @@ pub(crate) fn check(proto: &pb::ModelProto, path: &Path) -> Result<OnnxFacts, Mo
             ))
         }
     };
-    if batch.is_some_and(|b| b != 1) {
-        // A last, smaller group of images could not run on such a graph.
-        return Err(invalid(
-            path,
-            format!(
-                "input \"{}\" fixes the batch size above 1; make it 1 or a named (free) dimension",
-                input.name
-            ),
-        ));
+    // A fixed batch above the largest predict_batch would only ever run
+    // blank padding beside the images.
+    if let Dim::Fixed(n) = batch {
+        if *n == 0 || *n > MAX_BATCH_IMAGES {
+            return Err(invalid(
+                path,
+                format!(
+                    "input \"{}\" fixes the batch size at {n}; a fixed batch must be 1 to \
+                     {MAX_BATCH_IMAGES} images, or leave it free",
+                    input.name
+                ),
+            ));
+        }
     }
     let (height, width, channels) = match layout {
         Layout::Nchw => (b, c, a),
         Layout::Nhwc => (a, b, c),
     };
-    let (Some(height), Some(width), Some(channels)) = (*height, *width, *channels) else {
+    let (Some(height @ 1..), Some(width @ 1..), Some(channels)) =
+        (height.size(), width.size(), channels.size())
+    else {
         return Err(invalid(
             path,
-            format!("input \"{}\" must have a fixed height, width and channels", input.name),
+            not_fixed(&input.name, [("height", height), ("width", width), ("channels", channels)]),
         ));
     };
     if channels != 1 && channels != 3 {
@@ -234,8 +305,8 @@ pub(crate) fn check(proto: &pb::ModelProto, path: &Path) -> Result<OnnxFacts, Mo
         return Err(invalid(path, format!("the graph has {} outputs; one is served", graph.output.len())));
     };
     let outputs = match dims(output).as_deref() {
-        Some([_, Some(n)]) if *n == 1 || *n == 2 => *n,
-        Some([_, Some(n)]) => {
+        Some([_, Dim::Fixed(n)]) if *n == 1 || *n == 2 => *n,
+        Some([_, Dim::Fixed(n)]) => {
             return Err(invalid(
                 path,
                 format!(
@@ -274,7 +345,11 @@ pub(crate) fn check(proto: &pb::ModelProto, path: &Path) -> Result<OnnxFacts, Mo
         input_shape: [height, width, channels],
         layout,
         scale,
-        fixed_batch: *batch,
+        fixed_batch: batch.size(),
+        batch_name: match batch {
+            Dim::Named(name) => Some(name.clone()),
+            _ => None,
+        },
         outputs,
         fire_class,
         ends_in_softmax: graph.node.last().is_some_and(|n| n.op_type == "Softmax"),
@@ -285,23 +360,80 @@ pub(crate) fn check(proto: &pb::ModelProto, path: &Path) -> Result<OnnxFacts, Mo
     })
 }
 
+impl OnnxFacts {
+    /// The input's shape as the graph lays it out, the batch shown by its
+    /// name (`batch` when the graph gives none), e.g. `[batch, 3, 20, 24]`.
+    fn graph_input_shape(&self) -> String {
+        let batch = match (self.fixed_batch, &self.batch_name) {
+            (Some(n), _) => n.to_string(),
+            (None, Some(name)) => name.clone(),
+            (None, None) => "batch".into(),
+        };
+        let [h, w, c] = self.input_shape;
+        match self.layout {
+            Layout::Nchw => format!("[{batch}, {c}, {h}, {w}]"),
+            Layout::Nhwc => format!("[{batch}, {h}, {w}, {c}]"),
+        }
+    }
+}
+
+/// Builds tract's plan for a checked graph.
+///
+/// tract takes the input's shape from the graph, and cannot work the other
+/// shapes out from a batch written without a name. So it is told the input
+/// as [`check`] read it: the batch a fixed size or a symbol (the graph's own
+/// name when it has one, so the graph's other shapes still agree with it),
+/// height, width and channels fixed. The output's declared shape is set
+/// aside for tract to work out: an exporter may name the output's batch
+/// differently from the input's (tf2onnx writes `unk__12` and `unk__13`),
+/// and `check` has read what it needs from it already.
+fn prepare_for_tract(
+    onnx: &tract_onnx::Onnx,
+    proto: &pb::ModelProto,
+    facts: &OnnxFacts,
+) -> TractResult<Arc<TypedRunnableModel>> {
+    let mut model = onnx.model_for_proto_model(proto)?;
+    let batch: TDim = match (facts.fixed_batch, &facts.batch_name) {
+        (Some(n), _) => n.into(),
+        (None, Some(name)) => model.symbols.sym(name).into(),
+        (None, None) => model.symbols.sym("batch").into(),
+    };
+    let [h, w, c] = facts.input_shape.map(TDim::from);
+    let shape = match facts.layout {
+        Layout::Nchw => [batch, c, h, w],
+        Layout::Nhwc => [batch, h, w, c],
+    };
+    // The declared element type stays; only the shape is ours.
+    let input = model.input_fact(0)?.clone().with_shape(shape);
+    model.set_input_fact(0, input)?;
+    model.set_output_fact(0, InferenceFact::default())?;
+    model.into_optimized()?.into_runnable()
+}
+
 impl OnnxNet {
     /// Parses, checks and prepares a model.
     pub(crate) fn load(bytes: &[u8], path: &Path) -> Result<OnnxNet, ModelError> {
         let onnx = tract_onnx::onnx();
-        let proto = onnx
-            .proto_model_for_read(&mut &bytes[..])
-            .map_err(|e| invalid(path, format!("not an ONNX model: {e}")))?;
+        let proto = onnx.proto_model_for_read(&mut &bytes[..]).map_err(|e| {
+            tracing::debug!(path = %path.display(), error = %format!("{e:#}"), "protobuf refused the file");
+            invalid(path, "not an ONNX model (the file is not an ONNX protobuf)")
+        })?;
         let facts = check(&proto, path)?;
         if let Some(sessions) = OrtSessions::for_model(bytes) {
             let sessions = sessions.map_err(|reason| invalid(path, reason))?;
             return Ok(OnnxNet { engine: Engine::OnnxRuntime(sessions), facts });
         }
-        let plan = onnx
-            .model_for_proto_model(&proto)
-            .and_then(|model| model.into_optimized())
-            .and_then(|model| model.into_runnable())
-            .map_err(|e| invalid(path, format!("the graph cannot be prepared: {e:#}")))?;
+        let plan = prepare_for_tract(&onnx, &proto, &facts).map_err(|e| {
+            tracing::debug!(path = %path.display(), error = %format!("{e:#}"), "tract refused the graph");
+            invalid(
+                path,
+                format!(
+                    "the tract engine cannot work out the graph's shapes from its input {}; \
+                     check the file with onnx.checker, or serve it with --onnxruntime",
+                    facts.graph_input_shape()
+                ),
+            )
+        })?;
         Ok(OnnxNet { engine: Engine::Tract(plan), facts })
     }
 
@@ -316,8 +448,8 @@ impl OnnxNet {
 
     /// Scores `[H, W, C]` images (resized and scaled). A batch is split
     /// into one part per thread of rayon's pool (one run each, in parallel;
-    /// tract runs each part on one core), or into single images when the
-    /// graph fixes its batch size at one.
+    /// tract runs each part on one core), or into groups of N when the
+    /// graph fixes its batch size at N.
     pub(crate) fn scores(&self, images: &[Array3<f32>]) -> Result<Vec<f32>, String> {
         use rayon::prelude::*;
         let part = match self.facts.fixed_batch {
@@ -331,9 +463,15 @@ impl OnnxNet {
         })
     }
 
-    /// One run of the graph on a group of images.
+    /// One run of the graph on a group of images. A group smaller than the
+    /// graph's fixed batch (the last one) is padded with blank images, and
+    /// their scores are dropped: each image's score depends on that image
+    /// alone, so the padding changes no other score.
     fn run(&self, group: &[Array3<f32>]) -> Result<Vec<f32>, String> {
-        let views: Vec<_> = group.iter().map(|i| i.view()).collect();
+        let padding = self.facts.fixed_batch.map_or(0, |n| n.saturating_sub(group.len()));
+        let blank = Array3::zeros(group[0].dim());
+        let views: Vec<_> =
+            group.iter().map(|i| i.view()).chain(std::iter::repeat_n(blank.view(), padding)).collect();
         let mut batch: Array4<f32> = ndarray::stack(Axis(0), &views).map_err(|e| e.to_string())?;
         if self.facts.layout == Layout::Nchw {
             batch = batch.permuted_axes([0, 3, 1, 2]).as_standard_layout().into_owned();
@@ -342,15 +480,19 @@ impl OnnxNet {
             Engine::OnnxRuntime(sessions) => sessions.run(&batch)?,
             Engine::Tract(plan) => {
                 let input: TValue = Tensor::from(batch).into();
-                let outputs = plan.run(tvec!(input)).map_err(|e| format!("{e:#}"))?;
+                let outputs = plan.run(tvec!(input)).map_err(|e| {
+                    tracing::debug!(error = %format!("{e:#}"), "tract failed on a batch");
+                    format!("the tract engine failed on a group of {} images", views.len())
+                })?;
                 let output = outputs[0].to_plain_array_view::<f32>().map_err(|e| e.to_string())?;
                 output.iter().copied().collect()
             }
         };
-        if values.len() != group.len() * self.facts.outputs {
-            return Err(format!("the model gave {} values for {} images", values.len(), group.len()));
+        if values.len() != views.len() * self.facts.outputs {
+            return Err(format!("the model gave {} values for {} images", values.len(), views.len()));
         }
-        Ok(values.chunks(self.facts.outputs).map(|row| self.score(row)).collect())
+        let rows = values.chunks(self.facts.outputs).take(group.len());
+        Ok(rows.map(|row| self.score(row)).collect())
     }
 
     /// One image's score from its output row.
