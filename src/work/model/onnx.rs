@@ -171,10 +171,14 @@ fn not_fixed(input: &str, sizes: [(&str, &Dim); 3]) -> String {
             Dim::Free => Some(format!("{what} (unnamed)")),
         })
         .collect();
+    let listed = match missing.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    };
     format!(
-        "input \"{input}\" does not fix its {}; images are resized to the input's size, \
-         so its height, width and channels must be numbers",
-        missing.join(", ")
+        "input \"{input}\" does not fix its {listed}; images are resized to the input's size, \
+         so its height, width and channels must be numbers"
     )
 }
 
@@ -428,8 +432,9 @@ impl OnnxNet {
             invalid(
                 path,
                 format!(
-                    "the tract engine cannot work out the graph's shapes from its input {}; \
-                     check the file with onnx.checker, or serve it with --onnxruntime",
+                    "the tract engine cannot prepare the graph for its input {}: a layer's \
+                     weights or attributes do not fit the tensor it gets, or are beyond what \
+                     tract runs; onnxruntime names the node (--onnxruntime)",
                     facts.graph_input_shape()
                 ),
             )
@@ -658,13 +663,103 @@ mod tests {
         assert!(five.contains("has 5 values per image"), "{five}");
     }
 
+    /// The test models that write the batch in each way exporters do, with
+    /// the fixed batch each one should be read as. They share their weights.
+    const BATCH_VARIANTS: &[(&str, Option<usize>)] = &[
+        ("nchw-unnamed-batch.onnx", None),
+        ("nchw-empty-name-batch.onnx", None),
+        ("nchw-unk-batch.onnx", None),
+        ("nchw-minus-one-batch.onnx", None),
+        ("nchw-fixed-batch-4.onnx", Some(4)),
+    ];
+
+    #[test]
+    fn every_way_of_writing_the_batch_is_served_and_scores_as_onnxruntime() {
+        // onnxruntime's rows for six probe images (run in groups of four);
+        // the first k images of the probe are the k-image probe.
+        let table = reference();
+        let entry = &table["models"]["tests/models/nchw-fixed-batch-4.onnx"];
+        assert_eq!(entry["probe_shape"], serde_json::json!([6, 3, 20, 24]));
+        let rows: Vec<f64> = serde_json::from_value(entry["probe_outputs"].clone()).unwrap();
+        let images = probe_images(&[6, 3, 20, 24], Layout::Nchw);
+        for (file, fixed_batch) in BATCH_VARIANTS {
+            let model = Model::load(&repo(&format!("tests/models/{file}"))).unwrap_or_else(|e| panic!("{e}"));
+            let super::super::Network::Onnx(net) = &model.network else { panic!("{file} is not ONNX") };
+            assert_eq!(net.facts.fixed_batch, *fixed_batch, "{file}");
+            // 1 and 5 images leave a last group smaller than a fixed batch of 4.
+            for count in [1, 4, 5, 6] {
+                let got = model.predict_batch(&images[..count]).unwrap();
+                let want = expected_scores(&rows[..count * 2], &net.facts);
+                close(&got, &want, &format!("{file}, {count} images"));
+            }
+        }
+    }
+
+    /// A test model with its input's batch dimension rewritten.
+    fn with_batch(file: &str, value: i64) -> pb::ModelProto {
+        let bytes = std::fs::read(repo(&format!("tests/models/{file}"))).unwrap();
+        let mut proto = tract_onnx::onnx().proto_model_for_read(&mut &bytes[..]).unwrap();
+        let input = &mut proto.graph.as_mut().unwrap().input[0];
+        let Some(pb::type_proto::Value::TensorType(tensor)) = input.r#type.as_mut().unwrap().value.as_mut()
+        else {
+            panic!("{file} has a tensor input")
+        };
+        tensor.shape.as_mut().unwrap().dim[0].value =
+            Some(pb::tensor_shape_proto::dimension::Value::DimValue(value));
+        proto
+    }
+
+    #[test]
+    fn inputs_that_cannot_be_served_are_refused_in_the_words_of_the_guide() {
+        let path = Path::new("m.onnx");
+        let refused =
+            |value| check(&with_batch("nchw-unnamed-batch.onnx", value), path).unwrap_err().to_string();
+        assert_eq!(
+            refused(0),
+            "model m.onnx is not usable: input \"input\" fixes the batch size at 0; \
+             a fixed batch must be 1 to 256 images, or leave it free"
+        );
+        assert!(refused(257).contains("fixes the batch size at 257; a fixed batch must be 1 to 256"));
+        assert_eq!(check(&with_batch("nchw-unnamed-batch.onnx", 256), path).unwrap().fixed_batch, Some(256));
+        let no_shape = refusal("refused-no-input-shape.onnx");
+        assert!(
+            no_shape.ends_with(
+                "input \"image\" has no shape in the graph; an image input has 4 dimensions \
+                 (NCHW or NHWC) with a fixed height, width and channels"
+            ),
+            "{no_shape}"
+        );
+        let free = refusal("refused-free-height-width.onnx");
+        assert!(
+            free.ends_with(
+                "input \"image\" does not fix its height (\"height\") and width (unnamed); \
+                 images are resized to the input's size, so its height, width and channels must be numbers"
+            ),
+            "{free}"
+        );
+        // tract's own words stay in the debug log.
+        let unchained = refusal("refused-shapes-do-not-chain.onnx");
+        assert!(
+            unchained.ends_with(
+                "the tract engine cannot prepare the graph for its input [N, 3, 8, 8]: a layer's \
+                 weights or attributes do not fit the tensor it gets, or are beyond what tract runs; \
+                 onnxruntime names the node (--onnxruntime)"
+            ),
+            "{unchained}"
+        );
+    }
+
     #[test]
     fn a_file_that_is_not_onnx_is_refused_with_a_reason() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("broken.onnx");
         std::fs::write(&path, b"definitely not protobuf \xff\xff\xff").unwrap();
         let error = Model::load(&path).expect_err("garbage").to_string();
-        assert!(error.contains("broken.onnx"), "{error}");
+        assert!(
+            error
+                .ends_with("broken.onnx is not usable: not an ONNX model (the file is not an ONNX protobuf)"),
+            "{error}"
+        );
     }
 
     #[test]
