@@ -153,32 +153,41 @@ def nhwc_sigmoid():
                    "nhwc-sigmoid")
 
 
-# How exporters write the batch dimension, by file: nothing at all (the dim
-# has neither dim_value nor dim_param: what onnx.helper writes for None), an
-# empty name, tf2onnx's unk__ names (a different one on the output), -1 (a
-# dim_value onnxruntime reads as free), and a fixed 4. A named batch ("N") and
-# a fixed 1 are the other test models.
+# How exporters write the batch dimension, by file: (input, output, an
+# intermediate tensor's value_info). Nothing at all (the dim has neither
+# dim_value nor dim_param: what onnx.helper writes for None), an empty name,
+# tf2onnx's unk__ names (a different one on the output), -1 (a dim_value
+# onnxruntime reads as free), a fixed 4, and an input made free by hand in a
+# graph that still names its batch elsewhere. A named batch ("N") and a fixed
+# 1 are the other test models.
 BATCH_VARIANTS = {
-    "nchw-unnamed-batch": (None, None),
-    "nchw-empty-name-batch": ("", ""),
-    "nchw-unk-batch": ("unk__12", "unk__13"),
-    "nchw-minus-one-batch": (-1, -1),
-    "nchw-fixed-batch-4": (4, 4),
+    "nchw-unnamed-batch": (None, None, None),
+    "nchw-empty-name-batch": ("", "", None),
+    "nchw-unk-batch": ("unk__12", "unk__13", None),
+    "nchw-minus-one-batch": (-1, -1, None),
+    "nchw-fixed-batch-4": (4, 4, None),
+    "nchw-unnamed-batch-named-inside": (None, "batch_size", "batch_size"),
 }
 
 
-def batch_variant(name, batch_in, batch_out):
+def batch_variant(name, batch_in, batch_out, batch_inside):
     """A small NCHW two-class classifier, the same weights in every variant
     (so an image gets the same score from each): a strided convolution,
     global average pooling, Gemm and Softmax."""
     g = Graph(np.random.default_rng(21))
     x = g.conv("input", 3, 4, k=3, stride=2, pad=1)
+    conv = x
     x = g.op("Relu", [x])
     x = g.op("GlobalAveragePool", [x])
     x = g.op("Flatten", [x])
     x = g.op("Gemm", [x, g.weight(g.rng.normal(0, 0.5, (4, 2))), g.weight(np.array([0.2, -0.2]))])
     x = g.op("Softmax", [x], axis=1)
-    return g.model("input", [batch_in, 3, 20, 24], x, [batch_out, 2], {}, name)
+    model = g.model("input", [batch_in, 3, 20, 24], x, [batch_out, 2], {}, name)
+    if batch_inside is not None:
+        model.graph.value_info.append(
+            helper.make_tensor_value_info(conv, TensorProto.FLOAT, [batch_inside, 4, 10, 12]))
+        onnx.checker.check_model(model)
+    return model
 
 
 def refused_models():
@@ -339,8 +348,8 @@ def write_all():
     written = {os.path.join(models_dir, "fire-cnn.onnx"): fire_cnn(params, metadata),
                os.path.join(tests_dir, "nchw-two-class.onnx"): nchw_two_class(),
                os.path.join(tests_dir, "nhwc-sigmoid.onnx"): nhwc_sigmoid()}
-    for name, (batch_in, batch_out) in BATCH_VARIANTS.items():
-        written[os.path.join(tests_dir, f"{name}.onnx")] = batch_variant(name, batch_in, batch_out)
+    for name, batches in BATCH_VARIANTS.items():
+        written[os.path.join(tests_dir, f"{name}.onnx")] = batch_variant(name, *batches)
     for name, model in refused_models().items():
         onnx.save(model, os.path.join(tests_dir, f"refused-{name}.onnx"))
     for path, model in written.items():

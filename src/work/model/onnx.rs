@@ -385,22 +385,18 @@ impl OnnxFacts {
 ///
 /// tract takes the input's shape from the graph, and cannot work the other
 /// shapes out from a batch written without a name. So it is told the input
-/// as [`check`] read it: the batch a fixed size or a symbol (the graph's own
-/// name when it has one, so the graph's other shapes still agree with it),
-/// height, width and channels fixed. The output's declared shape is set
-/// aside for tract to work out: an exporter may name the output's batch
-/// differently from the input's (tf2onnx writes `unk__12` and `unk__13`),
-/// and `check` has read what it needs from it already.
-fn prepare_for_tract(
-    onnx: &tract_onnx::Onnx,
-    proto: &pb::ModelProto,
-    facts: &OnnxFacts,
-) -> TractResult<Arc<TypedRunnableModel>> {
-    let mut model = onnx.model_for_proto_model(proto)?;
-    let batch: TDim = match (facts.fixed_batch, &facts.batch_name) {
-        (Some(n), _) => n.into(),
-        (None, Some(name)) => model.symbols.sym(name).into(),
-        (None, None) => model.symbols.sym("batch").into(),
+/// as [`check`] read it: the batch a fixed size or a symbol, height, width
+/// and channels fixed. Every other shape it works out from that and the
+/// weights; the shapes the graph declares for its output and intermediate
+/// tensors (`value_info`) are set aside, because exporters name their batch
+/// in their own words (tf2onnx writes `unk__12` on the input and `unk__13`
+/// on the output) and one that differs from the input's would not agree
+/// with it. `check` has already read what it needs from the output's.
+fn prepare_for_tract(proto: &pb::ModelProto, facts: &OnnxFacts) -> TractResult<Arc<TypedRunnableModel>> {
+    let mut model = tract_onnx::onnx().with_ignore_value_info(true).model_for_proto_model(proto)?;
+    let batch: TDim = match facts.fixed_batch {
+        Some(n) => n.into(),
+        None => model.symbols.sym(facts.batch_name.as_deref().unwrap_or("batch")).into(),
     };
     let [h, w, c] = facts.input_shape.map(TDim::from);
     let shape = match facts.layout {
@@ -427,7 +423,7 @@ impl OnnxNet {
             let sessions = sessions.map_err(|reason| invalid(path, reason))?;
             return Ok(OnnxNet { engine: Engine::OnnxRuntime(sessions), facts });
         }
-        let plan = prepare_for_tract(&onnx, &proto, &facts).map_err(|e| {
+        let plan = prepare_for_tract(&proto, &facts).map_err(|e| {
             tracing::debug!(path = %path.display(), error = %format!("{e:#}"), "tract refused the graph");
             invalid(
                 path,
@@ -671,6 +667,7 @@ mod tests {
         ("nchw-unk-batch.onnx", None),
         ("nchw-minus-one-batch.onnx", None),
         ("nchw-fixed-batch-4.onnx", Some(4)),
+        ("nchw-unnamed-batch-named-inside.onnx", None),
     ];
 
     #[test]
