@@ -77,7 +77,7 @@ class Graph:
         return self.op("Conv", [x, self.weight(w), self.weight(b)], kernel_shape=[k, k], strides=[stride, stride],
                        pads=[pad, pad, pad, pad])
 
-    def model(self, x_name, x_shape, out, out_shape, metadata, name, more_inputs=()):
+    def model(self, x_name, x_shape, out, out_shape, metadata, name, more_inputs=(), check=True):
         graph = helper.make_graph(
             self.nodes, name,
             [helper.make_tensor_value_info(x_name, TensorProto.FLOAT, x_shape)]
@@ -90,7 +90,8 @@ class Graph:
         for key, value in metadata.items():
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
-        onnx.checker.check_model(model)
+        if check:
+            onnx.checker.check_model(model)
         return model
 
 
@@ -152,6 +153,43 @@ def nhwc_sigmoid():
                    "nhwc-sigmoid")
 
 
+# How exporters write the batch dimension, by file: (input, output, an
+# intermediate tensor's value_info). Nothing at all (the dim has neither
+# dim_value nor dim_param: what onnx.helper writes for None), an empty name,
+# tf2onnx's unk__ names (a different one on the output), -1 (a dim_value
+# onnxruntime reads as free), a fixed 4, and an input made free by hand in a
+# graph that still names its batch elsewhere. A named batch ("N") and a fixed
+# 1 are the other test models.
+BATCH_VARIANTS = {
+    "nchw-unnamed-batch": (None, None, None),
+    "nchw-empty-name-batch": ("", "", None),
+    "nchw-unk-batch": ("unk__12", "unk__13", None),
+    "nchw-minus-one-batch": (-1, -1, None),
+    "nchw-fixed-batch-4": (4, 4, None),
+    "nchw-unnamed-batch-named-inside": (None, "batch_size", "batch_size"),
+}
+
+
+def batch_variant(name, batch_in, batch_out, batch_inside):
+    """A small NCHW two-class classifier, the same weights in every variant
+    (so an image gets the same score from each): a strided convolution,
+    global average pooling, Gemm and Softmax."""
+    g = Graph(np.random.default_rng(21))
+    x = g.conv("input", 3, 4, k=3, stride=2, pad=1)
+    conv = x
+    x = g.op("Relu", [x])
+    x = g.op("GlobalAveragePool", [x])
+    x = g.op("Flatten", [x])
+    x = g.op("Gemm", [x, g.weight(g.rng.normal(0, 0.5, (4, 2))), g.weight(np.array([0.2, -0.2]))])
+    x = g.op("Softmax", [x], axis=1)
+    model = g.model("input", [batch_in, 3, 20, 24], x, [batch_out, 2], {}, name)
+    if batch_inside is not None:
+        model.graph.value_info.append(
+            helper.make_tensor_value_info(conv, TensorProto.FLOAT, [batch_inside, 4, 10, 12]))
+        onnx.checker.check_model(model)
+    return model
+
+
 def refused_models():
     """Models the loader must refuse, each for one reason."""
     models = {}
@@ -179,6 +217,28 @@ def refused_models():
     x = g.op("Flatten", [x])
     x = g.op("Gemm", [x, g.weight(np.ones((3, 5))), g.weight(np.zeros(5))])
     models["five-outputs"] = g.model("image", [1, 3, 8, 8], x, [1, 5], {}, "five-outputs")
+
+    # The two below fail onnx.checker (an input needs a shape) or cannot be
+    # served (images are resized to a fixed size), yet exporters write them.
+    g = Graph()
+    x = g.op("GlobalAveragePool", ["image"])
+    x = g.op("Flatten", [x])
+    x = g.op("Gemm", [x, g.weight(np.ones((3, 1))), g.weight(np.zeros(1))])
+    models["no-input-shape"] = g.model("image", None, x, [None, 1], {}, "no-input-shape", check=False)
+
+    g = Graph()
+    x = g.op("GlobalAveragePool", ["image"])
+    x = g.op("Flatten", [x])
+    x = g.op("Gemm", [x, g.weight(np.ones((3, 1))), g.weight(np.zeros(1))])
+    models["free-height-width"] = g.model("image", ["N", 3, "height", None], x, ["N", 1], {}, "free-height-width")
+
+    # Passes every check of the loader's, but the dense layer takes 5
+    # features where the pooling gives 3: tract cannot work its shapes out.
+    g = Graph()
+    x = g.op("GlobalAveragePool", ["image"])
+    x = g.op("Flatten", [x])
+    x = g.op("Gemm", [x, g.weight(np.ones((5, 1))), g.weight(np.zeros(1))])
+    models["shapes-do-not-chain"] = g.model("image", ["N", 3, 8, 8], x, ["N", 1], {}, "shapes-do-not-chain")
     return models
 
 
@@ -201,8 +261,22 @@ def bench_model():
 
 
 def input_shape(model, batch):
+    """The input's shape with `batch` for every free dimension (a name, an
+    empty name, -1 or nothing)."""
     dims = model.graph.input[0].type.tensor_type.shape.dim
-    return [batch if d.dim_param else d.dim_value for d in dims]
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else batch for d in dims]
+
+
+def run_in_groups(session, name, x, group):
+    """onnxruntime's rows for `x`, run `group` images at a time with the
+    last group padded with zero images (their rows dropped): how the server
+    runs a graph that fixes its batch at `group`."""
+    rows = []
+    for start in range(0, len(x), group):
+        part = x[start:start + group]
+        padded = np.concatenate([part, np.zeros((group - len(part),) + part.shape[1:], part.dtype)])
+        rows.append(session.run(None, {name: padded})[0][:len(part)])
+    return np.concatenate(rows)
 
 
 def reference(path, model, inputs):
@@ -212,11 +286,13 @@ def reference(path, model, inputs):
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     name = model.graph.input[0].name
-    return [session.run(None, {name: x})[0].astype(np.float64).ravel().tolist() for x in inputs]
+    fixed = input_shape(model, 0)[0]
+    return [run_in_groups(session, name, x, fixed or len(x)).astype(np.float64).ravel().tolist() for x in inputs]
 
 
 # The models onnxruntime's answers are recorded for (paths from the repository root).
-GOOD_MODELS = ["models/fire-cnn.onnx", "tests/models/nchw-two-class.onnx", "tests/models/nhwc-sigmoid.onnx"]
+GOOD_MODELS = ["models/fire-cnn.onnx", "tests/models/nchw-two-class.onnx", "tests/models/nhwc-sigmoid.onnx"] + [
+    f"tests/models/{name}.onnx" for name in BATCH_VARIANTS]
 
 
 def reference_table():
@@ -230,10 +306,13 @@ def reference_table():
     for relative in GOOD_MODELS:
         path = os.path.join(ROOT, relative)
         model = onnx.load(path)
-        batch = 2 if input_shape(model, 0)[0] == 0 else 1
-        inputs = [probe(input_shape(model, batch))]
-        entry = {"sha256": hashlib.sha256(open(path, "rb").read()).hexdigest(),
-                 "probe_shape": input_shape(model, batch)}
+        # A free batch is probed with 2 images, a fixed N with N + N/2 (so a
+        # last, smaller group is padded).
+        fixed = input_shape(model, 0)[0]
+        batch = 2 if fixed == 0 else fixed + fixed // 2
+        shape = [batch] + input_shape(model, batch)[1:]
+        inputs = [probe(shape)]
+        entry = {"sha256": hashlib.sha256(open(path, "rb").read()).hexdigest(), "probe_shape": shape}
         if relative == "models/fire-cnn.onnx":
             # The training script's six reference images (uint8 HWC pixels),
             # scaled as the server scales them.
@@ -269,6 +348,8 @@ def write_all():
     written = {os.path.join(models_dir, "fire-cnn.onnx"): fire_cnn(params, metadata),
                os.path.join(tests_dir, "nchw-two-class.onnx"): nchw_two_class(),
                os.path.join(tests_dir, "nhwc-sigmoid.onnx"): nhwc_sigmoid()}
+    for name, batches in BATCH_VARIANTS.items():
+        written[os.path.join(tests_dir, f"{name}.onnx")] = batch_variant(name, *batches)
     for name, model in refused_models().items():
         onnx.save(model, os.path.join(tests_dir, f"refused-{name}.onnx"))
     for path, model in written.items():

@@ -285,3 +285,133 @@ fn a_library_that_is_not_onnxruntime_is_refused_at_start_naming_it() {
         .unwrap();
     assert!(String::from_utf8_lossy(&output.stderr).contains("no such file"), "{output:?}");
 }
+
+/// A scratch `--models-dir` holding copies of the given `tests/models/` files.
+fn test_models_dir(files: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models");
+    for file in files {
+        std::fs::copy(models.join(file), dir.path().join(file)).unwrap();
+    }
+    dir
+}
+
+/// Every shipped sample's score from one `predict_batch`, in order.
+fn batch_scores(server: &TestServer) -> Vec<f64> {
+    let images: Vec<Value> =
+        samples().iter().map(|(name, _, image)| json!({"filename": name, "image_b64": image})).collect();
+    let reply = server.request(json!({"id": 1, "cmd": "predict_batch", "images": images}));
+    let results = reply["result"]["results"].as_array().unwrap_or_else(|| panic!("{reply}"));
+    assert_eq!(results.len(), images.len(), "{reply}");
+    results.iter().map(|r| r["raw_score"].as_f64().unwrap()).collect()
+}
+
+/// What a refused `load_model` or `--model` says after the file's path.
+fn reason(message: &str) -> &str {
+    message.split_once(" is not usable: ").map_or(message, |(_, reason)| reason)
+}
+
+/// docs/PREDICTIONS.md with its line breaks and indents made single spaces.
+fn guide() -> String {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/PREDICTIONS.md")).unwrap();
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The same small network with its batch written in the other ways
+/// exporters write it (see `scripts/onnx_models.py`).
+const BATCH_TWINS: [&str; 5] = [
+    "nchw-empty-name-batch.onnx",
+    "nchw-unk-batch.onnx",
+    "nchw-minus-one-batch.onnx",
+    "nchw-fixed-batch-4.onnx",
+    "nchw-unnamed-batch-named-inside.onnx",
+];
+
+#[test]
+fn a_model_whose_batch_has_no_name_serves_in_both_modes_and_engines_as_its_twins_do() {
+    let mut files = vec!["nchw-unnamed-batch.onnx"];
+    files.extend(BATCH_TWINS);
+    let dir = test_models_dir(&files);
+    let models_dir = dir.path().to_str().unwrap();
+    let unnamed = dir.path().join("nchw-unnamed-batch.onnx");
+    let library = common::pip_onnxruntime();
+    let mut engines = vec![vec![]];
+    if let Some(library) = &library {
+        engines.push(vec!["--onnxruntime", library.to_str().unwrap()]);
+    }
+    let mut first: Option<Vec<f64>> = None;
+    for engine in &engines {
+        for mode in common::MODES {
+            let mut args = vec!["--models-dir", models_dir, "--model", unnamed.to_str().unwrap()];
+            args.extend(engine);
+            let server = TestServer::start(mode, 1, &args);
+            let model = server.request(json!({"id": 1, "cmd": "model"}));
+            assert_eq!(model["result"]["name"], "nchw-unnamed-batch", "{model}");
+            assert_eq!(model["result"]["input_shape"], json!([20, 24, 3]), "{model}");
+            let engine_name = model["result"]["engine"].as_str().unwrap();
+            assert_eq!(engine_name.starts_with("onnxruntime"), !engine.is_empty(), "{model}");
+            let scores = batch_scores(&server);
+            assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)), "{scores:?}");
+            let first = first.get_or_insert_with(|| scores.clone());
+            for (ours, reference) in scores.iter().zip(first.iter()) {
+                assert!(
+                    (ours - reference).abs() < 1e-4,
+                    "{mode} {engine:?}: {ours} vs tract threads {reference}"
+                );
+            }
+            // The same weights, the batch written otherwise. With it fixed at
+            // 4, six images run as a group of four and one of two padded to four.
+            for twin in BATCH_TWINS {
+                let loaded = server.request(json!({"id": 2, "cmd": "load_model", "model_path": twin}));
+                assert!(loaded["result"]["path"].as_str().is_some(), "{mode} {engine:?}: {loaded}");
+                for (ours, theirs) in scores.iter().zip(batch_scores(&server)) {
+                    assert!(
+                        (ours - theirs).abs() < 1e-4,
+                        "{mode} {engine:?}: unnamed {ours} vs {twin} {theirs}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn load_model_takes_an_unnamed_batch_and_refuses_unusable_inputs_in_the_guides_words() {
+    let refused =
+        ["refused-no-input-shape.onnx", "refused-free-height-width.onnx", "refused-shapes-do-not-chain.onnx"];
+    let mut files = vec!["nchw-unnamed-batch.onnx"];
+    files.extend(refused);
+    let dir = test_models_dir(&files);
+    let server = TestServer::start("processes", 1, &["--models-dir", dir.path().to_str().unwrap()]);
+    let mut client = server.connect();
+    let reply =
+        client.request(json!({"id": 1, "cmd": "load_model", "model_path": "nchw-unnamed-batch.onnx"}));
+    assert!(reply["result"]["path"].as_str().unwrap().ends_with("nchw-unnamed-batch.onnx"), "{reply}");
+    let (name, _, image) = samples().into_iter().next().unwrap();
+    let reply = client.request(json!({"id": 2, "cmd": "predict", "image_b64": image, "filename": name}));
+    assert!(reply["result"]["raw_score"].as_f64().is_some_and(|s| (0.0..=1.0).contains(&s)), "{reply}");
+    let guide = guide();
+    for file in refused {
+        let reply = client.request(json!({"id": 3, "cmd": "load_model", "model_path": file}));
+        assert_eq!(error_code(&reply), Some("MODEL_UNAVAILABLE"), "{reply}");
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(guide.contains(reason(message)), "{file}: docs/PREDICTIONS.md does not say: {message}");
+    }
+    let current = client.request(json!({"id": 4, "cmd": "model"}));
+    assert_eq!(current["result"]["name"], "nchw-unnamed-batch", "the refusals changed nothing: {current}");
+}
+
+#[test]
+fn a_refused_model_stops_the_server_at_start_with_the_guides_sentence() {
+    let dir = test_models_dir(&["refused-free-height-width.onnx"]);
+    let model = dir.path().join("refused-free-height-width.onnx");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tc-server"))
+        .args(["--port", "0", "--model", model.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr.lines().find(|l| l.contains("is not usable: ")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(guide().contains(reason(line).trim()), "docs/PREDICTIONS.md does not say: {line}");
+}

@@ -1,88 +1,39 @@
 //! ONNX image classifiers: any graph built from the documented operator set,
-//! with one image input (NCHW or NHWC, fixed height and width) and a
-//! one-value score or a two-class output.
+//! with one image input (NCHW or NHWC, fixed height and width, the batch
+//! written any way exporters write it) and a one-value score or a two-class
+//! output.
 //!
-//! The file is parsed with tract's ONNX protobuf types, checked here against
-//! the operator set *before* anything runs (so an unsupported model is
-//! refused at load with the operator's or the tensor's name, and the server
-//! keeps the model it had), then handed to tract, a pure-Rust engine, which
-//! optimises the graph once and runs it for every batch.
-//!
-//! How images are prepared comes from the graph and its `metadata_props`:
-//!
-//! | key | meaning | default |
-//! |---|---|---|
-//! | `threadcenter.name` | the model's name in `model` and `models` | the file name |
-//! | `threadcenter.layout` | `NCHW` or `NHWC` | from the input shape: channels (1 or 3) second is NCHW, last is NHWC |
-//! | `threadcenter.scale` | what each 0–255 pixel is multiplied by | `1/255` |
-//! | `threadcenter.threshold` | score above which an image is "fire" (reported; `--threshold` decides) | none |
-//! | `threadcenter.labels` | comma-separated class names, e.g. `no fire,fire` | `no fire,fire` for two classes |
+//! The file is parsed with tract's ONNX protobuf types and checked by
+//! [`check`] against what is served *before* anything runs, then handed to
+//! one of two engines: tract, a pure-Rust engine, which optimises the graph
+//! once and runs it for every batch, or onnxruntime (see
+//! [`super::onnxruntime`]). A graph with a free batch takes a batch in one
+//! part per thread; one that fixes its batch at N takes groups of N, the last
+//! one padded with blank images whose scores are dropped. Whatever tract or
+//! protobuf says when a file cannot be used stays in a debug log; the user
+//! gets a sentence of ours.
 //!
 //! The score is the output itself for a one-value output, and the
 //! probability of the class labelled `fire` (else the second class) for a
 //! two-class output; a two-class graph that does not end in `Softmax` gets
 //! one applied.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use ndarray::{Array3, Array4, Axis};
 use tract_onnx::pb;
 use tract_onnx::prelude::{
-    tvec, Framework, InferenceModelExt, IntoRunnable, TValue, Tensor, TypedRunnableModel,
+    tvec, Framework, InferenceFact, InferenceModelExt, IntoRunnable, TDim, TValue, Tensor, TractResult,
+    TypedRunnableModel,
 };
 
 use super::onnxruntime::{loaded_library, OrtSessions};
 use super::ModelError;
 
-/// The operators a model may use (the ONNX default domain).
-pub(crate) const SUPPORTED_OPERATORS: &[&str] = &[
-    "Conv",
-    "Relu",
-    "MaxPool",
-    "AveragePool",
-    "GlobalAveragePool",
-    "BatchNormalization",
-    "Flatten",
-    "Reshape",
-    "Transpose",
-    "Gemm",
-    "MatMul",
-    "Add",
-    "Sigmoid",
-    "Softmax",
-];
+mod check;
 
-/// Where the channels are in the model's input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Layout {
-    Nchw,
-    Nhwc,
-}
-
-/// What the loader learnt from the graph and its metadata.
-#[derive(Debug, Clone)]
-pub(crate) struct OnnxFacts {
-    /// `[height, width, channels]` of one image.
-    pub(crate) input_shape: [usize; 3],
-    pub(crate) layout: Layout,
-    pub(crate) scale: f32,
-    /// The batch size the graph fixes, if it fixes one.
-    pub(crate) fixed_batch: Option<usize>,
-    /// 1 (a score) or 2 (two classes).
-    pub(crate) outputs: usize,
-    /// For two classes: which one is "fire".
-    pub(crate) fire_class: usize,
-    /// Whether the graph's last node is a Softmax already.
-    pub(crate) ends_in_softmax: bool,
-    pub(crate) name: Option<String>,
-    /// One line per node, for `model`.
-    pub(crate) layers: Vec<String>,
-    pub(crate) parameters: usize,
-    /// Every metadata entry, as written.
-    pub(crate) metadata: HashMap<String, String>,
-}
+use check::{check, invalid, Layout, OnnxFacts};
 
 /// A loaded ONNX network.
 pub(crate) struct OnnxNet {
@@ -103,205 +54,60 @@ impl std::fmt::Debug for OnnxNet {
     }
 }
 
-fn invalid(path: &Path, reason: impl Into<String>) -> ModelError {
-    ModelError::Invalid { path: path.into(), reason: reason.into() }
-}
-
-/// A dimension's fixed size, or `None` for a named (symbolic) one.
-fn dim_size(dim: &pb::tensor_shape_proto::Dimension) -> Option<usize> {
-    match &dim.value {
-        Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if *v > 0 => Some(*v as usize),
-        _ => None,
-    }
-}
-
-fn dims(info: &pb::ValueInfoProto) -> Option<Vec<Option<usize>>> {
-    let Some(pb::type_proto::Value::TensorType(tensor)) = info.r#type.as_ref()?.value.as_ref() else {
-        return None;
+/// Builds tract's plan for a checked graph.
+///
+/// tract takes the input's shape from the graph, and cannot work the other
+/// shapes out from a batch written without a name. So it is told the input
+/// as [`check`] read it: the batch a fixed size or a symbol, height, width
+/// and channels fixed. Every other shape it works out from that and the
+/// weights; the shapes the graph declares for its output and intermediate
+/// tensors (`value_info`) are set aside, because exporters name their batch
+/// in their own words (tf2onnx writes `unk__12` on the input and `unk__13`
+/// on the output) and one that differs from the input's would not agree
+/// with it. `check` has already read what it needs from the output's.
+fn prepare_for_tract(proto: &pb::ModelProto, facts: &OnnxFacts) -> TractResult<Arc<TypedRunnableModel>> {
+    let mut model = tract_onnx::onnx().with_ignore_value_info(true).model_for_proto_model(proto)?;
+    let batch: TDim = match facts.fixed_batch {
+        Some(n) => n.into(),
+        None => model.symbols.sym(facts.batch_name.as_deref().unwrap_or("batch")).into(),
     };
-    Some(tensor.shape.as_ref()?.dim.iter().map(dim_size).collect())
-}
-
-/// The node's integer-list attribute, if present.
-fn ints_attribute<'a>(node: &'a pb::NodeProto, name: &str) -> Option<&'a [i64]> {
-    node.attribute.iter().find(|a| a.name == name).map(|a| a.ints.as_slice())
-}
-
-/// Checks a parsed model against what ThreadCenter serves, and reads its
-/// facts; refuses with a sentence naming the operator or the tensor.
-pub(crate) fn check(proto: &pb::ModelProto, path: &Path) -> Result<OnnxFacts, ModelError> {
-    let graph = proto.graph.as_ref().ok_or_else(|| invalid(path, "the ONNX file has no graph"))?;
-    for node in &graph.node {
-        let known = node.domain.is_empty() || node.domain == "ai.onnx";
-        if !known || !SUPPORTED_OPERATORS.contains(&node.op_type.as_str()) {
-            return Err(invalid(
-                path,
-                format!(
-                    "operator {}{} (node \"{}\") is not supported; supported: {}",
-                    if known { String::new() } else { format!("{}.", node.domain) },
-                    node.op_type,
-                    node.name,
-                    SUPPORTED_OPERATORS.join(", ")
-                ),
-            ));
-        }
-        if node.op_type == "Conv" {
-            let group = node.attribute.iter().find(|a| a.name == "group").map_or(1, |a| a.i);
-            if group != 1 {
-                return Err(invalid(
-                    path,
-                    format!("Conv node \"{}\" has group {group}; only 1 is supported", node.name),
-                ));
-            }
-            if ints_attribute(node, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
-                return Err(invalid(
-                    path,
-                    format!("Conv node \"{}\" is dilated; only dilation 1 is supported", node.name),
-                ));
-            }
-        }
-    }
-    let weights: std::collections::HashSet<&str> =
-        graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs: Vec<&pb::ValueInfoProto> =
-        graph.input.iter().filter(|i| !weights.contains(i.name.as_str())).collect();
-    let [input] = inputs.as_slice() else {
-        let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
-        return Err(invalid(
-            path,
-            format!(
-                "the graph has {} inputs ({}); an image classifier has exactly one",
-                names.len(),
-                names.join(", ")
-            ),
-        ));
+    let [h, w, c] = facts.input_shape.map(TDim::from);
+    let shape = match facts.layout {
+        Layout::Nchw => [batch, c, h, w],
+        Layout::Nhwc => [batch, h, w, c],
     };
-    let metadata: HashMap<String, String> =
-        proto.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
-    let shape = dims(input).unwrap_or_default();
-    let [batch, a, b, c] = shape.as_slice() else {
-        return Err(invalid(
-            path,
-            format!(
-                "input \"{}\" has {} dimensions; an image input has 4 (NCHW or NHWC)",
-                input.name,
-                shape.len()
-            ),
-        ));
-    };
-    let layout = match metadata.get("threadcenter.layout").map(|l| l.to_ascii_uppercase()) {
-        Some(l) if l == "NCHW" => Layout::Nchw,
-        Some(l) if l == "NHWC" => Layout::Nhwc,
-        Some(other) => {
-            return Err(invalid(path, format!("threadcenter.layout is \"{other}\"; use NCHW or NHWC")))
-        }
-        None if matches!(a, Some(1 | 3)) => Layout::Nchw,
-        None if matches!(c, Some(1 | 3)) => Layout::Nhwc,
-        None => {
-            return Err(invalid(
-                path,
-                format!("input \"{}\" has no channel dimension of 1 or 3 second or last", input.name),
-            ))
-        }
-    };
-    if batch.is_some_and(|b| b != 1) {
-        // A last, smaller group of images could not run on such a graph.
-        return Err(invalid(
-            path,
-            format!(
-                "input \"{}\" fixes the batch size above 1; make it 1 or a named (free) dimension",
-                input.name
-            ),
-        ));
-    }
-    let (height, width, channels) = match layout {
-        Layout::Nchw => (b, c, a),
-        Layout::Nhwc => (a, b, c),
-    };
-    let (Some(height), Some(width), Some(channels)) = (*height, *width, *channels) else {
-        return Err(invalid(
-            path,
-            format!("input \"{}\" must have a fixed height, width and channels", input.name),
-        ));
-    };
-    if channels != 1 && channels != 3 {
-        return Err(invalid(
-            path,
-            format!("input \"{}\" has {channels} channels; 1 or 3 are served", input.name),
-        ));
-    }
-    let [output] = graph.output.as_slice() else {
-        return Err(invalid(path, format!("the graph has {} outputs; one is served", graph.output.len())));
-    };
-    let outputs = match dims(output).as_deref() {
-        Some([_, Some(n)]) if *n == 1 || *n == 2 => *n,
-        Some([_, Some(n)]) => {
-            return Err(invalid(
-                path,
-                format!(
-                    "output \"{}\" has {n} values per image; a score (1) or two classes (2) are served",
-                    output.name
-                ),
-            ))
-        }
-        _ => {
-            return Err(invalid(
-                path,
-                format!("output \"{}\" must have the shape [batch, 1] or [batch, 2]", output.name),
-            ))
-        }
-    };
-    let scale = match metadata.get("threadcenter.scale") {
-        Some(text) => text
-            .parse::<f32>()
-            .ok()
-            .filter(|s| s.is_finite())
-            .ok_or_else(|| invalid(path, format!("threadcenter.scale \"{text}\" is not a number")))?,
-        None => 1.0 / 255.0,
-    };
-    let labels: Vec<String> = metadata
-        .get("threadcenter.labels")
-        .map(|l| l.split(',').map(|s| s.trim().to_ascii_lowercase()).collect())
-        .unwrap_or_default();
-    let fire_class = labels.iter().position(|l| l == "fire").unwrap_or(1).min(outputs - 1);
-    let layers = graph
-        .node
-        .iter()
-        .map(|n| if n.name.is_empty() { n.op_type.clone() } else { format!("{} {}", n.op_type, n.name) })
-        .collect();
-    let parameters = graph.initializer.iter().map(|t| t.dims.iter().product::<i64>().max(0) as usize).sum();
-    Ok(OnnxFacts {
-        input_shape: [height, width, channels],
-        layout,
-        scale,
-        fixed_batch: *batch,
-        outputs,
-        fire_class,
-        ends_in_softmax: graph.node.last().is_some_and(|n| n.op_type == "Softmax"),
-        name: metadata.get("threadcenter.name").cloned(),
-        layers,
-        parameters,
-        metadata,
-    })
+    // The declared element type stays; only the shape is ours.
+    let input = model.input_fact(0)?.clone().with_shape(shape);
+    model.set_input_fact(0, input)?;
+    model.set_output_fact(0, InferenceFact::default())?;
+    model.into_optimized()?.into_runnable()
 }
 
 impl OnnxNet {
     /// Parses, checks and prepares a model.
     pub(crate) fn load(bytes: &[u8], path: &Path) -> Result<OnnxNet, ModelError> {
         let onnx = tract_onnx::onnx();
-        let proto = onnx
-            .proto_model_for_read(&mut &bytes[..])
-            .map_err(|e| invalid(path, format!("not an ONNX model: {e}")))?;
+        let proto = onnx.proto_model_for_read(&mut &bytes[..]).map_err(|e| {
+            tracing::debug!(path = %path.display(), error = %format!("{e:#}"), "protobuf refused the file");
+            invalid(path, "not an ONNX model (the file is not an ONNX protobuf)")
+        })?;
         let facts = check(&proto, path)?;
         if let Some(sessions) = OrtSessions::for_model(bytes) {
             let sessions = sessions.map_err(|reason| invalid(path, reason))?;
             return Ok(OnnxNet { engine: Engine::OnnxRuntime(sessions), facts });
         }
-        let plan = onnx
-            .model_for_proto_model(&proto)
-            .and_then(|model| model.into_optimized())
-            .and_then(|model| model.into_runnable())
-            .map_err(|e| invalid(path, format!("the graph cannot be prepared: {e:#}")))?;
+        let plan = prepare_for_tract(&proto, &facts).map_err(|e| {
+            tracing::debug!(path = %path.display(), error = %format!("{e:#}"), "tract refused the graph");
+            invalid(
+                path,
+                format!(
+                    "the tract engine cannot prepare the graph for its input {}: a layer's \
+                     weights or attributes do not fit the tensor it gets, or are beyond what \
+                     tract runs; onnxruntime names the node (--onnxruntime)",
+                    facts.graph_input_shape()
+                ),
+            )
+        })?;
         Ok(OnnxNet { engine: Engine::Tract(plan), facts })
     }
 
@@ -316,8 +122,8 @@ impl OnnxNet {
 
     /// Scores `[H, W, C]` images (resized and scaled). A batch is split
     /// into one part per thread of rayon's pool (one run each, in parallel;
-    /// tract runs each part on one core), or into single images when the
-    /// graph fixes its batch size at one.
+    /// tract runs each part on one core), or into groups of N when the
+    /// graph fixes its batch size at N.
     pub(crate) fn scores(&self, images: &[Array3<f32>]) -> Result<Vec<f32>, String> {
         use rayon::prelude::*;
         let part = match self.facts.fixed_batch {
@@ -331,9 +137,15 @@ impl OnnxNet {
         })
     }
 
-    /// One run of the graph on a group of images.
+    /// One run of the graph on a group of images. A group smaller than the
+    /// graph's fixed batch (the last one) is padded with blank images, and
+    /// their scores are dropped: each image's score depends on that image
+    /// alone, so the padding changes no other score.
     fn run(&self, group: &[Array3<f32>]) -> Result<Vec<f32>, String> {
-        let views: Vec<_> = group.iter().map(|i| i.view()).collect();
+        let padding = self.facts.fixed_batch.map_or(0, |n| n.saturating_sub(group.len()));
+        let blank = Array3::zeros(group[0].dim());
+        let views: Vec<_> =
+            group.iter().map(|i| i.view()).chain(std::iter::repeat_n(blank.view(), padding)).collect();
         let mut batch: Array4<f32> = ndarray::stack(Axis(0), &views).map_err(|e| e.to_string())?;
         if self.facts.layout == Layout::Nchw {
             batch = batch.permuted_axes([0, 3, 1, 2]).as_standard_layout().into_owned();
@@ -342,15 +154,19 @@ impl OnnxNet {
             Engine::OnnxRuntime(sessions) => sessions.run(&batch)?,
             Engine::Tract(plan) => {
                 let input: TValue = Tensor::from(batch).into();
-                let outputs = plan.run(tvec!(input)).map_err(|e| format!("{e:#}"))?;
+                let outputs = plan.run(tvec!(input)).map_err(|e| {
+                    tracing::debug!(error = %format!("{e:#}"), "tract failed on a batch");
+                    format!("the tract engine failed on a group of {} images", views.len())
+                })?;
                 let output = outputs[0].to_plain_array_view::<f32>().map_err(|e| e.to_string())?;
                 output.iter().copied().collect()
             }
         };
-        if values.len() != group.len() * self.facts.outputs {
-            return Err(format!("the model gave {} values for {} images", values.len(), group.len()));
+        if values.len() != views.len() * self.facts.outputs {
+            return Err(format!("the model gave {} values for {} images", values.len(), views.len()));
         }
-        Ok(values.chunks(self.facts.outputs).map(|row| self.score(row)).collect())
+        let rows = values.chunks(self.facts.outputs).take(group.len());
+        Ok(rows.map(|row| self.score(row)).collect())
     }
 
     /// One image's score from its output row.
@@ -516,13 +332,80 @@ mod tests {
         assert!(five.contains("has 5 values per image"), "{five}");
     }
 
+    /// The test models that write the batch in each way exporters do, with
+    /// the fixed batch each one should be read as. They share their weights.
+    const BATCH_VARIANTS: &[(&str, Option<usize>)] = &[
+        ("nchw-unnamed-batch.onnx", None),
+        ("nchw-empty-name-batch.onnx", None),
+        ("nchw-unk-batch.onnx", None),
+        ("nchw-minus-one-batch.onnx", None),
+        ("nchw-fixed-batch-4.onnx", Some(4)),
+        ("nchw-unnamed-batch-named-inside.onnx", None),
+    ];
+
+    #[test]
+    fn every_way_of_writing_the_batch_is_served_and_scores_as_onnxruntime() {
+        // onnxruntime's rows for six probe images (run in groups of four);
+        // the first k images of the probe are the k-image probe.
+        let table = reference();
+        let entry = &table["models"]["tests/models/nchw-fixed-batch-4.onnx"];
+        assert_eq!(entry["probe_shape"], serde_json::json!([6, 3, 20, 24]));
+        let rows: Vec<f64> = serde_json::from_value(entry["probe_outputs"].clone()).unwrap();
+        let images = probe_images(&[6, 3, 20, 24], Layout::Nchw);
+        for (file, fixed_batch) in BATCH_VARIANTS {
+            let model = Model::load(&repo(&format!("tests/models/{file}"))).unwrap_or_else(|e| panic!("{e}"));
+            let super::super::Network::Onnx(net) = &model.network else { panic!("{file} is not ONNX") };
+            assert_eq!(net.facts.fixed_batch, *fixed_batch, "{file}");
+            // 1 and 5 images leave a last group smaller than a fixed batch of 4.
+            for count in [1, 4, 5, 6] {
+                let got = model.predict_batch(&images[..count]).unwrap();
+                let want = expected_scores(&rows[..count * 2], &net.facts);
+                close(&got, &want, &format!("{file}, {count} images"));
+            }
+        }
+    }
+
+    #[test]
+    fn inputs_that_cannot_be_served_are_refused_in_the_words_of_the_guide() {
+        let no_shape = refusal("refused-no-input-shape.onnx");
+        assert!(
+            no_shape.ends_with(
+                "input \"image\" has no shape in the graph; an image input has 4 dimensions \
+                 (NCHW or NHWC) with a fixed height, width and channels"
+            ),
+            "{no_shape}"
+        );
+        let free = refusal("refused-free-height-width.onnx");
+        assert!(
+            free.ends_with(
+                "input \"image\" does not fix its height (\"height\") and width (unnamed); \
+                 images are resized to the input's size, so its height, width and channels must be numbers"
+            ),
+            "{free}"
+        );
+        // tract's own words stay in the debug log.
+        let unchained = refusal("refused-shapes-do-not-chain.onnx");
+        assert!(
+            unchained.ends_with(
+                "the tract engine cannot prepare the graph for its input [N, 3, 8, 8]: a layer's \
+                 weights or attributes do not fit the tensor it gets, or are beyond what tract runs; \
+                 onnxruntime names the node (--onnxruntime)"
+            ),
+            "{unchained}"
+        );
+    }
+
     #[test]
     fn a_file_that_is_not_onnx_is_refused_with_a_reason() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("broken.onnx");
         std::fs::write(&path, b"definitely not protobuf \xff\xff\xff").unwrap();
         let error = Model::load(&path).expect_err("garbage").to_string();
-        assert!(error.contains("broken.onnx"), "{error}");
+        assert!(
+            error
+                .ends_with("broken.onnx is not usable: not an ONNX model (the file is not an ONNX protobuf)"),
+            "{error}"
+        );
     }
 
     #[test]
