@@ -159,6 +159,9 @@ pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// server answers, so a larger number is a typing mistake, not a limit.
 pub(crate) const MAX_RATE_LIMIT: f64 = 1e9;
 
+/// Most jobs `--nats-max-jobs` may let the stream hold.
+pub(crate) const MAX_NATS_JOBS: i64 = 10_000_000;
+
 /// Memory a queued job takes at least (its record in the queue and the
 /// registry), whatever its payload: the unit `--queue-capacity` is checked in.
 const QUEUED_JOB_MEMORY: u64 = 1024;
@@ -211,8 +214,12 @@ impl ServerConfig {
                 "--workers must be at least 1 (0 only for a gateway to worker hosts, with --nats)".into(),
             ));
         }
-        if self.nats_max_jobs < 1 {
-            return Err(Error::Config("--nats-max-jobs must be at least 1".into()));
+        if !(1..=MAX_NATS_JOBS).contains(&self.nats_max_jobs) {
+            return Err(Error::Config(format!(
+                "--nats-max-jobs must be from 1 to {MAX_NATS_JOBS} (the stream keeps every job on the NATS \
+                 server until a host answers it; a deeper queue only hides overload), not {}",
+                self.nats_max_jobs
+            )));
         }
         if self.max_frame > u32::MAX as usize {
             return Err(Error::Config(format!("--max-frame must be at most {} bytes", u32::MAX)));
