@@ -134,14 +134,11 @@ impl Machine {
         let by_maps =
             self.free_maps.saturating_sub(RESERVED_MAPS) / (MAPS_PER_THREAD * THREADS_PER_CONNECTION);
         let by_threads = self.threads.saturating_sub(RESERVED_THREADS) / THREADS_PER_CONNECTION;
-        let (connections, decided_by) = [
+        let (connections, decided_by) = tightest([
             (by_files, "the open-files limit (ulimit -n)"),
             (by_maps, "vm.max_map_count (sysctl vm.max_map_count)"),
             (by_threads, "the thread limits (kernel.threads-max, kernel.pid_max, ulimit -u)"),
-        ]
-        .into_iter()
-        .min_by_key(|(n, _)| *n)
-        .expect("three limits");
+        ]);
         Capacity { connections: usize::try_from(connections).unwrap_or(usize::MAX), decided_by }
     }
 
@@ -158,14 +155,11 @@ impl Machine {
             WorkerKind::Thread => (WORKER_THREAD_MEMORY, 1, MAPS_PER_THREAD),
         };
         let memory_each = worker_memory(base, model_bytes);
-        [
+        tightest([
             (self.memory_share() / memory_each, "memory"),
             (self.threads.saturating_sub(RESERVED_THREADS) / threads_each, "the thread and process limits"),
             (self.free_maps.saturating_sub(RESERVED_MAPS) / maps_each, "vm.max_map_count"),
-        ]
-        .into_iter()
-        .min_by_key(|(n, _)| *n)
-        .expect("three limits")
+        ])
     }
 
     /// Checks a worker count (`flag` names where it came from).
@@ -225,14 +219,11 @@ impl Machine {
         let by_threads = self.threads.saturating_sub(RESERVED_THREADS) / threads_each.max(1);
         let by_maps = self.free_maps.saturating_sub(RESERVED_MAPS) / (threads_each.max(1) * MAPS_PER_THREAD);
         let by_files = self.open_files.saturating_sub(RESERVED_FILES);
-        let (most, decided_by) = [
+        let (most, decided_by) = tightest([
             (by_threads, "the thread limits (kernel.threads-max, ulimit -u)"),
             (by_maps, "vm.max_map_count"),
             (by_files, "the open-files limit (ulimit -n)"),
-        ]
-        .into_iter()
-        .min_by_key(|(n, _)| *n)
-        .expect("three limits");
+        ]);
         if count <= most {
             return Ok(());
         }
@@ -241,6 +232,11 @@ impl Machine {
              each takes {threads_each} thread(s) and a socket). Lower {flag}"
         ))
     }
+}
+
+/// The smallest of several counts, with the name of the limit behind it.
+fn tightest(limits: [(u64, &'static str); 3]) -> (u64, &'static str) {
+    limits.into_iter().min_by_key(|(count, _)| *count).expect("three limits")
 }
 
 /// A worker's memory: its base cost and its own copy of the model — the
