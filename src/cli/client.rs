@@ -6,6 +6,7 @@
 //! `tc-client` runs a benchmark; [`crate::client::run()`] runs each
 //! subcommand.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -25,7 +26,8 @@ Examples:
   tc-client --port 5050 --concurrency 4 --requests 5 --size 500000   # against a running tc-server
   tc-client --embedded --rate 300 -d 20s --hgrm open.hgrm           # open loop, wrk2-style
   tc-client --embedded --cmd ping --pipeline 16
-  tc-client call compute 1000                           # one request (also: JSON in single quotes)
+  tc-client call compute 1000                           # one request (also: JSON in single quotes, @FILE, -)
+  tc-client predict models/samples/*.png                # label and score of each image
   tc-client shell
 Ctrl-C during a run prints and writes what was measured, then exits with 130.";
 
@@ -35,13 +37,51 @@ Ctrl-C during a run prints and writes what was measured, then exits with 130.";
 #[command(name = "tc-client", version, long_about = None, after_help = EXAMPLES,
           args_conflicts_with_subcommands = true)]
 pub struct ClientArgs {
-    /// `call` or `shell`; without one, run a benchmark.
+    /// A subcommand (call, shell, predict...); without one, run a benchmark.
     #[command(subcommand)]
     pub(crate) command: Option<ClientCommand>,
 
     /// Benchmark flags.
     #[command(flatten)]
     pub(crate) bench: BenchArgs,
+}
+
+impl ClientArgs {
+    /// Parses the process's command line; on a mistake, prints clap's
+    /// message and exits with 2.
+    ///
+    /// A subcommand's own flags written before it (`tc-client --port 5070
+    /// call ping`) are read as if written after it: clap would otherwise
+    /// refuse them as benchmark flags that "cannot be used with" `call`.
+    pub fn parse_command_line() -> ClientArgs {
+        let args: Vec<OsString> = std::env::args_os().collect();
+        match ClientArgs::try_parse_from(&args) {
+            Ok(parsed) => parsed,
+            Err(error) => match flags_moved_after_subcommand(&args, &error) {
+                Some(moved) => ClientArgs::try_parse_from(moved).unwrap_or_else(|e| e.exit()),
+                None => error.exit(),
+            },
+        }
+    }
+}
+
+/// `tc-client FLAGS... SUBCOMMAND REST...` as `tc-client SUBCOMMAND FLAGS...
+/// REST...`, when `error` is clap's "the subcommand cannot be used with"
+/// (flags before a subcommand are taken as the benchmark's); `None` for any
+/// other error.
+fn flags_moved_after_subcommand(args: &[OsString], error: &clap::Error) -> Option<Vec<OsString>> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if error.kind() != ErrorKind::ArgumentConflict {
+        return None;
+    }
+    let Some(ContextValue::String(subcommand)) = error.get(ContextKind::InvalidSubcommand) else {
+        return None;
+    };
+    let at = args.iter().skip(1).position(|arg| arg == subcommand.as_str())? + 1;
+    let mut moved = vec![args[0].clone(), args[at].clone()];
+    moved.extend_from_slice(&args[1..at]);
+    moved.extend_from_slice(&args[at + 1..]);
+    Some(moved)
 }
 
 /// `tc-client` subcommands.
@@ -54,6 +94,9 @@ pub(crate) enum ClientCommand {
     /// An interactive prompt: type ping, compute 500000, stats, health, or
     /// raw JSON, and see each reply with its round-trip time.
     Shell(ShellArgs),
+    /// Classify image files with the server's model: one line per file with
+    /// its label and score (several files go as one predict_batch).
+    Predict(PredictArgs),
     /// Measure the compute kernel on one thread, in this process, with no
     /// server: the reference for "ideal" farm throughput (workers × this).
     Kernel(KernelArgs),
@@ -169,8 +212,12 @@ pub(crate) struct KernelArgs {
     pub(crate) size: u64,
 
     /// How long to measure.
-    #[arg(long, short = 'd', default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, short = 'd', default_value = "3s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub(crate) duration: Duration,
+
+    /// Print the measurement as one JSON object instead of a sentence.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Flags of `tc-client model`.
@@ -189,12 +236,16 @@ pub(crate) struct ModelArgs {
     pub(crate) threads: u32,
 
     /// How long to measure (after one warm-up pass).
-    #[arg(long, short = 'd', default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, short = 'd', default_value = "3s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub(crate) duration: Duration,
 
     /// Run ONNX models on onnxruntime, loaded from this libonnxruntime.so.
     #[arg(long, env = "THREADCENTER_ONNXRUNTIME", value_name = "LIBRARY")]
     pub(crate) onnxruntime: Option<PathBuf>,
+
+    /// Print the measurement as one JSON object instead of a sentence.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// TLS to the server (`tc-server --tls-cert`).
@@ -253,9 +304,10 @@ pub(crate) struct ServerAddress {
 /// Flags of `tc-client call`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct CallArgs {
-    /// The request: a JSON object ('{"cmd":"ping"}') or the shell's
-    /// shorthand (ping, stats, health, compute 1000).
-    #[arg(required = true, num_args = 1..)]
+    /// The request: a JSON object ('{"cmd":"ping"}'), the shell's shorthand
+    /// (ping, stats, health, compute 1000), @FILE to read it from a file, or
+    /// - to read it from standard input.
+    #[arg(required = true, num_args = 1.., allow_negative_numbers = true)]
     pub(crate) request: Vec<String>,
 
     /// Where the server is.
@@ -263,7 +315,28 @@ pub(crate) struct CallArgs {
     pub(crate) server: ServerAddress,
 
     /// How long to wait for the connection and the reply (seconds, or 500ms, 10s, 1m...).
-    #[arg(long, env = "THREADCENTER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "THREADCENTER_TIMEOUT", default_value = "30s", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub(crate) timeout: Duration,
+}
+
+/// Flags of `tc-client predict`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PredictArgs {
+    /// Image files (PNG, JPEG, BMP, GIF).
+    #[arg(required = true, num_args = 1.., value_name = "IMAGE")]
+    pub(crate) images: Vec<PathBuf>,
+
+    /// Print the server's reply as it came (one JSON line) instead of one
+    /// line per file.
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Where the server is.
+    #[command(flatten)]
+    pub(crate) server: ServerAddress,
+
+    /// How long to wait for the connection and the reply (seconds, or 500ms, 10s, 1m...).
+    #[arg(long, env = "THREADCENTER_TIMEOUT", default_value = "30s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub(crate) timeout: Duration,
 }
 
@@ -275,7 +348,7 @@ pub(crate) struct ShellArgs {
     pub(crate) server: ServerAddress,
 
     /// How long to wait for each reply (seconds, or 500ms, 10s, 1m...).
-    #[arg(long, env = "THREADCENTER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "THREADCENTER_TIMEOUT", default_value = "30s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub(crate) timeout: Duration,
 }
 
@@ -313,7 +386,7 @@ pub(crate) struct BenchArgs {
     pub(crate) gil: bool,
 
     /// With --gil: the GIL's switch interval.
-    #[arg(long, default_value = "5ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "5ms", value_parser = parse_duration, allow_hyphen_values = true)]
     pub(crate) switch_interval: Duration,
 
     /// Connections, each with its own threads.
@@ -326,13 +399,13 @@ pub(crate) struct BenchArgs {
 
     /// Stop after this long (seconds, or 500ms, 30s, 1m...) [default: 10s
     /// when --requests is not given].
-    #[arg(long, short = 'd', value_parser = parse_duration)]
+    #[arg(long, short = 'd', value_parser = parse_duration, allow_hyphen_values = true)]
     pub(crate) duration: Option<Duration>,
 
     /// Send but leave out of every statistic: a time (2s, or plain seconds)
     /// or requests per connection (100r) [default: 0.5s with --embedded,
     /// none otherwise; 0 turns it off].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub(crate) warmup: Option<String>,
 
     /// Open loop: send this many requests per second (all connections
@@ -367,7 +440,7 @@ pub(crate) struct BenchArgs {
     pub(crate) size: u64,
 
     /// A request without a reply after this long counts as a timeout.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub(crate) timeout: Duration,
 
     /// Check every compute result against a local computation.
@@ -395,7 +468,7 @@ pub(crate) struct BenchArgs {
     pub(crate) hdr_log: Option<PathBuf>,
 
     /// Interval of --hdr-log.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub(crate) hdr_log_interval: Duration,
 
     /// Write the whole result as JSON.

@@ -5,6 +5,7 @@
 //! everything here returns the library's [`Error`], which the binary prints
 //! as one line.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use crate::cli::client::{BenchArgs, ChartKind, ClientArgs, ClientCommand, PlotAr
 use crate::cli::{init_logging, LogFormat};
 use crate::client::bench::options::BenchOptions;
 use crate::client::bench::{self, RunSinks};
+use crate::client::connection::suggest_embedded;
 use crate::client::progress::ProgressDisplay;
 use crate::client::report::files::{attach_all, finish_all, Outputs};
 use crate::client::report::{LiveRun, RunReport};
@@ -63,11 +65,33 @@ pub fn run(args: ClientArgs) -> Result<RunVerdict> {
                 tls.as_ref(),
             )?;
 
-            println!("{reply}");
+            println!("{}", reply_for_display(&reply, std::io::stdout().is_terminal()));
             let is_error = serde_json::from_str::<serde_json::Value>(&reply)
                 .map(|v| v.get("error").is_some())
                 .unwrap_or(true);
             Ok(if is_error { RunVerdict::Failure } else { RunVerdict::Success })
+        }
+        Some(ClientCommand::Predict(predict)) => {
+            let server = &predict.server;
+            let tls = crate::client::tls::ClientTls::from_args(&server.tls)?;
+            let request = crate::client::predict::request_for(&predict.images)?;
+            let reply = crate::client::connection::call(
+                &server.host,
+                server.port,
+                request,
+                predict.timeout,
+                server.auth_token.as_deref(),
+                tls.as_ref(),
+            )?;
+            let parsed: serde_json::Value = serde_json::from_str(&reply)
+                .map_err(|e| Error::Protocol(format!("the reply is not JSON: {e}")))?;
+            let (text, all_classified) = crate::client::predict::describe(&predict.images, &parsed);
+            if predict.json {
+                println!("{reply}");
+            } else {
+                print!("{text}");
+            }
+            Ok(if all_classified { RunVerdict::Success } else { RunVerdict::Failure })
         }
         Some(ClientCommand::Shell(shell)) => {
             let server = &shell.server;
@@ -83,13 +107,23 @@ pub fn run(args: ClientArgs) -> Result<RunVerdict> {
         }
         Some(ClientCommand::Kernel(kernel)) => {
             let measured = crate::work::compute::measure_rate(kernel.size, kernel.duration);
-            println!(
-                "{{\"size\":{},\"computations\":{},\"seconds\":{:.6},\"per_second\":{:.3}}}",
-                kernel.size,
-                measured.computations,
-                measured.elapsed.as_secs_f64(),
-                measured.per_second()
-            );
+            let seconds = measured.elapsed.as_secs_f64();
+            if kernel.json {
+                println!(
+                    "{{\"size\":{},\"computations\":{},\"seconds\":{seconds:.6},\"per_second\":{:.3}}}",
+                    kernel.size,
+                    measured.computations,
+                    measured.per_second()
+                );
+            } else {
+                println!(
+                    "compute n={} on one thread: {} computations in {seconds:.3} s = {:.1} per second \
+                     (the ideal farm throughput is workers × this)",
+                    kernel.size,
+                    measured.computations,
+                    measured.per_second()
+                );
+            }
             Ok(RunVerdict::Success)
         }
         Some(ClientCommand::Model(args)) => {
@@ -102,7 +136,11 @@ pub fn run(args: ClientArgs) -> Result<RunVerdict> {
                 args.threads as usize,
                 args.duration,
             )?;
-            println!("{}", serde_json::to_string(&rate).expect("plain numbers and strings"));
+            if args.json {
+                println!("{}", serde_json::to_string(&rate).expect("plain numbers and strings"));
+            } else {
+                println!("{}", forward_rate_sentence(&rate));
+            }
             Ok(RunVerdict::Success)
         }
         Some(ClientCommand::Plot(args)) => {
@@ -158,7 +196,7 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
     progress.finish();
     // The run's senders are gone now, so the streaming writers drain and end
     // as the exporters finish.
-    let run = result?;
+    let run = result.map_err(suggest_embedded)?;
     let report = RunReport::new(&run);
     finish_all(exporters, &run, &report)?;
     Ok(if run.interrupted {
@@ -173,12 +211,37 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
 /// `--cmd lock-cycle`: prints the summary, writes `--json` if asked.
 fn run_lock_cycle(options: &BenchOptions) -> Result<RunVerdict> {
     let json = Outputs::create(&options.outputs)?.into_json();
-    let report = bench::lock_cycle::run(options)?;
+    let report = bench::lock_cycle::run(options).map_err(suggest_embedded)?;
     print!("{}", report.summary());
     if let Some(json) = json {
         json.write(&report)?;
     }
     Ok(if report.failed() { RunVerdict::Failure } else { RunVerdict::Success })
+}
+
+/// `tc-client model`'s measurement in words.
+fn forward_rate_sentence(rate: &crate::work::model::ForwardRate) -> String {
+    let threads =
+        if rate.threads == 1 { "1 thread".to_string() } else { format!("{} threads", rate.threads) };
+    format!(
+        "{} on {}, batches of {} on {threads}: {} images in {:.3} s = {:.1} images/s (forward pass only, no decoding)",
+        rate.model, rate.engine, rate.batch, rate.images, rate.seconds, rate.images_per_second
+    )
+}
+
+/// A reply as `call` prints it: as it came (one line, for scripts and
+/// pipes), or indented when stdout is a terminal and the result is an
+/// object or a list (`stats`, `health`, `models`...), so a person can read it.
+fn reply_for_display(reply: &str, terminal: bool) -> String {
+    if !terminal {
+        return reply.to_string();
+    }
+    match serde_json::from_str::<serde_json::Value>(reply) {
+        Ok(value) if value["result"].is_object() || value["result"].is_array() => {
+            serde_json::to_string_pretty(&value).unwrap_or_else(|_| reply.to_string())
+        }
+        _ => reply.to_string(),
+    }
 }
 
 /// Draws the chart `args` asks for; returns the files written.
@@ -222,4 +285,20 @@ fn plot(args: &PlotArgs) -> Result<Vec<PathBuf>> {
         }
     };
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_indents_an_object_result_on_a_terminal_only() {
+        let stats = r#"{"id":1,"result":{"mode":"threads","workers":{"alive":1}}}"#;
+        assert_eq!(reply_for_display(stats, false), stats, "a pipe gets the reply as it came");
+        let shown = reply_for_display(stats, true);
+        assert!(shown.lines().count() > 3 && shown.contains("\n  \"result\": {"), "{shown}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&shown).unwrap()["result"]["mode"], "threads");
+        let compute = r#"{"id":1,"result":8360}"#;
+        assert_eq!(reply_for_display(compute, true), compute, "a number stays on one line");
+    }
 }
