@@ -233,15 +233,68 @@ fn forward_rate_sentence(rate: &crate::work::model::ForwardRate) -> String {
 /// pipes), or indented when stdout is a terminal and the result is an
 /// object or a list (`stats`, `health`, `models`...), so a person can read it.
 fn reply_for_display(reply: &str, terminal: bool) -> String {
-    if !terminal {
-        return reply.to_string();
+    let structured = serde_json::from_str::<serde_json::Value>(reply)
+        .is_ok_and(|value| value["result"].is_object() || value["result"].is_array());
+    if terminal && structured {
+        indented(reply)
+    } else {
+        reply.to_string()
     }
-    match serde_json::from_str::<serde_json::Value>(reply) {
-        Ok(value) if value["result"].is_object() || value["result"].is_array() => {
-            serde_json::to_string_pretty(&value).unwrap_or_else(|_| reply.to_string())
+}
+
+/// Valid JSON text, indented by two spaces per level. Works on the text
+/// rather than on a parsed value so the keys keep the server's order (which
+/// groups related fields: mode, then workers, then connections...).
+fn indented(json: &str) -> String {
+    let mut out = String::with_capacity(json.len() * 2);
+    let mut depth = 0usize;
+    let (mut in_string, mut escaped) = (false, false);
+    let mut chars = json.chars().peekable();
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        out.push_str(&"  ".repeat(depth));
+    };
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
         }
-        _ => reply.to_string(),
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                // `{}` and `[]` stay as they are.
+                if matches!(chars.peek(), Some('}' | ']')) {
+                    out.push(chars.next().expect("peeked"));
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_whitespace() => {}
+            c => out.push(c),
+        }
     }
+    out
 }
 
 /// Draws the chart `args` asks for; returns the files written.
@@ -298,7 +351,17 @@ mod tests {
         let shown = reply_for_display(stats, true);
         assert!(shown.lines().count() > 3 && shown.contains("\n  \"result\": {"), "{shown}");
         assert_eq!(serde_json::from_str::<serde_json::Value>(&shown).unwrap()["result"]["mode"], "threads");
+        assert!(shown.find("mode").unwrap() < shown.find("workers").unwrap(), "the server's order: {shown}");
         let compute = r#"{"id":1,"result":8360}"#;
         assert_eq!(reply_for_display(compute, true), compute, "a number stays on one line");
+    }
+
+    #[test]
+    fn indenting_leaves_strings_and_empty_brackets_alone() {
+        let text = r#"{"a":"x, {y}: \"z\"","b":[],"c":{},"d":[1,{"e":null}]}"#;
+        let expected = "{\n  \"a\": \"x, {y}: \\\"z\\\"\",\n  \"b\": [],\n  \"c\": {},\n  \"d\": [\n    1,\n    {\n      \"e\": null\n    }\n  ]\n}";
+        assert_eq!(indented(text), expected);
+        let back: serde_json::Value = serde_json::from_str(&indented(text)).unwrap();
+        assert_eq!(back, serde_json::from_str::<serde_json::Value>(text).unwrap());
     }
 }

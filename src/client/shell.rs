@@ -254,4 +254,19 @@ mod tests {
             assert!(parse_line(bad).is_err(), "{bad:?}");
         }
     }
+
+    #[test]
+    fn each_mistake_gets_its_own_sentence() {
+        let message = |line: &str| parse_line(line).unwrap_err();
+        assert!(
+            message("ping extra").starts_with("ping takes no argument (got \"extra\")"),
+            "{}",
+            message("ping extra")
+        );
+        assert!(message("[1,2]").contains("JSON, but an array, not an object"), "{}", message("[1,2]"));
+        assert!(message("42").contains("JSON, but a number"), "{}", message("42"));
+        assert!(message("compute -5").contains("\"-5\" must not be negative"), "{}", message("compute -5"));
+        assert!(message("compute 1 2").contains("compute takes one number"), "{}", message("compute 1 2"));
+        assert!(message("fly").starts_with("unknown command \"fly\""), "{}", message("fly"));
+    }
 }
