@@ -142,6 +142,11 @@ fn negative_and_malformed_values_get_a_sentence_naming_the_flag() {
         (&["--warmup", "-1"], "--warmup", "must not be negative"),
         (&["call", "--timeout", "-1s", "ping"], "--timeout", "must not be negative"),
         (&["kernel", "-d", "-1"], "--duration", "must not be negative"),
+        (&["--percentiles", "-5"], "--percentiles", "must be above 0"),
+        (&["--mix", "-1"], "--mix", "not a command the benchmark can send"),
+        (&["model", "--threads", "x"], "--threads", "not a whole number"),
+        (&["model", "--batch", "-1"], "--batch", "must not be negative"),
+        (&["model", "--batch", "300"], "--batch", "must be from 1 to 256"),
     ] {
         let out = run_client(args);
         let stderr = text(&out.stderr);

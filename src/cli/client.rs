@@ -204,6 +204,15 @@ pub(crate) struct SweepArgs {
     pub(crate) csv: PathBuf,
 }
 
+/// Parses `--batch` and `--threads` of `tc-client model`: a whole number
+/// from 1 to 256, with the same sentences as every other count flag.
+fn parse_one_to_256(text: &str) -> Result<u32, String> {
+    match parse_whole_number::<u32>(text)? {
+        n @ 1..=256 => Ok(n),
+        _ => Err("must be from 1 to 256".to_string()),
+    }
+}
+
 /// Flags of `tc-client kernel`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct KernelArgs {
@@ -228,11 +237,11 @@ pub(crate) struct ModelArgs {
     pub(crate) model: PathBuf,
 
     /// Images per forward pass.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256), allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 16, value_parser = parse_one_to_256, allow_negative_numbers = true)]
     pub(crate) batch: u32,
 
     /// Threads the batch is split across (rayon).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256), allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1, value_parser = parse_one_to_256, allow_negative_numbers = true)]
     pub(crate) threads: u32,
 
     /// How long to measure (after one warm-up pass).
@@ -432,7 +441,7 @@ pub(crate) struct BenchArgs {
     pub(crate) batch: usize,
 
     /// Weighted mix of commands instead of --cmd, e.g. compute:80,ping:20.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub(crate) mix: Option<String>,
 
     /// `n` of compute requests.
@@ -448,7 +457,7 @@ pub(crate) struct BenchArgs {
     pub(crate) verify: bool,
 
     /// Percentiles in the summary and JSON report (max = 100).
-    #[arg(long, default_value = "50,90,99,99.9,99.99,max")]
+    #[arg(long, default_value = "50,90,99,99.9,99.99,max", allow_hyphen_values = true)]
     pub(crate) percentiles: String,
 
     /// Append one summary row per run to this CSV file (header when new).

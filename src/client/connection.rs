@@ -50,7 +50,7 @@ pub(crate) struct ServerConnection {
 /// `auth`, `model`, `models`): silence past this means the other end is not
 /// a ThreadCenter server. Generous, so a loaded machine is not mistaken for
 /// one.
-pub(crate) const FIRST_REPLY_DEADLINE: Duration = Duration::from_secs(5);
+const FIRST_REPLY_DEADLINE: Duration = Duration::from_secs(5);
 
 impl ServerConnection {
     /// Connects to `host:port`, over TLS when `tls` is given (the handshake
@@ -222,9 +222,10 @@ impl ServerConnection {
         if first {
             // A slow job and a server that is not ThreadCenter look the same
             // from here; `ping` tells them apart.
-            let port = self.target.rsplit(':').next().unwrap_or_default();
+            let (host, port) = self.target.rsplit_once(':').unwrap_or_default();
+            let host = if host == "127.0.0.1" { String::new() } else { format!("--host {host} ") };
             message.push_str(&format!(
-                "; a ThreadCenter server answers ping at once (tc-client call --port {port} ping): \
+                "; a ThreadCenter server answers ping at once (tc-client call {host}--port {port} ping): \
                  if that gets no reply either, this is not one"
             ));
         }
@@ -326,4 +327,31 @@ pub(crate) fn call(
     connection.send(&payload)?;
     let reply = connection.receive()?;
     String::from_utf8(reply.to_vec()).map_err(|_| Error::Protocol("the reply is not valid UTF-8".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_told_from_a_frame_header() {
+        assert!(looks_like_text(b"INFO {\"server_id\":\"N\"}\r\n"));
+        assert!(looks_like_text(b"-ERR unknown command\r\n"));
+        assert!(!looks_like_text(&frame::encode(br#"{"id":1,"result":8360}"#)));
+        assert!(!looks_like_text(b""));
+        assert_eq!(
+            first_line(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"),
+            "HTTP/1.1 400 Bad Request"
+        );
+        assert_eq!(first_line(&[b'x'; 100]), format!("{}...", "x".repeat(60)));
+    }
+
+    #[test]
+    fn only_requests_without_a_worker_get_the_short_first_deadline() {
+        assert_eq!(answers_at_once(br#"{"id":1,"cmd":"ping"}"#).as_deref(), Some("ping"));
+        assert_eq!(answers_at_once(br#"{"method":"get_models","params":{}}"#).as_deref(), Some("get_models"));
+        assert_eq!(answers_at_once(br#"{"id":1,"cmd":"compute","n":5}"#), None);
+        assert_eq!(answers_at_once(br#"{"method":"predict_image"}"#), None);
+        assert_eq!(answers_at_once(b"not json"), None);
+    }
 }

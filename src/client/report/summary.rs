@@ -61,7 +61,7 @@ pub(crate) fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Re
     let origin = if server.embedded { "embedded server" } else { "server" };
     match (&server.mode, server.workers) {
         (Some(mode), Some(workers)) => {
-            let workers = count(workers as u64, "worker", "workers");
+            let workers = count(workers, "worker", "workers");
             writeln!(out, "tc-client -> {} ({origin}: {mode}, {workers})", server.address)?
         }
         _ => writeln!(
