@@ -22,7 +22,8 @@ pub(crate) fn count(n: u64, singular: &str, plural: &str) -> String {
 /// A message naming the accepted forms.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    if text.starts_with('-') {
+    // `-1s` is a negative duration; `-n` (a flag taken as the value) is not.
+    if text.strip_prefix('-').is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit() || c == '.')) {
         return Err("must not be negative; give a duration such as 2s, 500ms or plain seconds".to_string());
     }
     if let Ok(seconds) = text.parse::<f64>() {
@@ -89,6 +90,17 @@ mod tests {
         assert_eq!(count(1, "worker", "workers"), "1 worker");
         assert_eq!(count(0, "worker", "workers"), "0 workers");
         assert_eq!(count(3, "request was", "requests were"), "3 requests were");
+    }
+
+    #[test]
+    fn negative_durations_are_named_as_such() {
+        for negative in ["-1", "-1s", "-0.5", "-.5s"] {
+            assert!(parse_duration(negative).unwrap_err().starts_with("must not be negative"), "{negative}");
+        }
+        assert!(
+            parse_duration("-n").unwrap_err().contains("is not a duration"),
+            "a flag is not a negative value"
+        );
     }
 
     #[test]

@@ -88,8 +88,9 @@ fn flags_moved_after_subcommand(args: &[OsString], error: &clap::Error) -> Optio
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClientCommand {
     /// Send one request and print the reply, e.g. tc-client call '{"cmd":"stats"}'.
-    /// An "id" is added when the request has none. Exits with 1 when the
-    /// reply is an error.
+    /// An "id" is added when the request has none. On a terminal, a reply
+    /// whose result is an object (stats, health) is indented. Exits with 1
+    /// when the reply is an error.
     Call(CallArgs),
     /// An interactive prompt: type ping, compute 500000, stats, health, or
     /// raw JSON, and see each reply with its round-trip time.

@@ -399,7 +399,7 @@ pub(crate) fn parse_warmup(text: &str) -> Result<Warmup, String> {
 }
 
 fn warmup_error(text: &str) -> String {
-    if text.trim().starts_with('-') {
+    if text.trim().strip_prefix('-').is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit())) {
         return format!(
             "{text:?} must not be negative; give a time (2s, 500ms) or requests per connection (100r)"
         );
