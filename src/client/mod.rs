@@ -14,11 +14,13 @@
 //! | [`plot`] | charts drawn from sweep CSVs and `.hgrm` files |
 //! | [`sweep`] | a grid of embedded runs appended to one CSV |
 //! | [`progress`] | the live progress bar |
+//! | [`output`] | how `call`, `kernel` and `model` print their answer |
 //! | [`mod@run`] | what each `tc-client` subcommand does with its flags |
 
 pub(crate) mod bench;
 pub(crate) mod connection;
 pub(crate) mod interrupt;
+pub(crate) mod output;
 pub(crate) mod plot;
 pub(crate) mod predict;
 pub(crate) mod progress;

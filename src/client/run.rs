@@ -14,6 +14,7 @@ use crate::cli::{init_logging, LogFormat};
 use crate::client::bench::options::BenchOptions;
 use crate::client::bench::{self, RunSinks};
 use crate::client::connection::suggest_embedded;
+use crate::client::output;
 use crate::client::progress::ProgressDisplay;
 use crate::client::report::files::{attach_all, finish_all, Outputs};
 use crate::client::report::{LiveRun, RunReport};
@@ -65,7 +66,7 @@ pub fn run(args: ClientArgs) -> Result<RunVerdict> {
                 tls.as_ref(),
             )?;
 
-            println!("{}", reply_for_display(&reply, std::io::stdout().is_terminal()));
+            println!("{}", output::reply_for_display(&reply, std::io::stdout().is_terminal()));
             let is_error = serde_json::from_str::<serde_json::Value>(&reply)
                 .map(|v| v.get("error").is_some())
                 .unwrap_or(true);
@@ -107,23 +108,11 @@ pub fn run(args: ClientArgs) -> Result<RunVerdict> {
         }
         Some(ClientCommand::Kernel(kernel)) => {
             let measured = crate::work::compute::measure_rate(kernel.size, kernel.duration);
-            let seconds = measured.elapsed.as_secs_f64();
-            if kernel.json {
-                println!(
-                    "{{\"size\":{},\"computations\":{},\"seconds\":{seconds:.6},\"per_second\":{:.3}}}",
-                    kernel.size,
-                    measured.computations,
-                    measured.per_second()
-                );
-            } else {
-                println!(
-                    "compute n={} on one thread: {} computations in {seconds:.3} s = {:.1} per second \
-                     (the ideal farm throughput is workers × this)",
-                    kernel.size,
-                    measured.computations,
-                    measured.per_second()
-                );
-            }
+            let shown = match kernel.json {
+                true => output::kernel_rate_json(kernel.size, &measured),
+                false => output::kernel_rate_sentence(kernel.size, &measured),
+            };
+            println!("{shown}");
             Ok(RunVerdict::Success)
         }
         Some(ClientCommand::Model(args)) => {
@@ -139,7 +128,7 @@ pub fn run(args: ClientArgs) -> Result<RunVerdict> {
             if args.json {
                 println!("{}", serde_json::to_string(&rate).expect("plain numbers and strings"));
             } else {
-                println!("{}", forward_rate_sentence(&rate));
+                println!("{}", output::forward_rate_sentence(&rate));
             }
             Ok(RunVerdict::Success)
         }
@@ -219,84 +208,6 @@ fn run_lock_cycle(options: &BenchOptions) -> Result<RunVerdict> {
     Ok(if report.failed() { RunVerdict::Failure } else { RunVerdict::Success })
 }
 
-/// `tc-client model`'s measurement in words.
-fn forward_rate_sentence(rate: &crate::work::model::ForwardRate) -> String {
-    let threads =
-        if rate.threads == 1 { "1 thread".to_string() } else { format!("{} threads", rate.threads) };
-    format!(
-        "{} on {}, batches of {} on {threads}: {} images in {:.3} s = {:.1} images/s (forward pass only, no decoding)",
-        rate.model, rate.engine, rate.batch, rate.images, rate.seconds, rate.images_per_second
-    )
-}
-
-/// A reply as `call` prints it: as it came (one line, for scripts and
-/// pipes), or indented when stdout is a terminal and the result is an
-/// object or a list (`stats`, `health`, `models`...), so a person can read it.
-fn reply_for_display(reply: &str, terminal: bool) -> String {
-    let structured = serde_json::from_str::<serde_json::Value>(reply)
-        .is_ok_and(|value| value["result"].is_object() || value["result"].is_array());
-    if terminal && structured {
-        indented(reply)
-    } else {
-        reply.to_string()
-    }
-}
-
-/// Valid JSON text, indented by two spaces per level. Works on the text
-/// rather than on a parsed value so the keys keep the server's order (which
-/// groups related fields: mode, then workers, then connections...).
-fn indented(json: &str) -> String {
-    let mut out = String::with_capacity(json.len() * 2);
-    let mut depth = 0usize;
-    let (mut in_string, mut escaped) = (false, false);
-    let mut chars = json.chars().peekable();
-    let newline = |out: &mut String, depth: usize| {
-        out.push('\n');
-        out.push_str(&"  ".repeat(depth));
-    };
-    while let Some(c) = chars.next() {
-        if in_string {
-            out.push(c);
-            match c {
-                _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            '"' => {
-                in_string = true;
-                out.push(c);
-            }
-            '{' | '[' => {
-                out.push(c);
-                // `{}` and `[]` stay as they are.
-                if matches!(chars.peek(), Some('}' | ']')) {
-                    out.push(chars.next().expect("peeked"));
-                } else {
-                    depth += 1;
-                    newline(&mut out, depth);
-                }
-            }
-            '}' | ']' => {
-                depth = depth.saturating_sub(1);
-                newline(&mut out, depth);
-                out.push(c);
-            }
-            ',' => {
-                out.push(c);
-                newline(&mut out, depth);
-            }
-            ':' => out.push_str(": "),
-            c if c.is_whitespace() => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Draws the chart `args` asks for; returns the files written.
 fn plot(args: &PlotArgs) -> Result<Vec<PathBuf>> {
     use crate::client::plot;
@@ -338,30 +249,4 @@ fn plot(args: &PlotArgs) -> Result<Vec<PathBuf>> {
         }
     };
     Ok(written)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn call_indents_an_object_result_on_a_terminal_only() {
-        let stats = r#"{"id":1,"result":{"mode":"threads","workers":{"alive":1}}}"#;
-        assert_eq!(reply_for_display(stats, false), stats, "a pipe gets the reply as it came");
-        let shown = reply_for_display(stats, true);
-        assert!(shown.lines().count() > 3 && shown.contains("\n  \"result\": {"), "{shown}");
-        assert_eq!(serde_json::from_str::<serde_json::Value>(&shown).unwrap()["result"]["mode"], "threads");
-        assert!(shown.find("mode").unwrap() < shown.find("workers").unwrap(), "the server's order: {shown}");
-        let compute = r#"{"id":1,"result":8360}"#;
-        assert_eq!(reply_for_display(compute, true), compute, "a number stays on one line");
-    }
-
-    #[test]
-    fn indenting_leaves_strings_and_empty_brackets_alone() {
-        let text = r#"{"a":"x, {y}: \"z\"","b":[],"c":{},"d":[1,{"e":null}]}"#;
-        let expected = "{\n  \"a\": \"x, {y}: \\\"z\\\"\",\n  \"b\": [],\n  \"c\": {},\n  \"d\": [\n    1,\n    {\n      \"e\": null\n    }\n  ]\n}";
-        assert_eq!(indented(text), expected);
-        let back: serde_json::Value = serde_json::from_str(&indented(text)).unwrap();
-        assert_eq!(back, serde_json::from_str::<serde_json::Value>(text).unwrap());
-    }
 }
