@@ -1,4 +1,5 @@
-//! `tc-client`'s flags, and nothing else (as hyperfine's `cli.rs`).
+//! `tc-client`'s flags and the parsing of its command line, and nothing
+//! else (as hyperfine's `cli.rs`).
 //!
 //! Every value that needs more than a type to be valid is kept as the user
 //! typed it; [`crate::client::bench::options`] turns these flags into a
@@ -54,14 +55,15 @@ impl ClientArgs {
     /// call ping`) are read as if written after it: clap would otherwise
     /// refuse them as benchmark flags that "cannot be used with" `call`.
     pub fn parse_command_line() -> ClientArgs {
-        let args: Vec<OsString> = std::env::args_os().collect();
-        match ClientArgs::try_parse_from(&args) {
-            Ok(parsed) => parsed,
-            Err(error) => match flags_moved_after_subcommand(&args, &error) {
-                Some(moved) => ClientArgs::try_parse_from(moved).unwrap_or_else(|e| e.exit()),
-                None => error.exit(),
-            },
-        }
+        Self::try_parse_moving_flags(std::env::args_os().collect()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// [`ClientArgs::parse_command_line`] on `args`, returning clap's error.
+    fn try_parse_moving_flags(args: Vec<OsString>) -> Result<ClientArgs, clap::Error> {
+        ClientArgs::try_parse_from(&args).or_else(|error| match flags_moved_after_subcommand(&args, &error) {
+            Some(moved) => ClientArgs::try_parse_from(moved),
+            None => Err(error),
+        })
     }
 }
 
@@ -514,5 +516,23 @@ mod tests {
     #[test]
     fn the_flag_definitions_are_consistent() {
         ClientArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn a_subcommands_flags_may_come_before_it() {
+        let parse =
+            |line: &str| ClientArgs::try_parse_moving_flags(line.split(' ').map(OsString::from).collect());
+        let Ok(ClientArgs { command: Some(ClientCommand::Call(call)), .. }) =
+            parse("tc-client --port 5070 --timeout 2s call compute 1000")
+        else {
+            panic!("parsed as call");
+        };
+        assert_eq!(
+            (call.server.port, call.timeout, call.request),
+            (5070, Duration::from_secs(2), vec!["compute".to_string(), "1000".to_string()])
+        );
+        // A benchmark flag is still refused, now by the subcommand itself.
+        let error = parse("tc-client -c 4 call ping").unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::UnknownArgument, "{error}");
     }
 }
