@@ -2,14 +2,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use threadcenter::cli::client::ClientArgs;
 use threadcenter::client::run;
 
 fn main() -> ExitCode {
     // `--embedded` in process mode re-executes this binary as the workers.
     threadcenter::work::worker_process::run_if_requested();
-    match run(ClientArgs::parse()) {
+    match run(ClientArgs::parse_command_line()) {
         Ok(verdict) => ExitCode::from(verdict.exit_code()),
         Err(e) => {
             let code = e.exit_code();

@@ -175,7 +175,7 @@ def verdict(ok):
 
 
 def kernel_rate(seconds):
-    out = subprocess.run([CLIENT, "kernel", "--size", "500000", "--duration", str(seconds)],
+    out = subprocess.run([CLIENT, "kernel", "--size", "500000", "--duration", str(seconds), "--json"],
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out)["per_second"]
 
@@ -454,7 +454,7 @@ def ort_images_per_s(model, batch, threads, seconds):
 
 def our_forward(model, batch, threads, seconds, library):
     args = [str(CLIENT), "model", "--model", str(model), "--batch", str(batch), "--threads", str(threads),
-            "-d", f"{seconds}s"]
+            "-d", f"{seconds}s", "--json"]
     env = dict(os.environ)
     env.pop("THREADCENTER_ONNXRUNTIME", None)
     if library:

@@ -10,6 +10,11 @@ pub(crate) fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// `n` and its noun in the right number: `1 worker`, `2 workers`, `0 workers`.
+pub(crate) fn count(n: u64, singular: &str, plural: &str) -> String {
+    format!("{n} {}", if n == 1 { singular } else { plural })
+}
+
 /// Parses a duration: plain seconds (`2`, `0.5`) or a number with a unit
 /// suffix (`500ms`, `2s`, `1m`, `1h`, also combined as `1m30s`).
 ///
@@ -17,6 +22,10 @@ pub(crate) fn micros(duration: Duration) -> u64 {
 /// A message naming the accepted forms.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
+    // `-1s` is a negative duration; `-n` (a flag taken as the value) is not.
+    if text.strip_prefix('-').is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit() || c == '.')) {
+        return Err("must not be negative; give a duration such as 2s, 500ms or plain seconds".to_string());
+    }
     if let Ok(seconds) = text.parse::<f64>() {
         return if seconds.is_finite() && seconds >= 0.0 {
             Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
@@ -75,6 +84,24 @@ pub fn parse_whole_number<T: std::str::FromStr>(text: &str) -> Result<T, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_agree_with_their_noun() {
+        assert_eq!(count(1, "worker", "workers"), "1 worker");
+        assert_eq!(count(0, "worker", "workers"), "0 workers");
+        assert_eq!(count(3, "request was", "requests were"), "3 requests were");
+    }
+
+    #[test]
+    fn negative_durations_are_named_as_such() {
+        for negative in ["-1", "-1s", "-0.5", "-.5s"] {
+            assert!(parse_duration(negative).unwrap_err().starts_with("must not be negative"), "{negative}");
+        }
+        assert!(
+            parse_duration("-n").unwrap_err().contains("is not a duration"),
+            "a flag is not a negative value"
+        );
+    }
 
     #[test]
     fn durations_accept_plain_seconds_and_suffixes() {

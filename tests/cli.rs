@@ -55,8 +55,29 @@ fn call_exits_one_on_an_error_reply_or_no_server_and_two_on_bad_input() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains(&format!("127.0.0.1:{free}")), "names host and port: {stderr}");
     assert!(stderr.contains(&format!("tc-server --port {free}")), "suggests starting one: {stderr}");
-    assert!(stderr.contains("--embedded"), "suggests --embedded: {stderr}");
+    assert!(!stderr.contains("--embedded"), "call has no --embedded, so no such hint: {stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one clear line: {stderr}");
+}
+
+#[test]
+fn only_the_benchmark_suggests_embedded_when_no_server_listens() {
+    let free = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let out = tc_client(&["--port", &free, "-n", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("or add --embedded to measure a farm started for the run"), "{stderr}");
+    // The flag the hint names works where the hint is given.
+    assert!(tc_client(&["--embedded", "--mode", "threads", "--workers", "1", "-n", "1", "-c", "1"])
+        .status
+        .success());
+
+    let shell = common::run_client_with_stdin(&["shell", "--port", &free], Some("ping\n"));
+    let said = text(&shell.stdout);
+    assert!(
+        said.contains("Connection refused") && said.contains(&format!("tc-server --port {free}")),
+        "{said}"
+    );
+    assert!(!said.contains("--embedded"), "the shell has no --embedded: {said}");
 }
 
 #[test]
@@ -134,7 +155,7 @@ fn durations_accept_plain_seconds_and_units() {
 
 #[test]
 fn model_times_a_forward_pass_and_names_its_engine() {
-    let out = tc_client(&["model", "--batch", "2", "-d", "200ms"]);
+    let out = tc_client(&["model", "--batch", "2", "-d", "200ms", "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rate: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rate["model"], "fire-cnn", "{rate}");
@@ -145,4 +166,25 @@ fn model_times_a_forward_pass_and_names_its_engine() {
     let missing = tc_client(&["model", "--model", "/nonexistent/model.onnx", "-d", "100ms"]);
     assert!(!missing.status.success());
     assert!(text(&missing.stderr).contains("/nonexistent/model.onnx"), "{}", text(&missing.stderr));
+}
+
+#[test]
+fn kernel_and_model_print_a_sentence_and_json_with_json() {
+    let out = tc_client(&["kernel", "--size", "1000", "-d", "100ms"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.starts_with("compute n=1000 on one thread: ") && said.contains(" per second"), "{said}");
+    assert!(serde_json::from_str::<Value>(&said).is_err(), "prose, not JSON: {said}");
+    let out = tc_client(&["kernel", "--size", "1000", "-d", "100ms", "--json"]);
+    let measured: Value = serde_json::from_slice(&out.stdout).expect("JSON with --json");
+    assert_eq!(measured["size"], 1000);
+    assert!(measured["per_second"].as_f64().unwrap() > 0.0, "{measured}");
+
+    let out = tc_client(&["model", "--batch", "2", "-d", "100ms"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.starts_with("fire-cnn on tract, batches of 2 on 1 thread: ") && said.contains("images/s"),
+        "{said}"
+    );
 }

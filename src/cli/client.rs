@@ -1,4 +1,5 @@
-//! `tc-client`'s flags, and nothing else (as hyperfine's `cli.rs`).
+//! `tc-client`'s flags and the parsing of its command line, and nothing
+//! else (as hyperfine's `cli.rs`).
 //!
 //! Every value that needs more than a type to be valid is kept as the user
 //! typed it; [`crate::client::bench::options`] turns these flags into a
@@ -6,6 +7,7 @@
 //! `tc-client` runs a benchmark; [`crate::client::run()`] runs each
 //! subcommand.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -25,7 +27,8 @@ Examples:
   tc-client --port 5050 --concurrency 4 --requests 5 --size 500000   # against a running tc-server
   tc-client --embedded --rate 300 -d 20s --hgrm open.hgrm           # open loop, wrk2-style
   tc-client --embedded --cmd ping --pipeline 16
-  tc-client call compute 1000                           # one request (also: JSON in single quotes)
+  tc-client call compute 1000                           # one request (also: JSON in single quotes, @FILE, -)
+  tc-client predict models/samples/*.png                # label and score of each image
   tc-client shell
 Ctrl-C during a run prints and writes what was measured, then exits with 130.";
 
@@ -35,7 +38,7 @@ Ctrl-C during a run prints and writes what was measured, then exits with 130.";
 #[command(name = "tc-client", version, long_about = None, after_help = EXAMPLES,
           args_conflicts_with_subcommands = true)]
 pub struct ClientArgs {
-    /// `call` or `shell`; without one, run a benchmark.
+    /// A subcommand (call, shell, predict...); without one, run a benchmark.
     #[command(subcommand)]
     pub(crate) command: Option<ClientCommand>,
 
@@ -44,16 +47,59 @@ pub struct ClientArgs {
     pub(crate) bench: BenchArgs,
 }
 
+impl ClientArgs {
+    /// Parses the process's command line; on a mistake, prints clap's
+    /// message and exits with 2.
+    ///
+    /// A subcommand's own flags written before it (`tc-client --port 5070
+    /// call ping`) are read as if written after it: clap would otherwise
+    /// refuse them as benchmark flags that "cannot be used with" `call`.
+    pub fn parse_command_line() -> ClientArgs {
+        Self::try_parse_moving_flags(std::env::args_os().collect()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// [`ClientArgs::parse_command_line`] on `args`, returning clap's error.
+    fn try_parse_moving_flags(args: Vec<OsString>) -> Result<ClientArgs, clap::Error> {
+        ClientArgs::try_parse_from(&args).or_else(|error| match flags_moved_after_subcommand(&args, &error) {
+            Some(moved) => ClientArgs::try_parse_from(moved),
+            None => Err(error),
+        })
+    }
+}
+
+/// `tc-client FLAGS... SUBCOMMAND REST...` as `tc-client SUBCOMMAND FLAGS...
+/// REST...`, when `error` is clap's "the subcommand cannot be used with"
+/// (flags before a subcommand are taken as the benchmark's); `None` for any
+/// other error.
+fn flags_moved_after_subcommand(args: &[OsString], error: &clap::Error) -> Option<Vec<OsString>> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if error.kind() != ErrorKind::ArgumentConflict {
+        return None;
+    }
+    let Some(ContextValue::String(subcommand)) = error.get(ContextKind::InvalidSubcommand) else {
+        return None;
+    };
+    let at = args.iter().skip(1).position(|arg| arg == subcommand.as_str())? + 1;
+    let mut moved = vec![args[0].clone(), args[at].clone()];
+    moved.extend_from_slice(&args[1..at]);
+    moved.extend_from_slice(&args[at + 1..]);
+    Some(moved)
+}
+
 /// `tc-client` subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClientCommand {
     /// Send one request and print the reply, e.g. tc-client call '{"cmd":"stats"}'.
-    /// An "id" is added when the request has none. Exits with 1 when the
-    /// reply is an error.
+    /// An "id" is added when the request has none. On a terminal, a reply
+    /// whose result is an object (stats, health) is indented. Exits with 1
+    /// when the reply is an error.
     Call(CallArgs),
     /// An interactive prompt: type ping, compute 500000, stats, health, or
     /// raw JSON, and see each reply with its round-trip time.
     Shell(ShellArgs),
+    /// Classify image files with the server's model: one line per file with
+    /// its label and score (several files go as one predict_batch).
+    Predict(PredictArgs),
     /// Measure the compute kernel on one thread, in this process, with no
     /// server: the reference for "ideal" farm throughput (workers × this).
     Kernel(KernelArgs),
@@ -161,6 +207,15 @@ pub(crate) struct SweepArgs {
     pub(crate) csv: PathBuf,
 }
 
+/// Parses `--batch` and `--threads` of `tc-client model`: a whole number
+/// from 1 to 256, with the same sentences as every other count flag.
+fn parse_one_to_256(text: &str) -> Result<u32, String> {
+    match parse_whole_number::<u32>(text)? {
+        n @ 1..=256 => Ok(n),
+        _ => Err("must be from 1 to 256".to_string()),
+    }
+}
+
 /// Flags of `tc-client kernel`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct KernelArgs {
@@ -169,8 +224,12 @@ pub(crate) struct KernelArgs {
     pub(crate) size: u64,
 
     /// How long to measure.
-    #[arg(long, short = 'd', default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, short = 'd', default_value = "3s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub(crate) duration: Duration,
+
+    /// Print the measurement as one JSON object instead of a sentence.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Flags of `tc-client model`.
@@ -181,20 +240,24 @@ pub(crate) struct ModelArgs {
     pub(crate) model: PathBuf,
 
     /// Images per forward pass.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256), allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 16, value_parser = parse_one_to_256, allow_negative_numbers = true)]
     pub(crate) batch: u32,
 
     /// Threads the batch is split across (rayon).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256), allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1, value_parser = parse_one_to_256, allow_negative_numbers = true)]
     pub(crate) threads: u32,
 
     /// How long to measure (after one warm-up pass).
-    #[arg(long, short = 'd', default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, short = 'd', default_value = "3s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub(crate) duration: Duration,
 
     /// Run ONNX models on onnxruntime, loaded from this libonnxruntime.so.
     #[arg(long, env = "THREADCENTER_ONNXRUNTIME", value_name = "LIBRARY")]
     pub(crate) onnxruntime: Option<PathBuf>,
+
+    /// Print the measurement as one JSON object instead of a sentence.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// TLS to the server (`tc-server --tls-cert`).
@@ -253,9 +316,10 @@ pub(crate) struct ServerAddress {
 /// Flags of `tc-client call`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct CallArgs {
-    /// The request: a JSON object ('{"cmd":"ping"}') or the shell's
-    /// shorthand (ping, stats, health, compute 1000).
-    #[arg(required = true, num_args = 1..)]
+    /// The request: a JSON object ('{"cmd":"ping"}'), the shell's shorthand
+    /// (ping, stats, health, compute 1000), @FILE to read it from a file, or
+    /// - to read it from standard input.
+    #[arg(required = true, num_args = 1.., allow_negative_numbers = true)]
     pub(crate) request: Vec<String>,
 
     /// Where the server is.
@@ -263,7 +327,28 @@ pub(crate) struct CallArgs {
     pub(crate) server: ServerAddress,
 
     /// How long to wait for the connection and the reply (seconds, or 500ms, 10s, 1m...).
-    #[arg(long, env = "THREADCENTER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "THREADCENTER_TIMEOUT", default_value = "30s", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub(crate) timeout: Duration,
+}
+
+/// Flags of `tc-client predict`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PredictArgs {
+    /// Image files (PNG, JPEG, BMP, GIF).
+    #[arg(required = true, num_args = 1.., value_name = "IMAGE")]
+    pub(crate) images: Vec<PathBuf>,
+
+    /// Print the server's reply as it came (one JSON line) instead of one
+    /// line per file.
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Where the server is.
+    #[command(flatten)]
+    pub(crate) server: ServerAddress,
+
+    /// How long to wait for the connection and the reply (seconds, or 500ms, 10s, 1m...).
+    #[arg(long, env = "THREADCENTER_TIMEOUT", default_value = "30s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub(crate) timeout: Duration,
 }
 
@@ -275,7 +360,7 @@ pub(crate) struct ShellArgs {
     pub(crate) server: ServerAddress,
 
     /// How long to wait for each reply (seconds, or 500ms, 10s, 1m...).
-    #[arg(long, env = "THREADCENTER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "THREADCENTER_TIMEOUT", default_value = "30s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub(crate) timeout: Duration,
 }
 
@@ -313,7 +398,7 @@ pub(crate) struct BenchArgs {
     pub(crate) gil: bool,
 
     /// With --gil: the GIL's switch interval.
-    #[arg(long, default_value = "5ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "5ms", value_parser = parse_duration, allow_hyphen_values = true)]
     pub(crate) switch_interval: Duration,
 
     /// Connections, each with its own threads.
@@ -326,13 +411,13 @@ pub(crate) struct BenchArgs {
 
     /// Stop after this long (seconds, or 500ms, 30s, 1m...) [default: 10s
     /// when --requests is not given].
-    #[arg(long, short = 'd', value_parser = parse_duration)]
+    #[arg(long, short = 'd', value_parser = parse_duration, allow_hyphen_values = true)]
     pub(crate) duration: Option<Duration>,
 
     /// Send but leave out of every statistic: a time (2s, or plain seconds)
     /// or requests per connection (100r) [default: 0.5s with --embedded,
     /// none otherwise; 0 turns it off].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub(crate) warmup: Option<String>,
 
     /// Open loop: send this many requests per second (all connections
@@ -359,7 +444,7 @@ pub(crate) struct BenchArgs {
     pub(crate) batch: usize,
 
     /// Weighted mix of commands instead of --cmd, e.g. compute:80,ping:20.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub(crate) mix: Option<String>,
 
     /// `n` of compute requests.
@@ -367,7 +452,7 @@ pub(crate) struct BenchArgs {
     pub(crate) size: u64,
 
     /// A request without a reply after this long counts as a timeout.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub(crate) timeout: Duration,
 
     /// Check every compute result against a local computation.
@@ -375,7 +460,7 @@ pub(crate) struct BenchArgs {
     pub(crate) verify: bool,
 
     /// Percentiles in the summary and JSON report (max = 100).
-    #[arg(long, default_value = "50,90,99,99.9,99.99,max")]
+    #[arg(long, default_value = "50,90,99,99.9,99.99,max", allow_hyphen_values = true)]
     pub(crate) percentiles: String,
 
     /// Append one summary row per run to this CSV file (header when new).
@@ -395,7 +480,7 @@ pub(crate) struct BenchArgs {
     pub(crate) hdr_log: Option<PathBuf>,
 
     /// Interval of --hdr-log.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub(crate) hdr_log_interval: Duration,
 
     /// Write the whole result as JSON.
@@ -431,5 +516,23 @@ mod tests {
     #[test]
     fn the_flag_definitions_are_consistent() {
         ClientArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn a_subcommands_flags_may_come_before_it() {
+        let parse =
+            |line: &str| ClientArgs::try_parse_moving_flags(line.split(' ').map(OsString::from).collect());
+        let Ok(ClientArgs { command: Some(ClientCommand::Call(call)), .. }) =
+            parse("tc-client --port 5070 --timeout 2s call compute 1000")
+        else {
+            panic!("parsed as call");
+        };
+        assert_eq!(
+            (call.server.port, call.timeout, call.request),
+            (5070, Duration::from_secs(2), vec!["compute".to_string(), "1000".to_string()])
+        );
+        // A benchmark flag is still refused, now by the subcommand itself.
+        let error = parse("tc-client -c 4 call ping").unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::UnknownArgument, "{error}");
     }
 }

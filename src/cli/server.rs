@@ -399,6 +399,9 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     stdout.flush()?;
     drop(stdout);
+    // The settings line comes after `listening on`, so on a terminal the
+    // address is not buried under ~25 settings (the log goes to stderr).
+    server.log_settings();
 
     server.wait();
     Ok(())

@@ -28,8 +28,10 @@ pub struct WorkerArgs {
     #[arg(long, env = "THREADCENTER_WORKER_NAME")]
     pub(crate) name: Option<String>,
 
-    /// Run jobs in worker subprocesses (ipc-channel) or in worker threads.
-    #[arg(long, env = "THREADCENTER_MODE", value_enum, default_value_t = Mode::Processes)]
+    /// Run jobs in worker subprocesses of this host (processes, over
+    /// ipc-channel) or in worker threads inside this tc-worker process
+    /// (threads).
+    #[arg(long, env = "THREADCENTER_MODE", value_enum, default_value_t = Mode::Processes, hide_possible_values = true)]
     pub(crate) mode: Mode,
 
     /// Number of workers, and so of jobs this host takes at once [default:

@@ -7,18 +7,22 @@
 //! |---|---|
 //! | [`connection`] | one blocking framed connection, and the one-shot `call` |
 //! | [`interrupt`] | Ctrl-C during a run: stop, report what was measured, exit 130 |
-//! | [`shell`] | the interactive prompt (`tc-client shell`) |
+//! | [`shell`] | the interactive prompt (`tc-client shell`), and `call`'s request |
+//! | [`predict`] | `tc-client predict IMAGE...`: the request from files, the reply in words |
 //! | [`mod@bench`] | the load generator: options, connection drivers, recording, sweeps |
 //! | [`report`] | what a run measured, and one exporter per output format |
 //! | [`plot`] | charts drawn from sweep CSVs and `.hgrm` files |
 //! | [`sweep`] | a grid of embedded runs appended to one CSV |
 //! | [`progress`] | the live progress bar |
+//! | [`output`] | how `call`, `kernel` and `model` print their answer |
 //! | [`mod@run`] | what each `tc-client` subcommand does with its flags |
 
 pub(crate) mod bench;
 pub(crate) mod connection;
 pub(crate) mod interrupt;
+pub(crate) mod output;
 pub(crate) mod plot;
+pub(crate) mod predict;
 pub(crate) mod progress;
 pub(crate) mod report;
 pub(crate) mod run;

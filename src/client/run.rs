@@ -5,6 +5,7 @@
 //! everything here returns the library's [`Error`], which the binary prints
 //! as one line.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -12,6 +13,8 @@ use crate::cli::client::{BenchArgs, ChartKind, ClientArgs, ClientCommand, PlotAr
 use crate::cli::{init_logging, LogFormat};
 use crate::client::bench::options::BenchOptions;
 use crate::client::bench::{self, RunSinks};
+use crate::client::connection::suggest_embedded;
+use crate::client::output;
 use crate::client::progress::ProgressDisplay;
 use crate::client::report::files::{attach_all, finish_all, Outputs};
 use crate::client::report::{LiveRun, RunReport};
@@ -63,11 +66,33 @@ pub fn run(args: ClientArgs) -> Result<RunVerdict> {
                 tls.as_ref(),
             )?;
 
-            println!("{reply}");
+            println!("{}", output::reply_for_display(&reply, std::io::stdout().is_terminal()));
             let is_error = serde_json::from_str::<serde_json::Value>(&reply)
                 .map(|v| v.get("error").is_some())
                 .unwrap_or(true);
             Ok(if is_error { RunVerdict::Failure } else { RunVerdict::Success })
+        }
+        Some(ClientCommand::Predict(predict)) => {
+            let server = &predict.server;
+            let tls = crate::client::tls::ClientTls::from_args(&server.tls)?;
+            let request = crate::client::predict::request_for(&predict.images)?;
+            let reply = crate::client::connection::call(
+                &server.host,
+                server.port,
+                request,
+                predict.timeout,
+                server.auth_token.as_deref(),
+                tls.as_ref(),
+            )?;
+            let parsed: serde_json::Value = serde_json::from_str(&reply)
+                .map_err(|e| Error::Protocol(format!("the reply is not JSON: {e}")))?;
+            let (text, all_classified) = crate::client::predict::describe(&predict.images, &parsed);
+            if predict.json {
+                println!("{reply}");
+            } else {
+                print!("{text}");
+            }
+            Ok(if all_classified { RunVerdict::Success } else { RunVerdict::Failure })
         }
         Some(ClientCommand::Shell(shell)) => {
             let server = &shell.server;
@@ -83,13 +108,11 @@ pub fn run(args: ClientArgs) -> Result<RunVerdict> {
         }
         Some(ClientCommand::Kernel(kernel)) => {
             let measured = crate::work::compute::measure_rate(kernel.size, kernel.duration);
-            println!(
-                "{{\"size\":{},\"computations\":{},\"seconds\":{:.6},\"per_second\":{:.3}}}",
-                kernel.size,
-                measured.computations,
-                measured.elapsed.as_secs_f64(),
-                measured.per_second()
-            );
+            let shown = match kernel.json {
+                true => output::kernel_rate_json(kernel.size, &measured),
+                false => output::kernel_rate_sentence(kernel.size, &measured),
+            };
+            println!("{shown}");
             Ok(RunVerdict::Success)
         }
         Some(ClientCommand::Model(args)) => {
@@ -102,7 +125,11 @@ pub fn run(args: ClientArgs) -> Result<RunVerdict> {
                 args.threads as usize,
                 args.duration,
             )?;
-            println!("{}", serde_json::to_string(&rate).expect("plain numbers and strings"));
+            if args.json {
+                println!("{}", serde_json::to_string(&rate).expect("plain numbers and strings"));
+            } else {
+                println!("{}", output::forward_rate_sentence(&rate));
+            }
             Ok(RunVerdict::Success)
         }
         Some(ClientCommand::Plot(args)) => {
@@ -158,7 +185,7 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
     progress.finish();
     // The run's senders are gone now, so the streaming writers drain and end
     // as the exporters finish.
-    let run = result?;
+    let run = result.map_err(suggest_embedded)?;
     let report = RunReport::new(&run);
     finish_all(exporters, &run, &report)?;
     Ok(if run.interrupted {
@@ -173,7 +200,7 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
 /// `--cmd lock-cycle`: prints the summary, writes `--json` if asked.
 fn run_lock_cycle(options: &BenchOptions) -> Result<RunVerdict> {
     let json = Outputs::create(&options.outputs)?.into_json();
-    let report = bench::lock_cycle::run(options)?;
+    let report = bench::lock_cycle::run(options).map_err(suggest_embedded)?;
     print!("{}", report.summary());
     if let Some(json) = json {
         json.write(&report)?;

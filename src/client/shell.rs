@@ -5,7 +5,7 @@
 //! come from rustyline; when stdin is not a terminal, lines are read as they
 //! come, so the shell can also be scripted (`printf 'ping\n' | tc-client shell`).
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use rustyline::error::ReadlineError;
@@ -55,34 +55,69 @@ pub(crate) fn parse_line(line: &str) -> std::result::Result<ShellAction, String>
             Err("a request must be a JSON object".into())
         };
     }
-    let mut words = line.split_whitespace();
-    let command = words.next().unwrap_or_default().to_ascii_lowercase();
-    let argument = words.next();
-    if words.next().is_some() {
-        return Err(format!("too many words in {line:?}; type help"));
+    // `[1,2]`, `"ping"` or `42` are JSON too, just not a request: say so
+    // rather than calling them an unknown command.
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(line) {
+        let kind = match value {
+            serde_json::Value::Array(_) => "an array",
+            serde_json::Value::String(_) => "a string",
+            serde_json::Value::Number(_) => "a number",
+            _ => "a constant",
+        };
+        return Err(format!(
+            "that is JSON, but {kind}, not an object; a request is an object such as {{\"cmd\":\"ping\"}}"
+        ));
     }
-    match (command.as_str(), argument) {
-        ("quit" | "exit", None) => Ok(ShellAction::Quit),
-        ("help" | "?", None) => Ok(ShellAction::Help),
-        ("ping" | "stats" | "health", None) => Ok(ShellAction::Send(serde_json::json!({ "cmd": command }))),
-        ("compute", None) => Ok(ShellAction::Send(serde_json::json!({"cmd": "compute"}))),
-        ("compute", Some(n)) => {
-            let n: u64 = n.parse().map_err(|_| format!("{n:?} is not a whole number of steps"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let command = words[0].to_ascii_lowercase();
+    let arguments = &words[1..];
+    let no_argument =
+        |command: &str| format!("{command} takes no argument (got {:?}); type help", arguments.join(" "));
+    match (command.as_str(), arguments) {
+        ("quit" | "exit", []) => Ok(ShellAction::Quit),
+        ("help" | "?", []) => Ok(ShellAction::Help),
+        ("ping" | "stats" | "health", []) => Ok(ShellAction::Send(serde_json::json!({ "cmd": command }))),
+        ("quit" | "exit" | "help" | "?" | "ping" | "stats" | "health", _) => Err(no_argument(&command)),
+        ("compute", []) => Ok(ShellAction::Send(serde_json::json!({"cmd": "compute"}))),
+        ("compute", [n]) => {
+            let n: u64 = crate::units::parse_whole_number(n).map_err(|why| format!("{n:?} {why}"))?;
             Ok(ShellAction::Send(serde_json::json!({"cmd": "compute", "n": n, "timing": true})))
+        }
+        ("compute", _) => {
+            Err(format!("compute takes one number, the n (got {:?}); type help", arguments.join(" ")))
         }
         (other, _) => Err(format!("unknown command {other:?}; type help")),
     }
 }
 
 /// The request `tc-client call WORDS...` sends: the shell's shorthand
-/// (`call ping`, `call compute 1000`) or a JSON object.
+/// (`call ping`, `call compute 1000`), a JSON object, or either of them read
+/// from a file (`call @request.json`) or from standard input (`call -`) — a
+/// request with an image in it is too long for a command line.
 ///
 /// # Errors
-/// A sentence showing both accepted forms.
+/// A sentence showing the accepted forms; an unreadable file, named.
 pub(crate) fn request_from_words(words: &[String]) -> Result<serde_json::Value> {
-    let line = words.join(" ");
-    let forms = "give a command (ping, stats, health, compute N) or a JSON object in single quotes, \
-                 e.g. tc-client call ping or tc-client call '{\"cmd\":\"ping\"}'";
+    let forms = "give a command (ping, stats, health, compute N), a JSON object in single quotes, \
+                 @FILE or - (standard input), e.g. tc-client call ping or tc-client call '{\"cmd\":\"ping\"}'";
+    let (line, source) = match words {
+        [only] if only == "-" => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| Error::io("reading the request from standard input (call -)", e))?;
+            (text, Some("standard input".to_string()))
+        }
+        [only] if only.starts_with('@') => {
+            let path = &only[1..];
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::input(path, format!("cannot read the request file (call @FILE): {e}")))?;
+            (text, Some(path.to_string()))
+        }
+        _ => (words.join(" "), None),
+    };
+    // A request read from a file may be long: name the file, not its text.
+    let what = source.map_or_else(|| format!("{line:?}"), |source| format!("the request in {source}"));
     match parse_line(&line) {
         // The shell asks for timings to show them; `call` prints the reply
         // as the server gives it to any client, so it sends the plain request.
@@ -94,10 +129,10 @@ pub(crate) fn request_from_words(words: &[String]) -> Result<serde_json::Value> 
             }
             Ok(value)
         }
-        Ok(_) => Err(Error::Usage(format!("nothing to send in {line:?}: {forms}"))),
+        Ok(_) => Err(Error::Usage(format!("nothing to send in {what}: {forms}"))),
         Err(why) => {
             let why = why.trim_end_matches("; type help");
-            Err(Error::Usage(format!("cannot send {line:?} ({why}): {forms}")))
+            Err(Error::Usage(format!("cannot send {what} ({why}): {forms}")))
         }
     }
 }
@@ -218,5 +253,20 @@ mod tests {
         for bad in ["fly", "compute lots", "ping now", "{not json", "[1,2]", "compute 1 2"] {
             assert!(parse_line(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn each_mistake_gets_its_own_sentence() {
+        let message = |line: &str| parse_line(line).unwrap_err();
+        assert!(
+            message("ping extra").starts_with("ping takes no argument (got \"extra\")"),
+            "{}",
+            message("ping extra")
+        );
+        assert!(message("[1,2]").contains("JSON, but an array, not an object"), "{}", message("[1,2]"));
+        assert!(message("42").contains("JSON, but a number"), "{}", message("42"));
+        assert!(message("compute -5").contains("\"-5\" must not be negative"), "{}", message("compute -5"));
+        assert!(message("compute 1 2").contains("compute takes one number"), "{}", message("compute 1 2"));
+        assert!(message("fly").starts_with("unknown command \"fly\""), "{}", message("fly"));
     }
 }

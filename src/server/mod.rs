@@ -244,32 +244,6 @@ impl Server {
                 .spawn(move || listener::accept_loop(listener, farm, flag))
                 .map_err(|e| Error::io("starting the acceptor thread", e))?
         };
-        tracing::info!(
-            %addr,
-            mode = farm.config.mode.as_str(),
-            workers = farm.config.workers,
-            max_n = farm.config.max_n,
-            max_frame = farm.config.max_frame,
-            queue_capacity = farm.config.queue_capacity,
-            max_inflight = farm.config.max_inflight,
-            max_connections = farm.config.max_connections,
-            job_timeout = ?farm.config.job_timeout,
-            read_timeout = ?farm.config.read_timeout,
-            retries = farm.config.retries,
-            rate_limit = ?farm.config.rate_limit,
-            cache_entries = farm.config.cache_entries,
-            allow_chaos = farm.config.allow_chaos,
-            auth = farm.config.auth_token.is_some(),
-            model = farm.models.current().map(|m| m.path.display().to_string()),
-            models_dir = %farm.config.models_dir.display(),
-            threshold = farm.config.threshold,
-            max_image_bytes = farm.config.max_image_bytes,
-            lock_timeout = ?farm.config.lock_timeout,
-            predict_lock = farm.config.predict_lock,
-            metrics_addr = metrics.as_ref().map(|m| m.local_addr().to_string()),
-            slow_ms = farm.config.slow_job.map(|d| d.as_secs_f64() * 1000.0),
-            "server started"
-        );
         if !addr.ip().is_loopback() {
             tracing::warn!(%addr, "listening on a non-loopback address: anyone who can reach it can submit jobs");
         }
@@ -279,6 +253,39 @@ impl Server {
             }
         }
         Ok(Server { addr, shutdown, acceptor, farm, pool, gateway, metrics })
+    }
+
+    /// Logs the settings the server runs with (one INFO line, "server
+    /// started"). Not part of [`Server::start`]: `tc-server` logs it after
+    /// printing its `listening on` line, so on a terminal that line is not
+    /// lost among the settings.
+    pub(crate) fn log_settings(&self) {
+        tracing::info!(
+            addr = %self.addr,
+            mode = self.farm.config.mode.as_str(),
+            workers = self.farm.config.workers,
+            max_n = self.farm.config.max_n,
+            max_frame = self.farm.config.max_frame,
+            queue_capacity = self.farm.config.queue_capacity,
+            max_inflight = self.farm.config.max_inflight,
+            max_connections = self.farm.config.max_connections,
+            job_timeout = ?self.farm.config.job_timeout,
+            read_timeout = ?self.farm.config.read_timeout,
+            retries = self.farm.config.retries,
+            rate_limit = ?self.farm.config.rate_limit,
+            cache_entries = self.farm.config.cache_entries,
+            allow_chaos = self.farm.config.allow_chaos,
+            auth = self.farm.config.auth_token.is_some(),
+            model = self.farm.models.current().map(|m| m.path.display().to_string()),
+            models_dir = %self.farm.config.models_dir.display(),
+            threshold = self.farm.config.threshold,
+            max_image_bytes = self.farm.config.max_image_bytes,
+            lock_timeout = ?self.farm.config.lock_timeout,
+            predict_lock = self.farm.config.predict_lock,
+            metrics_addr = self.metrics.as_ref().map(|m| m.local_addr().to_string()),
+            slow_ms = self.farm.config.slow_job.map(|d| d.as_secs_f64() * 1000.0),
+            "server started"
+        );
     }
 
     /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.

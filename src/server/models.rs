@@ -97,7 +97,11 @@ impl ModelCatalog {
         let forbidden = |why: &str| {
             Err(ReplyError::new(
                 ErrorCode::Forbidden,
-                format!("refused to load {requested:?}: {why}; name a file inside the server's --models-dir"),
+                format!(
+                    "refused to load {requested:?}: {why}; name a file inside the server's --models-dir, \
+                     the one directory load_model may read from (here {}; get_models lists its files)",
+                    self.dir.display()
+                ),
             ))
         };
         let relative = Path::new(requested);

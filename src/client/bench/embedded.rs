@@ -79,6 +79,7 @@ impl ServerUnderTest {
                     false => (None, None),
                 };
                 let server = Server::start(listener, config)?;
+                server.log_settings();
                 let addr = server.local_addr();
                 Ok(ServerUnderTest {
                     host: addr.ip().to_string(),

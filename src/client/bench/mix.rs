@@ -208,6 +208,17 @@ impl CommandMix {
         self.entries.iter().any(|(c, _)| c.needs_images())
     }
 
+    /// Images in every request, when the mix is one image command:
+    /// 1 for `predict`, `batch` for `predict_batch`; `None` otherwise (a mix
+    /// of several commands carries different numbers).
+    pub(crate) fn images_per_request(&self, batch: usize) -> Option<usize> {
+        match self.entries.as_slice() {
+            [(BenchCommand::Predict, _)] => Some(1),
+            [(BenchCommand::PredictBatch, _)] => Some(batch),
+            _ => None,
+        }
+    }
+
     /// A fresh deterministic sequence of commands following the weights.
     pub(crate) fn sequence(&self) -> MixSequence {
         MixSequence {

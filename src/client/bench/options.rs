@@ -423,6 +423,11 @@ pub(crate) fn parse_warmup(text: &str) -> Result<Warmup, String> {
 }
 
 fn warmup_error(text: &str) -> String {
+    if text.trim().strip_prefix('-').is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit())) {
+        return format!(
+            "{text:?} must not be negative; give a time (2s, 500ms) or requests per connection (100r)"
+        );
+    }
     format!("{text:?} is not a warm-up; use a time (2s, 500ms, or plain seconds) or requests per connection (100r)")
 }
 

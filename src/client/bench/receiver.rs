@@ -251,8 +251,10 @@ impl<'a> Receiver<'a> {
                         self.leftovers = RequestOutcome::Unread;
                         let message = format!(
                             "connection {} to {}: the server closed the connection before the run \
-                             ended, {unanswered} requests unread",
-                            self.index, self.plan.address
+                             ended, {} unread",
+                            self.index,
+                            self.plan.address,
+                            crate::units::count(unanswered as u64, "request", "requests")
                         );
                         self.window.close(Some(message));
                     }

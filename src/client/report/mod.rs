@@ -235,6 +235,11 @@ pub(crate) struct Workload {
     pub(crate) warmup: String,
     /// Per-request timeout.
     pub(crate) timeout_s: f64,
+    /// Images each request carries, when every request carries the same
+    /// number (`predict`: 1, `predict_batch`: `--batch`): the summary shows
+    /// images/s beside requests/s. Not a report column.
+    #[serde(skip)]
+    pub(crate) images_per_request: Option<usize>,
 }
 
 /// The whole result of a run (what `--json` writes).
@@ -307,6 +312,7 @@ impl RunReport {
                     duration_s,
                     warmup,
                     timeout_s: options.timeout.as_secs_f64(),
+                    images_per_request: options.mix.images_per_request(options.images.batch),
                 },
                 verify: options.verify,
             },

@@ -5,6 +5,7 @@ use std::io::{self, Write};
 use super::{Exporter, LatencyStats, RunReport};
 use crate::client::bench::BenchRun;
 use crate::error::{Error, Result};
+use crate::units::count;
 
 /// Column label of a percentile: `p50`, `p99.9`, `max`.
 fn label(percentile: f64) -> String {
@@ -60,7 +61,8 @@ pub(crate) fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Re
     let origin = if server.embedded { "embedded server" } else { "server" };
     match (&server.mode, server.workers) {
         (Some(mode), Some(workers)) => {
-            writeln!(out, "tc-client -> {} ({origin}: {mode}, {workers} workers)", server.address)?
+            let workers = count(workers, "worker", "workers");
+            writeln!(out, "tc-client -> {} ({origin}: {mode}, {workers})", server.address)?
         }
         _ => writeln!(
             out,
@@ -76,11 +78,12 @@ pub(crate) fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Re
         (None, None) => "closed loop".into(),
     };
     let length = match (p.requests_per_connection, p.duration_s) {
-        (Some(n), _) => format!("{n} requests per connection"),
+        (Some(n), _) => format!("{} per connection", count(n, "request", "requests")),
         (_, Some(s)) => format!("{s} s"),
         _ => String::new(),
     };
-    writeln!(out, "  {what}, {} connections, {pacing}, {length}, warm-up {}", p.concurrency, p.warmup)?;
+    let connections = count(p.concurrency as u64, "connection", "connections");
+    writeln!(out, "  {what}, {connections}, {pacing}, {length}, warm-up {}", p.warmup)?;
     if report.interrupted {
         writeln!(
             out,
@@ -93,11 +96,11 @@ pub(crate) fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Re
     let c = &report.counts;
     writeln!(
         out,
-        "  Requests    {} sent, {} ok, {} error replies, {} timeouts",
+        "  Requests    {} sent, {} ok, {}, {}",
         c.sent,
         c.ok,
-        c.error_replies(),
-        c.timeouts
+        count(c.error_replies(), "error reply", "error replies"),
+        count(c.timeouts, "timeout", "timeouts")
     )?;
     for (index, (code, n)) in c.errors.iter().enumerate() {
         let title = if index == 0 { "Errors" } else { "" };
@@ -123,16 +126,25 @@ pub(crate) fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Re
     if c.unread > 0 {
         writeln!(
             out,
-            "  Unread      {} requests were never read by the server: it closed the connection in order \
+            "  Unread      {} never read by the server: it closed the connection in order \
              (a stopping tc-server answers every request it read, then closes)",
-            c.unread
+            count(c.unread, "request was", "requests were")
         )?;
     }
     if c.cancelled > 0 {
-        writeln!(out, "  Cancelled   {} requests were still in flight at the interrupt", c.cancelled)?;
+        writeln!(
+            out,
+            "  Cancelled   {} still in flight at the interrupt",
+            count(c.cancelled, "request was", "requests were")
+        )?;
     }
     writeln!(out, "  Time        {:.3} s measured ({:.3} s in all)", report.measured_s, report.wall_s)?;
     write!(out, "  Throughput  {:.1} ok replies/s", report.throughput_rps)?;
+    // A prediction run's unit of work is the image: a predict_batch reply
+    // carries --batch of them.
+    if let Some(images) = p.images_per_request {
+        write!(out, " = {:.1} images/s", report.throughput_rps * images as f64)?;
+    }
     if c.ok > 0 && c.answered() != c.ok {
         write!(
             out,
@@ -232,6 +244,43 @@ Done: 1002 responses in 2.000s
     }
 
     #[test]
+    fn a_prediction_run_shows_images_per_second_beside_requests() {
+        let mut run = sample_run();
+        run.options.mix = crate::client::bench::mix::CommandMix::parse("predict_batch").unwrap();
+        run.options.images.batch = 8;
+        let mut out = Vec::new();
+        write_summary(&RunReport::new(&run), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Throughput  500.0 ok replies/s = 4000.0 images/s ("), "{text}");
+
+        run.options.mix = crate::client::bench::mix::CommandMix::parse("predict:1,ping:1").unwrap();
+        let mut out = Vec::new();
+        write_summary(&RunReport::new(&run), &mut out).unwrap();
+        assert!(!String::from_utf8(out).unwrap().contains("images/s"), "a mix has no single image count");
+    }
+
+    #[test]
+    fn one_of_anything_is_singular() {
+        let mut run = sample_run();
+        run.server.workers = Some(1);
+        run.options.concurrency = 1;
+        run.recorder.counts.unread = 1;
+        run.recorder.counts.timeouts = 1;
+        run.recorder.counts.errors.insert("BUSY".into(), 1);
+        let mut out = Vec::new();
+        write_summary(&RunReport::new(&run), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for phrase in [
+            "processes, 1 worker)",
+            "1 connection,",
+            "1 error reply, 1 timeout\n",
+            "1 request was never read",
+        ] {
+            assert!(text.contains(phrase), "{phrase:?} in {text}");
+        }
+    }
+
+    #[test]
     fn a_run_without_ok_replies_shows_no_latency_and_says_why() {
         let mut run = sample_run();
         run.recorder = crate::client::bench::Recorder::default();
@@ -248,6 +297,7 @@ Done: 1002 responses in 2.000s
         assert!(!text.contains("from schedule"), "no table of zeros: {text}");
         assert!(text.contains("Throughput  0.0 ok replies/s\n"), "no replies/s beside nothing: {text}");
         assert!(text.contains("3 requests were never read by the server"), "{text}");
+        assert!(text.contains("warm-up none\n"), "{text}");
         assert!(text.contains("INTERRUPTED after"), "{text}");
     }
 
