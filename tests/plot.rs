@@ -59,3 +59,63 @@ fn every_chart_is_drawn_from_real_reports() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--csv"));
 }
+
+#[test]
+fn a_missing_input_and_a_missing_output_directory_are_reported_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.csv");
+    let out_base = dir.path().join("no/dir/x");
+    let out = run_client(&[
+        "plot",
+        "throughput",
+        "--csv",
+        missing.to_str().unwrap(),
+        "-o",
+        out_base.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("2 problems, nothing drawn"), "{stderr}");
+    assert!(stderr.contains("missing.csv: cannot read the CSV"), "{stderr}");
+    assert!(stderr.contains("the directory for -o/--out does not exist"), "{stderr}");
+}
+
+#[test]
+fn charts_say_how_to_read_them_and_the_timeline_has_a_log_axis() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (csv, hlog) = (path("sweep.csv"), path("run.hlog"));
+    let out = run_client(
+        &["sweep", "--modes", "threads", "--workers", "1,2", "-c", "2", "--sizes", "1000"]
+            .into_iter()
+            .chain(["-d", "300ms", "--warmup", "0s", "--repeats", "2", "--csv", &csv])
+            .collect::<Vec<_>>(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_client(
+        &["--embedded", "--mode", "threads", "--workers", "1", "-c", "2", "-n", "40"]
+            .into_iter()
+            .chain(["--size", "1000", "--hdr-log", &hlog, "--hdr-log-interval", "10ms"])
+            .collect::<Vec<_>>(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let draw = |args: &[&str], name: &str| {
+        let out_base = path(name);
+        let out = run_client(&[args, &["-o", &out_base]].concat());
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::read_to_string(format!("{out_base}.svg")).unwrap()
+    };
+    let throughput = draw(&["plot", "throughput", "--csv", &csv], "throughput");
+    assert!(throughput.contains("-core machine"), "the title states the cores");
+    // Notes are wrapped into lines of text: look for a few words at a time.
+    assert!(throughput.contains("cores: CPU-bound work"), "the note explains the plateau");
+    assert!(throughput.contains("the median"), "2 runs per point: medians with their range");
+
+    let timeline = draw(&["plot", "timeline", "--hdr-log", &hlog], "timeline");
+    assert!(timeline.contains("time the replies arrived"), "the x axis says where a request is placed");
+    assert!(timeline.contains("reply arrived, not"), "and the note says it in full");
+    assert!(!timeline.contains("log scale"));
+    let log = draw(&["plot", "timeline", "--hdr-log", &hlog, "--log-y"], "timeline-log");
+    assert!(log.contains("latency (ms, log scale)"), "--log-y makes the latency axis logarithmic");
+}

@@ -72,3 +72,60 @@ fn a_tls_sweep_runs_every_farm_over_tls_and_says_so_in_its_rows() {
     assert_eq!(rows[0]["server_tls"], "true", "{:?}", rows[0]);
     assert!(rows[0]["ok"].parse::<u64>().unwrap() > 0, "{:?}", rows[0]);
 }
+
+/// `sweep` with a tiny grid of threads, 1 worker, the given connections.
+fn tiny_sweep(csv: &std::path::Path, concurrency: &str, extra: &[&str]) -> std::process::Output {
+    let mut args =
+        vec!["sweep", "--modes", "threads", "--workers", "1", "-c", concurrency, "--sizes", "1000"];
+    args.extend(["-d", "300ms", "--warmup", "0s", "--csv", csv.to_str().unwrap()]);
+    args.extend(extra);
+    run_client(&args)
+}
+
+#[test]
+fn repeats_alternate_over_the_grid_and_a_resumed_sweep_adds_only_the_missing_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("sweep.csv");
+    let out = tiny_sweep(&csv, "1,2", &["--repeats", "2"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let order: Vec<String> = rows(&csv).iter().map(|r| r["concurrency"].clone()).collect();
+    assert_eq!(order, ["1", "2", "1", "2"], "round-robin: run 1 of every point, then run 2");
+    assert!(stdout.contains("(run 2 of 2)"), "{stdout}");
+    assert!(stdout.contains("median ok replies/s per point"), "{stdout}");
+    assert!(stdout.contains("threads, 1 worker, 2 connections, n=1000, pipeline 1: "), "{stdout}");
+    assert!(stdout.contains(" over 2 runs ("), "{stdout}");
+
+    // Asking for 3 runs of each: only the third one runs.
+    let out = tiny_sweep(&csv, "1,2", &["--repeats", "3"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("sweep: 2 runs appended"), "{stdout}");
+    assert!(stdout.contains("4 already there"), "{stdout}");
+    assert!(stdout.contains(" over 3 runs ("), "{stdout}");
+    assert_eq!(rows(&csv).len(), 6);
+
+    // Already complete: nothing runs, unless --force.
+    let out = tiny_sweep(&csv, "1,2", &["--repeats", "3"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("sweep: 0 runs appended") && stdout.contains("6 already there"), "{stdout}");
+    let out = tiny_sweep(&csv, "1", &["--force"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("sweep: 1 run appended"), "one run, singular: {stdout}");
+    assert!(stdout.contains(" over 4 runs ("), "the forced run adds to the older ones: {stdout}");
+    assert_eq!(rows(&csv).len(), 7);
+}
+
+#[test]
+fn repeats_out_of_range_are_refused_with_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("sweep.csv");
+    for repeats in ["0", "101"] {
+        let out = tiny_sweep(&csv, "1", &["--repeats", repeats]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("--repeats must be from 1 to 100"), "{stderr}");
+    }
+    assert!(!csv.exists(), "nothing ran");
+}

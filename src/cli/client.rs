@@ -108,7 +108,8 @@ pub(crate) enum ClientCommand {
     Model(ModelArgs),
     /// Run a grid of benchmarks, each against its own embedded server, and
     /// append one row per run to a CSV (the columns of --csv). Runs already
-    /// in the CSV are skipped, so a stopped sweep can be resumed.
+    /// in the CSV are skipped (unless --force), so a stopped sweep can be
+    /// resumed; --repeats runs each point several times.
     Sweep(SweepArgs),
     /// Draw a chart (PNG and SVG) from CSV reports, .hgrm files or an
     /// interval log.
@@ -152,6 +153,11 @@ pub(crate) struct PlotArgs {
     /// Output path without extension: OUT.png and OUT.svg are written.
     #[arg(long, short = 'o')]
     pub(crate) out: PathBuf,
+
+    /// A logarithmic y axis (timeline, latency, throughput), for values that
+    /// span decades, such as a latency spike; percentiles always has one.
+    #[arg(long)]
+    pub(crate) log_y: bool,
 }
 
 /// Flags of `tc-client sweep`.
@@ -205,6 +211,16 @@ pub(crate) struct SweepArgs {
     /// The CSV the rows are appended to (created with a header if new).
     #[arg(long, default_value = "results/sweep.csv")]
     pub(crate) csv: PathBuf,
+
+    /// Runs of each grid point (1 to 100), taken round-robin over the grid;
+    /// the summary and the charts give each point's median and range.
+    #[arg(long, default_value_t = 1, value_parser = parse_whole_number::<usize>, allow_negative_numbers = true)]
+    pub(crate) repeats: usize,
+
+    /// Run every point --repeats more times even if the CSV already has its
+    /// runs; the older rows stay and count as more runs of their point.
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 /// Parses `--batch` and `--threads` of `tc-client model`: a whole number

@@ -2,14 +2,13 @@
 //! the benchmark — create the report files, run, write every report.
 //!
 //! The binary parses the flags ([`crate::cli::client`]) and calls [`run`];
-//! everything here returns the library's [`Error`], which the binary prints
-//! as one line.
+//! everything here returns the library's [`Error`](crate::error::Error),
+//! which the binary prints as one line.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::cli::client::{BenchArgs, ChartKind, ClientArgs, ClientCommand, PlotArgs};
+use crate::cli::client::{BenchArgs, ClientArgs, ClientCommand};
 use crate::cli::{init_logging, LogFormat};
 use crate::client::bench::options::BenchOptions;
 use crate::client::bench::{self, RunSinks};
@@ -133,7 +132,7 @@ pub fn run(args: ClientArgs) -> Result<RunVerdict> {
             Ok(RunVerdict::Success)
         }
         Some(ClientCommand::Plot(args)) => {
-            for path in plot(&args)? {
+            for path in crate::client::plot::draw(&args)? {
                 println!("wrote {}", path.display());
             }
             Ok(RunVerdict::Success)
@@ -143,13 +142,7 @@ pub fn run(args: ClientArgs) -> Result<RunVerdict> {
             init_logging(Some("warn"), LogFormat::Text)?;
             crate::client::interrupt::install()?;
             let summary = run_sweep(&plan, |line| println!("{line}"))?;
-            println!(
-                "sweep: {} runs appended to {}, {} already there, {} with problems",
-                summary.ran,
-                plan.csv.display(),
-                summary.skipped,
-                summary.failed
-            );
+            println!("{summary}");
             Ok(if crate::client::interrupt::requested() {
                 RunVerdict::Interrupted
             } else if summary.failed > 0 {
@@ -206,47 +199,4 @@ fn run_lock_cycle(options: &BenchOptions) -> Result<RunVerdict> {
         json.write(&report)?;
     }
     Ok(if report.failed() { RunVerdict::Failure } else { RunVerdict::Success })
-}
-
-/// Draws the chart `args` asks for; returns the files written.
-fn plot(args: &PlotArgs) -> Result<Vec<PathBuf>> {
-    use crate::client::plot;
-    // Charts are written last: check the output directory first, so a typo
-    // is a sentence naming it rather than a drawing library's error.
-    let directory = match args.out.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => std::path::Path::new("."),
-    };
-    if !directory.is_dir() {
-        return Err(Error::input(
-            directory,
-            format!(
-                "the directory for -o/--out does not exist; create it first (mkdir -p {})",
-                directory.display()
-            ),
-        ));
-    }
-    let need_csv = || -> Result<Vec<plot::RunRow>> {
-        let path = args.csv.as_deref().ok_or_else(|| Error::Usage("this chart needs --csv FILE".into()))?;
-        plot::read_rows(path)
-    };
-    let written = match args.chart {
-        ChartKind::Throughput => plot::write_line_chart(&plot::throughput_chart(&need_csv()?)?, &args.out)?,
-        ChartKind::Latency => plot::write_line_chart(&plot::latency_chart(&need_csv()?)?, &args.out)?,
-        ChartKind::Breakdown => plot::write_breakdown_chart(&need_csv()?, &args.out)?,
-        ChartKind::Percentiles => {
-            if args.hgrm.is_empty() {
-                return Err(Error::Usage("the percentiles chart needs at least one --hgrm FILE".into()));
-            }
-            plot::write_line_chart(&plot::percentile_chart(&args.hgrm)?, &args.out)?
-        }
-        ChartKind::Timeline => {
-            let log = args
-                .hdr_log
-                .as_deref()
-                .ok_or_else(|| Error::Usage("the timeline chart needs --hdr-log FILE".into()))?;
-            plot::write_line_chart(&plot::timeline_chart(log)?, &args.out)?
-        }
-    };
-    Ok(written)
 }

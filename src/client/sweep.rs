@@ -3,18 +3,30 @@
 //! whole study (threads vs processes vs threads-with-GIL, as workers and
 //! connections grow) is one command, and its CSV feeds the plots directly.
 //!
-//! A sweep can be stopped and started again: before each run it looks for a
-//! row with the same server mode, GIL, workers, connections, size, pipeline,
-//! rate and command already in the CSV, and skips the runs that are done.
+//! Each point can run several times (`--repeats N`). The runs are taken
+//! round-robin over the grid — the first run of every point, then the
+//! second of every point... — so a slow spell of a busy machine spreads over
+//! all points instead of sinking one. The closing summary gives each point's
+//! median and range ([`repeats`]).
+//!
+//! A sweep can be stopped and started again: it counts the complete rows
+//! each point (same server mode, GIL, TLS, workers, connections, size,
+//! pipeline, rate and command) already has in the CSV, and a point with k
+//! of its N runs gets only the N − k missing ones ([`existing`]). `--force`
+//! runs every point N more times whatever the CSV holds; the older rows stay
+//! and count as more runs of their point, in the summary as in the charts.
 //!
 //! It lives beside the load generator ([`crate::client::bench`]) rather than
 //! in it because it also writes reports: the generator knows nothing of them.
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+mod existing;
+pub(crate) mod repeats;
+mod summary;
+
+use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+pub(crate) use summary::SweepSummary;
 
 use crate::cli::client::SweepArgs;
 use crate::client::bench::mix::{CommandMix, ImagePayloads};
@@ -24,8 +36,11 @@ use crate::client::bench::options::{
 use crate::client::bench::{run, RunSinks};
 use crate::client::report::csv_row::{CsvFile, SummaryRow};
 use crate::client::report::RunReport;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::protocol::Mode;
+use existing::{complete_runs, PointKey};
+use repeats::{Spread, MAX_REPEATS};
+use summary::{count, repeats_report};
 
 /// A farm configuration to sweep over.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,9 +95,13 @@ fn describe(point: &GridPoint) -> String {
         Pacing::Closed { pipeline } => format!("pipeline {pipeline}"),
         Pacing::Open { rate } => format!("open loop at {rate} requests/s"),
     };
-    let workers =
-        if point.workers == 1 { "1 worker".to_string() } else { format!("{} workers", point.workers) };
-    format!("{}, {workers}, {} connections, n={}, {pacing}", point.mode.name(), point.concurrency, point.size)
+    format!(
+        "{}, {}, {}, n={}, {pacing}",
+        point.mode.name(),
+        count(point.workers, "worker", "workers"),
+        count(point.concurrency, "connection", "connections"),
+        point.size
+    )
 }
 
 /// The grid and what every run shares.
@@ -100,6 +119,10 @@ pub(crate) struct SweepPlan {
     pub(crate) pipelines: Vec<usize>,
     /// Open-loop rates (when given, the sweep is open-loop).
     pub(crate) rates: Vec<f64>,
+    /// Runs of each point (`--repeats`, 1 to [`MAX_REPEATS`]).
+    pub(crate) repeats: usize,
+    /// Run every point `repeats` more times, whatever the CSV holds.
+    pub(crate) force: bool,
     /// Everything else (duration, warm-up, command, timeout, percentiles).
     pub(crate) template: BenchOptions,
     /// The CSV the rows go to.
@@ -137,6 +160,25 @@ impl SweepPlan {
                 return Err(OptionsError::new(flag, format!("{flag} needs at least one value")));
             }
         }
+        // Every worker count is checked against the machine now, before the
+        // first run, not when its turn comes (it would take the machine down).
+        let machine = crate::machine::Machine::read();
+        for &workers in &args.workers {
+            for kind in [crate::machine::WorkerKind::Thread, crate::machine::WorkerKind::Process] {
+                machine
+                    .check_workers("--workers", workers, kind, 0)
+                    .map_err(|refused| OptionsError::new("--workers", refused))?;
+            }
+        }
+        if !(1..=MAX_REPEATS).contains(&args.repeats) {
+            return Err(OptionsError::new(
+                "--repeats",
+                format!(
+                    "--repeats must be from 1 to {MAX_REPEATS} (runs of each grid point), not {}",
+                    args.repeats
+                ),
+            ));
+        }
         let template = BenchOptions {
             target: Target::Embedded { mode: Mode::Threads, workers: 1, gil: None },
             concurrency: 1,
@@ -168,6 +210,8 @@ impl SweepPlan {
             sizes: args.sizes.clone(),
             pipelines: args.pipelines.clone(),
             rates: args.rates.clone(),
+            repeats: args.repeats,
+            force: args.force,
             template,
             csv: args.csv.clone(),
         };
@@ -224,116 +268,88 @@ impl SweepPlan {
     }
 }
 
-/// The columns of a CSV row that identify a grid point.
-#[derive(Debug, Deserialize, PartialEq, Eq, Hash)]
-struct DoneKey {
-    /// Empty for runs against a server that did not describe itself.
-    server_mode: Option<String>,
-    server_gil: Option<bool>,
-    /// Absent from CSVs written before the column existed: no TLS.
-    #[serde(default)]
-    server_tls: bool,
-    server_workers: Option<u64>,
-    concurrency: usize,
-    size: u64,
-    pipeline: Option<usize>,
-    rate_rps: Option<String>,
-    cmd: String,
-    /// An interrupted run does not count as done: resuming runs it again.
-    #[serde(default)]
-    interrupted: bool,
-}
-
-impl DoneKey {
-    fn of(point: &GridPoint, cmd: &str, tls: bool) -> Self {
-        let (pipeline, rate_rps) = match point.pacing {
-            Pacing::Closed { pipeline } => (Some(pipeline), None),
-            // Written by the csv crate the way it writes every f64 (e.g. 200.0).
-            Pacing::Open { rate } => (None, Some(csv_float(rate))),
-        };
-        DoneKey {
-            server_mode: Some(point.mode.mode().as_str().to_string()),
-            server_gil: Some(point.mode.gil().is_some()),
-            server_tls: tls,
-            server_workers: Some(point.workers as u64),
-            concurrency: point.concurrency,
-            size: point.size,
-            pipeline,
-            rate_rps,
-            cmd: cmd.to_string(),
-            interrupted: false,
-        }
-    }
-}
-
-/// How the csv crate renders an f64 cell.
-fn csv_float(value: f64) -> String {
-    let mut writer = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
-    let _ = writer.serialize([value]);
-    String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default().trim().to_string()
-}
-
-/// The grid points already in the CSV (none if it does not exist yet).
-fn done(csv: &Path) -> Result<HashSet<DoneKey>> {
-    if !csv.exists() {
-        return Ok(HashSet::new());
-    }
-    let mut reader = csv::Reader::from_path(csv)
-        .map_err(|e| Error::input(csv, format!("(--csv) cannot read it to resume: {e}")))?;
-    reader
-        .deserialize::<DoneKey>()
-        .map(|row| row.map_err(|e| Error::input(csv, format!("(--csv) not a tc-client CSV ({e})"))))
-        .collect()
-}
-
-/// What a sweep did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct SweepSummary {
-    /// Runs made and appended.
-    pub(crate) ran: usize,
-    /// Runs already in the CSV.
-    pub(crate) skipped: usize,
-    /// Runs that found problems (their rows are appended all the same).
-    pub(crate) failed: usize,
-}
-
-/// Runs every grid point not already in the CSV, appending a row after each
-/// run (so an interrupted sweep keeps what it measured). `say` gets one line
-/// per point.
+/// Runs each grid point until the CSV holds `repeats` complete runs of it
+/// (with `force`: `repeats` more runs), round-robin over the grid, appending
+/// a row after each run (so an interrupted sweep keeps what it measured).
+/// `say` gets one line per point skipped, one per run, and at the end the
+/// per-point medians when a point has several runs.
 ///
 /// # Errors
 /// A CSV that cannot be read or written, or a run that cannot start at all.
 pub(crate) fn run_sweep(plan: &SweepPlan, mut say: impl FnMut(&str)) -> Result<SweepSummary> {
     let cmd = plan.template.mix.to_string();
-    let already = done(&plan.csv)?;
+    let key = |point: &GridPoint| PointKey::of(point, &cmd, plan.template.embedded_tls);
+    let already = complete_runs(&plan.csv)?;
     let points = plan.points();
-    let mut summary = SweepSummary::default();
-    for (index, point) in points.iter().enumerate() {
-        if crate::client::interrupt::requested() {
-            break;
+    let mut summary = SweepSummary { csv: plan.csv.clone(), ..SweepSummary::default() };
+
+    // How many runs each point still needs.
+    let needed: Vec<usize> = points
+        .iter()
+        .map(|point| {
+            let done = already.get(&key(point)).map_or(0, Vec::len);
+            if plan.force {
+                plan.repeats
+            } else {
+                summary.skipped += done.min(plan.repeats);
+                if done >= plan.repeats {
+                    say(&format!(
+                        "{}: already in {} ({}), skipped",
+                        describe(point),
+                        plan.csv.display(),
+                        count(done, "complete run", "complete runs")
+                    ));
+                }
+                plan.repeats.saturating_sub(done)
+            }
+        })
+        .collect();
+
+    // Round r runs every point that needs more than r runs, in grid order.
+    let total: usize = needed.iter().sum();
+    let mut started = 0;
+    'rounds: for round in 0..plan.repeats {
+        for (point, _) in points.iter().zip(&needed).filter(|(_, &n)| n > round) {
+            if crate::client::interrupt::requested() {
+                break 'rounds;
+            }
+            started += 1;
+            let repeat = if needed.iter().any(|&n| n > 1) {
+                format!(" (run {} of {})", round + 1, plan.repeats)
+            } else {
+                String::new()
+            };
+            let label = format!("[{started}/{total}] {}{repeat}", describe(point));
+            let result = run(plan.options_for(point), RunSinks::default())?;
+            let report = RunReport::new(&result);
+            CsvFile::open(&plan.csv, "--csv")?.append(&SummaryRow::new(&result, &report))?;
+            summary.ran += 1;
+            if result.failed() {
+                summary.failed += 1;
+            }
+            let ms = |us: Option<u64>| us.unwrap_or(0) as f64 / 1000.0;
+            say(&format!(
+                "{label}: {:.1} ok replies/s, p50 {:.3} ms, p99 {:.3} ms{}{}",
+                report.throughput_rps,
+                ms(report.latency.at(50.0)),
+                ms(report.latency.at(99.0)),
+                if result.failed() { " (with problems)" } else { "" },
+                if result.interrupted { " (interrupted; a resumed sweep runs it again)" } else { "" }
+            ));
         }
-        let label = format!("[{}/{}] {}", index + 1, points.len(), describe(point));
-        if already.contains(&DoneKey::of(point, &cmd, plan.template.embedded_tls)) {
-            summary.skipped += 1;
-            say(&format!("{label}: already in {}, skipped", plan.csv.display()));
-            continue;
-        }
-        let result = run(plan.options_for(point), RunSinks::default())?;
-        let report = RunReport::new(&result);
-        CsvFile::open(&plan.csv, "--csv")?.append(&SummaryRow::new(&result, &report))?;
-        summary.ran += 1;
-        if result.failed() {
-            summary.failed += 1;
-        }
-        let ms = |us: Option<u64>| us.unwrap_or(0) as f64 / 1000.0;
-        say(&format!(
-            "{label}: {:.1} ok replies/s, p50 {:.3} ms, p99 {:.3} ms{}{}",
-            report.throughput_rps,
-            ms(report.latency.at(50.0)),
-            ms(report.latency.at(99.0)),
-            if result.failed() { " (with problems)" } else { "" },
-            if result.interrupted { " (interrupted; a resumed sweep runs it again)" } else { "" }
-        ));
+    }
+
+    // The medians, from every complete row of each point now in the CSV.
+    let measured = complete_runs(&plan.csv)?;
+    let spreads: Vec<(String, Spread)> = points
+        .iter()
+        .filter_map(|point| {
+            let spread = Spread::of(measured.get(&key(point))?)?;
+            Some((describe(point), spread))
+        })
+        .collect();
+    for line in repeats_report(&spreads) {
+        say(&line);
     }
     Ok(summary)
 }
@@ -350,6 +366,8 @@ mod tests {
             sizes: vec![500_000],
             pipelines: vec![1],
             rates: vec![],
+            repeats: 1,
+            force: false,
             template: BenchOptions::example(),
             csv: PathBuf::from("unused.csv"),
         }
@@ -375,9 +393,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_match_what_the_csv_writer_writes() {
-        assert_eq!(csv_float(200.0), "200.0");
-        assert_eq!(csv_float(12.5), "12.5");
+    fn modes_are_parsed_from_the_words_users_type() {
         assert_eq!(SweepMode::parse("threads-gil"), Ok(SweepMode::ThreadsGil));
         assert!(SweepMode::parse("fibers").is_err());
     }

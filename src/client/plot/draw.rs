@@ -9,7 +9,11 @@
 //!   and nowhere else; the percentile axis is labelled p50, p90, p99...;
 //!   log axes get 1-2-5 ticks across the whole range; numbers are printed
 //!   without a trailing `.0`;
-//! - breakdown labels are turned upright so that many runs do not overlap.
+//! - breakdown labels are turned upright so that many runs do not overlap;
+//! - a point made from several runs has a bar from the slowest to the
+//!   fastest, in its line's colour;
+//! - the chart's notes (how to read it: cores, repeats, where a request is
+//!   placed in time) are printed under the legend, wrapped to its column.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -19,7 +23,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::{LineChart, RunRow, Series, XAxis};
+use super::charts::{LineChart, Series, XAxis};
+use super::rows::RunRow;
 use crate::error::{Error, Result};
 
 const SIZE: (u32, u32) = (1100, 640);
@@ -133,6 +138,10 @@ where
     let (plot_area, legend_area) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
     let points = || chart.series.iter().flat_map(|s| s.points.iter().copied());
     let (x_min, x_max) = points().fold((f64::MAX, f64::MIN), |(lo, hi), p| (lo.min(p.0), hi.max(p.0)));
+    // The y range covers the range bars too, not only the medians.
+    let ranges =
+        || chart.series.iter().flat_map(|s| s.ranges.iter().flat_map(|r| [(r.x, r.low), (r.x, r.high)]));
+    let points = || points().chain(ranges());
     let y_top = points().map(|p| p.1).fold(0.0, f64::max) * 1.1 + 1e-9;
     let y_bottom = points().map(|p| p.1).filter(|y| *y > 0.0).fold(y_top, f64::min) * 0.8;
     // The x axis: ticks where there is data (counts), at p50, p90, p99...
@@ -195,58 +204,110 @@ where
                     _ => Ok(()),
                 }
                 .map_err(draw_error)?;
+                // The range of the runs behind a point, from the slowest to
+                // the fastest: a vertical line with a 12-pixel cap at each end.
+                let stroke = look.color.stroke_width(2);
+                for range in &series.ranges {
+                    let (low, high) = ($at(&(range.x, range.low)), $at(&(range.x, range.high)));
+                    let cap = |at| EmptyElement::at(at) + PathElement::new([(-6, 0), (6, 0)], stroke);
+                    ctx.draw_series([PathElement::new([low, high], stroke)]).map_err(draw_error)?;
+                    ctx.draw_series([cap(low), cap(high)]).map_err(draw_error)?;
+                }
             }
         }};
     }
     let same = |p: &(f64, f64)| *p;
-    match chart.x_axis {
-        XAxis::Percentiles => {
-            let y_log_range = y_bottom.max(1e-3)..y_top;
-            let y_ticks = ticks_1_2_5(y_log_range.start, y_log_range.end);
+    // A log y axis: from just under the smallest positive value, with 1-2-5
+    // ticks (a log axis cannot reach 0).
+    let y_log_range = y_bottom.max(1e-3)..y_top;
+    let y_log =
+        || y_log_range.clone().log_scale().with_key_points(ticks_1_2_5(y_log_range.start, y_log_range.end));
+    // Whole numbers in tenths on an integer axis (plotters puts chosen ticks
+    // only on axes it can format by itself), with some room either side so
+    // the end points are not on the frame.
+    let tenths = |x: f64| (x * 10.0).round() as i64;
+    let pad = ((x_max - x_min) * 0.4).max(3.0) as i64;
+    let count_axis = || {
+        let ticks = x_ticks.iter().map(|x| tenths(*x)).collect();
+        (tenths(x_min) - pad..tenths(x_max) + pad).with_key_points(ticks)
+    };
+    let seconds_axis = x_min..x_max.max(x_min + 1e-9);
+    match (chart.x_axis, chart.log_y) {
+        (XAxis::Percentiles, _) => {
             body!(
                 builder
                     .build_cartesian_2d(
-                        (x_min.max(1.0)..x_max).log_scale().with_key_points(x_ticks),
-                        y_log_range.log_scale().with_key_points(y_ticks),
+                        (x_min.max(1.0)..x_max).log_scale().with_key_points(x_ticks.clone()),
+                        y_log()
                     )
                     .map_err(draw_error)?,
                 same,
                 |x: &f64| percentile_label(*x)
             )
         }
-        XAxis::Counts => {
-            // Whole numbers in tenths on an integer axis (plotters puts
-            // chosen ticks only on axes it can format by itself), with some
-            // room either side so the end points are not on the frame.
-            let tenths = |x: f64| (x * 10.0).round() as i64;
-            let pad = ((x_max - x_min) * 0.4).max(3.0) as i64;
-            let ticks = x_ticks.iter().map(|x| tenths(*x)).collect();
-            body!(
-                builder
-                    .build_cartesian_2d(
-                        (tenths(x_min) - pad..tenths(x_max) + pad).with_key_points(ticks),
-                        0.0..y_top
-                    )
-                    .map_err(draw_error)?,
-                |p: &(f64, f64)| (tenths(p.0), p.1),
-                |x: &i64| tidy(*x as f64 / 10.0)
-            )
-        }
-        XAxis::Seconds => body!(
-            builder.build_cartesian_2d(x_min..x_max.max(x_min + 1e-9), 0.0..y_top).map_err(draw_error)?,
+        (XAxis::Counts, false) => body!(
+            builder.build_cartesian_2d(count_axis(), 0.0..y_top).map_err(draw_error)?,
+            |p: &(f64, f64)| (tenths(p.0), p.1),
+            |x: &i64| tidy(*x as f64 / 10.0)
+        ),
+        (XAxis::Counts, true) => body!(
+            builder.build_cartesian_2d(count_axis(), y_log()).map_err(draw_error)?,
+            |p: &(f64, f64)| (tenths(p.0), p.1),
+            |x: &i64| tidy(*x as f64 / 10.0)
+        ),
+        (XAxis::Seconds, false) => body!(
+            builder.build_cartesian_2d(seconds_axis.clone(), 0.0..y_top).map_err(draw_error)?,
+            same,
+            |x: &f64| tidy(*x)
+        ),
+        (XAxis::Seconds, true) => body!(
+            builder.build_cartesian_2d(seconds_axis.clone(), y_log()).map_err(draw_error)?,
             same,
             |x: &f64| tidy(*x)
         ),
     }
     let entries: Vec<(String, Look)> =
         chart.series.iter().enumerate().map(|(i, s)| (s.label.clone(), Look::of(i, s))).collect();
-    draw_legend(&legend_area, &entries)?;
+    let legend_bottom = draw_legend(&legend_area, &entries)?;
+    draw_notes(&legend_area, &chart.notes, legend_bottom + 30)?;
     root.present().map_err(draw_error)
 }
 
+/// Breaks `text` into lines of at most `width` characters, at spaces.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for word in text.split_whitespace() {
+        match lines.last_mut() {
+            Some(line) if line.chars().count() + 1 + word.chars().count() <= width => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_string()),
+        }
+    }
+    lines
+}
+
+/// The chart's notes, wrapped to the legend column, from `top` down.
+fn draw_notes<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, notes: &[String], top: i32) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let text = TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    let mut y = top;
+    for note in notes {
+        for line in wrap(note, 40) {
+            area.draw_text(&line, &text, (8, y)).map_err(draw_error)?;
+            y += 17;
+        }
+        y += 8;
+    }
+    Ok(())
+}
+
 /// The legend, in its own column: a sample of each line (colour, dashes and
-/// marker) and its label.
-fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, entries: &[(String, Look)]) -> Result<()>
+/// marker) and its label. Returns the y of its last row.
+fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, entries: &[(String, Look)]) -> Result<i32>
 where
     DB::ErrorType: 'static,
 {
@@ -281,7 +342,7 @@ where
         let text = TextStyle::from((FONT, font_size).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
         area.draw_text(label, &text, (56, y)).map_err(draw_error)?;
     }
-    Ok(())
+    Ok(60 + (entries.len() as i32 - 1).max(0) * row)
 }
 
 /// Draws, per run of a CSV, a stacked bar of mean queue wait, service time
@@ -388,6 +449,12 @@ mod tests {
         assert_eq!(tidy(0.25), "0.25");
         assert_eq!(percentile_label(2.0), "p50");
         assert_eq!(percentile_label(1000.0), "p99.9");
+    }
+
+    #[test]
+    fn notes_wrap_at_spaces_to_the_legend_column() {
+        assert_eq!(wrap("This machine has 2 cores: work", 16), vec!["This machine has", "2 cores: work"]);
+        assert_eq!(wrap("", 10), Vec::<String>::new());
     }
 
     #[test]
