@@ -46,7 +46,7 @@ impl Connections {
     }
 
     /// Connections open now from `peer`.
-    pub(crate) fn from_address(&self, peer: IpAddr) -> usize {
+    pub(crate) fn open_from(&self, peer: IpAddr) -> usize {
         let table = self.inner.0.lock().unwrap_or_else(PoisonError::into_inner);
         table.per_address.get(&peer).copied().unwrap_or(0)
     }

@@ -55,7 +55,7 @@ pub(super) fn accept_loop(listener: TcpListener, farm: Arc<Farm>, stop: Arc<Atom
         // One client address may not take every slot: the per-address cap
         // keeps room for everyone else.
         if let Some(cap) = farm.config.max_connections_per_ip {
-            if farm.connections.from_address(peer.ip()) >= cap {
+            if farm.connections.open_from(peer.ip()) >= cap {
                 tracing::warn!(%peer, cap, "too many connections from one address; refusing one");
                 farm.stats.connection_rejected_per_ip();
                 let message = format!(

@@ -87,6 +87,8 @@ pub(crate) struct LineChart {
     pub(crate) notes: Vec<String>,
 }
 
+/// Reads one percentile of a run row (for one line of the latency chart).
+type Percentile = fn(&RunRow) -> u64;
 /// The cores of the machine drawing the chart (1 if it cannot tell).
 pub(crate) fn machine_cores() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -207,7 +209,7 @@ pub(crate) fn latency_chart(rows: &[RunRow]) -> Result<LineChart> {
     let points = rows::points(rows);
     let with_load = loads_differ(&points);
     let mut groups: BTreeMap<String, [Series; 3]> = BTreeMap::new();
-    let percentiles: [(&str, fn(&RunRow) -> u64); 3] =
+    let percentiles: [(&str, Percentile); 3] =
         [("p50", |r| r.p50_us), ("p99", |r| r.p99_us), ("p99.9", |r| r.p99_9_us)];
     for point in &points {
         let row = point.first();
