@@ -124,6 +124,21 @@ impl Transport {
         }
     }
 
+    /// Whether anything is waiting on the socket — bytes or the end of the
+    /// stream — seen without reading it and without blocking. On a
+    /// request/reply connection with no request out, that means the server
+    /// spoke unasked, which it does only to say why it is closing the
+    /// connection (e.g. `IDLE_TIMEOUT`).
+    pub(crate) fn has_pending_input(&self) -> bool {
+        use nix::sys::socket::{recv, MsgFlags};
+        let mut byte = [0u8; 1];
+        match recv(self.socket().as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
+            Ok(_) => true,
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => false,
+            Err(_) => true,
+        }
+    }
+
     /// The socket, for a non-blocking send that bypasses the writer thread:
     /// plain TCP only (TLS records must go through the session).
     pub(crate) fn plain_fd(&self) -> Option<RawFd> {

@@ -5,6 +5,7 @@
 mod common;
 
 use std::fs;
+use std::io::Write;
 
 use common::{read_csv, run_client, run_client_with_stdin, TestServer};
 use serde_json::Value;
@@ -314,6 +315,34 @@ fn the_shell_answers_words_and_json_with_latencies() {
     assert!(stdout.contains(r#""status":"ok""#), "{stdout}");
     assert!(stdout.contains("! unknown command \"bogus\""), "{stdout}");
     assert!(stdout.contains(" ms)"), "each reply shows its latency: {stdout}");
+}
+
+#[test]
+fn the_shell_reconnects_after_the_server_closes_its_idle_connection() {
+    let server = TestServer::start("threads", 1, &["--idle-timeout", "1s", "--read-timeout", "1s"]);
+    let port = server.addr.port().to_string();
+    let mut shell = std::process::Command::new(env!("CARGO_BIN_EXE_tc-client"))
+        .args(["shell", "--port", &port])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tc-client starts");
+    let mut input = shell.stdin.take().unwrap();
+    input.write_all(b"ping\n").unwrap();
+    // The first connection goes quiet and the server closes it; the shell
+    // must not read that goodbye as the next reply.
+    server.wait_for_stats("the shell's connection closed as idle", |s| {
+        s["connections"]["idle_closed"].as_u64() >= Some(1)
+    });
+    input.write_all(b"ping\nquit\n").unwrap();
+    drop(input);
+    let out = shell.wait_with_output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert_eq!(stdout.matches(r#""pong":true"#).count(), 2, "both pings answered: {stdout}");
+    assert!(!stdout.contains("IDLE_TIMEOUT"), "the goodbye is not shown as a reply: {stdout}");
+    assert!(stdout.contains("reconnecting"), "{stdout}");
 }
 
 #[test]

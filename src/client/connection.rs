@@ -119,6 +119,14 @@ impl ServerConnection {
             .map_err(|e| Error::io(format!("sending to {}", self.target), e))
     }
 
+    /// Whether the server has spoken (or hung up) while no request was out:
+    /// a server answers only when asked, so this is its goodbye (an
+    /// `IDLE_TIMEOUT` frame, or a closed connection) and the connection is
+    /// of no more use.
+    pub(crate) fn closed_by_server(&self) -> bool {
+        !self.reader.buffer().is_empty() || self.transport.has_pending_input()
+    }
+
     /// Presents `token` to a server started with `--auth-token`.
     ///
     /// # Errors

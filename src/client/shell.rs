@@ -197,6 +197,13 @@ fn round_trip(
     timeout: Duration,
     request: &serde_json::Value,
 ) -> Result<(String, Duration)> {
+    // Between two lines the server may have closed the connection (its
+    // --idle-timeout, or a restart): start afresh rather than read its
+    // goodbye as the reply to this request.
+    if connection.as_ref().is_some_and(ServerConnection::closed_by_server) {
+        println!("(the server closed the connection while the shell was idle; reconnecting)");
+        *connection = None;
+    }
     if connection.is_none() {
         let mut fresh = ServerConnection::connect(host, port, timeout, tls)?;
         if let Some(token) = token {
