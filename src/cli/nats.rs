@@ -43,6 +43,14 @@ pub(crate) struct NatsAuthArgs {
     /// CA certificate (PEM) of a NATS server that uses TLS; turns TLS on.
     #[arg(help_heading = "Worker hosts (NATS)", long, env = "THREADCENTER_NATS_TLS_CA")]
     pub(crate) nats_tls_ca: Option<PathBuf>,
+
+    /// The farm's shared secret (a file of at least 32 bytes, the same on
+    /// every gateway and host; make one with head -c 32 /dev/urandom |
+    /// base64): every job, result and heartbeat is signed with it and
+    /// unsigned ones are dropped. Without it anyone who can publish to the
+    /// NATS server can give the farm work (a warning says so at start).
+    #[arg(help_heading = "Worker hosts (NATS)", long, env = "THREADCENTER_FARM_KEY", value_name = "FILE")]
+    pub(crate) farm_key: Option<PathBuf>,
 }
 
 impl NatsAuthArgs {
@@ -55,6 +63,7 @@ impl NatsAuthArgs {
             password: self.nats_password.clone(),
             token: self.nats_token.clone(),
             tls_ca: self.nats_tls_ca.clone(),
+            farm_key: self.farm_key.clone(),
         }
     }
 }

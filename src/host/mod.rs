@@ -21,6 +21,7 @@
 
 mod outcomes;
 mod pages;
+mod peers;
 mod service;
 
 use std::collections::HashMap;
@@ -36,13 +37,16 @@ use tokio::sync::mpsc;
 use crate::error::Result;
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::remote::bridge::Bridge;
-use crate::remote::connect::{connect, NatsOptions};
-use crate::remote::wire::{self, Heartbeat, RemoteJob, RemoteResult};
-use crate::remote::{self as nats, ACK_WAIT, HEARTBEAT_EVERY, HEARTBEAT_SUBJECT};
+use crate::remote::connect::{connect, LinkState, NatsOptions, Role};
+use crate::remote::envelope::{self, now_ms, JobReplays, ReplayGuard, Signer, Verifier};
+use crate::remote::wire::{self, GatewayBeat, Heartbeat, JobToken, RemoteJob, RemoteResult};
+use crate::remote::{self as nats, ACK_WAIT, GATEWAYS_SUBJECT, HEARTBEAT_EVERY, HEARTBEAT_SUBJECT};
 use crate::server::http::MetricsEndpoint;
 use crate::server::pool::{JobQueues, PoolConfig, QueuedJob, WorkerBoard, WorkerPool};
 use crate::work::job::JobId;
 use outcomes::{HostEvent, HostOutcomes};
+use pages::HostCounters;
+use peers::{Peers, JUDGE_AFTER};
 
 /// How long one pull request waits in JetStream for jobs before it expires
 /// (the host then asks again).
@@ -52,6 +56,16 @@ const PULL_GRACE: Duration = Duration::from_secs(1);
 /// The longest the fetcher sleeps before it looks again (a delivery or a
 /// freed slot wakes it at once; this only bounds a missed wake-up).
 const FULL_RECHECK: Duration = Duration::from_millis(100);
+/// How long one try to store a result (or acknowledge a job) may wait for
+/// JetStream before it is tried again.
+const STORE_WAIT: Duration = Duration::from_secs(2);
+/// The pause between two tries to store a result while NATS is away.
+const STORE_RETRY: Duration = Duration::from_millis(500);
+/// On a stop, the longest the last messages (hand-backs) may take to go
+/// out: a stop ends within `--drain-timeout` plus this, whatever NATS does.
+pub(crate) const STOP_FLUSH_WAIT: Duration = Duration::from_secs(2);
+/// Recent jobs remembered to spot one published twice (a replay).
+const JOB_REPLAYS_REMEMBERED: usize = 100_000;
 
 /// Everything that shapes a worker host.
 #[derive(Debug, Clone)]
@@ -77,8 +91,11 @@ pub(crate) struct HostConfig {
 struct Held {
     message: jetstream::Message,
     job: JobId,
+    token: JobToken,
     reply_to: String,
     attempts: u32,
+    /// The gateway's deadline: after it nobody waits for the result.
+    expires_ms: u64,
 }
 
 /// The jobs a host holds, by their local id. A std `Mutex` held only for
@@ -117,6 +134,10 @@ impl HeldJobs {
     fn all(&self) -> Vec<Arc<Held>> {
         self.lock().values().cloned().collect()
     }
+    /// The tokens of the held jobs, for the heartbeat.
+    fn tokens(&self) -> Vec<String> {
+        self.lock().values().map(|held| wire::token_hex(held.token)).collect()
+    }
 }
 
 /// Runs a worker host until `stop` fires (SIGTERM), then drains: it stops
@@ -127,14 +148,20 @@ impl HeldJobs {
 /// # Errors
 /// NATS cannot be reached or has no JetStream; the pool cannot start.
 pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
+    let key = envelope::load_farm_key(config.nats.farm_key.as_deref())?;
+    let signer = Arc::new(Signer::new(key.clone()));
+    let verifier = Verifier::new(key);
     let bridge = Bridge::start("nats-bridge")?;
-    let (client, link) = bridge.run(connect(&config.nats, &format!("tc-worker {}", config.name)))?;
+    let (client, link) = bridge.run(connect(&config.nats, &format!("tc-worker {}", config.name), Role::Host))?;
     let (js, consumer) = bridge.run(async {
         // Created inside the runtime: the context starts a task of its own.
         let js = jetstream::new(client.clone());
         let stream = nats::jobs_stream(&js, None).await?;
+        nats::results_stream(&js).await?;
         nats::workers_consumer(&stream).await.map(|consumer| (js, consumer))
     })?;
+    let counters = Arc::new(HostCounters::default());
+    let peers = Arc::new(Peers::default());
 
     // The pool's queues: the fetcher puts jobs in, the workers take them.
     let slots = config.pool.workers;
@@ -166,9 +193,11 @@ pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
         mode: config.pool.mode.as_str(),
         board: Arc::clone(&board),
         held: Arc::clone(&held),
-        link,
+        link: Arc::clone(&link),
         started: Instant::now(),
         draining: AtomicBool::new(false),
+        counters: Arc::clone(&counters),
+        farm_key: verifier.has_key(),
     });
     let endpoint = match &config.metrics {
         Some(listener) => {
@@ -188,6 +217,7 @@ pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
     };
 
     let pulling = Arc::new(AtomicBool::new(true));
+    let answerer = Arc::new(Answerer { js: js.clone(), signer: Arc::clone(&signer), name: config.name.clone() });
     let fetcher = Fetcher {
         client: client.clone(),
         js,
@@ -196,17 +226,35 @@ pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
         jobs: jobs_tx,
         slots,
         pulling: Arc::clone(&pulling),
+        checks: JobChecks {
+            verifier: verifier.clone(),
+            replays: JobReplays::new(JOB_REPLAYS_REMEMBERED),
+            peers: Arc::clone(&peers),
+            link: Arc::clone(&link),
+            counters: Arc::clone(&counters),
+            name: config.name.clone(),
+        },
     };
     let fetcher = bridge.spawn(fetch_jobs(fetcher, {
-        let (client, name) = (client.clone(), config.name.clone());
+        let answerer = Arc::clone(&answerer);
         move |held: Held, error: ReplyError| {
-            let (client, name) = (client.clone(), name.clone());
-            async move { answer(&client, &name, &held, 0, 0, 0, Err(error)).await }
+            let answerer = Arc::clone(&answerer);
+            async move { answerer.answer(Arc::new(held), (0, 0, 0), Err(error)).await }
         }
     }));
-    let reporter =
-        bridge.spawn(report_results(client.clone(), config.name.clone(), Arc::clone(&held), events_rx));
+    let reporter = bridge.spawn(report_results(Arc::clone(&answerer), Arc::clone(&held), events_rx));
     let status = Arc::new(Mutex::new(heartbeat(&config, &held, &board)));
+    // A gateway new to this host hears from it at once (see `listen_to_farm`).
+    let beat_now = Arc::new(tokio::sync::Notify::new());
+    let listener = bridge.spawn(listen_to_farm(
+        client.clone(),
+        FarmEars {
+            verifier,
+            peers: Arc::clone(&peers),
+            counters: Arc::clone(&counters),
+            beat_now: Arc::clone(&beat_now),
+        },
+    ));
     // NATS's own tools see the host: `nats micro ls`, `$SRV.PING/INFO/STATS`.
     let service = bridge.run(service::register(&client, &config, Arc::clone(&status)))?;
     let keeper = bridge.spawn(keep_alive(
@@ -215,6 +263,7 @@ pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
         Arc::clone(&board),
         config.clone(),
         status,
+        (signer, beat_now),
     ));
 
     // Wait for SIGTERM (the sender is dropped or sends).
@@ -233,14 +282,27 @@ pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
     if !left.is_empty() {
         tracing::warn!(jobs = left.len(), "drain timeout: handing held jobs back for another host");
     }
-    bridge.run(async {
-        for job in left {
-            let _ = job.message.ack_with(AckKind::Nak(None)).await;
-        }
-        let _ = client.flush().await;
+    // Bounded whatever NATS does: with NATS away the hand-backs cannot go
+    // out, and JetStream redelivers the jobs after the ack wait anyway.
+    let handed_back = bridge.run(async {
+        tokio::time::timeout(STOP_FLUSH_WAIT, async {
+            for job in &left {
+                let _ = job.message.ack_with(AckKind::Nak(None)).await;
+            }
+            client.flush().await.is_ok()
+        })
+        .await
+        .unwrap_or(false)
     });
+    if !left.is_empty() && !handed_back {
+        tracing::warn!(
+            jobs = left.len(),
+            "NATS did not take the hand-backs in time; JetStream gives the jobs to another host after its ack wait"
+        );
+    }
     fetcher.abort();
     keeper.abort();
+    listener.abort();
     service.abort();
     pool.stop(Duration::from_secs(5));
     reporter.abort();
@@ -261,6 +323,88 @@ struct Fetcher {
     jobs: crossbeam_channel::Sender<QueuedJob>,
     slots: usize,
     pulling: Arc<AtomicBool>,
+    checks: JobChecks,
+}
+
+/// What a delivered job is checked against before it may run.
+struct JobChecks {
+    verifier: Verifier,
+    replays: Arc<JobReplays>,
+    peers: Arc<Peers>,
+    link: Arc<LinkState>,
+    counters: Arc<HostCounters>,
+    name: String,
+}
+
+/// What to do with a delivered job.
+enum Verdict {
+    /// Run it.
+    Run,
+    /// Answer it with this error, unrun.
+    Refuse(ReplyError),
+    /// Drop it unrun and unanswered (the reason is logged and counted):
+    /// nobody could use an answer, or it is not ours.
+    Drop,
+}
+
+impl JobChecks {
+    /// The farm key's check of a message, before it is even decoded.
+    fn signed(&self, message: &async_nats::Message) -> Option<envelope::Signed> {
+        match self.verifier.verify(message.subject.as_str(), message.headers.as_ref(), &message.payload) {
+            Ok(signed) => Some(signed),
+            Err(why) => {
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(subject = %message.subject, %why, "dropping a job message");
+                None
+            }
+        }
+    }
+
+    /// Whether a decoded, signed job may run, is answered unrun, or dropped.
+    fn judge(&self, job: &RemoteJob, signed: &envelope::Signed, stream_seq: u64, attempts: u32) -> Verdict {
+        let now = now_ms();
+        let token = wire::token_hex(job.token);
+        if let Err(why) = self.replays.check(signed, stream_seq, job.expires_ms, now) {
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(job = %token, %why, "dropping a job");
+            return Verdict::Drop;
+        }
+        if now > job.expires_ms {
+            self.counters.expired.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(job = %token, gateway = %job.gateway, "dropping a job past its deadline: its gateway has answered it");
+            return Verdict::Drop;
+        }
+        // Judged only on a link up long enough to have heard every gateway.
+        let judging = self.link.up_for() >= JUDGE_AFTER;
+        if judging && self.peers.gateway_silent(&job.gateway, Instant::now()) {
+            self.counters.orphaned.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(job = %token, gateway = %job.gateway, "dropping a job of a gateway gone silent: nobody would read its result");
+            return Verdict::Drop;
+        }
+        if attempts > 1 {
+            tracing::info!(job = %token, delivery = attempts, "a job delivered again");
+        }
+        if attempts <= job.max_attempts {
+            return Verdict::Run;
+        }
+        let holder = self.peers.held_elsewhere(&self.name, &token, Instant::now());
+        if !judging || holder.is_some() {
+            // The broker redelivered a job its holder still works on (or
+            // this host cannot tell yet): not a crash. Run it; the gateway
+            // keeps the first result.
+            self.counters.redeliveries_excused.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(job = %token, delivery = attempts, holder = ?holder, "redelivered past the attempt limit, but its holder is alive or the link just came back: not counted as a crash");
+            return Verdict::Run;
+        }
+        Verdict::Refuse(ReplyError::new(
+            ErrorCode::WorkerCrashed,
+            format!(
+                "the job was delivered {attempts} times and its worker host died or hung each time \
+                 (at most {} allowed, --retries)",
+                job.max_attempts
+            ),
+        ))
+    }
 }
 
 /// The pull request this host has out: its token, how many jobs it may
@@ -291,7 +435,7 @@ where
     F: Fn(Held, ReplyError) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let Fetcher { client, js, consumer, held, jobs, slots, pulling } = fetcher;
+    let Fetcher { client, js, consumer, held, jobs, slots, pulling, checks } = fetcher;
     let inbox = client.new_inbox();
     let mut deliveries = loop {
         match client.subscribe(format!("{inbox}.*")).await {
@@ -371,7 +515,12 @@ where
             let _ = message.ack_with(AckKind::Nak(None)).await;
             continue;
         }
-        let attempts = message.info().map(|info| info.delivered as u32).unwrap_or(1);
+        let (attempts, stream_seq) =
+            message.info().map(|info| (info.delivered as u32, info.stream_sequence)).unwrap_or((1, 0));
+        let Some(signed) = checks.signed(&message) else {
+            let _ = message.ack_with(AckKind::Term).await;
+            continue;
+        };
         let job: RemoteJob = match wire::decode(&message.payload) {
             Ok(job) => job,
             Err(e) => {
@@ -380,18 +529,25 @@ where
                 continue;
             }
         };
-        let held_job = Held { message, job: job.job, reply_to: job.reply_to, attempts };
-        if attempts > job.max_attempts {
-            let error = ReplyError::new(
-                ErrorCode::WorkerCrashed,
-                format!(
-                    "the job was delivered {attempts} times and its worker host died or hung each time \
-                     (at most {} allowed, --retries)",
-                    job.max_attempts
-                ),
-            );
-            refuse(held_job, error).await;
-            continue;
+        let verdict = checks.judge(&job, &signed, stream_seq, attempts);
+        let held_job = Held {
+            message,
+            job: job.job,
+            token: job.token,
+            reply_to: job.reply_to,
+            attempts,
+            expires_ms: job.expires_ms,
+        };
+        match verdict {
+            Verdict::Run => {}
+            Verdict::Drop => {
+                let _ = held_job.message.ack_with(AckKind::Term).await;
+                continue;
+            }
+            Verdict::Refuse(error) => {
+                refuse(held_job, error).await;
+                continue;
+            }
         }
         next_id += 1;
         held.insert(next_id, held_job);
@@ -406,11 +562,12 @@ where
     }
 }
 
-/// Publishes each finished job's result to its gateway, then acknowledges it;
-/// hands back jobs the pool could not run.
+/// Stores each finished job's result, then acknowledges the job; hands back
+/// jobs the pool could not run. Each result is sent by a task of its own,
+/// so one waiting for NATS to come back does not hold up the others (at
+/// most one per held job, so as many as the slots).
 async fn report_results(
-    client: async_nats::Client,
-    name: String,
+    answerer: Arc<Answerer>,
     held: Arc<HeldJobs>,
     mut events: mpsc::UnboundedReceiver<HostEvent>,
 ) {
@@ -418,16 +575,11 @@ async fn report_results(
         match event {
             HostEvent::Done(report) => {
                 let Some(job) = held.take(report.job) else { continue };
-                answer(
-                    &client,
-                    &name,
-                    &job,
-                    report.worker,
-                    report.queue_us,
-                    report.service_us,
-                    report.result,
-                )
-                .await;
+                let answerer = Arc::clone(&answerer);
+                tokio::spawn(async move {
+                    let timings = (report.worker, report.queue_us, report.service_us);
+                    answerer.answer(job, timings, report.result).await;
+                });
             }
             HostEvent::HandBack(id) => {
                 if let Some(job) = held.take(id) {
@@ -439,36 +591,77 @@ async fn report_results(
     }
 }
 
-/// Sends one job's result to the gateway that asked, then acknowledges the
-/// job. The result goes first: if the host dies between the two, the job is
-/// run again and the gateway drops the second result — never a lost reply.
-async fn answer(
-    client: &async_nats::Client,
-    name: &str,
-    job: &Held,
-    worker: usize,
-    queue_us: u64,
-    service_us: u64,
-    result: crate::protocol::JobResult,
-) {
-    let message = RemoteResult {
-        job: job.job,
-        host: name.to_string(),
-        worker,
-        queue_us,
-        service_us,
-        attempts: job.attempts,
-        result,
-    };
-    let published = match wire::encode(&message) {
-        Ok(bytes) => client.publish(job.reply_to.clone(), bytes.into()).await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    match published {
-        Ok(()) => {
-            let _ = job.message.ack().await;
+/// Sends results: signed, into the results stream.
+struct Answerer {
+    js: jetstream::Context,
+    signer: Arc<Signer>,
+    name: String,
+}
+
+impl Answerer {
+    /// Stores one job's result in JetStream, then acknowledges the job.
+    ///
+    /// The order is the whole argument for exactly one reply: the job leaves
+    /// the jobs stream only once its result is stored (and so survives a
+    /// broker restart). While NATS is away the result is tried again until
+    /// the job's deadline (after it the gateway has answered the job itself);
+    /// the result's `Nats-Msg-Id` makes a second store of it a no-op. If the
+    /// host dies between the two steps, the job runs again elsewhere and the
+    /// gateway drops the second result.
+    async fn answer(
+        &self,
+        job: Arc<Held>,
+        (worker, queue_us, service_us): (usize, u64, u64),
+        result: crate::protocol::JobResult,
+    ) {
+        let message = RemoteResult {
+            job: job.job,
+            token: job.token,
+            host: self.name.clone(),
+            worker,
+            queue_us,
+            service_us,
+            attempts: job.attempts,
+            result,
+        };
+        let bytes = match wire::encode(&message) {
+            Ok(bytes) => bytes,
+            Err(e) => return tracing::warn!(error = %e, job = job.job, "cannot encode a result"),
+        };
+        let token = wire::token_hex(job.token);
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("r-{token}").as_str());
+            self.signer.sign(&job.reply_to, &mut headers, &bytes);
+            let stored = tokio::time::timeout(STORE_WAIT, async {
+                let ack = self
+                    .js
+                    .publish_with_headers(job.reply_to.clone(), headers, bytes.clone().into())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                ack.await.map(|_| ()).map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|_| Err("no acknowledgement from JetStream in time".into()));
+            match stored {
+                Ok(()) => break,
+                Err(e) if now_ms() > job.expires_ms => {
+                    return tracing::warn!(job = %token, error = %e, tries, "cannot store a result before the job's deadline; its gateway has answered it");
+                }
+                Err(e) => {
+                    if tries == 1 {
+                        tracing::warn!(job = %token, error = %e, "cannot store a result yet; trying again until the job's deadline");
+                    }
+                    tokio::time::sleep(STORE_RETRY).await;
+                }
+            }
         }
-        Err(e) => tracing::warn!(error = %e, job = job.job, "cannot send a result; the job will run again"),
+        // The result is safe; now the job may leave the stream. A lost
+        // acknowledgement only means the job runs again and the gateway drops
+        // the duplicate.
+        let _ = tokio::time::timeout(STORE_WAIT, job.message.double_ack()).await;
     }
 }
 
@@ -482,18 +675,21 @@ fn heartbeat(config: &HostConfig, held: &HeldJobs, board: &WorkerBoard) -> Heart
         jobs_done: workers.iter().map(|w| w.jobs_done).sum(),
         restarts: workers.iter().map(|w| w.restarts).sum(),
         mode: config.pool.mode.as_str().to_string(),
+        holding: held.tokens(),
     }
 }
 
 /// Every third of the ack wait, tells JetStream the held jobs are still in
-/// progress; every [`HEARTBEAT_EVERY`], says who this host is and how busy
-/// (and keeps `status`, which the NATS service answers with, up to date).
+/// progress; every [`HEARTBEAT_EVERY`] (and at once when a new gateway
+/// appears), says who this host is, how busy, and which jobs it holds (and
+/// keeps `status`, which the NATS service answers with, up to date).
 async fn keep_alive(
     client: async_nats::Client,
     held: Arc<HeldJobs>,
     board: Arc<WorkerBoard>,
     config: HostConfig,
     status: Arc<Mutex<Heartbeat>>,
+    (signer, beat_now): (Arc<Signer>, Arc<tokio::sync::Notify>),
 ) {
     let mut progress = tokio::time::interval(ACK_WAIT / 3);
     let mut beating = tokio::time::interval(HEARTBEAT_EVERY);
@@ -503,14 +699,63 @@ async fn keep_alive(
                 for job in held.all() {
                     let _ = job.message.ack_with(AckKind::Progress).await;
                 }
+                continue;
             }
-            _ = beating.tick() => {
-                let beat = heartbeat(&config, &held, &board);
-                *status.lock().unwrap_or_else(PoisonError::into_inner) = beat.clone();
-                if let Ok(bytes) = serde_json::to_vec(&beat) {
-                    let _ = client.publish(HEARTBEAT_SUBJECT, bytes.into()).await;
+            _ = beating.tick() => {}
+            () = beat_now.notified() => {}
+        }
+        let beat = heartbeat(&config, &held, &board);
+        *status.lock().unwrap_or_else(PoisonError::into_inner) = beat.clone();
+        if let Ok(bytes) = serde_json::to_vec(&beat) {
+            let mut headers = async_nats::HeaderMap::new();
+            signer.sign(HEARTBEAT_SUBJECT, &mut headers, &bytes);
+            let _ = client.publish_with_headers(HEARTBEAT_SUBJECT, headers, bytes.into()).await;
+        }
+    }
+}
+
+/// What [`listen_to_farm`] keeps up to date.
+struct FarmEars {
+    verifier: Verifier,
+    peers: Arc<Peers>,
+    counters: Arc<HostCounters>,
+    beat_now: Arc<tokio::sync::Notify>,
+}
+
+/// Listens to the other hosts' and the gateways' heartbeats (signed, each
+/// sender's newer than its last), for [`Peers`].
+async fn listen_to_farm(client: async_nats::Client, ears: FarmEars) {
+    let (hosts, gateways) = loop {
+        match (client.subscribe(HEARTBEAT_SUBJECT).await, client.subscribe(GATEWAYS_SUBJECT).await) {
+            (Ok(hosts), Ok(gateways)) => break (hosts, gateways),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot listen to the farm's heartbeats; retrying");
+                tokio::time::sleep(FETCH_WAIT).await;
+            }
+        }
+    };
+    let guard = ReplayGuard::default();
+    let mut beats = futures_util::stream::select(hosts, gateways);
+    while let Some(message) = beats.next().await {
+        let signed = ears
+            .verifier
+            .verify(message.subject.as_str(), message.headers.as_ref(), &message.payload)
+            .and_then(|signed| guard.check(&signed, now_ms()).map(|()| signed));
+        if let Err(why) = signed {
+            ears.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(subject = %message.subject, %why, "ignoring a heartbeat");
+            continue;
+        }
+        let now = Instant::now();
+        if message.subject.as_str() == GATEWAYS_SUBJECT {
+            if let Ok(beat) = serde_json::from_slice::<GatewayBeat>(&message.payload) {
+                if ears.peers.gateway_heard(&beat.gateway, now) {
+                    tracing::info!(gateway = %beat.gateway, "a gateway joined the farm");
+                    ears.beat_now.notify_one();
                 }
             }
+        } else if let Ok(beat) = serde_json::from_slice::<Heartbeat>(&message.payload) {
+            ears.peers.host_heard(&beat.name, &beat.holding, now);
         }
     }
 }

@@ -30,6 +30,25 @@ pub(crate) struct HostState {
     pub(crate) started: Instant,
     /// Set when the host starts draining (SIGTERM). `SeqCst`: once per run.
     pub(crate) draining: AtomicBool,
+    /// What the host refused or skipped.
+    pub(crate) counters: Arc<HostCounters>,
+    /// Whether messages are signed and checked (`--farm-key`).
+    pub(crate) farm_key: bool,
+}
+
+/// What a host refused or skipped, for `/metrics`. Each is bumped by one
+/// task and read by scrapes, `Relaxed`: independent counters.
+#[derive(Debug, Default)]
+pub(crate) struct HostCounters {
+    /// Messages dropped: not signed with the farm key, replayed, or stale.
+    pub(crate) rejected: std::sync::atomic::AtomicU64,
+    /// Jobs dropped unrun: past their expiry (their gateway had answered).
+    pub(crate) expired: std::sync::atomic::AtomicU64,
+    /// Jobs dropped unrun: their gateway has gone silent.
+    pub(crate) orphaned: std::sync::atomic::AtomicU64,
+    /// Redeliveries past the attempt limit run anyway: a live host held
+    /// the job, or the broker link had just come back (not a crash).
+    pub(crate) redeliveries_excused: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for HostState {
@@ -51,6 +70,15 @@ impl HostState {
             reasons.push("the host is draining (SIGTERM)".to_string());
         }
         reasons
+    }
+
+    /// Said in `/readyz` even when ready: what an operator should know.
+    fn warnings(&self) -> Vec<&'static str> {
+        if self.farm_key {
+            Vec::new()
+        } else {
+            vec![crate::remote::envelope::NO_KEY_WARNING]
+        }
     }
 }
 
@@ -91,6 +119,7 @@ impl Pages for HostPages {
             "workers_alive": self.state.board.alive(),
             "workers_configured": self.state.board.configured(),
             "jobs_held": self.state.held.len(),
+            "warnings": self.state.warnings(),
         });
         (ready, body)
     }
@@ -133,6 +162,20 @@ impl Collector for HostCollector {
             "worker_restarts",
             "Times a worker was replaced after dying, hanging or being written off",
             workers.iter().map(|w| w.restarts).sum(),
+        )?;
+        let c = &state.counters;
+        let read = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+        out.counter(
+            "host_messages_rejected",
+            "Messages dropped unread: not signed with the farm key, replayed or stale",
+            read(&c.rejected),
+        )?;
+        out.counter("host_jobs_expired", "Jobs dropped unrun: past their gateway's deadline", read(&c.expired))?;
+        out.counter("host_jobs_orphaned", "Jobs dropped unrun: their gateway has gone silent", read(&c.orphaned))?;
+        out.counter(
+            "host_redeliveries_excused",
+            "Redeliveries past the attempt limit not counted as crashes (a live host held the job, or the broker link had just come back)",
+            read(&c.redeliveries_excused),
         )
     }
 }

@@ -5,28 +5,35 @@
 //!  gateway (tc-server --nats)                       worker host (tc-worker)
 //!  ──────────────────────────                       ───────────────────────
 //!  job queue ─▶ forwarder ─publish─▶ stream TC_JOBS ─▶ consumer "tc-workers"
-//!                 (Nats-Msg-Id =       (work queue,      │ pulled only as many
-//!                  gateway/job id)      DiscardNew)      ▼ as the host has free slots
+//!                (signed; Nats-Msg-Id   (work queue,      │ pulled only as many
+//!                 = gateway-job)         DiscardNew)      ▼ as the host has free slots
 //!                                                      local pool (threads/processes)
-//!  completer ◀─ tc.results.<gateway> ◀──── publish ────┘ then ack the message
-//!  (drops duplicates)            tc.hosts ◀── heartbeat every second
+//!  completer ◀─ consumer ◀── stream TC_RESULTS ◀── publish the result (signed), then ack the job
+//!  (drops duplicates) "tc-gateway-<id>" (tc.results.<gateway>)
+//!  tc.gateways ── gateway heartbeat ─▶ hosts     tc.hosts ◀── host heartbeat every second
 //! ```
 //!
 //! | file | owns |
 //! |---|---|
-//! | [`wire`] | the messages: a job, its result, a host's heartbeat |
+//! | [`wire`] | the messages: a job, its result, the heartbeats |
+//! | [`envelope`] | the farm key: signing and checking every message |
 //! | [`connect`] | connecting to NATS with the engine's own options |
 //! | [`bridge`] | the one thread that runs async-nats's tokio runtime |
-//! | this file | names (stream, subjects, consumer), their settings, and creating them |
+//! | this file | names (streams, subjects, consumers), their settings, and creating them |
 //!
-//! Delivery is at least once: a host that dies, hangs or is cut off stops
-//! acknowledging, and after [`ACK_WAIT`] the job is delivered to another host.
-//! A long job does not look dead: its host sends "in progress" every third of
-//! `ACK_WAIT`. The gateway answers each job once — a second result for the
-//! same job finds nothing in its registry and is counted as a duplicate.
+//! Delivery is at least once, and both directions are stored by JetStream,
+//! so a broker restart loses neither a job nor a result: a host acknowledges
+//! a job only after JetStream has stored its result. A host that dies, hangs
+//! or is cut off stops acknowledging, and after [`ACK_WAIT`] the job is
+//! delivered to another host. A long job does not look dead: its host sends
+//! "in progress" every third of `ACK_WAIT`. The gateway answers each job
+//! once — a second result for the same job finds nothing in its registry and
+//! is counted as a duplicate — and answers it itself if no result comes by
+//! the job's deadline. docs/WORKER_HOSTS.md walks through every case.
 
 pub(crate) mod bridge;
 pub(crate) mod connect;
+pub(crate) mod envelope;
 pub(crate) mod wire;
 
 use std::time::Duration;
@@ -44,6 +51,20 @@ pub(crate) const JOBS_SUBJECT: &str = "tc.jobs";
 pub(crate) const CONSUMER: &str = "tc-workers";
 /// Results go to `tc.results.<gateway id>`, one subject per gateway.
 pub(crate) const RESULTS_PREFIX: &str = "tc.results";
+/// The JetStream stream results travel in, so a result survives a broker
+/// restart as the job did.
+pub(crate) const RESULTS_STREAM: &str = "TC_RESULTS";
+/// Its subjects: `tc.results.<gateway id>`.
+const RESULTS_SUBJECTS: &str = "tc.results.*";
+/// A result not taken by its gateway within this is dropped (its gateway
+/// is gone: it had answered the job itself by its deadline, or died), and
+/// so is a dead gateway's consumer: nothing stays in the stream for ever.
+pub(crate) const RESULTS_MAX_AGE: Duration = Duration::from_secs(600);
+/// The most results the stream holds (oldest dropped first).
+const RESULTS_MAX_MESSAGES: i64 = 100_000;
+/// Gateways announce themselves here every [`HEARTBEAT_EVERY`], so hosts can
+/// skip the jobs of a gateway that is gone.
+pub(crate) const GATEWAYS_SUBJECT: &str = "tc.gateways";
 /// Hosts announce themselves here every [`HEARTBEAT_EVERY`].
 pub(crate) const HEARTBEAT_SUBJECT: &str = "tc.hosts";
 /// How often a host sends its heartbeat.
@@ -124,6 +145,55 @@ pub(crate) async fn workers_consumer(stream: &stream::Stream) -> Result<consumer
         )
         .await
         .map_err(|e| Error::Remote(format!("cannot open the JetStream consumer {CONSUMER}: {e}")))
+}
+
+/// The results stream, created if it does not exist yet.
+///
+/// # Errors
+/// As [`jobs_stream`].
+pub(crate) async fn results_stream(js: &jetstream::Context) -> Result<stream::Stream> {
+    js.get_or_create_stream(stream::Config {
+        name: RESULTS_STREAM.into(),
+        subjects: vec![RESULTS_SUBJECTS.into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        discard: stream::DiscardPolicy::Old,
+        max_messages: RESULTS_MAX_MESSAGES,
+        max_age: RESULTS_MAX_AGE,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| {
+        Error::Remote(format!(
+            "cannot open the JetStream stream {RESULTS_STREAM} ({e}); is nats-server running with JetStream (-js)?"
+        ))
+    })
+}
+
+/// A gateway's own consumer of the results stream: only its subject, kept
+/// by the server across restarts, and removed by the server once the
+/// gateway has been gone for [`RESULTS_MAX_AGE`].
+///
+/// # Errors
+/// As [`jobs_stream`].
+pub(crate) async fn gateway_results_consumer(
+    stream: &stream::Stream,
+    gateway: &str,
+) -> Result<consumer::PullConsumer> {
+    let name = format!("tc-gateway-{gateway}");
+    stream
+        .get_or_create_consumer(
+            &name,
+            consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: results_subject(gateway),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: ACK_WAIT,
+                inactive_threshold: RESULTS_MAX_AGE,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| Error::Remote(format!("cannot open the JetStream consumer {name}: {e}")))
 }
 
 /// The subject a gateway's results come back on.

@@ -8,11 +8,27 @@ use crate::error::{Error, Result};
 use crate::protocol::JobResult;
 use crate::work::job::{ImageData, JobId, JobKind};
 
+/// A job's name on the farm: random, so nobody can guess the next one
+/// (a result names the job it answers by this).
+pub(crate) type JobToken = u128;
+
+/// A new random [`JobToken`].
+pub(crate) fn new_token() -> JobToken {
+    uuid::Uuid::new_v4().as_u128()
+}
+
 /// A job on its way to a worker host.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct RemoteJob {
     /// The job's id in the asking gateway's registry.
     pub(crate) job: JobId,
+    /// Its unguessable name; the result must carry it back.
+    pub(crate) token: JobToken,
+    /// The gateway that asked (hosts skip the jobs of a gateway gone silent).
+    pub(crate) gateway: String,
+    /// When the gateway stops waiting and answers the job itself
+    /// (milliseconds since the Unix epoch): a host never starts it after this.
+    pub(crate) expires_ms: u64,
     /// Where the result goes (the gateway's results subject).
     pub(crate) reply_to: String,
     /// Deliveries allowed before the job is answered `WORKER_CRASHED`
@@ -27,6 +43,8 @@ pub(crate) struct RemoteJob {
 pub(crate) struct RemoteResult {
     /// The job's id in the gateway's registry.
     pub(crate) job: JobId,
+    /// The job's token, as the job carried it.
+    pub(crate) token: JobToken,
     /// The host that ran it (`--name`).
     pub(crate) host: String,
     /// The worker on that host.
@@ -56,19 +74,43 @@ pub(crate) struct Heartbeat {
     pub(crate) restarts: u64,
     /// `threads` or `processes`.
     pub(crate) mode: String,
+    /// The tokens (hex) of the jobs it holds, so a host that is handed one
+    /// of them again can tell a broker's redelivery (the holder is alive)
+    /// from a crash (nobody alive holds it).
+    #[serde(default)]
+    pub(crate) holding: Vec<String>,
+}
+
+/// What a gateway says every second: that it is alive (hosts do not run
+/// the jobs of a gateway gone silent: nobody would read the result).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct GatewayBeat {
+    /// Its id (the one in its jobs and its results subject).
+    pub(crate) gateway: String,
+}
+
+/// A token as heartbeats carry it.
+pub(crate) fn token_hex(token: JobToken) -> String {
+    format!("{token:032x}")
 }
 
 impl RemoteJob {
     /// The job, ready for the wire: images in shared memory (a local worker
     /// process's buffer) are copied into the message, since shared memory
     /// cannot leave this machine.
-    pub(crate) fn new(job: JobId, reply_to: String, max_attempts: u32, mut kind: JobKind) -> Self {
+    pub(crate) fn new(
+        (job, token): (JobId, JobToken),
+        (gateway, reply_to): (String, String),
+        expires_ms: u64,
+        max_attempts: u32,
+        mut kind: JobKind,
+    ) -> Self {
         if let JobKind::Predict(predict) = &mut kind {
             if let ImageData::Shared(memory) = &predict.images.data {
                 predict.images.data = ImageData::Local(memory.to_vec());
             }
         }
-        RemoteJob { job, reply_to, max_attempts, kind }
+        RemoteJob { job, token, gateway, expires_ms, reply_to, max_attempts, kind }
     }
 }
 
@@ -97,12 +139,15 @@ mod tests {
 
     #[test]
     fn jobs_and_results_survive_the_wire() {
-        let job = RemoteJob::new(7, "tc.results.g".into(), 2, JobKind::Compute { n: 10 });
+        let job =
+            RemoteJob::new((7, 99), ("g".into(), "tc.results.g".into()), 1234, 2, JobKind::Compute { n: 10 });
         let back: RemoteJob = decode(&encode(&job).unwrap()).unwrap();
         assert_eq!((back.job, back.reply_to.as_str(), back.max_attempts), (7, "tc.results.g", 2));
+        assert_eq!((back.token, back.gateway.as_str(), back.expires_ms), (99, "g", 1234));
         assert_eq!(back.kind, JobKind::Compute { n: 10 });
         let result = RemoteResult {
             job: 7,
+            token: 99,
             host: "h1".into(),
             worker: 1,
             queue_us: 3,

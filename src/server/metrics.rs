@@ -246,6 +246,21 @@ fn remote_hosts(out: &mut Families<'_, '_>, report: &StatsReport) -> fmt::Result
         "Second results for a job already answered",
         remote.duplicates_dropped,
     )?;
+    out.counter(
+        "nats_messages_rejected",
+        "Messages from NATS dropped unread: not signed with the farm key, replayed, stale or not ThreadCenter's",
+        remote.messages_rejected,
+    )?;
+    out.counter(
+        "nats_deadlines_passed",
+        "Jobs answered TIMEOUT by the gateway: no result came by their deadline",
+        remote.deadlines_passed,
+    )?;
+    out.counter(
+        "nats_stale_jobs_removed",
+        "Acknowledged jobs a broker crash had left in the stream, removed",
+        remote.stale_jobs_removed,
+    )?;
     let live: Vec<_> = hosts.iter().filter(|h| h.alive).collect();
     out.gauges(
         "host_slots",

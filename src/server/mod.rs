@@ -209,9 +209,12 @@ impl Server {
                 nats,
                 queues,
                 jobs.completer(),
-                config.retries,
-                config.workers,
-                config.nats_max_jobs,
+                crate::server::gateway::GatewaySettings {
+                    retries: config.retries,
+                    local_workers: config.workers,
+                    max_jobs: config.nats_max_jobs,
+                    job_timeout: config.job_timeout,
+                },
             )?),
             None => None,
         };

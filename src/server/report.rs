@@ -165,6 +165,10 @@ pub(crate) struct Readiness {
     pub(crate) queue_depth: usize,
     /// `--queue-capacity`.
     pub(crate) queue_capacity: usize,
+    /// What an operator should know even when ready (e.g. a farm without
+    /// a key); left out when there is nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub(crate) warnings: Vec<String>,
 }
 
 impl Readiness {
@@ -198,6 +202,7 @@ impl Readiness {
             workers_configured,
             queue_depth,
             queue_capacity,
+            warnings: Vec::new(),
         }
     }
 
@@ -214,11 +219,12 @@ impl Farm {
     /// (or this is a pure gateway and no host is connected).
     pub(crate) fn nobody_can_run(&self) -> Option<crate::protocol::ReplyError> {
         let hosts_alive = self.remote.as_ref().map_or(0, |remote| remote.hosts.alive());
-        if hosts_alive > 0 {
+        // A new gateway holds jobs until it has heard from the hosts.
+        if hosts_alive > 0 || self.remote.as_ref().is_some_and(|remote| remote.in_start_grace()) {
             return None;
         }
         if self.board.configured() == 0 {
-            return self.remote.as_ref().map(|_| crate::server::gateway::no_host_error());
+            return self.remote.as_ref().map(|remote| crate::server::gateway::no_host_error(&remote.link));
         }
         self.board.none_can_run().then(crate::server::jobs::no_worker_error)
     }
@@ -320,9 +326,20 @@ impl Farm {
             self.jobs.queue_capacity(),
             self.draining.load(Ordering::SeqCst),
         );
-        if self.remote.as_ref().is_some_and(|remote| !remote.link.is_up()) {
-            readiness.reasons.push("the connection to NATS is down (reconnecting)".to_string());
-            readiness.status = "not_ready".to_string();
+        if let Some(remote) = &self.remote {
+            if !remote.link.is_up() {
+                readiness.reasons.push("the connection to NATS is down (reconnecting)".to_string());
+                readiness.status = "not_ready".to_string();
+            }
+            if remote.in_start_grace() {
+                readiness
+                    .reasons
+                    .push("the gateway has just started and is waiting for the worker hosts' heartbeats".to_string());
+                readiness.status = "not_ready".to_string();
+            }
+            if !remote.farm_key {
+                readiness.warnings.push(crate::remote::envelope::NO_KEY_WARNING.to_string());
+            }
         }
         readiness
     }

@@ -88,6 +88,9 @@ pub(crate) struct GatewayCounters {
     pub(super) refused: AtomicU64,
     pub(super) redelivered: AtomicU64,
     pub(super) duplicates: AtomicU64,
+    pub(super) rejected: AtomicU64,
+    pub(super) deadline_passed: AtomicU64,
+    pub(super) stale_removed: AtomicU64,
 }
 
 /// A gateway's NATS side, as `stats` reports it.
@@ -105,6 +108,16 @@ pub(crate) struct RemoteReport {
     pub(crate) redelivered: u64,
     /// Second results for a job already answered, dropped.
     pub(crate) duplicates_dropped: u64,
+    /// Messages dropped unread: not signed with the farm key, replayed,
+    /// stale, or not ThreadCenter's.
+    pub(crate) messages_rejected: u64,
+    /// Jobs answered `TIMEOUT` by the gateway itself: no result by their
+    /// deadline.
+    pub(crate) deadlines_passed: u64,
+    /// Acknowledged jobs a broker crash had left in the stream, removed.
+    pub(crate) stale_jobs_removed: u64,
+    /// Whether messages are signed and checked (`--farm-key`).
+    pub(crate) farm_key: bool,
     /// Hosts heard from within the host timeout.
     pub(crate) hosts_alive: usize,
 }
@@ -116,9 +129,24 @@ pub(crate) struct GatewayStatus {
     pub(crate) hosts: HostTable,
     pub(crate) link: Arc<LinkState>,
     pub(crate) counters: GatewayCounters,
+    /// When the gateway started (for the start grace).
+    pub(crate) started: Instant,
+    /// Whether messages are signed and checked (`--farm-key`).
+    pub(crate) farm_key: bool,
 }
 
+/// How long a new gateway waits to hear from hosts before it tells clients
+/// there are none: hosts beat every second, and answer a new gateway's
+/// first beat at once. Jobs wait during it rather than being refused.
+pub(crate) const START_GRACE: std::time::Duration = HOST_TIMEOUT;
+
 impl GatewayStatus {
+    /// Whether the gateway is new and has not yet heard from any host:
+    /// jobs wait, and `/readyz` says not ready.
+    pub(crate) fn in_start_grace(&self) -> bool {
+        self.started.elapsed() < START_GRACE && self.hosts.alive() == 0
+    }
+
     /// The report for `stats`.
     pub(crate) fn report(&self) -> RemoteReport {
         let c = &self.counters;
@@ -128,6 +156,10 @@ impl GatewayStatus {
             refused: c.refused.load(Relaxed),
             redelivered: c.redelivered.load(Relaxed),
             duplicates_dropped: c.duplicates.load(Relaxed),
+            messages_rejected: c.rejected.load(Relaxed),
+            deadlines_passed: c.deadline_passed.load(Relaxed),
+            stale_jobs_removed: c.stale_removed.load(Relaxed),
+            farm_key: self.farm_key,
             hosts_alive: self.hosts.alive(),
         }
     }

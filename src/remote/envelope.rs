@@ -1,0 +1,416 @@
+//! The farm key: every message between gateways and worker hosts is signed,
+//! and a message that is not is dropped and counted, never acted on.
+//!
+//! NATS permissions say who may publish on a subject; they cannot say that
+//! a job really comes from one of *our* gateways, or a result from one of
+//! our hosts. So gateways and hosts share a secret (`--farm-key FILE`, the
+//! same file everywhere) and each message carries, in NATS headers:
+//!
+//! | header | what |
+//! |---|---|
+//! | `Tc-Sender` | who sent it: a random id per process, new at every start |
+//! | `Tc-Seq` | that sender's message counter (1, 2, 3, …) |
+//! | `Tc-Time` | when it was sent, milliseconds since the Unix epoch |
+//! | `Tc-Mac` | HMAC-SHA256 with the farm key over the subject, the three above, the `Nats-Msg-Id` and the payload |
+//!
+//! The MAC makes a forged or altered message fail; the sender, counter and
+//! time make a replayed one detectable: a heartbeat must come with a higher
+//! counter than the last one from its sender ([`ReplayGuard`]) and within
+//! [`MAX_CLOCK_SKEW`] of now; a job carries its own expiry and a host
+//! remembers which stream message each recent job came in ([`JobReplays`]),
+//! so the same job published twice is refused while a redelivery of the
+//! same message is not. Covering the subject stops a message signed for one
+//! subject being replayed on another.
+//!
+//! Without a key (no `--farm-key`), nothing is signed or checked: the farm
+//! works as before, and says loudly at start that anyone who can publish to
+//! its NATS can give it work.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::HeaderMap;
+use ring::hmac;
+
+use crate::error::{Error, Result};
+
+/// The fewest bytes a key file may hold: 256 bits, the HMAC-SHA256 key size.
+pub(crate) const MIN_KEY_BYTES: usize = 32;
+/// The most: a key file is a secret, not a data file.
+const MAX_KEY_BYTES: usize = 4096;
+/// How far a message's time may be from the receiver's clock (machines of
+/// a farm keep time with NTP; a heartbeat older than this is a replay or a
+/// machine whose clock is wrong — either way not trusted).
+pub(crate) const MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
+/// Senders a [`ReplayGuard`] remembers; past this, the least recently heard
+/// is forgotten (its next message is then judged by its time alone).
+const MAX_SENDERS: usize = 4096;
+
+const SENDER: &str = "Tc-Sender";
+const SEQ: &str = "Tc-Seq";
+const TIME: &str = "Tc-Time";
+const MAC: &str = "Tc-Mac";
+const MSG_ID: &str = "Nats-Msg-Id";
+
+/// What a farm without a key says at start (loudly) and in `/readyz`.
+pub(crate) const NO_KEY_WARNING: &str = "no --farm-key: messages between gateways and worker hosts are not \
+     signed, so anyone who can publish to this NATS server can send jobs, results and heartbeats; give every \
+     gateway and host the same --farm-key FILE (docs/SECURITY.md)";
+
+/// The key `--farm-key` names, or none — then the warning is logged.
+///
+/// # Errors
+/// As [`FarmKey::from_file`].
+pub(crate) fn load_farm_key(path: Option<&Path>) -> Result<Option<FarmKey>> {
+    match path {
+        Some(path) => FarmKey::from_file(path).map(Some),
+        None => {
+            tracing::warn!("{NO_KEY_WARNING}");
+            Ok(None)
+        }
+    }
+}
+
+/// The farm's shared secret. `Debug` never shows it.
+#[derive(Clone)]
+pub(crate) struct FarmKey {
+    key: hmac::Key,
+}
+
+impl std::fmt::Debug for FarmKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FarmKey(…)")
+    }
+}
+
+impl FarmKey {
+    /// Reads the key file: at least [`MIN_KEY_BYTES`] bytes once surrounding
+    /// whitespace is trimmed (so `head -c 32 /dev/urandom | base64 > farm.key`
+    /// works, and so does an editor's final newline).
+    ///
+    /// # Errors
+    /// The file cannot be read, or is too short or too long, named with the flag.
+    pub(crate) fn from_file(path: &Path) -> Result<FarmKey> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::Remote(format!("--farm-key {}: cannot read the key file: {e}", path.display())))?;
+        let secret = bytes.trim_ascii();
+        if secret.len() < MIN_KEY_BYTES || secret.len() > MAX_KEY_BYTES {
+            return Err(Error::Remote(format!(
+                "--farm-key {}: the key file holds {} bytes; it needs {MIN_KEY_BYTES} to {MAX_KEY_BYTES} \
+                 (make one with: head -c 32 /dev/urandom | base64 > {})",
+                path.display(),
+                secret.len(),
+                path.display()
+            )));
+        }
+        Ok(FarmKey::from_secret(secret))
+    }
+
+    /// A key from its secret bytes (tests and [`FarmKey::from_file`]).
+    pub(crate) fn from_secret(secret: &[u8]) -> FarmKey {
+        FarmKey { key: hmac::Key::new(hmac::HMAC_SHA256, secret) }
+    }
+}
+
+/// Why a message was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    /// No signature, a wrong one, or headers that are not ours.
+    BadSignature,
+    /// Signed, but sent longer ago (or further ahead) than [`MAX_CLOCK_SKEW`].
+    Stale,
+    /// Signed, but already seen: a replay.
+    Replayed,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Rejection::BadSignature => "not signed with this farm's key",
+            Rejection::Stale => "signed too long ago (a replay, or a clock that is wrong)",
+            Rejection::Replayed => "already received once (a replay)",
+        })
+    }
+}
+
+/// Who sent a signed message, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Signed {
+    pub(crate) sender: String,
+    pub(crate) seq: u64,
+    pub(crate) time_ms: u64,
+}
+
+/// Signs what one process sends: its sender id and message counter.
+#[derive(Debug)]
+pub(crate) struct Signer {
+    key: Option<FarmKey>,
+    sender: String,
+    seq: AtomicU64,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The bytes the MAC covers. Each part is length-prefixed, so no two
+/// different messages give the same bytes.
+fn signed_bytes(subject: &str, msg_id: &str, sender: &str, seq: u64, time_ms: u64, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(payload.len() + subject.len() + msg_id.len() + sender.len() + 64);
+    for part in [subject.as_bytes(), msg_id.as_bytes(), sender.as_bytes(), payload] {
+        bytes.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        bytes.extend_from_slice(part);
+    }
+    bytes.extend_from_slice(&seq.to_be_bytes());
+    bytes.extend_from_slice(&time_ms.to_be_bytes());
+    bytes
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+impl Signer {
+    /// A signer for this process (a fresh random sender id), with `key` or
+    /// none (then [`Signer::sign`] adds nothing).
+    pub(crate) fn new(key: Option<FarmKey>) -> Signer {
+        Signer { key, sender: uuid::Uuid::new_v4().simple().to_string(), seq: AtomicU64::new(0) }
+    }
+
+    /// Adds the signature headers for `payload` on `subject` to `headers`
+    /// (which may already hold a `Nats-Msg-Id`, then covered too).
+    pub(crate) fn sign(&self, subject: &str, headers: &mut HeaderMap, payload: &[u8]) {
+        let Some(key) = &self.key else { return };
+        // Relaxed: the counter only needs to be unique per message; order
+        // between threads is not what it protects.
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let time_ms = now_ms();
+        let msg_id = headers.get(MSG_ID).map(|v| v.as_str().to_string()).unwrap_or_default();
+        let tag = hmac::sign(&key.key, &signed_bytes(subject, &msg_id, &self.sender, seq, time_ms, payload));
+        headers.insert(SENDER, self.sender.as_str());
+        headers.insert(SEQ, seq.to_string().as_str());
+        headers.insert(TIME, time_ms.to_string().as_str());
+        headers.insert(MAC, to_hex(tag.as_ref()).as_str());
+    }
+}
+
+/// Checks signatures with the farm key (or accepts everything without one).
+#[derive(Debug, Clone)]
+pub(crate) struct Verifier {
+    key: Option<FarmKey>,
+}
+
+impl Verifier {
+    pub(crate) fn new(key: Option<FarmKey>) -> Verifier {
+        Verifier { key }
+    }
+
+    /// The sender of a message whose signature is good. Without a key every
+    /// message passes (and `Signed` is empty).
+    ///
+    /// # Errors
+    /// [`Rejection::BadSignature`] for a message without our headers or
+    /// whose MAC does not match.
+    pub(crate) fn verify(
+        &self,
+        subject: &str,
+        headers: Option<&HeaderMap>,
+        payload: &[u8],
+    ) -> std::result::Result<Signed, Rejection> {
+        let Some(key) = &self.key else {
+            return Ok(Signed { sender: String::new(), seq: 0, time_ms: 0 });
+        };
+        let headers = headers.ok_or(Rejection::BadSignature)?;
+        let text = |name: &str| headers.get(name).map(|v| v.as_str().to_string());
+        let (Some(sender), Some(seq), Some(time), Some(mac)) = (text(SENDER), text(SEQ), text(TIME), text(MAC))
+        else {
+            return Err(Rejection::BadSignature);
+        };
+        let (Ok(seq), Ok(time_ms), Some(mac)) = (seq.parse::<u64>(), time.parse::<u64>(), from_hex(&mac)) else {
+            return Err(Rejection::BadSignature);
+        };
+        let msg_id = text(MSG_ID).unwrap_or_default();
+        hmac::verify(&key.key, &signed_bytes(subject, &msg_id, &sender, seq, time_ms, payload), &mac)
+            .map_err(|_| Rejection::BadSignature)?;
+        Ok(Signed { sender, seq, time_ms })
+    }
+
+    /// Whether messages are checked (a farm key is set).
+    pub(crate) fn has_key(&self) -> bool {
+        self.key.is_some()
+    }
+}
+
+/// Refuses a replayed message that arrives over core NATS (heartbeats):
+/// each sender's counter must grow, and its time be within
+/// [`MAX_CLOCK_SKEW`]. One sender publishes such messages from one task, in
+/// order, and NATS keeps a publisher's order, so a counter that does not
+/// grow is a copy.
+#[derive(Debug, Default)]
+pub(crate) struct ReplayGuard {
+    last: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+impl ReplayGuard {
+    /// Accepts `signed` if it is newer than everything before from its sender.
+    ///
+    /// # Errors
+    /// [`Rejection::Stale`] or [`Rejection::Replayed`].
+    pub(crate) fn check(&self, signed: &Signed, now_ms: u64) -> std::result::Result<(), Rejection> {
+        if signed.sender.is_empty() {
+            return Ok(()); // no farm key: nothing to check against
+        }
+        let skew = u64::try_from(MAX_CLOCK_SKEW.as_millis()).unwrap_or(u64::MAX);
+        if signed.time_ms.abs_diff(now_ms) > skew {
+            return Err(Rejection::Stale);
+        }
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((seq, _)) = last.get(&signed.sender) {
+            if signed.seq <= *seq {
+                return Err(Rejection::Replayed);
+            }
+        } else if last.len() >= MAX_SENDERS {
+            // Forget the sender heard from least recently (a process long gone).
+            if let Some(oldest) = last.iter().min_by_key(|(_, (_, heard))| *heard).map(|(s, _)| s.clone()) {
+                last.remove(&oldest);
+            }
+        }
+        last.insert(signed.sender.clone(), (signed.seq, now_ms));
+        Ok(())
+    }
+}
+
+/// Which stream message each recent job arrived in, by its signature
+/// (sender, counter), so a host refuses the same job published twice while
+/// accepting JetStream's redelivery of the same message. Entries leave when
+/// their job expires; the table holds at most `capacity` (then the entry
+/// whose job expires first goes).
+#[derive(Debug)]
+pub(crate) struct JobReplays {
+    seen: Mutex<HashMap<(String, u64), (u64, u64)>>,
+    capacity: usize,
+}
+
+impl JobReplays {
+    pub(crate) fn new(capacity: usize) -> Arc<JobReplays> {
+        Arc::new(JobReplays { seen: Mutex::new(HashMap::new()), capacity })
+    }
+
+    /// Records that the job signed `signed`, expiring at `expires_ms`,
+    /// arrived as stream message `stream_seq`.
+    ///
+    /// # Errors
+    /// [`Rejection::Replayed`] when the same signed job came before in
+    /// another stream message.
+    pub(crate) fn check(
+        &self,
+        signed: &Signed,
+        stream_seq: u64,
+        expires_ms: u64,
+        now_ms: u64,
+    ) -> std::result::Result<(), Rejection> {
+        if signed.sender.is_empty() {
+            return Ok(());
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (signed.sender.clone(), signed.seq);
+        if let Some((first_seq, _)) = seen.get(&key) {
+            return if *first_seq == stream_seq { Ok(()) } else { Err(Rejection::Replayed) };
+        }
+        if seen.len() >= self.capacity {
+            seen.retain(|_, (_, expires)| *expires > now_ms);
+            if seen.len() >= self.capacity {
+                if let Some(first) = seen.iter().min_by_key(|(_, (_, e))| *e).map(|(k, _)| k.clone()) {
+                    seen.remove(&first);
+                }
+            }
+        }
+        seen.insert(key, (stream_seq, expires_ms));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signed_message(signer: &Signer, subject: &str, payload: &[u8]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(MSG_ID, "g-1");
+        signer.sign(subject, &mut headers, payload);
+        headers
+    }
+
+    #[test]
+    fn a_signed_message_passes_and_any_change_fails() {
+        let key = FarmKey::from_secret(&[7; 32]);
+        let signer = Signer::new(Some(key.clone()));
+        let verifier = Verifier::new(Some(key));
+        let headers = signed_message(&signer, "tc.jobs", b"job");
+        let signed = verifier.verify("tc.jobs", Some(&headers), b"job").unwrap();
+        assert_eq!(signed.seq, 1);
+        assert_eq!(verifier.verify("tc.jobs", Some(&headers), b"jab"), Err(Rejection::BadSignature));
+        assert_eq!(verifier.verify("tc.other", Some(&headers), b"job"), Err(Rejection::BadSignature));
+        assert_eq!(verifier.verify("tc.jobs", None, b"job"), Err(Rejection::BadSignature));
+        let mut changed_id = headers.clone();
+        changed_id.insert(MSG_ID, "g-2");
+        assert_eq!(verifier.verify("tc.jobs", Some(&changed_id), b"job"), Err(Rejection::BadSignature));
+        let other = Verifier::new(Some(FarmKey::from_secret(&[8; 32])));
+        assert_eq!(other.verify("tc.jobs", Some(&headers), b"job"), Err(Rejection::BadSignature));
+    }
+
+    #[test]
+    fn without_a_key_nothing_is_signed_or_checked() {
+        let signer = Signer::new(None);
+        let mut headers = HeaderMap::new();
+        signer.sign("tc.jobs", &mut headers, b"job");
+        assert!(headers.get(MAC).is_none());
+        assert!(Verifier::new(None).verify("tc.jobs", None, b"job").is_ok());
+    }
+
+    #[test]
+    fn a_heartbeat_counter_must_grow_and_its_time_be_near() {
+        let guard = ReplayGuard::default();
+        let at = |seq, time_ms| Signed { sender: "h".into(), seq, time_ms };
+        assert_eq!(guard.check(&at(1, 1_000_000), 1_000_000), Ok(()));
+        assert_eq!(guard.check(&at(2, 1_000_100), 1_000_100), Ok(()));
+        assert_eq!(guard.check(&at(2, 1_000_100), 1_000_200), Err(Rejection::Replayed));
+        assert_eq!(guard.check(&at(3, 1_000_000), 1_000_000 + 31_000), Err(Rejection::Stale));
+    }
+
+    #[test]
+    fn a_job_published_twice_is_a_replay_but_a_redelivery_is_not() {
+        let replays = JobReplays::new(2);
+        let job = Signed { sender: "g".into(), seq: 5, time_ms: 0 };
+        assert_eq!(replays.check(&job, 10, 100, 0), Ok(()));
+        assert_eq!(replays.check(&job, 10, 100, 0), Ok(()), "the same stream message again");
+        assert_eq!(replays.check(&job, 11, 100, 0), Err(Rejection::Replayed));
+        // Bounded: a third job pushes out the one expiring first.
+        let (a, b) = (Signed { seq: 6, ..job.clone() }, Signed { seq: 7, ..job.clone() });
+        assert_eq!(replays.check(&a, 12, 200, 0), Ok(()));
+        assert_eq!(replays.check(&b, 13, 300, 0), Ok(()));
+        assert_eq!(replays.seen.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn short_key_files_are_refused_with_how_to_make_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("farm.key");
+        std::fs::write(&path, "short\n").unwrap();
+        let error = FarmKey::from_file(&path).unwrap_err().to_string();
+        assert!(error.contains("--farm-key") && error.contains("/dev/urandom"), "{error}");
+        std::fs::write(&path, format!("{}\n", "k".repeat(44))).unwrap();
+        assert!(FarmKey::from_file(&path).is_ok());
+    }
+}
