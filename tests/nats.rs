@@ -158,7 +158,8 @@ fn jobs_of_a_hung_host_go_to_another_and_its_late_result_is_dropped() {
     // or the gateway drops it — never a second reply.
     send_signal(hung.pid(), libc::SIGCONT);
     let stats = gateway.wait_for_stats("the hung host to finish its copy", |s| {
-        let hung = s["hosts"].as_array().and_then(|hosts| hosts.iter().find(|h| h["name"] == "hung")).cloned();
+        let hung =
+            s["hosts"].as_array().and_then(|hosts| hosts.iter().find(|h| h["name"] == "hung")).cloned();
         hung.is_some_and(|h| h["jobs_done"] == 1 && h["busy"] == 0)
     });
     assert_eq!(stats["remote"]["redelivered"], 1, "{stats}");

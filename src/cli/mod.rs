@@ -33,11 +33,18 @@ pub(crate) enum LogFormat {
 /// # Errors
 /// When the level text cannot be parsed.
 pub(crate) fn init_logging(level: Option<&str>, format: LogFormat) -> crate::Result<()> {
+    // async-nats logs every connection event itself, at info; ours say the
+    // same once (and rate-limit repeats), so at the plain levels its own are
+    // kept to warnings. A filter (`async_nats=debug`) or debug/trace shows all.
+    let quiet_nats = |level: &str| match level {
+        "error" | "warn" | "info" => format!("{level},async_nats=warn"),
+        other => other.to_string(),
+    };
     let filter = match level {
-        Some(level) => EnvFilter::try_new(level).map_err(|e| {
+        Some(level) => EnvFilter::try_new(quiet_nats(level)).map_err(|e| {
             crate::Error::Usage(format!("--log-level {level:?} is not a valid level or filter: {e}"))
         })?,
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(quiet_nats("info"))),
     };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
@@ -57,4 +64,27 @@ pub fn exit_code_of(error: &anyhow::Error) -> u8 {
         .chain()
         .find_map(|cause| cause.downcast_ref::<crate::Error>())
         .map_or(crate::error::EXIT_FAILED, crate::Error::exit_code)
+}
+
+/// The exit code after a second stop signal (128 + SIGINT, as shells use).
+pub(crate) const EXIT_ON_SECOND_SIGNAL: i32 = 130;
+
+/// Calls `first` on the first SIGINT/SIGTERM (a clean stop begins); a
+/// second one exits at once, for an operator who will not wait for the
+/// drain (whatever is in flight is then lost, which is what they asked).
+///
+/// # Errors
+/// The handler cannot be installed.
+pub(crate) fn on_stop_signals(first: impl Fn() + Send + 'static) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stopping = AtomicBool::new(false);
+    ctrlc::set_handler(move || {
+        // SeqCst: a once-per-run flag, read by this handler thread only.
+        if stopping.swap(true, Ordering::SeqCst) {
+            tracing::warn!("second stop signal: exiting now, without waiting for the drain");
+            std::process::exit(EXIT_ON_SECOND_SIGNAL);
+        }
+        first();
+    })
+    .map_err(|e| anyhow::anyhow!("cannot install the signal handler: {e}"))
 }

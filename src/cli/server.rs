@@ -384,11 +384,10 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
 
     // SIGINT (Ctrl-C) and SIGTERM both ask for a clean stop.
     let shutdown = server.shutdown_handle();
-    ctrlc::set_handler(move || {
-        tracing::info!("stop signal received; shutting down");
+    super::on_stop_signals(move || {
+        tracing::info!("stop signal received; shutting down (a second signal exits at once)");
         shutdown.trigger();
-    })
-    .context("cannot install the signal handler")?;
+    })?;
 
     // Scripts and tests read this line to find the port (useful with --port 0).
     let mut stdout = std::io::stdout().lock();

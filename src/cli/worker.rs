@@ -150,11 +150,10 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     args.pool.load_onnxruntime()?;
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
-    ctrlc::set_handler(move || {
-        tracing::info!("stop signal received; draining");
+    super::on_stop_signals(move || {
+        tracing::info!("stop signal received; draining (a second signal exits at once)");
         let _ = stop_tx.try_send(());
-    })
-    .context("cannot install the signal handler")?;
+    })?;
     crate::host::run(config, stop_rx).context("the worker host failed")?;
     Ok(())
 }

@@ -152,7 +152,8 @@ pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
     let signer = Arc::new(Signer::new(key.clone()));
     let verifier = Verifier::new(key);
     let bridge = Bridge::start("nats-bridge")?;
-    let (client, link) = bridge.run(connect(&config.nats, &format!("tc-worker {}", config.name), Role::Host))?;
+    let (client, link) =
+        bridge.run(connect(&config.nats, &format!("tc-worker {}", config.name), Role::Host))?;
     let (js, consumer) = bridge.run(async {
         // Created inside the runtime: the context starts a task of its own.
         let js = jetstream::new(client.clone());
@@ -217,7 +218,8 @@ pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
     };
 
     let pulling = Arc::new(AtomicBool::new(true));
-    let answerer = Arc::new(Answerer { js: js.clone(), signer: Arc::clone(&signer), name: config.name.clone() });
+    let answerer =
+        Arc::new(Answerer { js: js.clone(), signer: Arc::clone(&signer), name: config.name.clone() });
     let fetcher = Fetcher {
         client: client.clone(),
         js,

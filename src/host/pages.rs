@@ -164,14 +164,23 @@ impl Collector for HostCollector {
             workers.iter().map(|w| w.restarts).sum(),
         )?;
         let c = &state.counters;
-        let read = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+        let read =
+            |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
         out.counter(
             "host_messages_rejected",
             "Messages dropped unread: not signed with the farm key, replayed or stale",
             read(&c.rejected),
         )?;
-        out.counter("host_jobs_expired", "Jobs dropped unrun: past their gateway's deadline", read(&c.expired))?;
-        out.counter("host_jobs_orphaned", "Jobs dropped unrun: their gateway has gone silent", read(&c.orphaned))?;
+        out.counter(
+            "host_jobs_expired",
+            "Jobs dropped unrun: past their gateway's deadline",
+            read(&c.expired),
+        )?;
+        out.counter(
+            "host_jobs_orphaned",
+            "Jobs dropped unrun: their gateway has gone silent",
+            read(&c.orphaned),
+        )?;
         out.counter(
             "host_redeliveries_excused",
             "Redeliveries past the attempt limit not counted as crashes (a live host held the job, or the broker link had just come back)",

@@ -92,10 +92,19 @@ impl LinkState {
         self.changed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).elapsed()
     }
 
+    /// How long the link has been down (zero while up).
+    pub(crate) fn down_for(&self) -> std::time::Duration {
+        if self.is_up() {
+            return std::time::Duration::ZERO;
+        }
+        self.changed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).elapsed()
+    }
+
     fn set(&self, up: bool) {
         let was = self.up.swap(up, Ordering::Relaxed);
         if was != up {
-            *self.changed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = std::time::Instant::now();
+            *self.changed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                std::time::Instant::now();
         }
     }
 

@@ -94,8 +94,9 @@ impl FarmKey {
     /// # Errors
     /// The file cannot be read, or is too short or too long, named with the flag.
     pub(crate) fn from_file(path: &Path) -> Result<FarmKey> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| Error::Remote(format!("--farm-key {}: cannot read the key file: {e}", path.display())))?;
+        let bytes = std::fs::read(path).map_err(|e| {
+            Error::Remote(format!("--farm-key {}: cannot read the key file: {e}", path.display()))
+        })?;
         let secret = bytes.trim_ascii();
         if secret.len() < MIN_KEY_BYTES || secret.len() > MAX_KEY_BYTES {
             return Err(Error::Remote(format!(
@@ -154,12 +155,21 @@ pub(crate) struct Signer {
 
 /// Milliseconds since the Unix epoch, now.
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The bytes the MAC covers. Each part is length-prefixed, so no two
 /// different messages give the same bytes.
-fn signed_bytes(subject: &str, msg_id: &str, sender: &str, seq: u64, time_ms: u64, payload: &[u8]) -> Vec<u8> {
+fn signed_bytes(
+    subject: &str,
+    msg_id: &str,
+    sender: &str,
+    seq: u64,
+    time_ms: u64,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(payload.len() + subject.len() + msg_id.len() + sender.len() + 64);
     for part in [subject.as_bytes(), msg_id.as_bytes(), sender.as_bytes(), payload] {
         bytes.extend_from_slice(&(part.len() as u64).to_be_bytes());
@@ -233,11 +243,13 @@ impl Verifier {
         };
         let headers = headers.ok_or(Rejection::BadSignature)?;
         let text = |name: &str| headers.get(name).map(|v| v.as_str().to_string());
-        let (Some(sender), Some(seq), Some(time), Some(mac)) = (text(SENDER), text(SEQ), text(TIME), text(MAC))
+        let (Some(sender), Some(seq), Some(time), Some(mac)) =
+            (text(SENDER), text(SEQ), text(TIME), text(MAC))
         else {
             return Err(Rejection::BadSignature);
         };
-        let (Ok(seq), Ok(time_ms), Some(mac)) = (seq.parse::<u64>(), time.parse::<u64>(), from_hex(&mac)) else {
+        let (Ok(seq), Ok(time_ms), Some(mac)) = (seq.parse::<u64>(), time.parse::<u64>(), from_hex(&mac))
+        else {
             return Err(Rejection::BadSignature);
         };
         let msg_id = text(MSG_ID).unwrap_or_default();

@@ -332,9 +332,10 @@ impl Farm {
                 readiness.status = "not_ready".to_string();
             }
             if remote.in_start_grace() {
-                readiness
-                    .reasons
-                    .push("the gateway has just started and is waiting for the worker hosts' heartbeats".to_string());
+                readiness.reasons.push(
+                    "the gateway has just started and is waiting for the worker hosts' heartbeats"
+                        .to_string(),
+                );
                 readiness.status = "not_ready".to_string();
             }
             if !remote.farm_key {

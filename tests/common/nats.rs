@@ -15,6 +15,8 @@ pub struct NatsServer {
     child: Child,
     pub url: String,
     store: tempfile::TempDir,
+    /// The flags it was started with, kept for restarts.
+    extra: Vec<String>,
 }
 
 fn nats_binary() -> Option<PathBuf> {
@@ -59,21 +61,197 @@ impl NatsServer {
             assert!(Instant::now() < deadline, "nats-server did not write its ports file");
             std::thread::sleep(Duration::from_millis(20));
         };
-        Some(NatsServer { child, url, store })
+        Some(NatsServer { child, url, store, extra: extra.iter().map(|s| s.to_string()).collect() })
     }
 
     /// Kills the server and starts it again on the same port with the same
     /// store: what an operator's restart looks like to the farm.
     pub fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.restart_after(libc::SIGKILL, Duration::ZERO);
+    }
+
+    /// Stops the server with `signal` (SIGTERM: a graceful stop; SIGKILL: a
+    /// crash), waits for it to exit, leaves the farm without a broker for
+    /// `outage`, and starts it again on the same port with the same store.
+    pub fn restart_after(&mut self, signal: i32, outage: Duration) {
+        self.stop_with(signal);
+        std::thread::sleep(outage);
         let port = self.url.rsplit(':').next().unwrap().to_string();
-        self.child = spawn(&nats_binary().unwrap(), self.store.path(), &port, &[]);
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        self.child = spawn(&nats_binary().unwrap(), self.store.path(), &port, &extra);
         let deadline = Instant::now() + Duration::from_secs(10);
         let address = format!("127.0.0.1:{port}");
         while std::net::TcpStream::connect(&address).is_err() {
             assert!(Instant::now() < deadline, "nats-server did not come back on {address}");
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl NatsServer {
+    /// Stops the server with `signal` and waits (at most 30 s) for it to exit.
+    pub fn stop_with(&mut self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// How many messages a JetStream stream holds now (its `STREAM.INFO`).
+    pub fn stream_messages(&self, stream: &str) -> u64 {
+        let mut nats = RawNats::connect(&self.url, None);
+        let info = nats.request(&format!("$JS.API.STREAM.INFO.{stream}"), b"");
+        let info: serde_json::Value = serde_json::from_slice(&info).expect("STREAM.INFO is JSON");
+        info["state"]["messages"].as_u64().unwrap_or_else(|| panic!("no stream {stream}: {info}"))
+    }
+}
+
+/// A message as a raw NATS client sees it.
+#[derive(Debug, Clone)]
+pub struct RawMessage {
+    pub subject: String,
+    /// The header block as sent (`NATS/1.0\r\nName: value\r\n...\r\n\r\n`), empty if none.
+    pub headers: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+/// A NATS client speaking the text protocol itself — no client library, so
+/// a test sends exactly the bytes a stranger (or a forger) would, and sees
+/// the server's own `-ERR` lines (a permissions violation, say).
+pub struct RawNats {
+    writer: std::net::TcpStream,
+    reader: std::io::BufReader<std::net::TcpStream>,
+    next_sid: u32,
+    /// `-ERR` lines seen so far.
+    pub errors: Vec<String>,
+}
+
+impl RawNats {
+    /// Connects (with `user`/`password` when given); reads every wait with a 5 s cap.
+    pub fn connect(url: &str, user: Option<(&str, &str)>) -> RawNats {
+        use std::io::{BufRead, Write};
+        let address = url.trim_start_matches("nats://");
+        let stream = std::net::TcpStream::connect(address).expect("connect to nats-server");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = std::io::BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("INFO line");
+        assert!(line.starts_with("INFO"), "{line}");
+        let auth = user.map_or(String::new(), |(u, p)| format!(",\"user\":\"{u}\",\"pass\":\"{p}\""));
+        write!(writer, "CONNECT {{\"verbose\":false,\"headers\":true{auth}}}\r\n").unwrap();
+        let mut nats = RawNats { writer, reader, next_sid: 1, errors: Vec::new() };
+        nats.until_pong();
+        nats
+    }
+
+    /// Publishes, with a header block (may be empty) and an optional reply subject.
+    pub fn publish(&mut self, subject: &str, reply: Option<&str>, headers: &[u8], payload: &[u8]) {
+        use std::io::Write;
+        let reply = reply.map_or(String::new(), |r| format!(" {r}"));
+        if headers.is_empty() {
+            write!(self.writer, "PUB {subject}{reply} {}\r\n", payload.len()).unwrap();
+        } else {
+            write!(
+                self.writer,
+                "HPUB {subject}{reply} {} {}\r\n",
+                headers.len(),
+                headers.len() + payload.len()
+            )
+            .unwrap();
+            self.writer.write_all(headers).unwrap();
+        }
+        self.writer.write_all(payload).unwrap();
+        self.writer.write_all(b"\r\n").unwrap();
+    }
+
+    /// Subscribes; messages come from [`RawNats::next_message`].
+    pub fn subscribe(&mut self, subject: &str) {
+        use std::io::Write;
+        write!(self.writer, "SUB {subject} {}\r\n", self.next_sid).unwrap();
+        self.next_sid += 1;
+    }
+
+    /// Sends PING and reads up to the PONG: everything sent before has been
+    /// processed by the server (and any `-ERR` for it is in `errors`).
+    pub fn until_pong(&mut self) -> Vec<RawMessage> {
+        use std::io::Write;
+        self.writer.write_all(b"PING\r\n").unwrap();
+        let mut messages = Vec::new();
+        while let Some(message) = self.read_one(true) {
+            messages.push(message);
+        }
+        messages
+    }
+
+    /// The next message, waiting at most 5 s.
+    pub fn next_message(&mut self) -> Option<RawMessage> {
+        self.read_one(false)
+    }
+
+    /// A request and its first reply's payload.
+    pub fn request(&mut self, subject: &str, payload: &[u8]) -> Vec<u8> {
+        let inbox = format!("_INBOX.raw{}", self.next_sid);
+        self.subscribe(&inbox);
+        self.publish(subject, Some(&inbox), b"", payload);
+        loop {
+            let message =
+                self.next_message().unwrap_or_else(|| panic!("no reply to {subject}: {:?}", self.errors));
+            if message.subject == inbox {
+                return message.payload;
+            }
+        }
+    }
+
+    /// [`RawNats::request`] with a header block.
+    pub fn request_with_headers(&mut self, subject: &str, headers: &[u8], payload: &[u8]) -> Vec<u8> {
+        let inbox = format!("_INBOX.raw{}", self.next_sid);
+        self.subscribe(&inbox);
+        self.publish(subject, Some(&inbox), headers, payload);
+        loop {
+            let message =
+                self.next_message().unwrap_or_else(|| panic!("no reply to {subject}: {:?}", self.errors));
+            if message.subject == inbox {
+                return message.payload;
+            }
+        }
+    }
+
+    /// Reads lines until a message (returned) or, with `to_pong`, a PONG (None).
+    fn read_one(&mut self, to_pong: bool) -> Option<RawMessage> {
+        use std::io::{BufRead, Read, Write};
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return None;
+            }
+            let text = line.trim_end();
+            if text == "PING" {
+                self.writer.write_all(b"PONG\r\n").unwrap();
+            } else if text == "PONG" {
+                if to_pong {
+                    return None;
+                }
+            } else if let Some(error) = text.strip_prefix("-ERR ") {
+                self.errors.push(error.to_string());
+            } else if let Some(rest) = text.strip_prefix("MSG ").or_else(|| text.strip_prefix("HMSG ")) {
+                let parts: Vec<&str> = rest.split_whitespace().collect();
+                let with_headers = text.starts_with("HMSG");
+                let total: usize = parts.last().unwrap().parse().unwrap();
+                let header_len: usize =
+                    if with_headers { parts[parts.len() - 2].parse().unwrap() } else { 0 };
+                let mut body = vec![0; total + 2];
+                self.reader.read_exact(&mut body).unwrap();
+                body.truncate(total);
+                let payload = body.split_off(header_len);
+                return Some(RawMessage { subject: parts[0].to_string(), headers: body, payload });
+            }
         }
     }
 }

@@ -71,6 +71,12 @@ const JANITOR_EVERY: Duration = Duration::from_secs(10);
 /// still holds is local and immediate): a stop after the server's drain
 /// ends within this, whatever NATS does.
 pub(crate) const STOP_NATS_WAIT: Duration = Duration::from_secs(2);
+/// How long jobs wait for a lost NATS link to come back before they are
+/// refused `BUSY` (naming the link): a broker restart of a few seconds
+/// costs no client an error, a longer outage does not hold them for ever.
+pub(crate) const OUTAGE_PATIENCE: Duration = Duration::from_secs(15);
+/// The pause between two tries of a publish while the link is down.
+const PUBLISH_RETRY: Duration = Duration::from_millis(250);
 /// The longest one call to JetStream's API (delete, purge, info) may take.
 const API_WAIT: Duration = Duration::from_secs(2);
 
@@ -78,7 +84,8 @@ const API_WAIT: Duration = Duration::from_secs(2);
 /// worker (`--workers 0`): it says whether the hosts or NATS are missing.
 pub(crate) fn no_host_error(link: &LinkState) -> ReplyError {
     let message = if link.is_up() {
-        "no worker host is connected to this gateway: start one with tc-worker --nats URL; retry later".to_string()
+        "no worker host is connected to this gateway: start one with tc-worker --nats URL; retry later"
+            .to_string()
     } else {
         format!(
             "this gateway has lost its connection to NATS at {} and is reconnecting: worker hosts cannot be \
@@ -184,7 +191,8 @@ impl Gateway {
         let verifier = Verifier::new(key);
         let bridge = Arc::new(Bridge::start("nats-bridge")?);
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
-        let (client, link) = bridge.run(connect(options, &format!("tc-server gateway {id}"), Role::Gateway))?;
+        let (client, link) =
+            bridge.run(connect(options, &format!("tc-server gateway {id}"), Role::Gateway))?;
         let (js, results_stream, results_consumer) = bridge.run(async {
             // Created inside the runtime: the context starts a task of its own.
             let js = jetstream::new(client.clone());
@@ -201,6 +209,7 @@ impl Gateway {
             hosts: HostTable::default(),
             link,
             counters: GatewayCounters::default(),
+            id: id.clone(),
             started: Instant::now(),
             farm_key: verifier.has_key(),
         });
@@ -270,7 +279,10 @@ impl Gateway {
         }
         let left: Vec<(JobId, Outstanding)> = self.forwarded.lock().drain().collect();
         if !left.is_empty() {
-            tracing::warn!(jobs = left.len(), "stopping with jobs still out on worker hosts: answering them SHUTTING_DOWN");
+            tracing::warn!(
+                jobs = left.len(),
+                "stopping with jobs still out on worker hosts: answering them SHUTTING_DOWN"
+            );
         }
         let mut sequences = Vec::new();
         for (job, outstanding) in left {
@@ -289,8 +301,9 @@ impl Gateway {
         }
         let client = self.client.clone();
         let results = self.results.take();
-        let js = jetstream::new(client.clone());
         let tidy = async move {
+            // Created inside the runtime: the context starts a task of its own.
+            let js = jetstream::new(client.clone());
             // The answered jobs need not run; this consumer has no reader left.
             if let Ok(jobs) = js.get_stream(nats::STREAM).await {
                 for seq in sequences {
@@ -335,6 +348,18 @@ impl Forwarder {
             if Instant::now() >= next_deadline_check {
                 self.answer_expired();
                 next_deadline_check = Instant::now() + DEADLINE_CHECK_EVERY;
+            }
+            // While the link is down, jobs wait in the queue (for at most
+            // OUTAGE_PATIENCE, then they are refused naming the link).
+            if !self.status.link.is_up() {
+                if self.status.link.down_for() >= OUTAGE_PATIENCE {
+                    self.refuse_queued(queues);
+                }
+                select! {
+                    recv(stop) -> _ => return,
+                    default(NO_ROOM_RECHECK) => {},
+                }
+                continue;
             }
             // Wait for room: a result coming back wakes us at once; a new
             // host's heartbeat is noticed within NO_ROOM_RECHECK.
@@ -465,12 +490,32 @@ impl Forwarder {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", format!("{}-{}", self.gateway, job.id).as_str());
         self.signer.sign(JOBS_SUBJECT, &mut headers, &bytes);
-        let published = self.bridge.run(async {
-            match self.js.publish_with_headers(JOBS_SUBJECT, headers, bytes.into()).await {
-                Ok(ack) => ack.await.map(|ack| ack.sequence).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+        // Tried again while the link is down (for at most OUTAGE_PATIENCE):
+        // the same Nats-Msg-Id makes JetStream keep one copy however many
+        // tries reach it.
+        let bytes = bytes::Bytes::from(bytes);
+        let first_try = Instant::now();
+        let published = loop {
+            let published = self.bridge.run(async {
+                match self.js.publish_with_headers(JOBS_SUBJECT, headers.clone(), bytes.clone()).await {
+                    Ok(ack) => ack.await.map(|ack| ack.sequence),
+                    Err(e) => Err(e),
+                }
+            });
+            // Lost in a broker restart (no answer, a broken link, the stream
+            // not there yet while JetStream recovers): try again. A refusal
+            // (the stream is full) is final.
+            use async_nats::jetstream::context::PublishErrorKind as Kind;
+            match published {
+                Err(e)
+                    if matches!(e.kind(), Kind::TimedOut | Kind::BrokenPipe | Kind::StreamNotFound)
+                        && first_try.elapsed() < OUTAGE_PATIENCE =>
+                {
+                    std::thread::sleep(PUBLISH_RETRY);
+                }
+                other => break other.map_err(|e| e.to_string()),
             }
-        });
+        };
         match published {
             Ok(seq) => {
                 if let Some(outstanding) = self.forwarded.lock().get_mut(&job.id) {
@@ -590,7 +635,11 @@ fn take_one(
 
 /// Keeps the table of hosts from their heartbeats (signed, each newer than
 /// its sender's last).
-async fn listen_to_hosts(mut heartbeats: async_nats::Subscriber, verifier: Verifier, status: Arc<GatewayStatus>) {
+async fn listen_to_hosts(
+    mut heartbeats: async_nats::Subscriber,
+    verifier: Verifier,
+    status: Arc<GatewayStatus>,
+) {
     let guard = ReplayGuard::default();
     while let Some(message) = heartbeats.next().await {
         let checked = verifier
@@ -625,7 +674,8 @@ async fn beat(client: async_nats::Client, gateway: String, signer: Arc<Signer>, 
         if !status.link.is_up() {
             continue;
         }
-        let now: BTreeSet<String> = status.hosts.report().into_iter().filter(|h| h.alive).map(|h| h.name).collect();
+        let now: BTreeSet<String> =
+            status.hosts.report().into_iter().filter(|h| h.alive).map(|h| h.name).collect();
         for lost in alive.difference(&now) {
             tracing::warn!(host = %lost, "worker host lost: no heartbeat for {}s", HOST_TIMEOUT.as_secs());
         }
@@ -650,7 +700,8 @@ async fn janitor(js: jetstream::Context, status: Arc<GatewayStatus>) {
         let _ = tokio::time::timeout(API_WAIT, async {
             let mut stream = js.get_stream(nats::STREAM).await.ok()?;
             let first = stream.info().await.ok()?.state.first_sequence;
-            let mut consumer: jetstream::consumer::PullConsumer = stream.get_consumer(nats::CONSUMER).await.ok()?;
+            let mut consumer: jetstream::consumer::PullConsumer =
+                stream.get_consumer(nats::CONSUMER).await.ok()?;
             let floor = consumer.info().await.ok()?.ack_floor.stream_sequence;
             if first == 0 || first > floor {
                 return Some(());
@@ -658,7 +709,10 @@ async fn janitor(js: jetstream::Context, status: Arc<GatewayStatus>) {
             let purged = stream.purge().sequence(floor + 1).await.ok()?;
             if purged.purged > 0 {
                 status.counters.stale_removed.fetch_add(purged.purged, Relaxed);
-                tracing::warn!(messages = purged.purged, "removed acknowledged jobs the stream had kept (after a broker crash)");
+                tracing::warn!(
+                    messages = purged.purged,
+                    "removed acknowledged jobs the stream had kept (after a broker crash)"
+                );
             }
             Some(())
         })

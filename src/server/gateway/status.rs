@@ -96,6 +96,8 @@ pub(crate) struct GatewayCounters {
 /// A gateway's NATS side, as `stats` reports it.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub(crate) struct RemoteReport {
+    /// This gateway's id (its results come on `tc.results.<id>`).
+    pub(crate) gateway: String,
     /// Whether the connection to NATS is up.
     pub(crate) connected: bool,
     /// Jobs published to the stream.
@@ -129,6 +131,8 @@ pub(crate) struct GatewayStatus {
     pub(crate) hosts: HostTable,
     pub(crate) link: Arc<LinkState>,
     pub(crate) counters: GatewayCounters,
+    /// This gateway's id.
+    pub(crate) id: String,
     /// When the gateway started (for the start grace).
     pub(crate) started: Instant,
     /// Whether messages are signed and checked (`--farm-key`).
@@ -151,6 +155,7 @@ impl GatewayStatus {
     pub(crate) fn report(&self) -> RemoteReport {
         let c = &self.counters;
         RemoteReport {
+            gateway: self.id.clone(),
             connected: self.link.is_up(),
             forwarded: c.forwarded.load(Relaxed),
             refused: c.refused.load(Relaxed),

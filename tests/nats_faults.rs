@@ -1,0 +1,238 @@
+//! The NATS farm's two promises under attack and under faults: exactly one
+//! reply through broker restarts (graceful and crashes), and nothing
+//! accepted from a stranger when the farm has a key. Every process on
+//! loopback, a real `nats-server` per test.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::nats::{NatsServer, RawNats, WorkerHost};
+use common::{reference_compute, send_signal, TestServer};
+use serde_json::{json, Value};
+
+/// A gateway with no local worker, on `nats`.
+fn start_gateway(nats: &NatsServer, extra: &[&str]) -> TestServer {
+    let mut args = vec!["--port", "0", "--workers", "0", "--nats", &nats.url, "--log-level", "error"];
+    args.extend_from_slice(extra);
+    TestServer::start_with(&args, &[])
+}
+
+/// Waits until the gateway has heard from `count` live hosts.
+fn wait_for_hosts(gateway: &TestServer, count: usize) -> Value {
+    gateway.wait_for_stats(&format!("{count} live hosts"), |stats| {
+        stats["hosts"]
+            .as_array()
+            .is_some_and(|hosts| hosts.iter().filter(|h| h["alive"] == true).count() == count)
+    })
+}
+
+/// Polls `condition` every 50 ms for at most 60 s.
+fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A farm key file in a temporary directory.
+fn farm_key(dir: &tempfile::TempDir) -> String {
+    let path = dir.path().join("farm.key");
+    std::fs::write(&path, "c2VjcmV0LWZhcm0ta2V5LWZvci10ZXN0cy0xMjM0NTY3ODkw\n").unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn broker_restarts_under_load_lose_no_reply_count_no_crash_and_leave_the_streams_empty() {
+    let Some(mut nats) = NatsServer::start() else { return };
+    let _a = WorkerHost::start(&nats.url, "a", "threads", 1, &[]);
+    let _b = WorkerHost::start(&nats.url, "b", "threads", 1, &[]);
+    let gateway = start_gateway(&nats, &["--max-n", "1000000000", "--job-timeout", "30s", "--retries", "2"]);
+    wait_for_hosts(&gateway, 2);
+    // Jobs of about half a second, a few distinct sizes so every reply is
+    // checked against the reference without computing each one here.
+    let sizes: Vec<u64> = (0..4).map(|i| 40_000_000 + i).collect();
+    let expected: HashMap<u64, u64> = sizes.iter().map(|&n| (n, reference_compute(n))).collect();
+    // Six restarts, half graceful, half crashes: before the fix about half
+    // of graceful restarts and most crashes lost a reply, so passing all six
+    // by luck would be a ~1% event.
+    for round in 0..6u64 {
+        let signal = if round % 2 == 0 { libc::SIGTERM } else { libc::SIGKILL };
+        let mut client = gateway.connect();
+        let jobs: Vec<(String, u64)> =
+            (0..10u64).map(|i| (format!("r{round}-{i}"), sizes[(i % 4) as usize])).collect();
+        for (id, n) in &jobs {
+            client.send(&json!({"id": id, "cmd": "compute", "n": n}));
+        }
+        gateway.wait_for_stats("jobs running on the hosts", |s| {
+            s["hosts"].as_array().is_some_and(|hosts| hosts.iter().any(|h| h["busy"].as_u64() > Some(0)))
+        });
+        nats.restart_after(signal, Duration::from_secs(2));
+        let mut answered: HashMap<String, Value> = HashMap::new();
+        for _ in &jobs {
+            let reply = client.recv();
+            let id = reply["id"].as_str().expect("a reply with our id").to_string();
+            assert!(answered.insert(id.clone(), reply).is_none(), "round {round}: {id} answered twice");
+        }
+        assert!(client.try_recv_timeout_free().is_none(), "round {round}: a reply beyond one per request");
+        for (id, n) in &jobs {
+            let reply = &answered[id];
+            assert_eq!(reply["result"], expected[n], "round {round} (signal {signal}): {id}: {reply}");
+        }
+    }
+    let stats = gateway.stats();
+    assert_eq!(stats["remote"]["deadlines_passed"], 0, "{}", stats["remote"]);
+    // Nothing stays behind: acknowledged jobs a crash left in the stream are
+    // removed by the gateway's janitor, results by their consumer.
+    eventually("the jobs stream to empty", || nats.stream_messages("TC_JOBS") == 0);
+    eventually("the results stream to empty", || nats.stream_messages("TC_RESULTS") == 0);
+}
+
+#[test]
+fn a_new_gateway_answers_its_first_job_while_it_is_still_hearing_from_the_hosts() {
+    let Some(nats) = NatsServer::start() else { return };
+    let _host = WorkerHost::start(&nats.url, "steady", "threads", 1, &[]);
+    // The host is up and beating before the gateway exists.
+    let first = start_gateway(&nats, &[]);
+    wait_for_hosts(&first, 1);
+    drop(first);
+    let gateway = start_gateway(&nats, &[]);
+    // At once: before this fix the first second's jobs were refused BUSY.
+    let reply = gateway.request(json!({"id": 1, "cmd": "compute", "n": 1000}));
+    assert_eq!(reply["result"], reference_compute(1000), "{reply}");
+}
+
+#[test]
+fn stops_finish_while_nats_is_gone_and_a_second_signal_exits_at_once() {
+    let Some(mut nats) = NatsServer::start() else { return };
+    let mut host = WorkerHost::start(&nats.url, "h", "threads", 1, &[]);
+    let mut gateway = start_gateway(&nats, &["--drain-timeout", "1s"]);
+    wait_for_hosts(&gateway, 1);
+    nats.stop_with(libc::SIGKILL);
+    // Both stop by themselves although NATS never comes back (each waits
+    // for NATS a bounded time; the helpers give up after 30 s).
+    let status = gateway.terminate();
+    assert!(status.success(), "{status:?}");
+    send_signal(host.pid(), libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = host.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the host did not stop with NATS gone");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+
+    // A second signal does not wait for a drain.
+    let Some(nats) = NatsServer::start() else { return };
+    let host = WorkerHost::start(&nats.url, "h2", "threads", 1, &["--drain-timeout", "600s"]);
+    let gateway = start_gateway(&nats, &["--max-n", "100000000000"]);
+    wait_for_hosts(&gateway, 1);
+    let mut client = gateway.connect();
+    client.send(&json!({"id": 1, "cmd": "compute", "n": 100_000_000_000u64}));
+    gateway.wait_for_stats("the long job held by the host", |s| s["hosts"][0]["busy"] == 1);
+    send_signal(host.pid(), libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    send_signal(host.pid(), libc::SIGTERM);
+    let mut host = host;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = host.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "a second SIGTERM did not end the host's 600 s drain");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130), "{status:?}");
+}
+
+#[test]
+fn with_a_farm_key_forged_jobs_results_replays_and_heartbeats_are_refused_and_counted() {
+    let Some(nats) = NatsServer::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let key = farm_key(&dir);
+    let (host, metrics) =
+        WorkerHost::start_with_metrics_and(&nats.url, "keyed", "threads", 1, &["--farm-key", &key]);
+    let gateway = start_gateway(&nats, &["--farm-key", &key, "--metrics-addr", "127.0.0.1:0"]);
+    wait_for_hosts(&gateway, 1);
+    assert_eq!(gateway.request(json!({"id": 1, "cmd": "compute", "n": 10}))["result"], 8360);
+    let stats = gateway.stats();
+    let gateway_id = stats["remote"]["gateway"].as_str().unwrap().to_string();
+    assert_eq!(stats["remote"]["farm_key"], true);
+
+    let mut stranger = RawNats::connect(&nats.url, None);
+    // A job without the farm's signature: stored by JetStream (anyone may
+    // publish there), dropped by the host unrun.
+    stranger.publish("tc.jobs", None, b"", b"\x01\x02 not a signed job");
+    let host_rejected = || host_metric(metrics, "threadcenter_host_messages_rejected_total");
+    eventually("the host to drop the forged job", || host_rejected() >= 1.0);
+    // A forged result on this gateway's own subject, and forged heartbeats.
+    stranger.publish(&format!("tc.results.{gateway_id}"), None, b"", b"forged result");
+    for i in 0..200 {
+        let beat = json!({"name": format!("forged-{i}"), "slots": 64, "busy": 0, "jobs_done": 0, "restarts": 0, "mode": "threads"});
+        stranger.publish("tc.hosts", None, b"", beat.to_string().as_bytes());
+    }
+    stranger.until_pong();
+    let stats = gateway
+        .wait_for_stats("the forgeries counted", |s| s["remote"]["messages_rejected"].as_u64() >= Some(201));
+    assert_eq!(stats["hosts"].as_array().unwrap().len(), 1, "no forged host counted: {}", stats["hosts"]);
+
+    // A replay: a real signed heartbeat, captured and sent again.
+    let mut listener = RawNats::connect(&nats.url, None);
+    listener.subscribe("tc.hosts");
+    listener.until_pong();
+    let captured = std::iter::from_fn(|| listener.next_message())
+        .find(|m| !m.headers.is_empty())
+        .expect("a signed heartbeat");
+    let before = gateway.stats()["remote"]["messages_rejected"].as_u64().unwrap();
+    stranger.publish("tc.hosts", None, &captured.headers, &captured.payload);
+    stranger.until_pong();
+    gateway.wait_for_stats("the replayed heartbeat refused", |s| {
+        s["remote"]["messages_rejected"].as_u64() > Some(before)
+    });
+    // A replayed job: JetStream refuses a second copy of the same message
+    // id, and a changed id breaks the signature.
+    let mut jobs = RawNats::connect(&nats.url, None);
+    jobs.subscribe("tc.jobs");
+    jobs.until_pong();
+    let mut client = gateway.connect();
+    client.send(&json!({"id": 2, "cmd": "compute", "n": 11}));
+    let job =
+        std::iter::from_fn(|| jobs.next_message()).find(|m| !m.headers.is_empty()).expect("a signed job");
+    assert!(client.recv()["result"].is_u64());
+    let reply = jobs.request_with_headers("tc.jobs", &job.headers, &job.payload);
+    let ack: Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(ack["duplicate"], true, "the same job published again is a duplicate: {ack}");
+    let host_before = host_rejected();
+    let changed = String::from_utf8(job.headers.clone()).unwrap();
+    let changed = changed.replace("Nats-Msg-Id: ", "Nats-Msg-Id: x");
+    jobs.publish("tc.jobs", None, changed.as_bytes(), &job.payload);
+    jobs.until_pong();
+    eventually("the re-labelled job refused", || host_rejected() > host_before);
+    // The farm still works, and nothing forged is left in the streams.
+    assert_eq!(gateway.request(json!({"id": 3, "cmd": "compute", "n": 10}))["result"], 8360);
+    eventually("the jobs stream to empty", || nats.stream_messages("TC_JOBS") == 0);
+    eventually("the results stream to empty", || nats.stream_messages("TC_RESULTS") == 0);
+    drop(host);
+}
+
+/// One value from a host's `/metrics`.
+fn host_metric(metrics: std::net::SocketAddr, name: &str) -> f64 {
+    let (_, body) = common::http_get(metrics, "/metrics");
+    common::parse_exposition(&body).get(name).copied().unwrap_or(0.0)
+}
+
+#[test]
+fn without_a_key_the_farm_warns_at_start_and_in_readyz() {
+    let Some(nats) = NatsServer::start() else { return };
+    let _host = WorkerHost::start(&nats.url, "h", "threads", 1, &[]);
+    let gateway = start_gateway(&nats, &["--metrics-addr", "127.0.0.1:0"]);
+    wait_for_hosts(&gateway, 1);
+    eventually("ready", || gateway.http_get("/readyz").0 == 200);
+    let (_, body) = gateway.http_get("/readyz");
+    assert!(body.contains("no --farm-key"), "{body}");
+    assert_eq!(gateway.stats()["remote"]["farm_key"], false);
+}
