@@ -236,3 +236,24 @@ fn without_a_key_the_farm_warns_at_start_and_in_readyz() {
     assert!(body.contains("no --farm-key"), "{body}");
     assert_eq!(gateway.stats()["remote"]["farm_key"], false);
 }
+
+#[test]
+fn a_killed_gateways_waiting_jobs_are_not_run_for_nobody_and_leave_the_stream() {
+    let Some(nats) = NatsServer::start() else { return };
+    let (_host, metrics) = WorkerHost::start_with_metrics_and(&nats.url, "h", "threads", 1, &[]);
+    let mut gateway = start_gateway(&nats, &["--max-n", "1000000000"]);
+    wait_for_hosts(&gateway, 1);
+    // One slot: the first job runs (seconds), the second waits in the
+    // stream — until after its gateway has been silent for a host timeout.
+    let mut client = gateway.connect();
+    client.send(&json!({"id": 1, "cmd": "compute", "n": 1_000_000_000u64}));
+    client.send(&json!({"id": 2, "cmd": "compute", "n": 10u64}));
+    gateway.wait_for_stats("both jobs out", |s| s["remote"]["forwarded"] == 2);
+    send_signal(gateway.pid(), libc::SIGKILL);
+    let _ = gateway.wait_exit();
+    eventually("the waiting job dropped unrun", || {
+        host_metric(metrics, "threadcenter_host_jobs_orphaned_total") >= 1.0
+    });
+    assert_eq!(host_metric(metrics, "threadcenter_host_jobs_total"), 1.0, "only the job already running ran");
+    eventually("the jobs stream to empty", || nats.stream_messages("TC_JOBS") == 0);
+}
