@@ -3,7 +3,7 @@
 worker processes, scaling with simulated hosts, and faults during a run.
 Release builds; results go to results/hosts-<date>.md and .csv.
 
-    python3 scripts/bench_hosts.py [--repeats 3] [--duration 5] [--only overhead scaling faults partition]
+    python3 scripts/bench_hosts.py [--repeats 3] [--duration 5] [--only overhead key scaling faults broker partition]
 
 Needs nats-server (apt-get install -y nats-server). Simulated hosts are
 separate tc-worker processes, each in its own cgroup v1 CPU group with an
@@ -64,6 +64,34 @@ class Nats:
             time.sleep(0.02)
         raise RuntimeError("nats-server did not start")
 
+    def restart(self, sig, outage):
+        """Stops the server with `sig` (SIGTERM: graceful; SIGKILL: a crash),
+        leaves the farm without a broker for `outage` seconds, and starts it
+        again on the same port with the same store."""
+        self.process.send_signal(sig)
+        self.process.wait()
+        time.sleep(outage)
+        port = self.url.rsplit(":", 1)[1]
+        self.process = subprocess.Popen(
+            [nats_binary(), "-js", "-sd", self.store.name, "-a", "127.0.0.1", "-p", port],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stream_messages(self, stream):
+        """Messages a JetStream stream holds now, by its STREAM.INFO."""
+        host, port = self.url.removeprefix("nats://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.recv(65536)  # INFO
+            s.sendall(b'CONNECT {"verbose":false}\r\nSUB _INBOX.bench 1\r\n'
+                      + f"PUB $JS.API.STREAM.INFO.{stream} _INBOX.bench 0\r\n\r\n".encode())
+            data = b""
+            while b"\r\n" not in data.partition(b"MSG ")[2]:
+                data += s.recv(65536)
+            header, _, rest = data.partition(b"MSG ")[2].partition(b"\r\n")
+            size = int(header.split()[-1])
+            while len(rest) < size:
+                rest += s.recv(65536)
+            return json.loads(rest[:size])["state"]["messages"]
+
     def __exit__(self, *exc):
         self.process.terminate()
         self.process.wait()
@@ -73,7 +101,7 @@ class Nats:
 class Host:
     """A tc-worker process, optionally inside a CPU cgroup of `cpus` cores."""
 
-    def __init__(self, url, name, workers, mode="processes", cpus=None):
+    def __init__(self, url, name, workers, mode="processes", cpus=None, extra=()):
         self.cgroup = None
         preexec = None
         if cpus is not None:
@@ -86,7 +114,7 @@ class Host:
             preexec = lambda: tasks.write_text(str(os.getpid()))  # noqa: E731
         self.process = subprocess.Popen(
             [WORKER, "--nats", url, "--name", name, "--workers", str(workers), "--mode", mode,
-             "--log-level", "error"], stdout=subprocess.DEVNULL, preexec_fn=preexec)
+             "--log-level", "error", *extra], stdout=subprocess.DEVNULL, preexec_fn=preexec)
 
     def signal(self, sig):
         self.process.send_signal(sig)
@@ -335,6 +363,77 @@ def faults(results, args):
                     host.stop()
 
 
+def broker(results, args):
+    bench.log("4. broker restarts during a run: nats-server SIGTERMed / SIGKILLed, 8 s outage")
+    for fault, sig in (("term", signal.SIGTERM), ("kill", signal.SIGKILL)):
+        with Nats() as nats:
+            hosts = [Host(nats.url, f"b{fault}{i}", 1, mode="threads") for i in range(3)]
+            try:
+                with bench.Server("--nats", nats.url, "--workers", "0") as gateway:
+                    wait_for_hosts(gateway.port, 3)
+                    with tempfile.NamedTemporaryFile(suffix=".json") as report_file:
+                        run = subprocess.Popen([bench.CLIENT, "--port", str(gateway.port), "-c", "6", "-n", "60",
+                                                "--size", "20000000", "--verify", "--timeout", "120s",
+                                                "--json", report_file.name], stdout=subprocess.DEVNULL)
+                        time.sleep(1.0)
+                        nats.restart(sig, 8)
+                        run.wait(timeout=600)
+                        report = json.load(open(report_file.name))
+                    stats = gateway_stats(gateway.port)
+                    # Nothing left behind: the janitor runs every 10 s.
+                    deadline = time.monotonic() + 30
+                    while time.monotonic() < deadline and (nats.stream_messages("TC_JOBS")
+                                                           or nats.stream_messages("TC_RESULTS")):
+                        time.sleep(0.5)
+                    left = nats.stream_messages("TC_JOBS") + nats.stream_messages("TC_RESULTS")
+            finally:
+                for host in hosts:
+                    host.stop()
+        counts = report["counts"]
+        remote = stats["remote"]
+        crashed = counts["errors"].get("WORKER_CRASHED", 0)
+        answered_once = counts["ok"] == counts["sent"] and counts["duplicates"] == 0 \
+            and counts["missing"] == 0 and counts["mismatches"] == 0 and left == 0
+        results.add(f"broker_{fault}", f"360 jobs, nats-server {'SIGTERMed' if fault == 'term' else 'SIGKILLed'} "
+                    "1 s into the run and back after 8 s: every request answered once, results verified, streams "
+                    "empty after", counts["ok"], counts["sent"], "ok replies", "all", bench.verdict(answered_once),
+                    f"WORKER_CRASHED {crashed}, deadlines passed {remote['deadlines_passed']}, redelivered "
+                    f"{remote['redelivered']}, duplicates dropped {remote['duplicates_dropped']}, stale jobs removed "
+                    f"{remote['stale_jobs_removed']}, messages left in the streams {left}, slowest reply "
+                    f"{report['latency']['max_us'] / 1e6:.1f} s")
+
+
+def key(results, args):
+    bench.log("5. the farm key's cost: signed vs unsigned, gateway + one host")
+    cases = [("key_short", "compute n=1, 16 connections", ["-c", "16", "--size", "1"]),
+             ("key_long", "compute n=500000, 8 connections", ["-c", "8", "--size", "500000"])]
+    with tempfile.TemporaryDirectory() as tmp:
+        key_file = os.path.join(tmp, "farm.key")
+        with open(key_file, "w") as f:
+            f.write(os.urandom(32).hex() + "\n")
+        for case, label, flags in cases:
+            rates = {"signed": [], "unsigned": []}
+            for repeat in range(args.repeats):
+                order = ["unsigned", "signed"] if repeat % 2 == 0 else ["signed", "unsigned"]
+                for which in order:
+                    extra = ["--farm-key", key_file] if which == "signed" else []
+                    with Nats() as nats:
+                        host = Host(nats.url, f"k{which}", 2, extra=extra)
+                        try:
+                            with bench.Server("--nats", nats.url, "--workers", "0", *extra) as gateway:
+                                wait_for_hosts(gateway.port, 1)
+                                report, _, _ = bench.client("--port", str(gateway.port), *flags,
+                                                            "-d", str(args.duration), "--warmup", "1s")
+                                rates[which].append(report["throughput_rps"])
+                        finally:
+                            host.stop()
+            signed, unsigned = statistics.median(rates["signed"]), statistics.median(rates["unsigned"])
+            results.add(case, f"{label}: gateway + 1 host (2 worker processes), --farm-key vs none", signed,
+                        unsigned, "jobs/s", ">= 0.95", bench.verdict(signed / unsigned >= 0.95),
+                        f"runs signed {', '.join(f'{r:.0f}' for r in rates['signed'])}; unsigned "
+                        f"{', '.join(f'{r:.0f}' for r in rates['unsigned'])}")
+
+
 class Namespaces:
     """A small network of our own: namespace tcb-core (nats-server, the
     gateway and the client) joined by a bridge to tcb-h0..tcb-hN (one worker
@@ -445,12 +544,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5)
-    parser.add_argument("--only", nargs="*", help="overhead, scaling, faults, partition")
+    parser.add_argument("--only", nargs="*", help="overhead, key, scaling, faults, broker, partition")
     args = parser.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bins"], cwd=ROOT, check=True)
     results = bench.Results()
-    for name, section in (("overhead", overhead), ("scaling", scaling), ("faults", faults),
-                          ("partition", partition)):
+    for name, section in (("overhead", overhead), ("key", key), ("scaling", scaling), ("faults", faults),
+                          ("broker", broker), ("partition", partition)):
         if not args.only or name in args.only:
             section(results, args)
     today = datetime.date.today().isoformat()
