@@ -333,7 +333,7 @@ impl Farm {
             }
             if remote.in_start_grace() {
                 readiness.reasons.push(
-                    "the gateway has just started and is waiting for the worker hosts' heartbeats"
+                    "the gateway has just started or reconnected and is waiting for the worker hosts' heartbeats"
                         .to_string(),
                 );
                 readiness.status = "not_ready".to_string();

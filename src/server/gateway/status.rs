@@ -139,16 +139,20 @@ pub(crate) struct GatewayStatus {
     pub(crate) farm_key: bool,
 }
 
-/// How long a new gateway waits to hear from hosts before it tells clients
-/// there are none: hosts beat every second, and answer a new gateway's
-/// first beat at once. Jobs wait during it rather than being refused.
+/// How long a new (or just reconnected) gateway waits to hear from hosts
+/// before it tells clients there are none: hosts beat every second, and
+/// answer a new gateway's first beat at once. Jobs wait during it rather
+/// than being refused.
 pub(crate) const START_GRACE: std::time::Duration = HOST_TIMEOUT;
 
 impl GatewayStatus {
-    /// Whether the gateway is new and has not yet heard from any host:
-    /// jobs wait, and `/readyz` says not ready.
+    /// Whether the gateway cannot tell yet if hosts are there: it has just
+    /// started, or its link to NATS has just come back (hosts silent during
+    /// an outage are not gone), and it has heard from none. Jobs wait
+    /// meanwhile, and `/readyz` says not ready.
     pub(crate) fn in_start_grace(&self) -> bool {
-        self.started.elapsed() < START_GRACE && self.hosts.alive() == 0
+        let settling = self.started.elapsed() < START_GRACE || self.link.up_for() < START_GRACE;
+        settling && self.hosts.alive() == 0
     }
 
     /// The report for `stats`.
