@@ -282,7 +282,12 @@ impl BenchOptions {
             }
             Pacing::Closed { pipeline } => {
                 let each = self.concurrency as u64 * IN_FLIGHT_RECORD_MEMORY;
-                let what = "requests in flight on each of --concurrency connections";
+                let what = format!(
+                    "a pipeline slot is one request in flight on each of the {} connections (-c), {} each",
+                    self.concurrency,
+                    crate::machine::bytes(IN_FLIGHT_RECORD_MEMORY)
+                );
+                let what = what.as_str();
                 if let Err(refused) = machine.check_memory("--pipeline", pipeline as u64, each, what) {
                     return fail("--pipeline", refused);
                 }
