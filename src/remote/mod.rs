@@ -27,6 +27,7 @@
 
 pub(crate) mod bridge;
 pub(crate) mod connect;
+pub(crate) mod limits;
 pub(crate) mod wire;
 
 use std::time::Duration;

@@ -246,6 +246,11 @@ fn remote_hosts(out: &mut Families<'_, '_>, report: &StatsReport) -> fmt::Result
         "Second results for a job already answered",
         remote.duplicates_dropped,
     )?;
+    out.counter(
+        "nats_heartbeats_refused",
+        "Heartbeats not taken into the host table: fields out of bounds, or a new name when full",
+        remote.heartbeats_refused,
+    )?;
     let live: Vec<_> = hosts.iter().filter(|h| h.alive).collect();
     out.gauges(
         "host_slots",

@@ -335,7 +335,7 @@ async fn take_results(
 async fn listen_to_hosts(mut heartbeats: async_nats::Subscriber, status: Arc<GatewayStatus>) {
     while let Some(message) = heartbeats.next().await {
         match serde_json::from_slice::<Heartbeat>(&message.payload) {
-            Ok(beat) => status.hosts.heard(beat),
+            Ok(beat) => status.count_heartbeat(status.hosts.heard(beat, std::time::Instant::now())),
             Err(e) => tracing::debug!(error = %e, "ignoring a message on the heartbeat subject"),
         }
     }
