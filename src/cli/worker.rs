@@ -100,8 +100,25 @@ impl WorkerArgs {
         anyhow::ensure!(!self.pool.gil || self.mode == Mode::Threads, "--gil applies to --mode threads");
         let name = self.name.clone().unwrap_or_else(|| {
             let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok());
-            format!("{}-{}", host.unwrap_or_else(|| "host".into()), std::process::id())
+            // Kept within the host-name rule: at most 48 bytes of the
+            // machine's name (any other character as '-'), then the pid.
+            let host: String = host
+                .unwrap_or_else(|| "host".into())
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_') { c } else { '-' })
+                .take(48)
+                .collect();
+            format!("{host}-{}", std::process::id())
         });
+        // The gateways' host table refuses any other name (see remote::limits).
+        if let Some(problem) = crate::remote::limits::host_name_problem(&name) {
+            anyhow::bail!("--name {name:?} cannot be used: {problem}; choose another --name");
+        }
+        anyhow::ensure!(
+            workers <= crate::remote::limits::MAX_HOST_SLOTS,
+            "--workers must be at most {}",
+            crate::remote::limits::MAX_HOST_SLOTS
+        );
         Ok(HostConfig {
             nats: self.auth.options(&self.nats),
             name,

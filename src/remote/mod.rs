@@ -34,6 +34,7 @@
 pub(crate) mod bridge;
 pub(crate) mod connect;
 pub(crate) mod envelope;
+pub(crate) mod limits;
 pub(crate) mod wire;
 
 use std::time::Duration;

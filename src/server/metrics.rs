@@ -261,6 +261,11 @@ fn remote_hosts(out: &mut Families<'_, '_>, report: &StatsReport) -> fmt::Result
         "Acknowledged jobs a broker crash had left in the stream, removed",
         remote.stale_jobs_removed,
     )?;
+    out.counter(
+        "nats_heartbeats_refused",
+        "Heartbeats not taken into the host table: fields out of bounds, or a new name when full",
+        remote.heartbeats_refused,
+    )?;
     let live: Vec<_> = hosts.iter().filter(|h| h.alive).collect();
     out.gauges(
         "host_slots",

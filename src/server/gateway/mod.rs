@@ -651,7 +651,7 @@ async fn listen_to_hosts(
             continue;
         }
         match serde_json::from_slice::<Heartbeat>(&message.payload) {
-            Ok(beat) => status.hosts.heard(beat),
+            Ok(beat) => status.count_heartbeat(status.hosts.heard(beat, std::time::Instant::now())),
             Err(e) => tracing::debug!(error = %e, "ignoring a message on the heartbeat subject"),
         }
     }

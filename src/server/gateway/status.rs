@@ -4,15 +4,37 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::remote::connect::LinkState;
+use crate::remote::limits::heartbeat_problem;
 use crate::remote::wire::Heartbeat;
 use crate::remote::HOST_TIMEOUT;
 
-/// The hosts this gateway has heard from, by name.
+/// A host not heard from for this long leaves the table (and `stats`). Far
+/// past [`HOST_TIMEOUT`], so a host that is only slow shows as not alive
+/// for a while before it goes; short enough that names heard once (a
+/// forged flood, hosts of a past run) do not stay for ever.
+pub(crate) const HOST_EVICT_AFTER: Duration = Duration::from_secs(60);
+
+/// Most hosts the table holds. A farm of more hosts than this is far past a
+/// classroom; a flood of forged names stops here, and is counted.
+pub(crate) const MAX_HOSTS: usize = 1024;
+
+/// What the table did with a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Heard {
+    /// A known host, or a new one with room for it.
+    Kept,
+    /// Its fields are out of bounds (see [`heartbeat_problem`]).
+    Malformed,
+    /// A new name and the table is full of live hosts.
+    TableFull,
+}
+
+/// The hosts this gateway has heard from, by name, at most [`MAX_HOSTS`].
 #[derive(Debug, Default)]
 pub(crate) struct HostTable {
     hosts: Mutex<HashMap<String, (Heartbeat, Instant)>>,
@@ -44,8 +66,23 @@ impl HostTable {
         self.hosts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(super) fn heard(&self, beat: Heartbeat) {
-        self.lock().insert(beat.name.clone(), (beat, Instant::now()));
+    /// Records a heartbeat heard `now`: hosts silent for
+    /// [`HOST_EVICT_AFTER`] leave first; a new name finds room or is refused.
+    pub(super) fn heard(&self, beat: Heartbeat, now: Instant) -> Heard {
+        if heartbeat_problem(&beat.name, beat.slots, beat.busy, &beat.mode).is_some() {
+            return Heard::Malformed;
+        }
+        let mut hosts = self.lock();
+        if !hosts.contains_key(&beat.name) {
+            // Evict on a new name only: the scan (at most MAX_HOSTS entries)
+            // is never paid on the ordinary beat of a known host.
+            hosts.retain(|_, (_, seen)| now.saturating_duration_since(*seen) < HOST_EVICT_AFTER);
+            if hosts.len() >= MAX_HOSTS {
+                return Heard::TableFull;
+            }
+        }
+        hosts.insert(beat.name.clone(), (beat, now));
+        Heard::Kept
     }
 
     /// Hosts heard from within [`HOST_TIMEOUT`].
@@ -63,6 +100,7 @@ impl HostTable {
         let mut hosts: Vec<HostReport> = self
             .lock()
             .values()
+            .filter(|(_, seen)| seen.elapsed() < HOST_EVICT_AFTER)
             .map(|(beat, seen)| HostReport {
                 name: beat.name.clone(),
                 mode: beat.mode.clone(),
@@ -91,6 +129,7 @@ pub(crate) struct GatewayCounters {
     pub(super) rejected: AtomicU64,
     pub(super) deadline_passed: AtomicU64,
     pub(super) stale_removed: AtomicU64,
+    pub(super) heartbeats_refused: AtomicU64,
 }
 
 /// A gateway's NATS side, as `stats` reports it.
@@ -120,6 +159,10 @@ pub(crate) struct RemoteReport {
     pub(crate) stale_jobs_removed: u64,
     /// Whether messages are signed and checked (`--farm-key`).
     pub(crate) farm_key: bool,
+    /// Heartbeats not taken into the host table: fields out of bounds, or a
+    /// new name while the table was full.
+    #[serde(default)]
+    pub(crate) heartbeats_refused: u64,
     /// Hosts heard from within the host timeout.
     pub(crate) hosts_alive: usize,
 }
@@ -155,6 +198,13 @@ impl GatewayStatus {
         settling && self.hosts.alive() == 0
     }
 
+    /// Counts a heartbeat the host table did not take.
+    pub(super) fn count_heartbeat(&self, heard: Heard) {
+        if heard != Heard::Kept {
+            self.counters.heartbeats_refused.fetch_add(1, Relaxed);
+        }
+    }
+
     /// The report for `stats`.
     pub(crate) fn report(&self) -> RemoteReport {
         let c = &self.counters;
@@ -169,7 +219,56 @@ impl GatewayStatus {
             deadlines_passed: c.deadline_passed.load(Relaxed),
             stale_jobs_removed: c.stale_removed.load(Relaxed),
             farm_key: self.farm_key,
+            heartbeats_refused: c.heartbeats_refused.load(Relaxed),
             hosts_alive: self.hosts.alive(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::limits::MAX_HOST_SLOTS;
+
+    fn beat(name: &str, slots: usize) -> Heartbeat {
+        Heartbeat { name: name.into(), slots, busy: 0, jobs_done: 0, restarts: 0, mode: "threads".into() }
+    }
+
+    #[test]
+    fn a_full_table_refuses_new_names_but_keeps_hearing_known_ones() {
+        let table = HostTable::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_HOSTS {
+            assert_eq!(table.heard(beat(&format!("h{i}"), 1), t0), Heard::Kept);
+        }
+        assert_eq!(table.heard(beat("one-too-many", 1), t0), Heard::TableFull);
+        assert_eq!(table.heard(beat("h0", 2), t0 + Duration::from_secs(1)), Heard::Kept);
+        assert_eq!(table.lock().len(), MAX_HOSTS);
+        assert_eq!(table.lock()["h0"].0.slots, 2);
+    }
+
+    #[test]
+    fn silent_hosts_make_room_for_new_names() {
+        let table = HostTable::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_HOSTS {
+            table.heard(beat(&format!("h{i}"), 1), t0);
+        }
+        let later = t0 + HOST_EVICT_AFTER;
+        table.heard(beat("h7", 1), later - Duration::from_secs(1));
+        assert_eq!(table.heard(beat("newcomer", 1), later), Heard::Kept);
+        let mut names: Vec<String> = table.lock().keys().cloned().collect();
+        names.sort();
+        assert_eq!(names, ["h7", "newcomer"]);
+    }
+
+    #[test]
+    fn out_of_bounds_heartbeats_are_not_kept() {
+        let table = HostTable::default();
+        let now = Instant::now();
+        assert_eq!(table.heard(beat(&"x".repeat(100_000), 1), now), Heard::Malformed);
+        assert_eq!(table.heard(beat("h", MAX_HOST_SLOTS + 1), now), Heard::Malformed);
+        assert_eq!(table.heard(Heartbeat { mode: "x".into(), ..beat("h", 1) }, now), Heard::Malformed);
+        assert!(table.lock().is_empty());
     }
 }
