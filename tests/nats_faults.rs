@@ -240,13 +240,14 @@ fn without_a_key_the_farm_warns_at_start_and_in_readyz() {
 #[test]
 fn a_killed_gateways_waiting_jobs_are_not_run_for_nobody_and_leave_the_stream() {
     let Some(nats) = NatsServer::start() else { return };
-    let (_host, metrics) = WorkerHost::start_with_metrics_and(&nats.url, "h", "threads", 1, &[]);
-    let mut gateway = start_gateway(&nats, &["--max-n", "1000000000"]);
+    let (_host, metrics) =
+        WorkerHost::start_with_metrics_and(&nats.url, "h", "threads", 1, &["--allow-chaos"]);
+    let mut gateway = start_gateway(&nats, &["--allow-chaos"]);
     wait_for_hosts(&gateway, 1);
     // One slot: the first job runs (seconds), the second waits in the
     // stream — until after its gateway has been silent for a host timeout.
     let mut client = gateway.connect();
-    client.send(&json!({"id": 1, "cmd": "compute", "n": 1_000_000_000u64}));
+    client.send(&json!({"id": 1, "cmd": "sleep", "ms": 6000}));
     client.send(&json!({"id": 2, "cmd": "compute", "n": 10u64}));
     gateway.wait_for_stats("both jobs out", |s| s["remote"]["forwarded"] == 2);
     send_signal(gateway.pid(), libc::SIGKILL);
@@ -256,4 +257,53 @@ fn a_killed_gateways_waiting_jobs_are_not_run_for_nobody_and_leave_the_stream() 
     });
     assert_eq!(host_metric(metrics, "threadcenter_host_jobs_total"), 1.0, "only the job already running ran");
     eventually("the jobs stream to empty", || nats.stream_messages("TC_JOBS") == 0);
+}
+
+#[test]
+fn a_host_rechecks_every_job_against_its_own_flags_and_stays_up() {
+    let Some(nats) = NatsServer::start() else { return };
+    let empty_models = tempfile::tempdir().unwrap();
+    let models = empty_models.path().to_str().unwrap();
+    let _host = WorkerHost::start(&nats.url, "strict", "threads", 1, &["--models-dir", models]);
+    // A gateway far more permissive than the host.
+    let gateway = start_gateway(&nats, &["--allow-chaos", "--max-n", "100000000000"]);
+    wait_for_hosts(&gateway, 1);
+    let crash = gateway.request(json!({"id": 1, "cmd": "crash"}));
+    assert_eq!(crash["error"]["code"], "UNKNOWN_COMMAND", "{crash}");
+    assert!(crash["error"]["message"].as_str().unwrap().contains("tc-worker --allow-chaos"), "{crash}");
+    let huge = gateway.request(json!({"id": 2, "cmd": "compute", "n": 18_000_000_000u64}));
+    assert_eq!(huge["error"]["code"], "BAD_REQUEST", "{huge}");
+    assert!(huge["error"]["message"].as_str().unwrap().contains("tc-worker --max-n"), "{huge}");
+    let sample = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/models/samples/fire-1.png")).unwrap();
+    let image = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(&sample)
+    };
+    let predict =
+        gateway.request(json!({"id": 3, "cmd": "predict", "image_b64": image, "filename": "fire-1.png"}));
+    assert_eq!(
+        predict["error"]["code"], "MODEL_UNAVAILABLE",
+        "the host's own models dir is empty: {predict}"
+    );
+    assert!(predict["error"]["message"].as_str().unwrap().contains("--models-dir"), "{predict}");
+    // Still alive, and still working.
+    assert_eq!(gateway.request(json!({"id": 4, "cmd": "compute", "n": 10}))["result"], 8360);
+}
+
+#[test]
+fn a_job_that_kills_every_host_it_reaches_is_answered_worker_crashed() {
+    let Some(nats) = NatsServer::start() else { return };
+    let hosts: Vec<WorkerHost> = (0..3)
+        .map(|i| WorkerHost::start(&nats.url, &format!("c{i}"), "threads", 1, &["--allow-chaos"]))
+        .collect();
+    let gateway = start_gateway(&nats, &["--allow-chaos", "--retries", "1"]);
+    wait_for_hosts(&gateway, 3);
+    // Let the hosts' links be up long enough to judge redeliveries.
+    std::thread::sleep(Duration::from_secs(5));
+    // A crash in thread mode takes its whole host down (that is the lesson);
+    // an injected fault is allowed one attempt, so the next host that is
+    // handed it — with nobody alive holding it — answers WORKER_CRASHED.
+    let reply = gateway.request(json!({"id": 1, "cmd": "crash"}));
+    assert_eq!(reply["error"]["code"], "WORKER_CRASHED", "{reply}");
+    drop(hosts);
 }

@@ -48,6 +48,23 @@ pub struct WorkerArgs {
     #[arg(long, env = "THREADCENTER_MODEL")]
     pub(crate) model: Option<std::path::PathBuf>,
 
+    /// Largest `n` a compute job may ask for on this host; a larger one is
+    /// answered BAD_REQUEST (the host re-checks every job, whatever its
+    /// gateway allowed).
+    #[arg(long, env = "THREADCENTER_MAX_N", default_value_t = 100_000_000, value_parser = parse_whole_number::<u64>, allow_negative_numbers = true)]
+    pub(crate) max_n: u64,
+
+    /// Run fault-injection jobs (crash, hang, sleep, panic) on this host;
+    /// without it they are refused, whatever the gateway allowed.
+    #[arg(long, env = "THREADCENTER_ALLOW_CHAOS")]
+    pub(crate) allow_chaos: bool,
+
+    /// The directory a predict job's model is looked up in, by file name
+    /// only (never the path in the message), and checked by SHA-256
+    /// against the gateway's.
+    #[arg(long, env = "THREADCENTER_MODELS_DIR", default_value_os_t = crate::work::model::default_models_dir(), hide_default_value = true)]
+    pub(crate) models_dir: std::path::PathBuf,
+
     /// On SIGTERM, how long held jobs may take to finish before they are
     /// handed back to NATS for another host.
     #[arg(long, env = "THREADCENTER_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -132,6 +149,12 @@ impl WorkerArgs {
                 restart_window: self.pool.restart_window,
                 gil_switch_interval: self.pool.gil_switch_interval(),
                 model: self.model.clone(),
+            },
+            limits: crate::host::HostLimits {
+                max_n: self.max_n,
+                allow_chaos: self.allow_chaos,
+                models_dir: self.models_dir.clone(),
+                job_timeout: self.pool.job_timeout,
             },
             drain_timeout: self.drain_timeout,
             metrics: match self.metrics_addr {

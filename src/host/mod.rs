@@ -19,6 +19,7 @@
 //! `WORKER_CRASHED` without running again, so a job that kills its workers
 //! cannot go round the hosts for ever.
 
+mod admission;
 mod outcomes;
 mod pages;
 mod peers;
@@ -44,6 +45,7 @@ use crate::remote::{self as nats, ACK_WAIT, GATEWAYS_SUBJECT, HEARTBEAT_EVERY, H
 use crate::server::http::MetricsEndpoint;
 use crate::server::pool::{JobQueues, PoolConfig, QueuedJob, WorkerBoard, WorkerPool};
 use crate::work::job::JobId;
+pub(crate) use admission::HostLimits;
 use outcomes::{HostEvent, HostOutcomes};
 use pages::HostCounters;
 use peers::{Peers, JUDGE_AFTER};
@@ -76,6 +78,8 @@ pub(crate) struct HostConfig {
     pub(crate) name: String,
     /// The local pool.
     pub(crate) pool: PoolConfig,
+    /// What this host accepts of a job (`--max-n`, `--allow-chaos`, `--models-dir`).
+    pub(crate) limits: HostLimits,
     /// On SIGTERM, how long to let held jobs finish before handing them back.
     pub(crate) drain_timeout: Duration,
     /// Where to serve `/metrics`, `/healthz` and `/readyz` (`--metrics-addr`),
@@ -235,6 +239,7 @@ pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
             link: Arc::clone(&link),
             counters: Arc::clone(&counters),
             name: config.name.clone(),
+            admission: admission::Admission::new(config.limits.clone()),
         },
     };
     let fetcher = bridge.spawn(fetch_jobs(fetcher, {
@@ -336,6 +341,7 @@ struct JobChecks {
     link: Arc<LinkState>,
     counters: Arc<HostCounters>,
     name: String,
+    admission: admission::Admission,
 }
 
 /// What to do with a delivered job.
@@ -531,7 +537,18 @@ where
                 continue;
             }
         };
-        let verdict = checks.judge(&job, &signed, stream_seq, attempts);
+        let mut verdict = checks.judge(&job, &signed, stream_seq, attempts);
+        // Then the host's own limits, as a gateway checks a request.
+        let kind = match checks.admission.admit(job.kind) {
+            Ok(kind) => Some(kind),
+            Err(error) => {
+                if matches!(verdict, Verdict::Run) {
+                    tracing::warn!(job = %wire::token_hex(job.token), error = %error.message, "refusing a job");
+                    verdict = Verdict::Refuse(error);
+                }
+                None
+            }
+        };
         let held_job = Held {
             message,
             job: job.job,
@@ -540,21 +557,21 @@ where
             attempts,
             expires_ms: job.expires_ms,
         };
-        match verdict {
-            Verdict::Run => {}
-            Verdict::Drop => {
+        let kind = match (verdict, kind) {
+            (Verdict::Run, Some(kind)) => kind,
+            (Verdict::Run, None) => continue, // cannot happen: a refusal is a Refuse verdict
+            (Verdict::Drop, _) => {
                 let _ = held_job.message.ack_with(AckKind::Term).await;
                 continue;
             }
-            Verdict::Refuse(error) => {
+            (Verdict::Refuse(error), _) => {
                 refuse(held_job, error).await;
                 continue;
             }
-        }
+        };
         next_id += 1;
         held.insert(next_id, held_job);
-        let queued =
-            QueuedJob { id: next_id, kind: job.kind, accepted_at: Instant::now(), attempt: attempts };
+        let queued = QueuedJob { id: next_id, kind, accepted_at: Instant::now(), attempt: attempts };
         if jobs.try_send(queued).is_err() {
             // Cannot happen while free slots are counted right; hand it back.
             if let Some(held_job) = held.take(next_id) {
