@@ -231,7 +231,15 @@ mod tests {
     use crate::remote::limits::MAX_HOST_SLOTS;
 
     fn beat(name: &str, slots: usize) -> Heartbeat {
-        Heartbeat { name: name.into(), slots, busy: 0, jobs_done: 0, restarts: 0, mode: "threads".into() }
+        Heartbeat {
+            name: name.into(),
+            slots,
+            busy: 0,
+            jobs_done: 0,
+            restarts: 0,
+            mode: "threads".into(),
+            holding: Vec::new(),
+        }
     }
 
     #[test]
