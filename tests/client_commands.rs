@@ -338,3 +338,37 @@ fn a_silent_server_is_not_waited_for_the_whole_timeout() {
     assert!(stderr.contains(&format!("no reply from 127.0.0.1:{port} within 1 s")), "{stderr}");
     assert!(stderr.contains(&format!("tc-client call --port {port} ping")), "{stderr}");
 }
+
+#[test]
+fn a_metrics_port_given_as_the_job_port_is_named_as_not_threadcenter() {
+    // The mistake a newcomer makes: two ports printed at start, the wrong one
+    // copied. The metrics endpoint waits for an HTTP request line (or, as
+    // many HTTP servers, answers 400 or hangs up): each is named.
+    let server = TestServer::start("threads", 1, &["--metrics-addr", "127.0.0.1:0"]);
+    let port = server.metrics_addr.unwrap().port().to_string();
+    let out = run_client(&["call", "--port", &port, "ping"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("this does not look like a ThreadCenter server"), "{stderr}");
+}
+
+#[test]
+fn a_server_that_hangs_up_on_a_frame_is_named_as_not_threadcenter() {
+    // A ThreadCenter server answers every request it read before it closes,
+    // even a refusal; a server that reads a ping and hangs up is another kind.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = [0u8; 256];
+            let _ = stream.read(&mut request);
+            // Dropped: the connection closes without a reply.
+        }
+    });
+    let out = run_client(&["call", "--port", &port, "ping"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("this does not look like a ThreadCenter server"), "{stderr}");
+    assert!(stderr.contains("it closed the connection without answering ping"), "{stderr}");
+}

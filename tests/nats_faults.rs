@@ -128,7 +128,13 @@ fn stops_finish_while_nats_is_gone_and_a_second_signal_exits_at_once() {
 
     // A second signal does not wait for a drain.
     let Some(nats) = NatsServer::start() else { return };
-    let host = WorkerHost::start(&nats.url, "h2", "threads", 1, &["--drain-timeout", "600s"]);
+    let host = WorkerHost::start(
+        &nats.url,
+        "h2",
+        "threads",
+        1,
+        &["--drain-timeout", "600s", "--max-n", "100000000000"],
+    );
     let gateway = start_gateway(&nats, &["--max-n", "100000000000"]);
     wait_for_hosts(&gateway, 1);
     let mut client = gateway.connect();

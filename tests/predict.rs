@@ -415,3 +415,22 @@ fn a_refused_model_stops_the_server_at_start_with_the_guides_sentence() {
     let line = stderr.lines().find(|l| l.contains("is not usable: ")).unwrap_or_else(|| panic!("{stderr}"));
     assert!(guide().contains(reason(line).trim()), "docs/PREDICTIONS.md does not say: {line}");
 }
+
+#[test]
+fn a_models_dir_without_the_shipped_model_says_so_at_start() {
+    // --models-dir moves the default model too: a directory without
+    // fire-cnn.onnx starts a server with no model, and it says so at once
+    // rather than at the first prediction.
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let models = dir.path().to_str().unwrap();
+    let args = ["--port", "0", "--mode", "threads", "--workers", "1", "--models-dir", models];
+    let mut server = TestServer::start_logging_to(&args, &[], std::process::Stdio::from(log));
+    let reply = server.request(json!({"id": 1, "cmd": "predict", "image_b64": b64(b"not read")}));
+    assert_eq!(error_code(&reply), Some("MODEL_UNAVAILABLE"), "{reply}");
+    assert!(server.terminate().success());
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(text.contains("serving no model"), "{text}");
+    assert!(text.contains(&format!("{models}/fire-cnn.onnx is not there")), "{text}");
+}

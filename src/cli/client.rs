@@ -60,11 +60,56 @@ impl ClientArgs {
 
     /// [`ClientArgs::parse_command_line`] on `args`, returning clap's error.
     fn try_parse_moving_flags(args: Vec<OsString>) -> Result<ClientArgs, clap::Error> {
-        ClientArgs::try_parse_from(&args).or_else(|error| match flags_moved_after_subcommand(&args, &error) {
-            Some(moved) => ClientArgs::try_parse_from(moved),
-            None => Err(error),
-        })
+        ClientArgs::try_parse_from(&args)
+            .or_else(|error| match flags_moved_after_subcommand(&args, &error) {
+                Some(moved) => ClientArgs::try_parse_from(moved),
+                None => Err(error),
+            })
+            .map_err(|error| explain_benchmark_only_flag(&args, error))
     }
+}
+
+/// clap's "unexpected argument '--embedded'" under a subcommand, said as
+/// what it is: `--embedded` (and `--mode`, `--workers`, which shape the
+/// embedded farm) belong to the benchmark, and each subcommand has its own
+/// reason not to take them. Any other error is returned unchanged.
+fn explain_benchmark_only_flag(args: &[OsString], error: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    use clap::CommandFactory;
+    if error.kind() != ErrorKind::UnknownArgument {
+        return error;
+    }
+    let Some(ContextValue::String(flag)) = error.get(ContextKind::InvalidArg) else { return error };
+    let flag = flag.split('=').next().unwrap_or_default().to_string();
+    if !["--embedded", "--mode", "--workers"].contains(&flag.as_str()) {
+        return error;
+    }
+    const SUBCOMMANDS: [&str; 6] = ["sweep", "kernel", "model", "call", "shell", "predict"];
+    let Some(subcommand) =
+        args.iter().skip(1).filter_map(|arg| arg.to_str()).find(|arg| SUBCOMMANDS.contains(arg))
+    else {
+        return error;
+    };
+    let why = match subcommand {
+        "sweep" => {
+            "a sweep always starts its own embedded server for each run, so it needs no --embedded, and \
+                    its --modes and --workers are lists that choose the grid"
+                .to_string()
+        }
+        "kernel" | "model" => {
+            format!("`tc-client {subcommand}` measures in this process, with no server at all")
+        }
+        "call" | "shell" | "predict" => format!(
+            "`tc-client {subcommand}` talks to a server that is already running: start one with \
+             `tc-server --port 5050` in another terminal (its --mode and --workers choose the farm) and give \
+             that --port here"
+        ),
+        _ => return error,
+    };
+    ClientArgs::command().error(
+        ErrorKind::UnknownArgument,
+        format!("{flag} belongs to the benchmark (tc-client --embedded ...), which starts a farm for the run; {why}"),
+    )
 }
 
 /// `tc-client FLAGS... SUBCOMMAND REST...` as `tc-client SUBCOMMAND FLAGS...
@@ -550,5 +595,24 @@ mod tests {
         // A benchmark flag is still refused, now by the subcommand itself.
         let error = parse("tc-client -c 4 call ping").unwrap_err();
         assert_eq!(error.kind(), clap::error::ErrorKind::UnknownArgument, "{error}");
+    }
+
+    #[test]
+    fn embedded_under_a_subcommand_says_it_belongs_to_the_benchmark() {
+        let parse =
+            |line: &str| ClientArgs::try_parse_moving_flags(line.split(' ').map(OsString::from).collect());
+        for (line, why) in [
+            ("tc-client call --embedded ping", "talks to a server that is already running"),
+            ("tc-client --embedded call ping", "talks to a server that is already running"),
+            ("tc-client shell --workers 4", "start one with `tc-server --port 5050`"),
+            ("tc-client sweep --embedded", "a sweep always starts its own embedded server"),
+            ("tc-client kernel --embedded", "with no server at all"),
+        ] {
+            let error = parse(line).unwrap_err();
+            assert_eq!(error.kind(), clap::error::ErrorKind::UnknownArgument, "{line}: {error}");
+            let text = error.to_string();
+            assert!(text.contains("belongs to the benchmark (tc-client --embedded ...)"), "{line}: {text}");
+            assert!(text.contains(why), "{line}: {text}");
+        }
     }
 }

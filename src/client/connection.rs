@@ -210,6 +210,18 @@ impl ServerConnection {
         }
         match frame::read_frame(&mut self.reader, DEFAULT_MAX_FRAME, &mut self.payload) {
             Ok(true) => Ok(()),
+            // A ThreadCenter server answers every request it read, even a
+            // refusal (BUSY, UNAUTHORIZED) comes as a frame before it hangs
+            // up; a foreign server that hangs up on a frame (many HTTP
+            // servers, among them a --metrics-addr port) is told apart here.
+            Ok(false) if first && quick.is_some() => {
+                let command = quick.unwrap_or_default();
+                let seen = format!(
+                    "it closed the connection without answering {command}, which a ThreadCenter server \
+                     answers at once (an HTTP port, such as a --metrics-addr one, does this)"
+                );
+                Err(not_threadcenter(&self.target, seen))
+            }
             Ok(false) => {
                 Err(Error::Protocol(format!("{} closed the connection before replying", self.target)))
             }

@@ -54,6 +54,14 @@ pub(crate) enum SweepMode {
 }
 
 impl SweepMode {
+    /// What one worker of this mode costs the machine.
+    fn worker_kind(self) -> crate::machine::WorkerKind {
+        match self {
+            SweepMode::Threads | SweepMode::ThreadsGil => crate::machine::WorkerKind::Thread,
+            SweepMode::Processes => crate::machine::WorkerKind::Process,
+        }
+    }
+
     /// Parses `threads`, `threads-gil` or `processes`.
     ///
     /// # Errors
@@ -160,13 +168,23 @@ impl SweepPlan {
                 return Err(OptionsError::new(flag, format!("{flag} needs at least one value")));
             }
         }
+        let modes: Vec<SweepMode> = args
+            .modes
+            .iter()
+            .map(|text| SweepMode::parse(text))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| OptionsError::about("--modes", e))?;
         // Every worker count is checked against the machine now, before the
-        // first run, not when its turn comes (it would take the machine down).
+        // first run, not when its turn comes (it would take the machine down),
+        // with the same costs tc-server counts: each worker of each mode in
+        // the grid with its own copy of the model the runs serve.
         let machine = crate::machine::Machine::read();
+        let model_bytes =
+            crate::machine::model_file_bytes(crate::server::ServerConfig::default().model.as_deref());
         for &workers in &args.workers {
-            for kind in [crate::machine::WorkerKind::Thread, crate::machine::WorkerKind::Process] {
+            for mode in &modes {
                 machine
-                    .check_workers("--workers", workers, kind, 0)
+                    .check_workers("--workers", workers, mode.worker_kind(), model_bytes)
                     .map_err(|refused| OptionsError::new("--workers", refused))?;
             }
         }
@@ -199,12 +217,7 @@ impl SweepPlan {
             images: ImagePayloads::default(),
         };
         let plan = SweepPlan {
-            modes: args
-                .modes
-                .iter()
-                .map(|text| SweepMode::parse(text))
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|e| OptionsError::about("--modes", e))?,
+            modes,
             workers: args.workers.clone(),
             concurrency: args.concurrency.clone(),
             sizes: args.sizes.clone(),
@@ -282,6 +295,10 @@ pub(crate) fn run_sweep(plan: &SweepPlan, mut say: impl FnMut(&str)) -> Result<S
     let already = complete_runs(&plan.csv)?;
     let points = plan.points();
     let mut summary = SweepSummary { csv: plan.csv.clone(), ..SweepSummary::default() };
+    if plan.force {
+        let earlier = points.iter().map(|point| already.get(&key(point)).map_or(0, Vec::len)).sum();
+        summary.forced_beside = Some(earlier);
+    }
 
     // How many runs each point still needs.
     let needed: Vec<usize> = points

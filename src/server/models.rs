@@ -32,7 +32,17 @@ impl ModelCatalog {
     pub(super) fn start(dir: PathBuf, model: Option<&Path>) -> Result<ModelCatalog, ModelError> {
         let current = match model {
             Some(path) => Some(Model::load(path)?.info().clone()),
-            None => None,
+            None => {
+                // Said at start, not first at the first predict: someone who
+                // pointed --models-dir elsewhere may not know the default
+                // model came from the old directory.
+                tracing::warn!(
+                    "serving no model: --model was not given and {} is not there; predictions get \
+                     MODEL_UNAVAILABLE until --model names one or load_model names a file in that directory",
+                    dir.join(crate::work::model::DEFAULT_MODEL_FILE).display()
+                );
+                None
+            }
         };
         Ok(ModelCatalog { dir, current: RwLock::new(current) })
     }
@@ -99,7 +109,7 @@ impl ModelCatalog {
                 ErrorCode::Forbidden,
                 format!(
                     "refused to load {requested:?}: {why}; name a file inside the server's --models-dir, \
-                     the one directory load_model may read from (here {}; get_models lists its files)",
+                     the one directory load_model may read from (here {}; the models command lists its files, get_models in IdentyFire)",
                     self.dir.display()
                 ),
             ))
@@ -123,7 +133,7 @@ impl ModelCatalog {
         let path = dir.join(relative).canonicalize().map_err(|_| {
             ReplyError::new(
                 ErrorCode::ModelUnavailable,
-                format!("no model {requested:?} in the models directory (see get_models)"),
+                format!("no model {requested:?} in the models directory (the models command lists them, get_models in IdentyFire)"),
             )
         })?;
         // A symlink inside the directory may point anywhere: check where it lands.

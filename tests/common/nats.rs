@@ -288,7 +288,7 @@ impl WorkerHost {
     pub fn start(url: &str, name: &str, mode: &str, workers: usize, extra: &[&str]) -> WorkerHost {
         let log = super::ChildLog::new();
         let child =
-            command(url, name, mode, workers).args(extra).stdout(Stdio::null()).stderr(log.stdio()).spawn();
+            command(url, name, mode, workers, extra).stdout(Stdio::null()).stderr(log.stdio()).spawn();
         WorkerHost { child: child.expect("tc-worker starts"), _log: log }
     }
 
@@ -308,12 +308,8 @@ impl WorkerHost {
     ) -> (WorkerHost, SocketAddr) {
         use std::io::BufRead;
         let log = super::ChildLog::new();
-        let mut command = command(url, name, mode, workers);
-        command
-            .args(["--metrics-addr", "127.0.0.1:0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(log.stdio());
+        let mut command = command(url, name, mode, workers, extra);
+        command.args(["--metrics-addr", "127.0.0.1:0"]).stdout(Stdio::piped()).stderr(log.stdio());
         let mut child = command.spawn().expect("tc-worker starts");
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("a line on stdout");
@@ -333,13 +329,20 @@ impl WorkerHost {
     }
 }
 
-/// `tc-worker --nats URL --name NAME --mode MODE --workers N`, quiet.
-fn command(url: &str, name: &str, mode: &str, workers: usize) -> Command {
+/// `tc-worker --nats URL --name NAME --mode MODE --workers N EXTRA...`,
+/// quiet. Tests run jobs of several seconds (n up to 10^9, the same limit
+/// their gateways take), longer than a host's default `--max-n`, so that
+/// limit is raised unless the test sets its own.
+fn command(url: &str, name: &str, mode: &str, workers: usize, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tc-worker"));
     command
         .args(["--nats", url, "--name", name, "--mode", mode, "--workers", &workers.to_string()])
         .args(["--log-level", "warn"])
+        .args(extra)
         .stdin(Stdio::null());
+    if !extra.contains(&"--max-n") {
+        command.args(["--max-n", "1000000000"]);
+    }
     command
 }
 

@@ -19,23 +19,35 @@ pub(crate) struct SweepSummary {
     pub(crate) ran: usize,
     /// Runs not made because the CSV already had them.
     pub(crate) skipped: usize,
+    /// With `--force`: the runs the CSV already had, kept beside the new
+    /// ones (none is skipped then, so "already there" would mislead).
+    pub(crate) forced_beside: Option<usize>,
     /// Runs that found problems (their rows are appended all the same).
     pub(crate) failed: usize,
     /// The CSV the rows went to.
     pub(crate) csv: PathBuf,
 }
 
-/// `sweep: 1 run appended to results/sweep.csv, 2 already there, 0 with problems`.
+/// `sweep: 1 run appended to results/sweep.csv, 2 already there, 0 with problems`,
+/// or with `--force`: `sweep: 1 run appended to results/sweep.csv beside 2
+/// earlier runs (--force keeps them), 0 with problems`.
 impl fmt::Display for SweepSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "sweep: {} appended to {}, {} already there, {} with problems",
-            count(self.ran, "run", "runs"),
-            self.csv.display(),
-            self.skipped,
-            self.failed
-        )
+        let ran = count(self.ran, "run", "runs");
+        let csv = self.csv.display();
+        match self.forced_beside {
+            Some(earlier) => write!(
+                f,
+                "sweep: {ran} appended to {csv} beside {} (--force keeps them), {} with problems",
+                count(earlier, "earlier run", "earlier runs"),
+                self.failed
+            ),
+            None => write!(
+                f,
+                "sweep: {ran} appended to {csv}, {} already there, {} with problems",
+                self.skipped, self.failed
+            ),
+        }
     }
 }
 
@@ -78,8 +90,23 @@ mod tests {
 
     #[test]
     fn one_run_is_singular() {
-        let summary = SweepSummary { ran: 1, skipped: 2, failed: 0, csv: PathBuf::from("s.csv") };
+        let summary =
+            SweepSummary { ran: 1, skipped: 2, csv: PathBuf::from("s.csv"), ..SweepSummary::default() };
         assert_eq!(summary.to_string(), "sweep: 1 run appended to s.csv, 2 already there, 0 with problems");
+    }
+
+    #[test]
+    fn a_forced_sweep_counts_the_earlier_runs_it_kept_not_skipped_ones() {
+        let summary = SweepSummary {
+            ran: 2,
+            forced_beside: Some(1),
+            csv: PathBuf::from("s.csv"),
+            ..SweepSummary::default()
+        };
+        assert_eq!(
+            summary.to_string(),
+            "sweep: 2 runs appended to s.csv beside 1 earlier run (--force keeps them), 0 with problems"
+        );
         let summary = SweepSummary { ran: 3, ..summary };
         assert!(summary.to_string().starts_with("sweep: 3 runs appended"));
     }
