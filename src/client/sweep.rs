@@ -179,8 +179,9 @@ impl SweepPlan {
         // with the same costs tc-server counts: each worker of each mode in
         // the grid with its own copy of the model the runs serve.
         let machine = crate::machine::Machine::read();
-        let model_bytes =
-            crate::machine::model_file_bytes(crate::server::ServerConfig::default().model.as_deref());
+        let served_model =
+            crate::work::model::default_models_dir().join(crate::work::model::DEFAULT_MODEL_FILE);
+        let model_bytes = crate::machine::model_file_bytes(Some(&served_model));
         for &workers in &args.workers {
             for mode in &modes {
                 machine
