@@ -244,6 +244,44 @@ fn without_a_key_the_farm_warns_at_start_and_in_readyz() {
 }
 
 #[test]
+fn without_a_key_a_heartbeat_flood_is_capped_and_counted() {
+    // Without a farm key anyone may publish heartbeats; what they can do is
+    // bounded: names and fields are checked, at most 1,024 hosts are kept
+    // (the gateway's MAX_HOSTS), and every refusal is counted.
+    let Some(nats) = NatsServer::start() else { return };
+    let _host = WorkerHost::start(&nats.url, "real", "threads", 1, &[]);
+    let gateway = start_gateway(&nats, &["--metrics-addr", "127.0.0.1:0"]);
+    wait_for_hosts(&gateway, 1);
+    let mut stranger = RawNats::connect(&nats.url, None);
+    let beat = |name: &str| {
+        json!({"name": name, "slots": 1, "busy": 0, "jobs_done": 0, "restarts": 0, "mode": "threads", "holding": []})
+            .to_string()
+    };
+    // 50 heartbeats with 100 KB names (the memory attack) ...
+    let long_name = "x".repeat(100_000);
+    for i in 0..50 {
+        stranger.publish("tc.hosts", None, b"", beat(&format!("{long_name}{i}")).as_bytes());
+    }
+    // ... and more distinct well-formed names than the table holds.
+    for i in 0..1_100 {
+        stranger.publish("tc.hosts", None, b"", beat(&format!("forged-{i}")).as_bytes());
+    }
+    stranger.until_pong();
+    let refused_at_least = 50 + (1_100 - (1_024 - 1));
+    let stats = gateway.wait_for_stats("the flood refused and counted", |s| {
+        s["remote"]["heartbeats_refused"].as_u64() >= Some(refused_at_least)
+    });
+    let hosts = stats["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 1_024, "the table is capped");
+    assert!(hosts.iter().any(|h| h["name"] == "real"), "the real host kept its place");
+    assert!(hosts.iter().all(|h| h["name"].as_str().unwrap().len() <= 64), "no long name kept");
+    let metrics = gateway.scrape();
+    assert!(metrics["threadcenter_nats_heartbeats_refused_total"] >= refused_at_least as f64, "{metrics:?}");
+    // The farm goes on answering.
+    assert_eq!(gateway.request(json!({"id": 1, "cmd": "compute", "n": 10}))["result"], 8360);
+}
+
+#[test]
 fn a_killed_gateways_waiting_jobs_are_not_run_for_nobody_and_leave_the_stream() {
     let Some(nats) = NatsServer::start() else { return };
     let (_host, metrics) =

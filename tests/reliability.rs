@@ -92,6 +92,37 @@ fn a_hung_job_times_out_and_its_worker_is_replaced_in_both_modes() {
     }
 }
 
+/// Threads of a process, from `/proc` (the kernel's count, not the server's).
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |tasks| tasks.count())
+}
+
+#[test]
+fn a_written_off_thread_stops_a_compute_that_ran_past_the_job_timeout() {
+    // n = 10^12 runs for about an hour: before the kernel checked between
+    // chunks, its written-off thread went on computing for nobody (and a
+    // forged huge n kept a host's core busy for good).
+    let server = TestServer::start("threads", 1, &["--job-timeout", "500ms", "--max-n", "1000000000000"]);
+    let mut client = server.connect();
+    assert_eq!(client.request(json!({"id": "warm", "cmd": "ping"}))["pong"], true);
+    let before = threads_of(server.pid());
+    let reply = client.request(json!({"id": "long", "cmd": "compute", "n": 1_000_000_000_000u64}));
+    assert_eq!(error_code(&reply), Some("TIMEOUT"), "{reply}");
+    assert_eq!(server.stats()["workers"]["abandoned_threads"], 1);
+    // The replacement thread has started; the written-off one must end, so
+    // the process is back to as many threads as before the job.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while threads_of(server.pid()) > before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the written-off thread is still there: {} threads, {before} before the job",
+            threads_of(server.pid())
+        );
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(client.request(json!({"id": "next", "cmd": "compute", "n": 10}))["result"], 8360);
+}
+
 #[test]
 fn a_panic_is_internal_in_thread_mode_and_a_crash_in_process_mode() {
     let threads = TestServer::start("threads", 1, &["--allow-chaos"]);

@@ -5,6 +5,8 @@
 //! way to do more of it per second is to run more jobs at once: exactly what
 //! a farm of workers is for.
 
+use std::ops::ControlFlow;
+
 /// Modulus of the Fibonacci-like sequence (a prime, as in the original).
 const SEQUENCE_MODULUS: u64 = 10_000_019;
 /// Modulus of the running checksum.
@@ -30,19 +32,35 @@ pub fn compute(n: u64) -> u64 {
     acc
 }
 
-/// [`compute`], calling `between` after every `chunk` steps: the same result,
-/// with room to yield (the GIL mode's checkpoints).
-pub(crate) fn compute_in_chunks(n: u64, chunk: u64, mut between: impl FnMut()) -> u64 {
+/// [`compute`] in chunks of `chunk` steps, asking `between` after each full
+/// chunk whether to go on: the same result, with room to yield (the GIL
+/// mode's checkpoints) and to stop. `None` when `between` said stop.
+///
+/// A thread cannot be killed, so this is how a worker thread gives up a job
+/// that ran past its `--job-timeout`: its chunks are ~20 µs of work apart, so
+/// the thread stops that soon after it is told to instead of computing on
+/// (for minutes, or for ever with a huge `n`) for nobody. The steps run in an
+/// inner loop with no check of their own, so chunking costs nothing per step.
+pub(crate) fn compute_in_chunks(
+    n: u64,
+    chunk: u64,
+    mut between: impl FnMut() -> ControlFlow<()>,
+) -> Option<u64> {
     let (mut acc, mut a, mut b) = (0u64, 0u64, 1u64);
     let chunk = chunk.max(1);
-    for step in 0..n.max(1) {
-        (a, b) = (b, (a + b) % SEQUENCE_MODULUS);
-        acc = (acc + 31 * a + 17 * b) % CHECKSUM_MODULUS;
-        if (step + 1) % chunk == 0 {
-            between();
+    let mut left = n.max(1);
+    while left > 0 {
+        let steps = left.min(chunk);
+        for _ in 0..steps {
+            (a, b) = (b, (a + b) % SEQUENCE_MODULUS);
+            acc = (acc + 31 * a + 17 * b) % CHECKSUM_MODULUS;
+        }
+        left -= steps;
+        if steps == chunk && between().is_break() {
+            return None;
         }
     }
-    acc
+    Some(acc)
 }
 
 /// How fast [`compute`] runs on one thread.
@@ -102,9 +120,27 @@ mod tests {
     fn chunked_computation_gives_the_same_results() {
         for n in [0, 1, 2, 9, 10, 11, 1000, 12_345] {
             let mut calls = 0;
-            assert_eq!(compute_in_chunks(n, 10, || calls += 1), compute(n), "n={n}");
+            let chunked = compute_in_chunks(n, 10, || {
+                calls += 1;
+                ControlFlow::Continue(())
+            });
+            assert_eq!(chunked, Some(compute(n)), "n={n}");
             assert_eq!(calls, n.max(1) / 10, "n={n}");
         }
+    }
+
+    #[test]
+    fn a_chunked_computation_stops_when_told() {
+        let mut calls = 0;
+        let stopped = compute_in_chunks(u64::MAX, 10, || {
+            calls += 1;
+            if calls == 3 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        assert_eq!((stopped, calls), (None, 3));
     }
 
     #[test]

@@ -5,15 +5,26 @@
 //! watchdog answers it with `TIMEOUT`, *writes off* the stuck thread (bumps
 //! its slot's generation, so when — if ever — the thread returns it sees it
 //! has been replaced and exits quietly), and starts a new thread in its slot.
-//! `stats` counts the threads written off: they still hold their stack and
-//! whatever the job holds, which is the price of threads that process mode
-//! does not pay.
+//! `stats` counts the threads written off.
+//!
+//! A written-off thread running a `compute` job notices within one chunk of
+//! the kernel (~20 µs, [`CHUNK`] steps) and stops: it checks its slot's
+//! generation between chunks, so no job outlives `--job-timeout` by more
+//! than the watchdog's tick, whatever its `n`. Other jobs have bounds of
+//! their own: a prediction is one forward pass over at most a batch's worth
+//! of images (bounded by the image and batch limits), a `sleep` is bounded by
+//! `--job-timeout` where chaos is allowed at all. Only `hang` (chaos, off
+//! unless `--allow-chaos`) holds its thread for ever: it is there to show
+//! what a stuck thread costs, the price of threads that process mode, which
+//! kills the process, does not pay.
 //!
 //! Each slot's running job sits behind the slot's own `Mutex`, which the
 //! worker and the watchdog take for a moment to hand the job over; whoever
 //! takes it answers it, so the job is answered exactly once.
 
+use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -37,6 +48,11 @@ pub(super) type SlotThreads = Arc<Mutex<Vec<Option<JoinHandle<()>>>>>;
 #[derive(Default)]
 struct Slot {
     state: Mutex<SlotInner>,
+    /// `SlotInner::generation`, readable without the mutex: a running
+    /// compute job loads it between chunks to learn it was written off.
+    /// Relaxed: a flag polled in a loop, guarding no other data (the job's
+    /// handover goes through the mutex).
+    generation_now: AtomicU64,
 }
 
 #[derive(Default)]
@@ -115,9 +131,10 @@ fn serve(shared: &PoolShared, slot: &Slot, id: usize, generation: u64) {
             inner.running = Some(Running { job, started });
         }
         shared.board.set(id, SlotState::Busy);
+        let still_mine = || slot.generation_now.load(Ordering::Relaxed) == generation;
         // A panic in a job must not take the worker (or the server) down:
         // catch it and answer the job with INTERNAL.
-        let result = catch_unwind(AssertUnwindSafe(|| run(shared, &kind))).unwrap_or_else(|_| {
+        let result = catch_unwind(AssertUnwindSafe(|| run(shared, &kind, still_mine))).unwrap_or_else(|_| {
             Err(ReplyError {
                 code: ErrorCode::Internal,
                 message: format!("the job panicked on worker thread {id}; the worker goes on serving"),
@@ -129,6 +146,11 @@ fn serve(shared: &PoolShared, slot: &Slot, id: usize, generation: u64) {
             if inner.generation != generation {
                 // The watchdog answered this job (TIMEOUT) and gave the slot
                 // to a new thread while we were stuck: leave quietly.
+                tracing::info!(
+                    worker = id,
+                    job = job_id,
+                    "a written-off worker thread left its job and ended"
+                );
                 return;
             }
             inner.running = None;
@@ -152,15 +174,27 @@ fn serve(shared: &PoolShared, slot: &Slot, id: usize, generation: u64) {
 
 /// Runs a job; with `--gil`, computing only while holding the global lock.
 /// (Sleeping does not need the lock: CPython releases the GIL around I/O
-/// and sleeps too.)
-fn run(shared: &PoolShared, kind: &JobKind) -> JobResult {
-    match (&shared.gil, kind) {
+/// and sleeps too.) A compute job stops between two chunks once
+/// `still_mine` says the watchdog wrote this thread off.
+fn run(shared: &PoolShared, kind: &JobKind, still_mine: impl Fn() -> bool) -> JobResult {
+    let go_on = || if still_mine() { ControlFlow::Continue(()) } else { ControlFlow::Break(()) };
+    let computed = match (&shared.gil, kind) {
         (Some(gil), JobKind::Compute { n }) => {
             let mut guard = gil.acquire();
-            Ok(JobOutput::Compute(compute_in_chunks(*n, CHUNK, || guard.checkpoint())))
+            compute_in_chunks(*n, CHUNK, || {
+                guard.checkpoint();
+                go_on()
+            })
         }
-        _ => execute(kind, &shared.models),
-    }
+        (None, JobKind::Compute { n }) => compute_in_chunks(*n, CHUNK, go_on),
+        _ => return execute(kind, &shared.models),
+    };
+    computed.map(JobOutput::Compute).ok_or_else(|| ReplyError {
+        // Never sent: the watchdog has answered the job already (TIMEOUT),
+        // and `serve` drops what a written-off thread returns.
+        code: ErrorCode::Timeout,
+        message: "stopped: the job ran past --job-timeout".to_string(),
+    })
 }
 
 /// The watchdog: every tick, answers jobs past their deadline and replaces
@@ -180,6 +214,7 @@ fn watch(shared: &PoolShared, slots: &Arc<Vec<Slot>>, threads: &SlotThreads) {
                 match &inner.running {
                     Some(r) if r.started.elapsed() >= shared.job_timeout => {
                         inner.generation += 1;
+                        slot.generation_now.store(inner.generation, Ordering::Relaxed);
                         inner.vacant = true;
                         inner.running.take()
                     }
