@@ -160,35 +160,46 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The bytes the MAC covers. Each part is length-prefixed, so no two
-/// different messages give the same bytes.
-fn signed_bytes(
+/// The MAC over a message: its subject, message id, sender, payload (each
+/// length-prefixed, so no two different messages give the same input),
+/// counter and time. Fed to HMAC part by part: the payload (an image batch
+/// can be most of a megabyte) is never copied.
+fn mac(
+    key: &hmac::Key,
     subject: &str,
     msg_id: &str,
     sender: &str,
     seq: u64,
     time_ms: u64,
     payload: &[u8],
-) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(payload.len() + subject.len() + msg_id.len() + sender.len() + 64);
+) -> hmac::Tag {
+    let mut context = hmac::Context::with_key(key);
     for part in [subject.as_bytes(), msg_id.as_bytes(), sender.as_bytes(), payload] {
-        bytes.extend_from_slice(&(part.len() as u64).to_be_bytes());
-        bytes.extend_from_slice(part);
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part);
     }
-    bytes.extend_from_slice(&seq.to_be_bytes());
-    bytes.extend_from_slice(&time_ms.to_be_bytes());
-    bytes
+    context.update(&seq.to_be_bytes());
+    context.update(&time_ms.to_be_bytes());
+    context.sign()
 }
 
 fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        text.push(char::from(DIGITS[usize::from(b >> 4)]));
+        text.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    text
 }
 
 fn from_hex(text: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| char::from(c).to_digit(16).and_then(|d| u8::try_from(d).ok());
+    let text = text.as_bytes();
     if text.len() % 2 != 0 {
         return None;
     }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+    text.chunks_exact(2).map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?)).collect()
 }
 
 impl Signer {
@@ -207,7 +218,7 @@ impl Signer {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let time_ms = now_ms();
         let msg_id = headers.get(MSG_ID).map(|v| v.as_str().to_string()).unwrap_or_default();
-        let tag = hmac::sign(&key.key, &signed_bytes(subject, &msg_id, &self.sender, seq, time_ms, payload));
+        let tag = mac(&key.key, subject, &msg_id, &self.sender, seq, time_ms, payload);
         headers.insert(SENDER, self.sender.as_str());
         headers.insert(SEQ, seq.to_string().as_str());
         headers.insert(TIME, time_ms.to_string().as_str());
@@ -243,18 +254,23 @@ impl Verifier {
         };
         let headers = headers.ok_or(Rejection::BadSignature)?;
         let text = |name: &str| headers.get(name).map(|v| v.as_str().to_string());
-        let (Some(sender), Some(seq), Some(time), Some(mac)) =
+        let (Some(sender), Some(seq), Some(time), Some(mac_hex)) =
             (text(SENDER), text(SEQ), text(TIME), text(MAC))
         else {
             return Err(Rejection::BadSignature);
         };
-        let (Ok(seq), Ok(time_ms), Some(mac)) = (seq.parse::<u64>(), time.parse::<u64>(), from_hex(&mac))
+        let (Ok(seq), Ok(time_ms), Some(mac_bytes)) =
+            (seq.parse::<u64>(), time.parse::<u64>(), from_hex(&mac_hex))
         else {
             return Err(Rejection::BadSignature);
         };
         let msg_id = text(MSG_ID).unwrap_or_default();
-        hmac::verify(&key.key, &signed_bytes(subject, &msg_id, &sender, seq, time_ms, payload), &mac)
-            .map_err(|_| Rejection::BadSignature)?;
+        // Compared in constant time: a timing difference must not tell a
+        // forger how many leading bytes of a guessed MAC were right.
+        let expected = mac(&key.key, subject, &msg_id, &sender, seq, time_ms, payload);
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_ref(), mac_bytes.as_slice())) {
+            return Err(Rejection::BadSignature);
+        }
         Ok(Signed { sender, seq, time_ms })
     }
 
@@ -308,15 +324,42 @@ impl ReplayGuard {
 /// accepting JetStream's redelivery of the same message. Entries leave when
 /// their job expires; the table holds at most `capacity` (then the entry
 /// whose job expires first goes).
+///
+/// A second index orders the entries by expiry, so forgetting the expired
+/// ones and making room cost O(log n) per job: a host takes thousands of
+/// jobs a second and keeps them for minutes, so a scan of the whole table
+/// at every job once it is full would cost more than the jobs.
 #[derive(Debug)]
 pub(crate) struct JobReplays {
-    seen: Mutex<HashMap<(String, u64), (u64, u64)>>,
+    table: Mutex<ReplayTable>,
     capacity: usize,
+}
+
+/// Job signature → (stream sequence it came in, its expiry in ms), and the
+/// same entries ordered by expiry.
+#[derive(Debug, Default)]
+struct ReplayTable {
+    seen: HashMap<(String, u64), (u64, u64)>,
+    by_expiry: std::collections::BTreeSet<(u64, (String, u64))>,
+}
+
+impl ReplayTable {
+    /// Forgets the entry expiring first.
+    fn forget_first(&mut self) {
+        if let Some((_, key)) = self.by_expiry.pop_first() {
+            self.seen.remove(&key);
+        }
+    }
+
+    /// Whether the entry expiring first has expired by `now_ms`.
+    fn first_expired(&self, now_ms: u64) -> bool {
+        self.by_expiry.first().is_some_and(|(expires, _)| *expires <= now_ms)
+    }
 }
 
 impl JobReplays {
     pub(crate) fn new(capacity: usize) -> Arc<JobReplays> {
-        Arc::new(JobReplays { seen: Mutex::new(HashMap::new()), capacity })
+        Arc::new(JobReplays { table: Mutex::new(ReplayTable::default()), capacity })
     }
 
     /// Records that the job signed `signed`, expiring at `expires_ms`,
@@ -335,20 +378,19 @@ impl JobReplays {
         if signed.sender.is_empty() {
             return Ok(());
         }
-        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         let key = (signed.sender.clone(), signed.seq);
-        if let Some((first_seq, _)) = seen.get(&key) {
+        if let Some((first_seq, _)) = table.seen.get(&key) {
             return if *first_seq == stream_seq { Ok(()) } else { Err(Rejection::Replayed) };
         }
-        if seen.len() >= self.capacity {
-            seen.retain(|_, (_, expires)| *expires > now_ms);
-            if seen.len() >= self.capacity {
-                if let Some(first) = seen.iter().min_by_key(|(_, (_, e))| *e).map(|(k, _)| k.clone()) {
-                    seen.remove(&first);
-                }
-            }
+        while table.first_expired(now_ms) {
+            table.forget_first();
         }
-        seen.insert(key, (stream_seq, expires_ms));
+        if table.seen.len() >= self.capacity {
+            table.forget_first();
+        }
+        table.by_expiry.insert((expires_ms, key.clone()));
+        table.seen.insert(key, (stream_seq, expires_ms));
         Ok(())
     }
 }
@@ -383,6 +425,17 @@ mod tests {
     }
 
     #[test]
+    fn hex_goes_both_ways_and_refuses_what_is_not_hex() {
+        let bytes = [0x00, 0x0f, 0xa5, 0xff];
+        assert_eq!(to_hex(&bytes), "000fa5ff");
+        assert_eq!(from_hex("000fa5ff"), Some(bytes.to_vec()));
+        assert_eq!(from_hex("000FA5FF"), Some(bytes.to_vec()));
+        assert_eq!(from_hex("abc"), None);
+        assert_eq!(from_hex("zz"), None);
+        assert_eq!(from_hex("+1"), None);
+    }
+
+    #[test]
     fn without_a_key_nothing_is_signed_or_checked() {
         let signer = Signer::new(None);
         let mut headers = HeaderMap::new();
@@ -412,7 +465,22 @@ mod tests {
         let (a, b) = (Signed { seq: 6, ..job.clone() }, Signed { seq: 7, ..job.clone() });
         assert_eq!(replays.check(&a, 12, 200, 0), Ok(()));
         assert_eq!(replays.check(&b, 13, 300, 0), Ok(()));
-        assert_eq!(replays.seen.lock().unwrap().len(), 2);
+        let table = replays.table.lock().unwrap();
+        assert_eq!((table.seen.len(), table.by_expiry.len()), (2, 2));
+        assert!(!table.seen.contains_key(&("g".to_string(), 5)), "the one expiring first went");
+    }
+
+    #[test]
+    fn expired_jobs_are_forgotten_as_new_ones_come() {
+        let replays = JobReplays::new(100);
+        let job = |seq| Signed { sender: "g".into(), seq, time_ms: 0 };
+        for seq in 0..10 {
+            assert_eq!(replays.check(&job(seq), seq, 1_000 + seq, 0), Ok(()));
+        }
+        // At 1,005 ms the first six have expired; the next job clears them.
+        assert_eq!(replays.check(&job(10), 10, 5_000, 1_005), Ok(()));
+        let table = replays.table.lock().unwrap();
+        assert_eq!((table.seen.len(), table.by_expiry.len()), (5, 5));
     }
 
     #[test]
