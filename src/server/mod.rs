@@ -235,7 +235,9 @@ impl Server {
             draining: AtomicBool::new(false),
         });
         let metrics = match metrics_listener {
-            Some(listener) => Some(MetricsEndpoint::start(listener, Arc::clone(&farm), metrics_limits)?),
+            Some(listener) => {
+                Some(MetricsEndpoint::start(listener, Arc::clone(&farm), None, metrics_limits)?)
+            }
             None => None,
         };
         let shutdown = ShutdownHandle { flag: Arc::new(AtomicBool::new(false)), wake: wake_address(addr) };

@@ -449,3 +449,10 @@ pub fn pip_onnxruntime() -> Option<std::path::PathBuf> {
     }
     found
 }
+
+/// Says loudly that `test` did not run, and why; under `CI=true` a skip is
+/// a failure (CI installs what every test needs).
+pub fn skipped(test: &str, why: &str) {
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{test} cannot run under CI: {why}");
+    eprintln!("SKIPPED: {test}: {why}; this test did not run");
+}
