@@ -48,6 +48,7 @@ pub(crate) mod report;
 pub(crate) mod session;
 pub(crate) mod stats;
 pub(crate) mod tls;
+pub(crate) mod watch;
 
 pub(crate) use config::ServerConfig;
 pub(crate) use report::StatsReport;
@@ -60,7 +61,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use connections::Connections;
-use http::MetricsEndpoint;
+use http::{EventHub, Greeter, MetricsEndpoint};
 use rate_limit::RateLimiter;
 
 use crate::error::{Error, Result};
@@ -137,6 +138,9 @@ pub(crate) struct Server {
     pool: Option<WorkerPool>,
     gateway: Option<Gateway>,
     metrics: Option<MetricsEndpoint>,
+    /// The dashboard's frame thread, and what stops it.
+    frames: Option<JoinHandle<()>>,
+    frames_stop: Arc<AtomicBool>,
 }
 
 impl Server {
@@ -176,7 +180,10 @@ impl Server {
         let board = Arc::new(WorkerBoard::new(config.workers));
         let (jobs, queues) =
             Jobs::new(config.queue_capacity, config.retries, Registry::new(), stats.clone(), cache);
-        let jobs = jobs.warn_slow_jobs(config.slow_job);
+        // The dashboard records every answered job; only with an endpoint
+        // to show it on.
+        let watch = metrics_listener.as_ref().map(|_| Arc::new(watch::Watch::new()));
+        let jobs = jobs.warn_slow_jobs(config.slow_job).watched_by(watch.clone());
         let catalog = models::ModelCatalog::start(config.models_dir.clone(), config.model.as_deref())?;
         let worker_command = match &config.worker_command {
             Some(command) => command.clone(),
@@ -234,11 +241,24 @@ impl Server {
             frame_memory,
             draining: AtomicBool::new(false),
         });
-        let metrics = match metrics_listener {
-            Some(listener) => {
-                Some(MetricsEndpoint::start(listener, Arc::clone(&farm), None, metrics_limits)?)
+        let frames_stop = Arc::new(AtomicBool::new(false));
+        let (metrics, frames) = match (metrics_listener, watch) {
+            (Some(listener), Some(watch)) => {
+                let hub = EventHub::new(metrics_limits.max_streams);
+                let builder = watch::frames::FrameBuilder::new(Arc::clone(&farm), watch, Arc::clone(&hub));
+                let frames = builder
+                    .start(Arc::clone(&frames_stop))
+                    .map_err(|e| Error::io("starting the dashboard's frame thread", e))?;
+                let greeter: Arc<dyn Greeter> = builder;
+                let endpoint = MetricsEndpoint::start(
+                    listener,
+                    Arc::clone(&farm),
+                    Some((hub, greeter)),
+                    metrics_limits,
+                )?;
+                (Some(endpoint), Some(frames))
             }
-            None => None,
+            _ => (None, None),
         };
         let shutdown = ShutdownHandle { flag: Arc::new(AtomicBool::new(false)), wake: wake_address(addr) };
         let acceptor = {
@@ -257,7 +277,7 @@ impl Server {
                 tracing::warn!(%metrics_addr, "metrics on a non-loopback address: keep it on a private network");
             }
         }
-        Ok(Server { addr, shutdown, acceptor, farm, pool, gateway, metrics })
+        Ok(Server { addr, shutdown, acceptor, farm, pool, gateway, metrics, frames, frames_stop })
     }
 
     /// Logs the settings the server runs with (one INFO line, "server
@@ -319,7 +339,7 @@ impl Server {
     /// 6. stop the metrics endpoint, which until then answers `/readyz`
     ///    with 503 so load balancers stop sending work.
     pub(crate) fn wait(self) {
-        let Server { acceptor, farm, pool, gateway, metrics, .. } = self;
+        let Server { acceptor, farm, pool, gateway, metrics, frames, frames_stop, .. } = self;
         let _ = acceptor.join();
 
         farm.draining.store(true, Ordering::SeqCst);
@@ -356,6 +376,10 @@ impl Server {
         }
         if let Some(mut pool) = pool {
             pool.stop(POOL_GRACE);
+        }
+        frames_stop.store(true, Ordering::SeqCst);
+        if let Some(frames) = frames {
+            let _ = frames.join();
         }
         if let Some(metrics) = metrics {
             metrics.stop();

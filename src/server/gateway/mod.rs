@@ -290,6 +290,7 @@ impl Gateway {
             self.completer.finish(JobReport {
                 job,
                 worker: 0,
+                host: None,
                 queue_us: micros(outstanding.accepted_at.elapsed()),
                 service_us: 0,
                 attempts: outstanding.attempt,
@@ -417,6 +418,7 @@ impl Forwarder {
             self.completer.finish(JobReport {
                 job,
                 worker: 0,
+                host: None,
                 queue_us: micros(outstanding.accepted_at.elapsed()),
                 service_us: 0,
                 attempts: outstanding.attempt,
@@ -549,6 +551,7 @@ impl Forwarder {
         self.completer.finish(JobReport {
             job: job.id,
             worker: 0,
+            host: None,
             queue_us: micros(job.accepted_at.elapsed()),
             service_us: 0,
             attempts: job.attempt,
@@ -626,6 +629,7 @@ fn take_one(
     completer.finish(JobReport {
         job: result.job,
         worker: result.worker,
+        host: Some(result.host.clone()),
         queue_us: result.queue_us,
         service_us: result.service_us,
         attempts: result.attempts,

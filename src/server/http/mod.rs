@@ -57,6 +57,8 @@ pub(crate) use stream::{EventHub, Greeter};
 /// come several times a second, so a stream this silent is a browser that
 /// stopped reading (a suspended tab, a stalled network), holding a slot.
 pub(crate) const STREAM_STALL: Duration = Duration::from_secs(30);
+/// The kernel send buffer of each connection (the kernel doubles it).
+const SEND_BUFFER: usize = 64 * 1024;
 /// The largest request head hyper reads (request line and headers).
 const MAX_HEAD: usize = 16 * 1024;
 
@@ -249,6 +251,10 @@ async fn accept(
             continue;
         };
         let _ = socket.set_nodelay(true);
+        // A small send buffer: what a browser has not read yet waits in the
+        // kernel, per connection, so this bounds it; a stream that cannot
+        // write then falls behind in the shared backlog and skips.
+        let _ = nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::SndBuf, &SEND_BUFFER);
         match slots.admit() {
             Some((ticket, evicted)) => {
                 tokio::spawn(connection(socket, Arc::clone(&shared), ticket, evicted));
@@ -415,28 +421,21 @@ fn route(request: &Request<Incoming>, shared: &Shared, progress: &Arc<Progress>)
     }
     let live = shared.pages.live();
     match path {
-        "/metrics" => match authorized(request, shared) {
-            Ok(()) => {
-                respond(StatusCode::OK, metrics::CONTENT_TYPE, shared.pages.metrics().into_bytes(), head_only)
-            }
-            Err(refusal) => refusal,
-        },
+        "/metrics" => unauthorized(request, shared).unwrap_or_else(|| {
+            respond(StatusCode::OK, metrics::CONTENT_TYPE, shared.pages.metrics().into_bytes(), head_only)
+        }),
         // Answering at all is the proof of life; the body is context.
         "/healthz" => json(StatusCode::OK, &shared.pages.health(), head_only),
         "/readyz" => {
             let (ready, body) = shared.pages.readiness();
             json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body, head_only)
         }
-        "/" | "/dashboard" if live.is_some() => match authorized(request, shared) {
-            Ok(()) => {
-                respond(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD.as_bytes().to_vec(), head_only)
-            }
-            Err(refusal) => refusal,
-        },
-        "/events" if live.is_some() => match authorized(request, shared) {
-            Ok(()) => events(live, shared, progress, head_only),
-            Err(refusal) => refusal,
-        },
+        "/" | "/dashboard" if live.is_some() => unauthorized(request, shared).unwrap_or_else(|| {
+            respond(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD.as_bytes().to_vec(), head_only)
+        }),
+        "/events" if live.is_some() => {
+            unauthorized(request, shared).unwrap_or_else(|| events(live, shared, progress, head_only))
+        }
         _ => not_found(shared, head_only),
     }
 }
@@ -504,9 +503,10 @@ fn events(
     response.body(BodyExt::boxed(StreamBody::new(frames))).unwrap_or_else(|_| Response::new(Body::default()))
 }
 
-/// `Ok` when no token is set or the request carries it (header or query).
-fn authorized(request: &Request<Incoming>, shared: &Shared) -> std::result::Result<(), Response<Body>> {
-    let Some(token) = &shared.limits.token else { return Ok(()) };
+/// The 401 for a request without the token (header or query), or `None`
+/// when no token is set or the request carries it.
+fn unauthorized(request: &Request<Incoming>, shared: &Shared) -> Option<Response<Body>> {
+    let token = shared.limits.token.as_ref()?;
     let from_header = request
         .headers()
         .get(hyper::header::AUTHORIZATION)
@@ -516,7 +516,7 @@ fn authorized(request: &Request<Incoming>, shared: &Shared) -> std::result::Resu
         request.uri().query().and_then(|query| query.split('&').find_map(|pair| pair.strip_prefix("token=")));
     let given = from_header.or(from_query).unwrap_or_default();
     if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-        return Ok(());
+        return None;
     }
     let mut refusal = respond(
         StatusCode::UNAUTHORIZED,
@@ -525,7 +525,7 @@ fn authorized(request: &Request<Incoming>, shared: &Shared) -> std::result::Resu
         false,
     );
     refusal.headers_mut().insert("WWW-Authenticate", hyper::header::HeaderValue::from_static("Bearer"));
-    Err(refusal)
+    Some(refusal)
 }
 
 fn not_found(shared: &Shared, head_only: bool) -> Response<Body> {

@@ -32,6 +32,8 @@ pub(crate) struct Completer {
     max_attempts: u32,
     /// Jobs whose service time is over this are logged at WARN (`--slow-ms`).
     slow_job: Option<Duration>,
+    /// Where answered jobs are recorded for the dashboard, when there is one.
+    watch: Option<Arc<crate::server::watch::Watch>>,
 }
 
 impl Completer {
@@ -46,7 +48,12 @@ impl Completer {
         max_attempts: u32,
         slow_job: Option<Duration>,
     ) -> Self {
-        Completer { registry, stats, cache, retry_queue, max_attempts, slow_job }
+        Completer { registry, stats, cache, retry_queue, max_attempts, slow_job, watch: None }
+    }
+
+    /// The same completer, recording every answered job in `watch`.
+    pub(super) fn watched_by(self, watch: Option<Arc<crate::server::watch::Watch>>) -> Self {
+        Completer { watch, ..self }
     }
 
     /// The same completer, logging jobs slower than `threshold`.
@@ -138,6 +145,21 @@ impl Completer {
             Err(error) => encode_error_in(pending.dialect, Some(&pending.client_id), &error, extras.attempts),
         };
         self.stats.replied(Some(pending.command), outcome, pending.received_at.elapsed());
+        if let Some(watch) = &self.watch {
+            watch.job_finished(crate::server::watch::Finished {
+                worker: report.worker,
+                host: report.host.as_deref(),
+                id: pending.client_id.as_json(),
+                cmd: pending.command.as_str(),
+                queue_us: report.queue_us,
+                service_us: report.service_us,
+                outcome: match outcome {
+                    ReplyOutcome::Ok => "ok",
+                    ReplyOutcome::Error(code) => code.as_str(),
+                },
+                attempts: report.attempts,
+            });
+        }
         pending.sink.send(frame);
     }
 
@@ -183,6 +205,7 @@ impl Completer {
         self.finish(JobReport {
             job: job.id,
             worker,
+            host: None,
             queue_us: micros(job.accepted_at.elapsed()),
             service_us: 0,
             attempts: job.attempt,

@@ -106,6 +106,12 @@ impl Jobs {
         self
     }
 
+    /// The same jobs, each recorded in `watch` when answered (the dashboard).
+    pub(crate) fn watched_by(mut self, watch: Option<Arc<crate::server::watch::Watch>>) -> Self {
+        self.completer = self.completer.watched_by(watch);
+        self
+    }
+
     /// The handle workers use to deliver results.
     pub(crate) fn completer(&self) -> Completer {
         self.completer.clone()
@@ -265,6 +271,7 @@ mod tests {
         let report = |job| JobReport {
             job,
             worker: 3,
+            host: None,
             queue_us: 5,
             service_us: 9,
             attempts: 1,

@@ -160,6 +160,7 @@ impl PoolShared {
         self.completer.finish(JobReport {
             job: job.id,
             worker,
+            host: None,
             queue_us: micros(started.saturating_duration_since(job.accepted_at)),
             service_us: micros(started.elapsed()),
             attempts: job.attempt,

@@ -395,6 +395,7 @@ fn busy(shared: &PoolShared, id: usize, worker: &mut WorkerProcess, sent: &mut S
                 shared.completer.finish(JobReport {
                     job: head.id,
                     worker: id,
+                    host: None,
                     queue_us: micros(started.saturating_duration_since(head.accepted_at)),
                     service_us,
                     attempts: head.attempt,

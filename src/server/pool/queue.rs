@@ -57,6 +57,8 @@ pub(crate) struct JobReport {
     pub(crate) job: JobId,
     /// The worker that ran it.
     pub(crate) worker: usize,
+    /// The worker host it ran on (gateways; `None` for a local worker).
+    pub(crate) host: Option<String>,
     /// Microseconds it waited in the queue.
     pub(crate) queue_us: u64,
     /// Microseconds it ran on the worker.

@@ -160,6 +160,7 @@ fn serve(shared: &PoolShared, slot: &Slot, id: usize, generation: u64) {
         shared.completer.finish(JobReport {
             job: job_id,
             worker: id,
+            host: None,
             queue_us,
             service_us,
             attempts,

@@ -1,0 +1,373 @@
+//! The dashboard's frames: every [`FRAME_INTERVAL`], while at least one
+//! browser watches, three SSE messages go to every `/events` stream:
+//!
+//! | event | data |
+//! |---|---|
+//! | `state` | the `stats` report, plus what the page needs per second: ok replies/s, errors/s by code, p50/p99 of the jobs answered in the last second, and Little's law (L measured against λ·W) |
+//! | `bars` | the jobs answered since the last frame, one bar each ([`super::JobSpan`]); past [`MAX_BARS`] in one frame, the shortest are summed per worker instead (a bar shorter than a pixel shows nothing) |
+//! | `events` | what changed: a worker replaced, down or held back by the restart budget, jobs retried or timed out, `BUSY` refusals, a drain begun, a worker host joined, lost or back |
+//!
+//! Events are found by comparing each reading of the counters with the one
+//! before, so the workers and the request path do nothing extra for them.
+//! A new subscriber first gets a `hello` (what this farm is), the current
+//! `state`, every bar still in the timeline and the recent events.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::{JobSpan, Watch};
+use crate::server::http::stream::{Greeting, StreamMessage};
+use crate::server::http::{EventHub, Greeter};
+use crate::server::Farm;
+
+/// Time between two frames: 5 a second, smooth enough for bars and cheap.
+pub(crate) const FRAME_INTERVAL: Duration = Duration::from_millis(200);
+/// The most bars in one frame; the rest are summed per worker.
+pub(crate) const MAX_BARS: usize = 500;
+/// Events kept for pages that open late.
+const RECENT_EVENTS: usize = 200;
+/// The window of "the last second" figures.
+const LAST_SECOND_US: u64 = 1_000_000;
+
+/// Builds and publishes the frames; greets new subscribers.
+pub(crate) struct FrameBuilder {
+    farm: Arc<Farm>,
+    watch: Arc<Watch>,
+    hub: Arc<EventHub>,
+    cores: usize,
+    recent: Mutex<VecDeque<Value>>,
+}
+
+/// One reading of the counters, kept to compare with the next.
+struct Reading {
+    at_us: u64,
+    report: Value,
+}
+
+impl FrameBuilder {
+    pub(crate) fn new(farm: Arc<Farm>, watch: Arc<Watch>, hub: Arc<EventHub>) -> Arc<FrameBuilder> {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        Arc::new(FrameBuilder { farm, watch, hub, cores, recent: Mutex::default() })
+    }
+
+    /// Publishes frames on a thread of its own until `stop` is set.
+    ///
+    /// # Errors
+    /// The thread cannot start.
+    pub(crate) fn start(self: &Arc<Self>, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
+        let builder = Arc::clone(self);
+        std::thread::Builder::new().name("dashboard-frames".into()).spawn(move || builder.run(&stop))
+    }
+
+    fn run(&self, stop: &AtomicBool) {
+        let mut previous = self.read();
+        let mut bars_sent = self.watch.spans_after(u64::MAX).1;
+        let mut in_flight: VecDeque<(u64, f64)> = VecDeque::new();
+        let mut next = Instant::now() + FRAME_INTERVAL;
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            next += FRAME_INTERVAL;
+            let reading = self.read();
+            // Events are found even while nobody watches, so that a page
+            // opened later lists what happened before.
+            let events = self.changes(&previous, &reading);
+            self.remember(&events);
+            in_flight.push_back((reading.at_us, reading.report["jobs"]["in_flight"].as_f64().unwrap_or(0.0)));
+            while in_flight.front().is_some_and(|(at, _)| reading.at_us - at > LAST_SECOND_US) {
+                in_flight.pop_front();
+            }
+            if self.hub.has_subscribers() {
+                let (spans, newest) = self.watch.spans_after(bars_sent);
+                let state = self.state(&previous, &reading, &in_flight);
+                self.hub.publish(StreamMessage::new("state", &state.to_string(), None));
+                if !spans.is_empty() {
+                    self.hub.publish(StreamMessage::new("bars", &bars(&spans).to_string(), Some(newest)));
+                }
+                if !events.is_empty() {
+                    self.hub.publish(StreamMessage::new("events", &Value::Array(events).to_string(), None));
+                }
+                bars_sent = newest;
+            } else {
+                bars_sent = self.watch.spans_after(u64::MAX).1;
+            }
+            previous = reading;
+        }
+    }
+
+    fn read(&self) -> Reading {
+        let report = serde_json::to_value(self.farm.stats_report()).unwrap_or_default();
+        Reading { at_us: self.watch.now_us(), report }
+    }
+
+    /// What this farm is: shown in the page's header.
+    fn hello(&self) -> Value {
+        let report = serde_json::to_value(self.farm.stats_report()).unwrap_or_default();
+        json!({
+            "instance": report["instance"],
+            "role": if report["remote"].is_null() { "server" } else { "gateway" },
+            "mode": report["mode"],
+            "workers": report["workers"]["configured"],
+            "gil_switch_interval_ms": report["gil"]["switch_interval_ms"],
+            "cores": self.cores,
+            "model": report["model"],
+            "frame_interval_ms": FRAME_INTERVAL.as_millis() as u64,
+            "now_us": self.watch.now_us(),
+        })
+    }
+
+    /// The `state` message: the report, and the figures of the last second.
+    fn state(&self, previous: &Reading, reading: &Reading, in_flight: &VecDeque<(u64, f64)>) -> Value {
+        let seconds = (reading.at_us.saturating_sub(previous.at_us) as f64 / 1e6).max(1e-3);
+        let (recent, _) = self.watch.spans_after(0);
+        let since = reading.at_us.saturating_sub(LAST_SECOND_US);
+        let mut latencies: Vec<u64> = recent
+            .iter()
+            .filter(|span| span.end_us > since)
+            .map(|span| span.end_us.saturating_sub(span.accepted_us))
+            .collect();
+        latencies.sort_unstable();
+        let percentile = |p: f64| -> Value {
+            if latencies.is_empty() {
+                return Value::Null;
+            }
+            let rank = ((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
+            json!(latencies[rank - 1])
+        };
+        // Little's law, L = λ·W, over the last second: L the mean number of
+        // jobs in the farm (queued or running), λ the jobs answered per
+        // second, W their mean time in the farm.
+        let mean_l = in_flight.iter().map(|(_, l)| l).sum::<f64>() / in_flight.len().max(1) as f64;
+        let window_s = (reading.at_us.min(LAST_SECOND_US) as f64 / 1e6).max(1e-3);
+        let lambda = latencies.len() as f64 / window_s;
+        let mean_w = if latencies.is_empty() {
+            0.0
+        } else {
+            latencies.iter().sum::<u64>() as f64 / latencies.len() as f64 / 1e6
+        };
+        let count = |report: &Value, path: &[&str]| -> f64 {
+            path.iter().fold(report, |value, key| &value[key]).as_f64().unwrap_or(0.0)
+        };
+        let ok_replies = |report: &Value| -> f64 {
+            report["replies"].as_object().map_or(0.0, |commands| {
+                commands.values().map(|outcomes| outcomes["OK"].as_f64().unwrap_or(0.0)).sum()
+            })
+        };
+        let mut errors_per_s = serde_json::Map::new();
+        if let Some(codes) = reading.report["errors"].as_object() {
+            for (code, now) in codes {
+                let delta = now.as_f64().unwrap_or(0.0) - count(&previous.report, &["errors", code]);
+                if delta > 0.0 {
+                    errors_per_s.insert(code.clone(), json!(delta / seconds));
+                }
+            }
+        }
+        json!({
+            "now_us": reading.at_us,
+            "report": reading.report,
+            "per_s": {
+                "ok_replies": (ok_replies(&reading.report) - ok_replies(&previous.report)).max(0.0) / seconds,
+                "jobs": (count(&reading.report, &["jobs", "completed"]) - count(&previous.report, &["jobs", "completed"])).max(0.0) / seconds,
+                "errors": errors_per_s,
+            },
+            "last_second": {"jobs": latencies.len(), "p50_us": percentile(0.50), "p99_us": percentile(0.99)},
+            "little": {"l": mean_l, "lambda": lambda, "w_s": mean_w, "lambda_w": lambda * mean_w},
+            "stream": {"subscribers": self.hub.subscribers(), "skipped": self.hub.skipped()},
+        })
+    }
+
+    /// What changed between two readings, as events.
+    fn changes(&self, before: &Reading, after: &Reading) -> Vec<Value> {
+        let t_us = after.at_us;
+        let mut events = Vec::new();
+        let mut event = |kind: &str, text: String, extra: Value| {
+            let mut value = json!({"t_us": t_us, "kind": kind, "text": text});
+            if let (Some(map), Value::Object(extra)) = (value.as_object_mut(), extra) {
+                map.extend(extra);
+            }
+            events.push(value);
+        };
+        let empty = Vec::new();
+        let workers_before = before.report["worker_list"].as_array().unwrap_or(&empty);
+        for worker in after.report["worker_list"].as_array().unwrap_or(&empty) {
+            let id = worker["id"].as_u64().unwrap_or(0);
+            let Some(old) = workers_before.iter().find(|w| w["id"] == worker["id"]) else { continue };
+            let restarts = worker["restarts"].as_u64().unwrap_or(0);
+            if restarts > old["restarts"].as_u64().unwrap_or(0) {
+                let pids = match (old["pid"].as_u64(), worker["pid"].as_u64()) {
+                    (Some(a), Some(b)) if a != b => format!(" (pid {a} → {b})"),
+                    _ => String::new(),
+                };
+                event(
+                    "worker_replaced",
+                    format!("worker {id} replaced{pids}, restart {restarts}"),
+                    json!({"worker": id}),
+                );
+            }
+            if worker["state"] != old["state"] {
+                match worker["state"].as_str() {
+                    Some("down") => event("worker_down", format!("worker {id} down"), json!({"worker": id})),
+                    Some("throttled") => event(
+                        "worker_throttled",
+                        format!(
+                            "worker {id} held back: too many restarts (--max-restarts in --restart-window)"
+                        ),
+                        json!({"worker": id}),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        let grew = |path: &[&str]| -> u64 {
+            let get =
+                |report: &Value| path.iter().fold(report, |value, key| &value[key]).as_u64().unwrap_or(0);
+            get(&after.report).saturating_sub(get(&before.report))
+        };
+        for (path, kind, what) in [
+            (&["jobs", "retried"][..], "job_retried", "retried on another worker after a crash"),
+            (&["errors", "TIMEOUT"][..], "job_timed_out", "answered TIMEOUT (--job-timeout)"),
+            (&["errors", "WORKER_CRASHED"][..], "worker_crashed", "answered WORKER_CRASHED"),
+            (&["errors", "BUSY"][..], "busy", "refused BUSY: the queue or the connections were full"),
+            (&["remote", "redelivered"][..], "redelivered", "redelivered by NATS to another host"),
+        ] {
+            let n = grew(path);
+            if n > 0 {
+                let noun = if n == 1 { "job" } else { "jobs" };
+                let noun = if kind == "busy" {
+                    if n == 1 {
+                        "request"
+                    } else {
+                        "requests"
+                    }
+                } else {
+                    noun
+                };
+                event(kind, format!("{n} {noun} {what}"), json!({"count": n}));
+            }
+        }
+        if after.report["draining"] == true && before.report["draining"] != true {
+            event("drain", "drain started: no new requests, finishing those in flight".into(), json!({}));
+        }
+        let hosts_before = before.report["hosts"].as_array().unwrap_or(&empty);
+        for host in after.report["hosts"].as_array().unwrap_or(&empty) {
+            let name = host["name"].as_str().unwrap_or_default();
+            match hosts_before.iter().find(|h| h["name"] == host["name"]) {
+                None => event("host_joined", format!("worker host {name} joined"), json!({"host": name})),
+                Some(old) if old["alive"] == true && host["alive"] != true => {
+                    event(
+                        "host_lost",
+                        format!("worker host {name} lost (no heartbeat)"),
+                        json!({"host": name}),
+                    );
+                }
+                Some(old) if old["alive"] != true && host["alive"] == true => {
+                    event("host_back", format!("worker host {name} back"), json!({"host": name}));
+                }
+                Some(_) => {}
+            }
+        }
+        events
+    }
+
+    fn remember(&self, events: &[Value]) {
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        for event in events {
+            if recent.len() == RECENT_EVENTS {
+                recent.pop_front();
+            }
+            recent.push_back(event.clone());
+        }
+    }
+}
+
+impl Greeter for FrameBuilder {
+    fn greeting(&self) -> Greeting {
+        let reading = self.read();
+        let (spans, newest) = self.watch.spans_after(0);
+        let recent: Vec<Value> =
+            self.recent.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect();
+        let state = self.state(&reading, &reading, &VecDeque::new());
+        let mut messages = vec![
+            StreamMessage::new("hello", &self.hello().to_string(), None),
+            StreamMessage::new("state", &state.to_string(), None),
+            StreamMessage::new("bars", &bars(&spans).to_string(), Some(newest)),
+        ];
+        if !recent.is_empty() {
+            messages.push(StreamMessage::new("events", &Value::Array(recent).to_string(), None));
+        }
+        Greeting { messages, bars_upto: newest }
+    }
+}
+
+/// The `bars` message: every span, or — past [`MAX_BARS`] — the longest
+/// ones as bars and the rest summed per worker row.
+fn bars(spans: &[JobSpan]) -> Value {
+    if spans.len() <= MAX_BARS {
+        return json!({"bars": spans, "summed": []});
+    }
+    let mut by_length: Vec<&JobSpan> = spans.iter().collect();
+    by_length.sort_by_key(|span| std::cmp::Reverse(span.end_us - span.start_us));
+    let (shown, summed) = by_length.split_at(MAX_BARS);
+    let mut rows: Vec<Value> = Vec::new();
+    for span in summed {
+        let row = rows.iter_mut().find(|row| row["worker"] == span.worker && row["host"] == json!(span.host));
+        let busy = span.end_us - span.start_us;
+        match row {
+            Some(row) => {
+                row["jobs"] = json!(row["jobs"].as_u64().unwrap_or(0) + 1);
+                row["busy_us"] = json!(row["busy_us"].as_u64().unwrap_or(0) + busy);
+                row["from_us"] = json!(row["from_us"].as_u64().unwrap_or(u64::MAX).min(span.start_us));
+                row["to_us"] = json!(row["to_us"].as_u64().unwrap_or(0).max(span.end_us));
+            }
+            None => rows.push(json!({
+                "worker": span.worker, "host": span.host, "jobs": 1, "busy_us": busy,
+                "from_us": span.start_us, "to_us": span.end_us,
+            })),
+        }
+    }
+    json!({"bars": shown, "summed": rows})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(seq: u64, worker: usize, length: u64) -> JobSpan {
+        JobSpan {
+            seq,
+            worker,
+            host: None,
+            id: seq.to_string(),
+            cmd: "compute",
+            accepted_us: 0,
+            start_us: 10,
+            end_us: 10 + length,
+            outcome: "ok",
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn a_frame_of_many_bars_keeps_the_longest_and_sums_the_rest_without_losing_a_job() {
+        let spans: Vec<JobSpan> = (0..MAX_BARS as u64 + 100).map(|i| span(i, (i % 2) as usize, i)).collect();
+        let frame = bars(&spans);
+        let shown = frame["bars"].as_array().unwrap();
+        assert_eq!(shown.len(), MAX_BARS);
+        assert!(shown.iter().all(|bar| bar["end_us"].as_u64().unwrap() - 10 >= 100), "the longest are shown");
+        let summed: u64 =
+            frame["summed"].as_array().unwrap().iter().map(|row| row["jobs"].as_u64().unwrap()).sum();
+        assert_eq!(summed, 100, "every job is a bar or in a sum");
+        assert_eq!(frame["summed"].as_array().unwrap().len(), 2, "one sum per worker row");
+    }
+
+    #[test]
+    fn few_bars_are_all_shown() {
+        let frame = bars(&[span(1, 0, 5), span(2, 1, 7)]);
+        assert_eq!(frame["bars"].as_array().unwrap().len(), 2);
+        assert!(frame["summed"].as_array().unwrap().is_empty());
+    }
+}
