@@ -454,6 +454,13 @@ pub(crate) struct BenchArgs {
     #[arg(long, env = "THREADCENTER_WORKERS", requires = "embedded", value_parser = parse_whole_number::<usize>, allow_negative_numbers = true)]
     pub(crate) workers: Option<usize>,
 
+    /// Serve the embedded farm's live dashboard (and /metrics) while the run
+    /// goes, at ADDR [default: 127.0.0.1 on a free port]; its address is
+    /// printed at start. Open it in a browser to watch the workers.
+    #[arg(long, requires = "embedded", num_args = 0..=1, default_missing_value = "127.0.0.1:0",
+          value_parser = crate::cli::server::parse_socket_address)]
+    pub(crate) dashboard: Option<std::net::SocketAddr>,
+
     /// Embedded server in thread mode with a CPython-style GIL.
     #[arg(long, requires = "embedded")]
     pub(crate) gil: bool,

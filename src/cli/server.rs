@@ -160,9 +160,11 @@ pub struct ServerArgs {
     #[arg(help_heading = "Observability", long, env = "THREADCENTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
 
-    /// Serve Prometheus metrics at http://ADDR/metrics, and /healthz and
-    /// /readyz beside them (e.g. 127.0.0.1:9464; port 0 picks a free one,
-    /// printed on stdout as `metrics on http://ADDR/metrics`). Off unless given.
+    /// Serve Prometheus metrics at http://ADDR/metrics, /healthz and /readyz
+    /// beside them, and the live dashboard at http://ADDR/ (e.g.
+    /// 127.0.0.1:9464; port 0 picks a free one, printed on stdout as
+    /// `metrics on http://ADDR/metrics`, then `dashboard on http://ADDR/`).
+    /// Off unless given.
     #[arg(help_heading = "Observability", long, env = "THREADCENTER_METRICS_ADDR", value_parser = parse_socket_address)]
     pub(crate) metrics_addr: Option<SocketAddr>,
 
@@ -230,7 +232,7 @@ pub struct ServerArgs {
 
 /// Parses `--metrics-addr`: `IP:PORT` or `HOST:PORT` (the first address the
 /// name resolves to).
-fn parse_socket_address(text: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_socket_address(text: &str) -> Result<SocketAddr, String> {
     let mut addresses = text
         .to_socket_addrs()
         .map_err(|e| format!("{text:?} is not an address like 127.0.0.1:9464 ({e})"))?;
@@ -395,6 +397,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     if let Some(metrics) = server.metrics_addr() {
         let scheme = if args.metrics_tls { "https" } else { "http" };
         writeln!(stdout, "metrics on {scheme}://{metrics}/metrics")?;
+        writeln!(stdout, "dashboard on {scheme}://{metrics}/ (open it in a browser)")?;
     }
     stdout.flush()?;
     drop(stdout);

@@ -215,6 +215,7 @@ impl SweepPlan {
             auth_token: None,
             tls: None,
             embedded_tls: args.tls,
+            dashboard: None,
             images: ImagePayloads::default(),
         };
         let plan = SweepPlan {

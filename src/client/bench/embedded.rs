@@ -68,6 +68,7 @@ impl ServerUnderTest {
                     auth_token: options.auth_token.clone(),
                     gil_switch_interval: *gil,
                     predict_lock,
+                    metrics_addr: options.dashboard,
                     ..defaults
                 };
                 let (certificates, tls) = match options.embedded_tls {
@@ -80,6 +81,10 @@ impl ServerUnderTest {
                 };
                 let server = Server::start(listener, config)?;
                 server.log_settings();
+                if let Some(addr) = server.metrics_addr() {
+                    // On stderr, with the progress: stdout is the report's.
+                    eprintln!("dashboard on http://{addr}/ (open it in a browser; the run is starting)");
+                }
                 let addr = server.local_addr();
                 Ok(ServerUnderTest {
                     host: addr.ip().to_string(),

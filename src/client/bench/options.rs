@@ -151,6 +151,8 @@ pub(crate) struct BenchOptions {
     /// `--tls --embedded`: the embedded server serves TLS with a throwaway
     /// certificate, which the run's connections trust.
     pub(crate) embedded_tls: bool,
+    /// `--dashboard`: where the embedded server serves its dashboard.
+    pub(crate) dashboard: Option<std::net::SocketAddr>,
     /// Images for `predict` and `predict_batch` (`--images`, `--batch`).
     pub(crate) images: ImagePayloads,
 }
@@ -247,6 +249,7 @@ impl BenchOptions {
                     .map_err(|e| OptionsError::new("--tls", e.to_string()))?
             },
             embedded_tls: args.embedded && args.tls.tls,
+            dashboard: args.dashboard,
             images,
         };
         options.validate()?;
@@ -394,6 +397,7 @@ impl BenchOptions {
             auth_token: None,
             tls: None,
             embedded_tls: false,
+            dashboard: None,
             images: ImagePayloads::default(),
         }
     }

@@ -208,7 +208,9 @@ impl FrameBuilder {
                     json!({"worker": id}),
                 );
             }
-            if worker["state"] != old["state"] {
+            // At a stop every worker goes down on purpose: not an event.
+            let stopping = after.report["draining"] == true;
+            if worker["state"] != old["state"] && !stopping {
                 match worker["state"].as_str() {
                     Some("down") => event("worker_down", format!("worker {id} down"), json!({"worker": id})),
                     Some("throttled") => event(
