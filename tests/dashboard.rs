@@ -191,10 +191,10 @@ fn a_browser_that_stops_reading_skips_messages_instead_of_holding_them() {
             std::thread::spawn(move || {
                 let mut round = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    for i in 0..200 {
+                    for i in 0..50 {
                         client.send(&json!({"id": format!("c{c}-{round}-{i}"), "cmd": "compute", "n": 1}));
                     }
-                    for _ in 0..200 {
+                    for _ in 0..50 {
                         client.recv();
                     }
                     round += 1;

@@ -392,14 +392,22 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     })?;
 
     // Scripts and tests read this line to find the port (useful with --port 0).
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening on {}", server.local_addr())?;
+    // One write: a script that reads the first line and closes the pipe
+    // must not find the later lines failing (and the server stopping) on
+    // a broken pipe; the server serves whether or not anyone reads this.
+    let mut lines = format!("listening on {}\n", server.local_addr());
     if let Some(metrics) = server.metrics_addr() {
         let scheme = if args.metrics_tls { "https" } else { "http" };
-        writeln!(stdout, "metrics on {scheme}://{metrics}/metrics")?;
-        writeln!(stdout, "dashboard on {scheme}://{metrics}/ (open it in a browser)")?;
+        lines.push_str(&format!("metrics on {scheme}://{metrics}/metrics\n"));
+        lines.push_str(&format!("dashboard on {scheme}://{metrics}/ (open it in a browser)\n"));
     }
-    stdout.flush()?;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(lines.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            tracing::debug!("nobody reads stdout: the address lines were not printed");
+        }
+        other => other?,
+    }
     drop(stdout);
     // The settings line comes after `listening on`, so on a terminal the
     // address is not buried under ~25 settings (the log goes to stderr).

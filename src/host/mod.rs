@@ -215,7 +215,9 @@ pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
             )?;
             // Scripts and tests read this line to find the port.
             let scheme = if config.metrics_limits.tls.is_some() { "https" } else { "http" };
-            println!("metrics on {scheme}://{}/metrics", endpoint.local_addr());
+            // Not println!, which panics when nobody reads stdout any more.
+            let line = format!("metrics on {scheme}://{}/metrics\n", endpoint.local_addr());
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), line.as_bytes());
             Some(endpoint)
         }
         None => None,

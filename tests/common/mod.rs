@@ -65,9 +65,10 @@ impl TestServer {
             .spawn()
             .expect("tc-server starts");
         let stdout = child.stdout.take().unwrap();
-        // `listening on ADDR`, then `metrics on http://ADDR/metrics` when
-        // asked for: read both before letting go of the pipe.
-        let lines = if args.contains(&"--metrics-addr") { 2 } else { 1 };
+        // `listening on ADDR`, then `metrics on http://ADDR/metrics` and
+        // `dashboard on http://ADDR/` when asked for: read them all before
+        // letting go of the pipe.
+        let lines = if args.contains(&"--metrics-addr") { 3 } else { 1 };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut stdout = BufReader::new(stdout);

@@ -28,7 +28,7 @@ use crate::server::Farm;
 /// Time between two frames: 5 a second, smooth enough for bars and cheap.
 pub(crate) const FRAME_INTERVAL: Duration = Duration::from_millis(200);
 /// The most bars in one frame; the rest are summed per worker.
-pub(crate) const MAX_BARS: usize = 500;
+pub(crate) const MAX_BARS: usize = 200;
 /// Events kept for pages that open late.
 const RECENT_EVENTS: usize = 200;
 /// The window of "the last second" figures.
@@ -123,13 +123,7 @@ impl FrameBuilder {
     /// The `state` message: the report, and the figures of the last second.
     fn state(&self, previous: &Reading, reading: &Reading, in_flight: &VecDeque<(u64, f64)>) -> Value {
         let seconds = (reading.at_us.saturating_sub(previous.at_us) as f64 / 1e6).max(1e-3);
-        let (recent, _) = self.watch.spans_after(0);
-        let since = reading.at_us.saturating_sub(LAST_SECOND_US);
-        let mut latencies: Vec<u64> = recent
-            .iter()
-            .filter(|span| span.end_us > since)
-            .map(|span| span.end_us.saturating_sub(span.accepted_us))
-            .collect();
+        let mut latencies = self.watch.latencies_since(reading.at_us.saturating_sub(LAST_SECOND_US));
         latencies.sort_unstable();
         let percentile = |p: f64| -> Value {
             if latencies.is_empty() {

@@ -124,10 +124,25 @@ impl Watch {
         timeline.spans.push_back(span);
     }
 
+    /// The time in the farm (accepted to answered, µs) of every job answered
+    /// after `since_us`, read from the newest back (no copy of the ring).
+    pub(crate) fn latencies_since(&self, since_us: u64) -> Vec<u64> {
+        let timeline = self.timeline.lock().unwrap_or_else(PoisonError::into_inner);
+        timeline
+            .spans
+            .iter()
+            .rev()
+            .take_while(|span| span.end_us > since_us)
+            .map(|span| span.end_us.saturating_sub(span.accepted_us))
+            .collect()
+    }
+
     /// The bars numbered after `after`, and the newest number.
     pub(crate) fn spans_after(&self, after: u64) -> (Vec<JobSpan>, u64) {
         let timeline = self.timeline.lock().unwrap_or_else(PoisonError::into_inner);
-        let newer = timeline.spans.iter().filter(|span| span.seq > after).cloned().collect();
+        // The ring is in order: only the newer end is copied.
+        let older = timeline.spans.partition_point(|span| span.seq <= after);
+        let newer = timeline.spans.range(older..).cloned().collect();
         (newer, timeline.newest)
     }
 }
