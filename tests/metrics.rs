@@ -208,7 +208,7 @@ fn readiness_is_503_when_no_worker_is_left() {
 }
 
 #[test]
-fn the_endpoint_answers_only_its_three_paths() {
+fn the_endpoint_answers_its_paths_and_404_elsewhere() {
     let server = start("threads", 1, &[]);
     assert_eq!(server.request(json!({"id": 1, "cmd": "ping"}))["pong"], true);
     let (status, body) = server.http_get("/healthz");
@@ -221,9 +221,13 @@ fn the_endpoint_answers_only_its_three_paths() {
     assert!(body.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
     assert!(body.contains("# TYPE threadcenter_request_duration_seconds histogram"), "{body}");
     assert!(body.contains("# UNIT threadcenter_request_duration_seconds seconds"), "{body}");
+    // `/` is the live dashboard (docs/OPERATING.md#the-live-dashboard).
     let (status, body) = server.http_get("/");
+    assert_eq!(status, 200);
+    assert!(body.starts_with("<!doctype html>") && body.contains("EventSource"), "the dashboard page");
+    let (status, body) = server.http_get("/nothing-here");
     assert_eq!(status, 404);
-    assert!(body.contains("/metrics"), "{body}");
+    assert!(body.contains("/metrics") && body.contains("/events"), "{body}");
 }
 
 #[test]
