@@ -119,3 +119,65 @@ fn charts_say_how_to_read_them_and_the_timeline_has_a_log_axis() {
     let log = draw(&["plot", "timeline", "--hdr-log", &hlog, "--log-y"], "timeline-log");
     assert!(log.contains("latency (ms, log scale)"), "--log-y makes the latency axis logarithmic");
 }
+
+#[test]
+fn the_workers_chart_and_the_trace_have_every_answered_job_on_its_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let requests = path("requests.csv");
+    let out = run_client(&[
+        "--embedded",
+        "--mode",
+        "processes",
+        "--workers",
+        "2",
+        "-c",
+        "2",
+        "-n",
+        "30",
+        "--size",
+        "1000",
+        "--warmup",
+        "0",
+        "--requests-csv",
+        &requests,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (chart, trace) = (path("workers"), path("trace.json"));
+    let out = run_client(&["plot", "workers", "--requests-csv", &requests, "-o", &chart, "--trace", &trace]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for extension in ["png", "svg"] {
+        assert!(std::fs::metadata(format!("{chart}.{extension}")).unwrap().len() > 1000, "{extension}");
+    }
+    // One "job" slice per answered request, each on the worker the CSV names.
+    let csv = std::fs::read_to_string(&requests).unwrap();
+    let mut answered: Vec<(u64, u64, u64)> = csv
+        .lines()
+        .skip(1)
+        .map(|line| line.split(',').collect::<Vec<_>>())
+        .filter(|cells| cells[11] == "ok")
+        .map(|cells| (cells[0].parse().unwrap(), cells[1].parse().unwrap(), cells[10].parse().unwrap()))
+        .collect();
+    let trace: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let mut slices: Vec<(u64, u64, u64)> = trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["cat"] == "job")
+        .map(|e| {
+            (
+                e["args"]["connection"].as_u64().unwrap(),
+                e["args"]["id"].as_u64().unwrap(),
+                e["tid"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    answered.sort_unstable();
+    slices.sort_unstable();
+    assert_eq!(answered.len(), 60, "-n 30 on each of 2 connections");
+    assert_eq!(slices, answered);
+    // The refusal of a CSV that is not a requests CSV names the flag.
+    let out = run_client(&["plot", "workers", "--requests-csv", &chart, "-o", &path("x")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--requests-csv"));
+}

@@ -174,6 +174,9 @@ pub(crate) enum ChartKind {
     Timeline,
     /// Queue wait / service / rest per run (--csv).
     Breakdown,
+    /// One row per worker, a bar per job with its queue wait before it: the
+    /// dashboard's task stream of a finished run (--requests-csv).
+    Workers,
 }
 
 /// Flags of `tc-client plot`.
@@ -194,6 +197,15 @@ pub(crate) struct PlotArgs {
     /// An interval log from --hdr-log (timeline).
     #[arg(long)]
     pub(crate) hdr_log: Option<PathBuf>,
+
+    /// A CSV from --requests-csv (workers).
+    #[arg(long)]
+    pub(crate) requests_csv: Option<PathBuf>,
+
+    /// With workers: also write the run in the Chrome trace-event format
+    /// (JSON) to this file, for Perfetto (ui.perfetto.dev) or chrome://tracing.
+    #[arg(long)]
+    pub(crate) trace: Option<PathBuf>,
 
     /// Output path without extension: OUT.png and OUT.svg are written.
     #[arg(long, short = 'o')]

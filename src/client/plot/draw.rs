@@ -31,7 +31,7 @@ const SIZE: (u32, u32) = (1100, 640);
 /// Width of the legend column, right of the plot.
 const LEGEND_WIDTH: u32 = 300;
 /// Okabe–Ito colours: distinguishable with every common colour blindness.
-const PALETTE: [RGBColor; 8] = [
+pub(super) const PALETTE: [RGBColor; 8] = [
     RGBColor(0, 114, 178),
     RGBColor(213, 94, 0),
     RGBColor(0, 158, 115),
@@ -42,9 +42,9 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(240, 228, 66),
 ];
 const GREY: RGBColor = RGBColor(150, 150, 150);
-const FONT: &str = "sans-serif";
+pub(super) const FONT: &str = "sans-serif";
 
-fn register_fonts() {
+pub(super) fn register_fonts() {
     static FONTS: Once = Once::new();
     FONTS.call_once(|| {
         let _ = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular());
@@ -52,7 +52,7 @@ fn register_fonts() {
     });
 }
 
-fn draw_error(e: impl std::fmt::Display) -> Error {
+pub(super) fn draw_error(e: impl std::fmt::Display) -> Error {
     Error::Chart(e.to_string())
 }
 

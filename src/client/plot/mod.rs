@@ -7,7 +7,9 @@
 //! - `percentiles`: the latency percentile curve of `.hgrm` files on the
 //!   HdrHistogram plotter's log "1/(1-percentile)" axis, several runs at once;
 //! - `timeline`: latency over time from an `--hdr-log` interval log;
-//! - `breakdown`: queue wait / service / rest of each run — from a CSV.
+//! - `breakdown`: queue wait / service / rest of each run — from a CSV;
+//! - `workers`: a bar per job on its worker's row — from a `--requests-csv`
+//!   ([`workers`], which also writes a Chrome trace with `--trace`).
 //!
 //! The files, in the order the data flows: [`rows`] reads CSV rows and
 //! groups the runs of each grid point (median and range of repeats);
@@ -19,6 +21,7 @@
 mod charts;
 mod draw;
 mod rows;
+mod workers;
 
 pub(crate) use charts::{latency_chart, percentile_chart, throughput_chart, timeline_chart, LineChart};
 pub(crate) use draw::{write_breakdown_chart, write_line_chart};
@@ -35,6 +38,9 @@ enum Chart {
     Lines(LineChart),
     /// Stacked bars, one per CSV row.
     Breakdown(Vec<RunRow>),
+    /// The jobs of a requests CSV on their workers' rows, and how many
+    /// requests had no server timing.
+    Workers(Vec<workers::Placed>, usize),
 }
 
 /// The word a user types for `kind`.
@@ -45,6 +51,7 @@ fn name(kind: ChartKind) -> &'static str {
         ChartKind::Percentiles => "percentiles",
         ChartKind::Timeline => "timeline",
         ChartKind::Breakdown => "breakdown",
+        ChartKind::Workers => "workers",
     }
 }
 
@@ -81,6 +88,16 @@ pub(crate) fn draw(args: &PlotArgs) -> Result<Vec<PathBuf>> {
             write_line_chart(&chart, &args.out)
         }
         (Some(Chart::Breakdown(rows)), 0) => write_breakdown_chart(&rows, &args.out),
+        (Some(Chart::Workers(jobs, left_out)), 0) => {
+            let mut files = workers::write_workers_chart(&jobs, left_out, &args.out)?;
+            if let Some(path) = &args.trace {
+                let text = workers::trace(&jobs).to_string();
+                std::fs::write(path, text)
+                    .map_err(|e| Error::input(path, format!("cannot write --trace: {e}")))?;
+                files.push(path.clone());
+            }
+            Ok(files)
+        }
         (_, 1) => Err(problems.remove(0)),
         _ => Err(Error::Usage(format!(
             "{} problems, nothing drawn: {}",
@@ -124,6 +141,13 @@ fn read_chart(args: &PlotArgs) -> Result<Chart> {
                 .ok_or_else(|| needs("--hdr-log", "an interval log from --hdr-log"))?;
             Chart::Lines(timeline_chart(log).map_err(|e| flagged("--hdr-log", e))?)
         }
+        ChartKind::Workers => {
+            let path = args.requests_csv.as_deref().ok_or_else(|| {
+                needs("--requests-csv", "one row per request, from tc-client --requests-csv")
+            })?;
+            let (jobs, left_out) = workers::read_jobs(path).map_err(|e| flagged("--requests-csv", e))?;
+            Chart::Workers(jobs, left_out)
+        }
     })
 }
 
@@ -146,12 +170,18 @@ fn unused_flags(args: &PlotArgs) -> Vec<Error> {
         ("--csv", args.csv.is_some() && !reads_csv),
         ("--hgrm", !args.hgrm.is_empty() && !matches!(chart, ChartKind::Percentiles)),
         ("--hdr-log", args.hdr_log.is_some() && !matches!(chart, ChartKind::Timeline)),
+        ("--requests-csv", args.requests_csv.is_some() && !matches!(chart, ChartKind::Workers)),
+        ("--trace", args.trace.is_some() && !matches!(chart, ChartKind::Workers)),
     ];
     let mut problems: Vec<Error> = given
         .into_iter()
         .filter(|(_, unused)| *unused)
         .map(|(flag, _)| Error::Usage(format!("the {} chart does not read {flag}", name(chart))))
         .collect();
+    if args.log_y && matches!(chart, ChartKind::Workers) {
+        problems
+            .push(Error::Usage("--log-y does not apply to the workers chart: its rows are workers".into()));
+    }
     if args.log_y && matches!(chart, ChartKind::Breakdown) {
         problems.push(Error::Usage(
             "--log-y does not apply to the breakdown chart: its bars stack, which needs a linear axis".into(),
@@ -183,7 +213,16 @@ mod tests {
     use super::*;
 
     fn args(chart: ChartKind, out: PathBuf) -> PlotArgs {
-        PlotArgs { chart, csv: None, hgrm: Vec::new(), hdr_log: None, out, log_y: false }
+        PlotArgs {
+            chart,
+            csv: None,
+            hgrm: Vec::new(),
+            hdr_log: None,
+            requests_csv: None,
+            trace: None,
+            out,
+            log_y: false,
+        }
     }
 
     #[test]

@@ -1,0 +1,254 @@
+//! `tc-client plot workers`: the dashboard's task stream, after the fact —
+//! one row per worker, a bar per job, its queue wait before it — drawn from
+//! a `--requests-csv`, and (`--trace`) the same run in the Chrome
+//! trace-event format that Perfetto and `chrome://tracing` open.
+//!
+//! The CSV gives, per request, when it was sent and answered (the client's
+//! clock) and, from the server, its worker, queue wait and service time. A
+//! job's run is placed to end when its reply arrived and to last its
+//! service time; its queue wait comes just before. So each bar is late by
+//! the reply's trip back over the network (microseconds on loopback), and a
+//! request with no reply or no server timing is left out (and counted).
+
+use std::path::{Path, PathBuf};
+
+use plotters::prelude::*;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::draw::{draw_error, register_fonts, FONT, PALETTE};
+use crate::error::{Error, Result};
+
+/// One job, placed on its worker's row (µs since the run started).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Placed {
+    pub(crate) worker: u64,
+    pub(crate) id: u64,
+    pub(crate) connection: u64,
+    pub(crate) cmd: String,
+    pub(crate) queued_us: u64,
+    pub(crate) start_us: u64,
+    pub(crate) end_us: u64,
+    pub(crate) ok: bool,
+}
+
+/// The columns of `--requests-csv` this chart reads.
+#[derive(Debug, Deserialize)]
+struct Row {
+    connection: u64,
+    id: u64,
+    cmd: String,
+    sent_us: u64,
+    uncorrected_us: Option<u64>,
+    queue_us: Option<u64>,
+    service_us: Option<u64>,
+    worker: Option<u64>,
+    outcome: String,
+}
+
+/// The jobs of a requests CSV that can be placed, and how many could not.
+///
+/// # Errors
+/// A file that cannot be read or is not a requests CSV, or one with no job
+/// that has server timings.
+pub(crate) fn read_jobs(path: &Path) -> Result<(Vec<Placed>, usize)> {
+    let bad = |message: String| Error::input(path, message);
+    let mut reader = csv::Reader::from_path(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    let (mut jobs, mut left_out) = (Vec::new(), 0);
+    for (line, row) in reader.deserialize::<Row>().enumerate() {
+        let row = row.map_err(|e| {
+            bad(format!(
+                "row {} is not a --requests-csv row ({e}); write one with tc-client --requests-csv FILE",
+                line + 2
+            ))
+        })?;
+        let (Some(latency), Some(queue), Some(service), Some(worker)) =
+            (row.uncorrected_us, row.queue_us, row.service_us, row.worker)
+        else {
+            left_out += 1;
+            continue;
+        };
+        let end_us = row.sent_us + latency;
+        let start_us = end_us.saturating_sub(service);
+        jobs.push(Placed {
+            worker,
+            id: row.id,
+            connection: row.connection,
+            cmd: row.cmd,
+            queued_us: start_us.saturating_sub(queue),
+            start_us,
+            end_us,
+            ok: row.outcome == "ok",
+        });
+    }
+    if jobs.is_empty() {
+        return Err(bad(
+            "no request in it has a reply with the server's timing (worker, queue_us, service_us); \
+             only replies to compute and predict jobs carry them"
+                .into(),
+        ));
+    }
+    Ok((jobs, left_out))
+}
+
+/// Draws the task stream into `OUT.png` and `OUT.svg`.
+///
+/// # Errors
+/// A file that cannot be written.
+pub(crate) fn write_workers_chart(jobs: &[Placed], left_out: usize, out: &Path) -> Result<Vec<PathBuf>> {
+    register_fonts();
+    let (png, svg) = (out.with_extension("png"), out.with_extension("svg"));
+    let rows = workers(jobs);
+    let height = (160 + 46 * rows.len() as u32).clamp(300, 1400);
+    draw(BitMapBackend::new(&png, (1100, height)).into_drawing_area(), jobs, &rows, left_out)?;
+    draw(SVGBackend::new(&svg, (1100, height)).into_drawing_area(), jobs, &rows, left_out)?;
+    Ok(vec![png, svg])
+}
+
+/// The workers that ran something, in order.
+fn workers(jobs: &[Placed]) -> Vec<u64> {
+    let mut rows: Vec<u64> = jobs.iter().map(|job| job.worker).collect();
+    rows.sort_unstable();
+    rows.dedup();
+    rows
+}
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    jobs: &[Placed],
+    rows: &[u64],
+    left_out: usize,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(draw_error)?;
+    let start = jobs.iter().map(|job| job.queued_us).min().unwrap_or(0) as f64 / 1e6;
+    let end = jobs.iter().map(|job| job.end_us).max().unwrap_or(1) as f64 / 1e6;
+    let caption = match left_out {
+        0 => "Workers over time: a bar per job, its queue wait before it".to_string(),
+        n => format!("Workers over time: a bar per job ({n} requests without server timing left out)"),
+    };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, (FONT, 24))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(110)
+        // Row i is centred on y = i, so the axis's whole-number ticks name them.
+        .build_cartesian_2d(start..end.max(start + 1e-6), -0.5..rows.len() as f64 - 0.5)
+        .map_err(draw_error)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(rows.len())
+        .y_label_formatter(&|y| {
+            let row = y.round();
+            if (y - row).abs() < 0.01 && row >= 0.0 {
+                rows.get(row as usize).map(|w| format!("worker {w}")).unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .x_desc("time since the run started (s)")
+        .axis_desc_style((FONT, 18))
+        .label_style((FONT, 15))
+        .draw()
+        .map_err(draw_error)?;
+    let mut commands: Vec<&str> = jobs.iter().map(|job| job.cmd.as_str()).collect();
+    commands.sort_unstable();
+    commands.dedup();
+    let colour = |cmd: &str| PALETTE[commands.iter().position(|c| *c == cmd).unwrap_or(0) % PALETTE.len()];
+    let row_of = |worker: u64| rows.iter().position(|w| *w == worker).unwrap_or(0) as f64;
+    let seconds = |us: u64| us as f64 / 1e6;
+    chart
+        .draw_series(jobs.iter().filter(|job| job.start_us > job.queued_us).map(|job| {
+            let y = row_of(job.worker);
+            Rectangle::new(
+                [(seconds(job.queued_us), y - 0.08), (seconds(job.start_us), y + 0.08)],
+                RGBColor(230, 159, 0).mix(0.45).filled(),
+            )
+        }))
+        .map_err(draw_error)?
+        .label("queue wait")
+        .legend(|(x, y)| {
+            Rectangle::new([(x, y - 5), (x + 16, y + 5)], RGBColor(230, 159, 0).mix(0.45).filled())
+        });
+    for cmd in &commands {
+        let fill = colour(cmd);
+        chart
+            .draw_series(jobs.iter().filter(|job| job.cmd == *cmd).map(|job| {
+                let y = row_of(job.worker);
+                let fill = if job.ok { fill } else { RGBColor(214, 40, 40) };
+                Rectangle::new(
+                    [(seconds(job.start_us), y - 0.35), (seconds(job.end_us), y + 0.35)],
+                    fill.filled(),
+                )
+            }))
+            .map_err(draw_error)?
+            .label(cmd.to_string())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], fill.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.3))
+        .label_font((FONT, 15))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(draw_error)?;
+    root.present().map_err(draw_error)
+}
+
+/// The run in the Chrome trace-event format: one track (thread) per
+/// worker, one slice per job spanning its queue wait and run, with the two
+/// as nested slices. Times are in microseconds, as the format wants.
+pub(crate) fn trace(jobs: &[Placed]) -> serde_json::Value {
+    let mut events =
+        vec![json!({"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "ThreadCenter workers"}})];
+    for worker in workers(jobs) {
+        events.push(json!({"ph": "M", "name": "thread_name", "pid": 1, "tid": worker,
+                           "args": {"name": format!("worker {worker}")}}));
+    }
+    for job in jobs {
+        let args = json!({"id": job.id, "connection": job.connection, "ok": job.ok});
+        events.push(json!({"ph": "X", "name": job.cmd, "cat": "job", "pid": 1, "tid": job.worker,
+                           "ts": job.queued_us, "dur": job.end_us - job.queued_us, "args": args}));
+        if job.start_us > job.queued_us {
+            events.push(json!({"ph": "X", "name": "queue wait", "cat": "queue", "pid": 1, "tid": job.worker,
+                               "ts": job.queued_us, "dur": job.start_us - job.queued_us}));
+        }
+        events.push(json!({"ph": "X", "name": "service", "cat": "service", "pid": 1, "tid": job.worker,
+                           "ts": job.start_us, "dur": job.end_us - job.start_us}));
+    }
+    json!({"traceEvents": events, "displayTimeUnit": "ms"})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_ends_at_its_reply_and_runs_its_service_time_after_its_queue_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        std::fs::write(
+            &path,
+            "connection,id,cmd,warmup,scheduled_us,sent_us,latency_us,uncorrected_us,queue_us,service_us,worker,outcome\n\
+             0,1,compute,false,100,100,1000,1000,200,700,1,ok\n\
+             0,2,compute,false,200,200,,,,,,missing\n",
+        )
+        .unwrap();
+        let (jobs, left_out) = read_jobs(&path).unwrap();
+        assert_eq!(left_out, 1);
+        assert_eq!((jobs[0].queued_us, jobs[0].start_us, jobs[0].end_us), (200, 400, 1100));
+        let trace = trace(&jobs);
+        let slices: Vec<&str> = trace["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["ph"] == "X")
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(slices, ["compute", "queue wait", "service"]);
+    }
+}
