@@ -535,6 +535,17 @@ def machine():
     return f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}"
 
 
+def table_lines(rows):
+    """The Markdown table of a results file, one line per row."""
+    lines = ["| comparison | ours | reference | unit | ratio | target | met | note |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}"
+        lines.append(f"| {r['comparison']} | {fmt(r['ours'])} | {fmt(r['reference'])} | {r['unit']} | {ratio} "
+                     f"| {r['target']} | {r['met']} | {r['note']} |")
+    return lines
+
+
 def write(results, args):
     """Writes the day's table. A run with --only updates its own rows in the
     day's files and keeps the others, saying which sections were re-run."""
@@ -559,13 +570,8 @@ def write(results, args):
         f"(medians of {args.repeats} runs of {args.duration} s each, after a 1 s warm-up).{rerun}",
         f"Machine: {machine()}; client and server on the same machine, loopback.",
         "",
-        "| comparison | ours | reference | unit | ratio | target | met | note |",
-        "|---|---|---|---|---|---|---|---|",
+        *table_lines(results.rows),
     ]
-    for r in results.rows:
-        ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}"
-        lines.append(f"| {r['comparison']} | {fmt(r['ours'])} | {fmt(r['reference'])} | {r['unit']} | {ratio} "
-                     f"| {r['target']} | {r['met']} | {r['note']} |")
     md_path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     log(f"wrote {csv_path.relative_to(ROOT)} and {md_path.relative_to(ROOT)}")

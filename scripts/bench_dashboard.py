@@ -161,12 +161,7 @@ def main():
              f"Command: `python3 scripts/bench_dashboard.py --repeats {args.repeats} --duration {args.duration}` "
              "(medians; runs alternate between the two sides compared).",
              f"Machine: {bench.machine()}; release builds; every process on loopback.", "",
-             "| comparison | ours | reference | unit | ratio | target | met | note |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in results.rows:
-        ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}"
-        lines.append(f"| {r['comparison']} | {bench.fmt(r['ours'])} | {bench.fmt(r['reference'])} | {r['unit']} "
-                     f"| {ratio} | {r['target']} | {r['met']} | {r['note']} |")
+             *bench.table_lines(results.rows)]
     md_path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     bench.log(f"wrote {csv_path.relative_to(ROOT)} and {md_path.relative_to(ROOT)}")
