@@ -149,6 +149,9 @@ fn every_job_is_one_bar_and_a_killed_worker_is_an_event() {
     let seen = late.seen.lock().unwrap();
     let hello = &seen.iter().find(|(event, _)| event == "hello").unwrap().1;
     assert_eq!((hello["mode"].as_str(), hello["workers"].as_u64()), (Some("processes"), Some(2)), "{hello}");
+    // ... and the line charts' points so far, so its charts start full.
+    let points = hello["points"].as_array().unwrap();
+    assert!(points.len() >= 2 && points.iter().any(|p| p["ok"].as_f64() > Some(0.0)), "{}", hello["points"]);
     let state = &seen.iter().find(|(event, _)| event == "state").unwrap().1;
     assert_eq!(state["report"]["worker_list"].as_array().unwrap().len(), 2, "{state}");
 }

@@ -9,8 +9,9 @@
 //!
 //! Events are found by comparing each reading of the counters with the one
 //! before, so the workers and the request path do nothing extra for them.
-//! A new subscriber first gets a `hello` (what this farm is), the current
-//! `state`, every bar still in the timeline and the recent events.
+//! A new subscriber first gets a `hello` (what this farm is, and the line
+//! charts' points of the last minute), the current `state`, every bar still
+//! in the timeline and the recent events.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +32,8 @@ pub(crate) const FRAME_INTERVAL: Duration = Duration::from_millis(200);
 pub(crate) const MAX_BARS: usize = 200;
 /// Events kept for pages that open late.
 const RECENT_EVENTS: usize = 200;
+/// Points of the line charts kept for pages that open late (a minute).
+const RECENT_POINTS: usize = 300;
 /// The window of "the last second" figures.
 const LAST_SECOND_US: u64 = 1_000_000;
 
@@ -41,6 +44,8 @@ pub(crate) struct FrameBuilder {
     hub: Arc<EventHub>,
     cores: usize,
     recent: Mutex<VecDeque<Value>>,
+    /// The line charts' points of the last minute (what each `state` gave).
+    points: Mutex<VecDeque<Value>>,
 }
 
 /// One reading of the counters, kept to compare with the next.
@@ -52,7 +57,7 @@ struct Reading {
 impl FrameBuilder {
     pub(crate) fn new(farm: Arc<Farm>, watch: Arc<Watch>, hub: Arc<EventHub>) -> Arc<FrameBuilder> {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        Arc::new(FrameBuilder { farm, watch, hub, cores, recent: Mutex::default() })
+        Arc::new(FrameBuilder { farm, watch, hub, cores, recent: Mutex::default(), points: Mutex::default() })
     }
 
     /// Publishes frames on a thread of its own until `stop` is set.
@@ -81,9 +86,12 @@ impl FrameBuilder {
             while in_flight.front().is_some_and(|(at, _)| reading.at_us - at > LAST_SECOND_US) {
                 in_flight.pop_front();
             }
+            // The charts' points are kept even while nobody watches, so a
+            // page opened later draws the last minute at once.
+            let state = self.state(&previous, &reading, &in_flight);
+            self.keep_point(&state);
             if self.hub.has_subscribers() {
                 let (spans, newest) = self.watch.spans_after(bars_sent);
-                let state = self.state(&previous, &reading, &in_flight);
                 self.hub.publish(StreamMessage::new("state", &state.to_string(), None));
                 if !spans.is_empty() {
                     self.hub.publish(StreamMessage::new("bars", &bars(&spans).to_string(), Some(newest)));
@@ -269,6 +277,24 @@ impl FrameBuilder {
         events
     }
 
+    /// Keeps what the line charts draw of one `state`.
+    fn keep_point(&self, state: &Value) {
+        let point = json!({
+            "t_us": state["now_us"],
+            "ok": state["per_s"]["ok_replies"],
+            "queue": state["report"]["jobs"]["queued"],
+            "p50": state["last_second"]["p50_us"],
+            "p99": state["last_second"]["p99_us"],
+            "l": state["little"]["l"],
+            "lw": state["little"]["lambda_w"],
+        });
+        let mut points = self.points.lock().unwrap_or_else(PoisonError::into_inner);
+        if points.len() == RECENT_POINTS {
+            points.pop_front();
+        }
+        points.push_back(point);
+    }
+
     fn remember(&self, events: &[Value]) {
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
         for event in events {
@@ -287,8 +313,12 @@ impl Greeter for FrameBuilder {
         let recent: Vec<Value> =
             self.recent.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect();
         let state = self.state(&reading, &reading, &VecDeque::new());
+        let points: Vec<Value> =
+            self.points.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect();
+        let mut hello = self.hello();
+        hello["points"] = Value::Array(points);
         let mut messages = vec![
-            StreamMessage::new("hello", &self.hello().to_string(), None),
+            StreamMessage::new("hello", &hello.to_string(), None),
             StreamMessage::new("state", &state.to_string(), None),
             StreamMessage::new("bars", &bars(&spans).to_string(), Some(newest)),
         ];
