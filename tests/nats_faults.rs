@@ -60,7 +60,12 @@ fn broker_restarts_under_load_lose_no_reply_count_no_crash_and_leave_the_streams
     // by luck would be a ~1% event.
     for round in 0..6u64 {
         let signal = if round % 2 == 0 { libc::SIGTERM } else { libc::SIGKILL };
-        let mut client = gateway.connect();
+        // A reply may wait out the broker's recovery (a JetStream store
+        // replayed after a crash, a redelivery after the ack wait, on two
+        // shared cores); a lost one never comes, and the gateway would
+        // answer it TIMEOUT only after its own deadline (minutes), so a
+        // 90 s guard tells the two apart.
+        let mut client = gateway.connect().with_reply_timeout(Duration::from_secs(90));
         let jobs: Vec<(String, u64)> =
             (0..10u64).map(|i| (format!("r{round}-{i}"), sizes[(i % 4) as usize])).collect();
         for (id, n) in &jobs {

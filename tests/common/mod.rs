@@ -251,6 +251,14 @@ impl TestClient {
         TestClient { stream }
     }
 
+    /// Waits up to `timeout` for each reply instead of [`REPLY_TIMEOUT`]
+    /// (a guard against a hang, not a measure of speed: for tests whose
+    /// replies may legitimately wait out a broker's recovery).
+    pub fn with_reply_timeout(self, timeout: Duration) -> TestClient {
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+        self
+    }
+
     /// Writes raw bytes (a frame, half a frame, garbage...).
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write");
