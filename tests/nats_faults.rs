@@ -236,6 +236,50 @@ fn host_metric(metrics: std::net::SocketAddr, name: &str) -> f64 {
     common::parse_exposition(&body).get(name).copied().unwrap_or(0.0)
 }
 
+/// A second, different key file.
+fn other_farm_key(dir: &tempfile::TempDir) -> String {
+    let path = dir.path().join("other.key");
+    std::fs::write(&path, "b3RoZXItZmFybS1rZXktZm9yLXRlc3RzLTk4NzY1NDMyMTAw\n").unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_farm_key_that_differs_is_named_in_the_busy_reply_and_in_both_readyz() {
+    // Each way a key can differ between a gateway and its hosts: the
+    // client hears why at once (not a job deadline later, nor "start a
+    // host" while one runs), and both sides' /readyz say it.
+    let Some(nats) = NatsServer::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (key, other) = (farm_key(&dir), other_farm_key(&dir));
+    let cases: [(&[&str], &[&str], &str, &str); 3] = [
+        // (host's flags, gateway's flags, in the BUSY reply, in the host's /readyz)
+        (&["--farm-key", &key], &[], "this process has no --farm-key", "not signed"),
+        (&["--farm-key", &key], &["--farm-key", &other], "different farm key", "different farm key"),
+        (&[], &["--farm-key", &key], "without --farm-key", "this process has no --farm-key"),
+    ];
+    for (i, (host_flags, gateway_flags, told, host_told)) in cases.into_iter().enumerate() {
+        let name = format!("h{i}");
+        let (host, metrics) = WorkerHost::start_with_metrics_and(&nats.url, &name, "threads", 1, host_flags);
+        let mut flags = vec!["--metrics-addr", "127.0.0.1:0"];
+        flags.extend_from_slice(gateway_flags);
+        let gateway = start_gateway(&nats, &flags);
+        gateway
+            .wait_for_stats("a heartbeat dropped", |s| s["remote"]["messages_rejected"].as_u64() >= Some(1));
+        let reply = gateway.request(json!({"id": 1, "cmd": "compute", "n": 10}));
+        assert_eq!(common::error_code(&reply), Some("BUSY"), "case {i}: {reply}");
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(message.contains(told) && message.contains(&name), "case {i}: {message}");
+        assert!(!message.contains("start one with tc-worker"), "case {i}: {message}");
+        let (_, body) = gateway.http_get("/readyz");
+        assert!(body.contains(told), "case {i}: gateway /readyz: {body}");
+        eventually("the host's /readyz to name the key", || {
+            common::http_get(metrics, "/readyz").1.contains(host_told)
+        });
+        drop(gateway);
+        drop(host);
+    }
+}
+
 #[test]
 fn without_a_key_the_farm_warns_at_start_and_in_readyz() {
     let Some(nats) = NatsServer::start() else { return };

@@ -39,7 +39,7 @@ use crate::error::Result;
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::remote::bridge::Bridge;
 use crate::remote::connect::{connect, LinkState, NatsOptions, Role};
-use crate::remote::envelope::{self, now_ms, JobReplays, ReplayGuard, Signer, Verifier};
+use crate::remote::envelope::{self, now_ms, JobReplays, KeyMismatch, ReplayGuard, Signer, Verifier};
 use crate::remote::wire::{self, GatewayBeat, Heartbeat, JobToken, RemoteJob, RemoteResult};
 use crate::remote::{self as nats, ACK_WAIT, GATEWAYS_SUBJECT, HEARTBEAT_EVERY, HEARTBEAT_SUBJECT};
 use crate::server::http::MetricsEndpoint;
@@ -66,6 +66,9 @@ const STORE_RETRY: Duration = Duration::from_millis(500);
 /// On a stop, the longest the last messages (hand-backs) may take to go
 /// out: a stop ends within `--drain-timeout` plus this, whatever NATS does.
 pub(crate) const STOP_FLUSH_WAIT: Duration = Duration::from_secs(2);
+/// How long a signed job this keyless host cannot use waits before it is
+/// delivered again (to a host with the key, if there is one).
+const KEYLESS_NAK_DELAY: Duration = Duration::from_secs(1);
 /// Recent jobs remembered to spot one published twice (a replay).
 const JOB_REPLAYS_REMEMBERED: usize = 100_000;
 
@@ -358,16 +361,29 @@ enum Verdict {
 }
 
 impl JobChecks {
-    /// The farm key's check of a message, before it is even decoded.
-    fn signed(&self, message: &async_nats::Message) -> Option<envelope::Signed> {
-        match self.verifier.verify(message.subject.as_str(), message.headers.as_ref(), &message.payload) {
-            Ok(signed) => Some(signed),
-            Err(why) => {
-                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(subject = %message.subject, %why, "dropping a job message");
-                None
-            }
+    /// The farm key's check of a message, before it is even decoded; when
+    /// it fails, what to tell the stream: a message that is not ours ends
+    /// there, a signed one this keyless host cannot use goes back (after a
+    /// pause) for a host that has the key.
+    fn signed(&self, message: &async_nats::Message) -> Result<envelope::Signed, AckKind> {
+        if self.verifier.signed_without_key(message.headers.as_ref()) {
+            // Its gateway would drop this host's result (unsigned).
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            self.counters.key_trouble.noticed(KeyMismatch::OnlySenderHasOne, "a job from the jobs stream");
+            return Err(AckKind::Nak(Some(KEYLESS_NAK_DELAY)));
         }
+        self.verifier.verify(message.subject.as_str(), message.headers.as_ref(), &message.payload).map_err(
+            |why| {
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                match KeyMismatch::of(&why) {
+                    Some(mismatch) => {
+                        self.counters.key_trouble.noticed(mismatch, "a job from the jobs stream")
+                    }
+                    None => tracing::warn!(subject = %message.subject, %why, "dropping a job message"),
+                }
+                AckKind::Term
+            },
+        )
     }
 
     /// Whether a decoded, signed job may run, is answered unrun, or dropped.
@@ -527,9 +543,12 @@ where
         }
         let (attempts, stream_seq) =
             message.info().map(|info| (info.delivered as u32, info.stream_sequence)).unwrap_or((1, 0));
-        let Some(signed) = checks.signed(&message) else {
-            let _ = message.ack_with(AckKind::Term).await;
-            continue;
+        let signed = match checks.signed(&message) {
+            Ok(signed) => signed,
+            Err(answer) => {
+                let _ = message.ack_with(answer).await;
+                continue;
+            }
         };
         let job: RemoteJob = match wire::decode(&message.payload) {
             Ok(job) => job,
@@ -743,6 +762,15 @@ struct FarmEars {
     beat_now: Arc<tokio::sync::Notify>,
 }
 
+/// Whose heartbeat a message is, for a key mismatch's report.
+fn heartbeat_sender(message: &async_nats::Message) -> &'static str {
+    if message.subject.as_str() == GATEWAYS_SUBJECT {
+        "a gateway's heartbeat"
+    } else {
+        "another host's heartbeat"
+    }
+}
+
 /// Listens to the other hosts' and the gateways' heartbeats (signed, each
 /// sender's newer than its last), for [`Peers`].
 async fn listen_to_farm(client: async_nats::Client, ears: FarmEars) {
@@ -764,8 +792,14 @@ async fn listen_to_farm(client: async_nats::Client, ears: FarmEars) {
             .and_then(|signed| guard.check(&signed, now_ms()).map(|()| signed));
         if let Err(why) = signed {
             ears.counters.rejected.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(subject = %message.subject, %why, "ignoring a heartbeat");
+            match KeyMismatch::of(&why) {
+                Some(mismatch) => ears.counters.key_trouble.noticed(mismatch, heartbeat_sender(&message)),
+                None => tracing::debug!(subject = %message.subject, %why, "ignoring a heartbeat"),
+            }
             continue;
+        }
+        if ears.verifier.signed_without_key(message.headers.as_ref()) {
+            ears.counters.key_trouble.noticed(KeyMismatch::OnlySenderHasOne, heartbeat_sender(&message));
         }
         let now = Instant::now();
         if message.subject.as_str() == GATEWAYS_SUBJECT {

@@ -49,6 +49,8 @@ pub(crate) struct HostCounters {
     /// Redeliveries past the attempt limit run anyway: a live host held
     /// the job, or the broker link had just come back (not a crash).
     pub(crate) redeliveries_excused: std::sync::atomic::AtomicU64,
+    /// Messages dropped because their sender's farm key differs.
+    pub(crate) key_trouble: crate::remote::envelope::KeyTrouble,
 }
 
 impl fmt::Debug for HostState {
@@ -73,12 +75,13 @@ impl HostState {
     }
 
     /// Said in `/readyz` even when ready: what an operator should know.
-    fn warnings(&self) -> Vec<&'static str> {
-        if self.farm_key {
-            Vec::new()
-        } else {
-            vec![crate::remote::envelope::NO_KEY_WARNING]
+    fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if !self.farm_key {
+            warnings.push(crate::remote::envelope::NO_KEY_WARNING.to_string());
         }
+        warnings.extend(self.counters.key_trouble.recent());
+        warnings
     }
 }
 

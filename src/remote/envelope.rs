@@ -126,8 +126,13 @@ impl FarmKey {
 /// Why a message was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Rejection {
-    /// No signature, a wrong one, or headers that are not ours.
+    /// No signature at all: the sender has no farm key (or is not ours).
+    Unsigned,
+    /// A signature header that is not one of ours.
     BadSignature,
+    /// A well-formed signature whose MAC does not match: made with another
+    /// key, or the message was altered on the way.
+    OtherKey,
     /// Signed, but sent longer ago (or further ahead) than [`MAX_CLOCK_SKEW`].
     Stale,
     /// Signed, but already seen: a replay.
@@ -137,7 +142,11 @@ pub(crate) enum Rejection {
 impl std::fmt::Display for Rejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Rejection::BadSignature => "not signed with this farm's key",
+            Rejection::Unsigned => "not signed: its sender has no --farm-key, or is not part of this farm",
+            Rejection::BadSignature => "its signature header is not ThreadCenter's",
+            Rejection::OtherKey => {
+                "signed, but not with this farm's key (another --farm-key file, or altered on the way)"
+            }
             Rejection::Stale => "signed too long ago (a replay, or a clock that is wrong)",
             Rejection::Replayed => "already received once (a replay)",
         })
@@ -251,8 +260,9 @@ impl Verifier {
     /// message passes (and `Signed` is empty).
     ///
     /// # Errors
-    /// [`Rejection::BadSignature`] for a message without our headers or
-    /// whose MAC does not match.
+    /// [`Rejection::Unsigned`] for a message without a signature,
+    /// [`Rejection::BadSignature`] for one whose header is not ours, and
+    /// [`Rejection::OtherKey`] for one whose MAC does not match.
     pub(crate) fn verify(
         &self,
         subject: &str,
@@ -262,8 +272,8 @@ impl Verifier {
         let Some(key) = &self.key else {
             return Ok(Signed { sender: String::new(), seq: 0, time_ms: 0 });
         };
-        let headers = headers.ok_or(Rejection::BadSignature)?;
-        let signature = headers.get(SIGNATURE).ok_or(Rejection::BadSignature)?;
+        let signature = headers.and_then(|h| h.get(SIGNATURE)).ok_or(Rejection::Unsigned)?;
+        let headers = headers.ok_or(Rejection::Unsigned)?;
         let (sender, seq, time_ms, carried) =
             parse_signature(signature.as_str()).ok_or(Rejection::BadSignature)?;
         let msg_id = headers.get(MSG_ID).map(|v| v.as_str()).unwrap_or_default();
@@ -271,7 +281,7 @@ impl Verifier {
         // forger how many leading bytes of a guessed MAC were right.
         let expected = mac(&key.key, subject, msg_id, sender, seq, time_ms, payload);
         if !bool::from(subtle::ConstantTimeEq::ct_eq(&expected.as_ref()[..MAC_BYTES], carried.as_slice())) {
-            return Err(Rejection::BadSignature);
+            return Err(Rejection::OtherKey);
         }
         let sender = sender.to_string();
         Ok(Signed { sender, seq, time_ms })
@@ -281,6 +291,127 @@ impl Verifier {
     pub(crate) fn has_key(&self) -> bool {
         self.key.is_some()
     }
+
+    /// Whether a message is signed though this process has no key: its
+    /// sender has one, and will refuse everything this process sends.
+    pub(crate) fn signed_without_key(&self, headers: Option<&HeaderMap>) -> bool {
+        self.key.is_none() && headers.is_some_and(|h| h.get(SIGNATURE).is_some())
+    }
+}
+
+/// A farm key that differs between this process and a sender of its
+/// messages: the one misconfiguration that otherwise shows only as jobs
+/// that never come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyMismatch {
+    /// This process has a key; the sender has none.
+    SenderHasNone,
+    /// Both have keys, and they differ (or the message was altered).
+    OtherKey,
+    /// The sender has a key; this process has none.
+    OnlySenderHasOne,
+}
+
+impl KeyMismatch {
+    const ALL: [KeyMismatch; 3] =
+        [KeyMismatch::SenderHasNone, KeyMismatch::OtherKey, KeyMismatch::OnlySenderHasOne];
+
+    /// The mismatch a rejection shows, if it is one (replays are not).
+    pub(crate) fn of(rejection: &Rejection) -> Option<KeyMismatch> {
+        match rejection {
+            Rejection::Unsigned => Some(KeyMismatch::SenderHasNone),
+            Rejection::OtherKey => Some(KeyMismatch::OtherKey),
+            Rejection::BadSignature | Rejection::Stale | Rejection::Replayed => None,
+        }
+    }
+
+    /// What is wrong and what to do, about `what` (e.g. "a heartbeat from
+    /// host 'h1'").
+    fn advice(self, what: &str) -> String {
+        match self {
+            KeyMismatch::SenderHasNone => format!(
+                "{what} was not signed and was dropped: its sender runs without --farm-key (or is not part of \
+                 this farm); give every gateway and host the same --farm-key FILE"
+            ),
+            KeyMismatch::OtherKey => format!(
+                "{what} was signed with a different farm key and was dropped: give every gateway and host the \
+                 same --farm-key FILE (compare the files with sha256sum)"
+            ),
+            KeyMismatch::OnlySenderHasOne => format!(
+                "{what} was signed with a farm key, but this process has no --farm-key, so its sender refuses \
+                 everything this one sends; give this process the same --farm-key FILE"
+            ),
+        }
+    }
+}
+
+/// How often one kind of mismatch is logged at most: a wrong key makes
+/// every message fail, and one line says it as well as thousands.
+const MISMATCH_LOG_EVERY: Duration = Duration::from_secs(30);
+/// How long a mismatch is reported in `/readyz` and `BUSY` replies after
+/// it was last seen.
+pub(crate) const MISMATCH_RECENT: Duration = Duration::from_secs(60);
+/// The longest sender name a mismatch report repeats (the name comes from
+/// an unverified message).
+const MISMATCH_NAME_CHARS: usize = 64;
+
+/// The farm-key mismatches this process has seen lately: logged as a
+/// warning (at most once per [`MISMATCH_LOG_EVERY`] per kind, with how many
+/// were not logged) and told in `/readyz` and in a gateway's `BUSY` reply.
+#[derive(Debug, Default)]
+pub(crate) struct KeyTrouble {
+    seen: Mutex<[Option<MismatchSeen>; 3]>,
+}
+
+#[derive(Debug)]
+struct MismatchSeen {
+    last: std::time::Instant,
+    logged: std::time::Instant,
+    unlogged: u64,
+    what: String,
+}
+
+impl KeyTrouble {
+    /// Notes a mismatch shown by `what`, and logs it unless it was logged
+    /// within the last [`MISMATCH_LOG_EVERY`].
+    pub(crate) fn noticed(&self, mismatch: KeyMismatch, what: &str) {
+        let now = std::time::Instant::now();
+        let what: String = what.chars().take(MISMATCH_NAME_CHARS * 2).collect();
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = &mut seen[mismatch as usize];
+        match slot {
+            Some(earlier) if now.duration_since(earlier.logged) < MISMATCH_LOG_EVERY => {
+                earlier.last = now;
+                earlier.unlogged += 1;
+                earlier.what = what;
+            }
+            _ => {
+                let unlogged = slot.as_ref().map_or(0, |earlier| earlier.unlogged);
+                tracing::warn!(more_since_last_warning = unlogged, "{}", mismatch.advice(&what));
+                *slot = Some(MismatchSeen { last: now, logged: now, unlogged: 0, what });
+            }
+        }
+    }
+
+    /// The mismatches seen within [`MISMATCH_RECENT`], one sentence each.
+    pub(crate) fn recent(&self) -> Vec<String> {
+        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        KeyMismatch::ALL
+            .iter()
+            .zip(seen.iter())
+            .filter_map(|(mismatch, seen)| {
+                let seen = seen.as_ref().filter(|seen| seen.last.elapsed() < MISMATCH_RECENT)?;
+                Some(format!("in the last minute, {}", mismatch.advice(&seen.what)))
+            })
+            .collect()
+    }
+}
+
+/// A sender's name from an unverified message, short and printable, for a
+/// mismatch report.
+pub(crate) fn untrusted_name(name: &str) -> String {
+    let short: String = name.chars().take(MISMATCH_NAME_CHARS).collect();
+    format!("{short:?}")
 }
 
 /// Refuses a replayed message that arrives over core NATS (heartbeats):
@@ -417,14 +548,36 @@ mod tests {
         let headers = signed_message(&signer, "tc.jobs", b"job");
         let signed = verifier.verify("tc.jobs", Some(&headers), b"job").unwrap();
         assert_eq!(signed.seq, 1);
-        assert_eq!(verifier.verify("tc.jobs", Some(&headers), b"jab"), Err(Rejection::BadSignature));
-        assert_eq!(verifier.verify("tc.other", Some(&headers), b"job"), Err(Rejection::BadSignature));
-        assert_eq!(verifier.verify("tc.jobs", None, b"job"), Err(Rejection::BadSignature));
+        assert_eq!(verifier.verify("tc.jobs", Some(&headers), b"jab"), Err(Rejection::OtherKey));
+        assert_eq!(verifier.verify("tc.other", Some(&headers), b"job"), Err(Rejection::OtherKey));
+        assert_eq!(verifier.verify("tc.jobs", None, b"job"), Err(Rejection::Unsigned));
         let mut changed_id = headers.clone();
         changed_id.insert(MSG_ID, "g-2");
-        assert_eq!(verifier.verify("tc.jobs", Some(&changed_id), b"job"), Err(Rejection::BadSignature));
+        assert_eq!(verifier.verify("tc.jobs", Some(&changed_id), b"job"), Err(Rejection::OtherKey));
         let other = Verifier::new(Some(FarmKey::from_secret(&[8; 32])));
-        assert_eq!(other.verify("tc.jobs", Some(&headers), b"job"), Err(Rejection::BadSignature));
+        assert_eq!(other.verify("tc.jobs", Some(&headers), b"job"), Err(Rejection::OtherKey));
+        // Without a key everything passes, and a signed message is noticed.
+        let keyless = Verifier::new(None);
+        assert!(keyless.verify("tc.jobs", Some(&headers), b"job").is_ok());
+        assert!(keyless.signed_without_key(Some(&headers)));
+        assert!(!keyless.signed_without_key(None));
+        assert!(!verifier.signed_without_key(Some(&headers)));
+    }
+
+    #[test]
+    fn a_key_mismatch_is_told_by_kind_and_recent_ones_are_listed() {
+        let trouble = KeyTrouble::default();
+        assert!(trouble.recent().is_empty());
+        assert_eq!(KeyMismatch::of(&Rejection::Replayed), None);
+        trouble.noticed(KeyMismatch::of(&Rejection::Unsigned).unwrap(), "a heartbeat from host \"h1\"");
+        trouble.noticed(KeyMismatch::OtherKey, "a job");
+        trouble.noticed(KeyMismatch::OtherKey, "a result");
+        let recent = trouble.recent();
+        assert_eq!(recent.len(), 2, "{recent:?}");
+        assert!(recent[0].contains("host \"h1\" was not signed") && recent[0].contains("without --farm-key"));
+        assert!(recent[1].contains("a result was signed with a different farm key"), "{recent:?}");
+        assert_eq!(untrusted_name(&"x".repeat(1000)).len(), MISMATCH_NAME_CHARS + 2);
+        assert_eq!(untrusted_name("a\nb"), "\"a\\nb\"");
     }
 
     #[test]

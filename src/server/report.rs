@@ -224,7 +224,7 @@ impl Farm {
             return None;
         }
         if self.board.configured() == 0 {
-            return self.remote.as_ref().map(|remote| crate::server::gateway::no_host_error(&remote.link));
+            return self.remote.as_ref().map(|remote| crate::server::gateway::no_host_error(remote));
         }
         self.board.none_can_run().then(crate::server::jobs::no_worker_error)
     }
@@ -341,6 +341,7 @@ impl Farm {
             if !remote.farm_key {
                 readiness.warnings.push(crate::remote::envelope::NO_KEY_WARNING.to_string());
             }
+            readiness.warnings.extend(remote.key_trouble.recent());
         }
         readiness
     }

@@ -38,8 +38,8 @@ use futures_util::StreamExt;
 use crate::error::{Error, Result};
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::remote::bridge::Bridge;
-use crate::remote::connect::{connect, LinkState, NatsOptions, Role};
-use crate::remote::envelope::{self, now_ms, ReplayGuard, Signer, Verifier};
+use crate::remote::connect::{connect, NatsOptions, Role};
+use crate::remote::envelope::{self, now_ms, KeyMismatch, KeyTrouble, ReplayGuard, Signer, Verifier};
 use crate::remote::wire::{self, GatewayBeat, Heartbeat, JobToken, RemoteJob, RemoteResult};
 use crate::remote::{
     self as nats, ACK_WAIT, GATEWAYS_SUBJECT, HEARTBEAT_EVERY, HEARTBEAT_SUBJECT, HOST_TIMEOUT, JOBS_SUBJECT,
@@ -82,8 +82,13 @@ const API_WAIT: Duration = Duration::from_secs(2);
 
 /// The refusal for a job when no host is connected and there is no local
 /// worker (`--workers 0`): it says whether the hosts or NATS are missing.
-pub(crate) fn no_host_error(link: &LinkState) -> ReplyError {
-    let message = if link.is_up() {
+pub(crate) fn no_host_error(status: &GatewayStatus) -> ReplyError {
+    let link = &status.link;
+    let key_trouble = status.key_trouble.recent();
+    let message = if link.is_up() && !key_trouble.is_empty() {
+        // Hosts may well be running: their heartbeats were dropped.
+        format!("no worker host this gateway can trust is connected: {}", key_trouble.join("; "))
+    } else if link.is_up() {
         "no worker host is connected to this gateway: start one with tc-worker --nats URL; retry later"
             .to_string()
     } else {
@@ -212,6 +217,7 @@ impl Gateway {
             id: id.clone(),
             started: Instant::now(),
             farm_key: verifier.has_key(),
+            key_trouble: KeyTrouble::default(),
         });
         let forwarded = Arc::new(Forwarded::default());
         // One pending wake-up is enough: the forwarder re-counts on waking.
@@ -394,7 +400,7 @@ impl Forwarder {
     /// Answers every queued job: nobody can run it.
     fn refuse_queued(&self, queues: &JobQueues) {
         while let Ok(job) = queues.retries.try_recv().or_else(|_| queues.jobs.try_recv()) {
-            self.fail(&job, no_host_error(&self.status.link));
+            self.fail(&job, no_host_error(&self.status));
         }
     }
 
@@ -605,8 +611,14 @@ fn take_one(
 ) {
     if let Err(why) = verifier.verify(message.subject.as_str(), message.headers.as_ref(), &message.payload) {
         status.counters.rejected.fetch_add(1, Relaxed);
-        tracing::warn!(%why, "dropping a message on the results stream");
+        match KeyMismatch::of(&why) {
+            Some(mismatch) => status.key_trouble.noticed(mismatch, "a result on the results stream"),
+            None => tracing::warn!(%why, "dropping a message on the results stream"),
+        }
         return;
+    }
+    if verifier.signed_without_key(message.headers.as_ref()) {
+        status.key_trouble.noticed(KeyMismatch::OnlySenderHasOne, "a result on the results stream");
     }
     let result: RemoteResult = match wire::decode(&message.payload) {
         Ok(result) => result,
@@ -651,13 +663,36 @@ async fn listen_to_hosts(
             .and_then(|signed| guard.check(&signed, now_ms()));
         if let Err(why) = checked {
             status.counters.rejected.fetch_add(1, Relaxed);
-            tracing::debug!(%why, "ignoring a heartbeat");
+            match KeyMismatch::of(&why) {
+                Some(mismatch) => status.key_trouble.noticed(mismatch, &heartbeat_sender(&message.payload)),
+                None => tracing::debug!(%why, "ignoring a heartbeat"),
+            }
+            continue;
+        }
+        if verifier.signed_without_key(message.headers.as_ref()) {
+            // A host with a key refuses this gateway's unsigned jobs: it is
+            // no capacity, and counting it would leave clients waiting for
+            // the job deadline instead of hearing why at once.
+            status.counters.rejected.fetch_add(1, Relaxed);
+            status.key_trouble.noticed(KeyMismatch::OnlySenderHasOne, &heartbeat_sender(&message.payload));
             continue;
         }
         match serde_json::from_slice::<Heartbeat>(&message.payload) {
             Ok(beat) => status.count_heartbeat(status.hosts.heard(beat, std::time::Instant::now())),
             Err(e) => tracing::debug!(error = %e, "ignoring a message on the heartbeat subject"),
         }
+    }
+}
+
+/// "a heartbeat from host NAME", the name as the (unverified) message says.
+fn heartbeat_sender(payload: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: String,
+    }
+    match serde_json::from_slice::<Named>(payload) {
+        Ok(named) => format!("a heartbeat from host {}", envelope::untrusted_name(&named.name)),
+        Err(_) => "a heartbeat".to_string(),
     }
 }
 

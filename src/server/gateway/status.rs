@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::remote::connect::LinkState;
+use crate::remote::envelope::KeyTrouble;
 use crate::remote::limits::heartbeat_problem;
 use crate::remote::wire::Heartbeat;
 use crate::remote::HOST_TIMEOUT;
@@ -180,6 +181,8 @@ pub(crate) struct GatewayStatus {
     pub(crate) started: Instant,
     /// Whether messages are signed and checked (`--farm-key`).
     pub(crate) farm_key: bool,
+    /// Messages dropped because their sender's farm key differs.
+    pub(crate) key_trouble: KeyTrouble,
 }
 
 /// How long a new (or just reconnected) gateway waits to hear from hosts
