@@ -281,6 +281,21 @@ fn a_farm_key_that_differs_is_named_in_the_busy_reply_and_in_both_readyz() {
 }
 
 #[test]
+fn a_host_that_stops_cleanly_is_counted_gone_at_once_as_having_left() {
+    let Some(nats) = NatsServer::start() else { return };
+    let mut host = WorkerHost::start(&nats.url, "leaver", "threads", 1, &[]);
+    let gateway = start_gateway(&nats, &[]);
+    wait_for_hosts(&gateway, 1);
+    send_signal(host.pid(), libc::SIGTERM);
+    assert!(host.child.wait().unwrap().success());
+    // Its last heartbeat says it left: not alive, and marked so (a host
+    // that died would stay "alive" for the host timeout, then be lost).
+    let stats = gateway.wait_for_stats("the host marked as left", |s| s["hosts"][0]["left"] == true);
+    assert_eq!(stats["hosts"][0]["alive"], false, "{stats}");
+    assert_eq!(stats["remote"]["hosts_alive"], 0, "{stats}");
+}
+
+#[test]
 fn without_a_key_the_farm_warns_at_start_and_in_readyz() {
     let Some(nats) = NatsServer::start() else { return };
     let _host = WorkerHost::start(&nats.url, "h", "threads", 1, &[]);

@@ -45,3 +45,99 @@ fn a_farm_runs_under_the_documented_permissions_and_a_host_cannot_reach_gateway_
     // And the farm is unharmed.
     assert_eq!(gateway.request(json!({"id": 1, "cmd": "compute", "n": 7}))["result"], reference_compute(7));
 }
+
+/// Runs a binary to its end (it must stop by itself within 60 s) and
+/// returns its exit code and standard error.
+fn run_to_end(binary: &str, args: &[&str]) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(binary)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{binary} {args:?} did not stop by itself");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn swapped_users_are_told_as_a_permission_refusal_not_a_missing_jetstream() {
+    // The gateways' user given to a host and the hosts' to a gateway: NATS
+    // refuses each its reply inbox, and each says so (not "is JetStream on?").
+    let Some(nats) = NatsServer::start_with(&["-c", CONFIG]) else { return };
+    let as_gateway = [
+        "--port",
+        "0",
+        "--workers",
+        "0",
+        "--nats",
+        &nats.url,
+        "--nats-user",
+        HOST.0,
+        "--nats-password",
+        HOST.1,
+    ];
+    let (code, stderr) = run_to_end(env!("CARGO_BIN_EXE_tc-server"), &as_gateway);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("NATS refused this connection a permission"), "{stderr}");
+    assert!(stderr.contains("swapped") && !stderr.contains("(-js)"), "{stderr}");
+    let as_host = ["--workers", "1", "--nats", &nats.url, GATEWAY[0], GATEWAY[1], GATEWAY[2], GATEWAY[3]];
+    let (code, stderr) = run_to_end(env!("CARGO_BIN_EXE_tc-worker"), &as_host);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("lacks what a worker host needs") && stderr.contains("swapped"), "{stderr}");
+}
+
+#[test]
+fn a_farm_that_cannot_start_says_why_and_a_setting_that_cannot_work_exits_two() {
+    // Nothing listening: the hint is to start nats-server first.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_url = format!("nats://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let (code, stderr) =
+        run_to_end(env!("CARGO_BIN_EXE_tc-worker"), &["--workers", "1", "--nats", &closed_url]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("start nats-server with JetStream first"), "{stderr}");
+    // A port that accepts but is not NATS (a ThreadCenter job port).
+    let server = TestServer::start("threads", 1, &[]);
+    let not_nats = format!("nats://{}", server.addr);
+    let (code, stderr) =
+        run_to_end(env!("CARGO_BIN_EXE_tc-worker"), &["--workers", "1", "--nats", &not_nats]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("did not greet as a NATS server does"), "{stderr}");
+    // Settings that cannot work: exit 2, before any worker starts.
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.key");
+    std::fs::write(&short, "too short").unwrap();
+    let short = short.to_str().unwrap();
+    for (binary, args) in [
+        (env!("CARGO_BIN_EXE_tc-worker"), vec!["--workers", "1", "--nats", "http://127.0.0.1:4222"]),
+        (env!("CARGO_BIN_EXE_tc-worker"), vec!["--workers", "1", "--nats", &closed_url, "--farm-key", short]),
+        (
+            env!("CARGO_BIN_EXE_tc-server"),
+            vec![
+                "--port",
+                "0",
+                "--mode",
+                "processes",
+                "--nats",
+                &closed_url,
+                "--farm-key",
+                "/nonexistent/farm.key",
+            ],
+        ),
+    ] {
+        let (code, stderr) = run_to_end(binary, &args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("invalid configuration:") && !stderr.contains("worker 0"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -187,7 +187,9 @@ impl WorkerArgs {
 /// A bad flag value, NATS unreachable, workers that cannot start.
 pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     super::init_logging(args.log_level.as_deref(), args.log_format)?;
-    let config = args.config()?;
+    // A setting that cannot work is a usage error (exit 2), as on tc-server.
+    let config = args.config().map_err(|e| crate::Error::Config(format!("{e:#}")))?;
+    config.nats.check()?;
     args.pool.load_onnxruntime()?;
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     super::on_stop_signals(move || {

@@ -161,13 +161,13 @@ pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
     let bridge = Bridge::start("nats-bridge")?;
     let (client, link) =
         bridge.run(connect(&config.nats, &format!("tc-worker {}", config.name), Role::Host))?;
-    let (js, consumer) = bridge.run(async {
+    let (js, consumer) = bridge.run(link.set_up(async {
         // Created inside the runtime: the context starts a task of its own.
         let js = jetstream::new(client.clone());
         let stream = nats::jobs_stream(&js, None).await?;
         nats::results_stream(&js).await?;
         nats::workers_consumer(&stream).await.map(|consumer| (js, consumer))
-    })?;
+    }))?;
     let counters = Arc::new(HostCounters::default());
     let peers = Arc::new(Peers::default());
 
@@ -275,7 +275,7 @@ pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
         Arc::clone(&board),
         config.clone(),
         status,
-        (signer, beat_now),
+        (Arc::clone(&signer), beat_now),
     ));
 
     // Wait for SIGTERM (the sender is dropped or sends).
@@ -300,6 +300,14 @@ pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
         tokio::time::timeout(STOP_FLUSH_WAIT, async {
             for job in &left {
                 let _ = job.message.ack_with(AckKind::Nak(None)).await;
+            }
+            // The last word: gateways count this host gone now, not after
+            // its heartbeats have been missing for the host timeout.
+            let last = Heartbeat { leaving: true, busy: 0, holding: Vec::new(), ..heartbeat(&config, &held, &board) };
+            if let Ok(bytes) = serde_json::to_vec(&last) {
+                let mut headers = async_nats::HeaderMap::new();
+                signer.sign(HEARTBEAT_SUBJECT, &mut headers, &bytes);
+                let _ = client.publish_with_headers(HEARTBEAT_SUBJECT, headers, bytes.into()).await;
             }
             client.flush().await.is_ok()
         })
@@ -716,6 +724,7 @@ fn heartbeat(config: &HostConfig, held: &HeldJobs, board: &WorkerBoard) -> Heart
         restarts: workers.iter().map(|w| w.restarts).sum(),
         mode: config.pool.mode.as_str().to_string(),
         holding: held.tokens(),
+        leaving: false,
     }
 }
 

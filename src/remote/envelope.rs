@@ -102,16 +102,16 @@ impl FarmKey {
     /// The file cannot be read, or is too short or too long, named with the flag.
     pub(crate) fn from_file(path: &Path) -> Result<FarmKey> {
         let bytes = std::fs::read(path).map_err(|e| {
-            Error::Remote(format!("--farm-key {}: cannot read the key file: {e}", path.display()))
+            Error::Config(format!("--farm-key {}: cannot read the key file: {e}", path.display()))
         })?;
         let secret = bytes.trim_ascii();
         if secret.len() < MIN_KEY_BYTES || secret.len() > MAX_KEY_BYTES {
-            return Err(Error::Remote(format!(
+            return Err(Error::Config(format!(
                 "--farm-key {}: the key file holds {} bytes; it needs {MIN_KEY_BYTES} to {MAX_KEY_BYTES} \
-                 (make one with: head -c 32 /dev/urandom | base64 > {})",
+                 (make a new key with: head -c 32 /dev/urandom | base64 > farm.key, and give that same \
+                 file to every gateway and host)",
                 path.display(),
                 secret.len(),
-                path.display()
             )));
         }
         Ok(FarmKey::from_secret(secret))

@@ -100,6 +100,9 @@ fn stream_config(max_jobs: i64) -> stream::Config {
     }
 }
 
+/// The likely cause of a JetStream call that fails at start, said after it.
+pub(crate) const NO_JETSTREAM_HINT: &str = "; is nats-server running with JetStream (-js)?";
+
 /// The jobs stream, created if it does not exist yet (by whichever gateway
 /// or host comes first). A gateway passes its `--nats-max-jobs` as
 /// `max_jobs` and sets the bound of an existing stream to it; a host passes
@@ -110,9 +113,7 @@ fn stream_config(max_jobs: i64) -> stream::Config {
 /// settings.
 pub(crate) async fn jobs_stream(js: &jetstream::Context, max_jobs: Option<i64>) -> Result<stream::Stream> {
     let unusable = |e: &dyn std::fmt::Display| {
-        Error::Remote(format!(
-            "cannot open the JetStream stream {STREAM} ({e}); is nats-server running with JetStream (-js)?"
-        ))
+        Error::Remote(format!("cannot open the JetStream stream {STREAM} ({e}){NO_JETSTREAM_HINT}"))
     };
     let mut stream = js
         .get_or_create_stream(stream_config(max_jobs.unwrap_or(STREAM_MAX_MESSAGES)))
@@ -164,9 +165,7 @@ pub(crate) async fn results_stream(js: &jetstream::Context) -> Result<stream::St
     })
     .await
     .map_err(|e| {
-        Error::Remote(format!(
-            "cannot open the JetStream stream {RESULTS_STREAM} ({e}); is nats-server running with JetStream (-js)?"
-        ))
+        Error::Remote(format!("cannot open the JetStream stream {RESULTS_STREAM} ({e}){NO_JETSTREAM_HINT}"))
     })
 }
 

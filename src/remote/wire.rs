@@ -79,6 +79,10 @@ pub(crate) struct Heartbeat {
     /// from a crash (nobody alive holds it).
     #[serde(default)]
     pub(crate) holding: Vec<String>,
+    /// Set in the last heartbeat of a host that stops cleanly, so its
+    /// gateways count it gone at once and say it left, not that it was lost.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) leaving: bool,
 }
 
 /// What a gateway says every second: that it is alive (hosts do not run

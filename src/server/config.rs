@@ -214,6 +214,9 @@ impl ServerConfig {
                 "--workers must be at least 1 (0 only for a gateway to worker hosts, with --nats)".into(),
             ));
         }
+        if let Some(nats) = &self.nats {
+            nats.check()?;
+        }
         if !(1..=MAX_NATS_JOBS).contains(&self.nats_max_jobs) {
             return Err(Error::Config(format!(
                 "--nats-max-jobs must be from 1 to {MAX_NATS_JOBS} (the stream keeps every job on the NATS \

@@ -198,14 +198,14 @@ impl Gateway {
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let (client, link) =
             bridge.run(connect(options, &format!("tc-server gateway {id}"), Role::Gateway))?;
-        let (js, results_stream, results_consumer) = bridge.run(async {
+        let (js, results_stream, results_consumer) = bridge.run(link.set_up(async {
             // Created inside the runtime: the context starts a task of its own.
             let js = jetstream::new(client.clone());
             nats::jobs_stream(&js, Some(settings.max_jobs)).await?;
             let results = nats::results_stream(&js).await?;
             let consumer = nats::gateway_results_consumer(&results, &id).await?;
             Ok::<_, Error>((js, results, consumer))
-        })?;
+        }))?;
         let heartbeats = bridge
             .run(client.subscribe(HEARTBEAT_SUBJECT))
             .map_err(|e| Error::Remote(format!("cannot subscribe to {HEARTBEAT_SUBJECT}: {e}")))?;
@@ -713,10 +713,14 @@ async fn beat(client: async_nats::Client, gateway: String, signer: Arc<Signer>, 
         if !status.link.is_up() {
             continue;
         }
-        let now: BTreeSet<String> =
-            status.hosts.report().into_iter().filter(|h| h.alive).map(|h| h.name).collect();
-        for lost in alive.difference(&now) {
-            tracing::warn!(host = %lost, "worker host lost: no heartbeat for {}s", HOST_TIMEOUT.as_secs());
+        let hosts = status.hosts.report();
+        let now: BTreeSet<String> = hosts.iter().filter(|h| h.alive).map(|h| h.name.clone()).collect();
+        for gone in alive.difference(&now) {
+            if hosts.iter().any(|h| &h.name == gone && h.left) {
+                tracing::info!(host = %gone, "worker host left (it stopped)");
+            } else {
+                tracing::warn!(host = %gone, "worker host lost: no heartbeat for {}s", HOST_TIMEOUT.as_secs());
+            }
         }
         for joined in now.difference(&alive) {
             tracing::info!(host = %joined, "worker host joined");

@@ -60,6 +60,14 @@ pub(crate) struct HostReport {
     pub(crate) last_heartbeat_s: f64,
     /// Heard from within the host timeout.
     pub(crate) alive: bool,
+    /// It said it was stopping (its last heartbeat), so it is not alive.
+    #[serde(default)]
+    pub(crate) left: bool,
+}
+
+/// A host is alive if heard from within [`HOST_TIMEOUT`] and not leaving.
+fn is_alive(beat: &Heartbeat, seen: Instant) -> bool {
+    !beat.leaving && seen.elapsed() < HOST_TIMEOUT
 }
 
 impl HostTable {
@@ -88,12 +96,12 @@ impl HostTable {
 
     /// Hosts heard from within [`HOST_TIMEOUT`].
     pub(crate) fn alive(&self) -> usize {
-        self.lock().values().filter(|(_, seen)| seen.elapsed() < HOST_TIMEOUT).count()
+        self.lock().values().filter(|(beat, seen)| is_alive(beat, *seen)).count()
     }
 
     /// Workers of the live hosts: how many jobs may be out at once.
     pub(crate) fn capacity(&self) -> usize {
-        self.lock().values().filter(|(_, seen)| seen.elapsed() < HOST_TIMEOUT).map(|(b, _)| b.slots).sum()
+        self.lock().values().filter(|(beat, seen)| is_alive(beat, *seen)).map(|(b, _)| b.slots).sum()
     }
 
     /// Every host heard from, for `stats`.
@@ -110,7 +118,8 @@ impl HostTable {
                 jobs_done: beat.jobs_done,
                 restarts: beat.restarts,
                 last_heartbeat_s: seen.elapsed().as_secs_f64(),
-                alive: seen.elapsed() < HOST_TIMEOUT,
+                alive: is_alive(beat, *seen),
+                left: beat.leaving,
             })
             .collect();
         hosts.sort_by(|a, b| a.name.cmp(&b.name));
