@@ -251,6 +251,7 @@ mod tests {
             restarts: 0,
             mode: "threads".into(),
             holding: Vec::new(),
+            leaving: false,
         }
     }
 
