@@ -157,6 +157,48 @@ fn every_job_is_one_bar_and_a_killed_worker_is_an_event() {
 }
 
 #[test]
+fn with_the_gil_the_stream_shows_the_lock_changing_hands_never_two_at_once() {
+    // Two threads under the GIL, each with long computes: the `gil`
+    // messages give each turn; turns of different workers never overlap.
+    let args = ["--metrics-addr", "127.0.0.1:0", "--gil", "--gil-switch-interval", "2ms"];
+    let server = TestServer::start("threads", 2, &args);
+    let stream = Stream::open(server.metrics_addr.unwrap());
+    stream.wait_for("the greeting", |seen| seen.iter().any(|(event, _)| event == "hello"));
+    let mut clients: Vec<_> = (0..2).map(|_| server.connect()).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        for j in 0..3 {
+            client.send(&json!({"id": format!("{i}-{j}"), "cmd": "compute", "n": 20_000_000 + j}));
+        }
+    }
+    let turns = |seen: &[(String, Value)]| -> Vec<(u64, u64, u64)> {
+        seen.iter()
+            .filter(|(event, _)| event == "gil")
+            .flat_map(|(_, data)| data["turns"].as_array().cloned().unwrap_or_default())
+            .map(|t| (t["worker"].as_u64().unwrap(), t["start_us"].as_u64().unwrap(), t["end_us"].as_u64().unwrap()))
+            .collect()
+    };
+    stream.wait_for("turns of both workers, many times over", |seen| {
+        let turns = turns(seen);
+        turns.len() >= 20 && (0..2).all(|w| turns.iter().filter(|t| t.0 == w).count() >= 5)
+    });
+    for client in &mut clients {
+        for _ in 0..3 {
+            assert!(client.recv()["result"].is_u64());
+        }
+    }
+    let mut turns = turns(&stream.seen.lock().unwrap());
+    turns.sort_by_key(|t| t.1);
+    turns.dedup();
+    for pair in turns.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        assert!(a.1 <= a.2, "a turn ends after it starts: {a:?}");
+        if a.0 != b.0 {
+            assert!(a.2 <= b.1, "two workers held the GIL at once: {a:?} and {b:?}");
+        }
+    }
+}
+
+#[test]
 fn streams_past_the_cap_get_503_and_the_endpoint_still_answers() {
     let server = dashboard_server(&["--metrics-max-streams", "2"]);
     let addr = server.metrics_addr.unwrap();

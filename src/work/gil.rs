@@ -12,13 +12,40 @@
 //!
 //! Here the "bytecodes" are chunks of the compute kernel: a worker computes
 //! [`CHUNK`] steps, then calls [`GilGuard::checkpoint`].
+//!
+//! So that the live dashboard can show the lock changing hands, the GIL can
+//! keep a log of its holds ([`Gil::keep_holds`]): who held it, from when
+//! to when, the newest [`HOLDS_KEPT`]. Each hold is written before the lock
+//! is let go, and its start after it is taken, so two holds never overlap.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Kernel steps between two checks for a drop request (~20 µs of work).
 pub(crate) const CHUNK: u64 = 10_000;
+
+/// Holds kept for the dashboard (at CPython's 5 ms switch interval and
+/// two threads, the last ~40 s; with short jobs, fewer seconds).
+pub(crate) const HOLDS_KEPT: usize = 8_192;
+
+/// One time a worker held the GIL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GilHold {
+    /// Its number in the log (1, 2, 3, …).
+    pub(crate) seq: u64,
+    pub(crate) worker: usize,
+    pub(crate) start: Instant,
+    pub(crate) end: Instant,
+}
+
+/// The newest holds, numbered.
+#[derive(Debug, Default)]
+struct HoldLog {
+    holds: VecDeque<GilHold>,
+    newest: u64,
+}
 
 /// The lock itself. Share it by reference (`Arc<Gil>`).
 #[derive(Debug)]
@@ -37,6 +64,10 @@ pub(crate) struct Gil {
     /// sees every increment made by threads it has joined.
     holders: AtomicUsize,
     most_holders: AtomicUsize,
+    /// Whether holds are logged (a dashboard is served). Relaxed: a hold
+    /// logged a moment before or after it is switched on does not matter.
+    keeping: AtomicBool,
+    log: Mutex<HoldLog>,
 }
 
 #[derive(Debug, Default)]
@@ -58,17 +89,46 @@ impl Gil {
             drop_request: AtomicBool::new(false),
             holders: AtomicUsize::new(0),
             most_holders: AtomicUsize::new(0),
+            keeping: AtomicBool::new(false),
+            log: Mutex::default(),
         }
+    }
+
+    /// From now on, logs every hold (one short lock per hold).
+    pub(crate) fn keep_holds(&self) {
+        self.keeping.store(true, Ordering::Relaxed);
+    }
+
+    /// The holds numbered after `after`, and the newest number.
+    pub(crate) fn holds_after(&self, after: u64) -> (Vec<GilHold>, u64) {
+        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let older = log.holds.partition_point(|hold| hold.seq <= after);
+        (log.holds.range(older..).copied().collect(), log.newest)
+    }
+
+    /// Logs a hold that ends now (called before the lock is let go).
+    fn log_hold(&self, worker: usize, start: Instant) {
+        if !self.keeping.load(Ordering::Relaxed) {
+            return;
+        }
+        let end = Instant::now();
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        log.newest += 1;
+        let seq = log.newest;
+        if log.holds.len() == HOLDS_KEPT {
+            log.holds.pop_front();
+        }
+        log.holds.push_back(GilHold { seq, worker, start, end });
     }
 
     fn lock(&self) -> MutexGuard<'_, GilState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Waits for the GIL and takes it.
-    pub(crate) fn acquire(&self) -> GilGuard<'_> {
+    /// Waits for the GIL and takes it, for `worker` (named in the log).
+    pub(crate) fn acquire(&self, worker: usize) -> GilGuard<'_> {
         self.take();
-        GilGuard { gil: self }
+        GilGuard { gil: self, worker, since: Instant::now() }
     }
 
     /// Waits for the GIL and marks it held (the guard is the caller's job).
@@ -124,6 +184,9 @@ impl Gil {
 #[derive(Debug)]
 pub(crate) struct GilGuard<'a> {
     gil: &'a Gil,
+    worker: usize,
+    /// When this turn began.
+    since: Instant,
 }
 
 impl GilGuard<'_> {
@@ -135,6 +198,7 @@ impl GilGuard<'_> {
         }
         let gil = self.gil;
         let before = gil.lock().switches;
+        gil.log_hold(self.worker, self.since);
         gil.release();
         // Forced switching: do not grab the lock straight back.
         let deadline = Instant::now() + gil.switch_interval;
@@ -147,13 +211,15 @@ impl GilGuard<'_> {
                 .0;
         }
         drop(state);
-        // Queue again; the guard stays the same (it holds no per-turn state).
+        // Queue again, for a new turn.
         gil.take();
+        self.since = Instant::now();
     }
 }
 
 impl Drop for GilGuard<'_> {
     fn drop(&mut self) {
+        self.gil.log_hold(self.worker, self.since);
         self.gil.release();
     }
 }
@@ -166,11 +232,12 @@ mod tests {
     #[test]
     fn never_two_holders_and_every_thread_finishes() {
         let gil = Arc::new(Gil::new(Duration::from_millis(1)));
+        gil.keep_holds();
         let threads: Vec<_> = (0..4)
-            .map(|_| {
+            .map(|worker| {
                 let gil = Arc::clone(&gil);
                 std::thread::spawn(move || {
-                    let mut guard = gil.acquire();
+                    let mut guard = gil.acquire(worker);
                     let mut sum = 0u64;
                     for i in 0..200_000u64 {
                         sum = sum.wrapping_add(i * i);
@@ -188,5 +255,14 @@ mod tests {
         assert_eq!(gil.most_holders(), 1, "mutual exclusion");
         assert!(gil.switches() >= 4, "each thread took the lock at least once");
         assert!(!gil.state.lock().unwrap().held, "released at the end");
+        // The log: every turn, in order, none overlapping the next.
+        let (holds, newest) = gil.holds_after(0);
+        assert_eq!(holds.len() as u64, newest);
+        assert!(holds.len() >= 4 && holds.len() as u64 <= gil.switches());
+        assert!((0..4).all(|w| holds.iter().any(|h| h.worker == w)), "every thread's turns are logged");
+        for pair in holds.windows(2) {
+            assert!(pair[0].start <= pair[0].end && pair[0].end <= pair[1].start, "{pair:?}");
+        }
+        assert_eq!(gil.holds_after(newest).0.len(), 0);
     }
 }

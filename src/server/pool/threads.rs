@@ -134,7 +134,7 @@ fn serve(shared: &PoolShared, slot: &Slot, id: usize, generation: u64) {
         let still_mine = || slot.generation_now.load(Ordering::Relaxed) == generation;
         // A panic in a job must not take the worker (or the server) down:
         // catch it and answer the job with INTERNAL.
-        let result = catch_unwind(AssertUnwindSafe(|| run(shared, &kind, still_mine))).unwrap_or_else(|_| {
+        let result = catch_unwind(AssertUnwindSafe(|| run(shared, id, &kind, still_mine))).unwrap_or_else(|_| {
             Err(ReplyError {
                 code: ErrorCode::Internal,
                 message: format!("the job panicked on worker thread {id}; the worker goes on serving"),
@@ -177,11 +177,11 @@ fn serve(shared: &PoolShared, slot: &Slot, id: usize, generation: u64) {
 /// (Sleeping does not need the lock: CPython releases the GIL around I/O
 /// and sleeps too.) A compute job stops between two chunks once
 /// `still_mine` says the watchdog wrote this thread off.
-fn run(shared: &PoolShared, kind: &JobKind, still_mine: impl Fn() -> bool) -> JobResult {
+fn run(shared: &PoolShared, worker: usize, kind: &JobKind, still_mine: impl Fn() -> bool) -> JobResult {
     let go_on = || if still_mine() { ControlFlow::Continue(()) } else { ControlFlow::Break(()) };
     let computed = match (&shared.gil, kind) {
         (Some(gil), JobKind::Compute { n }) => {
-            let mut guard = gil.acquire();
+            let mut guard = gil.acquire(worker);
             compute_in_chunks(*n, CHUNK, || {
                 guard.checkpoint();
                 go_on()

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `state` | the `stats` report, plus what the page needs per second: ok replies/s, errors/s by code, p50/p99 of the jobs answered in the last second, and Little's law (L measured against λ·W) |
 //! | `bars` | the jobs answered since the last frame, one bar each ([`super::JobSpan`]); past [`MAX_BARS`] in one frame, the shortest are summed per worker instead (a bar shorter than a pixel shows nothing) |
+//! | `gil` | with `--gil`: who held the lock since the last frame, one interval per turn (a worker's turns one after another, with nobody else's between, are one); at most [`MAX_HOLDS`], the newest |
 //! | `events` | what changed: a worker replaced, down or held back by the restart budget, jobs retried or timed out, `BUSY` refusals, a drain begun, a worker host joined, lost or back |
 //!
 //! Events are found by comparing each reading of the counters with the one
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::{JobSpan, Watch};
+use crate::work::gil::GilHold;
 use crate::server::http::stream::{Greeting, StreamMessage};
 use crate::server::http::{EventHub, Greeter};
 use crate::server::Farm;
@@ -30,6 +32,8 @@ use crate::server::Farm;
 pub(crate) const FRAME_INTERVAL: Duration = Duration::from_millis(200);
 /// The most bars in one frame; the rest are summed per worker.
 pub(crate) const MAX_BARS: usize = 200;
+/// The most GIL turns in one `gil` message (the newest are kept).
+pub(crate) const MAX_HOLDS: usize = 400;
 /// Events kept for pages that open late.
 const RECENT_EVENTS: usize = 200;
 /// Points of the line charts kept for pages that open late (a minute).
@@ -56,6 +60,9 @@ struct Reading {
 
 impl FrameBuilder {
     pub(crate) fn new(farm: Arc<Farm>, watch: Arc<Watch>, hub: Arc<EventHub>) -> Arc<FrameBuilder> {
+        if let Some(gil) = &farm.gil {
+            gil.keep_holds();
+        }
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         Arc::new(FrameBuilder { farm, watch, hub, cores, recent: Mutex::default(), points: Mutex::default() })
     }
@@ -72,6 +79,7 @@ impl FrameBuilder {
     fn run(&self, stop: &AtomicBool) {
         let mut previous = self.read();
         let mut bars_sent = self.watch.spans_after(u64::MAX).1;
+        let mut holds_sent = self.farm.gil.as_ref().map_or(0, |gil| gil.holds_after(u64::MAX).1);
         let mut in_flight: VecDeque<(u64, f64)> = VecDeque::new();
         let mut next = Instant::now() + FRAME_INTERVAL;
         while !stop.load(Ordering::SeqCst) {
@@ -96,15 +104,42 @@ impl FrameBuilder {
                 if !spans.is_empty() {
                     self.hub.publish(StreamMessage::new("bars", &bars(&spans).to_string(), Some(newest)));
                 }
+                if let Some(gil) = &self.farm.gil {
+                    let (holds, newest) = gil.holds_after(holds_sent);
+                    if !holds.is_empty() {
+                        self.hub.publish(StreamMessage::new("gil", &self.turns(&holds).to_string(), None));
+                    }
+                    holds_sent = newest;
+                }
                 if !events.is_empty() {
                     self.hub.publish(StreamMessage::new("events", &Value::Array(events).to_string(), None));
                 }
                 bars_sent = newest;
             } else {
                 bars_sent = self.watch.spans_after(u64::MAX).1;
+                holds_sent = self.farm.gil.as_ref().map_or(0, |gil| gil.holds_after(u64::MAX).1);
             }
             previous = reading;
         }
+    }
+
+    /// The `gil` message: the turns of `holds`, a worker's back-to-back
+    /// turns as one, the newest [`MAX_HOLDS`].
+    fn turns(&self, holds: &[GilHold]) -> Value {
+        let mut turns: Vec<(usize, u64, u64)> = Vec::new();
+        for hold in holds {
+            let (start, end) = (self.watch.us_at(hold.start), self.watch.us_at(hold.end));
+            match turns.last_mut() {
+                Some(last) if last.0 == hold.worker => last.2 = end,
+                _ => turns.push((hold.worker, start, end)),
+            }
+        }
+        let dropped = turns.len().saturating_sub(MAX_HOLDS);
+        let turns: Vec<Value> = turns[dropped..]
+            .iter()
+            .map(|&(worker, start_us, end_us)| json!({"worker": worker, "start_us": start_us, "end_us": end_us}))
+            .collect();
+        json!({"turns": turns, "dropped": dropped})
     }
 
     fn read(&self) -> Reading {
@@ -322,6 +357,14 @@ impl Greeter for FrameBuilder {
             StreamMessage::new("state", &state.to_string(), None),
             StreamMessage::new("bars", &bars(&spans).to_string(), Some(newest)),
         ];
+        if let Some(gil) = &self.farm.gil {
+            // The recent turns, so the strip starts full (a turn the first
+            // frame sends again is drawn twice, in the same place).
+            let (holds, _) = gil.holds_after(0);
+            if !holds.is_empty() {
+                messages.push(StreamMessage::new("gil", &self.turns(&holds).to_string(), None));
+            }
+        }
         if !recent.is_empty() {
             messages.push(StreamMessage::new("events", &Value::Array(recent).to_string(), None));
         }

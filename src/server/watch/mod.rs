@@ -94,6 +94,11 @@ impl Watch {
         micros(self.started.elapsed())
     }
 
+    /// Microseconds since the server started, at `instant`.
+    pub(crate) fn us_at(&self, instant: Instant) -> u64 {
+        micros(instant.saturating_duration_since(self.started))
+    }
+
     /// Records a job answered just now.
     pub(crate) fn job_finished(&self, job: Finished<'_>) {
         let end_us = self.now_us();
