@@ -86,11 +86,11 @@ def screenshot(url, path, settle=6):
         browser.shoot(url, path, settle)
 
 
-def mode_shot(name, flags):
+def mode_shot(name, flags, size="2000000"):
     """A 40 s benchmark of an embedded farm with its dashboard, shot mid-run."""
     port = free_port()
     run = subprocess.Popen([RELEASE / "tc-client", "--embedded", "--dashboard", f"127.0.0.1:{port}", *flags,
-                            "-c", "8", "--size", "2000000", "-d", "40s", "--warmup", "0"],
+                            "-c", "8", "--size", size, "-d", "40s", "--warmup", "0"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         for line in run.stderr:
@@ -134,7 +134,11 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bins"], cwd=ROOT, check=True)
     mode_shot("threads", ["--mode", "threads", "--workers", "2"])
     mode_shot("processes", ["--mode", "processes", "--workers", "2"])
-    mode_shot("threads-gil", ["--mode", "threads", "--gil", "--workers", "2"])
+    # Turns of 100 ms (CPython's 5 ms would be narrower than a pixel at the
+    # page's 30 s) and jobs long enough to hold several: the lock's turns
+    # then show as solid stripes alternating between the two rows.
+    mode_shot("threads-gil", ["--mode", "threads", "--gil", "--switch-interval", "100ms", "--workers", "2"],
+              size="100000000")
     crash_shot()
 
 

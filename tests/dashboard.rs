@@ -160,7 +160,7 @@ fn every_job_is_one_bar_and_a_killed_worker_is_an_event() {
 fn with_the_gil_the_stream_shows_the_lock_changing_hands_never_two_at_once() {
     // Two threads under the GIL, each with long computes: the `gil`
     // messages give each turn; turns of different workers never overlap.
-    let args = ["--metrics-addr", "127.0.0.1:0", "--gil", "--gil-switch-interval", "2ms"];
+    let args = ["--metrics-addr", "127.0.0.1:0", "--gil", "--switch-interval", "2ms"];
     let server = TestServer::start("threads", 2, &args);
     let stream = Stream::open(server.metrics_addr.unwrap());
     stream.wait_for("the greeting", |seen| seen.iter().any(|(event, _)| event == "hello"));
@@ -174,7 +174,13 @@ fn with_the_gil_the_stream_shows_the_lock_changing_hands_never_two_at_once() {
         seen.iter()
             .filter(|(event, _)| event == "gil")
             .flat_map(|(_, data)| data["turns"].as_array().cloned().unwrap_or_default())
-            .map(|t| (t["worker"].as_u64().unwrap(), t["start_us"].as_u64().unwrap(), t["end_us"].as_u64().unwrap()))
+            .map(|t| {
+                (
+                    t["worker"].as_u64().unwrap(),
+                    t["start_us"].as_u64().unwrap(),
+                    t["end_us"].as_u64().unwrap(),
+                )
+            })
             .collect()
     };
     stream.wait_for("turns of both workers, many times over", |seen| {

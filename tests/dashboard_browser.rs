@@ -219,3 +219,68 @@ fn the_dashboard_shows_the_workers_live_and_a_killed_worker_and_its_replacement(
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     load.join().unwrap();
 }
+
+#[test]
+fn with_the_gil_the_page_shows_each_workers_share_of_the_lock() {
+    let test = "with_the_gil_the_page_shows_each_workers_share_of_the_lock";
+    if !std::path::Path::new(CHROMIUM).exists() || !std::path::Path::new(CHROMEDRIVER).exists() {
+        common::skipped(
+            test,
+            "chromium and chromium-driver are not installed (apt-get install -y chromium chromium-driver)",
+        );
+        return;
+    }
+    let args = ["--metrics-addr", "127.0.0.1:0", "--gil", "--switch-interval", "5ms"];
+    let server = TestServer::start("threads", 2, &args);
+    let url = format!("http://{}/", server.metrics_addr.unwrap());
+    let driver = Driver::start();
+    let browser = Browser::open(&driver);
+    browser.go(&url);
+    browser.wait_for(
+        "two worker rows",
+        "return document.querySelectorAll('#worker-table tr[data-worker]').length",
+        |rows| rows == 2,
+    );
+    // Two clients keep both threads computing, so they take turns.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loads: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, mut client) = (std::sync::Arc::clone(&stop), server.connect());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    client.send(&json!({"id": i, "cmd": "compute", "n": 5_000_000}));
+                    client.recv();
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    // "GIL held in the last second: worker 0 48% · worker 1 51%": both
+    // named, both holding it a while, together never more than the whole
+    // second (a few points of rounding and of frames' timing allowed).
+    let share = browser.wait_for(
+        "both workers' share of the GIL",
+        "return document.getElementById('gil-share').textContent",
+        |text| {
+            let text = text.as_str().unwrap_or("");
+            let shares: Vec<u64> = text
+                .split('·')
+                .filter_map(|part| part.trim().trim_end_matches('%').rsplit(' ').next()?.parse().ok())
+                .collect();
+            shares.len() == 2 && shares.iter().all(|&s| s >= 5)
+        },
+    );
+    let text = share.as_str().unwrap().to_string();
+    let total: u64 = text
+        .split('·')
+        .filter_map(|p| p.trim().trim_end_matches('%').rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(total <= 110, "the two shares add up to more than one lock's worth: {text}");
+    let legend = browser.run("return document.getElementById('legend').innerText");
+    assert!(legend.to_string().contains("holding the GIL"), "{legend}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for load in loads {
+        load.join().unwrap();
+    }
+}

@@ -303,7 +303,12 @@ pub(crate) fn run(config: HostConfig, stop: Receiver<()>) -> Result<()> {
             }
             // The last word: gateways count this host gone now, not after
             // its heartbeats have been missing for the host timeout.
-            let last = Heartbeat { leaving: true, busy: 0, holding: Vec::new(), ..heartbeat(&config, &held, &board) };
+            let last = Heartbeat {
+                leaving: true,
+                busy: 0,
+                holding: Vec::new(),
+                ..heartbeat(&config, &held, &board)
+            };
             if let Ok(bytes) = serde_json::to_vec(&last) {
                 let mut headers = async_nats::HeaderMap::new();
                 signer.sign(HEARTBEAT_SUBJECT, &mut headers, &bytes);

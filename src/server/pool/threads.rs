@@ -134,12 +134,13 @@ fn serve(shared: &PoolShared, slot: &Slot, id: usize, generation: u64) {
         let still_mine = || slot.generation_now.load(Ordering::Relaxed) == generation;
         // A panic in a job must not take the worker (or the server) down:
         // catch it and answer the job with INTERNAL.
-        let result = catch_unwind(AssertUnwindSafe(|| run(shared, id, &kind, still_mine))).unwrap_or_else(|_| {
-            Err(ReplyError {
-                code: ErrorCode::Internal,
-                message: format!("the job panicked on worker thread {id}; the worker goes on serving"),
-            })
-        });
+        let result =
+            catch_unwind(AssertUnwindSafe(|| run(shared, id, &kind, still_mine))).unwrap_or_else(|_| {
+                Err(ReplyError {
+                    code: ErrorCode::Internal,
+                    message: format!("the job panicked on worker thread {id}; the worker goes on serving"),
+                })
+            });
         let service_us = micros(started.elapsed());
         {
             let mut inner = slot.lock();

@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::{JobSpan, Watch};
-use crate::work::gil::GilHold;
 use crate::server::http::stream::{Greeting, StreamMessage};
 use crate::server::http::{EventHub, Greeter};
 use crate::server::Farm;
+use crate::work::gil::GilHold;
 
 /// Time between two frames: 5 a second, smooth enough for bars and cheap.
 pub(crate) const FRAME_INTERVAL: Duration = Duration::from_millis(200);
