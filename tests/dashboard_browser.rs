@@ -150,14 +150,22 @@ impl Drop for Browser<'_> {
     }
 }
 
-#[test]
-fn the_dashboard_shows_the_workers_live_and_a_killed_worker_and_its_replacement() {
-    let test = "the_dashboard_shows_the_workers_live_and_a_killed_worker_and_its_replacement";
-    if !std::path::Path::new(CHROMIUM).exists() || !std::path::Path::new(CHROMEDRIVER).exists() {
+/// Whether chromium and its driver are here; if not, says the test was
+/// SKIPPED (and under `CI=true` fails it).
+fn browser_available(test: &str) -> bool {
+    let here = std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists();
+    if !here {
         common::skipped(
             test,
             "chromium and chromium-driver are not installed (apt-get install -y chromium chromium-driver)",
         );
+    }
+    here
+}
+
+#[test]
+fn the_dashboard_shows_the_workers_live_and_a_killed_worker_and_its_replacement() {
+    if !browser_available("the_dashboard_shows_the_workers_live_and_a_killed_worker_and_its_replacement") {
         return;
     }
     let server = TestServer::start("processes", 2, &["--metrics-addr", "127.0.0.1:0"]);
@@ -222,12 +230,7 @@ fn the_dashboard_shows_the_workers_live_and_a_killed_worker_and_its_replacement(
 
 #[test]
 fn with_the_gil_the_page_shows_each_workers_share_of_the_lock() {
-    let test = "with_the_gil_the_page_shows_each_workers_share_of_the_lock";
-    if !std::path::Path::new(CHROMIUM).exists() || !std::path::Path::new(CHROMEDRIVER).exists() {
-        common::skipped(
-            test,
-            "chromium and chromium-driver are not installed (apt-get install -y chromium chromium-driver)",
-        );
+    if !browser_available("with_the_gil_the_page_shows_each_workers_share_of_the_lock") {
         return;
     }
     let args = ["--metrics-addr", "127.0.0.1:0", "--gil", "--switch-interval", "5ms"];
