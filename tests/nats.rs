@@ -207,7 +207,9 @@ fn a_host_drains_on_sigterm_finishing_what_it_holds() {
     let mut host = WorkerHost::start(&nats.url, "leaving", "threads", 1, &[]);
     let gateway = gateway(&nats, &["--max-n", "1000000000"]);
     wait_for_hosts(&gateway, 1);
-    let n = 150_000_000u64;
+    // Long enough (~3 s) that a heartbeat, sent once a second, sees it running
+    // on a fast machine too: at 150 M it once finished before the first one.
+    let n = 500_000_000u64;
     let mut client = gateway.connect();
     client.send(&json!({"id": 1, "cmd": "compute", "n": n}));
     gateway.wait_for_stats("the job running on the host", |s| s["hosts"][0]["busy"] == 1);
