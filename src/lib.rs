@@ -14,7 +14,7 @@
 //! | [`server`] | **server** | everything inside `tc-server`: listener, connections, commands, a job's life, the worker pool, stats, metrics |
 //! | [`client`] | **client** | everything inside `tc-client`: a connection, the shell, the load generator, reports, sweeps, charts |
 //! | [`remote`] | **gateways and worker hosts** | the farm past one machine on NATS JetStream: subjects, messages, connecting, the bridge thread to async-nats |
-//! | [`host`] | **worker host** | everything inside `tc-worker`: pulling jobs by free slots, acknowledging, heartbeats; it runs the server's [`server::pool`] |
+//! | [`host`] | **worker host** | everything inside `tc-worker`: pulling jobs by free slots, acknowledging, heartbeats; it runs the server's [`runtime::pool`] |
 //! | [`cli`] | **command line** | the binaries' flags; `bin/` parses them and calls one function |
 //!
 //! ## The server, file by file
@@ -27,7 +27,7 @@
 //! | [`server::cmd`] | the commands, one file per family (compute, predict, models, mutex, auth, stats/health) |
 //! | [`server::connection`], [`server::replies`] | one client socket: reading frames; and every path a reply takes to it ([`server::replies::ReplySink`]), with flow control |
 //! | [`server::jobs`] | a job's life: submit or answer from the cache ([`server::jobs::Jobs`]), the id→connection [`server::jobs::registry`], the [`server::jobs::completer`] that routes each reply back |
-//! | [`server::pool`] | the workers: the [`server::pool::board`], [`server::pool::threads`], [`server::pool::processes`], restart budget |
+//! | [`runtime::pool`] | the workers: the [`runtime::pool::board`], [`runtime::pool::threads`], [`runtime::pool::processes`], restart budget |
 //! | [`server::config`], [`server::stats`], [`server::lock`], [`server::metrics`] | settings; counters and histograms; the accelerator mutex; `/metrics` |
 //! | [`server::gateway`] | `--nats`: forwarding jobs to worker hosts, taking their results back |
 //!
@@ -41,7 +41,7 @@
 //!    once; otherwise the job's *who asked* (connection, client id, reply
 //!    sink) goes into the [`server::jobs::registry`] — the id→connection
 //!    map behind a `Mutex` — and the job into the bounded queue.
-//! 3. A [`server::pool`] worker (a thread, or the driver of a worker
+//! 3. A [`runtime::pool`] worker (a thread, or the driver of a worker
 //!    process) takes it and runs [`work::job::execute`] — the same code in
 //!    both modes.
 //! 4. **Replies are routed back** by [`server::jobs::completer`]: it takes
@@ -64,7 +64,9 @@ pub(crate) mod host;
 pub(crate) mod machine;
 pub mod protocol;
 pub(crate) mod remote;
+pub(crate) mod runtime;
 pub(crate) mod server;
+pub(crate) mod tls;
 pub(crate) mod transport;
 pub(crate) mod units;
 pub mod work;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::server::http::HttpLimits;
+use crate::runtime::http::HttpLimits;
 use crate::units::parse_duration;
 
 /// How the `--metrics-addr` endpoint is bounded and protected.

@@ -272,7 +272,7 @@ pub(crate) struct GenCertArgs {
 
 /// `tc-server gen-cert`: writes the files and says how to use them.
 fn gen_cert(args: &GenCertArgs) -> anyhow::Result<()> {
-    let made = crate::server::tls::make_certificates(&args.out, &args.names)?;
+    let made = crate::tls::make_certificates(&args.out, &args.names)?;
     println!("wrote, in {} (valid for {}):", args.out.display(), args.names.join(", "));
     println!("  CA:     {}  (and ca.key: keep it private)", made.ca.display());
     println!("  server: {} {}", made.server.cert.display(), made.server.key.display());
@@ -332,7 +332,7 @@ impl ServerArgs {
             metrics_limits: self.metrics_http.limits(),
             metrics_tls: self.metrics_tls,
             tls: match (&self.tls_cert, &self.tls_key) {
-                (Some(cert), Some(key)) => Some(crate::server::tls::TlsFiles {
+                (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
                     cert: cert.clone(),
                     key: key.clone(),
                     client_ca: self.tls_client_ca.clone(),

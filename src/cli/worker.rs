@@ -10,7 +10,7 @@ use super::pool::PoolArgs;
 use super::LogFormat;
 use crate::host::HostConfig;
 use crate::protocol::Mode;
-use crate::server::pool::{PoolConfig, WorkerCommand};
+use crate::runtime::pool::{PoolConfig, WorkerCommand};
 use crate::units::{parse_duration, parse_whole_number};
 
 /// A ThreadCenter worker host: joins a farm over NATS JetStream and runs its
@@ -164,15 +164,13 @@ impl WorkerArgs {
                 )),
                 None => None,
             },
-            metrics_limits: crate::server::http::HttpLimits {
+            metrics_limits: crate::runtime::http::HttpLimits {
                 tls: match (&self.metrics_tls_cert, &self.metrics_tls_key) {
-                    (Some(cert), Some(key)) => {
-                        Some(crate::server::tls::server_config(&crate::server::tls::TlsFiles {
-                            cert: cert.clone(),
-                            key: key.clone(),
-                            client_ca: None,
-                        })?)
-                    }
+                    (Some(cert), Some(key)) => Some(crate::tls::server_config(&crate::tls::TlsFiles {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        client_ca: None,
+                    })?),
                     _ => None,
                 },
                 ..self.metrics_http.limits()

@@ -11,7 +11,8 @@ use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStor
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::error::{Error, Result};
-use crate::transport::{pem_certificates, pem_private_key, Transport};
+use crate::tls::{ca_roots, pem_certificates, pem_private_key};
+use crate::transport::Transport;
 
 /// What `--tls` and its flags ask for.
 #[derive(Debug, Clone, Default)]
@@ -72,19 +73,10 @@ impl ClientTls {
             eprintln!("tc-client: WARNING: --tls-insecure: the server's certificate is NOT checked (test setups only)");
             builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
         } else {
-            let mut roots = RootCertStore::empty();
-            match &choice.ca {
-                Some(path) => {
-                    for cert in pem_certificates(path, "--tls-ca").map_err(Error::Config)? {
-                        roots.add(cert).map_err(|e| {
-                            Error::Config(format!(
-                                "--tls-ca {}: not a usable CA certificate: {e}",
-                                path.display()
-                            ))
-                        })?;
-                    }
-                }
+            let roots = match &choice.ca {
+                Some(path) => ca_roots(path, "--tls-ca")?,
                 None => {
+                    let mut roots = RootCertStore::empty();
                     let found = rustls_native_certs::load_native_certs();
                     roots.add_parsable_certificates(found.certs);
                     if roots.is_empty() {
@@ -93,15 +85,16 @@ impl ClientTls {
                                 .into(),
                         ));
                     }
+                    roots
                 }
-            }
+            };
             builder.with_root_certificates(roots)
         };
         let config = match &choice.identity {
             None => builder.with_no_client_auth(),
             Some((cert, key)) => {
-                let chain = pem_certificates(cert, "--tls-cert").map_err(Error::Config)?;
-                let key = pem_private_key(key, "--tls-key").map_err(Error::Config)?;
+                let chain = pem_certificates(cert, "--tls-cert")?;
+                let key = pem_private_key(key, "--tls-key")?;
                 builder.with_client_auth_cert(chain, key).map_err(|e| {
                     Error::Config(format!("--tls-cert and --tls-key do not make a usable pair: {e}"))
                 })?

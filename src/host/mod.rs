@@ -42,8 +42,8 @@ use crate::remote::connect::{connect, LinkState, NatsOptions, Role};
 use crate::remote::envelope::{self, now_ms, JobReplays, KeyMismatch, ReplayGuard, Signer, Verifier};
 use crate::remote::wire::{self, GatewayBeat, Heartbeat, JobToken, RemoteJob, RemoteResult};
 use crate::remote::{self as nats, ACK_WAIT, GATEWAYS_SUBJECT, HEARTBEAT_EVERY, HEARTBEAT_SUBJECT};
-use crate::server::http::MetricsEndpoint;
-use crate::server::pool::{JobQueues, PoolConfig, QueuedJob, WorkerBoard, WorkerPool};
+use crate::runtime::http::MetricsEndpoint;
+use crate::runtime::pool::{JobQueues, PoolConfig, QueuedJob, WorkerBoard, WorkerPool};
 use crate::work::job::JobId;
 pub(crate) use admission::HostLimits;
 use outcomes::{HostEvent, HostOutcomes};
@@ -89,7 +89,7 @@ pub(crate) struct HostConfig {
     /// already bound so a busy address fails before anything starts.
     pub(crate) metrics: Option<Arc<std::net::TcpListener>>,
     /// The metrics endpoint's cap, timeout and token.
-    pub(crate) metrics_limits: crate::server::http::HttpLimits,
+    pub(crate) metrics_limits: crate::runtime::http::HttpLimits,
 }
 
 /// A job the host holds: the JetStream message (to acknowledge it), and

@@ -4,7 +4,7 @@
 use crossbeam_channel::Sender;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::server::pool::{JobOutcomes, JobReport, QueuedJob};
+use crate::runtime::pool::{JobOutcomes, JobReport, QueuedJob};
 use crate::work::job::JobId;
 
 /// What the pool tells the reporter task.

@@ -1,5 +1,5 @@
 //! `tc-worker --metrics-addr`: the host's own `/metrics`, `/healthz` and
-//! `/readyz`, on the server's HTTP endpoint ([`crate::server::http`]).
+//! `/readyz`, on the server's HTTP endpoint ([`crate::runtime::http`]).
 //!
 //! Ready means: connected to NATS, at least one worker up, not draining —
 //! a load balancer or an orchestrator can then tell a host that takes jobs
@@ -16,9 +16,9 @@ use prometheus_client::registry::Registry;
 
 use super::HeldJobs;
 use crate::remote::connect::LinkState;
-use crate::server::http::Pages;
-use crate::server::metrics::{render, Families, PREFIX};
-use crate::server::pool::WorkerBoard;
+use crate::runtime::http::Pages;
+use crate::runtime::metrics::{render, Families, PREFIX};
+use crate::runtime::pool::WorkerBoard;
 
 /// What a host's pages read, all live.
 pub(crate) struct HostState {

@@ -12,7 +12,7 @@ use crate::frame::DEFAULT_MAX_FRAME;
 use crate::machine::{bytes, Machine};
 use crate::protocol::{Limits, Mode, DEFAULT_N};
 use crate::remote::connect::NatsOptions;
-use crate::server::pool::WorkerCommand;
+use crate::runtime::pool::WorkerCommand;
 
 /// Everything that shapes a server, already validated by the caller (the CLI
 /// turns flags into this).
@@ -87,11 +87,11 @@ pub(crate) struct ServerConfig {
     /// `None`: nowhere).
     pub(crate) metrics_addr: Option<SocketAddr>,
     /// The metrics endpoint's cap, timeout and token.
-    pub(crate) metrics_limits: crate::server::http::HttpLimits,
+    pub(crate) metrics_limits: crate::runtime::http::HttpLimits,
     /// Serve the metrics endpoint over HTTPS with the job port's certificate.
     pub(crate) metrics_tls: bool,
     /// TLS on the job port (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
-    pub(crate) tls: Option<crate::server::tls::TlsFiles>,
+    pub(crate) tls: Option<crate::tls::TlsFiles>,
     /// Jobs running longer than this on a worker are logged at WARN
     /// (`--slow-ms`; `None`: never).
     pub(crate) slow_job: Option<Duration>,
@@ -141,7 +141,7 @@ impl Default for ServerConfig {
             lock_timeout: Duration::from_secs(30),
             predict_lock: false,
             metrics_addr: None,
-            metrics_limits: crate::server::http::HttpLimits::default(),
+            metrics_limits: crate::runtime::http::HttpLimits::default(),
             metrics_tls: false,
             tls: None,
             slow_job: None,

@@ -1,7 +1,7 @@
 //! The Prometheus view of the farm: what `/metrics` serves.
 //!
 //! Nothing here counts anything. The counters live in [`crate::server::stats`], the
-//! workers' state in the [`crate::server::pool::WorkerBoard`], the mutex in
+//! workers' state in the [`crate::runtime::pool::WorkerBoard`], the mutex in
 //! [`crate::server::lock`]; on every scrape [`FarmCollector`] reads the very same
 //! [`StatsReport`] that the `stats` command returns and turns it into metric
 //! families, so `stats` and `/metrics` cannot drift apart. The latency
@@ -17,37 +17,18 @@ use std::fmt;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::registry::Registry;
 
 use super::{Farm, StatsReport};
-use crate::server::stats::{HistogramByCommand, LatencyHistograms};
-
-/// The metric name prefix.
-pub(crate) const PREFIX: &str = "threadcenter";
-
-/// The content type of the exposition.
-pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+use crate::runtime::metrics::{Families, PREFIX};
+use crate::server::stats::LatencyHistograms;
 
 /// Builds the registry that `/metrics` encodes: the farm's collector.
 pub(super) fn registry(farm: Arc<Farm>) -> Registry {
     let mut registry = Registry::with_prefix(PREFIX);
     registry.register_collector(Box::new(FarmCollector { farm }));
     registry
-}
-
-/// Encodes the whole exposition, ending with OpenMetrics' `# EOF`.
-pub(crate) fn render(registry: &Registry) -> String {
-    let mut text = String::with_capacity(16 * 1024);
-    // Writing into a String cannot fail; an error here would be a bug in a
-    // collector, and a scrape is better answered partly than not at all.
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, registry) {
-        tracing::error!(error = %e, "encoding the metrics failed");
-    }
-    text
 }
 
 /// Reads the farm's state on every scrape.
@@ -113,14 +94,14 @@ fn latency(out: &mut Families<'_, '_>, histograms: &LatencyHistograms) -> fmt::R
     out.histograms(
         "request_duration",
         "Time from a request's frame being read to its reply being queued for the client, by command",
-        &histograms.request,
+        histograms.request.observed(),
     )?;
     out.histograms(
         "job_queue_wait",
         "Time a job waited for a free worker, by command",
-        &histograms.queue_wait,
+        histograms.queue_wait.observed(),
     )?;
-    out.histograms("job_service", "Time a job ran on its worker, by command", &histograms.service)
+    out.histograms("job_service", "Time a job ran on its worker, by command", histograms.service.observed())
 }
 
 /// Where the jobs are and how they ended.
@@ -308,80 +289,4 @@ fn model_and_mutex(out: &mut Families<'_, '_>, report: &StatsReport) -> fmt::Res
         "Queued clients dropped for not asking again within the lease",
         mutex.queue_expiries,
     )
-}
-
-/// A thin layer over the encoder: one call per metric family.
-/// Writes metric families into an encoder, one call per family (shared by
-/// the server's and the worker host's collectors).
-pub(crate) struct Families<'a, 'e> {
-    pub(crate) encoder: &'a mut DescriptorEncoder<'e>,
-}
-
-impl Families<'_, '_> {
-    /// A counter.
-    pub(crate) fn counter(&mut self, name: &str, help: &str, value: u64) -> fmt::Result {
-        let metric = ConstCounter::new(value);
-        metric.encode(self.encoder.encode_descriptor(name, help, None, metric.metric_type())?)
-    }
-
-    /// A counter family with one sample per label set.
-    pub(crate) fn counters<L: EncodeLabelSet>(
-        &mut self,
-        name: &str,
-        help: &str,
-        samples: impl IntoIterator<Item = (L, u64)>,
-    ) -> fmt::Result {
-        let mut family = self.encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-        for (labels, value) in samples {
-            ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
-        }
-        Ok(())
-    }
-
-    /// A histogram family in seconds, one histogram per command seen.
-    fn histograms(&mut self, name: &str, help: &str, by_command: &HistogramByCommand) -> fmt::Result {
-        let unit = Some(&Unit::Seconds);
-        let mut family = self.encoder.encode_descriptor(name, help, unit, MetricType::Histogram)?;
-        for (command, histogram) in by_command.observed() {
-            histogram.encode(family.encode_family(&[("command", command)])?)?;
-        }
-        Ok(())
-    }
-
-    /// A gauge.
-    pub(crate) fn gauge(&mut self, name: &str, help: &str, value: i64) -> fmt::Result {
-        let metric = ConstGauge::new(value);
-        metric.encode(self.encoder.encode_descriptor(name, help, None, metric.metric_type())?)
-    }
-
-    /// A gauge family with one sample per label set.
-    fn gauges<L: EncodeLabelSet>(
-        &mut self,
-        name: &str,
-        help: &str,
-        samples: impl IntoIterator<Item = (L, i64)>,
-    ) -> fmt::Result {
-        let mut family = self.encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-        for (labels, value) in samples {
-            ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
-        }
-        Ok(())
-    }
-
-    /// A gauge in seconds.
-    pub(crate) fn gauge_seconds(&mut self, name: &str, help: &str, value: f64) -> fmt::Result {
-        let metric = ConstGauge::new(value);
-        metric.encode(self.encoder.encode_descriptor(
-            name,
-            help,
-            Some(&Unit::Seconds),
-            metric.metric_type(),
-        )?)
-    }
-
-    /// An info metric: `NAME_info{labels} 1`.
-    pub(crate) fn info(&mut self, name: &str, help: &str, labels: &[(&str, &str)]) -> fmt::Result {
-        let mut metric = self.encoder.encode_descriptor(name, help, None, MetricType::Info)?;
-        metric.encode_info(&labels)
-    }
 }

@@ -33,21 +33,19 @@ pub(crate) mod config;
 pub(crate) mod connection;
 pub(crate) mod connections;
 pub(crate) mod gateway;
-pub(crate) mod http;
 pub(crate) mod images;
 pub(crate) mod jobs;
 pub(crate) mod listener;
 pub(crate) mod lock;
 pub(crate) mod metrics;
 pub(crate) mod models;
-pub(crate) mod pool;
+pub(crate) mod pages;
 pub(crate) mod rate_limit;
 pub(crate) mod reader;
 pub(crate) mod replies;
 pub(crate) mod report;
 pub(crate) mod session;
 pub(crate) mod stats;
-pub(crate) mod tls;
 pub(crate) mod watch;
 
 pub(crate) use config::ServerConfig;
@@ -60,18 +58,18 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::runtime::http::{EventHub, Greeter, MetricsEndpoint};
 use connections::Connections;
-use http::{EventHub, Greeter, MetricsEndpoint};
 use rate_limit::RateLimiter;
 
 use crate::error::{Error, Result};
 use crate::protocol::{ErrorCode, ReplyError};
+use crate::runtime::pool::{PoolConfig, WorkerBoard, WorkerCommand, WorkerPool};
 use crate::server::gateway::{Gateway, GatewayStatus};
 use crate::server::jobs::cache::ResultCache;
 use crate::server::jobs::registry::Registry;
 use crate::server::jobs::Jobs;
 use crate::server::lock::LockCoordinator;
-use crate::server::pool::{PoolConfig, WorkerBoard, WorkerCommand, WorkerPool};
 use crate::server::stats::Stats;
 
 /// How long [`Server::wait`] waits for connections to wind down.
@@ -160,13 +158,14 @@ impl Server {
         // Bind the metrics address first: a port already in use fails the
         // start before any worker has been spawned.
         // Certificate files are checked before anything starts.
-        let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+        let tls = config.tls.as_ref().map(crate::tls::server_config).transpose()?;
         let mut metrics_limits = config.metrics_limits.clone();
         if config.metrics_tls {
             // The job port's certificate, without its client-certificate
             // check: scrapers and probes authenticate with the bearer token.
-            let files = config.tls.as_ref().map(|files| tls::TlsFiles { client_ca: None, ..files.clone() });
-            metrics_limits.tls = files.as_ref().map(tls::server_config).transpose()?;
+            let files =
+                config.tls.as_ref().map(|files| crate::tls::TlsFiles { client_ca: None, ..files.clone() });
+            metrics_limits.tls = files.as_ref().map(crate::tls::server_config).transpose()?;
         }
         let metrics_listener = match config.metrics_addr {
             Some(metrics_addr) => Some(
@@ -250,12 +249,8 @@ impl Server {
                     .start(Arc::clone(&frames_stop))
                     .map_err(|e| Error::io("starting the dashboard's frame thread", e))?;
                 let greeter: Arc<dyn Greeter> = builder;
-                let endpoint = MetricsEndpoint::start(
-                    listener,
-                    Arc::clone(&farm),
-                    Some((hub, greeter)),
-                    metrics_limits,
-                )?;
+                let pages = pages::ServerPages::new(Arc::clone(&farm), Some((hub, greeter)));
+                let endpoint = MetricsEndpoint::serve(listener, Arc::new(pages), metrics_limits)?;
                 (Some(endpoint), Some(frames))
             }
             _ => (None, None),

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::Farm;
 use crate::protocol::Mode;
-use crate::server::pool::WorkerInfo;
+use crate::runtime::pool::WorkerInfo;
 use crate::server::stats::{ConnectionCounts, FrameMemoryReport, Percentiles};
 
 /// The `result` of a `stats` reply.

@@ -155,10 +155,10 @@ impl ServerUnderTest {
 /// A CA and a certificate for 127.0.0.1 made for one `--tls --embedded` run,
 /// in a temporary directory the server reads them from, and the client TLS
 /// that trusts that CA only.
-fn throwaway_certificates() -> Result<(tempfile::TempDir, crate::server::tls::TlsFiles, ClientTls)> {
+fn throwaway_certificates() -> Result<(tempfile::TempDir, crate::tls::TlsFiles, ClientTls)> {
     let dir =
         tempfile::tempdir().map_err(|e| Error::io("making a directory for the throwaway certificate", e))?;
-    let made = crate::server::tls::make_certificates(dir.path(), &["127.0.0.1".to_string()])?;
+    let made = crate::tls::make_certificates(dir.path(), &["127.0.0.1".to_string()])?;
     let choice = crate::client::tls::TlsChoice { ca: Some(made.ca), ..Default::default() };
     let tls = ClientTls::new(&choice)?;
     Ok((dir, made.server, tls))

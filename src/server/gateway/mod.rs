@@ -44,8 +44,8 @@ use crate::remote::wire::{self, GatewayBeat, Heartbeat, JobToken, RemoteJob, Rem
 use crate::remote::{
     self as nats, ACK_WAIT, GATEWAYS_SUBJECT, HEARTBEAT_EVERY, HEARTBEAT_SUBJECT, HOST_TIMEOUT, JOBS_SUBJECT,
 };
+use crate::runtime::pool::{JobQueues, JobReport, QueuedJob};
 use crate::server::jobs::Completer;
-use crate::server::pool::{JobQueues, JobReport, QueuedJob};
 use crate::units::micros;
 use crate::work::job::{JobId, JobKind};
 

@@ -16,7 +16,7 @@ use crossbeam_channel::Sender;
 use super::cache::ResultCache;
 use super::registry::{PendingReply, Registry};
 use crate::protocol::{encode_error_in, encode_job_reply, ErrorCode, ReplyError, ReplyExtras, Timing};
-use crate::server::pool::{JobOutcomes, JobReport, QueuedJob};
+use crate::runtime::pool::{JobOutcomes, JobReport, QueuedJob};
 use crate::server::stats::{ReplyOutcome, Stats};
 use crate::units::micros;
 use crate::work::job::JobId;

@@ -19,7 +19,7 @@
 //!
 //! Behind them: the [`registry`] (the id→connection map behind a `Mutex`),
 //! the [`cache`] (results of repeated compute requests), and the queues
-//! into the pool ([`crate::server::pool::queue`]).
+//! into the pool ([`crate::runtime::pool::queue`]).
 
 pub(crate) mod cache;
 pub(crate) mod completer;
@@ -38,7 +38,7 @@ use cache::{CacheKey, CacheStats, ResultCache};
 use registry::{ConnId, PendingReply, Registry};
 
 use crate::protocol::{encode_job_reply, ClientId, CommandKind, Dialect, ReplyError, ReplyExtras};
-use crate::server::pool::{JobQueues, QueuedJob};
+use crate::runtime::pool::{JobQueues, QueuedJob};
 use crate::server::replies::ReplySink;
 use crate::server::stats::Stats;
 use crate::work::job::JobKind;
@@ -224,7 +224,7 @@ impl Jobs {
 mod tests {
     use super::*;
     use crate::protocol::{ErrorCode, JobOutput};
-    use crate::server::pool::JobReport;
+    use crate::runtime::pool::JobReport;
     use serde_json::value::RawValue;
 
     fn client_id(text: &str) -> ClientId {

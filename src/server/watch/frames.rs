@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::{JobSpan, Watch};
-use crate::server::http::stream::{Greeting, StreamMessage};
-use crate::server::http::{EventHub, Greeter};
+use crate::runtime::http::stream::{Greeting, StreamMessage};
+use crate::runtime::http::{EventHub, Greeter};
 use crate::server::Farm;
 use crate::work::gil::GilHold;
 

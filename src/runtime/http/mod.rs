@@ -6,7 +6,7 @@
 //!
 //! ```text
 //!  Prometheus ──GET /metrics──▶ ┌ acceptor ─ slot? ─▶ one task per connection ─▶ metrics::render
-//!  kubelet ─────GET /readyz───▶ │ (tokio, one thread; full: the oldest    (hyper HTTP/1.1,    Farm::readiness()
+//!  kubelet ─────GET /readyz───▶ │ (tokio, one thread; full: the oldest    (hyper HTTP/1.1,    Pages::readiness()
 //!  browser ─────GET / ────────▶ │  silent connection is closed, or 503)   TLS via rustls)     the page, compiled in
 //!  browser ─────GET /events ──▶ └──────────────────────────────────────▶ EventHub (broadcast) ◀─ server::watch
 //! ```
@@ -49,7 +49,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::{metrics, Farm};
+use super::metrics;
 use crate::error::{Error, Result};
 pub(crate) use stream::{EventHub, Greeter};
 
@@ -101,44 +101,22 @@ pub(crate) trait Pages: Send + Sync + 'static {
     fn health(&self) -> serde_json::Value;
     /// Whether `/readyz` says 200, and its body.
     fn readiness(&self) -> (bool, serde_json::Value);
-    /// The live stream and its greeter, for `/` and `/events`; `None` where
-    /// there is no dashboard (a worker host's endpoint).
-    fn live(&self) -> Option<(&Arc<EventHub>, &dyn Greeter)> {
+    /// The dashboard, for `/` and `/events`; `None` where there is none (a
+    /// worker host's endpoint).
+    fn live(&self) -> Option<Live<'_>> {
         None
     }
 }
 
-/// The server's pages: its farm, and the registry that reads it.
-struct ServerPages {
-    farm: Arc<Farm>,
-    registry: prometheus_client::registry::Registry,
-    /// The dashboard's stream and its greeter, when the server has one.
-    live: Option<(Arc<EventHub>, Arc<dyn Greeter>)>,
-}
-
-impl Pages for ServerPages {
-    fn metrics(&self) -> String {
-        metrics::render(&self.registry)
-    }
-
-    fn health(&self) -> serde_json::Value {
-        let farm = &self.farm;
-        serde_json::json!({
-            "status": "ok",
-            "instance": farm.stats.instance(),
-            "uptime_s": farm.stats.uptime_s(),
-            "draining": farm.draining.load(std::sync::atomic::Ordering::SeqCst),
-        })
-    }
-
-    fn readiness(&self) -> (bool, serde_json::Value) {
-        let readiness = self.farm.readiness();
-        (readiness.is_ready(), serde_json::to_value(&readiness).unwrap_or_default())
-    }
-
-    fn live(&self) -> Option<(&Arc<EventHub>, &dyn Greeter)> {
-        self.live.as_ref().map(|(hub, greeter)| (hub, greeter.as_ref()))
-    }
+/// A live dashboard: its page, and the stream the page reads.
+pub(crate) struct Live<'a> {
+    /// The whole page, served as `/` (compiled in: a classroom may have no
+    /// internet, so nothing is fetched from elsewhere).
+    pub(crate) page: &'static str,
+    /// Where the messages of `/events` are published.
+    pub(crate) hub: &'a Arc<EventHub>,
+    /// What a newly connected browser is told first.
+    pub(crate) greeter: &'a dyn Greeter,
 }
 
 /// A running endpoint.
@@ -158,20 +136,6 @@ struct Shared {
 }
 
 impl MetricsEndpoint {
-    /// Serves the server's pages on `listener` until [`MetricsEndpoint::stop`].
-    ///
-    /// # Errors
-    /// The listener's address cannot be read, or the runtime cannot start.
-    pub(super) fn start(
-        listener: TcpListener,
-        farm: Arc<Farm>,
-        live: Option<(Arc<EventHub>, Arc<dyn Greeter>)>,
-        limits: HttpLimits,
-    ) -> Result<MetricsEndpoint> {
-        let registry = metrics::registry(Arc::clone(&farm));
-        Self::serve(listener, Arc::new(ServerPages { farm, registry, live }), limits)
-    }
-
     /// Serves `pages` on `listener` until [`MetricsEndpoint::stop`].
     ///
     /// # Errors
@@ -431,7 +395,8 @@ fn route(request: &Request<Incoming>, shared: &Shared, progress: &Arc<Progress>)
             json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body, head_only)
         }
         "/" | "/dashboard" if live.is_some() => unauthorized(request, shared).unwrap_or_else(|| {
-            respond(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD.as_bytes().to_vec(), head_only)
+            let page = live.map_or("", |live| live.page);
+            respond(StatusCode::OK, "text/html; charset=utf-8", page.as_bytes().to_vec(), head_only)
         }),
         "/events" if live.is_some() => {
             unauthorized(request, shared).unwrap_or_else(|| events(live, shared, progress, head_only))
@@ -440,18 +405,14 @@ fn route(request: &Request<Incoming>, shared: &Shared, progress: &Arc<Progress>)
     }
 }
 
-/// The dashboard: one page, styles and script inline, compiled in (a
-/// classroom may have no internet, so nothing is fetched from elsewhere).
-const DASHBOARD: &str = include_str!("dashboard.html");
-
 /// `/events`: the greeting, then every message the hub publishes.
 fn events(
-    live: Option<(&Arc<EventHub>, &dyn Greeter)>,
+    live: Option<Live<'_>>,
     shared: &Shared,
     progress: &Arc<Progress>,
     head_only: bool,
 ) -> Response<Body> {
-    let Some((hub, greeter)) = live else { return not_found(shared, head_only) };
+    let Some(Live { hub, greeter, .. }) = live else { return not_found(shared, head_only) };
     let subscription = match hub.subscribe() {
         Ok(subscription) => subscription,
         Err(stream::TooManySubscribers(most)) => {

@@ -1,7 +1,12 @@
-//! TLS for the job port (`--tls-cert`, `--tls-key`, `--tls-client-ca`):
-//! rustls with the `ring` provider, TLS 1.2 and 1.3 only. The files are
-//! read and checked at start-up, and every problem is a sentence naming the
-//! file — a server never starts with a certificate it cannot use.
+//! **Shared** — TLS files and configurations, rustls with the `ring`
+//! provider, TLS 1.2 and 1.3 only: reading PEM certificates, keys and CAs
+//! (the server, the worker host's endpoint and the client all read them
+//! here), the server side's configuration for the job port (`--tls-cert`,
+//! `--tls-key`, `--tls-client-ca`) and for `--metrics-tls`, and
+//! `tc-server certs`. The files are read and checked at start-up, and every
+//! problem is a sentence naming the flag and the file — nothing starts with
+//! a certificate it cannot use. The client's own configuration (which
+//! server to trust) is [`crate::client::tls`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,8 +14,56 @@ use std::sync::Arc;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
 use crate::error::{Error, Result};
-use crate::transport::{pem_certificates, pem_private_key};
+
+/// The certificates of a PEM file (a certificate, then its chain; or CAs),
+/// for the TLS flag `flag`.
+///
+/// # Errors
+/// [`Error::Config`]: a file that cannot be read, is not PEM, or holds no
+/// certificate — a sentence naming the flag and the file.
+pub(crate) fn pem_certificates(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let problem = |what: String| Error::Config(format!("{flag} {}: {what}", path.display()));
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| problem(format!("cannot read it: {e}")))?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| problem(format!("not a PEM certificate file: {e}")))?;
+    if certs.is_empty() {
+        return Err(problem("holds no certificate (a PEM \"BEGIN CERTIFICATE\" block)".into()));
+    }
+    Ok(certs)
+}
+
+/// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1) for the flag `flag`.
+///
+/// # Errors
+/// [`Error::Config`]: a file without a usable key, as a sentence naming the
+/// flag and the file.
+pub(crate) fn pem_private_key(path: &Path, flag: &str) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| {
+        Error::Config(format!("{flag} {}: no usable PEM private key in it ({e})", path.display()))
+    })
+}
+
+/// The CA certificates of a PEM file for the flag `flag`, as a trust store:
+/// what a server checks client certificates against (`--tls-client-ca`) and
+/// a client checks the server's against (`--tls-ca`).
+///
+/// # Errors
+/// [`Error::Config`]: the file cannot be read as certificates, or one of
+/// them is not a usable CA.
+pub(crate) fn ca_roots(path: &Path, flag: &str) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for cert in pem_certificates(path, flag)? {
+        roots.add(cert).map_err(|e| {
+            Error::Config(format!("{flag} {}: not a usable CA certificate: {e}", path.display()))
+        })?;
+    }
+    Ok(roots)
+}
 
 /// The certificate files of a TLS job port.
 #[derive(Debug, Clone)]
@@ -31,8 +84,8 @@ pub(crate) struct TlsFiles {
 /// certificate or key in it, a key that does not match the certificate, a
 /// client CA that is not a usable CA.
 pub(crate) fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>> {
-    let chain = pem_certificates(&files.cert, "--tls-cert").map_err(Error::Config)?;
-    let key = pem_private_key(&files.key, "--tls-key").map_err(Error::Config)?;
+    let chain = pem_certificates(&files.cert, "--tls-cert")?;
+    let key = pem_private_key(&files.key, "--tls-key")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
@@ -40,15 +93,7 @@ pub(crate) fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>> {
     let builder = match &files.client_ca {
         None => builder.with_no_client_auth(),
         Some(path) => {
-            let mut roots = RootCertStore::empty();
-            for cert in pem_certificates(path, "--tls-client-ca").map_err(Error::Config)? {
-                roots.add(cert).map_err(|e| {
-                    Error::Config(format!(
-                        "--tls-client-ca {}: not a usable CA certificate: {e}",
-                        path.display()
-                    ))
-                })?;
-            }
+            let roots = ca_roots(path, "--tls-client-ca")?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| Error::Config(format!("--tls-client-ca {}: {e}", path.display())))?;
