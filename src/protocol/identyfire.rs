@@ -11,8 +11,8 @@
 
 use serde_json::value::RawValue;
 
-use super::args::{as_string, build_command, Fields};
-use super::request::{ClientId, CommandKind, Dialect, Limits, Request, RequestError};
+use super::args::{as_string, Fields};
+use super::request::{ClientId, Command, CommandKind, Dialect, Limits, Request, RequestError};
 use super::{ErrorCode, ReplyError};
 
 /// IdentyFire's method names, and the commands they are.
@@ -20,7 +20,7 @@ pub(crate) const METHODS: [(&str, CommandKind); 8] = [
     ("health_check", CommandKind::Health),
     ("get_current_model", CommandKind::Model),
     ("get_models", CommandKind::Models),
-    ("load_model", CommandKind::Pacing),
+    ("load_model", CommandKind::LoadModel),
     ("mutex_acquire", CommandKind::MutexAcquire),
     ("mutex_release", CommandKind::MutexRelease),
     ("predict_image", CommandKind::Predict),
@@ -58,7 +58,7 @@ pub(super) fn parse_call<'a>(
             return Err(fail(ErrorCode::BadRequest, "\"params\" must be an object".into(), Some(kind)))
         }
     };
-    let command = build_command(kind, &fields, limits)
+    let command = Command::read(kind, &fields, limits)
         .map_err(|message| fail(ErrorCode::BadRequest, message, Some(kind)))?;
     // IdentyFire replies carry no id; `null` stands in where one is needed.
     Ok(Request { id: ClientId::null(), command, timing: false, dialect: Dialect::IdentyFire })

@@ -11,8 +11,10 @@
 //! Both dialects share step 2 ([`super::args`]): an IdentyFire call is
 //! recognised here and handed to [`super::identyfire`] for its envelope.
 
-use super::args::{as_string, build_command, Fields};
-use super::request::{json_type_name, ClientId, CommandKind, Dialect, Limits, Request, RequestError};
+use super::args::{as_string, Fields};
+use super::request::{
+    json_type_name, ClientId, Command, CommandKind, Dialect, Limits, Request, RequestError,
+};
 use super::{ErrorCode, ReplyError};
 
 /// Decodes and validates one request payload, in either dialect: a frame
@@ -113,7 +115,7 @@ pub fn parse_request<'a>(payload: &'a [u8], limits: &Limits) -> Result<Request<'
         })?,
     };
 
-    let command = build_command(kind, &envelope, limits)
+    let command = Command::read(kind, &envelope, limits)
         .map_err(|message| with_kind(bad(ErrorCode::BadRequest, message)))?;
     Ok(Request { id, command, timing, dialect: Dialect::ThreadCenter })
 }
@@ -212,7 +214,7 @@ mod tests {
             assert!(parse_request(text.as_bytes(), &CHAOS).is_ok(), "{text}");
         }
         let sleep = parse_request(br#"{"id":1,"cmd":"sleep","ms":250}"#, &CHAOS).unwrap();
-        assert_eq!(sleep.command, Command::Chaos(Chaos::Sleep { ms: 250 }));
+        assert_eq!(sleep.command, Command::Sleep { ms: 250 });
         for bad in [
             r#"{"id":1,"cmd":"sleep"}"#,
             r#"{"id":1,"cmd":"sleep","ms":-1}"#,

@@ -10,7 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::ReplyError;
+use super::{args, ReplyError};
 
 /// `n` of a `compute` request that does not say: the original's default.
 pub(crate) const DEFAULT_N: u64 = 1_000_000;
@@ -101,52 +101,126 @@ pub struct Holder {
     pub token: Option<u64>,
 }
 
-/// The commands of the ThreadCenter protocol (IdentyFire's methods map onto
-/// the same commands; see [`super::identyfire`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command<'a> {
+/// Declares every command once, in one table: its variant of [`Command`]
+/// (with its arguments), its [`CommandKind`], its wire name, and the
+/// function of [`super::args`] that reads its arguments from a request's
+/// fields. [`Command`], [`CommandKind`], [`CommandKind::ALL`],
+/// [`CommandKind::as_str`], [`Command::kind`] and [`Command::read`] are all
+/// derived from it, so adding a command is one row here, its reader, and its
+/// handler in `server::cmd` — there is no list to keep in step.
+macro_rules! commands {
+    ($(
+        $(#[doc = $doc:literal])*
+        $variant:ident $({ $($(#[doc = $field_doc:literal])* $field:ident: $type:ty),* $(,)? })?
+            = $wire:literal => $reader:path;
+    )*) => {
+        /// The commands of the ThreadCenter protocol (IdentyFire's methods
+        /// map onto the same commands; see [`super::identyfire`]).
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum Command<'a> {
+            $(
+                $(#[doc = $doc])*
+                $variant $({ $($(#[doc = $field_doc])* $field: $type),* })?,
+            )*
+        }
+
+        /// The kind of a command without its arguments, for counting requests.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum CommandKind {
+            $(
+                #[doc = concat!("`", $wire, "`")]
+                $variant,
+            )*
+        }
+
+        impl CommandKind {
+            /// Every kind, in the table's order (used to index counters).
+            pub(crate) const ALL: [CommandKind; [$($wire),*].len()] = [$(CommandKind::$variant),*];
+
+            /// The command's wire name.
+            pub(crate) fn as_str(self) -> &'static str {
+                match self {
+                    $(CommandKind::$variant => $wire,)*
+                }
+            }
+        }
+
+        impl<'a> Command<'a> {
+            /// The command's kind, without its arguments.
+            pub(crate) fn kind(&self) -> CommandKind {
+                match self {
+                    $(Command::$variant { .. } => CommandKind::$variant,)*
+                }
+            }
+
+            /// Reads the arguments of a `kind` command from a request's
+            /// fields (the same in both dialects).
+            pub(super) fn read(
+                kind: CommandKind,
+                fields: &super::args::Fields<'a>,
+                limits: &Limits,
+            ) -> Result<Command<'a>, String> {
+                match kind {
+                    $(CommandKind::$variant => $reader(fields, limits),)*
+                }
+            }
+        }
+    };
+}
+
+commands! {
     /// Answered by the connection's own thread, without a worker.
-    Ping,
+    Ping = "ping" => args::observe::ping;
     /// Run the original CPU-bound job for `n` steps on a worker.
     Compute {
         /// Number of steps (validated against [`Limits::max_n`]).
         n: u64,
-    },
+    } = "compute" => args::compute::compute;
     /// The server's counters, workers and latency percentiles.
-    Stats,
-    /// Whether the server is fit to serve (status, workers alive vs configured).
-    Health,
+    Stats = "stats" => args::observe::stats;
+    /// Whether the server is fit to serve (status, workers alive vs
+    /// configured). IdentyFire: `health_check`.
+    Health = "health" => args::observe::health;
     /// Authenticate the connection (`--auth-token`): `{"cmd":"auth","token":"..."}`.
     Auth {
         /// The shared secret.
         token: String,
-    },
-    /// A fault to inject on a worker (only with `--allow-chaos`).
-    Chaos(Chaos),
-    /// Run the fire detector on one image.
+    } = "auth" => args::auth::auth;
+    /// Chaos (only with `--allow-chaos`): the worker dies.
+    Crash = "crash" => args::compute::crash;
+    /// Chaos: the worker never answers.
+    Hang = "hang" => args::compute::hang;
+    /// Chaos: the worker sleeps `ms` milliseconds, then answers.
+    Sleep {
+        /// Milliseconds, at most [`MAX_SLEEP_MS`].
+        ms: u64,
+    } = "sleep" => args::compute::sleep;
+    /// Chaos: the job panics.
+    Panic = "panic" => args::compute::panic;
+    /// Run the fire detector on one image. IdentyFire: `predict_image`.
     Predict {
         /// The image.
         image: ImageArg<'a>,
         /// The lock holder's claim (needed with `--predict-lock`, and always
         /// for IdentyFire).
         holder: Holder,
-    },
+    } = "predict" => args::predict::predict;
     /// Run the fire detector on several images as one batch.
     PredictBatch {
         /// The images (at least one, at most [`MAX_BATCH_IMAGES`]).
         images: Vec<ImageArg<'a>>,
         /// As for `Predict`.
         holder: Holder,
-    },
-    /// Describe the current model.
-    Model,
-    /// List the model files in `--models-dir`.
-    Models,
+    } = "predict_batch" => args::predict::predict_batch;
+    /// Describe the current model. IdentyFire: `get_current_model`.
+    Model = "model" => args::models::model;
+    /// List the model files in `--models-dir`. IdentyFire: `get_models`.
+    Models = "models" => args::models::models;
     /// Switch to another model file inside `--models-dir`.
-    Pacing {
+    LoadModel {
         /// A path relative to `--models-dir`.
         path: String,
-    },
+    } = "load_model" => args::models::load_model;
     /// Ask for the accelerator mutex.
     MutexAcquire {
         /// Who asks.
@@ -155,12 +229,12 @@ pub enum Command<'a> {
         token: Option<u64>,
         /// How long to wait on the server for the grant (0 = answer at once).
         wait_ms: u64,
-    },
+    } = "mutex_acquire" => args::mutex::acquire;
     /// Give the accelerator mutex back.
     MutexRelease {
         /// Who gives it back, and under which grant.
         holder: Holder,
-    },
+    } = "mutex_release" => args::mutex::release;
 }
 
 /// Faults a worker can be asked to commit.
@@ -187,86 +261,7 @@ pub(crate) const MAX_MUTEX_WAIT_MS: u64 = 60_000;
 /// The most images one `predict_batch` may carry.
 pub(crate) const MAX_BATCH_IMAGES: usize = 256;
 
-/// The kind of a command without its arguments, for counting requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CommandKind {
-    /// `ping`
-    Ping,
-    /// `compute`
-    Compute,
-    /// `stats`
-    Stats,
-    /// `health` (IdentyFire: `health_check`)
-    Health,
-    /// `auth`
-    Auth,
-    /// `crash` (chaos): the worker dies.
-    Crash,
-    /// `hang` (chaos): the worker never answers.
-    Hang,
-    /// `sleep` (chaos): the worker sleeps `ms` milliseconds.
-    Sleep,
-    /// `panic` (chaos): the job panics.
-    Panic,
-    /// `predict` (IdentyFire: `predict_image`)
-    Predict,
-    /// `predict_batch`
-    PredictBatch,
-    /// `model` (IdentyFire: `get_current_model`)
-    Model,
-    /// `models` (IdentyFire: `get_models`)
-    Models,
-    /// `load_model`
-    Pacing,
-    /// `mutex_acquire`
-    MutexAcquire,
-    /// `mutex_release`
-    MutexRelease,
-}
-
 impl CommandKind {
-    /// Every kind, in a fixed order (used to index counters).
-    pub(crate) const ALL: [CommandKind; 16] = [
-        CommandKind::Ping,
-        CommandKind::Compute,
-        CommandKind::Stats,
-        CommandKind::Health,
-        CommandKind::Auth,
-        CommandKind::Crash,
-        CommandKind::Hang,
-        CommandKind::Sleep,
-        CommandKind::Panic,
-        CommandKind::Predict,
-        CommandKind::PredictBatch,
-        CommandKind::Model,
-        CommandKind::Models,
-        CommandKind::Pacing,
-        CommandKind::MutexAcquire,
-        CommandKind::MutexRelease,
-    ];
-
-    /// The command's wire name.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            CommandKind::Ping => "ping",
-            CommandKind::Compute => "compute",
-            CommandKind::Stats => "stats",
-            CommandKind::Health => "health",
-            CommandKind::Auth => "auth",
-            CommandKind::Crash => "crash",
-            CommandKind::Hang => "hang",
-            CommandKind::Sleep => "sleep",
-            CommandKind::Panic => "panic",
-            CommandKind::Predict => "predict",
-            CommandKind::PredictBatch => "predict_batch",
-            CommandKind::Model => "model",
-            CommandKind::Models => "models",
-            CommandKind::Pacing => "load_model",
-            CommandKind::MutexAcquire => "mutex_acquire",
-            CommandKind::MutexRelease => "mutex_release",
-        }
-    }
-
     /// Whether this is a fault-injection command (`--allow-chaos` only).
     pub(crate) fn is_chaos(self) -> bool {
         matches!(self, CommandKind::Crash | CommandKind::Hang | CommandKind::Sleep | CommandKind::Panic)
@@ -280,30 +275,6 @@ impl CommandKind {
     /// Position of this kind in [`CommandKind::ALL`].
     pub(crate) fn index(self) -> usize {
         self as usize
-    }
-}
-
-impl Command<'_> {
-    /// The command's kind, without its arguments.
-    pub(crate) fn kind(&self) -> CommandKind {
-        match self {
-            Command::Ping => CommandKind::Ping,
-            Command::Compute { .. } => CommandKind::Compute,
-            Command::Stats => CommandKind::Stats,
-            Command::Health => CommandKind::Health,
-            Command::Auth { .. } => CommandKind::Auth,
-            Command::Chaos(Chaos::Crash) => CommandKind::Crash,
-            Command::Chaos(Chaos::Hang) => CommandKind::Hang,
-            Command::Chaos(Chaos::Sleep { .. }) => CommandKind::Sleep,
-            Command::Chaos(Chaos::Panic) => CommandKind::Panic,
-            Command::Predict { .. } => CommandKind::Predict,
-            Command::PredictBatch { .. } => CommandKind::PredictBatch,
-            Command::Model => CommandKind::Model,
-            Command::Models => CommandKind::Models,
-            Command::Pacing { .. } => CommandKind::Pacing,
-            Command::MutexAcquire { .. } => CommandKind::MutexAcquire,
-            Command::MutexRelease { .. } => CommandKind::MutexRelease,
-        }
     }
 }
 

@@ -25,7 +25,7 @@ pub(crate) mod observe;
 pub(crate) mod predict;
 
 use super::session::{Continue, Session};
-use crate::protocol::{Command, Request};
+use crate::protocol::{Chaos, Command, Request};
 use crate::server::jobs::{JobRequest, Submitted};
 use crate::server::replies::ReplySink;
 use crate::work::job::JobKind;
@@ -44,7 +44,10 @@ pub(super) fn apply(
         Command::Health => observe::health(session, request),
         Command::Auth { .. } => auth::apply(session, request),
         Command::Compute { n } => compute::compute(session, request, *n, payload, sink),
-        Command::Chaos(chaos) => compute::chaos(session, request, *chaos, sink),
+        Command::Crash => compute::chaos(session, request, Chaos::Crash, sink),
+        Command::Hang => compute::chaos(session, request, Chaos::Hang, sink),
+        Command::Sleep { ms } => compute::chaos(session, request, Chaos::Sleep { ms: *ms }, sink),
+        Command::Panic => compute::chaos(session, request, Chaos::Panic, sink),
         Command::Predict { image, holder } => {
             predict::apply(session, request, std::slice::from_ref(image), holder, true, sink)
         }
@@ -53,7 +56,7 @@ pub(super) fn apply(
         }
         Command::Model => models::describe(session, request),
         Command::Models => models::list(session, request),
-        Command::Pacing { path } => models::load(session, request, path),
+        Command::LoadModel { path } => models::load(session, request, path),
         Command::MutexAcquire { client_id, token, wait_ms } => {
             mutex::acquire(session, request, client_id.as_deref(), *token, *wait_ms)
         }
