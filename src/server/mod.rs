@@ -28,6 +28,7 @@
 //! starts the pool, then the listener thread. [`ShutdownHandle::trigger`]
 //! stops it; [`Server::wait`] returns once everything has stopped.
 
+pub(crate) mod admission;
 pub(crate) mod cmd;
 pub(crate) mod config;
 pub(crate) mod connection;
@@ -77,23 +78,43 @@ const CONNECTION_GRACE: Duration = Duration::from_secs(5);
 /// How long [`Server::wait`] waits for workers to stop.
 const POOL_GRACE: Duration = Duration::from_secs(5);
 
-/// What every connection thread shares.
+/// What every connection thread shares: built once by [`Server::start`],
+/// then held in an `Arc` by the acceptor, every reader, the metrics
+/// endpoint and the dashboard's frame thread. Nothing here is behind a lock
+/// of the farm's own; each field brings its own concurrency, said below.
 pub(crate) struct Farm {
+    /// The settings it was started with. Read-only.
     config: ServerConfig,
-    /// Where jobs are submitted (and the cache looked up).
+    /// Where readers submit jobs (and look the cache up); the pool holds
+    /// the completer end. Internally a bounded channel and the registry's
+    /// `Mutex`.
     jobs: Jobs,
+    /// Counters and histograms: atomics, bumped by every thread, read by
+    /// `stats`, `/metrics` and the dashboard.
     stats: Stats,
+    /// What each worker is doing: written by the pool's threads, read by
+    /// admission, `stats` and the dashboard (atomics per slot).
     board: Arc<WorkerBoard>,
+    /// The table of open connections: the acceptor adds, readers remove, a
+    /// shutdown closes them all (a `Mutex`ed map and a condvar to wait on).
     connections: Connections,
+    /// Per-client request budgets (`--rate-limit`), checked by readers.
     rate_limiter: Option<RateLimiter>,
+    /// The GIL of a thread-mode demo (`--gil`): taken by worker threads,
+    /// read by `stats` and the dashboard.
     gil: Option<Arc<crate::work::gil::Gil>>,
-    /// The model being served, and where `load_model` may look.
+    /// The model being served, and where `load_model` may look: swapped by
+    /// `load_model` (an `RwLock`), read by `model` and predictions.
     models: models::ModelCatalog,
-    /// The accelerator mutex.
+    /// The accelerator mutex (IdentyFire's): its own `Mutex` and condvar,
+    /// used by the mutex commands and predictions under `--predict-lock`.
     lock: LockCoordinator,
-    /// The worker hosts, the NATS link and the gateway's counters (`--nats`).
+    /// The worker hosts, the NATS link and the gateway's counters
+    /// (`--nats`): written by the gateway's tasks, read by admission and
+    /// `stats`.
     remote: Option<Arc<GatewayStatus>>,
-    /// The job port's TLS (`--tls-cert`), or `None` for plain TCP.
+    /// The job port's TLS (`--tls-cert`), or `None` for plain TCP. Read-only;
+    /// each accepted connection starts its session from it.
     tls: Option<Arc<rustls::ServerConfig>>,
     /// The memory budget of frames still arriving (`--max-frame-memory`),
     /// shared by every connection's read buffer.

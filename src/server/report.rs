@@ -214,21 +214,6 @@ impl Readiness {
 
 /// The builders: each report is read from the live state on demand.
 impl Farm {
-    /// Why no job can run now, if that is so: no local worker is up and
-    /// replacements are held back, and no worker host is connected either
-    /// (or this is a pure gateway and no host is connected).
-    pub(crate) fn nobody_can_run(&self) -> Option<crate::protocol::ReplyError> {
-        let hosts_alive = self.remote.as_ref().map_or(0, |remote| remote.hosts.alive());
-        // A new gateway holds jobs until it has heard from the hosts.
-        if hosts_alive > 0 || self.remote.as_ref().is_some_and(|remote| remote.in_start_grace()) {
-            return None;
-        }
-        if self.board.configured() == 0 {
-            return self.remote.as_ref().map(|remote| crate::server::gateway::no_host_error(remote));
-        }
-        self.board.none_can_run().then(crate::server::jobs::no_worker_error)
-    }
-
     /// The `result` of a `stats` reply (and what `/metrics` reads).
     pub(super) fn stats_report(&self) -> StatsReport {
         let counters = self.stats.counters();

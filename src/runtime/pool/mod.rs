@@ -21,7 +21,7 @@ pub(crate) mod threads;
 
 use board::SlotState;
 pub(crate) use board::{WorkerBoard, WorkerInfo};
-pub(crate) use queue::{JobQueues, JobReport, QueuedJob};
+pub(crate) use queue::{JobQueues, JobReport, QueuedJob, Waited};
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -29,7 +29,7 @@ use std::sync::{Arc, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::Result;
 use crate::protocol::ReplyError;
@@ -145,27 +145,22 @@ enum Next {
 impl PoolShared {
     /// Waits for the next job, retries first, or for the pool to stop.
     fn next_job(&self) -> Next {
-        if let Ok(job) = self.queues.retries.try_recv() {
-            return Next::Job(job);
-        }
-        select! {
-            recv(self.stop) -> _ => Next::Stop,
-            recv(self.queues.retries) -> job => job.map_or(Next::Stop, Next::Job),
-            recv(self.queues.jobs) -> job => job.map_or(Next::Stop, Next::Job),
+        match self.queues.wait_next(&self.stop, None) {
+            Waited::Job(job) => Next::Job(job),
+            Waited::Stop | Waited::Nothing => Next::Stop,
         }
     }
 
     /// Answers a job that produced no result.
     fn fail(&self, job: &QueuedJob, worker: usize, started: Instant, code: ErrorCode, message: String) {
-        self.completer.finish(JobReport {
-            job: job.id,
+        let error = ReplyError { code, message };
+        self.completer.finish(JobReport::failed(
+            job,
             worker,
-            host: None,
-            queue_us: micros(started.saturating_duration_since(job.accepted_at)),
-            service_us: micros(started.elapsed()),
-            attempts: job.attempt,
-            result: Err(ReplyError { code, message }),
-        });
+            job.waited_us(started),
+            micros(started.elapsed()),
+            error,
+        ));
     }
 
     /// After a worker died mid-job: retry the job elsewhere if allowed,
@@ -198,11 +193,10 @@ impl PoolShared {
                     }
                     continue;
                 }
-                select! {
-                    recv(self.stop) -> _ => return false,
-                    recv(self.queues.retries) -> job => if let Ok(job) = job { self.completer.refuse_no_worker(&job, id) },
-                    recv(self.queues.jobs) -> job => if let Ok(job) = job { self.completer.refuse_no_worker(&job, id) },
-                    default(left) => {},
+                match self.queues.wait_next(&self.stop, Some(left)) {
+                    Waited::Job(job) => self.completer.refuse_no_worker(&job, id),
+                    Waited::Stop => return false,
+                    Waited::Nothing => {}
                 }
             }
         }

@@ -29,16 +29,15 @@ use std::time::{Duration, Instant};
 
 use std::collections::VecDeque;
 
-use crossbeam_channel::{select, RecvTimeoutError, TryRecvError};
+use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 use ipc_channel::ipc::{IpcOneShotServer, IpcReceiver, IpcSender};
 
 use ipc_channel::TryRecvError as IpcTryRecvError;
 
-use super::{JobReport, QueuedJob};
+use super::{JobReport, QueuedJob, Waited};
 use super::{PoolConfig, PoolShared, SlotState, WorkerCommand};
 use crate::error::{Error, Result};
 use crate::protocol::ErrorCode;
-use crate::units::micros;
 use crate::work::model::{onnxruntime_library, ONNXRUNTIME_ENV};
 use crate::work::worker_process::{FromWorker, JobDone, ToWorker, WorkItem, MODEL_ENV, WORKER_ARG};
 
@@ -291,10 +290,8 @@ impl Sent {
 /// take right now. Returns `false` if the worker is gone.
 fn feed(shared: &PoolShared, id: usize, worker: &mut WorkerProcess, sent: &mut Sent) -> bool {
     let mut batch = Vec::new();
-    let waiting = || shared.queues.jobs.len() + shared.queues.retries.len();
-    while sent.jobs.len() + batch.len() < sent.limit() && waiting() > shared.board.idle() {
-        let next = shared.queues.retries.try_recv().or_else(|_| shared.queues.jobs.try_recv());
-        let Ok(next) = next else { break };
+    while sent.jobs.len() + batch.len() < sent.limit() && shared.queues.waiting() > shared.board.idle() {
+        let Some(next) = shared.queues.try_next() else { break };
         batch.push(next);
     }
     send_batch(shared, id, worker, sent, batch)
@@ -311,22 +308,18 @@ enum Step {
 /// stop, checking every [`IDLE_CHECK`] that the worker is still alive.
 fn idle(shared: &PoolShared, id: usize, worker: &mut WorkerProcess, sent: &mut Sent) -> Step {
     shared.board.set(id, SlotState::Idle);
-    let job = match shared.queues.retries.try_recv() {
-        Ok(job) => job,
-        Err(_) => select! {
-            recv(shared.stop) -> _ => return Step::Stop,
-            recv(shared.queues.retries) -> job => match job { Ok(job) => job, Err(_) => return Step::Stop },
-            recv(shared.queues.jobs) -> job => match job { Ok(job) => job, Err(_) => return Step::Stop },
-            default(IDLE_CHECK) => {
-                return match worker.results.try_recv() {
-                    Err(IpcTryRecvError::IpcError(_)) => {
-                        tracing::warn!(worker = id, "worker process died while idle");
-                        Step::ReplaceWorker
-                    }
-                    _ => Step::Continue,
-                };
-            },
-        },
+    let job = match shared.queues.wait_next(&shared.stop, Some(IDLE_CHECK)) {
+        Waited::Job(job) => job,
+        Waited::Stop => return Step::Stop,
+        Waited::Nothing => {
+            return match worker.results.try_recv() {
+                Err(IpcTryRecvError::IpcError(_)) => {
+                    tracing::warn!(worker = id, "worker process died while idle");
+                    Step::ReplaceWorker
+                }
+                _ => Step::Continue,
+            };
+        }
     };
     if send(shared, id, worker, sent, job) && feed(shared, id, worker, sent) {
         Step::Continue
@@ -396,7 +389,7 @@ fn busy(shared: &PoolShared, id: usize, worker: &mut WorkerProcess, sent: &mut S
                     job: head.id,
                     worker: id,
                     host: None,
-                    queue_us: micros(started.saturating_duration_since(head.accepted_at)),
+                    queue_us: head.waited_us(started),
                     service_us,
                     attempts: head.attempt,
                     result,
@@ -409,8 +402,7 @@ fn busy(shared: &PoolShared, id: usize, worker: &mut WorkerProcess, sent: &mut S
             // as any idle worker would; beyond that, only while no other
             // worker is idle (see `feed`).
             if sent.jobs.is_empty() {
-                let next = shared.queues.retries.try_recv().or_else(|_| shared.queues.jobs.try_recv());
-                if let Ok(next) = next {
+                if let Some(next) = shared.queues.try_next() {
                     if !send(shared, id, worker, sent, next) {
                         return Step::ReplaceWorker;
                     }

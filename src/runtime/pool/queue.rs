@@ -12,11 +12,12 @@
 //! being replaced. The retry queue holds at most one job per worker (only a
 //! worker's own jobs can need a retry), so it needs no capacity of its own.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{select, Receiver};
 
-use crate::protocol::JobResult;
+use crate::protocol::{JobResult, ReplyError};
+use crate::units::micros;
 use crate::work::job::{JobId, JobKind};
 
 /// A job waiting in the queue for a worker.
@@ -38,6 +39,12 @@ impl QueuedJob {
     pub(crate) fn again(&self, attempt: u32) -> QueuedJob {
         QueuedJob { id: self.id, kind: self.kind.clone(), accepted_at: self.accepted_at, attempt }
     }
+
+    /// Microseconds it waited, from its acceptance until `started` (the
+    /// queue wait every report carries).
+    pub(crate) fn waited_us(&self, started: Instant) -> u64 {
+        micros(started.saturating_duration_since(self.accepted_at))
+    }
 }
 
 /// The receiving ends for the worker pool (clones take from the same
@@ -48,6 +55,52 @@ pub(crate) struct JobQueues {
     pub(crate) jobs: Receiver<QueuedJob>,
     /// Jobs to try again after a crash; workers take these first.
     pub(crate) retries: Receiver<QueuedJob>,
+}
+
+/// What a worker waiting on the queues got (see [`JobQueues::wait_next`]).
+pub(crate) enum Waited {
+    /// The next job.
+    Job(QueuedJob),
+    /// Told to stop, or every sender is gone.
+    Stop,
+    /// Nothing came within the wait.
+    Nothing,
+}
+
+impl JobQueues {
+    /// The next job if one waits — a retry first — without blocking.
+    pub(crate) fn try_next(&self) -> Option<QueuedJob> {
+        self.retries.try_recv().or_else(|_| self.jobs.try_recv()).ok()
+    }
+
+    /// Jobs waiting in both queues.
+    pub(crate) fn waiting(&self) -> usize {
+        self.jobs.len() + self.retries.len()
+    }
+
+    /// Waits for the next job (a retry first), for `stop`, or — when
+    /// `at_most` is set — until that much time has passed.
+    pub(crate) fn wait_next<T>(&self, stop: &Receiver<T>, at_most: Option<Duration>) -> Waited {
+        if let Some(job) = self.try_next() {
+            return Waited::Job(job);
+        }
+        // `select!` picks at random among ready arms; both queues being
+        // ready at once is rare, and the retry is taken first next time.
+        let got = |job: Result<QueuedJob, _>| job.map_or(Waited::Stop, Waited::Job);
+        match at_most {
+            None => select! {
+                recv(stop) -> _ => Waited::Stop,
+                recv(self.retries) -> job => got(job),
+                recv(self.jobs) -> job => got(job),
+            },
+            Some(wait) => select! {
+                recv(stop) -> _ => Waited::Stop,
+                recv(self.retries) -> job => got(job),
+                recv(self.jobs) -> job => got(job),
+                default(wait) => Waited::Nothing,
+            },
+        }
+    }
 }
 
 /// A finished job, as a worker reports it.
@@ -67,4 +120,26 @@ pub(crate) struct JobReport {
     pub(crate) attempts: u32,
     /// Its result or failure.
     pub(crate) result: JobResult,
+}
+
+impl JobReport {
+    /// The report of `job` that ends in `error` on `worker`, after waiting
+    /// `queue_us` and running `service_us` (0 when it never started).
+    pub(crate) fn failed(
+        job: &QueuedJob,
+        worker: usize,
+        queue_us: u64,
+        service_us: u64,
+        error: ReplyError,
+    ) -> Self {
+        JobReport {
+            job: job.id,
+            worker,
+            host: None,
+            queue_us,
+            service_us,
+            attempts: job.attempt,
+            result: Err(error),
+        }
+    }
 }

@@ -121,7 +121,7 @@ fn serve(shared: &PoolShared, slot: &Slot, id: usize, generation: u64) {
             continue;
         }
         let started = Instant::now();
-        let queue_us = micros(started.saturating_duration_since(job.accepted_at));
+        let queue_us = job.waited_us(started);
         let (job_id, attempts, kind) = (job.id, job.attempt, job.kind.clone());
         {
             let mut inner = slot.lock();

@@ -26,7 +26,7 @@ pub(crate) mod predict;
 
 use super::session::{Continue, Session};
 use crate::protocol::{Chaos, Command, Request};
-use crate::server::jobs::{JobRequest, Submitted};
+use crate::server::jobs::{PendingReply, Submitted};
 use crate::server::replies::ReplySink;
 use crate::work::job::JobKind;
 
@@ -74,15 +74,16 @@ fn submit(
     cacheable: Option<&[u8]>,
     sink: &ReplySink,
 ) {
-    let job = JobRequest {
+    let job = PendingReply {
         conn: session.conn_id,
         client_id: request.id.clone(),
         command: request.command.kind(),
         dialect: request.dialect,
         timing: request.timing,
         cache_key: None,
-        sink,
+        sink: sink.clone(),
         received_at: session.received,
+        size: kind.size(),
     };
     let refusal = session.farm.nobody_can_run();
     match session.farm.jobs.submit_or_cached(job, kind, cacheable, refusal) {

@@ -44,7 +44,7 @@ use crate::remote::wire::{self, GatewayBeat, Heartbeat, JobToken, RemoteJob, Rem
 use crate::remote::{
     self as nats, ACK_WAIT, GATEWAYS_SUBJECT, HEARTBEAT_EVERY, HEARTBEAT_SUBJECT, HOST_TIMEOUT, JOBS_SUBJECT,
 };
-use crate::runtime::pool::{JobQueues, JobReport, QueuedJob};
+use crate::runtime::pool::{JobOutcomes, JobQueues, JobReport, QueuedJob, Waited};
 use crate::server::jobs::Completer;
 use crate::units::micros;
 use crate::work::job::{JobId, JobKind};
@@ -381,14 +381,11 @@ impl Forwarder {
                 }
                 continue;
             }
-            let job = select! {
-                recv(stop) -> _ => return,
-                recv(queues.retries) -> job => job,
-                recv(queues.jobs) -> job => job,
-                default(NO_ROOM_RECHECK) => continue,
-            };
-            let Ok(job) = job else { return };
-            self.forward(job);
+            match queues.wait_next(stop, Some(NO_ROOM_RECHECK)) {
+                Waited::Job(job) => self.forward(job),
+                Waited::Stop => return,
+                Waited::Nothing => continue,
+            }
         }
     }
 
@@ -399,7 +396,7 @@ impl Forwarder {
 
     /// Answers every queued job: nobody can run it.
     fn refuse_queued(&self, queues: &JobQueues) {
-        while let Ok(job) = queues.retries.try_recv().or_else(|_| queues.jobs.try_recv()) {
+        while let Some(job) = queues.try_next() {
             self.fail(&job, no_host_error(&self.status));
         }
     }
@@ -554,15 +551,7 @@ impl Forwarder {
 
     /// Answers a job that was not sent.
     fn fail(&self, job: &QueuedJob, error: ReplyError) {
-        self.completer.finish(JobReport {
-            job: job.id,
-            worker: 0,
-            host: None,
-            queue_us: micros(job.accepted_at.elapsed()),
-            service_us: 0,
-            attempts: job.attempt,
-            result: Err(error),
-        });
+        self.completer.finish(JobReport::failed(job, 0, job.waited_us(Instant::now()), 0, error));
     }
 }
 

@@ -9,7 +9,7 @@
 //! that connection's [`crate::server::replies::ReplySink`].
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
@@ -61,19 +61,66 @@ impl Completer {
         Completer { slow_job: threshold, ..self }
     }
 
-    /// The registry of jobs in flight (the reader side registers into it).
-    pub(super) fn registry(&self) -> &Registry {
-        &self.registry
+    /// `--slow-ms`: one WARN line per job that ran longer than the
+    /// threshold, with what an operator needs to find it again.
+    fn warn_if_slow(&self, report: &JobReport, pending: &PendingReply, outcome: ReplyOutcome) {
+        let Some(threshold) = self.slow_job else { return };
+        if report.service_us <= micros(threshold) {
+            return;
+        }
+        tracing::warn!(
+            command = pending.command.as_str(),
+            size = pending.size,
+            id = pending.client_id.as_json(),
+            conn = pending.conn,
+            worker = report.worker,
+            attempts = report.attempts,
+            outcome = outcome.as_str(),
+            service_ms = millis(report.service_us),
+            queue_ms = millis(report.queue_us),
+            total_ms = millis(micros(pending.received_at.elapsed())),
+            threshold_ms = millis(micros(threshold)),
+            "slow job"
+        );
     }
-
-    /// The result cache, when on.
-    pub(super) fn cache(&self) -> Option<&Arc<ResultCache>> {
-        self.cache.as_ref()
+    /// Answers every job still in flight with `error` (used when a drain at
+    /// shutdown runs out of time). Returns how many there were.
+    pub(crate) fn fail_all(&self, error: &ReplyError) -> usize {
+        let pending = self.registry.drain_all();
+        let count = pending.len();
+        for (_, reply) in pending {
+            let outcome = ReplyOutcome::Error(error.code);
+            self.stats.replied(Some(reply.command), outcome, reply.received_at.elapsed());
+            reply.sink.send(encode_error_in(reply.dialect, Some(&reply.client_id), error, None));
+        }
+        count
     }
+}
 
+/// The refusal for a job that no worker can run: none is up, and
+/// replacements are held back by the restart budget. A worker being replaced
+/// is normal (jobs queue for a few ms), but with the budget spent a job could
+/// wait a whole `--restart-window`: say so at once instead. Both the reader
+/// ([`super::Jobs::submit_or_cached`]) and the pool use this one answer.
+pub(crate) fn no_worker_error() -> ReplyError {
+    ReplyError::new(
+        ErrorCode::Busy,
+        "no worker is running: workers keep failing and replacements are rate-limited (--max-restarts); \
+         retry later",
+    )
+}
+
+/// Microseconds as milliseconds to 3 decimals, for log lines.
+fn millis(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// What the worker pool calls (see [`JobOutcomes`]): is a job still
+/// wanted, may it run again after a crash, and its reply.
+impl JobOutcomes for Completer {
     /// Whether the job's client still waits for it. A job that is not wanted
     /// is counted as cancelled and must not be run.
-    pub(crate) fn still_wanted(&self, job: JobId) -> bool {
+    fn still_wanted(&self, job: JobId) -> bool {
         let wanted = self.registry.is_wanted(job);
         if !wanted {
             self.stats.jobs_cancelled(1);
@@ -84,7 +131,7 @@ impl Completer {
     /// After the worker running `job` crashed: queues it for another worker
     /// when it may be retried and has attempts left, and returns `true`.
     /// Otherwise returns `false` and the caller answers the job.
-    pub(crate) fn retry(&self, job: &QueuedJob) -> bool {
+    fn retry(&self, job: &QueuedJob) -> bool {
         if !job.kind.is_idempotent() || job.attempt >= self.max_attempts || !self.registry.is_wanted(job.id) {
             return false;
         }
@@ -95,7 +142,7 @@ impl Completer {
     /// Puts back a job that a dead worker had queued but not started, with
     /// its attempt count unchanged. Returns `false` (and the caller answers
     /// the job) when it must not run on another worker: an injected fault.
-    pub(crate) fn requeue(&self, job: &QueuedJob) -> bool {
+    fn requeue(&self, job: &QueuedJob) -> bool {
         if !job.kind.is_idempotent() {
             return false;
         }
@@ -107,18 +154,21 @@ impl Completer {
 
     /// Delivers a finished job's reply to the connection that asked, if it is
     /// still there, records its timings, and fills the cache.
-    pub(crate) fn finish(&self, report: JobReport) {
+    fn finish(&self, report: JobReport) {
         if let Err(ReplyError { code: ErrorCode::Timeout, .. }) = &report.result {
             self.stats.job_timed_out();
         }
-        let pending = self.registry.take(report.job);
-        let command = pending.as_ref().map(|p| p.command);
-        self.stats.job_completed(command, report.queue_us, report.service_us);
-        let Some(pending) = pending else {
-            // Already answered, or the client hung up: drop it, never misdeliver.
+        // Who asked, first: taking the entry is what makes this the job's
+        // one reply. A gateway drops a duplicate result before it gets here
+        // (its table of forwarded jobs has let go of it), so what finds no
+        // entry is a job that ran for a client that has since hung up: its
+        // work is counted, its reply dropped, never misdelivered.
+        let Some(pending) = self.registry.take(report.job) else {
+            self.stats.job_completed(None, report.queue_us, report.service_us);
             self.stats.reply_dropped();
             return;
         };
+        self.stats.job_completed(Some(pending.command), report.queue_us, report.service_us);
         let outcome = match &report.result {
             Ok(_) => ReplyOutcome::Ok,
             Err(failure) => ReplyOutcome::Error(failure.code),
@@ -163,93 +213,10 @@ impl Completer {
         pending.sink.send(frame);
     }
 
-    /// `--slow-ms`: one WARN line per job that ran longer than the
-    /// threshold, with what an operator needs to find it again.
-    fn warn_if_slow(&self, report: &JobReport, pending: &PendingReply, outcome: ReplyOutcome) {
-        let Some(threshold) = self.slow_job else { return };
-        if report.service_us <= micros(threshold) {
-            return;
-        }
-        tracing::warn!(
-            command = pending.command.as_str(),
-            size = pending.size,
-            id = pending.client_id.as_json(),
-            conn = pending.conn,
-            worker = report.worker,
-            attempts = report.attempts,
-            outcome = outcome.as_str(),
-            service_ms = millis(report.service_us),
-            queue_ms = millis(report.queue_us),
-            total_ms = millis(micros(pending.received_at.elapsed())),
-            threshold_ms = millis(micros(threshold)),
-            "slow job"
-        );
-    }
-    /// Answers every job still in flight with `error` (used when a drain at
-    /// shutdown runs out of time). Returns how many there were.
-    pub(crate) fn fail_all(&self, error: &ReplyError) -> usize {
-        let pending = self.registry.drain_all();
-        let count = pending.len();
-        for (_, reply) in pending {
-            let outcome = ReplyOutcome::Error(error.code);
-            self.stats.replied(Some(reply.command), outcome, reply.received_at.elapsed());
-            reply.sink.send(encode_error_in(reply.dialect, Some(&reply.client_id), error, None));
-        }
-        count
-    }
-
     /// Answers a job that was queued while no worker can run it (see
     /// [`no_worker_error`]): the pool calls this for jobs that were already
     /// queued when the last worker died.
-    pub(crate) fn refuse_no_worker(&self, job: &QueuedJob, worker: usize) {
-        self.finish(JobReport {
-            job: job.id,
-            worker,
-            host: None,
-            queue_us: micros(job.accepted_at.elapsed()),
-            service_us: 0,
-            attempts: job.attempt,
-            result: Err(no_worker_error()),
-        });
-    }
-}
-
-/// The refusal for a job that no worker can run: none is up, and
-/// replacements are held back by the restart budget. A worker being replaced
-/// is normal (jobs queue for a few ms), but with the budget spent a job could
-/// wait a whole `--restart-window`: say so at once instead. Both the reader
-/// ([`super::Jobs::submit_or_cached`]) and the pool use this one answer.
-pub(crate) fn no_worker_error() -> ReplyError {
-    ReplyError::new(
-        ErrorCode::Busy,
-        "no worker is running: workers keep failing and replacements are rate-limited (--max-restarts); \
-         retry later",
-    )
-}
-
-/// Microseconds as milliseconds to 3 decimals, for log lines.
-fn millis(us: u64) -> f64 {
-    us as f64 / 1000.0
-}
-
-impl JobOutcomes for Completer {
-    fn still_wanted(&self, job: JobId) -> bool {
-        Completer::still_wanted(self, job)
-    }
-
-    fn retry(&self, job: &QueuedJob) -> bool {
-        Completer::retry(self, job)
-    }
-
-    fn requeue(&self, job: &QueuedJob) -> bool {
-        Completer::requeue(self, job)
-    }
-
-    fn finish(&self, report: JobReport) {
-        Completer::finish(self, report)
-    }
-
     fn refuse_no_worker(&self, job: &QueuedJob, worker: usize) {
-        Completer::refuse_no_worker(self, job, worker)
+        self.finish(JobReport::failed(job, worker, job.waited_us(Instant::now()), 0, no_worker_error()));
     }
 }

@@ -34,35 +34,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 
-use cache::{CacheKey, CacheStats, ResultCache};
-use registry::{ConnId, PendingReply, Registry};
+use cache::{CacheStats, ResultCache};
+pub(crate) use registry::PendingReply;
+use registry::{ConnId, Registry};
 
-use crate::protocol::{encode_job_reply, ClientId, CommandKind, Dialect, ReplyError, ReplyExtras};
+use crate::protocol::{encode_job_reply, ClientId, ReplyError, ReplyExtras};
 use crate::runtime::pool::{JobQueues, QueuedJob};
-use crate::server::replies::ReplySink;
 use crate::server::stats::Stats;
 use crate::work::job::JobKind;
-
-/// What a job needs besides its kind: who asked, and how to answer.
-pub(crate) struct JobRequest<'a> {
-    /// The asking connection.
-    pub(crate) conn: ConnId,
-    /// The client's id.
-    pub(crate) client_id: ClientId,
-    /// The command (for counters and the reply's shape).
-    pub(crate) command: CommandKind,
-    /// Which protocol to answer in.
-    pub(crate) dialect: Dialect,
-    /// Whether timing fields were asked for.
-    pub(crate) timing: bool,
-    /// Where to store the result, when the cache is on and the job
-    /// cacheable (set by [`Jobs::submit_or_cached`]).
-    pub(crate) cache_key: Option<CacheKey>,
-    /// The connection's reply path.
-    pub(crate) sink: &'a ReplySink,
-    /// When the request's frame was read (the start of its latency).
-    pub(crate) received_at: Instant,
-}
 
 /// What became of a job request handed to [`Jobs::submit_or_cached`].
 pub(crate) enum Submitted {
@@ -77,8 +56,16 @@ pub(crate) enum Submitted {
 /// The reader threads' side: accepts jobs. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Jobs {
+    /// The bounded queue into the pool (its receivers are the workers').
     queue: Sender<QueuedJob>,
+    /// Its room, for the `BUSY` message and `stats`.
     capacity: usize,
+    /// Who asked for each job in flight: the reader inserts, the completer takes.
+    registry: Registry,
+    /// Results of repeated compute requests, when the cache is on: the
+    /// reader reads it, the completer fills it.
+    cache: Option<Arc<ResultCache>>,
+    /// The workers' side of the same jobs, handed to the pool.
     completer: Completer,
 }
 
@@ -95,8 +82,15 @@ impl Jobs {
     ) -> (Jobs, JobQueues) {
         let (queue, jobs) = crossbeam_channel::bounded(capacity);
         let (retry_queue, retry_jobs) = crossbeam_channel::unbounded();
-        let completer = Completer::new(registry, stats, cache, retry_queue, retries.saturating_add(1), None);
-        (Jobs { queue, capacity, completer }, JobQueues { jobs, retries: retry_jobs })
+        let completer = Completer::new(
+            registry.clone(),
+            stats,
+            cache.clone(),
+            retry_queue,
+            retries.saturating_add(1),
+            None,
+        );
+        (Jobs { queue, capacity, registry, cache, completer }, JobQueues { jobs, retries: retry_jobs })
     }
 
     /// Logs a warning for every job that runs longer than `threshold` on
@@ -119,7 +113,7 @@ impl Jobs {
 
     /// The result cache's counters, when the cache is on.
     pub(crate) fn cache_stats(&self) -> Option<CacheStats> {
-        self.completer.cache().map(|cache| cache.stats())
+        self.cache.as_ref().map(|cache| cache.stats())
     }
 
     /// What the reader thread calls for every job request: answers it from
@@ -131,12 +125,12 @@ impl Jobs {
     /// the [`Completer`].
     pub(crate) fn submit_or_cached(
         &self,
-        mut request: JobRequest<'_>,
+        mut request: PendingReply,
         kind: JobKind,
         cacheable: Option<&[u8]>,
         refusal: Option<ReplyError>,
     ) -> Submitted {
-        if let (Some(cache), Some(payload)) = (self.completer.cache(), cacheable) {
+        if let (Some(cache), Some(payload)) = (&self.cache, cacheable) {
             if let Some(key) = cache.key_for(payload) {
                 if let Some(output) = cache.get(&key) {
                     let extras = ReplyExtras { cached: true, ..ReplyExtras::default() };
@@ -166,22 +160,12 @@ impl Jobs {
     /// # Errors
     /// The job is not accepted when the queue is full or closed; the client's
     /// id is handed back so the caller can answer with an error.
-    pub(crate) fn submit(&self, request: JobRequest<'_>, kind: JobKind) -> Result<(), (Rejection, ClientId)> {
+    pub(crate) fn submit(&self, request: PendingReply, kind: JobKind) -> Result<(), (Rejection, ClientId)> {
         let accepted_at = Instant::now();
-        let registry = self.completer.registry();
+        let registry = &self.registry;
         // Register first: once the job is in the queue a worker may finish it
         // at any moment, and it must find the entry when it does.
-        let id = registry.insert(PendingReply {
-            conn: request.conn,
-            client_id: request.client_id,
-            command: request.command,
-            dialect: request.dialect,
-            timing: request.timing,
-            cache_key: request.cache_key,
-            sink: request.sink.clone(),
-            received_at: request.received_at,
-            size: kind.size(),
-        });
+        let id = registry.insert(request);
         let rejection = match self.queue.try_send(QueuedJob { id, kind, accepted_at, attempt: 1 }) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Full(_)) => Rejection::Busy,
@@ -204,13 +188,13 @@ impl Jobs {
 
     /// Jobs accepted and not yet answered (queued or running).
     pub(crate) fn in_flight(&self) -> usize {
-        self.completer.registry().len()
+        self.registry.len()
     }
 
     /// Forgets the jobs of a connection that closed (see
     /// [`Registry::cancel_connection`]); returns how many there were.
     pub(crate) fn cancel_connection(&self, conn: ConnId) -> usize {
-        self.completer.registry().cancel_connection(conn)
+        self.registry.cancel_connection(conn)
     }
 
     /// Answers every job still in flight with `error` (used when a drain at
@@ -223,8 +207,10 @@ impl Jobs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{ErrorCode, JobOutput};
+    use crate::protocol::{CommandKind, Dialect, ErrorCode, JobOutput};
+    use crate::runtime::pool::JobOutcomes;
     use crate::runtime::pool::JobReport;
+    use crate::server::replies::ReplySink;
     use serde_json::value::RawValue;
 
     fn client_id(text: &str) -> ClientId {
@@ -235,16 +221,17 @@ mod tests {
         std::str::from_utf8(&frame[4..]).unwrap()
     }
 
-    fn request<'a>(id: &str, timing: bool, sink: &'a ReplySink) -> JobRequest<'a> {
-        JobRequest {
+    fn request(id: &str, timing: bool, sink: &ReplySink) -> PendingReply {
+        PendingReply {
             conn: 7,
             client_id: client_id(id),
             command: CommandKind::Compute,
             dialect: Dialect::ThreadCenter,
             timing,
             cache_key: None,
-            sink,
+            sink: sink.clone(),
             received_at: Instant::now(),
+            size: 2,
         }
     }
 

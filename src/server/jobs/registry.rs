@@ -21,7 +21,9 @@ use crate::work::job::JobId;
 /// Identifies one accepted connection for the life of the server.
 pub(crate) type ConnId = u64;
 
-/// Everything needed to answer a job once it is done.
+/// A job's one record of who asked, from the reader that accepts it to the
+/// completer that answers it: built by the command ([`crate::server::cmd`]),
+/// kept in the registry while the job is queued or running, taken out once.
 #[derive(Debug)]
 pub(crate) struct PendingReply {
     /// The connection that asked.
