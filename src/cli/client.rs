@@ -470,7 +470,7 @@ pub(crate) struct BenchArgs {
     /// goes, at ADDR [default: 127.0.0.1 on a free port]; its address is
     /// printed at start. Open it in a browser to watch the workers.
     #[arg(long, requires = "embedded", num_args = 0..=1, default_missing_value = "127.0.0.1:0",
-          value_parser = crate::cli::server::parse_socket_address)]
+          value_parser = crate::cli::metrics::parse_socket_address)]
     pub(crate) dashboard: Option<std::net::SocketAddr>,
 
     /// Embedded server in thread mode with a CPython-style GIL.

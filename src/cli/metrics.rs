@@ -1,6 +1,7 @@
 //! The metrics endpoint's limits and token, shared by `tc-server` and
 //! `tc-worker` (both serve `--metrics-addr` with the same code).
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::runtime::http::HttpLimits;
@@ -45,6 +46,29 @@ impl MetricsHttpArgs {
             token: self.metrics_token.clone(),
             // Set by the server from its certificate (`--metrics-tls`).
             tls: None,
+        }
+    }
+}
+
+/// Parses `--metrics-addr`: `IP:PORT` or `HOST:PORT` (the first address the
+/// name resolves to).
+pub(crate) fn parse_socket_address(text: &str) -> Result<SocketAddr, String> {
+    let mut addresses = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{text:?} is not an address like 127.0.0.1:9464 ({e})"))?;
+    addresses.next().ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_addresses_take_an_ip_or_a_name_with_a_port() {
+        assert_eq!(parse_socket_address("127.0.0.1:9464"), Ok("127.0.0.1:9464".parse().unwrap()));
+        assert!(parse_socket_address("localhost:0").unwrap().ip().is_loopback());
+        for bad in ["", "9464", "127.0.0.1", "127.0.0.1:99999"] {
+            assert!(parse_socket_address(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `tc-server`: flags, and turning them into a running server.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -165,7 +165,7 @@ pub struct ServerArgs {
     /// 127.0.0.1:9464; port 0 picks a free one, printed on stdout as
     /// `metrics on http://ADDR/metrics`, then `dashboard on http://ADDR/`).
     /// Off unless given.
-    #[arg(help_heading = "Observability", long, env = "THREADCENTER_METRICS_ADDR", value_parser = parse_socket_address)]
+    #[arg(help_heading = "Observability", long, env = "THREADCENTER_METRICS_ADDR", value_parser = super::metrics::parse_socket_address)]
     pub(crate) metrics_addr: Option<SocketAddr>,
 
     /// The metrics endpoint's token, connection cap and timeout.
@@ -228,15 +228,6 @@ pub struct ServerArgs {
     /// NATS authentication and TLS (with --nats).
     #[command(flatten)]
     pub(crate) nats_auth: NatsAuthArgs,
-}
-
-/// Parses `--metrics-addr`: `IP:PORT` or `HOST:PORT` (the first address the
-/// name resolves to).
-pub(crate) fn parse_socket_address(text: &str) -> Result<SocketAddr, String> {
-    let mut addresses = text
-        .to_socket_addrs()
-        .map_err(|e| format!("{text:?} is not an address like 127.0.0.1:9464 ({e})"))?;
-    addresses.next().ok_or_else(|| format!("{text:?} resolves to no address"))
 }
 
 /// Parses `--rate-limit`: `100` or `100/s`.
@@ -433,15 +424,6 @@ mod tests {
         assert_eq!(parse_rate("2.5/s"), Ok(2.5));
         for bad in ["", "0", "-1", "fast", "inf"] {
             assert!(parse_rate(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn metrics_addresses_take_an_ip_or_a_name_with_a_port() {
-        assert_eq!(parse_socket_address("127.0.0.1:9464"), Ok("127.0.0.1:9464".parse().unwrap()));
-        assert!(parse_socket_address("localhost:0").unwrap().ip().is_loopback());
-        for bad in ["", "9464", "127.0.0.1", "127.0.0.1:99999"] {
-            assert!(parse_socket_address(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -73,7 +73,7 @@ pub struct WorkerArgs {
     /// Serve /metrics, /healthz and /readyz on this address (e.g.
     /// 127.0.0.1:9465; port 0 picks a free one, printed on stdout). Off when
     /// not given.
-    #[arg(long, env = "THREADCENTER_METRICS_ADDR")]
+    #[arg(long, env = "THREADCENTER_METRICS_ADDR", value_parser = super::metrics::parse_socket_address)]
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
 
     /// The metrics endpoint's token, connection cap and timeout.
@@ -157,24 +157,14 @@ impl WorkerArgs {
                 job_timeout: self.pool.job_timeout,
             },
             drain_timeout: self.drain_timeout,
-            metrics: match self.metrics_addr {
-                Some(addr) => Some(std::sync::Arc::new(
-                    std::net::TcpListener::bind(addr)
-                        .with_context(|| format!("cannot serve metrics on {addr}"))?,
-                )),
-                None => None,
+            metrics_addr: self.metrics_addr,
+            metrics_tls: match (&self.metrics_tls_cert, &self.metrics_tls_key) {
+                (Some(cert), Some(key)) => {
+                    Some(crate::tls::TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: None })
+                }
+                _ => None,
             },
-            metrics_limits: crate::runtime::http::HttpLimits {
-                tls: match (&self.metrics_tls_cert, &self.metrics_tls_key) {
-                    (Some(cert), Some(key)) => Some(crate::tls::server_config(&crate::tls::TlsFiles {
-                        cert: cert.clone(),
-                        key: key.clone(),
-                        client_ca: None,
-                    })?),
-                    _ => None,
-                },
-                ..self.metrics_http.limits()
-            },
+            metrics_limits: self.metrics_http.limits(),
         })
     }
 }
@@ -188,13 +178,14 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     // A setting that cannot work is a usage error (exit 2), as on tc-server.
     let config = args.config().map_err(|e| crate::Error::Config(format!("{e:#}")))?;
     config.nats.check()?;
+    let metrics = crate::host::MetricsSetup::open(&config)?;
     args.pool.load_onnxruntime()?;
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     super::on_stop_signals(move || {
         tracing::info!("stop signal received; draining (a second signal exits at once)");
         let _ = stop_tx.try_send(());
     })?;
-    crate::host::run(config, stop_rx).context("the worker host failed")?;
+    crate::host::run(config, metrics, stop_rx).context("the worker host failed")?;
     Ok(())
 }
 

@@ -1,0 +1,309 @@
+//! Pulling jobs from the stream, never more than the free slots, and
+//! checking each before it may run: the farm key, a replay, its deadline,
+//! its gateway still alive, its attempt limit, and this host's own limits.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind};
+use futures_util::StreamExt;
+
+use super::admission;
+use super::held::{Held, HeldJobs};
+use super::pages::HostCounters;
+use super::peers::{Peers, JUDGE_AFTER};
+use crate::protocol::{ErrorCode, ReplyError};
+use crate::remote::connect::LinkState;
+use crate::remote::envelope::{self, now_ms, JobReplays, KeyMismatch, Verifier};
+use crate::remote::wire::{self, RemoteJob};
+use crate::runtime::pool::QueuedJob;
+use crate::work::job::JobId;
+
+/// How long one pull request waits in JetStream for jobs before it expires
+/// (the host then asks again).
+pub(super) const FETCH_WAIT: Duration = Duration::from_secs(2);
+/// How long after its expiry a pull request still counts as out.
+const PULL_GRACE: Duration = Duration::from_secs(1);
+/// The longest the fetcher sleeps before it looks again (a delivery or a
+/// freed slot wakes it at once; this only bounds a missed wake-up).
+const FULL_RECHECK: Duration = Duration::from_millis(100);
+/// How long a signed job this keyless host cannot use waits before it is
+/// delivered again (to a host with the key, if there is one).
+const KEYLESS_NAK_DELAY: Duration = Duration::from_secs(1);
+/// What the fetch task needs: the NATS handles, the held jobs and the
+/// pool's queue.
+pub(super) struct Fetcher {
+    pub(super) client: async_nats::Client,
+    pub(super) js: jetstream::Context,
+    pub(super) consumer: jetstream::consumer::PullConsumer,
+    pub(super) held: Arc<HeldJobs>,
+    pub(super) jobs: crossbeam_channel::Sender<QueuedJob>,
+    pub(super) slots: usize,
+    pub(super) pulling: Arc<AtomicBool>,
+    pub(super) checks: JobChecks,
+}
+
+/// What a delivered job is checked against before it may run.
+pub(super) struct JobChecks {
+    pub(super) verifier: Verifier,
+    pub(super) replays: Arc<JobReplays>,
+    pub(super) peers: Arc<Peers>,
+    pub(super) link: Arc<LinkState>,
+    pub(super) counters: Arc<HostCounters>,
+    pub(super) name: String,
+    pub(super) admission: admission::Admission,
+}
+
+/// What to do with a delivered job.
+enum Verdict {
+    /// Run it.
+    Run,
+    /// Answer it with this error, unrun.
+    Refuse(ReplyError),
+    /// Drop it unrun and unanswered (the reason is logged and counted):
+    /// nobody could use an answer, or it is not ours.
+    Drop,
+}
+
+impl JobChecks {
+    /// The farm key's check of a message, before it is even decoded; when
+    /// it fails, what to tell the stream: a message that is not ours ends
+    /// there, a signed one this keyless host cannot use goes back (after a
+    /// pause) for a host that has the key.
+    fn signed(&self, message: &async_nats::Message) -> Result<envelope::Signed, AckKind> {
+        if self.verifier.signed_without_key(message.headers.as_ref()) {
+            // Its gateway would drop this host's result (unsigned).
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            self.counters.key_trouble.noticed(KeyMismatch::OnlySenderHasOne, "a job from the jobs stream");
+            return Err(AckKind::Nak(Some(KEYLESS_NAK_DELAY)));
+        }
+        self.verifier.verify(message.subject.as_str(), message.headers.as_ref(), &message.payload).map_err(
+            |why| {
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                match KeyMismatch::of(&why) {
+                    Some(mismatch) => {
+                        self.counters.key_trouble.noticed(mismatch, "a job from the jobs stream")
+                    }
+                    None => tracing::warn!(subject = %message.subject, %why, "dropping a job message"),
+                }
+                AckKind::Term
+            },
+        )
+    }
+
+    /// Whether a decoded, signed job may run, is answered unrun, or dropped.
+    fn judge(&self, job: &RemoteJob, signed: &envelope::Signed, stream_seq: u64, attempts: u32) -> Verdict {
+        let now = now_ms();
+        let token = wire::token_hex(job.token);
+        if let Err(why) = self.replays.check(signed, stream_seq, job.expires_ms, now) {
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(job = %token, %why, "dropping a job");
+            return Verdict::Drop;
+        }
+        if now > job.expires_ms {
+            self.counters.expired.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(job = %token, gateway = %job.gateway, "dropping a job past its deadline: its gateway has answered it");
+            return Verdict::Drop;
+        }
+        // Judged only on a link up long enough to have heard every gateway.
+        let judging = self.link.up_for() >= JUDGE_AFTER;
+        if judging && self.peers.gateway_silent(&job.gateway, Instant::now()) {
+            self.counters.orphaned.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(job = %token, gateway = %job.gateway, "dropping a job of a gateway gone silent: nobody would read its result");
+            return Verdict::Drop;
+        }
+        if attempts > 1 {
+            tracing::info!(job = %token, delivery = attempts, "a job delivered again");
+        }
+        if attempts <= job.max_attempts {
+            return Verdict::Run;
+        }
+        let holder = self.peers.held_elsewhere(&self.name, &token, Instant::now());
+        if !judging || holder.is_some() {
+            // The broker redelivered a job its holder still works on (or
+            // this host cannot tell yet): not a crash. Run it; the gateway
+            // keeps the first result.
+            self.counters.redeliveries_excused.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(job = %token, delivery = attempts, holder = ?holder, "redelivered past the attempt limit, but its holder is alive or the link just came back: not counted as a crash");
+            return Verdict::Run;
+        }
+        Verdict::Refuse(ReplyError::new(
+            ErrorCode::WorkerCrashed,
+            format!(
+                "the job was delivered {attempts} times and its worker host died or hung each time \
+                 (at most {} allowed, --retries)",
+                job.max_attempts
+            ),
+        ))
+    }
+}
+
+/// The pull request this host has out: its token, how many jobs it may
+/// still bring, and when the host stops counting on it (the server's expiry
+/// plus a grace, in case its "request timeout" status was lost with a
+/// connection).
+struct Pull {
+    token: u64,
+    wanted: usize,
+    forget_at: tokio::time::Instant,
+}
+
+/// Pulls jobs, never more than the free slots, while `pulling`; after that
+/// (draining) hands back anything a request still out brings.
+///
+/// One subscription serves every pull request, each with its own reply
+/// subject `<inbox>.<n>`: a fetch per request would subscribe and
+/// unsubscribe for every job, which costs the NATS server more than the
+/// job's own messages. Only one request is out at a time, so every
+/// delivery belongs to it and `held + asked <= slots` holds exactly (a
+/// delivery carries the job's own subject, not the request's; a status —
+/// 408 expired, 409 refused — carries the request's, hence the token).
+/// With jobs waiting in the stream a request is answered at once, so one
+/// at a time costs nothing; a slot that frees while a request waits on an
+/// empty stream asks as soon as that request ends.
+pub(super) async fn fetch_jobs<F, Fut>(fetcher: Fetcher, refuse: F)
+where
+    F: Fn(Held, ReplyError) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Fetcher { client, js, consumer, held, jobs, slots, pulling, checks } = fetcher;
+    let inbox = client.new_inbox();
+    let mut deliveries = loop {
+        match client.subscribe(format!("{inbox}.*")).await {
+            Ok(subscription) => break subscription,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot subscribe for jobs; retrying");
+                tokio::time::sleep(FETCH_WAIT).await;
+            }
+        }
+    };
+    let mut pull: Option<Pull> = None;
+    let mut next_token: u64 = 0;
+    let mut next_id: JobId = 0;
+    loop {
+        let now = tokio::time::Instant::now();
+        if pull.as_ref().is_some_and(|pull| pull.forget_at <= now) {
+            pull = None;
+        }
+        let free = slots.saturating_sub(held.len());
+        if pull.is_none() && free > 0 && pulling.load(Ordering::SeqCst) {
+            next_token += 1;
+            let request = jetstream::consumer::pull::BatchConfig {
+                batch: free,
+                expires: Some(FETCH_WAIT),
+                ..Default::default()
+            };
+            match consumer.request_batch(request, format!("{inbox}.{next_token}").into()).await {
+                Ok(()) => {
+                    let forget_at = now + FETCH_WAIT + PULL_GRACE;
+                    pull = Some(Pull { token: next_token, wanted: free, forget_at });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot pull jobs from NATS; retrying");
+                    tokio::time::sleep(FETCH_WAIT).await;
+                    continue;
+                }
+            }
+        }
+        // Wake for a delivery, a freed slot, or the request to forget.
+        let wake_at = pull.as_ref().map_or(now + FULL_RECHECK, |pull| pull.forget_at.min(now + FULL_RECHECK));
+        let message = tokio::select! {
+            message = deliveries.next() => message,
+            _ = held.freed.notified() => continue,
+            _ = tokio::time::sleep_until(wake_at) => continue,
+        };
+        let Some(message) = message else {
+            tracing::warn!("the job subscription ended");
+            return;
+        };
+        match message.status {
+            None | Some(async_nats::StatusCode::OK) => {
+                if let Some(current) = pull.as_mut() {
+                    current.wanted = current.wanted.saturating_sub(1);
+                    if current.wanted == 0 {
+                        pull = None;
+                    }
+                }
+            }
+            Some(async_nats::StatusCode::IDLE_HEARTBEAT) => continue,
+            Some(status) => {
+                // 408: the request expired; 409: refused or ended (e.g. the
+                // consumer's limit of waiting requests). Either way it is over.
+                if status != async_nats::StatusCode::TIMEOUT {
+                    tracing::debug!(%status, description = ?message.description, "pull request ended");
+                }
+                let token = message.subject.rsplit('.').next().and_then(|n| n.parse::<u64>().ok());
+                if pull.as_ref().is_some_and(|pull| Some(pull.token) == token) {
+                    pull = None;
+                }
+                continue;
+            }
+        }
+        let message = jetstream::Message { message, context: js.clone() };
+        if !pulling.load(Ordering::SeqCst) || held.len() >= slots {
+            // Draining, or a late delivery for a request already forgotten:
+            // straight back to the stream, for another host.
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+            continue;
+        }
+        let (attempts, stream_seq) =
+            message.info().map(|info| (info.delivered as u32, info.stream_sequence)).unwrap_or((1, 0));
+        let signed = match checks.signed(&message) {
+            Ok(signed) => signed,
+            Err(answer) => {
+                let _ = message.ack_with(answer).await;
+                continue;
+            }
+        };
+        let job: RemoteJob = match wire::decode(&message.payload) {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::warn!(error = %e, "dropping a message that is not a job");
+                let _ = message.ack_with(AckKind::Term).await;
+                continue;
+            }
+        };
+        let mut verdict = checks.judge(&job, &signed, stream_seq, attempts);
+        // Then the host's own limits, as a gateway checks a request.
+        let kind = match checks.admission.admit(job.kind) {
+            Ok(kind) => Some(kind),
+            Err(error) => {
+                if matches!(verdict, Verdict::Run) {
+                    tracing::warn!(job = %wire::token_hex(job.token), error = %error.message, "refusing a job");
+                    verdict = Verdict::Refuse(error);
+                }
+                None
+            }
+        };
+        let held_job = Held {
+            message,
+            job: job.job,
+            token: job.token,
+            reply_to: job.reply_to,
+            attempts,
+            expires_ms: job.expires_ms,
+        };
+        let kind = match (verdict, kind) {
+            (Verdict::Run, Some(kind)) => kind,
+            (Verdict::Run, None) => continue, // cannot happen: a refusal is a Refuse verdict
+            (Verdict::Drop, _) => {
+                let _ = held_job.message.ack_with(AckKind::Term).await;
+                continue;
+            }
+            (Verdict::Refuse(error), _) => {
+                refuse(held_job, error).await;
+                continue;
+            }
+        };
+        next_id += 1;
+        held.insert(next_id, held_job);
+        let queued = QueuedJob { id: next_id, kind, accepted_at: Instant::now(), attempt: attempts };
+        if jobs.try_send(queued).is_err() {
+            // Cannot happen while free slots are counted right; hand it back.
+            if let Some(held_job) = held.take(next_id) {
+                let _ = held_job.message.ack_with(AckKind::Nak(None)).await;
+            }
+        }
+    }
+}

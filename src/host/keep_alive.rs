@@ -1,0 +1,66 @@
+//! Staying known: every third of the ack wait the held jobs are said to be
+//! still in progress (so a long job is not taken for a lost one), and every
+//! [`HEARTBEAT_EVERY`] the host says who it is, how busy, and which jobs it
+//! holds — what gateways count as capacity and other hosts judge
+//! redeliveries by.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_nats::jetstream::AckKind;
+
+use super::held::HeldJobs;
+use super::HostConfig;
+use crate::remote::envelope::Signer;
+use crate::remote::wire::Heartbeat;
+use crate::remote::{ACK_WAIT, HEARTBEAT_EVERY, HEARTBEAT_SUBJECT};
+use crate::runtime::pool::WorkerBoard;
+
+/// What this host says about itself now.
+pub(super) fn heartbeat(config: &HostConfig, held: &HeldJobs, board: &WorkerBoard) -> Heartbeat {
+    let workers = board.snapshot();
+    Heartbeat {
+        name: config.name.clone(),
+        slots: config.pool.workers,
+        busy: held.len(),
+        jobs_done: workers.iter().map(|w| w.jobs_done).sum(),
+        restarts: workers.iter().map(|w| w.restarts).sum(),
+        mode: config.pool.mode.as_str().to_string(),
+        holding: held.tokens(),
+        leaving: false,
+    }
+}
+
+/// Every third of the ack wait, tells JetStream the held jobs are still in
+/// progress; every [`HEARTBEAT_EVERY`] (and at once when a new gateway
+/// appears), says who this host is, how busy, and which jobs it holds (and
+/// keeps `status`, which the NATS service answers with, up to date).
+pub(super) async fn keep_alive(
+    client: async_nats::Client,
+    held: Arc<HeldJobs>,
+    board: Arc<WorkerBoard>,
+    config: HostConfig,
+    status: Arc<Mutex<Heartbeat>>,
+    (signer, beat_now): (Arc<Signer>, Arc<tokio::sync::Notify>),
+) {
+    let mut progress = tokio::time::interval(ACK_WAIT / 3);
+    let mut beating = tokio::time::interval(HEARTBEAT_EVERY);
+    loop {
+        tokio::select! {
+            _ = progress.tick() => {
+                for job in held.all() {
+                    let _ = job.message.ack_with(AckKind::Progress).await;
+                }
+                continue;
+            }
+            _ = beating.tick() => {}
+            () = beat_now.notified() => {}
+        }
+        let beat = heartbeat(&config, &held, &board);
+        *status.lock().unwrap_or_else(PoisonError::into_inner) = beat.clone();
+        if let Ok(bytes) = serde_json::to_vec(&beat) {
+            let mut headers = async_nats::HeaderMap::new();
+            signer.sign(HEARTBEAT_SUBJECT, &mut headers, &bytes);
+            let _ = client.publish_with_headers(HEARTBEAT_SUBJECT, headers, bytes.into()).await;
+        }
+    }
+}
