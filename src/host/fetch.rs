@@ -167,17 +167,8 @@ where
     F: Fn(Held, ReplyError) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let Fetcher { client, js, consumer, held, jobs, slots, pulling, checks } = fetcher;
-    let inbox = client.new_inbox();
-    let mut deliveries = loop {
-        match client.subscribe(format!("{inbox}.*")).await {
-            Ok(subscription) => break subscription,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot subscribe for jobs; retrying");
-                tokio::time::sleep(FETCH_WAIT).await;
-            }
-        }
-    };
+    let inbox = fetcher.client.new_inbox();
+    let mut deliveries = subscribe_for_jobs(&fetcher.client, &inbox).await;
     let mut pull: Option<Pull> = None;
     let mut next_token: u64 = 0;
     let mut next_id: JobId = 0;
@@ -186,15 +177,15 @@ where
         if pull.as_ref().is_some_and(|pull| pull.forget_at <= now) {
             pull = None;
         }
-        let free = slots.saturating_sub(held.len());
-        if pull.is_none() && free > 0 && pulling.load(Ordering::SeqCst) {
+        let free = fetcher.slots.saturating_sub(fetcher.held.len());
+        if pull.is_none() && free > 0 && fetcher.pulling.load(Ordering::SeqCst) {
             next_token += 1;
             let request = jetstream::consumer::pull::BatchConfig {
                 batch: free,
                 expires: Some(FETCH_WAIT),
                 ..Default::default()
             };
-            match consumer.request_batch(request, format!("{inbox}.{next_token}").into()).await {
+            match fetcher.consumer.request_batch(request, format!("{inbox}.{next_token}").into()).await {
                 Ok(()) => {
                     let forget_at = now + FETCH_WAIT + PULL_GRACE;
                     pull = Some(Pull { token: next_token, wanted: free, forget_at });
@@ -210,100 +201,185 @@ where
         let wake_at = pull.as_ref().map_or(now + FULL_RECHECK, |pull| pull.forget_at.min(now + FULL_RECHECK));
         let message = tokio::select! {
             message = deliveries.next() => message,
-            _ = held.freed.notified() => continue,
+            _ = fetcher.held.freed.notified() => continue,
             _ = tokio::time::sleep_until(wake_at) => continue,
         };
         let Some(message) = message else {
             tracing::warn!("the job subscription ended");
             return;
         };
-        match message.status {
-            None | Some(async_nats::StatusCode::OK) => {
-                if let Some(current) = pull.as_mut() {
-                    current.wanted = current.wanted.saturating_sub(1);
-                    if current.wanted == 0 {
-                        pull = None;
-                    }
+        if !counts_against(&mut pull, &message) {
+            continue; // a status, not a job
+        }
+        let message = jetstream::Message { message, context: fetcher.js.clone() };
+        if let Some(queued) = take_delivery(&fetcher, message, &mut next_id, &refuse).await {
+            if fetcher.jobs.try_send(queued).is_err() {
+                // Cannot happen while free slots are counted right; hand it back.
+                if let Some(held_job) = fetcher.held.take(next_id) {
+                    let _ = held_job.message.ack_with(AckKind::Nak(None)).await;
                 }
-            }
-            Some(async_nats::StatusCode::IDLE_HEARTBEAT) => continue,
-            Some(status) => {
-                // 408: the request expired; 409: refused or ended (e.g. the
-                // consumer's limit of waiting requests). Either way it is over.
-                if status != async_nats::StatusCode::TIMEOUT {
-                    tracing::debug!(%status, description = ?message.description, "pull request ended");
-                }
-                let token = message.subject.rsplit('.').next().and_then(|n| n.parse::<u64>().ok());
-                if pull.as_ref().is_some_and(|pull| Some(pull.token) == token) {
-                    pull = None;
-                }
-                continue;
             }
         }
-        let message = jetstream::Message { message, context: js.clone() };
-        if !pulling.load(Ordering::SeqCst) || held.len() >= slots {
-            // Draining, or a late delivery for a request already forgotten:
-            // straight back to the stream, for another host.
-            let _ = message.ack_with(AckKind::Nak(None)).await;
-            continue;
-        }
-        let (attempts, stream_seq) =
-            message.info().map(|info| (info.delivered as u32, info.stream_sequence)).unwrap_or((1, 0));
-        let signed = match checks.signed(&message) {
-            Ok(signed) => signed,
-            Err(answer) => {
-                let _ = message.ack_with(answer).await;
-                continue;
-            }
-        };
-        let job: RemoteJob = match wire::decode(&message.payload) {
-            Ok(job) => job,
+    }
+}
+
+/// The one subscription every pull request's deliveries come to (retried
+/// until NATS takes it).
+async fn subscribe_for_jobs(client: &async_nats::Client, inbox: &str) -> async_nats::Subscriber {
+    loop {
+        match client.subscribe(format!("{inbox}.*")).await {
+            Ok(subscription) => return subscription,
             Err(e) => {
-                tracing::warn!(error = %e, "dropping a message that is not a job");
-                let _ = message.ack_with(AckKind::Term).await;
-                continue;
-            }
-        };
-        let mut verdict = checks.judge(&job, &signed, stream_seq, attempts);
-        // Then the host's own limits, as a gateway checks a request.
-        let kind = match checks.admission.admit(job.kind) {
-            Ok(kind) => Some(kind),
-            Err(error) => {
-                if matches!(verdict, Verdict::Run) {
-                    tracing::warn!(job = %wire::token_hex(job.token), error = %error.message, "refusing a job");
-                    verdict = Verdict::Refuse(error);
-                }
-                None
-            }
-        };
-        let held_job = Held {
-            message,
-            job: job.job,
-            token: job.token,
-            reply_to: job.reply_to,
-            attempts,
-            expires_ms: job.expires_ms,
-        };
-        let kind = match (verdict, kind) {
-            (Verdict::Run, Some(kind)) => kind,
-            (Verdict::Run, None) => continue, // cannot happen: a refusal is a Refuse verdict
-            (Verdict::Drop, _) => {
-                let _ = held_job.message.ack_with(AckKind::Term).await;
-                continue;
-            }
-            (Verdict::Refuse(error), _) => {
-                refuse(held_job, error).await;
-                continue;
-            }
-        };
-        next_id += 1;
-        held.insert(next_id, held_job);
-        let queued = QueuedJob { id: next_id, kind, accepted_at: Instant::now(), attempt: attempts };
-        if jobs.try_send(queued).is_err() {
-            // Cannot happen while free slots are counted right; hand it back.
-            if let Some(held_job) = held.take(next_id) {
-                let _ = held_job.message.ack_with(AckKind::Nak(None)).await;
+                tracing::warn!(error = %e, "cannot subscribe for jobs; retrying");
+                tokio::time::sleep(FETCH_WAIT).await;
             }
         }
+    }
+}
+
+/// Whether `message` is a job (and so uses up one of the pull's places);
+/// a status ends the pull it names, or is a heartbeat of the request.
+fn counts_against(pull: &mut Option<Pull>, message: &async_nats::Message) -> bool {
+    match message.status {
+        None | Some(async_nats::StatusCode::OK) => {
+            if let Some(current) = pull.as_mut() {
+                current.wanted = current.wanted.saturating_sub(1);
+                if current.wanted == 0 {
+                    *pull = None;
+                }
+            }
+            true
+        }
+        Some(async_nats::StatusCode::IDLE_HEARTBEAT) => false,
+        Some(status) => {
+            // 408: the request expired; 409: refused or ended (e.g. the
+            // consumer's limit of waiting requests). Either way it is over.
+            if status != async_nats::StatusCode::TIMEOUT {
+                tracing::debug!(%status, description = ?message.description, "pull request ended");
+            }
+            let token = message.subject.rsplit('.').next().and_then(|n| n.parse::<u64>().ok());
+            if pull.as_ref().is_some_and(|pull| Some(pull.token) == token) {
+                *pull = None;
+            }
+            false
+        }
+    }
+}
+
+/// One delivered job: checked, then held and returned for the pool — or
+/// handed back, answered unrun, or dropped, each acknowledged as it must be.
+async fn take_delivery<F, Fut>(
+    fetcher: &Fetcher,
+    message: jetstream::Message,
+    next_id: &mut JobId,
+    refuse: &F,
+) -> Option<QueuedJob>
+where
+    F: Fn(Held, ReplyError) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let checks = &fetcher.checks;
+    if !fetcher.pulling.load(Ordering::SeqCst) || fetcher.held.len() >= fetcher.slots {
+        // Draining, or a late delivery for a request already forgotten:
+        // straight back to the stream, for another host.
+        let _ = message.ack_with(AckKind::Nak(None)).await;
+        return None;
+    }
+    let (attempts, stream_seq) =
+        message.info().map(|info| (info.delivered as u32, info.stream_sequence)).unwrap_or((1, 0));
+    let signed = match checks.signed(&message) {
+        Ok(signed) => signed,
+        Err(answer) => {
+            let _ = message.ack_with(answer).await;
+            return None;
+        }
+    };
+    let job: RemoteJob = match wire::decode(&message.payload) {
+        Ok(job) => job,
+        Err(e) => {
+            tracing::warn!(error = %e, "dropping a message that is not a job");
+            let _ = message.ack_with(AckKind::Term).await;
+            return None;
+        }
+    };
+    let mut verdict = checks.judge(&job, &signed, stream_seq, attempts);
+    // Then the host's own limits, as a gateway checks a request.
+    let kind = match checks.admission.admit(job.kind) {
+        Ok(kind) => Some(kind),
+        Err(error) => {
+            if matches!(verdict, Verdict::Run) {
+                tracing::warn!(job = %wire::token_hex(job.token), error = %error.message, "refusing a job");
+                verdict = Verdict::Refuse(error);
+            }
+            None
+        }
+    };
+    let held_job = Held {
+        message,
+        job: job.job,
+        token: job.token,
+        reply_to: job.reply_to,
+        attempts,
+        expires_ms: job.expires_ms,
+    };
+    let kind = match (verdict, kind) {
+        (Verdict::Run, Some(kind)) => kind,
+        (Verdict::Run, None) => return None, // cannot happen: a refusal is a Refuse verdict
+        (Verdict::Drop, _) => {
+            let _ = held_job.message.ack_with(AckKind::Term).await;
+            return None;
+        }
+        (Verdict::Refuse(error), _) => {
+            refuse(held_job, error).await;
+            return None;
+        }
+    };
+    *next_id += 1;
+    fetcher.held.insert(*next_id, held_job);
+    Some(QueuedJob { id: *next_id, kind, accepted_at: Instant::now(), attempt: attempts })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(subject: &str, status: Option<async_nats::StatusCode>) -> async_nats::Message {
+        async_nats::Message {
+            subject: subject.into(),
+            reply: None,
+            payload: bytes::Bytes::new(),
+            headers: None,
+            status,
+            description: None,
+            length: 0,
+        }
+    }
+
+    fn pull(token: u64, wanted: usize) -> Option<Pull> {
+        Some(Pull { token, wanted, forget_at: tokio::time::Instant::now() })
+    }
+
+    #[test]
+    fn each_job_uses_a_place_of_the_pull_and_the_last_one_ends_it() {
+        let mut current = pull(3, 2);
+        assert!(counts_against(&mut current, &message("tc.jobs", None)));
+        assert_eq!(current.as_ref().map(|p| p.wanted), Some(1));
+        assert!(counts_against(&mut current, &message("tc.jobs", None)));
+        assert!(current.is_none(), "both places used: the host may ask again");
+    }
+
+    #[test]
+    fn a_status_ends_only_the_pull_it_names_and_a_heartbeat_nothing() {
+        let mut current = pull(3, 2);
+        assert!(!counts_against(
+            &mut current,
+            &message("_INBOX.x.3", Some(async_nats::StatusCode::IDLE_HEARTBEAT))
+        ));
+        assert!(current.is_some());
+        // A late "expired" of an earlier request leaves the current one out.
+        assert!(!counts_against(&mut current, &message("_INBOX.x.2", Some(async_nats::StatusCode::TIMEOUT))));
+        assert!(current.is_some());
+        assert!(!counts_against(&mut current, &message("_INBOX.x.3", Some(async_nats::StatusCode::TIMEOUT))));
+        assert!(current.is_none());
     }
 }
