@@ -5,47 +5,52 @@
 //!
 //! ## Which side am I on?
 //!
-//! The folders say which process a line of code runs in:
+//! The folders say which process a line of code runs in. Every module is
+//! listed once:
 //!
-//! | folder | side | what it owns |
+//! | module | runs in | what it owns |
 //! |---|---|---|
-//! | [`frame`], [`protocol`], [`error`], [`units`], [`machine`] | **shared** | bytes ↔ frames; typed requests, replies and error codes (both dialects); the library's error; durations and sizes; what this machine holds (every count a user types is checked against it) |
-//! | [`work`] | **worker** | what runs a job and nothing else: [`work::job`], [`work::compute`], [`work::model`], [`work::gil`], and the inside of a worker process ([`work::worker_process`]). This is all a worker process — or a remote worker host — needs. |
-//! | [`server`] | **server** | everything inside `tc-server`: listener, connections, commands, a job's life, the worker pool, stats, metrics |
-//! | [`client`] | **client** | everything inside `tc-client`: a connection, the shell, the load generator, reports, sweeps, charts |
-//! | [`remote`] | **gateways and worker hosts** | the farm past one machine on NATS JetStream: subjects, messages, connecting, the bridge thread to async-nats |
-//! | [`host`] | **worker host** | everything inside `tc-worker`: pulling jobs by free slots, acknowledging, heartbeats; it runs the server's [`runtime::pool`] |
-//! | [`cli`] | **command line** | the binaries' flags; `bin/` parses them and calls one function |
+//! | [`frame`], [`protocol`], [`error`], [`units`], [`machine`] | **all** (shared) | bytes ↔ frames; typed requests, replies and error codes (both dialects); the library's error; durations and sizes; what this machine holds (every count a user types is checked against it) |
+//! | [`transport`], [`tls`] | **all** (shared) | one connection's bytes, plain or TLS; PEM files, CAs and the server-side TLS configurations |
+//! | [`work`] | **worker processes**, and the pool's threads | what runs a job and nothing else: [`work::job`], [`work::compute`], [`work::model`], [`work::gil`], and the inside of a worker process ([`work::worker_process`]) |
+//! | [`runtime`] | **`tc-server` and `tc-worker`** | what both run around their jobs: the worker pool ([`runtime::pool`]), the operator's HTTP endpoint ([`runtime::http`]), the OpenMetrics writer ([`runtime::metrics`]) |
+//! | [`server`] | **`tc-server`** | listener, connections, commands, a job's life, the gateway, stats, the server's metrics and dashboard |
+//! | [`remote`] | **`tc-server --nats` and `tc-worker`** | the farm past one machine on NATS JetStream: subjects, messages, signing, connecting, the bridge thread to async-nats |
+//! | [`host`] | **`tc-worker`** | pulling jobs by free slots, results, heartbeats; it uses nothing of [`server`] |
+//! | [`client`] | **`tc-client`** | a connection, the shell, the load generator, reports, sweeps, charts |
+//! | [`cli`] | **each binary's start** | the binaries' flags; `bin/` parses them and calls one function |
+//!
+//! `scripts/check_layers.py` checks that no side reaches up or across.
 //!
 //! ## The server, file by file
 //!
+//! See [`server`]'s own map; the modules a newcomer meets first:
+//!
 //! | module | owns |
 //! |---|---|
-//! | [`server::listener`] | the acceptor thread: one connection, one reader thread |
-//! | [`server::reader`] | a connection's read loop and the gates (auth, rate limit, drain) |
-//! | [`server::session`] | what a command sees of its connection: the one way to answer |
+//! | [`server::listener`], [`server::reader`] | the acceptor thread (one connection, one reader thread); a connection's read loop and the gates (auth, rate limit, drain) |
 //! | [`server::cmd`] | the commands, one file per family (compute, predict, models, mutex, auth, stats/health) |
-//! | [`server::connection`], [`server::replies`] | one client socket: reading frames; and every path a reply takes to it ([`server::replies::ReplySink`]), with flow control |
+//! | [`server::session`], [`server::replies`] | answering a command inline; every path a reply takes to its socket ([`server::replies::ReplySink`]), with flow control |
 //! | [`server::jobs`] | a job's life: submit or answer from the cache ([`server::jobs::Jobs`]), the id→connection [`server::jobs::registry`], the [`server::jobs::completer`] that routes each reply back |
 //! | [`runtime::pool`] | the workers: the [`runtime::pool::board`], [`runtime::pool::threads`], [`runtime::pool::processes`], restart budget |
-//! | [`server::config`], [`server::stats`], [`server::lock`], [`server::metrics`] | settings; counters and histograms; the accelerator mutex; `/metrics` |
-//! | [`server::gateway`] | `--nats`: forwarding jobs to worker hosts, taking their results back |
 //!
 //! ## The path of one `compute` request
 //!
 //! 1. [`server::listener`] accepts the socket and starts a reader thread
-//!    ([`server::reader`]), which reads a [`frame`] and parses it with
-//!    [`protocol::parse`].
-//! 2. After the gates, [`server::cmd::compute`] hands the job to
-//!    [`server::jobs::Jobs::submit_or_cached`]: a cache hit is answered at
-//!    once; otherwise the job's *who asked* (connection, client id, reply
-//!    sink) goes into the [`server::jobs::registry`] — the id→connection
-//!    map behind a `Mutex` — and the job into the bounded queue.
+//!    ([`server::reader`]), which reads a [`frame`] ([`server::connection`])
+//!    and parses it with [`protocol::parse`] (its arguments read by the
+//!    command table's reader, [`protocol::args`]).
+//! 2. After the gates, [`server::cmd::compute`] builds the job's one record
+//!    of who asked ([`server::jobs::PendingReply`]: connection, client id,
+//!    reply sink) and hands it to [`server::jobs::Jobs::submit_or_cached`]:
+//!    a cache hit is answered at once; otherwise the record goes into the
+//!    [`server::jobs::registry`] — the id→connection map behind a `Mutex` —
+//!    and the job ([`runtime::pool::QueuedJob`]) into the bounded queue.
 //! 3. A [`runtime::pool`] worker (a thread, or the driver of a worker
 //!    process) takes it and runs [`work::job::execute`] — the same code in
-//!    both modes.
+//!    both modes — and reports a [`runtime::pool::JobReport`].
 //! 4. **Replies are routed back** by [`server::jobs::completer`]: it takes
-//!    the job's entry out of the registry (so each job is answered at most
+//!    the job's record out of the registry (so each job is answered at most
 //!    once), encodes the reply in the asker's dialect
 //!    ([`protocol::reply::encode_job_reply`]) and sends it on that
 //!    connection's [`server::replies::ReplySink`].

@@ -16,6 +16,7 @@
 //! | [`progress`] | the live progress bar |
 //! | [`output`] | how `call`, `kernel` and `model` print their answer |
 //! | [`mod@run`] | what each `tc-client` subcommand does with its flags |
+//! | [`tls`] | `--tls`: which server certificate to trust, and the client's own |
 
 pub(crate) mod bench;
 pub(crate) mod connection;

@@ -2,7 +2,7 @@
 //! the benchmark — create the report files, run, write every report.
 //!
 //! The binary parses the flags ([`crate::cli::client`]) and calls [`run`];
-//! everything here returns the library's [`Error`](crate::error::Error),
+//! everything here returns the library's [`Error`],
 //! which the binary prints as one line.
 
 use std::io::IsTerminal;

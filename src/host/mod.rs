@@ -20,7 +20,7 @@
 //! | [`held`] | the jobs the host holds, by local id |
 //! | [`fetch`] | pulling by free slots, and the checks a delivered job passes |
 //! | [`results`] | storing each result, then acknowledging its job |
-//! | [`keep_alive`] | "in progress" for held jobs, and the host's heartbeat |
+//! | [`mod@keep_alive`] | "in progress" for held jobs, and the host's heartbeat |
 //! | [`listen`] | hearing the gateways and the other hosts ([`peers`]) |
 //! | [`admission`] | the host's own limits (`--max-n`, `--allow-chaos`, `--models-dir`) |
 //! | [`outcomes`] | the pool's outcomes here: results and hand-backs to the reporter |
@@ -31,16 +31,16 @@
 //! `WORKER_CRASHED` without running again, so a job that kills its workers
 //! cannot go round the hosts for ever.
 
-mod admission;
-mod fetch;
-mod held;
-mod keep_alive;
-mod listen;
-mod outcomes;
-mod pages;
-mod peers;
-mod results;
-mod service;
+pub(crate) mod admission;
+pub(crate) mod fetch;
+pub(crate) mod held;
+pub(crate) mod keep_alive;
+pub(crate) mod listen;
+pub(crate) mod outcomes;
+pub(crate) mod pages;
+pub(crate) mod peers;
+pub(crate) mod results;
+pub(crate) mod service;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -11,7 +11,7 @@
 
 use serde_json::value::RawValue;
 
-use super::args::{as_string, Fields};
+use super::request::args::{as_string, Fields};
 use super::request::{ClientId, Command, CommandKind, Dialect, Limits, Request, RequestError};
 use super::{ErrorCode, ReplyError};
 

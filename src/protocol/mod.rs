@@ -22,7 +22,6 @@
 //! compatible with the original Python ThreadCenter. The `id` is echoed back
 //! byte for byte, so a client can use any id scheme it likes.
 
-pub(crate) mod args;
 pub mod error_code;
 pub(crate) mod identyfire;
 pub(crate) mod job_result;

@@ -11,7 +11,7 @@
 //! Both dialects share step 2 ([`super::args`]): an IdentyFire call is
 //! recognised here and handed to [`super::identyfire`] for its envelope.
 
-use super::args::{as_string, Fields};
+use super::request::args::{as_string, Fields};
 use super::request::{
     json_type_name, ClientId, Command, CommandKind, Dialect, Limits, Request, RequestError,
 };
@@ -123,7 +123,7 @@ pub fn parse_request<'a>(payload: &'a [u8], limits: &Limits) -> Result<Request<'
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Chaos, Command, DEFAULT_N};
+    use crate::protocol::{Command, DEFAULT_N};
 
     const LIMITS: Limits = Limits { max_n: 1_000_000, allow_chaos: false };
     const CHAOS: Limits = Limits { max_n: 1_000_000, allow_chaos: true };

@@ -1,6 +1,6 @@
-//! **Server side** — everything inside `tc-server`: the listener, each
-//! connection's reader and reply path, the commands, a job's life, the
-//! worker pool, stats and metrics.
+//! **Server side** — everything inside `tc-server` that a worker host does
+//! not share: the listener, each connection's reader and reply path, the
+//! commands, a job's life, the gateway, stats and metrics.
 //!
 //! ```text
 //!             ┌──────────┐ accept  ┌────────────────────┐ frames ┌──────────────┐
@@ -15,14 +15,29 @@
 //!                                  pool: worker threads │ or worker processes (ipc-channel)
 //! ```
 //!
+//! Every module of the server, once:
+//!
 //! | module | owns |
 //! |---|---|
-//! | [`listener`], [`reader`], [`session`], [`connection`], [`replies`], [`connections`] | sockets: accepting, reading frames, the gates, answering, flow control, the table of open connections |
+//! | [`listener`] | the acceptor thread: one connection, one reader thread |
+//! | [`connection`] | the read side of a client socket: frames in, with a deadline for a frame that never completes |
+//! | [`reader`] | a connection's read loop and its gates (auth, rate limit, drain) |
+//! | [`session`] | what a command sees of its connection: the one way to answer it inline |
+//! | [`replies`] | the write side of a client socket: every path a reply takes, and flow control |
+//! | [`connection_table`] | the open connections: closed all at shutdown, counted per address |
 //! | [`cmd`] | the commands, one file per family |
-//! | [`jobs`] | a job's life: submit or cached, registry, queues, completer, cache |
-//! | [`pool`] | the workers and their supervision |
-//! | [`config`], [`stats`], [`report`], [`metrics`], [`http`] | settings; counters; the `stats`/`health` bodies; `/metrics`, `/healthz`, `/readyz` |
-//! | [`lock`], [`models`], [`images`], [`rate_limit`] | the accelerator mutex; the served model; base64 images into job buffers; per-client rate limits |
+//! | [`admission`] | whether any worker or worker host can take a job at all |
+//! | [`jobs`] | a job's life: submit or cached, the registry, the completer, the cache |
+//! | [`gateway`] | `--nats`: forwarding jobs to worker hosts, taking their results back |
+//! | [`config`] | the server's settings |
+//! | [`stats`], [`report`] | counters and histograms; the `stats` / `health` / `/readyz` bodies |
+//! | [`metrics`], [`pages`], [`watch`] | the server's `/metrics`; its pages on the operator endpoint; the dashboard's frames |
+//! | [`lock`] | the accelerator mutex (IdentyFire's) |
+//! | [`models`], [`images`] | the served model and `load_model`; base64 images into job buffers |
+//! | [`rate_limit`] | per-client request budgets (`--rate-limit`) |
+//!
+//! The worker pool and the operator's HTTP endpoint are not here: a worker
+//! host runs them too, so they live in [`crate::runtime`].
 //!
 //! [`Server::start`] takes an already-bound listener (tests bind port 0),
 //! starts the pool, then the listener thread. [`ShutdownHandle::trigger`]
@@ -32,7 +47,7 @@ pub(crate) mod admission;
 pub(crate) mod cmd;
 pub(crate) mod config;
 pub(crate) mod connection;
-pub(crate) mod connections;
+pub(crate) mod connection_table;
 pub(crate) mod gateway;
 pub(crate) mod images;
 pub(crate) mod jobs;
@@ -60,7 +75,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::runtime::http::{EventHub, Greeter, MetricsEndpoint};
-use connections::Connections;
+use connection_table::ConnectionTable;
 use rate_limit::RateLimiter;
 
 use crate::error::{Error, Result};
@@ -97,7 +112,7 @@ pub(crate) struct Farm {
     board: Arc<WorkerBoard>,
     /// The table of open connections: the acceptor adds, readers remove, a
     /// shutdown closes them all (a `Mutex`ed map and a condvar to wait on).
-    connections: Connections,
+    connections: ConnectionTable,
     /// Per-client request budgets (`--rate-limit`), checked by readers.
     rate_limiter: Option<RateLimiter>,
     /// The GIL of a thread-mode demo (`--gil`): taken by worker threads,
@@ -257,7 +272,7 @@ impl Server {
             config,
             jobs,
             stats,
-            connections: Connections::default(),
+            connections: ConnectionTable::default(),
             frame_memory,
             draining: AtomicBool::new(false),
         });

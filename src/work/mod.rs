@@ -1,6 +1,7 @@
-//! **Worker side** — what runs a job, and nothing else. This is the part a
-//! worker process needs (and, next, a remote worker host): it knows nothing
-//! of sockets, connections or who asked.
+//! **Worker side** — what runs a job, and nothing else: it knows nothing of
+//! sockets, connections or who asked. A worker process needs only this; the
+//! worker pool that drives it ([`crate::runtime::pool`]) runs in `tc-server`
+//! and `tc-worker` alike.
 //!
 //! | module | owns |
 //! |---|---|

@@ -1,6 +1,6 @@
 //! The line charts as plain data ([`LineChart`]): which lines, which points,
 //! which notes — made from CSV rows, `.hgrm` files and interval logs.
-//! [`super::draw`] turns them into pictures.
+//! [`mod@super::draw`] turns them into pictures.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -14,7 +14,7 @@
 //! The files, in the order the data flows: [`rows`] reads CSV rows and
 //! groups the runs of each grid point (median and range of repeats);
 //! [`charts`] turns rows, `.hgrm` files and interval logs into charts as
-//! plain data ([`LineChart`]); [`draw`] draws them. This file is the command:
+//! plain data ([`LineChart`]); [`mod@draw`] draws them. This file is the command:
 //! it checks every input and the output directory before drawing anything,
 //! and reports all the problems of one invocation together.
 

@@ -32,7 +32,7 @@ impl Outputs {
     /// appending, the others truncated.
     ///
     /// # Errors
-    /// [`Error::Io`] naming the flag and the path that could not be opened.
+    /// [`crate::error::Error::Io`] naming the flag and the path that could not be opened.
     pub(crate) fn create(paths: &OutputPaths) -> Result<Self> {
         let create = |flag: &str, path: &Option<PathBuf>| -> Result<Option<BufWriter<File>>> {
             path.as_deref()

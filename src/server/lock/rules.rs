@@ -106,7 +106,7 @@ impl LockState {
         self.acquire_waiting(who, token, None, now)
     }
 
-    /// [`LockState::acquire`] by a client blocked on `connection` until it
+    /// `who` asks for the lock as a client blocked on `connection` until it
     /// is granted: if it leaves, [`LockState::forget_connection`] takes it
     /// out of the queue.
     pub(crate) fn acquire_waiting(

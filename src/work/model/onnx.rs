@@ -4,7 +4,7 @@
 //! output.
 //!
 //! The file is parsed with tract's ONNX protobuf types and checked by
-//! [`check`] against what is served *before* anything runs, then handed to
+//! [`fn@check`] against what is served *before* anything runs, then handed to
 //! one of two engines: tract, a pure-Rust engine, which optimises the graph
 //! once and runs it for every batch, or onnxruntime (see
 //! [`super::onnxruntime`]). A graph with a free batch takes a batch in one
@@ -58,7 +58,7 @@ impl std::fmt::Debug for OnnxNet {
 ///
 /// tract takes the input's shape from the graph, and cannot work the other
 /// shapes out from a batch written without a name. So it is told the input
-/// as [`check`] read it: the batch a fixed size or a symbol, height, width
+/// as [`fn@check`] read it: the batch a fixed size or a symbol, height, width
 /// and channels fixed. Every other shape it works out from that and the
 /// weights; the shapes the graph declares for its output and intermediate
 /// tensors (`value_info`) are set aside, because exporters name their batch

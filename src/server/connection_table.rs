@@ -13,7 +13,7 @@ use crate::transport::Transport;
 
 /// Open connections by id. Cheap to clone.
 #[derive(Clone, Default)]
-pub(crate) struct Connections {
+pub(crate) struct ConnectionTable {
     inner: Arc<(Mutex<Table>, Condvar)>,
 }
 
@@ -32,7 +32,7 @@ struct Entry {
     peer: Option<IpAddr>,
 }
 
-impl Connections {
+impl ConnectionTable {
     /// Adds a connection from `peer` and returns its new id.
     pub(crate) fn add(&self, stream: Arc<Transport>, peer: Option<IpAddr>) -> ConnId {
         let mut table = self.inner.0.lock().unwrap_or_else(PoisonError::into_inner);

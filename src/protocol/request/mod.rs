@@ -10,7 +10,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{args, ReplyError};
+use super::ReplyError;
+
+pub(crate) mod args;
 
 /// `n` of a `compute` request that does not say: the original's default.
 pub(crate) const DEFAULT_N: u64 = 1_000_000;
@@ -157,7 +159,7 @@ macro_rules! commands {
             /// fields (the same in both dialects).
             pub(super) fn read(
                 kind: CommandKind,
-                fields: &super::args::Fields<'a>,
+                fields: &args::Fields<'a>,
                 limits: &Limits,
             ) -> Result<Command<'a>, String> {
                 match kind {
@@ -304,7 +306,7 @@ pub struct RequestError {
 }
 
 /// Names the JSON type of a value from its first character, for error messages.
-pub(super) fn json_type_name(text: &str) -> &'static str {
+pub(crate) fn json_type_name(text: &str) -> &'static str {
     match text.as_bytes().first() {
         Some(b'{') => "an object",
         Some(b'[') => "an array",

@@ -4,7 +4,7 @@
 //! with the field's name.
 //!
 //! One file per family, as in `server::cmd`; each command's reader is named
-//! in the command table ([`super::request::Command`]). This file holds the
+//! in the command table ([`super::Command`]). This file holds the
 //! fields and the readers several families share.
 //!
 //! | file | reads the arguments of |
@@ -28,7 +28,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::request::{json_type_name, Holder};
+use super::{json_type_name, Holder};
 
 /// The fields we look at, as raw JSON text borrowed from the frame: the
 /// top-level object of a ThreadCenter request, or the `params` object of an
@@ -42,42 +42,44 @@ use super::request::{json_type_name, Holder};
 #[derive(Deserialize, Default)]
 pub(crate) struct Fields<'a> {
     #[serde(borrow, default, deserialize_with = "present")]
-    pub(super) id: Option<&'a RawValue>,
+    pub(in crate::protocol) id: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
-    pub(super) cmd: Option<&'a RawValue>,
+    pub(in crate::protocol) cmd: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
-    pub(super) method: Option<&'a RawValue>,
+    pub(in crate::protocol) method: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
-    pub(super) params: Option<&'a RawValue>,
+    pub(in crate::protocol) params: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
-    pub(super) n: Option<&'a RawValue>,
+    pub(in crate::protocol) n: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
-    pub(super) timing: Option<&'a RawValue>,
+    pub(in crate::protocol) timing: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
-    pub(super) token: Option<&'a RawValue>,
+    pub(in crate::protocol) token: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
-    pub(super) ms: Option<&'a RawValue>,
+    pub(in crate::protocol) ms: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
-    pub(super) image_b64: Option<&'a RawValue>,
+    pub(in crate::protocol) image_b64: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
-    pub(super) filename: Option<&'a RawValue>,
+    pub(in crate::protocol) filename: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
-    pub(super) images: Option<&'a RawValue>,
+    pub(in crate::protocol) images: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
-    pub(super) client_id: Option<&'a RawValue>,
+    pub(in crate::protocol) client_id: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
-    pub(super) wait_ms: Option<&'a RawValue>,
+    pub(in crate::protocol) wait_ms: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
-    pub(super) model_path: Option<&'a RawValue>,
+    pub(in crate::protocol) model_path: Option<&'a RawValue>,
 }
 
 /// Reads a field that is there, `null` included (see [`Fields`]).
-pub(super) fn present<'de, D: serde::Deserializer<'de>>(field: D) -> Result<Option<&'de RawValue>, D::Error> {
+pub(in crate::protocol) fn present<'de, D: serde::Deserializer<'de>>(
+    field: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
     <&'de RawValue>::deserialize(field).map(Some)
 }
 
 /// The lock holder's claim: `client_id` and the grant's `token`.
-pub(super) fn holder(fields: &Fields<'_>) -> Result<Holder, String> {
+pub(in crate::protocol) fn holder(fields: &Fields<'_>) -> Result<Holder, String> {
     Ok(Holder {
         client_id: client_id(fields.client_id)?,
         token: match fields.token {
@@ -98,7 +100,7 @@ const MAX_CLIENT_ID: usize = 256;
 /// empty is `None`, which the mutex commands answer with IdentyFire's
 /// "Missing client_id" (its own reply for a `None` client id, kept so its
 /// clients see what they always saw).
-pub(super) fn client_id(raw: Option<&RawValue>) -> Result<Option<String>, String> {
+pub(in crate::protocol) fn client_id(raw: Option<&RawValue>) -> Result<Option<String>, String> {
     let too_long = || format!("\"client_id\" is longer than {MAX_CLIENT_ID} characters");
     match raw {
         None => Ok(None),
@@ -119,7 +121,10 @@ pub(super) fn client_id(raw: Option<&RawValue>) -> Result<Option<String>, String
 }
 
 /// A field that, when there, must be a string.
-pub(super) fn optional_string(raw: Option<&RawValue>, name: &str) -> Result<Option<String>, String> {
+pub(in crate::protocol) fn optional_string(
+    raw: Option<&RawValue>,
+    name: &str,
+) -> Result<Option<String>, String> {
     match raw {
         None => Ok(None),
         Some(raw) => as_string(raw)
@@ -129,7 +134,7 @@ pub(super) fn optional_string(raw: Option<&RawValue>, name: &str) -> Result<Opti
 }
 
 /// Reads a JSON string, borrowing it when it has no escapes.
-pub(super) fn as_string(raw: &RawValue) -> Option<Cow<'_, str>> {
+pub(in crate::protocol) fn as_string(raw: &RawValue) -> Option<Cow<'_, str>> {
     serde_json::from_str::<&str>(raw.get())
         .map(Cow::Borrowed)
         .or_else(|_| serde_json::from_str::<String>(raw.get()).map(Cow::Owned))
