@@ -39,7 +39,7 @@
 //! 1. [`server::listener`] accepts the socket and starts a reader thread
 //!    ([`server::reader`]), which reads a [`frame`] ([`server::connection`])
 //!    and parses it with [`protocol::parse`] (its arguments read by the
-//!    command table's reader, [`protocol::args`]).
+//!    command table's reader, [`protocol::request::args`]).
 //! 2. After the gates, [`server::cmd::compute`] builds the job's one record
 //!    of who asked ([`server::jobs::PendingReply`]: connection, client id,
 //!    reply sink) and hands it to [`server::jobs::Jobs::submit_or_cached`]:

@@ -12,7 +12,7 @@
 //! | [`request`] | the request types: [`Request`], [`Command`], [`CommandKind`], limits |
 //! | [`parse`] | bytes → [`Request`], with an error that still echoes the id |
 //! | [`identyfire`] | IdentyFire's `{"method","params"}` calls and its method names |
-//! | [`args`] | a command's arguments, read field by field (both dialects) |
+//! | [`request::args`] | a command's arguments, read field by field (both dialects) |
 //! | [`job_result`] | what a worker sends back: [`JobOutput`], predictions |
 //! | [`reply`] | every reply frame, in both dialects, job replies included |
 //! | [`mode`] | [`Mode`]: worker processes or worker threads |

@@ -8,7 +8,7 @@
 //! 2. each field we use is checked and converted on its own, so a bad `n`
 //!    gives a `BAD_REQUEST` that names `n` *and* carries the request's id.
 //!
-//! Both dialects share step 2 ([`super::args`]): an IdentyFire call is
+//! Both dialects share step 2 ([`super::request::args`]): an IdentyFire call is
 //! recognised here and handed to [`super::identyfire`] for its envelope.
 
 use super::request::args::{as_string, Fields};

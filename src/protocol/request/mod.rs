@@ -1,4 +1,5 @@
-//! The request types: what a client can ask, after parsing.
+//! The request types: what a client can ask, after parsing, with the
+//! command table and (in [`args`]) each command's argument readers.
 //!
 //! These are plain data borrowed from the frame they came from; turning
 //! bytes into them is [`super::parse`]'s job, and IdentyFire's method names
@@ -105,7 +106,7 @@ pub struct Holder {
 
 /// Declares every command once, in one table: its variant of [`Command`]
 /// (with its arguments), its [`CommandKind`], its wire name, and the
-/// function of [`super::args`] that reads its arguments from a request's
+/// function of [`args`] that reads its arguments from a request's
 /// fields. [`Command`], [`CommandKind`], [`CommandKind::ALL`],
 /// [`CommandKind::as_str`], [`Command::kind`] and [`Command::read`] are all
 /// derived from it, so adding a command is one row here, its reader, and its
