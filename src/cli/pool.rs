@@ -54,7 +54,9 @@ impl PoolArgs {
     /// `--onnxruntime` is given: a bad library fails at start-up.
     pub(crate) fn load_onnxruntime(&self) -> anyhow::Result<()> {
         match &self.onnxruntime {
-            Some(library) => crate::work::model::use_onnxruntime(library).map_err(anyhow::Error::msg),
+            Some(library) => {
+                crate::work::model::use_onnxruntime(library).map_err(|e| anyhow::Error::msg(e.to_string()))
+            }
             None => Ok(()),
         }
     }

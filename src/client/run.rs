@@ -116,7 +116,7 @@ pub fn run(args: ClientArgs) -> Result<RunVerdict> {
         }
         Some(ClientCommand::Model(args)) => {
             if let Some(library) = &args.onnxruntime {
-                crate::work::model::use_onnxruntime(library).map_err(crate::error::Error::Model)?;
+                crate::work::model::use_onnxruntime(library)?;
             }
             let rate = crate::work::model::measure_forward(
                 &args.model,

@@ -150,7 +150,7 @@ pub(crate) fn execute(kind: &JobKind, models: &ModelSlot) -> JobResult {
 /// the network as one batch, and lines the outcomes up in request order.
 fn predict(job: &PredictJob, models: &ModelSlot) -> JobResult {
     let model =
-        models.get(&job.model).map_err(|message| ReplyError::new(ErrorCode::ModelUnavailable, message))?;
+        models.get(&job.model).map_err(|e| ReplyError::new(ErrorCode::ModelUnavailable, e.to_string()))?;
     let bytes = job.images.data.bytes();
     let shape = model.info().input_shape;
     let decoded: Vec<Result<ndarray::Array3<f32>, String>> = job

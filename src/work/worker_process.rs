@@ -147,7 +147,7 @@ fn serve(server_name: String) -> Result<(), String> {
     // to predict. This process's copy of the weights is its own: worker
     // processes share no memory with the server or each other.
     if let Some(library) = std::env::var_os(crate::work::model::ONNXRUNTIME_ENV) {
-        crate::work::model::use_onnxruntime(std::path::Path::new(&library))?;
+        crate::work::model::use_onnxruntime(std::path::Path::new(&library)).map_err(|e| e.to_string())?;
     }
     let models = ModelSlot::new();
     if let Some(path) = std::env::var_os(MODEL_ENV) {

@@ -57,8 +57,7 @@ impl ServerUnderTest {
                 // The embedded server runs ONNX models as tc-server would:
                 // on onnxruntime when THREADCENTER_ONNXRUNTIME names it.
                 if let Some(library) = std::env::var_os(crate::work::model::ONNXRUNTIME_ENV) {
-                    crate::work::model::use_onnxruntime(std::path::Path::new(&library))
-                        .map_err(Error::Model)?;
+                    crate::work::model::use_onnxruntime(std::path::Path::new(&library))?;
                 }
                 let defaults = ServerConfig::default();
                 let mut config = ServerConfig {

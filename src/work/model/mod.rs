@@ -61,6 +61,15 @@ pub(crate) enum ModelError {
         /// What is wrong, in a sentence.
         reason: String,
     },
+    /// The engine failed on a batch (the sentence is the job's reply).
+    #[error("{0}")]
+    Run(String),
+    /// The file changed on disk since the served model was loaded from it.
+    #[error("model file {} changed on disk since the server loaded it; load it again", path.display())]
+    ChangedOnDisk {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 impl From<ModelError> for crate::error::Error {
@@ -230,14 +239,14 @@ impl Model {
                     let Shape::Image(h, w, c) = shape else {
                         return Err(at("conv2d after flatten".into()));
                     };
-                    let t = read_f32(&tensors, &weight).map_err(&at)?;
+                    let t = read_f32(&tensors, &weight).map_err(|problem| at(problem.0))?;
                     let [out, k, k2, cin] = t.shape[..] else {
                         return Err(at(format!("{weight} must have 4 dimensions [out, k, k, in]")));
                     };
                     if k != k2 || k == 0 || cin != c || k > h || k > w {
                         return Err(at(format!("{weight} is {:?}, but the input is {h}x{w}x{c}", t.shape)));
                     }
-                    let b = read_vector(&tensors, &bias, out).map_err(&at)?;
+                    let b = read_vector(&tensors, &bias, out).map_err(|problem| at(problem.0))?;
                     // [out, k·k·in] → transposed to [k·k·in, out] for im2col.
                     let matrix = Array2::from_shape_vec((out, k * k * cin), t.data)
                         .map_err(|e| at(e.to_string()))?
@@ -272,14 +281,14 @@ impl Model {
                     let Shape::Rows(features) = shape else {
                         return Err(at("dense before flatten".into()));
                     };
-                    let t = read_f32(&tensors, &weight).map_err(&at)?;
+                    let t = read_f32(&tensors, &weight).map_err(|problem| at(problem.0))?;
                     let [fan_in, out] = t.shape[..] else {
                         return Err(at(format!("{weight} must have 2 dimensions [in, out]")));
                     };
                     if fan_in != features {
                         return Err(at(format!("{weight} takes {fan_in} inputs but receives {features}")));
                     }
-                    let b = read_vector(&tensors, &bias, out).map_err(&at)?;
+                    let b = read_vector(&tensors, &bias, out).map_err(|problem| at(problem.0))?;
                     let matrix =
                         Array2::from_shape_vec((fan_in, out), t.data).map_err(|e| at(e.to_string()))?;
                     parameters += matrix.len() + b.len();
@@ -339,7 +348,7 @@ impl Model {
     /// # Panics
     /// If an image does not have the model's input shape (callers resize
     /// with [`decode_image`] first).
-    pub(crate) fn predict_batch(&self, images: &[Array3<f32>]) -> Result<Vec<f32>, String> {
+    pub(crate) fn predict_batch(&self, images: &[Array3<f32>]) -> Result<Vec<f32>, ModelError> {
         if images.is_empty() {
             return Ok(Vec::new());
         }
@@ -434,10 +443,14 @@ struct Tensor {
     data: Vec<f32>,
 }
 
-fn read_f32(tensors: &SafeTensors<'_>, name: &str) -> Result<Tensor, String> {
-    let view = tensors.tensor(name).map_err(|_| format!("tensor {name:?} is missing"))?;
+/// What is wrong with one tensor of the weights file, in words; the loader
+/// names the layer and the file around it.
+struct TensorProblem(String);
+
+fn read_f32(tensors: &SafeTensors<'_>, name: &str) -> Result<Tensor, TensorProblem> {
+    let view = tensors.tensor(name).map_err(|_| TensorProblem(format!("tensor {name:?} is missing")))?;
     if view.dtype() != Dtype::F32 {
-        return Err(format!("tensor {name:?} is {:?}, expected F32", view.dtype()));
+        return Err(TensorProblem(format!("tensor {name:?} is {:?}, expected F32", view.dtype())));
     }
     // The data is little-endian and not necessarily 4-byte aligned in the
     // file, so convert instead of casting the slice.
@@ -445,10 +458,10 @@ fn read_f32(tensors: &SafeTensors<'_>, name: &str) -> Result<Tensor, String> {
     Ok(Tensor { shape: view.shape().to_vec(), data })
 }
 
-fn read_vector(tensors: &SafeTensors<'_>, name: &str, len: usize) -> Result<Array1<f32>, String> {
+fn read_vector(tensors: &SafeTensors<'_>, name: &str, len: usize) -> Result<Array1<f32>, TensorProblem> {
     let t = read_f32(tensors, name)?;
     if t.shape != [len] {
-        return Err(format!("{name} is {:?}, expected [{len}]", t.shape));
+        return Err(TensorProblem(format!("{name} is {:?}, expected [{len}]", t.shape)));
     }
     Ok(Array1::from(t.data))
 }
@@ -489,7 +502,7 @@ pub(crate) fn measure_forward(
         let [h, w, c] = model.info().input_shape;
         let image = Array3::from_shape_fn((h, w, c), |(y, x, k)| ((y * 7 + x * 3 + k) % 256) as f32 / 255.0);
         let images = vec![image; batch];
-        let run = || model.predict_batch(&images).map_err(crate::error::Error::Model);
+        let run = || model.predict_batch(&images).map_err(crate::error::Error::from);
         run()?;
         let started = std::time::Instant::now();
         let mut done = 0;

@@ -92,8 +92,8 @@ impl OnnxNet {
             invalid(path, "not an ONNX model (the file is not an ONNX protobuf)")
         })?;
         let facts = check(&proto, path)?;
-        if let Some(sessions) = OrtSessions::for_model(bytes) {
-            let sessions = sessions.map_err(|reason| invalid(path, reason))?;
+        if let Some(sessions) = OrtSessions::for_model(bytes, path) {
+            let sessions = sessions?;
             return Ok(OnnxNet { engine: Engine::OnnxRuntime(sessions), facts });
         }
         let plan = prepare_for_tract(&proto, &facts).map_err(|e| {
@@ -124,13 +124,13 @@ impl OnnxNet {
     /// into one part per thread of rayon's pool (one run each, in parallel;
     /// tract runs each part on one core), or into groups of N when the
     /// graph fixes its batch size at N.
-    pub(crate) fn scores(&self, images: &[Array3<f32>]) -> Result<Vec<f32>, String> {
+    pub(crate) fn scores(&self, images: &[Array3<f32>]) -> Result<Vec<f32>, ModelError> {
         use rayon::prelude::*;
         let part = match self.facts.fixed_batch {
             Some(fixed) => fixed,
             None => images.len().div_ceil(rayon::current_num_threads()).max(1),
         };
-        let parts: Vec<Result<Vec<f32>, String>> = images.par_chunks(part).map(|p| self.run(p)).collect();
+        let parts: Vec<Result<Vec<f32>, ModelError>> = images.par_chunks(part).map(|p| self.run(p)).collect();
         parts.into_iter().try_fold(Vec::with_capacity(images.len()), |mut scores, part| {
             scores.extend(part?);
             Ok(scores)
@@ -141,12 +141,13 @@ impl OnnxNet {
     /// graph's fixed batch (the last one) is padded with blank images, and
     /// their scores are dropped: each image's score depends on that image
     /// alone, so the padding changes no other score.
-    fn run(&self, group: &[Array3<f32>]) -> Result<Vec<f32>, String> {
+    fn run(&self, group: &[Array3<f32>]) -> Result<Vec<f32>, ModelError> {
         let padding = self.facts.fixed_batch.map_or(0, |n| n.saturating_sub(group.len()));
         let blank = Array3::zeros(group[0].dim());
         let views: Vec<_> =
             group.iter().map(|i| i.view()).chain(std::iter::repeat_n(blank.view(), padding)).collect();
-        let mut batch: Array4<f32> = ndarray::stack(Axis(0), &views).map_err(|e| e.to_string())?;
+        let mut batch: Array4<f32> =
+            ndarray::stack(Axis(0), &views).map_err(|e| ModelError::Run(e.to_string()))?;
         if self.facts.layout == Layout::Nchw {
             batch = batch.permuted_axes([0, 3, 1, 2]).as_standard_layout().into_owned();
         }
@@ -156,14 +157,19 @@ impl OnnxNet {
                 let input: TValue = Tensor::from(batch).into();
                 let outputs = plan.run(tvec!(input)).map_err(|e| {
                     tracing::debug!(error = %format!("{e:#}"), "tract failed on a batch");
-                    format!("the tract engine failed on a group of {} images", views.len())
+                    ModelError::Run(format!("the tract engine failed on a group of {} images", views.len()))
                 })?;
-                let output = outputs[0].to_plain_array_view::<f32>().map_err(|e| e.to_string())?;
+                let output =
+                    outputs[0].to_plain_array_view::<f32>().map_err(|e| ModelError::Run(e.to_string()))?;
                 output.iter().copied().collect()
             }
         };
         if values.len() != views.len() * self.facts.outputs {
-            return Err(format!("the model gave {} values for {} images", values.len(), views.len()));
+            return Err(ModelError::Run(format!(
+                "the model gave {} values for {} images",
+                values.len(),
+                views.len()
+            )));
         }
         let rows = values.chunks(self.facts.outputs).take(group.len());
         Ok(rows.map(|row| self.score(row)).collect())

@@ -39,17 +39,14 @@ impl ModelSlot {
     ///
     /// # Errors
     /// A sentence for the client when the file cannot be loaded or changed.
-    pub(crate) fn get(&self, wanted: &ModelRef) -> Result<Arc<Model>, String> {
+    pub(crate) fn get(&self, wanted: &ModelRef) -> Result<Arc<Model>, ModelError> {
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(model) = loaded.as_ref().filter(|m| m.info().sha256 == wanted.sha256) {
             return Ok(Arc::clone(model));
         }
-        let model = Model::load(&wanted.path).map_err(|e| e.to_string())?;
+        let model = Model::load(&wanted.path)?;
         if model.info().sha256 != wanted.sha256 {
-            return Err(format!(
-                "model file {} changed on disk since the server loaded it; load it again",
-                wanted.path.display()
-            ));
+            return Err(ModelError::ChangedOnDisk { path: wanted.path.clone() });
         }
         let model = Arc::new(model);
         *loaded = Some(Arc::clone(&model));
