@@ -154,9 +154,58 @@ fn ints_attribute<'a>(node: &'a pb::NodeProto, name: &str) -> Option<&'a [i64]> 
 }
 
 /// Checks a parsed model against what ThreadCenter serves, and reads its
-/// facts; refuses with a sentence naming the operator or the tensor.
+/// facts; refuses with a sentence naming the operator or the tensor. One
+/// step per thing checked: the operators, the one image input, its layout
+/// and size, the one score output, then the facts read from the metadata.
 pub(crate) fn check(proto: &pb::ModelProto, path: &Path) -> Result<OnnxFacts, ModelError> {
     let graph = proto.graph.as_ref().ok_or_else(|| invalid(path, "the ONNX file has no graph"))?;
+    check_operators(graph, path)?;
+    let input = the_one_input(graph, path)?;
+    let metadata: HashMap<String, String> =
+        proto.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
+    let image = image_input(input, &metadata, path)?;
+    let outputs = score_output(graph, path)?;
+    let scale = match metadata.get("threadcenter.scale") {
+        Some(text) => text
+            .parse::<f32>()
+            .ok()
+            .filter(|s| s.is_finite())
+            .ok_or_else(|| invalid(path, format!("threadcenter.scale \"{text}\" is not a number")))?,
+        None => 1.0 / 255.0,
+    };
+    let labels: Vec<String> = metadata
+        .get("threadcenter.labels")
+        .map(|l| l.split(',').map(|s| s.trim().to_ascii_lowercase()).collect())
+        .unwrap_or_default();
+    let fire_class = labels.iter().position(|l| l == "fire").unwrap_or(1).min(outputs - 1);
+    let layers = graph
+        .node
+        .iter()
+        .map(|n| if n.name.is_empty() { n.op_type.clone() } else { format!("{} {}", n.op_type, n.name) })
+        .collect();
+    let parameters = graph.initializer.iter().map(|t| t.dims.iter().product::<i64>().max(0) as usize).sum();
+    Ok(OnnxFacts {
+        input_shape: image.shape,
+        layout: image.layout,
+        scale,
+        fixed_batch: image.batch.size(),
+        batch_name: match image.batch {
+            Dim::Named(name) => Some(name),
+            _ => None,
+        },
+        outputs,
+        fire_class,
+        ends_in_softmax: graph.node.last().is_some_and(|n| n.op_type == "Softmax"),
+        name: metadata.get("threadcenter.name").cloned(),
+        layers,
+        parameters,
+        metadata,
+    })
+}
+
+/// Every operator is one the engines run, as this server configures them
+/// (a plain convolution: no groups, no dilation).
+fn check_operators(graph: &pb::GraphProto, path: &Path) -> Result<(), ModelError> {
     for node in &graph.node {
         let known = node.domain.is_empty() || node.domain == "ai.onnx";
         if !known || !SUPPORTED_OPERATORS.contains(&node.op_type.as_str()) {
@@ -187,23 +236,47 @@ pub(crate) fn check(proto: &pb::ModelProto, path: &Path) -> Result<OnnxFacts, Mo
             }
         }
     }
+    Ok(())
+}
+
+/// The graph's one input that is not a weight (an image classifier has one).
+fn the_one_input<'g>(graph: &'g pb::GraphProto, path: &Path) -> Result<&'g pb::ValueInfoProto, ModelError> {
     let weights: std::collections::HashSet<&str> =
         graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let inputs: Vec<&pb::ValueInfoProto> =
         graph.input.iter().filter(|i| !weights.contains(i.name.as_str())).collect();
-    let [input] = inputs.as_slice() else {
-        let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
-        return Err(invalid(
-            path,
-            format!(
-                "the graph has {} inputs ({}); an image classifier has exactly one",
-                names.len(),
-                names.join(", ")
-            ),
-        ));
-    };
-    let metadata: HashMap<String, String> =
-        proto.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
+    match inputs.as_slice() {
+        [input] => Ok(input),
+        _ => {
+            let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+            Err(invalid(
+                path,
+                format!(
+                    "the graph has {} inputs ({}); an image classifier has exactly one",
+                    names.len(),
+                    names.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+/// What the image input is: its batch dimension, layout and fixed size.
+struct ImageInput {
+    batch: Dim,
+    layout: Layout,
+    /// Height, width, channels.
+    shape: [usize; 3],
+}
+
+/// The input is an image: 4 dimensions, a layout (said by the metadata or
+/// told by where the channels are), a batch that is free or fits a
+/// `predict_batch`, and a fixed height, width and 1 or 3 channels.
+fn image_input(
+    input: &pb::ValueInfoProto,
+    metadata: &HashMap<String, String>,
+    path: &Path,
+) -> Result<ImageInput, ModelError> {
     let Some(shape) = dims(input) else {
         return Err(invalid(
             path,
@@ -271,63 +344,28 @@ pub(crate) fn check(proto: &pb::ModelProto, path: &Path) -> Result<OnnxFacts, Mo
             format!("input \"{}\" has {channels} channels; 1 or 3 are served", input.name),
         ));
     }
+    Ok(ImageInput { batch: batch.clone(), layout, shape: [height, width, channels] })
+}
+
+/// The graph's one output gives a score (1 value) or two classes (2) per image.
+fn score_output(graph: &pb::GraphProto, path: &Path) -> Result<usize, ModelError> {
     let [output] = graph.output.as_slice() else {
         return Err(invalid(path, format!("the graph has {} outputs; one is served", graph.output.len())));
     };
-    let outputs = match dims(output).as_deref() {
-        Some([_, Dim::Fixed(n)]) if *n == 1 || *n == 2 => *n,
-        Some([_, Dim::Fixed(n)]) => {
-            return Err(invalid(
-                path,
-                format!(
-                    "output \"{}\" has {n} values per image; a score (1) or two classes (2) are served",
-                    output.name
-                ),
-            ))
-        }
-        _ => {
-            return Err(invalid(
-                path,
-                format!("output \"{}\" must have the shape [batch, 1] or [batch, 2]", output.name),
-            ))
-        }
-    };
-    let scale = match metadata.get("threadcenter.scale") {
-        Some(text) => text
-            .parse::<f32>()
-            .ok()
-            .filter(|s| s.is_finite())
-            .ok_or_else(|| invalid(path, format!("threadcenter.scale \"{text}\" is not a number")))?,
-        None => 1.0 / 255.0,
-    };
-    let labels: Vec<String> = metadata
-        .get("threadcenter.labels")
-        .map(|l| l.split(',').map(|s| s.trim().to_ascii_lowercase()).collect())
-        .unwrap_or_default();
-    let fire_class = labels.iter().position(|l| l == "fire").unwrap_or(1).min(outputs - 1);
-    let layers = graph
-        .node
-        .iter()
-        .map(|n| if n.name.is_empty() { n.op_type.clone() } else { format!("{} {}", n.op_type, n.name) })
-        .collect();
-    let parameters = graph.initializer.iter().map(|t| t.dims.iter().product::<i64>().max(0) as usize).sum();
-    Ok(OnnxFacts {
-        input_shape: [height, width, channels],
-        layout,
-        scale,
-        fixed_batch: batch.size(),
-        batch_name: match batch {
-            Dim::Named(name) => Some(name.clone()),
-            _ => None,
-        },
-        outputs,
-        fire_class,
-        ends_in_softmax: graph.node.last().is_some_and(|n| n.op_type == "Softmax"),
-        name: metadata.get("threadcenter.name").cloned(),
-        layers,
-        parameters,
-        metadata,
-    })
+    match dims(output).as_deref() {
+        Some([_, Dim::Fixed(n)]) if *n == 1 || *n == 2 => Ok(*n),
+        Some([_, Dim::Fixed(n)]) => Err(invalid(
+            path,
+            format!(
+                "output \"{}\" has {n} values per image; a score (1) or two classes (2) are served",
+                output.name
+            ),
+        )),
+        _ => Err(invalid(
+            path,
+            format!("output \"{}\" must have the shape [batch, 1] or [batch, 2]", output.name),
+        )),
+    }
 }
 
 impl OnnxFacts {
