@@ -191,7 +191,10 @@ fn call_indents_stats_on_a_terminal_and_keeps_one_line_in_a_pipe() {
         .stdin(Stdio::null())
         .output();
     let Ok(pty) = pty else {
-        eprintln!("note: `script` (util-linux) is not installed: the terminal path is covered by the unit test only");
+        common::skipped(
+            "call_indents_stats_on_a_terminal_and_keeps_one_line_in_a_pipe (its terminal half)",
+            "`script` is not installed (apt-get install -y bsdutils)",
+        );
         return;
     };
     assert!(pty.status.success(), "{}", text(&pty.stderr));

@@ -91,13 +91,17 @@ fn an_expired_lease_hands_the_lock_over_and_fences_the_old_holder() {
 fn a_queued_client_that_went_away_does_not_block_the_lock() {
     // IdentyFire's bug: a queued client that disappears stays at the head of
     // the queue and nobody gets the lock again. Here it leaves the queue once
-    // it has not asked for a lease (1 s) while the owner keeps renewing.
-    let server = TestServer::start("threads", 1, &["--lock-timeout", "1s"]);
+    // it has not asked for a lease (2 s) while the owner keeps renewing —
+    // every 100 ms, until the server says the ghost is gone, so only a stall
+    // of nearly 2 s on the test's side could cost the owner its lease.
+    let server = TestServer::start("threads", 1, &["--lock-timeout", "2s"]);
     let mut c = server.connect();
     assert_eq!(acquire(&mut c, "a")["status"], "GRANTED");
     assert_eq!(acquire(&mut c, "ghost")["queue_position"], 1);
-    for _ in 0..8 {
-        std::thread::sleep(Duration::from_millis(200));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while server.stats()["mutex"]["queue_expiries"] != 1 {
+        assert!(std::time::Instant::now() < deadline, "the ghost never left the queue");
+        std::thread::sleep(Duration::from_millis(100));
         assert_eq!(acquire(&mut c, "a")["status"], "GRANTED", "the owner renews");
     }
     assert!(release(&mut c, "a"));

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::nats::{NatsServer, RawNats, WorkerHost};
-use common::{reference_compute, send_signal, TestServer};
+use common::{reference_compute, send_signal, wait_for_exit, TestServer};
 use serde_json::{json, Value};
 
 /// A gateway with no local worker, on `nats`.
@@ -121,14 +121,8 @@ fn stops_finish_while_nats_is_gone_and_a_second_signal_exits_at_once() {
     let status = gateway.terminate();
     assert!(status.success(), "{status:?}");
     send_signal(host.pid(), libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = host.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the host did not stop with NATS gone");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status =
+        wait_for_exit(&mut host.child, Duration::from_secs(30), "the host did not stop with NATS gone");
     assert!(status.success(), "{status:?}");
 
     // A second signal does not wait for a drain.
@@ -149,14 +143,11 @@ fn stops_finish_while_nats_is_gone_and_a_second_signal_exits_at_once() {
     std::thread::sleep(Duration::from_millis(300));
     send_signal(host.pid(), libc::SIGTERM);
     let mut host = host;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = host.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "a second SIGTERM did not end the host's 600 s drain");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_for_exit(
+        &mut host.child,
+        Duration::from_secs(30),
+        "a second SIGTERM did not end the host's 600 s drain",
+    );
     assert_eq!(status.code(), Some(130), "{status:?}");
 }
 

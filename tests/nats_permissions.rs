@@ -55,14 +55,11 @@ fn run_to_end(binary: &str, args: &[&str]) -> (Option<i32>, String) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("the binary starts");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{binary} {args:?} did not stop by itself");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    common::wait_for_exit(
+        &mut child,
+        std::time::Duration::from_secs(60),
+        &format!("{binary} {args:?} did not stop by itself"),
+    );
     let output = child.wait_with_output().unwrap();
     (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
 }

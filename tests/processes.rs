@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{error_code, process_is_running, send_signal, worker_pids, TestServer};
+use common::{error_code, process_is_running, send_signal, wait_until_gone, worker_pids, TestServer};
 use serde_json::json;
 
 /// Parent pid of a process, from /proc.
@@ -13,15 +11,6 @@ fn parent_pid(pid: u32) -> u32 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("process exists");
     let (_, rest) = stat.rsplit_once(')').unwrap();
     rest.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// Waits (at most 10 s) until none of `pids` is running.
-fn wait_until_gone(pids: &[u32]) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pids.iter().any(|&pid| process_is_running(pid)) {
-        assert!(Instant::now() < deadline, "worker processes still running: {pids:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -8,14 +8,15 @@ use std::process::Command;
 
 use common::TestServer;
 
-fn python3_available() -> bool {
-    Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success())
+/// Whether python3 is here; if not, `test` is skipped (a failure under
+/// `CI=true`).
+fn python3_available(test: &str) -> bool {
+    common::tool_available(test, "python3", "apt-get install -y python3")
 }
 
 #[test]
 fn the_python_example_client_works_against_both_modes() {
-    if !python3_available() {
-        eprintln!("python3 not found: skipping the Python example client test");
+    if !python3_available("the_python_example_client_works_against_both_modes") {
         return;
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/example_client.py");
@@ -41,8 +42,7 @@ fn the_python_example_client_works_against_both_modes() {
 /// connection per call), against the real server in both modes.
 #[test]
 fn an_identyfire_style_python_client_works_unchanged() {
-    if !python3_available() {
-        eprintln!("python3 not found: skipping the IdentyFire client test");
+    if !python3_available("an_identyfire_style_python_client_works_unchanged") {
         return;
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/identyfire_client.py");
@@ -68,8 +68,7 @@ fn an_identyfire_style_python_client_works_unchanged() {
 /// client with a client certificate too (mutual TLS).
 #[test]
 fn the_python_clients_speak_tls() {
-    if !python3_available() {
-        eprintln!("python3 not found: skipping the Python TLS test");
+    if !python3_available("the_python_clients_speak_tls") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

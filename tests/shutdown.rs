@@ -6,16 +6,8 @@ mod common;
 
 use std::thread;
 
-use common::{error_code, process_is_running, reference_compute, send_signal, worker_pids, TestServer};
+use common::{error_code, reference_compute, send_signal, wait_until_gone, worker_pids, TestServer};
 use serde_json::json;
-
-fn wait_until_gone(pids: &[u32]) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while pids.iter().any(|&p| process_is_running(p)) {
-        assert!(std::time::Instant::now() < deadline, "workers left behind: {pids:?}");
-        thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn every_request_accepted_before_sigterm_gets_its_reply_then_a_clean_exit() {

@@ -80,8 +80,9 @@ use rate_limit::RateLimiter;
 
 use crate::error::{Error, Result};
 use crate::protocol::{ErrorCode, ReplyError};
-use crate::runtime::pool::{PoolConfig, WorkerBoard, WorkerCommand, WorkerPool};
-use crate::server::gateway::{Gateway, GatewayStatus};
+use crate::runtime::http::HttpLimits;
+use crate::runtime::pool::{JobQueues, PoolConfig, WorkerBoard, WorkerCommand, WorkerPool};
+use crate::server::gateway::{Gateway, GatewaySettings, GatewayStatus};
 use crate::server::jobs::cache::ResultCache;
 use crate::server::jobs::registry::Registry;
 use crate::server::jobs::Jobs;
@@ -184,113 +185,58 @@ impl Server {
     /// # Errors
     /// An invalid configuration, or workers that cannot be started.
     pub(crate) fn start(listener: TcpListener, config: ServerConfig) -> Result<Server> {
-        // Every value, and every count against what the machine holds: a
-        // connection or worker the machine cannot give threads or memory to
-        // would abort the process (and lose every job in flight) later.
+        // 1. Every value, and every count against what the machine holds: a
+        //    connection or worker the machine cannot give threads or memory
+        //    to would abort the process (and lose every job in flight) later.
         config.validate()?;
         let addr = listener.local_addr().map_err(|e| Error::io("reading the listener's address", e))?;
+        // 2. Certificates read and the metrics port bound: a missing file or
+        //    a port in use fails the start before any worker is spawned.
+        let opened = Opened::open(&config)?;
+        // 3. A job's bookkeeping: the bounded queues, the registry of who
+        //    asked, the cache, and (with an endpoint to show it on) the
+        //    dashboard's record of every answered job.
         let stats = Stats::new();
         let cache = NonZeroUsize::new(config.cache_entries).map(|n| Arc::new(ResultCache::new(n)));
-        // Bind the metrics address first: a port already in use fails the
-        // start before any worker has been spawned.
-        // Certificate files are checked before anything starts.
-        let tls = config.tls.as_ref().map(crate::tls::server_config).transpose()?;
-        let mut metrics_limits = config.metrics_limits.clone();
-        if config.metrics_tls {
-            // The job port's certificate, without its client-certificate
-            // check: scrapers and probes authenticate with the bearer token.
-            let files =
-                config.tls.as_ref().map(|files| crate::tls::TlsFiles { client_ca: None, ..files.clone() });
-            metrics_limits.tls = files.as_ref().map(crate::tls::server_config).transpose()?;
-        }
-        let metrics_listener = match config.metrics_addr {
-            Some(metrics_addr) => Some(
-                TcpListener::bind(metrics_addr)
-                    .map_err(|e| Error::io(format!("listening for metrics on {metrics_addr}"), e))?,
-            ),
-            None => None,
-        };
-        // One board, shared: the pool's workers write it; the reader threads
-        // (is any worker up?) and the reports read it.
-        let board = Arc::new(WorkerBoard::new(config.workers));
         let (jobs, queues) =
             Jobs::new(config.queue_capacity, config.retries, Registry::new(), stats.clone(), cache);
-        // The dashboard records every answered job; only with an endpoint
-        // to show it on.
-        let watch = metrics_listener.as_ref().map(|_| Arc::new(watch::Watch::new()));
+        let watch = opened.metrics.as_ref().map(|_| Arc::new(watch::Watch::new()));
         let jobs = jobs.warn_slow_jobs(config.slow_job).watched_by(watch.clone());
+        // 4. Who runs the jobs: the local pool (unless this is a pure
+        //    gateway, `--workers 0`) and, past one machine, the worker hosts
+        //    fed from the same queues.
         let catalog = models::ModelCatalog::start(config.models_dir.clone(), config.model.as_deref())?;
-        let worker_command = match &config.worker_command {
-            Some(command) => command.clone(),
-            None => WorkerCommand::current_exe()?,
-        };
-        // The local pool, unless this is a pure gateway (`--workers 0`).
-        let pool_config = PoolConfig {
-            mode: config.mode,
-            workers: config.workers,
-            worker_command,
-            spawn_timeout: config.spawn_timeout,
-            job_timeout: config.job_timeout,
-            max_restarts: config.max_restarts,
-            restart_window: config.restart_window,
-            gil_switch_interval: config.gil_switch_interval,
-            model: catalog.current().map(|info| info.path),
-        };
-        let pool = match config.workers {
-            0 => None,
-            _ => Some(WorkerPool::start(
-                &pool_config,
-                queues.clone(),
-                Arc::new(jobs.completer()),
-                Arc::clone(&board),
-            )?),
-        };
-        // Past one machine: the same queues also feed the worker hosts.
-        let gateway = match &config.nats {
-            Some(nats) => Some(Gateway::start(
-                nats,
-                queues,
-                jobs.completer(),
-                crate::server::gateway::GatewaySettings {
-                    retries: config.retries,
-                    local_workers: config.workers,
-                    max_jobs: config.nats_max_jobs,
-                    job_timeout: config.job_timeout,
-                },
-            )?),
-            None => None,
-        };
-        let frame_memory = Arc::new(crate::frame::FrameMemory::new(config.max_frame_memory));
+        // One board, shared: the pool's workers write it; the readers (is any
+        // worker up?) and the reports read it.
+        let board = Arc::new(WorkerBoard::new(config.workers));
+        let pool = start_pool(&config, &catalog, &queues, &jobs, &board)?;
+        let gateway = start_gateway(&config, queues, &jobs)?;
+        // 5. What every connection shares.
         let farm = Arc::new(Farm {
             gil: pool.as_ref().and_then(WorkerPool::gil),
             remote: gateway.as_ref().map(Gateway::status),
-            tls,
+            tls: opened.tls,
             board,
             rate_limiter: config.rate_limit.map(RateLimiter::new),
             models: catalog,
             lock: LockCoordinator::new(config.lock_timeout),
+            frame_memory: Arc::new(crate::frame::FrameMemory::new(config.max_frame_memory)),
             config,
             jobs,
             stats,
             connections: ConnectionTable::default(),
-            frame_memory,
             draining: AtomicBool::new(false),
         });
+        // 6. The operator endpoint and the dashboard's frames.
         let frames_stop = Arc::new(AtomicBool::new(false));
-        let (metrics, frames) = match (metrics_listener, watch) {
-            (Some(listener), Some(watch)) => {
-                let hub = EventHub::new(metrics_limits.max_streams);
-                let builder = watch::frames::FrameBuilder::new(Arc::clone(&farm), watch, Arc::clone(&hub));
-                let frames = builder
-                    .start(Arc::clone(&frames_stop))
-                    .map_err(|e| Error::io("starting the dashboard's frame thread", e))?;
-                let greeter: Arc<dyn Greeter> = builder;
-                let pages = pages::ServerPages::new(Arc::clone(&farm), Some((hub, greeter)));
-                let endpoint = MetricsEndpoint::serve(listener, Arc::new(pages), metrics_limits)?;
+        let (metrics, frames) = match (opened.metrics, watch) {
+            (Some((listener, limits)), Some(watch)) => {
+                let (endpoint, frames) = serve_dashboard(&farm, listener, limits, watch, &frames_stop)?;
                 (Some(endpoint), Some(frames))
             }
             _ => (None, None),
         };
+        // 7. Accept connections: from here on the server answers.
         let shutdown = ShutdownHandle { flag: Arc::new(AtomicBool::new(false)), wake: wake_address(addr) };
         let acceptor = {
             let farm = Arc::clone(&farm);
@@ -300,14 +246,7 @@ impl Server {
                 .spawn(move || listener::accept_loop(listener, farm, flag))
                 .map_err(|e| Error::io("starting the acceptor thread", e))?
         };
-        if !addr.ip().is_loopback() {
-            tracing::warn!(%addr, "listening on a non-loopback address: anyone who can reach it can submit jobs");
-        }
-        if let Some(metrics_addr) = metrics.as_ref().map(MetricsEndpoint::local_addr) {
-            if !metrics_addr.ip().is_loopback() {
-                tracing::warn!(%metrics_addr, "metrics on a non-loopback address: keep it on a private network");
-            }
-        }
+        warn_if_reachable(addr, metrics.as_ref().map(MetricsEndpoint::local_addr));
         Ok(Server { addr, shutdown, acceptor, farm, pool, gateway, metrics, frames, frames_stop })
     }
 
@@ -416,6 +355,107 @@ impl Server {
             metrics.stop();
         }
         tracing::info!("server stopped");
+    }
+}
+
+/// What [`Server::start`] opens before it starts anything: the files and the
+/// port whose failure should stop the start while nothing runs yet.
+struct Opened {
+    /// The job port's TLS configuration (`--tls-cert`).
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// The operator endpoint's bound port and its limits (`--metrics-addr`).
+    metrics: Option<(TcpListener, HttpLimits)>,
+}
+
+impl Opened {
+    fn open(config: &ServerConfig) -> Result<Opened> {
+        let tls = config.tls.as_ref().map(crate::tls::server_config).transpose()?;
+        let Some(metrics_addr) = config.metrics_addr else {
+            return Ok(Opened { tls, metrics: None });
+        };
+        let mut limits = config.metrics_limits.clone();
+        if config.metrics_tls {
+            // The job port's certificate, without its client-certificate
+            // check: scrapers and probes authenticate with the bearer token.
+            let files =
+                config.tls.as_ref().map(|files| crate::tls::TlsFiles { client_ca: None, ..files.clone() });
+            limits.tls = files.as_ref().map(crate::tls::server_config).transpose()?;
+        }
+        let listener = TcpListener::bind(metrics_addr)
+            .map_err(|e| Error::io(format!("listening for metrics on {metrics_addr}"), e))?;
+        Ok(Opened { tls, metrics: Some((listener, limits)) })
+    }
+}
+
+/// The local worker pool, or `None` for a pure gateway (`--workers 0`).
+fn start_pool(
+    config: &ServerConfig,
+    catalog: &models::ModelCatalog,
+    queues: &JobQueues,
+    jobs: &Jobs,
+    board: &Arc<WorkerBoard>,
+) -> Result<Option<WorkerPool>> {
+    if config.workers == 0 {
+        return Ok(None);
+    }
+    let worker_command = match &config.worker_command {
+        Some(command) => command.clone(),
+        None => WorkerCommand::current_exe()?,
+    };
+    let pool_config = PoolConfig {
+        mode: config.mode,
+        workers: config.workers,
+        worker_command,
+        spawn_timeout: config.spawn_timeout,
+        job_timeout: config.job_timeout,
+        max_restarts: config.max_restarts,
+        restart_window: config.restart_window,
+        gil_switch_interval: config.gil_switch_interval,
+        model: catalog.current().map(|info| info.path),
+    };
+    let pool =
+        WorkerPool::start(&pool_config, queues.clone(), Arc::new(jobs.completer()), Arc::clone(board))?;
+    Ok(Some(pool))
+}
+
+/// The gateway to worker hosts over NATS (`--nats`), or `None`.
+fn start_gateway(config: &ServerConfig, queues: JobQueues, jobs: &Jobs) -> Result<Option<Gateway>> {
+    let Some(nats) = &config.nats else { return Ok(None) };
+    let settings = GatewaySettings {
+        retries: config.retries,
+        local_workers: config.workers,
+        max_jobs: config.nats_max_jobs,
+        job_timeout: config.job_timeout,
+    };
+    Gateway::start(nats, queues, jobs.completer(), settings).map(Some)
+}
+
+/// Serves the operator endpoint with the server's pages, and starts the
+/// thread that turns the farm's state into the dashboard's frames.
+fn serve_dashboard(
+    farm: &Arc<Farm>,
+    listener: TcpListener,
+    limits: HttpLimits,
+    watch: Arc<watch::Watch>,
+    stop: &Arc<AtomicBool>,
+) -> Result<(MetricsEndpoint, JoinHandle<()>)> {
+    let hub = EventHub::new(limits.max_streams);
+    let builder = watch::frames::FrameBuilder::new(Arc::clone(farm), watch, Arc::clone(&hub));
+    let frames =
+        builder.start(Arc::clone(stop)).map_err(|e| Error::io("starting the dashboard's frame thread", e))?;
+    let greeter: Arc<dyn Greeter> = builder;
+    let pages = pages::ServerPages::new(Arc::clone(farm), Some((hub, greeter)));
+    let endpoint = MetricsEndpoint::serve(listener, Arc::new(pages), limits)?;
+    Ok((endpoint, frames))
+}
+
+/// A port anyone on the network can reach is worth a line in the log.
+fn warn_if_reachable(addr: SocketAddr, metrics_addr: Option<SocketAddr>) {
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "listening on a non-loopback address: anyone who can reach it can submit jobs");
+    }
+    if let Some(metrics_addr) = metrics_addr.filter(|a| !a.ip().is_loopback()) {
+        tracing::warn!(%metrics_addr, "metrics on a non-loopback address: keep it on a private network");
     }
 }
 

@@ -159,18 +159,7 @@ impl TestServer {
 
     /// Waits (at most 30 s) for the server to exit by itself.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(30);
-
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("tc-server did not exit within 30 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for_exit(&mut self.child, Duration::from_secs(30), "tc-server did not exit after SIGTERM")
     }
 }
 
@@ -224,6 +213,33 @@ pub fn process_is_running(pid: u32) -> bool {
             stat.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')).unwrap_or(false)
         }
         Err(_) => false,
+    }
+}
+
+/// Waits (at most `limit`) for `child` to exit. Past it, the child is
+/// killed and the test fails with `what` ("tc-server did not exit ...").
+pub fn wait_for_exit(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} (waited {limit:?})");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits (at most 10 s) until none of `pids` is running: worker processes
+/// that outlive their server fail the test.
+pub fn wait_until_gone(pids: &[u32]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|&pid| process_is_running(pid)) {
+        assert!(Instant::now() < deadline, "worker processes still running: {pids:?}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -389,17 +405,8 @@ pub fn run_client_with_stdin(args: &[&str], stdin: Option<&str>) -> std::process
         let _ = err.read_to_end(&mut buf);
         buf
     });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("tc-client {args:?} did not finish within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status =
+        wait_for_exit(&mut child, Duration::from_secs(120), &format!("tc-client {args:?} did not finish"));
     std::process::Output { status, stdout: out_thread.join().unwrap(), stderr: err_thread.join().unwrap() }
 }
 
@@ -464,4 +471,20 @@ pub fn pip_onnxruntime() -> Option<std::path::PathBuf> {
 pub fn skipped(test: &str, why: &str) {
     assert!(std::env::var("CI").as_deref() != Ok("true"), "{test} cannot run under CI: {why}");
     eprintln!("SKIPPED: {test}: {why}; this test did not run");
+}
+
+/// Whether `program` runs here (`program --version` succeeds). If it does
+/// not, `test` is [`skipped`] naming what to install — a failure under
+/// `CI=true`.
+pub fn tool_available(test: &str, program: &str, install: &str) -> bool {
+    let runs = std::process::Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !runs {
+        skipped(test, &format!("{program} is not installed ({install})"));
+    }
+    runs
 }
