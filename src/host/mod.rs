@@ -47,14 +47,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, AckKind};
+use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use crossbeam_channel::Receiver;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::protocol::ReplyError;
 use crate::remote::bridge::Bridge;
-use crate::remote::connect::{connect, NatsOptions, Role};
+use crate::remote::connect::{connect, LinkState, NatsOptions, Role};
 use crate::remote::envelope::{self, JobReplays, Signer, Verifier};
 use crate::remote::wire::Heartbeat;
 use crate::remote::{self as nats, HEARTBEAT_SUBJECT};
@@ -146,83 +147,206 @@ impl MetricsSetup {
 /// # Errors
 /// NATS cannot be reached or has no JetStream; the pool cannot start.
 pub(crate) fn run(config: HostConfig, metrics: Option<MetricsSetup>, stop: Receiver<()>) -> Result<()> {
-    // 1. The farm key, then NATS: connected, and the streams and the
-    //    workers' consumer there (created if this is the farm's first process).
-    let key = envelope::load_farm_key(config.nats.farm_key.as_deref())?;
-    let signer = Arc::new(Signer::new(key.clone()));
-    let verifier = Verifier::new(key);
-    let bridge = Bridge::start("nats-bridge")?;
-    let (client, link) =
-        bridge.run(connect(&config.nats, &format!("tc-worker {}", config.name), Role::Host))?;
-    let (js, consumer) = bridge.run(link.set_up(async {
-        // Created inside the runtime: the context starts a task of its own.
-        let js = jetstream::new(client.clone());
-        let stream = nats::jobs_stream(&js, None).await?;
-        nats::results_stream(&js).await?;
-        nats::workers_consumer(&stream).await.map(|consumer| (js, consumer))
-    }))?;
+    let host = RunningHost::start(config, metrics)?;
+    // 5. Wait for SIGTERM (the sender is dropped or sends).
+    let _ = stop.recv();
+    host.drain();
+    Ok(())
+}
 
-    // 2. The pool, fed by the fetcher through a queue of one place per slot;
-    //    what the pool reports goes to the reporter task.
-    let slots = config.pool.workers;
-    let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<QueuedJob>(slots);
-    let (retries_tx, retries_rx) = crossbeam_channel::unbounded::<QueuedJob>();
-    let (events_tx, events_rx) = mpsc::unbounded_channel::<HostEvent>();
-    let held = Arc::new(HeldJobs::default());
-    let outcomes = HostOutcomes::new(events_tx, retries_tx, {
-        let held = Arc::clone(&held);
-        move |id| held.contains(id)
-    });
-    let board = Arc::new(WorkerBoard::new(slots));
-    let mut pool = WorkerPool::start(
-        &config.pool,
-        JobQueues { jobs: jobs_rx, retries: retries_rx },
-        Arc::new(outcomes),
-        Arc::clone(&board),
-    )?;
-    tracing::info!(
-        name = %config.name,
-        mode = config.pool.mode.as_str(),
-        workers = slots,
-        nats = %config.nats.url,
-        "worker host started"
-    );
+/// The link to the farm: NATS connected, the streams and the workers'
+/// consumer there, and the farm key's two halves.
+struct FarmLink {
+    bridge: Bridge,
+    client: async_nats::Client,
+    link: Arc<LinkState>,
+    js: jetstream::Context,
+    consumer: PullConsumer,
+    signer: Arc<Signer>,
+    verifier: Verifier,
+}
 
-    // 3. What the host's pages show, and the endpoint that shows them.
-    let counters = Arc::new(HostCounters::default());
-    let state = Arc::new(pages::HostState {
-        name: config.name.clone(),
-        mode: config.pool.mode.as_str(),
-        board: Arc::clone(&board),
-        held: Arc::clone(&held),
-        link: Arc::clone(&link),
-        started: Instant::now(),
-        draining: AtomicBool::new(false),
-        counters: Arc::clone(&counters),
-        farm_key: verifier.has_key(),
-    });
-    let endpoint = metrics.map(|metrics| metrics.serve(&state)).transpose()?;
+impl FarmLink {
+    /// The farm key, then NATS (the streams and the consumer created if this
+    /// is the farm's first process).
+    fn connect(config: &HostConfig) -> Result<FarmLink> {
+        let key = envelope::load_farm_key(config.nats.farm_key.as_deref())?;
+        let signer = Arc::new(Signer::new(key.clone()));
+        let verifier = Verifier::new(key);
+        let bridge = Bridge::start("nats-bridge")?;
+        let (client, link) =
+            bridge.run(connect(&config.nats, &format!("tc-worker {}", config.name), Role::Host))?;
+        let (js, consumer) = bridge.run(link.set_up(async {
+            // Created inside the runtime: the context starts a task of its own.
+            let js = jetstream::new(client.clone());
+            let stream = nats::jobs_stream(&js, None).await?;
+            nats::results_stream(&js).await?;
+            nats::workers_consumer(&stream).await.map(|consumer| (js, consumer))
+        }))?;
+        Ok(FarmLink { bridge, client, link, js, consumer, signer, verifier })
+    }
+}
 
-    // 4. The tasks on the bridge: fetching, reporting results, listening to
-    //    the farm, the NATS service, and keeping held jobs and the host alive.
+/// The tasks a host runs on the bridge, each stopped at its step of the drain.
+struct HostTasks {
+    /// Pulls jobs by free slots.
+    fetcher: JoinHandle<()>,
+    /// Stores each result, then acknowledges its job.
+    reporter: JoinHandle<()>,
+    /// Hears the gateways and the other hosts.
+    listener: JoinHandle<()>,
+    /// Answers NATS's services protocol (`nats micro`).
+    service: JoinHandle<()>,
+    /// "In progress" for held jobs, and the heartbeat.
+    keeper: JoinHandle<()>,
+}
+
+/// A started host: everything its drain stops, in order.
+struct RunningHost {
+    config: HostConfig,
+    farm: FarmLink,
+    /// The jobs held, shared with the fetcher, the reporter and the keeper.
+    held: Arc<HeldJobs>,
+    board: Arc<WorkerBoard>,
+    /// What the pages show; the drain sets its `draining`.
+    state: Arc<pages::HostState>,
+    /// Cleared by the drain: the fetcher stops asking for jobs.
+    pulling: Arc<AtomicBool>,
+    pool: WorkerPool,
+    endpoint: Option<MetricsEndpoint>,
+    tasks: HostTasks,
+}
+
+impl RunningHost {
+    fn start(config: HostConfig, metrics: Option<MetricsSetup>) -> Result<RunningHost> {
+        // 1. The farm key, then NATS.
+        let farm = FarmLink::connect(&config)?;
+
+        // 2. The pool, fed by the fetcher through a queue of one place per
+        //    slot; what the pool reports goes to the reporter task.
+        let slots = config.pool.workers;
+        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<QueuedJob>(slots);
+        let (retries_tx, retries_rx) = crossbeam_channel::unbounded::<QueuedJob>();
+        let (events_tx, events_rx) = mpsc::unbounded_channel::<HostEvent>();
+        let held = Arc::new(HeldJobs::default());
+        let outcomes = HostOutcomes::new(events_tx, retries_tx, {
+            let held = Arc::clone(&held);
+            move |id| held.contains(id)
+        });
+        let board = Arc::new(WorkerBoard::new(slots));
+        let pool = WorkerPool::start(
+            &config.pool,
+            JobQueues { jobs: jobs_rx, retries: retries_rx },
+            Arc::new(outcomes),
+            Arc::clone(&board),
+        )?;
+        tracing::info!(
+            name = %config.name,
+            mode = config.pool.mode.as_str(),
+            workers = slots,
+            nats = %config.nats.url,
+            "worker host started"
+        );
+
+        // 3. What the host's pages show, and the endpoint that shows them.
+        let counters = Arc::new(HostCounters::default());
+        let state = Arc::new(pages::HostState {
+            name: config.name.clone(),
+            mode: config.pool.mode.as_str(),
+            board: Arc::clone(&board),
+            held: Arc::clone(&held),
+            link: Arc::clone(&farm.link),
+            started: Instant::now(),
+            draining: AtomicBool::new(false),
+            counters: Arc::clone(&counters),
+            farm_key: farm.verifier.has_key(),
+        });
+        let endpoint = metrics.map(|metrics| metrics.serve(&state)).transpose()?;
+
+        // 4. The tasks on the bridge.
+        let pulling = Arc::new(AtomicBool::new(true));
+        let tasks = spawn_tasks(&farm, &config, (&held, &board, &counters, &pulling), jobs_tx, events_rx)?;
+        Ok(RunningHost { config, farm, held, board, state, pulling, pool, endpoint, tasks })
+    }
+
+    /// The drain, in order.
+    fn drain(mut self) {
+        let RunningHost { config, farm, held, board, state, pulling, tasks, .. } = &self;
+        // 6. No new jobs: the fetcher stops asking, and hands back at once
+        //    anything a request still out brings.
+        tracing::info!(held = held.len(), "draining: no new jobs; letting held jobs finish");
+        // `SeqCst` for once-per-run flags (cost irrelevant, reasoning simplest).
+        pulling.store(false, Ordering::SeqCst);
+        state.draining.store(true, Ordering::SeqCst);
+        // 7. Held jobs finish, up to --drain-timeout; the keeper still tells
+        //    JetStream they are in progress, so none is redelivered meanwhile.
+        let deadline = Instant::now() + config.drain_timeout;
+        // Poll: held jobs leave the map from the reporter task; a 10 ms poll
+        // on a once-per-run drain is simpler than a notification on every job.
+        while held.len() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // 8. The keeper stops before the last heartbeat, so none comes after it.
+        tasks.keeper.abort();
+        // 9. What is left goes back to the stream, and the host says it
+        //    leaves: bounded by STOP_FLUSH_WAIT whatever NATS does.
+        hand_back_and_leave(
+            &farm.bridge,
+            &farm.client,
+            &farm.signer,
+            heartbeat(config, held, board),
+            &held.all(),
+        );
+        // 10. The other tasks that talk to NATS.
+        tasks.fetcher.abort();
+        tasks.listener.abort();
+        tasks.service.abort();
+        // 11. The pool: a worker still running a handed-back job is stopped;
+        //     its report, if any, reaches a reporter that no longer holds it.
+        self.pool.stop(POOL_STOP_WAIT);
+        // 12. The reporter, once nothing can report any more; then the endpoint.
+        self.tasks.reporter.abort();
+        if let Some(endpoint) = self.endpoint.take() {
+            endpoint.stop();
+        }
+        tracing::info!("worker host stopped");
+    }
+}
+
+/// Starts the host's tasks: fetching, reporting results, listening to the
+/// farm, the NATS service, and keeping held jobs and the host alive.
+fn spawn_tasks(
+    farm: &FarmLink,
+    config: &HostConfig,
+    (held, board, counters, pulling): (
+        &Arc<HeldJobs>,
+        &Arc<WorkerBoard>,
+        &Arc<HostCounters>,
+        &Arc<AtomicBool>,
+    ),
+    jobs: crossbeam_channel::Sender<QueuedJob>,
+    events: mpsc::UnboundedReceiver<HostEvent>,
+) -> Result<HostTasks> {
+    let FarmLink { bridge, client, link, js, consumer, signer, verifier } = farm;
+    let (js, consumer, signer, verifier) =
+        (js.clone(), consumer.clone(), Arc::clone(signer), verifier.clone());
     let peers = Arc::new(Peers::default());
-    let pulling = Arc::new(AtomicBool::new(true));
     let answerer =
         Arc::new(Answerer { js: js.clone(), signer: Arc::clone(&signer), name: config.name.clone() });
     let fetcher = Fetcher {
         client: client.clone(),
         js,
         consumer,
-        held: Arc::clone(&held),
-        jobs: jobs_tx,
-        slots,
-        pulling: Arc::clone(&pulling),
+        held: Arc::clone(held),
+        jobs,
+        slots: config.pool.workers,
+        pulling: Arc::clone(pulling),
         checks: JobChecks {
             verifier: verifier.clone(),
             replays: JobReplays::new(JOB_REPLAYS_REMEMBERED),
             peers: Arc::clone(&peers),
-            link: Arc::clone(&link),
-            counters: Arc::clone(&counters),
+            link: Arc::clone(link),
+            counters: Arc::clone(counters),
             name: config.name.clone(),
             admission: admission::Admission::new(config.limits.clone()),
         },
@@ -234,67 +358,23 @@ pub(crate) fn run(config: HostConfig, metrics: Option<MetricsSetup>, stop: Recei
             async move { answerer.answer(Arc::new(held), Outcome::refused(error)).await }
         }
     }));
-    let reporter = bridge.spawn(report_results(Arc::clone(&answerer), Arc::clone(&held), events_rx));
-    let status = Arc::new(Mutex::new(heartbeat(&config, &held, &board)));
+    let reporter = bridge.spawn(report_results(Arc::clone(&answerer), Arc::clone(held), events));
+    let status = Arc::new(Mutex::new(heartbeat(config, held, board)));
     // A gateway new to this host hears from it at once (see `listen_to_farm`).
     let beat_now = Arc::new(tokio::sync::Notify::new());
-    let listener = bridge.spawn(listen_to_farm(
-        client.clone(),
-        FarmEars {
-            verifier,
-            peers: Arc::clone(&peers),
-            counters: Arc::clone(&counters),
-            beat_now: Arc::clone(&beat_now),
-        },
-    ));
+    let ears = FarmEars { verifier, peers, counters: Arc::clone(counters), beat_now: Arc::clone(&beat_now) };
+    let listener = bridge.spawn(listen_to_farm(client.clone(), ears));
     // NATS's own tools see the host: `nats micro ls`, `$SRV.PING/INFO/STATS`.
-    let service = bridge.run(service::register(&client, &config, Arc::clone(&status)))?;
+    let service = bridge.run(service::register(client, config, Arc::clone(&status)))?;
     let keeper = bridge.spawn(keep_alive(
         client.clone(),
-        Arc::clone(&held),
-        Arc::clone(&board),
+        Arc::clone(held),
+        Arc::clone(board),
         config.clone(),
         status,
-        (Arc::clone(&signer), beat_now),
+        (signer, beat_now),
     ));
-
-    // 5. Wait for SIGTERM (the sender is dropped or sends).
-    let _ = stop.recv();
-
-    // The drain, in order.
-    // 6. No new jobs: the fetcher stops asking, and hands back at once
-    //    anything a request still out brings.
-    tracing::info!(held = held.len(), "draining: no new jobs; letting held jobs finish");
-    // `SeqCst` for once-per-run flags (cost irrelevant, reasoning simplest).
-    pulling.store(false, Ordering::SeqCst);
-    state.draining.store(true, Ordering::SeqCst);
-    // 7. Held jobs finish, up to --drain-timeout; the keeper still tells
-    //    JetStream they are in progress, so none is redelivered meanwhile.
-    let deadline = Instant::now() + config.drain_timeout;
-    // Poll: held jobs leave the map from the reporter task; a 10 ms poll on
-    // a once-per-run drain is simpler than a notification on every job.
-    while held.len() > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // 8. The keeper stops before the last heartbeat, so none comes after it.
-    keeper.abort();
-    // 9. What is left goes back to the stream, and the host says it leaves:
-    //    bounded by STOP_FLUSH_WAIT whatever NATS does.
-    hand_back_and_leave(&bridge, &client, &signer, heartbeat(&config, &held, &board), &held.all());
-    // 10. The other tasks that talk to NATS.
-    fetcher.abort();
-    listener.abort();
-    service.abort();
-    // 11. The pool: a worker still running a handed-back job is stopped; its
-    //     report, if any, reaches a reporter that no longer holds the job.
-    pool.stop(POOL_STOP_WAIT);
-    // 12. The reporter, once nothing can report any more; then the endpoint.
-    reporter.abort();
-    if let Some(endpoint) = endpoint {
-        endpoint.stop();
-    }
-    tracing::info!("worker host stopped");
-    Ok(())
+    Ok(HostTasks { fetcher, reporter, listener, service, keeper })
 }
 
 /// Hands `left` back to JetStream (redelivered at once to another host) and
