@@ -2,14 +2,14 @@
 //!
 //! The reader thread does only the cheap part: base64 to bytes, written once
 //! into the buffer that travels to the worker (shared memory in process
-//! mode, see [`ImageData`]). Everything expensive — image decoding,
+//! mode, see [`ImageData`](crate::work::job::ImageData)). Everything expensive — image decoding,
 //! resizing, the network — happens on the worker.
 
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::{DecodePaddingMode, Engine};
 
 use crate::protocol::{ErrorCode, ImageArg, ReplyError};
-use crate::work::job::{ImageBatch, ImageData, ImageItem};
+use crate::work::job::{ImageBatch, ImageBuffer, ImageItem};
 
 /// Standard base64, with or without `=` padding (clients differ).
 const BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -58,7 +58,7 @@ pub(super) fn decode_images(images: &[ImageArg<'_>], max_bytes: usize, shared: b
         })
         .collect();
     let total: usize = planned.iter().filter_map(|p| p.as_ref().ok()).map(|(_, len)| len).sum();
-    let mut data = ImageData::zeroed(total, shared && total > 0);
+    let mut data = ImageBuffer::zeroed(total, shared && total > 0);
     let buffer = data.fill();
     let mut offset = 0;
     let mut items = Vec::with_capacity(images.len());
@@ -76,12 +76,13 @@ pub(super) fn decode_images(images: &[ImageArg<'_>], max_bytes: usize, shared: b
         });
         items.push(ImageItem { filename: image.filename.clone(), span });
     }
-    DecodedImages { batch: ImageBatch { data, items }, first_error }
+    DecodedImages { batch: ImageBatch { data: data.into_data(), items }, first_error }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::work::job::ImageData;
     use std::borrow::Cow;
 
     fn arg(text: &str) -> ImageArg<'_> {

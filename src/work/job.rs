@@ -81,31 +81,45 @@ pub(crate) enum ImageData {
     Shared(IpcSharedMemory),
 }
 
-impl ImageData {
+/// An image buffer while the reader fills it: made zeroed, written through
+/// [`ImageBuffer::fill`], then turned into the [`ImageData`] that travels.
+///
+/// It is neither `Clone` nor serializable, so while it exists its handle to
+/// a shared-memory region is the only one — the invariant the `unsafe` in
+/// `fill` needs, kept by the type instead of by its callers.
+#[derive(Debug)]
+pub(crate) struct ImageBuffer(ImageData);
+
+impl ImageBuffer {
     /// A zeroed buffer of `len` bytes, shared when `shared`.
-    pub(crate) fn zeroed(len: usize, shared: bool) -> ImageData {
-        if shared {
+    pub(crate) fn zeroed(len: usize, shared: bool) -> ImageBuffer {
+        ImageBuffer(if shared {
             ImageData::Shared(IpcSharedMemory::from_byte(0, len))
         } else {
             ImageData::Local(vec![0; len])
-        }
+        })
     }
 
-    /// The bytes, for the reader to fill.
-    ///
-    /// Only called on a buffer that was just created and not yet cloned or
-    /// sent, so nothing else can be reading the shared memory.
+    /// The bytes, to write into.
     #[allow(unsafe_code)]
     pub(crate) fn fill(&mut self) -> &mut [u8] {
-        match self {
+        match &mut self.0 {
             ImageData::Local(bytes) => bytes,
             // SAFETY: `deref_mut` is sound while this handle is the only one
-            // to the region; see the doc comment above: the region was
-            // created by `zeroed` and has not been cloned or serialized yet.
+            // to the region. The region was made by `zeroed` inside this
+            // buffer, and an `ImageBuffer` cannot be cloned or serialized:
+            // the only way to share it is `into_data`, which ends the buffer.
             ImageData::Shared(memory) => unsafe { memory.deref_mut() },
         }
     }
 
+    /// The filled bytes, ready to travel to a worker.
+    pub(crate) fn into_data(self) -> ImageData {
+        self.0
+    }
+}
+
+impl ImageData {
     /// The bytes, for the worker to read.
     pub(crate) fn bytes(&self) -> &[u8] {
         match self {

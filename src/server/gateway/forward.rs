@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
+use async_nats::jetstream::{self, context::PublishError, context::PublishErrorKind as Kind};
 use crossbeam_channel::{select, Receiver};
 
 use super::{job_deadline, no_host_error, GatewaySettings, GatewayStatus, API_WAIT, OUTAGE_PATIENCE};
@@ -286,7 +286,7 @@ impl Forwarder {
 
     /// Publishes a job's message and waits for JetStream's acknowledgement:
     /// its place in the stream, or why it was not taken.
-    fn publish(&self, job: JobId, bytes: Vec<u8>) -> std::result::Result<u64, String> {
+    fn publish(&self, job: JobId, bytes: Vec<u8>) -> std::result::Result<u64, PublishError> {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", format!("{}-{}", self.gateway, job).as_str());
         self.signer.sign(JOBS_SUBJECT, &mut headers, &bytes);
@@ -305,7 +305,6 @@ impl Forwarder {
             // Lost in a broker restart (no answer, a broken link, the stream
             // not there yet while JetStream recovers): try again. A refusal
             // (the stream is full) is final.
-            use async_nats::jetstream::context::PublishErrorKind as Kind;
             match published {
                 Err(e)
                     if matches!(e.kind(), Kind::TimedOut | Kind::BrokenPipe | Kind::StreamNotFound)
@@ -313,7 +312,7 @@ impl Forwarder {
                 {
                     std::thread::sleep(PUBLISH_RETRY);
                 }
-                other => return other.map_err(|e| e.to_string()),
+                other => return other,
             }
         }
     }
