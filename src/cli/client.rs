@@ -66,7 +66,42 @@ impl ClientArgs {
                 None => Err(error),
             })
             .map_err(|error| explain_benchmark_only_flag(&args, error))
+            .and_then(|parsed| embedded_flags_need_embedded(&args, parsed))
     }
+}
+
+/// `--mode`, `--workers`, `--gil` and `--dashboard` shape the farm that
+/// `--embedded` starts; with a server of one's own they would do nothing.
+/// clap's `requires = "embedded"` does not see this once `--port` or
+/// `--host` is given (they conflict with `--embedded`, and clap lets a
+/// conflict waive a requirement), so it is checked here, for the flags on
+/// the command line. Not for their environment forms: `THREADCENTER_MODE`
+/// and `THREADCENTER_WORKERS` also shape `tc-server`, and a shell that set
+/// them for the server must still run the client.
+fn embedded_flags_need_embedded(raw: &[OsString], args: ClientArgs) -> Result<ClientArgs, clap::Error> {
+    use clap::CommandFactory;
+    if args.command.is_some() || args.bench.embedded {
+        return Ok(args);
+    }
+    let written = |flag: &str| {
+        raw.iter().skip(1).any(|arg| {
+            let arg = arg.to_string_lossy();
+            arg == flag || arg.strip_prefix(flag).is_some_and(|rest| rest.starts_with('='))
+        })
+    };
+    let Some(flag) = ["--mode", "--workers", "--gil", "--dashboard"].into_iter().find(|flag| written(flag))
+    else {
+        return Ok(args);
+    };
+    let hint = if flag == "--dashboard" {
+        "a server of your own serves its dashboard itself: start it with `tc-server --metrics-addr 127.0.0.1:9464` \
+         and open http://127.0.0.1:9464/"
+    } else {
+        "a server of your own keeps the mode and workers it was started with"
+    };
+    let message =
+        format!("{flag} shapes the farm that --embedded starts for the run; add --embedded, or: {hint}");
+    Err(ClientArgs::command().error(clap::error::ErrorKind::ArgumentConflict, message))
 }
 
 /// clap's "unexpected argument '--embedded'" under a subcommand, said as
@@ -614,6 +649,27 @@ mod tests {
         // A benchmark flag is still refused, now by the subcommand itself.
         let error = parse("tc-client -c 4 call ping").unwrap_err();
         assert_eq!(error.kind(), clap::error::ErrorKind::UnknownArgument, "{error}");
+    }
+
+    #[test]
+    fn a_flag_of_the_embedded_farm_without_embedded_is_refused_naming_it() {
+        for (flag, extra) in
+            [("--dashboard", None), ("--gil", None), ("--mode", Some("threads")), ("--workers", Some("2"))]
+        {
+            for target in [&["--port", "5050"][..], &[][..]] {
+                let mut args: Vec<OsString> = vec!["tc-client".into()];
+                args.extend(target.iter().map(OsString::from));
+                args.push(flag.into());
+                args.extend(extra.map(OsString::from));
+                let error = ClientArgs::try_parse_moving_flags(args.clone()).expect_err(flag);
+                assert_eq!(error.exit_code(), 2, "{args:?}");
+                assert!(error.to_string().contains(flag), "{args:?}: {error}");
+            }
+        }
+        let with_embedded = ["tc-client", "--embedded", "--dashboard", "--mode", "threads", "--gil"];
+        assert!(
+            ClientArgs::try_parse_moving_flags(with_embedded.iter().map(OsString::from).collect()).is_ok()
+        );
     }
 
     #[test]
