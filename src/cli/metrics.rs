@@ -10,8 +10,9 @@ use crate::units::parse_duration;
 /// How the `--metrics-addr` endpoint is bounded and protected.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct MetricsHttpArgs {
-    /// Require `Authorization: Bearer TOKEN` for /metrics (/healthz and
-    /// /readyz stay open for probes).
+    /// Require `Authorization: Bearer TOKEN` (or `?token=TOKEN`, for a
+    /// browser) for /metrics, the dashboard / and /events; /healthz and
+    /// /readyz stay open for probes.
     #[arg(help_heading = "Observability", long, env = "THREADCENTER_METRICS_TOKEN", hide_env_values = true)]
     pub(crate) metrics_token: Option<String>,
 
