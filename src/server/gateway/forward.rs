@@ -95,17 +95,29 @@ impl Forwarded {
     }
 }
 
-/// The forwarder thread's state.
+/// The forwarder thread's state: owned by that one thread, except the
+/// shared pieces said below.
 pub(super) struct Forwarder {
+    /// The gateway's tokio runtime: publishes run on it, the thread waits.
     pub(super) bridge: Arc<Bridge>,
+    /// JetStream, to publish jobs and delete expired ones.
     pub(super) js: jetstream::Context,
+    /// Signs every job with the farm key (shared with the heartbeat task).
     pub(super) signer: Arc<Signer>,
+    /// The NATS server's largest message: a larger job is refused here.
     pub(super) max_payload: usize,
+    /// This gateway's id, in every job's `Nats-Msg-Id` and message.
     pub(super) gateway: String,
+    /// Where hosts send this gateway's results.
     pub(super) reply_to: String,
+    /// Retries, local workers, the stream's bound, the job timeout.
     pub(super) settings: GatewaySettings,
+    /// The hosts (capacity), the link and the counters: written by the
+    /// gateway's tasks, read and counted into here.
     pub(super) status: Arc<GatewayStatus>,
+    /// Jobs out: inserted here, taken by the results task (a `Mutex`ed map).
     pub(super) forwarded: Arc<Forwarded>,
+    /// Answers the jobs the gateway answers itself (refused, expired).
     pub(super) completer: Completer,
     /// Signalled by the results task when a job comes back (room to send).
     pub(super) room: Receiver<()>,
