@@ -287,3 +287,54 @@ fn with_the_gil_the_page_shows_each_workers_share_of_the_lock() {
         load.join().unwrap();
     }
 }
+
+/// Opens `/events` on `addr` and reads its first bytes: a live stream,
+/// held as long as the returned socket lives.
+fn hold_a_stream(addr: SocketAddr) -> TcpStream {
+    let mut socket = TcpStream::connect(addr).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(socket, "GET /events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+    let mut first = [0u8; 12];
+    socket.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200", "the held stream was taken");
+    socket
+}
+
+#[test]
+fn a_page_refused_or_left_by_its_farm_says_why_and_comes_back_by_itself() {
+    if !browser_available("a_page_refused_or_left_by_its_farm_says_why_and_comes_back_by_itself") {
+        return;
+    }
+    let mut server =
+        TestServer::start("threads", 1, &["--metrics-addr", "127.0.0.1:0", "--metrics-max-streams", "1"]);
+    let addr = server.metrics_addr.unwrap();
+    // The one stream allowed is taken: the page must say so, not stay blank.
+    let held = hold_a_stream(addr);
+    let driver = Driver::start();
+    let browser = Browser::open(&driver);
+    browser.go(&format!("http://{addr}/"));
+    let read_banner = "const b = document.getElementById('banner'); return b.hidden ? '' : b.textContent";
+    let refused = browser.wait_for("the refusal's banner", read_banner, |text| {
+        text.as_str().is_some_and(|t| t.contains("HTTP 503"))
+    });
+    assert!(refused.to_string().contains("--metrics-max-streams"), "names the limit: {refused}");
+    // Room again: the page connects by itself and the banner goes.
+    drop(held);
+    browser.wait_for("the page to go live", "return document.getElementById('link').textContent", |t| {
+        t == "live"
+    });
+    assert_eq!(browser.run(read_banner), "", "the banner is gone once live");
+    browser
+        .wait_for("a worker row", "return document.querySelectorAll('#worker-table tr').length", |n| n == 1);
+    // The farm stops: the page says it, and keeps the last picture.
+    server.terminate();
+    let gone = browser.wait_for("the farm-stopped banner", read_banner, |text| {
+        text.as_str().is_some_and(|t| t.contains("not answering"))
+    });
+    assert!(gone.to_string().contains("last one it sent"), "{gone}");
+    assert_eq!(
+        browser.run("return document.querySelectorAll('#worker-table tr').length"),
+        1,
+        "the last picture is kept"
+    );
+}

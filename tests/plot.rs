@@ -176,6 +176,25 @@ fn the_workers_chart_and_the_trace_have_every_answered_job_on_its_worker() {
     slices.sort_unstable();
     assert_eq!(answered.len(), 60, "-n 30 on each of 2 connections");
     assert_eq!(slices, answered);
+    // A worker runs one job at a time: its track's slices never overlap
+    // (Perfetto would draw overlapping ones wrongly nested).
+    let events = trace["traceEvents"].as_array().unwrap();
+    let mut workers: Vec<u64> = slices.iter().map(|&(_, _, worker)| worker).collect();
+    workers.sort_unstable();
+    workers.dedup();
+    for worker in workers {
+        let mut runs: Vec<(u64, u64)> = events
+            .iter()
+            .filter(|e| e["cat"] == "job" && e["tid"] == worker)
+            .map(|e| (e["ts"].as_u64().unwrap(), e["ts"].as_u64().unwrap() + e["dur"].as_u64().unwrap()))
+            .collect();
+        runs.sort_unstable();
+        assert!(runs.windows(2).all(|pair| pair[0].1 <= pair[1].0), "worker {worker}: {runs:?}");
+    }
+    // Every queue wait opens and closes, on no worker's track.
+    let waits = |phase: &str| events.iter().filter(|e| e["cat"] == "queue" && e["ph"] == phase).count();
+    assert_eq!(waits("b"), waits("e"));
+    assert!(events.iter().filter(|e| e["cat"] == "queue").all(|e| e.get("tid").is_none()));
     // The refusal of a CSV that is not a requests CSV names the flag.
     let out = run_client(&["plot", "workers", "--requests-csv", &chart, "-o", &path("x")]);
     assert_eq!(out.status.code(), Some(2));

@@ -9,6 +9,10 @@
 //! service time; its queue wait comes just before. So each bar is late by
 //! the reply's trip back over the network (microseconds on loopback), and a
 //! request with no reply or no server timing is left out (and counted).
+//! Those trips differ from reply to reply, so two jobs placed that way can
+//! overlap on one worker, which ran them one after the other: where they
+//! do, the earlier job is moved back until it ends as the next one starts
+//! (it can only have been placed too late, never too early).
 
 use std::path::{Path, PathBuf};
 
@@ -81,6 +85,7 @@ pub(crate) fn read_jobs(path: &Path) -> Result<(Vec<Placed>, usize)> {
             ok: row.outcome == "ok",
         });
     }
+    settle(&mut jobs);
     if jobs.is_empty() {
         return Err(bad(
             "no request in it has a reply with the server's timing (worker, queue_us, service_us); \
@@ -89,6 +94,24 @@ pub(crate) fn read_jobs(path: &Path) -> Result<(Vec<Placed>, usize)> {
         ));
     }
     Ok((jobs, left_out))
+}
+
+/// Moves each job that overlaps the next one on its worker back, keeping
+/// its queue wait and service time, so that a worker's jobs follow one
+/// another as they ran. Leaves the jobs in the order of their end.
+fn settle(jobs: &mut [Placed]) {
+    jobs.sort_by_key(|job| (job.worker, job.end_us));
+    for same_worker in jobs.chunk_by_mut(|a, b| a.worker == b.worker) {
+        let mut next_start = u64::MAX;
+        for job in same_worker.iter_mut().rev() {
+            let late = job.end_us.saturating_sub(next_start);
+            job.queued_us = job.queued_us.saturating_sub(late);
+            job.start_us = job.start_us.saturating_sub(late);
+            job.end_us -= late;
+            next_start = job.start_us;
+        }
+    }
+    jobs.sort_by_key(|job| (job.end_us, job.worker));
 }
 
 /// Draws the task stream into `OUT.png` and `OUT.svg`.
@@ -200,8 +223,11 @@ where
 }
 
 /// The run in the Chrome trace-event format: one track (thread) per
-/// worker, one slice per job spanning its queue wait and run, with the two
-/// as nested slices. Times are in microseconds, as the format wants.
+/// worker with one slice per job, its run (a worker runs one job at a
+/// time, so these never overlap), and the jobs' queue waits as async
+/// slices beside them (many wait at once, so they cannot share a worker's
+/// track; Perfetto stacks them on one "queue wait" track). Times are in
+/// microseconds, as the format wants.
 pub(crate) fn trace(jobs: &[Placed]) -> serde_json::Value {
     let mut events =
         vec![json!({"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "ThreadCenter workers"}})];
@@ -209,16 +235,23 @@ pub(crate) fn trace(jobs: &[Placed]) -> serde_json::Value {
         events.push(json!({"ph": "M", "name": "thread_name", "pid": 1, "tid": worker,
                            "args": {"name": format!("worker {worker}")}}));
     }
-    for job in jobs {
-        let args = json!({"id": job.id, "connection": job.connection, "ok": job.ok});
+    for (number, job) in jobs.iter().enumerate() {
+        let queue_us = job.start_us - job.queued_us;
+        let args =
+            json!({"id": job.id, "connection": job.connection, "ok": job.ok, "queue_wait_us": queue_us});
         events.push(json!({"ph": "X", "name": job.cmd, "cat": "job", "pid": 1, "tid": job.worker,
-                           "ts": job.queued_us, "dur": job.end_us - job.queued_us, "args": args}));
-        if job.start_us > job.queued_us {
-            events.push(json!({"ph": "X", "name": "queue wait", "cat": "queue", "pid": 1, "tid": job.worker,
-                               "ts": job.queued_us, "dur": job.start_us - job.queued_us}));
+                           "ts": job.start_us, "dur": job.end_us - job.start_us, "args": args}));
+        if queue_us > 0 {
+            let wait = json!({"name": "queue wait", "cat": "queue", "pid": 1, "id": number,
+                              "args": {"id": job.id, "connection": job.connection, "worker": job.worker}});
+            let mut begin = wait.clone();
+            begin["ph"] = json!("b");
+            begin["ts"] = json!(job.queued_us);
+            let mut end = wait;
+            end["ph"] = json!("e");
+            end["ts"] = json!(job.start_us);
+            events.extend([begin, end]);
         }
-        events.push(json!({"ph": "X", "name": "service", "cat": "service", "pid": 1, "tid": job.worker,
-                           "ts": job.start_us, "dur": job.end_us - job.start_us}));
     }
     json!({"traceEvents": events, "displayTimeUnit": "ms"})
 }
@@ -242,13 +275,37 @@ mod tests {
         assert_eq!(left_out, 1);
         assert_eq!((jobs[0].queued_us, jobs[0].start_us, jobs[0].end_us), (200, 400, 1100));
         let trace = trace(&jobs);
-        let slices: Vec<&str> = trace["traceEvents"]
+        let phases: Vec<(&str, &str)> = trace["traceEvents"]
             .as_array()
             .unwrap()
             .iter()
-            .filter(|e| e["ph"] == "X")
-            .map(|e| e["name"].as_str().unwrap())
+            .filter(|e| e["ph"] != "M")
+            .map(|e| (e["ph"].as_str().unwrap(), e["name"].as_str().unwrap()))
             .collect();
-        assert_eq!(slices, ["compute", "queue wait", "service"]);
+        assert_eq!(phases, [("X", "compute"), ("b", "queue wait"), ("e", "queue wait")]);
+    }
+
+    fn job(worker: u64, start_us: u64, end_us: u64) -> Placed {
+        Placed {
+            worker,
+            id: start_us,
+            connection: 0,
+            cmd: "compute".into(),
+            queued_us: start_us - 10,
+            start_us,
+            end_us,
+            ok: true,
+        }
+    }
+
+    #[test]
+    fn a_job_placed_over_the_next_one_on_its_worker_is_moved_back_whole() {
+        // Worker 1: the first reply came back 30 µs late, so its job seems
+        // to end after the second began; worker 2's job is not touched.
+        let mut jobs = vec![job(1, 100, 230), job(1, 200, 300), job(2, 150, 260)];
+        settle(&mut jobs);
+        let placed: Vec<(u64, u64, u64, u64)> =
+            jobs.iter().map(|j| (j.worker, j.queued_us, j.start_us, j.end_us)).collect();
+        assert_eq!(placed, [(1, 60, 70, 200), (2, 140, 150, 260), (1, 190, 200, 300)]);
     }
 }

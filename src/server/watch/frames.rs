@@ -38,8 +38,14 @@ pub(crate) const MAX_HOLDS: usize = 400;
 const RECENT_EVENTS: usize = 200;
 /// Points of the line charts kept for pages that open late (a minute).
 const RECENT_POINTS: usize = 300;
-/// The window of "the last second" figures.
+/// The window of the rates and percentiles ("the last second"): a rate
+/// over one 200 ms frame jumps with every frame, and would not agree with
+/// the λ of Little's law.
 const LAST_SECOND_US: u64 = 1_000_000;
+/// The window of Little's law: longer than the rates', so that jobs of a
+/// second or so still average out (L = λ·W holds over windows much
+/// longer than W).
+const LITTLE_WINDOW_US: u64 = 5_000_000;
 
 /// Builds and publishes the frames; greets new subscribers.
 pub(crate) struct FrameBuilder {
@@ -56,6 +62,86 @@ pub(crate) struct FrameBuilder {
 struct Reading {
     at_us: u64,
     report: Value,
+}
+
+/// The few counters of one reading that the rates need, kept for the
+/// last [`LITTLE_WINDOW_US`] (a `Reading` holds the whole report).
+#[derive(Debug, Clone, PartialEq)]
+struct Sample {
+    at_us: u64,
+    ok_replies: f64,
+    /// Jobs answered so far, ok or not: what leaves the farm (λ).
+    completed: f64,
+    errors: serde_json::Map<String, Value>,
+    /// Jobs queued or running at this moment (L).
+    in_flight: f64,
+}
+
+impl Sample {
+    fn of(reading: &Reading) -> Sample {
+        let report = &reading.report;
+        let ok_replies = report["replies"].as_object().map_or(0.0, |commands| {
+            commands.values().map(|outcomes| outcomes["OK"].as_f64().unwrap_or(0.0)).sum()
+        });
+        Sample {
+            at_us: reading.at_us,
+            ok_replies,
+            completed: report["jobs"]["completed"].as_f64().unwrap_or(0.0),
+            errors: report["errors"].as_object().cloned().unwrap_or_default(),
+            in_flight: report["jobs"]["in_flight"].as_f64().unwrap_or(0.0),
+        }
+    }
+}
+
+/// The samples of the last [`LITTLE_WINDOW_US`], oldest first.
+#[derive(Debug, Default)]
+struct Samples(VecDeque<Sample>);
+
+impl Samples {
+    fn push(&mut self, sample: Sample) {
+        let now = sample.at_us;
+        self.0.push_back(sample);
+        while self.0.front().is_some_and(|oldest| now - oldest.at_us > LITTLE_WINDOW_US) {
+            self.0.pop_front();
+        }
+    }
+
+    /// The sample to take rates from over `window_us`: the newest one at
+    /// least that old, else the oldest there is. `None` when there is only
+    /// the newest (the first frame has no rate: showing 0 would draw a
+    /// false drop).
+    fn reference(&self, window_us: u64) -> Option<(&Sample, &Sample)> {
+        let newest = self.0.back()?;
+        let since = newest.at_us.saturating_sub(window_us);
+        let reference = self.0.iter().rev().find(|sample| sample.at_us <= since).or(self.0.front())?;
+        (reference.at_us < newest.at_us).then_some((reference, newest))
+    }
+
+    /// Per second, over the last `window_us`, of what `count` reads.
+    fn rate(&self, window_us: u64, count: impl Fn(&Sample) -> f64) -> Option<f64> {
+        let (from, to) = self.reference(window_us)?;
+        Some((count(to) - count(from)).max(0.0) / ((to.at_us - from.at_us) as f64 / 1e6))
+    }
+
+    /// Errors per second by code, over the last `window_us`.
+    fn error_rates(&self, window_us: u64) -> Value {
+        let Some((from, to)) = self.reference(window_us) else { return Value::Null };
+        let seconds = (to.at_us - from.at_us) as f64 / 1e6;
+        let mut rates = serde_json::Map::new();
+        for (code, now) in &to.errors {
+            let delta =
+                now.as_f64().unwrap_or(0.0) - from.errors.get(code).and_then(Value::as_f64).unwrap_or(0.0);
+            if delta > 0.0 {
+                rates.insert(code.clone(), json!(delta / seconds));
+            }
+        }
+        Value::Object(rates)
+    }
+
+    /// The mean number of jobs in the farm over the samples kept.
+    fn mean_in_flight(&self) -> f64 {
+        self.0.iter().map(|sample| sample.in_flight).sum::<f64>() / self.0.len().max(1) as f64
+    }
 }
 
 impl FrameBuilder {
@@ -80,7 +166,8 @@ impl FrameBuilder {
         let mut previous = self.read();
         let mut bars_sent = self.watch.spans_after(u64::MAX).1;
         let mut holds_sent = self.farm.gil.as_ref().map_or(0, |gil| gil.holds_after(u64::MAX).1);
-        let mut in_flight: VecDeque<(u64, f64)> = VecDeque::new();
+        let mut samples = Samples::default();
+        samples.push(Sample::of(&previous));
         let mut next = Instant::now() + FRAME_INTERVAL;
         while !stop.load(Ordering::SeqCst) {
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
@@ -90,13 +177,10 @@ impl FrameBuilder {
             // opened later lists what happened before.
             let events = self.changes(&previous, &reading);
             self.remember(&events);
-            in_flight.push_back((reading.at_us, reading.report["jobs"]["in_flight"].as_f64().unwrap_or(0.0)));
-            while in_flight.front().is_some_and(|(at, _)| reading.at_us - at > LAST_SECOND_US) {
-                in_flight.pop_front();
-            }
+            samples.push(Sample::of(&reading));
             // The charts' points are kept even while nobody watches, so a
             // page opened later draws the last minute at once.
-            let state = self.state(&previous, &reading, &in_flight);
+            let state = self.state(&reading, &samples);
             self.keep_point(&state);
             if self.hub.has_subscribers() {
                 let (spans, newest) = self.watch.spans_after(bars_sent);
@@ -163,9 +247,10 @@ impl FrameBuilder {
         })
     }
 
-    /// The `state` message: the report, and the figures of the last second.
-    fn state(&self, previous: &Reading, reading: &Reading, in_flight: &VecDeque<(u64, f64)>) -> Value {
-        let seconds = (reading.at_us.saturating_sub(previous.at_us) as f64 / 1e6).max(1e-3);
+    /// The `state` message: the report, the rates and percentiles of the
+    /// last second and Little's law over [`LITTLE_WINDOW_US`]. A rate is
+    /// `null` until there are two readings to take it from.
+    fn state(&self, reading: &Reading, samples: &Samples) -> Value {
         let mut latencies = self.watch.latencies_since(reading.at_us.saturating_sub(LAST_SECOND_US));
         latencies.sort_unstable();
         let percentile = |p: f64| -> Value {
@@ -175,45 +260,40 @@ impl FrameBuilder {
             let rank = ((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
             json!(latencies[rank - 1])
         };
-        // Little's law, L = λ·W, over the last second: L the mean number of
-        // jobs in the farm (queued or running), λ the jobs answered per
-        // second, W their mean time in the farm.
-        let mean_l = in_flight.iter().map(|(_, l)| l).sum::<f64>() / in_flight.len().max(1) as f64;
-        let window_s = (reading.at_us.min(LAST_SECOND_US) as f64 / 1e6).max(1e-3);
-        let lambda = latencies.len() as f64 / window_s;
-        let mean_w = if latencies.is_empty() {
-            0.0
-        } else {
-            latencies.iter().sum::<u64>() as f64 / latencies.len() as f64 / 1e6
-        };
-        let count = |report: &Value, path: &[&str]| -> f64 {
-            path.iter().fold(report, |value, key| &value[key]).as_f64().unwrap_or(0.0)
-        };
-        let ok_replies = |report: &Value| -> f64 {
-            report["replies"].as_object().map_or(0.0, |commands| {
-                commands.values().map(|outcomes| outcomes["OK"].as_f64().unwrap_or(0.0)).sum()
-            })
-        };
-        let mut errors_per_s = serde_json::Map::new();
-        if let Some(codes) = reading.report["errors"].as_object() {
-            for (code, now) in codes {
-                let delta = now.as_f64().unwrap_or(0.0) - count(&previous.report, &["errors", code]);
-                if delta > 0.0 {
-                    errors_per_s.insert(code.clone(), json!(delta / seconds));
-                }
-            }
-        }
         json!({
             "now_us": reading.at_us,
             "report": reading.report,
             "per_s": {
-                "ok_replies": (ok_replies(&reading.report) - ok_replies(&previous.report)).max(0.0) / seconds,
-                "jobs": (count(&reading.report, &["jobs", "completed"]) - count(&previous.report, &["jobs", "completed"])).max(0.0) / seconds,
-                "errors": errors_per_s,
+                "ok_replies": samples.rate(LAST_SECOND_US, |sample| sample.ok_replies),
+                "jobs": samples.rate(LAST_SECOND_US, |sample| sample.completed),
+                "errors": samples.error_rates(LAST_SECOND_US),
             },
             "last_second": {"jobs": latencies.len(), "p50_us": percentile(0.50), "p99_us": percentile(0.99)},
-            "little": {"l": mean_l, "lambda": lambda, "w_s": mean_w, "lambda_w": lambda * mean_w},
+            "little": self.little(reading, samples),
             "stream": {"subscribers": self.hub.subscribers(), "skipped": self.hub.skipped()},
+        })
+    }
+
+    /// Little's law, L = λ·W, over [`LITTLE_WINDOW_US`]: L the mean number
+    /// of jobs in the farm (queued or running), λ the jobs answered per
+    /// second (from the counters, so every job counts even when the
+    /// timeline's ring holds fewer), W their mean time in the farm (from
+    /// the bars of the window). Requests answered without a worker (`ping`,
+    /// `stats`) are not jobs: they count in neither L nor λ.
+    fn little(&self, reading: &Reading, samples: &Samples) -> Value {
+        let Some(lambda) = samples.rate(LITTLE_WINDOW_US, |sample| sample.completed) else {
+            return json!({"l": null, "lambda": null, "w_s": null, "lambda_w": null, "window_s": null});
+        };
+        let window_us = samples.reference(LITTLE_WINDOW_US).map_or(0, |(from, to)| to.at_us - from.at_us);
+        let times = self.watch.latencies_since(reading.at_us.saturating_sub(window_us));
+        let mean_w =
+            if times.is_empty() { 0.0 } else { times.iter().sum::<u64>() as f64 / times.len() as f64 / 1e6 };
+        json!({
+            "l": samples.mean_in_flight(),
+            "lambda": lambda,
+            "w_s": mean_w,
+            "lambda_w": lambda * mean_w,
+            "window_s": window_us as f64 / 1e6,
         })
     }
 
@@ -347,7 +427,10 @@ impl Greeter for FrameBuilder {
         let (spans, newest) = self.watch.spans_after(0);
         let recent: Vec<Value> =
             self.recent.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect();
-        let state = self.state(&reading, &reading, &VecDeque::new());
+        // One reading: no rates yet (null, drawn as "–", never as a 0).
+        let mut samples = Samples::default();
+        samples.push(Sample::of(&reading));
+        let state = self.state(&reading, &samples);
         let points: Vec<Value> =
             self.points.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect();
         let mut hello = self.hello();
@@ -431,6 +514,45 @@ mod tests {
             frame["summed"].as_array().unwrap().iter().map(|row| row["jobs"].as_u64().unwrap()).sum();
         assert_eq!(summed, 100, "every job is a bar or in a sum");
         assert_eq!(frame["summed"].as_array().unwrap().len(), 2, "one sum per worker row");
+    }
+
+    fn sample(at_us: u64, ok_replies: f64, in_flight: f64) -> Sample {
+        let errors = json!({"BUSY": ok_replies / 10.0}).as_object().cloned().unwrap();
+        Sample { at_us, ok_replies, completed: ok_replies, errors, in_flight }
+    }
+
+    #[test]
+    fn the_first_reading_has_no_rate_rather_than_a_false_zero() {
+        let mut samples = Samples::default();
+        samples.push(sample(0, 500.0, 3.0));
+        assert_eq!(samples.rate(LAST_SECOND_US, |s| s.ok_replies), None);
+        assert_eq!(samples.error_rates(LAST_SECOND_US), Value::Null);
+    }
+
+    #[test]
+    fn rates_are_taken_over_the_last_second_not_the_last_frame() {
+        let mut samples = Samples::default();
+        // 1,000 ok/s for 2 s, then a frame of 200 ms with nothing answered.
+        for frame in 0..=10u64 {
+            samples.push(sample(frame * 200_000, frame as f64 * 200.0, 2.0));
+        }
+        samples.push(sample(2_200_000, 2_000.0, 4.0));
+        // From the reading a second back (1.2 s: 1,200 ok) to now: 800/s,
+        // where the last frame alone would say 0.
+        assert_eq!(samples.rate(LAST_SECOND_US, |s| s.ok_replies), Some(800.0));
+        assert_eq!(samples.error_rates(LAST_SECOND_US)["BUSY"], json!(80.0));
+        let mean = samples.mean_in_flight();
+        assert!((mean - 26.0 / 12.0).abs() < 1e-9, "{mean}");
+    }
+
+    #[test]
+    fn samples_older_than_the_little_window_are_let_go() {
+        let mut samples = Samples::default();
+        for frame in 0..100u64 {
+            samples.push(sample(frame * 200_000, 0.0, 1.0));
+        }
+        let (oldest, newest) = samples.reference(u64::MAX).unwrap();
+        assert_eq!(newest.at_us - oldest.at_us, LITTLE_WINDOW_US);
     }
 
     #[test]
