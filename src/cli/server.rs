@@ -390,7 +390,14 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     if let Some(metrics) = server.metrics_addr() {
         let scheme = if args.metrics_tls { "https" } else { "http" };
         lines.push_str(&format!("metrics on {scheme}://{metrics}/metrics\n"));
-        lines.push_str(&format!("dashboard on {scheme}://{metrics}/ (open it in a browser)\n"));
+        // A browser cannot send a Bearer header: with a token, the page
+        // takes it in its address.
+        let how = if args.metrics_http.metrics_token.is_some() {
+            "open it in a browser, adding ?token=YOUR_METRICS_TOKEN"
+        } else {
+            "open it in a browser"
+        };
+        lines.push_str(&format!("dashboard on {scheme}://{metrics}/ ({how})\n"));
     }
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(lines.as_bytes()).and_then(|()| stdout.flush()) {

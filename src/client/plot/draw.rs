@@ -345,6 +345,24 @@ where
     Ok(60 + (entries.len() as i32 - 1).max(0) * row)
 }
 
+/// A legend of filled boxes, one per `(name, colour)`, down a legend
+/// column from the top.
+pub(super) fn draw_swatches<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    swatches: &[(&str, RGBAColor)],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let text = TextStyle::from((FONT, 14).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    for (index, (name, color)) in swatches.iter().enumerate() {
+        let y = 60 + index as i32 * 26;
+        area.draw(&Rectangle::new([(8, y - 7), (30, y + 7)], color.filled())).map_err(draw_error)?;
+        area.draw_text(name, &text, (38, y)).map_err(draw_error)?;
+    }
+    Ok(())
+}
+
 /// Draws, per run of a CSV, a stacked bar of mean queue wait, service time
 /// and the rest, into `OUT.png` and `OUT.svg`.
 ///
@@ -421,12 +439,9 @@ where
         ctx.draw_series(bars).map_err(draw_error)?;
     }
     // The legend, top to bottom in the order the parts stack bottom to top.
+    let swatches: Vec<(&str, RGBAColor)> = parts.iter().rev().map(|(name, color, _)| (*name, color.to_rgba())).collect();
+    draw_swatches(&legend_area, &swatches)?;
     let text = TextStyle::from((FONT, 14).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
-    for (index, (name, color, _)) in parts.iter().rev().enumerate() {
-        let y = 60 + index as i32 * 26;
-        legend_area.draw(&Rectangle::new([(8, y - 7), (30, y + 7)], color.filled())).map_err(draw_error)?;
-        legend_area.draw_text(name, &text, (38, y)).map_err(draw_error)?;
-    }
     let row = (440 / labels.len().max(1) as i32).clamp(14, 22);
     let small = TextStyle::from((FONT, if row < 18 { 12 } else { 14 }).into_font())
         .pos(Pos::new(HPos::Left, VPos::Center));

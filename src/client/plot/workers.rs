@@ -20,8 +20,13 @@ use plotters::prelude::*;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::draw::{draw_error, register_fonts, FONT, PALETTE};
+use super::draw::{draw_error, draw_swatches, register_fonts, FONT, PALETTE};
 use crate::error::{Error, Result};
+
+/// Width of the legend column, right of the plot.
+const LEGEND_WIDTH: u32 = 200;
+/// A job answered with an error.
+const ERROR_RED: RGBColor = RGBColor(214, 40, 40);
 
 /// One job, placed on its worker's row (µs since the run started).
 #[derive(Debug, Clone, PartialEq)]
@@ -146,6 +151,10 @@ where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE).map_err(draw_error)?;
+    // The legend gets a column of its own: inside the plot it would cover
+    // the top worker's bars.
+    let (width, _) = root.dim_in_pixel();
+    let (root, legend_area) = root.split_horizontally(width - LEGEND_WIDTH);
     let start = jobs.iter().map(|job| job.queued_us).min().unwrap_or(0) as f64 / 1e6;
     let end = jobs.iter().map(|job| job.end_us).max().unwrap_or(1) as f64 / 1e6;
     let caption = match left_out {
@@ -183,42 +192,32 @@ where
     let colour = |cmd: &str| PALETTE[commands.iter().position(|c| *c == cmd).unwrap_or(0) % PALETTE.len()];
     let row_of = |worker: u64| rows.iter().position(|w| *w == worker).unwrap_or(0) as f64;
     let seconds = |us: u64| us as f64 / 1e6;
+    let waiting = RGBColor(230, 159, 0).mix(0.45);
     chart
         .draw_series(jobs.iter().filter(|job| job.start_us > job.queued_us).map(|job| {
             let y = row_of(job.worker);
-            Rectangle::new(
-                [(seconds(job.queued_us), y - 0.08), (seconds(job.start_us), y + 0.08)],
-                RGBColor(230, 159, 0).mix(0.45).filled(),
-            )
+            Rectangle::new([(seconds(job.queued_us), y - 0.08), (seconds(job.start_us), y + 0.08)], waiting.filled())
         }))
-        .map_err(draw_error)?
-        .label("queue wait")
-        .legend(|(x, y)| {
-            Rectangle::new([(x, y - 5), (x + 16, y + 5)], RGBColor(230, 159, 0).mix(0.45).filled())
-        });
+        .map_err(draw_error)?;
     for cmd in &commands {
         let fill = colour(cmd);
         chart
             .draw_series(jobs.iter().filter(|job| job.cmd == *cmd).map(|job| {
                 let y = row_of(job.worker);
-                let fill = if job.ok { fill } else { RGBColor(214, 40, 40) };
+                let fill = if job.ok { fill } else { ERROR_RED };
                 Rectangle::new(
                     [(seconds(job.start_us), y - 0.35), (seconds(job.end_us), y + 0.35)],
                     fill.filled(),
                 )
             }))
-            .map_err(draw_error)?
-            .label(cmd.to_string())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], fill.filled()));
+            .map_err(draw_error)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK.mix(0.3))
-        .label_font((FONT, 15))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(draw_error)?;
+    let mut swatches: Vec<(&str, RGBAColor)> = commands.iter().map(|cmd| (*cmd, colour(cmd).to_rgba())).collect();
+    swatches.push(("queue wait", waiting));
+    if jobs.iter().any(|job| !job.ok) {
+        swatches.push(("error reply", ERROR_RED.to_rgba()));
+    }
+    draw_swatches(&legend_area, &swatches)?;
     root.present().map_err(draw_error)
 }
 

@@ -62,7 +62,9 @@ pub(crate) fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Re
     match (&server.mode, server.workers) {
         (Some(mode), Some(workers)) => {
             let workers = count(workers, "worker", "workers");
-            writeln!(out, "tc-client -> {} ({origin}: {mode}, {workers})", server.address)?
+            // A teacher's demo run: the GIL changes everything, say it first.
+            let gil = if server.gil == Some(true) { ", GIL on" } else { "" };
+            writeln!(out, "tc-client -> {} ({origin}: {mode}{gil}, {workers})", server.address)?
         }
         _ => writeln!(
             out,
@@ -257,6 +259,16 @@ Done: 1002 responses in 2.000s
         let mut out = Vec::new();
         write_summary(&RunReport::new(&run), &mut out).unwrap();
         assert!(!String::from_utf8(out).unwrap().contains("images/s"), "a mix has no single image count");
+    }
+
+    #[test]
+    fn a_server_with_the_gil_says_so_in_the_first_line() {
+        let mut run = sample_run();
+        (run.server.mode, run.server.gil) = (Some("threads".into()), Some(true));
+        let mut out = Vec::new();
+        write_summary(&RunReport::new(&run), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("tc-client -> 127.0.0.1:5050 (embedded server: threads, GIL on, 2 workers)"), "{text}");
     }
 
     #[test]
