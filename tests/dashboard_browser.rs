@@ -338,3 +338,35 @@ fn a_page_refused_or_left_by_its_farm_says_why_and_comes_back_by_itself() {
         "the last picture is kept"
     );
 }
+
+#[test]
+fn refusals_frame_after_frame_count_up_on_one_line_of_the_event_log() {
+    if !browser_available("refusals_frame_after_frame_count_up_on_one_line_of_the_event_log") {
+        return;
+    }
+    let server =
+        TestServer::start("threads", 1, &["--metrics-addr", "127.0.0.1:0", "--max-connections", "1"]);
+    let driver = Driver::start();
+    let browser = Browser::open(&driver);
+    browser.go(&format!("http://{}/", server.metrics_addr.unwrap()));
+    browser.wait_for("the page to go live", "return document.getElementById('link').textContent", |t| {
+        t == "live"
+    });
+    // One connection takes the only place; three rounds of three more are
+    // refused BUSY, each round in a later frame than the one before.
+    let mut holder = server.connect();
+    assert_eq!(holder.request(json!({"id": 1, "cmd": "ping"}))["pong"], true);
+    for _ in 0..3 {
+        for _ in 0..3 {
+            let mut refused = server.connect();
+            assert_eq!(common::error_code(&refused.try_recv().expect("a BUSY frame")), Some("BUSY"));
+        }
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    let lines = browser.wait_for(
+        "nine refusals on the event log",
+        "return [...document.querySelectorAll('#events-log li[data-kind=busy]')].map(e => e.innerText)",
+        |lines| lines.to_string().contains("9 requests refused BUSY"),
+    );
+    assert_eq!(lines.as_array().unwrap().len(), 1, "one line, counting up: {lines}");
+}

@@ -439,7 +439,8 @@ where
         ctx.draw_series(bars).map_err(draw_error)?;
     }
     // The legend, top to bottom in the order the parts stack bottom to top.
-    let swatches: Vec<(&str, RGBAColor)> = parts.iter().rev().map(|(name, color, _)| (*name, color.to_rgba())).collect();
+    let swatches: Vec<(&str, RGBAColor)> =
+        parts.iter().rev().map(|(name, color, _)| (*name, color.to_rgba())).collect();
     draw_swatches(&legend_area, &swatches)?;
     let text = TextStyle::from((FONT, 14).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
     let row = (440 / labels.len().max(1) as i32).clamp(14, 22);

@@ -196,7 +196,10 @@ where
     chart
         .draw_series(jobs.iter().filter(|job| job.start_us > job.queued_us).map(|job| {
             let y = row_of(job.worker);
-            Rectangle::new([(seconds(job.queued_us), y - 0.08), (seconds(job.start_us), y + 0.08)], waiting.filled())
+            Rectangle::new(
+                [(seconds(job.queued_us), y - 0.08), (seconds(job.start_us), y + 0.08)],
+                waiting.filled(),
+            )
         }))
         .map_err(draw_error)?;
     for cmd in &commands {
@@ -212,7 +215,8 @@ where
             }))
             .map_err(draw_error)?;
     }
-    let mut swatches: Vec<(&str, RGBAColor)> = commands.iter().map(|cmd| (*cmd, colour(cmd).to_rgba())).collect();
+    let mut swatches: Vec<(&str, RGBAColor)> =
+        commands.iter().map(|cmd| (*cmd, colour(cmd).to_rgba())).collect();
     swatches.push(("queue wait", waiting));
     if jobs.iter().any(|job| !job.ok) {
         swatches.push(("error reply", ERROR_RED.to_rgba()));

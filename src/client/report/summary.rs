@@ -268,7 +268,10 @@ Done: 1002 responses in 2.000s
         let mut out = Vec::new();
         write_summary(&RunReport::new(&run), &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("tc-client -> 127.0.0.1:5050 (embedded server: threads, GIL on, 2 workers)"), "{text}");
+        assert!(
+            text.starts_with("tc-client -> 127.0.0.1:5050 (embedded server: threads, GIL on, 2 workers)"),
+            "{text}"
+        );
     }
 
     #[test]
