@@ -9,7 +9,6 @@
 //!   and nowhere else; the percentile axis is labelled p50, p90, p99...;
 //!   log axes get 1-2-5 ticks across the whole range; numbers are printed
 //!   without a trailing `.0`;
-//! - breakdown labels are turned upright so that many runs do not overlap;
 //! - a point made from several runs has a bar from the slowest to the
 //!   fastest, in its line's colour;
 //! - the chart's notes (how to read it: cores, repeats, where a request is
@@ -24,12 +23,11 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::charts::{LineChart, Series, XAxis};
-use super::rows::RunRow;
 use crate::error::{Error, Result};
 
-const SIZE: (u32, u32) = (1100, 640);
+pub(super) const SIZE: (u32, u32) = (1100, 640);
 /// Width of the legend column, right of the plot.
-const LEGEND_WIDTH: u32 = 300;
+pub(super) const LEGEND_WIDTH: u32 = 300;
 /// Okabe–Ito colours: distinguishable with every common colour blindness.
 pub(super) const PALETTE: [RGBColor; 8] = [
     RGBColor(0, 114, 178),
@@ -78,7 +76,7 @@ impl Look {
 }
 
 /// A number as an axis label: `2000`, `12.5`, `0.25` (no `2000.0`).
-fn tidy(value: f64) -> String {
+pub(super) fn tidy(value: f64) -> String {
     if value == value.round() && value.abs() < 1e15 {
         format!("{value:.0}")
     } else if value.abs() >= 10.0 {
@@ -130,38 +128,58 @@ pub(crate) fn write_line_chart(chart: &LineChart, out: &Path) -> Result<Vec<Path
     Ok(vec![png, svg])
 }
 
+/// Where a chart's data lies: the ranges its axes must cover.
+struct Extent {
+    x_min: f64,
+    x_max: f64,
+    /// Just under the smallest positive value (where a log axis starts).
+    y_bottom: f64,
+    y_top: f64,
+    /// Ticks where there is data (counts), at p50, p90, p99... (percentiles),
+    /// or none: wherever plotters likes (seconds).
+    x_ticks: Vec<f64>,
+}
+
+impl Extent {
+    fn of(chart: &LineChart) -> Self {
+        // The y range covers the range bars too, not only the medians.
+        let ranges =
+            || chart.series.iter().flat_map(|s| s.ranges.iter().flat_map(|r| [(r.x, r.low), (r.x, r.high)]));
+        let points = || chart.series.iter().flat_map(|s| s.points.iter().copied()).chain(ranges());
+        let (x_min, x_max) = chart
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter())
+            .fold((f64::MAX, f64::MIN), |(lo, hi), p| (lo.min(p.0), hi.max(p.0)));
+        let y_top = points().map(|p| p.1).fold(0.0, f64::max) * 1.1 + 1e-9;
+        let y_bottom = points().map(|p| p.1).filter(|y| *y > 0.0).fold(y_top, f64::min) * 0.8;
+        let x_ticks: Vec<f64> = match chart.x_axis {
+            XAxis::Counts => {
+                let measured: BTreeSet<u64> = points().map(|p| p.0.round() as u64).collect();
+                measured.into_iter().map(|x| x as f64).collect()
+            }
+            XAxis::Percentiles => {
+                [2.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6].into_iter().filter(|x| *x <= x_max * 1.01).collect()
+            }
+            XAxis::Seconds => Vec::new(),
+        };
+        Extent { x_min, x_max, y_bottom, y_top, x_ticks }
+    }
+}
+
 fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &LineChart) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE).map_err(draw_error)?;
     let (plot_area, legend_area) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
-    let points = || chart.series.iter().flat_map(|s| s.points.iter().copied());
-    let (x_min, x_max) = points().fold((f64::MAX, f64::MIN), |(lo, hi), p| (lo.min(p.0), hi.max(p.0)));
-    // The y range covers the range bars too, not only the medians.
-    let ranges =
-        || chart.series.iter().flat_map(|s| s.ranges.iter().flat_map(|r| [(r.x, r.low), (r.x, r.high)]));
-    let points = || points().chain(ranges());
-    let y_top = points().map(|p| p.1).fold(0.0, f64::max) * 1.1 + 1e-9;
-    let y_bottom = points().map(|p| p.1).filter(|y| *y > 0.0).fold(y_top, f64::min) * 0.8;
-    // The x axis: ticks where there is data (counts), at p50, p90, p99...
-    // (percentiles), or wherever plotters likes (seconds).
-    let x_ticks: Vec<f64> = match chart.x_axis {
-        XAxis::Counts => {
-            let measured: BTreeSet<u64> = points().map(|p| p.0.round() as u64).collect();
-            measured.into_iter().map(|x| x as f64).collect()
-        }
-        XAxis::Percentiles => {
-            [2.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6].into_iter().filter(|x| *x <= x_max * 1.01).collect()
-        }
-        XAxis::Seconds => Vec::new(),
-    };
+    let Extent { x_min, x_max, y_bottom, y_top, x_ticks } = Extent::of(chart);
     let y_label = |y: &f64| tidy(*y);
     let mut builder = ChartBuilder::on(&plot_area);
     builder.caption(&chart.title, (FONT, 28)).margin(20).x_label_area_size(55).y_label_area_size(80);
 
-    // Each kind of axis is its own type in plotters, so each gets its own
-    // body; the macro keeps the one drawing routine.
+    // Each kind of axis is its own type in plotters, and so is its label
+    // formatter: the macro writes the mesh once for all of them.
     // `$at` maps a data point to the axes' coordinates; `$x_label` prints
     // an x coordinate.
     macro_rules! body {
@@ -177,43 +195,7 @@ where
                 .light_line_style(WHITE.mix(0.0))
                 .draw()
                 .map_err(draw_error)?;
-            for (index, series) in chart.series.iter().enumerate() {
-                let look = Look::of(index, series);
-                let style = look.color.stroke_width(look.width);
-                let line = series.points.iter().map($at);
-                match look.dash {
-                    None => ctx.draw_series(LineSeries::new(line, style)).map(|_| ()),
-                    Some((dash, gap)) => {
-                        ctx.draw_series(DashedLineSeries::new(line, dash, gap, style)).map(|_| ())
-                    }
-                }
-                .map_err(draw_error)?;
-                // Markers on at most ~25 points, so dense curves stay lines.
-                let step = (series.points.len() / 25).max(1);
-                let at = series.points.iter().step_by(step).map($at);
-                let (fill, stroke) = (look.color.filled(), look.color.stroke_width(2));
-                match look.marker {
-                    0 => ctx.draw_series(at.map(|p| Circle::new(p, 5, fill))).map(|_| ()),
-                    1 => ctx.draw_series(at.map(|p| TriangleMarker::new(p, 7, fill))).map(|_| ()),
-                    2 => ctx
-                        .draw_series(
-                            at.map(|p| EmptyElement::at(p) + Rectangle::new([(-4, -4), (4, 4)], fill)),
-                        )
-                        .map(|_| ()),
-                    3 => ctx.draw_series(at.map(|p| Cross::new(p, 5, stroke))).map(|_| ()),
-                    _ => Ok(()),
-                }
-                .map_err(draw_error)?;
-                // The range of the runs behind a point, from the slowest to
-                // the fastest: a vertical line with a 12-pixel cap at each end.
-                let stroke = look.color.stroke_width(2);
-                for range in &series.ranges {
-                    let (low, high) = ($at(&(range.x, range.low)), $at(&(range.x, range.high)));
-                    let cap = |at| EmptyElement::at(at) + PathElement::new([(-6, 0), (6, 0)], stroke);
-                    ctx.draw_series([PathElement::new([low, high], stroke)]).map_err(draw_error)?;
-                    ctx.draw_series([cap(low), cap(high)]).map_err(draw_error)?;
-                }
-            }
+            draw_every_series(&mut ctx, chart, $at)?;
         }};
     }
     let same = |p: &(f64, f64)| *p;
@@ -271,6 +253,55 @@ where
     let legend_bottom = draw_legend(&legend_area, &entries)?;
     draw_notes(&legend_area, &chart.notes, legend_bottom + 30)?;
     root.present().map_err(draw_error)
+}
+
+/// Draws each series of `chart` on a mesh already drawn: its line, its
+/// markers and its range bars. `at` maps a data point to the axes'
+/// coordinates, whatever type they are.
+fn draw_every_series<DB, CT>(
+    ctx: &mut ChartContext<'_, DB, CT>,
+    chart: &LineChart,
+    at: impl Fn(&(f64, f64)) -> CT::From + Copy,
+) -> Result<()>
+where
+    DB: DrawingBackend,
+    DB::ErrorType: 'static,
+    CT: CoordTranslate,
+    CT::From: Clone + 'static,
+{
+    for (index, series) in chart.series.iter().enumerate() {
+        let look = Look::of(index, series);
+        let style = look.color.stroke_width(look.width);
+        let line = series.points.iter().map(at);
+        match look.dash {
+            None => ctx.draw_series(LineSeries::new(line, style)).map(|_| ()),
+            Some((dash, gap)) => ctx.draw_series(DashedLineSeries::new(line, dash, gap, style)).map(|_| ()),
+        }
+        .map_err(draw_error)?;
+        // Markers on at most ~25 points, so dense curves stay lines.
+        let step = (series.points.len() / 25).max(1);
+        let marked = series.points.iter().step_by(step).map(at);
+        let (fill, stroke) = (look.color.filled(), look.color.stroke_width(2));
+        match look.marker {
+            0 => ctx.draw_series(marked.map(|p| Circle::new(p, 5, fill))).map(|_| ()),
+            1 => ctx.draw_series(marked.map(|p| TriangleMarker::new(p, 7, fill))).map(|_| ()),
+            2 => ctx
+                .draw_series(marked.map(|p| EmptyElement::at(p) + Rectangle::new([(-4, -4), (4, 4)], fill)))
+                .map(|_| ()),
+            3 => ctx.draw_series(marked.map(|p| Cross::new(p, 5, stroke))).map(|_| ()),
+            _ => Ok(()),
+        }
+        .map_err(draw_error)?;
+        // The range of the runs behind a point, from the slowest to the
+        // fastest: a vertical line with a 12-pixel cap at each end.
+        for range in &series.ranges {
+            let (low, high) = (at(&(range.x, range.low)), at(&(range.x, range.high)));
+            let cap = |end: CT::From| EmptyElement::at(end) + PathElement::new([(-6, 0), (6, 0)], stroke);
+            ctx.draw_series([PathElement::new([low.clone(), high.clone()], stroke)]).map_err(draw_error)?;
+            ctx.draw_series([cap(low), cap(high)]).map_err(draw_error)?;
+        }
+    }
+    Ok(())
 }
 
 /// Breaks `text` into lines of at most `width` characters, at spaces.
@@ -361,97 +392,6 @@ where
         area.draw_text(name, &text, (38, y)).map_err(draw_error)?;
     }
     Ok(())
-}
-
-/// Draws, per run of a CSV, a stacked bar of mean queue wait, service time
-/// and the rest, into `OUT.png` and `OUT.svg`.
-///
-/// # Errors
-/// No rows, or a file that cannot be written.
-pub(crate) fn write_breakdown_chart(rows: &[RunRow], out: &Path) -> Result<Vec<PathBuf>> {
-    if rows.is_empty() {
-        return Err(Error::Chart("nothing to draw: the CSV has no rows".into()));
-    }
-    register_fonts();
-    let (png, svg) = (out.with_extension("png"), out.with_extension("svg"));
-    draw_breakdown(BitMapBackend::new(&png, SIZE).into_drawing_area(), rows)?;
-    draw_breakdown(SVGBackend::new(&svg, SIZE).into_drawing_area(), rows)?;
-    Ok(vec![png, svg])
-}
-
-fn draw_breakdown<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, rows: &[RunRow]) -> Result<()>
-where
-    DB::ErrorType: 'static,
-{
-    root.fill(&WHITE).map_err(draw_error)?;
-    let (plot_area, legend_area) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
-    let total = |r: &RunRow| (r.queue_mean_us + r.service_mean_us + r.rest_mean_us) / 1000.0;
-    let y_max = rows.iter().map(total).fold(0.0, f64::max) * 1.15 + 1e-9;
-    // Bars are numbered; the legend column says what each number is, so
-    // labels never overlap however many runs there are.
-    let labels: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            let plural = if r.server_workers == 1 { "" } else { "s" };
-            format!("{}, {} worker{plural}, {} conn", r.configuration(), r.server_workers, r.concurrency)
-        })
-        .collect();
-    let mut ctx = ChartBuilder::on(&plot_area)
-        .caption("Where the time goes (mean per request)", (FONT, 28))
-        .margin(20)
-        .x_label_area_size(55)
-        .y_label_area_size(80)
-        .build_cartesian_2d((0..rows.len() - 1).into_segmented(), 0.0..y_max)
-        .map_err(draw_error)?;
-    ctx.configure_mesh()
-        .disable_x_mesh()
-        .x_labels(rows.len())
-        .x_label_formatter(&|x| match x {
-            SegmentValue::CenterOf(i) => (i + 1).to_string(),
-            _ => String::new(),
-        })
-        .y_label_formatter(&|y| tidy(*y))
-        .x_desc("run (numbered; see the list on the right)")
-        .y_desc("latency (ms)")
-        .axis_desc_style((FONT, 18))
-        .label_style((FONT, 16))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(draw_error)?;
-    /// A stacked part of a bar: its name, colour, and how to read it (µs).
-    type Part = (&'static str, RGBColor, fn(&RunRow) -> f64);
-    let parts: [Part; 3] = [
-        ("queue wait", RGBColor(230, 159, 0), |r| r.queue_mean_us),
-        ("service", RGBColor(0, 114, 178), |r| r.service_mean_us),
-        ("rest (network, framing, threads)", RGBColor(0, 158, 115), |r| r.rest_mean_us),
-    ];
-    for (name, color, value) in parts {
-        let bars = rows.iter().enumerate().map(|(i, row)| {
-            let below: f64 = parts.iter().take_while(|(n, _, _)| *n != name).map(|(_, _, v)| v(row)).sum();
-            let (left, right) = (SegmentValue::Exact(i), SegmentValue::Exact(i + 1));
-            let mut bar = Rectangle::new(
-                [(left, below / 1000.0), (right, (below + value(row)) / 1000.0)],
-                color.filled(),
-            );
-            bar.set_margin(0, 0, 6, 6);
-            bar
-        });
-        ctx.draw_series(bars).map_err(draw_error)?;
-    }
-    // The legend, top to bottom in the order the parts stack bottom to top.
-    let swatches: Vec<(&str, RGBAColor)> =
-        parts.iter().rev().map(|(name, color, _)| (*name, color.to_rgba())).collect();
-    draw_swatches(&legend_area, &swatches)?;
-    let text = TextStyle::from((FONT, 14).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
-    let row = (440 / labels.len().max(1) as i32).clamp(14, 22);
-    let small = TextStyle::from((FONT, if row < 18 { 12 } else { 14 }).into_font())
-        .pos(Pos::new(HPos::Left, VPos::Center));
-    legend_area.draw_text("runs:", &text, (8, 160)).map_err(draw_error)?;
-    for (index, label) in labels.iter().enumerate() {
-        let y = 160 + (index as i32 + 1) * row;
-        legend_area.draw_text(&format!("{:>2}  {label}", index + 1), &small, (8, y)).map_err(draw_error)?;
-    }
-    root.present().map_err(draw_error)
 }
 
 #[cfg(test)]

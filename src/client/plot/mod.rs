@@ -14,17 +14,20 @@
 //! The files, in the order the data flows: [`rows`] reads CSV rows and
 //! groups the runs of each grid point (median and range of repeats);
 //! [`charts`] turns rows, `.hgrm` files and interval logs into charts as
-//! plain data ([`LineChart`]); [`mod@draw`] draws them. This file is the command:
+//! plain data ([`LineChart`]); [`mod@draw`] draws them; [`breakdown`] draws the
+//! stacked bars of the breakdown chart. This file is the command:
 //! it checks every input and the output directory before drawing anything,
 //! and reports all the problems of one invocation together.
 
+mod breakdown;
 mod charts;
 mod draw;
 mod rows;
 mod workers;
 
+pub(crate) use breakdown::write_breakdown_chart;
 pub(crate) use charts::{latency_chart, percentile_chart, throughput_chart, timeline_chart, LineChart};
-pub(crate) use draw::{write_breakdown_chart, write_line_chart};
+pub(crate) use draw::write_line_chart;
 pub(crate) use rows::{read_rows, RunRow};
 
 use std::path::{Path, PathBuf};

@@ -56,6 +56,15 @@ fn joined(labels: &[String]) -> String {
 /// # Errors
 /// Whatever the writer returns.
 pub(crate) fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()> {
+    write_what_ran(report, out)?;
+    write_counts(report, out)?;
+    write_latency(report, out)?;
+    writeln!(out)?;
+    writeln!(out, "Done: {} responses in {:.3}s", report.counts.answered(), report.measured_s)
+}
+
+/// Which server, which workload, how paced, and whether the run was cut short.
+fn write_what_ran<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()> {
     let p = &report.parameters.workload;
     let server = &report.server;
     let origin = if server.embedded { "embedded server" } else { "server" };
@@ -93,8 +102,12 @@ pub(crate) fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Re
             report.wall_s
         )?;
     }
-    writeln!(out)?;
+    writeln!(out)
+}
 
+/// What came back: replies, errors by code, anything wrong, time and throughput.
+fn write_counts<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()> {
+    let p = &report.parameters.workload;
     let c = &report.counts;
     writeln!(
         out,
@@ -156,8 +169,13 @@ pub(crate) fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Re
         )?;
     }
     writeln!(out)?;
-    writeln!(out)?;
+    writeln!(out)
+}
 
+/// The latency table (from schedule and from send) and, when the server
+/// reported it, where the time went.
+fn write_latency<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()> {
+    let p = &report.parameters.workload;
     if report.latency.count == 0 {
         writeln!(out, "  Latency (ms)      —  (no ok replies: latency is measured on ok replies only)")?;
     } else {
@@ -193,8 +211,7 @@ pub(crate) fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Re
     for error in &report.connection_errors {
         writeln!(out, "  ! {error}")?;
     }
-    writeln!(out)?;
-    writeln!(out, "Done: {} responses in {:.3}s", c.answered(), report.measured_s)
+    Ok(())
 }
 
 /// The summary, on standard output.
@@ -214,12 +231,16 @@ mod tests {
     use super::*;
     use crate::client::report::tests::sample_run;
 
+    /// The summary of `run`, as the user would read it.
+    fn summary_of(run: &BenchRun) -> String {
+        let mut out = Vec::new();
+        write_summary(&RunReport::new(run), &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn summary_text_is_stable() {
-        let report = RunReport::new(&sample_run());
-        let mut out = Vec::new();
-        write_summary(&report, &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let text = summary_of(&sample_run());
         let expected = "\
 tc-client -> 127.0.0.1:5050 (embedded server: processes, 2 workers)
   compute n=500000, 4 connections, closed loop, 1 request in flight per connection, 5 requests per connection, warm-up none
@@ -250,24 +271,18 @@ Done: 1002 responses in 2.000s
         let mut run = sample_run();
         run.options.mix = crate::client::bench::mix::CommandMix::parse("predict_batch").unwrap();
         run.options.images.batch = 8;
-        let mut out = Vec::new();
-        write_summary(&RunReport::new(&run), &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let text = summary_of(&run);
         assert!(text.contains("Throughput  500.0 ok replies/s = 4000.0 images/s ("), "{text}");
 
         run.options.mix = crate::client::bench::mix::CommandMix::parse("predict:1,ping:1").unwrap();
-        let mut out = Vec::new();
-        write_summary(&RunReport::new(&run), &mut out).unwrap();
-        assert!(!String::from_utf8(out).unwrap().contains("images/s"), "a mix has no single image count");
+        assert!(!summary_of(&run).contains("images/s"), "a mix has no single image count");
     }
 
     #[test]
     fn a_server_with_the_gil_says_so_in_the_first_line() {
         let mut run = sample_run();
         (run.server.mode, run.server.gil) = (Some("threads".into()), Some(true));
-        let mut out = Vec::new();
-        write_summary(&RunReport::new(&run), &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let text = summary_of(&run);
         assert!(
             text.starts_with("tc-client -> 127.0.0.1:5050 (embedded server: threads, GIL on, 2 workers)"),
             "{text}"
@@ -282,9 +297,7 @@ Done: 1002 responses in 2.000s
         run.recorder.counts.unread = 1;
         run.recorder.counts.timeouts = 1;
         run.recorder.counts.errors.insert("BUSY".into(), 1);
-        let mut out = Vec::new();
-        write_summary(&RunReport::new(&run), &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let text = summary_of(&run);
         for phrase in [
             "processes, 1 worker)",
             "1 connection,",
@@ -304,9 +317,7 @@ Done: 1002 responses in 2.000s
         run.recorder.counts.error_messages.insert("BAD_REQUEST".into(), "n is above --max-n".into());
         run.recorder.counts.unread = 3;
         run.interrupted = true;
-        let mut out = Vec::new();
-        write_summary(&RunReport::new(&run), &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let text = summary_of(&run);
         assert!(text.contains("Errors      BAD_REQUEST 1: n is above --max-n"), "{text}");
         assert!(text.contains("Latency (ms)      —  (no ok replies"), "{text}");
         assert!(!text.contains("from schedule"), "no table of zeros: {text}");
@@ -320,9 +331,7 @@ Done: 1002 responses in 2.000s
     fn percentiles_with_too_few_samples_are_flagged() {
         let mut run = sample_run();
         run.options.percentiles = vec![50.0, 99.9, 99.99, 100.0];
-        let mut out = Vec::new();
-        write_summary(&RunReport::new(&run), &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let text = summary_of(&run);
         assert!(
             text.contains("too few samples: p99.99 needs at least 10000 ok replies to differ from max; this run has 1000"),
             "{text}"
