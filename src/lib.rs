@@ -32,7 +32,7 @@
 //! | [`server::cmd`] | the commands, one file per family (compute, predict, models, mutex, auth, stats/health) |
 //! | [`server::session`], [`server::replies`] | answering a command inline; every path a reply takes to its socket ([`server::replies::ReplySink`]), with flow control |
 //! | [`server::jobs`] | a job's life: submit or answer from the cache ([`server::jobs::Jobs`]), the id→connection [`server::jobs::registry`], the [`server::jobs::completer`] that routes each reply back |
-//! | [`runtime::pool`] | the workers: the [`runtime::pool::board`], [`runtime::pool::threads`], [`runtime::pool::processes`], restart budget |
+//! | [`runtime::pool`] | the workers: the [`runtime::pool::board`], [`runtime::pool::threads`], [`runtime::pool::processes`] (one child started and reaped by `runtime::pool::child`), restart budget |
 //!
 //! ## The path of one `compute` request
 //!

@@ -8,7 +8,7 @@
 use std::io::IsTerminal;
 use std::sync::Arc;
 
-use crate::cli::client::{BenchArgs, ClientArgs, ClientCommand};
+use crate::cli::client::{BenchArgs, CallArgs, ClientArgs, ClientCommand, ModelArgs, PredictArgs, SweepArgs};
 use crate::cli::{init_logging, LogFormat};
 use crate::client::bench::options::BenchOptions;
 use crate::client::bench::{self, RunSinks};
@@ -51,48 +51,8 @@ impl RunVerdict {
 /// server, an unwritable report file), as one sentence.
 pub fn run(args: ClientArgs) -> Result<RunVerdict> {
     match args.command {
-        Some(ClientCommand::Call(call)) => {
-            let server = &call.server;
-            let token = server.auth_token.as_deref();
-            let tls = crate::client::tls::ClientTls::from_args(&server.tls)?;
-            let request = crate::client::shell::request_from_words(&call.request)?;
-            let reply = crate::client::connection::call(
-                &server.host,
-                server.port,
-                request,
-                call.timeout,
-                token,
-                tls.as_ref(),
-            )?;
-
-            println!("{}", output::reply_for_display(&reply, std::io::stdout().is_terminal()));
-            let is_error = serde_json::from_str::<serde_json::Value>(&reply)
-                .map(|v| v.get("error").is_some())
-                .unwrap_or(true);
-            Ok(if is_error { RunVerdict::Failure } else { RunVerdict::Success })
-        }
-        Some(ClientCommand::Predict(predict)) => {
-            let server = &predict.server;
-            let tls = crate::client::tls::ClientTls::from_args(&server.tls)?;
-            let request = crate::client::predict::request_for(&predict.images)?;
-            let reply = crate::client::connection::call(
-                &server.host,
-                server.port,
-                request,
-                predict.timeout,
-                server.auth_token.as_deref(),
-                tls.as_ref(),
-            )?;
-            let parsed: serde_json::Value = serde_json::from_str(&reply)
-                .map_err(|e| Error::Protocol(format!("the reply is not JSON: {e}")))?;
-            let (text, all_classified) = crate::client::predict::describe(&predict.images, &parsed);
-            if predict.json {
-                println!("{reply}");
-            } else {
-                print!("{text}");
-            }
-            Ok(if all_classified { RunVerdict::Success } else { RunVerdict::Failure })
-        }
+        Some(ClientCommand::Call(call)) => run_call(&call),
+        Some(ClientCommand::Predict(predict)) => run_predict(&predict),
         Some(ClientCommand::Shell(shell)) => {
             let server = &shell.server;
             let tls = crate::client::tls::ClientTls::from_args(&server.tls)?;
@@ -114,45 +74,97 @@ pub fn run(args: ClientArgs) -> Result<RunVerdict> {
             println!("{shown}");
             Ok(RunVerdict::Success)
         }
-        Some(ClientCommand::Model(args)) => {
-            if let Some(library) = &args.onnxruntime {
-                crate::work::model::use_onnxruntime(library)?;
-            }
-            let rate = crate::work::model::measure_forward(
-                &args.model,
-                args.batch as usize,
-                args.threads as usize,
-                args.duration,
-            )?;
-            if args.json {
-                println!("{}", serde_json::to_string(&rate).expect("plain numbers and strings"));
-            } else {
-                println!("{}", output::forward_rate_sentence(&rate));
-            }
-            Ok(RunVerdict::Success)
-        }
+        Some(ClientCommand::Model(model)) => run_model(&model),
         Some(ClientCommand::Plot(args)) => {
             for path in crate::client::plot::draw(&args)? {
                 println!("wrote {}", path.display());
             }
             Ok(RunVerdict::Success)
         }
-        Some(ClientCommand::Sweep(sweep)) => {
-            let plan = SweepPlan::from_args(&sweep)?;
-            init_logging(Some("warn"), LogFormat::Text)?;
-            crate::client::interrupt::install()?;
-            let summary = run_sweep(&plan, |line| println!("{line}"))?;
-            println!("{summary}");
-            Ok(if crate::client::interrupt::requested() {
-                RunVerdict::Interrupted
-            } else if summary.failed > 0 {
-                RunVerdict::Failure
-            } else {
-                RunVerdict::Success
-            })
-        }
+        Some(ClientCommand::Sweep(sweep)) => run_sweep_command(&sweep),
         None => run_benchmark(&args.bench),
     }
+}
+
+/// `tc-client call`: one request, its reply printed; an error reply fails.
+fn run_call(call: &CallArgs) -> Result<RunVerdict> {
+    let server = &call.server;
+    let token = server.auth_token.as_deref();
+    let tls = crate::client::tls::ClientTls::from_args(&server.tls)?;
+    let request = crate::client::shell::request_from_words(&call.request)?;
+    let reply = crate::client::connection::call(
+        &server.host,
+        server.port,
+        request,
+        call.timeout,
+        token,
+        tls.as_ref(),
+    )?;
+
+    println!("{}", output::reply_for_display(&reply, std::io::stdout().is_terminal()));
+    let is_error =
+        serde_json::from_str::<serde_json::Value>(&reply).map(|v| v.get("error").is_some()).unwrap_or(true);
+    Ok(if is_error { RunVerdict::Failure } else { RunVerdict::Success })
+}
+
+/// `tc-client predict`: the files as one request, a line per file; any
+/// file left unclassified fails.
+fn run_predict(predict: &PredictArgs) -> Result<RunVerdict> {
+    let server = &predict.server;
+    let tls = crate::client::tls::ClientTls::from_args(&server.tls)?;
+    let request = crate::client::predict::request_for(&predict.images)?;
+    let reply = crate::client::connection::call(
+        &server.host,
+        server.port,
+        request,
+        predict.timeout,
+        server.auth_token.as_deref(),
+        tls.as_ref(),
+    )?;
+    let parsed: serde_json::Value =
+        serde_json::from_str(&reply).map_err(|e| Error::Protocol(format!("the reply is not JSON: {e}")))?;
+    let (text, all_classified) = crate::client::predict::describe(&predict.images, &parsed);
+    if predict.json {
+        println!("{reply}");
+    } else {
+        print!("{text}");
+    }
+    Ok(if all_classified { RunVerdict::Success } else { RunVerdict::Failure })
+}
+
+/// `tc-client model`: a model's forward pass measured in this process.
+fn run_model(args: &ModelArgs) -> Result<RunVerdict> {
+    if let Some(library) = &args.onnxruntime {
+        crate::work::model::use_onnxruntime(library)?;
+    }
+    let rate = crate::work::model::measure_forward(
+        &args.model,
+        args.batch as usize,
+        args.threads as usize,
+        args.duration,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string(&rate).expect("plain numbers and strings"));
+    } else {
+        println!("{}", output::forward_rate_sentence(&rate));
+    }
+    Ok(RunVerdict::Success)
+}
+
+/// `tc-client sweep`: the grid, a line per run; a failed run fails the sweep.
+fn run_sweep_command(sweep: &SweepArgs) -> Result<RunVerdict> {
+    let plan = SweepPlan::from_args(sweep)?;
+    init_logging(Some("warn"), LogFormat::Text)?;
+    crate::client::interrupt::install()?;
+    let summary = run_sweep(&plan, |line| println!("{line}"))?;
+    println!("{summary}");
+    Ok(if crate::client::interrupt::requested() {
+        RunVerdict::Interrupted
+    } else if summary.failed > 0 {
+        RunVerdict::Failure
+    } else {
+        RunVerdict::Success
+    })
 }
 
 /// Runs a benchmark and writes every report asked for.

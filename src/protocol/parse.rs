@@ -11,6 +11,8 @@
 //! Both dialects share step 2 ([`super::request::args`]): an IdentyFire call is
 //! recognised here and handed to [`super::identyfire`] for its envelope.
 
+use serde_json::value::RawValue;
+
 use super::request::args::{as_string, Fields};
 use super::request::{
     json_type_name, ClientId, Command, CommandKind, Dialect, Limits, Request, RequestError,
@@ -25,81 +27,25 @@ use super::{ErrorCode, ReplyError};
 /// not an object or a field is missing, mistyped or out of range;
 /// `UNKNOWN_COMMAND` when `cmd` (or `method`) names no command.
 pub fn parse_request<'a>(payload: &'a [u8], limits: &Limits) -> Result<Request<'a>, RequestError> {
-    let fail = |id: Option<ClientId>, code, message: String| RequestError {
-        id,
-        error: ReplyError::new(code, message),
-        command: None,
-        dialect: Dialect::ThreadCenter,
-    };
-
-    let text = std::str::from_utf8(payload).map_err(|e| {
-        fail(
-            None,
-            ErrorCode::BadJson,
-            format!("the frame is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()),
-        )
-    })?;
-
-    // serde would happily read a struct from a JSON array (field by position),
-    // so insist on an object before decoding the envelope.
-    if !text.trim_start().starts_with('{') {
-        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
-            Ok(_) => fail(
-                None,
-                ErrorCode::BadRequest,
-                format!("a request must be a JSON object, not {}", json_type_name(text.trim_start())),
-            ),
-            Err(e) => fail(None, ErrorCode::BadJson, format!("the frame is not valid JSON: {e}")),
-        });
-    }
-
-    let envelope: Fields = serde_json::from_str(text).map_err(|e| {
-        let code = match e.classify() {
-            serde_json::error::Category::Data => ErrorCode::BadRequest,
-            _ => ErrorCode::BadJson,
-        };
-        let what = if code == ErrorCode::BadJson { "not valid JSON" } else { "not a valid request" };
-        fail(None, code, format!("the frame is {what}: {e}"))
-    })?;
-
+    // Step 1: the top-level fields, as raw JSON text.
+    let envelope = envelope_of(payload)?;
     if let (None, Some(method)) = (envelope.cmd, envelope.method) {
         return super::identyfire::parse_call(method, envelope.params, limits);
     }
 
+    // Step 2: each field on its own, the id first so every error echoes it.
     let id = match envelope.id {
         None => {
-            return Err(fail(
+            return Err(refusal(
                 None,
                 ErrorCode::BadRequest,
                 "the request has no \"id\"; add a string or number id to match the reply".into(),
             ))
         }
-        Some(raw) => ClientId::from_json(raw).map_err(|msg| fail(None, ErrorCode::BadRequest, msg))?,
+        Some(raw) => ClientId::from_json(raw).map_err(|msg| refusal(None, ErrorCode::BadRequest, msg))?,
     };
-
-    let bad = |code, message: String| fail(Some(id.clone()), code, message);
-
-    let name = match envelope.cmd {
-        None => {
-            return Err(bad(
-                ErrorCode::BadRequest,
-                "the request has no \"cmd\" (e.g. \"cmd\": \"compute\")".into(),
-            ))
-        }
-        Some(raw) => as_string(raw).ok_or_else(|| {
-            bad(ErrorCode::BadRequest, format!("\"cmd\" must be a string, not {}", json_type_name(raw.get())))
-        })?,
-    };
-    // Chaos commands do not exist unless the server was started with
-    // --allow-chaos: without it they are unknown like any other word.
-    let offered = |k: &CommandKind| limits.allow_chaos || !k.is_chaos();
-    let Some(kind) = CommandKind::from_name(&name).filter(offered) else {
-        let known: Vec<&str> = CommandKind::ALL.iter().filter(|k| offered(k)).map(|k| k.as_str()).collect();
-        return Err(bad(
-            ErrorCode::UnknownCommand,
-            format!("unknown command {:?}; this server knows {}", name, known.join(", ")),
-        ));
-    };
+    let bad = |code, message: String| refusal(Some(id.clone()), code, message);
+    let kind = command_kind(envelope.cmd, limits).map_err(|(code, message)| bad(code, message))?;
     let with_kind = |mut e: RequestError| {
         e.command = Some(kind);
         e
@@ -118,6 +64,70 @@ pub fn parse_request<'a>(payload: &'a [u8], limits: &Limits) -> Result<Request<'
     let command = Command::read(kind, &envelope, limits)
         .map_err(|message| with_kind(bad(ErrorCode::BadRequest, message)))?;
     Ok(Request { id, command, timing, dialect: Dialect::ThreadCenter })
+}
+
+/// A refusal in the ThreadCenter dialect, echoing `id` when it is known.
+fn refusal(id: Option<ClientId>, code: ErrorCode, message: String) -> RequestError {
+    RequestError { id, error: ReplyError::new(code, message), command: None, dialect: Dialect::ThreadCenter }
+}
+
+/// Step 1: the payload as UTF-8 text, a JSON object, split into its
+/// top-level fields.
+fn envelope_of(payload: &[u8]) -> Result<Fields<'_>, RequestError> {
+    let text = std::str::from_utf8(payload).map_err(|e| {
+        refusal(
+            None,
+            ErrorCode::BadJson,
+            format!("the frame is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()),
+        )
+    })?;
+
+    // serde would happily read a struct from a JSON array (field by position),
+    // so insist on an object before decoding the envelope.
+    if !text.trim_start().starts_with('{') {
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => refusal(
+                None,
+                ErrorCode::BadRequest,
+                format!("a request must be a JSON object, not {}", json_type_name(text.trim_start())),
+            ),
+            Err(e) => refusal(None, ErrorCode::BadJson, format!("the frame is not valid JSON: {e}")),
+        });
+    }
+
+    serde_json::from_str(text).map_err(|e| {
+        let code = match e.classify() {
+            serde_json::error::Category::Data => ErrorCode::BadRequest,
+            _ => ErrorCode::BadJson,
+        };
+        let what = if code == ErrorCode::BadJson { "not valid JSON" } else { "not a valid request" };
+        refusal(None, code, format!("the frame is {what}: {e}"))
+    })
+}
+
+/// The command `"cmd"` names, among those this server offers: chaos
+/// commands do not exist unless the server was started with
+/// --allow-chaos, so without it they are unknown like any other word.
+fn command_kind(cmd: Option<&RawValue>, limits: &Limits) -> Result<CommandKind, (ErrorCode, String)> {
+    let name = match cmd {
+        None => {
+            return Err((
+                ErrorCode::BadRequest,
+                "the request has no \"cmd\" (e.g. \"cmd\": \"compute\")".into(),
+            ))
+        }
+        Some(raw) => as_string(raw).ok_or_else(|| {
+            (ErrorCode::BadRequest, format!("\"cmd\" must be a string, not {}", json_type_name(raw.get())))
+        })?,
+    };
+    let offered = |k: &CommandKind| limits.allow_chaos || !k.is_chaos();
+    CommandKind::from_name(&name).filter(offered).ok_or_else(|| {
+        let known: Vec<&str> = CommandKind::ALL.iter().filter(|k| offered(k)).map(|k| k.as_str()).collect();
+        (
+            ErrorCode::UnknownCommand,
+            format!("unknown command {:?}; this server knows {}", name, known.join(", ")),
+        )
+    })
 }
 
 #[cfg(test)]

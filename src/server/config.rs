@@ -196,6 +196,15 @@ impl ServerConfig {
     /// # Errors
     /// [`Error::Config`] naming the first value out of range.
     pub(crate) fn validate(&self) -> Result<()> {
+        self.check_sizes_and_workers()?;
+        self.check_times_and_rates()?;
+        self.check_frames_gil_and_models()?;
+        self.check_against(&Machine::read())
+    }
+
+    /// Counts and sizes at least 1, the workers (or a gateway's hosts) and
+    /// the NATS link.
+    fn check_sizes_and_workers(&self) -> Result<()> {
         let positive = [
             ("--max-frame", self.max_frame),
             ("--queue-capacity", self.queue_capacity),
@@ -227,6 +236,11 @@ impl ServerConfig {
         if self.max_frame > u32::MAX as usize {
             return Err(Error::Config(format!("--max-frame must be at most {} bytes", u32::MAX)));
         }
+        Ok(())
+    }
+
+    /// Timeouts longer than 0, the rate limit and the per-address cap.
+    fn check_times_and_rates(&self) -> Result<()> {
         for (flag, value) in [
             ("--read-timeout", self.read_timeout),
             ("--job-timeout", self.job_timeout),
@@ -259,6 +273,12 @@ impl ServerConfig {
                 self.read_timeout
             )));
         }
+        Ok(())
+    }
+
+    /// Flags that must agree with each other: frames and their memory, the
+    /// GIL and the mode, the model's threshold and image size, the token.
+    fn check_frames_gil_and_models(&self) -> Result<()> {
         if self.max_frame > self.max_frame_memory {
             return Err(Error::Config(format!(
                 "--max-frame {} is larger than --max-frame-memory {}: such a frame could never be read; \
@@ -289,7 +309,7 @@ impl ServerConfig {
         if self.auth_token.as_deref() == Some("") {
             return Err(Error::Config("--auth-token must not be empty".into()));
         }
-        self.check_against(&Machine::read())
+        Ok(())
     }
 
     /// Checks every count against what `machine` holds: a count it cannot

@@ -262,6 +262,15 @@ impl BenchOptions {
     /// An [`OptionsError`] naming the flag that is out of range or the flags
     /// that do not go together.
     pub(crate) fn validate(&self) -> Result<(), OptionsError> {
+        let machine = crate::machine::Machine::read();
+        self.check_connections(&machine)?;
+        self.check_pacing(&machine)?;
+        self.check_length_and_reports()?;
+        self.check_workload()
+    }
+
+    /// --concurrency: in range, and the threads it needs on this machine.
+    fn check_connections(&self, machine: &crate::machine::Machine) -> Result<(), OptionsError> {
         let fail = |flag, message: String| Err(OptionsError::new(flag, message));
         if self.concurrency == 0 || self.concurrency > super::MAX_CONNECTIONS {
             return fail(
@@ -275,10 +284,15 @@ impl BenchOptions {
         }
         // Each connection is two threads here (sender and receiver) and a
         // socket; each request in flight a record in its window.
-        let machine = crate::machine::Machine::read();
         if let Err(refused) = machine.check_threads("--concurrency", self.concurrency as u64, 2) {
             return fail("--concurrency", refused);
         }
+        Ok(())
+    }
+
+    /// --pipeline's memory (closed loop) or --rate's sense (open loop).
+    fn check_pacing(&self, machine: &crate::machine::Machine) -> Result<(), OptionsError> {
+        let fail = |flag, message: String| Err(OptionsError::new(flag, message));
         match self.pacing {
             Pacing::Closed { pipeline: 0 } => {
                 return fail("--pipeline", "--pipeline must be at least 1".into())
@@ -333,6 +347,12 @@ impl BenchOptions {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// How long the run lasts, its timeout, and what its reports record.
+    fn check_length_and_reports(&self) -> Result<(), OptionsError> {
+        let fail = |flag, message: String| Err(OptionsError::new(flag, message));
         match self.stop {
             StopAfter::Requests(0) => return fail("--requests", "--requests must be at least 1".into()),
             StopAfter::Duration(d) if d.is_zero() => {
@@ -355,6 +375,12 @@ impl BenchOptions {
                 format!("--percentiles values must be above 0 and at most 100 (max), not {p}"),
             );
         }
+        Ok(())
+    }
+
+    /// What is sent (images, --verify) and, embedded, the farm it runs on.
+    fn check_workload(&self) -> Result<(), OptionsError> {
+        let fail = |flag, message: String| Err(OptionsError::new(flag, message));
         if self.mix.includes_images() && self.images.is_empty() {
             return fail("--images", "predictions need images: --images DIR".into());
         }

@@ -10,6 +10,7 @@
 use crate::transport::{Transport, TransportIo};
 use std::collections::BTreeSet;
 use std::io;
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -220,87 +221,112 @@ impl<'a> Receiver<'a> {
         loop {
             // Closed loop: top the window up before waiting for replies.
             if let Some(feeder) = feeder.as_mut() {
-                match feeder.fill(self.window, &mut batch) {
-                    Ok(sent) => {
-                        self.sinks.progress.sent.fetch_add(sent as u64, Relaxed);
-                    }
-                    Err(e) => {
-                        self.window.close(Some(describe_io_error(
-                            self.index,
-                            self.plan,
-                            "sending requests",
-                            &e,
-                        )));
-                        return;
-                    }
-                }
-                let state = self.window.lock();
-                if state.sending_done && state.in_flight.is_empty() {
+                if self.top_up(feeder, &mut batch).is_break() {
                     return;
                 }
             }
-            match buffer.read_from(&mut TransportIo(&stream)) {
-                Ok(0) => {
-                    // End of stream: the server closed the connection in
-                    // order. What is still in flight was never read by it
-                    // (a clean stop answers everything read first).
-                    let state = self.window.lock();
-                    let (unanswered, sending_done) = (state.in_flight.len(), state.sending_done);
-                    drop(state);
-                    if unanswered > 0 || !sending_done {
-                        self.leftovers = RequestOutcome::Unread;
-                        let message = format!(
-                            "connection {} to {}: the server closed the connection before the run \
-                             ended, {} unread",
-                            self.index,
-                            self.plan.address,
-                            crate::units::count(unanswered as u64, "request", "requests")
-                        );
-                        self.window.close(Some(message));
-                    }
-                    return;
-                }
-                Ok(_) => loop {
-                    match buffer.next_frame() {
-                        Ok(Some(payload)) => self.handle_reply(payload),
-                        Ok(None) => break,
-                        Err(e) => {
-                            let message = format!(
-                                "connection {} to {}: the server sent a malformed frame ({e})",
-                                self.index, self.plan.address
-                            );
-                            self.window.close(Some(message));
-                            return;
-                        }
-                    }
-                },
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.window.close(Some(describe_io_error(self.index, self.plan, "reading replies", &e)));
-                    return;
-                }
-            }
-            let now = Instant::now();
-            self.expire_timeouts(now);
-            self.interval.advance(now, &self.sinks.intervals);
-            if crate::client::interrupt::requested() {
-                // The senders stop by themselves; give the replies in
-                // flight a short grace, then cancel what is left.
-                let grace = INTERRUPT_GRACE.min(self.plan.options.timeout);
-                if now >= *give_up_at.get_or_insert(now + grace) {
-                    self.leftovers = RequestOutcome::Cancelled;
-                    return;
-                }
-            }
-            let state = self.window.lock();
-            if state.sending_done && state.in_flight.is_empty() {
+            if self.read_replies(&mut buffer, &stream).is_break() || self.tick(&mut give_up_at).is_break() {
                 return;
             }
-            if state.closed {
-                return; // the sender hit an error
+        }
+    }
+
+    /// Closed loop: sends what the window has room for; breaks when the
+    /// connection fails or everything is sent and answered.
+    fn top_up(&mut self, feeder: &mut Feeder<'_>, batch: &mut Vec<u8>) -> ControlFlow<()> {
+        match feeder.fill(self.window, batch) {
+            Ok(sent) => {
+                self.sinks.progress.sent.fetch_add(sent as u64, Relaxed);
+            }
+            Err(e) => {
+                self.window.close(Some(describe_io_error(self.index, self.plan, "sending requests", &e)));
+                return ControlFlow::Break(());
             }
         }
+        let state = self.window.lock();
+        if state.sending_done && state.in_flight.is_empty() {
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Reads what has arrived (waiting at most [`RECEIVER_TICK`]) and
+    /// handles every whole reply; breaks when the connection ends.
+    fn read_replies(&mut self, buffer: &mut FrameBuffer, stream: &Transport) -> ControlFlow<()> {
+        match buffer.read_from(&mut TransportIo(stream)) {
+            Ok(0) => {
+                // End of stream: the server closed the connection in
+                // order. What is still in flight was never read by it
+                // (a clean stop answers everything read first).
+                let state = self.window.lock();
+                let (unanswered, sending_done) = (state.in_flight.len(), state.sending_done);
+                drop(state);
+                if unanswered > 0 || !sending_done {
+                    self.leftovers = RequestOutcome::Unread;
+                    let message = format!(
+                        "connection {} to {}: the server closed the connection before the run \
+                         ended, {} unread",
+                        self.index,
+                        self.plan.address,
+                        crate::units::count(unanswered as u64, "request", "requests")
+                    );
+                    self.window.close(Some(message));
+                }
+                ControlFlow::Break(())
+            }
+            Ok(_) => loop {
+                match buffer.next_frame() {
+                    Ok(Some(payload)) => self.handle_reply(payload),
+                    Ok(None) => return ControlFlow::Continue(()),
+                    Err(e) => {
+                        let message = format!(
+                            "connection {} to {}: the server sent a malformed frame ({e})",
+                            self.index, self.plan.address
+                        );
+                        self.window.close(Some(message));
+                        return ControlFlow::Break(());
+                    }
+                }
+            },
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) =>
+            {
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                self.window.close(Some(describe_io_error(self.index, self.plan, "reading replies", &e)));
+                ControlFlow::Break(())
+            }
+        }
+    }
+
+    /// Between reads: expires timeouts, closes intervals, and after Ctrl-C
+    /// gives the replies in flight a short grace; breaks when this
+    /// connection has nothing left to wait for.
+    fn tick(&mut self, give_up_at: &mut Option<Instant>) -> ControlFlow<()> {
+        let now = Instant::now();
+        self.expire_timeouts(now);
+        self.interval.advance(now, &self.sinks.intervals);
+        if crate::client::interrupt::requested() {
+            // The senders stop by themselves; give the replies in
+            // flight a short grace, then cancel what is left.
+            let grace = INTERRUPT_GRACE.min(self.plan.options.timeout);
+            if now >= *give_up_at.get_or_insert(now + grace) {
+                self.leftovers = RequestOutcome::Cancelled;
+                return ControlFlow::Break(());
+            }
+        }
+        let state = self.window.lock();
+        if state.sending_done && state.in_flight.is_empty() {
+            return ControlFlow::Break(());
+        }
+        if state.closed {
+            return ControlFlow::Break(()); // the sender hit an error
+        }
+        ControlFlow::Continue(())
     }
 
     fn handle_reply(&mut self, payload: &[u8]) {

@@ -2,7 +2,8 @@
 //!
 //! Two modes run the very same job code ([`crate::work::job::execute`]):
 //! - [`Mode::Processes`] (the default, as in the original): one subprocess per
-//!   worker, fed over ipc-channel ([`processes`] on the server side,
+//!   worker, fed over ipc-channel ([`processes`] on the server side, a
+//!   child started, stopped and reaped by [`child`],
 //!   [`crate::work::worker_process`] inside the child). A crash or a hang takes down one
 //!   worker, which is killed and replaced; the server carries on.
 //! - [`Mode::Threads`]: worker threads inside the server ([`threads`]).
@@ -14,6 +15,7 @@
 //! replacements are limited by a [`RestartBudget`].
 
 pub(crate) mod board;
+mod child;
 pub(crate) mod processes;
 pub(crate) mod queue;
 pub(crate) mod supervision;

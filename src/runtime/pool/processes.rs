@@ -19,30 +19,24 @@
 //! it runs a job, and within [`IDLE_CHECK`] while it is idle. Each driver
 //! spawns its own children, so the child's `PR_SET_PDEATHSIG` (see
 //! [`crate::work::worker_process`]) is tied to the driver thread, which lives as
-//! long as the pool. A job that runs past `--job-timeout` gets its worker
+//! long as the pool ([`super::child`] starts, stops and reaps one child).
+//! A job that runs past `--job-timeout` gets its worker
 //! killed (SIGKILL) and replaced, and the client gets `TIMEOUT`.
 
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::collections::VecDeque;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use std::collections::VecDeque;
-
 use crossbeam_channel::{RecvTimeoutError, TryRecvError};
-use ipc_channel::ipc::{IpcOneShotServer, IpcReceiver, IpcSender};
-
 use ipc_channel::TryRecvError as IpcTryRecvError;
 
+use super::child::{kill_and_reap, spawn, stop_worker, WorkerProcess};
 use super::{JobReport, QueuedJob, Waited};
 use super::{PoolConfig, PoolShared, SlotState, WorkerCommand};
 use crate::error::{Error, Result};
 use crate::protocol::ErrorCode;
-use crate::work::model::{onnxruntime_library, ONNXRUNTIME_ENV};
-use crate::work::worker_process::{FromWorker, JobDone, ToWorker, WorkItem, MODEL_ENV, WORKER_ARG};
+use crate::work::worker_process::{FromWorker, JobDone, ToWorker, WorkItem};
 
-/// How long a worker gets to exit by itself once its job channel closes.
-const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// Failed spawns back off from this delay...
 const RESPAWN_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// ...up to this one.
@@ -63,14 +57,6 @@ const SENT_LONG_JOBS: usize = 2;
 const SENT_SHORT_JOBS: usize = 16;
 /// Jobs whose recent service time is below this count as short.
 const SHORT_JOB_US: f64 = 1000.0;
-
-/// A running worker process and its two channels.
-struct WorkerProcess {
-    child: Child,
-    jobs: IpcSender<ToWorker>,
-    /// Results from the worker; disconnected once the worker has exited.
-    results: IpcReceiver<FromWorker>,
-}
 
 /// Starts one driver thread per worker. Each spawns its first worker
 /// process and reports back; this returns once every worker has completed
@@ -113,90 +99,6 @@ pub(super) fn start(shared: PoolShared, config: &PoolConfig) -> Result<Vec<JoinH
         }
     }
     Ok(drivers)
-}
-
-/// Starts a child and completes the ipc-channel handshake with it.
-///
-/// `IpcOneShotServer::accept` blocks until somebody connects, and would block
-/// forever if the child died first. So `accept` runs on a helper thread while
-/// this one watches the child; if the child exits or the timeout passes, we
-/// connect to our own one-shot server with [`FromWorker::Abandoned`], which
-/// lets the helper's `accept` return and the helper thread end.
-fn spawn(id: usize, command: &WorkerCommand, timeout: Duration) -> Result<WorkerProcess> {
-    let fail = |message: String| Error::WorkerSpawn { worker: id, message };
-    let (one_shot, name) =
-        IpcOneShotServer::<FromWorker>::new().map_err(|e| fail(format!("cannot open an IPC server: {e}")))?;
-    let mut child = Command::new(&command.program)
-        .args(&command.args)
-        .arg(WORKER_ARG)
-        .arg(&name)
-        .arg(id.to_string())
-        .arg(std::process::id().to_string())
-        .envs(command.model.iter().map(|path| (MODEL_ENV, path)))
-        .envs(onnxruntime_library().map(|library| (ONNXRUNTIME_ENV, library)))
-        // The cores, shared out: each worker process's rayon pool (batch
-        // decoding, the network's batch parts) gets cores / workers threads,
-        // unless the user chose RAYON_NUM_THREADS.
-        .envs(
-            std::env::var_os("RAYON_NUM_THREADS")
-                .is_none()
-                .then(|| ("RAYON_NUM_THREADS", command.threads_each.to_string())),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null()) // stdout belongs to the server (it prints its address there)
-        // Its own process group: a Ctrl-C in the terminal reaches the server
-        // only, and the server decides when its workers stop.
-        .process_group(0)
-        .spawn()
-        .map_err(|e| fail(format!("cannot start {}: {e}", command.program.display())))?;
-
-    let (accepted_tx, accepted) = crossbeam_channel::bounded(1);
-    thread::Builder::new()
-        .name(format!("worker-{id}-accept"))
-        .spawn(move || {
-            let _ = accepted_tx.send(one_shot.accept());
-        })
-        .map_err(|e| fail(format!("cannot start the handshake thread: {e}")))?;
-
-    let deadline = Instant::now() + timeout;
-    // Wait for the handshake in 20 ms steps rather than one long wait, to
-    // notice at once a child that died before connecting (`try_wait`).
-    let handshake = loop {
-        match accepted.recv_timeout(Duration::from_millis(20)) {
-            Ok(result) => break result,
-            Err(RecvTimeoutError::Timeout) => {
-                let exited = child.try_wait().ok().flatten();
-                if exited.is_none() && Instant::now() < deadline {
-                    continue;
-                }
-                if let Ok(unblock) = IpcSender::<FromWorker>::connect(name.clone()) {
-                    let _ = unblock.send(FromWorker::Abandoned);
-                }
-                kill_and_reap(&mut child);
-                return Err(fail(match exited {
-                    Some(status) => format!("the worker process exited ({status}) before connecting"),
-                    None => format!("the worker process did not connect within {timeout:?}"),
-                }));
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                kill_and_reap(&mut child);
-                return Err(fail("the handshake thread ended without a result".into()));
-            }
-        }
-    };
-    let (receiver, hello) = match handshake {
-        Ok((receiver, FromWorker::Hello { jobs })) => (receiver, jobs),
-        Ok((_, other)) => {
-            kill_and_reap(&mut child);
-            return Err(fail(format!("expected a handshake, got {other:?}")));
-        }
-        Err(e) => {
-            kill_and_reap(&mut child);
-            return Err(fail(format!("handshake failed: {e}")));
-        }
-    };
-
-    Ok(WorkerProcess { child, jobs: hello, results: receiver })
 }
 
 /// The driver loop of one worker slot: feed jobs to the process, deliver its
@@ -369,88 +271,106 @@ fn busy(shared: &PoolShared, id: usize, worker: &mut WorkerProcess, sent: &mut S
     let deadline = started + shared.job_timeout;
     let wait = deadline.saturating_duration_since(Instant::now()).min(BUSY_TICK);
     match worker.results.try_recv_timeout(wait) {
-        Ok(FromWorker::Done { results }) => {
-            // Results come in the order the jobs were sent; each job started
-            // when the one before it finished.
-            let mut started = started;
-            for JobDone { job, service_us, result } in results {
-                let Some(head) = sent.jobs.pop_front().filter(|head| head.id == job) else {
-                    tracing::error!(
-                        worker = id,
-                        job,
-                        "worker answered a job it was not running; replacing it"
-                    );
-                    crashed(shared, id, worker, sent);
-                    return Step::ReplaceWorker;
-                };
-                sent.observe(service_us);
-                shared.board.job_done(id);
-                shared.completer.finish(JobReport {
-                    job: head.id,
-                    worker: id,
-                    host: None,
-                    queue_us: head.waited_us(started),
-                    service_us,
-                    attempts: head.attempt,
-                    result,
-                });
-                started += std::time::Duration::from_micros(service_us);
-            }
-            let now = Instant::now();
-            sent.head_since = (!sent.jobs.is_empty()).then_some(now);
-            // Keep the worker fed. With nothing left on it, take the next job
-            // as any idle worker would; beyond that, only while no other
-            // worker is idle (see `feed`).
-            if sent.jobs.is_empty() {
-                if let Some(next) = shared.queues.try_next() {
-                    if !send(shared, id, worker, sent, next) {
-                        return Step::ReplaceWorker;
-                    }
-                }
-            }
-            if !feed(shared, id, worker, sent) {
-                return Step::ReplaceWorker;
-            }
-            if sent.jobs.is_empty() {
-                shared.board.set(id, SlotState::Idle);
-            }
-            Step::Continue
-        }
+        Ok(FromWorker::Done { results }) => results_arrived(shared, id, worker, sent, started, results),
         Ok(other) => {
             tracing::warn!(worker = id, ?other, "unexpected message from worker");
             Step::Continue
         }
-        Err(IpcTryRecvError::Empty) => {
-            if let Err(TryRecvError::Disconnected) = shared.stop.try_recv() {
-                for job in sent.jobs.drain(..) {
-                    let message = "the server stopped before the job finished".to_string();
-                    shared.fail(&job, id, started, ErrorCode::ShuttingDown, message);
-                }
-                return Step::Stop;
-            }
-            if Instant::now() < deadline {
-                return Step::Continue;
-            }
-            let pid = worker.child.id();
-            tracing::warn!(worker = id, pid, timeout = ?shared.job_timeout, "job timed out; killing the worker");
-            kill_and_reap(&mut worker.child);
-            if let Some(head) = sent.jobs.pop_front() {
-                let message = format!(
-                    "the job ran longer than --job-timeout ({:?}); worker {id} (pid {pid}) was killed and replaced",
-                    shared.job_timeout
-                );
-                shared.fail(&head, id, started, ErrorCode::Timeout, message);
-            }
-            // Jobs queued behind it never started: another worker takes them.
-            crashed(shared, id, worker, sent);
-            Step::ReplaceWorker
-        }
+        Err(IpcTryRecvError::Empty) => nothing_arrived(shared, id, worker, sent, started, deadline),
         Err(IpcTryRecvError::IpcError(_)) => {
             tracing::warn!(worker = id, pid = worker.child.id(), "worker process died while running a job");
             crashed(shared, id, worker, sent);
             Step::ReplaceWorker
         }
     }
+}
+
+/// Results came: each is answered, then the worker is fed again.
+fn results_arrived(
+    shared: &PoolShared,
+    id: usize,
+    worker: &mut WorkerProcess,
+    sent: &mut Sent,
+    started: Instant,
+    results: Vec<JobDone>,
+) -> Step {
+    // Results come in the order the jobs were sent; each job started
+    // when the one before it finished.
+    let mut started = started;
+    for JobDone { job, service_us, result } in results {
+        let Some(head) = sent.jobs.pop_front().filter(|head| head.id == job) else {
+            tracing::error!(worker = id, job, "worker answered a job it was not running; replacing it");
+            crashed(shared, id, worker, sent);
+            return Step::ReplaceWorker;
+        };
+        sent.observe(service_us);
+        shared.board.job_done(id);
+        shared.completer.finish(JobReport {
+            job: head.id,
+            worker: id,
+            host: None,
+            queue_us: head.waited_us(started),
+            service_us,
+            attempts: head.attempt,
+            result,
+        });
+        started += std::time::Duration::from_micros(service_us);
+    }
+    let now = Instant::now();
+    sent.head_since = (!sent.jobs.is_empty()).then_some(now);
+    // Keep the worker fed. With nothing left on it, take the next job
+    // as any idle worker would; beyond that, only while no other
+    // worker is idle (see `feed`).
+    if sent.jobs.is_empty() {
+        if let Some(next) = shared.queues.try_next() {
+            if !send(shared, id, worker, sent, next) {
+                return Step::ReplaceWorker;
+            }
+        }
+    }
+    if !feed(shared, id, worker, sent) {
+        return Step::ReplaceWorker;
+    }
+    if sent.jobs.is_empty() {
+        shared.board.set(id, SlotState::Idle);
+    }
+    Step::Continue
+}
+
+/// Nothing came within the tick: the pool may be stopping (every job on
+/// the worker is answered SHUTTING_DOWN), or the job at the front may
+/// have passed `--job-timeout` (the worker is killed and replaced).
+fn nothing_arrived(
+    shared: &PoolShared,
+    id: usize,
+    worker: &mut WorkerProcess,
+    sent: &mut Sent,
+    started: Instant,
+    deadline: Instant,
+) -> Step {
+    if let Err(TryRecvError::Disconnected) = shared.stop.try_recv() {
+        for job in sent.jobs.drain(..) {
+            let message = "the server stopped before the job finished".to_string();
+            shared.fail(&job, id, started, ErrorCode::ShuttingDown, message);
+        }
+        return Step::Stop;
+    }
+    if Instant::now() < deadline {
+        return Step::Continue;
+    }
+    let pid = worker.child.id();
+    tracing::warn!(worker = id, pid, timeout = ?shared.job_timeout, "job timed out; killing the worker");
+    kill_and_reap(&mut worker.child);
+    if let Some(head) = sent.jobs.pop_front() {
+        let message = format!(
+            "the job ran longer than --job-timeout ({:?}); worker {id} (pid {pid}) was killed and replaced",
+            shared.job_timeout
+        );
+        shared.fail(&head, id, started, ErrorCode::Timeout, message);
+    }
+    // Jobs queued behind it never started: another worker takes them.
+    crashed(shared, id, worker, sent);
+    Step::ReplaceWorker
 }
 
 /// The worker is gone. The job at the front may have been running: it is
@@ -472,34 +392,4 @@ fn crashed(shared: &PoolShared, id: usize, worker: &WorkerProcess, sent: &mut Se
             shared.fail(&waiting, id, started, ErrorCode::WorkerCrashed, message);
         }
     }
-}
-
-/// Closes the worker's job channel (its signal to exit), waits briefly for it
-/// to do so, then kills it if needed. Always reaps, so no zombie is left,
-/// and logs how it ended (an exit code, or the signal that killed it).
-fn stop_worker(id: usize, worker: WorkerProcess) {
-    let WorkerProcess { mut child, jobs, results } = worker;
-    let pid = child.id();
-    drop(jobs);
-    let deadline = Instant::now() + EXIT_GRACE;
-    // Poll: std's `Child` has no wait with a timeout; 5 ms steps up to
-    // EXIT_GRACE, then the kill.
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
-            _ => break kill_and_reap(&mut child),
-        }
-    };
-    match status {
-        Some(status) => tracing::info!(worker = id, pid, %status, "worker process exited"),
-        None => tracing::warn!(worker = id, pid, "worker process could not be reaped"),
-    }
-    drop(results);
-}
-
-/// Kills a worker (if it still runs) and reaps it; returns how it ended.
-fn kill_and_reap(child: &mut Child) -> Option<std::process::ExitStatus> {
-    let _ = child.kill();
-    child.wait().ok()
 }

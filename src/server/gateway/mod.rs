@@ -140,24 +140,12 @@ impl Gateway {
         completer: Completer,
         settings: GatewaySettings,
     ) -> Result<Gateway> {
+        // 1. The key, then the link to NATS and the streams.
         let key = envelope::load_farm_key(options.farm_key.as_deref())?;
         let signer = Arc::new(Signer::new(key.clone()));
         let verifier = Verifier::new(key);
-        let bridge = Arc::new(Bridge::start("nats-bridge")?);
-        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
-        let (client, link) =
-            bridge.run(connect(options, &format!("tc-server gateway {id}"), Role::Gateway))?;
-        let (js, results_stream, results_consumer) = bridge.run(link.set_up(async {
-            // Created inside the runtime: the context starts a task of its own.
-            let js = jetstream::new(client.clone());
-            nats::jobs_stream(&js, Some(settings.max_jobs)).await?;
-            let results = nats::results_stream(&js).await?;
-            let consumer = nats::gateway_results_consumer(&results, &id).await?;
-            Ok::<_, Error>((js, results, consumer))
-        }))?;
-        let heartbeats = bridge
-            .run(client.subscribe(HEARTBEAT_SUBJECT))
-            .map_err(|e| Error::Remote(format!("cannot subscribe to {HEARTBEAT_SUBJECT}: {e}")))?;
+        let Attached { bridge, id, client, link, js, results_stream, results_consumer, heartbeats } =
+            attach(options, &settings)?;
 
         let status = Arc::new(GatewayStatus {
             hosts: HostTable::default(),
@@ -169,7 +157,9 @@ impl Gateway {
             key_trouble: KeyTrouble::default(),
         });
         let forwarded = Arc::new(Forwarded::default());
-        // One pending wake-up is enough: the forwarder re-counts on waking.
+        // 3. The listeners: results, hosts' heartbeats, our own heartbeat,
+        //    the janitor. One pending wake-up is enough for the forwarder:
+        //    it re-counts on waking.
         let (room_tx, room_rx) = crossbeam_channel::bounded::<()>(1);
         let tasks = vec![
             bridge.spawn(results::take_results(
@@ -189,6 +179,7 @@ impl Gateway {
             bridge.spawn(janitor::janitor(js.clone(), Arc::clone(&status))),
         ];
 
+        // 4. The forwarder thread: jobs from the queues into the stream.
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let forwarder = {
             let forwarder = Forwarder {
@@ -277,4 +268,38 @@ impl Gateway {
             task.abort();
         }
     }
+}
+
+/// A gateway's link to NATS, made sure of before anything is started.
+struct Attached {
+    bridge: Arc<Bridge>,
+    /// This gateway's id: its results subject and consumer are named by it.
+    id: String,
+    client: async_nats::Client,
+    link: Arc<crate::remote::connect::LinkState>,
+    js: jetstream::Context,
+    results_stream: Stream,
+    results_consumer: jetstream::consumer::PullConsumer,
+    heartbeats: async_nats::Subscriber,
+}
+
+/// Connects to NATS (on a bridge runtime of its own), makes sure the job and
+/// result streams and this gateway's results consumer exist, and subscribes
+/// to the hosts' heartbeats.
+fn attach(options: &NatsOptions, settings: &GatewaySettings) -> Result<Attached> {
+    let bridge = Arc::new(Bridge::start("nats-bridge")?);
+    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let (client, link) = bridge.run(connect(options, &format!("tc-server gateway {id}"), Role::Gateway))?;
+    let (js, results_stream, results_consumer) = bridge.run(link.set_up(async {
+        // Created inside the runtime: the context starts a task of its own.
+        let js = jetstream::new(client.clone());
+        nats::jobs_stream(&js, Some(settings.max_jobs)).await?;
+        let results = nats::results_stream(&js).await?;
+        let consumer = nats::gateway_results_consumer(&results, &id).await?;
+        Ok::<_, Error>((js, results, consumer))
+    }))?;
+    let heartbeats = bridge
+        .run(client.subscribe(HEARTBEAT_SUBJECT))
+        .map_err(|e| Error::Remote(format!("cannot subscribe to {HEARTBEAT_SUBJECT}: {e}")))?;
+    Ok(Attached { bridge, id, client, link, js, results_stream, results_consumer, heartbeats })
 }
