@@ -8,7 +8,8 @@ killed under load. Release builds; needs chromium and chromedriver
 
 Each page is opened about 9 s into a 40 s run and shot 6 s later (the
 task stream then holds the run so far, the charts the last 6 s), in a
-headless chromium at 1400x1000 driven over WebDriver.
+headless chromium at 1400x1000 (the crash: 1400x1500, to show the event
+log) driven over WebDriver.
 """
 
 import base64
@@ -42,6 +43,9 @@ class Browser:
     --screenshot flag freezes the page's network after loading, so a live
     page is shot this way."""
 
+    def __init__(self, height=1000):
+        self.height = height
+
     def __enter__(self):
         self.port = free_port()
         self.driver = subprocess.Popen([CHROMEDRIVER, f"--port={self.port}"],
@@ -54,7 +58,7 @@ class Browser:
                 pass
             time.sleep(0.1)
         options = {"binary": CHROMIUM, "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                                                "--hide-scrollbars", "--window-size=1400,1000"]}
+                                                "--hide-scrollbars", f"--window-size=1400,{self.height}"]}
         answer = self.call("POST", "/session", {"capabilities": {"alwaysMatch": {"goog:chromeOptions": options}}})
         self.session = answer["value"]["sessionId"]
         return self
@@ -81,8 +85,8 @@ class Browser:
             self.driver.wait()
 
 
-def screenshot(url, path, settle=6):
-    with Browser() as browser:
+def screenshot(url, path, settle=6, height=1000):
+    with Browser(height) as browser:
         browser.shoot(url, path, settle)
 
 
@@ -120,7 +124,8 @@ def crash_shot():
         os.kill(pid, signal.SIGKILL)
         print(f"killed worker 0 (pid {pid})", file=sys.stderr)
         time.sleep(1)
-        screenshot(f"http://127.0.0.1:{metrics}/", OUT / "dashboard-crash.png", settle=4)
+        # Taller: the event log (the replacement, the retry) is at the bottom.
+        screenshot(f"http://127.0.0.1:{metrics}/", OUT / "dashboard-crash.png", settle=4, height=1500)
     finally:
         load.send_signal(signal.SIGINT)
         load.wait(timeout=60)

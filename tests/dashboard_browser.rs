@@ -318,6 +318,9 @@ fn a_page_refused_or_left_by_its_farm_says_why_and_comes_back_by_itself() {
         text.as_str().is_some_and(|t| t.contains("HTTP 503"))
     });
     assert!(refused.to_string().contains("--metrics-max-streams"), "names the limit: {refused}");
+    assert_eq!(browser.run("return document.getElementById('link').textContent"), "refused");
+    // Never connected: no figure pretends to be a measured 0.
+    assert_eq!(browser.run("return document.getElementById('ok-per-s').textContent"), "–");
     // Room again: the page connects by itself and the banner goes.
     drop(held);
     browser.wait_for("the page to go live", "return document.getElementById('link').textContent", |t| {
@@ -332,6 +335,9 @@ fn a_page_refused_or_left_by_its_farm_says_why_and_comes_back_by_itself() {
         text.as_str().is_some_and(|t| t.contains("not answering"))
     });
     assert!(gone.to_string().contains("last one it sent"), "{gone}");
+    // The stop's last frame reached the page before the endpoint closed.
+    let drain = "return [...document.querySelectorAll('#events-log li[data-kind=drain]')].length";
+    assert_eq!(browser.run(drain), 1, "the drain is on the event log");
     assert_eq!(
         browser.run("return document.querySelectorAll('#worker-table tr').length"),
         1,

@@ -4,25 +4,9 @@
 
 mod common;
 
-use common::nats::{NatsServer, WorkerHost};
+use common::nats::{start_gateway, wait_for_hosts, NatsServer, WorkerHost};
 use common::{error_code, reference_compute, send_signal, TestServer, MODES};
 use serde_json::{json, Value};
-
-/// A gateway with no local worker, on `nats`.
-fn gateway(nats: &NatsServer, extra: &[&str]) -> TestServer {
-    let mut args = vec!["--port", "0", "--workers", "0", "--nats", &nats.url, "--log-level", "error"];
-    args.extend_from_slice(extra);
-    TestServer::start_with(&args, &[])
-}
-
-/// Waits until the gateway has heard from `count` live hosts.
-fn wait_for_hosts(gateway: &TestServer, count: usize) -> Value {
-    gateway.wait_for_stats(&format!("{count} live hosts"), |stats| {
-        stats["hosts"]
-            .as_array()
-            .is_some_and(|hosts| hosts.iter().filter(|h| h["alive"] == true).count() == count)
-    })
-}
 
 /// Sends every request on one connection (pipelined), and returns the
 /// replies by id; each id must be answered exactly once.
@@ -46,7 +30,7 @@ fn compute_jobs_run_on_worker_hosts_in_both_modes() {
     let Some(nats) = NatsServer::start() else { return };
     for mode in MODES {
         let _host = WorkerHost::start(&nats.url, &format!("host-{mode}"), mode, 2, &[]);
-        let gateway = gateway(&nats, &["--metrics-addr", "127.0.0.1:0"]);
+        let gateway = start_gateway(&nats, &["--metrics-addr", "127.0.0.1:0"]);
         let stats = wait_for_hosts(&gateway, 1);
         assert_eq!(stats["hosts"][0]["mode"], mode);
         assert_eq!(stats["hosts"][0]["slots"], 2);
@@ -71,7 +55,7 @@ fn compute_jobs_run_on_worker_hosts_in_both_modes() {
 #[test]
 fn a_gateway_without_hosts_refuses_jobs_with_a_clear_error_and_is_not_ready() {
     let Some(nats) = NatsServer::start() else { return };
-    let gateway = gateway(&nats, &["--metrics-addr", "127.0.0.1:0"]);
+    let gateway = start_gateway(&nats, &["--metrics-addr", "127.0.0.1:0"]);
     let reply = gateway.request(json!({"id": 1, "cmd": "compute", "n": 5}));
     assert_eq!(error_code(&reply), Some("BUSY"), "{reply}");
     assert!(reply["error"]["message"].as_str().unwrap().contains("tc-worker"), "{reply}");
@@ -88,7 +72,7 @@ fn a_gateway_without_hosts_refuses_jobs_with_a_clear_error_and_is_not_ready() {
 fn two_gateways_share_the_hosts_and_each_reply_reaches_its_asker() {
     let Some(nats) = NatsServer::start() else { return };
     let _host = WorkerHost::start(&nats.url, "shared", "threads", 2, &[]);
-    let (first, second) = (gateway(&nats, &[]), gateway(&nats, &[]));
+    let (first, second) = (start_gateway(&nats, &[]), start_gateway(&nats, &[]));
     wait_for_hosts(&first, 1);
     wait_for_hosts(&second, 1);
     // The same ids on both gateways: each must get its own results back.
@@ -109,7 +93,7 @@ fn two_gateways_share_the_hosts_and_each_reply_reaches_its_asker() {
 fn jobs_of_a_killed_host_are_run_again_elsewhere_and_answered_once() {
     let Some(nats) = NatsServer::start() else { return };
     let doomed = WorkerHost::start(&nats.url, "doomed", "threads", 1, &[]);
-    let gateway = gateway(&nats, &["--max-n", "1000000000"]);
+    let gateway = start_gateway(&nats, &["--max-n", "1000000000"]);
     wait_for_hosts(&gateway, 1);
     // Long jobs (seconds each, longer than a heartbeat): the doomed host
     // takes one and is killed while running it.
@@ -140,7 +124,7 @@ fn jobs_of_a_killed_host_are_run_again_elsewhere_and_answered_once() {
 fn jobs_of_a_hung_host_go_to_another_and_its_late_result_is_dropped() {
     let Some(nats) = NatsServer::start() else { return };
     let hung = WorkerHost::start(&nats.url, "hung", "threads", 1, &[]);
-    let gateway = gateway(&nats, &["--max-n", "1000000000"]);
+    let gateway = start_gateway(&nats, &["--max-n", "1000000000"]);
     wait_for_hosts(&gateway, 1);
     let n = 300_000_000u64;
     let mut client = gateway.connect();
@@ -174,7 +158,7 @@ fn predictions_run_on_worker_hosts_in_both_modes() {
     let image = base64_encode(&sample);
     for mode in MODES {
         let _host = WorkerHost::start(&nats.url, &format!("predict-{mode}"), mode, 1, &[]);
-        let gateway = gateway(&nats, &[]);
+        let gateway = start_gateway(&nats, &[]);
         wait_for_hosts(&gateway, 1);
         let local = TestServer::start("threads", 1, &[]);
         let request = json!({"id": 1, "cmd": "predict", "image_b64": image, "filename": "fire-1.png"});
@@ -189,7 +173,7 @@ fn predictions_run_on_worker_hosts_in_both_modes() {
 fn a_job_over_the_nats_payload_limit_is_refused_at_the_gateway_with_how_to_raise_it() {
     let Some(nats) = NatsServer::start() else { return };
     let _host = WorkerHost::start(&nats.url, "small", "threads", 1, &[]);
-    let gateway = gateway(&nats, &[]);
+    let gateway = start_gateway(&nats, &[]);
     wait_for_hosts(&gateway, 1);
     // 1.5 MB of image bytes: over nats-server's default max_payload of 1 MB.
     let image = base64_encode(&vec![7u8; 1_500_000]);
@@ -205,7 +189,7 @@ fn a_job_over_the_nats_payload_limit_is_refused_at_the_gateway_with_how_to_raise
 fn a_host_drains_on_sigterm_finishing_what_it_holds() {
     let Some(nats) = NatsServer::start() else { return };
     let mut host = WorkerHost::start(&nats.url, "leaving", "threads", 1, &[]);
-    let gateway = gateway(&nats, &["--max-n", "1000000000"]);
+    let gateway = start_gateway(&nats, &["--max-n", "1000000000"]);
     wait_for_hosts(&gateway, 1);
     // Long enough (~3 s) that a heartbeat, sent once a second, sees it running
     // on a fast machine too: at 150 M it once finished before the first one.
@@ -226,7 +210,7 @@ fn a_host_drains_on_sigterm_finishing_what_it_holds() {
 fn the_farm_recovers_by_itself_when_nats_restarts() {
     let Some(mut nats) = NatsServer::start() else { return };
     let _host = WorkerHost::start(&nats.url, "steady", "threads", 2, &[]);
-    let gateway = gateway(&nats, &["--metrics-addr", "127.0.0.1:0"]);
+    let gateway = start_gateway(&nats, &["--metrics-addr", "127.0.0.1:0"]);
     wait_for_hosts(&gateway, 1);
     assert_eq!(gateway.request(json!({"id": 1, "cmd": "compute", "n": 7}))["result"], reference_compute(7));
     nats.restart();
@@ -251,7 +235,7 @@ fn nats_own_tools_see_every_host_through_the_services_protocol() {
     let Some(nats) = NatsServer::start() else { return };
     let _first = WorkerHost::start(&nats.url, "alpha", "threads", 2, &[]);
     let _second = WorkerHost::start(&nats.url, "beta", "processes", 1, &[]);
-    let gateway = gateway(&nats, &[]);
+    let gateway = start_gateway(&nats, &[]);
     wait_for_hosts(&gateway, 2);
     let pings = common::nats::request_all(&nats.url, "$SRV.PING.tc-worker", 2);
     assert_eq!(pings.len(), 2, "{pings:?}");
@@ -270,7 +254,7 @@ fn nats_own_tools_see_every_host_through_the_services_protocol() {
 fn a_host_serves_its_own_metrics_health_and_readiness() {
     let Some(nats) = NatsServer::start() else { return };
     let (_host, addr) = WorkerHost::start_with_metrics(&nats.url, "watched", "threads", 2);
-    let gateway = gateway(&nats, &[]);
+    let gateway = start_gateway(&nats, &[]);
     wait_for_hosts(&gateway, 1);
     assert_eq!(gateway.request(json!({"id": 1, "cmd": "compute", "n": 9}))["result"], reference_compute(9));
     let (status, body) = common::http_get(addr, "/readyz");
@@ -292,7 +276,7 @@ fn a_host_serves_its_own_metrics_health_and_readiness() {
 fn a_full_stream_answers_busy_at_once() {
     let Some(nats) = NatsServer::start() else { return };
     // A stream of one job: the running one fills it.
-    let gateway = gateway(&nats, &["--nats-max-jobs", "1", "--max-n", "1000000000"]);
+    let gateway = start_gateway(&nats, &["--nats-max-jobs", "1", "--max-n", "1000000000"]);
     let _host = WorkerHost::start(&nats.url, "single", "threads", 1, &[]);
     wait_for_hosts(&gateway, 1);
     let n = 300_000_000u64;
@@ -312,7 +296,7 @@ fn a_full_stream_answers_busy_at_once() {
 /// `nats` with `flags`.
 fn one_job_through(nats: &NatsServer, flags: &[&str]) -> Value {
     let _host = WorkerHost::start(&nats.url, "secured", "threads", 1, flags);
-    let gateway = gateway(nats, flags);
+    let gateway = start_gateway(nats, flags);
     wait_for_hosts(&gateway, 1);
     gateway.request(json!({"id": 1, "cmd": "compute", "n": 11}))
 }

@@ -8,25 +8,9 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::nats::{NatsServer, RawNats, WorkerHost};
+use common::nats::{start_gateway, wait_for_hosts, NatsServer, RawNats, WorkerHost};
 use common::{reference_compute, send_signal, wait_for_exit, TestServer};
 use serde_json::{json, Value};
-
-/// A gateway with no local worker, on `nats`.
-fn start_gateway(nats: &NatsServer, extra: &[&str]) -> TestServer {
-    let mut args = vec!["--port", "0", "--workers", "0", "--nats", &nats.url, "--log-level", "error"];
-    args.extend_from_slice(extra);
-    TestServer::start_with(&args, &[])
-}
-
-/// Waits until the gateway has heard from `count` live hosts.
-fn wait_for_hosts(gateway: &TestServer, count: usize) -> Value {
-    gateway.wait_for_stats(&format!("{count} live hosts"), |stats| {
-        stats["hosts"]
-            .as_array()
-            .is_some_and(|hosts| hosts.iter().filter(|h| h["alive"] == true).count() == count)
-    })
-}
 
 /// Polls `condition` every 50 ms for at most 60 s.
 fn eventually(what: &str, mut condition: impl FnMut() -> bool) {

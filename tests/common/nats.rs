@@ -432,3 +432,19 @@ impl TlsFiles {
         TlsFiles { dir, ca, cert, key, client_cert, client_key }
     }
 }
+
+/// A gateway with no local worker, on `nats`.
+pub fn start_gateway(nats: &NatsServer, extra: &[&str]) -> super::TestServer {
+    let mut args = vec!["--port", "0", "--workers", "0", "--nats", &nats.url, "--log-level", "error"];
+    args.extend_from_slice(extra);
+    super::TestServer::start_with(&args, &[])
+}
+
+/// Waits until the gateway has heard from `count` live hosts.
+pub fn wait_for_hosts(gateway: &super::TestServer, count: usize) -> serde_json::Value {
+    gateway.wait_for_stats(&format!("{count} live hosts"), |stats| {
+        stats["hosts"]
+            .as_array()
+            .is_some_and(|hosts| hosts.iter().filter(|h| h["alive"] == true).count() == count)
+    })
+}

@@ -24,7 +24,7 @@ use super::draw::{draw_error, draw_swatches, register_fonts, FONT, PALETTE};
 use crate::error::{Error, Result};
 
 /// Width of the legend column, right of the plot.
-const LEGEND_WIDTH: u32 = 200;
+const LEGEND_WIDTH: u32 = 260;
 /// A job answered with an error.
 const ERROR_RED: RGBColor = RGBColor(214, 40, 40);
 
@@ -39,6 +39,8 @@ pub(crate) struct Placed {
     pub(crate) start_us: u64,
     pub(crate) end_us: u64,
     pub(crate) ok: bool,
+    /// Sent during the warm-up: drawn, but not in the run's report.
+    pub(crate) warmup: bool,
 }
 
 /// The columns of `--requests-csv` this chart reads.
@@ -47,6 +49,7 @@ struct Row {
     connection: u64,
     id: u64,
     cmd: String,
+    warmup: bool,
     sent_us: u64,
     uncorrected_us: Option<u64>,
     queue_us: Option<u64>,
@@ -88,6 +91,7 @@ pub(crate) fn read_jobs(path: &Path) -> Result<(Vec<Placed>, usize)> {
             start_us,
             end_us,
             ok: row.outcome == "ok",
+            warmup: row.warmup,
         });
     }
     settle(&mut jobs);
@@ -158,7 +162,7 @@ where
     let start = jobs.iter().map(|job| job.queued_us).min().unwrap_or(0) as f64 / 1e6;
     let end = jobs.iter().map(|job| job.end_us).max().unwrap_or(1) as f64 / 1e6;
     let caption = match left_out {
-        0 => "Workers over time: a bar per job, its queue wait before it".to_string(),
+        0 => "Workers over time: a bar per job, its queue wait a thin stripe before it".to_string(),
         n => format!("Workers over time: a bar per job ({n} requests without server timing left out)"),
     };
     let mut chart = ChartBuilder::on(&root)
@@ -192,16 +196,14 @@ where
     let colour = |cmd: &str| PALETTE[commands.iter().position(|c| *c == cmd).unwrap_or(0) % PALETTE.len()];
     let row_of = |worker: u64| rows.iter().position(|w| *w == worker).unwrap_or(0) as f64;
     let seconds = |us: u64| us as f64 / 1e6;
-    let waiting = RGBColor(230, 159, 0).mix(0.45);
-    chart
-        .draw_series(jobs.iter().filter(|job| job.start_us > job.queued_us).map(|job| {
-            let y = row_of(job.worker);
-            Rectangle::new(
-                [(seconds(job.queued_us), y - 0.08), (seconds(job.start_us), y + 0.08)],
-                waiting.filled(),
-            )
-        }))
-        .map_err(draw_error)?;
+    // The warm-up, shaded behind the bars: its jobs ran, but the report
+    // leaves them out.
+    let warmup_end = jobs.iter().filter(|job| job.warmup).map(|job| job.end_us).max();
+    let warmup_shade = RGBColor(120, 120, 120).mix(0.15);
+    if let Some(warmup_end) = warmup_end {
+        let area = [(start, -0.5), (seconds(warmup_end), rows.len() as f64 - 0.5)];
+        chart.draw_series([Rectangle::new(area, warmup_shade.filled())]).map_err(draw_error)?;
+    }
     for cmd in &commands {
         let fill = colour(cmd);
         chart
@@ -215,9 +217,25 @@ where
             }))
             .map_err(draw_error)?;
     }
+    // The queue waits last, as a thin stripe over the bars: a job waits
+    // while the one before it runs on the same row, so drawn under the
+    // bars every wait would be hidden.
+    let waiting = RGBColor(230, 159, 0);
+    chart
+        .draw_series(jobs.iter().filter(|job| job.start_us > job.queued_us).map(|job| {
+            let y = row_of(job.worker);
+            Rectangle::new(
+                [(seconds(job.queued_us), y - 0.05), (seconds(job.start_us), y + 0.05)],
+                waiting.filled(),
+            )
+        }))
+        .map_err(draw_error)?;
     let mut swatches: Vec<(&str, RGBAColor)> =
         commands.iter().map(|cmd| (*cmd, colour(cmd).to_rgba())).collect();
-    swatches.push(("queue wait", waiting));
+    swatches.push(("queue wait (thin stripe)", waiting.to_rgba()));
+    if warmup_end.is_some() {
+        swatches.push(("warm-up (not in the report)", warmup_shade));
+    }
     if jobs.iter().any(|job| !job.ok) {
         swatches.push(("error reply", ERROR_RED.to_rgba()));
     }
@@ -298,6 +316,7 @@ mod tests {
             start_us,
             end_us,
             ok: true,
+            warmup: false,
         }
     }
 

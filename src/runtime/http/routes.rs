@@ -75,8 +75,9 @@ fn events(
         Ok(subscription) => subscription,
         Err(stream::TooManySubscribers(most)) => {
             let message = format!(
-                "busy: {most} dashboards are already watching, this endpoint's limit (--metrics-max-streams); \
-                 close one or raise the limit\n"
+                "busy: {} already watching, this endpoint's limit (--metrics-max-streams); \
+                 close one or raise the limit.\n",
+                crate::units::count(most as u64, "dashboard is", "dashboards are")
             );
             return respond(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -140,7 +141,7 @@ fn unauthorized(request: &Request<Incoming>, shared: &Shared) -> Option<Response
     let mut refusal = respond(
         StatusCode::UNAUTHORIZED,
         "text/plain; charset=utf-8",
-        b"this page needs Authorization: Bearer <the --metrics-token> (a browser: add ?token=<the --metrics-token> to the address)\n".to_vec(),
+        b"the --metrics-token is missing or wrong: send Authorization: Bearer <token> (a browser: end the address with ?token=<token>).\n".to_vec(),
         false,
     );
     refusal.headers_mut().insert("WWW-Authenticate", hyper::header::HeaderValue::from_static("Bearer"));

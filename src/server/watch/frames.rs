@@ -30,10 +30,14 @@ use crate::work::gil::GilHold;
 
 /// Time between two frames: 5 a second, smooth enough for bars and cheap.
 pub(crate) const FRAME_INTERVAL: Duration = Duration::from_millis(200);
+/// How long the last frame, at a stop, is given to reach the pages.
+const LAST_FRAME_GRACE: Duration = Duration::from_millis(100);
 /// The most bars in one frame; the rest are summed per worker.
 pub(crate) const MAX_BARS: usize = 200;
 /// The most GIL turns in one `gil` message (the newest are kept).
 pub(crate) const MAX_HOLDS: usize = 400;
+/// How far back a page opened late is sent bars: the page keeps 65 s.
+const BACKLOG_US: u64 = 65_000_000;
 /// Events kept for pages that open late.
 const RECENT_EVENTS: usize = 200;
 /// Points of the line charts kept for pages that open late (a minute).
@@ -169,9 +173,15 @@ impl FrameBuilder {
         let mut samples = Samples::default();
         samples.push(Sample::of(&previous));
         let mut next = Instant::now() + FRAME_INTERVAL;
-        while !stop.load(Ordering::SeqCst) {
-            std::thread::sleep(next.saturating_duration_since(Instant::now()));
-            next += FRAME_INTERVAL;
+        loop {
+            // Once told to stop, one last frame at once: the server has
+            // drained by then, and the pages should see it ("drain
+            // started", the final counts) before the endpoint closes.
+            let last = stop.load(Ordering::SeqCst);
+            if !last {
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                next += FRAME_INTERVAL;
+            }
             let reading = self.read();
             // Events are found even while nobody watches, so that a page
             // opened later lists what happened before.
@@ -204,6 +214,14 @@ impl FrameBuilder {
                 holds_sent = self.farm.gil.as_ref().map_or(0, |gil| gil.holds_after(u64::MAX).1);
             }
             previous = reading;
+            if last {
+                // A moment for the streams to write it: the endpoint
+                // stops next, and its tasks end where they are.
+                if self.hub.has_subscribers() {
+                    std::thread::sleep(LAST_FRAME_GRACE);
+                }
+                return;
+            }
         }
     }
 
@@ -302,6 +320,7 @@ impl FrameBuilder {
         let point = json!({
             "t_us": state["now_us"],
             "ok": state["per_s"]["ok_replies"],
+            "err": state["per_s"]["errors"].as_object().map(|codes| codes.values().filter_map(Value::as_f64).sum::<f64>()),
             "queue": state["report"]["jobs"]["queued"],
             "p50": state["last_second"]["p50_us"],
             "p99": state["last_second"]["p99_us"],
@@ -329,7 +348,10 @@ impl FrameBuilder {
 impl Greeter for FrameBuilder {
     fn greeting(&self) -> Greeting {
         let reading = self.read();
-        let (spans, newest) = self.watch.spans_after(0);
+        let (mut spans, newest) = self.watch.spans_after(0);
+        // The page keeps a minute (and a little): older bars it would drop.
+        let since = self.watch.now_us().saturating_sub(BACKLOG_US);
+        spans.retain(|span| span.end_us >= since);
         let recent: Vec<Value> =
             self.recent.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect();
         // One reading: no rates yet (null, drawn as "–", never as a 0).
@@ -343,7 +365,7 @@ impl Greeter for FrameBuilder {
         let mut messages = vec![
             StreamMessage::new("hello", &hello.to_string(), None),
             StreamMessage::new("state", &state.to_string(), None),
-            StreamMessage::new("bars", &bars(&spans).to_string(), Some(newest)),
+            StreamMessage::new("bars", &backlog_bars(&spans).to_string(), Some(newest)),
         ];
         if let Some(gil) = &self.farm.gil {
             // The recent turns, so the strip starts full (a turn the first
@@ -358,6 +380,24 @@ impl Greeter for FrameBuilder {
         }
         Greeting { messages, bars_upto: newest }
     }
+}
+
+/// The greeting's `bars`: the kept spans cut into [`FRAME_INTERVAL`]
+/// slices by when they ended, each slice as a frame would have sent it
+/// ([`bars`]), so a page opened late draws the past as a page open all
+/// along did — not one sum across the whole history.
+fn backlog_bars(spans: &[JobSpan]) -> Value {
+    let slice_us = FRAME_INTERVAL.as_micros() as u64;
+    let (mut shown, mut summed) = (Vec::new(), Vec::new());
+    for slice in spans.chunk_by(|a, b| a.end_us / slice_us == b.end_us / slice_us) {
+        let Value::Object(mut frame) = bars(slice) else { continue };
+        for (key, list) in [("bars", &mut shown), ("summed", &mut summed)] {
+            if let Some(Value::Array(items)) = frame.remove(key) {
+                list.extend(items);
+            }
+        }
+    }
+    json!({"bars": shown, "summed": summed})
 }
 
 /// The `bars` message: every span, or — past [`MAX_BARS`] — the longest
@@ -537,6 +577,30 @@ mod tests {
             frame["summed"].as_array().unwrap().iter().map(|row| row["jobs"].as_u64().unwrap()).sum();
         assert_eq!(summed, 100, "every job is a bar or in a sum");
         assert_eq!(frame["summed"].as_array().unwrap().len(), 2, "one sum per worker row");
+    }
+
+    #[test]
+    fn a_late_pages_backlog_is_summed_frame_by_frame_not_across_the_whole_history() {
+        // Three frames' worth of short jobs, each frame over MAX_BARS on one
+        // worker: three sums, each within its own frame's time.
+        let slice_us = FRAME_INTERVAL.as_micros() as u64;
+        let spans: Vec<JobSpan> = (0..3 * (MAX_BARS as u64 + 10))
+            .map(|i| {
+                let mut span = span(i, 0, 1);
+                span.start_us = (i / (MAX_BARS as u64 + 10)) * slice_us + i % 100;
+                span.end_us = span.start_us + 1;
+                span
+            })
+            .collect();
+        let greeting = backlog_bars(&spans);
+        let summed = greeting["summed"].as_array().unwrap();
+        assert_eq!(summed.len(), 3, "one sum per frame: {summed:?}");
+        for sum in summed {
+            let (from, to) = (sum["from_us"].as_u64().unwrap(), sum["to_us"].as_u64().unwrap());
+            assert!(to - from < slice_us, "a sum spans one frame at most: {sum}");
+        }
+        let jobs: u64 = summed.iter().map(|row| row["jobs"].as_u64().unwrap()).sum();
+        assert_eq!(greeting["bars"].as_array().unwrap().len() as u64 + jobs, spans.len() as u64);
     }
 
     fn sample(at_us: u64, ok_replies: f64, in_flight: f64) -> Sample {
