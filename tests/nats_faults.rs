@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::nats::{start_gateway, wait_for_hosts, NatsServer, RawNats, WorkerHost};
-use common::{reference_compute, send_signal, wait_for_exit, TestServer};
+use common::{reference_compute, send_signal, wait_for_exit};
 use serde_json::{json, Value};
 
 /// Polls `condition` every 50 ms for at most 60 s.
