@@ -196,14 +196,7 @@ where
     let colour = |cmd: &str| PALETTE[commands.iter().position(|c| *c == cmd).unwrap_or(0) % PALETTE.len()];
     let row_of = |worker: u64| rows.iter().position(|w| *w == worker).unwrap_or(0) as f64;
     let seconds = |us: u64| us as f64 / 1e6;
-    // The warm-up, shaded behind the bars: its jobs ran, but the report
-    // leaves them out.
     let warmup_end = jobs.iter().filter(|job| job.warmup).map(|job| job.end_us).max();
-    let warmup_shade = RGBColor(120, 120, 120).mix(0.15);
-    if let Some(warmup_end) = warmup_end {
-        let area = [(start, -0.5), (seconds(warmup_end), rows.len() as f64 - 0.5)];
-        chart.draw_series([Rectangle::new(area, warmup_shade.filled())]).map_err(draw_error)?;
-    }
     for cmd in &commands {
         let fill = colour(cmd);
         chart
@@ -230,11 +223,17 @@ where
             )
         }))
         .map_err(draw_error)?;
+    // The warm-up, faded: its jobs ran, but the report leaves them out.
+    let warmup_shade = RGBColor(255, 255, 255).mix(0.6);
+    if let Some(warmup_end) = warmup_end {
+        let area = [(start, -0.5), (seconds(warmup_end), rows.len() as f64 - 0.5)];
+        chart.draw_series([Rectangle::new(area, warmup_shade.filled())]).map_err(draw_error)?;
+    }
     let mut swatches: Vec<(&str, RGBAColor)> =
         commands.iter().map(|cmd| (*cmd, colour(cmd).to_rgba())).collect();
     swatches.push(("queue wait (thin stripe)", waiting.to_rgba()));
     if warmup_end.is_some() {
-        swatches.push(("warm-up (not in the report)", warmup_shade));
+        swatches.push(("warm-up, faded (not in the report)", RGBColor(190, 190, 190).to_rgba()));
     }
     if jobs.iter().any(|job| !job.ok) {
         swatches.push(("error reply", ERROR_RED.to_rgba()));
