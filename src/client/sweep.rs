@@ -174,21 +174,7 @@ impl SweepPlan {
             .map(|text| SweepMode::parse(text))
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| OptionsError::about("--modes", e))?;
-        // Every worker count is checked against the machine now, before the
-        // first run, not when its turn comes (it would take the machine down),
-        // with the same costs tc-server counts: each worker of each mode in
-        // the grid with its own copy of the model the runs serve.
-        let machine = crate::machine::Machine::read();
-        let served_model =
-            crate::work::model::default_models_dir().join(crate::work::model::DEFAULT_MODEL_FILE);
-        let model_bytes = crate::machine::model_file_bytes(Some(&served_model));
-        for &workers in &args.workers {
-            for mode in &modes {
-                machine
-                    .check_workers("--workers", workers, mode.worker_kind(), model_bytes)
-                    .map_err(|refused| OptionsError::new("--workers", refused))?;
-            }
-        }
+        check_workers(&args.workers, &modes)?;
         if !(1..=MAX_REPEATS).contains(&args.repeats) {
             return Err(OptionsError::new(
                 "--repeats",
@@ -242,6 +228,24 @@ impl SweepPlan {
         }
         Ok(plan)
     }
+}
+
+/// Every worker count is checked against the machine now, before the first
+/// run, not when its turn comes (it would take the machine down), with the
+/// same costs tc-server counts: each worker of each mode in the grid with
+/// its own copy of the model the runs serve.
+fn check_workers(counts: &[usize], modes: &[SweepMode]) -> std::result::Result<(), OptionsError> {
+    let machine = crate::machine::Machine::read();
+    let served_model = crate::work::model::default_models_dir().join(crate::work::model::DEFAULT_MODEL_FILE);
+    let model_bytes = crate::machine::model_file_bytes(Some(&served_model));
+    for &workers in counts {
+        for mode in modes {
+            machine
+                .check_workers("--workers", workers, mode.worker_kind(), model_bytes)
+                .map_err(|refused| OptionsError::new("--workers", refused))?;
+        }
+    }
+    Ok(())
 }
 
 impl SweepPlan {

@@ -16,6 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde::Deserialize;
 use serde_json::json;
@@ -25,6 +26,8 @@ use crate::error::{Error, Result};
 
 /// Width of the legend column, right of the plot.
 const LEGEND_WIDTH: u32 = 260;
+/// A job's queue wait.
+const WAITING: RGBColor = RGBColor(230, 159, 0);
 /// A job answered with an error.
 const ERROR_RED: RGBColor = RGBColor(214, 40, 40);
 
@@ -210,28 +213,10 @@ where
             }))
             .map_err(draw_error)?;
     }
-    // The queue waits last, as a thin stripe over the bars: a job waits
-    // while the one before it runs on the same row, so drawn under the
-    // bars every wait would be hidden.
-    let waiting = RGBColor(230, 159, 0);
-    chart
-        .draw_series(jobs.iter().filter(|job| job.start_us > job.queued_us).map(|job| {
-            let y = row_of(job.worker);
-            Rectangle::new(
-                [(seconds(job.queued_us), y - 0.05), (seconds(job.start_us), y + 0.05)],
-                waiting.filled(),
-            )
-        }))
-        .map_err(draw_error)?;
-    // The warm-up, faded: its jobs ran, but the report leaves them out.
-    let warmup_shade = RGBColor(255, 255, 255).mix(0.6);
-    if let Some(warmup_end) = warmup_end {
-        let area = [(start, -0.5), (seconds(warmup_end), rows.len() as f64 - 0.5)];
-        chart.draw_series([Rectangle::new(area, warmup_shade.filled())]).map_err(draw_error)?;
-    }
+    draw_waits_and_warmup(&mut chart, jobs, &row_of, (start, rows.len()), warmup_end)?;
     let mut swatches: Vec<(&str, RGBAColor)> =
         commands.iter().map(|cmd| (*cmd, colour(cmd).to_rgba())).collect();
-    swatches.push(("queue wait (thin stripe)", waiting.to_rgba()));
+    swatches.push(("queue wait (thin stripe)", WAITING.to_rgba()));
     if warmup_end.is_some() {
         swatches.push(("warm-up, faded (not in the report)", RGBColor(190, 190, 190).to_rgba()));
     }
@@ -240,6 +225,37 @@ where
     }
     draw_swatches(&legend_area, &swatches)?;
     root.present().map_err(draw_error)
+}
+
+/// Over the bars: each job's queue wait as a thin stripe (a job waits while
+/// the one before it runs on the same row, so drawn under the bars every
+/// wait would be hidden), and the warm-up faded — its jobs ran, but the
+/// report leaves them out. The pair is the chart's start (s) and its number of rows.
+fn draw_waits_and_warmup<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    jobs: &[Placed],
+    row_of: &dyn Fn(u64) -> f64,
+    (start, rows): (f64, usize),
+    warmup_end: Option<u64>,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let seconds = |us: u64| us as f64 / 1e6;
+    chart
+        .draw_series(jobs.iter().filter(|job| job.start_us > job.queued_us).map(|job| {
+            let y = row_of(job.worker);
+            Rectangle::new(
+                [(seconds(job.queued_us), y - 0.05), (seconds(job.start_us), y + 0.05)],
+                WAITING.filled(),
+            )
+        }))
+        .map_err(draw_error)?;
+    if let Some(warmup_end) = warmup_end {
+        let area = [(start, -0.5), (seconds(warmup_end), rows as f64 - 0.5)];
+        chart.draw_series([Rectangle::new(area, WHITE.mix(0.6).filled())]).map_err(draw_error)?;
+    }
+    Ok(())
 }
 
 /// The run in the Chrome trace-event format: one track (thread) per

@@ -15,8 +15,9 @@
 //! dashboard (`--metrics-addr`). Everything else on the page — worker
 //! states, the queue, rates, events such as a worker replaced — is read
 //! from the counters the server keeps anyway, by [`frames`], which compares
-//! each reading with the one before.
+//! each reading with the one before ([`events`]).
 
+mod events;
 pub(crate) mod frames;
 
 use std::collections::VecDeque;
