@@ -127,27 +127,42 @@ pub fn run_if_requested() {
 /// Asks the kernel to SIGKILL this process when the thread that spawned it
 /// dies, then checks that the parent is still the server: if it died between
 /// our spawn and this call, the request came too late and we leave at once.
-fn die_with_parent(expected_parent: Option<i32>) -> Result<(), String> {
+fn die_with_parent(expected_parent: Option<i32>) -> Result<(), WorkerError> {
     use nix::sys::signal::Signal;
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .map_err(|e| format!("cannot set the parent-death signal: {e}"))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(WorkerError::DeathSignal)?;
     match expected_parent {
-        Some(pid) if nix::unistd::getppid().as_raw() != pid => Err("the server is already gone".into()),
+        Some(pid) if nix::unistd::getppid().as_raw() != pid => Err(WorkerError::ServerGone),
         _ => Ok(()),
     }
 }
 
+/// Why a worker process cannot serve: printed on its standard error (the
+/// server's log), and the process exits with 1.
+#[derive(Debug, thiserror::Error)]
+enum WorkerError {
+    #[error("cannot set the parent-death signal: {0}")]
+    DeathSignal(nix::Error),
+    #[error("the server is already gone")]
+    ServerGone,
+    #[error("cannot connect to the server: {0}")]
+    Connect(std::io::Error),
+    #[error("cannot create the job channel: {0}")]
+    Channel(std::io::Error),
+    #[error("handshake failed: {0}")]
+    Handshake(ipc_channel::IpcError),
+    #[error(transparent)]
+    Engine(crate::error::Error),
+}
+
 /// Connects back to the server and runs jobs until the server goes away.
-fn serve(server_name: String) -> Result<(), String> {
-    let to_server = IpcSender::<FromWorker>::connect(server_name)
-        .map_err(|e| format!("cannot connect to the server: {e}"))?;
-    let (jobs_tx, jobs) =
-        ipc::channel::<ToWorker>().map_err(|e| format!("cannot create the job channel: {e}"))?;
+fn serve(server_name: String) -> Result<(), WorkerError> {
+    let to_server = IpcSender::<FromWorker>::connect(server_name).map_err(WorkerError::Connect)?;
+    let (jobs_tx, jobs) = ipc::channel::<ToWorker>().map_err(WorkerError::Channel)?;
     // Load the model before saying hello, so a worker that is up is ready
     // to predict. This process's copy of the weights is its own: worker
     // processes share no memory with the server or each other.
     if let Some(library) = std::env::var_os(crate::work::model::ONNXRUNTIME_ENV) {
-        crate::work::model::use_onnxruntime(std::path::Path::new(&library)).map_err(|e| e.to_string())?;
+        crate::work::model::use_onnxruntime(std::path::Path::new(&library)).map_err(WorkerError::Engine)?;
     }
     let models = ModelSlot::new();
     if let Some(path) = std::env::var_os(MODEL_ENV) {
@@ -155,7 +170,7 @@ fn serve(server_name: String) -> Result<(), String> {
             eprintln!("tc worker (pid {}): {e}; predictions will report it", std::process::id());
         }
     }
-    to_server.send(FromWorker::Hello { jobs: jobs_tx }).map_err(|e| format!("handshake failed: {e}"))?;
+    to_server.send(FromWorker::Hello { jobs: jobs_tx }).map_err(WorkerError::Handshake)?;
 
     // `recv` fails once the server's sending end is closed: time to go.
     while let Ok(ToWorker::Run { jobs: batch }) = jobs.recv() {
