@@ -359,3 +359,107 @@ fn invalid_plans_are_refused_before_starting() {
         assert!(text(&out.stderr).contains(needle), "{args:?}: {}", text(&out.stderr));
     }
 }
+
+/// Runs `tc-client --port PORT ARGS --json FILE`; returns the exit code and
+/// the report's `thresholds`.
+fn thresholds_of(server: &TestServer, args: &[&str]) -> (Option<i32>, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let mut full = args.to_vec();
+    full.extend_from_slice(&["--json", json.to_str().unwrap()]);
+    let out = run_on(server, &full);
+    let report = read_json(&json);
+    assert_eq!(
+        report["thresholds"].as_array().map(Vec::len),
+        Some(args.iter().filter(|a| **a == "--threshold").count()),
+        "one verdict per threshold: {}",
+        text(&out.stdout)
+    );
+    (out.status.code(), report["thresholds"].clone())
+}
+
+fn passed(verdicts: &Value) -> Vec<bool> {
+    verdicts.as_array().unwrap().iter().map(|v| v["passed"].as_bool().unwrap()).collect()
+}
+
+#[test]
+fn each_threshold_form_passes_and_fails_on_purpose_made_runs_and_a_crossed_one_exits_99() {
+    let server = TestServer::start("threads", 1, &["--max-n", "100000000"]);
+    // All met: exit 0.
+    let (code, verdicts) = thresholds_of(
+        &server,
+        &[
+            "--cmd",
+            "ping",
+            "-c",
+            "2",
+            "-n",
+            "200",
+            "--threshold",
+            "errors==0",
+            "--threshold",
+            "timeouts<1%",
+            "--threshold",
+            "max<60s",
+            "--threshold",
+            "send.p99<=60s",
+            "--threshold",
+            "throughput>=1",
+        ],
+    );
+    assert_eq!((code, passed(&verdicts)), (Some(0), vec![true; 5]), "{verdicts}");
+    // Latency and throughput out of reach: exit 99, the figure named.
+    let (code, verdicts) = thresholds_of(
+        &server,
+        &["--cmd", "ping", "-n", "100", "--threshold", "p99<1us", "--threshold", "throughput>=1e9/s"],
+    );
+    assert_eq!((code, passed(&verdicts)), (Some(99), vec![false, false]), "{verdicts}");
+    assert!(verdicts[0]["observed_as"].as_str().unwrap().starts_with("p99 latency from schedule was"));
+    // Every reply an error (n above --max-n): errors thresholds both ways,
+    // a latency threshold crossed for want of ok replies; 99 before 1.
+    let (code, verdicts) = thresholds_of(
+        &server,
+        &[
+            "--size",
+            "200000000",
+            "-n",
+            "5",
+            "--threshold",
+            "errors==0",
+            "--threshold",
+            "errors.BAD_REQUEST>=100%",
+            "--threshold",
+            "p50<1s",
+        ],
+    );
+    assert_eq!((code, passed(&verdicts)), (Some(99), vec![false, true, false]), "{verdicts}");
+    assert_eq!(verdicts[2]["observed"], Value::Null);
+    // Timeouts: jobs far longer than --timeout.
+    let (code, verdicts) = thresholds_of(
+        &server,
+        &[
+            "--size",
+            "100000000",
+            "-c",
+            "1",
+            "-n",
+            "2",
+            "--timeout",
+            "50ms",
+            "--threshold",
+            "timeouts<1%",
+            "--threshold",
+            "timeouts==2",
+        ],
+    );
+    assert_eq!((code, passed(&verdicts)), (Some(99), vec![false, true]), "{verdicts}");
+}
+
+#[test]
+fn a_bad_threshold_is_a_usage_error_that_says_what_is_allowed() {
+    let out = run_client(&["--threshold", "p99<20"]);
+    assert_eq!(out.status.code(), Some(2));
+    let error = text(&out.stderr);
+    assert!(error.contains("\"20\" is not a time with its unit"), "{error}");
+    assert!(error.contains("a threshold is METRIC OP VALUE"), "{error}");
+}

@@ -11,6 +11,7 @@
 //! | [`predict`] | `tc-client predict IMAGE...`: the request from files, the reply in words |
 //! | [`mod@bench`] | the load generator: options, connection drivers, recording, sweeps |
 //! | [`report`] | what a run measured, and one exporter per output format |
+//! | [`thresholds`] | `--threshold`: pass/fail criteria checked on a finished run (exit 99) |
 //! | [`plot`] | charts drawn from sweep CSVs and `.hgrm` files |
 //! | [`sweep`] | a grid of embedded runs appended to one CSV |
 //! | [`progress`] | the live progress bar |
@@ -29,6 +30,7 @@ pub(crate) mod report;
 pub(crate) mod run;
 pub(crate) mod shell;
 pub(crate) mod sweep;
+pub(crate) mod thresholds;
 pub(crate) mod tls;
 
 pub use run::{run, RunVerdict};

@@ -30,16 +30,19 @@ pub enum RunVerdict {
     Failure,
     /// Ctrl-C or SIGTERM stopped the run; what was measured was reported.
     Interrupted,
+    /// The run completed and was reported, but crossed a `--threshold`.
+    ThresholdCrossed,
 }
 
 impl RunVerdict {
-    /// The process exit code: 0, 1 or 130 (see the exit-code table in
+    /// The process exit code: 0, 1, 99 or 130 (see the exit-code table in
     /// `docs/MESSAGES.md`; usage errors exit with 2).
     pub fn exit_code(self) -> u8 {
         match self {
             RunVerdict::Success => 0,
             RunVerdict::Failure => 1,
             RunVerdict::Interrupted => crate::client::interrupt::EXIT_CODE,
+            RunVerdict::ThresholdCrossed => crate::client::thresholds::EXIT_CODE,
         }
     }
 }
@@ -193,8 +196,13 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
     let run = result.map_err(suggest_embedded)?;
     let report = RunReport::new(&run);
     finish_all(exporters, &run, &report)?;
+    // A threshold the user set is the verdict they asked for: it comes
+    // before the run's own failure (an errors==0 threshold and an error
+    // reply exit 99, not 1).
     Ok(if run.interrupted {
         RunVerdict::Interrupted
+    } else if report.crossed_a_threshold() {
+        RunVerdict::ThresholdCrossed
     } else if run.failed() {
         RunVerdict::Failure
     } else {

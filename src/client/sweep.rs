@@ -203,6 +203,7 @@ impl SweepPlan {
             embedded_tls: args.tls,
             dashboard: None,
             images: ImagePayloads::default(),
+            thresholds: Vec::new(),
         };
         let plan = SweepPlan {
             modes,

@@ -110,6 +110,15 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     pub(crate) verify: bool,
 
+    /// A pass/fail criterion, checked when the run is over; repeatable.
+    /// METRIC OP VALUE: p99<20ms, p(99.9)<=50ms, send.p99<5ms (latency from
+    /// send; from schedule by default), mean, min, max; throughput>=900;
+    /// errors==0, errors.BUSY<1%, timeouts<1% (a count, or a share of the
+    /// requests sent). One crossed: the summary marks it ✗ and tc-client
+    /// exits with 99.
+    #[arg(long = "threshold", value_name = "EXPR", value_parser = crate::client::thresholds::Threshold::parse)]
+    pub(crate) thresholds: Vec<crate::client::thresholds::Threshold>,
+
     /// Percentiles in the summary and JSON report (max = 100).
     #[arg(long, default_value = "50,90,99,99.9,99.99,max", allow_hyphen_values = true)]
     pub(crate) percentiles: String,

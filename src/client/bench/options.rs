@@ -155,6 +155,8 @@ pub(crate) struct BenchOptions {
     pub(crate) dashboard: Option<std::net::SocketAddr>,
     /// Images for `predict` and `predict_batch` (`--images`, `--batch`).
     pub(crate) images: ImagePayloads,
+    /// `--threshold`: checked when the run is over.
+    pub(crate) thresholds: Vec<crate::client::thresholds::Threshold>,
 }
 
 /// The most requests per second `--rate` may ask for: one client sends at
@@ -179,6 +181,14 @@ impl BenchOptions {
     /// # Errors
     /// An [`OptionsError`] naming the offending flag.
     pub(crate) fn from_args(args: &BenchArgs) -> Result<BenchOptions, OptionsError> {
+        if args.is_lock_cycle() && !args.thresholds.is_empty() {
+            return Err(OptionsError::new(
+                "--threshold",
+                "--threshold checks a benchmark's latency and counts; --cmd lock-cycle reports mutex \
+                 cycles instead, and has no thresholds"
+                    .to_string(),
+            ));
+        }
         let target = if args.embedded {
             Target::Embedded {
                 mode: args.mode.unwrap_or(Mode::Processes),
@@ -251,6 +261,7 @@ impl BenchOptions {
             embedded_tls: args.embedded && args.tls.tls,
             dashboard: args.dashboard,
             images,
+            thresholds: args.thresholds.clone(),
         };
         options.validate()?;
         Ok(options)
@@ -425,6 +436,7 @@ impl BenchOptions {
             embedded_tls: false,
             dashboard: None,
             images: ImagePayloads::default(),
+            thresholds: Vec::new(),
         }
     }
 

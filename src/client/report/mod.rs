@@ -275,6 +275,9 @@ pub(crate) struct RunReport {
     pub(crate) failed: bool,
     /// Whether Ctrl-C or SIGTERM cut the run short (exit code 130).
     pub(crate) interrupted: bool,
+    /// Each `--threshold`, checked (none: the key is left out).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) thresholds: Vec<crate::client::thresholds::Verdict>,
 }
 
 impl RunReport {
@@ -331,7 +334,13 @@ impl RunReport {
             connection_errors: run.connection_errors.clone(),
             failed: run.failed(),
             interrupted: run.interrupted,
+            thresholds: options.thresholds.iter().map(|threshold| threshold.check(run)).collect(),
         }
+    }
+
+    /// Whether a `--threshold` was crossed (exit code 99).
+    pub(crate) fn crossed_a_threshold(&self) -> bool {
+        self.thresholds.iter().any(|verdict| !verdict.passed)
     }
 }
 

@@ -59,6 +59,7 @@ pub(crate) fn write_summary<W: Write>(report: &RunReport, out: &mut W) -> io::Re
     write_what_ran(report, out)?;
     write_counts(report, out)?;
     write_latency(report, out)?;
+    write_thresholds(report, out)?;
     writeln!(out)?;
     writeln!(out, "Done: {} responses in {:.3}s", report.counts.answered(), report.measured_s)
 }
@@ -170,6 +171,30 @@ fn write_counts<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()> {
     }
     writeln!(out)?;
     writeln!(out)
+}
+
+/// A ✓ or ✗ line per `--threshold`, with the figure it was checked on.
+fn write_thresholds<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()> {
+    if report.thresholds.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    let width = report.thresholds.iter().map(|v| v.threshold.chars().count()).max().unwrap_or(0);
+    for (index, verdict) in report.thresholds.iter().enumerate() {
+        let title = if index == 0 { "Thresholds" } else { "" };
+        let mark = if verdict.passed { "✓" } else { "✗" };
+        writeln!(out, "  {title:<12}{mark} {:<width$}  {}", verdict.threshold, verdict.observed_text)?;
+    }
+    let crossed = report.thresholds.iter().filter(|v| !v.passed).count();
+    if crossed > 0 {
+        writeln!(
+            out,
+            "              {} crossed: tc-client exits with {}",
+            count(crossed as u64, "threshold", "thresholds"),
+            crate::client::thresholds::EXIT_CODE
+        )?;
+    }
+    Ok(())
 }
 
 /// The latency table (from schedule and from send) and, when the server
@@ -325,6 +350,20 @@ Done: 1002 responses in 2.000s
         assert!(text.contains("3 requests were never read by the server"), "{text}");
         assert!(text.contains("warm-up none\n"), "{text}");
         assert!(text.contains("INTERRUPTED after"), "{text}");
+    }
+
+    #[test]
+    fn each_threshold_has_a_line_with_its_mark_and_figure() {
+        let mut run = sample_run();
+        run.options.thresholds = ["p99<1ms", "errors==0"]
+            .iter()
+            .map(|t| crate::client::thresholds::Threshold::parse(t).unwrap())
+            .collect();
+        let text = summary_of(&run);
+        assert!(text.contains("  Thresholds  ✓ p99<1ms    p99 latency from schedule was 0.9"), "{text}");
+        assert!(text.contains("              ✗ errors==0  2 error replies\n"), "{text}");
+        assert!(text.contains("1 threshold crossed: tc-client exits with 99"), "{text}");
+        assert!(!summary_of(&sample_run()).contains("Thresholds"), "no section without thresholds");
     }
 
     #[test]
