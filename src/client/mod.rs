@@ -11,6 +11,7 @@
 //! | [`predict`] | `tc-client predict IMAGE...`: the request from files, the reply in words |
 //! | [`mod@bench`] | the load generator: options, connection drivers, recording, sweeps |
 //! | [`report`] | what a run measured, and one exporter per output format |
+//! | [`compare`] | `tc-client compare`: runs' JSON reports side by side, with Welch's t-test |
 //! | [`thresholds`] | `--threshold`: pass/fail criteria checked on a finished run (exit 99) |
 //! | [`plot`] | charts drawn from sweep CSVs and `.hgrm` files |
 //! | [`sweep`] | a grid of embedded runs appended to one CSV |
@@ -20,6 +21,7 @@
 //! | [`tls`] | `--tls`: which server certificate to trust, and the client's own |
 
 pub(crate) mod bench;
+pub(crate) mod compare;
 pub(crate) mod connection;
 pub(crate) mod interrupt;
 pub(crate) mod output;

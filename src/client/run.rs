@@ -16,6 +16,7 @@ use crate::client::connection::suggest_embedded;
 use crate::client::output;
 use crate::client::progress::ProgressDisplay;
 use crate::client::report::files::{attach_all, finish_all, Outputs};
+use crate::client::report::interval_log::{clip_to_measured, start_intervals};
 use crate::client::report::{LiveRun, RunReport};
 use crate::client::sweep::{run_sweep, SweepPlan};
 use crate::error::{Error, Result};
@@ -85,6 +86,15 @@ pub fn run(args: ClientArgs) -> Result<RunVerdict> {
             Ok(RunVerdict::Success)
         }
         Some(ClientCommand::Sweep(sweep)) => run_sweep_command(&sweep),
+        Some(ClientCommand::Compare(args)) => {
+            let comparison = crate::client::compare::compare(
+                &args.runs,
+                args.fail_if_slower,
+                args.allow_different_workloads,
+            )?;
+            print!("{}", comparison.text);
+            Ok(if comparison.slower { RunVerdict::ThresholdCrossed } else { RunVerdict::Success })
+        }
         None => run_benchmark(&args.bench),
     }
 }
@@ -183,17 +193,29 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
     // From here on, Ctrl-C stops the run and reports what was measured.
     crate::client::interrupt::install()?;
     // Every output file exists before the first request is sent.
-    let mut exporters = Outputs::create(&options.outputs)?.into_exporters();
-    let mut sinks = RunSinks::default();
-    let mut live = LiveRun { options: &options, sinks: &mut sinks, started_at: std::time::SystemTime::now() };
+    let mut outputs = Outputs::create(&options.outputs)?;
+    let started_at = std::time::SystemTime::now();
+    // The run's intervals are merged while it goes: for the JSON report,
+    // and into the --hdr-log file when there is one.
+    let (interval_sink, intervals) =
+        start_intervals(outputs.take_hdr_log(), options.concurrency, started_at, options.log_interval);
+    let mut exporters = outputs.into_exporters();
+    let mut sinks = RunSinks { intervals: Some(interval_sink), ..RunSinks::default() };
+    let mut live = LiveRun { sinks: &mut sinks };
     attach_all(&mut exporters, &mut live);
     let progress = ProgressDisplay::start(&options, Arc::clone(&sinks.progress));
 
     let result = bench::run(options, sinks);
     progress.finish();
-    // The run's senders are gone now, so the streaming writers drain and end
-    // as the exporters finish.
-    let run = result.map_err(suggest_embedded)?;
+    // The run's senders are gone now, so the interval thread and the
+    // streaming writers drain and end.
+    let intervals = intervals.join().map_err(|_| {
+        Error::io("merging the run's intervals", std::io::Error::other("the interval thread panicked"))
+    })?;
+    let mut run = result.map_err(suggest_embedded)?;
+    run.intervals = intervals.map_err(|e| Error::io("writing --hdr-log", e))?;
+    let (to_s, measured_s) = (run.wall_time.as_secs_f64(), run.measured_time().as_secs_f64());
+    clip_to_measured(&mut run.intervals, to_s - measured_s, to_s);
     let report = RunReport::new(&run);
     finish_all(exporters, &run, &report)?;
     // A threshold the user set is the verdict they asked for: it comes

@@ -21,7 +21,8 @@ mod subcommands;
 
 pub(crate) use bench::BenchArgs;
 pub(crate) use subcommands::{
-    CallArgs, ChartKind, KernelArgs, ModelArgs, PlotArgs, PredictArgs, ShellArgs, SweepArgs, TlsArgs,
+    CallArgs, ChartKind, CompareArgs, KernelArgs, ModelArgs, PlotArgs, PredictArgs, ShellArgs, SweepArgs,
+    TlsArgs,
 };
 
 /// Length of a run when neither --requests nor --duration is given.
@@ -202,6 +203,10 @@ pub(crate) enum ClientCommand {
     /// Draw a chart (PNG and SVG) from CSV reports, .hgrm files or an
     /// interval log.
     Plot(PlotArgs),
+    /// Compare runs' --json reports side by side, the first as the baseline:
+    /// throughput, p50 and p99 as mean ± stdev over each run's intervals,
+    /// their ratios, and Welch's t-test on whether they differ.
+    Compare(CompareArgs),
 }
 
 #[cfg(test)]

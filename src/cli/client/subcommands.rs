@@ -281,3 +281,31 @@ pub(crate) struct ShellArgs {
     #[arg(long, env = "THREADCENTER_TIMEOUT", default_value = "30s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub(crate) timeout: Duration,
 }
+
+/// Flags of `tc-client compare`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CompareArgs {
+    /// `--json` reports of runs; the first is the baseline.
+    #[arg(required = true, num_args = 2.., value_name = "RUN.json")]
+    pub(crate) runs: Vec<PathBuf>,
+
+    /// Exit with 99 when a run's throughput is lower than the baseline's by
+    /// more than PCT percent, and significantly so (Welch's t-test) — for CI.
+    #[arg(long, value_name = "PCT", value_parser = parse_percent)]
+    pub(crate) fail_if_slower: Option<f64>,
+
+    /// Compare runs whose workloads differ (command, size, connections,
+    /// pacing); refused otherwise.
+    #[arg(long)]
+    pub(crate) allow_different_workloads: bool,
+}
+
+/// A percentage from 0 to 100 (`5`, `2.5`, `5%`).
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let number = text.strip_suffix('%').unwrap_or(text);
+    number
+        .parse::<f64>()
+        .ok()
+        .filter(|p| (0.0..=100.0).contains(p))
+        .ok_or_else(|| format!("a percentage from 0 to 100 (5, 2.5 or 5%), not {text:?}"))
+}

@@ -203,6 +203,10 @@ pub(crate) struct BenchRun {
     pub(crate) connection_errors: Vec<String>,
     /// Whether Ctrl-C (or SIGTERM) cut the run short.
     pub(crate) interrupted: bool,
+    /// The run interval by interval (`--hdr-log-interval`), merged over the
+    /// connections; filled in once the interval thread has ended, empty
+    /// when no one collected them (a sweep's runs).
+    pub(crate) intervals: Vec<crate::client::report::interval_log::IntervalFigures>,
 }
 
 impl BenchRun {
@@ -298,7 +302,16 @@ fn run_against(server: &ServerUnderTest, options: BenchOptions, sinks: RunSinks)
     let wall_time = plan.start.elapsed();
     let options = Arc::try_unwrap(plan).map(|p| p.options).unwrap_or_else(|p| p.options.clone());
     let interrupted = crate::client::interrupt::requested();
-    Ok(BenchRun { options, server: info, started_at, recorder, wall_time, connection_errors, interrupted })
+    Ok(BenchRun {
+        options,
+        server: info,
+        started_at,
+        recorder,
+        wall_time,
+        connection_errors,
+        interrupted,
+        intervals: Vec::new(),
+    })
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use super::cannot_open as cannot;
 use super::csv_row::{CsvFile, CsvRow};
 use super::hgrm::Hgrm;
-use super::interval_log::IntervalLog;
 use super::json::Json;
 use super::requests_csv::RequestsCsv;
 use super::summary::Summary;
@@ -21,7 +20,7 @@ use crate::error::Result;
 /// Every output of one run, each behind its [`Exporter`].
 pub(crate) struct Outputs {
     requests_csv: Option<RequestsCsv>,
-    interval_log: Option<IntervalLog>,
+    hdr_log: Option<BufWriter<File>>,
     hgrm: Option<Hgrm>,
     json: Option<Json>,
     csv: Option<CsvRow>,
@@ -45,7 +44,7 @@ impl Outputs {
             csv,
             requests_csv: create("--requests-csv", &paths.requests_csv)?.map(RequestsCsv::new),
             hgrm: create("--hgrm", &paths.hgrm)?.map(Hgrm::new),
-            interval_log: create("--hdr-log", &paths.hdr_log)?.map(IntervalLog::new),
+            hdr_log: create("--hdr-log", &paths.hdr_log)?,
             json: create("--json", &paths.json)?.map(Json::new),
         })
     }
@@ -56,9 +55,6 @@ impl Outputs {
     pub(crate) fn into_exporters(self) -> Vec<Box<dyn Exporter>> {
         let mut exporters: Vec<Box<dyn Exporter>> = Vec::new();
         if let Some(e) = self.requests_csv {
-            exporters.push(Box::new(e));
-        }
-        if let Some(e) = self.interval_log {
             exporters.push(Box::new(e));
         }
         exporters.push(Box::new(Summary));
@@ -76,6 +72,12 @@ impl Outputs {
 
     /// Only the `--json` file (a lock-cycle run writes nothing else; the
     /// other files were still created, so a bad path failed early).
+    /// The `--hdr-log` file, for the thread that merges the run's
+    /// intervals ([`super::interval_log`]): it is written while the run goes.
+    pub(crate) fn take_hdr_log(&mut self) -> Option<BufWriter<File>> {
+        self.hdr_log.take()
+    }
+
     pub(crate) fn into_json(self) -> Option<Json> {
         self.json
     }

@@ -1,13 +1,15 @@
-//! `--hdr-log`: an HdrHistogram interval log, one histogram per interval,
-//! written by its own thread while the run goes.
+//! The run's intervals: every connection's latencies cut into
+//! `--hdr-log-interval` slices (1 s by default), merged per interval by one
+//! thread while the run goes. Each complete interval is written to the
+//! `--hdr-log` file when one was asked for, and summed up in
+//! [`IntervalFigures`] for the JSON report (what `tc-client compare` reads
+//! its spread from).
 //!
-//! Connections hand their interval histograms over a bounded channel; the
-//! writer merges them per interval and writes each interval once every
-//! running connection has reported it.
+//! Connections hand their interval histograms over a bounded channel; an
+//! interval is complete once every running connection has reported it.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,36 +17,84 @@ use crossbeam_channel::{Receiver, Sender};
 use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
-use super::{Exporter, LiveRun, RunReport, Streamed, CHANNEL_CAPACITY};
+use super::CHANNEL_CAPACITY;
 use crate::client::bench::recorder::latency_histogram;
-use crate::client::bench::{BenchRun, IntervalMessage};
-use crate::error::Result;
+use crate::client::bench::IntervalMessage;
 
-/// Starts the `--hdr-log` writer for `connections` connections.
+/// The most intervals kept for the report (28 hours of 1 s intervals);
+/// past it the log still gets every interval, the report no more.
+pub(crate) const MAX_FIGURES: usize = 100_000;
+
+/// One interval of the run, merged over every connection: how many ok
+/// replies it had and their latency from schedule.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct IntervalFigures {
+    /// When it started, in seconds since the run started.
+    pub(crate) start_s: f64,
+    /// How much of it was measured, in seconds: `--hdr-log-interval`,
+    /// less what fell in the warm-up or after the last reply (the first and
+    /// last intervals of a run are partial), 0 for one wholly outside.
+    pub(crate) length_s: f64,
+    /// Ok replies answered in it.
+    pub(crate) ok: u64,
+    /// Latency from schedule of those replies; `None` without any.
+    pub(crate) p50_us: Option<u64>,
+    /// 90th percentile.
+    pub(crate) p90_us: Option<u64>,
+    /// 99th percentile.
+    pub(crate) p99_us: Option<u64>,
+    /// The slowest.
+    pub(crate) max_us: Option<u64>,
+}
+
+/// Clips each interval's length to the measured part of the run, from
+/// `from_s` to `to_s` (seconds since the run started), so that `ok /
+/// length_s` is the interval's throughput.
+pub(crate) fn clip_to_measured(figures: &mut [IntervalFigures], from_s: f64, to_s: f64) {
+    for figure in figures {
+        let (start, end) = (figure.start_s.max(from_s), (figure.start_s + figure.length_s).min(to_s));
+        figure.length_s = (end - start).max(0.0);
+    }
+}
+
+impl IntervalFigures {
+    fn of(start: Duration, length: Duration, histogram: &Histogram<u64>) -> Self {
+        let at = |q: f64| (!histogram.is_empty()).then(|| histogram.value_at_quantile(q));
+        IntervalFigures {
+            start_s: start.as_secs_f64(),
+            length_s: length.as_secs_f64(),
+            ok: histogram.len(),
+            p50_us: at(0.5),
+            p90_us: at(0.9),
+            p99_us: at(0.99),
+            max_us: (!histogram.is_empty()).then(|| histogram.max()),
+        }
+    }
+}
+
+/// Starts the thread that merges the intervals of `connections`
+/// connections, writing them to `log` (the `--hdr-log` file) if there is
+/// one. It ends when every sender is gone and returns the figures.
 ///
 /// The log follows Java HdrHistogram's `HistogramLogWriter`: a `StartTime`
 /// and `BaseTime` header, the column legend, then one line per interval
 /// (start offset in seconds, length, max in milliseconds, and the
 /// base64-encoded compressed histogram of latencies in microseconds).
-pub(crate) fn start_interval_log<W: Write + Send + 'static>(
-    out: W,
+pub(crate) fn start_intervals<W: Write + Send + 'static>(
+    log: Option<W>,
     connections: usize,
     started_at: SystemTime,
     interval: Duration,
-) -> (Sender<IntervalMessage>, JoinHandle<io::Result<u64>>) {
+) -> (Sender<IntervalMessage>, JoinHandle<io::Result<Vec<IntervalFigures>>>) {
     let (tx, rx) = crossbeam_channel::bounded::<IntervalMessage>(CHANNEL_CAPACITY);
-    let handle = thread::spawn(move || write_interval_log(out, rx, connections, started_at, interval));
+    let handle = thread::spawn(move || merge_intervals(log, rx, connections, started_at, interval));
     (tx, handle)
 }
 
-fn write_interval_log<W: Write>(
-    mut out: W,
-    messages: Receiver<IntervalMessage>,
-    connections: usize,
-    started_at: SystemTime,
-    interval: Duration,
-) -> io::Result<u64> {
+/// The log's header lines, before the first interval.
+fn write_header<W: Write>(out: &mut W, started_at: SystemTime) -> io::Result<()> {
     let epoch = started_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
     writeln!(out, "#[Logged with tc-client {}]", env!("CARGO_PKG_VERSION"))?;
     writeln!(out, "#[Histogram values are latencies from the scheduled send, in microseconds]")?;
@@ -54,23 +104,49 @@ fn write_interval_log<W: Write>(
         humantime::format_rfc3339_seconds(started_at)
     )?;
     writeln!(out, "#[BaseTime: {epoch:.3} (seconds since epoch)]")?;
-    writeln!(
-        out,
-        "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\""
-    )?;
+    writeln!(out, "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"")
+}
+
+fn merge_intervals<W: Write>(
+    mut log: Option<W>,
+    messages: Receiver<IntervalMessage>,
+    connections: usize,
+    started_at: SystemTime,
+    interval: Duration,
+) -> io::Result<Vec<IntervalFigures>> {
+    if let Some(out) = log.as_mut() {
+        write_header(out, started_at)?;
+    }
     let mut serializer = V2DeflateSerializer::new();
-    let mut log = IntervalLogWriterBuilder::new()
-        .with_max_value_divisor(1000.0)
-        .begin_log_with(&mut out, &mut serializer)?;
+    let mut writer = match log.as_mut() {
+        Some(out) => Some(
+            IntervalLogWriterBuilder::new()
+                .with_max_value_divisor(1000.0)
+                .begin_log_with(out, &mut serializer)?,
+        ),
+        None => None,
+    };
+    let mut figures = Vec::new();
+    let mut complete = |index: u64, histogram: &Histogram<u64>| -> io::Result<()> {
+        let start = interval.mul_f64(index as f64);
+        if let Some(writer) = writer.as_mut() {
+            writer
+                .write_histogram(histogram, start, interval, None)
+                .map_err(|e| io::Error::other(format!("{e:?}")))?;
+        }
+        if figures.len() < MAX_FIGURES {
+            figures.push(IntervalFigures::of(start, interval, histogram));
+        }
+        Ok(())
+    };
 
     // Each connection reports its intervals in order (0, 1, 2, ...). An
     // interval is complete once every connection still running has reported
-    // it; complete intervals are written in order and forgotten, so only the
-    // intervals between the slowest and the fastest connection are held.
+    // it; complete intervals are handed on in order and forgotten, so only
+    // the intervals between the slowest and the fastest connection are held.
     let mut pending: BTreeMap<u64, Histogram<u64>> = BTreeMap::new();
     let mut reported_up_to: Vec<Option<u64>> = vec![None; connections];
     let mut finished = vec![false; connections];
-    let mut written = 0u64;
     for message in messages {
         match message {
             IntervalMessage::Interval { connection, index, histogram } => {
@@ -99,46 +175,19 @@ fn write_interval_log<W: Write>(
                 break;
             }
             let (index, histogram) = entry.remove_entry();
-            let start = interval.mul_f64(index as f64);
-            log.write_histogram(&histogram, start, interval, None)
-                .map_err(|e| io::Error::other(format!("{e:?}")))?;
-            written += 1;
+            complete(index, &histogram)?;
         }
     }
     // Connections that ended without saying so (a panic) leave intervals
-    // behind: write them too.
-    for (index, histogram) in pending {
-        let start = interval.mul_f64(index as f64);
-        log.write_histogram(&histogram, start, interval, None)
-            .map_err(|e| io::Error::other(format!("{e:?}")))?;
-        written += 1;
+    // behind: hand them on too.
+    for (index, histogram) in std::mem::take(&mut pending) {
+        complete(index, &histogram)?;
     }
-    drop(log);
-    out.flush()?;
-    Ok(written)
-}
-
-/// `--hdr-log`: written by its own thread while the run goes.
-pub(crate) struct IntervalLog(Streamed);
-
-impl IntervalLog {
-    /// The exporter for an already created file.
-    pub(crate) fn new(file: BufWriter<File>) -> Self {
-        IntervalLog(Streamed::new("--hdr-log", file))
+    drop(writer);
+    if let Some(out) = log.as_mut() {
+        out.flush()?;
     }
-}
-
-impl Exporter for IntervalLog {
-    fn attach(&mut self, live: &mut LiveRun<'_>) {
-        let (connections, interval) = (live.options.concurrency, live.options.log_interval);
-        let started_at = live.started_at;
-        live.sinks.intervals =
-            self.0.start(|file| start_interval_log(file, connections, started_at, interval));
-    }
-
-    fn finish(self: Box<Self>, _run: &BenchRun, _report: &RunReport) -> Result<()> {
-        self.0.join()
-    }
+    Ok(figures)
 }
 
 #[cfg(test)]
@@ -158,7 +207,7 @@ mod tests {
     #[test]
     fn interval_log_merges_connections_per_interval_and_reads_back() {
         let buffer = SharedBuffer::default();
-        let (tx, handle) = start_interval_log(buffer.clone(), 2, UNIX_EPOCH, Duration::from_secs(1));
+        let (tx, handle) = start_intervals(Some(buffer.clone()), 2, UNIX_EPOCH, Duration::from_secs(1));
         let interval = |connection, index, values: &[u64]| IntervalMessage::Interval {
             connection,
             index,
@@ -171,7 +220,9 @@ mod tests {
         tx.send(interval(1, 1, &[5000])).unwrap();
         tx.send(IntervalMessage::Finished { connection: 1 }).unwrap();
         drop(tx);
-        assert_eq!(handle.join().unwrap().unwrap(), 2);
+        let figures = handle.join().unwrap().unwrap();
+        assert_eq!(figures.iter().map(|f| (f.start_s, f.ok)).collect::<Vec<_>>(), [(0.0, 3), (1.0, 1)]);
+        assert_eq!(figures[0].max_us.map(|us| us >= 300), Some(true));
 
         let bytes = buffer.0.lock().unwrap().clone();
         let text = String::from_utf8(bytes.clone()).unwrap();

@@ -27,12 +27,11 @@ pub(crate) mod summary;
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::thread::JoinHandle;
-use std::time::SystemTime;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::client::bench::options::{BenchOptions, Pacing, StopAfter, Warmup};
+use crate::client::bench::options::{Pacing, StopAfter, Warmup};
 use crate::client::bench::recorder::Counts;
 use crate::client::bench::{BenchRun, RunSinks, ServerInfo};
 use crate::error::{Error, Result};
@@ -105,12 +104,8 @@ pub(crate) fn cannot_open(flag: &str, path: &std::path::Path, error: io::Error) 
 
 /// What an exporter may hook into before the run starts.
 pub(crate) struct LiveRun<'a> {
-    /// The run's options.
-    pub(crate) options: &'a BenchOptions,
-    /// Where the connections stream rows and interval histograms.
+    /// Where the connections stream rows (`--requests-csv`).
     pub(crate) sinks: &'a mut RunSinks,
-    /// The run's wall-clock start.
-    pub(crate) started_at: SystemTime,
 }
 
 /// A latency distribution, summarised (microseconds).
@@ -278,6 +273,10 @@ pub(crate) struct RunReport {
     /// Each `--threshold`, checked (none: the key is left out).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) thresholds: Vec<crate::client::thresholds::Verdict>,
+    /// The run interval by interval: ok replies and latency from schedule
+    /// per `--hdr-log-interval`, warm-up intervals included (empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) intervals: Vec<interval_log::IntervalFigures>,
 }
 
 impl RunReport {
@@ -335,6 +334,7 @@ impl RunReport {
             failed: run.failed(),
             interrupted: run.interrupted,
             thresholds: options.thresholds.iter().map(|threshold| threshold.check(run)).collect(),
+            intervals: run.intervals.clone(),
         }
     }
 
@@ -406,6 +406,7 @@ pub(crate) mod tests {
             wall_time: Duration::from_millis(2500),
             connection_errors: Vec::new(),
             interrupted: false,
+            intervals: Vec::new(),
         }
     }
 
