@@ -8,7 +8,9 @@
 use std::io::IsTerminal;
 use std::sync::Arc;
 
-use crate::cli::client::{BenchArgs, CallArgs, ClientArgs, ClientCommand, ModelArgs, PredictArgs, SweepArgs};
+use crate::cli::client::{
+    BenchArgs, CallArgs, ClientArgs, ClientCommand, MergeArgs, ModelArgs, PredictArgs, SweepArgs,
+};
 use crate::cli::{init_logging, LogFormat};
 use crate::client::bench::options::BenchOptions;
 use crate::client::bench::{self, RunSinks};
@@ -86,6 +88,7 @@ pub fn run(args: ClientArgs) -> Result<RunVerdict> {
             Ok(RunVerdict::Success)
         }
         Some(ClientCommand::Sweep(sweep)) => run_sweep_command(&sweep),
+        Some(ClientCommand::Merge(args)) => run_merge(&args),
         Some(ClientCommand::Compare(args)) => {
             let comparison = crate::client::compare::compare(
                 &args.runs,
@@ -160,6 +163,35 @@ fn run_model(args: &ModelArgs) -> Result<RunVerdict> {
         println!("{}", serde_json::to_string(&rate).expect("plain numbers and strings"));
     } else {
         println!("{}", output::forward_rate_sentence(&rate));
+    }
+    Ok(RunVerdict::Success)
+}
+
+/// `tc-client merge`: the logs as one result, its files written.
+fn run_merge(args: &MergeArgs) -> Result<RunVerdict> {
+    use std::io::Write;
+    // Both files exist before anything is read: a bad path fails at once.
+    let create = |flag: &str, path: &Option<std::path::PathBuf>| {
+        path.as_deref()
+            .map(|p| {
+                std::fs::File::create(p)
+                    .map(std::io::BufWriter::new)
+                    .map_err(|e| crate::client::report::cannot_open(flag, p, e))
+            })
+            .transpose()
+    };
+    let (json, hdr_log) = (create("--json", &args.json)?, create("--hdr-log", &args.hdr_log)?);
+    let merged = crate::client::merge::merge(&args.logs)?;
+    print!("{}", merged.summary());
+    if let Some(mut out) = json {
+        serde_json::to_writer_pretty(&mut out, &merged)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::io("writing --json", e))?;
+    }
+    if let Some(mut out) = hdr_log {
+        merged.write_log(&mut out).map_err(|e| Error::io("writing --hdr-log", e))?;
     }
     Ok(RunVerdict::Success)
 }

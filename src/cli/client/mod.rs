@@ -21,8 +21,8 @@ mod subcommands;
 
 pub(crate) use bench::BenchArgs;
 pub(crate) use subcommands::{
-    CallArgs, ChartKind, CompareArgs, KernelArgs, ModelArgs, PlotArgs, PredictArgs, ShellArgs, SweepArgs,
-    TlsArgs,
+    CallArgs, ChartKind, CompareArgs, KernelArgs, MergeArgs, ModelArgs, PlotArgs, PredictArgs, ShellArgs,
+    SweepArgs, TlsArgs,
 };
 
 /// Length of a run when neither --requests nor --duration is given.
@@ -207,6 +207,10 @@ pub(crate) enum ClientCommand {
     /// throughput, p50 and p99 as mean ± stdev over each run's intervals,
     /// their ratios, and Welch's t-test on whether they differ.
     Compare(CompareArgs),
+    /// Merge the --hdr-log interval logs of several client processes or
+    /// machines against one farm into one result: histograms added (never
+    /// percentiles averaged), intervals lined up by wall-clock time.
+    Merge(MergeArgs),
 }
 
 #[cfg(test)]

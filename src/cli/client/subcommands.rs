@@ -309,3 +309,21 @@ fn parse_percent(text: &str) -> Result<f64, String> {
         .filter(|p| (0.0..=100.0).contains(p))
         .ok_or_else(|| format!("a percentage from 0 to 100 (5, 2.5 or 5%), not {text:?}"))
 }
+
+/// Flags of `tc-client merge`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct MergeArgs {
+    /// Interval logs (`--hdr-log`) of runs against one farm, e.g. one per
+    /// client process or machine.
+    #[arg(required = true, num_args = 1.., value_name = "RUN.hlog")]
+    pub(crate) logs: Vec<PathBuf>,
+
+    /// Write the merged result as JSON.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+
+    /// Write the merged interval log (one histogram per interval, every
+    /// log's replies in it).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) hdr_log: Option<PathBuf>,
+}

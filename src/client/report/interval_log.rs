@@ -60,7 +60,7 @@ pub(crate) fn clip_to_measured(figures: &mut [IntervalFigures], from_s: f64, to_
 }
 
 impl IntervalFigures {
-    fn of(start: Duration, length: Duration, histogram: &Histogram<u64>) -> Self {
+    pub(crate) fn of(start: Duration, length: Duration, histogram: &Histogram<u64>) -> Self {
         let at = |q: f64| (!histogram.is_empty()).then(|| histogram.value_at_quantile(q));
         IntervalFigures {
             start_s: start.as_secs_f64(),
