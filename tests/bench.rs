@@ -463,3 +463,70 @@ fn a_bad_threshold_is_a_usage_error_that_says_what_is_allowed() {
     assert!(error.contains("\"20\" is not a time with its unit"), "{error}");
     assert!(error.contains("a threshold is METRIC OP VALUE"), "{error}");
 }
+
+/// The ok replies and target rate of each full interval of a `--json` report.
+fn per_interval(report: &Value) -> Vec<(u64, f64)> {
+    report["intervals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["length_s"].as_f64().unwrap() > 0.99)
+        .map(|i| (i["ok"].as_u64().unwrap(), i["target_rps"].as_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_staged_open_loop_follows_its_stages_on_the_same_connections() {
+    let server = TestServer::start("threads", 2, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let out = run_on(
+        &server,
+        &["--cmd", "ping", "-c", "2", "--stages", "2s@100,2s@400", "--json", json.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("open loop in stages 2s@100,2s@400"), "{}", text(&out.stdout));
+    let report = read_json(&json);
+    assert_eq!(report["parameters"]["stages"], "2s@100,2s@400");
+    let intervals = per_interval(&report);
+    assert_eq!(
+        intervals.iter().map(|i| i.1).collect::<Vec<_>>(),
+        [100.0, 100.0, 400.0, 400.0],
+        "{intervals:?}"
+    );
+    // Each second sends what its stage asks, within 15%: a constant rate
+    // cannot give 100 twice and then 400 twice.
+    for (ok, target) in &intervals {
+        assert!((*ok as f64 - target).abs() <= target * 0.15, "{intervals:?}");
+    }
+    // Every request of the profile, and no more: 2·100 + 2·400.
+    assert_eq!(report["counts"]["sent"], 1000, "{}", report["counts"]);
+}
+
+#[test]
+fn a_ramp_rises_over_the_duration_and_bad_profiles_are_refused() {
+    let server = TestServer::start("threads", 2, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let out = run_on(
+        &server,
+        &["--cmd", "ping", "--rate", "100..300", "-d", "2s", "--json", json.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let intervals = per_interval(&read_json(&json));
+    // 150 requests in the first second, 250 in the second.
+    assert_eq!(intervals.iter().map(|i| i.1.round()).collect::<Vec<_>>(), [150.0, 250.0], "{intervals:?}");
+    assert!(intervals[1].0 > intervals[0].0 + 50, "it rises: {intervals:?}");
+    for (args, says) in [
+        (&["--stages", "10s"][..], "is not LENGTH@RATE"),
+        (&["--stages", "1s@0"][..], "nothing would be sent"),
+        (&["--rate", "100..200", "-n", "5"][..], "runs over --duration, not --requests"),
+        (&["--stages", "1s@5", "--warmup", "10r"][..], "a counted warm-up"),
+    ] {
+        let out = run_on(&server, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(text(&out.stderr).contains(says), "{args:?}: {}", text(&out.stderr));
+    }
+    let out = run_on(&server, &["--stages", "1s@5", "-d", "3s"]);
+    assert_eq!(out.status.code(), Some(2), "the stages give the length: --duration conflicts");
+}

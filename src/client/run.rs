@@ -12,7 +12,7 @@ use crate::cli::client::{
     BenchArgs, CallArgs, ClientArgs, ClientCommand, MergeArgs, ModelArgs, PredictArgs, SweepArgs,
 };
 use crate::cli::{init_logging, LogFormat};
-use crate::client::bench::options::BenchOptions;
+use crate::client::bench::options::{BenchOptions, Pacing, Warmup};
 use crate::client::bench::{self, RunSinks};
 use crate::client::connection::suggest_embedded;
 use crate::client::output;
@@ -229,8 +229,13 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
     let started_at = std::time::SystemTime::now();
     // The run's intervals are merged while it goes: for the JSON report,
     // and into the --hdr-log file when there is one.
-    let (interval_sink, intervals) =
-        start_intervals(outputs.take_hdr_log(), options.concurrency, started_at, options.log_interval);
+    let (interval_sink, intervals) = start_intervals(
+        outputs.take_hdr_log(),
+        options.concurrency,
+        started_at,
+        options.log_interval,
+        target_rate(&options),
+    );
     let mut exporters = outputs.into_exporters();
     let mut sinks = RunSinks { intervals: Some(interval_sink), ..RunSinks::default() };
     let mut live = LiveRun { sinks: &mut sinks };
@@ -262,6 +267,26 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
     } else {
         RunVerdict::Success
     })
+}
+
+/// An open loop's target rate over time, for its intervals; `None` in a
+/// closed loop.
+fn target_rate(options: &BenchOptions) -> Option<crate::client::report::interval_log::TargetRate> {
+    match &options.pacing {
+        Pacing::Closed { .. } => None,
+        Pacing::Open { rate } => {
+            let rate = *rate;
+            Some(Box::new(move |_, _| rate))
+        }
+        Pacing::Staged(stages) => {
+            let warmup = match options.warmup {
+                Warmup::Duration(d) => d,
+                Warmup::None | Warmup::Requests(_) => std::time::Duration::ZERO,
+            };
+            let profile = stages.after_warmup(warmup);
+            Some(Box::new(move |from, to| profile.mean_rate(from, to)))
+        }
+    }
 }
 
 /// `--cmd lock-cycle`: prints the summary, writes `--json` if asked.

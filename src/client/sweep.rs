@@ -102,6 +102,7 @@ fn describe(point: &GridPoint) -> String {
     let pacing = match point.pacing {
         Pacing::Closed { pipeline } => format!("pipeline {pipeline}"),
         Pacing::Open { rate } => format!("open loop at {rate} requests/s"),
+        Pacing::Staged(ref stages) => format!("open loop, stages {stages}"),
     };
     format!(
         "{}, {}, {}, n={}, {pacing}",
@@ -222,7 +223,7 @@ impl SweepPlan {
             let options = BenchOptions {
                 target: Target::Embedded { mode: Mode::Threads, workers: point.workers, gil: None },
                 concurrency: point.concurrency,
-                pacing: point.pacing,
+                pacing: point.pacing.clone(),
                 ..plan.template.clone()
             };
             options.validate()?;
@@ -262,7 +263,8 @@ impl SweepPlan {
             for &workers in &self.workers {
                 for &size in &self.sizes {
                     for &concurrency in &self.concurrency {
-                        for &pacing in &loads {
+                        for pacing in &loads {
+                            let pacing = pacing.clone();
                             points.push(GridPoint { mode, workers, concurrency, size, pacing });
                         }
                     }
@@ -281,7 +283,7 @@ impl SweepPlan {
             },
             concurrency: point.concurrency,
             size: point.size,
-            pacing: point.pacing,
+            pacing: point.pacing.clone(),
             progress: false,
             ..self.template.clone()
         }

@@ -73,8 +73,19 @@ pub(crate) struct BenchArgs {
 
     /// Open loop: send this many requests per second (all connections
     /// together) on a fixed schedule; latency counts from the scheduled time.
-    #[arg(long, short = 'r', conflicts_with = "pipeline", allow_negative_numbers = true)]
-    pub(crate) rate: Option<f64>,
+    /// FROM..TO (100..1200) ramps the rate straight from FROM to TO over
+    /// --duration.
+    #[arg(long, short = 'r', conflicts_with = "pipeline", allow_negative_numbers = true,
+          value_parser = crate::client::bench::stages::RateArg::parse)]
+    pub(crate) rate: Option<crate::client::bench::stages::RateArg>,
+
+    /// Open loop in steps on the same connections: LENGTH@RATE,... e.g.
+    /// 10s@200,30s@1000,10s@0 (10 s at 200 requests/s, 30 s at 1000, 10 s
+    /// idle); the run lasts their sum, after the warm-up (sent at the first
+    /// rate). Each interval of the reports records the target rate.
+    #[arg(long, value_name = "STAGES", conflicts_with_all = ["rate", "pipeline", "requests", "duration"],
+          value_parser = crate::client::bench::stages::Stages::parse_steps)]
+    pub(crate) stages: Option<crate::client::bench::stages::Stages>,
 
     /// Closed loop: requests in flight per connection [default: 1].
     #[arg(long, short = 'p', value_parser = parse_whole_number::<usize>, allow_negative_numbers = true)]

@@ -66,7 +66,7 @@ pub(crate) fn run_connection(
     // Both halves share the transport (and, over TLS, its session).
     let write_half = Arc::clone(&stream);
     let (sender, feeder) = match plan.options.pacing {
-        Pacing::Open { .. } => {
+        Pacing::Open { .. } | Pacing::Staged(_) => {
             let (window, plan, sinks) = (Arc::clone(&window), Arc::clone(&plan), sinks.clone());
             let spawned = thread::Builder::new()
                 .name(format!("bench-send-{index}"))

@@ -52,7 +52,7 @@ impl ServerUnderTest {
                 // closed-loop run never sees BUSY from its own server.
                 let window = match options.pacing {
                     Pacing::Closed { pipeline } => options.concurrency.saturating_mul(pipeline),
-                    Pacing::Open { .. } => 0,
+                    Pacing::Open { .. } | Pacing::Staged(_) => 0,
                 };
                 // The embedded server runs ONNX models as tc-server would:
                 // on onnxruntime when THREADCENTER_ONNXRUNTIME names it.

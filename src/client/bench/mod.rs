@@ -16,6 +16,7 @@ pub(crate) mod options;
 pub(crate) mod receiver;
 pub(crate) mod recorder;
 pub(crate) mod sender;
+pub(crate) mod stages;
 pub(crate) mod window;
 
 use std::sync::atomic::AtomicU64;

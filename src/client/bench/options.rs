@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::mix::{CommandMix, ImagePayloads};
+use super::stages::{RateArg, Stages};
 use crate::cli::client::{BenchArgs, DEFAULT_DURATION};
 use crate::protocol::{Mode, MAX_BATCH_IMAGES};
 
@@ -42,7 +43,7 @@ impl OptionsError {
 }
 
 /// How requests are paced.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Pacing {
     /// Each connection keeps `pipeline` requests in flight and sends the next
     /// one when a reply arrives (1 = one at a time, like the original client).
@@ -56,6 +57,9 @@ pub(crate) enum Pacing {
         /// Requests per second, all connections together.
         rate: f64,
     },
+    /// An open loop whose rate follows a profile (`--stages`, or `--rate
+    /// FROM..TO`), on the same connections all along.
+    Staged(super::stages::Stages),
 }
 
 /// When the measured part of the run ends.
@@ -201,14 +205,31 @@ impl BenchOptions {
                 port: args.port.unwrap_or(5050),
             }
         };
-        let load = match args.rate {
-            Some(rate) => Pacing::Open { rate },
-            None => Pacing::Closed { pipeline: args.pipeline.unwrap_or(1) },
-        };
-        let stop = match (args.requests, args.duration) {
+        let mut stop = match (args.requests, args.duration) {
             (Some(n), _) => StopAfter::Requests(n),
             (None, Some(d)) => StopAfter::Duration(d),
             (None, None) => StopAfter::Duration(DEFAULT_DURATION),
+        };
+        let load = match (&args.stages, args.rate) {
+            (Some(stages), _) => {
+                // The stages say how long the run is.
+                stop = StopAfter::Duration(stages.total());
+                Pacing::Staged(stages.clone())
+            }
+            (None, Some(RateArg::Constant(rate))) => Pacing::Open { rate },
+            (None, Some(RateArg::Ramp(from, to))) => {
+                let StopAfter::Duration(over) = stop else {
+                    return Err(OptionsError::new(
+                        "--rate",
+                        "a ramp (--rate FROM..TO) runs over --duration, not --requests".to_string(),
+                    ));
+                };
+                let text = format!("{from}..{to} over {}", humantime::format_duration(over));
+                Pacing::Staged(
+                    Stages::ramp(from, to, over, &text).map_err(|e| OptionsError::new("--rate", e))?,
+                )
+            }
+            (None, None) => Pacing::Closed { pipeline: args.pipeline.unwrap_or(1) },
         };
         let lock_cycle = args.is_lock_cycle();
         // lock-cycle is its own loop (see bench::lock_cycle); its requests are predictions.
@@ -318,6 +339,28 @@ impl BenchOptions {
                 let what = what.as_str();
                 if let Err(refused) = machine.check_memory("--pipeline", pipeline as u64, each, what) {
                     return fail("--pipeline", refused);
+                }
+            }
+            Pacing::Staged(ref stages) => {
+                if let Warmup::Requests(_) = self.warmup {
+                    return fail(
+                        "--warmup",
+                        "a counted warm-up (100r) does not go with a rate profile: give it as a time (2s), \
+                         sent at the first stage's rate"
+                            .into(),
+                    );
+                }
+                if let StopAfter::Duration(d) = self.stop {
+                    if stages.peak() * d.as_secs_f64() < self.concurrency as f64 {
+                        return fail(
+                            "--stages",
+                            format!(
+                                "the profile {stages} sends fewer requests than there are connections ({}); \
+                                 raise its rates or lower --concurrency",
+                                self.concurrency
+                            ),
+                        );
+                    }
                 }
             }
             Pacing::Open { rate } => {

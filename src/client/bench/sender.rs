@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::mix::{BenchCommand, MixSequence};
 use super::options::{Pacing, StopAfter, Warmup};
+use super::stages::Stages;
 use super::window::{describe_io_error, InFlight, Window};
 use super::{Plan, RunSinks};
 
@@ -37,6 +38,10 @@ pub(super) struct Schedule<'a> {
     /// in the global schedule.
     interval: Duration,
     offset: Duration,
+    /// A staged open loop: the profile (warm-up first), this connection's
+    /// place among the connections and how many there are — it sends the
+    /// profile's requests index, index + c, index + 2c...
+    profile: Option<(Stages, u64, u64)>,
 }
 
 impl<'a> Schedule<'a> {
@@ -47,7 +52,17 @@ impl<'a> Schedule<'a> {
                 let interval = Duration::from_secs_f64(options.concurrency as f64 / rate);
                 (interval, interval.mul_f64(index as f64 / options.concurrency as f64))
             }
-            Pacing::Closed { .. } => (Duration::ZERO, Duration::ZERO),
+            Pacing::Closed { .. } | Pacing::Staged(_) => (Duration::ZERO, Duration::ZERO),
+        };
+        let profile = match &options.pacing {
+            Pacing::Staged(stages) => {
+                let warmup = match options.warmup {
+                    Warmup::Duration(d) => d,
+                    Warmup::None | Warmup::Requests(_) => Duration::ZERO,
+                };
+                Some((stages.after_warmup(warmup), index as u64, options.concurrency as u64))
+            }
+            _ => None,
         };
         Schedule {
             plan,
@@ -62,12 +77,19 @@ impl<'a> Schedule<'a> {
             measured_count: 0,
             interval,
             offset,
+            profile,
         }
     }
 
-    /// Open loop: when the next request is due.
-    fn next_due(&self) -> Instant {
-        self.plan.start + self.offset + self.interval.mul_f64(self.next_id as f64)
+    /// Open loop: when the next request is due; `None` when a staged
+    /// profile is over.
+    fn next_due(&self) -> Option<Instant> {
+        match &self.profile {
+            Some((stages, index, connections)) => {
+                stages.due(self.next_id * connections + index).map(|at| self.plan.start + at)
+            }
+            None => Some(self.plan.start + self.offset + self.interval.mul_f64(self.next_id as f64)),
+        }
     }
 
     /// The next request, scheduled at `scheduled`: its id, command and
@@ -149,8 +171,9 @@ pub(super) fn send_on_schedule(
     sinks: &RunSinks,
 ) {
     let mut schedule = Schedule::new(index, plan);
-    loop {
-        let due = schedule.next_due();
+    // A staged profile ends by itself (`next_due` is `None`); otherwise the
+    // schedule's stop condition ends the loop.
+    while let Some(due) = schedule.next_due() {
         if !window.wait_until(due) {
             return;
         }

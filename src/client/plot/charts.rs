@@ -289,13 +289,15 @@ pub(crate) fn percentile_chart(files: &[PathBuf]) -> Result<LineChart> {
 ///
 /// # Errors
 /// An unreadable or malformed log.
-pub(crate) fn timeline_chart(path: &Path) -> Result<LineChart> {
+pub(crate) fn timeline_chart(path: &Path) -> Result<(LineChart, Option<LineChart>)> {
     use base64::Engine;
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
     use hdrhistogram::serialization::Deserializer;
     let bytes = std::fs::read(path).map_err(|e| Error::input(path, format!("cannot read it: {e}")))?;
     let mut deserializer = Deserializer::new();
     let (mut p50, mut p99, mut max) = (Vec::new(), Vec::new(), Vec::new());
+    // An open loop's log tags each interval with its target rate.
+    let (mut target, mut achieved) = (Vec::new(), Vec::new());
     for entry in IntervalLogIterator::new(&bytes) {
         let bad = |what: String| Error::input(path, what);
         let LogEntry::Interval(interval) = entry.map_err(|e| bad(format!("not an interval log ({e:?})")))?
@@ -308,10 +310,16 @@ pub(crate) fn timeline_chart(path: &Path) -> Result<LineChart> {
         let histogram: hdrhistogram::Histogram<u64> = deserializer
             .deserialize(&mut encoded.as_slice())
             .map_err(|e| bad(format!("bad histogram: {e:?}")))?;
+        let t = interval.start_timestamp().as_secs_f64();
+        let rate =
+            interval.tag().and_then(|tag| tag.as_str().strip_prefix("target_rps=")?.parse::<f64>().ok());
+        if let Some(rate) = rate {
+            target.push((t, rate));
+            achieved.push((t, histogram.len() as f64 / interval.duration().as_secs_f64().max(1e-9)));
+        }
         if histogram.is_empty() {
             continue;
         }
-        let t = interval.start_timestamp().as_secs_f64();
         p50.push((t, histogram.value_at_quantile(0.5) as f64 / 1000.0));
         p99.push((t, histogram.value_at_quantile(0.99) as f64 / 1000.0));
         max.push((t, histogram.max() as f64 / 1000.0));
@@ -319,7 +327,7 @@ pub(crate) fn timeline_chart(path: &Path) -> Result<LineChart> {
     if p50.is_empty() {
         return Err(Error::input(path, "no interval with data"));
     }
-    Ok(LineChart {
+    let latency = LineChart {
         title: "Latency over time".into(),
         x_label: "time the replies arrived (s since the start of the run)".into(),
         y_label: "latency (ms)".into(),
@@ -333,7 +341,26 @@ pub(crate) fn timeline_chart(path: &Path) -> Result<LineChart> {
              sent: a slow request shows up late, when it completes."
                 .into(),
         ],
-    })
+    };
+    let load = (!target.is_empty()).then(|| LineChart {
+        title: "Load over time: asked for and answered".into(),
+        x_label: "time (s since the start of the run)".into(),
+        y_label: "requests per second".into(),
+        x_axis: XAxis::Seconds,
+        log_y: false,
+        series: vec![
+            Series { reference: true, ..Series::line("target (the schedule)", target) },
+            Series::line("ok replies/s", achieved),
+        ],
+        notes: vec![
+            "The target is the open loop's schedule in each interval (--rate or --stages); ok replies/s \
+             is what came back."
+                .into(),
+            "The knee: where ok replies stop following the target, and the latency chart's p99 climbs."
+                .into(),
+        ],
+    });
+    Ok((latency, load))
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@
 //! - `latency`: p50 / p99 / p99.9 vs connections — from a sweep CSV;
 //! - `percentiles`: the latency percentile curve of `.hgrm` files on the
 //!   HdrHistogram plotter's log "1/(1-percentile)" axis, several runs at once;
-//! - `timeline`: latency over time from an `--hdr-log` interval log;
+//! - `timeline`: latency over time from an `--hdr-log` interval log, and
+//!   for an open loop (`--rate`, `--stages`) the load asked for against the
+//!   load answered, in `OUT-load` — the "find the knee" pair;
 //! - `breakdown`: queue wait / service / rest of each run — from a CSV;
 //! - `workers`: a bar per job on its worker's row — from a `--requests-csv`
 //!   ([`workers`], which also writes a Chrome trace with `--trace`).
@@ -39,6 +41,9 @@ use crate::error::{Error, Result};
 enum Chart {
     /// A line chart (throughput, latency, percentiles, timeline).
     Lines(LineChart),
+    /// The timeline, and beside it, for an open loop, the load asked for
+    /// and answered (`OUT-load.png`).
+    Timeline(LineChart, Option<LineChart>),
     /// Stacked bars, one per CSV row.
     Breakdown(Vec<RunRow>),
     /// The jobs of a requests CSV on their workers' rows, and how many
@@ -89,6 +94,18 @@ pub(crate) fn draw(args: &PlotArgs) -> Result<Vec<PathBuf>> {
                 chart.y_label = log_scale_label(&chart.y_label);
             }
             write_line_chart(&chart, &args.out)
+        }
+        (Some(Chart::Timeline(mut latency, load)), 0) => {
+            if args.log_y {
+                latency.log_y = true;
+                latency.y_label = log_scale_label(&latency.y_label);
+            }
+            let mut files = write_line_chart(&latency, &args.out)?;
+            if let Some(load) = load {
+                let stem = args.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                files.extend(write_line_chart(&load, &args.out.with_file_name(format!("{stem}-load")))?);
+            }
+            Ok(files)
         }
         (Some(Chart::Breakdown(rows)), 0) => write_breakdown_chart(&rows, &args.out),
         (Some(Chart::Workers(jobs, left_out)), 0) => {
@@ -142,7 +159,8 @@ fn read_chart(args: &PlotArgs) -> Result<Chart> {
                 .hdr_log
                 .as_deref()
                 .ok_or_else(|| needs("--hdr-log", "an interval log from --hdr-log"))?;
-            Chart::Lines(timeline_chart(log).map_err(|e| flagged("--hdr-log", e))?)
+            let (latency, load) = timeline_chart(log).map_err(|e| flagged("--hdr-log", e))?;
+            Chart::Timeline(latency, load)
         }
         ChartKind::Workers => {
             let path = args.requests_csv.as_deref().ok_or_else(|| {

@@ -14,7 +14,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
-use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -47,6 +47,10 @@ pub(crate) struct IntervalFigures {
     pub(crate) p99_us: Option<u64>,
     /// The slowest.
     pub(crate) max_us: Option<u64>,
+    /// Open loop: the requests per second the schedule asked for in it (a
+    /// staged run's profile, averaged over the interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) target_rps: Option<f64>,
 }
 
 /// Clips each interval's length to the measured part of the run, from
@@ -70,13 +74,19 @@ impl IntervalFigures {
             p90_us: at(0.9),
             p99_us: at(0.99),
             max_us: (!histogram.is_empty()).then(|| histogram.max()),
+            target_rps: None,
         }
     }
 }
 
+/// The target rate of an open loop between two times (seconds since the
+/// run started): requests per second the schedule asked for.
+pub(crate) type TargetRate = Box<dyn Fn(f64, f64) -> f64 + Send>;
+
 /// Starts the thread that merges the intervals of `connections`
 /// connections, writing them to `log` (the `--hdr-log` file) if there is
-/// one. It ends when every sender is gone and returns the figures.
+/// one, each tagged `target_rps=N` in an open loop (`target`). It ends
+/// when every sender is gone and returns the figures.
 ///
 /// The log follows Java HdrHistogram's `HistogramLogWriter`: a `StartTime`
 /// and `BaseTime` header, the column legend, then one line per interval
@@ -87,9 +97,10 @@ pub(crate) fn start_intervals<W: Write + Send + 'static>(
     connections: usize,
     started_at: SystemTime,
     interval: Duration,
+    target: Option<TargetRate>,
 ) -> (Sender<IntervalMessage>, JoinHandle<io::Result<Vec<IntervalFigures>>>) {
     let (tx, rx) = crossbeam_channel::bounded::<IntervalMessage>(CHANNEL_CAPACITY);
-    let handle = thread::spawn(move || merge_intervals(log, rx, connections, started_at, interval));
+    let handle = thread::spawn(move || merge_intervals(log, rx, connections, (started_at, interval), target));
     (tx, handle)
 }
 
@@ -111,8 +122,8 @@ fn merge_intervals<W: Write>(
     mut log: Option<W>,
     messages: Receiver<IntervalMessage>,
     connections: usize,
-    started_at: SystemTime,
-    interval: Duration,
+    (started_at, interval): (SystemTime, Duration),
+    target: Option<TargetRate>,
 ) -> io::Result<Vec<IntervalFigures>> {
     if let Some(out) = log.as_mut() {
         write_header(out, started_at)?;
@@ -129,13 +140,18 @@ fn merge_intervals<W: Write>(
     let mut figures = Vec::new();
     let mut complete = |index: u64, histogram: &Histogram<u64>| -> io::Result<()> {
         let start = interval.mul_f64(index as f64);
+        let rate = target.as_ref().map(|rate| rate(start.as_secs_f64(), (start + interval).as_secs_f64()));
+        let tag_text = rate.map(|rate| format!("target_rps={rate:.3}"));
         if let Some(writer) = writer.as_mut() {
+            let tag = tag_text.as_deref().and_then(Tag::new);
             writer
-                .write_histogram(histogram, start, interval, None)
+                .write_histogram(histogram, start, interval, tag)
                 .map_err(|e| io::Error::other(format!("{e:?}")))?;
         }
         if figures.len() < MAX_FIGURES {
-            figures.push(IntervalFigures::of(start, interval, histogram));
+            let mut figure = IntervalFigures::of(start, interval, histogram);
+            figure.target_rps = rate;
+            figures.push(figure);
         }
         Ok(())
     };
@@ -207,7 +223,7 @@ mod tests {
     #[test]
     fn interval_log_merges_connections_per_interval_and_reads_back() {
         let buffer = SharedBuffer::default();
-        let (tx, handle) = start_intervals(Some(buffer.clone()), 2, UNIX_EPOCH, Duration::from_secs(1));
+        let (tx, handle) = start_intervals(Some(buffer.clone()), 2, UNIX_EPOCH, Duration::from_secs(1), None);
         let interval = |connection, index, values: &[u64]| IntervalMessage::Interval {
             connection,
             index,

@@ -222,6 +222,10 @@ pub(crate) struct Workload {
     pub(crate) pipeline: Option<usize>,
     /// Target requests per second (open loop).
     pub(crate) rate_rps: Option<f64>,
+    /// The rate profile of a staged open loop (`--stages`, `--rate
+    /// FROM..TO`), as given; the target of each interval is in `intervals`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) stages: Option<String>,
     /// Measured requests per connection, when the run stops by count.
     pub(crate) requests_per_connection: Option<u64>,
     /// Measured seconds, when the run stops by time.
@@ -285,9 +289,10 @@ impl RunReport {
         let options = &run.options;
         let percentiles = &options.percentiles;
         let recorder = &run.recorder;
-        let (load_model, pipeline, rate_rps) = match options.pacing {
-            Pacing::Closed { pipeline } => ("closed", Some(pipeline), None),
-            Pacing::Open { rate } => ("open", None, Some(rate)),
+        let (load_model, pipeline, rate_rps, stages) = match &options.pacing {
+            Pacing::Closed { pipeline } => ("closed", Some(*pipeline), None, None),
+            Pacing::Open { rate } => ("open", None, Some(*rate), None),
+            Pacing::Staged(stages) => ("open", None, None, Some(stages.to_string())),
         };
         let (requests_per_connection, duration_s) = match options.stop {
             StopAfter::Requests(n) => (Some(n), None),
@@ -310,6 +315,7 @@ impl RunReport {
                     load_model: load_model.to_string(),
                     pipeline,
                     rate_rps,
+                    stages,
                     requests_per_connection,
                     duration_s,
                     warmup,

@@ -32,10 +32,12 @@ pub(crate) struct PointKey {
 impl PointKey {
     /// The key the row of a run of `point` will have.
     pub(crate) fn of(point: &GridPoint, cmd: &str, tls: bool) -> Self {
-        let (pipeline, rate_rps) = match point.pacing {
-            Pacing::Closed { pipeline } => (Some(pipeline), None),
+        let (pipeline, rate_rps) = match &point.pacing {
+            Pacing::Closed { pipeline } => (Some(*pipeline), None),
             // Written by the csv crate the way it writes every f64 (e.g. 200.0).
-            Pacing::Open { rate } => (None, Some(csv_float(rate))),
+            Pacing::Open { rate } => (None, Some(csv_float(*rate))),
+            // A sweep's points are constant rates; a profile has no one rate.
+            Pacing::Staged(_) => (None, None),
         };
         PointKey {
             server_mode: Some(point.mode.mode().as_str().to_string()),
