@@ -208,7 +208,7 @@ fn write_latency<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()> {
         latency_header(out, "Latency (ms)", &report.latency)?;
         latency_row(out, "from schedule", &report.latency)?;
         latency_row(out, "from send", &report.latency_uncorrected)?;
-        if p.rate_rps.is_none() {
+        if p.load_model == "closed" {
             writeln!(out, "    (closed loop: each request is due when its slot frees, so the rows agree)")?;
         }
         let thin = report.latency.thin_percentiles();
