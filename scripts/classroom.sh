@@ -3,7 +3,7 @@
 # docs/CLASSROOM.md quotes, from real runs on this machine (~4 minutes).
 # Demo 6 is measured by hand with ps (see the guide).
 #
-#   bash scripts/classroom.sh          # demos 1 2 3 4 5 7 8
+#   bash scripts/classroom.sh          # demos 1 2 3 4 5 7 8 10
 #   bash scripts/classroom.sh 7 8      # only these; other results are kept
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +11,7 @@ cargo build --release --quiet --bins
 client=./target/release/tc-client
 server=./target/release/tc-server
 out=results/classroom
-demos=${*:-1 2 3 4 5 7 8}
+demos=${*:-1 2 3 4 5 7 8 10}
 mkdir -p "$out"
 {
   echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(free -g | awk '/Mem:/{print $2}') GiB"
@@ -177,9 +177,20 @@ demo_9() {
   $client plot throughput --csv "$out/hosts.csv" -o "$out/hosts-throughput"
 }
 
+demo_10() {
+  echo "== demo 10: find the knee (processes, 2 workers, stages up to 1200/s)"
+  rm -f "$out"/knee*
+  $client --embedded --workers 2 -c 8 --size 500000 --timeout 30s \
+    --stages 4s@200,4s@400,4s@600,4s@800,4s@1000,4s@1200 \
+    --hdr-log "$out/knee.hlog" | tee "$out/knee.txt" || true # past the knee: BUSY, exit 1
+  $client plot timeline --hdr-log "$out/knee.hlog" -o "$out/knee" --log-y
+  mv "$out/knee.png" "$out/knee-latency.png"
+  mv "$out/knee.svg" "$out/knee-latency.svg"
+}
+
 for demo in $demos; do
   if ! declare -F "demo_$demo" > /dev/null; then
-    echo "no demo $demo (demos: 1 2 3 4 5 7 8 9; 6 is measured by hand)" >&2
+    echo "no demo $demo (demos: 1 2 3 4 5 7 8 9 10; 6 is measured by hand)" >&2
     exit 2
   fi
   "demo_$demo"
