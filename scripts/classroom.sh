@@ -32,7 +32,11 @@ start_server() {
   metrics=$(sed -n 's#^metrics on http://\(.*\)/metrics$#\1#p' "$address_file")
   rm -f "$address_file"
 }
-stop_server() { kill -TERM "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; }
+stop_server() {
+  [ -n "${server_pid:-}" ] || return 0 # no server started (demos with an embedded farm)
+  kill -TERM "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+}
 trap stop_server EXIT
 
 demo_1() {
