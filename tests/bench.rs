@@ -530,3 +530,57 @@ fn a_ramp_rises_over_the_duration_and_bad_profiles_are_refused() {
     let out = run_on(&server, &["--stages", "1s@5", "-d", "3s"]);
     assert_eq!(out.status.code(), Some(2), "the stages give the length: --duration conflicts");
 }
+
+#[test]
+fn abort_on_fail_stops_at_the_first_breach_and_says_which_while_a_kept_threshold_runs_to_the_end() {
+    let server = TestServer::start("threads", 1, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    // A minute asked for; p99 under a microsecond is crossed by the first
+    // second's replies.
+    let out = run_on(
+        &server,
+        &[
+            "--cmd",
+            "ping",
+            "-d",
+            "60s",
+            "--threshold",
+            "p99<1us",
+            "--abort-on-fail",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(99), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("ABORTED after"), "{}", text(&out.stdout));
+    let report = read_json(&json);
+    assert!(report["aborted"].as_str().unwrap().starts_with("p99<1us crossed"), "{}", report["aborted"]);
+    assert_eq!(report["interrupted"], false, "aborted is not interrupted");
+    assert!(
+        report["measured_s"].as_f64().unwrap() < 30.0,
+        "stopped long before the minute: {}",
+        report["measured_s"]
+    );
+    // Met all along: the run goes to its end.
+    let out = run_on(
+        &server,
+        &[
+            "--cmd",
+            "ping",
+            "-d",
+            "2s",
+            "--threshold",
+            "errors==0",
+            "--abort-on-fail",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let report = read_json(&json);
+    assert!(report.get("aborted").is_none(), "{report}");
+    assert!(report["measured_s"].as_f64().unwrap() >= 1.9);
+    // Without a threshold there is nothing to abort on.
+    assert_eq!(run_on(&server, &["--abort-on-fail"]).status.code(), Some(2));
+}

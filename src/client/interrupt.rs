@@ -41,7 +41,24 @@ pub(crate) fn install() -> crate::error::Result<()> {
     result
 }
 
-/// Whether the run was asked to stop.
+/// Whether the run was asked to stop (a signal, or [`abort`]).
 pub(crate) fn requested() -> bool {
     REQUESTED.load(Ordering::SeqCst)
+}
+
+/// Why `--abort-on-fail` stopped the run; set once.
+static ABORTED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Stops the run as a signal would — senders stop, replies in flight get
+/// their grace — but for `reason` (a threshold crossed), so it is
+/// reported as aborted, not interrupted.
+pub(crate) fn abort(reason: String) {
+    if ABORTED.set(reason).is_ok() {
+        REQUESTED.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The reason given to [`abort`], if it was called.
+pub(crate) fn aborted() -> Option<String> {
+    ABORTED.get().cloned()
 }

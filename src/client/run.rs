@@ -18,7 +18,7 @@ use crate::client::connection::suggest_embedded;
 use crate::client::output;
 use crate::client::progress::ProgressDisplay;
 use crate::client::report::files::{attach_all, finish_all, Outputs};
-use crate::client::report::interval_log::{clip_to_measured, start_intervals};
+use crate::client::report::interval_log::{clip_to_measured, start_intervals, AbortCheck};
 use crate::client::report::{LiveRun, RunReport};
 use crate::client::sweep::{run_sweep, SweepPlan};
 use crate::error::{Error, Result};
@@ -227,6 +227,7 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
     // Every output file exists before the first request is sent.
     let mut outputs = Outputs::create(&options.outputs)?;
     let started_at = std::time::SystemTime::now();
+    let sinks_progress = Arc::new(crate::client::bench::ProgressCounters::default());
     // The run's intervals are merged while it goes: for the JSON report,
     // and into the --hdr-log file when there is one.
     let (interval_sink, intervals) = start_intervals(
@@ -235,9 +236,14 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
         started_at,
         options.log_interval,
         target_rate(&options),
+        args.abort_on_fail.then(|| AbortCheck {
+            thresholds: options.thresholds.clone(),
+            progress: Arc::clone(&sinks_progress),
+        }),
     );
     let mut exporters = outputs.into_exporters();
-    let mut sinks = RunSinks { intervals: Some(interval_sink), ..RunSinks::default() };
+    let mut sinks =
+        RunSinks { intervals: Some(interval_sink), progress: sinks_progress, ..RunSinks::default() };
     let mut live = LiveRun { sinks: &mut sinks };
     attach_all(&mut exporters, &mut live);
     let progress = ProgressDisplay::start(&options, Arc::clone(&sinks.progress));

@@ -247,6 +247,38 @@ impl fmt::Display for Metric {
     }
 }
 
+/// What `--abort-on-fail` can read while the run goes: the latency from
+/// schedule of every complete interval so far, and the counters.
+pub(crate) struct SoFar<'a> {
+    /// Latency from schedule of the ok replies so far.
+    pub(crate) latency: &'a Histogram<u64>,
+    /// Measured requests settled so far.
+    pub(crate) settled: u64,
+    /// Error replies so far.
+    pub(crate) error_replies: u64,
+    /// Timeouts so far.
+    pub(crate) timeouts: u64,
+}
+
+impl Threshold {
+    /// Whether the run so far crosses this threshold; `None` for the ones
+    /// only the end can judge: throughput (a rate mid-run, mid-ramp, says
+    /// nothing of the run's), latency from send and errors of one code
+    /// (not counted live).
+    pub(crate) fn crossed_so_far(&self, so_far: &SoFar<'_>) -> Option<(bool, String)> {
+        let (value, what) = match &self.metric {
+            Metric::Latency(Row::Schedule, stat) => {
+                let us = latency_us(so_far.latency, *stat)?;
+                (us, format!("{} was {}", self.metric, shown_us(us)))
+            }
+            Metric::Errors(None) => self.count(so_far.error_replies, so_far.settled),
+            Metric::Timeouts => self.count(so_far.timeouts, so_far.settled),
+            _ => return None,
+        };
+        Some((!self.op.holds(value, self.limit), what))
+    }
+}
+
 /// A threshold's outcome, for the summary and the JSON report.
 #[derive(Debug, Clone, serde::Serialize, PartialEq)]
 pub(crate) struct Verdict {

@@ -130,6 +130,13 @@ pub(crate) struct BenchArgs {
     #[arg(long = "threshold", value_name = "EXPR", value_parser = crate::client::thresholds::Threshold::parse)]
     pub(crate) thresholds: Vec<crate::client::thresholds::Threshold>,
 
+    /// Stop the run at the first --threshold crossed by what was measured
+    /// so far, checked after each --hdr-log-interval: latency from schedule,
+    /// errors and timeouts (throughput, send.*, errors.CODE are judged at
+    /// the end only). The report is written, marked aborted; exit 99.
+    #[arg(long, requires = "thresholds")]
+    pub(crate) abort_on_fail: bool,
+
     /// Percentiles in the summary and JSON report (max = 100).
     #[arg(long, default_value = "50,90,99,99.9,99.99,max", allow_hyphen_values = true)]
     pub(crate) percentiles: String,

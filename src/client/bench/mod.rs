@@ -79,6 +79,11 @@ pub(crate) struct ProgressCounters {
     pub(crate) done: AtomicU64,
     /// Settled with anything but a good result.
     pub(crate) problems: AtomicU64,
+    /// Measured requests settled, error replies and timeouts among them:
+    /// what `--abort-on-fail` reads of the counts while the run goes.
+    pub(crate) measured: AtomicU64,
+    pub(crate) error_replies: AtomicU64,
+    pub(crate) timeouts: AtomicU64,
 }
 
 /// One connection's histogram for one interval of the interval log.
@@ -208,6 +213,8 @@ pub(crate) struct BenchRun {
     /// connections; filled in once the interval thread has ended, empty
     /// when no one collected them (a sweep's runs).
     pub(crate) intervals: Vec<crate::client::report::interval_log::IntervalFigures>,
+    /// `--abort-on-fail` stopped the run: the threshold crossed, and when.
+    pub(crate) aborted: Option<String>,
 }
 
 impl BenchRun {
@@ -302,7 +309,9 @@ fn run_against(server: &ServerUnderTest, options: BenchOptions, sinks: RunSinks)
     }
     let wall_time = plan.start.elapsed();
     let options = Arc::try_unwrap(plan).map(|p| p.options).unwrap_or_else(|p| p.options.clone());
-    let interrupted = crate::client::interrupt::requested();
+    // A stop asked by --abort-on-fail is not an interruption: the run is
+    // reported as aborted (and exits 99), not as cut short by Ctrl-C.
+    let interrupted = crate::client::interrupt::requested() && crate::client::interrupt::aborted().is_none();
     Ok(BenchRun {
         options,
         server: info,
@@ -312,6 +321,7 @@ fn run_against(server: &ServerUnderTest, options: BenchOptions, sinks: RunSinks)
         connection_errors,
         interrupted,
         intervals: Vec::new(),
+        aborted: crate::client::interrupt::aborted(),
     })
 }
 

@@ -412,6 +412,13 @@ impl<'a> Receiver<'a> {
             self.sinks.progress.problems.fetch_add(1, Relaxed);
         }
         if request.measured {
+            let progress = &self.sinks.progress;
+            progress.measured.fetch_add(1, Relaxed);
+            match outcome {
+                RequestOutcome::Error(_) => progress.error_replies.fetch_add(1, Relaxed),
+                RequestOutcome::Timeout => progress.timeouts.fetch_add(1, Relaxed),
+                _ => 0,
+            };
             let counts = &mut self.recorder.counts;
             counts.sent += 1;
             match outcome {

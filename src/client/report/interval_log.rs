@@ -83,6 +83,38 @@ impl IntervalFigures {
 /// run started): requests per second the schedule asked for.
 pub(crate) type TargetRate = Box<dyn Fn(f64, f64) -> f64 + Send>;
 
+/// `--abort-on-fail`: the thresholds to check after each complete
+/// interval, on the run so far, and the counters they read.
+pub(crate) struct AbortCheck {
+    /// The run's `--threshold`s.
+    pub(crate) thresholds: Vec<crate::client::thresholds::Threshold>,
+    /// The connections' live counters.
+    pub(crate) progress: std::sync::Arc<crate::client::bench::ProgressCounters>,
+}
+
+impl AbortCheck {
+    /// Stops the run at the first threshold the run so far crosses.
+    fn check(&self, latency: &Histogram<u64>, at: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let so_far = crate::client::thresholds::SoFar {
+            latency,
+            settled: self.progress.measured.load(Relaxed),
+            error_replies: self.progress.error_replies.load(Relaxed),
+            timeouts: self.progress.timeouts.load(Relaxed),
+        };
+        for threshold in &self.thresholds {
+            if let Some((true, what)) = threshold.crossed_so_far(&so_far) {
+                crate::client::interrupt::abort(format!(
+                    "{} crossed {:.1} s into the run ({what})",
+                    threshold.text,
+                    at.as_secs_f64()
+                ));
+                return;
+            }
+        }
+    }
+}
+
 /// Starts the thread that merges the intervals of `connections`
 /// connections, writing them to `log` (the `--hdr-log` file) if there is
 /// one, each tagged `target_rps=N` in an open loop (`target`). It ends
@@ -98,9 +130,11 @@ pub(crate) fn start_intervals<W: Write + Send + 'static>(
     started_at: SystemTime,
     interval: Duration,
     target: Option<TargetRate>,
+    abort: Option<AbortCheck>,
 ) -> (Sender<IntervalMessage>, JoinHandle<io::Result<Vec<IntervalFigures>>>) {
     let (tx, rx) = crossbeam_channel::bounded::<IntervalMessage>(CHANNEL_CAPACITY);
-    let handle = thread::spawn(move || merge_intervals(log, rx, connections, (started_at, interval), target));
+    let handle =
+        thread::spawn(move || merge_intervals(log, rx, connections, (started_at, interval), (target, abort)));
     (tx, handle)
 }
 
@@ -123,7 +157,7 @@ fn merge_intervals<W: Write>(
     messages: Receiver<IntervalMessage>,
     connections: usize,
     (started_at, interval): (SystemTime, Duration),
-    target: Option<TargetRate>,
+    (target, abort): (Option<TargetRate>, Option<AbortCheck>),
 ) -> io::Result<Vec<IntervalFigures>> {
     if let Some(out) = log.as_mut() {
         write_header(out, started_at)?;
@@ -138,8 +172,17 @@ fn merge_intervals<W: Write>(
         None => None,
     };
     let mut figures = Vec::new();
+    // The whole run so far, for --abort-on-fail.
+    let mut so_far = latency_histogram();
     let mut complete = |index: u64, histogram: &Histogram<u64>| -> io::Result<()> {
         let start = interval.mul_f64(index as f64);
+        if let Some(abort) = &abort {
+            so_far.add(histogram).map_err(|e| io::Error::other(format!("{e:?}")))?;
+            // Judged once replies came (not on the warm-up's empty intervals).
+            if !so_far.is_empty() {
+                abort.check(&so_far, start + interval);
+            }
+        }
         let rate = target.as_ref().map(|rate| rate(start.as_secs_f64(), (start + interval).as_secs_f64()));
         let tag_text = rate.map(|rate| format!("target_rps={rate:.3}"));
         if let Some(writer) = writer.as_mut() {
@@ -223,7 +266,8 @@ mod tests {
     #[test]
     fn interval_log_merges_connections_per_interval_and_reads_back() {
         let buffer = SharedBuffer::default();
-        let (tx, handle) = start_intervals(Some(buffer.clone()), 2, UNIX_EPOCH, Duration::from_secs(1), None);
+        let (tx, handle) =
+            start_intervals(Some(buffer.clone()), 2, UNIX_EPOCH, Duration::from_secs(1), None, None);
         let interval = |connection, index, values: &[u64]| IntervalMessage::Interval {
             connection,
             index,

@@ -274,6 +274,10 @@ pub(crate) struct RunReport {
     pub(crate) failed: bool,
     /// Whether Ctrl-C or SIGTERM cut the run short (exit code 130).
     pub(crate) interrupted: bool,
+    /// Why `--abort-on-fail` stopped the run (exit code 99); left out when
+    /// it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) aborted: Option<String>,
     /// Each `--threshold`, checked (none: the key is left out).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) thresholds: Vec<crate::client::thresholds::Verdict>,
@@ -339,14 +343,16 @@ impl RunReport {
             connection_errors: run.connection_errors.clone(),
             failed: run.failed(),
             interrupted: run.interrupted,
+            aborted: run.aborted.clone(),
             thresholds: options.thresholds.iter().map(|threshold| threshold.check(run)).collect(),
             intervals: run.intervals.clone(),
         }
     }
 
-    /// Whether a `--threshold` was crossed (exit code 99).
+    /// Whether a `--threshold` was crossed, at the end or by
+    /// `--abort-on-fail` (exit code 99).
     pub(crate) fn crossed_a_threshold(&self) -> bool {
-        self.thresholds.iter().any(|verdict| !verdict.passed)
+        self.aborted.is_some() || self.thresholds.iter().any(|verdict| !verdict.passed)
     }
 }
 
@@ -413,6 +419,7 @@ pub(crate) mod tests {
             connection_errors: Vec::new(),
             interrupted: false,
             intervals: Vec::new(),
+            aborted: None,
         }
     }
 

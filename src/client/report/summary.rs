@@ -97,6 +97,13 @@ fn write_what_ran<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()> {
     };
     let connections = count(p.concurrency as u64, "connection", "connections");
     writeln!(out, "  {what}, {connections}, {pacing}, {length}, warm-up {}", p.warmup)?;
+    if let Some(why) = &report.aborted {
+        writeln!(
+            out,
+            "  ABORTED after {:.3} s (--abort-on-fail): {why}; this report covers what was measured until then",
+            report.wall_s
+        )?;
+    }
     if report.interrupted {
         writeln!(
             out,
