@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::client::report::interval_log::IntervalFigures;
+use crate::client::bench::intervals::IntervalFigures;
 use crate::error::{Error, Result};
 
 /// Below this p-value a difference is called significant.

@@ -21,8 +21,8 @@ use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::client::bench::intervals::IntervalFigures;
 use crate::client::bench::recorder::latency_histogram;
-use crate::client::report::interval_log::IntervalFigures;
 use crate::client::report::LatencyStats;
 use crate::error::{Error, Result};
 

@@ -13,7 +13,6 @@
 //! | [`report`] | what a run measured, and one exporter per output format |
 //! | [`compare`] | `tc-client compare`: runs' JSON reports side by side, with Welch's t-test |
 //! | [`merge`] | `tc-client merge`: several clients' interval logs as one result (histograms added) |
-//! | [`thresholds`] | `--threshold`: pass/fail criteria checked on a finished run (exit 99) |
 //! | [`plot`] | charts drawn from sweep CSVs and `.hgrm` files |
 //! | [`sweep`] | a grid of embedded runs appended to one CSV |
 //! | [`progress`] | the live progress bar |
@@ -34,7 +33,6 @@ pub(crate) mod report;
 pub(crate) mod run;
 pub(crate) mod shell;
 pub(crate) mod sweep;
-pub(crate) mod thresholds;
 pub(crate) mod tls;
 
 pub use run::{run, RunVerdict};

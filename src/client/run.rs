@@ -12,13 +12,14 @@ use crate::cli::client::{
     BenchArgs, CallArgs, ClientArgs, ClientCommand, MergeArgs, ModelArgs, PredictArgs, SweepArgs,
 };
 use crate::cli::{init_logging, LogFormat};
+use crate::client::bench::intervals::clip_to_measured;
 use crate::client::bench::options::{BenchOptions, Pacing, Warmup};
 use crate::client::bench::{self, RunSinks};
 use crate::client::connection::suggest_embedded;
 use crate::client::output;
 use crate::client::progress::ProgressDisplay;
 use crate::client::report::files::{attach_all, finish_all, Outputs};
-use crate::client::report::interval_log::{clip_to_measured, start_intervals, AbortCheck};
+use crate::client::report::interval_log::{start_intervals, AbortCheck};
 use crate::client::report::{LiveRun, RunReport};
 use crate::client::sweep::{run_sweep, SweepPlan};
 use crate::error::{Error, Result};
@@ -45,7 +46,7 @@ impl RunVerdict {
             RunVerdict::Success => 0,
             RunVerdict::Failure => 1,
             RunVerdict::Interrupted => crate::client::interrupt::EXIT_CODE,
-            RunVerdict::ThresholdCrossed => crate::client::thresholds::EXIT_CODE,
+            RunVerdict::ThresholdCrossed => crate::client::bench::thresholds::EXIT_CODE,
         }
     }
 }

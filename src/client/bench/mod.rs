@@ -7,9 +7,18 @@
 //! when the threads have joined. Per-request rows and interval histograms are
 //! streamed out while the run goes ([`RunSinks`]), so nothing grows with the
 //! length of the run.
+//!
+//! The files: [`options`] (the plan, validated once), [`stages`] (a rate
+//! that changes within the run), [`mix`] (which command next), [`driver`],
+//! [`sender`], [`receiver`] and [`window`] (one connection's threads and
+//! what they share), [`recorder`] (histograms and counts), [`intervals`]
+//! (the run second by second, for the reports), [`thresholds`] (pass/fail
+//! criteria, exit 99), [`embedded`] (the farm `--embedded` starts) and
+//! [`lock_cycle`] (`--cmd lock-cycle`).
 
 pub(crate) mod driver;
 pub(crate) mod embedded;
+pub(crate) mod intervals;
 pub(crate) mod lock_cycle;
 pub(crate) mod mix;
 pub(crate) mod options;
@@ -17,6 +26,7 @@ pub(crate) mod receiver;
 pub(crate) mod recorder;
 pub(crate) mod sender;
 pub(crate) mod stages;
+pub(crate) mod thresholds;
 pub(crate) mod window;
 
 use std::sync::atomic::AtomicU64;
@@ -212,7 +222,7 @@ pub(crate) struct BenchRun {
     /// The run interval by interval (`--hdr-log-interval`), merged over the
     /// connections; filled in once the interval thread has ended, empty
     /// when no one collected them (a sweep's runs).
-    pub(crate) intervals: Vec<crate::client::report::interval_log::IntervalFigures>,
+    pub(crate) intervals: Vec<crate::client::bench::intervals::IntervalFigures>,
     /// `--abort-on-fail` stopped the run: the threshold crossed, and when.
     pub(crate) aborted: Option<String>,
 }

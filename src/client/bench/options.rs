@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::mix::{CommandMix, ImagePayloads};
 use super::stages::{RateArg, Stages};
+use super::thresholds::Threshold;
 use crate::cli::client::{BenchArgs, DEFAULT_DURATION};
 use crate::protocol::{Mode, MAX_BATCH_IMAGES};
 
@@ -160,13 +161,12 @@ pub(crate) struct BenchOptions {
     /// Images for `predict` and `predict_batch` (`--images`, `--batch`).
     pub(crate) images: ImagePayloads,
     /// `--threshold`: checked when the run is over.
-    pub(crate) thresholds: Vec<crate::client::thresholds::Threshold>,
+    pub(crate) thresholds: Vec<Threshold>,
 }
 
-/// The most requests per second `--rate` may ask for: one client sends at
-/// most a few hundred thousand per core, so a larger number is a typing
-/// mistake, and it would make every scheduled interval zero.
-pub(crate) const MAX_RATE: f64 = 1e8;
+/// The most requests per second `--rate` may ask for (defined with the
+/// rate profiles, which share it).
+pub(crate) use super::stages::MAX_RATE;
 
 /// Memory one request in flight takes in the client at least (its record
 /// in the connection's window): the unit `--pipeline` is checked in.
@@ -210,7 +210,22 @@ impl BenchOptions {
             (None, Some(d)) => StopAfter::Duration(d),
             (None, None) => StopAfter::Duration(DEFAULT_DURATION),
         };
-        let load = match (&args.stages, args.rate) {
+        let stages = args
+            .stages
+            .as_deref()
+            .map(|text| {
+                Stages::parse_steps(text)
+                    .map_err(|e| OptionsError::new("--stages", format!("--stages {text:?}: {e}")))
+            })
+            .transpose()?;
+        let rate = args
+            .rate
+            .as_deref()
+            .map(|text| {
+                RateArg::parse(text).map_err(|e| OptionsError::new("--rate", format!("--rate {text:?}: {e}")))
+            })
+            .transpose()?;
+        let load = match (&stages, rate) {
             (Some(stages), _) => {
                 // The stages say how long the run is.
                 stop = StopAfter::Duration(stages.total());
@@ -282,7 +297,14 @@ impl BenchOptions {
             embedded_tls: args.embedded && args.tls.tls,
             dashboard: args.dashboard,
             images,
-            thresholds: args.thresholds.clone(),
+            thresholds: args
+                .thresholds
+                .iter()
+                .map(|text| {
+                    Threshold::parse(text)
+                        .map_err(|e| OptionsError::new("--threshold", format!("--threshold {text:?}: {e}")))
+                })
+                .collect::<Result<_, _>>()?,
         };
         options.validate()?;
         Ok(options)

@@ -14,7 +14,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::options::MAX_RATE;
+/// The most requests per second `--rate` or a stage may ask for: one
+/// client sends at most a few hundred thousand per core, so a larger number
+/// is a typing mistake, and it would make every scheduled interval zero.
+pub(crate) const MAX_RATE: f64 = 1e8;
 
 /// The most stages one run may have.
 pub(crate) const MAX_STAGES: usize = 100;
@@ -190,7 +193,7 @@ pub(crate) enum RateArg {
 }
 
 impl RateArg {
-    /// Parses `--rate` (a clap value parser).
+    /// Parses `--rate`.
     ///
     /// # Errors
     /// Neither a number nor `FROM..TO`.

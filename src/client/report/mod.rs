@@ -280,11 +280,11 @@ pub(crate) struct RunReport {
     pub(crate) aborted: Option<String>,
     /// Each `--threshold`, checked (none: the key is left out).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub(crate) thresholds: Vec<crate::client::thresholds::Verdict>,
+    pub(crate) thresholds: Vec<crate::client::bench::thresholds::Verdict>,
     /// The run interval by interval: ok replies and latency from schedule
     /// per `--hdr-log-interval`, warm-up intervals included (empty).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub(crate) intervals: Vec<interval_log::IntervalFigures>,
+    pub(crate) intervals: Vec<crate::client::bench::intervals::IntervalFigures>,
 }
 
 impl RunReport {

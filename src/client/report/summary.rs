@@ -199,7 +199,7 @@ fn write_thresholds<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()>
             out,
             "              {} crossed: tc-client exits with {}",
             count(crossed as u64, "threshold", "thresholds"),
-            crate::client::thresholds::EXIT_CODE
+            crate::client::bench::thresholds::EXIT_CODE
         )?;
     }
     Ok(())
@@ -365,7 +365,7 @@ Done: 1002 responses in 2.000s
         let mut run = sample_run();
         run.options.thresholds = ["p99<1ms", "errors==0"]
             .iter()
-            .map(|t| crate::client::thresholds::Threshold::parse(t).unwrap())
+            .map(|t| crate::client::bench::thresholds::Threshold::parse(t).unwrap())
             .collect();
         let text = summary_of(&run);
         assert!(text.contains("  Thresholds  ✓ p99<1ms    p99 latency from schedule was 0.9"), "{text}");

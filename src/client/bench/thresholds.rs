@@ -87,13 +87,13 @@ const ALLOWED: &str = "a threshold is METRIC OP VALUE: p50, p99, p99.9, p(99), m
      e.g. --threshold 'p99<20ms' --threshold 'errors==0'";
 
 impl Threshold {
-    /// Parses one `--threshold` (a clap value parser).
+    /// Parses one `--threshold`.
     ///
     /// # Errors
     /// A sentence saying what is wrong and what is allowed.
     pub(crate) fn parse(text: &str) -> Result<Threshold, String> {
         let text: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-        // clap prefixes the flag and the value: the sentence says why.
+        // The options prefix the flag and the value: the sentence says why.
         let refuse = |why: &str| format!("{why}; {ALLOWED}");
         let at = text.find(['<', '>', '=']).ok_or_else(|| refuse("no comparison in it"))?;
         let (name, rest) = text.split_at(at);
