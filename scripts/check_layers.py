@@ -17,7 +17,8 @@ names to the module that owns it, and reports:
     remote/ (NATS, shared by gateways and hosts) sit above work/; server/
     and host/ (tc-worker) sit above those and never use each other; cli/
     (the flags, and the binaries' start-up) must not use client/, which
-    reads its flags from cli/; client/ uses server/ in one file only
+    reads its flags from cli/ and serves --metrics-addr with runtime/'s
+    HTTP endpoint; client/ uses server/ in one file only
     (`client::bench::embedded`, for `--embedded`). No exceptions beyond
     that one.
 Exit status 0 when clean, 1 otherwise. Comments are skipped: a doc link
@@ -49,7 +50,9 @@ ALLOWED = {
     # A worker host uses nothing of server/.
     "host": SHARED | {"work", "runtime", "remote"},
     "cli": SHARED | {"work", "runtime", "remote", "server", "host"},
-    "client": SHARED | {"work", "server", "cli"},
+    # tc-client serves its own /metrics (--metrics-addr) on the runtime's
+    # HTTP endpoint, as tc-server and tc-worker do.
+    "client": SHARED | {"work", "runtime", "server", "cli"},
 }
 # The client may name server types in exactly one place: `--embedded` starts
 # a server in the same process.

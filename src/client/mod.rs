@@ -12,6 +12,7 @@
 //! | [`mod@bench`] | the load generator: options, connection drivers, recording, sweeps |
 //! | [`report`] | what a run measured, and one exporter per output format |
 //! | [`compare`] | `tc-client compare`: runs' JSON reports side by side, with Welch's t-test |
+//! | [`metrics`] | `tc-client --metrics-addr`: the run as Prometheus metrics while it goes |
 //! | [`merge`] | `tc-client merge`: several clients' interval logs as one result (histograms added) |
 //! | [`plot`] | charts drawn from sweep CSVs and `.hgrm` files |
 //! | [`sweep`] | a grid of embedded runs appended to one CSV |
@@ -25,6 +26,7 @@ pub(crate) mod compare;
 pub(crate) mod connection;
 pub(crate) mod interrupt;
 pub(crate) mod merge;
+pub(crate) mod metrics;
 pub(crate) mod output;
 pub(crate) mod plot;
 pub(crate) mod predict;

@@ -16,13 +16,15 @@ use crate::client::bench::intervals::clip_to_measured;
 use crate::client::bench::options::{BenchOptions, Pacing, Warmup};
 use crate::client::bench::{self, RunSinks};
 use crate::client::connection::suggest_embedded;
+use crate::client::metrics::{ClientPages, RunState};
 use crate::client::output;
 use crate::client::progress::ProgressDisplay;
 use crate::client::report::files::{attach_all, finish_all, Outputs};
-use crate::client::report::interval_log::{start_intervals, AbortCheck};
+use crate::client::report::interval_log::{start_intervals, RunSoFar};
 use crate::client::report::{LiveRun, RunReport};
 use crate::client::sweep::{run_sweep, SweepPlan};
 use crate::error::{Error, Result};
+use crate::runtime::http::{HttpLimits, MetricsEndpoint};
 
 /// What the process should exit with after a subcommand ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,8 +239,8 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
         started_at,
         options.log_interval,
         target_rate(&options),
-        args.abort_on_fail.then(|| AbortCheck {
-            thresholds: options.thresholds.clone(),
+        Some(RunSoFar {
+            thresholds: if args.abort_on_fail { options.thresholds.clone() } else { Vec::new() },
             progress: Arc::clone(&sinks_progress),
         }),
     );
@@ -248,6 +250,7 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
     let mut live = LiveRun { sinks: &mut sinks };
     attach_all(&mut exporters, &mut live);
     let progress = ProgressDisplay::start(&options, Arc::clone(&sinks.progress));
+    let metrics = args.metrics_addr.map(|addr| serve_metrics(addr, &sinks.progress)).transpose()?;
 
     let result = bench::run(options, sinks);
     progress.finish();
@@ -262,6 +265,10 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
     clip_to_measured(&mut run.intervals, to_s - measured_s, to_s);
     let report = RunReport::new(&run);
     finish_all(exporters, &run, &report)?;
+    if let Some((state, endpoint)) = metrics {
+        state.linger(args.metrics_linger);
+        endpoint.stop();
+    }
     // A threshold the user set is the verdict they asked for: it comes
     // before the run's own failure (an errors==0 threshold and an error
     // reply exit 99, not 1).
@@ -274,6 +281,20 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
     } else {
         RunVerdict::Success
     })
+}
+
+/// Starts `--metrics-addr`: the run's counters as Prometheus metrics.
+fn serve_metrics(
+    addr: std::net::SocketAddr,
+    progress: &Arc<crate::client::bench::ProgressCounters>,
+) -> Result<(Arc<RunState>, MetricsEndpoint)> {
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| Error::io(format!("--metrics-addr {addr}: cannot listen there"), e))?;
+    let state = RunState::new(Arc::clone(progress));
+    let pages = Arc::new(ClientPages::new(Arc::clone(&state)));
+    let endpoint = MetricsEndpoint::serve(listener, pages, HttpLimits::default())?;
+    eprintln!("tc-client metrics on http://{}/metrics", endpoint.local_addr());
+    Ok((state, endpoint))
 }
 
 /// An open loop's target rate over time, for its intervals; `None` in a

@@ -37,6 +37,18 @@ pub(crate) struct BenchArgs {
     #[arg(long, env = "THREADCENTER_WORKERS", requires = "embedded", value_parser = parse_whole_number::<usize>, allow_negative_numbers = true)]
     pub(crate) workers: Option<usize>,
 
+    /// Serve this client's own metrics while the run goes, at
+    /// http://ADDR/metrics (Prometheus/OpenMetrics: requests sent, ok
+    /// replies, errors by code, timeouts, latency, target rate); printed at
+    /// start. After the run it stays up for one more scrape, or
+    /// --metrics-linger.
+    #[arg(long, value_name = "ADDR", value_parser = crate::cli::metrics::parse_socket_address)]
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
+
+    /// How long --metrics-addr waits after the run for its final scrape.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, allow_hyphen_values = true, requires = "metrics_addr")]
+    pub(crate) metrics_linger: Duration,
+
     /// Serve the embedded farm's live dashboard (and /metrics) while the run
     /// goes, at ADDR [default: 127.0.0.1 on a free port]; its address is
     /// printed at start. Open it in a browser to watch the workers.

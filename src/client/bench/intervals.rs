@@ -59,3 +59,25 @@ impl IntervalFigures {
         }
     }
 }
+
+/// The run so far, complete interval by complete interval: what
+/// `tc-client --metrics-addr` shows of the latency while the run goes.
+/// Written by the thread that merges the intervals, once per interval;
+/// read by scrapes. A `Mutex`: one short lock a second on each side.
+#[derive(Debug)]
+pub(crate) struct SoFar {
+    /// Latency from schedule of the ok replies so far (µs).
+    pub(crate) latency: std::sync::Mutex<Histogram<u64>>,
+    /// The open loop's target rate in the last complete interval, as f64
+    /// bits; `NaN` in a closed loop.
+    pub(crate) target_rps: std::sync::atomic::AtomicU64,
+}
+
+impl Default for SoFar {
+    fn default() -> Self {
+        SoFar {
+            latency: std::sync::Mutex::new(super::recorder::latency_histogram()),
+            target_rps: std::sync::atomic::AtomicU64::new(f64::NAN.to_bits()),
+        }
+    }
+}

@@ -94,6 +94,13 @@ pub(crate) struct ProgressCounters {
     pub(crate) measured: AtomicU64,
     pub(crate) error_replies: AtomicU64,
     pub(crate) timeouts: AtomicU64,
+    /// Measured ok replies so far.
+    pub(crate) ok: AtomicU64,
+    /// Measured error replies by code, for `--metrics-addr` (locked only
+    /// on an error reply and by a scrape).
+    pub(crate) errors_by_code: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// The run's latency so far, interval by interval.
+    pub(crate) so_far: intervals::SoFar,
 }
 
 /// One connection's histogram for one interval of the interval log.

@@ -415,10 +415,20 @@ impl<'a> Receiver<'a> {
             let progress = &self.sinks.progress;
             progress.measured.fetch_add(1, Relaxed);
             match outcome {
-                RequestOutcome::Error(_) => progress.error_replies.fetch_add(1, Relaxed),
-                RequestOutcome::Timeout => progress.timeouts.fetch_add(1, Relaxed),
-                _ => 0,
-            };
+                RequestOutcome::Ok => {
+                    progress.ok.fetch_add(1, Relaxed);
+                }
+                RequestOutcome::Error(code) => {
+                    progress.error_replies.fetch_add(1, Relaxed);
+                    let mut by_code =
+                        progress.errors_by_code.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    *by_code.entry(code.clone()).or_default() += 1;
+                }
+                RequestOutcome::Timeout => {
+                    progress.timeouts.fetch_add(1, Relaxed);
+                }
+                _ => {}
+            }
             let counts = &mut self.recorder.counts;
             counts.sent += 1;
             match outcome {

@@ -31,16 +31,33 @@ pub(crate) const MAX_FIGURES: usize = 100_000;
 /// run started): requests per second the schedule asked for.
 pub(crate) type TargetRate = Box<dyn Fn(f64, f64) -> f64 + Send>;
 
-/// `--abort-on-fail`: the thresholds to check after each complete
-/// interval, on the run so far, and the counters they read.
-pub(crate) struct AbortCheck {
-    /// The run's `--threshold`s.
+/// The run as it goes, kept after each complete interval: the latency so
+/// far (for `--metrics-addr`) and, with `--abort-on-fail`, the thresholds
+/// checked on it.
+pub(crate) struct RunSoFar {
+    /// The thresholds to stop the run on (`--abort-on-fail`); empty
+    /// without it.
     pub(crate) thresholds: Vec<crate::client::bench::thresholds::Threshold>,
-    /// The connections' live counters.
+    /// The connections' live counters, and the latency so far kept in them.
     pub(crate) progress: std::sync::Arc<crate::client::bench::ProgressCounters>,
 }
 
-impl AbortCheck {
+impl RunSoFar {
+    /// Adds a complete interval to the run so far (with its target rate),
+    /// then checks the thresholds on it.
+    fn add(&self, histogram: &Histogram<u64>, rate: Option<f64>, end: Duration) -> io::Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let so_far = &self.progress.so_far;
+        let mut latency = so_far.latency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        latency.add(histogram).map_err(|e| io::Error::other(format!("{e:?}")))?;
+        so_far.target_rps.store(rate.unwrap_or(f64::NAN).to_bits(), Relaxed);
+        // Judged once replies came (not on the warm-up's empty intervals).
+        if !self.thresholds.is_empty() && !latency.is_empty() {
+            self.check(&latency, end);
+        }
+        Ok(())
+    }
+
     /// Stops the run at the first threshold the run so far crosses.
     fn check(&self, latency: &Histogram<u64>, at: Duration) {
         use std::sync::atomic::Ordering::Relaxed;
@@ -78,11 +95,11 @@ pub(crate) fn start_intervals<W: Write + Send + 'static>(
     started_at: SystemTime,
     interval: Duration,
     target: Option<TargetRate>,
-    abort: Option<AbortCheck>,
+    live: Option<RunSoFar>,
 ) -> (Sender<IntervalMessage>, JoinHandle<io::Result<Vec<IntervalFigures>>>) {
     let (tx, rx) = crossbeam_channel::bounded::<IntervalMessage>(CHANNEL_CAPACITY);
     let handle =
-        thread::spawn(move || merge_intervals(log, rx, connections, (started_at, interval), (target, abort)));
+        thread::spawn(move || merge_intervals(log, rx, connections, (started_at, interval), (target, live)));
     (tx, handle)
 }
 
@@ -105,7 +122,7 @@ fn merge_intervals<W: Write>(
     messages: Receiver<IntervalMessage>,
     connections: usize,
     (started_at, interval): (SystemTime, Duration),
-    (target, abort): (Option<TargetRate>, Option<AbortCheck>),
+    (target, live): (Option<TargetRate>, Option<RunSoFar>),
 ) -> io::Result<Vec<IntervalFigures>> {
     if let Some(out) = log.as_mut() {
         write_header(out, started_at)?;
@@ -120,18 +137,12 @@ fn merge_intervals<W: Write>(
         None => None,
     };
     let mut figures = Vec::new();
-    // The whole run so far, for --abort-on-fail.
-    let mut so_far = latency_histogram();
     let mut complete = |index: u64, histogram: &Histogram<u64>| -> io::Result<()> {
         let start = interval.mul_f64(index as f64);
-        if let Some(abort) = &abort {
-            so_far.add(histogram).map_err(|e| io::Error::other(format!("{e:?}")))?;
-            // Judged once replies came (not on the warm-up's empty intervals).
-            if !so_far.is_empty() {
-                abort.check(&so_far, start + interval);
-            }
-        }
         let rate = target.as_ref().map(|rate| rate(start.as_secs_f64(), (start + interval).as_secs_f64()));
+        if let Some(live) = &live {
+            live.add(histogram, rate, start + interval)?;
+        }
         let tag_text = rate.map(|rate| format!("target_rps={rate:.3}"));
         if let Some(writer) = writer.as_mut() {
             let tag = tag_text.as_deref().and_then(Tag::new);
