@@ -579,7 +579,7 @@ fn abort_on_fail_stops_at_the_first_breach_and_says_which_while_a_kept_threshold
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     let report = read_json(&json);
-    assert!(report.get("aborted").is_none(), "{report}");
+    assert!(report["aborted"].is_null(), "{report}");
     assert!(report["measured_s"].as_f64().unwrap() >= 1.9);
     // Without a threshold there is nothing to abort on.
     assert_eq!(run_on(&server, &["--abort-on-fail"]).status.code(), Some(2));

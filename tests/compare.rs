@@ -9,12 +9,15 @@ use serde_json::{json, Value};
 
 /// A `--json` report with the given per-second ok counts and p50s (µs).
 fn report(workers: u64, size: u64, ok: &[u64], p50_us: &[u64]) -> Value {
+    let ok_count = ok.len();
     let intervals: Vec<Value> = ok
         .iter()
         .zip(p50_us)
         .enumerate()
         .map(|(i, (ok, p50))| {
-            json!({"start_s": i as f64, "length_s": 1.0, "ok": ok, "p50_us": p50, "p90_us": p50 * 2,
+            // The first and last intervals are partial, as in a real run.
+            let length = if i == 0 || i == ok_count - 1 { 0.3 } else { 1.0 };
+            json!({"start_s": i as f64, "length_s": length, "ok": ok, "p50_us": p50, "p90_us": p50 * 2,
                    "p99_us": p50 * 3, "max_us": p50 * 4})
         })
         .collect();

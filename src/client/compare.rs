@@ -5,8 +5,8 @@
 //! The spread comes from inside each run: its JSON report carries the run
 //! interval by interval ([`IntervalFigures`]), and each full interval is
 //! one sample of throughput, p50 and p99. The first and last intervals of
-//! a run are partial (the warm-up's edge, the last reply) and left out, as
-//! is any interval less than half measured. For each figure this prints
+//! a run are partial (the warm-up's edge, the last reply) and left out: an
+//! interval counts when it was measured whole. For each figure this prints
 //! the mean ± standard deviation over the intervals, the ratio to the
 //! baseline with its uncertainty (relative deviations added in quadrature,
 //! as hyperfine does), and Welch's t-test (two-sided; unequal variances):
@@ -35,6 +35,10 @@ struct Report {
     throughput_rps: f64,
     #[serde(default)]
     intervals: Vec<IntervalFigures>,
+    #[serde(default)]
+    interrupted: bool,
+    #[serde(default)]
+    aborted: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,14 +67,12 @@ impl Run {
                 format!("not a tc-client --json report ({e}); write one with tc-client --json FILE"),
             )
         })?;
+        // Full intervals only: the first and last of a run are partial (the
+        // warm-up's edge, the last reply), and their rates are not samples
+        // of the same thing. `length_s` says how much of each was measured.
         let longest = report.intervals.iter().map(|i| i.length_s).fold(0.0, f64::max);
-        let full: Vec<&IntervalFigures> =
-            report.intervals.iter().filter(|i| i.length_s > 0.0 && i.length_s >= longest * 0.5).collect();
-        // The partial edges: the first and last intervals with replies.
-        let inner = match full.len() {
-            0..=2 => &full[..],
-            n => &full[1..n - 1],
-        };
+        let inner: Vec<&IntervalFigures> =
+            report.intervals.iter().filter(|i| i.length_s > 0.0 && i.length_s >= longest * 0.95).collect();
         let name =
             path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
         Ok(Run {
@@ -82,16 +84,23 @@ impl Run {
         })
     }
 
-    /// "threads, 2 workers" as the server reported it.
+    /// "threads, 2 workers" as the server reported it, and whether the run
+    /// was cut short (its figures cover less than was asked).
     fn farm(&self) -> String {
         let server = &self.report.server;
         let gil = if server.gil == Some(true) { ", GIL on" } else { "" };
-        match (&server.mode, server.workers) {
+        let cut = match (&self.report.aborted, self.report.interrupted) {
+            (Some(_), _) => "; ABORTED by --abort-on-fail",
+            (None, true) => "; INTERRUPTED",
+            (None, false) => "",
+        };
+        let farm = match (&server.mode, server.workers) {
             (Some(mode), Some(workers)) => {
                 format!("{mode}{gil}, {}", crate::units::count(workers, "worker", "workers"))
             }
             _ => "a server that did not say its mode".into(),
-        }
+        };
+        format!("{farm}{cut}")
     }
 }
 

@@ -33,8 +33,9 @@ const PERCENTILES: [f64; 6] = [50.0, 90.0, 99.0, 99.9, 99.99, 100.0];
 struct Log {
     /// `BaseTime` (or `StartTime`): what its offsets count from.
     base: Duration,
-    /// Each interval: its offset from `base`, its length, its histogram.
-    intervals: Vec<(Duration, Duration, Histogram<u64>)>,
+    /// Each interval: its offset from `base`, its length, its histogram,
+    /// and an open loop's target rate (its `target_rps=` tag).
+    intervals: Vec<(Duration, Duration, Histogram<u64>, Option<f64>)>,
 }
 
 fn read_log(path: &Path) -> Result<Log> {
@@ -44,9 +45,12 @@ fn read_log(path: &Path) -> Result<Log> {
     let mut intervals = Vec::new();
     let mut deserializer = Deserializer::new();
     for entry in IntervalLogIterator::new(&bytes) {
-        match entry.map_err(|e| {
-            bad(format!("not an HdrHistogram interval log ({e:?}); write one with tc-client --hdr-log FILE"))
-        })? {
+        let entry = entry.map_err(|_| {
+            bad("not an HdrHistogram interval log (a line could not be read as one); write one with \
+                 tc-client --hdr-log FILE"
+                .to_string())
+        })?;
+        match entry {
             LogEntry::BaseTime(at) => base = Some(at),
             LogEntry::StartTime(at) => start = Some(at),
             LogEntry::Interval(interval) => {
@@ -56,7 +60,10 @@ fn read_log(path: &Path) -> Result<Log> {
                 let histogram: Histogram<u64> = deserializer
                     .deserialize(&mut compressed.as_slice())
                     .map_err(|e| bad(format!("an interval's histogram cannot be decoded ({e:?})")))?;
-                intervals.push((interval.start_timestamp(), interval.duration(), histogram));
+                let target = interval
+                    .tag()
+                    .and_then(|tag| tag.as_str().strip_prefix("target_rps=")?.parse::<f64>().ok());
+                intervals.push((interval.start_timestamp(), interval.duration(), histogram, target));
             }
         }
     }
@@ -86,6 +93,10 @@ pub(crate) struct Merged {
     length: Duration,
     #[serde(skip)]
     by_interval: BTreeMap<u64, Histogram<u64>>,
+    #[serde(skip)]
+    targets: BTreeMap<u64, f64>,
+    #[serde(skip)]
+    full_intervals: usize,
 }
 
 /// Merges the interval logs at `paths`.
@@ -94,15 +105,21 @@ pub(crate) struct Merged {
 /// A log that cannot be read or decoded, or whose intervals differ in
 /// length from the others' (they could not be added interval by interval).
 pub(crate) fn merge(paths: &[PathBuf]) -> Result<Merged> {
+    // One log given twice would count its requests twice.
+    for (i, path) in paths.iter().enumerate() {
+        if paths[..i].iter().any(|earlier| same_file(earlier, path)) {
+            return Err(Error::input(path, "given twice: its requests would be counted twice"));
+        }
+    }
     let logs: Vec<Log> = paths.iter().map(|p| read_log(p)).collect::<Result<_>>()?;
     let length = logs
         .iter()
-        .flat_map(|log| log.intervals.iter().map(|(_, length, _)| *length))
+        .flat_map(|log| log.intervals.iter().map(|(_, length, _, _)| *length))
         .max()
         .ok_or_else(|| Error::input(&paths[0], "the logs hold no interval at all"))?;
     for (log, path) in logs.iter().zip(paths) {
         // The last interval of a log may be shorter; the others must agree.
-        if let Some((_, other, _)) = log.intervals.iter().rev().skip(1).find(|(_, l, _)| *l != length) {
+        if let Some((_, other, _, _)) = log.intervals.iter().rev().skip(1).find(|(_, l, _, _)| *l != length) {
             return Err(Error::input(
                 path,
                 format!(
@@ -114,23 +131,28 @@ pub(crate) fn merge(paths: &[PathBuf]) -> Result<Merged> {
     }
     let start = logs
         .iter()
-        .flat_map(|log| log.intervals.first().map(|(at, _, _)| log.base + *at))
+        .flat_map(|log| log.intervals.first().map(|(at, _, _, _)| log.base + *at))
         .min()
         .unwrap_or_default();
     let mut whole = latency_histogram();
     let mut by_interval: BTreeMap<u64, Histogram<u64>> = BTreeMap::new();
+    // Several open-loop clients: the farm was asked for the sum of them.
+    let mut targets: BTreeMap<u64, f64> = BTreeMap::new();
     let add = |into: &mut Histogram<u64>, from: &Histogram<u64>| {
         into.add(from)
             .map_err(|e| Error::input(&paths[0], format!("histograms that cannot be added ({e:?})")))
     };
     for log in &logs {
-        for (at, _, histogram) in &log.intervals {
+        for (at, _, histogram, target) in &log.intervals {
             add(&mut whole, histogram)?;
             // Which interval of the merged log: by wall-clock time, to the
             // nearest interval (two clients rarely start on the same ms).
             let offset = (log.base + *at).saturating_sub(start);
             let index = (offset.as_secs_f64() / length.as_secs_f64()).round() as u64;
             add(by_interval.entry(index).or_insert_with(latency_histogram), histogram)?;
+            if let Some(target) = target {
+                *targets.entry(index).or_default() += target;
+            }
         }
     }
     // Throughput over the full intervals: the first and last are partial
@@ -140,7 +162,11 @@ pub(crate) fn merge(paths: &[PathBuf]) -> Result<Merged> {
     let throughput_rps = inner.iter().sum::<u64>() as f64 / (length.as_secs_f64() * inner.len() as f64);
     let intervals = by_interval
         .iter()
-        .map(|(index, histogram)| IntervalFigures::of(length.mul_f64(*index as f64), length, histogram))
+        .map(|(index, histogram)| {
+            let mut figures = IntervalFigures::of(length.mul_f64(*index as f64), length, histogram);
+            figures.target_rps = targets.get(index).copied();
+            figures
+        })
         .collect();
     Ok(Merged {
         logs: paths.iter().map(|p| p.display().to_string()).collect(),
@@ -151,7 +177,14 @@ pub(crate) fn merge(paths: &[PathBuf]) -> Result<Merged> {
         start,
         length,
         by_interval,
+        targets,
+        full_intervals: inner.len(),
     })
+}
+
+/// Whether two paths name one file (as given, or once resolved).
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
 }
 
 impl Merged {
@@ -160,12 +193,13 @@ impl Merged {
         let l = &self.latency;
         let ms = |us: u64| format!("{:.3}", us as f64 / 1000.0);
         let mut text = format!(
-            "tc-client merge: {} ok replies from {} logs, {} intervals of {:?}, {:.1} ok replies/s together\n\n",
+            "tc-client merge: {} ok replies from {}, {} of {:?}; {:.1} ok replies/s together over the {} full\n\n",
             self.whole.len(),
-            self.logs.len(),
-            self.by_interval.len(),
+            crate::units::count(self.logs.len() as u64, "log", "logs"),
+            crate::units::count(self.by_interval.len() as u64, "interval", "intervals"),
             self.length,
-            self.throughput_rps
+            self.throughput_rps,
+            crate::units::count(self.full_intervals as u64, "interval", "intervals"),
         );
         text.push_str("  Latency (ms)             min");
         for p in &l.percentiles {
@@ -206,7 +240,9 @@ impl Merged {
             .with_max_value_divisor(1000.0)
             .begin_log_with(&mut *out, &mut serializer)?;
         for (index, histogram) in &self.by_interval {
-            log.write_histogram(histogram, self.length.mul_f64(*index as f64), self.length, None)
+            let tag_text = self.targets.get(index).map(|rate| format!("target_rps={rate:.3}"));
+            let tag = tag_text.as_deref().and_then(hdrhistogram::serialization::interval_log::Tag::new);
+            log.write_histogram(histogram, self.length.mul_f64(*index as f64), self.length, tag)
                 .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
         }
         drop(log);

@@ -38,7 +38,7 @@ const BUCKETS: [f64; 16] =
 #[derive(Debug)]
 pub(crate) struct RunState {
     pub(crate) progress: Arc<ProgressCounters>,
-    /// Set when the run is over and reported. `SeqCst`: once per run.
+    /// Set when the run is over (its counters final). `SeqCst`: once per run.
     pub(crate) finished: AtomicBool,
     /// Set by the first `/metrics` scrape after `finished`.
     pub(crate) scraped_after_end: AtomicBool,
@@ -54,11 +54,17 @@ impl RunState {
         })
     }
 
-    /// After the run: waits until the final figures were scraped, or
+    /// The run is over: every counter is final from here on (the reports
+    /// are written from the same figures).
+    pub(crate) fn finish(&self) {
+        self.finished.store(true, Ordering::SeqCst);
+    }
+
+    /// After the reports: waits until the final figures were scraped, or
     /// `linger` passed (a scraper that never comes does not hold the
     /// client). Polls every 50 ms: this is the end of the process.
     pub(crate) fn linger(&self, linger: Duration) {
-        self.finished.store(true, Ordering::SeqCst);
+        self.finish();
         let until = Instant::now() + linger;
         while !self.scraped_after_end.load(Ordering::SeqCst) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(50));
@@ -137,7 +143,7 @@ impl Collector for ClientCollector {
         )?;
         families.gauge(
             "finished",
-            "1 once the run is over and reported.",
+            "1 once the run is over: the figures are final.",
             i64::from(self.state.finished.load(Ordering::SeqCst)),
         )?;
         let latency = {

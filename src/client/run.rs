@@ -13,7 +13,7 @@ use crate::cli::client::{
 };
 use crate::cli::{init_logging, LogFormat};
 use crate::client::bench::intervals::clip_to_measured;
-use crate::client::bench::options::{BenchOptions, Pacing, Warmup};
+use crate::client::bench::options::{BenchOptions, Pacing};
 use crate::client::bench::{self, RunSinks};
 use crate::client::connection::suggest_embedded;
 use crate::client::metrics::{ClientPages, RunState};
@@ -236,7 +236,8 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
     let (interval_sink, intervals) = start_intervals(
         outputs.take_hdr_log(),
         options.concurrency,
-        started_at,
+        // The log's base time: where its intervals start counting.
+        started_at + options.timed_warmup(),
         options.log_interval,
         target_rate(&options),
         Some(RunSoFar {
@@ -260,9 +261,16 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
         Error::io("merging the run's intervals", std::io::Error::other("the interval thread panicked"))
     })?;
     let mut run = result.map_err(suggest_embedded)?;
+    if let Some((state, _)) = &metrics {
+        state.finish();
+    }
     run.intervals = intervals.map_err(|e| Error::io("writing --hdr-log", e))?;
-    let (to_s, measured_s) = (run.wall_time.as_secs_f64(), run.measured_time().as_secs_f64());
-    clip_to_measured(&mut run.intervals, to_s - measured_s, to_s);
+    // The intervals count from the end of a timed warm-up.
+    let warmup_s = run.options.timed_warmup().as_secs_f64();
+    let (from_s, to_s) = run
+        .measured_window
+        .map_or((0.0, 0.0), |(from, to)| (from.as_secs_f64() - warmup_s, to.as_secs_f64() - warmup_s));
+    clip_to_measured(&mut run.intervals, from_s, to_s);
     let report = RunReport::new(&run);
     finish_all(exporters, &run, &report)?;
     if let Some((state, endpoint)) = metrics {
@@ -306,12 +314,9 @@ fn target_rate(options: &BenchOptions) -> Option<crate::client::report::interval
             let rate = *rate;
             Some(Box::new(move |_, _| rate))
         }
+        // The intervals start when the stages do, after a timed warm-up.
         Pacing::Staged(stages) => {
-            let warmup = match options.warmup {
-                Warmup::Duration(d) => d,
-                Warmup::None | Warmup::Requests(_) => std::time::Duration::ZERO,
-            };
-            let profile = stages.after_warmup(warmup);
+            let profile = stages.clone();
             Some(Box::new(move |from, to| profile.mean_rate(from, to)))
         }
     }

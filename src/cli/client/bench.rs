@@ -94,7 +94,7 @@ pub(crate) struct BenchArgs {
     /// 10s@200,30s@1000,10s@0 (10 s at 200 requests/s, 30 s at 1000, 10 s
     /// idle); the run lasts their sum, after the warm-up (sent at the first
     /// rate). Each interval of the reports records the target rate.
-    #[arg(long, value_name = "STAGES", conflicts_with_all = ["rate", "pipeline", "requests", "duration"])]
+    #[arg(long, value_name = "STAGES", conflicts_with_all = ["rate", "pipeline", "requests"])]
     pub(crate) stages: Option<String>,
 
     /// Closed loop: requests in flight per connection [default: 1].

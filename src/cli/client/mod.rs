@@ -34,7 +34,7 @@ Examples:
   tc-client --embedded --mode threads --workers 2 -c 8 -d 30s --csv results/runs.csv
   tc-client --port 5050 --concurrency 4 --requests 5 --size 500000   # against a running tc-server
   tc-client --embedded --rate 300 -d 20s --hgrm open.hgrm           # open loop, wrk2-style
-  tc-client --embedded --stages 10s@200,10s@600,10s@1000 --hdr-log knee.hlog   # find the knee in one run
+  tc-client --embedded --stages 10s@200,10s@600,10s@1000 --hdr-log k.hlog  # find the knee
   tc-client --embedded --cmd ping --pipeline 16
   tc-client --embedded --threshold 'p99<20ms' --threshold 'errors==0'   # CI: exit 99 when one is crossed
   tc-client call compute 1000                           # one request (also: JSON in single quotes, @FILE, -)

@@ -232,6 +232,9 @@ pub(crate) struct BenchRun {
     pub(crate) intervals: Vec<crate::client::bench::intervals::IntervalFigures>,
     /// `--abort-on-fail` stopped the run: the threshold crossed, and when.
     pub(crate) aborted: Option<String>,
+    /// The measured part — first measured send to last measured reply — as
+    /// offsets from the start of the run; `None` when nothing was measured.
+    pub(crate) measured_window: Option<(Duration, Duration)>,
 }
 
 impl BenchRun {
@@ -325,6 +328,9 @@ fn run_against(server: &ServerUnderTest, options: BenchOptions, sinks: RunSinks)
         }
     }
     let wall_time = plan.start.elapsed();
+    let since_start = |at: Instant| at.saturating_duration_since(plan.start);
+    let measured_window =
+        recorder.first_measured.zip(recorder.last_measured).map(|(a, b)| (since_start(a), since_start(b)));
     let options = Arc::try_unwrap(plan).map(|p| p.options).unwrap_or_else(|p| p.options.clone());
     // A stop asked by --abort-on-fail is not an interruption: the run is
     // reported as aborted (and exits 99), not as cut short by Ctrl-C.
@@ -339,6 +345,7 @@ fn run_against(server: &ServerUnderTest, options: BenchOptions, sinks: RunSinks)
         interrupted,
         intervals: Vec::new(),
         aborted: crate::client::interrupt::aborted(),
+        measured_window,
     })
 }
 

@@ -185,6 +185,13 @@ impl BenchOptions {
     /// # Errors
     /// An [`OptionsError`] naming the offending flag.
     pub(crate) fn from_args(args: &BenchArgs) -> Result<BenchOptions, OptionsError> {
+        if args.stages.is_some() && args.duration.is_some() {
+            return Err(OptionsError::new(
+                "--duration",
+                "--stages sets the run's length (the sum of its stages, after the warm-up); drop --duration"
+                    .to_string(),
+            ));
+        }
         if args.is_lock_cycle() && !args.thresholds.is_empty() {
             return Err(OptionsError::new(
                 "--threshold",
@@ -502,6 +509,15 @@ impl BenchOptions {
             dashboard: None,
             images: ImagePayloads::default(),
             thresholds: Vec::new(),
+        }
+    }
+
+    /// How long a timed warm-up lasts (zero for none or a counted one): the
+    /// run's intervals start after it.
+    pub(crate) fn timed_warmup(&self) -> Duration {
+        match self.warmup {
+            Warmup::Duration(d) => d,
+            Warmup::None | Warmup::Requests(_) => Duration::ZERO,
         }
     }
 

@@ -204,7 +204,13 @@ impl<'a> Receiver<'a> {
             sinks,
             recorder: Recorder::default(),
             settled: SettledIds::default(),
-            interval: IntervalRecorder::new(index, plan.start, plan.options.log_interval),
+            // Intervals count from the end of a timed warm-up, so a stage's
+            // boundaries fall on interval boundaries.
+            interval: IntervalRecorder::new(
+                index,
+                plan.start + plan.options.timed_warmup(),
+                plan.options.log_interval,
+            ),
             leftovers: RequestOutcome::Missing,
         }
     }

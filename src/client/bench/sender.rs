@@ -56,11 +56,7 @@ impl<'a> Schedule<'a> {
         };
         let profile = match &options.pacing {
             Pacing::Staged(stages) => {
-                let warmup = match options.warmup {
-                    Warmup::Duration(d) => d,
-                    Warmup::None | Warmup::Requests(_) => Duration::ZERO,
-                };
-                Some((stages.after_warmup(warmup), index as u64, options.concurrency as u64))
+                Some((stages.after_warmup(options.timed_warmup()), index as u64, options.concurrency as u64))
             }
             _ => None,
         };
@@ -79,6 +75,11 @@ impl<'a> Schedule<'a> {
             offset,
             profile,
         }
+    }
+
+    /// A staged profile's end, warm-up included.
+    fn profile_end(&self) -> Option<Instant> {
+        self.profile.as_ref().map(|(stages, _, _)| self.plan.start + stages.total())
     }
 
     /// Open loop: when the next request is due; `None` when a staged
@@ -196,6 +197,11 @@ pub(super) fn send_on_schedule(
             return;
         }
         sinks.progress.sent.fetch_add(1, Relaxed);
+    }
+    // A profile that ends in silence (`10s@0` last) lasts its whole
+    // length: the connections stay open and idle until it ends.
+    if let Some(end) = schedule.profile_end() {
+        let _ = window.wait_until(end);
     }
     let mut state = window.lock();
     state.sending_done = true;

@@ -106,8 +106,14 @@ impl Threshold {
         ]
         .into_iter()
         .find_map(|(symbol, op)| rest.strip_prefix(symbol).map(|value| (op, value)))
-        .ok_or_else(|| refuse("a single = compares nothing (write ==)"))?;
-        let metric = Metric::parse(name).ok_or_else(|| refuse(&format!("{name:?} is not a metric")))?;
+        .ok_or_else(|| {
+            refuse(if rest.starts_with("=<") || rest.starts_with("=>") {
+                "=< and => are written <= and >="
+            } else {
+                "a single = compares nothing (write ==)"
+            })
+        })?;
+        let metric = Metric::parse(name).map_err(|why| refuse(&why))?;
         let (limit, percent) = match &metric {
             Metric::Latency(..) => (
                 parse_time_us(value)
@@ -194,17 +200,27 @@ impl Threshold {
 }
 
 impl Metric {
-    fn parse(name: &str) -> Option<Metric> {
+    fn parse(name: &str) -> Result<Metric, String> {
         match name {
-            "throughput" => return Some(Metric::Throughput),
-            "errors" => return Some(Metric::Errors(None)),
-            "timeouts" => return Some(Metric::Timeouts),
+            "throughput" => return Ok(Metric::Throughput),
+            "errors" => return Ok(Metric::Errors(None)),
+            "timeouts" => return Ok(Metric::Timeouts),
             _ => {}
         }
         if let Some(code) = name.strip_prefix("errors.") {
-            let valid = !code.is_empty() && code.chars().all(|c| c.is_ascii_uppercase() || c == '_');
-            return valid.then(|| Metric::Errors(Some(code.to_string())));
+            // A typo in a code would pass forever: only the protocol's codes.
+            let codes: Vec<&str> = crate::protocol::ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+            if codes.contains(&code) {
+                return Ok(Metric::Errors(Some(code.to_string())));
+            }
+            let upper = code.to_ascii_uppercase();
+            return Err(if codes.contains(&upper.as_str()) {
+                format!("error codes are upper case: errors.{upper}")
+            } else {
+                format!("{code:?} is not an error code (the codes: {})", codes.join(", "))
+            });
         }
+        let not_a_metric = || format!("{name:?} is not a metric");
         let (row, stat) = match name.strip_prefix("send.") {
             Some(stat) => (Row::Send, stat),
             None => (Row::Schedule, name.strip_prefix("schedule.").unwrap_or(name)),
@@ -214,13 +230,16 @@ impl Metric {
             "min" => Stat::Min,
             "max" => Stat::Max,
             _ => {
-                let digits = stat.strip_prefix('p')?;
+                let digits = stat.strip_prefix('p').ok_or_else(not_a_metric)?;
                 let digits = digits.strip_prefix('(').and_then(|d| d.strip_suffix(')')).unwrap_or(digits);
-                let p = parse_number(digits).filter(|p| *p > 0.0 && *p <= 100.0)?;
+                let p = parse_number(digits).ok_or_else(not_a_metric)?;
+                if !(p > 0.0 && p <= 100.0) {
+                    return Err(format!("{name:?}: a percentile is above 0 and at most 100"));
+                }
                 Stat::Percentile(p)
             }
         };
-        Some(Metric::Latency(row, stat))
+        Ok(Metric::Latency(row, stat))
     }
 }
 
@@ -267,10 +286,11 @@ impl Threshold {
     /// (not counted live).
     pub(crate) fn crossed_so_far(&self, so_far: &SoFar<'_>) -> Option<(bool, String)> {
         let (value, what) = match &self.metric {
-            Metric::Latency(Row::Schedule, stat) => {
-                let us = latency_us(so_far.latency, *stat)?;
-                (us, format!("{} was {}", self.metric, shown_us(us)))
-            }
+            Metric::Latency(Row::Schedule, stat) => match latency_us(so_far.latency, *stat) {
+                Some(us) => (us, format!("{} was {}", self.metric, shown_us(us))),
+                // Requests settled and none was ok: no latency to meet it.
+                None => return Some((true, "no ok replies so far".into())),
+            },
             Metric::Errors(None) => self.count(so_far.error_replies, so_far.settled),
             Metric::Timeouts => self.count(so_far.timeouts, so_far.settled),
             _ => return None,
@@ -389,12 +409,14 @@ mod tests {
             ("p99", "no comparison"),
             ("p99=20ms", "a single = compares nothing"),
             ("p99<20", "not a time with its unit"),
-            ("p101<20ms", "is not a metric"),
+            ("p101<20ms", "a percentile is above 0 and at most 100"),
+            ("p99=<20ms", "=< and => are written <= and >="),
+            ("errors.NOPE<1%", "is not an error code (the codes: BAD_FRAME"),
             ("latency<20ms", "is not a metric"),
             ("errors<-1", "not a count"),
             ("timeouts<150%", "not a share"),
             ("throughput>fast", "not a number"),
-            ("errors.busy==0", "is not a metric"),
+            ("errors.busy==0", "error codes are upper case: errors.BUSY"),
         ] {
             let error = Threshold::parse(text).unwrap_err();
             assert!(error.contains(why), "{text}: {error}");

@@ -51,8 +51,9 @@ impl RunSoFar {
         let mut latency = so_far.latency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         latency.add(histogram).map_err(|e| io::Error::other(format!("{e:?}")))?;
         so_far.target_rps.store(rate.unwrap_or(f64::NAN).to_bits(), Relaxed);
-        // Judged once replies came (not on the warm-up's empty intervals).
-        if !self.thresholds.is_empty() && !latency.is_empty() {
+        // Judged once measured requests have settled (not on a counted
+        // warm-up's empty intervals) — with or without ok replies.
+        if !self.thresholds.is_empty() && self.progress.measured.load(Relaxed) > 0 {
             self.check(&latency, end);
         }
         Ok(())
@@ -203,6 +204,12 @@ fn merge_intervals<W: Write>(
     }
     drop(writer);
     if let Some(out) = log.as_mut() {
+        // A run cut short says so, as its other reports do.
+        if let Some(why) = crate::client::interrupt::aborted() {
+            writeln!(out, "#[Aborted by --abort-on-fail: {why}]")?;
+        } else if crate::client::interrupt::requested() {
+            writeln!(out, "#[Interrupted (Ctrl-C or SIGTERM): the log covers what was measured until then]")?;
+        }
         out.flush()?;
     }
     Ok(figures)

@@ -274,9 +274,8 @@ pub(crate) struct RunReport {
     pub(crate) failed: bool,
     /// Whether Ctrl-C or SIGTERM cut the run short (exit code 130).
     pub(crate) interrupted: bool,
-    /// Why `--abort-on-fail` stopped the run (exit code 99); left out when
-    /// it did not.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Why `--abort-on-fail` stopped the run (exit code 99); `null` when it
+    /// did not.
     pub(crate) aborted: Option<String>,
     /// Each `--threshold`, checked (none: the key is left out).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -420,6 +419,7 @@ pub(crate) mod tests {
             interrupted: false,
             intervals: Vec::new(),
             aborted: None,
+            measured_window: None,
         }
     }
 

@@ -84,6 +84,10 @@ fn write_what_ran<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()> {
     }
     let what = if p.cmd.contains("compute") { format!("{} n={}", p.cmd, p.size) } else { p.cmd.clone() };
     let pacing = match (p.pipeline, p.rate_rps) {
+        // A ramp's text is FROM..TO over LENGTH; steps are LENGTH@RATE,...
+        _ if p.stages.as_deref().is_some_and(|s| s.contains("..")) => {
+            format!("open loop ramping {} requests/s", p.stages.as_deref().unwrap_or_default())
+        }
         _ if p.stages.is_some() => format!("open loop in stages {}", p.stages.as_deref().unwrap_or_default()),
         (_, Some(rate)) => format!("open loop at {rate} requests/s"),
         (Some(1), _) => "closed loop, 1 request in flight per connection".into(),
