@@ -193,13 +193,13 @@ impl Merged {
         let l = &self.latency;
         let ms = |us: u64| format!("{:.3}", us as f64 / 1000.0);
         let mut text = format!(
-            "tc-client merge: {} ok replies from {}, {} of {:?}; {:.1} ok replies/s together over the {} full\n\n",
+            "tc-client merge: {} ok replies from {}, {} of {:?}; {:.1} ok replies/s together over the {}\n\n",
             self.whole.len(),
             crate::units::count(self.logs.len() as u64, "log", "logs"),
             crate::units::count(self.by_interval.len() as u64, "interval", "intervals"),
             self.length,
             self.throughput_rps,
-            crate::units::count(self.full_intervals as u64, "interval", "intervals"),
+            crate::units::count(self.full_intervals as u64, "full interval", "full intervals"),
         );
         text.push_str("  Latency (ms)             min");
         for p in &l.percentiles {

@@ -329,7 +329,7 @@ pub(crate) fn timeline_chart(path: &Path) -> Result<(LineChart, Option<LineChart
     }
     let latency = LineChart {
         title: "Latency over time".into(),
-        x_label: "time the replies arrived (s since the start of the run)".into(),
+        x_label: "time the replies arrived (s since measuring began, after any warm-up)".into(),
         y_label: "latency (ms)".into(),
         x_axis: XAxis::Seconds,
         log_y: false,
@@ -344,7 +344,7 @@ pub(crate) fn timeline_chart(path: &Path) -> Result<(LineChart, Option<LineChart
     };
     let load = (!target.is_empty()).then(|| LineChart {
         title: "Load over time: asked for and answered".into(),
-        x_label: "time (s since the start of the run)".into(),
+        x_label: "time (s since measuring began, after any warm-up)".into(),
         y_label: "requests per second".into(),
         x_axis: XAxis::Seconds,
         log_y: false,
