@@ -46,6 +46,23 @@ pub(crate) fn requested() -> bool {
     REQUESTED.load(Ordering::SeqCst)
 }
 
+/// Stops the run as the first Ctrl-C would, from the live view (in raw
+/// mode the terminal sends Ctrl-C as a key, not a signal); `why` is said
+/// once the terminal is back.
+pub(crate) fn request_stop(why: &str) {
+    if !REQUESTED.swap(true, Ordering::SeqCst) {
+        let _ = STOPPED_BY.set(why.to_string());
+    }
+}
+
+/// What stopped the run from the live view, to tell the user afterwards.
+static STOPPED_BY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Said after the live view has given the terminal back.
+pub(crate) fn stopped_by() -> Option<&'static str> {
+    STOPPED_BY.get().map(String::as_str)
+}
+
 /// Why `--abort-on-fail` stopped the run; set once.
 static ABORTED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 

@@ -17,6 +17,7 @@
 //! | [`plot`] | charts drawn from sweep CSVs and `.hgrm` files |
 //! | [`sweep`] | a grid of embedded runs appended to one CSV |
 //! | [`progress`] | the live progress bar |
+//! | [`live`] | `tc-client --live`: the full-screen view of a run |
 //! | [`output`] | how `call`, `kernel` and `model` print their answer |
 //! | [`mod@run`] | what each `tc-client` subcommand does with its flags |
 //! | [`tls`] | `--tls`: which server certificate to trust, and the client's own |
@@ -25,6 +26,7 @@ pub(crate) mod bench;
 pub(crate) mod compare;
 pub(crate) mod connection;
 pub(crate) mod interrupt;
+pub(crate) mod live;
 pub(crate) mod merge;
 pub(crate) mod metrics;
 pub(crate) mod output;

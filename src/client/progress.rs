@@ -17,6 +17,11 @@ pub(crate) struct ProgressDisplay {
 }
 
 impl ProgressDisplay {
+    /// No progress line (the live view draws instead).
+    pub(crate) fn none() -> Self {
+        ProgressDisplay { stop: Arc::new(AtomicBool::new(false)), thread: None }
+    }
+
     /// Starts drawing (when asked for and stderr is a terminal).
     pub(crate) fn start(options: &BenchOptions, counters: Arc<ProgressCounters>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));

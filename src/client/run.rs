@@ -250,11 +250,27 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
         RunSinks { intervals: Some(interval_sink), progress: sinks_progress, ..RunSinks::default() };
     let mut live = LiveRun { sinks: &mut sinks };
     attach_all(&mut exporters, &mut live);
-    let progress = ProgressDisplay::start(&options, Arc::clone(&sinks.progress));
+    // The live view where asked and possible; the progress line otherwise.
+    let live_view = if args.live {
+        crate::client::live::LiveView::start(&options, Arc::clone(&sinks.progress))
+    } else {
+        None
+    };
+    let progress = match live_view {
+        Some(_) => ProgressDisplay::none(),
+        None => ProgressDisplay::start(&options, Arc::clone(&sinks.progress)),
+    };
     let metrics = args.metrics_addr.map(|addr| serve_metrics(addr, &sinks.progress)).transpose()?;
 
     let result = bench::run(options, sinks);
     progress.finish();
+    // The terminal back before anything is printed on it.
+    if let Some(view) = live_view {
+        view.finish();
+        if let Some(why) = crate::client::interrupt::stopped_by() {
+            eprintln!("tc-client: {why}: stopped; the report covers what was measured");
+        }
+    }
     // The run's senders are gone now, so the interval thread and the
     // streaming writers drain and end.
     let intervals = intervals.join().map_err(|_| {

@@ -37,6 +37,14 @@ pub(crate) struct BenchArgs {
     #[arg(long, env = "THREADCENTER_WORKERS", requires = "embedded", value_parser = parse_whole_number::<usize>, allow_negative_numbers = true)]
     pub(crate) workers: Option<usize>,
 
+    /// A full-screen view of the run while it goes: throughput per second,
+    /// p50/p90/p99 of the last second and of the whole run, the latency
+    /// histogram, errors by code, the server's workers and queue. q or
+    /// Ctrl-C stops (every report is still written). Only on a terminal:
+    /// otherwise the progress line.
+    #[arg(long)]
+    pub(crate) live: bool,
+
     /// Serve this client's own metrics while the run goes, at
     /// http://ADDR/metrics (Prometheus/OpenMetrics: requests sent, ok
     /// replies, errors by code, timeouts, latency, target rate); printed at

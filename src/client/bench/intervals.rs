@@ -68,6 +68,8 @@ impl IntervalFigures {
 pub(crate) struct SoFar {
     /// Latency from schedule of the ok replies so far (µs).
     pub(crate) latency: std::sync::Mutex<Histogram<u64>>,
+    /// The same, of the last complete interval alone ("the last second").
+    pub(crate) last_interval: std::sync::Mutex<Histogram<u64>>,
     /// The open loop's target rate in the last complete interval, as f64
     /// bits; `NaN` in a closed loop.
     pub(crate) target_rps: std::sync::atomic::AtomicU64,
@@ -77,6 +79,7 @@ impl Default for SoFar {
     fn default() -> Self {
         SoFar {
             latency: std::sync::Mutex::new(super::recorder::latency_histogram()),
+            last_interval: std::sync::Mutex::new(super::recorder::latency_histogram()),
             target_rps: std::sync::atomic::AtomicU64::new(f64::NAN.to_bits()),
         }
     }

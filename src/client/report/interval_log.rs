@@ -50,6 +50,7 @@ impl RunSoFar {
         let so_far = &self.progress.so_far;
         let mut latency = so_far.latency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         latency.add(histogram).map_err(|e| io::Error::other(format!("{e:?}")))?;
+        so_far.last_interval.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone_from(histogram);
         so_far.target_rps.store(rate.unwrap_or(f64::NAN).to_bits(), Relaxed);
         // Judged once measured requests have settled (not on a counted
         // warm-up's empty intervals) — with or without ok replies.
