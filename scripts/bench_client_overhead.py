@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """What tc-client's own observability costs the measurement: the same run
-with and without `--metrics-addr` (scraped once a second while it goes, as
-a fast Prometheus would), against one standalone tc-server. Runs
-alternate (plain, observed, plain, observed, ...) so drift in the
-machine's speed hits both alike; each row reports the medians, the
-throughput ratio (target >= 0.97) and the p50s.
+plain, with `--metrics-addr` (scraped once a second while it goes, as a
+fast Prometheus would) and with `--live` (drawn in a real pseudo-terminal,
+tmux, 120x40), against one standalone tc-server. Runs alternate (plain,
+metrics, live, plain, ...) so drift in the machine's speed hits all alike;
+each row reports the medians, the throughput ratios (target >= 0.97) and
+the p50s.
 
     python3 scripts/bench_client_overhead.py [--repeats 5] [--duration 5]
 
@@ -14,6 +15,11 @@ should run on the machine meanwhile.
 
 import argparse
 import datetime
+import json
+import os
+import shutil
+import subprocess
+import tempfile
 import platform
 import socket
 import statistics
@@ -58,8 +64,26 @@ def scrape_every_second(port, stop):
     return scrapes
 
 
+def run_live(flags):
+    """The client with --live in a tmux pseudo-terminal; its JSON report."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report, done = os.path.join(tmp, "run.json"), os.path.join(tmp, "done")
+        socket_name = f"tc-overhead-{os.getpid()}"
+        command = " ".join([str(bench.CLIENT), *flags, "--live", "--json", report]) + f"; touch {done}"
+        subprocess.run(["tmux", "-L", socket_name, "new-session", "-d", "-x", "120", "-y", "40", command], check=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not os.path.exists(done) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            subprocess.run(["tmux", "-L", socket_name, "kill-server"], check=False, stderr=subprocess.DEVNULL)
+        return json.load(open(report))
+
+
 def run_once(server, client_flags, duration, observed):
     flags = ["--port", str(server.port), *client_flags, "-d", str(duration), "--warmup", "1s"]
+    if observed == "live":
+        return run_live(flags)
     if not observed:
         report, _, _ = bench.client(*flags)
         return report
@@ -82,23 +106,26 @@ def main():
     args = parser.parse_args()
     bench.build()
 
+    if not shutil.which("tmux"):
+        sys.exit("needs tmux for the --live runs: apt-get install -y tmux")
     rows = []
+    kinds = (False, True, "live")
     for description, server_flags, client_flags in SCENARIOS:
-        runs = {False: [], True: []}
+        runs = {kind: [] for kind in kinds}
         with bench.Server(*server_flags) as server:
             for repeat in range(args.repeats):
-                order = (False, True) if repeat % 2 == 0 else (True, False)
-                for observed in order:
-                    runs[observed].append(run_once(server, client_flags, args.duration, observed))
-        plain = statistics.median(r["throughput_rps"] for r in runs[False])
-        watched = statistics.median(r["throughput_rps"] for r in runs[True])
-        p50_plain = statistics.median(bench.p50(r) for r in runs[False]) / 1000
-        p50_watched = statistics.median(bench.p50(r) for r in runs[True]) / 1000
+                # Rotate the order, so no kind always runs first.
+                order = kinds[repeat % 3:] + kinds[:repeat % 3]
+                for kind in order:
+                    runs[kind].append(run_once(server, client_flags, args.duration, kind))
+        median = lambda kind: statistics.median(r["throughput_rps"] for r in runs[kind])
+        p50 = lambda kind: statistics.median(bench.p50(r) for r in runs[kind]) / 1000
         spread = lambda rs: (max(r["throughput_rps"] for r in rs) - min(r["throughput_rps"] for r in rs)) / statistics.median(
             r["throughput_rps"] for r in rs)
-        rows.append((description, plain, watched, watched / plain, p50_plain, p50_watched,
-                     max(spread(runs[False]), spread(runs[True]))))
-        bench.log(f"{description}: {plain:,.0f} vs {watched:,.0f} ok/s, ratio {watched / plain:.3f}")
+        plain = median(False)
+        rows.append((description, plain, median(True), median("live"), p50(False), p50(True), p50("live"),
+                     max(spread(runs[kind]) for kind in kinds)))
+        bench.log(f"{description}: {plain:,.0f} plain, {median(True):,.0f} metrics, {median('live'):,.0f} live ok/s")
 
     date = datetime.date.today().isoformat()
     out = ROOT / "results" / f"client-overhead-{date}.md"
@@ -109,17 +136,17 @@ def main():
         f"Command: `python3 scripts/bench_client_overhead.py --repeats {args.repeats} --duration {args.duration}`",
         "",
         f"Machine: {platform.machine()}, {cpu}, 2 cores, shared by the server, the client and the scraper. "
-        f"Release builds. Each scenario: one tc-server; runs alternate plain / with `--metrics-addr` "
-        f"(scraped once a second during the run); medians of {args.repeats} runs of {args.duration} s each "
-        "after a 1 s warm-up. Target: throughput ratio >= 0.97, p50 within noise.",
+        f"Release builds. Each scenario: one tc-server; runs rotate plain / `--metrics-addr` "
+        f"(scraped once a second during the run) / `--live` (in tmux, 120x40); medians of {args.repeats} runs "
+        f"of {args.duration} s each after a 1 s warm-up. Target: throughput ratio >= 0.97, p50 within noise.",
         "",
-        "| scenario | plain | with --metrics-addr | ratio | p50 plain | p50 with | spread of the runs |",
-        "|---|---|---|---|---|---|---|",
+        "| scenario | plain | --metrics-addr | ratio | --live | ratio | p50 plain / metrics / live | spread of the runs |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for description, plain, watched, ratio, p50_plain, p50_watched, spread in rows:
-        lines.append(f"| {description} | {plain:,.0f} ok/s | {watched:,.0f} ok/s | **{ratio:.3f}** | "
-                     f"{p50_plain:.3f} ms | {p50_watched:.3f} ms | {100 * spread:.1f}% |")
-    lines += ["", "`--live` (the full-screen view) is not built yet: its row comes with it."]
+    for description, plain, metrics, live, p50_plain, p50_metrics, p50_live, spread in rows:
+        lines.append(f"| {description} | {plain:,.0f} ok/s | {metrics:,.0f} ok/s | **{metrics / plain:.3f}** | "
+                     f"{live:,.0f} ok/s | **{live / plain:.3f}** | "
+                     f"{p50_plain:.3f} / {p50_metrics:.3f} / {p50_live:.3f} ms | {100 * spread:.1f}% |")
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out.relative_to(ROOT)}")
 
