@@ -100,6 +100,18 @@ fn stream_config(max_jobs: i64) -> stream::Config {
     }
 }
 
+/// `get_or_create_stream`, with the race of two processes creating the
+/// stream at once settled: both see no stream, both create it, and the
+/// second's create fails (nats-server 2.9 says "subjects overlap") — then
+/// the stream it lost to is the one to use.
+async fn open_stream(js: &jetstream::Context, config: stream::Config) -> Result<stream::Stream, String> {
+    let name = config.name.clone();
+    match js.get_or_create_stream(config).await {
+        Ok(stream) => Ok(stream),
+        Err(lost) => js.get_stream(&name).await.map_err(|_| lost.to_string()),
+    }
+}
+
 /// The likely cause of a JetStream call that fails at start, said after it.
 pub(crate) const NO_JETSTREAM_HINT: &str = "; is nats-server running with JetStream (-js)?";
 
@@ -115,8 +127,7 @@ pub(crate) async fn jobs_stream(js: &jetstream::Context, max_jobs: Option<i64>) 
     let unusable = |e: &dyn std::fmt::Display| {
         Error::Remote(format!("cannot open the JetStream stream {STREAM} ({e}){NO_JETSTREAM_HINT}"))
     };
-    let mut stream = js
-        .get_or_create_stream(stream_config(max_jobs.unwrap_or(STREAM_MAX_MESSAGES)))
+    let mut stream = open_stream(js, stream_config(max_jobs.unwrap_or(STREAM_MAX_MESSAGES)))
         .await
         .map_err(|e| unusable(&e))?;
     if let Some(max_jobs) = max_jobs {
@@ -154,15 +165,18 @@ pub(crate) async fn workers_consumer(stream: &stream::Stream) -> Result<consumer
 /// # Errors
 /// As [`jobs_stream`].
 pub(crate) async fn results_stream(js: &jetstream::Context) -> Result<stream::Stream> {
-    js.get_or_create_stream(stream::Config {
-        name: RESULTS_STREAM.into(),
-        subjects: vec![RESULTS_SUBJECTS.into()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        discard: stream::DiscardPolicy::Old,
-        max_messages: RESULTS_MAX_MESSAGES,
-        max_age: RESULTS_MAX_AGE,
-        ..Default::default()
-    })
+    open_stream(
+        js,
+        stream::Config {
+            name: RESULTS_STREAM.into(),
+            subjects: vec![RESULTS_SUBJECTS.into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            discard: stream::DiscardPolicy::Old,
+            max_messages: RESULTS_MAX_MESSAGES,
+            max_age: RESULTS_MAX_AGE,
+            ..Default::default()
+        },
+    )
     .await
     .map_err(|e| {
         Error::Remote(format!("cannot open the JetStream stream {RESULTS_STREAM} ({e}){NO_JETSTREAM_HINT}"))
