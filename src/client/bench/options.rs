@@ -164,6 +164,57 @@ pub(crate) struct BenchOptions {
     pub(crate) thresholds: Vec<Threshold>,
 }
 
+/// The pacing the flags ask for: `--stages`, `--rate` (constant or a ramp
+/// over `stop`'s duration) or a closed loop; the stages set `stop` (their
+/// sum is the run's length).
+fn pacing_of(args: &BenchArgs, stop: &mut StopAfter) -> Result<Pacing, OptionsError> {
+    let stages = args
+        .stages
+        .as_deref()
+        .map(|text| {
+            Stages::parse_steps(text)
+                .map_err(|e| OptionsError::new("--stages", format!("--stages {text:?}: {e}")))
+        })
+        .transpose()?;
+    let rate = args
+        .rate
+        .as_deref()
+        .map(|text| {
+            RateArg::parse(text).map_err(|e| OptionsError::new("--rate", format!("--rate {text:?}: {e}")))
+        })
+        .transpose()?;
+    Ok(match (&stages, rate) {
+        (Some(stages), _) => {
+            // The stages say how long the run is.
+            *stop = StopAfter::Duration(stages.total());
+            Pacing::Staged(stages.clone())
+        }
+        (None, Some(RateArg::Constant(rate))) => Pacing::Open { rate },
+        (None, Some(RateArg::Ramp(from, to))) => {
+            let StopAfter::Duration(over) = *stop else {
+                return Err(OptionsError::new(
+                    "--rate",
+                    "a ramp (--rate FROM..TO) runs over --duration, not --requests".to_string(),
+                ));
+            };
+            let text = format!("{from}..{to} over {}", humantime::format_duration(over));
+            Pacing::Staged(Stages::ramp(from, to, over, &text).map_err(|e| OptionsError::new("--rate", e))?)
+        }
+        (None, None) => Pacing::Closed { pipeline: args.pipeline.unwrap_or(1) },
+    })
+}
+
+/// Each `--threshold`, parsed; the error names the one at fault.
+fn thresholds_of(args: &BenchArgs) -> Result<Vec<Threshold>, OptionsError> {
+    args.thresholds
+        .iter()
+        .map(|text| {
+            Threshold::parse(text)
+                .map_err(|e| OptionsError::new("--threshold", format!("--threshold {text:?}: {e}")))
+        })
+        .collect()
+}
+
 /// The most requests per second `--rate` may ask for (defined with the
 /// rate profiles, which share it).
 pub(crate) use super::stages::MAX_RATE;
@@ -217,42 +268,7 @@ impl BenchOptions {
             (None, Some(d)) => StopAfter::Duration(d),
             (None, None) => StopAfter::Duration(DEFAULT_DURATION),
         };
-        let stages = args
-            .stages
-            .as_deref()
-            .map(|text| {
-                Stages::parse_steps(text)
-                    .map_err(|e| OptionsError::new("--stages", format!("--stages {text:?}: {e}")))
-            })
-            .transpose()?;
-        let rate = args
-            .rate
-            .as_deref()
-            .map(|text| {
-                RateArg::parse(text).map_err(|e| OptionsError::new("--rate", format!("--rate {text:?}: {e}")))
-            })
-            .transpose()?;
-        let load = match (&stages, rate) {
-            (Some(stages), _) => {
-                // The stages say how long the run is.
-                stop = StopAfter::Duration(stages.total());
-                Pacing::Staged(stages.clone())
-            }
-            (None, Some(RateArg::Constant(rate))) => Pacing::Open { rate },
-            (None, Some(RateArg::Ramp(from, to))) => {
-                let StopAfter::Duration(over) = stop else {
-                    return Err(OptionsError::new(
-                        "--rate",
-                        "a ramp (--rate FROM..TO) runs over --duration, not --requests".to_string(),
-                    ));
-                };
-                let text = format!("{from}..{to} over {}", humantime::format_duration(over));
-                Pacing::Staged(
-                    Stages::ramp(from, to, over, &text).map_err(|e| OptionsError::new("--rate", e))?,
-                )
-            }
-            (None, None) => Pacing::Closed { pipeline: args.pipeline.unwrap_or(1) },
-        };
+        let load = pacing_of(args, &mut stop)?;
         let lock_cycle = args.is_lock_cycle();
         // lock-cycle is its own loop (see bench::lock_cycle); its requests are predictions.
         let mix_text = if lock_cycle { "predict" } else { args.mix.as_deref().unwrap_or(&args.cmd) };
@@ -304,14 +320,7 @@ impl BenchOptions {
             embedded_tls: args.embedded && args.tls.tls,
             dashboard: args.dashboard,
             images,
-            thresholds: args
-                .thresholds
-                .iter()
-                .map(|text| {
-                    Threshold::parse(text)
-                        .map_err(|e| OptionsError::new("--threshold", format!("--threshold {text:?}: {e}")))
-                })
-                .collect::<Result<_, _>>()?,
+            thresholds: thresholds_of(args)?,
         };
         options.validate()?;
         Ok(options)
