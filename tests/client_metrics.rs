@@ -12,6 +12,36 @@ use std::time::Duration;
 
 use common::{http_get, parse_exposition, wait_for_exit, TestServer};
 
+/// A tc-client run with `--metrics-addr 127.0.0.1:0` (and a long linger):
+/// the child, and the address it printed.
+fn client_with_metrics(args: &[&str]) -> (std::process::Child, SocketAddr) {
+    let mut client = Command::new(env!("CARGO_BIN_EXE_tc-client"))
+        .args(args)
+        .args(["--metrics-addr", "127.0.0.1:0", "--metrics-linger", "60s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(client.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("tc-client metrics on http://")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("the address line: {line:?}"))
+        .parse()
+        .unwrap();
+    (client, addr)
+}
+
+/// Reads the client's stdout until its summary's last line; returns it all.
+fn summary_of(client: &mut std::process::Child) -> String {
+    let mut stdout = BufReader::new(client.stdout.take().unwrap());
+    let mut summary = String::new();
+    while stdout.read_line(&mut summary).unwrap() > 0 && !summary.contains("Done:") {}
+    summary
+}
+
 #[test]
 fn the_clients_final_metrics_agree_with_its_json_report() {
     // Half the requests refused (n above --max-n), half answered: both show.
@@ -19,31 +49,27 @@ fn the_clients_final_metrics_agree_with_its_json_report() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("run.json");
     let port = server.addr.port().to_string();
-    let mut client = Command::new(env!("CARGO_BIN_EXE_tc-client"))
-        .args(["--port", &port, "--mix", "compute:1,ping:1", "--size", "2000", "-c", "2", "-d", "2s"])
-        .args(["--metrics-addr", "127.0.0.1:0", "--metrics-linger", "60s", "--json", json.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(client.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr: SocketAddr = line
-        .trim()
-        .strip_prefix("tc-client metrics on http://")
-        .and_then(|rest| rest.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("the address line: {line:?}"))
-        .parse()
-        .unwrap();
+    let json_path = json.to_str().unwrap();
+    let (mut client, addr) = client_with_metrics(&[
+        "--port",
+        &port,
+        "--mix",
+        "compute:1,ping:1",
+        "--size",
+        "2000",
+        "-c",
+        "2",
+        "-d",
+        "2s",
+        "--json",
+        json_path,
+    ]);
     // While the run goes the page answers, not finished yet.
     let (status, during) = http_get(addr, "/metrics");
     assert_eq!(status, 200);
     assert_eq!(parse_exposition(&during).get("tc_client_finished"), Some(&0.0), "{during}");
     // The summary is printed once the run is over; then the final scrape.
-    let mut stdout = BufReader::new(client.stdout.take().unwrap());
-    let mut summary = String::new();
-    while stdout.read_line(&mut summary).unwrap() > 0 && !summary.contains("Done:") {}
+    let summary = summary_of(&mut client);
     let (_, text) = http_get(addr, "/metrics");
     // The final scrape lets the client exit (long before its 60 s linger).
     let status = wait_for_exit(&mut client, Duration::from_secs(30), "tc-client after its final scrape");
@@ -113,20 +139,11 @@ fn the_grafana_dashboards_queries_name_families_the_binaries_export() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("run.json");
     let port = server.addr.port().to_string();
-    let mut client = Command::new(env!("CARGO_BIN_EXE_tc-client"))
-        .args(["--port", &port, "--cmd", "ping", "--rate", "50", "-d", "1s", "--metrics-addr", "127.0.0.1:0"])
-        .args(["--metrics-linger", "60s", "--json", json.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(client.stderr.take().unwrap()).read_line(&mut line).unwrap();
-    let addr: SocketAddr =
-        line.trim()["tc-client metrics on http://".len()..].trim_end_matches("/metrics").parse().unwrap();
-    let mut stdout = BufReader::new(client.stdout.take().unwrap());
-    let mut summary = String::new();
-    while stdout.read_line(&mut summary).unwrap() > 0 && !summary.contains("Done:") {}
+    let json_path = json.to_str().unwrap();
+    let (mut client, addr) = client_with_metrics(&[
+        "--port", &port, "--cmd", "ping", "--rate", "50", "-d", "1s", "--json", json_path,
+    ]);
+    summary_of(&mut client);
     let (_, client_page) = http_get(addr, "/metrics");
     wait_for_exit(&mut client, Duration::from_secs(30), "tc-client after its final scrape");
     let exported = format!("{server_page}{client_page}");

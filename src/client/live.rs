@@ -72,16 +72,12 @@ impl LiveView {
     }
 
     /// Stops drawing and restores the terminal (before the summary is
-    /// printed on it).
-    pub(crate) fn finish(mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+    /// printed on it): what dropping the view does, said where it matters.
+    pub(crate) fn finish(self) {}
 }
 
 impl Drop for LiveView {
+    /// Also on an early return or an error: the terminal is always given back.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {

@@ -15,14 +15,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
-use hdrhistogram::serialization::interval_log::{IntervalLogIterator, IntervalLogWriterBuilder, LogEntry};
-use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
+use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::client::bench::intervals::IntervalFigures;
 use crate::client::bench::recorder::latency_histogram;
+use crate::client::report::interval_log::{self, LoggedInterval};
 use crate::client::report::LatencyStats;
 use crate::error::{Error, Result};
 
@@ -33,42 +33,13 @@ const PERCENTILES: [f64; 6] = [50.0, 90.0, 99.0, 99.9, 99.99, 100.0];
 struct Log {
     /// `BaseTime` (or `StartTime`): what its offsets count from.
     base: Duration,
-    /// Each interval: its offset from `base`, its length, its histogram,
-    /// and an open loop's target rate (its `target_rps=` tag).
-    intervals: Vec<(Duration, Duration, Histogram<u64>, Option<f64>)>,
+    intervals: Vec<LoggedInterval>,
 }
 
 fn read_log(path: &Path) -> Result<Log> {
-    let bad = |message: String| Error::input(path, message);
-    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
-    let (mut base, mut start) = (None, None);
-    let mut intervals = Vec::new();
-    let mut deserializer = Deserializer::new();
-    for entry in IntervalLogIterator::new(&bytes) {
-        let entry = entry.map_err(|_| {
-            bad("not an HdrHistogram interval log (a line could not be read as one); write one with \
-                 tc-client --hdr-log FILE"
-                .to_string())
-        })?;
-        match entry {
-            LogEntry::BaseTime(at) => base = Some(at),
-            LogEntry::StartTime(at) => start = Some(at),
-            LogEntry::Interval(interval) => {
-                let compressed = base64::engine::general_purpose::STANDARD
-                    .decode(interval.encoded_histogram())
-                    .map_err(|e| bad(format!("an interval's histogram is not base64 ({e})")))?;
-                let histogram: Histogram<u64> = deserializer
-                    .deserialize(&mut compressed.as_slice())
-                    .map_err(|e| bad(format!("an interval's histogram cannot be decoded ({e:?})")))?;
-                let target = interval
-                    .tag()
-                    .and_then(|tag| tag.as_str().strip_prefix("target_rps=")?.parse::<f64>().ok());
-                intervals.push((interval.start_timestamp(), interval.duration(), histogram, target));
-            }
-        }
-    }
-    let base = base.or(start).ok_or_else(|| {
-        bad("it has no StartTime or BaseTime, so its intervals cannot be placed in time".to_string())
+    let (base, intervals) = interval_log::read_log(path)?;
+    let base = base.ok_or_else(|| {
+        Error::input(path, "it has no StartTime or BaseTime, so its intervals cannot be placed in time")
     })?;
     Ok(Log { base, intervals })
 }
@@ -114,12 +85,12 @@ pub(crate) fn merge(paths: &[PathBuf]) -> Result<Merged> {
     let logs: Vec<Log> = paths.iter().map(|p| read_log(p)).collect::<Result<_>>()?;
     let length = logs
         .iter()
-        .flat_map(|log| log.intervals.iter().map(|(_, length, _, _)| *length))
+        .flat_map(|log| log.intervals.iter().map(|i| i.length))
         .max()
         .ok_or_else(|| Error::input(&paths[0], "the logs hold no interval at all"))?;
     for (log, path) in logs.iter().zip(paths) {
         // The last interval of a log may be shorter; the others must agree.
-        if let Some((_, other, _, _)) = log.intervals.iter().rev().skip(1).find(|(_, l, _, _)| *l != length) {
+        if let Some(other) = log.intervals.iter().rev().skip(1).map(|i| i.length).find(|l| *l != length) {
             return Err(Error::input(
                 path,
                 format!(
@@ -131,7 +102,7 @@ pub(crate) fn merge(paths: &[PathBuf]) -> Result<Merged> {
     }
     let start = logs
         .iter()
-        .flat_map(|log| log.intervals.first().map(|(at, _, _, _)| log.base + *at))
+        .flat_map(|log| log.intervals.first().map(|i| log.base + i.start))
         .min()
         .unwrap_or_default();
     let mut whole = latency_histogram();
@@ -143,7 +114,7 @@ pub(crate) fn merge(paths: &[PathBuf]) -> Result<Merged> {
             .map_err(|e| Error::input(&paths[0], format!("histograms that cannot be added ({e:?})")))
     };
     for log in &logs {
-        for (at, _, histogram, target) in &log.intervals {
+        for LoggedInterval { start: at, histogram, target_rps: target, .. } in &log.intervals {
             add(&mut whole, histogram)?;
             // Which interval of the merged log: by wall-clock time, to the
             // nearest interval (two clients rarely start on the same ms).

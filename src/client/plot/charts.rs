@@ -290,32 +290,15 @@ pub(crate) fn percentile_chart(files: &[PathBuf]) -> Result<LineChart> {
 /// # Errors
 /// An unreadable or malformed log.
 pub(crate) fn timeline_chart(path: &Path) -> Result<(LineChart, Option<LineChart>)> {
-    use base64::Engine;
-    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
-    use hdrhistogram::serialization::Deserializer;
-    let bytes = std::fs::read(path).map_err(|e| Error::input(path, format!("cannot read it: {e}")))?;
-    let mut deserializer = Deserializer::new();
+    let (_, intervals) = crate::client::report::interval_log::read_log(path)?;
     let (mut p50, mut p99, mut max) = (Vec::new(), Vec::new(), Vec::new());
     // An open loop's log tags each interval with its target rate.
     let (mut target, mut achieved) = (Vec::new(), Vec::new());
-    for entry in IntervalLogIterator::new(&bytes) {
-        let bad = |what: String| Error::input(path, what);
-        let LogEntry::Interval(interval) = entry.map_err(|e| bad(format!("not an interval log ({e:?})")))?
-        else {
-            continue;
-        };
-        let encoded = base64::engine::general_purpose::STANDARD
-            .decode(interval.encoded_histogram())
-            .map_err(|e| bad(format!("bad base64: {e}")))?;
-        let histogram: hdrhistogram::Histogram<u64> = deserializer
-            .deserialize(&mut encoded.as_slice())
-            .map_err(|e| bad(format!("bad histogram: {e:?}")))?;
-        let t = interval.start_timestamp().as_secs_f64();
-        let rate =
-            interval.tag().and_then(|tag| tag.as_str().strip_prefix("target_rps=")?.parse::<f64>().ok());
-        if let Some(rate) = rate {
+    for interval in &intervals {
+        let (t, histogram) = (interval.start.as_secs_f64(), &interval.histogram);
+        if let Some(rate) = interval.target_rps {
             target.push((t, rate));
-            achieved.push((t, histogram.len() as f64 / interval.duration().as_secs_f64().max(1e-9)));
+            achieved.push((t, histogram.len() as f64 / interval.length.as_secs_f64().max(1e-9)));
         }
         if histogram.is_empty() {
             continue;

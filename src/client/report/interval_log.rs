@@ -216,6 +216,66 @@ fn merge_intervals<W: Write>(
     Ok(figures)
 }
 
+/// One interval of a log, read back.
+pub(crate) struct LoggedInterval {
+    /// Its offset from the log's base time.
+    pub(crate) start: Duration,
+    /// Its length, as logged.
+    pub(crate) length: Duration,
+    /// Latency from schedule of its ok replies (µs).
+    pub(crate) histogram: Histogram<u64>,
+    /// An open loop's target rate (its `target_rps=` tag).
+    pub(crate) target_rps: Option<f64>,
+}
+
+/// Reads an interval log back (this writer's, or any HdrHistogram one):
+/// its base time (`BaseTime`, else `StartTime`; seconds since the epoch)
+/// and its intervals. What `tc-client merge` and `plot timeline` read.
+///
+/// # Errors
+/// A file that cannot be read, or is not an interval log.
+pub(crate) fn read_log(
+    path: &std::path::Path,
+) -> crate::error::Result<(Option<Duration>, Vec<LoggedInterval>)> {
+    use base64::Engine;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    use hdrhistogram::serialization::Deserializer;
+    let bad = |message: String| crate::error::Error::input(path, message);
+    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    let (mut base, mut start) = (None, None);
+    let mut intervals = Vec::new();
+    let mut deserializer = Deserializer::new();
+    for entry in IntervalLogIterator::new(&bytes) {
+        let entry = entry.map_err(|_| {
+            bad("not an HdrHistogram interval log (a line could not be read as one); write one with \
+                 tc-client --hdr-log FILE"
+                .to_string())
+        })?;
+        match entry {
+            LogEntry::BaseTime(at) => base = Some(at),
+            LogEntry::StartTime(at) => start = Some(at),
+            LogEntry::Interval(interval) => {
+                let compressed = base64::engine::general_purpose::STANDARD
+                    .decode(interval.encoded_histogram())
+                    .map_err(|e| bad(format!("an interval's histogram is not base64 ({e})")))?;
+                let histogram: Histogram<u64> = deserializer
+                    .deserialize(&mut compressed.as_slice())
+                    .map_err(|e| bad(format!("an interval's histogram cannot be decoded ({e:?})")))?;
+                let target_rps = interval
+                    .tag()
+                    .and_then(|tag| tag.as_str().strip_prefix("target_rps=")?.parse::<f64>().ok());
+                intervals.push(LoggedInterval {
+                    start: interval.start_timestamp(),
+                    length: interval.duration(),
+                    histogram,
+                    target_rps,
+                });
+            }
+        }
+    }
+    Ok((base.or(start), intervals))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
