@@ -87,6 +87,11 @@ fn the_clients_final_metrics_agree_with_its_json_report() {
     );
     assert_eq!(metrics["tc_client_timeouts_total"], counts["timeouts"].as_f64().unwrap());
     assert_eq!(metrics["tc_client_latency_seconds_count"], report["latency"]["count"].as_f64().unwrap());
+    assert_eq!(
+        metrics["tc_client_latency_from_send_seconds_count"],
+        report["latency_uncorrected"]["count"].as_f64().unwrap(),
+        "{text}"
+    );
     assert!(metrics["tc_client_requests_sent_total"] >= counts["sent"].as_f64().unwrap());
 }
 

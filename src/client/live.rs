@@ -29,46 +29,114 @@ use ratatui::text::Line;
 use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Gauge, Paragraph, Row, Sparkline, Table};
 use ratatui::Frame;
 
-use crate::client::bench::options::{BenchOptions, StopAfter, Target};
+use crate::client::bench::options::{BenchOptions, Pacing, StopAfter, Target};
 use crate::client::bench::ProgressCounters;
 
 /// Redraws a second: smooth enough, and a small share of a core.
 const FRAME: Duration = Duration::from_millis(62);
 /// The throughput chart's windows, in seconds (`+` / `-`).
 const WINDOWS: [usize; 5] = [10, 30, 60, 120, 300];
-/// Latency histogram buckets' upper bounds, in ms.
-const BUCKETS_MS: [f64; 12] = [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 500.0, 1000.0];
+/// Latency histogram buckets: upper bound in ms and label (3 characters
+/// fit a bar); the last one takes everything above 10 s.
+const BUCKETS: [(f64, &str); 12] = [
+    (0.1, "0.1"),
+    (0.3, "0.3"),
+    (1.0, "1"),
+    (3.0, "3"),
+    (10.0, "10"),
+    (30.0, "30"),
+    (100.0, "100"),
+    (300.0, "300"),
+    (1e3, "1s"),
+    (3e3, "3s"),
+    (1e4, "10s"),
+    (f64::INFINITY, "…"),
+];
 
-/// The running view; [`LiveView::finish`] gives the terminal back.
+/// How many of a sweep's finished runs the sweep pane lists.
+const SWEEP_LINES: usize = 6;
+
+/// The running view; dropping it gives the terminal back.
 pub(crate) struct LiveView {
+    shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// What the drawing and polling threads read.
+#[derive(Default)]
+struct Shared {
+    /// The run on screen; a sweep replaces it run by run.
+    run: Mutex<Option<Arc<Shown>>>,
+    /// A sweep's finished runs, a line each (the last [`SWEEP_LINES`]).
+    lines: Mutex<VecDeque<String>>,
+    /// Whether this view shows a sweep.
+    sweep: bool,
+}
+
+/// One run on screen.
+struct Shown {
+    plan: Plan,
+    progress: Arc<ProgressCounters>,
+    started: Instant,
+    /// The server's state from its `stats`, polled for this run.
+    server: Mutex<ServerView>,
+}
+
 impl LiveView {
-    /// Starts the view, or `None` when stdout is not a terminal (a pipe, a
-    /// file, CI): then the caller shows the progress line.
+    /// Starts the view of one run, or `None` when stdout is not a terminal
+    /// (a pipe, a file, CI): then the caller shows the progress line.
     pub(crate) fn start(options: &BenchOptions, progress: Arc<ProgressCounters>) -> Option<LiveView> {
+        let view = LiveView::open(false)?;
+        view.begin(options, progress, None);
+        Some(view)
+    }
+
+    /// Starts the view of a sweep, whose runs [`LiveView::begin`] one by
+    /// one; `None` without a terminal.
+    pub(crate) fn for_sweep() -> Option<LiveView> {
+        LiveView::open(true)
+    }
+
+    fn open(sweep: bool) -> Option<LiveView> {
         if !std::io::stdout().is_terminal() {
             return None;
         }
+        let shared = Arc::new(Shared { sweep, ..Shared::default() });
         let stop = Arc::new(AtomicBool::new(false));
-        let server = Arc::new(Mutex::new(ServerView::default()));
-        if let Target::Remote { host, port } = &options.target {
-            poll_server(host.clone(), *port, options, Arc::clone(&server), Arc::clone(&stop));
-        }
-        let plan = Plan::of(options);
-        let thread_stop = Arc::clone(&stop);
+        poll_server(Arc::clone(&shared), Arc::clone(&stop));
+        let (thread_shared, thread_stop) = (Arc::clone(&shared), Arc::clone(&stop));
         let thread = std::thread::Builder::new()
             .name("live-view".into())
             .spawn(move || {
-                if let Err(e) = show(&plan, &progress, &server, &thread_stop) {
+                if let Err(e) = show(&thread_shared, &thread_stop) {
                     ratatui::restore();
                     eprintln!("tc-client: the live view stopped ({e}); the run goes on");
                 }
             })
             .ok()?;
-        Some(LiveView { stop, thread: Some(thread) })
+        Some(LiveView { shared, stop, thread: Some(thread) })
+    }
+
+    /// Shows `progress` from now on: the run `options` plan (a sweep's
+    /// next run, named by `label`).
+    pub(crate) fn begin(&self, options: &BenchOptions, progress: Arc<ProgressCounters>, label: Option<&str>) {
+        let shown = Shown {
+            plan: Plan::of(options, label),
+            progress,
+            started: Instant::now(),
+            server: Mutex::default(),
+        };
+        *self.shared.run.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(shown));
+    }
+
+    /// Adds a line to the sweep pane (a finished run).
+    pub(crate) fn say(&self, line: &str) {
+        let mut lines = self.shared.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        lines.push_back(line.to_string());
+        if lines.len() > SWEEP_LINES {
+            lines.pop_front();
+        }
     }
 
     /// Stops drawing and restores the terminal (before the summary is
@@ -91,6 +159,10 @@ struct Plan {
     /// Seconds the run lasts (warm-up included), or requests in all.
     length: Length,
     title: String,
+    /// An open loop: latency from schedule and from send differ.
+    open_loop: bool,
+    /// The token `stats` is asked with.
+    auth_token: Option<String>,
 }
 
 enum Length {
@@ -99,22 +171,30 @@ enum Length {
 }
 
 impl Plan {
-    fn of(options: &BenchOptions) -> Plan {
+    fn of(options: &BenchOptions, label: Option<&str>) -> Plan {
         let length = match options.stop {
             StopAfter::Duration(d) => Length::Seconds((d + options.timed_warmup()).as_secs_f64()),
             StopAfter::Requests(n) => {
                 Length::Requests((n + options.warmup_requests()) * options.concurrency as u64)
             }
         };
-        let target = match &options.target {
-            Target::Remote { host, port } => format!("{host}:{port}"),
-            Target::Embedded { mode, workers, .. } => {
-                format!("embedded {}, {workers} workers", mode.as_str())
+        let title = match label {
+            Some(label) => format!(" tc-client sweep {label} "),
+            None => {
+                let target = match &options.target {
+                    Target::Remote { host, port } => format!("{host}:{port}"),
+                    Target::Embedded { mode, workers, .. } => {
+                        format!("embedded {}, {workers} workers", mode.as_str())
+                    }
+                };
+                format!(" tc-client → {target}: {}, {} connections ", options.mix, options.concurrency)
             }
         };
         Plan {
             length,
-            title: format!(" tc-client → {target}: {}, {} connections ", options.mix, options.concurrency),
+            title,
+            open_loop: !matches!(options.pacing, Pacing::Closed { .. }),
+            auth_token: options.auth_token.clone(),
         }
     }
 }
@@ -128,73 +208,111 @@ struct ServerView {
     queued: u64,
     capacity: u64,
     answered: bool,
+    /// The last `stats` went unanswered (the server stopped or is gone).
+    silent: bool,
 }
 
-/// Asks the server for `stats` once a second, on a connection of its own,
-/// until `stop`.
-fn poll_server(
-    host: String,
-    port: u16,
-    options: &BenchOptions,
-    into: Arc<Mutex<ServerView>>,
-    stop: Arc<AtomicBool>,
-) {
-    let token = options.auth_token.clone();
-    let tls = options.tls.clone();
+impl ServerView {
+    /// The view a `stats` reply gives, if it is one.
+    fn of_stats(reply: &str) -> Option<ServerView> {
+        let value = serde_json::from_str::<serde_json::Value>(reply).ok()?;
+        let result = value.get("result")?;
+        let mut view = ServerView { answered: true, ..ServerView::default() };
+        for worker in result["worker_list"].as_array().into_iter().flatten() {
+            match worker["state"].as_str() {
+                Some("busy") => view.busy += 1,
+                Some("idle") => view.idle += 1,
+                _ => view.other += 1,
+            }
+        }
+        view.queued = result["jobs"]["queued"].as_u64().unwrap_or(0);
+        view.capacity = result["jobs"]["queue_capacity"].as_u64().unwrap_or(0);
+        Some(view)
+    }
+}
+
+/// Asks the server of the run on screen for `stats` once a second, on a
+/// connection of its own, until `stop` — a remote server, or an embedded
+/// farm once it has started (its port is picked then).
+fn poll_server(shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     let _ = std::thread::Builder::new().name("live-stats".into()).spawn(move || {
         while !stop.load(Ordering::SeqCst) {
-            let request = serde_json::json!({"cmd": "stats"});
-            if let Ok(reply) = crate::client::connection::call(
-                &host,
-                port,
-                request,
-                Duration::from_secs(1),
-                token.as_deref(),
-                tls.as_ref(),
-            ) {
-                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&reply) {
-                    let result = &value["result"];
-                    let mut view = ServerView { answered: true, ..ServerView::default() };
-                    for worker in result["worker_list"].as_array().into_iter().flatten() {
-                        match worker["state"].as_str() {
-                            Some("busy") => view.busy += 1,
-                            Some("idle") => view.idle += 1,
-                            _ => view.other += 1,
-                        }
+            let shown = shared.run.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            if let Some(shown) = shown {
+                let endpoint = shown.progress.server.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                if let Some(endpoint) = endpoint {
+                    let reply = crate::client::connection::call(
+                        &endpoint.host,
+                        endpoint.port,
+                        serde_json::json!({"cmd": "stats"}),
+                        Duration::from_secs(1),
+                        shown.plan.auth_token.as_deref(),
+                        endpoint.tls.as_ref(),
+                    );
+                    let mut view = shown.server.lock().unwrap_or_else(PoisonError::into_inner);
+                    match reply.ok().as_deref().and_then(ServerView::of_stats) {
+                        Some(answer) => *view = answer,
+                        None => view.silent = true,
                     }
-                    view.queued = result["jobs"]["queued"].as_u64().unwrap_or(0);
-                    view.capacity = result["jobs"]["queue_capacity"].as_u64().unwrap_or(0);
-                    *into.lock().unwrap_or_else(PoisonError::into_inner) = view;
                 }
             }
-            std::thread::sleep(Duration::from_secs(1));
+            // A second between polls, a stop seen within a tenth of one.
+            for _ in 0..10 {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     });
 }
 
+/// Ok replies per second of the run on screen, the last
+/// `WINDOWS[last]` seconds of them.
+#[derive(Default)]
+struct PerSecond {
+    counts: VecDeque<u64>,
+    last_ok: u64,
+    last_tick: Option<Instant>,
+}
+
+impl PerSecond {
+    fn tick(&mut self, progress: &ProgressCounters) {
+        let now = Instant::now();
+        let last_tick = *self.last_tick.get_or_insert(now);
+        if now.duration_since(last_tick) >= Duration::from_secs(1) {
+            let ok = progress.ok.load(Ordering::Relaxed);
+            self.counts.push_back(ok.saturating_sub(self.last_ok));
+            if self.counts.len() > WINDOWS[WINDOWS.len() - 1] {
+                self.counts.pop_front();
+            }
+            self.last_ok = ok;
+            self.last_tick = Some(last_tick + Duration::from_secs(1));
+        }
+    }
+}
+
 /// Draws until `stop`, reading keys between frames.
-fn show(
-    plan: &Plan,
-    progress: &ProgressCounters,
-    server: &Mutex<ServerView>,
-    stop: &AtomicBool,
-) -> std::io::Result<()> {
+fn show(shared: &Shared, stop: &AtomicBool) -> std::io::Result<()> {
     let mut terminal = ratatui::try_init()?;
-    let started = Instant::now();
-    let mut per_second: VecDeque<u64> = VecDeque::new();
-    let (mut last_ok, mut last_tick) = (0u64, Instant::now());
+    let mut on_screen: Option<Arc<Shown>> = None;
+    let mut per_second = PerSecond::default();
     let mut window = 1; // WINDOWS[1]: 30 s
     while !stop.load(Ordering::SeqCst) {
-        if last_tick.elapsed() >= Duration::from_secs(1) {
-            let ok = progress.ok.load(Ordering::Relaxed);
-            per_second.push_back(ok.saturating_sub(last_ok));
-            if per_second.len() > WINDOWS[WINDOWS.len() - 1] {
-                per_second.pop_front();
-            }
-            (last_ok, last_tick) = (ok, last_tick + Duration::from_secs(1));
+        let shown = shared.run.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if !matches!((&shown, &on_screen), (Some(a), Some(b)) if Arc::ptr_eq(a, b)) {
+            // A sweep's next run: its chart starts afresh.
+            per_second = PerSecond::default();
+            on_screen = shown;
         }
-        let server = server.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        terminal.draw(|frame| draw(frame, plan, progress, &server, &per_second, WINDOWS[window], started))?;
+        if let Some(shown) = &on_screen {
+            per_second.tick(&shown.progress);
+        }
+        let lines: Vec<String> =
+            shared.lines.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect();
+        let sweep = shared.sweep.then_some(lines.as_slice());
+        terminal
+            .draw(|frame| draw(frame, on_screen.as_deref(), &per_second.counts, WINDOWS[window], sweep))?;
         if event::poll(FRAME)? {
             if let Event::Key(key) = event::read()? {
                 if key.kind != KeyEventKind::Press {
@@ -223,35 +341,48 @@ fn show(
 
 fn draw(
     frame: &mut Frame,
-    plan: &Plan,
-    progress: &ProgressCounters,
-    server: &ServerView,
+    shown: Option<&Shown>,
     per_second: &VecDeque<u64>,
     window: usize,
-    started: Instant,
+    sweep: Option<&[String]>,
 ) {
-    let [top, chart, middle, bottom, help] = Layout::vertical([
+    let sweep_height = sweep.map_or(0, |_| SWEEP_LINES as u16 + 2);
+    let [top, chart, middle, bottom, sweep_area, help] = Layout::vertical([
         Constraint::Length(3),
         Constraint::Length(9),
         Constraint::Length(8),
         Constraint::Min(6),
+        Constraint::Length(sweep_height),
         Constraint::Length(1),
     ])
     .areas(frame.area());
-    draw_progress(frame, top, plan, progress, started);
-    draw_throughput(frame, chart, progress, per_second, window);
-    let [latency, histogram] =
-        Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(middle);
-    draw_latency(frame, latency, progress);
-    draw_histogram(frame, histogram, progress);
-    let [errors, farm] =
-        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(bottom);
-    draw_errors(frame, errors, progress);
-    draw_server(frame, farm, server);
+    if let Some(lines) = sweep {
+        let lines: Vec<Line> = lines.iter().map(|l| Line::from(l.as_str())).collect();
+        let title = " Sweep: the runs so far (each run starts its own farm) ";
+        frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(title)), sweep_area);
+    }
     frame.render_widget(
         Paragraph::new("q or Ctrl-C: stop and write every report   + / -: the chart's window").dark_gray(),
         help,
     );
+    let Some(shown) = shown else {
+        let waiting =
+            Paragraph::new("starting the first run…").block(Block::bordered().title(" tc-client sweep "));
+        frame.render_widget(waiting, top);
+        return;
+    };
+    let progress = &shown.progress;
+    draw_progress(frame, top, &shown.plan, progress, shown.started);
+    draw_throughput(frame, chart, progress, per_second, window);
+    let [latency, histogram] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(middle);
+    draw_latency(frame, latency, progress, shown.plan.open_loop);
+    draw_histogram(frame, histogram, progress);
+    let [errors, farm] =
+        Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(bottom);
+    draw_errors(frame, errors, progress);
+    let server = shown.server.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    draw_server(frame, farm, &server);
 }
 
 fn draw_progress(frame: &mut Frame, area: Rect, plan: &Plan, progress: &ProgressCounters, started: Instant) {
@@ -293,45 +424,73 @@ fn draw_throughput(
         .render_widget(Sparkline::default().block(Block::bordered().title(title)).data(&shown).green(), area);
 }
 
-/// p50/p90/p99 of a histogram, in ms; `–` when empty.
-fn percentiles(h: &hdrhistogram::Histogram<u64>) -> [String; 3] {
-    [0.5, 0.9, 0.99].map(|q| {
-        if h.is_empty() {
-            "–".into()
-        } else {
-            format!("{:.3}", h.value_at_quantile(q) as f64 / 1000.0)
-        }
-    })
+const QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
+
+/// p50/p90/p99 of a histogram, in µs; `None` when empty.
+fn percentiles(h: &hdrhistogram::Histogram<u64>) -> [Option<u64>; 3] {
+    QUANTILES.map(|q| (!h.is_empty()).then(|| h.value_at_quantile(q)))
 }
 
-fn draw_latency(frame: &mut Frame, area: Rect, progress: &ProgressCounters) {
-    let last = percentiles(&progress.so_far.last_interval.lock().unwrap_or_else(PoisonError::into_inner));
-    let whole = percentiles(&progress.so_far.latency.lock().unwrap_or_else(PoisonError::into_inner));
-    let rows = ["p50", "p90", "p99"]
-        .iter()
-        .enumerate()
-        .map(|(i, name)| Row::new([name.to_string(), last[i].clone(), whole[i].clone()]));
-    let table = Table::new(rows, [Constraint::Length(6), Constraint::Length(14), Constraint::Length(14)])
-        .header(Row::new(["", "last second", "whole run"]).bold())
-        .block(Block::bordered().title(" Latency from schedule (ms) "));
+fn ms(us: Option<u64>) -> String {
+    us.map_or_else(|| "–".into(), |us| format!("{:.3}", us as f64 / 1000.0))
+}
+
+/// p50/p90/p99 from schedule, of the last second and the whole run; in an
+/// open loop also the whole run's from send, and the gap between the two:
+/// how much a closed-loop measurement would hide (coordinated omission).
+fn draw_latency(frame: &mut Frame, area: Rect, progress: &ProgressCounters, open_loop: bool) {
+    let last = percentiles(
+        &progress.so_far.last_interval.lock().unwrap_or_else(PoisonError::into_inner).from_schedule,
+    );
+    let (whole, from_send) = {
+        let so_far = progress.so_far.latency.lock().unwrap_or_else(PoisonError::into_inner);
+        (percentiles(&so_far.from_schedule), percentiles(&so_far.from_send))
+    };
+    let rows = ["p50", "p90", "p99"].iter().enumerate().map(|(i, name)| {
+        let mut cells = vec![name.to_string(), ms(last[i]), ms(whole[i])];
+        if open_loop {
+            cells.push(ms(from_send[i]));
+            let gap = whole[i].zip(from_send[i]).map(|(s, f)| s.saturating_sub(f));
+            cells.push(gap.map_or_else(|| "–".into(), |us| format!("+{:.3}", us as f64 / 1000.0)));
+        }
+        Row::new(cells)
+    });
+    let (header, title) = if open_loop {
+        (
+            vec!["", "last 1 s", "whole run", "from send", "gap"],
+            " Latency from schedule (ms); gap = coordinated omission ",
+        )
+    } else {
+        (vec!["", "last 1 s", "whole run"], " Latency from schedule (ms); closed loop: = from send ")
+    };
+    let widths = [4, 10, 10, 10, 10].map(Constraint::Length);
+    let table =
+        Table::new(rows, widths).header(Row::new(header).bold()).block(Block::bordered().title(title));
     frame.render_widget(table, area);
 }
 
 fn draw_histogram(frame: &mut Frame, area: Rect, progress: &ProgressCounters) {
-    let h = progress.so_far.latency.lock().unwrap_or_else(PoisonError::into_inner);
+    let so_far = progress.so_far.latency.lock().unwrap_or_else(PoisonError::into_inner);
+    let h = &so_far.from_schedule;
     let mut below = 0u64;
-    let bars: Vec<Bar> = BUCKETS_MS
+    let bars: Vec<Bar> = BUCKETS
         .iter()
-        .map(|bound| {
-            let upto = if h.is_empty() { 0 } else { h.count_between(0, (bound * 1000.0) as u64) };
+        .map(|&(bound_ms, label)| {
+            let upto = match () {
+                _ if h.is_empty() => 0,
+                _ if bound_ms.is_infinite() => h.len(),
+                _ => h.count_between(0, (bound_ms * 1000.0) as u64),
+            };
             let n = upto.saturating_sub(below);
             below = upto.max(below);
-            Bar::default().value(n).label(Line::from(format!("≤{bound}")))
+            Bar::default().value(n).label(Line::from(label))
         })
         .collect();
+    // As wide as the pane lets every bucket be.
+    let per_bar = (area.width.saturating_sub(2) / BUCKETS.len() as u16).max(2);
     let chart = BarChart::default()
-        .block(Block::bordered().title(" Latency histogram, whole run (ms) "))
-        .bar_width(5)
+        .block(Block::bordered().title(" Latency histogram, whole run (ms up to; … over 10 s) "))
+        .bar_width(per_bar - 1)
         .bar_gap(1)
         .data(BarGroup::default().bars(&bars));
     frame.render_widget(chart, area);
@@ -339,8 +498,13 @@ fn draw_histogram(frame: &mut Frame, area: Rect, progress: &ProgressCounters) {
 
 fn draw_errors(frame: &mut Frame, area: Rect, progress: &ProgressCounters) {
     let by_code = progress.errors_by_code.lock().unwrap_or_else(PoisonError::into_inner).clone();
-    let mut lines: Vec<Line> =
-        by_code.iter().map(|(code, n)| Line::from(format!("{code}: {n}")).red()).collect();
+    let mut lines: Vec<Line> = by_code
+        .iter()
+        .map(|(code, tally)| {
+            let first = tally.first_message.as_deref().map(|m| format!(" — first: {m}")).unwrap_or_default();
+            Line::from(format!("{code}: {}{first}", tally.count)).red()
+        })
+        .collect();
     let timeouts = progress.timeouts.load(Ordering::Relaxed);
     if timeouts > 0 {
         lines.push(Line::from(format!("timeouts: {timeouts}")).red());
@@ -354,16 +518,27 @@ fn draw_errors(frame: &mut Frame, area: Rect, progress: &ProgressCounters) {
 }
 
 fn draw_server(frame: &mut Frame, area: Rect, server: &ServerView) {
-    let lines = if server.answered {
+    let mut lines = if server.answered {
+        let workers = server.busy + server.idle + server.other;
+        let filled = |part: u64, of: u64| {
+            let width = 20usize;
+            let n = (part.min(of) * width as u64).checked_div(of).unwrap_or(0) as usize;
+            format!("[{}{}]", "█".repeat(n), "·".repeat(width - n))
+        };
         vec![
             Line::from(format!(
                 "workers: {} busy, {} idle, {} other",
                 server.busy, server.idle, server.other
             )),
+            Line::from(format!("busy  {}", filled(server.busy, workers))),
             Line::from(format!("queue: {} of {}", server.queued, server.capacity)),
+            Line::from(format!("queue {}", filled(server.queued, server.capacity))),
         ]
     } else {
-        vec![Line::from("no stats yet (an embedded farm: watch it with --dashboard)").dark_gray()]
+        vec![Line::from("asking the server for stats…").dark_gray()]
     };
+    if server.silent {
+        lines.push(Line::from("the last stats went unanswered").yellow());
+    }
     frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(" The server ")), area);
 }

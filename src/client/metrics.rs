@@ -133,7 +133,7 @@ impl Collector for ClientCollector {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .map(|(code, n)| (vec![("code", code.clone())], *n))
+            .map(|(code, tally)| (vec![("code", code.clone())], tally.count))
             .collect();
         families.counters("error_replies", "Measured requests answered with an error, by code.", by_code)?;
         families.counter(
@@ -146,17 +146,30 @@ impl Collector for ClientCollector {
             "1 once the run is over: the figures are final.",
             i64::from(self.state.finished.load(Ordering::SeqCst)),
         )?;
-        let latency = {
+        let (from_schedule, from_send) = {
             let so_far = progress.so_far.latency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            SecondsHistogram::of(&so_far)
+            (SecondsHistogram::of(&so_far.from_schedule), SecondsHistogram::of(&so_far.from_send))
         };
-        let help = "Latency from schedule of the measured ok replies, as of the last complete interval.";
-        latency.encode(encoder.encode_descriptor(
-            "latency",
-            help,
-            Some(&Unit::Seconds),
-            MetricType::Histogram,
-        )?)?;
+        for (name, histogram, help) in [
+            (
+                "latency",
+                from_schedule,
+                "Latency from schedule of the measured ok replies, as of the last complete interval.",
+            ),
+            (
+                "latency_from_send",
+                from_send,
+                "Latency from the actual send of the measured ok replies, as of the last complete \
+                 interval (below latency by the coordinated omission of an open loop).",
+            ),
+        ] {
+            histogram.encode(encoder.encode_descriptor(
+                name,
+                help,
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )?)?;
+        }
         let target = f64::from_bits(progress.so_far.target_rps.load(Relaxed));
         if target.is_finite() {
             let help = "The open loop's target rate in the last complete interval.";

@@ -13,14 +13,14 @@ use crate::cli::client::{
 };
 use crate::cli::{init_logging, LogFormat};
 use crate::client::bench::intervals::clip_to_measured;
-use crate::client::bench::options::{BenchOptions, Pacing};
+use crate::client::bench::options::BenchOptions;
 use crate::client::bench::{self, RunSinks};
 use crate::client::connection::suggest_embedded;
 use crate::client::metrics::{ClientPages, RunState};
 use crate::client::output;
 use crate::client::progress::ProgressDisplay;
 use crate::client::report::files::{attach_all, finish_all, Outputs};
-use crate::client::report::interval_log::{start_intervals, RunSoFar};
+use crate::client::report::interval_log::{start_intervals, target_rate, RunSoFar};
 use crate::client::report::{LiveRun, RunReport};
 use crate::client::sweep::{run_sweep, SweepPlan};
 use crate::error::{Error, Result};
@@ -204,7 +204,20 @@ fn run_sweep_command(sweep: &SweepArgs) -> Result<RunVerdict> {
     let plan = SweepPlan::from_args(sweep)?;
     init_logging(Some("warn"), LogFormat::Text)?;
     crate::client::interrupt::install()?;
-    let summary = run_sweep(&plan, |line| println!("{line}"))?;
+    // With --live a sweep's lines go to the view's sweep pane, and are
+    // printed once the terminal is back.
+    let view = if sweep.live { crate::client::live::LiveView::for_sweep() } else { None };
+    let mut lines = Vec::new();
+    let result = run_sweep(&plan, view.as_ref(), |line| match &view {
+        Some(view) => {
+            view.say(line);
+            lines.push(line.to_string());
+        }
+        None => println!("{line}"),
+    });
+    drop(view);
+    lines.iter().for_each(|line| println!("{line}"));
+    let summary = result?;
     println!("{summary}");
     Ok(if crate::client::interrupt::requested() {
         RunVerdict::Interrupted
@@ -319,23 +332,6 @@ fn serve_metrics(
     let endpoint = MetricsEndpoint::serve(listener, pages, HttpLimits::default())?;
     eprintln!("tc-client metrics on http://{}/metrics", endpoint.local_addr());
     Ok((state, endpoint))
-}
-
-/// An open loop's target rate over time, for its intervals; `None` in a
-/// closed loop.
-fn target_rate(options: &BenchOptions) -> Option<crate::client::report::interval_log::TargetRate> {
-    match &options.pacing {
-        Pacing::Closed { .. } => None,
-        Pacing::Open { rate } => {
-            let rate = *rate;
-            Some(Box::new(move |_, _| rate))
-        }
-        // The intervals start when the stages do, after a timed warm-up.
-        Pacing::Staged(stages) => {
-            let profile = stages.clone();
-            Some(Box::new(move |from, to| profile.mean_rate(from, to)))
-        }
-    }
 }
 
 /// `--cmd lock-cycle`: prints the summary, writes `--json` if asked.

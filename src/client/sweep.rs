@@ -24,17 +24,22 @@ pub(crate) mod repeats;
 mod summary;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub(crate) use summary::SweepSummary;
 
 use crate::cli::client::SweepArgs;
+use crate::client::bench::intervals::IntervalFigures;
 use crate::client::bench::mix::{CommandMix, ImagePayloads};
 use crate::client::bench::options::{
     parse_warmup, BenchOptions, OptionsError, OutputPaths, Pacing, StopAfter, Target,
 };
-use crate::client::bench::{run, RunSinks};
+use crate::client::bench::{run, ProgressCounters, RunSinks};
+use crate::client::live::LiveView;
 use crate::client::report::csv_row::{CsvFile, SummaryRow};
+use crate::client::report::interval_log::{start_intervals, target_rate, RunSoFar};
 use crate::client::report::RunReport;
 use crate::error::Result;
 use crate::protocol::Mode;
@@ -298,7 +303,11 @@ impl SweepPlan {
 ///
 /// # Errors
 /// A CSV that cannot be read or written, or a run that cannot start at all.
-pub(crate) fn run_sweep(plan: &SweepPlan, mut say: impl FnMut(&str)) -> Result<SweepSummary> {
+pub(crate) fn run_sweep(
+    plan: &SweepPlan,
+    live: Option<&LiveView>,
+    mut say: impl FnMut(&str),
+) -> Result<SweepSummary> {
     let cmd = plan.template.mix.to_string();
     let key = |point: &GridPoint| PointKey::of(point, &cmd, plan.template.embedded_tls);
     let already = complete_runs(&plan.csv)?;
@@ -346,7 +355,13 @@ pub(crate) fn run_sweep(plan: &SweepPlan, mut say: impl FnMut(&str)) -> Result<S
                 String::new()
             };
             let label = format!("[{started}/{total}] {}{repeat}", describe(point));
-            let result = run(plan.options_for(point), RunSinks::default())?;
+            let options = plan.options_for(point);
+            let (sinks, intervals) = live_sinks(live, &options, &label);
+            let result = run(options, sinks)?;
+            if let Some(intervals) = intervals {
+                // Ended with the run's senders; what it kept went to the view.
+                let _ = intervals.join();
+            }
             let report = RunReport::new(&result);
             CsvFile::open(&plan.csv, "--csv")?.append(&SummaryRow::new(&result, &report))?;
             summary.ran += 1;
@@ -378,6 +393,28 @@ pub(crate) fn run_sweep(plan: &SweepPlan, mut say: impl FnMut(&str)) -> Result<S
         say(&line);
     }
     Ok(summary)
+}
+
+/// A sweep's run's sinks: with the live view, counters and intervals of
+/// the run's own, shown by the view (intervals for its last second);
+/// without it, none.
+fn live_sinks(
+    live: Option<&LiveView>,
+    options: &BenchOptions,
+    label: &str,
+) -> (RunSinks, Option<JoinHandle<std::io::Result<Vec<IntervalFigures>>>>) {
+    let Some(view) = live else { return (RunSinks::default(), None) };
+    let progress = Arc::new(ProgressCounters::default());
+    let (intervals, handle) = start_intervals(
+        None::<std::io::Sink>,
+        options.concurrency,
+        std::time::SystemTime::now() + options.timed_warmup(),
+        options.log_interval,
+        target_rate(options),
+        Some(RunSoFar { thresholds: Vec::new(), progress: Arc::clone(&progress) }),
+    );
+    view.begin(options, Arc::clone(&progress), Some(label));
+    (RunSinks { progress, intervals: Some(intervals), requests: None }, Some(handle))
 }
 
 #[cfg(test)]

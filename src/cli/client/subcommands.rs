@@ -114,6 +114,13 @@ pub(crate) struct SweepArgs {
     #[arg(long, default_value = "results/sweep.csv")]
     pub(crate) csv: PathBuf,
 
+    /// A full-screen view of each run while the sweep goes (as
+    /// `tc-client --live`), with the runs finished so far; q or Ctrl-C
+    /// stops the sweep (a resumed sweep runs the cut run again). Only on a
+    /// terminal: otherwise a line per run, as without it.
+    #[arg(long)]
+    pub(crate) live: bool,
+
     /// Runs of each grid point (1 to 100), taken round-robin over the grid;
     /// the summary and the charts give each point's median and range.
     #[arg(long, default_value_t = 1, value_parser = parse_whole_number::<usize>, allow_negative_numbers = true)]

@@ -17,6 +17,15 @@ use crate::server::{Server, ServerConfig};
 /// How long to wait for connections and the server-info request.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Where a server listens and how to reach it: what `--live` asks for
+/// `stats` on a connection of its own.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerEndpoint {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) tls: Option<ClientTls>,
+}
+
 /// A server to measure, and how to stop it afterwards.
 pub(crate) struct ServerUnderTest {
     host: String,
@@ -94,6 +103,11 @@ impl ServerUnderTest {
                 })
             }
         }
+    }
+
+    /// Where it listens (an embedded farm: once it has started).
+    pub(crate) fn endpoint(&self) -> ServerEndpoint {
+        ServerEndpoint { host: self.host.clone(), port: self.port, tls: self.tls.clone() }
     }
 
     /// `host:port`, for messages.

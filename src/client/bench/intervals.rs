@@ -61,15 +61,16 @@ impl IntervalFigures {
 }
 
 /// The run so far, complete interval by complete interval: what
-/// `tc-client --metrics-addr` shows of the latency while the run goes.
-/// Written by the thread that merges the intervals, once per interval;
-/// read by scrapes. A `Mutex`: one short lock a second on each side.
+/// `tc-client --metrics-addr` and `--live` show of the latency while the
+/// run goes. Written by the thread that merges the intervals, once per
+/// interval; read by scrapes and frames. A `Mutex`: one short lock a
+/// second on the writing side.
 #[derive(Debug)]
 pub(crate) struct SoFar {
-    /// Latency from schedule of the ok replies so far (µs).
-    pub(crate) latency: std::sync::Mutex<Histogram<u64>>,
+    /// The ok replies so far (µs), from schedule and from send.
+    pub(crate) latency: std::sync::Mutex<super::IntervalLatencies>,
     /// The same, of the last complete interval alone ("the last second").
-    pub(crate) last_interval: std::sync::Mutex<Histogram<u64>>,
+    pub(crate) last_interval: std::sync::Mutex<super::IntervalLatencies>,
     /// The open loop's target rate in the last complete interval, as f64
     /// bits; `NaN` in a closed loop.
     pub(crate) target_rps: std::sync::atomic::AtomicU64,
@@ -78,8 +79,8 @@ pub(crate) struct SoFar {
 impl Default for SoFar {
     fn default() -> Self {
         SoFar {
-            latency: std::sync::Mutex::new(super::recorder::latency_histogram()),
-            last_interval: std::sync::Mutex::new(super::recorder::latency_histogram()),
+            latency: std::sync::Mutex::default(),
+            last_interval: std::sync::Mutex::default(),
             target_rps: std::sync::atomic::AtomicU64::new(f64::NAN.to_bits()),
         }
     }

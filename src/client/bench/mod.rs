@@ -96,14 +96,62 @@ pub(crate) struct ProgressCounters {
     pub(crate) timeouts: AtomicU64,
     /// Measured ok replies so far.
     pub(crate) ok: AtomicU64,
-    /// Measured error replies by code, for `--metrics-addr` (locked only
-    /// on an error reply and by a scrape).
-    pub(crate) errors_by_code: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Measured error replies by code, for `--metrics-addr`, `--live` and
+    /// `--abort-on-fail` (locked only on an error reply and by a reader).
+    pub(crate) errors_by_code: std::sync::Mutex<std::collections::BTreeMap<String, ErrorTally>>,
     /// The run's latency so far, interval by interval.
     pub(crate) so_far: intervals::SoFar,
+    /// The server measured, once the run has it (an embedded farm's port
+    /// is picked when it starts): what `--live` polls for `stats`.
+    pub(crate) server: std::sync::Mutex<Option<embedded::ServerEndpoint>>,
 }
 
-/// One connection's histogram for one interval of the interval log.
+/// The error replies of one code so far.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ErrorTally {
+    /// How many.
+    pub(crate) count: u64,
+    /// The first one's message, as the server wrote it.
+    pub(crate) first_message: Option<String>,
+}
+
+/// One interval's latencies of good replies (µs), in both rows: the gap
+/// between them is coordinated omission, what `--live` shows.
+#[derive(Debug, Clone)]
+pub(crate) struct IntervalLatencies {
+    /// From the scheduled send: what the interval log holds.
+    pub(crate) from_schedule: Histogram<u64>,
+    /// From the actual send.
+    pub(crate) from_send: Histogram<u64>,
+}
+
+impl Default for IntervalLatencies {
+    fn default() -> Self {
+        IntervalLatencies { from_schedule: latency_histogram(), from_send: latency_histogram() }
+    }
+}
+
+impl IntervalLatencies {
+    /// Records one good reply's two latencies.
+    pub(crate) fn record(&mut self, sample: recorder::Sample) {
+        record_us(&mut self.from_schedule, sample.corrected_us);
+        record_us(&mut self.from_send, sample.uncorrected_us);
+    }
+
+    /// Adds another interval's (another connection's) latencies.
+    pub(crate) fn add(&mut self, other: &IntervalLatencies) {
+        // Every histogram here has the same bounds and saturates, so
+        // adding cannot fail.
+        let _ = self.from_schedule.add(&other.from_schedule);
+        let _ = self.from_send.add(&other.from_send);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.from_schedule.is_empty()
+    }
+}
+
+/// One connection's latencies for one interval of the interval log.
 #[derive(Debug)]
 pub(crate) enum IntervalMessage {
     /// Interval `index` is over for `connection`; `None` when it recorded nothing.
@@ -112,8 +160,8 @@ pub(crate) enum IntervalMessage {
         connection: usize,
         /// Interval number since the start of the run.
         index: u64,
-        /// Latencies (from schedule, µs) of the interval's good replies.
-        histogram: Option<Box<Histogram<u64>>>,
+        /// The interval's good replies' latencies.
+        latencies: Option<Box<IntervalLatencies>>,
     },
     /// The connection has finished; expect nothing more from it.
     Finished {
@@ -139,13 +187,13 @@ pub(crate) struct IntervalRecorder {
     start: Instant,
     length: Duration,
     index: u64,
-    histogram: Histogram<u64>,
+    latencies: IntervalLatencies,
 }
 
 impl IntervalRecorder {
     /// Intervals of `length` from `start`.
     pub(crate) fn new(connection: usize, start: Instant, length: Duration) -> Self {
-        IntervalRecorder { connection, start, length, index: 0, histogram: latency_histogram() }
+        IntervalRecorder { connection, start, length, index: 0, latencies: IntervalLatencies::default() }
     }
 
     fn index_at(&self, now: Instant) -> u64 {
@@ -158,22 +206,27 @@ impl IntervalRecorder {
         let Some(sink) = sink else { return };
         let target = self.index_at(now);
         while self.index < target {
-            let histogram = (!self.histogram.is_empty())
-                .then(|| Box::new(std::mem::replace(&mut self.histogram, latency_histogram())));
+            let latencies =
+                (!self.latencies.is_empty()).then(|| Box::new(std::mem::take(&mut self.latencies)));
             let _ = sink.send(IntervalMessage::Interval {
                 connection: self.connection,
                 index: self.index,
-                histogram,
+                latencies,
             });
             self.index += 1;
         }
     }
 
-    /// Records one latency at time `now`.
-    pub(crate) fn record(&mut self, now: Instant, us: u64, sink: &Option<Sender<IntervalMessage>>) {
+    /// Records one good reply's latencies at time `now`.
+    pub(crate) fn record(
+        &mut self,
+        now: Instant,
+        sample: recorder::Sample,
+        sink: &Option<Sender<IntervalMessage>>,
+    ) {
         if sink.is_some() {
             self.advance(now, sink);
-            record_us(&mut self.histogram, us);
+            self.latencies.record(sample);
         }
     }
 
@@ -182,9 +235,9 @@ impl IntervalRecorder {
         let Some(tx) = sink else { return };
         let now = Instant::now();
         self.advance(now, sink);
-        let histogram = (!self.histogram.is_empty()).then(|| Box::new(self.histogram));
+        let latencies = (!self.latencies.is_empty()).then(|| Box::new(self.latencies));
         let _ =
-            tx.send(IntervalMessage::Interval { connection: self.connection, index: self.index, histogram });
+            tx.send(IntervalMessage::Interval { connection: self.connection, index: self.index, latencies });
         let _ = tx.send(IntervalMessage::Finished { connection: self.connection });
     }
 }
@@ -279,6 +332,8 @@ impl BenchRun {
 pub(crate) fn run(options: BenchOptions, sinks: RunSinks) -> Result<BenchRun> {
     options.validate()?;
     let server = ServerUnderTest::start(&options)?;
+    *sinks.progress.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+        Some(server.endpoint());
     let result = run_against(&server, options, sinks);
     server.stop();
     result

@@ -428,7 +428,12 @@ impl<'a> Receiver<'a> {
                     progress.error_replies.fetch_add(1, Relaxed);
                     let mut by_code =
                         progress.errors_by_code.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    *by_code.entry(code.clone()).or_default() += 1;
+                    let tally = by_code.entry(code.clone()).or_default();
+                    tally.count += 1;
+                    if tally.first_message.is_none() {
+                        // The reply's message, kept by handle_reply just before.
+                        tally.first_message = self.recorder.counts.error_messages.get(code).cloned();
+                    }
                 }
                 RequestOutcome::Timeout => {
                     progress.timeouts.fetch_add(1, Relaxed);
@@ -441,7 +446,7 @@ impl<'a> Receiver<'a> {
                 RequestOutcome::Ok => {
                     if let Some((sample, _)) = reply {
                         self.recorder.record_ok(sample);
-                        self.interval.record(now, sample.corrected_us, &self.sinks.intervals);
+                        self.interval.record(now, sample, &self.sinks.intervals);
                     }
                 }
                 RequestOutcome::Error(code) => *counts.errors.entry(code.clone()).or_default() += 1,

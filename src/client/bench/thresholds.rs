@@ -269,29 +269,39 @@ impl fmt::Display for Metric {
 /// What `--abort-on-fail` can read while the run goes: the latency from
 /// schedule of every complete interval so far, and the counters.
 pub(crate) struct SoFar<'a> {
-    /// Latency from schedule of the ok replies so far.
-    pub(crate) latency: &'a Histogram<u64>,
+    /// Latency of the ok replies so far, from schedule and from send.
+    pub(crate) latency: &'a super::IntervalLatencies,
     /// Measured requests settled so far.
     pub(crate) settled: u64,
-    /// Error replies so far.
+    /// Error replies so far, and by code.
     pub(crate) error_replies: u64,
+    pub(crate) errors_by_code: &'a std::collections::BTreeMap<String, super::ErrorTally>,
     /// Timeouts so far.
     pub(crate) timeouts: u64,
 }
 
 impl Threshold {
-    /// Whether the run so far crosses this threshold; `None` for the ones
+    /// Whether the run so far crosses this threshold; `None` for the one
     /// only the end can judge: throughput (a rate mid-run, mid-ramp, says
-    /// nothing of the run's), latency from send and errors of one code
-    /// (not counted live).
+    /// nothing of the run's).
     pub(crate) fn crossed_so_far(&self, so_far: &SoFar<'_>) -> Option<(bool, String)> {
         let (value, what) = match &self.metric {
-            Metric::Latency(Row::Schedule, stat) => match latency_us(so_far.latency, *stat) {
-                Some(us) => (us, format!("{} was {}", self.metric, shown_us(us))),
-                // Requests settled and none was ok: no latency to meet it.
-                None => return Some((true, "no ok replies so far".into())),
-            },
+            Metric::Latency(row, stat) => {
+                let histogram = match row {
+                    Row::Schedule => &so_far.latency.from_schedule,
+                    Row::Send => &so_far.latency.from_send,
+                };
+                match latency_us(histogram, *stat) {
+                    Some(us) => (us, format!("{} was {}", self.metric, shown_us(us))),
+                    // Requests settled and none was ok: no latency to meet it.
+                    None => return Some((true, "no ok replies so far".into())),
+                }
+            }
             Metric::Errors(None) => self.count(so_far.error_replies, so_far.settled),
+            Metric::Errors(Some(code)) => {
+                let n = so_far.errors_by_code.get(code).map_or(0, |tally| tally.count);
+                self.count(n, so_far.settled)
+            }
             Metric::Timeouts => self.count(so_far.timeouts, so_far.settled),
             _ => return None,
         };
@@ -392,6 +402,39 @@ mod tests {
         assert_eq!(v.threshold, "p99<900us");
         assert!(v.observed_text.starts_with("p99 latency from schedule was 0."), "{}", v.observed_text);
         assert_eq!(verdict("errors.BUSY<1%").observed_text, "2 BUSY = 0.200% of 1002 sent");
+    }
+
+    #[test]
+    fn the_run_so_far_judges_every_form_but_throughput() {
+        // What --abort-on-fail sees after an interval: the sample run's
+        // histograms and counts, as the interval thread keeps them.
+        let run = sample_run();
+        let latency = crate::client::bench::IntervalLatencies {
+            from_schedule: run.recorder.corrected.clone(),
+            from_send: run.recorder.uncorrected.clone(),
+        };
+        let busy = crate::client::bench::ErrorTally { count: 2, first_message: None };
+        let errors_by_code = [("BUSY".to_string(), busy)].into_iter().collect();
+        let so_far = SoFar {
+            latency: &latency,
+            settled: 1002,
+            error_replies: 2,
+            errors_by_code: &errors_by_code,
+            timeouts: 0,
+        };
+        let crossed = |text: &str| Threshold::parse(text).unwrap().crossed_so_far(&so_far).map(|(c, _)| c);
+        for (text, expected) in [
+            ("p99<1ms", Some(false)),
+            ("p99<900us", Some(true)),
+            ("send.p99<1ms", Some(true)),
+            ("send.p99<2ms", Some(false)),
+            ("errors.BUSY<0.1%", Some(true)),
+            ("errors.BAD_REQUEST==0", Some(false)),
+            ("timeouts==0", Some(false)),
+            ("throughput>=600", None),
+        ] {
+            assert_eq!(crossed(text), expected, "{text}");
+        }
     }
 
     #[test]

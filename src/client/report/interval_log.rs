@@ -14,14 +14,14 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
-use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use hdrhistogram::serialization::interval_log::{IntervalLogWriter, IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 
 use super::CHANNEL_CAPACITY;
 use crate::client::bench::intervals::IntervalFigures;
-use crate::client::bench::recorder::latency_histogram;
-use crate::client::bench::IntervalMessage;
+use crate::client::bench::options::{BenchOptions, Pacing};
+use crate::client::bench::{IntervalLatencies, IntervalMessage};
 
 /// The most intervals kept for the report (28 hours of 1 s intervals);
 /// past it the log still gets every interval, the report no more.
@@ -30,6 +30,23 @@ pub(crate) const MAX_FIGURES: usize = 100_000;
 /// The target rate of an open loop between two times (seconds since the
 /// run started): requests per second the schedule asked for.
 pub(crate) type TargetRate = Box<dyn Fn(f64, f64) -> f64 + Send>;
+
+/// An open loop's target rate over time, for its intervals; `None` in a
+/// closed loop.
+pub(crate) fn target_rate(options: &BenchOptions) -> Option<TargetRate> {
+    match &options.pacing {
+        Pacing::Closed { .. } => None,
+        Pacing::Open { rate } => {
+            let rate = *rate;
+            Some(Box::new(move |_, _| rate))
+        }
+        // The intervals start when the stages do, after a timed warm-up.
+        Pacing::Staged(stages) => {
+            let profile = stages.clone();
+            Some(Box::new(move |from, to| profile.mean_rate(from, to)))
+        }
+    }
+}
 
 /// The run as it goes, kept after each complete interval: the latency so
 /// far (for `--metrics-addr`) and, with `--abort-on-fail`, the thresholds
@@ -45,28 +62,30 @@ pub(crate) struct RunSoFar {
 impl RunSoFar {
     /// Adds a complete interval to the run so far (with its target rate),
     /// then checks the thresholds on it.
-    fn add(&self, histogram: &Histogram<u64>, rate: Option<f64>, end: Duration) -> io::Result<()> {
+    fn add(&self, latencies: &IntervalLatencies, rate: Option<f64>, end: Duration) {
         use std::sync::atomic::Ordering::Relaxed;
         let so_far = &self.progress.so_far;
         let mut latency = so_far.latency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        latency.add(histogram).map_err(|e| io::Error::other(format!("{e:?}")))?;
-        so_far.last_interval.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone_from(histogram);
+        latency.add(latencies);
+        so_far.last_interval.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone_from(latencies);
         so_far.target_rps.store(rate.unwrap_or(f64::NAN).to_bits(), Relaxed);
         // Judged once measured requests have settled (not on a counted
         // warm-up's empty intervals) — with or without ok replies.
         if !self.thresholds.is_empty() && self.progress.measured.load(Relaxed) > 0 {
             self.check(&latency, end);
         }
-        Ok(())
     }
 
     /// Stops the run at the first threshold the run so far crosses.
-    fn check(&self, latency: &Histogram<u64>, at: Duration) {
+    fn check(&self, latency: &IntervalLatencies, at: Duration) {
         use std::sync::atomic::Ordering::Relaxed;
+        let errors_by_code =
+            self.progress.errors_by_code.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let so_far = crate::client::bench::thresholds::SoFar {
             latency,
             settled: self.progress.measured.load(Relaxed),
             error_replies: self.progress.error_replies.load(Relaxed),
+            errors_by_code: &errors_by_code,
             timeouts: self.progress.timeouts.load(Relaxed),
         };
         for threshold in &self.thresholds {
@@ -119,6 +138,42 @@ fn write_header<W: Write>(out: &mut W, started_at: SystemTime) -> io::Result<()>
     writeln!(out, "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"")
 }
 
+/// What the merging thread does with each complete interval: into the
+/// log, the run so far and the report's figures.
+struct Completed<'w, W: Write> {
+    writer: Option<IntervalLogWriter<'w, 'w, W, V2DeflateSerializer>>,
+    interval: Duration,
+    target: Option<TargetRate>,
+    live: Option<RunSoFar>,
+    figures: Vec<IntervalFigures>,
+}
+
+impl<W: Write> Completed<'_, W> {
+    fn complete(&mut self, index: u64, latencies: &IntervalLatencies) -> io::Result<()> {
+        let interval = self.interval;
+        let start = interval.mul_f64(index as f64);
+        let rate =
+            self.target.as_ref().map(|rate| rate(start.as_secs_f64(), (start + interval).as_secs_f64()));
+        if let Some(live) = &self.live {
+            live.add(latencies, rate, start + interval);
+        }
+        let histogram = &latencies.from_schedule;
+        if let Some(writer) = self.writer.as_mut() {
+            let tag_text = rate.map(|rate| format!("target_rps={rate:.3}"));
+            let tag = tag_text.as_deref().and_then(Tag::new);
+            writer
+                .write_histogram(histogram, start, interval, tag)
+                .map_err(|e| io::Error::other(format!("{e:?}")))?;
+        }
+        if self.figures.len() < MAX_FIGURES {
+            let mut figure = IntervalFigures::of(start, interval, histogram);
+            figure.target_rps = rate;
+            self.figures.push(figure);
+        }
+        Ok(())
+    }
+}
+
 fn merge_intervals<W: Write>(
     mut log: Option<W>,
     messages: Receiver<IntervalMessage>,
@@ -130,7 +185,7 @@ fn merge_intervals<W: Write>(
         write_header(out, started_at)?;
     }
     let mut serializer = V2DeflateSerializer::new();
-    let mut writer = match log.as_mut() {
+    let writer = match log.as_mut() {
         Some(out) => Some(
             IntervalLogWriterBuilder::new()
                 .with_max_value_divisor(1000.0)
@@ -138,41 +193,21 @@ fn merge_intervals<W: Write>(
         ),
         None => None,
     };
-    let mut figures = Vec::new();
-    let mut complete = |index: u64, histogram: &Histogram<u64>| -> io::Result<()> {
-        let start = interval.mul_f64(index as f64);
-        let rate = target.as_ref().map(|rate| rate(start.as_secs_f64(), (start + interval).as_secs_f64()));
-        if let Some(live) = &live {
-            live.add(histogram, rate, start + interval)?;
-        }
-        let tag_text = rate.map(|rate| format!("target_rps={rate:.3}"));
-        if let Some(writer) = writer.as_mut() {
-            let tag = tag_text.as_deref().and_then(Tag::new);
-            writer
-                .write_histogram(histogram, start, interval, tag)
-                .map_err(|e| io::Error::other(format!("{e:?}")))?;
-        }
-        if figures.len() < MAX_FIGURES {
-            let mut figure = IntervalFigures::of(start, interval, histogram);
-            figure.target_rps = rate;
-            figures.push(figure);
-        }
-        Ok(())
-    };
+    let mut completed = Completed { writer, interval, target, live, figures: Vec::new() };
 
     // Each connection reports its intervals in order (0, 1, 2, ...). An
     // interval is complete once every connection still running has reported
     // it; complete intervals are handed on in order and forgotten, so only
     // the intervals between the slowest and the fastest connection are held.
-    let mut pending: BTreeMap<u64, Histogram<u64>> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, IntervalLatencies> = BTreeMap::new();
     let mut reported_up_to: Vec<Option<u64>> = vec![None; connections];
     let mut finished = vec![false; connections];
     for message in messages {
         match message {
-            IntervalMessage::Interval { connection, index, histogram } => {
-                let slot = pending.entry(index).or_insert_with(latency_histogram);
-                if let Some(h) = histogram {
-                    slot.add(&*h).map_err(|e| io::Error::other(format!("{e:?}")))?;
+            IntervalMessage::Interval { connection, index, latencies } => {
+                let slot = pending.entry(index).or_default();
+                if let Some(l) = latencies {
+                    slot.add(&l);
                 }
                 if let Some(progress) = reported_up_to.get_mut(connection) {
                     *progress = Some(index);
@@ -194,26 +229,31 @@ fn merge_intervals<W: Write>(
             if *entry.key() > limit {
                 break;
             }
-            let (index, histogram) = entry.remove_entry();
-            complete(index, &histogram)?;
+            let (index, latencies) = entry.remove_entry();
+            completed.complete(index, &latencies)?;
         }
     }
     // Connections that ended without saying so (a panic) leave intervals
     // behind: hand them on too.
-    for (index, histogram) in std::mem::take(&mut pending) {
-        complete(index, &histogram)?;
+    for (index, latencies) in std::mem::take(&mut pending) {
+        completed.complete(index, &latencies)?;
     }
-    drop(writer);
+    let figures = std::mem::take(&mut completed.figures);
+    drop(completed);
     if let Some(out) = log.as_mut() {
-        // A run cut short says so, as its other reports do.
-        if let Some(why) = crate::client::interrupt::aborted() {
-            writeln!(out, "#[Aborted by --abort-on-fail: {why}]")?;
-        } else if crate::client::interrupt::requested() {
-            writeln!(out, "#[Interrupted (Ctrl-C or SIGTERM): the log covers what was measured until then]")?;
-        }
-        out.flush()?;
+        mark_cut_short(out)?;
     }
     Ok(figures)
+}
+
+/// A run cut short says so at the end of its log, as its other reports do.
+fn mark_cut_short<W: Write>(out: &mut W) -> io::Result<()> {
+    if let Some(why) = crate::client::interrupt::aborted() {
+        writeln!(out, "#[Aborted by --abort-on-fail: {why}]")?;
+    } else if crate::client::interrupt::requested() {
+        writeln!(out, "#[Interrupted (Ctrl-C or SIGTERM): the log covers what was measured until then]")?;
+    }
+    out.flush()
 }
 
 /// One interval of a log, read back.
@@ -284,10 +324,10 @@ mod tests {
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
     use hdrhistogram::serialization::Deserializer;
 
-    fn histogram_of(values: &[u64]) -> Option<Box<Histogram<u64>>> {
-        let mut h = latency_histogram();
-        values.iter().for_each(|v| record_us(&mut h, *v));
-        Some(Box::new(h))
+    fn latencies_of(values: &[u64]) -> Option<Box<IntervalLatencies>> {
+        let mut l = IntervalLatencies::default();
+        values.iter().for_each(|v| record_us(&mut l.from_schedule, *v));
+        Some(Box::new(l))
     }
 
     #[test]
@@ -298,7 +338,7 @@ mod tests {
         let interval = |connection, index, values: &[u64]| IntervalMessage::Interval {
             connection,
             index,
-            histogram: if values.is_empty() { None } else { histogram_of(values) },
+            latencies: if values.is_empty() { None } else { latencies_of(values) },
         };
         tx.send(interval(0, 0, &[100, 200])).unwrap();
         tx.send(interval(1, 0, &[300])).unwrap();
