@@ -155,7 +155,7 @@ fn durations_accept_plain_seconds_and_units() {
 
 #[test]
 fn model_times_a_forward_pass_and_names_its_engine() {
-    let out = tc_client(&["model", "--batch", "2", "-d", "200ms", "--json"]);
+    let out = tc_client(&["model", "--engine", "tract", "--batch", "2", "-d", "200ms", "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rate: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rate["model"], "fire-cnn", "{rate}");
@@ -180,7 +180,7 @@ fn kernel_and_model_print_a_sentence_and_json_with_json() {
     assert_eq!(measured["size"], 1000);
     assert!(measured["per_second"].as_f64().unwrap() > 0.0, "{measured}");
 
-    let out = tc_client(&["model", "--batch", "2", "-d", "100ms"]);
+    let out = tc_client(&["model", "--engine", "tract", "--batch", "2", "-d", "100ms"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let said = text(&out.stdout);
     assert!(

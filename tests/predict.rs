@@ -256,7 +256,7 @@ fn onnxruntime_and_tract_give_the_same_scores_in_both_modes() {
             })
             .collect()
     };
-    let tract = TestServer::start("threads", 1, &[]);
+    let tract = TestServer::start("threads", 1, &["--engine", "tract"]);
     let model = tract.request(json!({"id": 1, "cmd": "model"}));
     assert_eq!(model["result"]["engine"], "tract", "{model}");
     let reference = scores(&tract);
@@ -268,6 +268,61 @@ fn onnxruntime_and_tract_give_the_same_scores_in_both_modes() {
             assert!((ours - theirs).abs() < 1e-4, "{mode}: onnxruntime {ours} vs tract {theirs}");
         }
     }
+}
+
+/// `tc-client model --json` of the shipped model with `args` and `env`: its
+/// engine and why.
+fn engine_of(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tc-client"))
+        .args(["model", "--batch", "1", "-d", "50ms", "--json"])
+        .args(args)
+        .env_remove("ORT_DYLIB_PATH")
+        .env_remove("THREADCENTER_ONNXRUNTIME")
+        .env_remove("THREADCENTER_ENGINE")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let rate: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    (rate["engine"].as_str().unwrap().to_string(), rate["engine_reason"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn the_engine_is_onnxruntime_when_one_is_found_and_says_why_else_tract() {
+    // No python3 on PATH and no ORT_DYLIB_PATH: nothing to find.
+    let empty = tempfile::tempdir().unwrap();
+    let no_python = [("PATH", empty.path().to_str().unwrap())];
+    let (engine, why) = engine_of(&[], &no_python);
+    assert_eq!(engine, "tract");
+    assert!(why.starts_with("no onnxruntime found") && why.contains("pip install onnxruntime"), "{why}");
+    // A path that is not onnxruntime: said, and tract runs.
+    let (engine, why) = engine_of(&[], &[no_python[0], ("ORT_DYLIB_PATH", "/etc/hostname")]);
+    assert_eq!(engine, "tract");
+    assert!(why.contains("ORT_DYLIB_PATH /etc/hostname: cannot load it as onnxruntime"), "{why}");
+    assert!(why.ends_with("running on tract instead"), "{why}");
+    // --engine onnxruntime refuses to run without one.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_tc-server"))
+        .args(["--port", "0", "--engine", "onnxruntime"])
+        .env_remove("ORT_DYLIB_PATH")
+        .env_remove("THREADCENTER_ONNXRUNTIME")
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--engine onnxruntime: no onnxruntime found"), "{stderr}");
+
+    let Some(library) = common::pip_onnxruntime() else { return };
+    let library = library.to_str().unwrap();
+    // What `pip install onnxruntime` put there is found by itself...
+    let (engine, why) = engine_of(&[], &[]);
+    assert_eq!(engine, format!("onnxruntime ({library})"));
+    assert_eq!(why, "found by python3's onnxruntime package");
+    // ... ORT_DYLIB_PATH comes before it, and --engine tract wins over both.
+    let (engine, why) =
+        engine_of(&[], &[("ORT_DYLIB_PATH", library), ("PATH", empty.path().to_str().unwrap())]);
+    assert_eq!((engine.starts_with("onnxruntime ("), why.as_str()), (true, "found by ORT_DYLIB_PATH"));
+    assert_eq!(engine_of(&["--engine", "tract"], &[]), ("tract".to_string(), "--engine tract".to_string()));
 }
 
 #[test]
@@ -336,7 +391,7 @@ fn a_model_whose_batch_has_no_name_serves_in_both_modes_and_engines_as_its_twins
     let models_dir = dir.path().to_str().unwrap();
     let unnamed = dir.path().join("nchw-unnamed-batch.onnx");
     let library = common::pip_onnxruntime();
-    let mut engines = vec![vec![]];
+    let mut engines = vec![vec!["--engine", "tract"]];
     if let Some(library) = &library {
         engines.push(vec!["--onnxruntime", library.to_str().unwrap()]);
     }
@@ -350,7 +405,7 @@ fn a_model_whose_batch_has_no_name_serves_in_both_modes_and_engines_as_its_twins
             assert_eq!(model["result"]["name"], "nchw-unnamed-batch", "{model}");
             assert_eq!(model["result"]["input_shape"], json!([20, 24, 3]), "{model}");
             let engine_name = model["result"]["engine"].as_str().unwrap();
-            assert_eq!(engine_name.starts_with("onnxruntime"), !engine.is_empty(), "{model}");
+            assert_eq!(engine_name.starts_with("onnxruntime"), engine[0] == "--onnxruntime", "{model}");
             let scores = batch_scores(&server);
             assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)), "{scores:?}");
             let first = first.get_or_insert_with(|| scores.clone());
@@ -383,7 +438,12 @@ fn load_model_takes_an_unnamed_batch_and_refuses_unusable_inputs_in_the_guides_w
     let mut files = vec!["nchw-unnamed-batch.onnx"];
     files.extend(refused);
     let dir = test_models_dir(&files);
-    let server = TestServer::start("processes", 1, &["--models-dir", dir.path().to_str().unwrap()]);
+    // Tract's refusals: the guide's sentences (onnxruntime's are its own).
+    let server = TestServer::start(
+        "processes",
+        1,
+        &["--engine", "tract", "--models-dir", dir.path().to_str().unwrap()],
+    );
     let mut client = server.connect();
     let reply =
         client.request(json!({"id": 1, "cmd": "load_model", "model_path": "nchw-unnamed-batch.onnx"}));

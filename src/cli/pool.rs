@@ -39,9 +39,16 @@ pub(crate) struct PoolArgs {
     pub(crate) switch_interval: Duration,
 
     /// Run ONNX models on onnxruntime, loaded from this libonnxruntime.so
-    /// (the pip wheel's is in onnxruntime/capi/); without it, on tract.
+    /// (the pip wheel's is in onnxruntime/capi/). Without it, --engine auto
+    /// looks in ORT_DYLIB_PATH, then in python3's onnxruntime package.
     #[arg(help_heading = "Predictions", long, env = "THREADCENTER_ONNXRUNTIME", value_name = "LIBRARY")]
     pub(crate) onnxruntime: Option<PathBuf>,
+
+    /// The engine for ONNX models: auto (onnxruntime when one is found,
+    /// else tract), onnxruntime (refuse to start without one), or tract
+    /// (the pure-Rust engine). model, stats and the log say which runs, and why.
+    #[arg(help_heading = "Predictions", long, env = "THREADCENTER_ENGINE", value_enum, default_value_t)]
+    pub(crate) engine: crate::work::model::EngineChoice,
 }
 
 impl PoolArgs {
@@ -50,14 +57,11 @@ impl PoolArgs {
         self.gil.then_some(self.switch_interval)
     }
 
-    /// Loads onnxruntime for this process (and its worker processes) when
-    /// `--onnxruntime` is given: a bad library fails at start-up.
+    /// Chooses the ONNX engine for this process (and its worker
+    /// processes): an explicit library is loaded now, so a bad one fails
+    /// at start-up.
     pub(crate) fn load_onnxruntime(&self) -> anyhow::Result<()> {
-        match &self.onnxruntime {
-            Some(library) => {
-                crate::work::model::use_onnxruntime(library).map_err(|e| anyhow::Error::msg(e.to_string()))
-            }
-            None => Ok(()),
-        }
+        crate::work::model::choose_engine(self.engine, self.onnxruntime.as_deref())
+            .map_err(|e| anyhow::Error::msg(e.to_string()))
     }
 }

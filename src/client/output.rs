@@ -31,8 +31,9 @@ pub(crate) fn kernel_rate_sentence(size: u64, measured: &KernelRate) -> String {
 pub(crate) fn forward_rate_sentence(rate: &ForwardRate) -> String {
     let threads =
         if rate.threads == 1 { "1 thread".to_string() } else { format!("{} threads", rate.threads) };
+    let why = rate.engine_reason.as_deref().map(|why| format!("\n(the engine: {why})")).unwrap_or_default();
     format!(
-        "{} on {}, batches of {} on {threads}: {} images in {:.3} s = {:.1} images/s (forward pass only, no decoding)",
+        "{} on {}, batches of {} on {threads}: {} images in {:.3} s = {:.1} images/s (forward pass only, no decoding){why}",
         rate.model, rate.engine, rate.batch, rate.images, rate.seconds, rate.images_per_second
     )
 }
@@ -122,6 +123,7 @@ mod tests {
         let rate = ForwardRate {
             model: "fire-cnn".into(),
             engine: "tract".into(),
+            engine_reason: None,
             batch: 16,
             threads: 2,
             images: 320,

@@ -153,9 +153,7 @@ fn run_predict(predict: &PredictArgs) -> Result<RunVerdict> {
 
 /// `tc-client model`: a model's forward pass measured in this process.
 fn run_model(args: &ModelArgs) -> Result<RunVerdict> {
-    if let Some(library) = &args.onnxruntime {
-        crate::work::model::use_onnxruntime(library)?;
-    }
+    crate::work::model::choose_engine(args.engine, args.onnxruntime.as_deref())?;
     let rate = crate::work::model::measure_forward(
         &args.model,
         args.batch as usize,

@@ -161,9 +161,7 @@ fn serve(server_name: String) -> Result<(), WorkerError> {
     // Load the model before saying hello, so a worker that is up is ready
     // to predict. This process's copy of the weights is its own: worker
     // processes share no memory with the server or each other.
-    if let Some(library) = std::env::var_os(crate::work::model::ONNXRUNTIME_ENV) {
-        crate::work::model::use_onnxruntime(std::path::Path::new(&library)).map_err(WorkerError::Engine)?;
-    }
+    crate::work::model::choose_engine_as_told().map_err(WorkerError::Engine)?;
     let models = ModelSlot::new();
     if let Some(path) = std::env::var_os(MODEL_ENV) {
         if let Err(e) = models.preload(std::path::Path::new(&path)) {

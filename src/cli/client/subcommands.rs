@@ -180,6 +180,12 @@ pub(crate) struct ModelArgs {
     #[arg(long, env = "THREADCENTER_ONNXRUNTIME", value_name = "LIBRARY")]
     pub(crate) onnxruntime: Option<PathBuf>,
 
+    /// The engine: auto (onnxruntime when one is found: --onnxruntime,
+    /// ORT_DYLIB_PATH, python3's onnxruntime package; else tract),
+    /// onnxruntime, or tract.
+    #[arg(long, env = "THREADCENTER_ENGINE", value_enum, default_value_t)]
+    pub(crate) engine: crate::work::model::EngineChoice,
+
     /// Print the measurement as one JSON object instead of a sentence.
     #[arg(long)]
     pub(crate) json: bool,

@@ -17,6 +17,27 @@ use crate::server::{Server, ServerConfig};
 /// How long to wait for connections and the server-info request.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `THREADCENTER_ENGINE`, as `tc-server --engine` reads it.
+fn engine_of_env() -> Result<crate::work::model::EngineChoice> {
+    use clap::ValueEnum;
+    match std::env::var(crate::work::model::ENGINE_ENV) {
+        Ok(text) if !text.is_empty() => {
+            crate::work::model::EngineChoice::from_str(&text, true).map_err(|_| {
+                Error::Config(format!(
+                    "{}={text}: the engine is auto, onnxruntime or tract",
+                    crate::work::model::ENGINE_ENV
+                ))
+            })
+        }
+        _ => Ok(crate::work::model::EngineChoice::Auto),
+    }
+}
+
+/// `THREADCENTER_ONNXRUNTIME`: the library `tc-server --onnxruntime` takes.
+fn onnxruntime_of_env() -> Option<std::path::PathBuf> {
+    std::env::var_os(crate::work::model::ONNXRUNTIME_ENV).filter(|p| !p.is_empty()).map(Into::into)
+}
+
 /// Where a server listens and how to reach it: what `--live` asks for
 /// `stats` on a connection of its own.
 #[derive(Debug, Clone)]
@@ -63,11 +84,9 @@ impl ServerUnderTest {
                     Pacing::Closed { pipeline } => options.concurrency.saturating_mul(pipeline),
                     Pacing::Open { .. } | Pacing::Staged(_) => 0,
                 };
-                // The embedded server runs ONNX models as tc-server would:
-                // on onnxruntime when THREADCENTER_ONNXRUNTIME names it.
-                if let Some(library) = std::env::var_os(crate::work::model::ONNXRUNTIME_ENV) {
-                    crate::work::model::use_onnxruntime(std::path::Path::new(&library))?;
-                }
+                // The embedded server runs ONNX models as tc-server would,
+                // with THREADCENTER_ENGINE and THREADCENTER_ONNXRUNTIME.
+                crate::work::model::choose_engine(engine_of_env()?, onnxruntime_of_env().as_deref())?;
                 let defaults = ServerConfig::default();
                 let mut config = ServerConfig {
                     mode: *mode,

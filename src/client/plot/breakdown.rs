@@ -25,7 +25,7 @@ pub(crate) fn write_breakdown_chart(rows: &[RunRow], out: &Path) -> Result<Vec<P
     }
     register_fonts();
     let (png, svg) = (out.with_extension("png"), out.with_extension("svg"));
-    draw_breakdown(BitMapBackend::new(&png, SIZE).into_drawing_area(), rows)?;
+    super::draw::write_png(&png, SIZE, |area| draw_breakdown(area, rows))?;
     draw_breakdown(SVGBackend::new(&svg, SIZE).into_drawing_area(), rows)?;
     Ok(vec![png, svg])
 }

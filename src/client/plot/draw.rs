@@ -50,6 +50,29 @@ pub(super) fn register_fonts() {
     });
 }
 
+/// Draws a chart of `size` pixels with `draw` into a buffer and writes it to
+/// `png`: plotters draws, the image crate encodes.
+///
+/// # Errors
+/// What `draw` returns, or a file that cannot be written.
+pub(super) fn write_png(
+    png: &Path,
+    (width, height): (u32, u32),
+    draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, Shift>) -> Result<()>,
+) -> Result<()> {
+    let mut pixels = vec![0u8; width as usize * height as usize * 3];
+    draw(BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area())?;
+    image::save_buffer_with_format(
+        png,
+        &pixels,
+        width,
+        height,
+        image::ExtendedColorType::Rgb8,
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| Error::Chart(format!("cannot write {}: {e}", png.display())))
+}
+
 pub(super) fn draw_error(e: impl std::fmt::Display) -> Error {
     Error::Chart(e.to_string())
 }
@@ -123,7 +146,7 @@ pub(crate) fn write_line_chart(chart: &LineChart, out: &Path) -> Result<Vec<Path
     }
     register_fonts();
     let (png, svg) = (out.with_extension("png"), out.with_extension("svg"));
-    draw_lines(BitMapBackend::new(&png, SIZE).into_drawing_area(), chart)?;
+    write_png(&png, SIZE, |area| draw_lines(area, chart))?;
     draw_lines(SVGBackend::new(&svg, SIZE).into_drawing_area(), chart)?;
     Ok(vec![png, svg])
 }

@@ -135,7 +135,7 @@ pub(crate) fn write_workers_chart(jobs: &[Placed], left_out: usize, out: &Path) 
     let (png, svg) = (out.with_extension("png"), out.with_extension("svg"));
     let rows = workers(jobs);
     let height = (160 + 46 * rows.len() as u32).clamp(300, 1400);
-    draw(BitMapBackend::new(&png, (1100, height)).into_drawing_area(), jobs, &rows, left_out)?;
+    super::draw::write_png(&png, (1100, height), |area| draw(area, jobs, &rows, left_out))?;
     draw(SVGBackend::new(&svg, (1100, height)).into_drawing_area(), jobs, &rows, left_out)?;
     Ok(vec![png, svg])
 }

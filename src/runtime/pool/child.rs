@@ -45,6 +45,8 @@ pub(super) fn spawn(id: usize, command: &WorkerCommand, timeout: Duration) -> Re
         .arg(id.to_string())
         .arg(std::process::id().to_string())
         .envs(command.model.iter().map(|path| (MODEL_ENV, path)))
+        // The engine the server chose, never a search of the worker's own.
+        .env_remove(ONNXRUNTIME_ENV)
         .envs(onnxruntime_library().map(|library| (ONNXRUNTIME_ENV, library)))
         // The cores, shared out: each worker process's rayon pool (batch
         // decoding, the network's batch parts) gets cores / workers threads,

@@ -7,7 +7,9 @@
 
 use std::io::Cursor;
 
-use image::imageops::FilterType;
+use fast_image_resize::{
+    images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
+};
 use image::ImageFormat;
 use ndarray::Array3;
 
@@ -76,8 +78,8 @@ pub(crate) fn decode_image(
         _ => "GIF",
     };
     let fail = |reason: String| ImageError::Decode { format: format_name, reason };
-    let mut reader = image::io::Reader::with_format(Cursor::new(bytes), format);
-    let mut decoder_limits = image::io::Limits::default();
+    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
+    let mut decoder_limits = image::Limits::default();
     decoder_limits.max_image_width = Some(limits.max_side);
     decoder_limits.max_image_height = Some(limits.max_side);
     decoder_limits.max_alloc = Some(limits.max_alloc);
@@ -86,15 +88,25 @@ pub(crate) fn decode_image(
     if channels != 3 {
         return Err(fail(format!("the model wants {channels} channels; only RGB models are supported")));
     }
-    let mut rgb = decoded.into_rgb8();
+    let rgb = decoded.into_rgb8();
     let (w, h) = (width as u32, height as u32);
-    if rgb.dimensions() != (w, h) {
-        // Bilinear, like most image pipelines (Keras's load_img defaults to
-        // nearest; bilinear is kinder to downscaled photos).
-        rgb = image::imageops::resize(&rgb, w, h, FilterType::Triangle);
-    }
-    let pixels: Vec<f32> = rgb.into_raw().into_iter().map(|v| f32::from(v) * scale).collect();
+    let raw =
+        if rgb.dimensions() == (w, h) { rgb.into_raw() } else { resize_rgb(&rgb, w, h).map_err(fail)? };
+    let pixels: Vec<f32> = raw.into_iter().map(|v| f32::from(v) * scale).collect();
     Ok(Array3::from_shape_vec((height, width, 3), pixels).expect("RGB buffer of the input size"))
+}
+
+/// Resizes RGB pixels to `width` × `height`: bilinear, like most image
+/// pipelines (Keras's load_img defaults to nearest; bilinear is kinder to
+/// downscaled photos, and is Pillow's `BILINEAR`), with SIMD convolution.
+fn resize_rgb(rgb: &image::RgbImage, width: u32, height: u32) -> Result<Vec<u8>, String> {
+    let (from_width, from_height) = rgb.dimensions();
+    let source =
+        ImageRef::new(from_width, from_height, rgb.as_raw(), PixelType::U8x3).map_err(|e| e.to_string())?;
+    let mut resized = Image::new(width, height, PixelType::U8x3);
+    let bilinear = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    Resizer::new().resize(&source, &mut resized, &bilinear).map_err(|e| e.to_string())?;
+    Ok(resized.into_vec())
 }
 
 #[cfg(test)]

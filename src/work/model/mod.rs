@@ -30,8 +30,10 @@ use sha2::{Digest, Sha256};
 
 pub(crate) use image_input::{decode_image, ImageLimits};
 pub(crate) use layers::Layer;
-pub use onnxruntime::use_onnxruntime;
-pub(crate) use onnxruntime::{loaded_library as onnxruntime_library, ONNXRUNTIME_ENV};
+pub use onnxruntime::{choose_engine, EngineChoice};
+pub(crate) use onnxruntime::{
+    choose_engine_as_told, engine_reason, loaded_library as onnxruntime_library, ENGINE_ENV, ONNXRUNTIME_ENV,
+};
 pub(crate) use slot::ModelSlot;
 
 /// File name of the model that ships with ThreadCenter, inside `models/`.
@@ -106,6 +108,10 @@ pub(crate) struct ModelInfo {
     /// `ndarray` for ThreadCenter's own format.
     #[serde(default)]
     pub(crate) engine: String,
+    /// Why that engine: how onnxruntime was found, or why tract runs
+    /// (ONNX models only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) engine_reason: Option<String>,
 }
 
 /// Which model a job wants: the file and the checksum the server saw when it
@@ -195,6 +201,7 @@ impl Model {
             flops_per_image: None,
             metadata: facts.metadata.clone(),
             engine: net.engine_name(),
+            engine_reason: Some(engine_reason().to_string()),
         };
         Ok(Model { input_scale: facts.scale, info, network: Network::Onnx(net) })
     }
@@ -323,6 +330,7 @@ impl Model {
             flops_per_image: Some(flops),
             metadata: rest,
             engine: "ndarray".into(),
+            engine_reason: None,
         };
         Ok(Model { network: Network::Layers(layers), input_scale: input.scale, info })
     }
@@ -472,6 +480,8 @@ fn read_vector(tensors: &SafeTensors<'_>, name: &str, len: usize) -> Result<Arra
 pub(crate) struct ForwardRate {
     pub(crate) model: String,
     pub(crate) engine: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) engine_reason: Option<String>,
     pub(crate) batch: usize,
     pub(crate) threads: usize,
     pub(crate) images: usize,
@@ -514,6 +524,7 @@ pub(crate) fn measure_forward(
         Ok(ForwardRate {
             model: model.info().name.clone(),
             engine: model.info().engine.clone(),
+            engine_reason: model.info().engine_reason.clone(),
             batch,
             threads,
             images: done,
