@@ -45,11 +45,13 @@ def build():
 class Server:
     """A tc-server on a free loopback port, stopped with SIGTERM on exit."""
 
-    def __init__(self, *args):
+    def __init__(self, *args, preexec_fn=None):
         self.args = ["--port", "0", "--log-level", "warn", *args]
+        self.preexec_fn = preexec_fn
 
     def __enter__(self):
-        self.process = subprocess.Popen([SERVER, *self.args], stdout=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen([SERVER, *self.args], stdout=subprocess.PIPE, text=True,
+                                        preexec_fn=self.preexec_fn)
         line = self.process.stdout.readline()
         match = re.match(r"listening on .*:(\d+)", line)
         if not match:
@@ -79,11 +81,12 @@ def children_cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
-def client(*args):
+def client(*args, preexec_fn=None):
     """Runs tc-client with a JSON report; returns (report, client CPU seconds, wall seconds)."""
     with tempfile.NamedTemporaryFile(suffix=".json") as report:
         cpu_before, wall_before = children_cpu_seconds(), time.monotonic()
-        subprocess.run([CLIENT, *args, "--json", report.name], check=False, stdout=subprocess.DEVNULL)
+        subprocess.run([CLIENT, *args, "--json", report.name], check=False, stdout=subprocess.DEVNULL,
+                       preexec_fn=preexec_fn)
         cpu, wall = children_cpu_seconds() - cpu_before, time.monotonic() - wall_before
         return json.load(open(report.name)), cpu, wall
 
@@ -515,6 +518,92 @@ def onnx(results, args):
                         f"sample images (PNG/JPEG/GIF/BMP, resize to 150x150) and the farm around them")
 
 
+PILLOW_ORT_END_TO_END = r"""
+import io, json, sys, time
+import numpy as np, onnxruntime as ort
+from PIL import Image
+model, seconds, files = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+options = ort.SessionOptions()
+options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+meta = session.get_inputs()[0]
+nchw = meta.shape[1] in (1, 3)
+height, width = (meta.shape[2], meta.shape[3]) if nchw else (meta.shape[1], meta.shape[2])
+blobs = [open(f, "rb").read() for f in files]
+batch = [blobs[i % len(blobs)] for i in range(16)]
+def prepare(blob):
+    image = Image.open(io.BytesIO(blob)).convert("RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.BILINEAR)
+    return np.asarray(image, dtype=np.float32) * np.float32(1 / 255)
+def once():
+    x = np.stack([prepare(blob) for blob in batch])
+    if nchw:
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return session.run(None, {meta.name: x})
+once()
+count, started = 0, time.monotonic()
+while time.monotonic() - started < seconds:
+    once()
+    count += len(batch)
+print(json.dumps({"images_per_s": count / (time.monotonic() - started), "onnxruntime": ort.__version__,
+                  "pillow": Image.__version__}))
+"""
+
+
+def on_cpu_0():
+    """Pins a child process (and every thread it starts) to CPU 0."""
+    os.sched_setaffinity(0, {0})
+
+
+def prediction_end_to_end(results, args):
+    """A prediction end to end on one CPU, the README's setup (no flags: the
+    engine is found by itself), batches of 16 read from files and decoded,
+    against onnxruntime + Pillow in Python on the same CPU doing the same
+    (read, decode, resize, scale, run). Both pinned to CPU 0, alternating."""
+    log("8. predictions end to end on one CPU vs onnxruntime + Pillow")
+    try:
+        subprocess.run([sys.executable, "-c", "import PIL, onnxruntime, numpy"], check=True,
+                       capture_output=True)
+    except subprocess.CalledProcessError:
+        results.add("predict_e2e_png", "prediction end to end vs onnxruntime + Pillow", None, None, "images/s",
+                    ">= 1.0", "not measured", "python3 -m pip install onnxruntime==1.32.0 pillow numpy")
+        return
+    model = ROOT / "models" / "fire-cnn.onnx"
+    samples = sorted((ROOT / "models" / "samples").iterdir())
+    sets = [("png", "the shipped PNG samples (150x150: decoded, not resized)",
+             [p for p in samples if p.suffix == ".png"], ">= 1.0"),
+            ("mixed", "all six samples (PNG, JPEG, GIF, BMP; the JPEGs resized from 300x225)", samples, "report")]
+    for key, what, files, target in sets:
+        with tempfile.TemporaryDirectory() as images:
+            for f in files:
+                shutil.copy(f, images)
+            theirs, ours, engine = [], [], "?"
+            for _ in range(args.repeats):
+                out = subprocess.run([sys.executable, "-c", PILLOW_ORT_END_TO_END, str(model), str(args.duration),
+                                      *map(str, files)], capture_output=True, text=True, check=True,
+                                     preexec_fn=on_cpu_0)
+                reference = json.loads(out.stdout)
+                theirs.append(reference["images_per_s"])
+                with Server("--mode", "threads", "--workers", "1", preexec_fn=on_cpu_0) as server:
+                    described = subprocess.run([CLIENT, "call", "--port", str(server.port), '{"cmd":"model"}'],
+                                               capture_output=True, text=True, check=True).stdout
+                    engine = json.loads(described)["result"]["engine"]
+                    report, _, _ = client("--port", str(server.port), "--cmd", "predict_batch", "--batch", "16",
+                                          "--images", images, "-c", "2", "-d", str(args.duration), "--warmup", "1s",
+                                          preexec_fn=on_cpu_0)
+                    ours.append(16 * report["throughput_rps"])
+            o, t = statistics.median(ours), statistics.median(theirs)
+            met = verdict(o >= t) if target != "report" else "-"
+            results.add(f"predict_e2e_{key}",
+                        f"fire-cnn end to end on one CPU, batch 16, {what}: tc-server (README setup, 1 worker "
+                        f"thread, client on the same CPU) vs onnxruntime {reference['onnxruntime']} + Pillow "
+                        f"{reference['pillow']} in Python", o, t, "images/s", target, met,
+                        f"engine: {engine}; per-run ours {', '.join(f'{v:.0f}' for v in ours)}, theirs "
+                        f"{', '.join(f'{v:.0f}' for v in theirs)}; ours also carries each image as base64 in JSON "
+                        f"over TCP", ratio=o / t)
+
+
 def parse_row(row):
     """A row read back from the CSV, with its numbers as numbers."""
     for key in ("ours", "reference", "ratio"):
@@ -582,13 +671,13 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (median reported)")
     parser.add_argument("--duration", type=int, default=5, help="seconds per run")
     parser.add_argument("--only", nargs="*", help="run only these sections "
-                        "(scaling, ping, dispatch, pipelining, memory, predict, onnx, tls)")
+                        "(scaling, ping, dispatch, pipelining, memory, predict, onnx, e2e, tls)")
     args = parser.parse_args()
     build()
     results = Results()
     sections = {"scaling": compute_scaling, "ping": small_requests, "dispatch": dispatch_overhead,
                 "pipelining": pipelining, "memory": memory, "predict": predict, "onnx": onnx,
-                "tls": tls}
+                "e2e": prediction_end_to_end, "tls": tls}
     for name, section in sections.items():
         if not args.only or name in args.only:
             section(results, args)

@@ -155,6 +155,9 @@ fn durations_accept_plain_seconds_and_units() {
 
 #[test]
 fn model_times_a_forward_pass_and_names_its_engine() {
+    if !common::tract_built_in("model_times_a_forward_pass_and_names_its_engine") {
+        return;
+    }
     let out = tc_client(&["model", "--engine", "tract", "--batch", "2", "-d", "200ms", "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rate: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -180,6 +183,9 @@ fn kernel_and_model_print_a_sentence_and_json_with_json() {
     assert_eq!(measured["size"], 1000);
     assert!(measured["per_second"].as_f64().unwrap() > 0.0, "{measured}");
 
+    if !common::tract_built_in("kernel_and_model_print_a_sentence_and_json_with_json") {
+        return;
+    }
     let out = tc_client(&["model", "--engine", "tract", "--batch", "2", "-d", "100ms"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let said = text(&out.stdout);

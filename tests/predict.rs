@@ -242,6 +242,9 @@ fn models_switch_under_load_between_onnx_and_safetensors_and_a_refused_one_keeps
 
 #[test]
 fn onnxruntime_and_tract_give_the_same_scores_in_both_modes() {
+    if !common::tract_built_in("onnxruntime_and_tract_give_the_same_scores_in_both_modes") {
+        return;
+    }
     let Some(library) = common::pip_onnxruntime() else { return };
     let library = library.to_str().unwrap();
     let samples = samples();
@@ -289,6 +292,9 @@ fn engine_of(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
 
 #[test]
 fn the_engine_is_onnxruntime_when_one_is_found_and_says_why_else_tract() {
+    if !common::tract_built_in("the_engine_is_onnxruntime_when_one_is_found_and_says_why_else_tract") {
+        return;
+    }
     // No python3 on PATH and no ORT_DYLIB_PATH: nothing to find.
     let empty = tempfile::tempdir().unwrap();
     let no_python = [("PATH", empty.path().to_str().unwrap())];
@@ -323,6 +329,50 @@ fn the_engine_is_onnxruntime_when_one_is_found_and_says_why_else_tract() {
         engine_of(&[], &[("ORT_DYLIB_PATH", library), ("PATH", empty.path().to_str().unwrap())]);
     assert_eq!((engine.starts_with("onnxruntime ("), why.as_str()), (true, "found by ORT_DYLIB_PATH"));
     assert_eq!(engine_of(&["--engine", "tract"], &[]), ("tract".to_string(), "--engine tract".to_string()));
+}
+
+#[test]
+fn without_onnxruntime_or_tract_the_feature_is_named_and_the_shipped_network_still_serves() {
+    // Nothing to find: no python3 on PATH, no ORT_DYLIB_PATH.
+    let empty = tempfile::tempdir().unwrap();
+    let nothing = [("PATH", empty.path().to_str().unwrap())];
+    let cleared = |command: &mut std::process::Command| {
+        command
+            .env_remove("ORT_DYLIB_PATH")
+            .env_remove("THREADCENTER_ONNXRUNTIME")
+            .env_remove("THREADCENTER_ENGINE")
+            .envs(nothing);
+    };
+    let mut model = std::process::Command::new(env!("CARGO_BIN_EXE_tc-client"));
+    model.args(["model", "--engine", "tract", "-d", "50ms"]);
+    cleared(&mut model);
+    let out = model.output().unwrap();
+    if cfg!(feature = "tract") {
+        assert!(out.status.success(), "{out:?}");
+        return;
+    }
+    // A build without the tract feature names it, for --engine tract...
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("this build has no tract engine") && stderr.contains("--features tract"),
+        "{stderr}"
+    );
+    // ... and for an ONNX file with no engine to run it.
+    let mut model = std::process::Command::new(env!("CARGO_BIN_EXE_tc-client"));
+    model
+        .args(["model", "--model", "models/fire-cnn.onnx", "-d", "50ms"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    cleared(&mut model);
+    let stderr = String::from_utf8_lossy(&model.output().unwrap().stderr).into_owned();
+    assert!(stderr.contains("no ONNX engine") && stderr.contains("--features tract"), "{stderr}");
+    // The server still predicts: the shipped network's twin, on ndarray.
+    let server = TestServer::start_with(&["--port", "0", "--mode", "threads", "--workers", "1"], &nothing);
+    let model = server.request(json!({"id": 1, "cmd": "model"}));
+    assert_eq!(model["result"]["engine"], "ndarray", "{model}");
+    let (name, fire, image) = &samples()[0];
+    let reply = server.request(json!({"id": 2, "cmd": "predict", "image_b64": image, "filename": name}));
+    assert_eq!(reply["result"]["fire_detected"], *fire, "{reply}");
 }
 
 #[test]
@@ -391,7 +441,8 @@ fn a_model_whose_batch_has_no_name_serves_in_both_modes_and_engines_as_its_twins
     let models_dir = dir.path().to_str().unwrap();
     let unnamed = dir.path().join("nchw-unnamed-batch.onnx");
     let library = common::pip_onnxruntime();
-    let mut engines = vec![vec!["--engine", "tract"]];
+    let test = "a_model_whose_batch_has_no_name_serves_in_both_modes_and_engines_as_its_twins_do";
+    let mut engines = if common::tract_built_in(test) { vec![vec!["--engine", "tract"]] } else { vec![] };
     if let Some(library) = &library {
         engines.push(vec!["--onnxruntime", library.to_str().unwrap()]);
     }
@@ -433,6 +484,11 @@ fn a_model_whose_batch_has_no_name_serves_in_both_modes_and_engines_as_its_twins
 
 #[test]
 fn load_model_takes_an_unnamed_batch_and_refuses_unusable_inputs_in_the_guides_words() {
+    if !common::tract_built_in(
+        "load_model_takes_an_unnamed_batch_and_refuses_unusable_inputs_in_the_guides_words",
+    ) {
+        return;
+    }
     let refused =
         ["refused-no-input-shape.onnx", "refused-free-height-width.onnx", "refused-shapes-do-not-chain.onnx"];
     let mut files = vec!["nchw-unnamed-batch.onnx"];

@@ -312,7 +312,7 @@ impl ServerArgs {
             auth_token: self.auth_token.clone(),
             gil_switch_interval: self.pool.gil_switch_interval(),
             model: self.model.clone().or_else(|| {
-                Some(self.models_dir.join(crate::work::model::DEFAULT_MODEL_FILE)).filter(|p| p.is_file())
+                Some(self.models_dir.join(crate::work::model::default_model_file())).filter(|p| p.is_file())
             }),
             models_dir: self.models_dir.clone(),
             threshold: self.threshold,
@@ -359,9 +359,10 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         return gen_cert(gen);
     }
     super::init_logging(args.log_level.as_deref(), args.log_format)?;
+    // The engine first: the default model depends on it.
+    args.pool.load_onnxruntime()?;
     let config = args.config();
     config.validate()?;
-    args.pool.load_onnxruntime()?;
     raise_open_files_limit();
     let address = format!("{}:{}", args.host, args.port);
     let listener = TcpListener::bind(&address).map_err(|e| {

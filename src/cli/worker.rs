@@ -175,11 +175,12 @@ impl WorkerArgs {
 /// A bad flag value, NATS unreachable, workers that cannot start.
 pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     super::init_logging(args.log_level.as_deref(), args.log_format)?;
+    // The engine first: the default model depends on it.
+    args.pool.load_onnxruntime()?;
     // A setting that cannot work is a usage error (exit 2), as on tc-server.
     let config = args.config().map_err(|e| crate::Error::Config(format!("{e:#}")))?;
     config.nats.check()?;
     let metrics = crate::host::MetricsSetup::open(&config)?;
-    args.pool.load_onnxruntime()?;
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     super::on_stop_signals(move || {
         tracing::info!("stop signal received; draining (a second signal exits at once)");

@@ -199,6 +199,8 @@ fn run_merge(args: &MergeArgs) -> Result<RunVerdict> {
 
 /// `tc-client sweep`: the grid, a line per run; a failed run fails the sweep.
 fn run_sweep_command(sweep: &SweepArgs) -> Result<RunVerdict> {
+    // The engine first: the grid's memory check counts the model it serves.
+    crate::client::bench::embedded::choose_engine_from_env()?;
     let plan = SweepPlan::from_args(sweep)?;
     init_logging(Some("warn"), LogFormat::Text)?;
     crate::client::interrupt::install()?;

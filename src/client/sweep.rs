@@ -243,7 +243,8 @@ impl SweepPlan {
 /// its own copy of the model the runs serve.
 fn check_workers(counts: &[usize], modes: &[SweepMode]) -> std::result::Result<(), OptionsError> {
     let machine = crate::machine::Machine::read();
-    let served_model = crate::work::model::default_models_dir().join(crate::work::model::DEFAULT_MODEL_FILE);
+    let served_model =
+        crate::work::model::default_models_dir().join(crate::work::model::default_model_file());
     let model_bytes = crate::machine::model_file_bytes(Some(&served_model));
     for &workers in counts {
         for mode in modes {

@@ -132,7 +132,7 @@ impl Default for ServerConfig {
             gil_switch_interval: None,
             // The shipped model, when the source tree is where it was built.
             model: Some(
-                crate::work::model::default_models_dir().join(crate::work::model::DEFAULT_MODEL_FILE),
+                crate::work::model::default_models_dir().join(crate::work::model::default_model_file()),
             )
             .filter(|path| path.is_file()),
             models_dir: crate::work::model::default_models_dir(),

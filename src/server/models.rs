@@ -39,7 +39,7 @@ impl ModelCatalog {
                 tracing::warn!(
                     "serving no model: --model was not given and {} is not there; predictions get \
                      MODEL_UNAVAILABLE until --model names one or load_model names a file in that directory",
-                    dir.join(crate::work::model::DEFAULT_MODEL_FILE).display()
+                    dir.join(crate::work::model::default_model_file()).display()
                 );
                 None
             }

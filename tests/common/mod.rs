@@ -468,6 +468,16 @@ pub fn pip_onnxruntime() -> Option<std::path::PathBuf> {
 
 /// Says loudly that `test` did not run, and why; under `CI=true` a skip is
 /// a failure (CI installs what every test needs).
+/// Whether tract, the pure-Rust ONNX engine, is built in (the `tract`
+/// feature: `cargo test --all-features`, what the README and CI run). If
+/// not, `test` is [`skipped`] — a failure under `CI=true`.
+pub fn tract_built_in(test: &str) -> bool {
+    if !cfg!(feature = "tract") {
+        skipped(test, "tract is not built in (run the tests with cargo test --all-features)");
+    }
+    cfg!(feature = "tract")
+}
+
 pub fn skipped(test: &str, why: &str) {
     assert!(std::env::var("CI").as_deref() != Ok("true"), "{test} cannot run under CI: {why}");
     eprintln!("SKIPPED: {test}: {why}; this test did not run");

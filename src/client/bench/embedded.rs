@@ -17,6 +17,15 @@ use crate::server::{Server, ServerConfig};
 /// How long to wait for connections and the server-info request.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Chooses the ONNX engine of the farms this client embeds as tc-server
+/// would, from `THREADCENTER_ENGINE` and `THREADCENTER_ONNXRUNTIME`.
+///
+/// # Errors
+/// A value that is not an engine, or a library that cannot be loaded.
+pub(crate) fn choose_engine_from_env() -> Result<()> {
+    crate::work::model::choose_engine(engine_of_env()?, onnxruntime_of_env().as_deref())
+}
+
 /// `THREADCENTER_ENGINE`, as `tc-server --engine` reads it.
 fn engine_of_env() -> Result<crate::work::model::EngineChoice> {
     use clap::ValueEnum;
@@ -84,9 +93,7 @@ impl ServerUnderTest {
                     Pacing::Closed { pipeline } => options.concurrency.saturating_mul(pipeline),
                     Pacing::Open { .. } | Pacing::Staged(_) => 0,
                 };
-                // The embedded server runs ONNX models as tc-server would,
-                // with THREADCENTER_ENGINE and THREADCENTER_ONNXRUNTIME.
-                crate::work::model::choose_engine(engine_of_env()?, onnxruntime_of_env().as_deref())?;
+                choose_engine_from_env()?;
                 let defaults = ServerConfig::default();
                 let mut config = ServerConfig {
                     mode: *mode,

@@ -36,8 +36,19 @@ pub(crate) use onnxruntime::{
 };
 pub(crate) use slot::ModelSlot;
 
-/// File name of the model that ships with ThreadCenter, inside `models/`.
-pub(crate) const DEFAULT_MODEL_FILE: &str = "fire-cnn.onnx";
+/// File name of the model that ships with ThreadCenter, inside `models/`:
+/// the ONNX file, or — where no ONNX engine can run it (no onnxruntime
+/// found, tract not built in) — its twin in ThreadCenter's own format, the
+/// same network on the ndarray engine, so predictions work on any machine.
+/// Chooses the process's ONNX engine if nothing has yet: call it after
+/// [`choose_engine`].
+pub(crate) fn default_model_file() -> &'static str {
+    if onnx::engine_available() {
+        "fire-cnn.onnx"
+    } else {
+        "fire-cnn.safetensors"
+    }
+}
 
 /// Where the shipped model lives: `models/` in the source tree.
 pub(crate) fn default_models_dir() -> PathBuf {

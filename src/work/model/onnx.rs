@@ -19,19 +19,16 @@
 //! one applied.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use ndarray::{Array3, Array4, Axis};
-use tract_onnx::pb;
-use tract_onnx::prelude::{
-    tvec, Framework, InferenceFact, InferenceModelExt, IntoRunnable, TDim, TValue, Tensor, TractResult,
-    TypedRunnableModel,
-};
 
 use super::onnxruntime::{loaded_library, OrtSessions};
 use super::ModelError;
 
 mod check;
+mod proto;
+#[cfg(feature = "tract")]
+mod tract;
 
 use check::{check, invalid, Layout, OnnxFacts};
 
@@ -41,11 +38,12 @@ pub(crate) struct OnnxNet {
     pub(crate) facts: OnnxFacts,
 }
 
-/// What runs the graph: tract (always there), or onnxruntime when this
-/// process was given its library (`--onnxruntime`).
+/// What runs the graph: onnxruntime when this process found or was given
+/// its library, else tract when it is built in (the `tract` feature).
 enum Engine {
-    Tract(Arc<TypedRunnableModel>),
     OnnxRuntime(OrtSessions),
+    #[cfg(feature = "tract")]
+    Tract(tract::TractPlan),
 }
 
 impl std::fmt::Debug for OnnxNet {
@@ -54,41 +52,11 @@ impl std::fmt::Debug for OnnxNet {
     }
 }
 
-/// Builds tract's plan for a checked graph.
-///
-/// tract takes the input's shape from the graph, and cannot work the other
-/// shapes out from a batch written without a name. So it is told the input
-/// as [`fn@check`] read it: the batch a fixed size or a symbol, height, width
-/// and channels fixed. Every other shape it works out from that and the
-/// weights; the shapes the graph declares for its output and intermediate
-/// tensors (`value_info`) are set aside, because exporters name their batch
-/// in their own words (tf2onnx writes `unk__12` on the input and `unk__13`
-/// on the output) and one that differs from the input's would not agree
-/// with it. `check` has already read what it needs from the output's.
-fn prepare_for_tract(proto: &pb::ModelProto, facts: &OnnxFacts) -> TractResult<Arc<TypedRunnableModel>> {
-    let mut model = tract_onnx::onnx().with_ignore_value_info(true).model_for_proto_model(proto)?;
-    let batch: TDim = match facts.fixed_batch {
-        Some(n) => n.into(),
-        None => model.symbols.sym(facts.batch_name.as_deref().unwrap_or("batch")).into(),
-    };
-    let [h, w, c] = facts.input_shape.map(TDim::from);
-    let shape = match facts.layout {
-        Layout::Nchw => [batch, c, h, w],
-        Layout::Nhwc => [batch, h, w, c],
-    };
-    // The declared element type stays; only the shape is ours.
-    let input = model.input_fact(0)?.clone().with_shape(shape);
-    model.set_input_fact(0, input)?;
-    model.set_output_fact(0, InferenceFact::default())?;
-    model.into_optimized()?.into_runnable()
-}
-
 impl OnnxNet {
     /// Parses, checks and prepares a model.
     pub(crate) fn load(bytes: &[u8], path: &Path) -> Result<OnnxNet, ModelError> {
-        let onnx = tract_onnx::onnx();
-        let proto = onnx.proto_model_for_read(&mut &bytes[..]).map_err(|e| {
-            tracing::debug!(path = %path.display(), error = %format!("{e:#}"), "protobuf refused the file");
+        let proto = proto::decode(bytes).map_err(|e| {
+            tracing::debug!(path = %path.display(), error = %e, "protobuf refused the file");
             invalid(path, "not an ONNX model (the file is not an ONNX protobuf)")
         })?;
         let facts = check(&proto, path)?;
@@ -96,19 +64,13 @@ impl OnnxNet {
             let sessions = sessions?;
             return Ok(OnnxNet { engine: Engine::OnnxRuntime(sessions), facts });
         }
-        let plan = prepare_for_tract(&proto, &facts).map_err(|e| {
-            tracing::debug!(path = %path.display(), error = %format!("{e:#}"), "tract refused the graph");
-            invalid(
-                path,
-                format!(
-                    "the tract engine cannot prepare the graph for its input {}: a layer's \
-                     weights or attributes do not fit the tensor it gets, or are beyond what \
-                     tract runs; onnxruntime names the node (--onnxruntime)",
-                    facts.graph_input_shape()
-                ),
-            )
-        })?;
-        Ok(OnnxNet { engine: Engine::Tract(plan), facts })
+        #[cfg(feature = "tract")]
+        {
+            let plan = tract::TractPlan::prepare(bytes, &facts, path)?;
+            Ok(OnnxNet { engine: Engine::Tract(plan), facts })
+        }
+        #[cfg(not(feature = "tract"))]
+        Err(invalid(path, no_engine()))
     }
 
     /// Which engine runs this model, for `model`.
@@ -116,6 +78,7 @@ impl OnnxNet {
         match (&self.engine, loaded_library()) {
             (Engine::OnnxRuntime(_), Some(library)) => format!("onnxruntime ({})", library.display()),
             (Engine::OnnxRuntime(_), None) => "onnxruntime".into(),
+            #[cfg(feature = "tract")]
             (Engine::Tract(_), _) => "tract".into(),
         }
     }
@@ -153,16 +116,8 @@ impl OnnxNet {
         }
         let values = match &self.engine {
             Engine::OnnxRuntime(sessions) => sessions.run(&batch)?,
-            Engine::Tract(plan) => {
-                let input: TValue = Tensor::from(batch).into();
-                let outputs = plan.run(tvec!(input)).map_err(|e| {
-                    tracing::debug!(error = %format!("{e:#}"), "tract failed on a batch");
-                    ModelError::Run(format!("the tract engine failed on a group of {} images", views.len()))
-                })?;
-                let output =
-                    outputs[0].to_plain_array_view::<f32>().map_err(|e| ModelError::Run(e.to_string()))?;
-                output.iter().copied().collect()
-            }
+            #[cfg(feature = "tract")]
+            Engine::Tract(plan) => plan.run(batch)?,
         };
         if values.len() != views.len() * self.facts.outputs {
             return Err(ModelError::Run(format!(
@@ -190,7 +145,24 @@ impl OnnxNet {
     }
 }
 
-#[cfg(test)]
+/// Why an ONNX model cannot run in a build without tract, and what to do.
+#[cfg(not(feature = "tract"))]
+fn no_engine() -> String {
+    format!(
+        "no ONNX engine: {}; install onnxruntime (python3 -m pip install onnxruntime==1.32.0) or name its \
+         library (--onnxruntime LIBRARY), or build the pure-Rust engine in (cargo build --release --features tract)",
+        super::onnxruntime::engine_reason()
+    )
+}
+
+/// Whether this process can run ONNX models: onnxruntime is there, or
+/// tract is built in.
+pub(crate) fn engine_available() -> bool {
+    cfg!(feature = "tract") || loaded_library().is_some()
+}
+
+// The engines' answers, tract's among them: built with the `tract` feature.
+#[cfg(all(test, feature = "tract"))]
 mod tests {
     use super::*;
     use crate::work::model::Model;

@@ -81,6 +81,13 @@ pub fn choose_engine(choice: EngineChoice, library: Option<&Path>) -> crate::err
         return Ok(());
     }
     let chosen = match (choice, library) {
+        (EngineChoice::Tract, _) if !cfg!(feature = "tract") => {
+            return Err(Error::Config(
+                "--engine tract: this build has no tract engine; build it in with \
+                 cargo build --release --features tract"
+                    .into(),
+            ))
+        }
         (EngineChoice::Tract, _) => Chosen { onnxruntime: None, reason: "--engine tract".into() },
         (_, Some(library)) => load(library, "--onnxruntime")?,
         (EngineChoice::Onnxruntime, None) => {

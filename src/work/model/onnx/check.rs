@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use tract_onnx::pb;
+use super::proto as pb;
 
 use crate::protocol::MAX_BATCH_IMAGES;
 use crate::work::model::ModelError;
@@ -64,7 +64,9 @@ pub(crate) struct OnnxFacts {
     /// The batch size the graph fixes (1 to [`MAX_BATCH_IMAGES`]), or
     /// `None` for a free batch.
     pub(crate) fixed_batch: Option<usize>,
-    /// The input's `dim_param` for the batch, when it names one.
+    /// The input's `dim_param` for the batch, when it names one (what
+    /// tract calls its batch symbol).
+    #[cfg_attr(not(feature = "tract"), allow(dead_code))]
     pub(crate) batch_name: Option<String>,
     /// 1 (a score) or 2 (two classes).
     pub(crate) outputs: usize,
@@ -371,6 +373,7 @@ fn score_output(graph: &pb::GraphProto, path: &Path) -> Result<usize, ModelError
 impl OnnxFacts {
     /// The input's shape as the graph lays it out, the batch shown by its
     /// name (`batch` when the graph gives none), e.g. `[batch, 3, 20, 24]`.
+    #[cfg_attr(not(feature = "tract"), allow(dead_code))]
     pub(super) fn graph_input_shape(&self) -> String {
         let batch = match (self.fixed_batch, &self.batch_name) {
             (Some(n), _) => n.to_string(),
@@ -389,7 +392,6 @@ impl OnnxFacts {
 mod tests {
     use super::*;
     use pb::tensor_shape_proto::{dimension::Value, Dimension};
-    use tract_onnx::prelude::Framework;
 
     fn dim(value: Option<Value>) -> Dim {
         Dim::read(&Dimension { value, denotation: String::new() })
@@ -411,7 +413,7 @@ mod tests {
     fn with_batch(value: i64) -> pb::ModelProto {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/nchw-unnamed-batch.onnx");
         let bytes = std::fs::read(path).unwrap();
-        let mut proto = tract_onnx::onnx().proto_model_for_read(&mut &bytes[..]).unwrap();
+        let mut proto = pb::decode(&bytes).unwrap();
         let input = &mut proto.graph.as_mut().unwrap().input[0];
         let Some(pb::type_proto::Value::TensorType(tensor)) = input.r#type.as_mut().unwrap().value.as_mut()
         else {
