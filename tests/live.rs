@@ -74,7 +74,7 @@ fn under_tmux(args: &str) -> String {
 }
 
 const PANES: [&str; 5] =
-    ["Throughput", "Latency from schedule", "Latency histogram", "errors by code", "The server"];
+    ["Ok replies/s", "Latency from schedule", "Latency histogram", "errors by code", "The server"];
 
 #[test]
 fn q_and_ctrl_c_stop_the_run_write_every_report_and_give_the_terminal_back() {

@@ -25,8 +25,12 @@ use std::time::{Duration, Instant};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style, Stylize};
+use ratatui::symbols::Marker;
 use ratatui::text::Line;
-use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Gauge, Paragraph, Row, Sparkline, Table};
+use ratatui::widgets::{
+    Axis as ChartAxis, Bar, BarChart, BarGroup, Block, Chart, Dataset, Gauge, GraphType, LegendPosition,
+    Paragraph, Row, Table, Wrap,
+};
 use ratatui::Frame;
 
 use crate::client::bench::options::{BenchOptions, Pacing, StopAfter, Target};
@@ -158,6 +162,8 @@ impl Drop for LiveView {
 struct Plan {
     /// Seconds the run lasts (warm-up included), or requests in all.
     length: Length,
+    /// A timed warm-up's seconds, at the start of `length`.
+    warmup_s: f64,
     title: String,
     /// An open loop: latency from schedule and from send differ.
     open_loop: bool,
@@ -184,14 +190,18 @@ impl Plan {
                 let target = match &options.target {
                     Target::Remote { host, port } => format!("{host}:{port}"),
                     Target::Embedded { mode, workers, .. } => {
-                        format!("embedded {}, {workers} workers", mode.as_str())
+                        let workers = crate::units::count(*workers as u64, "worker", "workers");
+                        format!("embedded {}, {workers}", mode.as_str())
                     }
                 };
-                format!(" tc-client → {target}: {}, {} connections ", options.mix, options.concurrency)
+                let connections =
+                    crate::units::count(options.concurrency as u64, "connection", "connections");
+                format!(" tc-client → {target}: {}, {connections} ", options.mix)
             }
         };
         Plan {
             length,
+            warmup_s: options.timed_warmup().as_secs_f64(),
             title,
             open_loop: !matches!(options.pacing, Pacing::Closed { .. }),
             auth_token: options.auth_token.clone(),
@@ -271,7 +281,10 @@ fn poll_server(shared: Arc<Shared>, stop: Arc<AtomicBool>) {
 /// `WINDOWS[last]` seconds of them.
 #[derive(Default)]
 struct PerSecond {
+    /// Ok replies in each second, oldest first.
     counts: VecDeque<u64>,
+    /// The open loop's target rate in each second (`NaN` in a closed loop).
+    targets: VecDeque<f64>,
     last_ok: u64,
     last_tick: Option<Instant>,
 }
@@ -283,8 +296,10 @@ impl PerSecond {
         if now.duration_since(last_tick) >= Duration::from_secs(1) {
             let ok = progress.ok.load(Ordering::Relaxed);
             self.counts.push_back(ok.saturating_sub(self.last_ok));
+            self.targets.push_back(f64::from_bits(progress.so_far.target_rps.load(Ordering::Relaxed)));
             if self.counts.len() > WINDOWS[WINDOWS.len() - 1] {
                 self.counts.pop_front();
+                self.targets.pop_front();
             }
             self.last_ok = ok;
             self.last_tick = Some(last_tick + Duration::from_secs(1));
@@ -311,8 +326,7 @@ fn show(shared: &Shared, stop: &AtomicBool) -> std::io::Result<()> {
         let lines: Vec<String> =
             shared.lines.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect();
         let sweep = shared.sweep.then_some(lines.as_slice());
-        terminal
-            .draw(|frame| draw(frame, on_screen.as_deref(), &per_second.counts, WINDOWS[window], sweep))?;
+        terminal.draw(|frame| draw(frame, on_screen.as_deref(), &per_second, WINDOWS[window], sweep))?;
         if event::poll(FRAME)? {
             if let Event::Key(key) = event::read()? {
                 if key.kind != KeyEventKind::Press {
@@ -323,6 +337,9 @@ fn show(shared: &Shared, stop: &AtomicBool) -> std::io::Result<()> {
                     KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => {
                         // Raw mode turns Ctrl-C into a key: act as the signal would.
                         if crate::client::interrupt::requested() {
+                            // Exiting from here drops nothing: give the
+                            // cursor back as well as the screen.
+                            let _ = terminal.show_cursor();
                             ratatui::restore();
                             std::process::exit(i32::from(crate::client::interrupt::EXIT_CODE));
                         }
@@ -342,16 +359,17 @@ fn show(shared: &Shared, stop: &AtomicBool) -> std::io::Result<()> {
 fn draw(
     frame: &mut Frame,
     shown: Option<&Shown>,
-    per_second: &VecDeque<u64>,
+    per_second: &PerSecond,
     window: usize,
     sweep: Option<&[String]>,
 ) {
     let sweep_height = sweep.map_or(0, |_| SWEEP_LINES as u16 + 2);
+    // A taller terminal gives its rows to the chart.
     let [top, chart, middle, bottom, sweep_area, help] = Layout::vertical([
         Constraint::Length(3),
-        Constraint::Length(9),
+        Constraint::Min(9),
         Constraint::Length(8),
-        Constraint::Min(6),
+        Constraint::Length(7),
         Constraint::Length(sweep_height),
         Constraint::Length(1),
     ])
@@ -373,7 +391,7 @@ fn draw(
     };
     let progress = &shown.progress;
     draw_progress(frame, top, &shown.plan, progress, shown.started);
-    draw_throughput(frame, chart, progress, per_second, window);
+    draw_throughput(frame, chart, per_second, window);
     let [latency, histogram] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(middle);
     draw_latency(frame, latency, progress, shown.plan.open_loop);
@@ -388,17 +406,26 @@ fn draw(
 fn draw_progress(frame: &mut Frame, area: Rect, plan: &Plan, progress: &ProgressCounters, started: Instant) {
     let elapsed = started.elapsed().as_secs_f64();
     let sent = progress.sent.load(Ordering::Relaxed);
+    // Counts and times include the warm-up, which the summary leaves out.
     let (ratio, label) = match plan.length {
+        Length::Seconds(total) if elapsed < plan.warmup_s => (
+            (elapsed / total.max(1e-9)).min(1.0),
+            format!("warming up: {elapsed:.1} s of {:.1} s; {sent} sent", plan.warmup_s),
+        ),
         Length::Seconds(total) => {
-            let left = (total - elapsed).max(0.0);
+            let (measured, of) = (elapsed - plan.warmup_s, total - plan.warmup_s);
+            let left = (of - measured).max(0.0);
             (
                 (elapsed / total.max(1e-9)).min(1.0),
-                format!("{elapsed:.0} s of {total:.0} s, {left:.0} s left; {sent} sent"),
+                format!(
+                    "{measured:.0} s of {of:.0} s measured, {left:.0} s left; {sent} sent, warm-up included"
+                ),
             )
         }
-        Length::Requests(total) => {
-            ((sent as f64 / total.max(1) as f64).min(1.0), format!("{sent} of {total} requests sent"))
-        }
+        Length::Requests(total) => (
+            (sent as f64 / total.max(1) as f64).min(1.0),
+            format!("{sent} of {total} requests sent, warm-up included"),
+        ),
     };
     let gauge = Gauge::default()
         .block(Block::bordered().title(plan.title.as_str()))
@@ -408,20 +435,52 @@ fn draw_progress(frame: &mut Frame, area: Rect, plan: &Plan, progress: &Progress
     frame.render_widget(gauge, area);
 }
 
-fn draw_throughput(
-    frame: &mut Frame,
-    area: Rect,
-    progress: &ProgressCounters,
-    per_second: &VecDeque<u64>,
-    window: usize,
-) {
-    let shown: Vec<u64> = per_second.iter().rev().take(window).rev().copied().collect();
-    let last = shown.last().copied().unwrap_or(0);
-    let target = f64::from_bits(progress.so_far.target_rps.load(Ordering::Relaxed));
-    let target = if target.is_finite() { format!(", target {target:.0}/s") } else { String::new() };
-    let title = format!(" Throughput: {last} ok replies/s{target} (last {window} s) ");
-    frame
-        .render_widget(Sparkline::default().block(Block::bordered().title(title)).data(&shown).green(), area);
+/// Ok replies per second over the last `window` seconds as a line (the
+/// open loop's target as a second one), its axes labelled.
+fn draw_throughput(frame: &mut Frame, area: Rect, per_second: &PerSecond, window: usize) {
+    let newest = per_second.counts.len();
+    let from = newest.saturating_sub(window);
+    // The newest second at x = 0, the window's oldest at 1 - window.
+    let x = |i: usize| i as f64 + 1.0 - newest as f64;
+    let ok: Vec<(f64, f64)> =
+        per_second.counts.iter().enumerate().skip(from).map(|(i, &n)| (x(i), n as f64)).collect();
+    let target: Vec<(f64, f64)> = per_second
+        .targets
+        .iter()
+        .enumerate()
+        .skip(from)
+        .filter(|(_, t)| t.is_finite())
+        .map(|(i, &t)| (x(i), t))
+        .collect();
+    let top = ok.iter().chain(&target).map(|&(_, y)| y).fold(1.0, f64::max) * 1.1;
+    let last = per_second.counts.back().copied().unwrap_or(0);
+    let aim = target.last().map(|&(_, t)| format!(", target {t:.0}/s")).unwrap_or_default();
+    let title = format!(" Ok replies/s: {last} in the last second{aim} (window {window} s) ");
+    let line = |name: &'static str, data| {
+        Dataset::default().name(name).marker(Marker::Braille).graph_type(GraphType::Line).data(data)
+    };
+    let mut datasets = vec![line("ok replies/s", &ok).green()];
+    // A legend only where there are two lines to tell apart.
+    let legend = (!target.is_empty()).then_some(LegendPosition::TopLeft);
+    if !target.is_empty() {
+        datasets.push(line("target", &target).yellow());
+    }
+    let chart = Chart::new(datasets)
+        .block(Block::bordered().title(title))
+        .x_axis(
+            ChartAxis::default()
+                .bounds([1.0 - window as f64, 0.0])
+                .labels([format!("-{window} s"), format!("-{} s", window / 2), "now".to_string()])
+                .dark_gray(),
+        )
+        .y_axis(
+            ChartAxis::default()
+                .bounds([0.0, top])
+                .labels(["0".to_string(), format!("{:.0}", top / 2.0), format!("{top:.0}")])
+                .dark_gray(),
+        )
+        .legend_position(legend);
+    frame.render_widget(chart, area);
 }
 
 const QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
@@ -446,15 +505,19 @@ fn draw_latency(frame: &mut Frame, area: Rect, progress: &ProgressCounters, open
         let so_far = progress.so_far.latency.lock().unwrap_or_else(PoisonError::into_inner);
         (percentiles(&so_far.from_schedule), percentiles(&so_far.from_send))
     };
-    let rows = ["p50", "p90", "p99"].iter().enumerate().map(|(i, name)| {
-        let mut cells = vec![name.to_string(), ms(last[i]), ms(whole[i])];
-        if open_loop {
-            cells.push(ms(from_send[i]));
-            let gap = whole[i].zip(from_send[i]).map(|(s, f)| s.saturating_sub(f));
-            cells.push(gap.map_or_else(|| "–".into(), |us| format!("+{:.3}", us as f64 / 1000.0)));
-        }
-        Row::new(cells)
-    });
+    let rows: Vec<Vec<String>> = ["p50", "p90", "p99"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut cells = vec![name.to_string(), ms(last[i]), ms(whole[i])];
+            if open_loop {
+                cells.push(ms(from_send[i]));
+                let gap = whole[i].zip(from_send[i]).map(|(s, f)| s.saturating_sub(f));
+                cells.push(gap.map_or_else(|| "–".into(), |us| format!("+{:.3}", us as f64 / 1000.0)));
+            }
+            cells
+        })
+        .collect();
     let (header, title) = if open_loop {
         (
             vec!["", "last 1 s", "whole run", "from send", "gap"],
@@ -463,19 +526,32 @@ fn draw_latency(frame: &mut Frame, area: Rect, progress: &ProgressCounters, open
     } else {
         (vec!["", "last 1 s", "whole run"], " Latency from schedule (ms); closed loop: = from send ")
     };
-    let widths = [4, 10, 10, 10, 10].map(Constraint::Length);
+    // Columns that do not fit are left out, never cut: a cut "0.1" reads as "0.".
+    let fit = (usize::from(area.width.saturating_sub(2)).saturating_sub(4) / 11).clamp(1, header.len() - 1);
+    let header: Vec<&str> = header.into_iter().take(fit + 1).collect();
+    let rows = rows.into_iter().map(|cells| Row::new(cells.into_iter().take(fit + 1)));
+    let widths: Vec<Constraint> =
+        [4, 10, 10, 10, 10].into_iter().take(fit + 1).map(Constraint::Length).collect();
     let table =
         Table::new(rows, widths).header(Row::new(header).bold()).block(Block::bordered().title(title));
     frame.render_widget(table, area);
 }
 
+/// The run's latency histogram: a bar per bucket of [`BUCKETS`] (every
+/// other one merged when the pane is narrow), heights on a log scale so
+/// the tail shows beside the mode, each bar's count written under it.
 fn draw_histogram(frame: &mut Frame, area: Rect, progress: &ProgressCounters) {
     let so_far = progress.so_far.latency.lock().unwrap_or_else(PoisonError::into_inner);
     let h = &so_far.from_schedule;
+    let inner = area.width.saturating_sub(2);
+    // Four columns a bar (three wide, one gap) fit the labels.
+    let step = if usize::from(inner) >= 4 * BUCKETS.len() { 1 } else { 2 };
     let mut below = 0u64;
     let bars: Vec<Bar> = BUCKETS
         .iter()
-        .map(|&(bound_ms, label)| {
+        .enumerate()
+        .filter(|(i, _)| (i + 1) % step == 0 || *i == BUCKETS.len() - 1)
+        .map(|(_, &(bound_ms, label))| {
             let upto = match () {
                 _ if h.is_empty() => 0,
                 _ if bound_ms.is_infinite() => h.len(),
@@ -483,17 +559,27 @@ fn draw_histogram(frame: &mut Frame, area: Rect, progress: &ProgressCounters) {
             };
             let n = upto.saturating_sub(below);
             below = upto.max(below);
-            Bar::default().value(n).label(Line::from(label))
+            let height = if n == 0 { 0 } else { (100.0 * (1.0 + (n as f64).log10())) as u64 };
+            Bar::default().value(height).text_value(compact(n)).label(Line::from(label))
         })
         .collect();
-    // As wide as the pane lets every bucket be.
-    let per_bar = (area.width.saturating_sub(2) / BUCKETS.len() as u16).max(2);
+    let per_bar = (inner / bars.len().max(1) as u16).max(2);
     let chart = BarChart::default()
-        .block(Block::bordered().title(" Latency histogram, whole run (ms up to; … over 10 s) "))
+        .block(Block::bordered().title(" Latency histogram, whole run (ms up to; … over 10 s; log scale) "))
         .bar_width(per_bar - 1)
         .bar_gap(1)
         .data(BarGroup::default().bars(&bars));
     frame.render_widget(chart, area);
+}
+
+/// A count in at most 3 characters: `7`, `512`, `12k`, `3M`.
+fn compact(n: u64) -> String {
+    match n {
+        0..=999 => n.to_string(),
+        1_000..=99_999 => format!("{}k", n / 1000),
+        100_000..=999_999 => format!(".{}M", n / 100_000),
+        _ => format!("{}M", (n / 1_000_000).min(999)),
+    }
 }
 
 fn draw_errors(frame: &mut Frame, area: Rect, progress: &ProgressCounters) {
@@ -514,7 +600,8 @@ fn draw_errors(frame: &mut Frame, area: Rect, progress: &ProgressCounters) {
     }
     let ok = progress.ok.load(Ordering::Relaxed);
     let title = format!(" {ok} ok; errors by code ");
-    frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(title)), area);
+    let pane = Paragraph::new(lines).wrap(Wrap { trim: true }).block(Block::bordered().title(title));
+    frame.render_widget(pane, area);
 }
 
 fn draw_server(frame: &mut Frame, area: Rect, server: &ServerView) {

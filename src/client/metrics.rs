@@ -13,6 +13,7 @@
 //! figures) or `--metrics-linger` passes.
 
 use std::fmt;
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,8 +64,17 @@ impl RunState {
     /// After the reports: waits until the final figures were scraped, or
     /// `linger` passed (a scraper that never comes does not hold the
     /// client). Polls every 50 ms: this is the end of the process.
-    pub(crate) fn linger(&self, linger: Duration) {
+    pub(crate) fn linger(&self, linger: Duration, address: std::net::SocketAddr) {
         self.finish();
+        if !self.scraped_after_end.load(Ordering::SeqCst) && !linger.is_zero() {
+            // Not eprintln!: a scraper that closed our stderr must not stop
+            // the client before its final scrape.
+            let _ = writeln!(
+                std::io::stderr(),
+                "tc-client: waiting up to {} for a final scrape of http://{address}/metrics (--metrics-linger)",
+                humantime::format_duration(linger)
+            );
+        }
         let until = Instant::now() + linger;
         while !self.scraped_after_end.load(Ordering::SeqCst) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(50));

@@ -207,6 +207,9 @@ fn run_sweep_command(sweep: &SweepArgs) -> Result<RunVerdict> {
     // With --live a sweep's lines go to the view's sweep pane, and are
     // printed once the terminal is back.
     let view = if sweep.live { crate::client::live::LiveView::for_sweep() } else { None };
+    if sweep.live && view.is_none() {
+        eprintln!("tc-client: --live needs stdout to be a terminal; a line per run instead");
+    }
     let mut lines = Vec::new();
     let result = run_sweep(&plan, view.as_ref(), |line| match &view {
         Some(view) => {
@@ -265,7 +268,11 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
     attach_all(&mut exporters, &mut live);
     // The live view where asked and possible; the progress line otherwise.
     let live_view = if args.live {
-        crate::client::live::LiveView::start(&options, Arc::clone(&sinks.progress))
+        let view = crate::client::live::LiveView::start(&options, Arc::clone(&sinks.progress));
+        if view.is_none() {
+            eprintln!("tc-client: --live needs stdout to be a terminal; showing the progress line instead");
+        }
+        view
     } else {
         None
     };
@@ -303,7 +310,7 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
     let report = RunReport::new(&run);
     finish_all(exporters, &run, &report)?;
     if let Some((state, endpoint)) = metrics {
-        state.linger(args.metrics_linger);
+        state.linger(args.metrics_linger, endpoint.local_addr());
         endpoint.stop();
     }
     // A threshold the user set is the verdict they asked for: it comes

@@ -149,9 +149,9 @@ pub(crate) struct BenchArgs {
     pub(crate) thresholds: Vec<String>,
 
     /// Stop the run at the first --threshold crossed by what was measured
-    /// so far, checked after each --hdr-log-interval: latency from schedule,
-    /// errors and timeouts (throughput, send.*, errors.CODE are judged at
-    /// the end only). The report is written, marked aborted; exit 99.
+    /// so far, checked after each --hdr-log-interval: latency (from
+    /// schedule and send.*), errors, errors.CODE and timeouts (throughput is
+    /// judged at the end only). The report is written, marked aborted; exit 99.
     #[arg(long, requires = "thresholds")]
     pub(crate) abort_on_fail: bool,
 

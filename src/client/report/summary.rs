@@ -109,9 +109,11 @@ fn write_what_ran<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()> {
         )?;
     }
     if report.interrupted {
+        // q or Ctrl-C in the live view, else a signal.
+        let by = crate::client::interrupt::stopped_by().unwrap_or("Ctrl-C or SIGTERM");
         writeln!(
             out,
-            "  INTERRUPTED after {:.3} s (Ctrl-C or SIGTERM): this report covers what was measured until then",
+            "  INTERRUPTED after {:.3} s ({by}): this report covers what was measured until then",
             report.wall_s
         )?;
     }
@@ -138,15 +140,15 @@ fn write_counts<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()> {
         }
     }
     let problems: Vec<String> = [
-        (c.mismatches, "wrong results"),
-        (c.duplicates, "duplicate replies"),
-        (c.unknown, "unknown replies"),
-        (c.missing, "missing replies (the connection broke)"),
-        (c.late, "late replies (after their timeout)"),
+        (c.mismatches, "wrong result", "wrong results", ""),
+        (c.duplicates, "duplicate reply", "duplicate replies", ""),
+        (c.unknown, "unknown reply", "unknown replies", ""),
+        (c.missing, "missing reply", "missing replies", " (the connection broke)"),
+        (c.late, "late reply", "late replies", " (after their timeout)"),
     ]
     .iter()
-    .filter(|(n, _)| *n > 0)
-    .map(|(n, what)| format!("{n} {what}"))
+    .filter(|(n, ..)| *n > 0)
+    .map(|&(n, one, many, why)| format!("{}{why}", count(n, one, many)))
     .collect();
     if !problems.is_empty() {
         writeln!(out, "  Problems    {}", problems.join(", "))?;

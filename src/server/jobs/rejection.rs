@@ -17,7 +17,10 @@ impl Rejection {
         match self {
             Rejection::Busy => ReplyError::new(
                 ErrorCode::Busy,
-                format!("the job queue is full ({capacity} jobs waiting); retry later or lower the load"),
+                format!(
+                    "the job queue is full ({} waiting); retry later or lower the load",
+                    crate::units::count(capacity as u64, "job", "jobs")
+                ),
             ),
             Rejection::Closed => {
                 ReplyError::new(ErrorCode::ShuttingDown, "the server is shutting down and takes no new jobs")
