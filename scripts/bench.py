@@ -37,9 +37,12 @@ def log(message):
     print(message, file=sys.stderr, flush=True)
 
 
-def build():
+def build(with_tract=False):
+    """The release binaries; with tract (the optional ONNX engine) when a
+    section compares it."""
     log("building release binaries ...")
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--bins"], cwd=ROOT, check=True)
+    features = ["--features", "tract"] if with_tract else []
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bins", *features], cwd=ROOT, check=True)
 
 
 class Server:
@@ -460,8 +463,7 @@ def our_forward(model, batch, threads, seconds, library):
             "-d", f"{seconds}s", "--json"]
     env = dict(os.environ)
     env.pop("THREADCENTER_ONNXRUNTIME", None)
-    if library:
-        args += ["--onnxruntime", library]
+    args += ["--onnxruntime", library] if library else ["--engine", "tract"]
     out = subprocess.run(args, capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout)["images_per_second"]
 
@@ -494,7 +496,7 @@ def onnx(results, args):
                 results.add(f"onnx_forward_{name}_b{batch}",
                             f"{name} forward pass, batch {batch}, 1 thread: tc (onnxruntime engine) vs onnxruntime "
                             f"{reference['version']} from Python", o, t, "images/s", ">= 0.8", verdict(o >= 0.8 * t),
-                            f"tract engine (no --onnxruntime): {r:.1f} images/s = {r / t:.2f}x")
+                            f"tract engine (--engine tract): {r:.1f} images/s = {r / t:.2f}x")
         # End to end: decoding and the network, 2 workers, batches of 16 samples.
         forward_2 = statistics.median(ort_images_per_s(models[0][1], 16, 2, args.duration)["images_per_s"]
                                       for _ in range(args.repeats))
@@ -673,7 +675,7 @@ def main():
     parser.add_argument("--only", nargs="*", help="run only these sections "
                         "(scaling, ping, dispatch, pipelining, memory, predict, onnx, e2e, tls)")
     args = parser.parse_args()
-    build()
+    build(with_tract=not args.only or "onnx" in args.only)
     results = Results()
     sections = {"scaling": compute_scaling, "ping": small_requests, "dispatch": dispatch_overhead,
                 "pipelining": pipelining, "memory": memory, "predict": predict, "onnx": onnx,

@@ -267,6 +267,12 @@ fn onnxruntime_and_tract_give_the_same_scores_in_both_modes() {
         let server = TestServer::start(mode, 2, &["--onnxruntime", library]);
         let model = server.request(json!({"id": 1, "cmd": "model"}));
         assert!(model["result"]["engine"].as_str().unwrap().starts_with("onnxruntime ("), "{model}");
+        assert_eq!(model["result"]["engine_reason"], "--onnxruntime", "{model}");
+        let stats = server.stats();
+        assert_eq!(
+            (&stats["engine"], &stats["engine_reason"]),
+            (&model["result"]["engine"], &json!("--onnxruntime"))
+        );
         for (ours, theirs) in scores(&server).iter().zip(&reference) {
             assert!((ours - theirs).abs() < 1e-4, "{mode}: onnxruntime {ours} vs tract {theirs}");
         }

@@ -47,6 +47,12 @@ pub(crate) struct StatsReport {
     /// The model being served (its name), if any.
     #[serde(default)]
     pub(crate) model: Option<String>,
+    /// What runs it (`onnxruntime (LIBRARY)`, `tract`, `ndarray`) and, for
+    /// ONNX models, why that engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) engine: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) engine_reason: Option<String>,
     /// The accelerator mutex.
     #[serde(default)]
     pub(crate) mutex: Option<crate::server::lock::LockSnapshot>,
@@ -217,6 +223,7 @@ impl Farm {
     /// The `result` of a `stats` reply (and what `/metrics` reads).
     pub(super) fn stats_report(&self) -> StatsReport {
         let counters = self.stats.counters();
+        let model = self.models.current();
         StatsReport {
             instance: self.stats.instance(),
             uptime_s: self.stats.uptime_s(),
@@ -255,7 +262,9 @@ impl Farm {
                 switches: gil.switches(),
             }),
             draining: self.draining.load(Ordering::SeqCst),
-            model: self.models.current().map(|m| m.name),
+            model: model.as_ref().map(|m| m.name.clone()),
+            engine: model.as_ref().map(|m| m.engine.clone()),
+            engine_reason: model.and_then(|m| m.engine_reason),
             mutex: Some(self.lock_for_readers()),
             hosts: self.remote.as_ref().map(|remote| remote.hosts.report()),
             remote: self.remote.as_ref().map(|remote| remote.report()),
