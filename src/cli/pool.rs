@@ -61,7 +61,8 @@ impl PoolArgs {
     /// processes): an explicit library is loaded now, so a bad one fails
     /// at start-up.
     pub(crate) fn load_onnxruntime(&self) -> anyhow::Result<()> {
+        // The error itself, not its text: its kind is the exit code.
         crate::work::model::choose_engine(self.engine, self.onnxruntime.as_deref())
-            .map_err(|e| anyhow::Error::msg(e.to_string()))
+            .map_err(anyhow::Error::from)
     }
 }

@@ -92,7 +92,7 @@ pub fn choose_engine(choice: EngineChoice, library: Option<&Path>) -> crate::err
         (_, Some(library)) => load(library, "--onnxruntime")?,
         (EngineChoice::Onnxruntime, None) => {
             let Some((library, how)) = find_onnxruntime() else {
-                return Err(Error::Model(format!("--engine onnxruntime: {}", not_found())));
+                return Err(Error::Config(format!("--engine onnxruntime: {}", not_found())));
             };
             load(&library, &how)?
         }
@@ -126,7 +126,11 @@ fn chosen() -> &'static Chosen {
         let chosen = match find_onnxruntime() {
             Some((library, how)) => load(&library, &how).unwrap_or_else(|e| Chosen {
                 onnxruntime: None,
-                reason: format!("{e}; running on tract instead"),
+                reason: if cfg!(feature = "tract") {
+                    format!("{e}; running on tract instead")
+                } else {
+                    e.to_string()
+                },
             }),
             None => Chosen { onnxruntime: None, reason: not_found() },
         };
