@@ -266,31 +266,11 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
         RunSinks { intervals: Some(interval_sink), progress: sinks_progress, ..RunSinks::default() };
     let mut live = LiveRun { sinks: &mut sinks };
     attach_all(&mut exporters, &mut live);
-    // The live view where asked and possible; the progress line otherwise.
-    let live_view = if args.live {
-        let view = crate::client::live::LiveView::start(&options, Arc::clone(&sinks.progress));
-        if view.is_none() {
-            eprintln!("tc-client: --live needs stdout to be a terminal; showing the progress line instead");
-        }
-        view
-    } else {
-        None
-    };
-    let progress = match live_view {
-        Some(_) => ProgressDisplay::none(),
-        None => ProgressDisplay::start(&options, Arc::clone(&sinks.progress)),
-    };
+    let display = Display::start(args.live, &options, &sinks.progress);
     let metrics = args.metrics_addr.map(|addr| serve_metrics(addr, &sinks.progress)).transpose()?;
 
     let result = bench::run(options, sinks);
-    progress.finish();
-    // The terminal back before anything is printed on it.
-    if let Some(view) = live_view {
-        view.finish();
-        if let Some(why) = crate::client::interrupt::stopped_by() {
-            eprintln!("tc-client: {why}: stopped; the report covers what was measured");
-        }
-    }
+    display.finish();
     // The run's senders are gone now, so the interval thread and the
     // streaming writers drain and end.
     let intervals = intervals.join().map_err(|_| {
@@ -313,10 +293,14 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
         state.linger(args.metrics_linger, endpoint.local_addr());
         endpoint.stop();
     }
-    // A threshold the user set is the verdict they asked for: it comes
-    // before the run's own failure (an errors==0 threshold and an error
-    // reply exit 99, not 1).
-    Ok(if run.interrupted {
+    Ok(verdict_of(&run, &report))
+}
+
+/// The exit code a run earned. A threshold the user set is the verdict
+/// they asked for: it comes before the run's own failure (an errors==0
+/// threshold and an error reply exit 99, not 1).
+fn verdict_of(run: &bench::BenchRun, report: &RunReport) -> RunVerdict {
+    if run.interrupted {
         RunVerdict::Interrupted
     } else if report.crossed_a_threshold() {
         RunVerdict::ThresholdCrossed
@@ -324,7 +308,40 @@ fn run_benchmark(args: &BenchArgs) -> Result<RunVerdict> {
         RunVerdict::Failure
     } else {
         RunVerdict::Success
-    })
+    }
+}
+
+/// What the user watches while a run goes: the live view where asked and
+/// possible, the progress line otherwise.
+struct Display {
+    live: Option<crate::client::live::LiveView>,
+    progress: ProgressDisplay,
+}
+
+impl Display {
+    fn start(asked: bool, options: &BenchOptions, progress: &Arc<bench::ProgressCounters>) -> Display {
+        let live =
+            if asked { crate::client::live::LiveView::start(options, Arc::clone(progress)) } else { None };
+        if asked && live.is_none() {
+            eprintln!("tc-client: --live needs stdout to be a terminal; showing the progress line instead");
+        }
+        let progress = match live {
+            Some(_) => ProgressDisplay::none(),
+            None => ProgressDisplay::start(options, Arc::clone(progress)),
+        };
+        Display { live, progress }
+    }
+
+    /// The terminal back before anything is printed on it.
+    fn finish(self) {
+        self.progress.finish();
+        if let Some(view) = self.live {
+            view.finish();
+            if let Some(why) = crate::client::interrupt::stopped_by() {
+                eprintln!("tc-client: {why}: stopped; the report covers what was measured");
+            }
+        }
+    }
 }
 
 /// Starts `--metrics-addr`: the run's counters as Prometheus metrics.

@@ -356,13 +356,7 @@ pub(crate) fn run_sweep(
                 String::new()
             };
             let label = format!("[{started}/{total}] {}{repeat}", describe(point));
-            let options = plan.options_for(point);
-            let (sinks, intervals) = live_sinks(live, &options, &label);
-            let result = run(options, sinks)?;
-            if let Some(intervals) = intervals {
-                // Ended with the run's senders; what it kept went to the view.
-                let _ = intervals.join();
-            }
+            let result = run_point(plan, point, live, &label)?;
             let report = RunReport::new(&result);
             CsvFile::open(&plan.csv, "--csv")?.append(&SummaryRow::new(&result, &report))?;
             summary.ran += 1;
@@ -394,6 +388,23 @@ pub(crate) fn run_sweep(
         say(&line);
     }
     Ok(summary)
+}
+
+/// One run of a grid point, shown by the live view when there is one.
+fn run_point(
+    plan: &SweepPlan,
+    point: &GridPoint,
+    live: Option<&LiveView>,
+    label: &str,
+) -> Result<crate::client::bench::BenchRun> {
+    let options = plan.options_for(point);
+    let (sinks, intervals) = live_sinks(live, &options, label);
+    let result = run(options, sinks);
+    if let Some(intervals) = intervals {
+        // Ended with the run's senders; what it kept went to the view.
+        let _ = intervals.join();
+    }
+    result
 }
 
 /// A sweep's run's sinks: with the live view, counters and intervals of
