@@ -584,3 +584,25 @@ fn abort_on_fail_stops_at_the_first_breach_and_says_which_while_a_kept_threshold
     // Without a threshold there is nothing to abort on.
     assert_eq!(run_on(&server, &["--abort-on-fail"]).status.code(), Some(2));
 }
+
+#[test]
+fn a_closed_stderr_stops_neither_the_run_nor_its_reports() {
+    // Every stderr line of a run (--live on a pipe, the metrics address,
+    // the linger) meets a closed stderr: a reader that went away.
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let mut client = std::process::Command::new(env!("CARGO_BIN_EXE_tc-client"))
+        .args(["--embedded", "--mode", "threads", "--workers", "1", "-d", "500ms", "--live"])
+        .args(["--metrics-addr", "127.0.0.1:0", "--metrics-linger", "1s", "--json", json.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(client.stderr.take());
+    let out = client.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}: {stdout}", out.status);
+    assert!(stdout.contains("Done:"), "the summary: {stdout}");
+    let report: Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(report["counts"]["ok"].as_u64().unwrap() > 0, "{report}");
+}

@@ -28,10 +28,10 @@ pub(crate) fn install() -> crate::error::Result<()> {
     INSTALL.call_once(|| {
         result = ctrlc::set_handler(|| {
             if REQUESTED.swap(true, Ordering::SeqCst) {
-                eprintln!("\ntc-client: interrupted again, exiting without a report");
+                crate::client::say!("\ntc-client: interrupted again, exiting without a report");
                 std::process::exit(i32::from(EXIT_CODE));
             }
-            eprintln!(
+            crate::client::say!(
                 "\ntc-client: interrupted, stopping; the report covers what was measured \
                  (press Ctrl-C again to exit at once)"
             );

@@ -115,7 +115,7 @@ impl LiveView {
             .spawn(move || {
                 if let Err(e) = show(&thread_shared, &thread_stop) {
                     ratatui::restore();
-                    eprintln!("tc-client: the live view stopped ({e}); the run goes on");
+                    crate::client::say!("tc-client: the live view stopped ({e}); the run goes on");
                 }
             })
             .ok()?;

@@ -13,7 +13,6 @@
 //! figures) or `--metrics-linger` passes.
 
 use std::fmt;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,10 +66,7 @@ impl RunState {
     pub(crate) fn linger(&self, linger: Duration, address: std::net::SocketAddr) {
         self.finish();
         if !self.scraped_after_end.load(Ordering::SeqCst) && !linger.is_zero() {
-            // Not eprintln!: a scraper that closed our stderr must not stop
-            // the client before its final scrape.
-            let _ = writeln!(
-                std::io::stderr(),
+            crate::client::say!(
                 "tc-client: waiting up to {} for a final scrape of http://{address}/metrics (--metrics-linger)",
                 humantime::format_duration(linger)
             );

@@ -22,6 +22,18 @@
 //! | [`mod@run`] | what each `tc-client` subcommand does with its flags |
 //! | [`tls`] | `--tls`: which server certificate to trust, and the client's own |
 
+/// A line for the user on stderr that never stops the client: unlike
+/// `eprintln!`, which panics when stderr is closed (a reader that went
+/// away, a test that read one line and let go), it drops the line instead.
+/// The run and its reports matter more than a message nobody can read.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+pub(crate) use say;
+
 pub(crate) mod bench;
 pub(crate) mod compare;
 pub(crate) mod connection;

@@ -208,7 +208,7 @@ fn run_sweep_command(sweep: &SweepArgs) -> Result<RunVerdict> {
     // printed once the terminal is back.
     let view = if sweep.live { crate::client::live::LiveView::for_sweep() } else { None };
     if sweep.live && view.is_none() {
-        eprintln!("tc-client: --live needs stdout to be a terminal; a line per run instead");
+        crate::client::say!("tc-client: --live needs stdout to be a terminal; a line per run instead");
     }
     let mut lines = Vec::new();
     let result = run_sweep(&plan, view.as_ref(), |line| match &view {
@@ -323,7 +323,9 @@ impl Display {
         let live =
             if asked { crate::client::live::LiveView::start(options, Arc::clone(progress)) } else { None };
         if asked && live.is_none() {
-            eprintln!("tc-client: --live needs stdout to be a terminal; showing the progress line instead");
+            crate::client::say!(
+                "tc-client: --live needs stdout to be a terminal; showing the progress line instead"
+            );
         }
         let progress = match live {
             Some(_) => ProgressDisplay::none(),
@@ -338,7 +340,7 @@ impl Display {
         if let Some(view) = self.live {
             view.finish();
             if let Some(why) = crate::client::interrupt::stopped_by() {
-                eprintln!("tc-client: {why}: stopped; the report covers what was measured");
+                crate::client::say!("tc-client: {why}: stopped; the report covers what was measured");
             }
         }
     }
@@ -354,7 +356,7 @@ fn serve_metrics(
     let state = RunState::new(Arc::clone(progress));
     let pages = Arc::new(ClientPages::new(Arc::clone(&state)));
     let endpoint = MetricsEndpoint::serve(listener, pages, HttpLimits::default())?;
-    eprintln!("tc-client metrics on http://{}/metrics", endpoint.local_addr());
+    crate::client::say!("tc-client metrics on http://{}/metrics", endpoint.local_addr());
     Ok((state, endpoint))
 }
 

@@ -70,7 +70,7 @@ impl ClientTls {
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Config(format!("TLS: {e}")))?;
         let builder = if choice.insecure {
-            eprintln!("tc-client: WARNING: --tls-insecure: the server's certificate is NOT checked (test setups only)");
+            crate::client::say!("tc-client: WARNING: --tls-insecure: the server's certificate is NOT checked (test setups only)");
             builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
         } else {
             let roots = match &choice.ca {

@@ -117,7 +117,9 @@ impl ServerUnderTest {
                 server.log_settings();
                 if let Some(addr) = server.metrics_addr() {
                     // On stderr, with the progress: stdout is the report's.
-                    eprintln!("dashboard on http://{addr}/ (open it in a browser; the run is starting)");
+                    crate::client::say!(
+                        "dashboard on http://{addr}/ (open it in a browser; the run is starting)"
+                    );
                 }
                 let addr = server.local_addr();
                 Ok(ServerUnderTest {
