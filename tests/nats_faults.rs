@@ -327,10 +327,11 @@ fn a_killed_gateways_waiting_jobs_are_not_run_for_nobody_and_leave_the_stream() 
         WorkerHost::start_with_metrics_and(&nats.url, "h", "threads", 1, &["--allow-chaos"]);
     let mut gateway = start_gateway(&nats, &["--allow-chaos"]);
     wait_for_hosts(&gateway, 1);
-    // One slot: the first job runs (seconds), the second waits in the
-    // stream — until after its gateway has been silent for a host timeout.
+    // One slot: the first job runs (13 s), the second waits in the stream
+    // — until after its gateway has been silent for the 10 s that make a
+    // gateway dead to a host (a shorter silence may be a reconnect).
     let mut client = gateway.connect();
-    client.send(&json!({"id": 1, "cmd": "sleep", "ms": 6000}));
+    client.send(&json!({"id": 1, "cmd": "sleep", "ms": 13000}));
     client.send(&json!({"id": 2, "cmd": "compute", "n": 10u64}));
     gateway.wait_for_stats("both jobs out", |s| s["remote"]["forwarded"] == 2);
     send_signal(gateway.pid(), libc::SIGKILL);

@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use super::admission;
 use super::held::{Held, HeldJobs};
 use super::pages::HostCounters;
-use super::peers::{Peers, JUDGE_AFTER};
+use super::peers::{Peers, GATEWAY_GONE_AFTER, JUDGE_AFTER};
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::remote::connect::LinkState;
 use crate::remote::envelope::{self, now_ms, JobReplays, KeyMismatch, Verifier};
@@ -106,9 +106,11 @@ impl JobChecks {
             tracing::info!(job = %token, gateway = %job.gateway, "dropping a job past its deadline: its gateway has answered it");
             return Verdict::Drop;
         }
-        // Judged only on a link up long enough to have heard every gateway.
-        let judging = self.link.up_for() >= JUDGE_AFTER;
-        if judging && self.peers.gateway_silent(&job.gateway, Instant::now()) {
+        // Judged only on a link up long enough to have heard every gateway
+        // (and, for a gateway's death, to have heard its whole silence).
+        let up_for = self.link.up_for();
+        let judging = up_for >= JUDGE_AFTER;
+        if up_for >= GATEWAY_GONE_AFTER && self.peers.gateway_gone(&job.gateway, Instant::now()) {
             self.counters.orphaned.fetch_add(1, Ordering::Relaxed);
             tracing::info!(job = %token, gateway = %job.gateway, "dropping a job of a gateway gone silent: nobody would read its result");
             return Verdict::Drop;

@@ -7,12 +7,18 @@
 //!   broker restarted or the holder's link dropped while it worked on. Only
 //!   the first is a crash. A host handed a job past its attempt limit asks:
 //!   does a live host still hold it? Then it was the broker, not a crash.
-//! - **Anyone still waiting?** A job whose gateway has gone silent has
-//!   nobody to read its result: it is dropped, not run.
+//! - **Anyone still waiting?** A job whose gateway has been silent for
+//!   [`GATEWAY_GONE_AFTER`] has nobody to read its result: it is dropped,
+//!   not run. A shorter silence proves nothing: after a broker restart each
+//!   client reconnects on its own back-off, so a live gateway may be heard
+//!   seconds after this host is back — and dropping its job would cost its
+//!   client a `TIMEOUT` at the deadline, while running a dead gateway's job
+//!   only wastes a slot.
 //!
 //! Neither judgement is made while this host cannot know: until its own
 //! link has been up for [`JUDGE_AFTER`] (after a start or a reconnect the
-//! tables are stale), it assumes the best — run the job.
+//! tables are stale; for the gateways' silence, [`GATEWAY_GONE_AFTER`]), it
+//! assumes the best — run the job.
 //!
 //! Both tables are bounded: names silent for [`FORGET_AFTER`] are
 //! forgotten, and at most [`MAX_PEERS`] are kept (the farm key keeps
@@ -26,6 +32,10 @@ use crate::remote::HOST_TIMEOUT;
 
 /// How long this host's link must have been up before it trusts its tables.
 pub(crate) const JUDGE_AFTER: Duration = Duration::from_secs(5);
+/// A gateway silent this long is taken for dead (it beats every second; a
+/// reconnect after a broker restart takes at most a few seconds, see
+/// `remote::connect`'s back-off cap).
+pub(crate) const GATEWAY_GONE_AFTER: Duration = Duration::from_secs(10);
 /// A gateway or host not heard from for this long is forgotten.
 const FORGET_AFTER: Duration = Duration::from_secs(60);
 /// Most peers of each kind remembered.
@@ -89,11 +99,11 @@ impl Peers {
             .map(|(name, _)| name.clone())
     }
 
-    /// Whether `gateway` has been silent for longer than a host timeout
-    /// (never heard of counts as silent: a live gateway beats every second).
-    pub(crate) fn gateway_silent(&self, gateway: &str, now: Instant) -> bool {
+    /// Whether `gateway` has been silent for [`GATEWAY_GONE_AFTER`] (never
+    /// heard of counts as silent: a live gateway beats every second).
+    pub(crate) fn gateway_gone(&self, gateway: &str, now: Instant) -> bool {
         let gateways = self.gateways.lock().unwrap_or_else(PoisonError::into_inner);
-        gateways.get(gateway).is_none_or(|seen| now.duration_since(*seen) >= HOST_TIMEOUT)
+        gateways.get(gateway).is_none_or(|seen| now.duration_since(*seen) >= GATEWAY_GONE_AFTER)
     }
 }
 
@@ -113,14 +123,17 @@ mod tests {
     }
 
     #[test]
-    fn gateways_are_new_once_and_silent_after_a_host_timeout() {
+    fn gateways_are_new_once_and_gone_only_after_a_silence_longer_than_a_reconnect() {
         let peers = Peers::default();
         let t0 = Instant::now();
-        assert!(peers.gateway_silent("g", t0), "never heard of");
+        assert!(peers.gateway_gone("g", t0), "never heard of");
         assert!(peers.gateway_heard("g", t0));
         assert!(!peers.gateway_heard("g", t0));
-        assert!(!peers.gateway_silent("g", t0 + Duration::from_secs(1)));
-        assert!(peers.gateway_silent("g", t0 + HOST_TIMEOUT));
+        assert!(!peers.gateway_gone("g", t0 + Duration::from_secs(1)));
+        // A host timeout's silence is what a gateway reconnecting after a
+        // broker restart looks like: not gone yet.
+        assert!(!peers.gateway_gone("g", t0 + HOST_TIMEOUT + Duration::from_secs(2)));
+        assert!(peers.gateway_gone("g", t0 + GATEWAY_GONE_AFTER));
     }
 
     #[test]

@@ -239,6 +239,25 @@ impl LinkState {
     }
 }
 
+/// The longest pause between two tries to reconnect.
+///
+/// async-nats doubles its pause from 1 ms up to 4 s. Capped at 1 s, every
+/// member of a farm is back within about a second of its broker, so a
+/// gateway heard again soon after a host is back is not taken for dead
+/// (hosts wait `GATEWAY_GONE_AFTER` for that) — at one try a second per
+/// client against a broker that is down, a load nobody notices.
+const RECONNECT_DELAY_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The pause before reconnect try number `attempts` (from 1): none for the
+/// first, then doubling from 2 ms up to [`RECONNECT_DELAY_MAX`].
+fn reconnect_delay(attempts: usize) -> std::time::Duration {
+    let exp = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX).min(20);
+    if attempts <= 1 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::from_millis(2u64.pow(exp)).min(RECONNECT_DELAY_MAX)
+}
+
 /// Connects, naming this program `name` on the server (it shows in
 /// `nats server report connections`).
 ///
@@ -254,9 +273,10 @@ pub(crate) async fn connect(
     let mut connect = async_nats::ConnectOptions::new()
         .name(name)
         .custom_inbox_prefix(role.inbox_prefix())
-        // Keep trying for ever, with async-nats's growing back-off: a farm
-        // whose NATS restarts must come back by itself.
+        // Keep trying for ever: a farm whose NATS restarts must come back by
+        // itself.
         .max_reconnects(None)
+        .reconnect_delay_callback(reconnect_delay)
         .event_callback(move |event| {
             let events = Arc::clone(&events);
             async move {
@@ -317,4 +337,19 @@ pub(crate) async fn connect(
     })?;
     link.set(true);
     Ok((client, link))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_pauses_double_and_never_pass_a_second() {
+        assert_eq!(reconnect_delay(1), std::time::Duration::ZERO, "the first try at once");
+        assert_eq!(reconnect_delay(2), std::time::Duration::from_millis(2));
+        assert_eq!(reconnect_delay(3), std::time::Duration::from_millis(4));
+        for attempts in [11, 12, 100, usize::MAX] {
+            assert_eq!(reconnect_delay(attempts), RECONNECT_DELAY_MAX, "try {attempts}");
+        }
+    }
 }

@@ -435,7 +435,7 @@ impl TlsFiles {
 
 /// A gateway with no local worker, on `nats`.
 pub fn start_gateway(nats: &NatsServer, extra: &[&str]) -> super::TestServer {
-    let mut args = vec!["--port", "0", "--workers", "0", "--nats", &nats.url, "--log-level", "error"];
+    let mut args = vec!["--port", "0", "--workers", "0", "--nats", &nats.url, "--log-level", "warn"];
     args.extend_from_slice(extra);
     super::TestServer::start_with(&args, &[])
 }
