@@ -10,13 +10,15 @@ use async_nats::jetstream::{self, AckKind};
 use futures_util::StreamExt;
 
 use super::admission;
-use super::held::{Held, HeldJobs};
+use super::held::{Held, HeldJobs, Parcel};
 use super::pages::HostCounters;
 use super::peers::{Peers, GATEWAY_GONE_AFTER, JUDGE_AFTER};
+use super::results::{Answerer, Outcome};
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::remote::connect::LinkState;
 use crate::remote::envelope::{self, now_ms, JobReplays, KeyMismatch, Verifier};
-use crate::remote::wire::{self, RemoteJob};
+use crate::remote::limits::MAX_PARCEL_JOBS;
+use crate::remote::wire::{self, JobParcel};
 use crate::runtime::pool::QueuedJob;
 use crate::work::job::JobId;
 
@@ -31,8 +33,8 @@ const FULL_RECHECK: Duration = Duration::from_millis(100);
 /// How long a signed job this keyless host cannot use waits before it is
 /// delivered again (to a host with the key, if there is one).
 const KEYLESS_NAK_DELAY: Duration = Duration::from_secs(1);
-/// What the fetch task needs: the NATS handles, the held jobs and the
-/// pool's queue.
+/// What the fetch task needs: the NATS handles, the held jobs, the pool's
+/// queue, and the answerer (for parcels answered without running).
 pub(super) struct Fetcher {
     pub(super) client: async_nats::Client,
     pub(super) js: jetstream::Context,
@@ -42,6 +44,7 @@ pub(super) struct Fetcher {
     pub(super) slots: usize,
     pub(super) pulling: Arc<AtomicBool>,
     pub(super) checks: JobChecks,
+    pub(super) answerer: Arc<Answerer>,
 }
 
 /// What a delivered job is checked against before it may run.
@@ -92,33 +95,41 @@ impl JobChecks {
         )
     }
 
-    /// Whether a decoded, signed job may run, is answered unrun, or dropped.
-    fn judge(&self, job: &RemoteJob, signed: &envelope::Signed, stream_seq: u64, attempts: u32) -> Verdict {
+    /// Whether a decoded, signed parcel may run, is answered unrun, or
+    /// dropped: all its jobs alike (they share the gateway, the deadline
+    /// and the deliveries).
+    fn judge(
+        &self,
+        parcel: &JobParcel,
+        signed: &envelope::Signed,
+        stream_seq: u64,
+        attempts: u32,
+    ) -> Verdict {
         let now = now_ms();
-        let token = wire::token_hex(job.token);
-        if let Err(why) = self.replays.check(signed, stream_seq, job.expires_ms, now) {
+        let token = wire::token_hex(parcel.jobs[0].token);
+        if let Err(why) = self.replays.check(signed, stream_seq, parcel.expires_ms, now) {
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(job = %token, %why, "dropping a job");
             return Verdict::Drop;
         }
-        if now > job.expires_ms {
-            self.counters.expired.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(job = %token, gateway = %job.gateway, "dropping a job past its deadline: its gateway has answered it");
+        if now > parcel.expires_ms {
+            self.counters.expired.fetch_add(parcel.jobs.len() as u64, Ordering::Relaxed);
+            tracing::info!(job = %token, jobs = parcel.jobs.len(), gateway = %parcel.gateway, "dropping a job past its deadline: its gateway has answered it");
             return Verdict::Drop;
         }
         // Judged only on a link up long enough to have heard every gateway
         // (and, for a gateway's death, to have heard its whole silence).
         let up_for = self.link.up_for();
         let judging = up_for >= JUDGE_AFTER;
-        if up_for >= GATEWAY_GONE_AFTER && self.peers.gateway_gone(&job.gateway, Instant::now()) {
-            self.counters.orphaned.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(job = %token, gateway = %job.gateway, "dropping a job of a gateway gone silent: nobody would read its result");
+        if up_for >= GATEWAY_GONE_AFTER && self.peers.gateway_gone(&parcel.gateway, Instant::now()) {
+            self.counters.orphaned.fetch_add(parcel.jobs.len() as u64, Ordering::Relaxed);
+            tracing::info!(job = %token, gateway = %parcel.gateway, "dropping a job of a gateway gone silent: nobody would read its result");
             return Verdict::Drop;
         }
         if attempts > 1 {
             tracing::info!(job = %token, delivery = attempts, "a job delivered again");
         }
-        if attempts <= job.max_attempts {
+        if attempts <= parcel.max_attempts {
             return Verdict::Run;
         }
         let holder = self.peers.held_elsewhere(&self.name, &token, Instant::now());
@@ -135,7 +146,7 @@ impl JobChecks {
             format!(
                 "the job was delivered {attempts} times and its worker host died or hung each time \
                  (at most {} allowed, --retries)",
-                job.max_attempts
+                parcel.max_attempts
             ),
         ))
     }
@@ -164,11 +175,7 @@ struct Pull {
 /// With jobs waiting in the stream a request is answered at once, so one
 /// at a time costs nothing; a slot that frees while a request waits on an
 /// empty stream asks as soon as that request ends.
-pub(super) async fn fetch_jobs<F, Fut>(fetcher: Fetcher, refuse: F)
-where
-    F: Fn(Held, ReplyError) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
+pub(super) async fn fetch_jobs(fetcher: Fetcher) {
     let inbox = fetcher.client.new_inbox();
     let mut deliveries = subscribe_for_jobs(&fetcher.client, &inbox).await;
     let mut pull: Option<Pull> = None;
@@ -179,7 +186,7 @@ where
         if pull.as_ref().is_some_and(|pull| pull.forget_at <= now) {
             pull = None;
         }
-        let free = fetcher.slots.saturating_sub(fetcher.held.len());
+        let free = fetcher.slots.saturating_sub(fetcher.held.parcels());
         if pull.is_none() && free > 0 && fetcher.pulling.load(Ordering::SeqCst) {
             next_token += 1;
             let request = jetstream::consumer::pull::BatchConfig {
@@ -214,11 +221,16 @@ where
             continue; // a status, not a job
         }
         let message = jetstream::Message { message, context: fetcher.js.clone() };
-        if let Some(queued) = take_delivery(&fetcher, message, &mut next_id, &refuse).await {
-            if fetcher.jobs.try_send(queued).is_err() {
-                // Cannot happen while free slots are counted right; hand it back.
-                if let Some(held_job) = fetcher.held.take(next_id) {
-                    let _ = held_job.message.ack_with(AckKind::Nak(None)).await;
+        for queued in take_delivery(&fetcher, message, &mut next_id).await {
+            if let Err(full) = fetcher.jobs.try_send(queued) {
+                // Cannot happen: the queue has room for a full parcel per
+                // slot. Were it to, the job goes back with its parcel.
+                let id = full.into_inner().id;
+                if let Some(held) = fetcher.held.take(id) {
+                    if let Some(settled) = held.parcel.settle(None) {
+                        fetcher.held.parcel_settled();
+                        fetcher.answerer.send(&held.parcel, settled).await;
+                    }
                 }
             }
         }
@@ -268,24 +280,21 @@ fn counts_against(pull: &mut Option<Pull>, message: &async_nats::Message) -> boo
     }
 }
 
-/// One delivered job: checked, then held and returned for the pool — or
-/// handed back, answered unrun, or dropped, each acknowledged as it must be.
-async fn take_delivery<F, Fut>(
+/// One delivered parcel: checked, then its jobs held and returned for the
+/// pool — or handed back, answered unrun, or dropped, each acknowledged as
+/// it must be. A job the host's own limits refuse is answered in its
+/// parcel's results, beside the others.
+async fn take_delivery(
     fetcher: &Fetcher,
     message: jetstream::Message,
     next_id: &mut JobId,
-    refuse: &F,
-) -> Option<QueuedJob>
-where
-    F: Fn(Held, ReplyError) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
+) -> Vec<QueuedJob> {
     let checks = &fetcher.checks;
-    if !fetcher.pulling.load(Ordering::SeqCst) || fetcher.held.len() >= fetcher.slots {
+    if !fetcher.pulling.load(Ordering::SeqCst) || fetcher.held.parcels() >= fetcher.slots {
         // Draining, or a late delivery for a request already forgotten:
         // straight back to the stream, for another host.
         let _ = message.ack_with(AckKind::Nak(None)).await;
-        return None;
+        return Vec::new();
     }
     let (attempts, stream_seq) =
         message.info().map(|info| (info.delivered as u32, info.stream_sequence)).unwrap_or((1, 0));
@@ -293,52 +302,80 @@ where
         Ok(signed) => signed,
         Err(answer) => {
             let _ = message.ack_with(answer).await;
-            return None;
+            return Vec::new();
         }
     };
-    let job: RemoteJob = match wire::decode(&message.payload) {
-        Ok(job) => job,
+    let parcel: JobParcel = match wire::decode::<JobParcel>(&message.payload) {
+        Ok(parcel) if (1..=MAX_PARCEL_JOBS).contains(&parcel.jobs.len()) => parcel,
+        Ok(parcel) => {
+            tracing::warn!(
+                jobs = parcel.jobs.len(),
+                "dropping a message of {} jobs: a gateway sends 1 to {MAX_PARCEL_JOBS}",
+                parcel.jobs.len()
+            );
+            let _ = message.ack_with(AckKind::Term).await;
+            return Vec::new();
+        }
         Err(e) => {
             tracing::warn!(error = %e, "dropping a message that is not a job");
             let _ = message.ack_with(AckKind::Term).await;
-            return None;
+            return Vec::new();
         }
     };
-    let mut verdict = checks.judge(&job, &signed, stream_seq, attempts);
-    // Then the host's own limits, as a gateway checks a request.
-    let kind = match checks.admission.admit(job.kind) {
-        Ok(kind) => Some(kind),
-        Err(error) => {
-            if matches!(verdict, Verdict::Run) {
-                tracing::warn!(job = %wire::token_hex(job.token), error = %error.message, "refusing a job");
-                verdict = Verdict::Refuse(error);
+    let verdict = checks.judge(&parcel, &signed, stream_seq, attempts);
+    let JobParcel { reply_to, expires_ms, jobs, .. } = parcel;
+    let first_token = jobs[0].token;
+    let answerer = &fetcher.answerer;
+    let mut refused = Vec::new();
+    let mut runnable = Vec::new();
+    match verdict {
+        Verdict::Drop => {
+            let _ = message.ack_with(AckKind::Term).await;
+            return Vec::new();
+        }
+        Verdict::Refuse(error) => {
+            for job in jobs {
+                let outcome = Outcome::refused(error.clone());
+                refused.push(answerer.result((job.job, job.token), attempts, outcome));
             }
-            None
         }
-    };
-    let held_job = Held {
+        // Then the host's own limits, as a gateway checks a request.
+        Verdict::Run => {
+            for job in jobs {
+                match checks.admission.admit(job.kind) {
+                    Ok(kind) => runnable.push((job.job, job.token, kind)),
+                    Err(error) => {
+                        tracing::warn!(job = %wire::token_hex(job.token), error = %error.message, "refusing a job");
+                        refused.push(answerer.result(
+                            (job.job, job.token),
+                            attempts,
+                            Outcome::refused(error),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let parcel = Arc::new(Parcel::new(
         message,
-        job: job.job,
-        token: job.token,
-        reply_to: job.reply_to,
-        attempts,
-        expires_ms: job.expires_ms,
-    };
-    let kind = match (verdict, kind) {
-        (Verdict::Run, Some(kind)) => kind,
-        (Verdict::Run, None) => return None, // cannot happen: a refusal is a Refuse verdict
-        (Verdict::Drop, _) => {
-            let _ = held_job.message.ack_with(AckKind::Term).await;
-            return None;
-        }
-        (Verdict::Refuse(error), _) => {
-            refuse(held_job, error).await;
-            return None;
-        }
-    };
-    *next_id += 1;
-    fetcher.held.insert(*next_id, held_job);
-    Some(QueuedJob { id: *next_id, kind, accepted_at: Instant::now(), attempt: attempts })
+        (reply_to, expires_ms),
+        (attempts, first_token),
+        (runnable.len(), refused),
+    ));
+    if runnable.is_empty() {
+        answerer.send(&parcel, parcel.settle_all()).await;
+        return Vec::new();
+    }
+    fetcher.held.parcel_taken();
+    let accepted_at = Instant::now();
+    runnable
+        .into_iter()
+        .map(|(job, token, kind)| {
+            *next_id += 1;
+            fetcher.held.insert(*next_id, Held { parcel: Arc::clone(&parcel), job, token });
+            QueuedJob { id: *next_id, kind, accepted_at, attempt: attempts }
+        })
+        .collect()
 }
 
 #[cfg(test)]

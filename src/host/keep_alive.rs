@@ -47,8 +47,8 @@ pub(super) async fn keep_alive(
     loop {
         tokio::select! {
             _ = progress.tick() => {
-                for job in held.all() {
-                    let _ = job.message.ack_with(AckKind::Progress).await;
+                for parcel in held.parcels_held() {
+                    let _ = parcel.message.ack_with(AckKind::Progress).await;
                 }
                 continue;
             }

@@ -8,8 +8,10 @@
 //!        └──────────── ack ◀── publish result to the gateway ◀──────┘
 //! ```
 //!
-//! A host pulls **only as many jobs as it has free slots**: a job it holds is
-//! one no other host can run, so it never prefetches. While a job runs the
+//! A host pulls **only as many messages as it has free slots**: a job it
+//! holds is one no other host can run, so it never prefetches. A message is
+//! one job, or a parcel of short `compute` jobs a gateway packed together
+//! ([`held`] says how a parcel is settled and answered). While a job runs the
 //! host tells JetStream it is still in progress, so a long job is not taken
 //! for a lost one; if the host dies, hangs or is cut off, those signals stop
 //! and the job goes to another host after [`crate::remote::ACK_WAIT`].
@@ -53,7 +55,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::protocol::ReplyError;
 use crate::remote::bridge::Bridge;
 use crate::remote::connect::{connect, LinkState, NatsOptions, Role};
 use crate::remote::envelope::{self, JobReplays, Signer, Verifier};
@@ -63,13 +64,13 @@ use crate::runtime::http::{HttpLimits, MetricsEndpoint};
 use crate::runtime::pool::{JobQueues, PoolConfig, QueuedJob, WorkerBoard, WorkerPool};
 pub(crate) use admission::HostLimits;
 use fetch::{fetch_jobs, Fetcher, JobChecks};
-use held::{Held, HeldJobs};
+use held::{HeldJobs, Parcel};
 use keep_alive::{heartbeat, keep_alive};
 use listen::{listen_to_farm, FarmEars};
 use outcomes::{HostEvent, HostOutcomes};
 use pages::HostCounters;
 use peers::Peers;
-use results::{report_results, Answerer, Outcome};
+use results::{report_results, Answerer};
 
 /// On a stop, the longest the last messages (hand-backs) may take to go
 /// out: a stop ends within `--drain-timeout` plus this, whatever NATS does.
@@ -222,10 +223,12 @@ impl RunningHost {
         // 1. The farm key, then NATS.
         let farm = FarmLink::connect(&config)?;
 
-        // 2. The pool, fed by the fetcher through a queue of one place per
-        //    slot; what the pool reports goes to the reporter task.
+        // 2. The pool, fed by the fetcher through a queue with room for a
+        //    full parcel per slot (a host takes one message per free slot);
+        //    what the pool reports goes to the reporter task.
         let slots = config.pool.workers;
-        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<QueuedJob>(slots);
+        let (jobs_tx, jobs_rx) =
+            crossbeam_channel::bounded::<QueuedJob>(slots.saturating_mul(nats::limits::MAX_PARCEL_JOBS));
         let (retries_tx, retries_rx) = crossbeam_channel::unbounded::<QueuedJob>();
         let (events_tx, events_rx) = mpsc::unbounded_channel::<HostEvent>();
         let held = Arc::new(HeldJobs::default());
@@ -295,7 +298,7 @@ impl RunningHost {
             &farm.client,
             &farm.signer,
             heartbeat(config, held, board),
-            &held.all(),
+            &held.parcels_held(),
         );
         // 10. The other tasks that talk to NATS.
         tasks.fetcher.abort();
@@ -341,6 +344,7 @@ fn spawn_tasks(
         jobs,
         slots: config.pool.workers,
         pulling: Arc::clone(pulling),
+        answerer: Arc::clone(&answerer),
         checks: JobChecks {
             verifier: verifier.clone(),
             replays: JobReplays::new(JOB_REPLAYS_REMEMBERED),
@@ -351,13 +355,7 @@ fn spawn_tasks(
             admission: admission::Admission::new(config.limits.clone()),
         },
     };
-    let fetcher = bridge.spawn(fetch_jobs(fetcher, {
-        let answerer = Arc::clone(&answerer);
-        move |held: Held, error: ReplyError| {
-            let answerer = Arc::clone(&answerer);
-            async move { answerer.answer(Arc::new(held), Outcome::refused(error)).await }
-        }
-    }));
+    let fetcher = bridge.spawn(fetch_jobs(fetcher));
     let reporter = bridge.spawn(report_results(Arc::clone(&answerer), Arc::clone(held), events));
     let status = Arc::new(Mutex::new(heartbeat(config, held, board)));
     // A gateway new to this host hears from it at once (see `listen_to_farm`).
@@ -387,16 +385,16 @@ fn hand_back_and_leave(
     client: &async_nats::Client,
     signer: &Signer,
     now: Heartbeat,
-    left: &[Arc<Held>],
+    left: &[Arc<Parcel>],
 ) {
     if !left.is_empty() {
-        tracing::warn!(jobs = left.len(), "drain timeout: handing held jobs back for another host");
+        tracing::warn!(messages = left.len(), "drain timeout: handing held jobs back for another host");
     }
     let last = Heartbeat { leaving: true, busy: 0, holding: Vec::new(), ..now };
     let handed_back = bridge.run(async {
         tokio::time::timeout(STOP_FLUSH_WAIT, async {
-            for job in left {
-                let _ = job.message.ack_with(AckKind::Nak(None)).await;
+            for parcel in left {
+                let _ = parcel.message.ack_with(AckKind::Nak(None)).await;
             }
             if let Ok(bytes) = serde_json::to_vec(&last) {
                 let mut headers = async_nats::HeaderMap::new();
@@ -410,7 +408,7 @@ fn hand_back_and_leave(
     });
     if !left.is_empty() && !handed_back {
         tracing::warn!(
-            jobs = left.len(),
+            messages = left.len(),
             "NATS did not take the hand-backs in time; JetStream gives the jobs to another host after its ack wait"
         );
     }

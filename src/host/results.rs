@@ -1,7 +1,8 @@
-//! Sending results back: each finished job's result is stored in the
-//! results stream (signed), and only then is the job acknowledged — the
-//! order that makes a reply survive a broker restart, and a host's death
-//! between the two steps cost a duplicate the gateway drops, never a loss.
+//! Sending results back: the results of a parcel's jobs are stored in the
+//! results stream together (one signed message), and only then is the
+//! parcel acknowledged — the order that makes a reply survive a broker
+//! restart, and a host's death between the two steps cost duplicates the
+//! gateway drops, never a loss.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,12 +10,13 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind};
 use tokio::sync::mpsc;
 
-use super::held::{Held, HeldJobs};
+use super::held::{HeldJobs, Parcel, Settled};
 use super::outcomes::HostEvent;
 use crate::protocol::{JobResult, ReplyError};
 use crate::remote::envelope::{now_ms, Signer};
-use crate::remote::wire::{self, RemoteResult};
+use crate::remote::wire::{self, JobToken, RemoteResult};
 use crate::runtime::pool::JobReport;
+use crate::work::job::JobId;
 
 /// How long one try to store a result (or acknowledge a job) may wait for
 /// JetStream before it is tried again.
@@ -51,28 +53,27 @@ impl Outcome {
     }
 }
 
-/// Stores each finished job's result, then acknowledges the job; hands back
-/// jobs the pool could not run. Each result is sent by a task of its own,
-/// so one waiting for NATS to come back does not hold up the others (at
-/// most one per held job, so as many as the slots).
+/// Settles each job the pool reports on — finished, or handed back — in its
+/// parcel; a parcel whose last job this was is sent back by a task of its
+/// own, so one waiting for NATS to come back does not hold up the others
+/// (at most one per held parcel, so as many as the slots).
 pub(super) async fn report_results(
     answerer: Arc<Answerer>,
     held: Arc<HeldJobs>,
     mut events: mpsc::UnboundedReceiver<HostEvent>,
 ) {
     while let Some(event) = events.recv().await {
-        match event {
-            HostEvent::Done(report) => {
-                let Some(job) = held.take(report.job) else { continue };
-                let answerer = Arc::clone(&answerer);
-                tokio::spawn(async move { answerer.answer(job, Outcome::of(report)).await });
-            }
-            HostEvent::HandBack(id) => {
-                if let Some(job) = held.take(id) {
-                    // Redelivered at once, to whichever host asks next.
-                    let _ = job.message.ack_with(AckKind::Nak(None)).await;
-                }
-            }
+        let (id, report) = match event {
+            HostEvent::Done(report) => (report.job, Some(report)),
+            HostEvent::HandBack(id) => (id, None),
+        };
+        let Some(job) = held.take(id) else { continue };
+        let result = report
+            .map(|report| answerer.result((job.job, job.token), job.parcel.attempts, Outcome::of(report)));
+        if let Some(settled) = job.parcel.settle(result) {
+            held.parcel_settled();
+            let answerer = Arc::clone(&answerer);
+            tokio::spawn(async move { answerer.send(&job.parcel, settled).await });
         }
     }
 }
@@ -81,48 +82,78 @@ pub(super) async fn report_results(
 pub(super) struct Answerer {
     /// Where results are stored.
     pub(super) js: jetstream::Context,
-    /// Signs each result with the farm key.
+    /// Signs each results message with the farm key.
     pub(super) signer: Arc<Signer>,
     /// This host's name, in every result.
     pub(super) name: String,
 }
 
 impl Answerer {
-    /// Stores one job's result in JetStream, then acknowledges the job.
-    ///
-    /// The order is the whole argument for exactly one reply: the job leaves
-    /// the jobs stream only once its result is stored (and so survives a
-    /// broker restart). While NATS is away the result is tried again until
-    /// the job's deadline (after it the gateway has answered the job itself);
-    /// the result's `Nats-Msg-Id` makes a second store of it a no-op. If the
-    /// host dies between the two steps, the job runs again elsewhere and the
-    /// gateway drops the second result.
-    pub(super) async fn answer(&self, job: Arc<Held>, outcome: Outcome) {
-        let message = RemoteResult {
-            job: job.job,
-            token: job.token,
+    /// The result of one job, as its gateway reads it.
+    pub(super) fn result(
+        &self,
+        (job, token): (JobId, JobToken),
+        attempts: u32,
+        outcome: Outcome,
+    ) -> RemoteResult {
+        RemoteResult {
+            job,
+            token,
             host: self.name.clone(),
             worker: outcome.worker,
             queue_us: outcome.queue_us,
             service_us: outcome.service_us,
-            attempts: job.attempts,
+            attempts,
             result: outcome.result,
-        };
-        let bytes = match wire::encode(&message) {
+        }
+    }
+
+    /// Stores a settled parcel's results in JetStream, then acknowledges
+    /// the parcel (or hands it back, when a job in it could not run here).
+    ///
+    /// The order is the whole argument for exactly one reply: the parcel
+    /// leaves the jobs stream only once its results are stored (and so
+    /// survive a broker restart). While NATS is away the results are tried
+    /// again until the parcel's deadline (after it the gateway has answered
+    /// the jobs itself); the message's `Nats-Msg-Id` (its first job's token
+    /// and this delivery's number) makes a second store of it a no-op. If
+    /// the host dies between the two steps, the parcel runs again elsewhere
+    /// and the gateway drops the second results.
+    pub(super) async fn send(&self, parcel: &Parcel, settled: Settled) {
+        if !settled.results.is_empty() && !self.store(parcel, &settled.results).await {
+            return;
+        }
+        // The results are safe; now the parcel may leave the stream (or go
+        // back, for the jobs that could not run here). A lost acknowledgement
+        // only means the parcel runs again and the gateway drops duplicates.
+        if settled.hand_back {
+            let _ = tokio::time::timeout(STORE_WAIT, parcel.message.ack_with(AckKind::Nak(None))).await;
+        } else {
+            let _ = tokio::time::timeout(STORE_WAIT, parcel.message.double_ack()).await;
+        }
+    }
+
+    /// Stores `results` (one message), trying again until the parcel's
+    /// deadline; false if that passed first.
+    async fn store(&self, parcel: &Parcel, results: &[RemoteResult]) -> bool {
+        let bytes = match wire::encode(&results) {
             Ok(bytes) => bytes,
-            Err(e) => return tracing::warn!(error = %e, job = job.job, "cannot encode a result"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode results");
+                return false;
+            }
         };
-        let token = wire::token_hex(job.token);
+        let name = format!("r-{}-{}", wire::token_hex(parcel.first_token), parcel.attempts);
         let mut tries = 0u32;
         loop {
             tries += 1;
             let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", format!("r-{token}").as_str());
-            self.signer.sign(&job.reply_to, &mut headers, &bytes);
+            headers.insert("Nats-Msg-Id", name.as_str());
+            self.signer.sign(&parcel.reply_to, &mut headers, &bytes);
             let stored = tokio::time::timeout(STORE_WAIT, async {
                 let ack = self
                     .js
-                    .publish_with_headers(job.reply_to.clone(), headers, bytes.clone().into())
+                    .publish_with_headers(parcel.reply_to.clone(), headers, bytes.clone().into())
                     .await
                     .map_err(|e| e.to_string())?;
                 ack.await.map(|_| ()).map_err(|e| e.to_string())
@@ -130,21 +161,18 @@ impl Answerer {
             .await
             .unwrap_or_else(|_| Err("no acknowledgement from JetStream in time".into()));
             match stored {
-                Ok(()) => break,
-                Err(e) if now_ms() > job.expires_ms => {
-                    return tracing::warn!(job = %token, error = %e, tries, "cannot store a result before the job's deadline; its gateway has answered it");
+                Ok(()) => return true,
+                Err(e) if now_ms() > parcel.expires_ms => {
+                    tracing::warn!(results = %name, jobs = results.len(), error = %e, tries, "cannot store results before their deadline; their gateway has answered the jobs");
+                    return false;
                 }
                 Err(e) => {
                     if tries == 1 {
-                        tracing::warn!(job = %token, error = %e, "cannot store a result yet; trying again until the job's deadline");
+                        tracing::warn!(results = %name, jobs = results.len(), error = %e, "cannot store results yet; trying again until their deadline");
                     }
                     tokio::time::sleep(STORE_RETRY).await;
                 }
             }
         }
-        // The result is safe; now the job may leave the stream. A lost
-        // acknowledgement only means the job runs again and the gateway drops
-        // the duplicate.
-        let _ = tokio::time::timeout(STORE_WAIT, job.message.double_ack()).await;
     }
 }

@@ -1,4 +1,5 @@
-//! **Shared by gateways and worker hosts** — what a heartbeat may say.
+//! **Shared by gateways and worker hosts** — what a heartbeat may say, and
+//! how many jobs one message may carry.
 //!
 //! A gateway keeps a table of the hosts it hears from; anyone who can publish
 //! on the heartbeat subject can add to it. So every field that reaches the
@@ -12,6 +13,11 @@ pub(crate) const MAX_HOST_NAME: usize = 64;
 /// (`tc-worker --workers` is also bounded by the machine's memory), but it
 /// keeps a forged heartbeat from claiming unbounded capacity.
 pub(crate) const MAX_HOST_SLOTS: usize = 1024;
+
+/// Most jobs one stream message (a parcel) carries. A gateway packs at
+/// most this many; a host refuses a message with more (so what one pull
+/// brings is bounded: slots × this).
+pub(crate) const MAX_PARCEL_JOBS: usize = 64;
 
 /// Why `name` cannot be a host name, or `None` when it can: 1 to
 /// [`MAX_HOST_NAME`] bytes of `A-Z a-z 0-9 . _ -`.
@@ -33,10 +39,12 @@ pub(crate) fn heartbeat_problem(name: &str, slots: usize, busy: usize, mode: &st
     if slots == 0 || slots > MAX_HOST_SLOTS {
         return Some(format!("a host has 1 to {MAX_HOST_SLOTS} slots, not {slots}"));
     }
-    // A host pulls only for free slots, but a job may be pulled while the
-    // one before it is still leaving the table: allow twice the slots.
-    if busy > 2 * slots {
-        return Some(format!("a host with {slots} slots holds at most {} jobs, not {busy}", 2 * slots));
+    // A host pulls one message per free slot (a message holds up to
+    // MAX_PARCEL_JOBS jobs), but one may be pulled while the one before it
+    // is still leaving the table: allow twice that.
+    let most = 2 * slots * MAX_PARCEL_JOBS;
+    if busy > most {
+        return Some(format!("a host with {slots} slots holds at most {most} jobs, not {busy}"));
     }
     if mode != "threads" && mode != "processes" {
         return Some("a host's mode is threads or processes".into());
@@ -65,7 +73,12 @@ mod tests {
         assert_eq!(heartbeat_problem("h", 4, 0, "processes"), None);
         assert!(heartbeat_problem("h", 0, 0, "threads").is_some());
         assert!(heartbeat_problem("h", MAX_HOST_SLOTS + 1, 0, "threads").is_some());
-        assert!(heartbeat_problem("h", 4, 9, "threads").is_some());
+        assert_eq!(
+            heartbeat_problem("h", 4, 2 * 4 * MAX_PARCEL_JOBS, "threads"),
+            None,
+            "parcels of short jobs"
+        );
+        assert!(heartbeat_problem("h", 4, 2 * 4 * MAX_PARCEL_JOBS + 1, "threads").is_some());
         assert!(heartbeat_problem("h", 4, 0, "fibers").is_some());
     }
 }

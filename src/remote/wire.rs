@@ -17,28 +17,57 @@ pub(crate) fn new_token() -> JobToken {
     uuid::Uuid::new_v4().as_u128()
 }
 
-/// A job on its way to a worker host.
+/// Jobs on their way to a worker host: one stream message, a **parcel** of
+/// one or more jobs of one gateway with one deadline and attempt limit.
+///
+/// A parcel is delivered, redelivered, acknowledged and judged (signature,
+/// replay, deadline, gateway alive, attempt limit) as one message; each job
+/// in it keeps its own token and gets its own result. Gateways pack only
+/// short `compute` jobs, and only while more than one is waiting
+/// (`server::gateway::forward`); anything else travels alone.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct RemoteJob {
+pub(crate) struct JobParcel {
+    /// The gateway that asked (hosts skip the jobs of a gateway gone silent).
+    pub(crate) gateway: String,
+    /// When the gateway stops waiting and answers the jobs itself
+    /// (milliseconds since the Unix epoch): a host never starts them after this.
+    pub(crate) expires_ms: u64,
+    /// Where the results go (the gateway's results subject).
+    pub(crate) reply_to: String,
+    /// Deliveries allowed before the jobs are answered `WORKER_CRASHED`
+    /// without running again (`1 + --retries`; 1 for an injected fault).
+    pub(crate) max_attempts: u32,
+    /// The jobs, at least one.
+    pub(crate) jobs: Vec<ParcelJob>,
+}
+
+/// One job in a [`JobParcel`].
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ParcelJob {
     /// The job's id in the asking gateway's registry.
     pub(crate) job: JobId,
     /// Its unguessable name; the result must carry it back.
     pub(crate) token: JobToken,
-    /// The gateway that asked (hosts skip the jobs of a gateway gone silent).
-    pub(crate) gateway: String,
-    /// When the gateway stops waiting and answers the job itself
-    /// (milliseconds since the Unix epoch): a host never starts it after this.
-    pub(crate) expires_ms: u64,
-    /// Where the result goes (the gateway's results subject).
-    pub(crate) reply_to: String,
-    /// Deliveries allowed before the job is answered `WORKER_CRASHED`
-    /// without running again (`1 + --retries`; 1 for an injected fault).
-    pub(crate) max_attempts: u32,
     /// The work.
     pub(crate) kind: JobKind,
 }
 
-/// A finished job on its way back to its gateway.
+impl ParcelJob {
+    /// The job, ready for the wire: images in shared memory (a local worker
+    /// process's buffer) are copied into the message, since shared memory
+    /// cannot leave this machine.
+    pub(crate) fn new(job: JobId, token: JobToken, mut kind: JobKind) -> Self {
+        if let JobKind::Predict(predict) = &mut kind {
+            if let ImageData::Shared(memory) = &predict.images.data {
+                predict.images.data = ImageData::Local(memory.to_vec());
+            }
+        }
+        ParcelJob { job, token, kind }
+    }
+}
+
+/// A finished job on its way back to its gateway. A host sends the
+/// results of one parcel together, in one message (a `Vec` of these).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct RemoteResult {
     /// The job's id in the gateway's registry.
@@ -98,26 +127,6 @@ pub(crate) fn token_hex(token: JobToken) -> String {
     format!("{token:032x}")
 }
 
-impl RemoteJob {
-    /// The job, ready for the wire: images in shared memory (a local worker
-    /// process's buffer) are copied into the message, since shared memory
-    /// cannot leave this machine.
-    pub(crate) fn new(
-        (job, token): (JobId, JobToken),
-        (gateway, reply_to): (String, String),
-        expires_ms: u64,
-        max_attempts: u32,
-        mut kind: JobKind,
-    ) -> Self {
-        if let JobKind::Predict(predict) = &mut kind {
-            if let ImageData::Shared(memory) = &predict.images.data {
-                predict.images.data = ImageData::Local(memory.to_vec());
-            }
-        }
-        RemoteJob { job, token, gateway, expires_ms, reply_to, max_attempts, kind }
-    }
-}
-
 /// Encodes a job or a result.
 ///
 /// # Errors
@@ -143,24 +152,36 @@ mod tests {
 
     #[test]
     fn jobs_and_results_survive_the_wire() {
-        let job =
-            RemoteJob::new((7, 99), ("g".into(), "tc.results.g".into()), 1234, 2, JobKind::Compute { n: 10 });
-        let back: RemoteJob = decode(&encode(&job).unwrap()).unwrap();
-        assert_eq!((back.job, back.reply_to.as_str(), back.max_attempts), (7, "tc.results.g", 2));
-        assert_eq!((back.token, back.gateway.as_str(), back.expires_ms), (99, "g", 1234));
-        assert_eq!(back.kind, JobKind::Compute { n: 10 });
-        let result = RemoteResult {
-            job: 7,
+        let parcel = JobParcel {
+            gateway: "g".into(),
+            expires_ms: 1234,
+            reply_to: "tc.results.g".into(),
+            max_attempts: 2,
+            jobs: vec![
+                ParcelJob::new(7, 99, JobKind::Compute { n: 10 }),
+                ParcelJob::new(8, 100, JobKind::Compute { n: 3 }),
+            ],
+        };
+        let back: JobParcel = decode(&encode(&parcel).unwrap()).unwrap();
+        assert_eq!((back.reply_to.as_str(), back.max_attempts), ("tc.results.g", 2));
+        assert_eq!((back.gateway.as_str(), back.expires_ms), ("g", 1234));
+        let jobs: Vec<(JobId, JobToken, JobKind)> =
+            back.jobs.into_iter().map(|j| (j.job, j.token, j.kind)).collect();
+        assert_eq!(jobs, vec![(7, 99, JobKind::Compute { n: 10 }), (8, 100, JobKind::Compute { n: 3 })]);
+        let result = |job, value| RemoteResult {
+            job,
             token: 99,
             host: "h1".into(),
             worker: 1,
             queue_us: 3,
             service_us: 4,
             attempts: 1,
-            result: Ok(JobOutput::Compute(8360)),
+            result: Ok(JobOutput::Compute(value)),
         };
-        let back: RemoteResult = decode(&encode(&result).unwrap()).unwrap();
-        assert_eq!(back.result, Ok(JobOutput::Compute(8360)));
-        assert!(decode::<RemoteResult>(b"\xff\xff garbage").is_err());
+        let back: Vec<RemoteResult> =
+            decode(&encode(&vec![result(7, 8360), result(8, 11)]).unwrap()).unwrap();
+        let values: Vec<_> = back.iter().map(|r| (r.job, r.result.clone())).collect();
+        assert_eq!(values, vec![(7, Ok(JobOutput::Compute(8360))), (8, Ok(JobOutput::Compute(11)))]);
+        assert!(decode::<Vec<RemoteResult>>(b"\xff\xff garbage").is_err());
     }
 }

@@ -213,6 +213,11 @@ fn remote_hosts(out: &mut Families<'_, '_>, report: &StatsReport) -> fmt::Result
     out.gauge("hosts_alive", "Worker hosts heard from within the host timeout", remote.hosts_alive as i64)?;
     out.counter("nats_jobs_forwarded", "Jobs published to the JetStream stream", remote.forwarded)?;
     out.counter(
+        "nats_parcels_forwarded",
+        "Stream messages those jobs travelled in (short compute jobs are packed several to a message)",
+        remote.parcels,
+    )?;
+    out.counter(
         "nats_jobs_refused",
         "Jobs not published: stream full, NATS refusing, or over max_payload",
         remote.refused,

@@ -1,11 +1,23 @@
 //! The outgoing half of the gateway: the **forwarder** thread takes jobs
-//! from the server's queues while the hosts have room, publishes each
+//! from the server's queues while the hosts have room, publishes them
 //! (signed) to the jobs stream, and keeps a record of every job out until
 //! its result comes back or its deadline passes — then it answers the job
 //! itself.
+//!
+//! **Parcels.** NATS's costs are per message, not per byte: a JetStream
+//! publish and its acknowledgement, a pull, a delivery, a result and its
+//! acknowledgements cost the broker about the same for a job of one
+//! microsecond as for one of a second. So `compute` jobs that are short
+//! (their cost per step is learnt from their results) and waiting together
+//! travel several to a message, up to [`MAX_PARCEL`] jobs or
+//! [`PARCEL_WORK`] of estimated work; every other job, and any job while
+//! its cost is unknown, travels alone. A parcel is one message to JetStream
+//! and to the hosts (delivered, redelivered and acknowledged whole); its
+//! jobs keep their own ids, tokens and results, so exactly one reply per
+//! job holds as before (docs/WORKER_HOSTS.md, "Parcels").
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -16,7 +28,7 @@ use super::{job_deadline, no_host_error, GatewaySettings, GatewayStatus, API_WAI
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::remote::bridge::Bridge;
 use crate::remote::envelope::{now_ms, Signer};
-use crate::remote::wire::{self, JobToken, RemoteJob};
+use crate::remote::wire::{self, JobParcel, JobToken, ParcelJob};
 use crate::remote::{self as nats, JOBS_SUBJECT};
 use crate::runtime::pool::{JobOutcomes, JobQueues, JobReport, QueuedJob, Waited};
 use crate::server::jobs::Completer;
@@ -27,10 +39,16 @@ use crate::work::job::{JobId, JobKind};
 /// opens when a result comes back (which wakes it at once) or when a new
 /// host's heartbeat raises the capacity (seen within this).
 const NO_ROOM_RECHECK: Duration = Duration::from_millis(50);
-/// Jobs a gateway keeps out per live host slot: one running and one waiting
-/// in the stream, so a slot that frees up finds its next job without a round
-/// trip through this gateway.
-const JOBS_OUT_PER_SLOT: usize = 2;
+/// Messages (parcels) a gateway keeps out per live host slot: one running
+/// and one waiting in the stream, so a slot that frees up finds its next
+/// work without a round trip through this gateway.
+const PARCELS_OUT_PER_SLOT: usize = 2;
+/// The most jobs one parcel carries (what hosts accept).
+const MAX_PARCEL: usize = crate::remote::limits::MAX_PARCEL_JOBS;
+/// The most estimated work one parcel carries: short, so a parcel never
+/// holds a host's slot for long nor gives one host much more than another
+/// (a host takes one parcel per free slot).
+const PARCEL_WORK: Duration = Duration::from_millis(2);
 /// How often the gateway looks for jobs past their deadline.
 const DEADLINE_CHECK_EVERY: Duration = Duration::from_millis(250);
 /// The pause between two tries of a publish while the link is down.
@@ -41,13 +59,17 @@ const PUBLISH_RETRY: Duration = Duration::from_millis(250);
 pub(super) struct Outstanding {
     token: JobToken,
     deadline: Instant,
-    /// Where it is in the jobs stream (from JetStream's acknowledgement of
-    /// the publish), to delete it if the deadline passes.
+    /// The parcel it travels in (the id of that parcel's first job).
+    parcel: JobId,
+    /// Where its parcel is in the jobs stream (from JetStream's
+    /// acknowledgement of the publish), to delete it if the deadline passes.
     pub(super) stream_seq: Option<u64>,
     /// The whole deadline, for the message that says it passed.
     allowed: Duration,
     accepted_at: Instant,
     attempt: u32,
+    /// A `compute` job's steps, so its result teaches what a step costs.
+    pub(super) steps: Option<u64>,
 }
 
 impl Outstanding {
@@ -66,32 +88,136 @@ impl Outstanding {
     }
 }
 
-/// Jobs this gateway has sent and not yet had a result for.
+/// A job out, by its id.
+type JobOut = (JobId, Outstanding);
+
+/// The jobs out, and how many of each parcel are still unanswered.
+#[derive(Debug, Default)]
+struct JobsOut {
+    jobs: HashMap<JobId, Outstanding>,
+    parcels: HashMap<JobId, usize>,
+}
+
+impl JobsOut {
+    /// Removes one job, and its parcel once the parcel has no job left.
+    fn remove(&mut self, job: JobId) -> Option<Outstanding> {
+        let outstanding = self.jobs.remove(&job)?;
+        if let Some(left) = self.parcels.get_mut(&outstanding.parcel) {
+            *left -= 1;
+            if *left == 0 {
+                self.parcels.remove(&outstanding.parcel);
+            }
+        }
+        Some(outstanding)
+    }
+}
+
+/// Jobs this gateway has sent and not yet had a result for, and what a
+/// `compute` step costs on the hosts (learnt from the results).
 #[derive(Debug, Default)]
 pub(super) struct Forwarded {
-    jobs: Mutex<HashMap<JobId, Outstanding>>,
+    out: Mutex<JobsOut>,
+    pub(super) step_cost: StepCost,
 }
 
 impl Forwarded {
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Outstanding>> {
-        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, JobsOut> {
+        self.out.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Parcels with a job still unanswered: what the room is counted in.
+    fn parcels_out(&self) -> usize {
+        self.lock().parcels.len()
+    }
+
+    /// Records a parcel's jobs as out (before it is published: a result may
+    /// come back at once).
+    fn insert_parcel(&self, parcel: JobId, jobs: Vec<JobOut>) {
+        let mut out = self.lock();
+        out.parcels.insert(parcel, jobs.len());
+        out.jobs.extend(jobs);
+    }
+
+    /// Notes where a parcel's jobs are in the stream.
+    fn placed(&self, jobs: &[QueuedJob], seq: u64) {
+        let mut out = self.lock();
+        for job in jobs {
+            if let Some(outstanding) = out.jobs.get_mut(&job.id) {
+                outstanding.stream_seq = Some(seq);
+            }
+        }
+    }
+
+    /// Takes back the jobs of a parcel that was not published (those not
+    /// answered meanwhile).
+    fn withdraw(&self, jobs: &[QueuedJob]) -> Vec<JobId> {
+        let mut out = self.lock();
+        jobs.iter().filter_map(|job| out.remove(job.id).map(|_| job.id)).collect()
     }
 
     /// Takes the job a result is for, if it is outstanding and the token is
     /// its own (a result with the right id and a wrong token is a forgery).
     pub(super) fn take(&self, job: JobId, token: JobToken) -> Option<Outstanding> {
-        let mut jobs = self.lock();
-        match jobs.get(&job) {
-            Some(outstanding) if outstanding.token == token => jobs.remove(&job),
+        let mut out = self.lock();
+        match out.jobs.get(&job) {
+            Some(outstanding) if outstanding.token == token => out.remove(job),
             _ => None,
         }
     }
 
     /// Takes every job past its deadline.
-    fn take_expired(&self, now: Instant) -> Vec<(JobId, Outstanding)> {
-        let mut jobs = self.lock();
-        let expired: Vec<JobId> = jobs.iter().filter(|(_, o)| o.deadline <= now).map(|(id, _)| *id).collect();
-        expired.into_iter().filter_map(|id| jobs.remove(&id).map(|o| (id, o))).collect()
+    fn take_expired(&self, now: Instant) -> Vec<JobOut> {
+        let mut out = self.lock();
+        let expired: Vec<JobId> =
+            out.jobs.iter().filter(|(_, o)| o.deadline <= now).map(|(id, _)| *id).collect();
+        expired.into_iter().filter_map(|id| out.remove(id).map(|o| (id, o))).collect()
+    }
+
+    /// Takes every job out (the gateway stops).
+    pub(super) fn take_all(&self) -> Vec<JobOut> {
+        let mut out = self.lock();
+        out.parcels.clear();
+        out.jobs.drain().collect()
+    }
+}
+
+/// What one `compute` step costs on the hosts, in nanoseconds: a moving
+/// average over results (each weighs 1/8), unknown until the first one.
+/// Stored as `f64` bits in an atomic: written by the results task, read by
+/// the forwarder, and a stale read only sizes one parcel a little off.
+#[derive(Debug, Default)]
+pub(super) struct StepCost {
+    ns_bits: AtomicU64,
+}
+
+impl StepCost {
+    /// Learns from one result: `steps` took `service_us`.
+    pub(super) fn observe(&self, steps: u64, service_us: u64) {
+        if steps == 0 {
+            return;
+        }
+        let sample = service_us as f64 * 1000.0 / steps as f64;
+        let next = match self.estimate() {
+            Some(old) => old + (sample - old) / 8.0,
+            None => sample,
+        };
+        // Never exactly 0.0, whose bits mean "unknown".
+        self.ns_bits.store(next.max(f64::MIN_POSITIVE).to_bits(), Relaxed);
+    }
+
+    /// Nanoseconds per step, once a result has said.
+    fn estimate(&self) -> Option<f64> {
+        let bits = self.ns_bits.load(Relaxed);
+        (bits != 0).then(|| f64::from_bits(bits))
+    }
+
+    /// The estimated work of a job that may be packed: a `compute` job
+    /// whose cost is known and within [`PARCEL_WORK`]; `None` otherwise
+    /// (it travels alone).
+    fn packable_work(&self, kind: &JobKind) -> Option<f64> {
+        let JobKind::Compute { n } = kind else { return None };
+        let work = self.estimate()? * *n as f64;
+        (work <= PARCEL_WORK.as_nanos() as f64).then_some(work)
     }
 }
 
@@ -145,7 +271,7 @@ impl Forwarder {
             }
             // Wait for room: a result coming back wakes us at once; a new
             // host's heartbeat is noticed within NO_ROOM_RECHECK.
-            if self.forwarded.lock().len() >= JOBS_OUT_PER_SLOT * self.status.hosts.capacity() {
+            if self.forwarded.parcels_out() >= PARCELS_OUT_PER_SLOT * self.status.hosts.capacity() {
                 if self.nobody_to_run_jobs() {
                     self.refuse_queued(queues);
                 }
@@ -157,7 +283,7 @@ impl Forwarder {
                 continue;
             }
             match queues.wait_next(stop, Some(NO_ROOM_RECHECK)) {
-                Waited::Job(job) => self.forward(job),
+                Waited::Job(job) => self.forward_waiting(job, queues),
                 Waited::Stop => return,
                 Waited::Nothing => continue,
             }
@@ -202,6 +328,9 @@ impl Forwarder {
             );
             self.completer.finish(outstanding.answered_here(job, error));
         }
+        // A parcel's jobs share one message (and one deadline).
+        sequences.sort_unstable();
+        sequences.dedup();
         let _ = self.room.try_recv(); // room opened; the loop re-counts anyway
         let js = self.js.clone();
         self.bridge.spawn(async move {
@@ -216,30 +345,61 @@ impl Forwarder {
         });
     }
 
-    /// Sends one job to the worker hosts: the signed message, registered as
-    /// outstanding, published to the stream (so a full stream is a `BUSY`
-    /// reply now, not a lost job).
-    fn forward(&self, job: QueuedJob) {
-        let (bytes, outstanding) = match self.message_for(&job) {
-            Ok(message) => message,
-            Err(error) => return self.fail(&job, error),
-        };
-        // Registered before publishing: the result may come back at once.
-        self.forwarded.lock().insert(job.id, outstanding);
-        match self.publish(job.id, bytes) {
-            Ok(seq) => {
-                if let Some(outstanding) = self.forwarded.lock().get_mut(&job.id) {
-                    outstanding.stream_seq = Some(seq);
+    /// Sends `first` to the worker hosts, packed with the jobs waiting
+    /// behind it when they are all short `compute` jobs (see the module's
+    /// doc). At most two parcels per call, so the room is counted again
+    /// soon: the one packed, and the job that did not fit in it.
+    fn forward_waiting(&self, first: QueuedJob, queues: &JobQueues) {
+        let mut parcel = vec![first];
+        let mut work = self.forwarded.step_cost.packable_work(&parcel[0].kind);
+        while let Some(so_far) = work {
+            if parcel.len() >= MAX_PARCEL {
+                break;
+            }
+            let Some(next) = queues.try_next() else { break };
+            match self.forwarded.step_cost.packable_work(&next.kind) {
+                Some(more) if so_far + more <= PARCEL_WORK.as_nanos() as f64 => {
+                    parcel.push(next);
+                    work = Some(so_far + more);
                 }
-                self.status.counters.forwarded.fetch_add(1, Relaxed);
+                _ => {
+                    self.forward(std::mem::replace(&mut parcel, vec![next]));
+                    break;
+                }
+            }
+        }
+        self.forward(parcel);
+    }
+
+    /// Sends one parcel to the worker hosts: the signed message, its jobs
+    /// registered as outstanding, published to the stream (so a full stream
+    /// is a `BUSY` reply now, not a lost job).
+    fn forward(&self, jobs: Vec<QueuedJob>) {
+        let (bytes, outstanding) = match self.message_for(&jobs) {
+            Ok(message) => message,
+            Err(error) if jobs.len() > 1 => {
+                // Too large together (a tiny max_payload): each alone.
+                tracing::debug!(error = %error.message, "a parcel too large for NATS: sending its jobs alone");
+                return jobs.into_iter().for_each(|job| self.forward(vec![job]));
+            }
+            Err(error) => return jobs.iter().for_each(|job| self.fail(job, error.clone())),
+        };
+        let parcel = jobs[0].id;
+        // Registered before publishing: the results may come back at once.
+        self.forwarded.insert_parcel(parcel, outstanding);
+        match self.publish(parcel, bytes) {
+            Ok(seq) => {
+                self.forwarded.placed(&jobs, seq);
+                let counters = &self.status.counters;
+                counters.forwarded.fetch_add(jobs.len() as u64, Relaxed);
+                counters.parcels.fetch_add(1, Relaxed);
+                counters.largest_parcel.fetch_max(jobs.len() as u64, Relaxed);
             }
             Err(e) => {
                 // Not taken by the stream (or its acknowledgement was lost:
-                // then a host may still run it, and its result is dropped).
-                if self.forwarded.lock().remove(&job.id).is_none() {
-                    return; // answered meanwhile (its result came back)
-                }
-                self.status.counters.refused.fetch_add(1, Relaxed);
+                // then a host may still run them, and their results are
+                // dropped). Jobs answered meanwhile are not answered again.
+                let withdrawn = self.forwarded.withdraw(&jobs);
                 let message = if self.status.link.is_up() {
                     format!("the farm's NATS job queue refused the job ({e}); retry later")
                 } else {
@@ -249,29 +409,43 @@ impl Forwarder {
                         self.status.link.url
                     )
                 };
-                self.fail(&job, ReplyError::new(ErrorCode::Busy, message));
+                for job in jobs.iter().filter(|job| withdrawn.contains(&job.id)) {
+                    self.status.counters.refused.fetch_add(1, Relaxed);
+                    self.fail(job, ReplyError::new(ErrorCode::Busy, message.clone()));
+                }
             }
         }
     }
 
-    /// The job's message as the hosts read it, and its record here; or the
-    /// reason it cannot be sent (larger than NATS carries).
-    fn message_for(&self, job: &QueuedJob) -> std::result::Result<(Vec<u8>, Outstanding), ReplyError> {
-        let max_attempts = if job.kind.is_idempotent() { self.settings.retries.saturating_add(1) } else { 1 };
+    /// The parcel's message as the hosts read it, and the record here of
+    /// each of its jobs; or the reason it cannot be sent (larger than NATS
+    /// carries). All its jobs have one deadline and one attempt limit
+    /// (only `compute` jobs are packed, and they are all retried alike).
+    fn message_for(
+        &self,
+        jobs: &[QueuedJob],
+    ) -> std::result::Result<(Vec<u8>, Vec<JobOut>), ReplyError> {
+        let first = &jobs[0];
+        let max_attempts =
+            if first.kind.is_idempotent() { self.settings.retries.saturating_add(1) } else { 1 };
         let deadline = job_deadline(self.settings.job_timeout, max_attempts);
-        let token = wire::new_token();
         let expires_ms = now_ms().saturating_add(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX));
-        let message = RemoteJob::new(
-            (job.id, token),
-            (self.gateway.clone(), self.reply_to.clone()),
+        let tokens: Vec<JobToken> = jobs.iter().map(|_| wire::new_token()).collect();
+        let message = JobParcel {
+            gateway: self.gateway.clone(),
             expires_ms,
+            reply_to: self.reply_to.clone(),
             max_attempts,
-            job.kind.clone(),
-        );
+            jobs: jobs
+                .iter()
+                .zip(&tokens)
+                .map(|(job, token)| ParcelJob::new(job.id, *token, job.kind.clone()))
+                .collect(),
+        };
         let bytes =
             wire::encode(&message).map_err(|e| ReplyError::new(ErrorCode::Internal, e.to_string()))?;
         if bytes.len() > self.max_payload {
-            let code = if matches!(job.kind, JobKind::Predict(_)) {
+            let code = if matches!(first.kind, JobKind::Predict(_)) {
                 ErrorCode::ImageTooLarge
             } else {
                 ErrorCode::BadRequest
@@ -282,25 +456,42 @@ impl Forwarder {
                 bytes.len(),
                 self.max_payload
             );
-            self.status.counters.refused.fetch_add(1, Relaxed);
+            if jobs.len() == 1 {
+                self.status.counters.refused.fetch_add(1, Relaxed);
+            }
             return Err(ReplyError::new(code, message));
         }
-        let outstanding = Outstanding {
-            token,
-            deadline: Instant::now() + deadline,
-            allowed: deadline,
-            stream_seq: None,
-            accepted_at: job.accepted_at,
-            attempt: job.attempt,
-        };
+        let outstanding = jobs
+            .iter()
+            .zip(tokens)
+            .map(|(job, token)| {
+                let steps = match job.kind {
+                    JobKind::Compute { n } => Some(n),
+                    _ => None,
+                };
+                let record = Outstanding {
+                    token,
+                    deadline: Instant::now() + deadline,
+                    parcel: first.id,
+                    allowed: deadline,
+                    stream_seq: None,
+                    accepted_at: job.accepted_at,
+                    attempt: job.attempt,
+                    steps,
+                };
+                (job.id, record)
+            })
+            .collect();
         Ok((bytes, outstanding))
     }
 
-    /// Publishes a job's message and waits for JetStream's acknowledgement:
-    /// its place in the stream, or why it was not taken.
-    fn publish(&self, job: JobId, bytes: Vec<u8>) -> std::result::Result<u64, PublishError> {
+    /// Publishes a parcel's message and waits for JetStream's
+    /// acknowledgement: its place in the stream, or why it was not taken.
+    /// Its `Nats-Msg-Id` is the gateway's and its first job's id: unique,
+    /// since each job travels in one parcel.
+    fn publish(&self, parcel: JobId, bytes: Vec<u8>) -> std::result::Result<u64, PublishError> {
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("{}-{}", self.gateway, job).as_str());
+        headers.insert("Nats-Msg-Id", format!("{}-{}", self.gateway, parcel).as_str());
         self.signer.sign(JOBS_SUBJECT, &mut headers, &bytes);
         // Tried again while the link is down (for at most OUTAGE_PATIENCE):
         // the same Nats-Msg-Id makes JetStream keep one copy however many

@@ -20,10 +20,11 @@
 //!
 //! **Sharing the queue fairly.** Local workers and remote hosts take jobs
 //! from one queue, each only when it has room: a local worker when it is
-//! idle, the forwarder while this gateway has fewer jobs out than twice the
-//! live hosts' workers (from their heartbeats: one running and one waiting
-//! per slot). So only a slot's worth of jobs waits in the stream while hosts
-//! are busy, and local workers are never starved.
+//! idle, the forwarder while this gateway has fewer messages out than twice
+//! the live hosts' workers (from their heartbeats: one running and one
+//! waiting per slot; a message is one job, or a parcel of short ones). So
+//! only a slot's worth of work waits in the stream while hosts are busy,
+//! and local workers are never starved.
 //!
 //! | file | owns |
 //! |---|---|
@@ -228,7 +229,7 @@ impl Gateway {
         if let Some(forwarder) = self.forwarder.take() {
             let _ = forwarder.join();
         }
-        let left: Vec<(JobId, Outstanding)> = self.forwarded.lock().drain().collect();
+        let left: Vec<(JobId, Outstanding)> = self.forwarded.take_all();
         if !left.is_empty() {
             tracing::warn!(
                 jobs = left.len(),
@@ -244,6 +245,8 @@ impl Gateway {
             );
             self.completer.finish(outstanding.answered_here(job, error));
         }
+        sequences.sort_unstable();
+        sequences.dedup();
         let client = self.client.clone();
         let results = self.results.take();
         let tidy = async move {

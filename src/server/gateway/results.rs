@@ -72,19 +72,36 @@ fn take_one(
     if verifier.signed_without_key(message.headers.as_ref()) {
         status.key_trouble.noticed(KeyMismatch::OnlySenderHasOne, "a result on the results stream");
     }
-    let result: RemoteResult = match wire::decode(&message.payload) {
-        Ok(result) => result,
+    let results: Vec<RemoteResult> = match wire::decode(&message.payload) {
+        Ok(results) => results,
         Err(e) => {
             status.counters.rejected.fetch_add(1, Relaxed);
             tracing::warn!(error = %e, "dropping a message on the results stream");
             return;
         }
     };
-    let Some(_outstanding) = forwarded.take(result.job, result.token) else {
+    // One message holds the results of one parcel (one job, or several).
+    for result in results {
+        route(result, (completer, forwarded), status, room);
+    }
+}
+
+/// Hands one job's result to the completer, unless the job has been
+/// answered already (a duplicate: dropped and counted).
+fn route(
+    result: RemoteResult,
+    (completer, forwarded): (&Completer, &Forwarded),
+    status: &GatewayStatus,
+    room: &Sender<()>,
+) {
+    let Some(outstanding) = forwarded.take(result.job, result.token) else {
         status.counters.duplicates.fetch_add(1, Relaxed);
         tracing::debug!(job = %wire::token_hex(result.token), host = %result.host, "duplicate or unknown result dropped");
         return;
     };
+    if let (Some(steps), Ok(_)) = (outstanding.steps, &result.result) {
+        forwarded.step_cost.observe(steps, result.service_us);
+    }
     let _ = room.try_send(());
     if result.attempts > 1 {
         status.counters.redelivered.fetch_add(1, Relaxed);
@@ -93,7 +110,7 @@ fn take_one(
     completer.finish(JobReport {
         job: result.job,
         worker: result.worker,
-        host: Some(result.host.clone()),
+        host: Some(result.host),
         queue_us: result.queue_us,
         service_us: result.service_us,
         attempts: result.attempts,

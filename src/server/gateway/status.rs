@@ -133,6 +133,8 @@ impl HostTable {
 #[derive(Debug, Default)]
 pub(crate) struct GatewayCounters {
     pub(super) forwarded: AtomicU64,
+    pub(super) parcels: AtomicU64,
+    pub(super) largest_parcel: AtomicU64,
     pub(super) refused: AtomicU64,
     pub(super) redelivered: AtomicU64,
     pub(super) duplicates: AtomicU64,
@@ -151,6 +153,13 @@ pub(crate) struct RemoteReport {
     pub(crate) connected: bool,
     /// Jobs published to the stream.
     pub(crate) forwarded: u64,
+    /// The stream messages they travelled in: short `compute` jobs waiting
+    /// together are packed into one (a parcel); others travel alone.
+    #[serde(default)]
+    pub(crate) parcels: u64,
+    /// The most jobs one of those messages carried.
+    #[serde(default)]
+    pub(crate) largest_parcel: u64,
     /// Jobs not published: the stream was full or NATS refused them (`BUSY`),
     /// or they were larger than its `max_payload`.
     pub(crate) refused: u64,
@@ -224,6 +233,8 @@ impl GatewayStatus {
             gateway: self.id.clone(),
             connected: self.link.is_up(),
             forwarded: c.forwarded.load(Relaxed),
+            parcels: c.parcels.load(Relaxed),
+            largest_parcel: c.largest_parcel.load(Relaxed),
             refused: c.refused.load(Relaxed),
             redelivered: c.redelivered.load(Relaxed),
             duplicates_dropped: c.duplicates.load(Relaxed),
