@@ -251,8 +251,11 @@ def overhead(results, args):
         host = Host(nats.url, "one", 2)
         try:
             with bench.Server("--nats", nats.url, "--workers", "0") as gateway, \
+                    bench.Server("--nats", nats.url, "--workers", "0", "--nats-max-parcel", "1") as alone, \
                     bench.Server("--mode", "processes", "--workers", "2") as local:
                 wait_for_hosts(gateway.port, 1)
+                wait_for_hosts(alone.port, 1)
+                parcels_vs_alone(results, args, gateway, alone)
                 for key, label, flags in cases:
                     held = []
                     if key.endswith("1cpu"):
@@ -298,6 +301,32 @@ def overhead(results, args):
                                 f"{host_us:.0f} µs; NATS request/reply floor (Python, sequential) {floor:.0f} µs")
         finally:
             host.stop()
+
+
+def parcels_vs_alone(results, args, gateway, alone):
+    """Short jobs through a gateway that packs them (the default) and one
+    that sends each alone (--nats-max-parcel 1, how every job travelled
+    before parcels), same NATS, same host, alternating."""
+    flags = ["-c", "16", "--size", "1"]
+    packed_runs, alone_runs = [], []
+    for repeat in range(args.repeats):
+        order = [("packed", gateway), ("alone", alone)]
+        for which, server in (order if repeat % 2 == 0 else order[::-1]):
+            report, _, _ = bench.client("--port", str(server.port), *flags, "-d", str(args.duration),
+                                        "--warmup", "1s")
+            (packed_runs if which == "packed" else alone_runs).append(report["throughput_rps"])
+    packed, single = statistics.median(packed_runs), statistics.median(alone_runs)
+    remote = gateway_stats(gateway.port)["remote"]
+    per_parcel = remote["forwarded"] / max(1, remote["parcels"])
+    results.add("parcels_short", "compute n=1, 16 connections, gateway + 1 host (2 worker processes): jobs packed "
+                "(default) vs each job alone (--nats-max-parcel 1)", packed, single, "jobs/s", ">= 5.0",
+                bench.verdict(packed >= 5.0 * single),
+                f"packed runs {', '.join(f'{r:.0f}' for r in packed_runs)}; alone "
+                f"{', '.join(f'{r:.0f}' for r in alone_runs)}; {per_parcel:.1f} jobs per message on average, "
+                f"at most {remote['largest_parcel']}")
+    results.add("parcels_short_absolute", "compute n=1, 16 connections, gateway + 1 host, jobs packed: jobs/s "
+                "against the issue's figure (5 x the 4,491 measured before, results/hosts-2026-11-25.md)",
+                packed, 22_000, "jobs/s", ">= 22,000", bench.verdict(packed >= 22_000))
 
 
 def scaling(results, args):

@@ -80,6 +80,79 @@ fn broker_restarts_under_load_lose_no_reply_count_no_crash_and_leave_the_streams
 }
 
 #[test]
+fn jobs_packed_together_are_answered_once_each_when_their_host_stops_and_their_parcel_runs_again() {
+    let Some(nats) = NatsServer::start() else { return };
+    let a = WorkerHost::start(&nats.url, "a", "threads", 2, &[]);
+    let _b = WorkerHost::start(&nats.url, "b", "threads", 2, &[]);
+    let gateway = start_gateway(&nats, &["--retries", "2"]);
+    wait_for_hosts(&gateway, 2);
+    // A few jobs alone teach the gateway that a step is cheap: from then on
+    // short jobs waiting together travel packed.
+    for i in 0..5u64 {
+        let reply = gateway.request(json!({"id": format!("w{i}"), "cmd": "compute", "n": 100}));
+        assert_eq!(reply["result"], reference_compute(100), "{reply}");
+    }
+    let expected: HashMap<u64, u64> = (1..=20).map(|n| (n, reference_compute(n))).collect();
+    let mut clients: Vec<_> =
+        (0..4).map(|_| gateway.connect().with_reply_timeout(Duration::from_secs(60))).collect();
+    // Host a is stopped just before the jobs come, with a pull request out
+    // (a running host always has one, renewed every 2 s): the parcels that
+    // request brings stay with a, unanswered, and are delivered again to b
+    // after the ack wait; when a goes on it answers them too. Every job of
+    // those parcels is then answered by two hosts, and must reach its
+    // client once. Three rounds at most, until one has caught a parcel on
+    // a (a round misses only if a's request expired in the instant between
+    // the stop and the jobs).
+    for round in 0..3u64 {
+        let jobs: Vec<(String, u64)> = (0..150u64).map(|i| (format!("r{round}-{i}"), 1 + i % 20)).collect();
+        send_signal(a.pid(), libc::SIGSTOP);
+        for client in clients.iter_mut() {
+            for (id, n) in &jobs {
+                client.send(&json!({"id": id, "cmd": "compute", "n": n}));
+            }
+        }
+        for (c, client) in clients.iter_mut().enumerate() {
+            let mut answered: HashMap<String, Value> = HashMap::new();
+            for _ in &jobs {
+                let reply = client.recv();
+                let id = reply["id"].as_str().expect("a reply with our id").to_string();
+                assert!(
+                    answered.insert(id.clone(), reply).is_none(),
+                    "round {round}, client {c}: {id} answered twice"
+                );
+            }
+            for (id, n) in &jobs {
+                assert_eq!(
+                    answered[id]["result"], expected[n],
+                    "round {round}, client {c}: {id}: {}",
+                    answered[id]
+                );
+            }
+        }
+        send_signal(a.pid(), libc::SIGCONT);
+        if gateway.stats()["remote"]["redelivered"].as_u64() > Some(0) {
+            break;
+        }
+    }
+    let remote = gateway.stats()["remote"].clone();
+    assert!(remote["largest_parcel"].as_u64() > Some(1), "the jobs travelled packed: {remote}");
+    assert!(remote["parcels"].as_u64() < remote["forwarded"].as_u64(), "{remote}");
+    assert!(
+        remote["redelivered"].as_u64() > Some(0),
+        "a parcel held by the stopped host ran again: {remote}"
+    );
+    // Host a, going on, answers the parcels b has answered already: each of
+    // those second results is dropped, and no client hears a second reply.
+    eventually("host a's late results to be dropped as duplicates", || {
+        gateway.stats()["remote"]["duplicates_dropped"].as_u64() > Some(0)
+    });
+    for (c, client) in clients.iter_mut().enumerate() {
+        assert!(client.try_recv_timeout_free().is_none(), "client {c}: a reply beyond one per request");
+    }
+    assert_eq!(gateway.stats()["remote"]["deadlines_passed"], 0);
+}
+
+#[test]
 fn a_new_gateway_answers_its_first_job_while_it_is_still_hearing_from_the_hosts() {
     let Some(nats) = NatsServer::start() else { return };
     let _host = WorkerHost::start(&nats.url, "steady", "threads", 1, &[]);

@@ -225,6 +225,12 @@ pub struct ServerArgs {
     #[arg(help_heading = "Worker hosts (NATS)", long, env = "THREADCENTER_NATS_MAX_JOBS", default_value_t = 10_000, requires = "nats", value_parser = parse_whole_number::<i64>, allow_negative_numbers = true)]
     pub(crate) nats_max_jobs: i64,
 
+    /// With --nats: the most short compute jobs packed into one NATS
+    /// message (1 sends every job alone). Jobs are packed only while
+    /// several wait and their cost, learnt from results, is small.
+    #[arg(help_heading = "Worker hosts (NATS)", long, env = "THREADCENTER_NATS_MAX_PARCEL", default_value_t = 64, requires = "nats", value_parser = parse_whole_number::<usize>)]
+    pub(crate) nats_max_parcel: usize,
+
     /// NATS authentication and TLS (with --nats).
     #[command(flatten)]
     pub(crate) nats_auth: NatsAuthArgs,
@@ -332,6 +338,7 @@ impl ServerArgs {
             },
             nats: self.nats.as_deref().map(|url| self.nats_auth.options(url)),
             nats_max_jobs: self.nats_max_jobs,
+            nats_max_parcel: self.nats_max_parcel,
             slow_job: self.slow_ms.map(Duration::from_millis),
         }
     }

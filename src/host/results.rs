@@ -124,13 +124,12 @@ impl Answerer {
             return;
         }
         // The results are safe; now the parcel may leave the stream (or go
-        // back, for the jobs that could not run here). A lost acknowledgement
-        // only means the parcel runs again and the gateway drops duplicates.
-        if settled.hand_back {
-            let _ = tokio::time::timeout(STORE_WAIT, parcel.message.ack_with(AckKind::Nak(None))).await;
-        } else {
-            let _ = tokio::time::timeout(STORE_WAIT, parcel.message.double_ack()).await;
-        }
+        // back, for the jobs that could not run here). A plain ack, not one
+        // JetStream confirms: a lost acknowledgement only means the parcel
+        // runs again and the gateway drops the duplicates, so waiting for a
+        // confirmation would cost every parcel a round trip for nothing.
+        let answer = if settled.hand_back { AckKind::Nak(None) } else { AckKind::Ack };
+        let _ = tokio::time::timeout(STORE_WAIT, parcel.message.ack_with(answer)).await;
     }
 
     /// Stores `results` (one message), trying again until the parcel's

@@ -99,6 +99,8 @@ pub(crate) struct ServerConfig {
     pub(crate) nats: Option<NatsOptions>,
     /// The most jobs the NATS stream holds (`--nats-max-jobs`).
     pub(crate) nats_max_jobs: i64,
+    /// The most jobs packed into one NATS message (`--nats-max-parcel`).
+    pub(crate) nats_max_parcel: usize,
 }
 
 /// Default `--max-image-bytes`: 10 MiB.
@@ -147,6 +149,7 @@ impl Default for ServerConfig {
             slow_job: None,
             nats: None,
             nats_max_jobs: crate::remote::STREAM_MAX_MESSAGES,
+            nats_max_parcel: crate::remote::limits::MAX_PARCEL_JOBS,
         }
     }
 }
@@ -231,6 +234,14 @@ impl ServerConfig {
                 "--nats-max-jobs must be from 1 to {MAX_NATS_JOBS} (the stream keeps every job on the NATS \
                  server until a host answers it; a deeper queue only hides overload), not {}",
                 self.nats_max_jobs
+            )));
+        }
+        let most = crate::remote::limits::MAX_PARCEL_JOBS;
+        if !(1..=most).contains(&self.nats_max_parcel) {
+            return Err(Error::Config(format!(
+                "--nats-max-parcel must be from 1 (every job alone) to {most} (what worker hosts take in one \
+                 message), not {}",
+                self.nats_max_parcel
             )));
         }
         if self.max_frame > u32::MAX as usize {

@@ -425,6 +425,7 @@ fn start_gateway(config: &ServerConfig, queues: JobQueues, jobs: &Jobs) -> Resul
         retries: config.retries,
         local_workers: config.workers,
         max_jobs: config.nats_max_jobs,
+        max_parcel: config.nats_max_parcel,
         job_timeout: config.job_timeout,
     };
     Gateway::start(nats, queues, jobs.completer(), settings).map(Some)

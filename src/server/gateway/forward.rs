@@ -9,7 +9,7 @@
 //! acknowledgements cost the broker about the same for a job of one
 //! microsecond as for one of a second. So `compute` jobs that are short
 //! (their cost per step is learnt from their results) and waiting together
-//! travel several to a message, up to [`MAX_PARCEL`] jobs or
+//! travel several to a message, up to `--nats-max-parcel` jobs (64) or
 //! [`PARCEL_WORK`] of estimated work; every other job, and any job while
 //! its cost is unknown, travels alone. A parcel is one message to JetStream
 //! and to the hosts (delivered, redelivered and acknowledged whole); its
@@ -43,8 +43,6 @@ const NO_ROOM_RECHECK: Duration = Duration::from_millis(50);
 /// and one waiting in the stream, so a slot that frees up finds its next
 /// work without a round trip through this gateway.
 const PARCELS_OUT_PER_SLOT: usize = 2;
-/// The most jobs one parcel carries (what hosts accept).
-const MAX_PARCEL: usize = crate::remote::limits::MAX_PARCEL_JOBS;
 /// The most estimated work one parcel carries: short, so a parcel never
 /// holds a host's slot for long nor gives one host much more than another
 /// (a host takes one parcel per free slot).
@@ -353,7 +351,7 @@ impl Forwarder {
         let mut parcel = vec![first];
         let mut work = self.forwarded.step_cost.packable_work(&parcel[0].kind);
         while let Some(so_far) = work {
-            if parcel.len() >= MAX_PARCEL {
+            if parcel.len() >= self.settings.max_parcel {
                 break;
             }
             let Some(next) = queues.try_next() else { break };
@@ -421,10 +419,7 @@ impl Forwarder {
     /// each of its jobs; or the reason it cannot be sent (larger than NATS
     /// carries). All its jobs have one deadline and one attempt limit
     /// (only `compute` jobs are packed, and they are all retried alike).
-    fn message_for(
-        &self,
-        jobs: &[QueuedJob],
-    ) -> std::result::Result<(Vec<u8>, Vec<JobOut>), ReplyError> {
+    fn message_for(&self, jobs: &[QueuedJob]) -> std::result::Result<(Vec<u8>, Vec<JobOut>), ReplyError> {
         let first = &jobs[0];
         let max_attempts =
             if first.kind.is_idempotent() { self.settings.retries.saturating_add(1) } else { 1 };

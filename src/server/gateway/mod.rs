@@ -110,6 +110,8 @@ pub(crate) struct GatewaySettings {
     pub(crate) local_workers: usize,
     /// `--nats-max-jobs`: the jobs stream's bound.
     pub(crate) max_jobs: i64,
+    /// `--nats-max-parcel`: the most jobs packed into one message.
+    pub(crate) max_parcel: usize,
     /// `--job-timeout`: the longest one attempt may take (hosts should have
     /// the same; the job's deadline is built from it).
     pub(crate) job_timeout: Duration,
