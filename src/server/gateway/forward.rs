@@ -47,6 +47,10 @@ const PARCELS_OUT_PER_SLOT: usize = 2;
 /// holds a host's slot for long nor gives one host much more than another
 /// (a host takes one parcel per free slot).
 const PARCEL_WORK: Duration = Duration::from_millis(2);
+/// How long a parcel being packed waits for more short jobs, while the
+/// hosts are busy with others (never when nothing is out: a lone job
+/// leaves at once).
+const PARCEL_LINGER: Duration = Duration::from_micros(150);
 /// How often the gateway looks for jobs past their deadline.
 const DEADLINE_CHECK_EVERY: Duration = Duration::from_millis(250);
 /// The pause between two tries of a publish while the link is down.
@@ -281,7 +285,7 @@ impl Forwarder {
                 continue;
             }
             match queues.wait_next(stop, Some(NO_ROOM_RECHECK)) {
-                Waited::Job(job) => self.forward_waiting(job, queues),
+                Waited::Job(job) => self.forward_waiting(job, queues, stop),
                 Waited::Stop => return,
                 Waited::Nothing => continue,
             }
@@ -347,14 +351,30 @@ impl Forwarder {
     /// behind it when they are all short `compute` jobs (see the module's
     /// doc). At most two parcels per call, so the room is counted again
     /// soon: the one packed, and the job that did not fit in it.
-    fn forward_waiting(&self, first: QueuedJob, queues: &JobQueues) {
+    fn forward_waiting(&self, first: QueuedJob, queues: &JobQueues, stop: &Receiver<()>) {
         let mut parcel = vec![first];
         let mut work = self.forwarded.step_cost.packable_work(&parcel[0].kind);
+        // While the hosts have parcels to work on already, a short wait
+        // lets the jobs arriving together travel together (a closed loop's
+        // clients answer a parcel's replies with a burst of new requests) —
+        // for jobs short enough that another one like them would fit.
+        let room_for_more = work.is_some_and(|w| w <= PARCEL_WORK.as_nanos() as f64 / 2.0);
+        let linger_until =
+            (room_for_more && self.forwarded.parcels_out() > 0).then(|| Instant::now() + PARCEL_LINGER);
         while let Some(so_far) = work {
             if parcel.len() >= self.settings.max_parcel {
                 break;
             }
-            let Some(next) = queues.try_next() else { break };
+            let next = match (queues.try_next(), linger_until) {
+                (Some(job), _) => job,
+                (None, Some(until)) if Instant::now() < until => {
+                    match queues.wait_next(stop, Some(until.saturating_duration_since(Instant::now()))) {
+                        Waited::Job(job) => job,
+                        Waited::Stop | Waited::Nothing => break,
+                    }
+                }
+                (None, _) => break,
+            };
             match self.forwarded.step_cost.packable_work(&next.kind) {
                 Some(more) if so_far + more <= PARCEL_WORK.as_nanos() as f64 => {
                     parcel.push(next);
