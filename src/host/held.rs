@@ -34,6 +34,9 @@ pub(super) struct Parcel {
     /// The first job's token: with `attempts`, it names the results message
     /// (`Nats-Msg-Id`), so a retried store of it is kept once.
     pub(super) first_token: JobToken,
+    /// When this host took it: "in progress" is said only for a parcel held
+    /// long enough to need it (`keep_alive`).
+    pub(super) taken_at: std::time::Instant,
     settling: Mutex<Settling>,
 }
 
@@ -78,7 +81,8 @@ impl Parcel {
         (jobs, results): (usize, Vec<RemoteResult>),
     ) -> Parcel {
         let settling = Mutex::new(Settling { unsettled: jobs, results, handed_back: false });
-        Parcel { message, reply_to, attempts, expires_ms, first_token, settling }
+        let taken_at = std::time::Instant::now();
+        Parcel { message, reply_to, attempts, expires_ms, first_token, taken_at, settling }
     }
 
     /// Settles one job: with its result, or handed back (`None`). Returns

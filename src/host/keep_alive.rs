@@ -1,5 +1,6 @@
-//! Staying known: every third of the ack wait the held jobs are said to be
-//! still in progress (so a long job is not taken for a lost one), and every
+//! Staying known: every third of the ack wait the jobs held that long are
+//! said to be still in progress (so a long job is not taken for a lost one),
+//! and every
 //! [`HEARTBEAT_EVERY`] the host says who it is, how busy, and which jobs it
 //! holds — what gateways count as capacity and other hosts judge
 //! redeliveries by.
@@ -14,6 +15,10 @@ use crate::remote::envelope::Signer;
 use crate::remote::wire::Heartbeat;
 use crate::remote::{ACK_WAIT, HEARTBEAT_EVERY, HEARTBEAT_SUBJECT};
 use crate::runtime::pool::WorkerBoard;
+
+/// How often held parcels are said to be in progress: a third of the ack
+/// wait, so one lost signal is not yet a redelivery.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(ACK_WAIT.as_millis() as u64 / 3);
 
 /// What this host says about itself now.
 pub(super) fn heartbeat(config: &HostConfig, held: &HeldJobs, board: &WorkerBoard) -> Heartbeat {
@@ -42,13 +47,19 @@ pub(super) async fn keep_alive(
     status: Arc<Mutex<Heartbeat>>,
     (signer, beat_now): (Arc<Signer>, Arc<tokio::sync::Notify>),
 ) {
-    let mut progress = tokio::time::interval(ACK_WAIT / 3);
+    let mut progress = tokio::time::interval(PROGRESS_EVERY);
     let mut beating = tokio::time::interval(HEARTBEAT_EVERY);
     loop {
         tokio::select! {
             _ = progress.tick() => {
+                // Only for parcels held a third of the ack wait already: the
+                // first one said then still comes within the ack wait (ticks
+                // are a third apart), and short jobs, done well before, cost
+                // the broker no message at all.
                 for parcel in held.parcels_held() {
-                    let _ = parcel.message.ack_with(AckKind::Progress).await;
+                    if parcel.taken_at.elapsed() >= PROGRESS_EVERY {
+                        let _ = parcel.message.ack_with(AckKind::Progress).await;
+                    }
                 }
                 continue;
             }
