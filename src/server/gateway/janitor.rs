@@ -1,5 +1,6 @@
-//! The jobs stream's housekeeping: acknowledged jobs a broker crash left
-//! behind are removed, so they do not count against `--nats-max-jobs`.
+//! The streams' housekeeping: acknowledged jobs a broker crash left behind
+//! are removed, so they do not count against `--nats-max-jobs`, and so are
+//! this gateway's acknowledged results.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -23,27 +24,55 @@ const JANITOR_EVERY: Duration = Duration::from_secs(10);
 /// it removes exactly those.
 pub(super) async fn janitor(js: jetstream::Context, status: Arc<GatewayStatus>) {
     let mut every = tokio::time::interval(JANITOR_EVERY);
+    let own_results = (format!("tc-gateway-{}", status.id), nats::results_subject(&status.id));
     loop {
         every.tick().await;
-        let _ = tokio::time::timeout(API_WAIT, async {
-            let mut stream = js.get_stream(nats::STREAM).await.ok()?;
-            let first = stream.info().await.ok()?.state.first_sequence;
-            let mut consumer: jetstream::consumer::PullConsumer =
-                stream.get_consumer(nats::CONSUMER).await.ok()?;
-            let floor = consumer.info().await.ok()?.ack_floor.stream_sequence;
-            if first == 0 || first > floor {
-                return Some(());
-            }
-            let purged = stream.purge().sequence(floor + 1).await.ok()?;
-            if purged.purged > 0 {
-                status.counters.stale_removed.fetch_add(purged.purged, Relaxed);
-                tracing::warn!(
-                    messages = purged.purged,
-                    "removed acknowledged jobs the stream had kept (after a broker crash)"
-                );
-            }
-            Some(())
-        })
-        .await;
+        let jobs = purge_acknowledged(&js, nats::STREAM, nats::CONSUMER, None).await;
+        if let Some(purged) = jobs.filter(|purged| *purged > 0) {
+            status.counters.stale_removed.fetch_add(purged, Relaxed);
+            tracing::warn!(
+                messages = purged,
+                "removed acknowledged jobs the stream had kept (after a broker crash)"
+            );
+        }
+        // The same can happen to this gateway's results, on its own subject
+        // of the results stream (read by its own consumer).
+        let (consumer, subject) = &own_results;
+        let results = purge_acknowledged(&js, nats::RESULTS_STREAM, consumer, Some(subject)).await;
+        if let Some(purged) = results.filter(|purged| *purged > 0) {
+            tracing::warn!(
+                messages = purged,
+                "removed acknowledged results the stream had kept (after a broker crash)"
+            );
+        }
     }
+}
+
+/// Purges the messages of `stream` (on `subject`, if given) at or below
+/// `consumer`'s acknowledgement floor: how many, or `None` if JetStream
+/// did not answer within [`API_WAIT`].
+async fn purge_acknowledged(
+    js: &jetstream::Context,
+    stream: &str,
+    consumer: &str,
+    subject: Option<&str>,
+) -> Option<u64> {
+    tokio::time::timeout(API_WAIT, async {
+        let mut stream = js.get_stream(stream).await.ok()?;
+        let first = stream.info().await.ok()?.state.first_sequence;
+        let mut consumer: jetstream::consumer::PullConsumer = stream.get_consumer(consumer).await.ok()?;
+        let floor = consumer.info().await.ok()?.ack_floor.stream_sequence;
+        if first == 0 || first > floor {
+            return Some(0);
+        }
+        let purge = stream.purge();
+        let purged = match subject {
+            Some(subject) => purge.filter(subject).sequence(floor + 1).await,
+            None => purge.sequence(floor + 1).await,
+        };
+        purged.ok().map(|purged| purged.purged)
+    })
+    .await
+    .ok()
+    .flatten()
 }

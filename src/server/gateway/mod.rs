@@ -32,7 +32,7 @@
 //! | [`forward`] | the forwarder thread and the record of every job out |
 //! | [`results`] | the results task: check, route once, count duplicates |
 //! | [`heartbeats`] | the hosts' beats in, the gateway's beat out, hosts joining and lost |
-//! | [`janitor`] | removing acknowledged jobs a broker crash left in the stream |
+//! | [`janitor`] | removing acknowledged jobs (and its results) a broker crash left in the streams |
 //! | [`status`] | the table of hosts, the NATS link and the counters `stats` reads |
 
 use std::sync::Arc;
