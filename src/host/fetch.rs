@@ -225,12 +225,8 @@ pub(super) async fn fetch_jobs(fetcher: Fetcher) {
             if let Err(full) = fetcher.jobs.try_send(queued) {
                 // Cannot happen: the queue has room for a full parcel per
                 // slot. Were it to, the job goes back with its parcel.
-                let id = full.into_inner().id;
-                if let Some(held) = fetcher.held.take(id) {
-                    if let Some(settled) = held.parcel.settle(None) {
-                        fetcher.held.parcel_settled();
-                        fetcher.answerer.send(&held.parcel, settled).await;
-                    }
+                if let Some((parcel, settled)) = fetcher.held.settle(full.into_inner().id, |_| None) {
+                    fetcher.answerer.send(&parcel, settled).await;
                 }
             }
         }

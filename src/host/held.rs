@@ -144,7 +144,7 @@ impl HeldJobs {
         self.parcels.fetch_add(1, Ordering::SeqCst);
     }
     /// A parcel settled: its slot is free.
-    pub(super) fn parcel_settled(&self) {
+    fn parcel_settled(&self) {
         self.parcels.fetch_sub(1, Ordering::SeqCst);
         // `notify_one` stores a permit when nobody waits yet, so a slot
         // freed just before the fetcher starts waiting is not missed.
@@ -153,8 +153,19 @@ impl HeldJobs {
     pub(super) fn insert(&self, id: JobId, held: Held) {
         self.lock().insert(id, held);
     }
-    pub(super) fn take(&self, id: JobId) -> Option<Held> {
-        self.lock().remove(&id)
+    /// Settles held job `id` in its parcel — with its result, or handed
+    /// back (`None`) — and frees the parcel's slot if that was its last
+    /// job: then the parcel and what to send for it. `None` if the job is
+    /// not held (settled already) or its parcel still waits for others.
+    pub(super) fn settle(
+        &self,
+        id: JobId,
+        result: impl FnOnce(&Held) -> Option<RemoteResult>,
+    ) -> Option<(Arc<Parcel>, Settled)> {
+        let held = self.lock().remove(&id)?;
+        let settled = held.parcel.settle(result(&held))?;
+        self.parcel_settled();
+        Some((held.parcel, settled))
     }
     /// Every parcel with a job held, once each.
     pub(super) fn parcels_held(&self) -> Vec<Arc<Parcel>> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind};
 use tokio::sync::mpsc;
 
-use super::held::{HeldJobs, Parcel, Settled};
+use super::held::{Held, HeldJobs, Parcel, Settled};
 use super::outcomes::HostEvent;
 use crate::protocol::{JobResult, ReplyError};
 use crate::remote::envelope::{now_ms, Signer};
@@ -67,13 +67,13 @@ pub(super) async fn report_results(
             HostEvent::Done(report) => (report.job, Some(report)),
             HostEvent::HandBack(id) => (id, None),
         };
-        let Some(job) = held.take(id) else { continue };
-        let result = report
-            .map(|report| answerer.result((job.job, job.token), job.parcel.attempts, Outcome::of(report)));
-        if let Some(settled) = job.parcel.settle(result) {
-            held.parcel_settled();
+        let result = |job: &Held| {
+            report
+                .map(|report| answerer.result((job.job, job.token), job.parcel.attempts, Outcome::of(report)))
+        };
+        if let Some((parcel, settled)) = held.settle(id, result) {
             let answerer = Arc::clone(&answerer);
-            tokio::spawn(async move { answerer.send(&job.parcel, settled).await });
+            tokio::spawn(async move { answerer.send(&parcel, settled).await });
         }
     }
 }
