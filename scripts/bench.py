@@ -636,6 +636,40 @@ def parse_row(row):
     return row
 
 
+def first_build(results, args):
+    """The first `cargo build --release` of the README's main command
+    (`cargo run --release --bin tc-client -- --embedded` builds the library
+    and tc-client) on a fresh clone of this commit, against a fresh clone of
+    --build-before, alternating (before, this, before, ...), each into a
+    target directory of its own. The crates are already downloaded, so no
+    network time is counted; the wall time is what a user waits."""
+    log(f"build. first release build of the main command, fresh clones: HEAD vs {args.build_before}")
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    if dirty:
+        log("  (the working tree has changes: what is measured is the last commit, HEAD)")
+    sides = {"reference": args.build_before, "ours": "HEAD"}
+    times = {side: [] for side in sides}
+    for _ in range(args.repeats):
+        for side, commit in sides.items():
+            with tempfile.TemporaryDirectory(prefix="tc-first-build-") as tmp:
+                subprocess.run(["git", "clone", "-q", str(ROOT), tmp], check=True)
+                revision = subprocess.run(["git", "rev-parse", commit], cwd=ROOT, capture_output=True,
+                                          text=True, check=True).stdout.strip()
+                subprocess.run(["git", "checkout", "-q", revision], cwd=tmp, check=True)
+                env = {**os.environ, "CARGO_TARGET_DIR": str(Path(tmp) / "target")}
+                started = time.monotonic()
+                subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "tc-client"], cwd=tmp,
+                               env=env, check=True)
+                times[side].append(time.monotonic() - started)
+                log(f"  {side} ({commit}): {times[side][-1]:.0f} s")
+    ours, before = statistics.median(times["ours"]), statistics.median(times["reference"])
+    runs = lambda side: ", ".join(f"{t:.0f}" for t in times[side])
+    results.add("first_build", "first release build of the main command, fresh clone (s; reference = "
+                f"{args.build_before})", ours, before, "s", "<= 180 s", verdict(ours <= 180),
+                f"runs: this {runs('ours')}; before {runs('reference')}")
+
+
 def machine():
     cpu = "unknown CPU"
     try:
@@ -693,13 +727,16 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (median reported)")
     parser.add_argument("--duration", type=int, default=5, help="seconds per run")
     parser.add_argument("--only", nargs="*", help="run only these sections "
-                        "(scaling, ping, dispatch, pipelining, memory, predict, onnx, e2e, tls)")
+                        "(scaling, ping, dispatch, pipelining, memory, predict, onnx, e2e, tls, build)")
+    parser.add_argument("--build-before", default="6915434",
+                        help="the commit the build section compares with (default: the last one before "
+                        "worker hosts became the nats feature)")
     args = parser.parse_args()
     build(with_tract=not args.only or "onnx" in args.only)
     results = Results()
     sections = {"scaling": compute_scaling, "ping": small_requests, "dispatch": dispatch_overhead,
                 "pipelining": pipelining, "memory": memory, "predict": predict, "onnx": onnx,
-                "e2e": prediction_end_to_end, "tls": tls}
+                "e2e": prediction_end_to_end, "tls": tls, "build": first_build}
     for name, section in sections.items():
         if not args.only or name in args.only:
             section(results, args)

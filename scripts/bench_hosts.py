@@ -575,7 +575,8 @@ def main():
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--only", nargs="*", help="overhead, key, scaling, faults, broker, partition")
     args = parser.parse_args()
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--bins"], cwd=ROOT, check=True)
+    # tc-worker and tc-server --nats are the `nats` feature.
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bins", "--features", "nats"], cwd=ROOT, check=True)
     results = bench.Results()
     for name, section in (("overhead", overhead), ("key", key), ("scaling", scaling), ("faults", faults),
                           ("broker", broker), ("partition", partition)):

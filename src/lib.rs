@@ -65,6 +65,7 @@ pub mod cli;
 pub mod client;
 pub mod error;
 pub mod frame;
+#[cfg(feature = "nats")]
 pub(crate) mod host;
 pub(crate) mod machine;
 pub mod protocol;

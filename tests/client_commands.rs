@@ -240,6 +240,7 @@ fn tc_server_prints_its_address_before_the_settings_line() {
 }
 
 #[test]
+#[cfg(feature = "nats")]
 fn tc_worker_help_says_where_its_threads_run() {
     let out = Command::new(env!("CARGO_BIN_EXE_tc-worker")).arg("--help").output().unwrap();
     // clap wraps long lines: compare the words only.

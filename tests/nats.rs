@@ -2,6 +2,9 @@
 //! (`tc-worker`) joined through a real `nats-server` with JetStream, on
 //! loopback.
 
+// Worker hosts and gateways are the `nats` feature (cargo test --all-features).
+#![cfg(feature = "nats")]
+
 mod common;
 
 use common::nats::{start_gateway, wait_for_hosts, NatsServer, WorkerHost};

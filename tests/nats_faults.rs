@@ -3,6 +3,9 @@
 //! accepted from a stranger when the farm has a key. Every process on
 //! loopback, a real `nats-server` per test.
 
+// Worker hosts and gateways are the `nats` feature (cargo test --all-features).
+#![cfg(feature = "nats")]
+
 mod common;
 
 use std::collections::HashMap;

@@ -2,6 +2,9 @@
 //! (scripts/nats/farm-permissions.conf): a farm runs under them, and a
 //! host's credentials cannot reach what is the gateways' alone.
 
+// Worker hosts and gateways are the `nats` feature (cargo test --all-features).
+#![cfg(feature = "nats")]
+
 mod common;
 
 use common::nats::{NatsServer, RawNats, WorkerHost};

@@ -9,11 +9,14 @@ pub(crate) mod metrics;
 pub(crate) mod nats;
 pub(crate) mod pool;
 pub mod server;
+#[cfg(feature = "nats")]
 pub mod worker;
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// How log lines look (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -27,8 +30,10 @@ pub(crate) enum LogFormat {
 }
 
 /// Sets up logging to stderr. `--log-level` wins; otherwise `RUST_LOG`;
-/// otherwise `info`. Accepts anything `RUST_LOG` accepts (`debug`,
-/// `threadcenter=debug,warn`, ...).
+/// otherwise `info`. Accepts a level (`debug`) or levels by target
+/// (`threadcenter=debug,warn`), as `RUST_LOG` does; not `RUST_LOG`'s span
+/// and field filters, whose matching would bring a regex engine into every
+/// build.
 ///
 /// # Errors
 /// When the level text cannot be parsed.
@@ -40,18 +45,25 @@ pub(crate) fn init_logging(level: Option<&str>, format: LogFormat) -> crate::Res
         "error" | "warn" | "info" => format!("{level},async_nats=warn"),
         other => other.to_string(),
     };
-    let filter = match level {
-        Some(level) => EnvFilter::try_new(quiet_nats(level)).map_err(|e| {
-            crate::Error::Usage(format!("--log-level {level:?} is not a valid level or filter: {e}"))
+    let filter: Targets = match level {
+        Some(level) => quiet_nats(level).parse().map_err(|e| {
+            crate::Error::Usage(format!(
+                "--log-level {level:?} is not a valid level or filter ({e}); give error, warn, info, debug, \
+                 trace, or levels by target such as threadcenter=debug,warn"
+            ))
         })?,
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(quiet_nats("info"))),
+        // A RUST_LOG that cannot be read is left aside, as before.
+        None => std::env::var("RUST_LOG")
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .unwrap_or_else(|| quiet_nats("info").parse().unwrap_or_default()),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).finish().with(filter).init(),
         // The JSON lines carry the thread name too: "worker-3-driver" or
         // "acceptor" says where an event happened.
-        LogFormat::Json => builder.json().with_thread_names(true).init(),
+        LogFormat::Json => builder.json().with_thread_names(true).finish().with(filter).init(),
     }
     Ok(())
 }

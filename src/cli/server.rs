@@ -216,7 +216,8 @@ pub struct ServerArgs {
 
     /// Be a gateway to worker hosts: send jobs over this NATS server (with
     /// JetStream), e.g. nats://127.0.0.1:4222; `tc-worker --nats` hosts run
-    /// them. With --workers 0, every job goes to the hosts.
+    /// them. With --workers 0, every job goes to the hosts. Needs a build with
+    /// the `nats` feature (cargo build --release --features nats).
     #[arg(help_heading = "Worker hosts (NATS)", long, env = "THREADCENTER_NATS")]
     pub(crate) nats: Option<String>,
 

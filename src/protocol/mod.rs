@@ -40,6 +40,8 @@ pub(crate) use reply::{
 };
 pub(crate) use request::{
     Chaos, CommandKind, Dialect, Holder, ImageArg, DEFAULT_N, MAX_BATCH_IMAGES, MAX_MUTEX_WAIT_MS,
-    MAX_SLEEP_MS,
 };
+// The longest chaos sleep: worker hosts (the `nats` feature) bound theirs too.
+#[cfg(feature = "nats")]
+pub(crate) use request::MAX_SLEEP_MS;
 pub use request::{ClientId, Command, Limits, Request, RequestError};

@@ -1,10 +1,12 @@
 //! Connecting to NATS with the options the engine supports: credentials
 //! file, user and password, token, TLS with a CA file; reconnecting with
 //! back-off (async-nats's own); and saying in the logs when the link drops
-//! and comes back.
+//! and comes back. What is not async-nats's (the options, the link's state
+//! that `stats` reads) is built without the `nats` feature too.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+#[cfg(feature = "nats")]
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -227,6 +229,7 @@ impl LinkState {
 
     /// Logs a repeated event the first time and then at most every
     /// [`REPEAT_LOG_EVERY`], with how many were not logged in between.
+    #[cfg(feature = "nats")]
     fn log_repeated(&self, event: &async_nats::Event) {
         let mut repeats = self.repeats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let due = repeats.1.is_none_or(|last| last.elapsed() >= REPEAT_LOG_EVERY);
@@ -263,6 +266,7 @@ fn reconnect_delay(attempts: usize) -> std::time::Duration {
 ///
 /// # Errors
 /// NATS cannot be reached, or refuses the credentials.
+#[cfg(feature = "nats")]
 pub(crate) async fn connect(
     options: &NatsOptions,
     name: &str,

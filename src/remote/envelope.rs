@@ -35,10 +35,11 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+#[cfg(feature = "nats")]
 use async_nats::HeaderMap;
 use ring::hmac;
 
@@ -232,11 +233,12 @@ impl Signer {
 
     /// Adds the signature headers for `payload` on `subject` to `headers`
     /// (which may already hold a `Nats-Msg-Id`, then covered too).
+    #[cfg(feature = "nats")]
     pub(crate) fn sign(&self, subject: &str, headers: &mut HeaderMap, payload: &[u8]) {
         let Some(key) = &self.key else { return };
         // Relaxed: the counter only needs to be unique per message; order
         // between threads is not what it protects.
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let time_ms = now_ms();
         let msg_id = headers.get(MSG_ID).map(|v| v.as_str().to_string()).unwrap_or_default();
         let tag = mac(&key.key, subject, &msg_id, &self.sender, seq, time_ms, payload);
@@ -263,6 +265,7 @@ impl Verifier {
     /// [`Rejection::Unsigned`] for a message without a signature,
     /// [`Rejection::BadSignature`] for one whose header is not ours, and
     /// [`Rejection::OtherKey`] for one whose MAC does not match.
+    #[cfg(feature = "nats")]
     pub(crate) fn verify(
         &self,
         subject: &str,
@@ -294,6 +297,7 @@ impl Verifier {
 
     /// Whether a message is signed though this process has no key: its
     /// sender has one, and will refuse everything this process sends.
+    #[cfg(feature = "nats")]
     pub(crate) fn signed_without_key(&self, headers: Option<&HeaderMap>) -> bool {
         self.key.is_none() && headers.is_some_and(|h| h.get(SIGNATURE).is_some())
     }
@@ -529,7 +533,7 @@ impl JobReplays {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "nats"))]
 mod tests {
     use super::*;
 

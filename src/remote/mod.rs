@@ -19,7 +19,8 @@
 //! | [`envelope`] | the farm key: signing and checking every message |
 //! | [`connect`] | connecting to NATS with the engine's own options |
 //! | [`bridge`] | the one thread that runs async-nats's tokio runtime |
-//! | this file | names (streams, subjects, consumers), their settings, and creating them |
+//! | `streams` | creating the streams and consumers |
+//! | this file | names (streams, subjects, consumers) and their settings |
 //!
 //! Delivery is at least once, and both directions are stored by JetStream,
 //! so a broker restart loses neither a job nor a result: a host acknowledges
@@ -30,18 +31,30 @@
 //! once — a second result for the same job finds nothing in its registry and
 //! is counted as a duplicate — and answers it itself if no result comes by
 //! the job's deadline. docs/WORKER_HOSTS.md walks through every case.
+//!
+//! **Built without the `nats` feature**, only what a server reports and
+//! checks is here (the names, the limits, the messages, the key, the
+//! link's state — `stats` and `/readyz` read them), and nothing makes one;
+//! talking to NATS ([`bridge`], [`connect()`](connect::connect), the
+//! streams) needs the feature.
 
+// Without `nats` nothing builds a gateway or a host, so what only they use
+// is unused there; it is compiled all the same, so stats stay one type.
+#![cfg_attr(not(feature = "nats"), allow(dead_code))]
+
+#[cfg(feature = "nats")]
 pub(crate) mod bridge;
 pub(crate) mod connect;
 pub(crate) mod envelope;
 pub(crate) mod limits;
+#[cfg(feature = "nats")]
+mod streams;
 pub(crate) mod wire;
 
+#[cfg(feature = "nats")]
+pub(crate) use streams::{gateway_results_consumer, jobs_stream, results_stream, workers_consumer};
+
 use std::time::Duration;
-
-use async_nats::jetstream::{self, consumer, stream};
-
-use crate::error::{Error, Result};
 
 /// The JetStream stream every gateway publishes jobs to.
 pub(crate) const STREAM: &str = "TC_JOBS";
@@ -56,13 +69,13 @@ pub(crate) const RESULTS_PREFIX: &str = "tc.results";
 /// restart as the job did.
 pub(crate) const RESULTS_STREAM: &str = "TC_RESULTS";
 /// Its subjects: `tc.results.<gateway id>`.
-const RESULTS_SUBJECTS: &str = "tc.results.*";
+pub(crate) const RESULTS_SUBJECTS: &str = "tc.results.*";
 /// A result not taken by its gateway within this is dropped (its gateway
 /// is gone: it had answered the job itself by its deadline, or died), and
 /// so is a dead gateway's consumer: nothing stays in the stream for ever.
 pub(crate) const RESULTS_MAX_AGE: Duration = Duration::from_secs(600);
 /// The most results the stream holds (oldest dropped first).
-const RESULTS_MAX_MESSAGES: i64 = 100_000;
+pub(crate) const RESULTS_MAX_MESSAGES: i64 = 100_000;
 /// Gateways announce themselves here every [`HEARTBEAT_EVERY`], so hosts can
 /// skip the jobs of a gateway that is gone.
 pub(crate) const GATEWAYS_SUBJECT: &str = "tc.gateways";
@@ -88,127 +101,13 @@ pub(crate) const STREAM_MAX_MESSAGES: i64 = 10_000;
 /// would leave the message behind) is needed.
 pub(crate) const CONSUMER_MAX_DELIVER: i64 = -1;
 
-/// The jobs stream's settings, holding at most `max_jobs`.
-fn stream_config(max_jobs: i64) -> stream::Config {
-    stream::Config {
-        name: STREAM.into(),
-        subjects: vec![JOBS_SUBJECT.into()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        discard: stream::DiscardPolicy::New,
-        max_messages: max_jobs,
-        ..Default::default()
-    }
-}
-
-/// `get_or_create_stream`, with the race of two processes creating the
-/// stream at once settled: both see no stream, both create it, and the
-/// second's create fails (nats-server 2.9 says "subjects overlap") — then
-/// the stream it lost to is the one to use.
-async fn open_stream(js: &jetstream::Context, config: stream::Config) -> Result<stream::Stream, String> {
-    let name = config.name.clone();
-    match js.get_or_create_stream(config).await {
-        Ok(stream) => Ok(stream),
-        Err(lost) => js.get_stream(&name).await.map_err(|_| lost.to_string()),
-    }
-}
-
 /// The likely cause of a JetStream call that fails at start, said after it.
 pub(crate) const NO_JETSTREAM_HINT: &str = "; is nats-server running with JetStream (-js)?";
 
-/// The jobs stream, created if it does not exist yet (by whichever gateway
-/// or host comes first). A gateway passes its `--nats-max-jobs` as
-/// `max_jobs` and sets the bound of an existing stream to it; a host passes
-/// `None` and leaves an existing stream as it is.
-///
-/// # Errors
-/// NATS has no JetStream (start nats-server with `-js`), or refuses the
-/// settings.
-pub(crate) async fn jobs_stream(js: &jetstream::Context, max_jobs: Option<i64>) -> Result<stream::Stream> {
-    let unusable = |e: &dyn std::fmt::Display| {
-        Error::Remote(format!("cannot open the JetStream stream {STREAM} ({e}){NO_JETSTREAM_HINT}"))
-    };
-    let mut stream = open_stream(js, stream_config(max_jobs.unwrap_or(STREAM_MAX_MESSAGES)))
-        .await
-        .map_err(|e| unusable(&e))?;
-    if let Some(max_jobs) = max_jobs {
-        let current = stream.info().await.map_err(|e| unusable(&e))?.config.max_messages;
-        if current != max_jobs {
-            js.update_stream(stream_config(max_jobs)).await.map_err(|e| unusable(&e))?;
-            tracing::info!(from = current, to = max_jobs, "set the jobs stream's bound (--nats-max-jobs)");
-        }
-    }
-    Ok(stream)
-}
-
-/// The shared pull consumer of the worker hosts.
-///
-/// # Errors
-/// As [`jobs_stream`].
-pub(crate) async fn workers_consumer(stream: &stream::Stream) -> Result<consumer::PullConsumer> {
-    stream
-        .get_or_create_consumer(
-            CONSUMER,
-            consumer::pull::Config {
-                durable_name: Some(CONSUMER.into()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: ACK_WAIT,
-                max_deliver: CONSUMER_MAX_DELIVER,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| Error::Remote(format!("cannot open the JetStream consumer {CONSUMER}: {e}")))
-}
-
-/// The results stream, created if it does not exist yet.
-///
-/// # Errors
-/// As [`jobs_stream`].
-pub(crate) async fn results_stream(js: &jetstream::Context) -> Result<stream::Stream> {
-    open_stream(
-        js,
-        stream::Config {
-            name: RESULTS_STREAM.into(),
-            subjects: vec![RESULTS_SUBJECTS.into()],
-            retention: stream::RetentionPolicy::WorkQueue,
-            discard: stream::DiscardPolicy::Old,
-            max_messages: RESULTS_MAX_MESSAGES,
-            max_age: RESULTS_MAX_AGE,
-            ..Default::default()
-        },
-    )
-    .await
-    .map_err(|e| {
-        Error::Remote(format!("cannot open the JetStream stream {RESULTS_STREAM} ({e}){NO_JETSTREAM_HINT}"))
-    })
-}
-
-/// A gateway's own consumer of the results stream: only its subject, kept
-/// by the server across restarts, and removed by the server once the
-/// gateway has been gone for [`RESULTS_MAX_AGE`].
-///
-/// # Errors
-/// As [`jobs_stream`].
-pub(crate) async fn gateway_results_consumer(
-    stream: &stream::Stream,
-    gateway: &str,
-) -> Result<consumer::PullConsumer> {
-    let name = format!("tc-gateway-{gateway}");
-    stream
-        .get_or_create_consumer(
-            &name,
-            consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: results_subject(gateway),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: ACK_WAIT,
-                inactive_threshold: RESULTS_MAX_AGE,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| Error::Remote(format!("cannot open the JetStream consumer {name}: {e}")))
-}
+/// What `--nats` says in a build without the `nats` feature.
+pub(crate) const NEEDS_NATS_FEATURE: &str = "--nats: this tc-server was built without worker hosts, which \
+    are the `nats` feature; build it with them: cargo build --release --features nats (or cargo run \
+    --release --features nats --bin tc-server -- --nats URL ...)";
 
 /// The subject a gateway's results come back on.
 pub(crate) fn results_subject(gateway: &str) -> String {

@@ -19,7 +19,7 @@ impl Farm {
             return None;
         }
         if self.board.configured() == 0 {
-            return self.remote.as_ref().map(|remote| crate::server::gateway::no_host_error(remote));
+            return self.remote.as_ref().map(|remote| crate::server::gateway_status::no_host_error(remote));
         }
         self.board.none_can_run().then(crate::server::jobs::no_worker_error)
     }

@@ -227,6 +227,9 @@ impl ServerConfig {
             ));
         }
         if let Some(nats) = &self.nats {
+            if !cfg!(feature = "nats") {
+                return Err(Error::Config(crate::remote::NEEDS_NATS_FEATURE.into()));
+            }
             nats.check()?;
         }
         if !(1..=MAX_NATS_JOBS).contains(&self.nats_max_jobs) {

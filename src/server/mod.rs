@@ -28,7 +28,8 @@
 //! | [`cmd`] | the commands, one file per family |
 //! | [`admission`] | whether any worker or worker host can take a job at all |
 //! | [`jobs`] | a job's life: submit or cached, the registry, the completer, the cache |
-//! | [`gateway`] | `--nats`: forwarding jobs to worker hosts, taking their results back |
+//! | [`gateway`] | `--nats` (the `nats` feature): forwarding jobs to worker hosts, taking their results back |
+//! | [`gateway_status`] | what stats and probes read of a gateway: its hosts, its link, its counters |
 //! | [`config`] | the server's settings |
 //! | [`stats`], [`report`] | counters and histograms; the `stats` / `health` / `/readyz` bodies |
 //! | [`metrics`], [`pages`], [`watch`] | the server's `/metrics`; its pages on the operator endpoint; the dashboard's frames |
@@ -48,7 +49,9 @@ pub(crate) mod cmd;
 pub(crate) mod config;
 pub(crate) mod connection;
 pub(crate) mod connection_table;
+#[cfg(feature = "nats")]
 pub(crate) mod gateway;
+pub(crate) mod gateway_status;
 pub(crate) mod images;
 pub(crate) mod jobs;
 pub(crate) mod listener;
@@ -82,7 +85,9 @@ use crate::error::{Error, Result};
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::runtime::http::HttpLimits;
 use crate::runtime::pool::{JobQueues, PoolConfig, WorkerBoard, WorkerCommand, WorkerPool};
-use crate::server::gateway::{Gateway, GatewaySettings, GatewayStatus};
+#[cfg(feature = "nats")]
+use crate::server::gateway::{Gateway, GatewaySettings};
+use crate::server::gateway_status::GatewayStatus;
 use crate::server::jobs::cache::ResultCache;
 use crate::server::jobs::registry::Registry;
 use crate::server::jobs::Jobs;
@@ -171,6 +176,7 @@ pub(crate) struct Server {
     acceptor: JoinHandle<()>,
     farm: Arc<Farm>,
     pool: Option<WorkerPool>,
+    #[cfg(feature = "nats")]
     gateway: Option<Gateway>,
     metrics: Option<MetricsEndpoint>,
     /// The dashboard's frame thread, and what stops it.
@@ -210,11 +216,17 @@ impl Server {
         // worker up?) and the reports read it.
         let board = Arc::new(WorkerBoard::new(config.workers));
         let pool = start_pool(&config, &catalog, &queues, &jobs, &board)?;
+        #[cfg(feature = "nats")]
         let gateway = start_gateway(&config, queues, &jobs)?;
+        #[cfg(feature = "nats")]
+        let remote = gateway.as_ref().map(Gateway::status);
+        // Built without `nats`, `--nats` was refused by `validate`.
+        #[cfg(not(feature = "nats"))]
+        let remote = None;
         // 5. What every connection shares.
         let farm = Arc::new(Farm {
             gil: pool.as_ref().and_then(WorkerPool::gil),
-            remote: gateway.as_ref().map(Gateway::status),
+            remote,
             tls: opened.tls,
             board,
             rate_limiter: config.rate_limit.map(RateLimiter::new),
@@ -247,7 +259,18 @@ impl Server {
                 .map_err(|e| Error::io("starting the acceptor thread", e))?
         };
         warn_if_reachable(addr, metrics.as_ref().map(MetricsEndpoint::local_addr));
-        Ok(Server { addr, shutdown, acceptor, farm, pool, gateway, metrics, frames, frames_stop })
+        Ok(Server {
+            addr,
+            shutdown,
+            acceptor,
+            farm,
+            pool,
+            #[cfg(feature = "nats")]
+            gateway,
+            metrics,
+            frames,
+            frames_stop,
+        })
     }
 
     /// Logs the settings the server runs with (one INFO line, "server
@@ -309,7 +332,17 @@ impl Server {
     /// 6. stop the metrics endpoint, which until then answers `/readyz`
     ///    with 503 so load balancers stop sending work.
     pub(crate) fn wait(self) {
-        let Server { acceptor, farm, pool, gateway, metrics, frames, frames_stop, .. } = self;
+        let Server {
+            acceptor,
+            farm,
+            pool,
+            #[cfg(feature = "nats")]
+            gateway,
+            metrics,
+            frames,
+            frames_stop,
+            ..
+        } = self;
         let _ = acceptor.join();
 
         farm.draining.store(true, Ordering::SeqCst);
@@ -341,6 +374,7 @@ impl Server {
                 tracing::warn!(open = farm.connections.len(), "some connections did not close in time");
             }
         }
+        #[cfg(feature = "nats")]
         if let Some(gateway) = gateway {
             gateway.stop();
         }
@@ -419,6 +453,7 @@ fn start_pool(
 }
 
 /// The gateway to worker hosts over NATS (`--nats`), or `None`.
+#[cfg(feature = "nats")]
 fn start_gateway(config: &ServerConfig, queues: JobQueues, jobs: &Jobs) -> Result<Option<Gateway>> {
     let Some(nats) = &config.nats else { return Ok(None) };
     let settings = GatewaySettings {

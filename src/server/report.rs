@@ -58,10 +58,10 @@ pub(crate) struct StatsReport {
     pub(crate) mutex: Option<crate::server::lock::LockSnapshot>,
     /// The worker hosts of a gateway (`--nats`); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) hosts: Option<Vec<crate::server::gateway::HostReport>>,
+    pub(crate) hosts: Option<Vec<crate::server::gateway_status::HostReport>>,
     /// A gateway's NATS counters (`--nats`); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) remote: Option<crate::server::gateway::RemoteReport>,
+    pub(crate) remote: Option<crate::server::gateway_status::RemoteReport>,
 }
 
 /// What `stats` and `health` show as the mutex's holder without

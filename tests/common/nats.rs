@@ -5,6 +5,7 @@
 //! and the test says so loudly and passes — except under `CI=true`, where a
 //! missing engine is a failure (`.ci/run` installs it).
 
+#[cfg(feature = "nats")]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -275,13 +276,16 @@ impl Drop for NatsServer {
     }
 }
 
-/// A `tc-worker` host, killed on drop.
+/// A `tc-worker` host, killed on drop. tc-worker is built only with the
+/// `nats` feature (the test command has it: cargo test --all-features).
+#[cfg(feature = "nats")]
 pub struct WorkerHost {
     pub child: Child,
     /// Its log, shown only if the test fails.
     _log: super::ChildLog,
 }
 
+#[cfg(feature = "nats")]
 impl WorkerHost {
     /// Starts `tc-worker --nats URL --name NAME --mode MODE --workers N EXTRA...`.
     pub fn start(url: &str, name: &str, mode: &str, workers: usize, extra: &[&str]) -> WorkerHost {
@@ -332,6 +336,7 @@ impl WorkerHost {
 /// quiet. Tests run jobs of several seconds (n up to 10^9, the same limit
 /// their gateways take), longer than a host's default `--max-n`, so that
 /// limit is raised unless the test sets its own.
+#[cfg(feature = "nats")]
 fn command(url: &str, name: &str, mode: &str, workers: usize, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tc-worker"));
     command
@@ -345,6 +350,7 @@ fn command(url: &str, name: &str, mode: &str, workers: usize, extra: &[&str]) ->
     command
 }
 
+#[cfg(feature = "nats")]
 impl Drop for WorkerHost {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -24,13 +24,14 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, context::PublishError, context::PublishErrorKind as Kind};
 use crossbeam_channel::{select, Receiver};
 
-use super::{job_deadline, no_host_error, GatewaySettings, GatewayStatus, API_WAIT, OUTAGE_PATIENCE};
+use super::{job_deadline, GatewaySettings, API_WAIT, OUTAGE_PATIENCE};
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::remote::bridge::Bridge;
 use crate::remote::envelope::{now_ms, Signer};
 use crate::remote::wire::{self, JobParcel, JobToken, ParcelJob};
 use crate::remote::{self as nats, JOBS_SUBJECT};
 use crate::runtime::pool::{JobOutcomes, JobQueues, JobReport, QueuedJob, Waited};
+use crate::server::gateway_status::{no_host_error, GatewayStatus};
 use crate::server::jobs::Completer;
 use crate::units::micros;
 use crate::work::job::{JobId, JobKind};

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 
-use super::GatewayStatus;
 use crate::remote::envelope::{self, now_ms, KeyMismatch, ReplayGuard, Signer, Verifier};
 use crate::remote::wire::{GatewayBeat, Heartbeat};
 use crate::remote::{GATEWAYS_SUBJECT, HEARTBEAT_EVERY, HOST_TIMEOUT};
+use crate::server::gateway_status::GatewayStatus;
 
 /// Keeps the table of hosts from their heartbeats (signed, each newer than
 /// its sender's last).

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 
-use super::{GatewayStatus, API_WAIT};
+use super::API_WAIT;
 use crate::remote as nats;
+use crate::server::gateway_status::GatewayStatus;
 
 /// How often a gateway removes job messages JetStream has acknowledged but
 /// kept (a broker killed at the wrong moment can leave some behind).

@@ -33,7 +33,10 @@
 //! | [`results`] | the results task: check, route once, count duplicates |
 //! | [`heartbeats`] | the hosts' beats in, the gateway's beat out, hosts joining and lost |
 //! | [`janitor`] | removing acknowledged jobs (and its results) a broker crash left in the streams |
-//! | [`status`] | the table of hosts, the NATS link and the counters `stats` reads |
+//!
+//! What `stats`, `/metrics` and `/readyz` read of a gateway — its hosts, its
+//! link, its counters — is [`crate::server::gateway_status`], built without
+//! the `nats` feature too, so a server's reports are one type.
 
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -57,10 +60,8 @@ mod forward;
 mod heartbeats;
 mod janitor;
 mod results;
-mod status;
 
-use status::GatewayCounters;
-pub(crate) use status::{GatewayStatus, HostReport, HostTable, RemoteReport};
+use crate::server::gateway_status::{GatewayCounters, GatewayStatus, HostTable};
 
 /// On a stop, the longest the gateway waits for NATS (answering what it
 /// still holds is local and immediate): a stop after the server's drain
@@ -72,27 +73,6 @@ pub(crate) const STOP_NATS_WAIT: Duration = Duration::from_secs(2);
 pub(crate) const OUTAGE_PATIENCE: Duration = Duration::from_secs(15);
 /// The longest one call to JetStream's API (delete, purge, info) may take.
 const API_WAIT: Duration = Duration::from_secs(2);
-
-/// The refusal for a job when no host is connected and there is no local
-/// worker (`--workers 0`): it says whether the hosts or NATS are missing.
-pub(crate) fn no_host_error(status: &GatewayStatus) -> ReplyError {
-    let link = &status.link;
-    let key_trouble = status.key_trouble.recent();
-    let message = if link.is_up() && !key_trouble.is_empty() {
-        // Hosts may well be running: their heartbeats were dropped.
-        format!("no worker host this gateway can trust is connected: {}", key_trouble.join("; "))
-    } else if link.is_up() {
-        "no worker host is connected to this gateway: start one with tc-worker --nats URL; retry later"
-            .to_string()
-    } else {
-        format!(
-            "this gateway has lost its connection to NATS at {} and is reconnecting: worker hosts cannot be \
-             reached until it is back; retry later",
-            link.url
-        )
-    };
-    ReplyError::new(ErrorCode::Busy, message)
-}
 
 /// The deadline of a job with `max_attempts` attempts of at most
 /// `job_timeout` each: a wait in the stream of one job, then each attempt's

@@ -12,10 +12,10 @@ use crossbeam_channel::Sender;
 use futures_util::StreamExt;
 
 use super::forward::Forwarded;
-use super::GatewayStatus;
 use crate::remote::envelope::{KeyMismatch, Verifier};
 use crate::remote::wire::{self, RemoteResult};
 use crate::runtime::pool::{JobOutcomes, JobReport};
+use crate::server::gateway_status::GatewayStatus;
 use crate::server::jobs::Completer;
 
 /// Takes this gateway's results from its consumer and hands each to the

@@ -1,5 +1,11 @@
 //! What a gateway knows of its worker hosts (from their heartbeats) and
 //! counts of its NATS traffic, as `stats`, `/metrics` and `/readyz` show them.
+//!
+//! Written by the gateway's tasks ([`crate::server::gateway`], the `nats`
+//! feature); built without that feature too, where no server has a gateway
+//! and these stay unused, so the reports keep one shape.
+
+#![cfg_attr(not(feature = "nats"), allow(dead_code))]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -8,11 +14,33 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::protocol::{ErrorCode, ReplyError};
 use crate::remote::connect::LinkState;
 use crate::remote::envelope::KeyTrouble;
 use crate::remote::limits::heartbeat_problem;
 use crate::remote::wire::Heartbeat;
 use crate::remote::HOST_TIMEOUT;
+
+/// The refusal for a job when no host is connected and there is no local
+/// worker (`--workers 0`): it says whether the hosts or NATS are missing.
+pub(crate) fn no_host_error(status: &GatewayStatus) -> ReplyError {
+    let link = &status.link;
+    let key_trouble = status.key_trouble.recent();
+    let message = if link.is_up() && !key_trouble.is_empty() {
+        // Hosts may well be running: their heartbeats were dropped.
+        format!("no worker host this gateway can trust is connected: {}", key_trouble.join("; "))
+    } else if link.is_up() {
+        "no worker host is connected to this gateway: start one with tc-worker --nats URL; retry later"
+            .to_string()
+    } else {
+        format!(
+            "this gateway has lost its connection to NATS at {} and is reconnecting: worker hosts cannot be \
+             reached until it is back; retry later",
+            link.url
+        )
+    };
+    ReplyError::new(ErrorCode::Busy, message)
+}
 
 /// A host not heard from for this long leaves the table (and `stats`). Far
 /// past [`HOST_TIMEOUT`], so a host that is only slow shows as not alive
