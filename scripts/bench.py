@@ -704,6 +704,10 @@ def write(results, args):
             kept = [fresh.pop(r["key"], None) or parse_row(r) for r in csv.DictReader(f)]
         results.rows = kept + list(fresh.values())
         rerun = f" Sections re-run afterwards with `--only {' '.join(args.only)}`."
+    # A first file of the day from --only names the sections it ran.
+    only = f"--only {' '.join(args.only)} " if args.only and not rerun else ""
+    if "build" in (args.only or []) or not args.only:
+        only += f"--build-before {args.build_before} " if args.build_before != "6915434" else ""
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(results.rows[0]))
         writer.writeheader()
@@ -711,7 +715,7 @@ def write(results, args):
     lines = [
         f"# Performance, {day}",
         "",
-        f"Command: `python3 scripts/bench.py --repeats {args.repeats} --duration {args.duration}` "
+        f"Command: `python3 scripts/bench.py {only}--repeats {args.repeats} --duration {args.duration}` "
         f"(medians of {args.repeats} runs of {args.duration} s each, after a 1 s warm-up).{rerun}",
         f"Machine: {machine()}; client and server on the same machine, loopback.",
         "",

@@ -7,7 +7,7 @@
 #   bash scripts/classroom.sh 7 8      # only these; other results are kept
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# --features nats: demo 8 runs worker hosts (tc-worker).
+# --features nats: demo 9 runs worker hosts (tc-worker).
 cargo build --release --quiet --bins --features nats
 client=./target/release/tc-client
 server=./target/release/tc-server
