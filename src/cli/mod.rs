@@ -58,7 +58,11 @@ pub(crate) fn init_logging(level: Option<&str>, format: LogFormat) -> crate::Res
             .and_then(|text| text.parse().ok())
             .unwrap_or_else(|| quiet_nats("info").parse().unwrap_or_default()),
     };
-    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    // The builder's own ceiling (INFO unless told) would cut debug and trace
+    // before the filter sees them: the filter alone decides.
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).finish().with(filter).init(),
         // The JSON lines carry the thread name too: "worker-3-driver" or
