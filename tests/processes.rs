@@ -98,3 +98,37 @@ fn a_compute_whose_worker_is_killed_is_retried_on_another_worker() {
     assert_eq!(stats["jobs"]["retried"], 1);
     assert_eq!(stats["errors"]["WORKER_CRASHED"], 0);
 }
+
+#[test]
+fn stats_show_where_jobs_time_went_hop_by_hop_with_the_crossings_only_in_process_mode() {
+    // A job's hops, by name, with how many jobs each timed.
+    let hops = |mode: &str| {
+        let server = TestServer::start(mode, 2, &[]);
+        let mut client = server.connect();
+        for id in 0..20 {
+            assert!(client.request(json!({"id": id, "cmd": "compute", "n": 1000}))["result"].is_number());
+        }
+        let stats = server.stats();
+        let hops = stats["hops"].as_array().unwrap_or_else(|| panic!("stats has hops: {stats}")).clone();
+        for hop in &hops {
+            let (p50, p99) = (hop["p50_us"].as_f64().unwrap(), hop["p99_us"].as_f64().unwrap());
+            assert!(p50 > 0.0 && p50 <= p99, "a median within the histogram: {hop}");
+        }
+        hops.iter()
+            .map(|h| (h["hop"].as_str().unwrap().to_string(), h["count"].as_u64().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let threads = hops("threads");
+    let names: Vec<&str> = threads.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["queue", "run", "reply"], "{threads:?}");
+    assert!(threads.iter().all(|(_, count)| *count == 20), "every job timed once per hop: {threads:?}");
+
+    let processes = hops("processes");
+    let names: Vec<&str> = processes.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["queue", "to_worker", "behind_in_worker", "run", "held_in_worker", "to_driver", "reply"],
+        "{processes:?}"
+    );
+    assert!(processes.iter().all(|(_, count)| *count == 20), "every job timed once per hop: {processes:?}");
+}

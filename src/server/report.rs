@@ -38,6 +38,11 @@ pub(crate) struct StatsReport {
     pub(crate) jobs: JobCounts,
     /// Queue wait and service time percentiles, in microseconds.
     pub(crate) latency_us: LatencyReport,
+    /// Where the jobs' time went, hop by hop, since the start: thread mode
+    /// `queue`, `run`, `reply`; process mode adds the crossings to and from
+    /// the worker process (see `runtime::pool::hops`).
+    #[serde(default)]
+    pub(crate) hops: Vec<crate::runtime::pool::hops::HopReport>,
     /// Result cache counters (`null` without `--cache-entries`).
     pub(crate) cache: Option<crate::server::jobs::cache::CacheStats>,
     /// Whether a shutdown is under way.
@@ -269,6 +274,7 @@ impl Farm {
             hosts: self.remote.as_ref().map(|remote| remote.hosts.report()),
             remote: self.remote.as_ref().map(|remote| remote.report()),
             latency_us: LatencyReport { queue_wait: counters.queue_wait_us, service: counters.service_us },
+            hops: self.board.hops().report(),
         }
     }
 

@@ -26,6 +26,7 @@ use ipc_channel::ipc::{self, IpcSender};
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::JobResult;
+use crate::runtime::pool::hops::monotonic_ns;
 use crate::units::micros;
 use crate::work::job::{execute, JobId, JobKind};
 use crate::work::model::ModelSlot;
@@ -56,6 +57,9 @@ pub(crate) struct WorkItem {
     pub(crate) job: JobId,
     /// The work.
     pub(crate) kind: JobKind,
+    /// When the driver sent it (`CLOCK_MONOTONIC` ns, the same clock in
+    /// both processes): the start of its hop to the worker.
+    pub(crate) sent_ns: u64,
 }
 
 /// One finished job, as the worker reports it.
@@ -67,6 +71,19 @@ pub(crate) struct JobDone {
     pub(crate) service_us: u64,
     /// Its result.
     pub(crate) result: JobResult,
+    /// When the worker read the message that carried it, started it and
+    /// finished it (`CLOCK_MONOTONIC` ns), and when the driver sent it
+    /// (echoed): where its time went (`stats` → `hops`).
+    pub(crate) clock: JobClock,
+}
+
+/// A job's readings of `CLOCK_MONOTONIC` across the process boundary.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub(crate) struct JobClock {
+    pub(crate) sent_ns: u64,
+    pub(crate) received_ns: u64,
+    pub(crate) started_ns: u64,
+    pub(crate) done_ns: u64,
 }
 
 /// Results of short jobs are held back at most this long, to be sent
@@ -85,6 +102,8 @@ pub(crate) enum FromWorker {
     Done {
         /// Their results.
         results: Vec<JobDone>,
+        /// When this message was sent (`CLOCK_MONOTONIC` ns).
+        sent_ns: u64,
     },
     /// Sent by the *server* to its own one-shot server to unblock `accept()`
     /// when a child died before connecting (see `processes::spawn`).
@@ -172,19 +191,24 @@ fn serve(server_name: String) -> Result<(), WorkerError> {
 
     // `recv` fails once the server's sending end is closed: time to go.
     while let Ok(ToWorker::Run { jobs: batch }) = jobs.recv() {
+        let received_ns = monotonic_ns();
         let count = batch.len();
         let mut results = Vec::with_capacity(count);
         let mut held_since: Option<Instant> = None;
-        for (position, WorkItem { job, kind }) in batch.into_iter().enumerate() {
+        for (position, WorkItem { job, kind, sent_ns }) in batch.into_iter().enumerate() {
             let started = Instant::now();
+            let started_ns = monotonic_ns();
             let result = execute(&kind, &models);
             let service_us = micros(started.elapsed());
-            results.push(JobDone { job, service_us, result });
+            let clock = JobClock { sent_ns, received_ns, started_ns, done_ns: monotonic_ns() };
+            results.push(JobDone { job, service_us, result, clock });
             let held = *held_since.get_or_insert(started);
             // Send at the end of the batch, or once results have waited long
             // enough: short jobs go back together, long ones one by one.
             if position + 1 == count || held.elapsed() >= HOLD_RESULTS {
-                if to_server.send(FromWorker::Done { results: std::mem::take(&mut results) }).is_err() {
+                let done =
+                    FromWorker::Done { results: std::mem::take(&mut results), sent_ns: monotonic_ns() };
+                if to_server.send(done).is_err() {
                     return Ok(()); // the server is gone
                 }
                 held_since = None;

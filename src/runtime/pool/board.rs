@@ -7,10 +7,15 @@
 //! self-contained counter or state that no other memory depends on, so a
 //! reader may see one slot a moment late, never a torn value — which is all
 //! a status report needs. Nothing synchronises *through* the board.
+//!
+//! The one exception is [`Hops`]: per-worker histograms of where a job's
+//! time went, each behind a lock only its own worker takes while jobs run.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 use serde::{Deserialize, Serialize};
+
+use super::hops::Hops;
 
 /// A worker slot's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +53,7 @@ impl SlotState {
 pub(crate) struct WorkerBoard {
     slots: Vec<WorkerSlot>,
     pub(super) abandoned_threads: AtomicU64,
+    hops: Hops,
 }
 
 #[derive(Debug, Default)]
@@ -80,7 +86,13 @@ impl WorkerBoard {
         WorkerBoard {
             slots: (0..workers).map(|_| WorkerSlot::default()).collect(),
             abandoned_threads: AtomicU64::new(0),
+            hops: Hops::new(workers),
         }
+    }
+
+    /// Where the jobs' time went, hop by hop (`stats` → `hops`).
+    pub(crate) fn hops(&self) -> &Hops {
+        &self.hops
     }
 
     pub(super) fn set(&self, id: usize, state: SlotState) {

@@ -16,6 +16,7 @@
 
 pub(crate) mod board;
 mod child;
+pub(crate) mod hops;
 pub(crate) mod processes;
 pub(crate) mod queue;
 pub(crate) mod supervision;

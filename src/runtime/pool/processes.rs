@@ -31,6 +31,7 @@ use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 use ipc_channel::TryRecvError as IpcTryRecvError;
 
 use super::child::{kill_and_reap, spawn, stop_worker, WorkerProcess};
+use super::hops::{monotonic_ns, Hop};
 use super::{JobReport, QueuedJob, Waited};
 use super::{PoolConfig, PoolShared, SlotState, WorkerCommand};
 use crate::error::{Error, Result};
@@ -251,7 +252,12 @@ fn send_batch(
     if wanted.is_empty() {
         return true;
     }
-    let items = wanted.iter().map(|job| WorkItem { job: job.id, kind: job.kind.clone() }).collect();
+    let now = Instant::now();
+    let sent_ns = monotonic_ns();
+    for job in &wanted {
+        shared.board.hops().record(id, Hop::Queue, now.saturating_duration_since(job.accepted_at));
+    }
+    let items = wanted.iter().map(|job| WorkItem { job: job.id, kind: job.kind.clone(), sent_ns }).collect();
     sent.jobs.extend(wanted);
     if sent.head_since.is_none() {
         sent.head_since = Some(Instant::now());
@@ -271,7 +277,10 @@ fn busy(shared: &PoolShared, id: usize, worker: &mut WorkerProcess, sent: &mut S
     let deadline = started + shared.job_timeout;
     let wait = deadline.saturating_duration_since(Instant::now()).min(BUSY_TICK);
     match worker.results.try_recv_timeout(wait) {
-        Ok(FromWorker::Done { results }) => results_arrived(shared, id, worker, sent, started, results),
+        Ok(FromWorker::Done { results, sent_ns }) => {
+            let arrived = Arrived { results, sent_ns, read_ns: monotonic_ns() };
+            results_arrived(shared, id, worker, sent, started, arrived)
+        }
         Ok(other) => {
             tracing::warn!(worker = id, ?other, "unexpected message from worker");
             Step::Continue
@@ -285,6 +294,13 @@ fn busy(shared: &PoolShared, id: usize, worker: &mut WorkerProcess, sent: &mut S
     }
 }
 
+/// A results message from the worker, and when it was sent and read.
+struct Arrived {
+    results: Vec<JobDone>,
+    sent_ns: u64,
+    read_ns: u64,
+}
+
 /// Results came: each is answered, then the worker is fed again.
 fn results_arrived(
     shared: &PoolShared,
@@ -292,12 +308,13 @@ fn results_arrived(
     worker: &mut WorkerProcess,
     sent: &mut Sent,
     started: Instant,
-    results: Vec<JobDone>,
+    arrived: Arrived,
 ) -> Step {
     // Results come in the order the jobs were sent; each job started
     // when the one before it finished.
     let mut started = started;
-    for JobDone { job, service_us, result } in results {
+    let Arrived { results, sent_ns, read_ns } = arrived;
+    for JobDone { job, service_us, result, clock } in results {
         let Some(head) = sent.jobs.pop_front().filter(|head| head.id == job) else {
             tracing::error!(worker = id, job, "worker answered a job it was not running; replacing it");
             crashed(shared, id, worker, sent);
@@ -305,6 +322,7 @@ fn results_arrived(
         };
         sent.observe(service_us);
         shared.board.job_done(id);
+        let finishing = Instant::now();
         shared.completer.finish(JobReport {
             job: head.id,
             worker: id,
@@ -314,6 +332,18 @@ fn results_arrived(
             attempts: head.attempt,
             result,
         });
+        let gap = |from: u64, to: u64| to.saturating_sub(from);
+        shared.board.hops().record_all(
+            id,
+            &[
+                (Hop::ToWorker, gap(clock.sent_ns, clock.received_ns)),
+                (Hop::BehindInWorker, gap(clock.received_ns, clock.started_ns)),
+                (Hop::Run, gap(clock.started_ns, clock.done_ns)),
+                (Hop::HeldInWorker, gap(clock.done_ns, sent_ns)),
+                (Hop::ToDriver, gap(sent_ns, read_ns)),
+                (Hop::Reply, u64::try_from(finishing.elapsed().as_nanos()).unwrap_or(u64::MAX)),
+            ],
+        );
         started += std::time::Duration::from_micros(service_us);
     }
     let now = Instant::now();

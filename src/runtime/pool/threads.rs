@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
+use super::hops::Hop;
 use super::{JobReport, QueuedJob};
 use super::{Next, PoolShared, SlotState};
 use crate::error::{Error, Result};
@@ -122,6 +123,7 @@ fn serve(shared: &PoolShared, slot: &Slot, id: usize, generation: u64) {
         }
         let started = Instant::now();
         let queue_us = job.waited_us(started);
+        shared.board.hops().record(id, Hop::Queue, started.saturating_duration_since(job.accepted_at));
         let (job_id, attempts, kind) = (job.id, job.attempt, job.kind.clone());
         {
             let mut inner = slot.lock();
@@ -141,7 +143,8 @@ fn serve(shared: &PoolShared, slot: &Slot, id: usize, generation: u64) {
                     message: format!("the job panicked on worker thread {id}; the worker goes on serving"),
                 })
             });
-        let service_us = micros(started.elapsed());
+        let ran = started.elapsed();
+        let service_us = micros(ran);
         {
             let mut inner = slot.lock();
             if inner.generation != generation {
@@ -158,6 +161,7 @@ fn serve(shared: &PoolShared, slot: &Slot, id: usize, generation: u64) {
         }
         shared.board.set(id, SlotState::Idle);
         shared.board.job_done(id);
+        let finishing = Instant::now();
         shared.completer.finish(JobReport {
             job: job_id,
             worker: id,
@@ -167,6 +171,8 @@ fn serve(shared: &PoolShared, slot: &Slot, id: usize, generation: u64) {
             attempts,
             result,
         });
+        let ns = |took: std::time::Duration| u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        shared.board.hops().record_all(id, &[(Hop::Run, ns(ran)), (Hop::Reply, ns(finishing.elapsed()))]);
     }
     if slot.lock().generation == generation {
         shared.board.set(id, SlotState::Down);
