@@ -70,6 +70,12 @@ class Server:
             self.process.kill()
             self.process.wait()
 
+    def hops(self):
+        """The server's `stats` -> `hops`: each hop's p50, in microseconds."""
+        out = subprocess.run([CLIENT, "--port", str(self.port), "call", '{"cmd":"stats"}'], capture_output=True,
+                             text=True, check=True).stdout
+        return {hop["hop"]: hop["p50_us"] for hop in json.loads(out)["result"].get("hops", [])}
+
     def rss_mb(self):
         """Resident memory of the server process, in MB."""
         with open(f"/proc/{self.process.pid}/status") as status:
@@ -335,12 +341,14 @@ def dispatch_overhead(results, args):
     # neither mode queues and the p50 gap is the process hop, not Little's law.
     rate = round(t_rps / 4)
     open_runs = {"threads": [], "processes": []}
+    open_hops = {"threads": [], "processes": []}
     for _ in range(args.repeats):
         for mode in ("threads", "processes"):
             with Server("--mode", mode, "--workers", "2") as server:
                 open_runs[mode].append(client("--port", str(server.port), "-c", "16", "--size", "1",
                                               "--rate", str(rate), "-d", str(args.duration), "--warmup",
                                               "1s")[0])
+                open_hops[mode].append(server.hops())
     open_gaps = [p50(p) - p50(t) for t, p in zip(open_runs["threads"], open_runs["processes"])]
     open_gap = statistics.median(open_gaps)
     results.add("dispatch_p50_open", f"n=1 p50 latency difference, processes - threads, open loop at "
@@ -349,6 +357,15 @@ def dispatch_overhead(results, args):
                 f"per-run gaps {', '.join(f'{g:.0f}' for g in open_gaps)} us; p50 threads "
                 f"{statistics.median(p50(r) for r in open_runs['threads'])} us, processes "
                 f"{statistics.median(p50(r) for r in open_runs['processes'])} us (from schedule)")
+    # Where the gap goes: each hop's p50 inside the server (stats -> hops),
+    # the median over the runs, for the same open-loop runs.
+    for mode in ("threads", "processes"):
+        names = list(open_hops[mode][0])
+        medians = {name: statistics.median(run.get(name, 0.0) for run in open_hops[mode]) for name in names}
+        total = sum(medians.values())
+        results.add(f"dispatch_hops_{mode}", f"n=1, open loop at {rate}/s: the server's hops, {mode} "
+                    f"(p50 of each, us)", round(total, 1), None, "us", "report", "-",
+                    ", ".join(f"{name} {value:g}" for name, value in medians.items()))
 
 
 def pipelining(results, args):
