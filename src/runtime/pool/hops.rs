@@ -28,6 +28,11 @@ pub(crate) fn monotonic_ns() -> u64 {
     })
 }
 
+/// A duration in nanoseconds, as the histograms take it.
+pub(crate) fn nanos(took: Duration) -> u64 {
+    u64::try_from(took.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// A job's hops, in the order it makes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Hop {
@@ -114,17 +119,8 @@ impl Hops {
         Hops { per_worker: (0..workers).map(|_| Mutex::new(std::array::from_fn(|_| histogram()))).collect() }
     }
 
-    /// Records that `hop` took `ns` nanoseconds on worker `id`.
-    pub(crate) fn record_ns(&self, id: usize, hop: Hop, ns: u64) {
-        self.record_all(id, &[(hop, ns)]);
-    }
-
-    /// Records `hop` taking `took` on worker `id`.
-    pub(crate) fn record(&self, id: usize, hop: Hop, took: Duration) {
-        self.record_ns(id, hop, u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
-    }
-
-    /// Records several hops of one job under one lock.
+    /// Records how many nanoseconds each hop took on worker `id`, under one
+    /// lock (a job's hops, or a batch's queue waits).
     pub(crate) fn record_all(&self, id: usize, hops: &[(Hop, u64)]) {
         let Some(slot) = self.per_worker.get(id) else { return };
         let mut histograms = slot.lock().unwrap_or_else(PoisonError::into_inner);
@@ -169,9 +165,9 @@ mod tests {
     #[test]
     fn hops_are_summed_over_workers_in_a_jobs_order_and_shown_in_microseconds() {
         let hops = Hops::new(2);
-        hops.record_ns(1, Hop::Reply, 3_000);
+        hops.record_all(1, &[(Hop::Reply, 3_000)]);
         hops.record_all(0, &[(Hop::Queue, 10_000), (Hop::Run, 2_000)]);
-        hops.record_ns(1, Hop::Queue, 10_000);
+        hops.record_all(1, &[(Hop::Queue, 10_000)]);
         let report = hops.report();
         let names: Vec<&str> = report.iter().map(|r| r.hop.as_str()).collect();
         assert_eq!(names, ["queue", "run", "reply"], "untimed hops are left out");

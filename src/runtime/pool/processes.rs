@@ -31,7 +31,7 @@ use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 use ipc_channel::TryRecvError as IpcTryRecvError;
 
 use super::child::{kill_and_reap, spawn, stop_worker, WorkerProcess};
-use super::hops::{monotonic_ns, Hop};
+use super::hops::{monotonic_ns, nanos, Hop};
 use super::{JobReport, QueuedJob, Waited};
 use super::{PoolConfig, PoolShared, SlotState, WorkerCommand};
 use crate::error::{Error, Result};
@@ -254,9 +254,11 @@ fn send_batch(
     }
     let now = Instant::now();
     let sent_ns = monotonic_ns();
-    for job in &wanted {
-        shared.board.hops().record(id, Hop::Queue, now.saturating_duration_since(job.accepted_at));
-    }
+    let waits: Vec<(Hop, u64)> = wanted
+        .iter()
+        .map(|job| (Hop::Queue, nanos(now.saturating_duration_since(job.accepted_at))))
+        .collect();
+    shared.board.hops().record_all(id, &waits);
     let items = wanted.iter().map(|job| WorkItem { job: job.id, kind: job.kind.clone(), sent_ns }).collect();
     sent.jobs.extend(wanted);
     if sent.head_since.is_none() {
@@ -341,7 +343,7 @@ fn results_arrived(
                 (Hop::Run, gap(clock.started_ns, clock.done_ns)),
                 (Hop::HeldInWorker, gap(clock.done_ns, sent_ns)),
                 (Hop::ToDriver, gap(sent_ns, read_ns)),
-                (Hop::Reply, u64::try_from(finishing.elapsed().as_nanos()).unwrap_or(u64::MAX)),
+                (Hop::Reply, nanos(finishing.elapsed())),
             ],
         );
         started += std::time::Duration::from_micros(service_us);

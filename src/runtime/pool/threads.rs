@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
-use super::hops::Hop;
+use super::hops::{nanos, Hop};
 use super::{JobReport, QueuedJob};
 use super::{Next, PoolShared, SlotState};
 use crate::error::{Error, Result};
@@ -123,7 +123,7 @@ fn serve(shared: &PoolShared, slot: &Slot, id: usize, generation: u64) {
         }
         let started = Instant::now();
         let queue_us = job.waited_us(started);
-        shared.board.hops().record(id, Hop::Queue, started.saturating_duration_since(job.accepted_at));
+        let queued = started.saturating_duration_since(job.accepted_at);
         let (job_id, attempts, kind) = (job.id, job.attempt, job.kind.clone());
         {
             let mut inner = slot.lock();
@@ -171,8 +171,9 @@ fn serve(shared: &PoolShared, slot: &Slot, id: usize, generation: u64) {
             attempts,
             result,
         });
-        let ns = |took: std::time::Duration| u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        shared.board.hops().record_all(id, &[(Hop::Run, ns(ran)), (Hop::Reply, ns(finishing.elapsed()))]);
+        let hops =
+            [(Hop::Queue, nanos(queued)), (Hop::Run, nanos(ran)), (Hop::Reply, nanos(finishing.elapsed()))];
+        shared.board.hops().record_all(id, &hops);
     }
     if slot.lock().generation == generation {
         shared.board.set(id, SlotState::Down);
