@@ -26,7 +26,6 @@ use ipc_channel::ipc::{self, IpcSender};
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::JobResult;
-use crate::runtime::pool::hops::monotonic_ns;
 use crate::units::micros;
 use crate::work::job::{execute, JobId, JobKind};
 use crate::work::model::ModelSlot;
@@ -84,6 +83,16 @@ pub(crate) struct JobClock {
     pub(crate) received_ns: u64,
     pub(crate) started_ns: u64,
     pub(crate) done_ns: u64,
+}
+
+/// Nanoseconds on `CLOCK_MONOTONIC`: the same clock in every process of a
+/// machine, so the driver's send and the worker's receive are two readings
+/// of one clock. It lives here, with the messages that carry its readings,
+/// so that the worker side needs nothing from the pool above it.
+pub(crate) fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec()).unwrap_or(0)
+    })
 }
 
 /// Results of short jobs are held back at most this long, to be sent
@@ -216,4 +225,17 @@ fn serve(server_name: String) -> Result<(), WorkerError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_is_monotonic_and_in_nanoseconds() {
+        let a = monotonic_ns();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = monotonic_ns();
+        assert!(b - a >= 2_000_000, "{a} {b}");
+    }
 }

@@ -21,13 +21,6 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-/// Nanoseconds on `CLOCK_MONOTONIC`: the same clock in every process.
-pub(crate) fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
-        u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec()).unwrap_or(0)
-    })
-}
-
 /// A duration in nanoseconds, as the histograms take it.
 pub(crate) fn nanos(took: Duration) -> u64 {
     u64::try_from(took.as_nanos()).unwrap_or(u64::MAX)
@@ -174,13 +167,5 @@ mod tests {
         assert_eq!(report[0].count, 2, "both workers' queue waits");
         assert_eq!(report[0].p50_us, 10.0);
         assert_eq!(report[2].p50_us, 3.0);
-    }
-
-    #[test]
-    fn the_clock_is_monotonic_and_in_nanoseconds() {
-        let a = monotonic_ns();
-        std::thread::sleep(Duration::from_millis(2));
-        let b = monotonic_ns();
-        assert!(b - a >= 2_000_000, "{a} {b}");
     }
 }

@@ -31,12 +31,12 @@ use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 use ipc_channel::TryRecvError as IpcTryRecvError;
 
 use super::child::{kill_and_reap, spawn, stop_worker, WorkerProcess};
-use super::hops::{monotonic_ns, nanos, Hop};
+use super::hops::{nanos, Hop};
 use super::{JobReport, QueuedJob, Waited};
 use super::{PoolConfig, PoolShared, SlotState, WorkerCommand};
 use crate::error::{Error, Result};
 use crate::protocol::ErrorCode;
-use crate::work::worker_process::{FromWorker, JobDone, ToWorker, WorkItem};
+use crate::work::worker_process::{monotonic_ns, FromWorker, JobDone, ToWorker, WorkItem};
 
 /// Failed spawns back off from this delay...
 const RESPAWN_BACKOFF_MIN: Duration = Duration::from_millis(100);
