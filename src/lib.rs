@@ -16,7 +16,7 @@
 //! | [`runtime`] | **`tc-server` and `tc-worker`** | what both run around their jobs: the worker pool ([`runtime::pool`]), the operator's HTTP endpoint ([`runtime::http`]), the OpenMetrics writer ([`runtime::metrics`]) |
 //! | [`server`] | **`tc-server`** | listener, connections, commands, a job's life, the gateway, stats, the server's metrics and dashboard |
 //! | [`remote`] | **`tc-server --nats` and `tc-worker`** | the farm past one machine on NATS JetStream: subjects, messages, signing, connecting, the bridge thread to async-nats |
-//! | [`host`] | **`tc-worker`** | pulling jobs by free slots, results, heartbeats; it uses nothing of [`server`] |
+//! | `host` | **`tc-worker`** (feature `nats`) | pulling jobs by free slots, results, heartbeats; it uses nothing of [`server`] |
 //! | [`client`] | **`tc-client`** | a connection, the shell, the load generator, reports, sweeps, charts |
 //! | [`cli`] | **each binary's start** | the binaries' flags; `bin/` parses them and calls one function |
 //!
