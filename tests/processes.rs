@@ -145,25 +145,3 @@ fn stats_show_where_jobs_time_went_hop_by_hop_with_the_crossings_only_in_process
     );
     assert!(processes.iter().all(|(_, count)| *count == 20), "every job timed once per hop: {processes:?}");
 }
-
-#[test]
-fn on_an_idle_process_farm_a_reader_hands_jobs_straight_to_a_worker_process() {
-    // One client, one job at a time, two workers: whenever a job arrives at
-    // least one worker process is idle, so (bar the moment a driver takes
-    // to reopen its slot) the reader sends it to the worker itself.
-    let handed_off = |mode: &str| {
-        let server = TestServer::start(mode, 2, &[]);
-        let mut client = server.connect();
-        for id in 0..20 {
-            let reply = client.request(json!({"id": id, "cmd": "compute", "n": 1000}));
-            assert_eq!(reply["id"], id, "each reply goes to its own request: {reply}");
-            assert!(reply["result"].is_number(), "{reply}");
-        }
-        let stats = server.stats();
-        assert_eq!(stats["jobs"]["completed"], 20, "{stats}");
-        stats["jobs"]["handed_off"].as_u64().unwrap_or_else(|| panic!("stats counts hand-offs: {stats}"))
-    };
-    assert_eq!(handed_off("threads"), 0, "worker threads take every job from the queue");
-    let processes = handed_off("processes");
-    assert!((1..=20).contains(&processes), "most of the 20 jobs skip the queue: {processes}");
-}

@@ -239,7 +239,7 @@ impl RunningHost {
         let board = Arc::new(WorkerBoard::new(slots));
         let pool = WorkerPool::start(
             &config.pool,
-            JobQueues { jobs: jobs_rx, retries: retries_rx, hand_offs: Default::default() },
+            JobQueues { jobs: jobs_rx, retries: retries_rx },
             Arc::new(outcomes),
             Arc::clone(&board),
         )?;

@@ -111,10 +111,6 @@ pub(crate) struct JobCounts {
     pub(crate) cancelled: u64,
     /// Sent to another worker after their worker crashed.
     pub(crate) retried: u64,
-    /// Sent by the reader straight to an idle worker process, skipping the
-    /// queue (process mode; `runtime::pool::hand_off`).
-    #[serde(default)]
-    pub(crate) handed_off: u64,
     /// Answered `TIMEOUT` after running past `--job-timeout`.
     #[serde(default)]
     pub(crate) timed_out: u64,
@@ -262,7 +258,6 @@ impl Farm {
                 completed: counters.jobs_completed,
                 cancelled: counters.jobs_cancelled,
                 retried: counters.jobs_retried,
-                handed_off: self.jobs.handed_off(),
                 timed_out: counters.jobs_timed_out,
                 replies_dropped: counters.replies_dropped,
             },

@@ -16,7 +16,6 @@
 
 pub(crate) mod board;
 mod child;
-pub(crate) mod hand_off;
 pub(crate) mod hops;
 pub(crate) mod processes;
 pub(crate) mod queue;

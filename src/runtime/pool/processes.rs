@@ -27,13 +27,12 @@ use std::collections::VecDeque;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver, RecvTimeoutError, TryRecvError};
+use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 use ipc_channel::TryRecvError as IpcTryRecvError;
 
 use super::child::{kill_and_reap, spawn, stop_worker, WorkerProcess};
-use super::hand_off::Handed;
 use super::hops::{nanos, Hop};
-use super::{JobReport, QueuedJob};
+use super::{JobReport, QueuedJob, Waited};
 use super::{PoolConfig, PoolShared, SlotState, WorkerCommand};
 use crate::error::{Error, Result};
 use crate::protocol::ErrorCode;
@@ -66,12 +65,8 @@ const SHORT_JOB_US: f64 = 1000.0;
 pub(super) fn start(shared: PoolShared, config: &PoolConfig) -> Result<Vec<JoinHandle<()>>> {
     let (ready_tx, ready) = crossbeam_channel::bounded::<Result<()>>(config.workers);
     let mut drivers = Vec::with_capacity(config.workers);
-    let mut handed_ends = shared.queues.hand_offs.install(config.workers, shared.board.clone()).into_iter();
     for id in 0..config.workers {
         let (shared, ready_tx) = (shared.clone(), ready_tx.clone());
-        // Slots already installed (a second pool on the same queues): this
-        // pool's drivers take no hand-offs, only queued jobs.
-        let handed = handed_ends.next().unwrap_or_else(crossbeam_channel::never);
         let (mut command, spawn_timeout) = (config.worker_command.clone(), config.spawn_timeout);
         command.model.clone_from(&config.model);
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -81,10 +76,9 @@ pub(super) fn start(shared: PoolShared, config: &PoolConfig) -> Result<Vec<JoinH
             .spawn(move || match spawn(id, &command, spawn_timeout) {
                 Ok(worker) => {
                     shared.board.set_up(id, Some(worker.child.id()));
-                    shared.queues.hand_offs.attach(id, &worker.jobs);
                     tracing::info!(worker = id, pid = worker.child.id(), "worker process started");
                     let _ = ready_tx.send(Ok(()));
-                    drive(&shared, id, worker, (&command, spawn_timeout), &handed);
+                    drive(&shared, id, worker, &command, spawn_timeout);
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -114,8 +108,8 @@ fn drive(
     shared: &PoolShared,
     id: usize,
     first: WorkerProcess,
-    (command, spawn_timeout): (&WorkerCommand, Duration),
-    handed: &Receiver<Handed>,
+    command: &WorkerCommand,
+    spawn_timeout: Duration,
 ) {
     let mut worker = Some(first);
     let mut backoff = RESPAWN_BACKOFF_MIN;
@@ -131,7 +125,6 @@ fn drive(
                 Ok(replacement) => {
                     tracing::info!(worker = id, pid = replacement.child.id(), "worker process replaced");
                     shared.board.set_up(id, Some(replacement.child.id()));
-                    shared.queues.hand_offs.attach(id, &replacement.jobs);
                     shared.board.restarted(id);
                     worker = Some(replacement);
                     backoff = RESPAWN_BACKOFF_MIN;
@@ -149,7 +142,7 @@ fn drive(
             continue;
         };
         let step = if sent.jobs.is_empty() {
-            idle(shared, id, current, &mut sent, handed)
+            idle(shared, id, current, &mut sent)
         } else {
             busy(shared, id, current, &mut sent)
         };
@@ -214,108 +207,28 @@ enum Step {
     Stop,
 }
 
-/// No job on the worker: wait for one — queued (retries first) or handed
-/// off by a reader (see [`super::hand_off`]) — or for the pool to stop,
-/// checking every [`IDLE_CHECK`] that the worker is still alive.
-fn idle(
-    shared: &PoolShared,
-    id: usize,
-    worker: &mut WorkerProcess,
-    sent: &mut Sent,
-    handed: &Receiver<Handed>,
-) -> Step {
+/// No job on the worker: wait for one (retries first) or for the pool to
+/// stop, checking every [`IDLE_CHECK`] that the worker is still alive.
+fn idle(shared: &PoolShared, id: usize, worker: &mut WorkerProcess, sent: &mut Sent) -> Step {
     shared.board.set(id, SlotState::Idle);
-    let hand_offs = &shared.queues.hand_offs;
-    // A job already waiting goes first; hand-offs are only for an empty queue.
-    let (woke, opened) = match shared.queues.try_next() {
-        Some(job) => (Woke::Job(job), false),
-        None => {
-            hand_offs.open(id);
-            let queues = &shared.queues;
-            let got = |job: Result<QueuedJob, _>| job.map_or(Woke::Stop, Woke::Job);
-            let woke = select! {
-                recv(shared.stop) -> _ => Woke::Stop,
-                recv(handed) -> job => job.map_or(Woke::Stop, Woke::Handed),
-                recv(queues.retries) -> job => got(job),
-                recv(queues.jobs) -> job => got(job),
-                default(IDLE_CHECK) => Woke::Nothing,
+    let job = match shared.queues.wait_next(&shared.stop, Some(IDLE_CHECK)) {
+        Waited::Job(job) => job,
+        Waited::Stop => return Step::Stop,
+        Waited::Nothing => {
+            return match worker.results.try_recv() {
+                Err(IpcTryRecvError::IpcError(_)) => {
+                    tracing::warn!(worker = id, "worker process died while idle");
+                    Step::ReplaceWorker
+                }
+                _ => Step::Continue,
             };
-            (woke, true)
         }
     };
-    // From here on the driver may send, so no reader may hand off any more;
-    // a hand-off that has begun is taken in first: its job went to the
-    // worker before anything the driver sends now.
-    let claimed = match woke {
-        // The reader closed the slot when it claimed it.
-        Woke::Handed(job) => {
-            return if take_in(shared, id, worker, sent, job) { Step::Continue } else { Step::ReplaceWorker };
-        }
-        _ if !opened || hand_offs.close(id) => None,
-        _ => handed.recv_timeout(HAND_OFF_WAIT).ok(),
-    };
-    if let Some(job) = claimed {
-        if !take_in(shared, id, worker, sent, job) {
-            return Step::ReplaceWorker;
-        }
+    if send(shared, id, worker, sent, job) && feed(shared, id, worker, sent) {
+        Step::Continue
+    } else {
+        Step::ReplaceWorker
     }
-    match woke {
-        Woke::Job(job) => {
-            if send(shared, id, worker, sent, job) && feed(shared, id, worker, sent) {
-                Step::Continue
-            } else {
-                Step::ReplaceWorker
-            }
-        }
-        // A handed-off job's result is read as any other's (`busy`); a
-        // stop that came with one is seen once it is answered.
-        _ if !sent.jobs.is_empty() => Step::Continue,
-        Woke::Stop => Step::Stop,
-        _ => match worker.results.try_recv() {
-            Err(IpcTryRecvError::IpcError(_)) => {
-                tracing::warn!(worker = id, "worker process died while idle");
-                Step::ReplaceWorker
-            }
-            _ => Step::Continue,
-        },
-    }
-}
-
-/// What woke an idle driver.
-enum Woke {
-    /// A queued job.
-    Job(QueuedJob),
-    /// A job a reader sent to the worker itself.
-    Handed(Handed),
-    /// The pool is stopping.
-    Stop,
-    /// [`IDLE_CHECK`] passed.
-    Nothing,
-}
-
-/// How long a driver that lost its slot to a reader waits for that
-/// reader's job: the reader is between its two sends, so this is only
-/// reached if the reader's thread died there.
-const HAND_OFF_WAIT: Duration = Duration::from_secs(1);
-
-/// Adds a job a reader handed to the worker to the jobs sent to it; a job
-/// the worker did not take is sent the usual way. Returns `false` if the
-/// worker is gone.
-fn take_in(
-    shared: &PoolShared,
-    id: usize,
-    worker: &mut WorkerProcess,
-    sent: &mut Sent,
-    handed: Handed,
-) -> bool {
-    let Handed { job, sent_at, delivered } = handed;
-    if !delivered {
-        return send(shared, id, worker, sent, job);
-    }
-    sent.jobs.push_back(job);
-    sent.head_since.get_or_insert(sent_at);
-    shared.board.set(id, SlotState::Busy);
-    true
 }
 
 /// Sends a job to the worker (unless its client has gone). Returns `false`

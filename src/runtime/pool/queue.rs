@@ -12,12 +12,9 @@
 //! being replaced. The retry queue holds at most one job per worker (only a
 //! worker's own jobs can need a retry), so it needs no capacity of its own.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver};
-
-use super::hand_off::HandOffs;
 
 use crate::protocol::{JobResult, ReplyError};
 use crate::units::micros;
@@ -58,9 +55,6 @@ pub(crate) struct JobQueues {
     pub(crate) jobs: Receiver<QueuedJob>,
     /// Jobs to try again after a crash; workers take these first.
     pub(crate) retries: Receiver<QueuedJob>,
-    /// Process mode: idle worker processes a new job can be handed to
-    /// directly, skipping the queue (see [`super::hand_off`]).
-    pub(crate) hand_offs: Arc<HandOffs>,
 }
 
 /// What a worker waiting on the queues got (see [`JobQueues::wait_next`]).

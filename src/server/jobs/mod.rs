@@ -39,7 +39,6 @@ pub(crate) use registry::PendingReply;
 use registry::{ConnId, Registry};
 
 use crate::protocol::{encode_job_reply, ClientId, ReplyError, ReplyExtras};
-use crate::runtime::pool::hand_off::HandOffs;
 use crate::runtime::pool::{JobQueues, QueuedJob};
 use crate::server::stats::Stats;
 use crate::work::job::JobKind;
@@ -68,9 +67,6 @@ pub(crate) struct Jobs {
     cache: Option<Arc<ResultCache>>,
     /// The workers' side of the same jobs, handed to the pool.
     completer: Completer,
-    /// Idle worker processes a new job goes to directly, skipping the
-    /// queue (process mode; see [`HandOffs`]).
-    hand_offs: Arc<HandOffs>,
 }
 
 impl Jobs {
@@ -94,9 +90,7 @@ impl Jobs {
             retries.saturating_add(1),
             None,
         );
-        let hand_offs = Arc::new(HandOffs::default());
-        let queues = JobQueues { jobs, retries: retry_jobs, hand_offs: hand_offs.clone() };
-        (Jobs { queue, capacity, registry, cache, completer, hand_offs }, queues)
+        (Jobs { queue, capacity, registry, cache, completer }, JobQueues { jobs, retries: retry_jobs })
     }
 
     /// Logs a warning for every job that runs longer than `threshold` on
@@ -172,16 +166,7 @@ impl Jobs {
         // Register first: once the job is in the queue a worker may finish it
         // at any moment, and it must find the entry when it does.
         let id = registry.insert(request);
-        let mut job = QueuedJob { id, kind, accepted_at, attempt: 1 };
-        // On an idle farm, straight to a worker; a new job never overtakes
-        // queued ones.
-        if self.queue.is_empty() {
-            match self.hand_offs.try_hand(job) {
-                None => return Ok(()),
-                Some(not_taken) => job = not_taken,
-            }
-        }
-        let rejection = match self.queue.try_send(job) {
+        let rejection = match self.queue.try_send(QueuedJob { id, kind, accepted_at, attempt: 1 }) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Full(_)) => Rejection::Busy,
             Err(TrySendError::Disconnected(_)) => Rejection::Closed,
@@ -194,12 +179,6 @@ impl Jobs {
     /// Jobs waiting for a worker.
     pub(crate) fn queue_depth(&self) -> usize {
         self.queue.len()
-    }
-
-    /// Jobs a reader sent straight to an idle worker process, skipping the
-    /// queue.
-    pub(crate) fn handed_off(&self) -> u64 {
-        self.hand_offs.handed_off()
     }
 
     /// Room in the queue.
