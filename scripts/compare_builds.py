@@ -36,6 +36,8 @@ SCENARIOS = [
      ["-c", "8", "--size", "500000"], "jobs/s"),
     ("compute_processes", "compute n=500000, 8 connections, 2 worker processes",
      ["--mode", "processes", "--workers", "2"], ["-c", "8", "--size", "500000"], "jobs/s"),
+    ("dispatch_threads", "compute n=1, 16 connections, 2 worker threads (per-job cost)",
+     ["--mode", "threads", "--workers", "2"], ["-c", "16", "--size", "1"], "jobs/s"),
     ("dispatch_processes", "compute n=1, 16 connections, 2 worker processes (dispatch cost)",
      ["--mode", "processes", "--workers", "2"], ["-c", "16", "--size", "1"], "jobs/s"),
 ]
