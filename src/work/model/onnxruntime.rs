@@ -112,7 +112,16 @@ pub(crate) fn choose_engine_as_told() -> crate::error::Result<()> {
     if let Some(library) = std::env::var_os(ONNXRUNTIME_ENV) {
         return choose_engine(EngineChoice::Auto, Some(Path::new(&library)));
     }
-    choose_engine(EngineChoice::Tract, None)
+    // No library: tract where it is built in. Where it is not, the server
+    // found no engine either and started all the same (ONNX models are
+    // refused, the shipped model runs on its ndarray twin), so its workers
+    // must too: asking for `--engine tract` here would be a usage error
+    // that stops every worker of a server that did nothing wrong.
+    if cfg!(feature = "tract") {
+        return choose_engine(EngineChoice::Tract, None);
+    }
+    let _ = CHOSEN.set(Chosen { onnxruntime: None, reason: not_found() });
+    Ok(())
 }
 
 /// What [`choose_engine`] chose, looking for onnxruntime now in `auto`.
@@ -151,7 +160,14 @@ fn say(chosen: &Chosen) {
         Some((library, _)) => {
             tracing::info!(library = %library.display(), reason = %chosen.reason, "ONNX models run on onnxruntime")
         }
-        None => tracing::info!(reason = %chosen.reason, "ONNX models run on tract"),
+        None if cfg!(feature = "tract") => {
+            tracing::info!(reason = %chosen.reason, "ONNX models run on tract")
+        }
+        None => tracing::info!(
+            reason = %chosen.reason,
+            "ONNX models cannot run in this build without onnxruntime (the shipped model runs on its ndarray \
+             twin); pip install onnxruntime==1.32.0, or build tract in: cargo build --release --features tract"
+        ),
     }
 }
 
