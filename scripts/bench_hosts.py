@@ -411,10 +411,9 @@ def broker(results, args):
                     stats = gateway_stats(gateway.port)
                     # Nothing left behind: the janitor runs every 10 s.
                     deadline = time.monotonic() + 30
-                    while time.monotonic() < deadline and (nats.stream_messages("TC_JOBS")
-                                                           or nats.stream_messages("TC_RESULTS")):
+                    while time.monotonic() < deadline and nats.stream_messages("TC_JOBS"):
                         time.sleep(0.5)
-                    left = nats.stream_messages("TC_JOBS") + nats.stream_messages("TC_RESULTS")
+                    left = nats.stream_messages("TC_JOBS")
             finally:
                 for host in hosts:
                     host.stop()

@@ -141,8 +141,8 @@ fn jobs_of_a_hung_host_go_to_another_and_its_late_result_is_dropped() {
     assert_eq!(reply["result"], reference_compute(n), "{reply}");
     assert_eq!(reply["attempts"], 2, "{reply}");
     // The hung host wakes up, finishes, and sends a second result: the
-    // results stream already has one for this job (the same Nats-Msg-Id),
-    // or the gateway drops it — never a second reply.
+    // gateway has answered this job already and drops it — never a second
+    // reply.
     send_signal(hung.pid(), libc::SIGCONT);
     let stats = gateway.wait_for_stats("the hung host to finish its copy", |s| {
         let hung =

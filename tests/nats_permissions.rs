@@ -30,20 +30,21 @@ fn a_farm_runs_under_the_documented_permissions_and_a_host_cannot_reach_gateway_
     }
 
     let mut host = RawNats::connect(&nats.url, Some(HOST));
-    // Not onto a gateway's delivery subject (its results come only through
-    // the stream, signed and deduplicated) ...
+    // Not onto a gateway's inbox (its JetStream answers) ...
     host.publish("_INBOX_TC_GATEWAY.forged", None, b"", b"forged");
-    // ... nor reading results, directly or through a consumer of its own,
-    host.subscribe("tc.results.>");
-    host.publish("$JS.API.CONSUMER.CREATE.TC_RESULTS.spy", Some("_INBOX_TC_HOST.x"), b"", b"{}");
+    // ... nor a forged receipt onto another host's inbox (which would make
+    // that host drop results its gateway never had) ...
+    host.publish("_INBOX_TC_HOST.another", None, b"", b"taken");
+    // ... nor reading other hosts' results on their way to a gateway,
+    host.subscribe("tc.answers.>");
     // ... nor listening to the jobs as they are published.
     host.subscribe("tc.jobs");
     host.until_pong();
     let refused =
         |what: &str| host.errors.iter().any(|e| e.contains("Permissions Violation") && e.contains(what));
     assert!(refused("_INBOX_TC_GATEWAY.forged"), "{:?}", host.errors);
-    assert!(refused("tc.results.>"), "{:?}", host.errors);
-    assert!(refused("$JS.API.CONSUMER.CREATE.TC_RESULTS.spy"), "{:?}", host.errors);
+    assert!(refused("_INBOX_TC_HOST.another"), "{:?}", host.errors);
+    assert!(refused("tc.answers.>"), "{:?}", host.errors);
     assert!(refused("tc.jobs"), "{:?}", host.errors);
     // And the farm is unharmed.
     assert_eq!(gateway.request(json!({"id": 1, "cmd": "compute", "n": 7}))["result"], reference_compute(7));

@@ -319,7 +319,7 @@ async fn take_delivery(
         }
     };
     let verdict = checks.judge(&parcel, &signed, stream_seq, attempts);
-    let JobParcel { reply_to, expires_ms, jobs, .. } = parcel;
+    let JobParcel { gateway, reply_to, expires_ms, jobs, .. } = parcel;
     let first_token = jobs[0].token;
     let answerer = &fetcher.answerer;
     let mut refused = Vec::new();
@@ -354,7 +354,7 @@ async fn take_delivery(
     }
     let parcel = Arc::new(Parcel::new(
         message,
-        (reply_to, expires_ms),
+        (gateway, reply_to, expires_ms),
         (attempts, first_token),
         (runnable.len(), refused),
     ));

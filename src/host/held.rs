@@ -25,14 +25,15 @@ use crate::work::job::JobId;
 pub(super) struct Parcel {
     /// The delivery.
     pub(super) message: jetstream::Message,
-    /// The results subject of the gateway that asked.
+    /// The gateway that asked, and its results subject.
+    pub(super) gateway: String,
     pub(super) reply_to: String,
     /// How many times NATS has delivered it (this one included).
     pub(super) attempts: u32,
     /// The gateway's deadline: after it nobody waits for the results.
     pub(super) expires_ms: u64,
     /// The first job's token: with `attempts`, it names the results message
-    /// (`Nats-Msg-Id`), so a retried store of it is kept once.
+    /// in the host's log.
     pub(super) first_token: JobToken,
     /// When this host took it: "in progress" is said only for a parcel held
     /// long enough to need it (`keep_alive`).
@@ -76,13 +77,13 @@ impl Parcel {
     /// already has (jobs refused before they ran).
     pub(super) fn new(
         message: jetstream::Message,
-        (reply_to, expires_ms): (String, u64),
+        (gateway, reply_to, expires_ms): (String, String, u64),
         (attempts, first_token): (u32, JobToken),
         (jobs, results): (usize, Vec<RemoteResult>),
     ) -> Parcel {
         let settling = Mutex::new(Settling { unsettled: jobs, results, handed_back: false });
         let taken_at = std::time::Instant::now();
-        Parcel { message, reply_to, attempts, expires_ms, first_token, taken_at, settling }
+        Parcel { message, gateway, reply_to, attempts, expires_ms, first_token, taken_at, settling }
     }
 
     /// Settles one job: with its result, or handed back (`None`). Returns

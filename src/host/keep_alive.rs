@@ -18,7 +18,8 @@ use crate::runtime::pool::WorkerBoard;
 
 /// How often held parcels are said to be in progress: a third of the ack
 /// wait, so one lost signal is not yet a redelivery.
-const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(ACK_WAIT.as_millis() as u64 / 3);
+pub(super) const PROGRESS_EVERY: std::time::Duration =
+    std::time::Duration::from_millis(ACK_WAIT.as_millis() as u64 / 3);
 
 /// What this host says about itself now.
 pub(super) fn heartbeat(config: &HostConfig, held: &HeldJobs, board: &WorkerBoard) -> Heartbeat {

@@ -181,7 +181,6 @@ impl FarmLink {
             // Created inside the runtime: the context starts a task of its own.
             let js = jetstream::new(client.clone());
             let stream = nats::jobs_stream(&js, None).await?;
-            nats::results_stream(&js).await?;
             nats::workers_consumer(&stream).await.map(|consumer| (js, consumer))
         }))?;
         Ok(FarmLink { bridge, client, link, js, consumer, signer, verifier })
@@ -334,8 +333,14 @@ fn spawn_tasks(
     let (js, consumer, signer, verifier) =
         (js.clone(), consumer.clone(), Arc::clone(signer), verifier.clone());
     let peers = Arc::new(Peers::default());
-    let answerer =
-        Arc::new(Answerer { js: js.clone(), signer: Arc::clone(&signer), name: config.name.clone() });
+    let answerer = Arc::new(Answerer {
+        client: client.clone(),
+        signer: Arc::clone(&signer),
+        verifier: verifier.clone(),
+        peers: Arc::clone(&peers),
+        link: Arc::clone(link),
+        name: config.name.clone(),
+    });
     let fetcher = Fetcher {
         client: client.clone(),
         js,

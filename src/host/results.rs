@@ -1,28 +1,34 @@
-//! Sending results back: the results of a parcel's jobs are stored in the
-//! results stream together (one signed message), and only then is the
-//! parcel acknowledged — the order that makes a reply survive a broker
-//! restart, and a host's death between the two steps cost duplicates the
-//! gateway drops, never a loss.
+//! Sending results back: the results of a parcel's jobs go to their gateway
+//! together (one signed request over core NATS), and only once the gateway
+//! has said it took them (a signed receipt) is the parcel acknowledged —
+//! the order that makes a reply survive a broker restart or a lost message
+//! (the host tries again; the parcel is still in the jobs stream), and a
+//! host's death between the two steps cost duplicates the gateway drops,
+//! never a loss.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, AckKind};
+use async_nats::jetstream::AckKind;
 use tokio::sync::mpsc;
 
 use super::held::{Held, HeldJobs, Parcel, Settled};
+use super::keep_alive::PROGRESS_EVERY;
 use super::outcomes::HostEvent;
+use super::peers::{Peers, GATEWAY_GONE_AFTER};
 use crate::protocol::{JobResult, ReplyError};
-use crate::remote::envelope::{now_ms, Signer};
-use crate::remote::wire::{self, JobToken, RemoteResult};
+use crate::remote::connect::LinkState;
+use crate::remote::envelope::{now_ms, Signer, Verifier};
+use crate::remote::wire::{self, JobToken, RemoteResult, RESULTS_RECEIPT};
 use crate::runtime::pool::JobReport;
 use crate::work::job::JobId;
 
-/// How long one try to store a result (or acknowledge a job) may wait for
-/// JetStream before it is tried again.
-const STORE_WAIT: Duration = Duration::from_secs(2);
-/// The pause between two tries to store a result while NATS is away.
-const STORE_RETRY: Duration = Duration::from_millis(500);
+/// How long one try to hand results to their gateway (or acknowledge a
+/// job) may wait for an answer before it is tried again.
+const DELIVER_WAIT: Duration = Duration::from_secs(2);
+/// The pause between two tries to hand results over while NATS or their
+/// gateway is away.
+const DELIVER_RETRY: Duration = Duration::from_millis(500);
 
 /// How a held job ended, as its result tells the gateway.
 pub(super) struct Outcome {
@@ -78,12 +84,19 @@ pub(super) async fn report_results(
     }
 }
 
-/// Sends results: signed, into the results stream.
+/// Sends results: signed, to the gateway that asked.
 pub(super) struct Answerer {
-    /// Where results are stored.
-    pub(super) js: jetstream::Context,
+    /// The link to NATS: results travel as requests, receipts as replies.
+    pub(super) client: async_nats::Client,
     /// Signs each results message with the farm key.
     pub(super) signer: Arc<Signer>,
+    /// Checks the gateway's receipt (a forged one would lose the results).
+    pub(super) verifier: Verifier,
+    /// Which gateways are alive: results for a gone one are not retried.
+    pub(super) peers: Arc<Peers>,
+    /// This host's own link: a gateway's silence means nothing until the
+    /// link has been up long enough to have heard it.
+    pub(super) link: Arc<LinkState>,
     /// This host's name, in every result.
     pub(super) name: String,
 }
@@ -108,19 +121,20 @@ impl Answerer {
         }
     }
 
-    /// Stores a settled parcel's results in JetStream, then acknowledges
+    /// Hands a settled parcel's results to its gateway, then acknowledges
     /// the parcel (or hands it back, when a job in it could not run here).
     ///
     /// The order is the whole argument for exactly one reply: the parcel
-    /// leaves the jobs stream only once its results are stored (and so
-    /// survive a broker restart). While NATS is away the results are tried
-    /// again until the parcel's deadline (after it the gateway has answered
-    /// the jobs itself); the message's `Nats-Msg-Id` (its first job's token
-    /// and this delivery's number) makes a second store of it a no-op. If
-    /// the host dies between the two steps, the parcel runs again elsewhere
-    /// and the gateway drops the second results.
+    /// leaves the jobs stream only once its gateway has the results. While
+    /// NATS or the gateway is away the results are tried again until the
+    /// parcel's deadline (after it the gateway has answered the jobs
+    /// itself) or until the gateway is gone (nobody waits for them); a
+    /// second delivery of the same results, when a receipt was lost, is a
+    /// duplicate the gateway drops (and still confirms). If the host dies
+    /// between the two steps, the parcel runs again elsewhere and the
+    /// gateway drops the second results.
     pub(super) async fn send(&self, parcel: &Parcel, settled: Settled) {
-        if !settled.results.is_empty() && !self.store(parcel, &settled.results).await {
+        if !settled.results.is_empty() && !self.deliver(parcel, &settled.results).await {
             return;
         }
         // The results are safe; now the parcel may leave the stream (or go
@@ -129,49 +143,74 @@ impl Answerer {
         // runs again and the gateway drops the duplicates, so waiting for a
         // confirmation would cost every parcel a round trip for nothing.
         let answer = if settled.hand_back { AckKind::Nak(None) } else { AckKind::Ack };
-        let _ = tokio::time::timeout(STORE_WAIT, parcel.message.ack_with(answer)).await;
+        let _ = tokio::time::timeout(DELIVER_WAIT, parcel.message.ack_with(answer)).await;
     }
 
-    /// Stores `results` (one message), trying again until the parcel's
-    /// deadline; false if that passed first.
-    async fn store(&self, parcel: &Parcel, results: &[RemoteResult]) -> bool {
+    /// Hands `results` (one message) to their gateway, trying again until
+    /// it confirms; false if the parcel's deadline passed first or the
+    /// gateway is gone (the parcel is then left unacknowledged: redelivered
+    /// after the ack wait, it is dropped by whichever host sees its
+    /// deadline passed or its gateway silent).
+    async fn deliver(&self, parcel: &Parcel, results: &[RemoteResult]) -> bool {
         let bytes = match wire::encode(&results) {
-            Ok(bytes) => bytes,
+            Ok(bytes) => bytes::Bytes::from(bytes),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot encode results");
                 return false;
             }
         };
-        let name = format!("r-{}-{}", wire::token_hex(parcel.first_token), parcel.attempts);
+        let name = format!("{}#{}", wire::token_hex(parcel.first_token), parcel.attempts);
         let mut tries = 0u32;
+        let mut last_progress = parcel.taken_at;
         loop {
             tries += 1;
             let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", name.as_str());
             self.signer.sign(&parcel.reply_to, &mut headers, &bytes);
-            let stored = tokio::time::timeout(STORE_WAIT, async {
-                let ack = self
-                    .js
-                    .publish_with_headers(parcel.reply_to.clone(), headers, bytes.clone().into())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                ack.await.map(|_| ()).map_err(|e| e.to_string())
-            })
-            .await
-            .unwrap_or_else(|_| Err("no acknowledgement from JetStream in time".into()));
-            match stored {
-                Ok(()) => return true,
-                Err(e) if now_ms() > parcel.expires_ms => {
-                    tracing::warn!(results = %name, jobs = results.len(), error = %e, tries, "cannot store results before their deadline; their gateway has answered the jobs");
-                    return false;
-                }
-                Err(e) => {
-                    if tries == 1 {
-                        tracing::warn!(results = %name, jobs = results.len(), error = %e, "cannot store results yet; trying again until their deadline");
-                    }
-                    tokio::time::sleep(STORE_RETRY).await;
-                }
+            let request = async_nats::Request::new()
+                .headers(headers)
+                .payload(bytes.clone())
+                .timeout(Some(DELIVER_WAIT));
+            let delivered = match self.client.send_request(parcel.reply_to.clone(), request).await {
+                Ok(receipt) => self.check_receipt(&receipt),
+                Err(e) => Err(e.to_string()),
+            };
+            let Err(e) = delivered else { return true };
+            if now_ms() > parcel.expires_ms {
+                tracing::warn!(results = %name, jobs = results.len(), error = %e, tries, "cannot hand results to their gateway before their deadline; it has answered the jobs");
+                return false;
             }
+            // As the fetcher judges a job's gateway: only once this host has
+            // been connected long enough to have heard it (after a broker
+            // restart every gateway is silent for a while, and alive).
+            if self.link.up_for() >= GATEWAY_GONE_AFTER
+                && self.peers.gateway_gone(&parcel.gateway, Instant::now())
+            {
+                tracing::warn!(results = %name, jobs = results.len(), error = %e, tries, gateway = %parcel.gateway, "the gateway of these results is gone; dropping them");
+                return false;
+            }
+            if tries == 1 {
+                tracing::warn!(results = %name, jobs = results.len(), error = %e, "cannot hand results to their gateway yet; trying again until their deadline");
+            }
+            // The parcel is done here: while its results wait for their
+            // gateway (cut off, say), it must not look lost and run again.
+            if last_progress.elapsed() >= PROGRESS_EVERY {
+                let _ = tokio::time::timeout(DELIVER_WAIT, parcel.message.ack_with(AckKind::Progress)).await;
+                last_progress = Instant::now();
+            }
+            tokio::time::sleep(DELIVER_RETRY).await;
+        }
+    }
+
+    /// Whether a reply is the gateway's receipt: signed (with a farm key)
+    /// for this very request's inbox, so neither forged nor replayed.
+    fn check_receipt(&self, reply: &async_nats::Message) -> Result<(), String> {
+        self.verifier
+            .verify(reply.subject.as_str(), reply.headers.as_ref(), &reply.payload)
+            .map_err(|why| format!("a receipt that does not check out: {why}"))?;
+        if reply.payload.as_ref() == RESULTS_RECEIPT {
+            Ok(())
+        } else {
+            Err(format!("an unexpected answer to results: {:?}", String::from_utf8_lossy(&reply.payload)))
         }
     }
 }

@@ -8,8 +8,8 @@
 //!                (signed; Nats-Msg-Id   (work queue,      │ pulled only as many
 //!                 = gateway-job)         DiscardNew)      ▼ as the host has free slots
 //!                                                      local pool (threads/processes)
-//!  completer ◀─ consumer ◀── stream TC_RESULTS ◀── publish the result (signed), then ack the job
-//!  (drops duplicates) "tc-gateway-<id>" (tc.results.<gateway>)
+//!  completer ◀── tc.answers.<gateway> ◀── request: the results (signed)
+//!  (drops duplicates) ──── receipt (signed) ───▶ then ack the job
 //!  tc.gateways ── gateway heartbeat ─▶ hosts     tc.hosts ◀── host heartbeat every second
 //! ```
 //!
@@ -22,9 +22,11 @@
 //! | `streams` | creating the streams and consumers |
 //! | this file | names (streams, subjects, consumers) and their settings |
 //!
-//! Delivery is at least once, and both directions are stored by JetStream,
-//! so a broker restart loses neither a job nor a result: a host acknowledges
-//! a job only after JetStream has stored its result. A host that dies, hangs
+//! Delivery is at least once. Jobs are stored by JetStream, so a broker
+//! restart loses none; results travel over core NATS as a request to their
+//! gateway, and a host acknowledges a job only after the gateway's receipt
+//! — until then the job is still in the stream and the host tries again,
+//! so a restart loses no result either. A host that dies, hangs
 //! or is cut off stops acknowledging, and after [`ACK_WAIT`] the job is
 //! delivered to another host. A long job does not look dead: its host sends
 //! "in progress" every third of `ACK_WAIT`. The gateway answers each job
@@ -52,7 +54,7 @@ mod streams;
 pub(crate) mod wire;
 
 #[cfg(feature = "nats")]
-pub(crate) use streams::{gateway_results_consumer, jobs_stream, results_stream, workers_consumer};
+pub(crate) use streams::{jobs_stream, workers_consumer};
 
 use std::time::Duration;
 
@@ -63,19 +65,12 @@ pub(crate) const JOBS_SUBJECT: &str = "tc.jobs";
 /// The durable pull consumer every worker host pulls from (one shared
 /// consumer: each job goes to exactly one host at a time).
 pub(crate) const CONSUMER: &str = "tc-workers";
-/// Results go to `tc.results.<gateway id>`, one subject per gateway.
-pub(crate) const RESULTS_PREFIX: &str = "tc.results";
-/// The JetStream stream results travel in, so a result survives a broker
-/// restart as the job did.
-pub(crate) const RESULTS_STREAM: &str = "TC_RESULTS";
-/// Its subjects: `tc.results.<gateway id>`.
-pub(crate) const RESULTS_SUBJECTS: &str = "tc.results.*";
-/// A result not taken by its gateway within this is dropped (its gateway
-/// is gone: it had answered the job itself by its deadline, or died), and
-/// so is a dead gateway's consumer: nothing stays in the stream for ever.
-pub(crate) const RESULTS_MAX_AGE: Duration = Duration::from_secs(600);
-/// The most results the stream holds (oldest dropped first).
-pub(crate) const RESULTS_MAX_MESSAGES: i64 = 100_000;
+/// Results go to `tc.answers.<gateway id>`, one subject per gateway, as
+/// core NATS requests the gateway answers with a receipt. (Not
+/// `tc.results`: a farm that ran an earlier version may still have the
+/// `TC_RESULTS` stream, which would capture that subject and answer
+/// instead of the gateway; `nats stream rm TC_RESULTS` removes it.)
+pub(crate) const RESULTS_PREFIX: &str = "tc.answers";
 /// Gateways announce themselves here every [`HEARTBEAT_EVERY`], so hosts can
 /// skip the jobs of a gateway that is gone.
 pub(crate) const GATEWAYS_SUBJECT: &str = "tc.gateways";

@@ -4,8 +4,7 @@
 use async_nats::jetstream::{self, consumer, stream};
 
 use super::{
-    results_subject, ACK_WAIT, CONSUMER, CONSUMER_MAX_DELIVER, JOBS_SUBJECT, NO_JETSTREAM_HINT,
-    RESULTS_MAX_AGE, RESULTS_MAX_MESSAGES, RESULTS_STREAM, RESULTS_SUBJECTS, STREAM, STREAM_MAX_MESSAGES,
+    ACK_WAIT, CONSUMER, CONSUMER_MAX_DELIVER, JOBS_SUBJECT, NO_JETSTREAM_HINT, STREAM, STREAM_MAX_MESSAGES,
 };
 use crate::error::{Error, Result};
 
@@ -76,54 +75,4 @@ pub(crate) async fn workers_consumer(stream: &stream::Stream) -> Result<consumer
         )
         .await
         .map_err(|e| Error::Remote(format!("cannot open the JetStream consumer {CONSUMER}: {e}")))
-}
-
-/// The results stream, created if it does not exist yet.
-///
-/// # Errors
-/// As [`jobs_stream`].
-pub(crate) async fn results_stream(js: &jetstream::Context) -> Result<stream::Stream> {
-    open_stream(
-        js,
-        stream::Config {
-            name: RESULTS_STREAM.into(),
-            subjects: vec![RESULTS_SUBJECTS.into()],
-            retention: stream::RetentionPolicy::WorkQueue,
-            discard: stream::DiscardPolicy::Old,
-            max_messages: RESULTS_MAX_MESSAGES,
-            max_age: RESULTS_MAX_AGE,
-            ..Default::default()
-        },
-    )
-    .await
-    .map_err(|e| {
-        Error::Remote(format!("cannot open the JetStream stream {RESULTS_STREAM} ({e}){NO_JETSTREAM_HINT}"))
-    })
-}
-
-/// A gateway's own consumer of the results stream: only its subject, kept
-/// by the server across restarts, and removed by the server once the
-/// gateway has been gone for [`RESULTS_MAX_AGE`].
-///
-/// # Errors
-/// As [`jobs_stream`].
-pub(crate) async fn gateway_results_consumer(
-    stream: &stream::Stream,
-    gateway: &str,
-) -> Result<consumer::PullConsumer> {
-    let name = format!("tc-gateway-{gateway}");
-    stream
-        .get_or_create_consumer(
-            &name,
-            consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: results_subject(gateway),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: ACK_WAIT,
-                inactive_threshold: RESULTS_MAX_AGE,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| Error::Remote(format!("cannot open the JetStream consumer {name}: {e}")))
 }

@@ -66,8 +66,15 @@ impl ParcelJob {
     }
 }
 
+/// What a gateway answers a results message with once it has taken it
+/// (each result routed, or dropped as a duplicate): the host may then
+/// acknowledge the parcel. Signed like every message, for the request's
+/// own reply subject, so it can be neither forged nor replayed.
+pub(crate) const RESULTS_RECEIPT: &[u8] = b"taken";
+
 /// A finished job on its way back to its gateway. A host sends the
-/// results of one parcel together, in one message (a `Vec` of these).
+/// results of one parcel together, in one message (a `Vec` of these), as a
+/// request its gateway answers with [`RESULTS_RECEIPT`].
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct RemoteResult {
     /// The job's id in the gateway's registry.
@@ -155,7 +162,7 @@ mod tests {
         let parcel = JobParcel {
             gateway: "g".into(),
             expires_ms: 1234,
-            reply_to: "tc.results.g".into(),
+            reply_to: "tc.answers.g".into(),
             max_attempts: 2,
             jobs: vec![
                 ParcelJob::new(7, 99, JobKind::Compute { n: 10 }),
@@ -163,7 +170,7 @@ mod tests {
             ],
         };
         let back: JobParcel = decode(&encode(&parcel).unwrap()).unwrap();
-        assert_eq!((back.reply_to.as_str(), back.max_attempts), ("tc.results.g", 2));
+        assert_eq!((back.reply_to.as_str(), back.max_attempts), ("tc.answers.g", 2));
         assert_eq!((back.gateway.as_str(), back.expires_ms), ("g", 1234));
         let jobs: Vec<(JobId, JobToken, JobKind)> =
             back.jobs.into_iter().map(|j| (j.job, j.token, j.kind)).collect();

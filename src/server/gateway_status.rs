@@ -175,7 +175,7 @@ pub(crate) struct GatewayCounters {
 /// A gateway's NATS side, as `stats` reports it.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub(crate) struct RemoteReport {
-    /// This gateway's id (its results come on `tc.results.<id>`).
+    /// This gateway's id (its results come on `tc.answers.<id>`).
     pub(crate) gateway: String,
     /// Whether the connection to NATS is up.
     pub(crate) connected: bool,

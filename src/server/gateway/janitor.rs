@@ -1,6 +1,5 @@
 //! The streams' housekeeping: acknowledged jobs a broker crash left behind
-//! are removed, so they do not count against `--nats-max-jobs`, and so are
-//! this gateway's acknowledged results.
+//! are removed, so they do not count against `--nats-max-jobs`.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -25,10 +24,9 @@ const JANITOR_EVERY: Duration = Duration::from_secs(10);
 /// it removes exactly those.
 pub(super) async fn janitor(js: jetstream::Context, status: Arc<GatewayStatus>) {
     let mut every = tokio::time::interval(JANITOR_EVERY);
-    let own_results = (format!("tc-gateway-{}", status.id), nats::results_subject(&status.id));
     loop {
         every.tick().await;
-        let jobs = purge_acknowledged(&js, nats::STREAM, nats::CONSUMER, None).await;
+        let jobs = purge_acknowledged(&js, nats::STREAM, nats::CONSUMER).await;
         if let Some(purged) = jobs.filter(|purged| *purged > 0) {
             status.counters.stale_removed.fetch_add(purged, Relaxed);
             tracing::warn!(
@@ -36,28 +34,13 @@ pub(super) async fn janitor(js: jetstream::Context, status: Arc<GatewayStatus>) 
                 "removed acknowledged jobs the stream had kept (after a broker crash)"
             );
         }
-        // The same can happen to this gateway's results, on its own subject
-        // of the results stream (read by its own consumer).
-        let (consumer, subject) = &own_results;
-        let results = purge_acknowledged(&js, nats::RESULTS_STREAM, consumer, Some(subject)).await;
-        if let Some(purged) = results.filter(|purged| *purged > 0) {
-            tracing::warn!(
-                messages = purged,
-                "removed acknowledged results the stream had kept (after a broker crash)"
-            );
-        }
     }
 }
 
-/// Purges the messages of `stream` (on `subject`, if given) at or below
-/// `consumer`'s acknowledgement floor: how many, or `None` if JetStream
-/// did not answer within [`API_WAIT`].
-async fn purge_acknowledged(
-    js: &jetstream::Context,
-    stream: &str,
-    consumer: &str,
-    subject: Option<&str>,
-) -> Option<u64> {
+/// Purges the messages of `stream` at or below `consumer`'s
+/// acknowledgement floor: how many, or `None` if JetStream did not answer
+/// within [`API_WAIT`].
+async fn purge_acknowledged(js: &jetstream::Context, stream: &str, consumer: &str) -> Option<u64> {
     tokio::time::timeout(API_WAIT, async {
         let mut stream = js.get_stream(stream).await.ok()?;
         let first = stream.info().await.ok()?.state.first_sequence;
@@ -66,11 +49,7 @@ async fn purge_acknowledged(
         if first == 0 || first > floor {
             return Some(0);
         }
-        let purge = stream.purge();
-        let purged = match subject {
-            Some(subject) => purge.filter(subject).sequence(floor + 1).await,
-            None => purge.sequence(floor + 1).await,
-        };
+        let purged = stream.purge().sequence(floor + 1).await;
         purged.ok().map(|purged| purged.purged)
     })
     .await

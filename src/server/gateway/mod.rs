@@ -5,10 +5,11 @@
 //! completer are the server's own; only *who runs the job* changes. A
 //! **forwarder** thread takes jobs from the same queues as the local
 //! workers and publishes them, signed, to the jobs stream; a **results**
-//! task takes the hosts' results from this gateway's own consumer of the
-//! results stream and hands them to the completer, which routes each reply
-//! to the connection that asked — and drops a second result for the same
-//! job (at-least-once delivery, exactly one reply).
+//! task takes the hosts' results (requests on this gateway's own subject,
+//! each confirmed with a signed receipt) and hands them to the completer,
+//! which routes each reply to the connection that asked — and drops a
+//! second result for the same job (at-least-once delivery, exactly one
+//! reply).
 //!
 //! **Every job has a deadline.** A job may wait in the stream about one
 //! job's time, and each of its attempts may take `--job-timeout` plus the
@@ -42,7 +43,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, stream::Stream};
+use async_nats::jetstream;
 use crossbeam_channel::Sender;
 
 use crate::error::{Error, Result};
@@ -104,7 +105,6 @@ pub(crate) struct Gateway {
     client: async_nats::Client,
     forwarded: Arc<Forwarded>,
     completer: Completer,
-    results: Option<(Stream, String)>,
     /// Dropping it stops the forwarder.
     stop: Option<Sender<()>>,
     forwarder: Option<JoinHandle<()>>,
@@ -127,8 +127,7 @@ impl Gateway {
         let key = envelope::load_farm_key(options.farm_key.as_deref())?;
         let signer = Arc::new(Signer::new(key.clone()));
         let verifier = Verifier::new(key);
-        let Attached { bridge, id, client, link, js, results_stream, results_consumer, heartbeats } =
-            attach(options, &settings)?;
+        let Attached { bridge, id, client, link, js, results, heartbeats } = attach(options, &settings)?;
 
         let status = Arc::new(GatewayStatus {
             hosts: HostTable::default(),
@@ -146,8 +145,13 @@ impl Gateway {
         let (room_tx, room_rx) = crossbeam_channel::bounded::<()>(1);
         let tasks = vec![
             bridge.spawn(results::take_results(
-                results_consumer,
-                (completer.clone(), verifier.clone()),
+                results,
+                results::ResultsDesk {
+                    client: client.clone(),
+                    completer: completer.clone(),
+                    verifier: verifier.clone(),
+                    signer: Arc::clone(&signer),
+                },
                 Arc::clone(&forwarded),
                 Arc::clone(&status),
                 room_tx,
@@ -190,7 +194,6 @@ impl Gateway {
             client,
             forwarded,
             completer,
-            results: Some((results_stream, format!("tc-gateway-{id}"))),
             stop: Some(stop_tx),
             forwarder: Some(forwarder),
             tasks,
@@ -203,8 +206,7 @@ impl Gateway {
     }
 
     /// Stops forwarding and listening (after the server's drain). Jobs
-    /// still out get their one reply now (`SHUTTING_DOWN`); this gateway's
-    /// results consumer is removed. Whatever NATS does, this returns within
+    /// still out get their one reply now (`SHUTTING_DOWN`). Whatever NATS does, this returns within
     /// [`STOP_NATS_WAIT`] after the forwarder has stopped.
     pub(crate) fn stop(mut self) {
         drop(self.stop.take());
@@ -230,24 +232,22 @@ impl Gateway {
         sequences.sort_unstable();
         sequences.dedup();
         let client = self.client.clone();
-        let results = self.results.take();
         let tidy = async move {
             // Created inside the runtime: the context starts a task of its own.
             let js = jetstream::new(client.clone());
-            // The answered jobs need not run; this consumer has no reader left.
+            // The answered jobs need not run.
             if let Ok(jobs) = js.get_stream(nats::STREAM).await {
                 for seq in sequences {
                     let _ = jobs.delete_message(seq).await;
                 }
             }
-            if let Some((stream, consumer)) = results {
-                let _ = stream.delete_consumer(&consumer).await;
-            }
             let _ = client.flush().await;
         };
         let tidied = self.bridge.run(async { tokio::time::timeout(STOP_NATS_WAIT, tidy).await.is_ok() });
         if !tidied {
-            tracing::warn!("NATS did not answer in time while stopping; the farm cleans up after itself (job deadlines, the results stream's max age)");
+            tracing::warn!(
+                "NATS did not answer in time while stopping; the farm cleans up after itself (job deadlines)"
+            );
         }
         for task in self.tasks.drain(..) {
             task.abort();
@@ -263,28 +263,30 @@ struct Attached {
     client: async_nats::Client,
     link: Arc<crate::remote::connect::LinkState>,
     js: jetstream::Context,
-    results_stream: Stream,
-    results_consumer: jetstream::consumer::PullConsumer,
+    /// This gateway's results subject, subscribed before any job is sent.
+    results: async_nats::Subscriber,
     heartbeats: async_nats::Subscriber,
 }
 
-/// Connects to NATS (on a bridge runtime of its own), makes sure the job and
-/// result streams and this gateway's results consumer exist, and subscribes
-/// to the hosts' heartbeats.
+/// Connects to NATS (on a bridge runtime of its own), makes sure the jobs
+/// stream exists, and subscribes to this gateway's results and the hosts'
+/// heartbeats.
 fn attach(options: &NatsOptions, settings: &GatewaySettings) -> Result<Attached> {
     let bridge = Arc::new(Bridge::start("nats-bridge")?);
     let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
     let (client, link) = bridge.run(connect(options, &format!("tc-server gateway {id}"), Role::Gateway))?;
-    let (js, results_stream, results_consumer) = bridge.run(link.set_up(async {
+    let js = bridge.run(link.set_up(async {
         // Created inside the runtime: the context starts a task of its own.
         let js = jetstream::new(client.clone());
         nats::jobs_stream(&js, Some(settings.max_jobs)).await?;
-        let results = nats::results_stream(&js).await?;
-        let consumer = nats::gateway_results_consumer(&results, &id).await?;
-        Ok::<_, Error>((js, results, consumer))
+        Ok::<_, Error>(js)
     }))?;
+    let results_subject = nats::results_subject(&id);
+    let results = bridge
+        .run(client.subscribe(results_subject.clone()))
+        .map_err(|e| Error::Remote(format!("cannot subscribe to {results_subject}: {e}")))?;
     let heartbeats = bridge
         .run(client.subscribe(HEARTBEAT_SUBJECT))
         .map_err(|e| Error::Remote(format!("cannot subscribe to {HEARTBEAT_SUBJECT}: {e}")))?;
-    Ok(Attached { bridge, id, client, link, js, results_stream, results_consumer, heartbeats })
+    Ok(Attached { bridge, id, client, link, js, results, heartbeats })
 }

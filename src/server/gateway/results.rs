@@ -1,89 +1,89 @@
-//! The incoming half of the gateway: results from this gateway's own
-//! consumer of the results stream, each checked (signature, its job's
+//! The incoming half of the gateway: results, sent by hosts as requests
+//! on this gateway's own subject, each checked (signature, its job's
 //! token) and handed to the completer — a second result for a job is
-//! dropped and counted, so a client gets exactly one reply.
+//! dropped and counted, so a client gets exactly one reply. Each message
+//! taken is answered with a signed receipt, duplicates too: only then does
+//! its host acknowledge the parcel, so a result lost on the way (a broker
+//! restart, this gateway cut off) is sent again, never lost.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_nats::jetstream;
 use crossbeam_channel::Sender;
 use futures_util::StreamExt;
 
 use super::forward::Forwarded;
-use crate::remote::envelope::{KeyMismatch, Verifier};
-use crate::remote::wire::{self, RemoteResult};
+use crate::remote::envelope::{KeyMismatch, Signer, Verifier};
+use crate::remote::wire::{self, RemoteResult, RESULTS_RECEIPT};
 use crate::runtime::pool::{JobOutcomes, JobReport};
 use crate::server::gateway_status::GatewayStatus;
 use crate::server::jobs::Completer;
 
-/// Takes this gateway's results from its consumer and hands each to the
-/// completer, which replies once per job; acknowledges each once handed
-/// over. The consumer is durable, so a broker restart loses nothing: after
-/// one, the pull loop starts again where it was.
+/// How the gateway checks results and confirms them.
+pub(super) struct ResultsDesk {
+    pub(super) client: async_nats::Client,
+    pub(super) completer: Completer,
+    pub(super) verifier: Verifier,
+    pub(super) signer: Arc<Signer>,
+}
+
+/// Takes this gateway's results from its subscription and hands each to
+/// the completer, which replies once per job; confirms each message once
+/// handed over. The client subscribes again by itself after a reconnect,
+/// and the hosts send again what was not confirmed meanwhile.
 pub(super) async fn take_results(
-    consumer: jetstream::consumer::PullConsumer,
-    (completer, verifier): (Completer, Verifier),
+    mut results: async_nats::Subscriber,
+    desk: ResultsDesk,
     forwarded: Arc<Forwarded>,
     status: Arc<GatewayStatus>,
     room: Sender<()>,
 ) {
-    loop {
-        let mut messages = match consumer.messages().await {
-            Ok(messages) => messages,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot pull results yet; trying again");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        while let Some(message) = messages.next().await {
-            let message = match message {
-                Ok(message) => message,
-                Err(e) => {
-                    tracing::debug!(error = %e, "the results pull ended; starting it again");
-                    break;
-                }
-            };
-            take_one(&message, (&completer, &verifier), &forwarded, &status, &room);
-            let _ = message.ack().await;
+    while let Some(message) = results.next().await {
+        if !take_one(&message, (&desk.completer, &desk.verifier), &forwarded, &status, &room) {
+            continue;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(reply) = &message.reply {
+            let mut headers = async_nats::HeaderMap::new();
+            desk.signer.sign(reply.as_str(), &mut headers, RESULTS_RECEIPT);
+            let receipt = bytes::Bytes::from_static(RESULTS_RECEIPT);
+            let _ = desk.client.publish_with_headers(reply.clone(), headers, receipt).await;
+        }
     }
 }
 
-/// Checks and routes one result.
+/// Checks and routes one results message; false if it was refused (not
+/// signed with the farm key, or not results): a refused one gets no receipt.
 fn take_one(
-    message: &jetstream::Message,
+    message: &async_nats::Message,
     (completer, verifier): (&Completer, &Verifier),
     forwarded: &Forwarded,
     status: &GatewayStatus,
     room: &Sender<()>,
-) {
+) -> bool {
     if let Err(why) = verifier.verify(message.subject.as_str(), message.headers.as_ref(), &message.payload) {
         status.counters.rejected.fetch_add(1, Relaxed);
         match KeyMismatch::of(&why) {
-            Some(mismatch) => status.key_trouble.noticed(mismatch, "a result on the results stream"),
-            None => tracing::warn!(%why, "dropping a message on the results stream"),
+            Some(mismatch) => status.key_trouble.noticed(mismatch, "a results message"),
+            None => tracing::warn!(%why, "dropping a results message"),
         }
-        return;
+        return false;
     }
     if verifier.signed_without_key(message.headers.as_ref()) {
-        status.key_trouble.noticed(KeyMismatch::OnlySenderHasOne, "a result on the results stream");
+        status.key_trouble.noticed(KeyMismatch::OnlySenderHasOne, "a results message");
     }
     let results: Vec<RemoteResult> = match wire::decode(&message.payload) {
         Ok(results) => results,
         Err(e) => {
             status.counters.rejected.fetch_add(1, Relaxed);
-            tracing::warn!(error = %e, "dropping a message on the results stream");
-            return;
+            tracing::warn!(error = %e, "dropping a results message");
+            return false;
         }
     };
     // One message holds the results of one parcel (one job, or several).
     for result in results {
         route(result, (completer, forwarded), status, room);
     }
+    true
 }
 
 /// Hands one job's result to the completer, unless the job has been
