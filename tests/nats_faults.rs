@@ -418,6 +418,38 @@ fn a_killed_gateways_waiting_jobs_are_not_run_for_nobody_and_leave_the_stream() 
 }
 
 #[test]
+fn results_wait_on_their_host_for_a_stopped_gateway_and_the_job_runs_once() {
+    // Results travel to their gateway as a request it confirms; the host
+    // acknowledges the job only on that receipt. A gateway frozen (SIGSTOP)
+    // past the ack wait while its job finishes must get the result when it
+    // wakes, exactly once — and the job must not have run again meanwhile:
+    // its host keeps it "in progress" while the results wait.
+    let Some(nats) = NatsServer::start() else { return };
+    let (_host, metrics) = WorkerHost::start_with_metrics_and(&nats.url, "h", "threads", 1, &[]);
+    let gateway = start_gateway(&nats, &[]);
+    wait_for_hosts(&gateway, 1);
+    let mut client = gateway.connect();
+    // About a second of work; a compute job may run again (--retries 1), so
+    // a redelivery would show as a second run.
+    let n = 90_000_000u64;
+    client.send(&json!({"id": "held", "cmd": "compute", "n": n}));
+    gateway.wait_for_stats("the job running on the host", |s| s["hosts"][0]["busy"] == 1);
+    send_signal(gateway.pid(), libc::SIGSTOP);
+    // Past the 5 s ack wait, short of the 10 s that make a gateway dead.
+    std::thread::sleep(Duration::from_millis(8500));
+    send_signal(gateway.pid(), libc::SIGCONT);
+    let reply = client.recv();
+    assert_eq!(reply["id"], "held", "{reply}");
+    assert_eq!(reply["result"], reference_compute(n), "{reply}");
+    // (No "attempts" field: one delivery.)
+    assert!(reply.get("attempts").is_none(), "not redelivered: {reply}");
+    assert!(client.try_recv_timeout_free().is_none(), "exactly one reply");
+    assert_eq!(host_metric(metrics, "threadcenter_host_jobs_total"), 1.0, "the job ran once");
+    eventually("the job acknowledged", || nats.stream_messages("TC_JOBS") == 0);
+    assert_eq!(gateway.stats()["remote"]["redelivered"], 0);
+}
+
+#[test]
 fn a_host_rechecks_every_job_against_its_own_flags_and_stays_up() {
     let Some(nats) = NatsServer::start() else { return };
     let empty_models = tempfile::tempdir().unwrap();
