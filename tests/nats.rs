@@ -210,6 +210,41 @@ fn a_host_drains_on_sigterm_finishing_what_it_holds() {
 }
 
 #[test]
+fn a_draining_host_delivers_its_last_results_before_it_exits() {
+    // The drain waits for held jobs *and* for results still on their way: a
+    // host that exited as soon as its last job was done would leave that
+    // job unacknowledged, its result lost with the host, and the client
+    // waiting for another host or the deadline.
+    let Some(nats) = NatsServer::start() else { return };
+    let mut host = WorkerHost::start(&nats.url, "leaving", "threads", 1, &[]);
+    let gateway = start_gateway(&nats, &[]);
+    wait_for_hosts(&gateway, 1);
+    let n = 90_000_000u64; // about a second
+    let mut client = gateway.connect();
+    client.send(&json!({"id": 1, "cmd": "compute", "n": n}));
+    gateway.wait_for_stats("the job running on the host", |s| s["hosts"][0]["busy"] == 1);
+    // The gateway frozen (short of the ack wait): the result must wait on
+    // the draining host until it wakes.
+    send_signal(gateway.pid(), libc::SIGSTOP);
+    send_signal(host.pid(), libc::SIGTERM);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    send_signal(gateway.pid(), libc::SIGCONT);
+    let reply = client.recv();
+    assert_eq!(reply["result"], reference_compute(n), "{reply}");
+    assert!(reply.get("attempts").is_none(), "one delivery, answered by the draining host: {reply}");
+    let status = host.child.wait().expect("the host exits");
+    assert!(status.success(), "{status:?}");
+    // And the host acknowledged the job before it left (the receipt came):
+    // nothing is left in the stream for a host that will never come.
+    // (JetStream applies an acknowledgement a moment after it arrives.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while nats.stream_messages("TC_JOBS") != 0 {
+        assert!(std::time::Instant::now() < deadline, "the job was never acknowledged");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
 fn the_farm_recovers_by_itself_when_nats_restarts() {
     let Some(mut nats) = NatsServer::start() else { return };
     let _host = WorkerHost::start(&nats.url, "steady", "threads", 2, &[]);

@@ -191,8 +191,10 @@ impl FarmLink {
 struct HostTasks {
     /// Pulls jobs by free slots.
     fetcher: JoinHandle<()>,
-    /// Stores each result, then acknowledges its job.
+    /// Hands each parcel's results to its gateway, then acknowledges it.
     reporter: JoinHandle<()>,
+    /// What the reporter sends through: the drain waits for its sends.
+    answerer: Arc<Answerer>,
     /// Hears the gateways and the other hosts.
     listener: JoinHandle<()>,
     /// Answers NATS's services protocol (`nats micro`).
@@ -280,12 +282,14 @@ impl RunningHost {
         // `SeqCst` for once-per-run flags (cost irrelevant, reasoning simplest).
         pulling.store(false, Ordering::SeqCst);
         state.draining.store(true, Ordering::SeqCst);
-        // 7. Held jobs finish, up to --drain-timeout; the keeper still tells
-        //    JetStream they are in progress, so none is redelivered meanwhile.
+        // 7. Held jobs finish and their results reach their gateways, up to
+        //    --drain-timeout; the keeper (and, for results waiting on their
+        //    gateway, the answerer) still tells JetStream they are in
+        //    progress, so none is redelivered meanwhile.
         let deadline = Instant::now() + config.drain_timeout;
         // Poll: held jobs leave the map from the reporter task; a 10 ms poll
         // on a once-per-run drain is simpler than a notification on every job.
-        while held.len() > 0 && Instant::now() < deadline {
+        while (held.len() > 0 || tasks.answerer.sending()) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         // 8. The keeper stops before the last heartbeat, so none comes after it.
@@ -340,6 +344,7 @@ fn spawn_tasks(
         peers: Arc::clone(&peers),
         link: Arc::clone(link),
         name: config.name.clone(),
+        sending: std::sync::atomic::AtomicUsize::new(0),
     });
     let fetcher = Fetcher {
         client: client.clone(),
@@ -377,7 +382,7 @@ fn spawn_tasks(
         status,
         (signer, beat_now),
     ));
-    Ok(HostTasks { fetcher, reporter, listener, service, keeper })
+    Ok(HostTasks { fetcher, reporter, answerer, listener, service, keeper })
 }
 
 /// Hands `left` back to JetStream (redelivered at once to another host) and

@@ -6,6 +6,7 @@
 //! host's death between the two steps cost duplicates the gateway drops,
 //! never a loss.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,7 +80,13 @@ pub(super) async fn report_results(
         };
         if let Some((parcel, settled)) = held.settle(id, result) {
             let answerer = Arc::clone(&answerer);
-            tokio::spawn(async move { answerer.send(&parcel, settled).await });
+            // Counted from here, so a drain that sees no job held also
+            // waits for the results still on their way.
+            answerer.sending.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                answerer.send(&parcel, settled).await;
+                answerer.sending.fetch_sub(1, Ordering::SeqCst);
+            });
         }
     }
 }
@@ -99,9 +106,17 @@ pub(super) struct Answerer {
     pub(super) link: Arc<LinkState>,
     /// This host's name, in every result.
     pub(super) name: String,
+    /// Settled parcels whose results are still being handed over (and the
+    /// parcel acknowledged): a drain waits for these as for held jobs.
+    pub(super) sending: AtomicUsize,
 }
 
 impl Answerer {
+    /// Whether results are still on their way to a gateway.
+    pub(super) fn sending(&self) -> bool {
+        self.sending.load(Ordering::SeqCst) > 0
+    }
+
     /// The result of one job, as its gateway reads it.
     pub(super) fn result(
         &self,
