@@ -56,6 +56,47 @@ fn compute_jobs_run_on_worker_hosts_in_both_modes() {
 }
 
 #[test]
+fn the_clients_report_names_a_gateways_hosts_and_their_mode() {
+    // A gateway with `--workers 0` runs nothing itself: a report that said
+    // "processes, 2 workers" (its own default mode) would mislabel a run
+    // whose jobs all ran in threads on a host.
+    let Some(nats) = NatsServer::start() else { return };
+    let _host = WorkerHost::start(&nats.url, "host-threads", "threads", 2, &[]);
+    let gateway = start_gateway(&nats, &[]);
+    wait_for_hosts(&gateway, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let (csv, report) = (dir.path().join("run.csv"), dir.path().join("run.json"));
+    let port = gateway.addr.port().to_string();
+    let out = common::run_client(&[
+        "--port",
+        &port,
+        "-c",
+        "2",
+        "-n",
+        "5",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--json",
+        report.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let first = stdout.lines().next().unwrap_or_default();
+    assert!(first.contains("(server: gateway, no local workers; 1 host: 2 workers, threads)"), "{stdout}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(
+        report["server"]["hosts"],
+        json!({"alive": 1, "workers": 2, "modes": ["threads"]}),
+        "{report}"
+    );
+    assert_eq!(report["server"]["mode"], "threads", "the jobs' mode, not the idle gateway's");
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    let (header, row) = csv.split_once('\n').unwrap();
+    let column = header.split(',').position(|c| c == "server_mode").unwrap();
+    assert_eq!(row.split(',').nth(column), Some("threads"), "{csv}");
+}
+
+#[test]
 fn a_gateway_without_hosts_refuses_jobs_with_a_clear_error_and_is_not_ready() {
     let Some(nats) = NatsServer::start() else { return };
     let gateway = start_gateway(&nats, &["--metrics-addr", "127.0.0.1:0"]);

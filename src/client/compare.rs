@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::client::bench::intervals::IntervalFigures;
+use crate::client::bench::{farm_text, FarmHosts};
 use crate::error::{Error, Result};
 
 /// Below this p-value a difference is called significant.
@@ -46,6 +47,9 @@ struct Server {
     mode: Option<String>,
     workers: Option<u64>,
     gil: Option<bool>,
+    /// A gateway's hosts (absent for any other server, and in older reports).
+    #[serde(default)]
+    hosts: Option<FarmHosts>,
 }
 
 /// One run, read and reduced to its samples.
@@ -88,16 +92,13 @@ impl Run {
     /// was cut short (its figures cover less than was asked).
     fn farm(&self) -> String {
         let server = &self.report.server;
-        let gil = if server.gil == Some(true) { ", GIL on" } else { "" };
         let cut = match (&self.report.aborted, self.report.interrupted) {
             (Some(_), _) => "; ABORTED by --abort-on-fail",
             (None, true) => "; INTERRUPTED",
             (None, false) => "",
         };
         let farm = match (&server.mode, server.workers) {
-            (Some(mode), Some(workers)) => {
-                format!("{mode}{gil}, {}", crate::units::count(workers, "worker", "workers"))
-            }
+            (Some(mode), Some(workers)) => farm_text(mode, workers, server.gil, server.hosts.as_ref()),
             _ => "a server that did not say its mode".into(),
         };
         format!("{farm}{cut}")

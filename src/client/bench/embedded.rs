@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use super::options::{BenchOptions, Pacing, Target};
-use super::ServerInfo;
+use super::{FarmHosts, ServerInfo};
 use crate::client::connection::ServerConnection;
 use crate::client::tls::ClientTls;
 use crate::error::{Error, Result};
@@ -165,13 +165,29 @@ impl ServerUnderTest {
         let reply: serde_json::Value = serde_json::from_slice(connection.receive()?)
             .map_err(|e| Error::Protocol(format!("{}: the stats reply is not JSON: {e}", self.address())))?;
         let stats = &reply["result"];
+        let hosts = stats["hosts"].as_array().map(|hosts| {
+            let alive: Vec<&serde_json::Value> = hosts.iter().filter(|h| h["alive"] == true).collect();
+            let mut modes: Vec<String> =
+                alive.iter().filter_map(|h| h["mode"].as_str()).map(String::from).collect();
+            modes.sort();
+            modes.dedup();
+            FarmHosts {
+                alive: alive.len() as u64,
+                workers: alive.iter().filter_map(|h| h["slots"].as_u64()).sum(),
+                modes,
+            }
+        });
         let known = stats["mode"].as_str().map(|mode| {
             // A gateway's workers are its own plus those of its live hosts.
-            let workers = stats["workers"]["configured"].as_u64().unwrap_or(0)
-                + stats["hosts"].as_array().map_or(0, |hosts| {
-                    hosts.iter().filter(|h| h["alive"] == true).filter_map(|h| h["slots"].as_u64()).sum()
-                });
-            (mode.to_string(), workers, !stats["gil"].is_null())
+            let local = stats["workers"]["configured"].as_u64().unwrap_or(0);
+            let workers = local + hosts.as_ref().map_or(0, |h| h.workers);
+            // With no local pool, the jobs run in the hosts' mode: that is
+            // the mode a CSV row and a chart should carry.
+            let mode = match &hosts {
+                Some(hosts) if local == 0 && !hosts.modes.is_empty() => hosts.modes.join("+"),
+                _ => mode.to_string(),
+            };
+            (mode, workers, !stats["gil"].is_null())
         });
         Ok(ServerInfo {
             address: self.address(),
@@ -181,6 +197,7 @@ impl ServerUnderTest {
             instance: stats["instance"].as_str().unwrap_or_default().to_string(),
             embedded: self.embedded.is_some(),
             tls: self.tls.is_some(),
+            hosts,
         })
     }
 

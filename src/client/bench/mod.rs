@@ -39,6 +39,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::units::count;
 use embedded::ServerUnderTest;
 pub(crate) use options::BenchOptions;
 pub(crate) use receiver::RequestRecord;
@@ -261,6 +262,55 @@ pub(crate) struct ServerInfo {
     /// Whether the run's connections used TLS (`--tls`).
     #[serde(default)]
     pub(crate) tls: bool,
+    /// A gateway's live worker hosts (`tc-server --nats`); `None` for a
+    /// server that runs every job on its own pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) hosts: Option<FarmHosts>,
+}
+
+/// The worker hosts behind a gateway, as its `stats` listed them.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub(crate) struct FarmHosts {
+    /// Hosts alive when the run started.
+    pub(crate) alive: u64,
+    /// Their workers (slots), together.
+    pub(crate) workers: u64,
+    /// Their pools' modes, each once (`processes`, `threads`), sorted.
+    pub(crate) modes: Vec<String>,
+}
+
+impl ServerInfo {
+    /// What ran the jobs, for a report's first line ([`farm_text`]); `None`
+    /// for a server that did not say.
+    pub(crate) fn farm(&self) -> Option<String> {
+        Some(farm_text(self.mode.as_deref()?, self.workers?, self.gil, self.hosts.as_ref()))
+    }
+}
+
+/// "processes, GIL on, 2 workers", or for a gateway "gateway, no local
+/// workers; 1 host: 2 workers, processes" — a gateway's own mode says
+/// nothing about the jobs its hosts run. `workers` counts every worker,
+/// the gateway's own and its hosts'.
+pub(crate) fn farm_text(mode: &str, workers: u64, gil: Option<bool>, hosts: Option<&FarmHosts>) -> String {
+    // A teacher's demo run: the GIL changes everything, say it first.
+    let gil = if gil == Some(true) { ", GIL on" } else { "" };
+    let Some(hosts) = hosts else {
+        return format!("{mode}{gil}, {}", count(workers, "worker", "workers"));
+    };
+    let local = match workers.saturating_sub(hosts.workers) {
+        0 => "no local workers".to_string(),
+        local => format!("{} ({mode}{gil})", count(local, "local worker", "local workers")),
+    };
+    let remote = match hosts.alive {
+        0 => "no live host".to_string(),
+        alive => format!(
+            "{}: {}, {}",
+            count(alive, "host", "hosts"),
+            count(hosts.workers, "worker", "workers"),
+            hosts.modes.join(" and ")
+        ),
+    };
+    format!("gateway, {local}; {remote}")
 }
 
 /// A finished run: the plan, the server, and the merged measurements.

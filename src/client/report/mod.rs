@@ -411,6 +411,7 @@ pub(crate) mod tests {
                 embedded: true,
                 gil: Some(false),
                 tls: false,
+                hosts: None,
             },
             started_at: UNIX_EPOCH + Duration::from_secs(1_767_323_045), // 2026-01-02T03:04:05Z
             recorder,

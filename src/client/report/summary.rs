@@ -69,14 +69,9 @@ fn write_what_ran<W: Write>(report: &RunReport, out: &mut W) -> io::Result<()> {
     let p = &report.parameters.workload;
     let server = &report.server;
     let origin = if server.embedded { "embedded server" } else { "server" };
-    match (&server.mode, server.workers) {
-        (Some(mode), Some(workers)) => {
-            let workers = count(workers, "worker", "workers");
-            // A teacher's demo run: the GIL changes everything, say it first.
-            let gil = if server.gil == Some(true) { ", GIL on" } else { "" };
-            writeln!(out, "tc-client -> {} ({origin}: {mode}{gil}, {workers})", server.address)?
-        }
-        _ => writeln!(
+    match server.farm() {
+        Some(farm) => writeln!(out, "tc-client -> {} ({origin}: {farm})", server.address)?,
+        None => writeln!(
             out,
             "tc-client -> {} ({origin}: mode and workers unknown, it does not answer stats)",
             server.address
@@ -326,6 +321,39 @@ Done: 1002 responses in 2.000s
             text.starts_with("tc-client -> 127.0.0.1:5050 (embedded server: threads, GIL on, 2 workers)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_gateway_names_its_hosts_not_its_own_mode() {
+        use crate::client::bench::FarmHosts;
+        let mut run = sample_run();
+        run.server.embedded = false;
+        let hosts = |alive, workers, modes: &[&str]| FarmHosts {
+            alive,
+            workers,
+            modes: modes.iter().map(|m| m.to_string()).collect(),
+        };
+        // `--workers 0` and one 2-slot host: the gateway's 2 workers are its host's.
+        run.server.hosts = Some(hosts(1, 2, &["processes"]));
+        assert!(
+            summary_of(&run)
+                .starts_with("tc-client -> 127.0.0.1:5050 (server: gateway, no local workers; 1 host: 2 workers, processes)"),
+            "{}",
+            summary_of(&run)
+        );
+        // Its own pool as well: 4 workers in all, 3 of them on two hosts.
+        (run.server.mode, run.server.workers) = (Some("threads".into()), Some(4));
+        run.server.hosts = Some(hosts(2, 3, &["processes", "threads"]));
+        let text = summary_of(&run);
+        assert!(
+            text.contains(
+                "(server: gateway, 1 local worker (threads); 2 hosts: 3 workers, processes and threads)"
+            ),
+            "{text}"
+        );
+        run.server.hosts = Some(hosts(0, 0, &[]));
+        let text = summary_of(&run);
+        assert!(text.contains("(server: gateway, 4 local workers (threads); no live host)"), "{text}");
     }
 
     #[test]

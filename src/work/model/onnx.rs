@@ -149,8 +149,8 @@ impl OnnxNet {
 #[cfg(not(feature = "tract"))]
 fn no_engine() -> String {
     format!(
-        "no ONNX engine: {}; install onnxruntime (python3 -m pip install onnxruntime==1.32.0) or name its \
-         library (--onnxruntime LIBRARY), or build the pure-Rust engine in (cargo build --release --features tract)",
+        "no ONNX engine: {}; or name onnxruntime's library (--onnxruntime LIBRARY), or build the pure-Rust \
+         engine in (cargo build --release --features tract)",
         super::onnxruntime::engine_reason()
     )
 }

@@ -92,7 +92,10 @@ pub fn choose_engine(choice: EngineChoice, library: Option<&Path>) -> crate::err
         (_, Some(library)) => load(library, "--onnxruntime")?,
         (EngineChoice::Onnxruntime, None) => {
             let Some((library, how)) = find_onnxruntime() else {
-                return Err(Error::Config(format!("--engine onnxruntime: {}", not_found())));
+                return Err(Error::Config(format!(
+                    "--engine onnxruntime: {}, or name its library with --onnxruntime LIBRARY",
+                    not_found()
+                )));
             };
             load(&library, &how)?
         }
@@ -149,27 +152,41 @@ fn chosen() -> &'static Chosen {
 }
 
 fn not_found() -> String {
-    "no onnxruntime found (not in --onnxruntime, ORT_DYLIB_PATH, or python3's onnxruntime package; \
-     pip install onnxruntime==1.32.0 puts one there)"
-        .into()
+    format!(
+        "no onnxruntime found (not in --onnxruntime, ORT_DYLIB_PATH, or python3's onnxruntime package; \
+         {INSTALL_ONNXRUNTIME} puts one there)"
+    )
 }
 
-/// The start-up log's line on the engine.
+/// The start-up log's line on the engine, the reason said once (it holds
+/// what to do). A library that was found but would not load is a warning:
+/// someone meant it to run, and what runs instead is several times slower.
 fn say(chosen: &Chosen) {
+    let refused = !chosen.reason.starts_with("no onnxruntime found");
     match &chosen.onnxruntime {
         Some((library, _)) => {
             tracing::info!(library = %library.display(), reason = %chosen.reason, "ONNX models run on onnxruntime")
         }
-        None if cfg!(feature = "tract") => {
-            tracing::info!(reason = %chosen.reason, "ONNX models run on tract")
+        None if cfg!(feature = "tract") && refused => {
+            tracing::warn!(reason = %chosen.reason, "ONNX models run on tract, the slower pure-Rust engine")
         }
+        None if cfg!(feature = "tract") => {
+            tracing::info!(reason = %chosen.reason, "ONNX models run on tract, the slower pure-Rust engine")
+        }
+        None if refused => tracing::warn!(
+            reason = %chosen.reason,
+            "ONNX models cannot run in this build (the shipped model runs on its ndarray twin)"
+        ),
         None => tracing::info!(
             reason = %chosen.reason,
-            "ONNX models cannot run in this build without onnxruntime (the shipped model runs on its ndarray \
-             twin); pip install onnxruntime==1.32.0, or build tract in: cargo build --release --features tract"
+            "ONNX models cannot run in this build (the shipped model runs on its ndarray twin); onnxruntime, \
+             or tract built in (cargo build --release --features tract), runs them"
         ),
     }
 }
+
+/// What puts onnxruntime where it is found, in one place for every message.
+const INSTALL_ONNXRUNTIME: &str = "python3 -m pip install onnxruntime==1.32.0";
 
 /// Loads `library` as onnxruntime; `how` says where its path came from.
 fn load(library: &Path, how: &str) -> crate::error::Result<Chosen> {
