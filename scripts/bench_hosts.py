@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -53,13 +54,15 @@ class Nats:
             sys.exit("nats-server is not installed: apt-get install -y nats-server")
         self.store = tempfile.TemporaryDirectory()
         self.process = subprocess.Popen(
-            [binary, "-js", "-sd", self.store.name, "-a", "127.0.0.1", "-p", "-1",
+            [binary, "-js", "-sd", self.store.name, "-a", "127.0.0.1", "-p", "-1", "-m", "-1",
              "--ports_file_dir", self.store.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             ports = [p for p in os.listdir(self.store.name) if p.endswith(".ports")]
             if ports:
-                self.url = json.load(open(os.path.join(self.store.name, ports[0])))["nats"][0]
+                # The monitoring port too (/varz: the messages it moved).
+                ports = json.load(open(os.path.join(self.store.name, ports[0])))
+                self.url, self.monitor = ports["nats"][0], ports["monitoring"][0]
                 return self
             time.sleep(0.02)
         raise RuntimeError("nats-server did not start")
@@ -75,6 +78,12 @@ class Nats:
         self.process = subprocess.Popen(
             [nats_binary(), "-js", "-sd", self.store.name, "-a", "127.0.0.1", "-p", port],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def messages_moved(self):
+        """Messages nats-server has taken in and sent out so far (its /varz)."""
+        with urllib.request.urlopen(f"{self.monitor}/varz", timeout=5) as reply:
+            varz = json.load(reply)
+        return varz["in_msgs"] + varz["out_msgs"]
 
     def stream_messages(self, stream):
         """Messages a JetStream stream holds now, by its STREAM.INFO."""
@@ -266,19 +275,24 @@ def overhead(results, args):
                                 WorkerCpus("host-workers", host.process.pid, 1.0)]
                     try:
                         remote_runs, local_runs, remote_cpu = [], [], []
+                        # Every process of the remote farm: nats-server, the
+                        # gateway, the host, its worker processes (the client
+                        # is added from bench.client's own measure).
+                        farm = [nats.process.pid, gateway.process.pid, host.process.pid]
+                        farm += child_pids(host.process.pid)
                         for repeat in range(args.repeats):
                             order = [("local", local), ("remote", gateway)]
                             for which, server in (order if repeat % 2 == 0 else order[::-1]):
-                                before = (cpu_seconds(nats.process.pid), cpu_seconds(gateway.process.pid),
-                                          cpu_seconds(host.process.pid))
-                                report, _, _ = bench.client("--port", str(server.port), *flags,
-                                                            "-d", str(args.duration), "--warmup", "1s")
+                                before = [cpu_seconds(pid) for pid in farm]
+                                moved = nats.messages_moved()
+                                report, client_cpu, _ = bench.client("--port", str(server.port), *flags,
+                                                                     "-d", str(args.duration), "--warmup", "1s")
                                 if which == "remote":
                                     # Includes the 1 s warm-up: per job, count its jobs too (approximately).
-                                    after = (cpu_seconds(nats.process.pid), cpu_seconds(gateway.process.pid),
-                                             cpu_seconds(host.process.pid))
                                     jobs = report["throughput_rps"] * (args.duration + 1)
-                                    remote_cpu.append([(a - b) / jobs * 1e6 for a, b in zip(after, before)])
+                                    cpu = [(cpu_seconds(pid) - b) / jobs * 1e6 for pid, b in zip(farm, before)]
+                                    remote_cpu.append(cpu[:3] + [sum(cpu[3:]), client_cpu / jobs * 1e6,
+                                                                 (nats.messages_moved() - moved) / jobs])
                                     remote_runs.append(report)
                                 else:
                                     local_runs.append(report)
@@ -289,7 +303,11 @@ def overhead(results, args):
                     ours_local = statistics.median(r["throughput_rps"] for r in local_runs)
                     remote_p50 = statistics.median(p50(r) for r in remote_runs)
                     local_p50 = statistics.median(p50(r) for r in local_runs)
-                    nats_us, gateway_us, host_us = (statistics.median(c[i] for c in remote_cpu) for i in range(3))
+                    nats_us, gateway_us, host_us, workers_us, client_us, messages = (
+                        statistics.median(c[i] for c in remote_cpu) for i in range(6))
+                    # How busy the machine's cores were: CPU per job times jobs/s.
+                    whole_us = nats_us + gateway_us + host_us + workers_us + client_us
+                    busy = whole_us * remote / 1e6 / os.cpu_count()
                     target = "report" if key == "short" else ">= 0.9"
                     ratio = remote / ours_local
                     met = bench.verdict(ratio >= 0.9) if target == ">= 0.9" else "-"
@@ -298,7 +316,9 @@ def overhead(results, args):
                                 ours_local, "jobs/s", target, met,
                                 f"p50 {remote_p50 / 1000:.3f} ms vs {local_p50 / 1000:.3f} ms; CPU per job: "
                                 f"nats-server {nats_us:.0f} µs, gateway {gateway_us:.0f} µs, host process "
-                                f"{host_us:.0f} µs; NATS request/reply floor (Python, sequential) {floor:.0f} µs")
+                                f"{host_us:.0f} µs, its workers {workers_us:.0f} µs, client {client_us:.0f} µs "
+                                f"(the cores {busy:.0%} busy); NATS messages per job {messages:.2f} (in and out); "
+                                f"NATS request/reply floor (Python, sequential) {floor:.0f} µs")
         finally:
             host.stop()
 

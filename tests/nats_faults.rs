@@ -279,6 +279,73 @@ fn with_a_farm_key_forged_jobs_results_replays_and_heartbeats_are_refused_and_co
     drop(host);
 }
 
+#[test]
+fn a_copy_of_earlier_results_earns_a_receipt_that_names_those_results_only() {
+    // Anyone can read a gateway's results subject and send a message there
+    // again with a reply subject of their own; the gateway confirms it (a
+    // duplicate, as for a host whose receipt was lost). Were that receipt a
+    // bare "taken", it would fit a host's pending try on that inbox and make
+    // the host let go of results its gateway never had.
+    let Some(nats) = NatsServer::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let key = farm_key(&dir);
+    let _host = WorkerHost::start(&nats.url, "keyed", "threads", 1, &["--farm-key", &key]);
+    let gateway = start_gateway(&nats, &["--farm-key", &key]);
+    wait_for_hosts(&gateway, 1);
+    let gateway_id = gateway.stats()["remote"]["gateway"].as_str().unwrap().to_string();
+    let mut listener = RawNats::connect(&nats.url, None);
+    listener.subscribe(&format!("tc.answers.{gateway_id}"));
+    listener.until_pong();
+    assert_eq!(gateway.request(json!({"id": 1, "cmd": "compute", "n": 10}))["result"], 8360);
+    let captured = listener.next_message().expect("the job's results message");
+    let headers = String::from_utf8(captured.headers.clone()).unwrap();
+    let signature = headers
+        .lines()
+        .find_map(|line| line.strip_prefix("Tc-Sig: "))
+        .unwrap_or_else(|| panic!("signed results: {headers}"));
+
+    let mut copier = RawNats::connect(&nats.url, None);
+    let receipt = copier.request_with_headers(&captured.subject, &captured.headers, &captured.payload);
+    assert_eq!(
+        String::from_utf8_lossy(&receipt),
+        format!("taken {signature}"),
+        "bound to the copied results"
+    );
+    gateway.wait_for_stats("the copy dropped as a duplicate", |s| s["remote"]["duplicates_dropped"] == 1);
+    assert_eq!(gateway.request(json!({"id": 2, "cmd": "compute", "n": 10}))["result"], 8360);
+}
+
+#[test]
+fn a_flood_of_malformed_signatures_is_counted_with_a_line_per_kind_not_per_message() {
+    // A stranger who can publish can send thousands of messages a second
+    // with a signature header that is not ours; each must cost a counter,
+    // not a line of the gateway's log.
+    let Some(nats) = NatsServer::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let key = farm_key(&dir);
+    let _host = WorkerHost::start(&nats.url, "keyed", "threads", 1, &["--farm-key", &key]);
+    let log_path = dir.path().join("gateway.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let args =
+        ["--port", "0", "--workers", "0", "--nats", &nats.url, "--farm-key", &key, "--log-level", "warn"];
+    let mut gateway = common::TestServer::start_logging_to(&args, &[], std::process::Stdio::from(log));
+    wait_for_hosts(&gateway, 1);
+    let subject = format!("tc.answers.{}", gateway.stats()["remote"]["gateway"].as_str().unwrap());
+    let mut stranger = RawNats::connect(&nats.url, None);
+    for _ in 0..500 {
+        stranger.publish(&subject, None, b"NATS/1.0\r\nTc-Sig: bad\r\n\r\n", b"x");
+    }
+    stranger.until_pong();
+    gateway.wait_for_stats("every malformed message counted", |s| {
+        s["remote"]["messages_rejected"].as_u64() >= Some(500)
+    });
+    assert_eq!(gateway.request(json!({"id": 1, "cmd": "compute", "n": 10}))["result"], 8360);
+    assert!(gateway.terminate().success());
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let lines = text.lines().filter(|line| line.contains("dropping a results message")).count();
+    assert_eq!(lines, 1, "one line for 500 messages:\n{text}");
+}
+
 /// One value from a host's `/metrics`.
 fn host_metric(metrics: std::net::SocketAddr, name: &str) -> f64 {
     let (_, body) = common::http_get(metrics, "/metrics");

@@ -88,7 +88,7 @@ impl JobChecks {
                     Some(mismatch) => {
                         self.counters.key_trouble.noticed(mismatch, "a job from the jobs stream")
                     }
-                    None => tracing::warn!(subject = %message.subject, %why, "dropping a job message"),
+                    None => self.counters.refusals.warn("dropping a job message", &why),
                 }
                 AckKind::Term
             },
@@ -109,7 +109,8 @@ impl JobChecks {
         let token = wire::token_hex(parcel.jobs[0].token);
         if let Err(why) = self.replays.check(signed, stream_seq, parcel.expires_ms, now) {
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(job = %token, %why, "dropping a job");
+            self.counters.refusals.warn("dropping a job sent twice or too long ago", &why);
+            tracing::debug!(job = %token, %why, "dropping a job");
             return Verdict::Drop;
         }
         if now > parcel.expires_ms {
@@ -304,16 +305,15 @@ async fn take_delivery(
     let parcel: JobParcel = match wire::decode::<JobParcel>(&message.payload) {
         Ok(parcel) if (1..=MAX_PARCEL_JOBS).contains(&parcel.jobs.len()) => parcel,
         Ok(parcel) => {
-            tracing::warn!(
-                jobs = parcel.jobs.len(),
-                "dropping a message of {} jobs: a gateway sends 1 to {MAX_PARCEL_JOBS}",
-                parcel.jobs.len()
-            );
+            let why = format!("{} jobs in it: a gateway sends 1 to {MAX_PARCEL_JOBS}", parcel.jobs.len());
+            checks.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            checks.counters.refusals.warn("dropping a message of too many jobs, or none", &why);
             let _ = message.ack_with(AckKind::Term).await;
             return Vec::new();
         }
         Err(e) => {
-            tracing::warn!(error = %e, "dropping a message that is not a job");
+            checks.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            checks.counters.refusals.warn("dropping a message that is not a job", &e);
             let _ = message.ack_with(AckKind::Term).await;
             return Vec::new();
         }
@@ -341,7 +341,10 @@ async fn take_delivery(
                 match checks.admission.admit(job.kind) {
                     Ok(kind) => runnable.push((job.job, job.token, kind)),
                     Err(error) => {
-                        tracing::warn!(job = %wire::token_hex(job.token), error = %error.message, "refusing a job");
+                        checks
+                            .counters
+                            .refusals
+                            .warn("refusing a job over this host's own limits", &error.message);
                         refused.push(answerer.result(
                             (job.job, job.token),
                             attempts,

@@ -51,6 +51,9 @@ pub(crate) struct HostCounters {
     pub(crate) redeliveries_excused: std::sync::atomic::AtomicU64,
     /// Messages dropped because their sender's farm key differs.
     pub(crate) key_trouble: crate::remote::envelope::KeyTrouble,
+    /// The warnings about other refused messages, a line per kind at most
+    /// every 30 s (anyone who can publish to NATS can send them).
+    pub(crate) refusals: crate::remote::envelope::RefusalLog,
 }
 
 impl fmt::Debug for HostState {

@@ -181,12 +181,15 @@ impl Answerer {
             tries += 1;
             let mut headers = async_nats::HeaderMap::new();
             self.signer.sign(&parcel.reply_to, &mut headers, &bytes);
+            // Each try is signed anew, and only a receipt naming this try's
+            // signature confirms it (wire::results_receipt).
+            let expected = wire::results_receipt(Verifier::signature_of(Some(&headers)));
             let request = async_nats::Request::new()
                 .headers(headers)
                 .payload(bytes.clone())
                 .timeout(Some(DELIVER_WAIT));
             let delivered = match self.client.send_request(parcel.reply_to.clone(), request).await {
-                Ok(receipt) => self.check_receipt(&receipt),
+                Ok(receipt) => self.check_receipt(&receipt, &expected),
                 Err(e) => Err(e.to_string()),
             };
             let Err(e) = delivered else { return true };
@@ -216,16 +219,76 @@ impl Answerer {
         }
     }
 
-    /// Whether a reply is the gateway's receipt: signed (with a farm key)
-    /// for this very request's inbox, so neither forged nor replayed.
-    fn check_receipt(&self, reply: &async_nats::Message) -> Result<(), String> {
-        self.verifier
-            .verify(reply.subject.as_str(), reply.headers.as_ref(), &reply.payload)
-            .map_err(|why| format!("a receipt that does not check out: {why}"))?;
-        if reply.payload.as_ref() == RESULTS_RECEIPT {
-            Ok(())
-        } else {
-            Err(format!("an unexpected answer to results: {:?}", String::from_utf8_lossy(&reply.payload)))
+    /// Whether a reply is the gateway's receipt for these very results:
+    /// signed (with a farm key) for this request's inbox, so not forged,
+    /// and naming this try's signature (`expected`), so not earned by a
+    /// copy of earlier results.
+    fn check_receipt(&self, reply: &async_nats::Message, expected: &[u8]) -> Result<(), String> {
+        check_receipt(&self.verifier, reply, expected)
+    }
+}
+
+/// [`Answerer::check_receipt`], on its own so a test can give it receipts.
+fn check_receipt(verifier: &Verifier, reply: &async_nats::Message, expected: &[u8]) -> Result<(), String> {
+    verifier
+        .verify(reply.subject.as_str(), reply.headers.as_ref(), &reply.payload)
+        .map_err(|why| format!("a receipt that does not check out: {why}"))?;
+    if reply.payload.as_ref() == expected {
+        Ok(())
+    } else if reply.payload.starts_with(RESULTS_RECEIPT) {
+        Err("a receipt for other results (a copy of earlier ones was answered, not these)".into())
+    } else {
+        Err(format!("an unexpected answer to results: {:?}", String::from_utf8_lossy(&reply.payload)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::envelope::FarmKey;
+
+    /// A results try's signature, and the gateway's receipt for the results
+    /// that carried `answered` (its signature), on `inbox`.
+    fn receipt(gateway: &Signer, inbox: &str, answered: Option<&str>) -> async_nats::Message {
+        let payload = wire::results_receipt(answered);
+        let mut headers = async_nats::HeaderMap::new();
+        gateway.sign(inbox, &mut headers, &payload);
+        async_nats::Message {
+            subject: inbox.into(),
+            reply: None,
+            payload: payload.into(),
+            headers: Some(headers),
+            status: None,
+            description: None,
+            length: 0,
         }
+    }
+
+    /// The signature a host's try of some results carries.
+    fn try_signature(host: &Signer) -> String {
+        let mut headers = async_nats::HeaderMap::new();
+        host.sign("tc.answers.g1", &mut headers, b"[results]");
+        Verifier::signature_of(Some(&headers)).unwrap().to_string()
+    }
+
+    #[test]
+    fn only_a_receipt_naming_this_try_of_the_results_lets_them_go() {
+        let key = || Some(FarmKey::from_secret(b"a farm key for the receipt test, 32+ bytes"));
+        let (gateway, host, verifier) = (Signer::new(key()), Signer::new(key()), Verifier::new(key()));
+        let (earlier, current) = (try_signature(&host), try_signature(&host));
+        let expected = wire::results_receipt(Some(&current));
+        let inbox = "_INBOX.host.7";
+        assert_eq!(check_receipt(&verifier, &receipt(&gateway, inbox, Some(&current)), &expected), Ok(()));
+        // A copy of earlier results, sent again with this try's inbox as its
+        // reply subject: the gateway's (genuine) receipt names the copy.
+        let why = check_receipt(&verifier, &receipt(&gateway, inbox, Some(&earlier)), &expected).unwrap_err();
+        assert!(why.contains("a receipt for other results"), "{why}");
+        // A bare "taken" (what a receipt was before it named its results).
+        assert!(check_receipt(&verifier, &receipt(&gateway, inbox, None), &expected).is_err());
+        // Signed by a stranger's key.
+        let stranger = Signer::new(Some(FarmKey::from_secret(b"not the farm's key, but 32 bytes or more")));
+        let why =
+            check_receipt(&verifier, &receipt(&stranger, inbox, Some(&current)), &expected).unwrap_err();
+        assert!(why.contains("does not check out"), "{why}");
     }
 }

@@ -290,6 +290,12 @@ impl Verifier {
         Ok(Signed { sender, seq, time_ms })
     }
 
+    /// The signature header a message carries, as sent (`None` without one).
+    #[cfg(feature = "nats")]
+    pub(crate) fn signature_of(headers: Option<&HeaderMap>) -> Option<&str> {
+        headers.and_then(|h| h.get(SIGNATURE)).map(|v| v.as_str())
+    }
+
     /// Whether messages are checked (a farm key is set).
     pub(crate) fn has_key(&self) -> bool {
         self.key.is_some()
@@ -408,6 +414,44 @@ impl KeyTrouble {
                 Some(format!("in the last minute, {}", mismatch.advice(&seen.what)))
             })
             .collect()
+    }
+}
+
+/// Warnings about messages refused for any other reason (a signature header
+/// that is not ours, a replay, a payload that is not a job or results):
+/// at most one per kind every [`MISMATCH_LOG_EVERY`], with how many were not
+/// logged. Anyone who can publish to the farm's NATS can send thousands of
+/// such messages a second; each costs a counter (`messages_rejected`), not
+/// a line in the log.
+#[derive(Debug, Default)]
+pub(crate) struct RefusalLog {
+    /// By kind (one per call site, so a handful): when it was last logged,
+    /// and how many were refused since without a line.
+    kinds: Mutex<HashMap<&'static str, (std::time::Instant, u64)>>,
+}
+
+impl RefusalLog {
+    /// Logs `kind` (what was dropped) with `why`, unless a message of that
+    /// kind was logged within the last [`MISMATCH_LOG_EVERY`].
+    pub(crate) fn warn(&self, kind: &'static str, why: &dyn std::fmt::Display) {
+        let now = std::time::Instant::now();
+        let mut kinds = self.kinds.lock().unwrap_or_else(PoisonError::into_inner);
+        let unlogged = match kinds.get_mut(kind) {
+            Some((logged, unlogged)) if now.duration_since(*logged) < MISMATCH_LOG_EVERY => {
+                *unlogged += 1;
+                return;
+            }
+            Some((_, unlogged)) => *unlogged,
+            None => 0,
+        };
+        tracing::warn!(more_since_last_warning = unlogged, %why, "{kind}");
+        kinds.insert(kind, (now, 0));
+    }
+
+    /// How many of `kind` were refused without a line since its last one.
+    #[cfg(test)]
+    fn unlogged(&self, kind: &'static str) -> Option<u64> {
+        self.kinds.lock().unwrap_or_else(PoisonError::into_inner).get(kind).map(|(_, n)| *n)
     }
 }
 
@@ -582,6 +626,19 @@ mod tests {
         assert!(recent[1].contains("a result was signed with a different farm key"), "{recent:?}");
         assert_eq!(untrusted_name(&"x".repeat(1000)).len(), MISMATCH_NAME_CHARS + 2);
         assert_eq!(untrusted_name("a\nb"), "\"a\\nb\"");
+    }
+
+    #[test]
+    fn a_flood_of_refused_messages_is_one_line_per_kind_and_a_count() {
+        let log = RefusalLog::default();
+        assert_eq!(log.unlogged("dropping a job message"), None);
+        for _ in 0..1000 {
+            log.warn("dropping a job message", &Rejection::BadSignature);
+        }
+        log.warn("dropping a results message", &Rejection::Replayed);
+        // The first of each kind was logged; the other 999 only counted.
+        assert_eq!(log.unlogged("dropping a job message"), Some(999));
+        assert_eq!(log.unlogged("dropping a results message"), Some(0));
     }
 
     #[test]

@@ -66,11 +66,29 @@ impl ParcelJob {
     }
 }
 
-/// What a gateway answers a results message with once it has taken it
+/// The word a gateway answers a results message with once it has taken it
 /// (each result routed, or dropped as a duplicate): the host may then
-/// acknowledge the parcel. Signed like every message, for the request's
-/// own reply subject, so it can be neither forged nor replayed.
+/// acknowledge the parcel. See [`results_receipt`].
 pub(crate) const RESULTS_RECEIPT: &[u8] = b"taken";
+
+/// The receipt for one results message: [`RESULTS_RECEIPT`], then that
+/// message's own signature (`Tc-Sig`, when it has one). Signed like every
+/// message, for the request's own reply subject, so it cannot be forged;
+/// naming the results it answers binds it to them: anyone can copy an
+/// earlier results message from the gateway's subject and send it again
+/// with a reply subject of their choosing (the gateway confirms a
+/// duplicate, as it must for a host whose first receipt was lost), but the
+/// receipt that earns names the old signature, and a host accepts only one
+/// that names the signature of its current try — so no copy can make a
+/// host let go of results its gateway never had.
+pub(crate) fn results_receipt(signature: Option<&str>) -> Vec<u8> {
+    let mut receipt = RESULTS_RECEIPT.to_vec();
+    if let Some(signature) = signature {
+        receipt.push(b' ');
+        receipt.extend_from_slice(signature.as_bytes());
+    }
+    receipt
+}
 
 /// A finished job on its way back to its gateway. A host sends the
 /// results of one parcel together, in one message (a `Vec` of these), as a

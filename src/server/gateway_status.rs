@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::remote::connect::LinkState;
-use crate::remote::envelope::KeyTrouble;
+use crate::remote::envelope::{KeyTrouble, RefusalLog};
 use crate::remote::limits::heartbeat_problem;
 use crate::remote::wire::Heartbeat;
 use crate::remote::HOST_TIMEOUT;
@@ -229,6 +229,9 @@ pub(crate) struct GatewayStatus {
     pub(crate) farm_key: bool,
     /// Messages dropped because their sender's farm key differs.
     pub(crate) key_trouble: KeyTrouble,
+    /// The warnings about other refused messages, a line per kind at most
+    /// every 30 s (anyone who can publish to NATS can send them).
+    pub(crate) refusals: RefusalLog,
 }
 
 /// How long a new (or just reconnected) gateway waits to hear from hosts

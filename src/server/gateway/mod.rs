@@ -50,7 +50,7 @@ use crate::error::{Error, Result};
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::remote::bridge::Bridge;
 use crate::remote::connect::{connect, NatsOptions, Role};
-use crate::remote::envelope::{self, KeyTrouble, Signer, Verifier};
+use crate::remote::envelope::{self, KeyTrouble, RefusalLog, Signer, Verifier};
 use crate::remote::{self as nats, ACK_WAIT, HEARTBEAT_SUBJECT};
 use crate::runtime::pool::{JobOutcomes, JobQueues};
 use crate::server::jobs::Completer;
@@ -137,6 +137,7 @@ impl Gateway {
             started: Instant::now(),
             farm_key: verifier.has_key(),
             key_trouble: KeyTrouble::default(),
+            refusals: RefusalLog::default(),
         });
         let forwarded = Arc::new(Forwarded::default());
         // 3. The listeners: results, hosts' heartbeats, our own heartbeat,

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 
 use super::forward::Forwarded;
 use crate::remote::envelope::{KeyMismatch, Signer, Verifier};
-use crate::remote::wire::{self, RemoteResult, RESULTS_RECEIPT};
+use crate::remote::wire::{self, RemoteResult};
 use crate::runtime::pool::{JobOutcomes, JobReport};
 use crate::server::gateway_status::GatewayStatus;
 use crate::server::jobs::Completer;
@@ -43,10 +43,12 @@ pub(super) async fn take_results(
             continue;
         }
         if let Some(reply) = &message.reply {
+            // Naming the results it answers (wire::results_receipt): a copy
+            // of old results earns a receipt no host's current try takes.
+            let receipt = wire::results_receipt(Verifier::signature_of(message.headers.as_ref()));
             let mut headers = async_nats::HeaderMap::new();
-            desk.signer.sign(reply.as_str(), &mut headers, RESULTS_RECEIPT);
-            let receipt = bytes::Bytes::from_static(RESULTS_RECEIPT);
-            let _ = desk.client.publish_with_headers(reply.clone(), headers, receipt).await;
+            desk.signer.sign(reply.as_str(), &mut headers, &receipt);
+            let _ = desk.client.publish_with_headers(reply.clone(), headers, receipt.into()).await;
         }
     }
 }
@@ -64,7 +66,7 @@ fn take_one(
         status.counters.rejected.fetch_add(1, Relaxed);
         match KeyMismatch::of(&why) {
             Some(mismatch) => status.key_trouble.noticed(mismatch, "a results message"),
-            None => tracing::warn!(%why, "dropping a results message"),
+            None => status.refusals.warn("dropping a results message", &why),
         }
         return false;
     }
@@ -75,7 +77,7 @@ fn take_one(
         Ok(results) => results,
         Err(e) => {
             status.counters.rejected.fetch_add(1, Relaxed);
-            tracing::warn!(error = %e, "dropping a results message");
+            status.refusals.warn("dropping a message that is not results", &e);
             return false;
         }
     };
