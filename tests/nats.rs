@@ -97,6 +97,25 @@ fn the_clients_report_names_a_gateways_hosts_and_their_mode() {
 }
 
 #[test]
+fn a_host_that_joins_during_the_run_is_in_the_reports_first_line() {
+    // The report's first line is what the gateway said at the start; a
+    // host started beside the client (still joining then) ran the jobs.
+    let Some(nats) = NatsServer::start() else { return };
+    let gateway = start_gateway(&nats, &[]);
+    let port = gateway.addr.port().to_string();
+    let client = std::thread::spawn(move || {
+        common::run_client(&["--port", &port, "-c", "1", "--rate", "20", "-d", "8s", "--warmup", "0s"])
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _host = WorkerHost::start(&nats.url, "late", "threads", 2, &[]);
+    wait_for_hosts(&gateway, 1);
+    let out = client.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let first = stdout.lines().next().unwrap_or_default();
+    assert!(first.contains("(server: gateway, no local workers; 1 host: 2 workers, threads)"), "{stdout}");
+}
+
+#[test]
 fn a_gateway_without_hosts_refuses_jobs_with_a_clear_error_and_is_not_ready() {
     let Some(nats) = NatsServer::start() else { return };
     let gateway = start_gateway(&nats, &["--metrics-addr", "127.0.0.1:0"]);

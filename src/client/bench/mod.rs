@@ -268,7 +268,9 @@ pub(crate) struct ServerInfo {
     pub(crate) hosts: Option<FarmHosts>,
 }
 
-/// The worker hosts behind a gateway, as its `stats` listed them.
+/// The worker hosts behind a gateway, as its `stats` listed them at the
+/// start of the run — or at its end, if more were alive then (a host that
+/// joined during the run ran jobs too).
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub(crate) struct FarmHosts {
     /// Hosts alive when the run started.
@@ -390,7 +392,8 @@ pub(crate) fn run(options: BenchOptions, sinks: RunSinks) -> Result<BenchRun> {
 }
 
 fn run_against(server: &ServerUnderTest, options: BenchOptions, sinks: RunSinks) -> Result<BenchRun> {
-    let token = options.auth_token.as_deref();
+    let token = options.auth_token.clone();
+    let token = token.as_deref();
     let info = server.info(token)?;
     // Every connection is opened before the clock starts, so a refused
     // connection fails the run at once and connecting is not measured.
@@ -440,6 +443,15 @@ fn run_against(server: &ServerUnderTest, options: BenchOptions, sinks: RunSinks)
     // A stop asked by --abort-on-fail is not an interruption: the run is
     // reported as aborted (and exits 99), not as cut short by Ctrl-C.
     let interrupted = crate::client::interrupt::requested() && crate::client::interrupt::aborted().is_none();
+    // A gateway's hosts may have joined while the run went on (one started
+    // just before the client, say): then the end's count is what ran jobs.
+    let info = match &info.hosts {
+        Some(hosts) => match server.info(token) {
+            Ok(later) if later.hosts.as_ref().is_some_and(|l| l.alive > hosts.alive) => later,
+            _ => info,
+        },
+        None => info,
+    };
     Ok(BenchRun {
         options,
         server: info,
