@@ -346,6 +346,33 @@ fn a_flood_of_malformed_signatures_is_counted_with_a_line_per_kind_not_per_messa
     assert_eq!(lines, 1, "one line for 500 messages:\n{text}");
 }
 
+#[test]
+fn a_host_of_an_earlier_release_is_named_in_the_gateways_log() {
+    // A farm runs one release (its messages change between releases); a
+    // member of another must be said, not found out from jobs that time out.
+    let Some(nats) = NatsServer::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("gateway.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let args = ["--port", "0", "--workers", "0", "--nats", &nats.url, "--log-level", "warn"];
+    let mut gateway = common::TestServer::start_logging_to(&args, &[], std::process::Stdio::from(log));
+    // A beat as releases before the version field sent it (no farm key here,
+    // so an unsigned one is taken).
+    let mut old_host = RawNats::connect(&nats.url, None);
+    let beat =
+        json!({"name": "old-h1", "slots": 1, "busy": 0, "jobs_done": 0, "restarts": 0, "mode": "threads"});
+    old_host.publish("tc.hosts", None, b"", beat.to_string().as_bytes());
+    old_host.until_pong();
+    gateway.wait_for_stats("the old host heard", |s| s["hosts"].as_array().is_some_and(|h| h.len() == 1));
+    assert!(gateway.terminate().success());
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        text.contains("host \"old-h1\" speaks version 1 of the messages between gateways and hosts")
+            && text.contains("run one release on every gateway and host"),
+        "{text}"
+    );
+}
+
 /// One value from a host's `/metrics`.
 fn host_metric(metrics: std::net::SocketAddr, name: &str) -> f64 {
     let (_, body) = common::http_get(metrics, "/metrics");

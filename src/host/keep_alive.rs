@@ -33,6 +33,7 @@ pub(super) fn heartbeat(config: &HostConfig, held: &HeldJobs, board: &WorkerBoar
         mode: config.pool.mode.as_str().to_string(),
         holding: held.tokens(),
         leaving: false,
+        wire: crate::remote::wire::WIRE_VERSION,
     }
 }
 

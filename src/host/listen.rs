@@ -73,6 +73,10 @@ pub(super) async fn listen_to_farm(client: async_nats::Client, ears: FarmEars) {
         let now = Instant::now();
         if message.subject.as_str() == GATEWAYS_SUBJECT {
             if let Ok(beat) = serde_json::from_slice::<GatewayBeat>(&message.payload) {
+                let who = format!("gateway {}", crate::remote::envelope::untrusted_name(&beat.gateway));
+                if let Some(said) = crate::remote::wire::other_release(beat.wire, &who) {
+                    ears.counters.refusals.warn("a farm member of another release", &said);
+                }
                 if ears.peers.gateway_heard(&beat.gateway, now) {
                     tracing::info!(gateway = %beat.gateway, "a gateway joined the farm");
                     ears.beat_now.notify_one();

@@ -113,6 +113,30 @@ pub(crate) struct RemoteResult {
     pub(crate) result: JobResult,
 }
 
+/// The version of the messages between gateways and hosts (jobs, results,
+/// receipts, beats), raised whenever one of them changes. Both beats carry
+/// it, so a member of another release is named in the log instead of
+/// failing quietly — its jobs, results or receipts are not understood here.
+/// Beats of releases before the field say nothing, and read as 1.
+pub(crate) const WIRE_VERSION: u32 = 2;
+
+/// What a beat without a version is: an earlier release.
+fn before_versions() -> u32 {
+    1
+}
+
+/// What to say when `who` (e.g. "host \"h1\"") beats with another
+/// [`WIRE_VERSION`]; `None` when it is this one.
+pub(crate) fn other_release(wire: u32, who: &str) -> Option<String> {
+    (wire != WIRE_VERSION).then(|| {
+        format!(
+            "{who} speaks version {wire} of the messages between gateways and hosts, this process version \
+             {WIRE_VERSION}: it runs another ThreadCenter release, and the jobs, results or receipts between \
+             the two may not be understood; run one release on every gateway and host"
+        )
+    })
+}
+
 /// What a host says about itself every second.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) struct Heartbeat {
@@ -137,6 +161,9 @@ pub(crate) struct Heartbeat {
     /// gateways count it gone at once and say it left, not that it was lost.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) leaving: bool,
+    /// Its [`WIRE_VERSION`].
+    #[serde(default = "before_versions")]
+    pub(crate) wire: u32,
 }
 
 /// What a gateway says every second: that it is alive (hosts do not run
@@ -145,6 +172,9 @@ pub(crate) struct Heartbeat {
 pub(crate) struct GatewayBeat {
     /// Its id (the one in its jobs and its results subject).
     pub(crate) gateway: String,
+    /// Its [`WIRE_VERSION`].
+    #[serde(default = "before_versions")]
+    pub(crate) wire: u32,
 }
 
 /// A token as heartbeats carry it.
@@ -174,6 +204,21 @@ pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
 mod tests {
     use super::*;
     use crate::protocol::JobOutput;
+
+    #[test]
+    fn a_beat_of_an_earlier_release_is_told_apart_and_named() {
+        let old: GatewayBeat = serde_json::from_str(r#"{"gateway":"g1"}"#).unwrap();
+        assert_eq!(old.wire, 1);
+        let said = other_release(old.wire, "gateway \"g1\"").unwrap();
+        assert!(
+            said.contains("gateway \"g1\" speaks version 1") && said.contains("another ThreadCenter release")
+        );
+        let now: GatewayBeat = serde_json::from_slice(
+            &serde_json::to_vec(&GatewayBeat { gateway: "g1".into(), wire: WIRE_VERSION }).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(other_release(now.wire, "gateway \"g1\""), None);
+    }
 
     #[test]
     fn jobs_and_results_survive_the_wire() {

@@ -294,6 +294,7 @@ mod tests {
             mode: "threads".into(),
             holding: Vec::new(),
             leaving: false,
+            wire: crate::remote::wire::WIRE_VERSION,
         }
     }
 

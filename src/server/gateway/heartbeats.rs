@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 
 use crate::remote::envelope::{self, now_ms, KeyMismatch, ReplayGuard, Signer, Verifier};
-use crate::remote::wire::{GatewayBeat, Heartbeat};
+use crate::remote::wire::{other_release, GatewayBeat, Heartbeat, WIRE_VERSION};
 use crate::remote::{GATEWAYS_SUBJECT, HEARTBEAT_EVERY, HOST_TIMEOUT};
 use crate::server::gateway_status::GatewayStatus;
 
@@ -43,7 +43,13 @@ pub(super) async fn listen_to_hosts(
             continue;
         }
         match serde_json::from_slice::<Heartbeat>(&message.payload) {
-            Ok(beat) => status.count_heartbeat(status.hosts.heard(beat, std::time::Instant::now())),
+            Ok(beat) => {
+                let who = format!("host {}", envelope::untrusted_name(&beat.name));
+                if let Some(said) = other_release(beat.wire, &who) {
+                    status.refusals.warn("a farm member of another release", &said);
+                }
+                status.count_heartbeat(status.hosts.heard(beat, std::time::Instant::now()))
+            }
             Err(e) => tracing::debug!(error = %e, "ignoring a message on the heartbeat subject"),
         }
     }
@@ -73,7 +79,7 @@ pub(super) async fn beat(
     let mut alive: BTreeSet<String> = BTreeSet::new();
     loop {
         every.tick().await;
-        if let Ok(bytes) = serde_json::to_vec(&GatewayBeat { gateway: gateway.clone() }) {
+        if let Ok(bytes) = serde_json::to_vec(&GatewayBeat { gateway: gateway.clone(), wire: WIRE_VERSION }) {
             let mut headers = async_nats::HeaderMap::new();
             signer.sign(GATEWAYS_SUBJECT, &mut headers, &bytes);
             let _ = client.publish_with_headers(GATEWAYS_SUBJECT, headers, bytes.into()).await;
