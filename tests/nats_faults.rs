@@ -24,6 +24,20 @@ fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// A gateway (no workers of its own) whose warnings go to a file in `dir`,
+/// for a test to read once it has stopped it.
+fn gateway_logging_to(
+    dir: &tempfile::TempDir,
+    nats: &NatsServer,
+    extra: &[&str],
+) -> (common::TestServer, std::path::PathBuf) {
+    let path = dir.path().join("gateway.log");
+    let log = std::fs::File::create(&path).unwrap();
+    let mut args = vec!["--port", "0", "--workers", "0", "--nats", &nats.url, "--log-level", "warn"];
+    args.extend_from_slice(extra);
+    (common::TestServer::start_logging_to(&args, &[], std::process::Stdio::from(log)), path)
+}
+
 /// A farm key file in a temporary directory.
 fn farm_key(dir: &tempfile::TempDir) -> String {
     let path = dir.path().join("farm.key");
@@ -324,11 +338,7 @@ fn a_flood_of_malformed_signatures_is_counted_with_a_line_per_kind_not_per_messa
     let dir = tempfile::tempdir().unwrap();
     let key = farm_key(&dir);
     let _host = WorkerHost::start(&nats.url, "keyed", "threads", 1, &["--farm-key", &key]);
-    let log_path = dir.path().join("gateway.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let args =
-        ["--port", "0", "--workers", "0", "--nats", &nats.url, "--farm-key", &key, "--log-level", "warn"];
-    let mut gateway = common::TestServer::start_logging_to(&args, &[], std::process::Stdio::from(log));
+    let (mut gateway, log_path) = gateway_logging_to(&dir, &nats, &["--farm-key", &key]);
     wait_for_hosts(&gateway, 1);
     let subject = format!("tc.answers.{}", gateway.stats()["remote"]["gateway"].as_str().unwrap());
     let mut stranger = RawNats::connect(&nats.url, None);
@@ -352,10 +362,7 @@ fn a_host_of_an_earlier_release_is_named_in_the_gateways_log() {
     // member of another must be said, not found out from jobs that time out.
     let Some(nats) = NatsServer::start() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let log_path = dir.path().join("gateway.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let args = ["--port", "0", "--workers", "0", "--nats", &nats.url, "--log-level", "warn"];
-    let mut gateway = common::TestServer::start_logging_to(&args, &[], std::process::Stdio::from(log));
+    let (mut gateway, log_path) = gateway_logging_to(&dir, &nats, &[]);
     // A beat as releases before the version field sent it (no farm key here,
     // so an unsigned one is taken).
     let mut old_host = RawNats::connect(&nats.url, None);

@@ -335,6 +335,15 @@ impl KeyMismatch {
         }
     }
 
+    /// Its name, for the log's rate limit.
+    fn kind(self) -> &'static str {
+        match self {
+            KeyMismatch::SenderHasNone => "a message not signed",
+            KeyMismatch::OtherKey => "a message signed with another key",
+            KeyMismatch::OnlySenderHasOne => "a message signed though this process has no key",
+        }
+    }
+
     /// What is wrong and what to do, about `what` (e.g. "a heartbeat from
     /// host 'h1'").
     fn advice(self, what: &str) -> String {
@@ -370,37 +379,22 @@ const MISMATCH_NAME_CHARS: usize = 64;
 /// were not logged) and told in `/readyz` and in a gateway's `BUSY` reply.
 #[derive(Debug, Default)]
 pub(crate) struct KeyTrouble {
-    seen: Mutex<[Option<MismatchSeen>; 3]>,
-}
-
-#[derive(Debug)]
-struct MismatchSeen {
-    last: std::time::Instant,
-    logged: std::time::Instant,
-    unlogged: u64,
-    what: String,
+    /// By kind: when last seen, and what showed it.
+    seen: Mutex<[Option<(std::time::Instant, String)>; 3]>,
+    /// Which lines get written (a kind at most every 30 s).
+    lines: RefusalLog,
 }
 
 impl KeyTrouble {
     /// Notes a mismatch shown by `what`, and logs it unless it was logged
     /// within the last [`MISMATCH_LOG_EVERY`].
     pub(crate) fn noticed(&self, mismatch: KeyMismatch, what: &str) {
-        let now = std::time::Instant::now();
         let what: String = what.chars().take(MISMATCH_NAME_CHARS * 2).collect();
-        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        let slot = &mut seen[mismatch as usize];
-        match slot {
-            Some(earlier) if now.duration_since(earlier.logged) < MISMATCH_LOG_EVERY => {
-                earlier.last = now;
-                earlier.unlogged += 1;
-                earlier.what = what;
-            }
-            _ => {
-                let unlogged = slot.as_ref().map_or(0, |earlier| earlier.unlogged);
-                tracing::warn!(more_since_last_warning = unlogged, "{}", mismatch.advice(&what));
-                *slot = Some(MismatchSeen { last: now, logged: now, unlogged: 0, what });
-            }
+        if let Some(unlogged) = self.lines.allow(mismatch.kind()) {
+            tracing::warn!(more_since_last_warning = unlogged, "{}", mismatch.advice(&what));
         }
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen[mismatch as usize] = Some((std::time::Instant::now(), what));
     }
 
     /// The mismatches seen within [`MISMATCH_RECENT`], one sentence each.
@@ -410,8 +404,8 @@ impl KeyTrouble {
             .iter()
             .zip(seen.iter())
             .filter_map(|(mismatch, seen)| {
-                let seen = seen.as_ref().filter(|seen| seen.last.elapsed() < MISMATCH_RECENT)?;
-                Some(format!("in the last minute, {}", mismatch.advice(&seen.what)))
+                let (_, what) = seen.as_ref().filter(|(last, _)| last.elapsed() < MISMATCH_RECENT)?;
+                Some(format!("in the last minute, {}", mismatch.advice(what)))
             })
             .collect()
     }
@@ -434,18 +428,27 @@ impl RefusalLog {
     /// Logs `kind` (what was dropped) with `why`, unless a message of that
     /// kind was logged within the last [`MISMATCH_LOG_EVERY`].
     pub(crate) fn warn(&self, kind: &'static str, why: &dyn std::fmt::Display) {
+        if let Some(unlogged) = self.allow(kind) {
+            tracing::warn!(more_since_last_warning = unlogged, %why, "{kind}");
+        }
+    }
+
+    /// Whether a line about `kind` may be written now: `Some` with how many
+    /// went unlogged since the last one, or `None` (counted) within
+    /// [`MISMATCH_LOG_EVERY`] of the last.
+    fn allow(&self, kind: &'static str) -> Option<u64> {
         let now = std::time::Instant::now();
         let mut kinds = self.kinds.lock().unwrap_or_else(PoisonError::into_inner);
         let unlogged = match kinds.get_mut(kind) {
             Some((logged, unlogged)) if now.duration_since(*logged) < MISMATCH_LOG_EVERY => {
                 *unlogged += 1;
-                return;
+                return None;
             }
             Some((_, unlogged)) => *unlogged,
             None => 0,
         };
-        tracing::warn!(more_since_last_warning = unlogged, %why, "{kind}");
         kinds.insert(kind, (now, 0));
+        Some(unlogged)
     }
 
     /// How many of `kind` were refused without a line since its last one.

@@ -273,7 +273,7 @@ pub(crate) struct ServerInfo {
 /// joined during the run ran jobs too).
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub(crate) struct FarmHosts {
-    /// Hosts alive when the run started.
+    /// Hosts alive (at the start, or at the end if more).
     pub(crate) alive: u64,
     /// Their workers (slots), together.
     pub(crate) workers: u64,
@@ -392,8 +392,7 @@ pub(crate) fn run(options: BenchOptions, sinks: RunSinks) -> Result<BenchRun> {
 }
 
 fn run_against(server: &ServerUnderTest, options: BenchOptions, sinks: RunSinks) -> Result<BenchRun> {
-    let token = options.auth_token.clone();
-    let token = token.as_deref();
+    let token = options.auth_token.as_deref();
     let info = server.info(token)?;
     // Every connection is opened before the clock starts, so a refused
     // connection fails the run at once and connecting is not measured.
@@ -436,6 +435,15 @@ fn run_against(server: &ServerUnderTest, options: BenchOptions, sinks: RunSinks)
         }
     }
     let wall_time = plan.start.elapsed();
+    // A gateway's hosts may have joined while the run went on (one started
+    // just before the client, say): then the end's count is what ran jobs.
+    let info = match &info.hosts {
+        Some(hosts) => match server.info(plan.options.auth_token.as_deref()) {
+            Ok(later) if later.hosts.as_ref().is_some_and(|l| l.alive > hosts.alive) => later,
+            _ => info,
+        },
+        None => info,
+    };
     let since_start = |at: Instant| at.saturating_duration_since(plan.start);
     let measured_window =
         recorder.first_measured.zip(recorder.last_measured).map(|(a, b)| (since_start(a), since_start(b)));
@@ -443,15 +451,6 @@ fn run_against(server: &ServerUnderTest, options: BenchOptions, sinks: RunSinks)
     // A stop asked by --abort-on-fail is not an interruption: the run is
     // reported as aborted (and exits 99), not as cut short by Ctrl-C.
     let interrupted = crate::client::interrupt::requested() && crate::client::interrupt::aborted().is_none();
-    // A gateway's hosts may have joined while the run went on (one started
-    // just before the client, say): then the end's count is what ran jobs.
-    let info = match &info.hosts {
-        Some(hosts) => match server.info(token) {
-            Ok(later) if later.hosts.as_ref().is_some_and(|l| l.alive > hosts.alive) => later,
-            _ => info,
-        },
-        None => info,
-    };
     Ok(BenchRun {
         options,
         server: info,
